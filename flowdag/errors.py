@@ -1,0 +1,113 @@
+"""The flowdag exception tree.
+
+Every error flowdag raises on purpose derives from `FlowdagError`::
+
+    FlowdagError
+    ├── DAGError                      build time: the workflow is not a valid DAG
+    │   ├── CycleError
+    │   ├── MissingDependencyError
+    │   ├── DuplicateNodeError
+    │   └── SignatureError
+    ├── NodeError                     recorded against one node while running
+    │   ├── NodeTimeoutError
+    │   └── SerializationError        (also a TypeError)
+    ├── RunFailedError                raised by RunResult.raise_on_failure()
+    ├── WorkflowChangedError          resume of a run whose DAG has changed
+    └── StoreError                    anything the store cannot do
+        ├── InvalidRunIdError         (also a ValueError)
+        ├── RunNotFoundError          (also a KeyError)
+        ├── RunLockedError
+        └── CorruptStateError
+
+Constructor arguments stay plain and picklable (messages are built before the
+call to ``Exception.__init__``) because errors cross process and Dask boundaries.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CorruptStateError",
+    "CycleError",
+    "DAGError",
+    "DuplicateNodeError",
+    "FlowdagError",
+    "InvalidRunIdError",
+    "MissingDependencyError",
+    "NodeError",
+    "NodeTimeoutError",
+    "RunFailedError",
+    "RunLockedError",
+    "RunNotFoundError",
+    "SerializationError",
+    "SignatureError",
+    "StoreError",
+    "WorkflowChangedError",
+]
+
+
+class FlowdagError(Exception):
+    """Base of every error flowdag raises on purpose."""
+
+
+class DAGError(FlowdagError):
+    """The workflow cannot be built into a valid DAG."""
+
+
+class CycleError(DAGError):
+    """The dependencies form a cycle; the message shows it as ``a -> b -> a``."""
+
+
+class MissingDependencyError(DAGError):
+    """A node depends on a name that is not a node of the workflow."""
+
+
+class DuplicateNodeError(DAGError):
+    """Two nodes share one name."""
+
+
+class SignatureError(DAGError):
+    """A node function cannot be called with its dependencies and ``ctx``."""
+
+
+class NodeError(FlowdagError):
+    """An error recorded against one node while the run goes on."""
+
+
+class NodeTimeoutError(NodeError, TimeoutError):
+    """An attempt ran longer than its node's ``timeout``."""
+
+
+class SerializationError(NodeError, TypeError):
+    """A value cannot be stored: its type is not one flowdag can round-trip."""
+
+
+class RunFailedError(FlowdagError):
+    """A run finished with failed nodes (see `RunResult.raise_on_failure`)."""
+
+
+class WorkflowChangedError(FlowdagError):
+    """The stored run does not match the DAG it is resumed with."""
+
+
+class StoreError(FlowdagError):
+    """The store cannot do what was asked: bad URL, I/O failure, and so on."""
+
+
+class InvalidRunIdError(StoreError, ValueError):
+    """A run id that could escape the store or is otherwise not allowed."""
+
+
+class RunNotFoundError(StoreError, KeyError):
+    """The store holds no run with that id."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would quote the whole message as a repr.
+        return str(self.args[0]) if self.args else ""
+
+
+class RunLockedError(StoreError):
+    """Another process (or run in this process) is running that run id."""
+
+
+class CorruptStateError(StoreError):
+    """Stored data is damaged; flowdag refuses to return it."""

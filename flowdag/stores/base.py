@@ -1,0 +1,345 @@
+"""The store base class: public methods written once, backend hooks underneath.
+
+A backend keeps bytes, never Python values: the base class turns a `RunState`
+into a `StoredRun` with the store's `Codec` and back, so every backend stores
+exactly the same blobs and a state moved between stores compares equal.
+
+Per run a backend keeps three kinds of entry:
+
+- the *header*: workflow name, metadata and the graph (each node's deps);
+- per node, a small *meta* blob (status, attempts, times, error) and, apart from
+  it, the node's *output* blob, so statuses can be read without decoding outputs;
+- per ``ctx.data`` key, its value blob.
+
+`Store.commit` upserts some nodes and applies some data changes in one atomic,
+durable step; its cost depends on the size of those records, not of the run.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from flowdag.codec import Codec
+from flowdag.errors import CorruptStateError, InvalidRunIdError, StoreError
+from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
+
+__all__ = ["RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
+
+_RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_HEADER_FORMAT = 1
+
+
+def check_run_id(run_id: object) -> str:
+    """Return ``run_id`` if it is a valid run id, else raise `InvalidRunIdError`.
+
+    Valid ids match ``[A-Za-z0-9_.:-]{1,200}`` and do not start with ``.``, so an
+    id can never name a path outside the store (no ``/``, no ``..``, no NUL).
+    """
+    if not isinstance(run_id, str):
+        raise InvalidRunIdError(f"run id must be a string, not {type(run_id).__name__}")
+    if not _RUN_ID.fullmatch(run_id) or run_id.startswith("."):
+        raise InvalidRunIdError(
+            f"invalid run id {run_id!r}: use 1-200 characters from A-Z a-z 0-9 _ . : - "
+            "and do not start with '.'"
+        )
+    return run_id
+
+
+@dataclass(slots=True)
+class StoredNode:
+    """One node as a backend keeps it: meta blob and, apart from it, output blob."""
+
+    meta: bytes
+    output: bytes | None = None
+
+
+@dataclass(slots=True)
+class StoredRun:
+    """One run as a backend keeps it: bytes only."""
+
+    header: bytes
+    nodes: dict[str, StoredNode] = field(default_factory=dict)
+    data: dict[str, bytes] = field(default_factory=dict)
+
+
+class RunLock(Protocol):
+    """A held per-run lock; the OS releases it if the process dies."""
+
+    def release(self) -> None: ...
+
+
+class Store(ABC):
+    """Base of every store. Subclasses implement the ``_hooks``; users call the rest.
+
+    Stores are context managers and safe to use from several threads.
+    """
+
+    #: URL scheme of the store, as `open_store` knows it.
+    scheme: str = ""
+
+    def __init__(self, *, codec: Codec | None = None) -> None:
+        self.codec = codec if codec is not None else Codec()
+        self._closed = False
+
+    # -- public API ---------------------------------------------------------
+
+    def save(self, state: RunState) -> None:
+        """Write a whole run, replacing any stored run with the same id, atomically."""
+        run_id = check_run_id(state.run_id)
+        self._check_open()
+        self._save(run_id, self._to_stored(state))
+
+    def load(self, run_id: str) -> RunState:
+        """Read a whole run.
+
+        Raises:
+            RunNotFoundError: the store holds no such run.
+            CorruptStateError: the run's data is damaged (never wrong data).
+        """
+        run_id = check_run_id(run_id)
+        self._check_open()
+        return self._from_stored(run_id, self._load(run_id))
+
+    def load_statuses(self, run_id: str) -> RunState:
+        """Read a run without outputs or data: statuses, attempts, times, errors.
+
+        Cheaper than `load` for status displays and resume planning; every
+        ``output`` is None and ``data`` is empty.
+        """
+        run_id = check_run_id(run_id)
+        self._check_open()
+        header, metas = self._load_metas(run_id)
+        return self._decode_run(run_id, header, {n: StoredNode(m) for n, m in metas.items()}, {})
+
+    def commit(self, run_id: str, records: Sequence[NodeRecord]) -> None:
+        """Make finished nodes durable, all of them or none, before returning.
+
+        Each record upserts one node (status, attempts, times, error, output) and
+        applies its ``ctx.data`` changes; later records win where they overlap.
+        Several records in one call share one transaction and one sync: that is
+        how the runner's group commit pays one fsync per batch.
+        """
+        run_id = check_run_id(run_id)
+        self._check_open()
+        nodes: dict[str, StoredNode] = {}
+        data: dict[str, bytes | None] = {}
+        for record in records:
+            nodes[record.node] = StoredNode(self._encode_meta(record), record.output)
+            data.update(record.data)
+        if nodes:
+            self._commit(run_id, nodes, data)
+
+    def list_runs(self) -> list[str]:
+        """The ids of all stored runs, sorted."""
+        self._check_open()
+        return sorted(self._list_runs())
+
+    def delete(self, run_id: str) -> bool:
+        """Remove a run; True if it existed."""
+        run_id = check_run_id(run_id)
+        self._check_open()
+        return self._delete(run_id)
+
+    @contextmanager
+    def lock(self, run_id: str) -> Iterator[None]:
+        """Hold the run's lock for the duration of the block.
+
+        Raises:
+            RunLockedError: another process, or another run in this process,
+                holds it. A lock held by a process that died is free again.
+        """
+        run_id = check_run_id(run_id)
+        self._check_open()
+        held = self._lock(run_id)
+        try:
+            yield
+        finally:
+            held.release()
+
+    def close(self) -> None:
+        """Release the store's resources; further calls raise `StoreError`."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def describe(self, run_id: str) -> str:
+        """Where the run lives, for messages (a file or database path)."""
+        return f"{self.scheme}://"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- backend hooks --------------------------------------------------------
+
+    @abstractmethod
+    def _save(self, run_id: str, run: StoredRun) -> None:
+        """Replace the whole run atomically and durably."""
+
+    @abstractmethod
+    def _load(self, run_id: str) -> StoredRun:
+        """Read the whole run; raise `RunNotFoundError` if absent."""
+
+    def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
+        """Read the header and every node's meta blob; override to skip outputs."""
+        run = self._load(run_id)
+        return run.header, {name: node.meta for name, node in run.nodes.items()}
+
+    @abstractmethod
+    def _commit(
+        self, run_id: str, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
+    ) -> None:
+        """Upsert ``nodes`` and apply ``data`` (None deletes) in one durable transaction.
+
+        Raise `RunNotFoundError` if the run was never saved.
+        """
+
+    @abstractmethod
+    def _list_runs(self) -> list[str]: ...
+
+    @abstractmethod
+    def _delete(self, run_id: str) -> bool: ...
+
+    @abstractmethod
+    def _lock(self, run_id: str) -> RunLock: ...
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        """Release backend resources."""
+
+    # -- RunState <-> bytes ---------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"{type(self).__name__} is closed; open a new store")
+
+    def _to_stored(self, state: RunState) -> StoredRun:
+        encode = self.codec.encode
+        header = encode(
+            {
+                "format": _HEADER_FORMAT,
+                "workflow": state.workflow,
+                "metadata": state.metadata,
+                "deps": {name: list(node.deps) for name, node in state.nodes.items()},
+            }
+        )
+        nodes = {
+            name: StoredNode(
+                self._encode_meta(node),
+                None if node.status is not NodeStatus.COMPLETED else encode(node.output),
+            )
+            for name, node in state.nodes.items()
+        }
+        data = {key: encode(value) for key, value in state.data.items()}
+        return StoredRun(header, nodes, data)
+
+    def _from_stored(self, run_id: str, run: StoredRun) -> RunState:
+        return self._decode_run(run_id, run.header, run.nodes, run.data)
+
+    def _decode_run(
+        self,
+        run_id: str,
+        header_blob: bytes,
+        nodes: Mapping[str, StoredNode],
+        data: Mapping[str, bytes],
+    ) -> RunState:
+        decode = self.codec.decode
+        try:
+            header = decode(header_blob)
+            if not isinstance(header, dict) or header.get("format") != _HEADER_FORMAT:
+                raise CorruptStateError("unknown run header format")
+            deps: dict[str, list[str]] = header["deps"]
+            state = RunState(run_id, header["workflow"], metadata=header["metadata"])
+            for name, node_deps in deps.items():
+                stored = nodes.get(name)
+                node = NodeState(deps=tuple(node_deps))
+                if stored is not None:
+                    self._decode_meta(stored.meta, node)
+                    if stored.output is not None:
+                        node.output = decode(stored.output)
+                state.nodes[name] = node
+            state.data = {key: decode(blob) for key, blob in data.items()}
+        except (CorruptStateError, KeyError, TypeError, ValueError) as exc:
+            raise CorruptStateError(
+                f"run '{run_id}' in {self.describe(run_id)} is damaged ({exc}); "
+                "restore it from a backup or delete it and run again"
+            ) from exc
+        return state
+
+    def _encode_meta(self, node: NodeRecord | NodeState) -> bytes:
+        error = node.error
+        return self.codec.encode(
+            [
+                str(node.status),
+                node.attempts,
+                _to_micros(node.started_at),
+                _to_micros(node.finished_at),
+                None if error is None else [error.type, error.message, error.traceback],
+            ]
+        )
+
+    def _decode_meta(self, blob: bytes, node: NodeState) -> None:
+        status, attempts, started, finished, error = self.codec.decode(blob)
+        node.status = NodeStatus(status)
+        node.attempts = int(attempts)
+        node.started_at = _from_micros(started)
+        node.finished_at = _from_micros(finished)
+        node.error = None if error is None else ErrorInfo(*error)
+
+
+def _to_micros(moment: datetime | None) -> int | None:
+    # Whole microseconds since the epoch: exact, unlike a float timestamp.
+    return None if moment is None else (moment - _EPOCH) // _MICROSECOND
+
+
+def _from_micros(micros: Any) -> datetime | None:
+    return None if micros is None else _EPOCH + timedelta(microseconds=int(micros))
+
+
+class ThreadRunLocks:
+    """Per-run locks within one process, for stores that live in memory."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held: set[str] = set()
+
+    def acquire(self, run_id: str) -> RunLock:
+        from flowdag.errors import RunLockedError
+
+        with self._guard:
+            if run_id in self._held:
+                raise RunLockedError(
+                    f"run '{run_id}' is already running in this process; "
+                    "wait for it to finish or use another run id"
+                )
+            self._held.add(run_id)
+        return _ThreadRunLock(self, run_id)
+
+    def _release(self, run_id: str) -> None:
+        with self._guard:
+            self._held.discard(run_id)
+
+
+@dataclass(slots=True)
+class _ThreadRunLock:
+    owner: ThreadRunLocks
+    run_id: str
+
+    def release(self) -> None:
+        self.owner._release(self.run_id)
