@@ -1,0 +1,110 @@
+"""The validated graph: `DAG` checks a workflow's nodes and fixes their order."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from flowdag.errors import CycleError, DuplicateNodeError, MissingDependencyError
+
+__all__ = ["DAG", "NodeSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """One node as declared: its function, dependencies and run options."""
+
+    name: str
+    fn: Callable[..., Any]
+    deps: tuple[str, ...] = ()
+    retries: int = 0
+    retry_delay: float = 0.0
+    backoff: float = 2.0
+    max_retry_delay: float = 60.0
+    timeout: float | None = None
+    pool: str | None = None
+    #: Dependencies passed as keyword arguments (all of them when fn takes **kwargs).
+    kwarg_deps: tuple[str, ...] = ()
+    wants_ctx: bool = False
+
+    def retry_wait(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based), before jitter."""
+        return float(min(self.max_retry_delay, self.retry_delay * self.backoff ** (retry - 1)))
+
+
+class DAG:
+    """A workflow's nodes, validated: no duplicates, no missing deps, no cycles.
+
+    Attributes:
+        name: the workflow's name.
+        graph: a `networkx.DiGraph` with an edge ``dep -> node`` per dependency
+            and each node's `NodeSpec` in its ``spec`` attribute.
+        nodes: node names in a deterministic topological order (ties broken by name).
+        specs: node name -> `NodeSpec`.
+    """
+
+    def __init__(self, name: str, specs: Iterable[NodeSpec]) -> None:
+        self.name = name
+        self.specs: Mapping[str, NodeSpec] = _unique(specs)
+        _check_deps(self.specs)
+        graph: nx.DiGraph = nx.DiGraph()
+        for spec in self.specs.values():
+            graph.add_node(spec.name, spec=spec)
+        for spec in self.specs.values():
+            graph.add_edges_from((dep, spec.name) for dep in spec.deps)
+        _check_acyclic(graph)
+        self.graph = graph
+        self.nodes: list[str] = list(nx.lexicographical_topological_sort(graph))
+
+    def deps(self, node: str) -> tuple[str, ...]:
+        """The names ``node`` depends on, as declared."""
+        return self.specs[node].deps
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __contains__(self, node: object) -> bool:
+        return node in self.specs
+
+    def __repr__(self) -> str:
+        return f"DAG({self.name!r}, nodes={len(self.nodes)})"
+
+
+def _unique(specs: Iterable[NodeSpec]) -> dict[str, NodeSpec]:
+    by_name: dict[str, NodeSpec] = {}
+    duplicates: list[str] = []
+    for spec in specs:
+        if spec.name in by_name and spec.name not in duplicates:
+            duplicates.append(spec.name)
+        by_name[spec.name] = spec
+    if duplicates:
+        names = ", ".join(f"'{n}'" for n in duplicates)
+        raise DuplicateNodeError(f"duplicate node names: {names}; give each node a unique name")
+    return by_name
+
+
+def _check_deps(specs: Mapping[str, NodeSpec]) -> None:
+    problems = []
+    for spec in specs.values():
+        for dep in spec.deps:
+            if dep not in specs:
+                hint = difflib.get_close_matches(dep, specs, n=1)
+                suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+                problems.append(f"node '{spec.name}' depends on unknown node '{dep}'{suggestion}")
+    if problems:
+        raise MissingDependencyError("; ".join(problems))
+
+
+def _check_acyclic(graph: nx.DiGraph) -> None:
+    try:
+        edges = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return
+    path = [edges[0][0], *(v for _, v in edges)]
+    raise CycleError(
+        "dependency cycle: " + " -> ".join(path) + "; remove one of these dependencies"
+    )

@@ -1,0 +1,89 @@
+"""`ThreadExecutor`: the default executor, a thread pool that never runs short.
+
+Unlike `concurrent.futures.ThreadPoolExecutor` it has no cap of its own: the
+runner's driver caps how many attempts are in flight. That matters for
+timeouts. Python cannot stop a thread, so an attempt that overruns its timeout
+is *abandoned*: the driver fails (or retries) it at once and discards its result
+when it comes, but its thread runs on until the function returns. A capped pool
+would then queue new work behind it; this one starts a fresh thread whenever
+no thread is idle, so an abandoned attempt costs a thread, not a worker slot.
+Threads are daemons so that an abandoned attempt cannot keep the process alive.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from queue import SimpleQueue
+from typing import Any, TypeVar
+
+__all__ = ["ThreadExecutor", "default_workers"]
+
+T = TypeVar("T")
+_Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
+
+
+def default_workers() -> int:
+    """Attempts in flight when ``max_workers`` is not given (as ThreadPoolExecutor)."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+class ThreadExecutor:
+    """Runs each submitted callable on an idle thread, starting one if none is idle."""
+
+    def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "flowdag") -> None:
+        #: How many attempts the driver keeps in flight on this executor.
+        self.max_workers = max_workers if max_workers is not None else default_workers()
+        self._prefix = thread_name_prefix
+        self._work: SimpleQueue[_Work | None] = SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot submit to a ThreadExecutor after shutdown")
+            self._work.put((future, fn, args))
+            if not self._idle.acquire(blocking=False):
+                self._start_thread()
+        return future
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            if self._shutdown:
+                return
+            self._shutdown = True
+            self._work.put(None)  # each thread passes the sentinel on and exits
+        if wait:
+            for thread in list(self._threads):
+                thread.join()
+
+    def _start_thread(self) -> None:
+        name = f"{self._prefix}-{len(self._threads)}"
+        thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _serve(self) -> None:
+        work = self._work
+        while True:
+            item = work.get()
+            if item is None:
+                work.put(None)
+                return
+            future, fn, args = item
+            del item
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args)
+                except BaseException as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del future, fn, args
+            self._idle.release()

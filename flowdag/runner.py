@@ -1,0 +1,632 @@
+"""`run()`: drive a DAG to the end, making each finished node durable as it goes.
+
+Design
+------
+One *driver* loop, on the caller's thread, owns all run state: the `ReadySet`,
+outputs, ``ctx.data``, attempts, timers. It blocks on one queue fed by future
+callbacks, the committer and attempt starts, and never polls; it wakes early
+only for a timer (a retry that is due, an attempt's deadline).
+
+Each node goes through the same steps: start an attempt on the executor; when
+it returns, either schedule a retry or build one `NodeRecord` (status, attempts,
+times, output or error, ``ctx.data`` changes) and hand it to the *committer*.
+Outputs are encoded once, in the worker, so the driver only moves bytes.
+
+The committer is a thread that makes records durable with `Store.commit`. It
+takes every record waiting in its queue as one batch, so while one commit (one
+fsync) is in flight, the nodes finishing meanwhile are gathered into the next:
+*group commit*, one sync per batch rather than per node. Only when a record's
+commit is acknowledged does the driver count the node done, publish its
+``ctx.data`` changes and release its dependents: no node ever starts on an
+output a crash could still lose. A crash between a node's return and that
+acknowledgement loses the attempt, not the store: the node runs again on
+resume (at-least-once; see ``ctx.idempotency_key``).
+
+If a commit fails, the nodes of that batch are reported failed with the store's
+error, nothing new is started, and the run ends once its attempts return; the
+store still loads and a later resume finishes the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import inspect
+import logging
+import random
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from queue import Empty, SimpleQueue
+from typing import Any
+
+from flowdag.codec import Codec
+from flowdag.context import Context, DataView
+from flowdag.dag import DAG, NodeSpec
+from flowdag.errors import (
+    FlowdagError,
+    NodeTimeoutError,
+    RunFailedError,
+    RunNotFoundError,
+    SerializationError,
+)
+from flowdag.executors import Executor, make_executor
+from flowdag.executors.pools import default_workers
+from flowdag.resume import Plan, plan_run
+from flowdag.scheduler import ReadySet
+from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState, RunStatus
+from flowdag.stores.base import Store, check_run_id
+from flowdag.workflow import Workflow
+
+__all__ = ["RunEvent", "RunResult", "new_run_id", "run"]
+
+logger = logging.getLogger("flowdag")
+
+_JITTER = 0.1  # retry delays vary by +-10% so that retries of many nodes spread out
+
+
+@dataclass(frozen=True, slots=True)
+class RunEvent:
+    """Progress of a run, passed to ``run(..., on_event=...)`` on the driver thread.
+
+    ``kind`` is ``"node_started"``, ``"node_retrying"`` or ``"node_finished"``.
+    ``done`` counts finished nodes, including those completed before a resume.
+    """
+
+    kind: str
+    node: str
+    status: NodeStatus
+    attempt: int
+    error: ErrorInfo | None
+    done: int
+    total: int
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What a run ended with. `run` returns it instead of raising for node failures."""
+
+    run_id: str
+    workflow: str
+    status: RunStatus
+    nodes: dict[str, NodeState]
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every node completed."""
+        return self.status is RunStatus.COMPLETED
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """Completed node -> its output."""
+        return {n: s.output for n, s in self.nodes.items() if s.status is NodeStatus.COMPLETED}
+
+    @property
+    def node_status(self) -> dict[str, NodeStatus]:
+        """Node -> its status."""
+        return {n: s.status for n, s in self.nodes.items()}
+
+    @property
+    def errors(self) -> dict[str, ErrorInfo]:
+        """Failed node -> why (type name, message, traceback text)."""
+        return {n: s.error for n, s in self.nodes.items() if s.error is not None}
+
+    def raise_on_failure(self) -> None:
+        """Raise `RunFailedError` naming the failed nodes, unless the run completed."""
+        if self.ok:
+            return
+        failed = [n for n, s in self.nodes.items() if s.status is NodeStatus.FAILED]
+        detail = "; ".join(f"{n}: {self.nodes[n].error}" for n in failed[:5])
+        more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+        raise RunFailedError(
+            f"run '{self.run_id}' of workflow '{self.workflow}' failed: {detail}{more}; "
+            "fix the cause and run again with the same run id to resume"
+        )
+
+
+def new_run_id() -> str:
+    """A fresh, sortable, unique run id such as ``20261122T195300Z-1a2b3c4d``."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def run(
+    dag_or_workflow: DAG | Workflow,
+    *,
+    run_id: str | None = None,
+    store: Store | str | None = None,
+    max_workers: int | None = None,
+    executor: str | Executor = "threads",
+    allow_changes: bool = False,
+    on_event: Callable[[RunEvent], None] | None = None,
+) -> RunResult:
+    """Run a DAG, or resume it when ``store`` already holds ``run_id``.
+
+    Args:
+        dag_or_workflow: a built `DAG`, or a `Workflow` to build.
+        run_id: the run's id; None makes a new one (see `RunResult.run_id`).
+        store: where checkpoints go: a `Store`, a store URL, or None for memory.
+        max_workers: attempts in flight at once (default: the executor's).
+        executor: ``"threads"`` or an `Executor` instance.
+        allow_changes: resume even if the DAG differs from the stored run.
+        on_event: called with a `RunEvent` as nodes start and finish.
+
+    Returns:
+        The `RunResult`; node failures are in it, not raised.
+
+    Raises:
+        DAGError: the workflow is not a valid DAG.
+        InvalidRunIdError, RunLockedError, StoreError: the store refused the run.
+        WorkflowChangedError: the stored run differs from the DAG.
+    """
+    dag = dag_or_workflow.build() if isinstance(dag_or_workflow, Workflow) else dag_or_workflow
+    if not isinstance(dag, DAG):
+        raise FlowdagError(f"run() needs a DAG or a Workflow, not {type(dag).__name__}")
+    run_id = new_run_id() if run_id is None else check_run_id(run_id)
+    if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
+        raise FlowdagError(f"max_workers must be a whole number >= 1, not {max_workers!r}")
+    owned_store = not isinstance(store, Store)
+    run_store = _open(store)
+    pool = make_executor(executor, max_workers) if isinstance(executor, str) else executor
+    limit = max_workers or getattr(pool, "max_workers", None) or default_workers()
+    try:
+        with run_store.lock(run_id):
+            plan = plan_run(dag, run_id, _load_or_none(run_store, run_id), allow_changes=allow_changes)
+            for change in plan.changes:
+                logger.warning("run %s: accepted change: %s", run_id, change)
+            if plan.needs_save:
+                run_store.save(plan.state)
+            driver = _Driver(dag, plan, run_store, pool, limit, on_event)
+            driver.drive()
+    finally:
+        if isinstance(executor, str):
+            pool.shutdown(wait=False)
+        if owned_store and store is not None:
+            run_store.close()
+    return driver.result()
+
+
+def _open(store: Store | str | None) -> Store:
+    from flowdag.stores import MemoryStore, open_store
+
+    if store is None:
+        return MemoryStore()
+    if isinstance(store, str):
+        return open_store(store)
+    if not isinstance(store, Store):
+        raise FlowdagError(f"store must be a Store or a store URL, not {type(store).__name__}")
+    return store
+
+
+def _load_or_none(store: Store, run_id: str) -> RunState | None:
+    try:
+        return store.load(run_id)
+    except RunNotFoundError:
+        return None
+
+
+# -- what crosses to the executor --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    """One attempt, as handed to the executor."""
+
+    spec: NodeSpec
+    run_id: str
+    attempt: int
+    inputs: dict[str, Any]
+    data: Mapping[str, Any]
+    codec: Codec
+    on_start: Callable[[], None] | None  # set when the node has a timeout
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What an attempt produced: encoded output and data changes, or an error."""
+
+    started_at: datetime
+    finished_at: datetime
+    value: Any = None
+    output: bytes | None = None
+    changes: dict[str, tuple[bool, Any]] = field(default_factory=dict)
+    encoded_changes: dict[str, bytes | None] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+    retryable: bool = True
+
+
+def _execute(task: _Task) -> _Outcome:
+    """Run one attempt and encode what it produced (in the worker)."""
+    if task.on_start is not None:
+        task.on_start()
+    spec = task.spec
+    started_at = datetime.now(UTC)
+    try:
+        kwargs = {dep: task.inputs[dep] for dep in spec.kwarg_deps}
+        view = None
+        if spec.wants_ctx:
+            view = DataView(task.data)
+            kwargs["ctx"] = Context(task.run_id, spec.name, task.attempt, task.inputs, view)
+        value = spec.fn(**kwargs)
+        if inspect.iscoroutine(value):
+            value = asyncio.run(value)
+        output = _encode(task.codec, value, f"node '{spec.name}' returned")
+        changes = view.changes() if view is not None else {}
+        encoded = {
+            key: _encode(task.codec, new, f"node '{spec.name}' set ctx.data[{key!r}] to")
+            if present
+            else None
+            for key, (present, new) in changes.items()
+        }
+    except Exception as exc:
+        return _Outcome(
+            started_at,
+            datetime.now(UTC),
+            error=_error_info(exc),
+            retryable=not isinstance(exc, SerializationError),
+        )
+    return _Outcome(started_at, datetime.now(UTC), value, output, changes, encoded)
+
+
+def _encode(codec: Codec, value: Any, what: str) -> bytes:
+    try:
+        return codec.encode(value)
+    except SerializationError as exc:
+        raise SerializationError(f"{what} a value that cannot be stored: {exc}") from None
+
+
+def _error_info(exc: BaseException) -> ErrorInfo:
+    text = "".join(traceback.format_exception(exc))
+    return ErrorInfo(type(exc).__name__, str(exc), text)
+
+
+# -- the driver ---------------------------------------------------------------
+
+# Event kinds on the driver's queue, and timer kinds on its heap.
+_RESULT, _STARTED, _COMMITTED, _COMMIT_FAILED = range(4)
+_RETRY_DUE, _DEADLINE = range(2)
+
+
+@dataclass(slots=True, eq=False)
+class _Attempt:
+    node: str
+    number: int
+    started_at: datetime | None = None  # set when a node with a timeout starts
+
+
+class _Driver:
+    """The loop that runs one DAG; see the module docstring."""
+
+    def __init__(
+        self,
+        dag: DAG,
+        plan: Plan,
+        store: Store,
+        executor: Executor,
+        limit: int,
+        on_event: Callable[[RunEvent], None] | None,
+    ) -> None:
+        self.dag = dag
+        self.run_id = plan.state.run_id
+        self.store = store
+        self.codec = store.codec
+        self.executor = executor
+        self.limit = limit
+        self.on_event = on_event
+        self.events: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
+        self.ready = ReadySet(dag, plan.completed)
+        self.states = dict(plan.state.nodes)
+        self.outputs = {name: self.states[name].output for name in plan.completed}
+        self.data = dict(plan.state.data)
+        self.running: dict[str, _Attempt] = {}
+        self.attempts: dict[str, int] = {}  # attempts made in this call of run()
+        self.retries_due: deque[str] = deque()
+        self.retries_waiting = 0
+        self.timers: list[tuple[float, int, int, Any]] = []  # (when, seq, kind, what)
+        self.seq = 0
+        self.unacknowledged = 0
+        self.finished_values: dict[str, _Outcome] = {}
+        self.done = len(plan.completed)
+        self.commit_error: ErrorInfo | None = None
+        self.committer = _Committer(store, self.run_id, self.events.put)
+
+    # -- loop ---------------------------------------------------------------
+
+    def drive(self) -> None:
+        self.committer.start()
+        try:
+            self.dispatch()
+            while self.running or self.retries_waiting or self.unacknowledged:
+                self.wait_and_handle()
+                self.dispatch()
+        finally:
+            # Records already handed over are committed even if we stop early:
+            # they are finished work, and committing them spares a re-run.
+            self.committer.close()
+
+    def wait_and_handle(self) -> None:
+        events = self.events
+        try:
+            event = events.get(timeout=self.seconds_to_next_timer())
+        except Empty:
+            event = None
+        while event is not None:
+            self.handle(event)
+            try:
+                event = events.get_nowait()
+            except Empty:
+                break
+        self.fire_timers()
+
+    def handle(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == _RESULT:
+            self.on_result(event[1], event[2])
+        elif kind == _COMMITTED:
+            for record in event[1]:
+                self.acknowledge(record)
+        elif kind == _STARTED:
+            attempt = event[1]
+            if self.is_running(attempt):
+                attempt.started_at = event[3]
+                timeout = self.dag.specs[attempt.node].timeout
+                self.add_timer(event[2] + timeout, _DEADLINE, attempt)
+        else:
+            self.on_commit_failed(event[1], event[2])
+
+    def dispatch(self) -> None:
+        if self.commit_error is not None:
+            return
+        free = self.limit - len(self.running)
+        while free > 0 and self.retries_due:
+            self.start(self.retries_due.popleft())
+            free -= 1
+        if free > 0 and self.ready.has_ready():
+            for name in self.ready.take(free):
+                self.start(name)
+
+    # -- attempts -------------------------------------------------------------
+
+    def start(self, name: str) -> None:
+        number = self.attempts.get(name, 0) + 1
+        self.attempts[name] = number
+        attempt = _Attempt(name, number)
+        self.running[name] = attempt
+        spec = self.dag.specs[name]
+        outputs = self.outputs
+        task = _Task(
+            spec,
+            self.run_id,
+            number,
+            {dep: outputs[dep] for dep in spec.deps},
+            self.data,
+            self.codec,
+            None if spec.timeout is None else self._started_callback(attempt),
+        )
+        if self.on_event is not None:
+            self.emit("node_started", name, NodeStatus.RUNNING, number, None)
+        future = self.executor.submit(_execute, task)
+        put = self.events.put
+        future.add_done_callback(lambda f: put((_RESULT, attempt, f)))
+
+    def _started_callback(self, attempt: _Attempt) -> Callable[[], None]:
+        put = self.events.put
+        return lambda: put((_STARTED, attempt, time.monotonic(), datetime.now(UTC)))
+
+    def on_result(self, attempt: _Attempt, future: Future[_Outcome]) -> None:
+        if not self.is_running(attempt):
+            return  # an abandoned (timed-out) attempt: its result is discarded
+        del self.running[attempt.node]
+        try:
+            outcome = future.result()
+        except BaseException as exc:  # the executor failed, not the node function
+            now = datetime.now(UTC)
+            outcome = _Outcome(now, now, error=_error_info(exc))
+        if outcome.error is not None:
+            self.on_failed_attempt(attempt, outcome)
+            return
+        self.finished_values[attempt.node] = outcome
+        self.commit(
+            [
+                NodeRecord(
+                    attempt.node,
+                    NodeStatus.COMPLETED,
+                    self.total_attempts(attempt.node),
+                    outcome.started_at,
+                    outcome.finished_at,
+                    None,
+                    outcome.output,
+                    outcome.encoded_changes,
+                )
+            ]
+        )
+
+    def on_failed_attempt(self, attempt: _Attempt, outcome: _Outcome) -> None:
+        spec = self.dag.specs[attempt.node]
+        error = outcome.error
+        if outcome.retryable and attempt.number <= spec.retries and self.commit_error is None:
+            wait = spec.retry_wait(attempt.number) * random.uniform(1 - _JITTER, 1 + _JITTER)
+            logger.info("node %s attempt %d failed (%s); retry in %.3fs", spec.name,
+                        attempt.number, error, wait)
+            self.retries_waiting += 1
+            self.add_timer(time.monotonic() + wait, _RETRY_DUE, attempt.node)
+            if self.on_event is not None:
+                self.emit("node_retrying", spec.name, NodeStatus.RUNNING, attempt.number, error)
+            return
+        logger.info("node %s failed: %s", spec.name, error)
+        records = [
+            NodeRecord(
+                spec.name,
+                NodeStatus.FAILED,
+                self.total_attempts(spec.name),
+                outcome.started_at,
+                outcome.finished_at,
+                error,
+            )
+        ]
+        for name in self.ready.fail(spec.name):
+            records.append(NodeRecord(name, NodeStatus.SKIPPED, self.states[name].attempts))
+        self.commit(records)
+
+    def total_attempts(self, name: str) -> int:
+        """Attempts over the run's whole life: earlier calls of run() included."""
+        return self.states[name].attempts + self.attempts.get(name, 0)
+
+    # -- timers -------------------------------------------------------------
+
+    def add_timer(self, when: float, kind: int, what: Any) -> None:
+        self.seq += 1
+        heapq.heappush(self.timers, (when, self.seq, kind, what))
+
+    def seconds_to_next_timer(self) -> float | None:
+        timers = self.timers
+        # Deadlines of attempts that already returned are dropped lazily, here.
+        while timers and timers[0][2] == _DEADLINE and not self.is_running(timers[0][3]):
+            heapq.heappop(timers)
+        return max(0.0, timers[0][0] - time.monotonic()) if timers else None
+
+    def is_running(self, attempt: _Attempt) -> bool:
+        return self.running.get(attempt.node) is attempt
+
+    def fire_timers(self) -> None:
+        timers = self.timers
+        now = time.monotonic()
+        while timers and timers[0][0] <= now:
+            _, _, kind, what = heapq.heappop(timers)
+            if kind == _RETRY_DUE:
+                self.retries_waiting -= 1
+                if self.commit_error is None:
+                    self.retries_due.append(what)
+            elif self.is_running(what):  # an attempt overran its timeout
+                self.abandon(what)
+
+    def abandon(self, attempt: _Attempt) -> None:
+        del self.running[attempt.node]
+        timeout = self.dag.specs[attempt.node].timeout
+        error = NodeTimeoutError(
+            f"node '{attempt.node}' attempt {attempt.number} exceeded its timeout of "
+            f"{timeout}s; it was abandoned (its thread runs on until the function returns)"
+        )
+        finished = datetime.now(UTC)
+        started = attempt.started_at or finished
+        self.on_failed_attempt(attempt, _Outcome(started, finished, error=_error_info(error)))
+
+    # -- commits ------------------------------------------------------------
+
+    def commit(self, records: list[NodeRecord]) -> None:
+        self.unacknowledged += len(records)
+        self.committer.put(records)
+
+    def acknowledge(self, record: NodeRecord) -> None:
+        """A record is durable: the node is done, and dependents may start."""
+        self.unacknowledged -= 1
+        name = record.node
+        state = NodeState(
+            record.status,
+            record.attempts,
+            record.started_at,
+            record.finished_at,
+            None,
+            record.error,
+            self.states[name].deps,
+        )
+        if record.status is NodeStatus.COMPLETED:
+            outcome = self.finished_values.pop(name)
+            state.output = self.outputs[name] = outcome.value
+            for key, (present, value) in outcome.changes.items():
+                if present:
+                    self.data[key] = value
+                else:
+                    self.data.pop(key, None)
+            self.ready.done(name)
+        self.states[name] = state
+        self.done += 1
+        if self.on_event is not None:
+            self.emit("node_finished", name, record.status, self.attempts.get(name, 0), record.error)
+
+    def on_commit_failed(self, records: list[NodeRecord], exc: BaseException) -> None:
+        """The store refused a batch: fail its nodes, start nothing new."""
+        logger.error("run %s: checkpoint failed, stopping the run: %s", self.run_id, exc)
+        error = _error_info(exc)
+        self.commit_error = error
+        self.retries_due.clear()
+        for record in records:
+            self.unacknowledged -= 1
+            self.finished_values.pop(record.node, None)
+            node = self.states[record.node]
+            self.states[record.node] = NodeState(
+                NodeStatus.FAILED,
+                record.attempts,
+                record.started_at,
+                record.finished_at,
+                None,
+                error,
+                node.deps,
+            )
+            if self.on_event is not None:
+                self.emit("node_finished", record.node, NodeStatus.FAILED, record.attempts, error)
+
+    # -- reporting ----------------------------------------------------------
+
+    def emit(
+        self, kind: str, node: str, status: NodeStatus, attempt: int, error: ErrorInfo | None
+    ) -> None:
+        assert self.on_event is not None
+        self.on_event(RunEvent(kind, node, status, attempt, error, self.done, len(self.dag)))
+
+    def result(self) -> RunResult:
+        statuses = {state.status for state in self.states.values()}
+        status = RunStatus.COMPLETED if statuses <= {NodeStatus.COMPLETED} else RunStatus.FAILED
+        return RunResult(self.run_id, self.dag.name, status, self.states, self.data)
+
+
+class _Committer:
+    """The thread that makes records durable, a batch per transaction."""
+
+    def __init__(self, store: Store, run_id: str, report: Callable[[tuple[Any, ...]], None]):
+        self._store = store
+        self._run_id = run_id
+        self._report = report
+        self._queue: SimpleQueue[list[NodeRecord] | None] = SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="flowdag-commit", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, records: list[NodeRecord]) -> None:
+        self._queue.put(records)
+
+    def close(self) -> None:
+        """Commit what was handed over, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        queue = self._queue
+        stop = False
+        while not stop:
+            batch: list[NodeRecord] = []
+            item = queue.get()
+            while True:  # everything that arrived meanwhile joins this batch
+                if item is None:
+                    stop = True
+                else:
+                    batch.extend(item)
+                try:
+                    item = queue.get_nowait()
+                except Empty:
+                    break
+            if not batch:
+                continue
+            try:
+                self._store.commit(self._run_id, batch)
+            except Exception as exc:
+                self._report((_COMMIT_FAILED, batch, exc))
+            else:
+                self._report((_COMMITTED, batch))

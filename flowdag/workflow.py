@@ -1,0 +1,215 @@
+"""The builder: `Workflow` collects nodes; `Workflow.build` makes a validated `DAG`."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, overload
+
+from flowdag.dag import DAG, NodeSpec
+from flowdag.errors import DAGError, SignatureError
+
+__all__ = ["Workflow"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Workflow:
+    """A named set of nodes and their dependencies.
+
+    >>> wf = Workflow("nightly-etl")
+    >>> @wf.node
+    ... def extract():
+    ...     return [1, 2]
+    >>> @wf.node(deps=["extract"])
+    ... def total(extract):
+    ...     return sum(extract)
+    >>> wf.build().nodes
+    ['extract', 'total']
+    """
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise DAGError(f"workflow name must be a non-empty string, not {name!r}")
+        self.name = name
+        self._specs: list[NodeSpec] = []
+
+    @overload
+    def node(self, fn: F, /) -> F: ...
+
+    @overload
+    def node(
+        self,
+        *,
+        name: str | None = None,
+        deps: Iterable[str] | str = (),
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        backoff: float = 2.0,
+        max_retry_delay: float = 60.0,
+        timeout: float | None = None,
+        pool: str | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def node(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        deps: Iterable[str] | str = (),
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        backoff: float = 2.0,
+        max_retry_delay: float = 60.0,
+        timeout: float | None = None,
+        pool: str | None = None,
+    ) -> F | Callable[[F], F]:
+        """Register a function as a node; usable as ``@wf.node`` or ``@wf.node(...)``.
+
+        Returns the function unchanged. Options are those of `add_node`; the node's
+        name defaults to the function's name.
+        """
+
+        def register(func: F) -> F:
+            node_name = name if name is not None else getattr(func, "__name__", None)
+            if node_name is None:
+                raise SignatureError(f"{func!r} has no __name__; pass name= to @wf.node")
+            self.add_node(
+                node_name,
+                func,
+                deps=deps,
+                retries=retries,
+                retry_delay=retry_delay,
+                backoff=backoff,
+                max_retry_delay=max_retry_delay,
+                timeout=timeout,
+                pool=pool,
+            )
+            return func
+
+        return register if fn is None else register(fn)
+
+    def add_node(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        deps: Iterable[str] | str = (),
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        backoff: float = 2.0,
+        max_retry_delay: float = 60.0,
+        timeout: float | None = None,
+        pool: str | None = None,
+    ) -> NodeSpec:
+        """Add a node imperatively.
+
+        Args:
+            name: unique node name.
+            fn: called with each dependency's output as the keyword argument of the
+                same name (when it has such a parameter or ``**kwargs``) and with
+                ``ctx`` (a `Context`) when it has a parameter named ``ctx``.
+            deps: names of the nodes whose outputs this node needs.
+            retries: extra attempts after the first.
+            retry_delay: seconds before the first retry; later ones wait
+                ``backoff`` times longer each, at most ``max_retry_delay``, with
+                10% jitter.
+            timeout: seconds per attempt; an overrun fails it with `NodeTimeoutError`.
+            pool: name of a concurrency pool (see ``run(..., pools=...)``).
+
+        Raises:
+            DAGError: an option is out of range.
+            SignatureError: ``fn`` is not callable or needs an argument it will not get.
+        """
+        dep_names = (deps,) if isinstance(deps, str) else tuple(deps)
+        _check_options(name, dep_names, retries, retry_delay, backoff, max_retry_delay, timeout)
+        kwarg_deps, wants_ctx = _bind(name, fn, dep_names)
+        spec = NodeSpec(
+            name=name,
+            fn=fn,
+            deps=dep_names,
+            retries=retries,
+            retry_delay=float(retry_delay),
+            backoff=float(backoff),
+            max_retry_delay=float(max_retry_delay),
+            timeout=None if timeout is None else float(timeout),
+            pool=pool,
+            kwarg_deps=kwarg_deps,
+            wants_ctx=wants_ctx,
+        )
+        self._specs.append(spec)
+        return spec
+
+    @property
+    def specs(self) -> tuple[NodeSpec, ...]:
+        """The nodes in the order they were added."""
+        return tuple(self._specs)
+
+    def build(self) -> DAG:
+        """Validate the nodes and return the `DAG`.
+
+        Raises:
+            DuplicateNodeError, MissingDependencyError, CycleError: the message
+                names the culprits.
+        """
+        return DAG(self.name, self._specs)
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.name!r}, nodes={len(self._specs)})"
+
+
+def _check_options(
+    name: object,
+    deps: tuple[Any, ...],
+    retries: object,
+    retry_delay: object,
+    backoff: object,
+    max_retry_delay: object,
+    timeout: object,
+) -> None:
+    if not isinstance(name, str) or not name:
+        raise DAGError(f"node name must be a non-empty string, not {name!r}")
+    for dep in deps:
+        if not isinstance(dep, str) or not dep:
+            raise DAGError(f"node '{name}': dependency names must be non-empty strings: {dep!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise DAGError(f"node '{name}': retries must be a whole number >= 0, not {retries!r}")
+    numbers = {"retry_delay": retry_delay, "max_retry_delay": max_retry_delay}
+    for option, value in numbers.items():
+        if not _is_number(value) or value < 0:  # type: ignore[operator]
+            raise DAGError(f"node '{name}': {option} must be a number >= 0, not {value!r}")
+    if not _is_number(backoff) or backoff < 1:  # type: ignore[operator]
+        raise DAGError(f"node '{name}': backoff must be a number >= 1, not {backoff!r}")
+    if timeout is not None and (not _is_number(timeout) or timeout <= 0):  # type: ignore[operator]
+        raise DAGError(f"node '{name}': timeout must be a number > 0 or None, not {timeout!r}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+def _bind(name: str, fn: object, deps: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+    """Which deps ``fn`` takes as keyword arguments, and whether it wants ``ctx``."""
+    if not callable(fn):
+        raise SignatureError(f"node '{name}' is not callable: got {type(fn).__name__}")
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return (), False  # some builtins have no signature: call them without arguments
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        # A parameter named ctx always gets the Context; a dep named ctx is in ctx.inputs.
+        return tuple(d for d in deps if d != "ctx"), "ctx" in params
+    kwarg_deps = []
+    for param in params.values():
+        if param.name == "ctx" and param.kind is not param.POSITIONAL_ONLY:
+            continue
+        if param.name in deps and param.kind is not param.POSITIONAL_ONLY:
+            kwarg_deps.append(param.name)
+        elif param.default is param.empty and param.kind not in (param.VAR_POSITIONAL,):
+            known = ", ".join(deps) if deps else "none"
+            raise SignatureError(
+                f"node '{name}': parameter '{param.name}' is neither a dependency "
+                f"(deps: {known}) nor 'ctx'; add it to deps, give it a default, or remove it"
+            )
+    return tuple(kwarg_deps), "ctx" in params
