@@ -239,12 +239,15 @@ class Store(ABC):
                 "deps": {name: list(node.deps) for name, node in state.nodes.items()},
             }
         )
+        # A node that never ran needs no entry: the header lists it, and a node
+        # without an entry loads as pending. Saving a new run then costs O(header).
         nodes = {
             name: StoredNode(
                 self._encode_meta(node),
                 None if node.status is not NodeStatus.COMPLETED else encode(node.output),
             )
             for name, node in state.nodes.items()
+            if node != NodeState(deps=node.deps)
         }
         data = {key: encode(value) for key, value in state.data.items()}
         return StoredRun(header, nodes, data)
