@@ -214,20 +214,27 @@ def _load_or_none(store: Store, run_id: str) -> RunState | None:
 # -- what crosses to the executor --------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Task:
-    """One attempt, as handed to the executor."""
+# Not frozen: a frozen dataclass is slower to build, and this is built per node.
+# eq=False: attempts compare by identity, which tells a live one from an abandoned one.
+@dataclass(slots=True, eq=False)
+class _Attempt:
+    """One attempt of one node, as handed to the executor."""
 
     spec: NodeSpec
     run_id: str
-    attempt: int
+    number: int  # ctx.attempt
     inputs: dict[str, Any]
     data: Mapping[str, Any]
     codec: Codec
-    on_start: Callable[[], None] | None  # set when the node has a timeout
+    on_start: Callable[[], None] | None = None  # set when the node has a timeout
+    started_at: datetime | None = None  # set on start when the node has a timeout
+
+    @property
+    def node(self) -> str:
+        return self.spec.name
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Outcome:
     """What an attempt produced: encoded output and data changes, or an error."""
 
@@ -241,7 +248,7 @@ class _Outcome:
     retryable: bool = True
 
 
-def _execute(task: _Task) -> _Outcome:
+def _execute(task: _Attempt) -> _Outcome:
     """Run one attempt and encode what it produced (in the worker)."""
     if task.on_start is not None:
         task.on_start()
@@ -252,7 +259,7 @@ def _execute(task: _Task) -> _Outcome:
         view = None
         if spec.wants_ctx:
             view = DataView(task.data)
-            kwargs["ctx"] = Context(task.run_id, spec.name, task.attempt, task.inputs, view)
+            kwargs["ctx"] = Context(task.run_id, spec.name, task.number, task.inputs, view)
         value = spec.fn(**kwargs)
         if inspect.iscoroutine(value):
             value = asyncio.run(value)
@@ -274,6 +281,24 @@ def _execute(task: _Task) -> _Outcome:
     return _Outcome(started_at, datetime.now(UTC), value, output, changes, encoded)
 
 
+def _execute_and_report(attempt: _Attempt, report: Callable[[tuple[Any, ...]], None]) -> None:
+    """Run one attempt and put its outcome on the driver's queue (in-process executors)."""
+    try:
+        outcome = _execute(attempt)
+    except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit raised by a node
+        now = datetime.now(UTC)
+        outcome = _Outcome(now, now, error=_error_info(exc))
+    report((_RESULT, attempt, outcome))
+
+
+def _outcome_of(future: Future[_Outcome]) -> _Outcome:
+    try:
+        return future.result()
+    except BaseException as exc:  # the executor failed, not the node function
+        now = datetime.now(UTC)
+        return _Outcome(now, now, error=_error_info(exc))
+
+
 def _encode(codec: Codec, value: Any, what: str) -> bytes:
     try:
         return codec.encode(value)
@@ -293,13 +318,6 @@ _RESULT, _STARTED, _COMMITTED, _COMMIT_FAILED = range(4)
 _RETRY_DUE, _DEADLINE = range(2)
 
 
-@dataclass(slots=True, eq=False)
-class _Attempt:
-    node: str
-    number: int
-    started_at: datetime | None = None  # set when a node with a timeout starts
-
-
 class _Driver:
     """The loop that runs one DAG; see the module docstring."""
 
@@ -317,6 +335,9 @@ class _Driver:
         self.store = store
         self.codec = store.codec
         self.executor = executor
+        # In-process executors may run a callable without a Future: the attempt then
+        # reports its own outcome, which spares the Future's locks on the hot path.
+        self.run_soon: Callable[..., None] | None = getattr(executor, "run_soon", None)
         self.limit = limit
         self.on_event = on_event
         self.events: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
@@ -331,6 +352,10 @@ class _Driver:
         self.timers: list[tuple[float, int, int, Any]] = []  # (when, seq, kind, what)
         self.seq = 0
         self.unacknowledged = 0
+        self.outbox: list[NodeRecord] = []  # records of this wake-up, committed together
+        # A store that keeps nothing on disk commits at once; a background commit
+        # would only add a thread hop per batch.
+        self.commit_inline = not store.durable
         self.finished_values: dict[str, _Outcome] = {}
         self.done = len(plan.completed)
         self.commit_error: ErrorInfo | None = None
@@ -363,6 +388,8 @@ class _Driver:
             except Empty:
                 break
         self.fire_timers()
+        if self.outbox:
+            self.flush()
 
     def handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
@@ -396,38 +423,31 @@ class _Driver:
     def start(self, name: str) -> None:
         number = self.attempts.get(name, 0) + 1
         self.attempts[name] = number
-        attempt = _Attempt(name, number)
-        self.running[name] = attempt
         spec = self.dag.specs[name]
         outputs = self.outputs
-        task = _Task(
-            spec,
-            self.run_id,
-            number,
-            {dep: outputs[dep] for dep in spec.deps},
-            self.data,
-            self.codec,
-            None if spec.timeout is None else self._started_callback(attempt),
+        attempt = _Attempt(
+            spec, self.run_id, number, {dep: outputs[dep] for dep in spec.deps}, self.data, self.codec
         )
+        if spec.timeout is not None:
+            attempt.on_start = self._started_callback(attempt)
+        self.running[name] = attempt
         if self.on_event is not None:
             self.emit("node_started", name, NodeStatus.RUNNING, number, None)
-        future = self.executor.submit(_execute, task)
         put = self.events.put
-        future.add_done_callback(lambda f: put((_RESULT, attempt, f)))
+        if self.run_soon is not None:
+            self.run_soon(_execute_and_report, attempt, put)
+        else:
+            future = self.executor.submit(_execute, attempt)
+            future.add_done_callback(lambda f: put((_RESULT, attempt, _outcome_of(f))))
 
     def _started_callback(self, attempt: _Attempt) -> Callable[[], None]:
         put = self.events.put
         return lambda: put((_STARTED, attempt, time.monotonic(), datetime.now(UTC)))
 
-    def on_result(self, attempt: _Attempt, future: Future[_Outcome]) -> None:
+    def on_result(self, attempt: _Attempt, outcome: _Outcome) -> None:
         if not self.is_running(attempt):
             return  # an abandoned (timed-out) attempt: its result is discarded
         del self.running[attempt.node]
-        try:
-            outcome = future.result()
-        except BaseException as exc:  # the executor failed, not the node function
-            now = datetime.now(UTC)
-            outcome = _Outcome(now, now, error=_error_info(exc))
         if outcome.error is not None:
             self.on_failed_attempt(attempt, outcome)
             return
@@ -521,7 +541,21 @@ class _Driver:
 
     def commit(self, records: list[NodeRecord]) -> None:
         self.unacknowledged += len(records)
-        self.committer.put(records)
+        self.outbox.extend(records)
+
+    def flush(self) -> None:
+        """Hand this wake-up's records to the committer (or commit them now)."""
+        batch, self.outbox = self.outbox, []
+        if not self.commit_inline:
+            self.committer.put(batch)
+            return
+        try:
+            self.store.commit(self.run_id, batch)
+        except Exception as exc:
+            self.on_commit_failed(batch, exc)
+        else:
+            for record in batch:
+                self.acknowledge(record)
 
     def acknowledge(self, record: NodeRecord) -> None:
         """A record is durable: the node is done, and dependents may start."""

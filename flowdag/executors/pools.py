@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 __all__ = ["ThreadExecutor", "default_workers"]
 
 T = TypeVar("T")
-_Work = tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
+_Work = tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...]]
 
 
 def default_workers() -> int:
@@ -45,13 +45,23 @@ class ThreadExecutor:
 
     def submit(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
         future: Future[T] = Future()
+        self._put((future, fn, args))
+        return future
+
+    def run_soon(self, fn: Callable[..., Any], /, *args: Any) -> None:
+        """Run ``fn(*args)`` with no Future: ``fn`` reports its own outcome.
+
+        The runner uses this for the hot path; an exception escaping ``fn`` is lost.
+        """
+        self._put((None, fn, args))
+
+    def _put(self, work: _Work) -> None:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to a ThreadExecutor after shutdown")
-            self._work.put((future, fn, args))
+            self._work.put(work)
             if not self._idle.acquire(blocking=False):
                 self._start_thread()
-        return future
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
@@ -78,7 +88,9 @@ class ThreadExecutor:
                 return
             future, fn, args = item
             del item
-            if future.set_running_or_notify_cancel():
+            if future is None:
+                fn(*args)
+            elif future.set_running_or_notify_cancel():
                 try:
                     result = fn(*args)
                 except BaseException as exc:

@@ -86,6 +86,9 @@ class Store(ABC):
 
     #: URL scheme of the store, as `open_store` knows it.
     scheme: str = ""
+    #: Whether a commit waits for the disk. The runner commits to durable stores
+    #: from a background thread, grouping the nodes that finish meanwhile.
+    durable: bool = True
 
     def __init__(self, *, codec: Codec | None = None) -> None:
         self.codec = codec if codec is not None else Codec()
