@@ -1,0 +1,432 @@
+"""A store in one LMDB environment: durable, crash-safe, cheap per-node commits.
+
+Design
+------
+One environment per store directory, with four named sub-databases::
+
+    runs     run_id                       -> header blob
+    nodes    run_id 0x00 blake2b16(name)  -> msgpack [name, meta blob]
+    outputs  run_id 0x00 blake2b16(name)  -> msgpack [name, output blob]
+    data     run_id 0x00 blake2b16(key)   -> msgpack [key, value blob]
+
+Keys hash the node name (or ``ctx.data`` key) so LMDB's 511-byte key limit
+never bites, and put a run's entries next to each other: a prefix scan on
+``run_id 0x00`` finds them (run ids contain no NUL, so no run's prefix is
+another's). Because keys are hashed, each value carries its name; on load the
+name is hashed again and checked against the key, so a damaged entry raises
+`CorruptStateError` instead of showing up under the wrong name.
+
+`commit` writes only the committed nodes' and data keys in one write
+transaction, so its cost does not grow with the run. The environment is opened
+with ``sync=True``: a commit returns only once LMDB has fsynced it, and a crash
+at any moment leaves the last committed transaction intact.
+
+The map grows by itself: a write that hits ``MapFullError`` is aborted, the
+map doubled and the write retried; a ``MapResizedError`` (another process grew
+the map) adopts the new size and retries. One ``threading.Lock`` per
+environment serializes every use of it, since ``set_mapsize`` requires that no
+transaction is open in this process; transactions never outlive one call.
+
+LMDB forbids opening one environment twice in a process, so stores on the
+same directory share one environment (reference counted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import lmdb
+import msgpack
+
+from flowdag.codec import Codec
+from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
+from flowdag.stores._files import lock_run_file, make_private_dir
+from flowdag.stores.base import RunLock, Store, StoredNode, StoredRun
+
+__all__ = ["LMDBStore"]
+
+_T = TypeVar("_T")
+
+#: Initial map size. Virtual address space only (the file grows as data is
+#: written), and doubled automatically whenever a write needs more.
+DEFAULT_MAP_SIZE = 1 << 30
+_MAX_RETRIES = 64  # doublings/resizes per write before giving up (2**64 bytes: never)
+_DIGEST_SIZE = 16
+_FILES = ("data.mdb", "lock.mdb")
+_CORRUPT: tuple[type[lmdb.Error], ...] = (
+    lmdb.CorruptedError,
+    lmdb.InvalidError,
+    lmdb.PageNotFoundError,
+    lmdb.VersionMismatchError,
+    # LMDB 1.0 engines only; absent when py-lmdb is built against a 0.9 liblmdb.
+    getattr(lmdb, "BadChecksumError", lmdb.CorruptedError),
+)
+
+if TYPE_CHECKING:
+    _Txn = lmdb.Transaction[bytes]  # the stubs' generic; not subscriptable at runtime
+
+
+@dataclass(slots=True)
+class _Env:
+    """One open environment, shared by every `LMDBStore` on its directory."""
+
+    env: lmdb.Environment
+    runs: lmdb._Database
+    nodes: lmdb._Database
+    outputs: lmdb._Database
+    data: lmdb._Database
+    guard: threading.Lock  # held for every use of env (see the module note)
+    key: tuple[int, int]
+    users: int = 1
+
+
+_OPEN: dict[tuple[int, int], _Env] = {}  # (st_dev, st_ino) of the directory -> env
+_OPEN_GUARD = threading.Lock()
+
+
+class LMDBStore(Store):
+    """Runs in an LMDB environment under ``path`` (created 0700, files 0600).
+
+    Args:
+        path: the store directory; created with its parents if missing.
+        codec: the value codec (default `Codec()`).
+        map_size: initial LMDB map size in bytes; it grows automatically.
+
+    Raises:
+        StoreError: ``path`` is a file, or cannot be created or opened.
+        CorruptStateError: the files under ``path`` are not a valid LMDB store.
+    """
+
+    scheme = "lmdb"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        codec: Codec | None = None,
+        map_size: int = DEFAULT_MAP_SIZE,
+    ) -> None:
+        super().__init__(codec=codec)
+        self.path = Path(os.path.abspath(path))
+        self._data_path = self.path / "data.mdb"
+        self._shared: _Env | None = _acquire_env(self.path, map_size)
+
+    def __repr__(self) -> str:
+        return f"LMDBStore({str(self.path)!r})"
+
+    def describe(self, run_id: str) -> str:
+        """The LMDB data file that holds the run."""
+        return str(self._data_path)
+
+    # -- hooks ----------------------------------------------------------------
+
+    def _save(self, run_id: str, run: StoredRun) -> None:
+        prefix = _prefix(run_id)
+
+        def write(txn: _Txn, env: _Env) -> None:
+            _delete_range(txn, env.nodes, prefix)
+            _delete_range(txn, env.outputs, prefix)
+            _delete_range(txn, env.data, prefix)
+            txn.put(run_id.encode(), run.header, db=env.runs)
+            metas: list[tuple[bytes, bytes]] = []
+            outputs: list[tuple[bytes, bytes]] = []
+            for name, node in run.nodes.items():
+                key = prefix + _digest(name)
+                metas.append((key, _pack(name, node.meta)))
+                if node.output is not None:
+                    outputs.append((key, _pack(name, node.output)))
+            data = [(prefix + _digest(k), _pack(k, v)) for k, v in run.data.items()]
+            txn.cursor(env.nodes).putmulti(metas)
+            txn.cursor(env.outputs).putmulti(outputs)
+            txn.cursor(env.data).putmulti(data)
+
+        self._transact(run_id, write, write=True)
+
+    def _load(self, run_id: str) -> StoredRun:
+        prefix = _prefix(run_id)
+
+        def read(txn: _Txn, env: _Env) -> StoredRun:
+            header = self._header(txn, env, run_id)
+            nodes = {
+                name: StoredNode(meta)
+                for name, meta in self._scan(txn, env.nodes, run_id, prefix, "node")
+            }
+            for name, output in self._scan(txn, env.outputs, run_id, prefix, "output"):
+                node = nodes.get(name)
+                if node is None:
+                    raise self._damaged(run_id, f"output of node {name!r} has no node entry")
+                node.output = output
+            data = dict(self._scan(txn, env.data, run_id, prefix, "data"))
+            return StoredRun(header, nodes, data)
+
+        return self._transact(run_id, read)
+
+    def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
+        prefix = _prefix(run_id)
+
+        def read(txn: _Txn, env: _Env) -> tuple[bytes, dict[str, bytes]]:
+            # Only runs + nodes: outputs are never read here.
+            header = self._header(txn, env, run_id)
+            return header, dict(self._scan(txn, env.nodes, run_id, prefix, "node"))
+
+        return self._transact(run_id, read)
+
+    def _commit(
+        self, run_id: str, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
+    ) -> None:
+        prefix = _prefix(run_id)
+
+        def write(txn: _Txn, env: _Env) -> None:
+            # Touches only these nodes' and keys' entries: cost independent of run size.
+            self._header(txn, env, run_id)  # RunNotFoundError aborts the transaction
+            for name, node in nodes.items():
+                key = prefix + _digest(name)
+                txn.put(key, _pack(name, node.meta), db=env.nodes)
+                if node.output is None:
+                    txn.delete(key, db=env.outputs)  # a re-run that failed has no output
+                else:
+                    txn.put(key, _pack(name, node.output), db=env.outputs)
+            for name, value in data.items():
+                key = prefix + _digest(name)
+                if value is None:
+                    txn.delete(key, db=env.data)
+                else:
+                    txn.put(key, _pack(name, value), db=env.data)
+
+        self._transact(run_id, write, write=True)
+
+    def _list_runs(self) -> list[str]:
+        def read(txn: _Txn, env: _Env) -> list[str]:
+            keys = txn.cursor(env.runs).iternext(values=False)
+            try:
+                return [key.decode() for key in keys]
+            except UnicodeDecodeError as exc:
+                raise CorruptStateError(
+                    f"LMDB store {self._data_path} is damaged (bad run id key); "
+                    "restore it from a backup"
+                ) from exc
+
+        return self._transact(None, read)
+
+    def _delete(self, run_id: str) -> bool:
+        prefix = _prefix(run_id)
+
+        def write(txn: _Txn, env: _Env) -> bool:
+            if not txn.delete(run_id.encode(), db=env.runs):
+                return False
+            _delete_range(txn, env.nodes, prefix)
+            _delete_range(txn, env.outputs, prefix)
+            _delete_range(txn, env.data, prefix)
+            return True
+
+        return self._transact(run_id, write, write=True)
+
+    def _lock(self, run_id: str) -> RunLock:
+        locks = self.path / "locks"
+        try:
+            make_private_dir(locks)
+            return lock_run_file(locks / f"{run_id}.lock", run_id)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot lock run '{run_id}' in {locks}: {exc.strerror or exc}"
+            ) from exc
+
+    def _close(self) -> None:
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            _release_env(shared)
+
+    # -- helpers --------------------------------------------------------------
+
+    def _transact(
+        self, run_id: str | None, fn: Callable[[_Txn, _Env], _T], *, write: bool = False
+    ) -> _T:
+        """Run ``fn`` in one transaction, growing the map and retrying as needed."""
+        shared = self._shared
+        if shared is None:
+            raise StoreError(f"{type(self).__name__} is closed; open a new store")
+        with shared.guard:
+            if self._shared is None:  # closed while we waited
+                raise StoreError(f"{type(self).__name__} is closed; open a new store")
+            env = shared.env
+            try:
+                for _ in range(_MAX_RETRIES):
+                    try:
+                        # Leaving the block commits (and, for writes, fsyncs) or,
+                        # on an exception, aborts: nothing half-written is visible.
+                        with env.begin(write=write) as txn:
+                            return fn(txn, shared)
+                    except lmdb.MapFullError:
+                        # The aborted write needs more room: double the map, redo it.
+                        env.set_mapsize(env.info()["map_size"] * 2)
+                    except lmdb.MapResizedError:
+                        env.set_mapsize(0)  # another process grew it: adopt its size
+            except lmdb.Error as exc:
+                raise self._wrap(exc, run_id) from exc
+        raise StoreError(
+            f"LMDB store {self._data_path} could not grow its map enough for this write"
+        )
+
+    def _wrap(self, exc: lmdb.Error, run_id: str | None) -> StoreError:
+        where = f"run '{run_id}' in {self._data_path}" if run_id else str(self._data_path)
+        if isinstance(exc, _CORRUPT):
+            return CorruptStateError(
+                f"{where} is damaged (LMDB: {exc}); restore it from a backup "
+                "or delete the store and run again"
+            )
+        return StoreError(f"LMDB failed on {where}: {exc}")
+
+    def _damaged(self, run_id: str, why: str) -> CorruptStateError:
+        return CorruptStateError(
+            f"run '{run_id}' in {self._data_path} is damaged ({why}); "
+            "restore it from a backup or delete it and run again"
+        )
+
+    def _header(self, txn: _Txn, env: _Env, run_id: str) -> bytes:
+        header = txn.get(run_id.encode(), db=env.runs)
+        if header is None:
+            raise RunNotFoundError(
+                f"run '{run_id}' not found in {self.path}; `flowdag list` shows the stored runs"
+            )
+        return header
+
+    def _scan(
+        self, txn: _Txn, db: lmdb._Database, run_id: str, prefix: bytes, kind: str
+    ) -> Iterator[tuple[str, bytes]]:
+        """Yield (name, blob) for the run's entries in ``db``, checking each name."""
+        cursor = txn.cursor(db)
+        if not cursor.set_range(prefix):
+            return
+        start = len(prefix)
+        unpack, blake2b = msgpack.unpackb, hashlib.blake2b  # hot loop: one lookup each
+        for key, value in cursor.iternext():
+            if not key.startswith(prefix):
+                return
+            try:
+                name, blob = unpack(value, raw=False, use_list=False)
+                digest = blake2b(name.encode(), digest_size=_DIGEST_SIZE).digest()
+            except (ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
+                raise self._damaged(run_id, f"unreadable {kind} entry: {exc}") from exc
+            # The key was hashed from the name: a mismatch means a damaged name.
+            if digest != key[start:] or not isinstance(blob, bytes):
+                raise self._damaged(run_id, f"{kind} entry does not match its key")
+            yield name, blob
+
+
+# -- keys and values --------------------------------------------------------------
+
+
+def _prefix(run_id: str) -> bytes:
+    return run_id.encode() + b"\x00"
+
+
+def _digest(name: str) -> bytes:
+    return hashlib.blake2b(name.encode(), digest_size=_DIGEST_SIZE).digest()
+
+
+def _pack(name: str, blob: bytes) -> bytes:
+    packed: bytes = msgpack.packb([name, blob], use_bin_type=True)
+    return packed
+
+
+def _delete_range(txn: _Txn, db: lmdb._Database, prefix: bytes) -> None:
+    cursor = txn.cursor(db)
+    if not cursor.set_range(prefix):
+        return
+    # delete() moves the cursor to the next entry (key() is b"" past the end).
+    while cursor.key().startswith(prefix):
+        if not cursor.delete():
+            break
+
+
+# -- shared environments ------------------------------------------------------------
+
+
+def _acquire_env(path: Path, map_size: int) -> _Env:
+    try:
+        make_private_dir(path)
+        stat = os.stat(path)
+    except (NotADirectoryError, FileExistsError) as exc:
+        raise StoreError(
+            f"cannot open LMDB store at {path}: it is a file, not a directory; "
+            "pass a directory path"
+        ) from exc
+    except OSError as exc:
+        raise StoreError(f"cannot open LMDB store at {path}: {exc.strerror or exc}") from exc
+    key = (stat.st_dev, stat.st_ino)
+    with _OPEN_GUARD:
+        shared = _OPEN.get(key)
+        if shared is not None:
+            shared.users += 1
+            return shared
+        shared = _open_env(path, map_size, key)
+        _OPEN[key] = shared
+        return shared
+
+
+def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> _Env:
+    try:
+        if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+            raise StoreError(
+                f"cannot open LMDB store at {path}: permission denied; "
+                "check the directory's owner and mode"
+            )
+        env = lmdb.open(
+            str(path),
+            map_size=map_size,
+            subdir=True,
+            create=False,  # the directory exists (made 0700 above)
+            mode=0o700,  # data.mdb and lock.mdb get this minus execute bits: 0600
+            max_dbs=4,
+            sync=True,  # durable: a commit returns after fsync
+            metasync=True,
+            max_spare_txns=0,
+        )
+    except lmdb.Error as exc:
+        data_path = path / "data.mdb"
+        if isinstance(exc, _CORRUPT):
+            raise CorruptStateError(
+                f"LMDB store {data_path} is damaged or not an LMDB file ({exc}); "
+                "restore it from a backup or move it away"
+            ) from exc
+        raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
+    try:
+        dbs = [env.open_db(name) for name in (b"runs", b"nodes", b"outputs", b"data")]
+        for name in _FILES:
+            _make_private(path / name)
+    except lmdb.Error as exc:
+        env.close()
+        if isinstance(exc, _CORRUPT):
+            raise CorruptStateError(f"LMDB store {path / 'data.mdb'} is damaged ({exc})") from exc
+        raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
+    except OSError as exc:
+        env.close()
+        raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
+    runs, nodes, outputs, data = dbs
+    return _Env(env, runs, nodes, outputs, data, guard=threading.Lock(), key=key)
+
+
+def _make_private(file: Path) -> None:
+    # LMDB's file mode is filtered by the umask: set 0600 explicitly (on our own files;
+    # a store shared through group permissions keeps the owner's choice).
+    stat = file.stat()
+    if stat.st_mode & 0o777 != 0o600 and stat.st_uid == os.geteuid():
+        os.chmod(file, 0o600)
+
+
+def _release_env(shared: _Env) -> None:
+    with _OPEN_GUARD:
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        # Close before another store can open the directory again: LMDB refuses
+        # a second open environment on the same files.
+        del _OPEN[shared.key]
+        with shared.guard:  # waits for a call in progress
+            shared.env.close()

@@ -1,0 +1,86 @@
+"""A store that keeps runs in this process's memory: for tests and throwaway runs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+from flowdag.codec import Codec
+from flowdag.errors import RunNotFoundError
+from flowdag.stores.base import RunLock, Store, StoredNode, StoredRun, ThreadRunLocks
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """Runs as bytes in a dict; nothing survives the process.
+
+    Saved and loaded runs are copies, so callers never alias the stored state.
+    """
+
+    scheme = "memory"
+    durable = False
+
+    def __init__(self, *, codec: Codec | None = None) -> None:
+        super().__init__(codec=codec)
+        self._guard = threading.Lock()
+        self._runs: dict[str, StoredRun] = {}
+        self._locks = ThreadRunLocks()
+
+    def _save(self, run_id: str, run: StoredRun) -> None:
+        copy = _copy_run(run)
+        with self._guard:
+            self._runs[run_id] = copy
+
+    def _load(self, run_id: str) -> StoredRun:
+        with self._guard:
+            return _copy_run(self._get(run_id))
+
+    def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
+        with self._guard:
+            run = self._get(run_id)
+            return run.header, {name: node.meta for name, node in run.nodes.items()}
+
+    def _commit(
+        self, run_id: str, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
+    ) -> None:
+        with self._guard:
+            run = self._get(run_id)
+            for name, node in nodes.items():
+                run.nodes[name] = StoredNode(node.meta, node.output)
+            for key, value in data.items():
+                if value is None:
+                    run.data.pop(key, None)
+                else:
+                    run.data[key] = value
+
+    def _list_runs(self) -> list[str]:
+        with self._guard:
+            return list(self._runs)
+
+    def _delete(self, run_id: str) -> bool:
+        with self._guard:
+            return self._runs.pop(run_id, None) is not None
+
+    def _lock(self, run_id: str) -> RunLock:
+        return self._locks.acquire(run_id)
+
+    def _close(self) -> None:
+        with self._guard:
+            self._runs.clear()
+
+    def _get(self, run_id: str) -> StoredRun:
+        # Caller holds self._guard.
+        run = self._runs.get(run_id)
+        if run is None:
+            raise RunNotFoundError(f"run '{run_id}' not found in memory://")
+        return run
+
+
+def _copy_run(run: StoredRun) -> StoredRun:
+    # Blobs are immutable bytes: copying the containers is enough.
+    return StoredRun(
+        run.header,
+        {name: StoredNode(node.meta, node.output) for name, node in run.nodes.items()},
+        dict(run.data),
+    )
