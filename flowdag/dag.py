@@ -104,7 +104,10 @@ def _check_acyclic(graph: nx.DiGraph) -> None:
         edges = nx.find_cycle(graph)
     except nx.NetworkXNoCycle:
         return
-    path = [edges[0][0], *(v for _, v in edges)]
+    cycle = [u for u, _ in edges]
+    first = cycle.index(min(cycle))  # start at the smallest name: same message in any order
+    cycle = cycle[first:] + cycle[:first]
+    path = [*cycle, cycle[0]]
     raise CycleError(
         "dependency cycle: " + " -> ".join(path) + "; remove one of these dependencies"
     )

@@ -33,7 +33,8 @@ class ReadySet:
         for name in dag.nodes:
             if name in done:
                 continue
-            missing = sum(1 for dep in dag.specs[name].deps if dep not in done)
+            # set(): a dep listed twice is one edge, released by one done().
+            missing = sum(1 for dep in set(dag.specs[name].deps) if dep not in done)
             if missing:
                 self._waiting[name] = missing
             else:

@@ -189,6 +189,9 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
 
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
 def _bind(name: str, fn: object, deps: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
     """Which deps ``fn`` takes as keyword arguments, and whether it wants ``ctx``."""
     if not callable(fn):
@@ -197,19 +200,20 @@ def _bind(name: str, fn: object, deps: tuple[str, ...]) -> tuple[tuple[str, ...]
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return (), False  # some builtins have no signature: call them without arguments
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        # A parameter named ctx always gets the Context; a dep named ctx is in ctx.inputs.
-        return tuple(d for d in deps if d != "ctx"), "ctx" in params
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
     kwarg_deps = []
     for param in params.values():
         if param.name == "ctx" and param.kind is not param.POSITIONAL_ONLY:
             continue
         if param.name in deps and param.kind is not param.POSITIONAL_ONLY:
             kwarg_deps.append(param.name)
-        elif param.default is param.empty and param.kind not in (param.VAR_POSITIONAL,):
+        elif param.default is param.empty and param.kind not in _VARIADIC:
             known = ", ".join(deps) if deps else "none"
             raise SignatureError(
                 f"node '{name}': parameter '{param.name}' is neither a dependency "
                 f"(deps: {known}) nor 'ctx'; add it to deps, give it a default, or remove it"
             )
+    if takes_kwargs:
+        # A parameter named ctx always gets the Context; a dep named ctx is in ctx.inputs.
+        return tuple(d for d in deps if d != "ctx"), "ctx" in params
     return tuple(kwarg_deps), "ctx" in params
