@@ -62,8 +62,8 @@ __all__ = [
     "SignatureError",
     "Store",
     "StoreError",
-    "WorkflowChangedError",
     "Workflow",
+    "WorkflowChangedError",
     "open_store",
     "run",
 ]

@@ -177,7 +177,9 @@ def run(
     limit = max_workers or getattr(pool, "max_workers", None) or default_workers()
     try:
         with run_store.lock(run_id):
-            plan = plan_run(dag, run_id, _load_or_none(run_store, run_id), allow_changes=allow_changes)
+            plan = plan_run(
+                dag, run_id, _load_or_none(run_store, run_id), allow_changes=allow_changes
+            )
             for change in plan.changes:
                 logger.warning("run %s: accepted change: %s", run_id, change)
             if plan.needs_save:
@@ -285,7 +287,7 @@ def _execute_and_report(attempt: _Attempt, report: Callable[[tuple[Any, ...]], N
     """Run one attempt and put its outcome on the driver's queue (in-process executors)."""
     try:
         outcome = _execute(attempt)
-    except BaseException as exc:  # noqa: BLE001 - e.g. SystemExit raised by a node
+    except BaseException as exc:
         now = datetime.now(UTC)
         outcome = _Outcome(now, now, error=_error_info(exc))
     report((_RESULT, attempt, outcome))
@@ -426,7 +428,12 @@ class _Driver:
         spec = self.dag.specs[name]
         outputs = self.outputs
         attempt = _Attempt(
-            spec, self.run_id, number, {dep: outputs[dep] for dep in spec.deps}, self.data, self.codec
+            spec,
+            self.run_id,
+            number,
+            {dep: outputs[dep] for dep in spec.deps},
+            self.data,
+            self.codec,
         )
         if spec.timeout is not None:
             attempt.on_start = self._started_callback(attempt)
@@ -472,8 +479,13 @@ class _Driver:
         error = outcome.error
         if outcome.retryable and attempt.number <= spec.retries and self.commit_error is None:
             wait = spec.retry_wait(attempt.number) * random.uniform(1 - _JITTER, 1 + _JITTER)
-            logger.info("node %s attempt %d failed (%s); retry in %.3fs", spec.name,
-                        attempt.number, error, wait)
+            logger.info(
+                "node %s attempt %d failed (%s); retry in %.3fs",
+                spec.name,
+                attempt.number,
+                error,
+                wait,
+            )
             self.retries_waiting += 1
             self.add_timer(time.monotonic() + wait, _RETRY_DUE, attempt.node)
             if self.on_event is not None:
@@ -582,7 +594,9 @@ class _Driver:
         self.states[name] = state
         self.done += 1
         if self.on_event is not None:
-            self.emit("node_finished", name, record.status, self.attempts.get(name, 0), record.error)
+            self.emit(
+                "node_finished", name, record.status, self.attempts.get(name, 0), record.error
+            )
 
     def on_commit_failed(self, records: list[NodeRecord], exc: BaseException) -> None:
         """The store refused a batch: fail its nodes, start nothing new."""

@@ -40,6 +40,8 @@ class Workflow:
     @overload
     def node(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         deps: Iterable[str] | str = (),
@@ -53,7 +55,7 @@ class Workflow:
 
     def node(
         self,
-        fn: F | None = None,
+        fn: Callable[..., Any] | None = None,
         /,
         *,
         name: str | None = None,
@@ -64,14 +66,14 @@ class Workflow:
         max_retry_delay: float = 60.0,
         timeout: float | None = None,
         pool: str | None = None,
-    ) -> F | Callable[[F], F]:
+    ) -> Any:
         """Register a function as a node; usable as ``@wf.node`` or ``@wf.node(...)``.
 
         Returns the function unchanged. Options are those of `add_node`; the node's
         name defaults to the function's name.
         """
 
-        def register(func: F) -> F:
+        def register(func: Callable[..., Any]) -> Callable[..., Any]:
             node_name = name if name is not None else getattr(func, "__name__", None)
             if node_name is None:
                 raise SignatureError(f"{func!r} has no __name__; pass name= to @wf.node")
