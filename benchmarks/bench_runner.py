@@ -11,6 +11,8 @@ Groups:
   flowdag runs (LMDB durable: synced commits, grouped).
 - ``chain-1k``: 1,000 nodes in a line on LMDB, against ``synced-commit``: one
   synced LMDB commit of one small record per node, nothing else.
+- ``fanout-per-node-by-size-lmdb``: whole durable fan-out runs of 1,000 and 100,000
+  nodes; ``per_node_us`` in the JSON output (``--benchmark-json``) is median / width.
 - ``commit-in-run-of-N``: the cost of committing 1,000 single-node records into an
   LMDB run that holds N nodes, for N = 1,000 and 100,000 (constant per node).
 """
@@ -144,3 +146,19 @@ def test_commit_cost_by_run_size(
     with flowdag.LMDBStore(fresh_dir()) as store:
         store.save(_empty_run("bench", run_size))
         benchmark.pedantic(_commit_each, args=(store, "bench", 1_000), rounds=3, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("width", [1_000, 100_000])
+@pytest.mark.benchmark(group="fanout-per-node-by-size-lmdb")
+def test_fanout_lmdb_by_size(benchmark: Any, fresh_dir: Callable[[], Path], width: int) -> None:
+    """Whole durable runs of 1k and 100k nodes: compare time per node (divide by width)."""
+    dag = fanout(width)
+
+    def go() -> flowdag.RunResult:
+        with flowdag.LMDBStore(fresh_dir()) as store:
+            return flowdag.run(dag, run_id="bench", store=store, max_workers=WORKERS)
+
+    rounds = 5 if width <= 1_000 else 2
+    result = benchmark.pedantic(go, rounds=rounds, warmup_rounds=1)
+    benchmark.extra_info["per_node_us"] = benchmark.stats.stats.median / width * 1e6
+    assert result.ok
