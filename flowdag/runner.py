@@ -265,10 +265,10 @@ def _execute(task: _Attempt) -> _Outcome:
         value = spec.fn(**kwargs)
         if inspect.iscoroutine(value):
             value = asyncio.run(value)
-        output = _encode(task.codec, value, f"node '{spec.name}' returned")
+        output = _encode(task.codec, value, f"node '{spec.name}': output is")
         changes = view.changes() if view is not None else {}
         encoded = {
-            key: _encode(task.codec, new, f"node '{spec.name}' set ctx.data[{key!r}] to")
+            key: _encode(task.codec, new, f"node '{spec.name}': ctx.data[{key!r}] is")
             if present
             else None
             for key, (present, new) in changes.items()
@@ -305,7 +305,7 @@ def _encode(codec: Codec, value: Any, what: str) -> bytes:
     try:
         return codec.encode(value)
     except SerializationError as exc:
-        raise SerializationError(f"{what} a value that cannot be stored: {exc}") from None
+        raise SerializationError(f"{what} not storable: {exc}") from None
 
 
 def _error_info(exc: BaseException) -> ErrorInfo:
