@@ -84,7 +84,7 @@ import zlib
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -94,7 +94,7 @@ from msgpack import ExtType
 
 from flowdag.errors import CorruptStateError, SerializationError
 
-__all__ = ["Codec"]
+__all__ = ["Codec", "ValueCodec"]
 
 _FORMAT = 0xF1  # 0xF0 marks a flowdag blob; the low nibble is the format version
 _RAW = 0
@@ -135,6 +135,23 @@ _SUPPORTED = (
 _pack_plain = functools.partial(msgpack.packb, use_bin_type=True)
 # Payloads of fixed-shape exts: no ext hook, so a nested ext fails validation.
 _unpack_plain = msgpack.unpackb
+
+
+@runtime_checkable
+class ValueCodec(Protocol):
+    """What a store needs of a codec: values to bytes and back.
+
+    `Codec` (msgpack) serves the binary stores; `flowdag.json_codec.JSONCodec`
+    the JSON store. Both refuse what they cannot round-trip exactly.
+    """
+
+    def encode(self, value: Any) -> bytes:
+        """``value`` as bytes; `SerializationError` if it cannot be stored."""
+        ...
+
+    def decode(self, blob: bytes) -> Any:
+        """The value back; `CorruptStateError` if ``blob`` is damaged."""
+        ...
 
 
 class _Unsupported(Exception):

@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
 from typing import Any
 
-from flowdag.codec import Codec
+from flowdag.codec import ValueCodec
 from flowdag.context import Context, DataView
 from flowdag.dag import DAG, NodeSpec
 from flowdag.errors import (
@@ -227,7 +227,7 @@ class _Attempt:
     number: int  # ctx.attempt
     inputs: dict[str, Any]
     data: Mapping[str, Any]
-    codec: Codec
+    codec: ValueCodec
     on_start: Callable[[], None] | None = None  # set when the node has a timeout
     started_at: datetime | None = None  # set on start when the node has a timeout
 
@@ -301,7 +301,7 @@ def _outcome_of(future: Future[_Outcome]) -> _Outcome:
         return _Outcome(now, now, error=_error_info(exc))
 
 
-def _encode(codec: Codec, value: Any, what: str) -> bytes:
+def _encode(codec: ValueCodec, value: Any, what: str) -> bytes:
     try:
         return codec.encode(value)
     except SerializationError as exc:

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from flowdag.codec import Codec
+from flowdag.codec import Codec, ValueCodec
 from flowdag.errors import CorruptStateError, InvalidRunIdError, StoreError
 from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
 
@@ -90,8 +90,8 @@ class Store(ABC):
     #: from a background thread, grouping the nodes that finish meanwhile.
     durable: bool = True
 
-    def __init__(self, *, codec: Codec | None = None) -> None:
-        self.codec = codec if codec is not None else Codec()
+    def __init__(self, *, codec: ValueCodec | None = None) -> None:
+        self.codec: ValueCodec = codec if codec is not None else Codec()
         self._closed = False
 
     # -- public API ---------------------------------------------------------

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, TypeVar
 import lmdb
 import msgpack
 
-from flowdag.codec import Codec
+from flowdag.codec import ValueCodec
 from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
 from flowdag.stores._files import lock_run_file, make_private_dir
 from flowdag.stores.base import RunLock, Store, StoredNode, StoredRun
@@ -109,7 +109,7 @@ class LMDBStore(Store):
         self,
         path: str | os.PathLike[str],
         *,
-        codec: Codec | None = None,
+        codec: ValueCodec | None = None,
         map_size: int = DEFAULT_MAP_SIZE,
     ) -> None:
         super().__init__(codec=codec)

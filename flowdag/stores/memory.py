@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
-from flowdag.codec import Codec
+from flowdag.codec import ValueCodec
 from flowdag.errors import RunNotFoundError
 from flowdag.stores.base import RunLock, Store, StoredNode, StoredRun, ThreadRunLocks
 
@@ -21,7 +21,7 @@ class MemoryStore(Store):
     scheme = "memory"
     durable = False
 
-    def __init__(self, *, codec: Codec | None = None) -> None:
+    def __init__(self, *, codec: ValueCodec | None = None) -> None:
         super().__init__(codec=codec)
         self._guard = threading.Lock()
         self._runs: dict[str, StoredRun] = {}
