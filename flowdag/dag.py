@@ -30,6 +30,7 @@ class NodeSpec:
     #: Dependencies passed as keyword arguments (all of them when fn takes **kwargs).
     kwarg_deps: tuple[str, ...] = ()
     wants_ctx: bool = False
+    is_async: bool = False  # an ``async def`` function
 
     def retry_wait(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1-based), before jitter."""

@@ -29,14 +29,11 @@ store still loads and a later resume finishes the run.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
-import inspect
 import logging
 import random
 import threading
 import time
-import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -46,8 +43,15 @@ from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
 from typing import Any
 
-from flowdag.codec import ValueCodec
-from flowdag.context import Context, DataView
+from flowdag.attempt import (
+    Attempt,
+    Outcome,
+    execute,
+    execute_async,
+    execute_remote,
+    failure,
+    to_remote,
+)
 from flowdag.dag import DAG, NodeSpec
 from flowdag.errors import (
     FlowdagError,
@@ -144,6 +148,7 @@ def run(
     max_workers: int | None = None,
     executor: str | Executor = "threads",
     allow_changes: bool = False,
+    pools: Mapping[str, int] | None = None,
     on_event: Callable[[RunEvent], None] | None = None,
 ) -> RunResult:
     """Run a DAG, or resume it when ``store`` already holds ``run_id``.
@@ -153,8 +158,10 @@ def run(
         run_id: the run's id; None makes a new one (see `RunResult.run_id`).
         store: where checkpoints go: a `Store`, a store URL, or None for memory.
         max_workers: attempts in flight at once (default: the executor's).
-        executor: ``"threads"`` or an `Executor` instance.
+        executor: ``"threads"``, ``"processes"``, ``"asyncio"``, ``"dask"`` (a local
+            Dask cluster), or an `Executor` instance such as `DaskExecutor`.
         allow_changes: resume even if the DAG differs from the stored run.
+        pools: pool name -> how many nodes tagged ``pool=`` that name may run at once.
         on_event: called with a `RunEvent` as nodes start and finish.
 
     Returns:
@@ -171,6 +178,7 @@ def run(
     run_id = new_run_id() if run_id is None else check_run_id(run_id)
     if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
         raise FlowdagError(f"max_workers must be a whole number >= 1, not {max_workers!r}")
+    pools = _check_pools(pools)
     owned_store = not isinstance(store, Store)
     run_store = _open(store)
     pool = make_executor(executor, max_workers) if isinstance(executor, str) else executor
@@ -184,7 +192,7 @@ def run(
                 logger.warning("run %s: accepted change: %s", run_id, change)
             if plan.needs_save:
                 run_store.save(plan.state)
-            driver = _Driver(dag, plan, run_store, pool, limit, on_event)
+            driver = _Driver(dag, plan, run_store, pool, limit, pools, on_event)
             driver.drive()
     finally:
         if isinstance(executor, str):
@@ -192,6 +200,14 @@ def run(
         if owned_store and store is not None:
             run_store.close()
     return driver.result()
+
+
+def _check_pools(pools: Mapping[str, int] | None) -> dict[str, int]:
+    checked = dict(pools or {})
+    for name, cap in checked.items():
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise FlowdagError(f"pools[{name!r}] must be a whole number >= 1, not {cap!r}")
+    return checked
 
 
 def _open(store: Store | str | None) -> Store:
@@ -213,104 +229,20 @@ def _load_or_none(store: Store, run_id: str) -> RunState | None:
         return None
 
 
-# -- what crosses to the executor --------------------------------------------
-
-
-# Not frozen: a frozen dataclass is slower to build, and this is built per node.
-# eq=False: attempts compare by identity, which tells a live one from an abandoned one.
-@dataclass(slots=True, eq=False)
-class _Attempt:
-    """One attempt of one node, as handed to the executor."""
-
-    spec: NodeSpec
-    run_id: str
-    number: int  # ctx.attempt
-    inputs: dict[str, Any]
-    data: Mapping[str, Any]
-    codec: ValueCodec
-    on_start: Callable[[], None] | None = None  # set when the node has a timeout
-    started_at: datetime | None = None  # set on start when the node has a timeout
-
-    @property
-    def node(self) -> str:
-        return self.spec.name
-
-
-@dataclass(slots=True)
-class _Outcome:
-    """What an attempt produced: encoded output and data changes, or an error."""
-
-    started_at: datetime
-    finished_at: datetime
-    value: Any = None
-    output: bytes | None = None
-    changes: dict[str, tuple[bool, Any]] = field(default_factory=dict)
-    encoded_changes: dict[str, bytes | None] = field(default_factory=dict)
-    error: ErrorInfo | None = None
-    retryable: bool = True
-
-
-def _execute(task: _Attempt) -> _Outcome:
-    """Run one attempt and encode what it produced (in the worker)."""
-    if task.on_start is not None:
-        task.on_start()
-    spec = task.spec
-    started_at = datetime.now(UTC)
+def _report_outcome(attempt: Attempt, report: Callable[[tuple[Any, ...]], None]) -> None:
+    """Run an attempt and put its outcome on the driver's queue (the run_soon path)."""
     try:
-        kwargs = {dep: task.inputs[dep] for dep in spec.kwarg_deps}
-        view = None
-        if spec.wants_ctx:
-            view = DataView(task.data)
-            kwargs["ctx"] = Context(task.run_id, spec.name, task.number, task.inputs, view)
-        value = spec.fn(**kwargs)
-        if inspect.iscoroutine(value):
-            value = asyncio.run(value)
-        output = _encode(task.codec, value, f"node '{spec.name}': output is")
-        changes = view.changes() if view is not None else {}
-        encoded = {
-            key: _encode(task.codec, new, f"node '{spec.name}': ctx.data[{key!r}] is")
-            if present
-            else None
-            for key, (present, new) in changes.items()
-        }
-    except Exception as exc:
-        return _Outcome(
-            started_at,
-            datetime.now(UTC),
-            error=_error_info(exc),
-            retryable=not isinstance(exc, SerializationError),
-        )
-    return _Outcome(started_at, datetime.now(UTC), value, output, changes, encoded)
-
-
-def _execute_and_report(attempt: _Attempt, report: Callable[[tuple[Any, ...]], None]) -> None:
-    """Run one attempt and put its outcome on the driver's queue (in-process executors)."""
-    try:
-        outcome = _execute(attempt)
-    except BaseException as exc:
-        now = datetime.now(UTC)
-        outcome = _Outcome(now, now, error=_error_info(exc))
+        outcome = execute(attempt)
+    except BaseException as exc:  # e.g. SystemExit raised by a node
+        outcome = failure(exc)
     report((_RESULT, attempt, outcome))
 
 
-def _outcome_of(future: Future[_Outcome]) -> _Outcome:
+def _outcome_of(future: Future[Outcome]) -> Outcome:
     try:
         return future.result()
-    except BaseException as exc:  # the executor failed, not the node function
-        now = datetime.now(UTC)
-        return _Outcome(now, now, error=_error_info(exc))
-
-
-def _encode(codec: ValueCodec, value: Any, what: str) -> bytes:
-    try:
-        return codec.encode(value)
-    except SerializationError as exc:
-        raise SerializationError(f"{what} not storable: {exc}") from None
-
-
-def _error_info(exc: BaseException) -> ErrorInfo:
-    text = "".join(traceback.format_exception(exc))
-    return ErrorInfo(type(exc).__name__, str(exc), text)
+    except BaseException as exc:  # the executor failed (a worker died), not the node
+        return failure(exc, infrastructure=True)
 
 
 # -- the driver ---------------------------------------------------------------
@@ -318,6 +250,7 @@ def _error_info(exc: BaseException) -> ErrorInfo:
 # Event kinds on the driver's queue, and timer kinds on its heap.
 _RESULT, _STARTED, _COMMITTED, _COMMIT_FAILED = range(4)
 _RETRY_DUE, _DEADLINE = range(2)
+_LOST_ATTEMPT_RETRIES = 3  # retries of attempts an executor lost (a worker died)
 
 
 class _Driver:
@@ -330,6 +263,7 @@ class _Driver:
         store: Store,
         executor: Executor,
         limit: int,
+        pools: Mapping[str, int],
         on_event: Callable[[RunEvent], None] | None,
     ) -> None:
         self.dag = dag
@@ -340,14 +274,22 @@ class _Driver:
         # In-process executors may run a callable without a Future: the attempt then
         # reports its own outcome, which spares the Future's locks on the hot path.
         self.run_soon: Callable[..., None] | None = getattr(executor, "run_soon", None)
+        self.in_process: bool = getattr(executor, "in_process", False)
+        self.runs_coroutines: bool = getattr(executor, "runs_coroutines", False)
+        self.functions: dict[str, bytes] = {}  # cloudpickled node functions
+        self.lost_attempts: dict[str, int] = {}
         self.limit = limit
+        self.pools = dict(pools)
+        self.pool_running = dict.fromkeys(self.pools, 0)
+        self.parked: dict[str, deque[str]] = {pool: deque() for pool in self.pools}
+        self.pool_freed: set[str] = set()
         self.on_event = on_event
         self.events: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
         self.ready = ReadySet(dag, plan.completed)
         self.states = dict(plan.state.nodes)
         self.outputs = {name: self.states[name].output for name in plan.completed}
         self.data = dict(plan.state.data)
-        self.running: dict[str, _Attempt] = {}
+        self.running: dict[str, Attempt] = {}
         self.attempts: dict[str, int] = {}  # attempts made in this call of run()
         self.retries_due: deque[str] = deque()
         self.retries_waiting = 0
@@ -358,7 +300,7 @@ class _Driver:
         # A store that keeps nothing on disk commits at once; a background commit
         # would only add a thread hop per batch.
         self.commit_inline = not store.durable
-        self.finished_values: dict[str, _Outcome] = {}
+        self.finished_values: dict[str, Outcome] = {}
         self.done = len(plan.completed)
         self.commit_error: ErrorInfo | None = None
         self.committer = _Committer(store, self.run_id, self.events.put)
@@ -413,12 +355,36 @@ class _Driver:
         if self.commit_error is not None:
             return
         free = self.limit - len(self.running)
+        # Retries that are due go first, then nodes a full pool held back, then new ones.
         while free > 0 and self.retries_due:
-            self.start(self.retries_due.popleft())
-            free -= 1
-        if free > 0 and self.ready.has_ready():
+            free -= self.start_or_park(self.retries_due.popleft())
+        if self.pool_freed:
+            for pool in self.pool_freed:
+                parked = self.parked[pool]
+                while free > 0 and parked and self.pool_running[pool] < self.pools[pool]:
+                    free -= self.start_or_park(parked.popleft())
+            self.pool_freed.clear()
+        while free > 0 and self.ready.has_ready():
             for name in self.ready.take(free):
-                self.start(name)
+                free -= self.start_or_park(name)
+
+    def start_or_park(self, name: str) -> int:
+        """Start ``name`` unless its pool is full (then park it); 1 if started."""
+        pool = self.dag.specs[name].pool
+        if pool is not None and pool in self.pools:
+            if self.pool_running[pool] >= self.pools[pool]:
+                self.parked[pool].append(name)
+                return 0
+            self.pool_running[pool] += 1
+        self.start(name)
+        return 1
+
+    def release_pool(self, name: str) -> None:
+        pool = self.dag.specs[name].pool
+        if pool is not None and pool in self.pools:
+            self.pool_running[pool] -= 1
+            if self.parked[pool]:
+                self.pool_freed.add(pool)
 
     # -- attempts -------------------------------------------------------------
 
@@ -427,34 +393,59 @@ class _Driver:
         self.attempts[name] = number
         spec = self.dag.specs[name]
         outputs = self.outputs
-        attempt = _Attempt(
-            spec,
-            self.run_id,
-            number,
-            {dep: outputs[dep] for dep in spec.deps},
-            self.data,
-            self.codec,
-        )
-        if spec.timeout is not None:
-            attempt.on_start = self._started_callback(attempt)
+        inputs = {dep: outputs[dep] for dep in spec.deps}
+        attempt = Attempt(spec, self.run_id, number, inputs, self.data, self.codec)
         self.running[name] = attempt
         if self.on_event is not None:
             self.emit("node_started", name, NodeStatus.RUNNING, number, None)
         put = self.events.put
-        if self.run_soon is not None:
-            self.run_soon(_execute_and_report, attempt, put)
+        future: Future[Any]
+        if self.in_process:
+            if spec.timeout is not None:  # the deadline counts from the real start
+                attempt.on_start = lambda: put(
+                    (_STARTED, attempt, time.monotonic(), datetime.now(UTC))
+                )
+            if self.run_soon is not None:
+                self.run_soon(_report_outcome, attempt, put)
+                return
+            if spec.is_async and self.runs_coroutines:
+                future = self.executor.submit(execute_async, attempt)
+            else:
+                future = self.executor.submit(execute, attempt)
         else:
-            future = self.executor.submit(_execute, attempt)
-            future.add_done_callback(lambda f: put((_RESULT, attempt, _outcome_of(f))))
+            try:
+                task = to_remote(attempt, self.pickled_function(spec))
+            except Exception as exc:
+                put((_RESULT, attempt, failure(exc, retryable=False)))
+                return
+            if spec.timeout is not None:  # the driver fills the pool no further than it runs
+                self.add_timer(time.monotonic() + spec.timeout, _DEADLINE, attempt)
+            future = self.executor.submit(execute_remote, task)
+        attempt.future = future
+        future.add_done_callback(lambda f: put((_RESULT, attempt, _outcome_of(f))))
 
-    def _started_callback(self, attempt: _Attempt) -> Callable[[], None]:
-        put = self.events.put
-        return lambda: put((_STARTED, attempt, time.monotonic(), datetime.now(UTC)))
+    def pickled_function(self, spec: NodeSpec) -> bytes:
+        """The node function for another process: cloudpickled once per node."""
+        pickled = self.functions.get(spec.name)
+        if pickled is None:
+            import cloudpickle
 
-    def on_result(self, attempt: _Attempt, outcome: _Outcome) -> None:
+            try:
+                pickled = cloudpickle.dumps(spec.fn)
+            except Exception as exc:
+                raise SerializationError(
+                    f"node '{spec.name}': its function cannot be sent to another process "
+                    f"({type(exc).__name__}: {exc}); define it at module level, or use "
+                    "the threads executor"
+                ) from exc
+            self.functions[spec.name] = pickled
+        return pickled
+
+    def on_result(self, attempt: Attempt, outcome: Outcome) -> None:
         if not self.is_running(attempt):
             return  # an abandoned (timed-out) attempt: its result is discarded
         del self.running[attempt.node]
+        self.release_pool(attempt.node)
         if outcome.error is not None:
             self.on_failed_attempt(attempt, outcome)
             return
@@ -474,11 +465,21 @@ class _Driver:
             ]
         )
 
-    def on_failed_attempt(self, attempt: _Attempt, outcome: _Outcome) -> None:
+    def on_failed_attempt(self, attempt: Attempt, outcome: Outcome) -> None:
         spec = self.dag.specs[attempt.node]
         error = outcome.error
-        if outcome.retryable and attempt.number <= spec.retries and self.commit_error is None:
+        retry = outcome.retryable and self.commit_error is None
+        if retry and outcome.infrastructure:
+            # The executor lost the attempt (a worker died): not the node's fault,
+            # so it does not use up the node's retries, within a bound of its own.
+            lost = self.lost_attempts[spec.name] = self.lost_attempts.get(spec.name, 0) + 1
+            retry = lost <= _LOST_ATTEMPT_RETRIES
+            self.attempts[spec.name] -= 1
+            wait = 0.0
+        else:
+            retry = retry and attempt.number <= spec.retries
             wait = spec.retry_wait(attempt.number) * random.uniform(1 - _JITTER, 1 + _JITTER)
+        if retry:
             logger.info(
                 "node %s attempt %d failed (%s); retry in %.3fs",
                 spec.name,
@@ -523,7 +524,7 @@ class _Driver:
             heapq.heappop(timers)
         return max(0.0, timers[0][0] - time.monotonic()) if timers else None
 
-    def is_running(self, attempt: _Attempt) -> bool:
+    def is_running(self, attempt: Attempt) -> bool:
         return self.running.get(attempt.node) is attempt
 
     def fire_timers(self) -> None:
@@ -538,16 +539,20 @@ class _Driver:
             elif self.is_running(what):  # an attempt overran its timeout
                 self.abandon(what)
 
-    def abandon(self, attempt: _Attempt) -> None:
+    def abandon(self, attempt: Attempt) -> None:
+        """Fail an attempt that overran its timeout, and stop it where the executor can."""
         del self.running[attempt.node]
+        self.release_pool(attempt.node)
+        # A process pool terminates the worker, asyncio cancels the task, Dask
+        # cancels it; a thread cannot be stopped and runs on, its result discarded.
+        stopped = attempt.future is not None and attempt.future.cancel()
         timeout = self.dag.specs[attempt.node].timeout
+        what = "it was cancelled" if stopped else "it was abandoned and runs on until it returns"
         error = NodeTimeoutError(
             f"node '{attempt.node}' attempt {attempt.number} exceeded its timeout of "
-            f"{timeout}s; it was abandoned (its thread runs on until the function returns)"
+            f"{timeout}s; {what}"
         )
-        finished = datetime.now(UTC)
-        started = attempt.started_at or finished
-        self.on_failed_attempt(attempt, _Outcome(started, finished, error=_error_info(error)))
+        self.on_failed_attempt(attempt, failure(error, attempt.started_at))
 
     # -- commits ------------------------------------------------------------
 
@@ -606,7 +611,7 @@ class _Driver:
     def on_commit_failed(self, records: list[NodeRecord], exc: BaseException) -> None:
         """The store refused a batch: fail its nodes, start nothing new."""
         logger.error("run %s: checkpoint failed, stopping the run: %s", self.run_id, exc)
-        error = _error_info(exc)
+        error = failure(exc).error
         self.commit_error = error
         self.retries_due.clear()
         for record in records:

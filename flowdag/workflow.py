@@ -139,6 +139,7 @@ class Workflow:
             pool=pool,
             kwarg_deps=kwarg_deps,
             wants_ctx=wants_ctx,
+            is_async=inspect.iscoroutinefunction(fn),
         )
         self._specs.append(spec)
         return spec

@@ -1,4 +1,6 @@
-"""`ThreadExecutor`: the default executor, a thread pool that never runs short.
+"""Pools in this machine: `ThreadExecutor` (the default) and `ProcessExecutor`.
+
+`ThreadExecutor` is a thread pool that never runs short.
 
 Unlike `concurrent.futures.ThreadPoolExecutor` it has no cap of its own: the
 runner's driver caps how many attempts are in flight. That matters for
@@ -19,7 +21,7 @@ from concurrent.futures import Future
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
-__all__ = ["ThreadExecutor", "default_workers"]
+__all__ = ["ProcessExecutor", "ThreadExecutor", "default_workers"]
 
 T = TypeVar("T")
 _Work = tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...]]
@@ -32,6 +34,9 @@ def default_workers() -> int:
 
 class ThreadExecutor:
     """Runs each submitted callable on an idle thread, starting one if none is idle."""
+
+    #: Attempts run in this process: they can report their own start.
+    in_process = True
 
     def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "flowdag") -> None:
         #: How many attempts the driver keeps in flight on this executor.
@@ -99,3 +104,37 @@ class ThreadExecutor:
                     future.set_result(result)
             del future, fn, args
             self._idle.release()
+
+
+class ProcessExecutor:
+    """Runs callables in a pool of worker processes, for CPU-bound nodes.
+
+    Built on `pebble.ProcessPool`, whose futures can be cancelled while they
+    run: cancelling terminates the worker and starts a fresh one. That is how
+    a node's timeout stops an attempt here, which no thread pool can. A worker
+    that dies (killed, out of memory) fails only the attempt it ran; the runner
+    retries such attempts without using up the node's retries.
+
+    Workers are started with the ``spawn`` method by default (safe in a process
+    that has threads, as the runner's has); what they run must be importable or
+    picklable (the runner sends node functions with cloudpickle).
+    """
+
+    def __init__(self, max_workers: int | None = None, *, start_method: str = "spawn") -> None:
+        import multiprocessing
+
+        from pebble import ProcessPool
+
+        self.max_workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
+        context = multiprocessing.get_context(start_method)
+        self._pool = ProcessPool(max_workers=self.max_workers, context=context)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
+        return self._pool.schedule(fn, args=args)
+
+    def shutdown(self, wait: bool = True) -> None:
+        if wait:
+            self._pool.close()  # type: ignore[no-untyped-call]
+        else:
+            self._pool.stop()  # type: ignore[no-untyped-call]  # ends abandoned attempts too
+        self._pool.join()
