@@ -6,12 +6,15 @@ finished node durably, and resume a crashed run where it stopped.
 
 from __future__ import annotations
 
+import typing
+
 from flowdag.context import Context
 from flowdag.dag import DAG
 from flowdag.errors import (
     CorruptStateError,
     CycleError,
     DAGError,
+    DecryptionError,
     DuplicateNodeError,
     FlowdagError,
     InvalidRunIdError,
@@ -31,6 +34,9 @@ from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import LMDBStore, MemoryStore, Store, open_store
 from flowdag.workflow import Workflow
 
+if typing.TYPE_CHECKING:
+    from flowdag.stores import FlatBuffersStore, JSONStore
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -39,10 +45,13 @@ __all__ = [
     "CorruptStateError",
     "CycleError",
     "DAGError",
+    "DecryptionError",
     "DuplicateNodeError",
     "ErrorInfo",
+    "FlatBuffersStore",
     "FlowdagError",
     "InvalidRunIdError",
+    "JSONStore",
     "LMDBStore",
     "MemoryStore",
     "MissingDependencyError",
@@ -67,3 +76,21 @@ __all__ = [
     "open_store",
     "run",
 ]
+
+# Loaded on first use, as in flowdag.stores: the FlatBuffers runtime imports numpy,
+# which would more than double the time ``import flowdag`` takes.
+_LAZY = {"FlatBuffersStore", "JSONStore"}
+
+
+def __getattr__(name: str) -> typing.Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from flowdag import stores
+
+    value = getattr(stores, name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

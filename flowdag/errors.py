@@ -18,6 +18,7 @@ Every error flowdag raises on purpose derives from `FlowdagError`::
         ├── RunNotFoundError          (also a KeyError)
         ├── RunLockedError
         └── CorruptStateError
+            └── DecryptionError       wrong key, or encrypted data changed or moved
 
 Constructor arguments stay plain and picklable (messages are built before the
 call to ``Exception.__init__``) because errors cross process and Dask boundaries.
@@ -29,6 +30,7 @@ __all__ = [
     "CorruptStateError",
     "CycleError",
     "DAGError",
+    "DecryptionError",
     "DuplicateNodeError",
     "FlowdagError",
     "InvalidRunIdError",
@@ -111,3 +113,7 @@ class RunLockedError(StoreError):
 
 class CorruptStateError(StoreError):
     """Stored data is damaged; flowdag refuses to return it."""
+
+
+class DecryptionError(CorruptStateError):
+    """Encrypted data cannot be opened: wrong or missing key, or changed or moved bytes."""

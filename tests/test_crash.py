@@ -67,7 +67,7 @@ def calls(log: Path) -> list[str]:
     return log.read_text().split() if log.exists() else []
 
 
-@pytest.mark.parametrize("store_scheme", ["lmdb"])
+@pytest.mark.parametrize("store_scheme", ["lmdb", "json", "flatbuffers"])
 def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path: Path, store_scheme: str) -> None:
     nodes = 60
     script = tmp_path / "crash_flow.py"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 import types
 
 import pytest
@@ -15,10 +17,13 @@ EXPORTED = [
     "CorruptStateError",
     "CycleError",
     "DAGError",
+    "DecryptionError",
     "DuplicateNodeError",
     "ErrorInfo",
+    "FlatBuffersStore",
     "FlowdagError",
     "InvalidRunIdError",
+    "JSONStore",
     "LMDBStore",
     "MemoryStore",
     "MissingDependencyError",
@@ -53,14 +58,37 @@ def test_all_is_pinned() -> None:
 
 def test_every_public_member_is_exported() -> None:
     # As httpx's test_exported_members: nothing public is left out of __all__.
+    # dir(), not vars(): the store classes of optional formats load on first use.
     public = {
         name
-        for name, value in vars(flowdag).items()
+        for name in dir(flowdag)
         if not name.startswith("_")
-        and not isinstance(value, types.ModuleType)
+        and not isinstance(getattr(flowdag, name), types.ModuleType)
         and name != "annotations"  # from __future__ import annotations
     }
     assert public == set(flowdag.__all__)
+
+
+def test_store_formats_load_on_first_use() -> None:
+    # Importing flowdag must not pay for the FlatBuffers runtime (it imports numpy).
+    script = (
+        "import sys, flowdag\n"
+        "modules = ['flowdag.stores.json_store', 'flowdag.stores.flatbuffers_store',"
+        " 'flatbuffers', 'numpy']\n"
+        "print(sorted(m for m in modules if m in sys.modules))\n"
+        "assert flowdag.FlatBuffersStore.__name__ == 'FlatBuffersStore'\n"
+        "assert 'FlatBuffersStore' in vars(flowdag)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_unknown_attribute() -> None:
+    with pytest.raises(AttributeError, match="NoSuchStore"):
+        flowdag.NoSuchStore  # noqa: B018
 
 
 @pytest.mark.parametrize("name", EXPORTED)

@@ -1,5 +1,13 @@
 """Stores keep runs durable: the `Store` base class, its backends, and `open_store`.
 
+Four backends, one contract (``tests/stores/conformance.py``):
+
+- `MemoryStore` (``memory://``): in this process only;
+- `LMDBStore` (``lmdb://DIR``): one LMDB environment, synced commits;
+- `JSONStore` (``json://DIR``): per run a readable JSON snapshot plus a journal;
+- `FlatBuffersStore` (``flatbuffers://DIR``): per run a FlatBuffers snapshot plus
+  a journal; statuses are read without decoding outputs.
+
 Backends are imported lazily, by `open_store` or on first access of their
 class name, so importing flowdag never loads a database library it won't use.
 """
@@ -9,19 +17,32 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowdag.errors import StoreError
 from flowdag.stores.base import Store
 
 if TYPE_CHECKING:
+    from flowdag.stores.flatbuffers_store import FlatBuffersStore
+    from flowdag.stores.json_store import JSONStore
     from flowdag.stores.lmdb_store import LMDBStore
     from flowdag.stores.memory import MemoryStore
 
-__all__ = ["LMDBStore", "MemoryStore", "Store", "open_store"]
+__all__ = [
+    "FlatBuffersStore",
+    "JSONStore",
+    "LMDBStore",
+    "MemoryStore",
+    "Store",
+    "open_store",
+    "parse_store_url",
+]
 
 # scheme -> (module, class, whether the URL carries a directory)
 _BACKENDS: dict[str, tuple[str, str, bool]] = {
+    "flatbuffers": ("flowdag.stores.flatbuffers_store", "FlatBuffersStore", True),
+    "json": ("flowdag.stores.json_store", "JSONStore", True),
     "lmdb": ("flowdag.stores.lmdb_store", "LMDBStore", True),
     "memory": ("flowdag.stores.memory", "MemoryStore", False),
 }
@@ -29,11 +50,29 @@ _LAZY = {cls: module for module, cls, _ in _BACKENDS.values()}
 
 
 def open_store(url: str, **kwargs: Any) -> Store:
-    """Open the store a URL names: ``lmdb://DIR`` or ``memory://``.
+    """Open the store a URL names, such as ``lmdb://.flowdag``.
 
-    A relative ``DIR`` is relative to the current directory (``lmdb://.flowdag``
-    is the CLI's default); ``~`` is expanded. ``kwargs`` go to the store's
-    constructor (e.g. ``codec=``).
+    Known URLs: ``lmdb://DIR``, ``json://DIR``, ``flatbuffers://DIR`` and
+    ``memory://``. A relative ``DIR`` is relative to the current directory
+    (``lmdb://.flowdag`` is the CLI's default); ``~`` is expanded. ``kwargs`` go
+    to the store's constructor (e.g. ``codec=``).
+
+    Raises:
+        StoreError: the URL is malformed or its scheme is unknown.
+    """
+    scheme, directory = parse_store_url(url)
+    module_name, class_name, _ = _BACKENDS[scheme]
+    # Each backend's constructor takes the directory (if any) first, then keywords.
+    cls: Callable[..., Store] = getattr(importlib.import_module(module_name), class_name)
+    if directory is not None:
+        return cls(directory, **kwargs)
+    return cls(**kwargs)
+
+
+def parse_store_url(url: str) -> tuple[str, Path | None]:
+    """The scheme of a store URL and its directory (absolute), without opening anything.
+
+    The directory is None for stores that have none (``memory://``).
 
     Raises:
         StoreError: the URL is malformed or its scheme is unknown.
@@ -44,16 +83,12 @@ def open_store(url: str, **kwargs: Any) -> Store:
     backend = _BACKENDS.get(scheme) if sep else None
     if backend is None:
         raise StoreError(f"unknown store URL {url!r}: use one of {_known_urls()}")
-    module_name, class_name, takes_dir = backend
+    takes_dir = backend[2]
     if takes_dir and not location:
         raise StoreError(f"store URL {url!r} names no directory: use {scheme}://DIR")
     if not takes_dir and location:
         raise StoreError(f"store URL {url!r} takes no path: use {scheme}://")
-    # Each backend's constructor takes the directory (if any) first, then keywords.
-    cls: Callable[..., Store] = getattr(importlib.import_module(module_name), class_name)
-    if takes_dir:
-        return cls(os.path.expanduser(location), **kwargs)
-    return cls(**kwargs)
+    return scheme, Path(os.path.abspath(os.path.expanduser(location))) if takes_dir else None
 
 
 def _known_urls() -> str:

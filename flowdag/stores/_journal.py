@@ -6,7 +6,7 @@ Per run, a directory ``<store>/runs/<run_id>/`` holds:
 
 - ``snapshot<suffix>``: the whole run as of some *generation*, written atomically
   (temp file, fsync, rename, fsync of the directory);
-- ``journal-<generation>.log``: an append-only log of the commits made since that
+- ``journal-<generation><suffix>.log``: an append-only log of the commits made since that
   snapshot. A commit appends one framed record and fsyncs before it returns, so
   its cost is the size of the record, not of the run.
 
@@ -30,6 +30,17 @@ or zero-filled, or whose payload fails its checksum while the trailer is
 missing, is torn; a bad header with data after it, or a bad payload behind an
 intact trailer, is damage.
 
+A commit whose write or sync fails is taken back (the journal is cut to
+where it was) before the error is raised, so a record that was never
+acknowledged never shows up later. A compaction that fails after the record is
+durable does not fail the commit: it is logged and tried again later.
+
+With a key (``key=``, see ``_crypto.py``), each record's payload is sealed with
+AES-256-GCM bound to the run, the journal's generation and the record's byte
+offset, and each snapshot file is sealed whole, bound to the run: the framing
+and the torn-tail rules above are unchanged, and a JSON snapshot is then no
+longer readable JSON.
+
 A format (`RunFormat`) only turns runs and commits into bytes and back. Only
 the holder of a run's lock writes to it (the runner takes it); readers need
 no lock and see a consistent state.
@@ -38,6 +49,7 @@ no lock and see a consistent state.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import struct
@@ -57,6 +69,7 @@ from flowdag.errors import (
     RunNotFoundError,
     StoreError,
 )
+from flowdag.stores._crypto import Cipher, is_sealed, make_cipher, not_encrypted_error
 from flowdag.stores._files import (
     _fsync_dir,
     atomic_write,
@@ -75,6 +88,7 @@ _MAGIC = b"\xf1\x4a"
 _HEADER = struct.Struct("<2sIII")
 _TRAILER = struct.Struct("<II")
 _READ_TRIES = 10
+_logger = logging.getLogger("flowdag")
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -179,13 +193,23 @@ class _Writer:
     journal_size: int
     journal_inode: int
     snapshot_size: int
+    snapshot_inode: int
 
 
 class JournaledStore(Store):
     """A store of one directory per run: an atomic snapshot plus a journal.
 
     Subclasses name a `RunFormat`; everything else (framing, fsync, compaction,
-    torn tails, temp files, locks, error wrapping) is here.
+    torn tails, temp files, locks, error wrapping, encryption) is here.
+
+    Args:
+        path: the store directory; created (0700) if missing.
+        codec: the value codec.
+        compact_min_bytes: fold a journal into a new snapshot only once it is
+            larger than this and than the snapshot.
+        key: encrypt snapshots and journal records with AES-256-GCM under this
+            key (32 bytes, 64 hex digits or base64; or a `Cipher`); None stores
+            plain bytes. A store written with a key is read only with that key.
     """
 
     format: RunFormat
@@ -196,10 +220,12 @@ class JournaledStore(Store):
         *,
         codec: ValueCodec | None = None,
         compact_min_bytes: int = COMPACT_MIN_BYTES,
+        key: bytes | str | Cipher | None = None,
     ) -> None:
         super().__init__(codec=codec)
         self.path = Path(os.path.abspath(path))
         self.compact_min_bytes = compact_min_bytes
+        self._cipher = make_cipher(key)
         self._guard = threading.RLock()
         self._writers: dict[str, _Writer] = {}
         try:
@@ -227,7 +253,9 @@ class JournaledStore(Store):
         return self._run_dir(run_id) / f"snapshot{self.format.suffix}"
 
     def _journal_path(self, run_id: str, generation: int) -> Path:
-        return self._run_dir(run_id) / f"journal-{generation}.log"
+        # The format is in the name: a JSON and a FlatBuffers store sharing a
+        # directory must never take each other's journals for stale ones.
+        return self._run_dir(run_id) / f"journal-{generation}{self.format.suffix}.log"
 
     # -- hooks ----------------------------------------------------------------
 
@@ -239,7 +267,8 @@ class JournaledStore(Store):
                 make_private_dir(directory)
                 _fsync_dir(directory.parent)
             generation = self._current_generation(run_id) + 1
-            atomic_write(self._snapshot_path(run_id), self.format.dump_snapshot(run, generation))
+            content = self._seal_snapshot(run_id, self.format.dump_snapshot(run, generation))
+            atomic_write(self._snapshot_path(run_id), content)
             self._remove_stale_journals(run_id, generation)
 
     def _load(self, run_id: str) -> StoredRun:
@@ -262,15 +291,32 @@ class JournaledStore(Store):
     def _commit(
         self, run_id: str, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
     ) -> None:
-        record = frame(self.format.dump_commit(nodes, data))
+        payload = self.format.dump_commit(nodes, data)
         with self._guard, self._io(run_id, "commit to"):
             writer = self._writer(run_id)
-            _write_all(writer.journal, record)
-            os.fdatasync(writer.journal)
+            start = writer.journal_size
+            if self._cipher is not None:
+                payload = self._cipher.encrypt(
+                    payload, self._record_aad(run_id, writer.generation, start)
+                )
+            record = frame(payload)
+            try:
+                _write_all(writer.journal, record)
+                os.fdatasync(writer.journal)
+            except BaseException:
+                self._undo_append(run_id, writer, start)
+                raise
             writer.journal_size += len(record)
             _apply(writer.run, nodes, data)
             if writer.journal_size > max(writer.snapshot_size, self.compact_min_bytes):
-                self._compact(run_id, writer)
+                try:
+                    self._compact(run_id, writer)
+                except (OSError, ValueError, StoreError) as exc:
+                    # The record is durable in the journal, so the commit stands;
+                    # compaction only saves replay time and is tried again later.
+                    # The files may be half switched: the next commit reopens them.
+                    _logger.warning("run %s: compaction failed, will retry: %s", run_id, exc)
+                    self._drop_writer(run_id)
 
     def _list_runs(self) -> list[str]:
         with self._guard, self._io("", "list runs of"):
@@ -325,6 +371,7 @@ class JournaledStore(Store):
                     content = snapshot.read_bytes()
                 except FileNotFoundError:
                     raise RunNotFoundError(f"no run '{run_id}' in {self.path}") from None
+                content = self._open_snapshot(run_id, snapshot, content)
                 run, generation = self._parse(run_id, snapshot, parse, content)
                 journal = self._journal_path(run_id, generation)
                 try:
@@ -336,8 +383,11 @@ class JournaledStore(Store):
                 if os.stat(snapshot).st_ino != before:
                     continue
                 payloads, _ = self._parse(run_id, journal, replay, records)
+                offset = 0
                 for payload in payloads:
-                    nodes, data = self._parse(run_id, journal, self.format.load_commit, payload)
+                    plain = self._open_record(run_id, journal, generation, offset, payload)
+                    offset += _HEADER.size + len(payload) + _TRAILER.size
+                    nodes, data = self._parse(run_id, journal, self.format.load_commit, plain)
                     apply(run, nodes, data)
                 return run
         raise StoreError(f"run '{run_id}' kept changing while being read; try again")
@@ -348,9 +398,10 @@ class JournaledStore(Store):
         except FileNotFoundError:
             return 0
         try:
+            content = self._open_snapshot(run_id, self._snapshot_path(run_id), content)
             return self.format.load_snapshot_metas(content)[2]
-        except ValueError:
-            return 0  # a damaged snapshot being replaced by save()
+        except (ValueError, CorruptStateError):
+            return 0  # a damaged snapshot (or one under another key) being replaced by save()
 
     def _parse(self, run_id: str, path: Path, parse: Callable[[bytes], _T], content: bytes) -> _T:
         try:
@@ -367,9 +418,14 @@ class JournaledStore(Store):
         """The run's open journal, (re)opened if another writer changed the files."""
         writer = self._writers.get(run_id)
         if writer is not None:
+            # A replaced snapshot (another writer compacted, or a file was put back
+            # from elsewhere) means our journal may no longer be the one loads read.
             try:
                 st = os.stat(writer.journal_path)
                 current = (st.st_ino, st.st_size) == (writer.journal_inode, writer.journal_size)
+                current = current and (
+                    os.stat(self._snapshot_path(run_id)).st_ino == writer.snapshot_inode
+                )
             except FileNotFoundError:
                 current = False
             if current:
@@ -377,13 +433,16 @@ class JournaledStore(Store):
             self._drop_writer(run_id)
         # Opening for writing: load the run, then cut off any torn tail so that
         # the next record follows the last whole one.
+        snapshot = self._snapshot_path(run_id)
         try:
-            content = self._snapshot_path(run_id).read_bytes()
+            snapshot_inode = os.stat(snapshot).st_ino
+            content = snapshot.read_bytes()
         except FileNotFoundError:
             raise RunNotFoundError(f"no run '{run_id}' in {self.path}") from None
         run = self._load(run_id)
-        generation = self.format.load_snapshot_metas(content)[2]
-        writer = self._open_journal(run_id, run, generation, len(content))
+        plain = self._open_snapshot(run_id, snapshot, content)
+        generation = self._parse(run_id, snapshot, self.format.load_snapshot_metas, plain)[2]
+        writer = self._open_journal(run_id, run, generation, len(content), snapshot_inode)
         records = os.pread(writer.journal, writer.journal_size, 0)
         _, end = replay(records)
         if end != len(records):
@@ -394,7 +453,12 @@ class JournaledStore(Store):
         return writer
 
     def _open_journal(
-        self, run_id: str, run: StoredRun, generation: int, snapshot_size: int
+        self,
+        run_id: str,
+        run: StoredRun,
+        generation: int,
+        snapshot_size: int,
+        snapshot_inode: int,
     ) -> _Writer:
         path = self._journal_path(run_id, generation)
         fd = open_private(path, os.O_RDWR | os.O_APPEND)
@@ -404,19 +468,69 @@ class JournaledStore(Store):
         except BaseException:
             os.close(fd)
             raise
-        writer = _Writer(run, generation, fd, path, st.st_size, st.st_ino, snapshot_size)
+        writer = _Writer(
+            run, generation, fd, path, st.st_size, st.st_ino, snapshot_size, snapshot_inode
+        )
         self._writers[run_id] = writer
         return writer
 
     def _compact(self, run_id: str, writer: _Writer) -> None:
         """Fold the journal into a new snapshot; see the module docstring for crash safety."""
         generation = writer.generation + 1
-        content = self.format.dump_snapshot(writer.run, generation)
-        atomic_write(self._snapshot_path(run_id), content)
+        content = self._seal_snapshot(run_id, self.format.dump_snapshot(writer.run, generation))
+        snapshot = self._snapshot_path(run_id)
+        atomic_write(snapshot, content)
         # The new snapshot is durable, so the old journal is stale from here on.
         self._drop_writer(run_id)
-        self._open_journal(run_id, writer.run, generation, len(content))
+        inode = os.stat(snapshot).st_ino
+        self._open_journal(run_id, writer.run, generation, len(content), inode)
         self._remove_stale_journals(run_id, generation)
+
+    def _undo_append(self, run_id: str, writer: _Writer, size: int) -> None:
+        """Take back a record whose write or sync failed: it was never acknowledged.
+
+        Cut the journal back to ``size``, so that neither a load nor a later
+        commit sees the record (after a failed sync its bytes may or may not be
+        on disk), and drop the writer: the next commit reopens the journal from
+        the disk and cuts any torn tail that the truncation could not remove.
+        """
+        with contextlib.suppress(OSError):
+            os.ftruncate(writer.journal, size)
+        self._drop_writer(run_id)
+
+    # -- encryption at rest (see _crypto.py) ------------------------------------
+
+    def _aad(self, run_id: str, entry: bytes) -> bytes:
+        return b"\0".join((b"flowdag", self.scheme.encode(), run_id.encode(), entry))
+
+    def _record_aad(self, run_id: str, generation: int, offset: int) -> bytes:
+        # The journal's generation and the record's offset: a record cannot be
+        # moved to another place in its journal, or into another journal.
+        return self._aad(run_id, b"journal %d %d" % (generation, offset))
+
+    def _seal_snapshot(self, run_id: str, content: bytes) -> bytes:
+        if self._cipher is None:
+            return content
+        return self._cipher.encrypt(content, self._aad(run_id, b"snapshot"))
+
+    def _open_snapshot(self, run_id: str, path: Path, content: bytes) -> bytes:
+        where = f"run '{run_id}': {path}"
+        if self._cipher is None:
+            if is_sealed(content):
+                raise not_encrypted_error(where)
+            return content
+        return self._cipher.decrypt(content, self._aad(run_id, b"snapshot"), where)
+
+    def _open_record(
+        self, run_id: str, path: Path, generation: int, offset: int, payload: bytes
+    ) -> bytes:
+        where = f"run '{run_id}': {path} (record at byte {offset})"
+        if self._cipher is None:
+            if is_sealed(payload):
+                raise not_encrypted_error(where)
+            return payload
+        aad = self._record_aad(run_id, generation, offset)
+        return self._cipher.decrypt(payload, aad, where)
 
     def _drop_writer(self, run_id: str) -> None:
         writer = self._writers.pop(run_id, None)
@@ -426,7 +540,9 @@ class JournaledStore(Store):
     def _remove_stale_journals(self, run_id: str, generation: int) -> None:
         keep = self._journal_path(run_id, generation).name
         for entry in os.scandir(self._run_dir(run_id)):
-            if entry.name.startswith("journal-") and entry.name != keep:
+            ending = f"{self.format.suffix}.log"
+            mine = entry.name.startswith("journal-") and entry.name.endswith(ending)
+            if mine and entry.name != keep:
                 os.unlink(entry.path)
 
     def _remove_temp_files(self, directory: Path) -> None:

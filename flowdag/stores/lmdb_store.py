@@ -29,6 +29,12 @@ transaction is open in this process; transactions never outlive one call.
 
 LMDB forbids opening one environment twice in a process, so stores on the
 same directory share one environment (reference counted).
+
+With a key, every value is sealed with AES-256-GCM (``_crypto.py``), its
+associated data naming the sub-database and the key (which starts with the run
+id); keys stay plain, so run ids are visible. A commit checks afterwards that
+``data.mdb`` is still the file the environment opened: LMDB would go on writing
+to a replaced file, and such a commit must fail, not count as done.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import msgpack
 
 from flowdag.codec import ValueCodec
 from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
+from flowdag.stores._crypto import Cipher, is_sealed, make_cipher, not_encrypted_error
 from flowdag.stores._files import lock_run_file, make_private_dir
 from flowdag.stores.base import RunLock, Store, StoredNode, StoredRun
 
@@ -58,6 +65,7 @@ _T = TypeVar("_T")
 DEFAULT_MAP_SIZE = 1 << 30
 _MAX_RETRIES = 64  # doublings/resizes per write before giving up (2**64 bytes: never)
 _DIGEST_SIZE = 16
+_FULL_DISK_BYTES = 1 << 20  # less free space than this on a failed write: say the disk is full
 _FILES = ("data.mdb", "lock.mdb")
 _CORRUPT: tuple[type[lmdb.Error], ...] = (
     lmdb.CorruptedError,
@@ -83,6 +91,7 @@ class _Env:
     data: lmdb._Database
     guard: threading.Lock  # held for every use of env (see the module note)
     key: tuple[int, int]
+    data_inode: int  # of data.mdb when opened: a replaced file is detected by commits
     users: int = 1
 
 
@@ -97,6 +106,10 @@ class LMDBStore(Store):
         path: the store directory; created with its parents if missing.
         codec: the value codec (default `Codec()`).
         map_size: initial LMDB map size in bytes; it grows automatically.
+        key: encrypt every value (headers, metas, outputs, data) with AES-256-GCM
+            under this key (32 bytes, 64 hex digits or base64; or a `Cipher`),
+            each bound to its run and entry; None stores plain bytes. Run ids
+            and the number and sizes of entries stay visible.
 
     Raises:
         StoreError: ``path`` is a file, or cannot be created or opened.
@@ -111,10 +124,12 @@ class LMDBStore(Store):
         *,
         codec: ValueCodec | None = None,
         map_size: int = DEFAULT_MAP_SIZE,
+        key: bytes | str | Cipher | None = None,
     ) -> None:
         super().__init__(codec=codec)
         self.path = Path(os.path.abspath(path))
         self._data_path = self.path / "data.mdb"
+        self._cipher = make_cipher(key)
         self._shared: _Env | None = _acquire_env(self.path, map_size)
 
     def __repr__(self) -> str:
@@ -133,15 +148,19 @@ class LMDBStore(Store):
             _delete_range(txn, env.nodes, prefix)
             _delete_range(txn, env.outputs, prefix)
             _delete_range(txn, env.data, prefix)
-            txn.put(run_id.encode(), run.header, db=env.runs)
+            seal = self._seal
+            txn.put(run_id.encode(), seal(b"run", run_id.encode(), run.header), db=env.runs)
             metas: list[tuple[bytes, bytes]] = []
             outputs: list[tuple[bytes, bytes]] = []
             for name, node in run.nodes.items():
                 key = prefix + _digest(name)
-                metas.append((key, _pack(name, node.meta)))
+                metas.append((key, seal(b"node", key, _pack(name, node.meta))))
                 if node.output is not None:
-                    outputs.append((key, _pack(name, node.output)))
-            data = [(prefix + _digest(k), _pack(k, v)) for k, v in run.data.items()]
+                    outputs.append((key, seal(b"output", key, _pack(name, node.output))))
+            data = []
+            for name, value in run.data.items():
+                key = prefix + _digest(name)
+                data.append((key, seal(b"data", key, _pack(name, value))))
             txn.cursor(env.nodes).putmulti(metas)
             txn.cursor(env.outputs).putmulti(outputs)
             txn.cursor(env.data).putmulti(data)
@@ -185,21 +204,23 @@ class LMDBStore(Store):
         def write(txn: _Txn, env: _Env) -> None:
             # Touches only these nodes' and keys' entries: cost independent of run size.
             self._header(txn, env, run_id)  # RunNotFoundError aborts the transaction
+            seal = self._seal
             for name, node in nodes.items():
                 key = prefix + _digest(name)
-                txn.put(key, _pack(name, node.meta), db=env.nodes)
+                txn.put(key, seal(b"node", key, _pack(name, node.meta)), db=env.nodes)
                 if node.output is None:
                     txn.delete(key, db=env.outputs)  # a re-run that failed has no output
                 else:
-                    txn.put(key, _pack(name, node.output), db=env.outputs)
+                    txn.put(key, seal(b"output", key, _pack(name, node.output)), db=env.outputs)
             for name, value in data.items():
                 key = prefix + _digest(name)
                 if value is None:
                     txn.delete(key, db=env.data)
                 else:
-                    txn.put(key, _pack(name, value), db=env.data)
+                    txn.put(key, seal(b"data", key, _pack(name, value)), db=env.data)
 
         self._transact(run_id, write, write=True)
+        self._check_same_file(run_id)
 
     def _list_runs(self) -> list[str]:
         def read(txn: _Txn, env: _Env) -> list[str]:
@@ -280,7 +301,18 @@ class LMDBStore(Store):
                 f"{where} is damaged (LMDB: {exc}); restore it from a backup "
                 "or delete the store and run again"
             )
-        return StoreError(f"LMDB failed on {where}: {exc}")
+        return StoreError(f"LMDB failed on {where}: {exc}{self._full_disk_hint()}")
+
+    def _full_disk_hint(self) -> str:
+        # LMDB reports a write cut short by a full disk as EIO: say what it was.
+        try:
+            stat = os.statvfs(self.path)
+        except OSError:
+            return ""
+        free = stat.f_bavail * stat.f_frsize
+        if free >= _FULL_DISK_BYTES:
+            return ""
+        return f" (No space left on device: {free} bytes free on its disk)"
 
     def _damaged(self, run_id: str, why: str) -> CorruptStateError:
         return CorruptStateError(
@@ -294,7 +326,7 @@ class LMDBStore(Store):
             raise RunNotFoundError(
                 f"run '{run_id}' not found in {self.path}; `flowdag list` shows the stored runs"
             )
-        return header
+        return self._open(run_id, b"run", run_id.encode(), header, "header")
 
     def _scan(
         self, txn: _Txn, db: lmdb._Database, run_id: str, prefix: bytes, kind: str
@@ -305,9 +337,11 @@ class LMDBStore(Store):
             return
         start = len(prefix)
         unpack, blake2b = msgpack.unpackb, hashlib.blake2b  # hot loop: one lookup each
+        entry = kind.encode()
         for key, value in cursor.iternext():
             if not key.startswith(prefix):
                 return
+            value = self._open(run_id, entry, key, value, kind)
             try:
                 name, blob = unpack(value, raw=False, use_list=False)
                 digest = blake2b(name.encode(), digest_size=_DIGEST_SIZE).digest()
@@ -317,6 +351,44 @@ class LMDBStore(Store):
             if digest != key[start:] or not isinstance(blob, bytes):
                 raise self._damaged(run_id, f"{kind} entry does not match its key")
             yield name, blob
+
+
+    # -- encryption at rest (see _crypto.py) ------------------------------------
+
+    def _seal(self, entry: bytes, key: bytes, value: bytes) -> bytes:
+        if self._cipher is None:
+            return value
+        # Bound to the sub-database and the key, which starts with the run id:
+        # a value cannot be moved to another entry or run.
+        return self._cipher.encrypt(value, b"flowdag\0lmdb\0" + entry + b"\0" + key)
+
+    def _open(self, run_id: str, entry: bytes, key: bytes, value: bytes, kind: str) -> bytes:
+        where = f"run '{run_id}' in {self._data_path} ({kind} entry)"
+        if self._cipher is None:
+            if is_sealed(value):
+                raise not_encrypted_error(where)
+            return value
+        aad = b"flowdag\0lmdb\0" + entry + b"\0" + key
+        return self._cipher.decrypt(value, aad, where)
+
+    def _check_same_file(self, run_id: str) -> None:
+        """Raise if ``data.mdb`` was replaced or removed since the store opened it.
+
+        LMDB keeps writing to the file it opened: a commit made after someone
+        replaced ``data.mdb`` lands in a file nobody will read again, so it must
+        not be reported as done.
+        """
+        shared = self._shared
+        try:
+            current = os.stat(self._data_path).st_ino
+        except OSError:
+            current = -1
+        if shared is not None and current != shared.data_inode:
+            raise StoreError(
+                f"cannot commit to run '{run_id}': {self._data_path} was replaced or removed "
+                "while the store had it open; the commit went to the old file. Close the "
+                "store and open it again, then resume the run"
+            )
 
 
 # -- keys and values --------------------------------------------------------------
@@ -409,7 +481,14 @@ def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> _Env:
         env.close()
         raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
     runs, nodes, outputs, data = dbs
-    return _Env(env, runs, nodes, outputs, data, guard=threading.Lock(), key=key)
+    try:
+        data_inode = os.stat(path / "data.mdb").st_ino
+    except OSError as exc:
+        env.close()
+        raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
+    return _Env(
+        env, runs, nodes, outputs, data, guard=threading.Lock(), key=key, data_inode=data_inode
+    )
 
 
 def _make_private(file: Path) -> None:

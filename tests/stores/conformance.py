@@ -3,12 +3,20 @@
 Like zarr's ``StoreTests``: this module is not collected itself (its name does
 not start with ``test_``); each backend's test module subclasses the class as
 ``TestXStore`` and overrides ``store`` (and ``store_dir`` if it uses the disk).
+Stores on the journal engine (``_journal.py``) subclass `JournaledStoreTests`,
+which adds torn journals and damaged bytes. Moving a state between any two
+stores is tested in ``test_cross_store.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import random
+import signal
+import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -20,13 +28,19 @@ from uuid import UUID
 import pytest
 
 from flowdag.errors import (
+    CorruptStateError,
     InvalidRunIdError,
     RunLockedError,
     RunNotFoundError,
     StoreError,
 )
 from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
+from flowdag.stores import open_store
+from flowdag.stores._journal import JournaledStore
 from flowdag.stores.base import Store
+from flowdag.stores.transfer import same_value
+
+ROOT = Path(__file__).resolve().parents[2]
 
 T0 = datetime(2026, 11, 22, 3, 4, 5, 123456, tzinfo=UTC)
 
@@ -144,6 +158,53 @@ def files_under(path: Path | None) -> list[tuple[str, int]]:
         for root, dirs, files in os.walk(path)
         for name in dirs + files
     )
+
+
+def assert_same_state(actual: RunState, expected: RunState, where: str = "") -> None:
+    """The same run, every value of the same type (5.0 is not 5); NaN and arrays compare too."""
+    assert (actual.run_id, actual.workflow) == (expected.run_id, expected.workflow), where
+    assert actual.nodes.keys() == expected.nodes.keys(), where
+    for name, node in expected.nodes.items():
+        got = actual.nodes[name]
+        without_output = dataclasses.replace(got, output=None)
+        assert without_output == dataclasses.replace(node, output=None), f"{where} node {name!r}"
+        assert same_value(got.output, node.output), f"{where} output of {name!r}"
+    assert same_value(actual.data, expected.data), f"{where} data"
+    assert same_value(actual.metadata, expected.metadata), f"{where} metadata"
+
+
+def assert_names_run_and_file(error: CorruptStateError, run_id: str, path: Path) -> None:
+    """A damage report must say which run and which file, so the user can act on it."""
+    message = str(error)
+    assert f"run '{run_id}'" in message, message
+    assert str(path) in message, message
+
+
+def spawn(code: str, *args: object) -> subprocess.Popen[str]:
+    """A Python subprocess running ``code`` (this checkout first on its path)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)], stdout=subprocess.PIPE, text=True, env=env
+    )
+
+
+# Takes a run's lock in another process and holds it until killed.
+HOLD_LOCK = """
+import sys, time
+from flowdag.stores import open_store
+store = open_store(sys.argv[1])
+held = store.lock(sys.argv[2])
+held.__enter__()  # keep a reference: a collected context manager releases
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
 
 
 class StoreTests:
@@ -486,3 +547,204 @@ class StoreTests:
     def test_describe_names_the_store(self, store: Store) -> None:
         assert isinstance(store.describe("r"), str)
         assert store.describe("r")
+
+    def test_lock_held_by_another_process(self, store: Store, store_dir: Path | None) -> None:
+        if store_dir is None:
+            pytest.skip("a store in memory is not shared with other processes")
+        store.save(pending_state("nightly", "a"))
+        proc = spawn(HOLD_LOCK, f"{store.scheme}://{store_dir}", "nightly")
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "locked"
+            with pytest.raises(RunLockedError) as info, store.lock("nightly"):
+                pass  # pragma: no cover
+            message = str(info.value)
+            assert f"pid {proc.pid}" in message and "run 'nightly'" in message, message
+            assert "--run-id" in message  # says what to do
+            with store.lock("other"):  # only that run id is taken
+                pass
+            assert store.load("nightly") == pending_state("nightly", "a")  # readers need no lock
+            proc.send_signal(signal.SIGKILL)  # the OS drops a dead holder's lock
+            proc.wait()
+            with store.lock("nightly"):
+                store.commit("nightly", [NodeRecord("a", NodeStatus.COMPLETED, 1)])
+        finally:
+            proc.kill()
+            proc.wait()
+        assert store.load("nightly").nodes["a"].status is NodeStatus.COMPLETED
+
+    # -- permissions ----------------------------------------------------------------
+
+    def test_files_are_private_whatever_the_umask(
+        self, store: Store, store_dir: Path | None, tmp_path: Path
+    ) -> None:
+        if store_dir is None:
+            pytest.skip("a store in memory has no files")
+        top = tmp_path / "private"
+        path = top / "nested" / "store"
+        old = os.umask(0)  # modes that are right under umask 0 are set, not inherited
+        try:
+            with open_store(f"{store.scheme}://{path}") as other:
+                encode = other.codec.encode
+                for run_id in ("r", "gone"):
+                    other.save(make_state(run_id))
+                record = NodeRecord("pending", NodeStatus.COMPLETED, 1, output=encode(1),
+                                    data={"k": encode(2)})  # fmt: skip
+                with other.lock("r"):
+                    other.commit("r", [record])
+                assert other.delete("gone")
+                other.load("r")
+                other.load_statuses("r")
+        finally:
+            os.umask(old)
+        created = [top, top / "nested", *sorted(path.rglob("*")), path]
+        assert any(p.is_file() for p in created)
+        for entry in created:
+            if entry.is_dir():
+                assert _mode(entry) == 0o700, entry
+            else:
+                assert _mode(entry) == 0o600, entry
+
+
+# Masks for flipped bytes: the lowest bit, ASCII case, and every bit.
+FLIP_MASKS = (0x01, 0x20, 0xFF)
+#: Files up to this size get every byte flipped; larger ones a sample.
+FLIP_ALL_UP_TO = 1024
+FLIP_SAMPLE = 500
+
+
+def flip_offsets(size: int) -> list[int]:
+    """Every offset of a small file; for a larger one both ends and a fixed sample."""
+    if size <= FLIP_ALL_UP_TO:
+        return list(range(size))
+    ends = set(range(64)) | set(range(size - 64, size))
+    return sorted(ends | set(random.Random(size).sample(range(size), FLIP_SAMPLE)))
+
+
+class JournaledStoreTests(StoreTests):
+    """`StoreTests` plus torn journals and damaged bytes, for stores on ``_journal.py``.
+
+    Each test writes a run as snapshot + journal, damages one file byte by byte,
+    and reads it back through a second store on the same directory: every read
+    must give exactly the last acknowledged state or raise `CorruptStateError`
+    naming the run and the file.
+    """
+
+    RUN = "r"
+
+    def reopen(self, store: Store) -> JournaledStore:
+        assert isinstance(store, JournaledStore)
+        return type(store)(store.path)
+
+    def snapshot_path(self, store: Store) -> Path:
+        assert isinstance(store, JournaledStore)
+        return store.path / "runs" / self.RUN / f"snapshot{store.format.suffix}"
+
+    def journal_path(self, store: Store) -> Path:
+        assert isinstance(store, JournaledStore)
+        (path,) = (store.path / "runs" / self.RUN).glob("journal-*.log")
+        return path
+
+    def write_run(self, store: Store) -> tuple[RunState, RunState, int]:
+        """Save, then three commits: the state before and after the last, and where it starts."""
+        encode = store.codec.encode
+        store.save(make_state(self.RUN, {"str": "x", "tuple": (1, 2.0), "float": 5.0}))
+        store.commit(self.RUN, [NodeRecord("pending", NodeStatus.COMPLETED, 1, T0, T0,
+                                           output=encode([1, "two"]),
+                                           data={"seen": encode(1)})])  # fmt: skip
+        store.commit(self.RUN, [NodeRecord("running", NodeStatus.FAILED, 2, T0, T0,
+                                           error=ErrorInfo("E", "m", "tb"),
+                                           data={"rows_loaded": None})])  # fmt: skip
+        acknowledged = store.load(self.RUN)
+        last_start = self.journal_path(store).stat().st_size
+        store.commit(self.RUN, [
+            NodeRecord("skipped", NodeStatus.COMPLETED, 1, T0, T0, output=encode((b"\x00", 2.5))),
+            NodeRecord("failed", NodeStatus.COMPLETED, 4, output=encode({"k": {1, 2}})),
+        ], )  # fmt: skip
+        store.commit(self.RUN, [])  # no records: nothing is appended
+        final = store.load(self.RUN)
+        assert final != acknowledged
+        return acknowledged, final, last_start
+
+    def test_journal_cut_at_every_byte_of_its_last_record(self, store: Store) -> None:
+        acknowledged, final, last_start = self.write_run(store)
+        journal = self.journal_path(store)
+        content = journal.read_bytes()
+        assert last_start < len(content)
+        store.close()
+        encode = store.codec.encode
+        extra = NodeRecord("out_str", NodeStatus.COMPLETED, 9, output=encode("after"))
+        for cut in range(last_start, len(content) + 1):
+            journal.write_bytes(content[:cut])
+            expected = final if cut == len(content) else acknowledged
+            where = f"journal cut at byte {cut} of {len(content)}"
+            # A fresh store each time, as after a crash: no journal is open yet.
+            with self.reopen(store) as reader:
+                assert_same_state(reader.load(self.RUN), expected, where)
+                assert reader.load_statuses(self.RUN) == statuses_of(expected), where
+                # The torn tail is cut off before the next append, which then loads.
+                reader.commit(self.RUN, [extra])
+                loaded = reader.load(self.RUN)
+            assert loaded.nodes["out_str"] == NodeState(NodeStatus.COMPLETED, 9, output="after")
+            loaded.nodes["out_str"] = expected.nodes["out_str"]
+            assert_same_state(loaded, expected, where + ", then a commit")
+
+    def test_flipped_journal_bytes(self, store: Store) -> None:
+        _, final, _ = self.write_run(store)
+        store.close()
+        self.check_flips(store, self.journal_path(store), final)
+
+    def test_flipped_snapshot_bytes(self, store: Store) -> None:
+        _, final, _ = self.write_run(store)
+        store.close()
+        self.check_flips(store, self.snapshot_path(store), final)
+
+    def check_flips(self, store: Store, path: Path, expected: RunState) -> None:
+        original = path.read_bytes()
+        statuses = statuses_of(expected)
+        damaged = 0
+        with self.reopen(store) as reader:
+            for offset in flip_offsets(len(original)):
+                content = bytearray(original)
+                content[offset] ^= FLIP_MASKS[offset % len(FLIP_MASKS)]
+                path.write_bytes(content)
+                where = f"{path.name} byte {offset} flipped"
+                for read, want in ((reader.load, expected), (reader.load_statuses, statuses)):
+                    try:
+                        got = read(self.RUN)
+                    except CorruptStateError as exc:
+                        assert_names_run_and_file(exc, self.RUN, path)
+                        damaged += 1
+                    else:
+                        assert_same_state(got, want, where)
+            path.write_bytes(original)
+            assert_same_state(reader.load(self.RUN), expected)
+        assert damaged > 0
+
+    def test_cut_snapshot_is_damage(self, store: Store) -> None:
+        self.write_run(store)
+        store.close()
+        path = self.snapshot_path(store)
+        original = path.read_bytes()
+        with self.reopen(store) as reader:
+            for cut in flip_offsets(len(original)):  # a snapshot is written whole or not at all
+                path.write_bytes(original[:cut])
+                for read in (reader.load, reader.load_statuses):
+                    with pytest.raises(CorruptStateError) as info:
+                        read(self.RUN)
+                    assert_names_run_and_file(info.value, self.RUN, path)
+
+    def test_damaged_run_leaves_other_runs_readable_and_can_be_deleted(self, store: Store) -> None:
+        _, final, _ = self.write_run(store)
+        store.save(make_state("intact"))
+        path = self.snapshot_path(store)
+        path.write_bytes(b"\x00" * path.stat().st_size)
+        with pytest.raises(CorruptStateError) as info:
+            store.load(self.RUN)
+        assert_names_run_and_file(info.value, self.RUN, path)
+        assert store.list_runs() == ["intact", self.RUN]
+        assert store.load("intact") == make_state("intact")
+        store.save(final)  # a damaged run can be replaced...
+        assert_same_state(store.load(self.RUN), final)
+        assert store.delete(self.RUN)  # ...or deleted
+        assert store.list_runs() == ["intact"]

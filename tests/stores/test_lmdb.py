@@ -422,7 +422,7 @@ def test_open_store_absolute_directory_and_kwargs(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["", "state", "lmdb:state", "lmdb://", "json://x", "flatbuffers://x", "s3://b/k"]
+    "url", ["", "state", "lmdb:state", "lmdb://", "s3://b/k"]
 )
 def test_open_store_bad_url(url: str) -> None:
     with pytest.raises(StoreError) as info:

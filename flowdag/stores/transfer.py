@@ -1,0 +1,135 @@
+"""Copy runs between stores and check that runs load: the library behind ``flowdag store``.
+
+A copy goes through `RunState`, not bytes: the JSON store keeps values in its
+own codec, the others in msgpack, so only the decoded states can be compared.
+Each copy is loaded back from the destination and compared with the source
+state (exactly: see `same_value`) before it counts as done; a copy that differs is removed, so the
+destination never holds a run that silently differs from its source.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from flowdag.errors import CorruptStateError, StoreError
+from flowdag.state import NodeState, RunState
+from flowdag.stores.base import Store
+
+__all__ = ["copy_run", "same_value", "verify_run"]
+
+
+def copy_run(src: Store, dst: Store, run_id: str) -> None:
+    """Copy one run from ``src`` to ``dst`` (replacing any run of that id there) and verify it.
+
+    The destination run is locked while it is written and read back, so a run
+    that is running there is never overwritten.
+
+    Raises:
+        RunNotFoundError: ``src`` holds no such run.
+        CorruptStateError: the run is damaged in ``src``; ``dst`` is untouched.
+        RunLockedError: the run is running in ``dst``.
+        StoreError: the copy read back from ``dst`` is damaged or differs from
+            the source; it has been removed from ``dst``.
+    """
+    state = src.load(run_id)
+    with dst.lock(run_id):
+        try:
+            dst.save(state)
+            problem = _difference(state, dst.load(run_id))
+        except CorruptStateError as exc:  # raised by dst: not the source's damage
+            problem = f"the copy cannot be read back ({exc})"
+        if problem is not None:
+            dst.delete(run_id)
+            raise StoreError(
+                f"copy of run '{run_id}' to {dst.describe(run_id)} differs from the source: "
+                f"{problem}; the copy was removed"
+            )
+
+
+def verify_run(store: Store, run_id: str) -> str | None:
+    """Load one run fully; None if it loads, else why it is damaged.
+
+    Raises:
+        RunNotFoundError: the store holds no such run.
+        StoreError: the store cannot be read at all (I/O error, closed store);
+            damage to the run itself is returned, not raised.
+    """
+    try:
+        store.load(run_id)
+    except CorruptStateError as exc:
+        return str(exc)
+    return None
+
+
+def _difference(expected: RunState, actual: RunState) -> str | None:
+    """What differs between two states, briefly, or None if they are the same."""
+    fields = [
+        name
+        for name in ("run_id", "workflow", "metadata", "data")
+        if not same_value(getattr(expected, name), getattr(actual, name))
+    ]
+    names = expected.nodes.keys() | actual.nodes.keys()
+    nodes = sorted(
+        name
+        for name in names
+        if name not in expected.nodes
+        or name not in actual.nodes
+        or not _same_node(expected.nodes[name], actual.nodes[name])
+    )
+    if nodes:
+        shown = ", ".join(repr(name) for name in nodes[:5])
+        more = f" and {len(nodes) - 5} more" if len(nodes) > 5 else ""
+        fields.append(f"node {shown}{more}")
+    return "differs in " + ", ".join(fields) if fields else None
+
+
+def _same_node(expected: NodeState, actual: NodeState) -> bool:
+    return (
+        expected.status == actual.status
+        and expected.attempts == actual.attempts
+        and same_value(expected.started_at, actual.started_at)
+        and same_value(expected.finished_at, actual.finished_at)
+        and expected.error == actual.error
+        and expected.deps == actual.deps
+        and same_value(expected.output, actual.output)
+    )
+
+
+def same_value(expected: Any, actual: Any) -> bool:
+    """Whether a value came back exactly: same types all the way down, NaN equal to NaN.
+
+    Stricter than ``==`` (5.0 is not 5, -0.0 is not 0.0, a tuple is not a list,
+    ``Decimal("1.10")`` is not ``Decimal("1.1")``) and usable where ``==`` is not
+    (NaN, numpy arrays).
+    """
+    if type(expected) is not type(actual):
+        return False
+    if isinstance(expected, float):  # -0.0 is not 0.0; NaN is NaN
+        if math.isnan(expected) or math.isnan(actual):
+            return math.isnan(expected) and math.isnan(actual)
+        return bool(expected == actual) and math.copysign(1, expected) == math.copysign(1, actual)
+    if isinstance(expected, Decimal):
+        return bool(expected.as_tuple() == actual.as_tuple())
+    if isinstance(expected, datetime):  # aware and naive, or two zones, are not the same
+        return bool(expected == actual and expected.utcoffset() == actual.utcoffset())
+    if isinstance(expected, list | tuple):
+        return len(expected) == len(actual) and all(map(same_value, expected, actual))
+    if isinstance(expected, dict):
+        return len(expected) == len(actual) and all(
+            key in actual and same_value(value, actual[key]) for key, value in expected.items()
+        )
+    if type(expected).__module__ == "numpy" and hasattr(expected, "dtype"):
+        return _same_array(expected, actual)
+    return bool(expected == actual)
+
+
+def _same_array(expected: Any, actual: Any) -> bool:
+    import numpy as np  # an array implies numpy is imported already
+
+    if expected.dtype != actual.dtype or expected.shape != actual.shape:
+        return False
+    equal_nan = expected.dtype.kind in "fc"
+    return bool(np.array_equal(expected, actual, equal_nan=equal_nan))

@@ -1,0 +1,234 @@
+"""copy_run, verify_run and same_value: the library behind ``flowdag store convert|verify``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import numpy as np
+import pytest
+
+from flowdag.errors import CorruptStateError, RunLockedError, RunNotFoundError, StoreError
+from flowdag.state import NodeRecord, NodeStatus, RunState
+from flowdag.stores import JSONStore, LMDBStore, MemoryStore
+from flowdag.stores.base import StoredRun
+from flowdag.stores.transfer import copy_run, same_value, verify_run
+from tests.stores.conformance import assert_same_state, make_state, pending_state
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Iterator[JSONStore]:
+    with JSONStore(tmp_path / "src") as store:
+        yield store
+
+
+@pytest.fixture
+def dst(tmp_path: Path) -> Iterator[LMDBStore]:
+    with LMDBStore(tmp_path / "dst") as store:
+        yield store
+
+
+def damage_json_run(store: JSONStore, run_id: str) -> Path:
+    """Flip one byte in the middle of a run's snapshot; return the file."""
+    path = store.path / "runs" / run_id / f"snapshot{store.format.suffix}"
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    path.write_bytes(content)
+    return path
+
+
+class TamperingStore(MemoryStore):
+    """Loads back something other than what was saved: a backend with a bug."""
+
+    def _load(self, run_id: str) -> StoredRun:
+        run = super()._load(run_id)
+        run.data["tampered"] = self.codec.encode(True)
+        return run
+
+
+# -- copy_run -----------------------------------------------------------------------------
+
+
+def test_copy_run(src: JSONStore, dst: LMDBStore) -> None:
+    src.save(make_state("a"))
+    src.save(make_state("b"))
+    src.commit("a", [NodeRecord("pending", NodeStatus.COMPLETED, 1, output=src.codec.encode(2.0))])
+    copy_run(src, dst, "a")
+    assert dst.list_runs() == ["a"]
+    assert_same_state(dst.load("a"), src.load("a"))
+    assert dst.load("a").nodes["pending"].output == 2.0
+
+
+def test_copy_run_replaces_a_run_of_the_same_id(src: JSONStore, dst: LMDBStore) -> None:
+    src.save(pending_state("a", "x"))
+    dst.save(make_state("a"))
+    copy_run(src, dst, "a")
+    assert dst.load("a") == pending_state("a", "x")
+
+
+def test_copy_run_of_a_missing_run(src: JSONStore, dst: LMDBStore) -> None:
+    with pytest.raises(RunNotFoundError, match="ghost"):
+        copy_run(src, dst, "ghost")
+    assert dst.list_runs() == []
+
+
+def test_copy_run_of_a_damaged_run_leaves_the_destination_alone(
+    src: JSONStore, dst: LMDBStore
+) -> None:
+    src.save(make_state("a"))
+    dst.save(pending_state("a", "old"))
+    path = damage_json_run(src, "a")
+    with pytest.raises(CorruptStateError) as info:
+        copy_run(src, dst, "a")
+    assert "run 'a'" in str(info.value) and str(path) in str(info.value)
+    assert dst.load("a") == pending_state("a", "old")
+
+
+def test_copy_that_differs_is_reported_and_removed(src: JSONStore) -> None:
+    src.save(make_state("a"))
+    dst = TamperingStore()
+    with pytest.raises(StoreError, match=r"copy of run 'a' to memory:// differs") as info:
+        copy_run(src, dst, "a")
+    assert not isinstance(info.value, CorruptStateError)  # not the source's fault
+    assert "data" in str(info.value) and "removed" in str(info.value)
+    assert dst.list_runs() == []
+
+
+def test_copy_that_cannot_be_read_back_is_reported_and_removed(src: JSONStore) -> None:
+    class Unreadable(MemoryStore):
+        def _load(self, run_id: str) -> StoredRun:
+            raise CorruptStateError(f"run '{run_id}' is damaged: test")
+
+    src.save(make_state("a"))
+    dst = Unreadable()
+    with pytest.raises(StoreError, match="cannot be read back") as info:
+        copy_run(src, dst, "a")
+    assert not isinstance(info.value, CorruptStateError)
+    assert dst.list_runs() == []
+
+
+def test_copy_run_respects_the_destination_lock(src: JSONStore, dst: LMDBStore) -> None:
+    src.save(make_state("a"))
+    dst.save(pending_state("a", "running-there"))
+    with dst.lock("a"), pytest.raises(RunLockedError):
+        copy_run(src, dst, "a")
+    assert dst.load("a") == pending_state("a", "running-there")
+    copy_run(src, dst, "a")  # the lock was released
+    with dst.lock("a"):
+        pass
+
+
+def test_copy_run_checks_the_run_id(src: JSONStore, dst: LMDBStore) -> None:
+    with pytest.raises(ValueError, match="invalid run id"):
+        copy_run(src, dst, "../escape")
+
+
+# -- verify_run ---------------------------------------------------------------------------
+
+
+def test_verify_run(src: JSONStore) -> None:
+    src.save(make_state("good"))
+    src.save(make_state("bad"))
+    path = damage_json_run(src, "bad")
+    assert verify_run(src, "good") is None
+    reason = verify_run(src, "bad")
+    assert reason is not None
+    assert "run 'bad'" in reason and str(path) in reason
+    with pytest.raises(RunNotFoundError):
+        verify_run(src, "ghost")
+
+
+def test_verify_run_loads_outputs_too(dst: LMDBStore) -> None:
+    dst.save(pending_state("r", "a"))
+    dst._save("r", StoredRun(header=b"\x00 not a header"))
+    assert "run 'r'" in (verify_run(dst, "r") or "")
+
+
+def test_verify_run_does_not_hide_a_closed_store(src: JSONStore) -> None:
+    src.save(make_state("a"))
+    src.close()
+    with pytest.raises(StoreError, match="closed"):
+        verify_run(src, "a")
+
+
+# -- same_value ---------------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 22, 3, 4, 5, tzinfo=UTC)
+
+SAME: list[tuple[Any, Any]] = [
+    (None, None),
+    (1, 1),
+    (5.0, 5.0),
+    (math.nan, math.nan),
+    (math.inf, math.inf),
+    ("a", "a"),
+    (b"a", b"a"),
+    ([1, (2, 3)], [1, (2, 3)]),
+    ({"a": [math.nan]}, {"a": [math.nan]}),
+    ({1, 2}, {2, 1}),
+    (frozenset({1}), frozenset({1})),
+    (NOW, NOW),
+    (NOW, NOW.astimezone(timezone(timedelta(hours=0)))),
+    (date(2026, 1, 1), date(2026, 1, 1)),
+    (Decimal("1.10"), Decimal("1.10")),
+    (Decimal("NaN"), Decimal("NaN")),
+    (UUID(int=5), UUID(int=5)),
+    (np.array([1.0, math.nan]), np.array([1.0, math.nan])),
+    (np.arange(3), np.arange(3)),
+]
+
+DIFFERENT: list[tuple[Any, Any]] = [
+    (5.0, 5),
+    (1, True),
+    (0, None),
+    ((1, 2), [1, 2]),
+    ([1, 2], [1, 2, 3]),
+    ({"a": 1}, {"a": 1, "b": 2}),
+    ({"a": 1}, {"b": 1}),
+    ({"a": 1.0}, {"a": 1}),
+    ({1}, frozenset({1})),
+    (math.nan, 0.0),
+    (-0.0, 0.0),
+    (NOW, NOW.replace(tzinfo=None)),
+    (NOW, NOW.astimezone(timezone(timedelta(hours=1)))),
+    (NOW, NOW.date()),
+    (Decimal("1.10"), Decimal("1.1")),
+    (np.arange(3), np.arange(3.0)),
+    (np.arange(4), np.arange(4).reshape(2, 2)),
+    (np.array([1.0, math.nan]), np.array([1.0, 2.0])),
+    (np.arange(3), [0, 1, 2]),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), SAME, ids=repr)
+def test_same_value(a: Any, b: Any) -> None:
+    assert same_value(a, b) and same_value(b, a)
+
+
+@pytest.mark.parametrize(("a", "b"), DIFFERENT, ids=repr)
+def test_different_value(a: Any, b: Any) -> None:
+    assert not same_value(a, b) and not same_value(b, a)
+
+
+def test_copy_names_the_nodes_that_differ(src: JSONStore) -> None:
+    class Shuffled(MemoryStore):
+        def _load(self, run_id: str) -> StoredRun:
+            run = super()._load(run_id)
+            for node in run.nodes.values():
+                node.output = self.codec.encode("wrong") if node.output is not None else None
+            return run
+
+    state = RunState("r", "wf")
+    for i in range(8):
+        state.nodes[f"n{i}"] = make_state().nodes["out_float"]
+    src.save(state)
+    with pytest.raises(StoreError) as info:
+        copy_run(src, Shuffled(), "r")
+    message = str(info.value)
+    assert "'n0', 'n1', 'n2', 'n3', 'n4' and 3 more" in message
+    assert "data" not in message
