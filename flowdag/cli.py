@@ -1,4 +1,5 @@
-"""The ``flowdag`` command line: run a workflow file, show a run, list runs.
+"""The ``flowdag`` command line: run a workflow file; show, list, convert and verify runs;
+compare the stores (``bench``); draw a DAG (``graph``).
 
 Design note: the CLI owns the screen, the library never prints. Results (the
 summary table, ``status``, ``list``) go to stdout; progress, warnings and errors go
@@ -7,21 +8,23 @@ drawn only when stderr is a terminal; elsewhere (CI, pipes) the run prints one
 plain line per failure and nothing else.
 
 Exit codes: 0 the run completed (or the command worked), 1 the run failed, 2 bad
-usage or bad input. Every expected error — a `FlowdagError`, an `OSError`, a
-workflow file that cannot be loaded — becomes ONE line ``flowdag: error: ...`` on
-stderr, never a traceback.
+usage or bad input. ``store convert`` and ``store verify`` go on past a damaged
+run or a failed copy, report it on its own line and exit 1. Every expected error
+— a `FlowdagError`, an `OSError`, a workflow file that cannot be loaded — becomes
+ONE line ``flowdag: error: ...`` on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
 import secrets
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
@@ -41,11 +44,19 @@ from rich.progress import (
 from rich.table import Table
 
 import flowdag
-from flowdag.errors import FlowdagError, WorkflowChangedError
+from flowdag.errors import (
+    CorruptStateError,
+    FlowdagError,
+    RunNotFoundError,
+    StoreError,
+    WorkflowChangedError,
+)
+from flowdag.executors import Executor
 from flowdag.runner import RunEvent, new_run_id
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState
-from flowdag.stores import Store, open_store
+from flowdag.stores import Store, open_store, parse_store_url
 from flowdag.stores.base import check_run_id
+from flowdag.stores.transfer import copy_run, verify_run
 
 __all__ = ["DEFAULT_STORE", "main"]
 
@@ -122,9 +133,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_positive_int, metavar="N", help="parallel nodes")
     run.add_argument(
         "--executor",
-        default="threads",
+        choices=["threads", "processes", "asyncio", "dask"],
         metavar="KIND",
-        help="how nodes run: threads (default), processes, asyncio, dask",
+        help="how nodes run: threads (default), processes (CPU-bound work), "
+        "asyncio (async def nodes on one event loop), dask (a local Dask cluster, "
+        "or the one --dask-address names)",
+    )
+    run.add_argument(
+        "--dask-address",
+        metavar="ADDR",
+        help="run nodes on the Dask scheduler at ADDR, e.g. tcp://scheduler:8786 "
+        "(implies --executor dask)",
     )
     run.add_argument(
         "--allow-changes",
@@ -142,6 +161,34 @@ def _parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list the runs in a store")
     _add_store_option(listing)
     listing.set_defaults(command=_cmd_list)
+
+    store = commands.add_parser("store", help="convert or verify whole stores")
+    store_commands = store.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    convert = store_commands.add_parser(
+        "convert",
+        help="copy runs from one store to another, verifying each copy",
+        description="Copy runs (all by default) from SRC_URL to DST_URL, replacing runs "
+        "of the same id there; each copy is loaded back and compared with the source.",
+    )
+    convert.add_argument("src", metavar="SRC_URL", help="store to copy from, e.g. json://old")
+    convert.add_argument("dst", metavar="DST_URL", help="store to copy to, e.g. lmdb://.flowdag")
+    convert.add_argument(
+        "--run-id",
+        dest="run_ids",
+        action="append",  # one id per option: a list would swallow SRC_URL DST_URL
+        metavar="ID",
+        help="copy only this run; repeat for several",
+    )
+    convert.set_defaults(command=_cmd_store_convert)
+    verify = store_commands.add_parser(
+        "verify",
+        help="load every run of a store and report damaged ones",
+        description="Load every run in full; exit 1 if any run is damaged.",
+    )
+    verify.add_argument("url", metavar="URL", help="store to check, e.g. lmdb://.flowdag")
+    verify.set_defaults(command=_cmd_store_verify)
+    _add_bench_command(commands)
+    _add_graph_command(commands)
     return parser
 
 
@@ -170,9 +217,11 @@ def _positive_int(text: str) -> int:
 def _cmd_run(args: argparse.Namespace, err: Console) -> int:
     if args.run_id is not None:
         check_run_id(args.run_id)  # before importing the file: bad input fails fast
+    if args.dask_address is not None and args.executor not in (None, "dask"):
+        raise CLIError(f"--dask-address runs nodes on Dask, not --executor {args.executor}")
     target = load_workflow(args.target)
     dag = target.build() if isinstance(target, flowdag.Workflow) else target  # DAGError now
-    with open_store(args.store) as store:
+    with open_store(args.store) as store, _executor(args) as executor:
         if args.run_id is None:
             args.run_id = new_run_id()
             # Printed before the run starts, so the id is known even if it is killed.
@@ -183,7 +232,7 @@ def _cmd_run(args: argparse.Namespace, err: Console) -> int:
                 run_id=args.run_id,
                 store=store,
                 max_workers=args.workers,
-                executor=args.executor,
+                executor=executor,
                 allow_changes=args.allow_changes,
                 on_event=progress.update,
             )
@@ -203,10 +252,29 @@ def _cmd_run(args: argparse.Namespace, err: Console) -> int:
     return EXIT_FAILED
 
 
+@contextlib.contextmanager
+def _executor(args: argparse.Namespace) -> Iterator[str | Executor]:
+    """What ``--executor`` and ``--dask-address`` ask for; an executor built here is shut down."""
+    if args.dask_address is None:
+        yield args.executor or "threads"
+        return
+    from flowdag.executors import DaskExecutor
+
+    executor = DaskExecutor(address=args.dask_address, max_workers=args.workers)
+    try:
+        yield executor
+    finally:
+        executor.shutdown()
+
+
 def _resume_command(args: argparse.Namespace) -> str:
     words = ["flowdag", "run", args.target, "--run-id", args.run_id]
     if args.store != DEFAULT_STORE:
         words += ["--store", args.store]
+    if args.dask_address is not None:
+        words += ["--dask-address", args.dask_address]
+    elif args.executor is not None:
+        words += ["--executor", args.executor]
     return shlex.join(words)
 
 
@@ -389,6 +457,338 @@ def _list_row(store: Store, run_id: str) -> list[str]:
     ]
 
 
+# -- flowdag store convert / verify ---------------------------------------------------
+
+
+def _cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
+    # Bad input fails before anything is opened or written.
+    wanted = [check_run_id(run_id) for run_id in dict.fromkeys(args.run_ids or [])]
+    _check_distinct(args.src, args.dst)
+    out = Console(highlight=False)
+    with _open_existing(args.src) as src:
+        stored = src.list_runs()
+        have = set(stored)
+        missing = [run_id for run_id in wanted if run_id not in have]
+        if missing:
+            names = ", ".join(repr(run_id) for run_id in missing)
+            raise CLIError(f"no run {names} in {args.src}; see: flowdag list --store {args.src}")
+        copied = damaged = failed = 0
+        with open_store(args.dst) as dst:
+            for run_id in wanted or stored:
+                try:
+                    copy_run(src, dst, run_id)
+                except CorruptStateError as exc:  # copy_run raises it for the source only
+                    damaged += 1
+                    _say_run(out, run_id, "[bold red]damaged in the source, skipped[/]", exc)
+                except StoreError as exc:  # the copy differs, the run is locked there, I/O...
+                    failed += 1
+                    _say_run(out, run_id, "[bold red]not copied[/]", exc)
+                else:
+                    copied += 1
+                    _say_run(out, run_id, "[green]copied[/]")
+    total = copied + damaged + failed
+    problems = []
+    if damaged:
+        problems.append(f"{damaged} damaged in the source")
+    if failed:
+        problems.append(f"{failed} not copied")
+    out.print(
+        f"copied {copied} of {_runs(total)} from {escape(args.src)} to {escape(args.dst)}"
+        + "".join(f"; {part}" for part in problems),
+        soft_wrap=True,
+    )
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _cmd_store_verify(args: argparse.Namespace, err: Console) -> int:
+    out = Console(highlight=False)
+    damaged = checked = 0
+    with _open_existing(args.url) as store:
+        for run_id in store.list_runs():
+            try:
+                reason = verify_run(store, run_id)
+            except RunNotFoundError:
+                continue  # deleted while we were checking: nothing left to verify
+            checked += 1
+            if reason is None:
+                _say_run(out, run_id, "[green]ok[/]")
+            else:
+                damaged += 1
+                _say_run(out, run_id, "[bold red]damaged[/]", reason)
+    verdict = f"{damaged} damaged" if damaged else "all ok"
+    out.print(f"checked {_runs(checked)} in {escape(args.url)}: {verdict}", soft_wrap=True)
+    return EXIT_FAILED if damaged else EXIT_OK
+
+
+def _open_existing(url: str) -> Store:
+    """Open a store that must exist already, so a mistyped path is not a new, empty store."""
+    _, directory = parse_store_url(url)
+    if directory is not None and not directory.is_dir():
+        raise CLIError(f"no store at {url}: {directory} is not a directory")
+    return open_store(url)
+
+
+def _check_distinct(src: str, dst: str) -> None:
+    """Refuse to convert a store into its own directory: both would share files."""
+    src_dir, dst_dir = parse_store_url(src)[1], parse_store_url(dst)[1]
+    if src_dir is not None and dst_dir is not None and src_dir.resolve() == dst_dir.resolve():
+        raise CLIError(
+            f"{src} and {dst} are in the same directory ({src_dir}); convert into another one"
+        )
+
+
+def _say_run(out: Console, run_id: str, verdict: str, why: object = None) -> None:
+    reason = "" if why is None else f": {escape(_flatten(str(why)))}"
+    out.print(f"{escape(run_id)}: {verdict}{reason}", soft_wrap=True)
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
+
+
+# -- flowdag bench --------------------------------------------------------------------
+
+
+def _add_bench_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = commands.add_parser(
+        "bench",
+        help="compare the stores on this machine: table, JSON and chart",
+        description="Measure each store's per-node commit cost (a durable fan-out run), "
+        "save, load and resume times and size on disk, after warm-up runs; about a "
+        "minute, seconds with --quick. The stores live in a temporary directory (under "
+        "TMPDIR) that is removed afterwards.",
+    )
+    bench.add_argument(
+        "--stores",
+        type=_bench_stores,
+        default="json,flatbuffers,lmdb,memory",
+        metavar="LIST",
+        help="comma-separated stores to compare (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--nodes",
+        type=_int_list(3),
+        metavar="LIST",
+        help="run sizes in nodes, comma-separated (default: 1000,10000; with --quick: 1000)",
+    )
+    bench.add_argument(
+        "--payload",
+        type=_int_list(0),
+        metavar="LIST",
+        help="bytes each node returns, comma-separated (default: 100,10240; with --quick: 100)",
+    )
+    bench.add_argument(
+        "--out",
+        default="flowdag-bench",
+        metavar="DIR",
+        help="folder for the results JSON and the chart PNG (default: %(default)s)",
+    )
+    bench.add_argument("--quick", action="store_true", help="a small comparison: seconds")
+    bench.set_defaults(command=_cmd_bench)
+
+
+def _bench_stores(text: str) -> list[str]:
+    from flowdag.bench import STORES
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STORES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown store {', '.join(unknown) or repr(text)}: choose from {','.join(STORES)}"
+        )
+    return names
+
+
+def _int_list(least: int) -> Callable[[str], list[int]]:
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            values = []
+        if not values or min(values) < least:
+            raise argparse.ArgumentTypeError(
+                f"expected whole numbers >= {least} separated by commas, got {text!r}"
+            )
+        return values
+
+    return parse
+
+
+def _cmd_bench(args: argparse.Namespace, err: Console) -> int:
+    from flowdag._plot import INSTALL_HINT, plot_available
+    from flowdag.bench import run_bench, write_chart
+
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)  # before the long part: a bad --out fails now
+    with _BenchProgress(err) as progress:
+        results = run_bench(
+            args.stores, args.nodes, args.payload, quick=args.quick, progress=progress.update
+        )
+    out = Console(highlight=False)
+    out.print(_bench_table(results))
+    stem = folder / f"bench-{results.started_at:%Y%m%d-%H%M%S}"
+    out.print(f"results: {escape(str(results.write_json(stem.with_suffix('.json'))))}")
+    if plot_available():
+        out.print(f"chart: {escape(str(write_chart(results, stem.with_suffix('.png'))))}")
+    else:
+        hint = escape(INSTALL_HINT)  # [plot] is not markup
+        out.print(f"chart: not drawn, matplotlib is not installed; {hint} to get it")
+    return EXIT_OK
+
+
+class _BenchProgress:
+    """A transient progress bar for `flowdag.bench.run_bench` (terminal only)."""
+
+    def __init__(self, err: Console) -> None:
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        if err.is_terminal:
+            self._bar = Progress(
+                SpinnerColumn(),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                console=err,
+                transient=True,
+            )
+
+    def __enter__(self) -> _BenchProgress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, step: Any) -> None:
+        """Show one `flowdag.bench.BenchProgress`."""
+        if self._bar is None:
+            return
+        if self._task is None:
+            self._task = self._bar.add_task("", total=step.total)
+        self._bar.update(self._task, completed=step.done, description=escape(step.what))
+
+
+def _bench_table(results: Any) -> Table:
+    m = results.machine
+    table = Table(
+        caption=f"{escape(m['cpu'])} ({m['cpus']} CPUs), Python {m['python']}, "
+        f"{results.seconds:.0f}s; best of the repetitions after a warm-up; "
+        "commit: a durable fan-out run, per node; x mem: commit / the in-memory store's",
+        caption_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+        padding=(0, 2, 0, 0),
+    )
+    for column in (
+        "store",
+        "nodes",
+        "payload\nbytes",
+        "commit\nµs/node",
+        "x mem",
+        "save\nms",
+        "load\nms",
+        "resume\nms",
+        "disk\nMB",
+    ):
+        table.add_column(column, justify="left" if column == "store" else "right", no_wrap=True)
+    for row in results.rows:
+        table.add_row(
+            row.store,
+            f"{row.nodes:,}",
+            f"{row.payload:,}",
+            f"{row.commit_us_per_node:,.1f}",
+            f"{row.ratio_to_memory:.2f}",
+            f"{row.save_ms:,.1f}",
+            f"{row.load_ms:,.1f}",
+            f"{row.resume_ms:,.1f}",
+            "-" if row.disk_mb is None else f"{row.disk_mb:,.2f}",
+        )
+    return table
+
+
+# -- flowdag graph ---------------------------------------------------------------------
+
+_GRAPH_SUFFIXES = {".png": "png", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid"}
+
+
+def _add_graph_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    graph = commands.add_parser(
+        "graph",
+        help="draw a workflow's DAG as Mermaid, DOT or PNG",
+        description="Print a workflow's DAG as Mermaid (default) or Graphviz DOT text, or "
+        "draw it as a PNG (needs matplotlib: pip install 'flowdag[plot]'). With --run-id, "
+        "nodes are coloured by their status in that run and labelled with durations. "
+        "Large DAGs are grouped, and the output says so.",
+    )
+    graph.add_argument("target", metavar="FILE.py[:WORKFLOW]", help="workflow file, optional name")
+    graph.add_argument("--run-id", help="colour the nodes by their status in this run")
+    graph.add_argument(
+        "--store",
+        metavar="URL",
+        help=f"store that holds the run (default: {DEFAULT_STORE})",
+    )
+    graph.add_argument(
+        "--format",
+        choices=("mermaid", "dot", "png"),
+        help="output format (default: from --out's suffix .png/.dot/.gv/.mmd, else mermaid)",
+    )
+    graph.add_argument(
+        "--out", metavar="FILE", help="write to FILE instead of stdout (needed for png)"
+    )
+    graph.add_argument(
+        "--max-nodes",
+        type=_positive_int,
+        default=200,
+        metavar="N",
+        help="group the DAG when it has more than N nodes (default: %(default)s)",
+    )
+    graph.set_defaults(command=_cmd_graph)
+
+
+def _cmd_graph(args: argparse.Namespace, err: Console) -> int:
+    from flowdag.graph import graph_view, to_dot, to_mermaid, write_png
+
+    if args.run_id is not None:
+        check_run_id(args.run_id)  # before importing the file: bad input fails fast
+    elif args.store is not None:
+        raise CLIError("--store names where a run is; add --run-id ID to colour by that run")
+    suffix = Path(args.out).suffix.lower() if args.out else ""
+    form = args.format or _GRAPH_SUFFIXES.get(suffix, "mermaid")
+    if form == "png" and not args.out:
+        raise CLIError("--format png writes a file: add --out FILE.png")
+    target = load_workflow(args.target)
+    dag = target.build() if isinstance(target, flowdag.Workflow) else target  # DAGError now
+    state = None
+    if args.run_id is not None:
+        with open_store(args.store or DEFAULT_STORE) as store:
+            state = store.load_statuses(args.run_id)
+        if state.workflow != dag.name:
+            _log.warning(
+                "run %s belongs to workflow %r, not %r; statuses are shown where node names match",
+                args.run_id,
+                state.workflow,
+                dag.name,
+            )
+    view = graph_view(dag, state, max_nodes=args.max_nodes)
+    if view.note:
+        err.print(f"flowdag: {escape(view.note)}; --max-nodes N shows more", soft_wrap=True)
+    if form == "png":
+        written = write_png(view, args.out)
+    else:
+        text = to_mermaid(view) if form == "mermaid" else to_dot(view)
+        if not args.out:
+            sys.stdout.write(text)
+            return EXIT_OK
+        written = Path(args.out)
+        written.write_text(text, encoding="utf-8")
+    err.print(f"flowdag: wrote {escape(str(written))}", soft_wrap=True)
+    return EXIT_OK
+
+
 # -- loading a workflow file ------------------------------------------------------
 
 
@@ -436,13 +836,19 @@ def _import_file(path: Path) -> ModuleType:
     folder = str(path.resolve().parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)  # so the file can import its sibling modules
-    # Registered in sys.modules so node functions can be pickled by reference.
+    # Registered in sys.modules, as pickling (by reference in this process, by
+    # value for workers: see below) and dataclasses in the file expect.
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # the file's own bug, not ours: no traceback
         del sys.modules[module_name]
         raise CLIError(f"cannot load {path}: {type(exc).__name__}: {_flatten(str(exc))}") from exc
+    # Worker processes (processes, Dask) cannot import the module by that unique
+    # name, so its functions travel by value, code and all.
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(module)
     return module
 
 

@@ -529,3 +529,290 @@ def test_flowdag_run_result_is_what_the_cli_shows(tmp_path: Path) -> None:
     assert state.status is flowdag.RunStatus.COMPLETED
     assert state.nodes["c"].output == 20
     assert state.data == {"seen": 1}
+
+
+# -- store convert / store verify --------------------------------------------------------
+
+
+def save_runs(url: str, *run_ids: str) -> dict[str, flowdag.RunState]:
+    """Runs with completed, failed and pending nodes, outputs of several types, and data."""
+    states = {}
+    with open_store(url) as store:
+        for run_id in run_ids:
+            state = flowdag.RunState(run_id, "pipe")
+            state.nodes["a"] = flowdag.NodeState(flowdag.NodeStatus.COMPLETED, 1, output=(1, 5.0))
+            state.nodes["b"] = flowdag.NodeState(
+                flowdag.NodeStatus.FAILED, 2, error=flowdag.ErrorInfo("E", "m"), deps=("a",)
+            )
+            state.nodes["c"] = flowdag.NodeState(deps=("b",))
+            state.data = {"seen": {b"x", b"y"}, "run": run_id}
+            store.save(state)
+            states[run_id] = state
+    return states
+
+
+def load_all(url: str) -> dict[str, flowdag.RunState]:
+    with open_store(url) as store:
+        return {run_id: store.load(run_id) for run_id in store.list_runs()}
+
+
+def damage_snapshot(tmp_path: Path, store_dir: str, run_id: str) -> Path:
+    """Flip a byte in the middle of a JSON or FlatBuffers run's snapshot."""
+    (path,) = (tmp_path / store_dir / "runs" / run_id).glob("snapshot.*")
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    path.write_bytes(content)
+    return path
+
+
+def result_lines(out: str) -> dict[str, str]:
+    """Run id -> its line, for the per-run lines of store convert / verify."""
+    return {line.split(":")[0]: line for line in out.splitlines() if ": " in line}
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [("json://src", "flatbuffers://dst"), ("flatbuffers://src", "lmdb://dst"),
+     ("lmdb://src", "json://dst")],
+)  # fmt: skip
+def test_store_convert_copies_every_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], src: str, dst: str
+) -> None:
+    states = save_runs(src, "r1", "r2", "r3")
+    assert main(["store", "convert", src, dst]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = result_lines(out)
+    assert all("copied" in lines[run_id] for run_id in states), out
+    assert out.splitlines()[-1] == f"copied 3 of 3 runs from {src} to {dst}"
+    assert load_all(dst) == states
+    assert load_all(src) == states  # the source is untouched
+
+    assert main(["store", "verify", dst]) == 0
+    out = capsys.readouterr().out
+    assert all(result_lines(out)[run_id] == f"{run_id}: ok" for run_id in states)
+    assert out.splitlines()[-1] == f"checked 3 runs in {dst}: all ok"
+
+
+def test_store_convert_selected_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    states = save_runs("json://src", "r1", "r2", "r3", "r4")
+    argv = ["store", "convert", "json://src", "lmdb://dst"]
+    assert main([*argv, "--run-id", "r1", "--run-id", "r3", "--run-id", "r1"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(result_lines(out)) == ["r1", "r3"]  # each run once
+    assert "copied 2 of 2 runs" in out
+    assert load_all("lmdb://dst") == {"r1": states["r1"], "r3": states["r3"]}
+
+
+def test_store_convert_replaces_runs_of_the_same_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    states = save_runs("json://src", "r1")
+    save_runs("lmdb://dst", "r1", "other")
+    with open_store("lmdb://dst") as store:
+        store.commit("r1", [flowdag.NodeRecord("c", flowdag.NodeStatus.COMPLETED, 1)])
+    assert main(["store", "convert", "json://src", "lmdb://dst"]) == 0
+    capsys.readouterr()
+    assert load_all("lmdb://dst")["r1"] == states["r1"]
+    assert "other" in load_all("lmdb://dst")
+
+
+def test_store_convert_unknown_run_copies_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_runs("json://src", "r1")
+    argv = ["store", "convert", "json://src", "lmdb://dst", "--run-id", "r1", "--run-id", "nope"]
+    assert main(argv) == 2
+    assert_one_error_line(capsys.readouterr().err, "'nope'", "json://src")
+    assert not (tmp_path / "dst").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["json://src", "lmdb://dst", "--run-id", "../escape"], "invalid run id"),
+        (["bogus://src", "lmdb://dst"], "bogus"),
+        (["json://src", "bogus://dst"], "bogus"),
+        (["json://src", "lmdb://"], "names no directory"),
+        (["json://missing", "lmdb://dst"], "no store at json://missing"),
+        (["json://src", "flatbuffers://src"], "same directory"),
+        (["json://src", "json://./sub/../src/"], "same directory"),
+    ],
+)
+def test_store_convert_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
+    states = save_runs("json://src", "r1")
+    assert main(["store", "convert", *argv]) == 2
+    assert_one_error_line(capsys.readouterr().err, fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # nothing else created
+    assert load_all("json://src") == states
+
+
+def test_store_convert_skips_a_damaged_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    states = save_runs("flatbuffers://src", "bad", "good")
+    path = damage_snapshot(tmp_path, "src", "bad")
+    assert main(["store", "convert", "flatbuffers://src", "json://dst"]) == 1
+    out, err = capsys.readouterr()
+    lines = result_lines(out)
+    assert lines["bad"].startswith("bad: damaged in the source, skipped: ")
+    assert str(path) in lines["bad"]
+    assert lines["good"] == "good: copied"
+    summary = "copied 1 of 2 runs from flatbuffers://src to json://dst; 1 damaged in the source"
+    assert out.splitlines()[-1] == summary
+    assert "Traceback" not in out + err
+    assert load_all("json://dst") == {"good": states["good"]}
+
+
+def test_store_convert_reports_a_copy_that_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_runs("json://src", "r1", "r2")
+    with open_store("lmdb://dst") as dst, dst.lock("r1"):  # r1 is running there
+        assert main(["store", "convert", "json://src", "lmdb://dst"]) == 1
+    out = capsys.readouterr().out
+    lines = result_lines(out)
+    assert lines["r1"].startswith("r1: not copied: run 'r1' is locked")
+    assert lines["r2"] == "r2: copied"
+    assert out.splitlines()[-1].endswith("; 1 not copied")
+
+
+def test_store_convert_reports_a_copy_that_differs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_runs("json://src", "r1")
+
+    def differs(src: object, dst: object, run_id: str) -> None:
+        raise flowdag.StoreError(f"copy of run '{run_id}' to X differs from the source: data")
+
+    monkeypatch.setattr("flowdag.cli.copy_run", differs)
+    assert main(["store", "convert", "json://src", "lmdb://dst"]) == 1
+    out = capsys.readouterr().out
+    assert "r1: not copied: copy of run 'r1' to X differs from the source" in out
+
+
+def test_store_convert_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["store", "convert", "json://empty", "memory://"]) == 0
+    assert capsys.readouterr().out.strip() == "copied 0 of 0 runs from json://empty to memory://"
+
+
+def test_store_verify_reports_damaged_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_runs("json://s", "a", "b", "c")
+    path = damage_snapshot(tmp_path, "s", "b")
+    assert main(["store", "verify", "json://s"]) == 1
+    out, err = capsys.readouterr()
+    lines = result_lines(out)
+    assert lines["a"] == "a: ok" and lines["c"] == "c: ok"
+    assert lines["b"].startswith("b: damaged: run 'b'") and str(path) in lines["b"]
+    assert out.splitlines()[-1] == "checked 3 runs in json://s: 1 damaged"
+    assert "Traceback" not in out + err
+
+
+def test_store_verify_loads_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with open_store(store_url(tmp_path)) as store:
+        store._save("broken", StoredRun(header=b"\x00 not a flowdag blob"))
+    assert main(["store", "verify", store_url(tmp_path)]) == 1
+    assert "broken: damaged: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "expected"),
+    [
+        ("memory://", 0, "checked 0 runs in memory://: all ok"),
+        ("json://empty", 0, "checked 0 runs in json://empty: all ok"),
+    ],
+)
+def test_store_verify_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, code: int, expected: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["store", "verify", url]) == code
+    assert capsys.readouterr().out.strip() == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [("json://missing", "no store at json://missing"), ("bogus://x", "bogus")],
+)
+def test_store_verify_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, fragment: str
+) -> None:
+    assert main(["store", "verify", url]) == 2
+    assert_one_error_line(capsys.readouterr().err, fragment)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["store"],
+        ["store", "convert", "json://a"],
+        ["store", "convert", "json://a", "json://b", "--run-id"],
+        ["store", "convert", "json://a", "json://b", "--run-id", "r1", "r2"],
+        ["store", "verify"],
+        ["store", "x"],
+    ],
+)
+def test_store_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_store_verify_exit_code_from_a_real_process(tmp_path: Path) -> None:
+    save_runs("flatbuffers://s", "a")
+    assert run_cli("store", "verify", "flatbuffers://s", cwd=tmp_path).returncode == 0
+    damage_snapshot(tmp_path, "s", "a")
+    done = run_cli("store", "verify", "flatbuffers://s", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "a: damaged: " in done.stdout and done.stderr == ""
+
+
+# -- executors ------------------------------------------------------------------------
+
+
+def test_run_with_the_processes_executor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The file's module has a name no worker can import: its functions go by value.
+    path = write(tmp_path, PIPELINE)
+    args = ["run", str(path), "--run-id", "p", "--store", store_url(tmp_path)]
+    (tmp_path / "fail").touch()
+    assert main([*args, "--executor", "processes", "--workers", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert "b is broken" in out + err
+    assert "--executor processes" in out.splitlines()[-1]  # the resume command keeps it
+    assert calls(tmp_path) == ["a", "b"]
+
+    (tmp_path / "fail").unlink()
+    assert main([*args, "--executor", "processes", "--workers", "1"]) == 0
+    assert calls(tmp_path) == ["a", "b", "b", "c"]
+    with open_store(store_url(tmp_path)) as store:
+        state = store.load("p")
+    assert state.nodes["c"].output == 20
+    assert state.data == {"seen": 1}
+
+
+def test_unknown_executor_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, PIPELINE)
+    assert main(["run", str(path), "--executor", "fibers"]) == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'fibers'" in err
+    assert "threads" in err and "dask" in err
+    assert calls(tmp_path) == []
+
+
+def test_dask_address_with_another_executor_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, PIPELINE)
+    argv = ["run", str(path), "--executor", "processes", "--dask-address", "tcp://x:8786"]
+    assert main(argv) == 2
+    assert_one_error_line(capsys.readouterr().err, "--dask-address", "processes")
+    assert calls(tmp_path) == []
