@@ -37,6 +37,7 @@ _RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _HEADER_FORMAT = 1
+_STATUSES = {status.value: status for status in NodeStatus}
 
 
 def check_run_id(run_id: object) -> str:
@@ -272,14 +273,14 @@ class Store(ABC):
                 raise CorruptStateError("unknown run header format")
             deps: dict[str, list[str]] = header["deps"]
             state = RunState(run_id, header["workflow"], metadata=header["metadata"])
+            decode_meta = self._decode_meta
             for name, node_deps in deps.items():
                 stored = nodes.get(name)
-                node = NodeState(deps=tuple(node_deps))
-                if stored is not None:
-                    self._decode_meta(stored.meta, node)
-                    if stored.output is not None:
-                        node.output = decode(stored.output)
-                state.nodes[name] = node
+                if stored is None:
+                    state.nodes[name] = NodeState(deps=tuple(node_deps))
+                    continue
+                output = None if stored.output is None else decode(stored.output)
+                state.nodes[name] = decode_meta(stored.meta, output, tuple(node_deps))
             state.data = {key: decode(blob) for key, blob in data.items()}
         except (CorruptStateError, KeyError, TypeError, ValueError) as exc:
             raise CorruptStateError(
@@ -300,22 +301,23 @@ class Store(ABC):
             ]
         )
 
-    def _decode_meta(self, blob: bytes, node: NodeState) -> None:
+    def _decode_meta(self, blob: bytes, output: Any, deps: tuple[str, ...]) -> NodeState:
+        # Run once per node on every load: one constructor call, no enum lookup.
         status, attempts, started, finished, error = self.codec.decode(blob)
-        node.status = NodeStatus(status)
-        node.attempts = int(attempts)
-        node.started_at = _from_micros(started)
-        node.finished_at = _from_micros(finished)
-        node.error = None if error is None else ErrorInfo(*error)
+        return NodeState(
+            _STATUSES[status],
+            int(attempts),
+            None if started is None else _EPOCH + timedelta(0, 0, started),
+            None if finished is None else _EPOCH + timedelta(0, 0, finished),
+            output,
+            None if error is None else ErrorInfo(*error),
+            deps,
+        )
 
 
 def _to_micros(moment: datetime | None) -> int | None:
     # Whole microseconds since the epoch: exact, unlike a float timestamp.
     return None if moment is None else (moment - _EPOCH) // _MICROSECOND
-
-
-def _from_micros(micros: Any) -> datetime | None:
-    return None if micros is None else _EPOCH + timedelta(microseconds=int(micros))
 
 
 class ThreadRunLocks:
