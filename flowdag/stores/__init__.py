@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowdag.errors import StoreError
+from flowdag.stores._crypto import Cipher, generate_key
 from flowdag.stores.base import Store
 
 if TYPE_CHECKING:
@@ -30,11 +31,13 @@ if TYPE_CHECKING:
     from flowdag.stores.memory import MemoryStore
 
 __all__ = [
+    "Cipher",
     "FlatBuffersStore",
     "JSONStore",
     "LMDBStore",
     "MemoryStore",
     "Store",
+    "generate_key",
     "open_store",
     "parse_store_url",
 ]
@@ -55,7 +58,7 @@ def open_store(url: str, **kwargs: Any) -> Store:
     Known URLs: ``lmdb://DIR``, ``json://DIR``, ``flatbuffers://DIR`` and
     ``memory://``. A relative ``DIR`` is relative to the current directory
     (``lmdb://.flowdag`` is the CLI's default); ``~`` is expanded. ``kwargs`` go
-    to the store's constructor (e.g. ``codec=``).
+    to the store's constructor (e.g. ``codec=``, or ``key=`` to encrypt a disk store).
 
     Raises:
         StoreError: the URL is malformed or its scheme is unknown.

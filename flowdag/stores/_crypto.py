@@ -108,8 +108,7 @@ class Cipher:
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         except ImportError as exc:
             raise StoreError(
-                "encryption at rest needs the cryptography package: "
-                "pip install 'flowdag[encrypt]'"
+                "encryption at rest needs the cryptography package: pip install 'flowdag[encrypt]'"
             ) from exc
         self._aead = AESGCM(raw)
 

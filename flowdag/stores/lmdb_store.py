@@ -352,7 +352,6 @@ class LMDBStore(Store):
                 raise self._damaged(run_id, f"{kind} entry does not match its key")
             yield name, blob
 
-
     # -- encryption at rest (see _crypto.py) ------------------------------------
 
     def _seal(self, entry: bytes, key: bytes, value: bytes) -> bytes:

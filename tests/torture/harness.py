@@ -1,0 +1,381 @@
+"""SIGKILL torture: random DAGs run in real subprocesses, killed at random moments, resumed.
+
+One *torture run* is one seed on one store:
+
+1. A seeded generator makes a DAG of 20-300 nodes (`make_dag`): random fan-in,
+   a few hub nodes with a wide fan-out, outputs of mixed types and sizes (some
+   kilobytes, so journals compact often), ``ctx.data`` keys set and deleted.
+2. The same workflow runs in a subprocess (this file run as a script) on a
+   disk store; the journaled stores get a tiny ``compact_min_bytes`` so that
+   compactions happen every few commits. Every node call is logged to an
+   ``O_APPEND`` file before the node does anything else.
+3. The parent kills the process with SIGKILL at a random moment: after a
+   random delay from the start (startup, planning, the first save), or a few
+   node calls further plus a random few milliseconds (amid commits and
+   compactions). Then it checks the store (`check_after_kill`) and starts the
+   process again, several times, and finally lets it finish.
+
+After every kill: the store opens and the run loads (or was never saved);
+no node that the store held as completed before the process started was called
+by it; every completed node is still completed and its output is the expected
+one. After the final resume: every output and ``ctx.data`` equal those of an
+uninterrupted run computed directly (`expected`), and a re-run calls nothing.
+
+Evidence of where kills landed is counted from the files a kill leaves: a
+journal with a torn tail (killed mid-commit) and a leftover snapshot temp file
+(killed mid-compaction).
+
+Run as a script it is the worker: ``harness.py worker URL SEED LOG [KEY]``.
+``scripts/torture.py`` drives long runs; ``test_torture.py`` the short ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+ROOT = HERE.parents[2]
+STORES = ("lmdb", "json", "flatbuffers")
+RUN_ID = "torture"
+TEST_KEY = "8f" * 32  # a fixed 256-bit key for the encrypted torture runs
+
+
+# -- the random DAG -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class NodePlan:
+    """One node of a generated DAG: its deps and what its output looks like."""
+
+    name: str
+    deps: tuple[str, ...]
+    kind: int  # which shape of output (see compute)
+    size: int  # payload bytes for the byte-heavy kinds
+    sleep: float  # seconds the node takes
+    deletes: tuple[str, ...]  # ctx.data keys of upstream nodes it deletes
+
+
+def make_dag(seed: int, min_nodes: int = 20, max_nodes: int = 300) -> list[NodePlan]:
+    """A random DAG in topological order, the same for the same seed."""
+    rng = random.Random(seed)
+    count = rng.randint(min_nodes, max_nodes)
+    hubs: list[int] = []
+    plans: list[NodePlan] = []
+    for i in range(count):
+        deps: set[int] = set()
+        if i:
+            fan_in = rng.choice((0, 1, 1, 2, 2, 3, 4, 6))
+            deps.update(rng.randrange(i) for _ in range(fan_in))
+            if hubs and rng.random() < 0.4:  # hubs give a wide fan-out
+                deps.add(rng.choice(hubs))
+        if rng.random() < 0.08:
+            hubs.append(i)
+        kind = rng.randrange(6)
+        size = rng.choice((0, 16, 200, 1500, 6000)) if kind in (3, 4) else 0
+        deletes = tuple(f"tmp-{plans[d].name}" for d in sorted(deps) if rng.random() < 0.3)
+        plans.append(
+            NodePlan(
+                f"n{i}",
+                tuple(f"n{d}" for d in sorted(deps)),
+                kind,
+                size,
+                rng.choice((0.0, 0.0, 0.001, 0.003, 0.008)),
+                deletes,
+            )
+        )
+    return plans
+
+
+def compute(plan: NodePlan, inputs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """A node's output and the ``ctx.data`` keys it sets, from its inputs only."""
+    digest = sum(_weight(inputs[d]) for d in plan.deps) % (1 << 61)
+    index = int(plan.name[1:])
+    base = (index * 7919 + digest) % (1 << 61)
+    output: Any
+    if plan.kind == 0:
+        output = base
+    elif plan.kind == 1:
+        output = {"node": plan.name, "sum": base, "deps": list(plan.deps)}
+    elif plan.kind == 2:
+        output = (plan.name, base, -1.5, None, True)
+    elif plan.kind == 3:  # compressible
+        output = bytes([base % 251]) * plan.size
+    elif plan.kind == 4:  # incompressible
+        output = random.Random(base).randbytes(plan.size)
+    else:
+        output = [str(base), {"nested": (base % 97, frozenset({index}))}]
+    data = {f"k-{plan.name}": base % 1000, f"tmp-{plan.name}": [index]}
+    return output, data
+
+
+def _weight(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, bytes):
+        return len(value) + (value[0] if value else 0)
+    if isinstance(value, dict):
+        return int(value["sum"])
+    if isinstance(value, tuple):
+        return int(value[1])
+    return int(value[0])
+
+
+def expected(plans: list[NodePlan]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Outputs and ``ctx.data`` of an uninterrupted run, computed directly."""
+    outputs: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    for plan in plans:  # plans are in topological order
+        output, sets = compute(plan, {d: outputs[d] for d in plan.deps})
+        outputs[plan.name] = output
+        # A node's changes land after its deps' (it starts after they commit).
+        for key in plan.deletes:
+            data.pop(key, None)
+        data.update(sets)
+    # Deletes by a node and sets by another unrelated node never touch one key:
+    # a node deletes only tmp- keys of its own deps, which nothing else sets.
+    for plan in plans:
+        for key in plan.deletes:
+            data.pop(key, None)
+    return outputs, data
+
+
+# -- the worker (this file as a script) -----------------------------------------------
+
+
+def store_options(scheme: str, seed: int, key: str | None) -> dict[str, Any]:
+    """Constructor options: tiny compaction floors make compactions frequent."""
+    options: dict[str, Any] = {}
+    if scheme in ("json", "flatbuffers"):
+        options["compact_min_bytes"] = random.Random(seed).choice((256, 2048, 16384))
+    if key:
+        options["key"] = key
+    return options
+
+
+def _worker(url: str, seed: int, log: str, key: str | None) -> int:
+    import flowdag
+
+    plans = make_dag(seed, max_nodes=int(os.environ["TORTURE_MAX_NODES"]))
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def make(plan: NodePlan) -> Callable[..., Any]:
+        def node(ctx: Any) -> Any:
+            os.write(fd, f"{plan.name}\n".encode())  # one small O_APPEND write: atomic
+            if plan.sleep:
+                time.sleep(plan.sleep)
+            output, sets = compute(plan, dict(ctx.inputs))
+            for name in plan.deletes:
+                ctx.data.pop(name, None)
+            ctx.data.update(sets)
+            return output
+
+        return node
+
+    wf = flowdag.Workflow(f"torture-{seed}")
+    for plan in plans:
+        wf.add_node(plan.name, make(plan), deps=list(plan.deps))
+    scheme = url.partition("://")[0]
+    workers = random.Random(seed * 31 + 7).choice((1, 2, 4, 8))
+    with flowdag.open_store(url, **store_options(scheme, seed, key)) as store:
+        result = flowdag.run(wf, run_id=RUN_ID, store=store, max_workers=workers)
+    return 0 if result.ok else 1
+
+
+# -- the parent ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Stats:
+    """What torture runs did and found."""
+
+    runs: int = 0
+    kills: int = 0
+    segments: int = 0  # processes started, killed or not
+    nodes: int = 0  # nodes over all runs
+    torn_tails: int = 0  # kills that left a torn journal record: mid-commit
+    mid_compaction: int = 0  # kills that left a snapshot temp file or two journals
+    not_saved_yet: int = 0  # kills before the run was first saved
+    in_flight: int = 0  # nodes called but not completed when killed: run again (at-least-once)
+    violations: list[str] = dataclasses.field(default_factory=list)
+
+    def add(self, other: Stats) -> None:
+        for field in dataclasses.fields(self):
+            if field.name == "violations":
+                self.violations.extend(other.violations)
+            else:
+                setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+def _calls(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+def _leftovers(store_dir: Path) -> tuple[bool, bool]:
+    """(torn journal tail, snapshot temp file or a stale journal) in the run's directory."""
+    from flowdag.stores._journal import replay
+
+    run_dir = store_dir / "runs" / RUN_ID
+    torn = temp = False
+    if run_dir.is_dir():
+        journals = [e for e in run_dir.iterdir() if e.name.startswith("journal-")]
+        temp = len(journals) > 1
+        for entry in run_dir.iterdir():
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                temp = True
+            elif entry.name.startswith("journal-"):
+                content = entry.read_bytes()
+                try:
+                    _, end = replay(content)
+                except ValueError:
+                    continue  # a damaged journal shows up as a failed load
+                torn = torn or end != len(content)
+    return torn, temp
+
+
+def _load(url: str, options: dict[str, Any]) -> Any:
+    """The stored run, or None if it was never saved. Any other error propagates."""
+    import flowdag
+
+    with flowdag.open_store(url, **options) as store:
+        try:
+            return store.load(RUN_ID)
+        except flowdag.RunNotFoundError:
+            return None
+
+
+def torture(
+    scheme: str,
+    seed: int,
+    workdir: Path,
+    *,
+    kills: int,
+    encrypt: bool = False,
+    max_nodes: int = 300,
+    timeout: float = 120.0,
+    rerun: bool = True,
+) -> Stats:
+    """One torture run (see the module docstring); violations are collected, not raised."""
+    from flowdag.stores.transfer import same_value
+
+    plans = make_dag(seed, max_nodes=max_nodes)
+    outputs, data = expected(plans)
+    stats = Stats(runs=1, nodes=len(plans))
+    workdir.mkdir(parents=True, exist_ok=True)
+    store_dir = workdir / "store"
+    log = workdir / "calls.log"
+    url = f"{scheme}://{store_dir}"
+    key = TEST_KEY if encrypt else None
+    options = store_options(scheme, seed, key)
+    rng = random.Random(seed ^ 0x5EED)
+    env = {**os.environ, "TORTURE_MAX_NODES": str(max_nodes)}
+    command = [sys.executable, str(HERE), "worker", url, str(seed), str(log), key or ""]
+    violations = stats.violations
+
+    def violation(text: str) -> None:
+        violations.append(f"{scheme} seed {seed}: {text}")
+
+    stored_done: set[str] = set()
+    planned_kills = kills
+    while True:
+        mark = len(_calls(log))
+        proc = subprocess.Popen(command, env=env, cwd=ROOT)
+        stats.segments += 1
+        deadline = time.monotonic() + timeout
+        if planned_kills:
+            remaining = max(1, len(plans) - len(stored_done))
+            if rng.random() < 0.25:  # a random delay: startup, planning, the first save...
+                delay = time.monotonic() + rng.uniform(0.0, 1.0)
+                target = mark + max(1, remaining // 2)  # ...but never past mid-run
+            else:  # some calls further in, then a few milliseconds more
+                delay = 0.0
+                target = mark + rng.randint(1, max(1, remaining // 3))
+            while proc.poll() is None and time.monotonic() < deadline:
+                if (delay and time.monotonic() >= delay) or len(_calls(log)) >= target:
+                    break
+                time.sleep(0.0005)
+            if not delay:
+                time.sleep(rng.choice((0.0, 0.0005, 0.002, 0.006, 0.015)))
+        killed = False
+        if planned_kills and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            planned_kills -= 1
+            stats.kills += 1
+        try:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            violation("the run made no progress before the timeout")
+            return stats
+        if killed and scheme != "lmdb":
+            torn, temp = _leftovers(store_dir)
+            stats.torn_tails += torn
+            stats.mid_compaction += temp
+
+        ran = _calls(log)[mark:]
+        again = sorted(set(ran) & stored_done)
+        if again:
+            violation(f"completed nodes were called again: {again[:10]}")
+        try:
+            state = _load(url, options)
+        except Exception as exc:  # the store must always load
+            violation(f"the store did not load after a kill: {type(exc).__name__}: {exc}")
+            return stats
+        if state is None:
+            stats.not_saved_yet += killed
+            if stored_done:
+                violation("the run disappeared from the store")
+            done: set[str] = set()
+        else:
+            done = {n for n, s in state.nodes.items() if s.status == "completed"}
+            if killed:
+                stats.in_flight += len(set(ran) - done)
+            lost = sorted(stored_done - done)
+            if lost:
+                violation(f"completed nodes were lost: {lost[:10]}")
+            for name in done:
+                if not same_value(state.nodes[name].output, outputs[name]):
+                    violation(f"node {name} has a wrong output")
+        stored_done = done
+        if not killed:
+            if proc.returncode != 0:
+                violation(f"the final resume exited with {proc.returncode}")
+            break
+
+    # The final state: everything completed, outputs and data as computed directly.
+    state = _load(url, options)
+    if state is None:
+        violation("the finished run is not in the store")
+        return stats
+    if {n: s.status for n, s in state.nodes.items()} != {p.name: "completed" for p in plans}:
+        violation("not every node completed")
+    if not same_value({n: s.output for n, s in state.nodes.items()}, outputs):
+        violation("the final outputs differ from an uninterrupted run")
+    if not same_value(state.data, data):
+        violation("the final ctx.data differs from an uninterrupted run")
+    if not rerun:
+        return stats
+    # A completed run re-run calls nothing.
+    called = len(_calls(log))
+    rerun = subprocess.run(command, env=env, cwd=ROOT, timeout=timeout)
+    if rerun.returncode != 0 or len(_calls(log)) != called:
+        violation("re-running the completed run called nodes or failed")
+    return stats
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 6 and sys.argv[1] == "worker":
+        _url, _seed, _log, _key = sys.argv[2:]
+        os.environ.setdefault("TORTURE_MAX_NODES", "300")
+        sys.exit(_worker(_url, int(_seed), _log, _key or None))
+    sys.exit("usage: harness.py worker URL SEED LOG KEY")
