@@ -34,6 +34,11 @@ from flowdag.state import ErrorInfo
 
 __all__ = ["Attempt", "Outcome", "RemoteAttempt", "execute", "execute_async", "execute_remote"]
 
+# What a node may raise, all failures of that node. SystemExit too: raised in a
+# worker process it would otherwise look like a dead worker, and on an event loop
+# it would stop the loop. Only cancellation (a timeout, asyncio) passes through.
+_NODE_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+
 
 # Not frozen: a frozen dataclass is slower to build, and this is built per node.
 # eq=False: attempts compare by identity, which tells a live one from an abandoned one.
@@ -87,7 +92,7 @@ def execute(attempt: Attempt) -> Outcome:
         if inspect.iscoroutine(value):
             value = asyncio.run(value)
         return _finish(attempt, started_at, value, view)
-    except Exception as exc:
+    except _NODE_ERRORS as exc:
         return failure(exc, started_at)
 
 
@@ -102,7 +107,7 @@ async def execute_async(attempt: Attempt) -> Outcome:
         if inspect.isawaitable(value):
             value = await value
         return _finish(attempt, started_at, value, view)
-    except Exception as exc:
+    except _NODE_ERRORS as exc:
         return failure(exc, started_at)
 
 
@@ -142,8 +147,13 @@ def execute_remote(task: RemoteAttempt) -> Outcome:
     started_at = datetime.now(UTC)
     try:
         fn = cloudpickle.loads(task.fn)
-    except Exception as exc:
-        return failure(exc, started_at, retryable=False)
+    except Exception as exc:  # e.g. it refers to a module the worker cannot import
+        error = SerializationError(
+            f"node '{task.node}': its function cannot be loaded in the worker "
+            f"({type(exc).__name__}: {exc}); make what it imports importable there"
+        )
+        error.__cause__ = exc
+        return failure(error, started_at, retryable=False)
     spec = dataclasses.replace(task.spec, fn=fn)
     return execute(Attempt(spec, task.run_id, task.number, task.inputs, task.data, task.codec))
 

@@ -203,8 +203,16 @@ def run(
 
 
 def _check_pools(pools: Mapping[str, int] | None) -> dict[str, int]:
-    checked = dict(pools or {})
+    if pools is None:
+        return {}
+    if not isinstance(pools, Mapping):
+        raise FlowdagError(
+            f"pools must map pool names to caps, e.g. {{'db': 2}}, not {type(pools).__name__}"
+        )
+    checked = dict(pools)
     for name, cap in checked.items():
+        if not isinstance(name, str):
+            raise FlowdagError(f"pool names must be strings (as in pool='db'), not {name!r}")
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
             raise FlowdagError(f"pools[{name!r}] must be a whole number >= 1, not {cap!r}")
     return checked
@@ -276,6 +284,10 @@ class _Driver:
         self.run_soon: Callable[..., None] | None = getattr(executor, "run_soon", None)
         self.in_process: bool = getattr(executor, "in_process", False)
         self.runs_coroutines: bool = getattr(executor, "runs_coroutines", False)
+        # An executor that can tell when a worker takes an attempt (a process pool).
+        self.submit_reporting_start: Callable[..., Future[Any]] | None = getattr(
+            executor, "submit_reporting_start", None
+        )
         self.functions: dict[str, bytes] = {}  # cloudpickled node functions
         self.lost_attempts: dict[str, int] = {}
         self.limit = limit
@@ -418,9 +430,17 @@ class _Driver:
             except Exception as exc:
                 put((_RESULT, attempt, failure(exc, retryable=False)))
                 return
-            if spec.timeout is not None:  # the driver fills the pool no further than it runs
+            if spec.timeout is None:
+                future = self.executor.submit(execute_remote, task)
+            elif self.submit_reporting_start is not None:  # the deadline counts from the start
+                future = self.submit_reporting_start(
+                    lambda: put((_STARTED, attempt, time.monotonic(), datetime.now(UTC))),
+                    execute_remote,
+                    task,
+                )
+            else:  # the driver fills the executor no further than it runs
                 self.add_timer(time.monotonic() + spec.timeout, _DEADLINE, attempt)
-            future = self.executor.submit(execute_remote, task)
+                future = self.executor.submit(execute_remote, task)
         attempt.future = future
         future.add_done_callback(lambda f: put((_RESULT, attempt, _outcome_of(f))))
 
@@ -474,7 +494,8 @@ class _Driver:
             # so it does not use up the node's retries, within a bound of its own.
             lost = self.lost_attempts[spec.name] = self.lost_attempts.get(spec.name, 0) + 1
             retry = lost <= _LOST_ATTEMPT_RETRIES
-            self.attempts[spec.name] -= 1
+            if retry:  # the retry takes the lost attempt's number
+                self.attempts[spec.name] -= 1
             wait = 0.0
         else:
             retry = retry and attempt.number <= spec.retries

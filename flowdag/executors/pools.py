@@ -132,6 +132,38 @@ class ProcessExecutor:
     def submit(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
         return self._pool.schedule(fn, args=args)
 
+    def submit_reporting_start(
+        self, on_start: Callable[[], None], fn: Callable[..., T], /, *args: Any
+    ) -> Future[T]:
+        """`submit`, calling ``on_start()`` once when a worker takes the task.
+
+        The runner counts a node's timeout from there: a task can wait in the
+        pool's queue, e.g. while a terminated worker is replaced, and that wait
+        is not the node's.
+        """
+        future: Future[T] = self._pool.schedule(fn, args=args)
+        once = threading.Lock()
+
+        def report() -> None:
+            if once.acquire(blocking=False):
+                on_start()
+
+        # pebble marks the future running when a worker acknowledges the task,
+        # from its own thread: hook that call. If the worker was quicker than
+        # this hook, the future is already running and we report it here.
+        mark_running = future.set_running_or_notify_cancel
+
+        def set_running_or_notify_cancel() -> bool:
+            running = mark_running()
+            if running:
+                report()
+            return running
+
+        future.set_running_or_notify_cancel = set_running_or_notify_cancel  # type: ignore[method-assign]
+        if future.running():
+            report()
+        return future
+
     def shutdown(self, wait: bool = True) -> None:
         if wait:
             self._pool.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,134 @@
+"""DaskExecutor on LocalClusters of threads and of processes, module-scoped to stay fast.
+
+Skipped only without Dask's ``distributed`` (``pip install 'flowdag[dask]'``); CI
+installs the dev extra, which includes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("distributed")
+pytestmark = pytest.mark.filterwarnings("ignore:Port .* is already in use")
+
+from distributed import Client, LocalCluster  # noqa: E402
+
+import flowdag  # noqa: E402
+from flowdag.executors import DaskExecutor  # noqa: E402
+from tests.executors.conformance import ExecutorTests, kill_driver_then_resume  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def thread_cluster() -> Iterator[LocalCluster]:
+    # Four threads: a timed-out task keeps its thread until it returns.
+    with LocalCluster(  # type: ignore[no-untyped-call]
+        processes=False, n_workers=1, threads_per_worker=4, dashboard_address=None
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def thread_client(thread_cluster: LocalCluster) -> Iterator[Client]:
+    with Client(thread_cluster) as client:  # type: ignore[no-untyped-call]
+        yield client
+
+
+@pytest.fixture(scope="module")
+def process_client() -> Iterator[Client]:
+    with (
+        LocalCluster(  # type: ignore[no-untyped-call]
+            processes=True, n_workers=2, threads_per_worker=2, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,  # type: ignore[no-untyped-call]
+    ):
+        yield client
+
+
+class TestDaskThreads(ExecutorTests):
+    """``LocalCluster(processes=False)``: workers in this process, functions still pickled."""
+
+    remote = True
+    stops_sync_attempt = "cancelled"
+
+    @pytest.fixture
+    def executor(self, thread_client: Client) -> Any:
+        return DaskExecutor(client=thread_client)
+
+
+class TestDaskProcesses(ExecutorTests):
+    """``LocalCluster(processes=True)``: workers are processes a node may kill."""
+
+    remote = True
+    stops_sync_attempt = "cancelled"
+    worker_processes = True
+
+    @pytest.fixture
+    def executor(self, process_client: Client) -> Any:
+        return DaskExecutor(client=process_client)
+
+
+def test_attempts_are_never_merged(thread_client: Client, tmp_path: Path) -> None:
+    # Identical calls (same function, same inputs): pure=False and unique keys keep them apart.
+    log = tmp_path / "calls.log"
+
+    def same() -> int:
+        with open(log, "a") as out:
+            out.write("x\n")
+        return 1
+
+    wf = flowdag.Workflow("same")
+    for i in range(4):
+        wf.add_node(f"n{i}", same)
+    executor = DaskExecutor(client=thread_client)
+    assert flowdag.run(wf, executor=executor).ok
+    assert flowdag.run(wf, executor=executor).ok  # a new run: every node runs again
+    assert log.read_text().count("x") == 8
+
+
+def test_address_connects_to_a_running_cluster(thread_cluster: LocalCluster) -> None:
+    executor = DaskExecutor(address=thread_cluster.scheduler_address)
+    try:
+        assert executor.max_workers == 4  # the cluster's threads
+        wf = flowdag.Workflow("remote")
+        wf.add_node("a", lambda: 20)
+        wf.add_node("b", lambda a: a + 1, deps=["a"])
+        assert flowdag.run(wf, executor=executor).outputs == {"a": 20, "b": 21}
+    finally:
+        executor.shutdown()
+    assert thread_cluster.scheduler_address  # the cluster itself is not ours to close
+
+
+def test_cli_dask_address(
+    thread_cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowdag.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "flow.py"
+    path.write_text(
+        "import flowdag\n"
+        "wf = flowdag.Workflow('cli-dask')\n"
+        "def local_helper(x):\n"
+        "    return x * 3\n"
+        "@wf.node\n"
+        "def a():\n"
+        "    return local_helper(7)\n"
+    )
+    url = f"lmdb://{tmp_path / 'store'}"
+    address = thread_cluster.scheduler_address
+    code = main(["run", str(path), "--run-id", "d", "--store", url, "--dask-address", address])
+    assert code == 0
+    with flowdag.open_store(url) as store:
+        assert store.load("d").nodes["a"].output == 21
+
+
+def test_sigkill_of_the_driver_then_resume(tmp_path: Path) -> None:
+    kill_driver_then_resume(
+        tmp_path,
+        "flowdag.executors.DaskExecutor(processes=False, n_workers=1, threads_per_worker=2,"
+        " dashboard_address=None)",
+    )
