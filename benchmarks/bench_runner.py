@@ -20,44 +20,14 @@ Groups:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _shapes import WORKERS, chain, fanout, run_bare
 
 import flowdag
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
-
-WORKERS = 4
-
-
-def fanout(width: int) -> flowdag.DAG:
-    wf = flowdag.Workflow(f"fanout-{width}")
-    wf.add_node("root", lambda: 1)
-    for i in range(width):
-        wf.add_node(f"n{i}", lambda root: root + 1, deps=["root"])
-    wf.add_node("sink", lambda **kw: len(kw), deps=[f"n{i}" for i in range(width)])
-    return wf.build()
-
-
-def chain(length: int) -> flowdag.DAG:
-    wf = flowdag.Workflow(f"chain-{length}")
-    wf.add_node("n0", lambda: 0)
-    for i in range(1, length):
-        wf.add_node(f"n{i}", lambda **kw: next(iter(kw.values())) + 1, deps=[f"n{i - 1}"])
-    return wf.build()
-
-
-def run_bare(dag: flowdag.DAG) -> dict[str, Any]:
-    """The baseline: submit each node in topological order once its deps are done."""
-    futures: dict[str, Any] = {}
-    with ThreadPoolExecutor(WORKERS) as pool:
-        for name in dag.nodes:
-            spec = dag.specs[name]
-            inputs = {dep: futures[dep].result() for dep in spec.deps}
-            futures[name] = pool.submit(spec.fn, **inputs)
-        return {name: future.result() for name, future in futures.items()}
 
 
 @pytest.fixture

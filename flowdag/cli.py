@@ -54,7 +54,9 @@ from flowdag.errors import (
 from flowdag.executors import Executor
 from flowdag.runner import RunEvent, new_run_id
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState
-from flowdag.stores import Store, open_store, parse_store_url
+from flowdag.stores import Store, parse_store_url
+from flowdag.stores import open_store as _open_store
+from flowdag.stores._crypto import Cipher
 from flowdag.stores.base import check_run_id
 from flowdag.stores.transfer import copy_run, verify_run
 
@@ -118,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowdag",
         description="Run DAG workflows that checkpoint every node and resume after crashes.",
+        epilog="Encrypted stores: set FLOWDAG_KEY to a 256-bit key (64 hex digits or base64); "
+        "every command then opens disk stores with it.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -518,6 +522,15 @@ def _cmd_store_verify(args: argparse.Namespace, err: Console) -> int:
     verdict = f"{damaged} damaged" if damaged else "all ok"
     out.print(f"checked {_runs(checked)} in {escape(args.url)}: {verdict}", soft_wrap=True)
     return EXIT_FAILED if damaged else EXIT_OK
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names; disk stores use the key in ``FLOWDAG_KEY`` when it is set."""
+    _, directory = parse_store_url(url)
+    cipher = Cipher.from_env() if directory is not None else None
+    if cipher is None:
+        return _open_store(url)
+    return _open_store(url, key=cipher)
 
 
 def _open_existing(url: str) -> Store:

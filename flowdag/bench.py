@@ -1,0 +1,463 @@
+"""``flowdag bench``: compare the stores on this machine, as a table, raw JSON and a chart.
+
+Design
+------
+For each store and each (nodes, payload) case, one *repetition* opens a fresh
+store in a temporary directory and measures, in this order:
+
+1. ``commit``: a durable fan-out run (root -> nodes-2 -> sink, each node
+   returning ``payload`` bytes) through `flowdag.run` with 4 workers, divided by
+   the node count: what checkpointing costs per node, executor included;
+2. ``resume``: `flowdag.run` again on the completed run: load and plan, and no
+   node called (checked);
+3. the bytes the store holds on disk (allocated blocks, as ``du`` counts);
+4. ``load``: `Store.load` of the run;
+5. ``save``: `Store.save` of that state under another run id.
+
+The first repetition of every case is a warm-up and is not counted (the first
+touch of fresh memory and disk pages is several times slower than the rest);
+each figure is the best (the least) of the counted ones, because on a shared
+machine other work only ever adds time. The in-memory store is always
+measured, because every commit figure is also given as a ratio to it. The
+library never prints: the caller gets `BenchProgress` callbacks and a
+`BenchResults`, and decides what to show.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import flowdag
+from flowdag._plot import new_figure
+from flowdag.dag import DAG
+from flowdag.errors import FlowdagError
+from flowdag.stores import Store, open_store
+
+__all__ = [
+    "DEFAULT_NODES",
+    "DEFAULT_PAYLOADS",
+    "QUICK_NODES",
+    "QUICK_PAYLOADS",
+    "STORES",
+    "BenchProgress",
+    "BenchResults",
+    "BenchRow",
+    "machine_info",
+    "run_bench",
+    "write_chart",
+]
+
+#: Store kinds in the order they are shown.
+STORES = ("json", "flatbuffers", "lmdb", "memory")
+DEFAULT_NODES = (1_000, 10_000)
+DEFAULT_PAYLOADS = (100, 10_240)
+QUICK_NODES = (1_000,)
+QUICK_PAYLOADS = (100,)
+WORKERS = 4
+_RUN_ID = "bench-run"
+_SAVE_ID = "bench-save"
+_MB = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class BenchProgress:
+    """One step of `run_bench` is about to start: ``done`` of ``total`` steps are done."""
+
+    done: int
+    total: int
+    what: str
+
+
+@dataclass(slots=True)
+class BenchRow:
+    """The figures of one store for one case (best of the counted repetitions)."""
+
+    store: str
+    nodes: int
+    payload: int  # bytes returned by each node
+    commit_us_per_node: float  # durable fan-out run time / nodes
+    save_ms: float
+    load_ms: float
+    resume_ms: float
+    disk_mb: float | None  # None for the in-memory store
+    ratio_to_memory: float  # commit_us_per_node / the in-memory store's
+    repeats: int
+
+
+@dataclass(slots=True)
+class BenchResults:
+    """What `run_bench` measured, with where and how."""
+
+    rows: list[BenchRow]
+    machine: dict[str, Any]
+    started_at: datetime
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for ``json.dump``."""
+        return {
+            "flowdag": flowdag.__version__,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "seconds": round(self.seconds, 3),
+            "machine": self.machine,
+            "settings": self.settings,
+            "units": {
+                "payload": "bytes per node output",
+                "commit_us_per_node": "microseconds per node, durable fan-out run",
+                "save_ms": "milliseconds",
+                "load_ms": "milliseconds",
+                "resume_ms": "milliseconds, run again on a completed run",
+                "disk_mb": "megabytes (10^6 bytes) allocated on disk",
+                "ratio_to_memory": "commit_us_per_node / the in-memory store's",
+            },
+            "results": [dataclasses.asdict(row) for row in self.rows],
+        }
+
+    def write_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write `to_json` to ``path``; return the path."""
+        target = Path(path)
+        target.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return target
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, CPU count, OS and Python: what a figure was measured on."""
+    return {
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count() or 1,
+        "system": platform.platform(terse=True),
+        "python": platform.python_version(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def run_bench(
+    stores: Sequence[str] = STORES,
+    nodes: Sequence[int] | None = None,
+    payloads: Sequence[int] | None = None,
+    *,
+    quick: bool = False,
+    repeats: int | None = None,
+    progress: Callable[[BenchProgress], None] | None = None,
+) -> BenchResults:
+    """Measure each store on each (nodes, payload) case; see the module docstring.
+
+    Args:
+        stores: store kinds among `STORES`.
+        nodes: run sizes in nodes (default `DEFAULT_NODES`, or `QUICK_NODES`).
+        payloads: bytes each node returns (default `DEFAULT_PAYLOADS`, or
+            `QUICK_PAYLOADS`).
+        quick: small defaults and one counted repetition: seconds, not a minute.
+        repeats: counted repetitions per case (default: 3 for small cases, 2 for
+            large ones, 1 with ``quick``), after one warm-up.
+        progress: called before each step, for a progress display.
+
+    Raises:
+        FlowdagError: an unknown store, or a size out of range.
+    """
+    chosen = _check_stores(stores)
+    sizes = _check_sizes("nodes", nodes or (QUICK_NODES if quick else DEFAULT_NODES), 3)
+    sizes_b = _check_sizes(
+        "payload", payloads or (QUICK_PAYLOADS if quick else DEFAULT_PAYLOADS), 0
+    )
+    measured = [*chosen, "memory"] if "memory" not in chosen else list(chosen)
+    cases = [(n, p) for n in sizes for p in sizes_b]
+    plan = [(case, kind, _repeats(case, quick, repeats)) for case in cases for kind in measured]
+    total = sum(1 + count for _, _, count in plan)
+    started_at = datetime.now().astimezone()
+    clock = time.perf_counter()
+    step = 0
+    best: dict[tuple[str, int, int], dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="flowdag-bench-") as tmp:
+        for (n, payload), kind, count in plan:
+            case = _fanout(n, payload)
+            samples: list[dict[str, Any]] = []
+            for rep in range(1 + count):  # repetition 0 is the warm-up
+                if progress is not None:
+                    what = "warm-up" if rep == 0 else f"{rep}/{count}"
+                    progress(
+                        BenchProgress(step, total, f"{kind} {n:,} nodes x {payload:,} B {what}")
+                    )
+                sample = _measure(kind, case, Path(tmp) / f"{kind}-{n}-{payload}-{rep}")
+                if rep > 0:
+                    samples.append(sample)
+                step += 1
+            best[kind, n, payload] = _best(samples)
+        if progress is not None:
+            progress(BenchProgress(step, total, "done"))
+    rows = []
+    for n, payload in cases:
+        baseline = best["memory", n, payload]["commit_us_per_node"]
+        for kind in chosen:
+            m = best[kind, n, payload]
+            rows.append(
+                BenchRow(
+                    kind,
+                    n,
+                    payload,
+                    m["commit_us_per_node"],
+                    m["save_ms"],
+                    m["load_ms"],
+                    m["resume_ms"],
+                    None if kind == "memory" else m["disk_mb"],
+                    m["commit_us_per_node"] / baseline if baseline > 0 else float("nan"),
+                    m["repeats"],
+                )
+            )
+    settings = {
+        "stores": list(chosen),
+        "nodes": list(sizes),
+        "payloads": list(sizes_b),
+        "quick": quick,
+        "workers": WORKERS,
+        "warmup_repeats": 1,
+        "statistic": "best (min) of the counted repetitions",
+        "shape": "fan-out: root -> nodes-2 -> sink",
+    }
+    return BenchResults(rows, machine_info(), started_at, time.perf_counter() - clock, settings)
+
+
+def _check_stores(stores: Iterable[str]) -> list[str]:
+    chosen: list[str] = []
+    for kind in stores:
+        if kind not in STORES:
+            raise FlowdagError(f"unknown store {kind!r} for bench: choose from {', '.join(STORES)}")
+        if kind not in chosen:
+            chosen.append(kind)
+    if not chosen:
+        raise FlowdagError(f"no store to measure: choose from {', '.join(STORES)}")
+    return chosen
+
+
+def _check_sizes(what: str, values: Iterable[int], least: int) -> list[int]:
+    checked = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise FlowdagError(f"bench {what} must be whole numbers >= {least}, not {value!r}")
+        if value not in checked:
+            checked.append(value)
+    return checked
+
+
+def _repeats(case: tuple[int, int], quick: bool, repeats: int | None) -> int:
+    if repeats is not None:
+        return max(1, repeats)
+    if quick:
+        return 1
+    n, payload = case
+    return 3 if n <= 2_000 and n * payload <= 50 * _MB else 2
+
+
+@dataclass(slots=True)
+class _Case:
+    """A fan-out DAG whose node calls are counted."""
+
+    dag: DAG
+    calls: list[int]
+
+
+def _fanout(n: int, payload: int) -> _Case:
+    """root -> n-2 nodes each returning ``payload`` bytes -> sink."""
+    # Hex text: about 2x compressible, like the logs and JSON that outputs often are.
+    value = random.Random(payload).randbytes((payload + 1) // 2).hex()[:payload].encode()
+    calls = [0]
+
+    def root() -> int:
+        calls[0] += 1
+        return 0
+
+    def leaf(root: int) -> bytes:
+        calls[0] += 1
+        return value
+
+    def sink(**outputs: bytes) -> int:
+        calls[0] += 1
+        return len(outputs)
+
+    wf = flowdag.Workflow(f"bench-fanout-{n}")
+    wf.add_node("root", root)
+    width = n - 2
+    for i in range(width):
+        wf.add_node(f"n{i}", leaf, deps=["root"])
+    wf.add_node("sink", sink, deps=[f"n{i}" for i in range(width)])
+    return _Case(wf.build(), calls)
+
+
+def _open(kind: str, where: Path) -> Store:
+    try:
+        return open_store("memory://" if kind == "memory" else f"{kind}://{where}")
+    except ImportError as exc:
+        raise FlowdagError(f"the {kind} store is not available here: {exc}") from exc
+
+
+def _measure(kind: str, case: _Case, where: Path) -> dict[str, float]:
+    dag, calls = case.dag, case.calls
+    store = _open(kind, where)
+    try:
+        clock = time.perf_counter()
+        result = flowdag.run(dag, run_id=_RUN_ID, store=store, max_workers=WORKERS)
+        commit = time.perf_counter() - clock
+        if not result.ok:
+            raise FlowdagError(f"bench run on {kind} failed: {next(iter(result.errors.values()))}")
+        before = calls[0]
+        clock = time.perf_counter()
+        again = flowdag.run(dag, run_id=_RUN_ID, store=store, max_workers=WORKERS)
+        resume = time.perf_counter() - clock
+        if not again.ok or calls[0] != before:
+            raise FlowdagError(
+                f"resuming a completed run on {kind} called {calls[0] - before} nodes"
+            )
+        disk = _disk_bytes(where) if kind != "memory" else 0
+        clock = time.perf_counter()
+        state = store.load(_RUN_ID)
+        load = time.perf_counter() - clock
+        state.run_id = _SAVE_ID
+        clock = time.perf_counter()
+        store.save(state)
+        save = time.perf_counter() - clock
+    finally:
+        store.close()
+        shutil.rmtree(where, ignore_errors=True)
+    return {
+        "commit_us_per_node": commit / len(dag) * 1e6,
+        "resume_ms": resume * 1e3,
+        "load_ms": load * 1e3,
+        "save_ms": save * 1e3,
+        "disk_mb": disk / _MB,
+    }
+
+
+def _best(samples: list[dict[str, float]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {key: min(s[key] for s in samples) for key in samples[0]}
+    merged["repeats"] = len(samples)
+    return merged
+
+
+def _disk_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # removed meanwhile (a compacted journal)
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+# -- chart --------------------------------------------------------------------------
+
+_COLORS = {"json": "#e69f00", "flatbuffers": "#56b4e9", "lmdb": "#009e73", "memory": "#999999"}
+_PANELS = (
+    ("commit_us_per_node", "commit: durable fan-out run", "µs per node"),
+    ("save_ms", "save a whole run", "ms"),
+    ("load_ms", "load a whole run", "ms"),
+    ("resume_ms", "resume a completed run (load + plan)", "ms"),
+    ("disk_mb", "size on disk", "MB"),
+    ("ratio_to_memory", "commit cost / in-memory store's", "ratio (1 = memory)"),
+)
+_LOG_SPREAD = 20  # a panel whose values span more than this factor gets a log scale
+
+
+def write_chart(results: BenchResults, path: str | os.PathLike[str]) -> Path:
+    """Draw grouped bars per store for each measure, and save them as a PNG.
+
+    Raises:
+        PlotUnavailableError: matplotlib is not installed (the ``plot`` extra).
+    """
+    figure = new_figure("the bench chart", 15, 8.5)
+    from matplotlib.ticker import FuncFormatter, NullFormatter  # present: new_figure checked
+
+    axes = figure.subplots(2, 3)
+    cases = list(dict.fromkeys((row.nodes, row.payload) for row in results.rows))
+    logs = []
+    for ax, (attr, title, unit) in zip(axes.flat, _PANELS, strict=True):
+        values = {
+            (row.store, row.nodes, row.payload): getattr(row, attr)
+            for row in results.rows
+            if getattr(row, attr) is not None and getattr(row, attr) > 0
+        }
+        # Only stores with a figure here get a slot (memory has nothing on disk).
+        stores = list(dict.fromkeys(key[0] for key in values))
+        width = 0.8 / max(1, len(stores))
+        for i, kind in enumerate(stores):
+            xs, heights = [], []
+            for c, (n, payload) in enumerate(cases):
+                if (kind, n, payload) in values:
+                    xs.append(c + (i - (len(stores) - 1) / 2) * width)
+                    heights.append(values[kind, n, payload])
+            bars = ax.bar(xs, heights, width, label=kind, color=_COLORS.get(kind))
+            if len(cases) * len(stores) <= 16:
+                ax.bar_label(bars, labels=[_short(h) for h in heights], fontsize=7, padding=1)
+        if attr == "ratio_to_memory":
+            ax.axhline(1.0, color="#444444", linewidth=0.8, linestyle="--")
+        ax.set_title(title, fontsize=11)
+        ax.set_ylabel(unit)
+        if values and max(values.values()) > _LOG_SPREAD * min(values.values()):
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            logs.append(title)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,g}"))
+        ax.margins(y=0.12)
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels([f"{n:,} nodes\n{_bytes(p)}/node" for n, p in cases], fontsize=8)
+        ax.grid(axis="y", which="major", alpha=0.3)
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    figure.legend(
+        list(handles.values()), list(handles), loc="outside upper right", ncols=len(handles)
+    )
+    m = results.machine
+    scale = "log scale where values span orders of magnitude; " if logs else ""
+    figure.suptitle(
+        f"flowdag bench on {m['cpu']} ({m['cpus']} CPUs), Python {m['python']}, "
+        f"{results.started_at:%Y-%m-%d %H:%M}\n"
+        f"fan-out runs, {WORKERS} workers; best of the repetitions after a warm-up; "
+        f"{scale}lower is better",
+        fontsize=11,
+        x=0.01,
+        ha="left",
+    )
+    target = Path(path)
+    figure.savefig(target, dpi=110)
+    return target
+
+
+def _short(value: float) -> str:
+    if value == 0:
+        return "0"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2g}"
+
+
+def _bytes(size: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size:,} B"
