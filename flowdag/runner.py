@@ -584,11 +584,18 @@ class _Driver:
     def flush(self) -> None:
         """Hand this wake-up's records to the committer (or commit them now)."""
         batch, self.outbox = self.outbox, []
-        # With no attempt in flight and the committer idle, nothing can finish
-        # while this commit runs, so there is nothing to group: committing here
-        # spares two thread hops per node (a chain's whole overhead). The idle
-        # committer also keeps commits in order.
-        idle = not self.running and self.unacknowledged == len(batch)
+        # With no attempt in flight, none that could start, and the committer
+        # idle, nothing can finish while this commit runs, so there is nothing
+        # to group: committing here spares two thread hops per node (a chain's
+        # whole overhead). Ready nodes must not wait behind the sync, or a
+        # fan-out falls into small batches. The idle committer keeps commits
+        # in order.
+        idle = (
+            not self.running
+            and not self.ready.has_ready()
+            and not self.retries_due
+            and self.unacknowledged == len(batch)
+        )
         if not (self.commit_inline or idle):
             self.committer.put(batch)
             return
