@@ -640,12 +640,16 @@ def _cmd_bench(args: argparse.Namespace, err: Console) -> int:
     out = Console(highlight=False)
     out.print(_bench_table(results))
     stem = folder / f"bench-{results.started_at:%Y%m%d-%H%M%S}"
-    out.print(f"results: {escape(str(results.write_json(stem.with_suffix('.json'))))}")
+    written = results.write_json(stem.with_suffix(".json"))
+    out.print(f"results: {escape(str(written))}", soft_wrap=True)
     if plot_available():
-        out.print(f"chart: {escape(str(write_chart(results, stem.with_suffix('.png'))))}")
+        chart = write_chart(results, stem.with_suffix(".png"))
+        out.print(f"chart: {escape(str(chart))}", soft_wrap=True)
     else:
         hint = escape(INSTALL_HINT)  # [plot] is not markup
-        out.print(f"chart: not drawn, matplotlib is not installed; {hint} to get it")
+        out.print(
+            f"chart: not drawn, matplotlib is not installed; {hint} to get it", soft_wrap=True
+        )
     return EXIT_OK
 
 
