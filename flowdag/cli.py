@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeAlias
+from typing import Any, Self, TypeAlias
 
 from rich.console import Console
 from rich.markup import escape
@@ -288,13 +288,10 @@ def _resume_hint(args: argparse.Namespace) -> str:
     return ""
 
 
-class _Progress:
-    """Turns `flowdag.RunEvent`s into live progress (terminal) or plain failure lines."""
+class _LiveBar:
+    """A transient rich progress bar on stderr, drawn only when it is a terminal."""
 
     def __init__(self, err: Console) -> None:
-        self._err = err
-        self.ran: set[str] = set()  # nodes this process started (the rest were restored)
-        self._running: dict[str, None] = {}  # insertion-ordered set
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         if err.is_terminal:
@@ -308,7 +305,7 @@ class _Progress:
                 transient=True,
             )
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Self:
         if self._bar is not None:
             self._bar.start()
         return self
@@ -316,6 +313,16 @@ class _Progress:
     def __exit__(self, *exc_info: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+class _Progress(_LiveBar):
+    """Turns `flowdag.RunEvent`s into live progress (terminal) or plain failure lines."""
+
+    def __init__(self, err: Console) -> None:
+        super().__init__(err)
+        self._err = err
+        self.ran: set[str] = set()  # nodes this process started (the rest were restored)
+        self._running: dict[str, None] = {}  # insertion-ordered set
 
     def update(self, event: RunEvent) -> None:
         """Handle one `flowdag.RunEvent`; called on the runner's driver thread."""
@@ -653,31 +660,8 @@ def _cmd_bench(args: argparse.Namespace, err: Console) -> int:
     return EXIT_OK
 
 
-class _BenchProgress:
+class _BenchProgress(_LiveBar):
     """A transient progress bar for `flowdag.bench.run_bench` (terminal only)."""
-
-    def __init__(self, err: Console) -> None:
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-        if err.is_terminal:
-            self._bar = Progress(
-                SpinnerColumn(),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.description}"),
-                console=err,
-                transient=True,
-            )
-
-    def __enter__(self) -> _BenchProgress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
     def update(self, step: Any) -> None:
         """Show one `flowdag.bench.BenchProgress`."""
