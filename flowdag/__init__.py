@@ -17,10 +17,13 @@ from flowdag.errors import (
     DecryptionError,
     DuplicateNodeError,
     FlowdagError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
     InvalidRunIdError,
     MissingDependencyError,
     NodeError,
     NodeTimeoutError,
+    OptionalDependencyError,
     RunFailedError,
     RunLockedError,
     RunNotFoundError,
@@ -30,7 +33,7 @@ from flowdag.errors import (
     WorkflowChangedError,
 )
 from flowdag.runner import RunEvent, RunResult, run
-from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState, RunStatus
+from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores import LMDBStore, MemoryStore, Store, open_store
 from flowdag.workflow import Workflow
 
@@ -50,16 +53,18 @@ __all__ = [
     "ErrorInfo",
     "FlatBuffersStore",
     "FlowdagError",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
     "InvalidRunIdError",
     "JSONStore",
     "LMDBStore",
     "MemoryStore",
     "MissingDependencyError",
     "NodeError",
-    "NodeRecord",
     "NodeState",
     "NodeStatus",
     "NodeTimeoutError",
+    "OptionalDependencyError",
     "RunEvent",
     "RunFailedError",
     "RunLockedError",

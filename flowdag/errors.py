@@ -11,6 +11,9 @@ Every error flowdag raises on purpose derives from `FlowdagError`::
     ├── NodeError                     recorded against one node while running
     │   ├── NodeTimeoutError
     │   └── SerializationError        (also a TypeError)
+    ├── InvalidArgumentError          (also a ValueError) an argument flowdag cannot use
+    │   └── InvalidArgumentTypeError  (also a TypeError) an argument of the wrong type
+    ├── OptionalDependencyError       (also an ImportError) an extra is not installed
     ├── RunFailedError                raised by RunResult.raise_on_failure()
     ├── WorkflowChangedError          resume of a run whose DAG has changed
     └── StoreError                    anything the store cannot do
@@ -33,10 +36,13 @@ __all__ = [
     "DecryptionError",
     "DuplicateNodeError",
     "FlowdagError",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
     "InvalidRunIdError",
     "MissingDependencyError",
     "NodeError",
     "NodeTimeoutError",
+    "OptionalDependencyError",
     "RunFailedError",
     "RunLockedError",
     "RunNotFoundError",
@@ -81,6 +87,18 @@ class NodeTimeoutError(NodeError, TimeoutError):
 
 class SerializationError(NodeError, TypeError):
     """A value cannot be stored: its type is not one flowdag can round-trip."""
+
+
+class InvalidArgumentError(FlowdagError, ValueError):
+    """An argument flowdag cannot use: the message names it and what it accepts."""
+
+
+class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument of the wrong type: the message names it and the types it accepts."""
+
+
+class OptionalDependencyError(FlowdagError, ImportError):
+    """A feature needs an optional extra that is not installed; the message says how to get it."""
 
 
 class RunFailedError(FlowdagError):

@@ -15,6 +15,7 @@ import pytest
 
 import flowdag
 from flowdag.cli import main
+from flowdag.state import NodeRecord
 from flowdag.stores import open_store
 from flowdag.stores.base import StoredRun
 
@@ -610,7 +611,7 @@ def test_store_convert_replaces_runs_of_the_same_id(
     states = save_runs("json://src", "r1")
     save_runs("lmdb://dst", "r1", "other")
     with open_store("lmdb://dst") as store:
-        store.commit("r1", [flowdag.NodeRecord("c", flowdag.NodeStatus.COMPLETED, 1)])
+        store.commit("r1", [NodeRecord("c", flowdag.NodeStatus.COMPLETED, 1)])
     assert main(["store", "convert", "json://src", "lmdb://dst"]) == 0
     capsys.readouterr()
     assert load_all("lmdb://dst")["r1"] == states["r1"]
