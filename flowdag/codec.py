@@ -84,7 +84,7 @@ import zlib
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -142,7 +142,9 @@ class ValueCodec(Protocol):
     """What a store needs of a codec: values to bytes and back.
 
     `Codec` (msgpack) serves the binary stores; `flowdag.json_codec.JSONCodec`
-    the JSON store. Both refuse what they cannot round-trip exactly.
+    the JSON store. Both refuse what they cannot round-trip exactly. A codec
+    may also have a ``name`` (a short stable string, such as ``"msgpack"``) that
+    stores record, so that a store opened with another codec is refused.
     """
 
     def encode(self, value: Any) -> bytes:
@@ -196,6 +198,8 @@ class Codec:
     Raises:
         ValueError: a limit or level out of range.
     """
+
+    name: ClassVar[str] = "msgpack"  # recorded by stores: see ValueCodec
 
     __slots__ = (
         "__weakref__",

@@ -78,7 +78,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from itertools import islice
 from json.encoder import encode_basestring, encode_basestring_ascii
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -184,6 +184,8 @@ class JSONCodec:
     Raises:
         ValueError: a limit out of range.
     """
+
+    name: ClassVar[str] = "json"  # recorded by stores: see codec.ValueCodec
 
     __slots__ = (
         "__weakref__",
