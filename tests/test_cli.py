@@ -15,6 +15,8 @@ import pytest
 
 import flowdag
 from flowdag.cli import main
+from flowdag.cli.app import one_line
+from flowdag.errors import RunLockedError, WorkflowChangedError
 from flowdag.state import NodeRecord
 from flowdag.stores import open_store
 from flowdag.stores.base import StoredRun
@@ -347,7 +349,9 @@ def test_locked_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     finally:
         holder.communicate("", timeout=30)
     assert code == 2
-    assert_one_error_line(capsys.readouterr().err, "busy")
+    err = capsys.readouterr().err
+    assert_one_error_line(err, "busy", "--run-id")
+    assert err.count("--run-id") == 1
     assert calls(tmp_path) == []
 
 
@@ -361,7 +365,9 @@ def test_changed_workflow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     capsys.readouterr()
 
     assert main(args) == 2
-    assert_one_error_line(capsys.readouterr().err, "--allow-changes")
+    err = capsys.readouterr().err
+    assert_one_error_line(err, "--allow-changes")
+    assert err.count("--allow-changes") == 1
     assert main([*args, "--allow-changes"]) == 0
     capsys.readouterr()
 
@@ -395,6 +401,51 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "usage:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("error", "hint"),
+    [
+        (
+            WorkflowChangedError("run 'r1' of 'pipe': node c changed; pass allow_changes=True"),
+            "rerun with --allow-changes to accept them",
+        ),
+        (
+            RunLockedError("run 'r1' is locked by pid 7; wait or use another run id"),
+            "or pass another --run-id",
+        ),
+    ],
+)
+def test_library_errors_get_the_cli_flag(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    hint: str,
+) -> None:
+    # The library names no CLI flag; the CLI adds its own, whatever the library's wording.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(flowdag, "run", refuse)
+    path = write(tmp_path, PIPELINE)
+    assert main(["run", str(path), "--run-id", "r1", "--store", store_url(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert_one_error_line(err, str(error), hint)
+    assert err.rstrip().endswith(hint)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        WorkflowChangedError("node c changed; pass allow_changes=True (--allow-changes)"),
+        RunLockedError("run 'r1' is locked by pid 7; wait or pass another --run-id"),
+    ],
+)
+def test_a_flag_the_library_already_names_is_not_repeated(error: Exception) -> None:
+    flag = "--allow-changes" if isinstance(error, WorkflowChangedError) else "--run-id"
+    assert one_line(error) == str(error)
+    assert one_line(error).count(flag) == 1
 
 
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
