@@ -321,6 +321,7 @@ def test_unknown_store_scheme_on_run(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_unknown_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    open_store(store_url(tmp_path)).close()  # a store, without that run
     assert main(["status", "ghost", "--store", store_url(tmp_path)]) == 2
     assert_one_error_line(capsys.readouterr().err, "ghost")
 
@@ -453,6 +454,36 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "run" in capsys.readouterr().out
 
 
+# -- read-only commands never create a store ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "X"],
+        ["status", "X", "--json"],
+        ["list"],
+        ["list", "--store", "json://missing"],
+        ["list", "--store", "flatbuffers://empty"],
+        ["status", "X", "--store", "lmdb://empty"],
+        ["store", "verify", "lmdb://.flowdag"],
+        ["store", "verify", "json://empty"],
+        ["store", "convert", "json://missing", "json://dst"],
+        ["store", "convert", "flatbuffers://empty", "json://dst"],
+        ["graph", "pipeline.py", "--run-id", "X"],
+        ["graph", "pipeline.py", "--run-id", "X", "--store", "json://missing"],
+    ],
+)
+def test_read_only_commands_never_create_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    write(tmp_path, PIPELINE)
+    (tmp_path / "empty").mkdir()  # a folder, but no store in it
+    assert main(argv) == 2
+    assert_one_error_line(capsys.readouterr().err, "no store at")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["empty", "pipeline.py"]
+
+
 # -- status and list ---------------------------------------------------------------
 
 
@@ -492,6 +523,7 @@ def test_status_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 def test_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = store_url(tmp_path)
     path = write(tmp_path, PIPELINE)
+    open_store(url).close()  # a store without runs
     assert main(["list", "--store", url]) == 0
     assert "no runs" in capsys.readouterr().err
 
@@ -686,7 +718,7 @@ def test_store_convert_unknown_run_copies_nothing(
         (["bogus://src", "lmdb://dst"], "bogus"),
         (["json://src", "bogus://dst"], "bogus"),
         (["json://src", "lmdb://"], "names no directory"),
-        (["json://missing", "lmdb://dst"], "no store at json://missing"),
+        (["json://missing", "lmdb://dst"], "no store at"),
         (["json://src", "flatbuffers://src"], "same directory"),
         (["json://src", "json://./sub/../src/"], "same directory"),
     ],
@@ -746,7 +778,7 @@ def test_store_convert_reports_a_copy_that_differs(
 
 
 def test_store_convert_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "empty").mkdir()
+    open_store("json://empty").close()
     assert main(["store", "convert", "json://empty", "memory://"]) == 0
     assert capsys.readouterr().out.strip() == "copied 0 of 0 runs from json://empty to memory://"
 
@@ -782,14 +814,14 @@ def test_store_verify_loads_outputs(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_store_verify_empty(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, code: int, expected: str
 ) -> None:
-    (tmp_path / "empty").mkdir()
+    open_store("json://empty").close()
     assert main(["store", "verify", url]) == code
     assert capsys.readouterr().out.strip() == expected
 
 
 @pytest.mark.parametrize(
     ("url", "fragment"),
-    [("json://missing", "no store at json://missing"), ("bogus://x", "bogus")],
+    [("json://missing", "no store at"), ("bogus://x", "bogus")],
 )
 def test_store_verify_bad_input(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, fragment: str

@@ -104,13 +104,17 @@ def int_list(least: int) -> Callable[[str], list[int]]:
     return parse
 
 
-def open_store(url: str) -> Store:
-    """Open the store a URL names; disk stores use the key in ``FLOWDAG_KEY`` when it is set."""
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open the store a URL names; disk stores use the key in ``FLOWDAG_KEY`` when it is set.
+
+    Read-only commands pass ``create=False``: a store that does not exist is a
+    `StoreError` ("no store at ..."), never a new, empty store left behind.
+    """
     _, directory = parse_store_url(url)
     cipher = Cipher.from_env() if directory is not None else None
     if cipher is None:
-        return _open_store(url)
-    return _open_store(url, key=cipher)
+        return _open_store(url, create=create)
+    return _open_store(url, create=create, key=cipher)
 
 
 def flatten(text: str) -> str:

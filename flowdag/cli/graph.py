@@ -75,7 +75,7 @@ def cmd_graph(args: argparse.Namespace, err: Console) -> int:
     dag = load_dag(args.target)
     state = None
     if args.run_id is not None:
-        with open_store(args.store or DEFAULT_STORE) as store:
+        with open_store(args.store or DEFAULT_STORE, create=False) as store:
             state = store.load_statuses(args.run_id)
         if state.workflow != dag.name:
             log.warning(

@@ -1,7 +1,8 @@
 """``flowdag status``, ``list`` and ``store convert|verify``: look at and move stored runs.
 
 None of these runs a workflow. ``status``, ``list`` and ``store verify`` only
-read; ``store convert`` only writes to its destination. Each command's
+read, and never create a store (a missing one is an error, exit 2); ``store
+convert`` only writes to its destination. Each command's
 docstring is its ``--help`` text.
 """
 
@@ -76,7 +77,8 @@ def add_parsers(commands: Commands) -> None:
 
 def cmd_status(args: argparse.Namespace, err: Console) -> int:
     """Show the nodes of one run."""
-    with open_store(args.store) as store:
+    check_run_id(args.run_id)  # before the store: a bad id is the error, not a missing store
+    with open_store(args.store, create=False) as store:
         state = store.load_statuses(args.run_id)
     if args.json:
         print(json.dumps(_state_json(state), indent=2))
@@ -138,7 +140,7 @@ def _state_json(state: RunState) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace, err: Console) -> int:
     """List the runs in a store."""
     out = Console(highlight=False)
-    with open_store(args.store) as store:
+    with open_store(args.store, create=False) as store:
         run_ids = store.list_runs()
         if not run_ids:
             err.print(f"flowdag: no runs in {escape(args.store)}", soft_wrap=True)
@@ -180,7 +182,7 @@ def cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
     wanted = [check_run_id(run_id) for run_id in dict.fromkeys(args.run_ids or [])]
     _check_distinct(args.src, args.dst)
     out = Console(highlight=False)
-    with _open_existing(args.src) as src:
+    with open_store(args.src, create=False) as src:
         stored = src.list_runs()
         have = set(stored)
         missing = [run_id for run_id in wanted if run_id not in have]
@@ -222,7 +224,7 @@ def cmd_store_verify(args: argparse.Namespace, err: Console) -> int:
     """
     out = Console(highlight=False)
     damaged = checked = 0
-    with _open_existing(args.url) as store:
+    with open_store(args.url, create=False) as store:
         for run_id in store.list_runs():
             try:
                 reason = verify_run(store, run_id)
@@ -237,14 +239,6 @@ def cmd_store_verify(args: argparse.Namespace, err: Console) -> int:
     verdict = f"{damaged} damaged" if damaged else "all ok"
     out.print(f"checked {runs(checked)} in {escape(args.url)}: {verdict}", soft_wrap=True)
     return Exit.FAILED if damaged else Exit.OK
-
-
-def _open_existing(url: str) -> Store:
-    """Open a store that must exist already, so a mistyped path is not a new, empty store."""
-    _, directory = parse_store_url(url)
-    if directory is not None and not directory.is_dir():
-        raise CLIError(f"no store at {url}: {directory} is not a directory")
-    return open_store(url)
 
 
 def _check_distinct(src: str, dst: str) -> None:
