@@ -1,14 +1,14 @@
 """Shared pieces of the benchmark suites: DAG shapes, the bare baseline, stores, Dask graphs.
 
 Not a benchmark itself; the ``bench_*.py`` files import it (pytest puts this
-folder on ``sys.path``).
+folder on ``sys.path``). The DAG shapes (``fanout``, ``chain``, ``grid``) are
+defined once, in `flowdag.cli.bench.shapes`, which ``flowdag bench`` uses too.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 
 import flowdag
+from flowdag.cli.bench.shapes import SHAPES as SHAPES  # re-exported: one definition
+from flowdag.cli.bench.shapes import chain as chain
+from flowdag.cli.bench.shapes import fanout as fanout
 from flowdag.codec import ValueCodec
 from flowdag.stores import Store, open_store
 
@@ -38,49 +41,7 @@ def label(n: int) -> str:
     return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
 
 
-# -- shapes ---------------------------------------------------------------------
-
-
-def fanout(width: int) -> flowdag.DAG:
-    """1 -> width -> 1: a root, ``width`` independent nodes, a sink."""
-    wf = flowdag.Workflow(f"fanout-{width}")
-    wf.add_node("root", lambda: 1)
-    for i in range(width):
-        wf.add_node(f"n{i}", lambda root: root + 1, deps=["root"])
-    wf.add_node("sink", lambda **kw: len(kw), deps=[f"n{i}" for i in range(width)])
-    return wf.build()
-
-
-def chain(length: int) -> flowdag.DAG:
-    """``length`` nodes in a line: each waits for the previous one's checkpoint."""
-    wf = flowdag.Workflow(f"chain-{length}")
-    wf.add_node("n0", lambda: 0)
-    for i in range(1, length):
-        wf.add_node(f"n{i}", lambda **kw: next(iter(kw.values())) + 1, deps=[f"n{i - 1}"])
-    return wf.build()
-
-
-GRID_DEPTH = 10
-
-
-def grid(nodes: int, depth: int = GRID_DEPTH) -> flowdag.DAG:
-    """A wide diamond grid: ``depth`` layers of ``nodes // depth``; each node needs two above.
-
-    Node ``g{l}_{i}`` depends on ``g{l-1}_{i}`` and ``g{l-1}_{i+1}`` (wrapping), so
-    every layer fans in and out at once: diamonds side by side, layer after layer.
-    """
-    width = nodes // depth
-    wf = flowdag.Workflow(f"grid-{nodes}")
-    for i in range(width):
-        wf.add_node(f"g0_{i}", lambda: 1)
-    for layer in range(1, depth):
-        for i in range(width):
-            deps = [f"g{layer - 1}_{i}", f"g{layer - 1}_{(i + 1) % width}"]
-            wf.add_node(f"g{layer}_{i}", lambda **kw: max(kw.values()) + 1, deps=deps)
-    return wf.build()
-
-
-SHAPES: dict[str, Callable[[int], flowdag.DAG]] = {"fanout": fanout, "chain": chain, "grid": grid}
+# -- the bare baseline ----------------------------------------------------------------
 
 
 def run_bare(dag: flowdag.DAG) -> dict[str, Any]:

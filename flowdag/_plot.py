@@ -10,15 +10,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from flowdag.errors import FlowdagError
+from flowdag.errors import OptionalDependencyError
 
-__all__ = ["INSTALL_HINT", "PlotUnavailableError", "new_figure", "plot_available"]
+__all__ = ["INSTALL_HINT", "new_figure", "plot_available"]
 
 INSTALL_HINT = "pip install 'flowdag[plot]'"
-
-
-class PlotUnavailableError(FlowdagError, ImportError):
-    """matplotlib is not installed; the message says how to install it."""
 
 
 def plot_available() -> bool:
@@ -34,12 +30,12 @@ def new_figure(what: str, width: float, height: float) -> Any:
     """A new `matplotlib.figure.Figure` of ``width`` x ``height`` inches.
 
     Raises:
-        PlotUnavailableError: matplotlib is missing; ``what`` names what needed it.
+        OptionalDependencyError: matplotlib is missing; ``what`` names what needed it.
     """
     try:
         figure = importlib.import_module("matplotlib.figure")
     except ImportError as exc:
-        raise PlotUnavailableError(
+        raise OptionalDependencyError(
             f"{what} needs matplotlib, which is not installed: {INSTALL_HINT}"
         ) from exc
     return figure.Figure(figsize=(width, height), layout="constrained")

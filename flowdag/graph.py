@@ -385,7 +385,7 @@ def write_png(view: GraphView, path: str | os.PathLike[str]) -> Path:
     """Draw the view with matplotlib, layer by layer, and save it as a PNG.
 
     Raises:
-        PlotUnavailableError: matplotlib is not installed (the ``plot`` extra).
+        OptionalDependencyError: matplotlib is not installed (the ``plot`` extra).
     """
     layers = _ordered_layers(view)
     widest = max((len(layer) for layer in layers), default=1)

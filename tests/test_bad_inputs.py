@@ -409,7 +409,15 @@ CLI_CASES: list[tuple[str, list[str], dict[str, str], list[str]]] = [
     ("status: bad run id", ["status", "..", "--store", "lmdb://st"], {}, ["'..'"]),
     ("unknown store scheme", ["run", "wf.py", "--store", "s3://x"], {}, ["'s3://x'"]),
     ("store URL without a dir", ["list", "--store", "json://"], {}, ["'json://'"]),
-    ("store on a file", ["list", "--store", "lmdb://afile"], {}, ["afile", "not a directory"]),
+    (
+        "store on a file",
+        ["run", "wf.py", "--store", "lmdb://afile"],
+        {},
+        ["afile", "not a directory"],
+    ),
+    ("list: store on a file", ["list", "--store", "lmdb://afile"], {}, ["afile", "no store at"]),
+    ("list: no store", ["list", "--store", "json://nowhere"], {}, ["nowhere", "no store at"]),
+    ("status: no store", ["status", "r1", "--store", "lmdb://nowhere"], {}, ["no store at"]),
     ("verify a missing store", ["store", "verify", "json://nowhere"], {}, ["nowhere"]),
     ("unknown run", ["status", "nope", "--store", "lmdb://st"], {}, ["'nope'"]),
     (

@@ -1,4 +1,4 @@
-"""``flowdag bench`` and `flowdag.bench`: quick comparison, JSON, chart, and bad input."""
+"""``flowdag bench`` and `flowdag.cli.bench`: quick comparison, JSON, chart, and bad input."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 import flowdag._plot
-from flowdag.bench import BenchProgress, BenchResults, run_bench, write_chart
 from flowdag.cli import main
-from flowdag.errors import FlowdagError
+from flowdag.cli.bench.chart import write_chart
+from flowdag.cli.bench.measure import BenchProgress, BenchResults, run_bench
+from flowdag.errors import FlowdagError, OptionalDependencyError
 
 ALL_STORES = ["memory", "lmdb", "json", "flatbuffers"]
 ROW_FIELDS = {
@@ -94,7 +95,7 @@ def test_write_chart_without_matplotlib_says_how_to_install(
 ) -> None:
     results = run_bench(["memory"], [20], [10], repeats=1)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import now fails
-    with pytest.raises(flowdag._plot.PlotUnavailableError, match=r"flowdag\[plot\]"):
+    with pytest.raises(OptionalDependencyError, match=r"flowdag\[plot\]"):
         write_chart(results, tmp_path / "c.png")
     with pytest.raises(ImportError):  # catchable as the usual optional-dependency error
         write_chart(results, tmp_path / "c.png")

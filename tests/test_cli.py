@@ -15,6 +15,8 @@ import pytest
 
 import flowdag
 from flowdag.cli import main
+from flowdag.cli.app import one_line
+from flowdag.errors import RunLockedError, WorkflowChangedError
 from flowdag.state import NodeRecord
 from flowdag.stores import open_store
 from flowdag.stores.base import StoredRun
@@ -319,6 +321,7 @@ def test_unknown_store_scheme_on_run(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_unknown_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    open_store(store_url(tmp_path)).close()  # a store, without that run
     assert main(["status", "ghost", "--store", store_url(tmp_path)]) == 2
     assert_one_error_line(capsys.readouterr().err, "ghost")
 
@@ -347,7 +350,9 @@ def test_locked_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     finally:
         holder.communicate("", timeout=30)
     assert code == 2
-    assert_one_error_line(capsys.readouterr().err, "busy")
+    err = capsys.readouterr().err
+    assert_one_error_line(err, "busy", "--run-id")
+    assert err.count("--run-id") == 1
     assert calls(tmp_path) == []
 
 
@@ -361,7 +366,9 @@ def test_changed_workflow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     capsys.readouterr()
 
     assert main(args) == 2
-    assert_one_error_line(capsys.readouterr().err, "--allow-changes")
+    err = capsys.readouterr().err
+    assert_one_error_line(err, "--allow-changes")
+    assert err.count("--allow-changes") == 1
     assert main([*args, "--allow-changes"]) == 0
     capsys.readouterr()
 
@@ -397,9 +404,84 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert "usage:" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("error", "hint"),
+    [
+        (
+            WorkflowChangedError("run 'r1' of 'pipe': node c changed; pass allow_changes=True"),
+            "rerun with --allow-changes to accept them",
+        ),
+        (
+            RunLockedError("run 'r1' is locked by pid 7; wait or use another run id"),
+            "or pass another --run-id",
+        ),
+    ],
+)
+def test_library_errors_get_the_cli_flag(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    hint: str,
+) -> None:
+    # The library names no CLI flag; the CLI adds its own, whatever the library's wording.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(flowdag, "run", refuse)
+    path = write(tmp_path, PIPELINE)
+    assert main(["run", str(path), "--run-id", "r1", "--store", store_url(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert_one_error_line(err, str(error), hint)
+    assert err.rstrip().endswith(hint)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        WorkflowChangedError("node c changed; pass allow_changes=True (--allow-changes)"),
+        RunLockedError("run 'r1' is locked by pid 7; wait or pass another --run-id"),
+    ],
+)
+def test_a_flag_the_library_already_names_is_not_repeated(error: Exception) -> None:
+    flag = "--allow-changes" if isinstance(error, WorkflowChangedError) else "--run-id"
+    assert one_line(error) == str(error)
+    assert one_line(error).count(flag) == 1
+
+
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "run" in capsys.readouterr().out
+
+
+# -- read-only commands never create a store ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "X"],
+        ["status", "X", "--json"],
+        ["list"],
+        ["list", "--store", "json://missing"],
+        ["list", "--store", "flatbuffers://empty"],
+        ["status", "X", "--store", "lmdb://empty"],
+        ["store", "verify", "lmdb://.flowdag"],
+        ["store", "verify", "json://empty"],
+        ["store", "convert", "json://missing", "json://dst"],
+        ["store", "convert", "flatbuffers://empty", "json://dst"],
+        ["graph", "pipeline.py", "--run-id", "X"],
+        ["graph", "pipeline.py", "--run-id", "X", "--store", "json://missing"],
+    ],
+)
+def test_read_only_commands_never_create_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    write(tmp_path, PIPELINE)
+    (tmp_path / "empty").mkdir()  # a folder, but no store in it
+    assert main(argv) == 2
+    assert_one_error_line(capsys.readouterr().err, "no store at")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["empty", "pipeline.py"]
 
 
 # -- status and list ---------------------------------------------------------------
@@ -441,6 +523,7 @@ def test_status_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 def test_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = store_url(tmp_path)
     path = write(tmp_path, PIPELINE)
+    open_store(url).close()  # a store without runs
     assert main(["list", "--store", url]) == 0
     assert "no runs" in capsys.readouterr().err
 
@@ -635,7 +718,7 @@ def test_store_convert_unknown_run_copies_nothing(
         (["bogus://src", "lmdb://dst"], "bogus"),
         (["json://src", "bogus://dst"], "bogus"),
         (["json://src", "lmdb://"], "names no directory"),
-        (["json://missing", "lmdb://dst"], "no store at json://missing"),
+        (["json://missing", "lmdb://dst"], "no store at"),
         (["json://src", "flatbuffers://src"], "same directory"),
         (["json://src", "json://./sub/../src/"], "same directory"),
     ],
@@ -688,14 +771,14 @@ def test_store_convert_reports_a_copy_that_differs(
     def differs(src: object, dst: object, run_id: str) -> None:
         raise flowdag.StoreError(f"copy of run '{run_id}' to X differs from the source: data")
 
-    monkeypatch.setattr("flowdag.cli.copy_run", differs)
+    monkeypatch.setattr("flowdag.cli.runs.copy_run", differs)
     assert main(["store", "convert", "json://src", "lmdb://dst"]) == 1
     out = capsys.readouterr().out
     assert "r1: not copied: copy of run 'r1' to X differs from the source" in out
 
 
 def test_store_convert_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "empty").mkdir()
+    open_store("json://empty").close()
     assert main(["store", "convert", "json://empty", "memory://"]) == 0
     assert capsys.readouterr().out.strip() == "copied 0 of 0 runs from json://empty to memory://"
 
@@ -731,14 +814,14 @@ def test_store_verify_loads_outputs(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_store_verify_empty(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, code: int, expected: str
 ) -> None:
-    (tmp_path / "empty").mkdir()
+    open_store("json://empty").close()
     assert main(["store", "verify", url]) == code
     assert capsys.readouterr().out.strip() == expected
 
 
 @pytest.mark.parametrize(
     ("url", "fragment"),
-    [("json://missing", "no store at json://missing"), ("bogus://x", "bogus")],
+    [("json://missing", "no store at"), ("bogus://x", "bogus")],
 )
 def test_store_verify_bad_input(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, fragment: str

@@ -52,7 +52,7 @@ _BACKENDS: dict[str, tuple[str, str, bool]] = {
 _LAZY = {cls: module for module, cls, _ in _BACKENDS.values()}
 
 
-def open_store(url: str, **kwargs: Any) -> Store:
+def open_store(url: str, *, create: bool = True, **kwargs: Any) -> Store:
     """Open the store a URL names, such as ``lmdb://.flowdag``.
 
     Known URLs: ``lmdb://DIR``, ``json://DIR``, ``flatbuffers://DIR`` and
@@ -60,16 +60,21 @@ def open_store(url: str, **kwargs: Any) -> Store:
     (``lmdb://.flowdag`` is the CLI's default); ``~`` is expanded. ``kwargs`` go
     to the store's constructor (e.g. ``codec=``, or ``key=`` to encrypt a disk store).
 
+    With ``create=False`` the store must exist already: a directory that holds
+    no store of that kind raises `StoreError` ("no store at DIR ...") and
+    nothing is created on disk. Read-only tools (status, list) open stores so.
+
     Raises:
-        StoreError: the URL is malformed or its scheme is unknown.
+        StoreError: the URL is malformed or its scheme is unknown, or
+            ``create`` is False and there is no store at the URL.
     """
     scheme, directory = parse_store_url(url)
     module_name, class_name, _ = _BACKENDS[scheme]
     # Each backend's constructor takes the directory (if any) first, then keywords.
     cls: Callable[..., Store] = getattr(importlib.import_module(module_name), class_name)
     if directory is not None:
-        return cls(directory, **kwargs)
-    return cls(**kwargs)
+        return cls(directory, create=create, **kwargs)
+    return cls(create=create, **kwargs)
 
 
 def parse_store_url(url: str) -> tuple[str, Path | None]:

@@ -18,9 +18,16 @@ import tempfile
 import weakref
 from pathlib import Path
 
-from flowdag.errors import RunLockedError
+from flowdag.errors import RunLockedError, StoreError
 
-__all__ = ["FileRunLock", "atomic_write", "lock_run_file", "make_private_dir", "open_private"]
+__all__ = [
+    "FileRunLock",
+    "atomic_write",
+    "lock_run_file",
+    "make_private_dir",
+    "no_store_error",
+    "open_private",
+]
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -47,6 +54,14 @@ def make_private_dir(path: str | os.PathLike[str]) -> Path:
             continue  # another process created it meanwhile: keep its mode
         os.chmod(directory, _DIR_MODE)  # mkdir's mode is filtered by the umask
     return target
+
+
+def no_store_error(path: Path, kind: str) -> StoreError:
+    """What a store opened with ``create=False`` raises on a directory without one."""
+    return StoreError(
+        f"no store at {path}: it holds no {kind} store; "
+        "run a workflow first, or pass the right store URL"
+    )
 
 
 def open_private(path: str | os.PathLike[str], flags: int = os.O_RDWR) -> int:

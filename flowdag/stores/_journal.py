@@ -75,6 +75,7 @@ from flowdag.stores._files import (
     atomic_write,
     lock_run_file,
     make_private_dir,
+    no_store_error,
     open_private,
 )
 from flowdag.stores.base import RunLock, Store, StoredNode, StoredRun
@@ -210,9 +211,13 @@ class JournaledStore(Store):
         key: encrypt snapshots and journal records with AES-256-GCM under this
             key (32 bytes, 64 hex digits or base64; or a `Cipher`); None stores
             plain bytes. A store written with a key is read only with that key.
+        create: False to refuse a directory that holds no such store (nothing
+            is created then), as read-only tools want.
     """
 
     format: RunFormat
+    #: The store's name in messages, e.g. "JSON".
+    kind: str = "journaled"
 
     def __init__(
         self,
@@ -221,9 +226,12 @@ class JournaledStore(Store):
         codec: ValueCodec | None = None,
         compact_min_bytes: int = COMPACT_MIN_BYTES,
         key: bytes | str | Cipher | None = None,
+        create: bool = True,
     ) -> None:
         super().__init__(codec=codec)
         self.path = Path(os.path.abspath(path))
+        if not create and not (self.path / "runs").is_dir():
+            raise no_store_error(self.path, self.kind)
         self.compact_min_bytes = compact_min_bytes
         self._cipher = make_cipher(key)
         self._guard = threading.RLock()

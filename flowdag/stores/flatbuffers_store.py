@@ -17,4 +17,5 @@ class FlatBuffersStore(JournaledStore):
     """
 
     scheme = "flatbuffers"
+    kind = "FlatBuffers"
     format = FlatBuffersFormat()

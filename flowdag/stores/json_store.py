@@ -23,6 +23,7 @@ class JSONStore(JournaledStore):
     """
 
     scheme = "json"
+    kind = "JSON"
     format = JSONFormat()
 
     def __init__(
@@ -32,10 +33,12 @@ class JSONStore(JournaledStore):
         codec: JSONCodec | None = None,
         compact_min_bytes: int = COMPACT_MIN_BYTES,
         key: bytes | str | Cipher | None = None,
+        create: bool = True,
     ) -> None:
         super().__init__(
             path,
             codec=codec if codec is not None else JSONCodec(),
             compact_min_bytes=compact_min_bytes,
             key=key,
+            create=create,
         )

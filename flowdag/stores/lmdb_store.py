@@ -53,7 +53,7 @@ import msgpack
 from flowdag.codec import ValueCodec
 from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
 from flowdag.stores._crypto import Cipher, is_sealed, make_cipher, not_encrypted_error
-from flowdag.stores._files import lock_run_file, make_private_dir
+from flowdag.stores._files import lock_run_file, make_private_dir, no_store_error
 from flowdag.stores.base import RunLock, Store, StoredNode, StoredRun
 
 __all__ = ["LMDBStore"]
@@ -110,9 +110,12 @@ class LMDBStore(Store):
             under this key (32 bytes, 64 hex digits or base64; or a `Cipher`),
             each bound to its run and entry; None stores plain bytes. Run ids
             and the number and sizes of entries stay visible.
+        create: False to refuse a directory that holds no LMDB store (nothing
+            is created then), as read-only tools want.
 
     Raises:
-        StoreError: ``path`` is a file, or cannot be created or opened.
+        StoreError: ``path`` is a file, or cannot be created or opened, or
+            ``create`` is False and there is no store there.
         CorruptStateError: the files under ``path`` are not a valid LMDB store.
     """
 
@@ -125,10 +128,13 @@ class LMDBStore(Store):
         codec: ValueCodec | None = None,
         map_size: int = DEFAULT_MAP_SIZE,
         key: bytes | str | Cipher | None = None,
+        create: bool = True,
     ) -> None:
         super().__init__(codec=codec)
         self.path = Path(os.path.abspath(path))
         self._data_path = self.path / "data.mdb"
+        if not create and not self._data_path.is_file():
+            raise no_store_error(self.path, "LMDB")
         self._cipher = make_cipher(key)
         self._shared: _Env | None = _acquire_env(self.path, map_size)
 

@@ -16,12 +16,13 @@ class MemoryStore(Store):
     """Runs as bytes in a dict; nothing survives the process.
 
     Saved and loaded runs are copies, so callers never alias the stored state.
+    ``create`` is accepted for `open_store` and ignored: there is nothing to create.
     """
 
     scheme = "memory"
     durable = False
 
-    def __init__(self, *, codec: ValueCodec | None = None) -> None:
+    def __init__(self, *, codec: ValueCodec | None = None, create: bool = True) -> None:
         super().__init__(codec=codec)
         self._guard = threading.Lock()
         self._runs: dict[str, StoredRun] = {}

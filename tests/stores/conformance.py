@@ -548,6 +548,34 @@ class StoreTests:
         assert isinstance(store.describe("r"), str)
         assert store.describe("r")
 
+    def test_open_without_create(
+        self, store: Store, store_dir: Path | None, tmp_path: Path
+    ) -> None:
+        if store_dir is None:
+            with open_store(f"{store.scheme}://", create=False) as other:
+                assert other.list_runs() == []  # nothing to create: accepted
+            return
+        other_kind = "json" if store.scheme == "lmdb" else "lmdb"
+        with open_store(f"{other_kind}://{tmp_path / 'other'}") as other:
+            other.save(pending_state("r", "a"))
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        (empty / "notes.txt").write_text("not a store")
+        for where in (tmp_path / "missing", tmp_path / "missing" / "deeper", empty,
+                      tmp_path / "other", empty / "notes.txt"):  # fmt: skip
+            before = files_under(tmp_path)
+            with pytest.raises(StoreError) as info:
+                open_store(f"{store.scheme}://{where}", create=False)
+            message = str(info.value)
+            assert message.startswith(f"no store at {where}: "), message
+            assert "run a workflow first, or pass the right store URL" in message
+            assert files_under(tmp_path) == before, where  # nothing created
+        # A store that exists opens as before, and reads.
+        store.save(pending_state("r", "a"))
+        with open_store(f"{store.scheme}://{store_dir}", create=False) as again:
+            assert again.list_runs() == ["r"]
+            assert again.load("r") == pending_state("r", "a")
+
     def test_lock_held_by_another_process(self, store: Store, store_dir: Path | None) -> None:
         if store_dir is None:
             pytest.skip("a store in memory is not shared with other processes")

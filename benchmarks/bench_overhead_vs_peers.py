@@ -1,8 +1,8 @@
-"""Executor overhead: flowdag on every store against a bare thread pool and Dask's threads.
+"""Overhead against peers: flowdag on every store vs a bare thread pool and Dask's threads.
 
 Reproduce (all figures of one run are comparable; read the ratios printed at the end):
 
-    pytest benchmarks/bench_executor.py --benchmark-only --benchmark-group-by=group \
+    pytest benchmarks/bench_overhead_vs_peers.py --benchmark-only --benchmark-group-by=group \
         --benchmark-columns=min,median,max,rounds
 
 Without the 100,000-node fan-out (the slow part): add ``-m "not slow"``.

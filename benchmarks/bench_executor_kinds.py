@@ -1,8 +1,8 @@
-"""Executors: per-node overhead on the 10k fan-out, and the speed-up on CPU-bound nodes.
+"""Executor kinds: per-node overhead on the 10k fan-out, and the speed-up on CPU-bound nodes.
 
 Reproduce (all figures of one run are comparable; the speed-ups are printed at the end):
 
-    pytest benchmarks/bench_executors.py --benchmark-only --benchmark-group-by=group \
+    pytest benchmarks/bench_executor_kinds.py --benchmark-only --benchmark-group-by=group \
         --benchmark-columns=min,median,max,rounds
 
 Groups:

@@ -1,4 +1,4 @@
-"""``flowdag bench``: compare the stores on this machine, as a table, raw JSON and a chart.
+"""Measure the stores on this machine for ``flowdag bench``: `run_bench` and its results.
 
 Design
 ------
@@ -9,7 +9,7 @@ store in a temporary directory and measures, in this order:
    returning ``payload`` bytes) through `flowdag.run` with 4 workers, divided by
    the node count: what checkpointing costs per node, executor included;
 2. ``resume``: `flowdag.run` again on the completed run: load and plan, and no
-   node called (checked);
+   node called (checked: no node's attempt count grew);
 3. the bytes the store holds on disk (allocated blocks, as ``du`` counts);
 4. ``load``: `Store.load` of the run;
 5. ``save``: `Store.save` of that state under another run id.
@@ -18,9 +18,9 @@ The first repetition of every case is a warm-up and is not counted (the first
 touch of fresh memory and disk pages is several times slower than the rest);
 each figure is the best (the least) of the counted ones, because on a shared
 machine other work only ever adds time. The in-memory store is always
-measured, because every commit figure is also given as a ratio to it. The
-library never prints: the caller gets `BenchProgress` callbacks and a
-`BenchResults`, and decides what to show.
+measured, because every commit figure is also given as a ratio to it. This
+module never prints: the caller gets `BenchProgress` callbacks and a
+`BenchResults`, and decides what to show (`flowdag.cli.bench.chart` draws them).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import flowdag
-from flowdag._plot import new_figure
+from flowdag.cli.bench.shapes import fanout
 from flowdag.dag import DAG
 from flowdag.errors import FlowdagError
 from flowdag.stores import Store, open_store
@@ -52,12 +52,12 @@ __all__ = [
     "QUICK_NODES",
     "QUICK_PAYLOADS",
     "STORES",
+    "WORKERS",
     "BenchProgress",
     "BenchResults",
     "BenchRow",
     "machine_info",
     "run_bench",
-    "write_chart",
 ]
 
 #: Store kinds in the order they are shown.
@@ -194,7 +194,7 @@ def run_bench(
     best: dict[tuple[str, int, int], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="flowdag-bench-") as tmp:
         for (n, payload), kind, count in plan:
-            case = _fanout(n, payload)
+            dag = _fanout(n, payload)
             samples: list[dict[str, Any]] = []
             for rep in range(1 + count):  # repetition 0 is the warm-up
                 if progress is not None:
@@ -202,7 +202,7 @@ def run_bench(
                     progress(
                         BenchProgress(step, total, f"{kind} {n:,} nodes x {payload:,} B {what}")
                     )
-                sample = _measure(kind, case, Path(tmp) / f"{kind}-{n}-{payload}-{rep}")
+                sample = _measure(kind, dag, Path(tmp) / f"{kind}-{n}-{payload}-{rep}")
                 if rep > 0:
                     samples.append(sample)
                 step += 1
@@ -274,39 +274,11 @@ def _repeats(case: tuple[int, int], quick: bool, repeats: int | None) -> int:
     return 3 if n <= 2_000 else 2
 
 
-@dataclass(slots=True)
-class _Case:
-    """A fan-out DAG whose node calls are counted."""
-
-    dag: DAG
-    calls: list[int]
-
-
-def _fanout(n: int, payload: int) -> _Case:
+def _fanout(n: int, payload: int) -> DAG:
     """root -> n-2 nodes each returning ``payload`` bytes -> sink."""
     # Hex text: about 2x compressible, like the logs and JSON that outputs often are.
     value = random.Random(payload).randbytes((payload + 1) // 2).hex()[:payload].encode()
-    calls = [0]
-
-    def root() -> int:
-        calls[0] += 1
-        return 0
-
-    def leaf(root: int) -> bytes:
-        calls[0] += 1
-        return value
-
-    def sink(**outputs: bytes) -> int:
-        calls[0] += 1
-        return len(outputs)
-
-    wf = flowdag.Workflow(f"bench-fanout-{n}")
-    wf.add_node("root", root)
-    width = n - 2
-    for i in range(width):
-        wf.add_node(f"n{i}", leaf, deps=["root"])
-    wf.add_node("sink", sink, deps=[f"n{i}" for i in range(width)])
-    return _Case(wf.build(), calls)
+    return fanout(n - 2, value)
 
 
 def _open(kind: str, where: Path) -> Store:
@@ -316,8 +288,7 @@ def _open(kind: str, where: Path) -> Store:
         raise FlowdagError(f"the {kind} store is not available here: {exc}") from exc
 
 
-def _measure(kind: str, case: _Case, where: Path) -> dict[str, float]:
-    dag, calls = case.dag, case.calls
+def _measure(kind: str, dag: DAG, where: Path) -> dict[str, float]:
     store = _open(kind, where)
     try:
         clock = time.perf_counter()
@@ -325,14 +296,12 @@ def _measure(kind: str, case: _Case, where: Path) -> dict[str, float]:
         commit = time.perf_counter() - clock
         if not result.ok:
             raise FlowdagError(f"bench run on {kind} failed: {next(iter(result.errors.values()))}")
-        before = calls[0]
         clock = time.perf_counter()
         again = flowdag.run(dag, run_id=_RUN_ID, store=store, max_workers=WORKERS)
         resume = time.perf_counter() - clock
-        if not again.ok or calls[0] != before:
-            raise FlowdagError(
-                f"resuming a completed run on {kind} called {calls[0] - before} nodes"
-            )
+        called = _attempts(again) - _attempts(result)  # attempts are lifetime counts
+        if not again.ok or called:
+            raise FlowdagError(f"resuming a completed run on {kind} called {called} nodes")
         disk = _disk_bytes(where) if kind != "memory" else 0
         clock = time.perf_counter()
         state = store.load(_RUN_ID)
@@ -353,6 +322,10 @@ def _measure(kind: str, case: _Case, where: Path) -> dict[str, float]:
     }
 
 
+def _attempts(result: flowdag.RunResult) -> int:
+    return sum(node.attempts for node in result.nodes.values())
+
+
 def _best(samples: list[dict[str, float]]) -> dict[str, Any]:
     merged: dict[str, Any] = {key: min(s[key] for s in samples) for key in samples[0]}
     merged["repeats"] = len(samples)
@@ -366,102 +339,3 @@ def _disk_bytes(path: Path) -> int:
             with contextlib.suppress(OSError):  # removed meanwhile (a compacted journal)
                 total += os.lstat(os.path.join(root, name)).st_blocks * 512
     return total
-
-
-# -- chart --------------------------------------------------------------------------
-
-_COLORS = {"json": "#e69f00", "flatbuffers": "#56b4e9", "lmdb": "#009e73", "memory": "#999999"}
-_PANELS = (
-    ("commit_us_per_node", "commit: durable fan-out run", "µs per node"),
-    ("save_ms", "save a whole run", "ms"),
-    ("load_ms", "load a whole run", "ms"),
-    ("resume_ms", "resume a completed run (load + plan)", "ms"),
-    ("disk_mb", "size on disk", "MB"),
-    ("ratio_to_memory", "commit cost / in-memory store's", "ratio (1 = memory)"),
-)
-_LOG_SPREAD = 20  # a panel whose values span more than this factor gets a log scale
-
-
-def write_chart(results: BenchResults, path: str | os.PathLike[str]) -> Path:
-    """Draw grouped bars per store for each measure, and save them as a PNG.
-
-    Raises:
-        PlotUnavailableError: matplotlib is not installed (the ``plot`` extra).
-    """
-    figure = new_figure("the bench chart", 15, 8.5)
-    from matplotlib.ticker import FuncFormatter, NullFormatter  # present: new_figure checked
-
-    axes = figure.subplots(2, 3)
-    cases = list(dict.fromkeys((row.nodes, row.payload) for row in results.rows))
-    logs = []
-    for ax, (attr, title, unit) in zip(axes.flat, _PANELS, strict=True):
-        values = {
-            (row.store, row.nodes, row.payload): getattr(row, attr)
-            for row in results.rows
-            if getattr(row, attr) is not None and getattr(row, attr) > 0
-        }
-        # Only stores with a figure here get a slot (memory has nothing on disk).
-        stores = list(dict.fromkeys(key[0] for key in values))
-        width = 0.8 / max(1, len(stores))
-        for i, kind in enumerate(stores):
-            xs, heights = [], []
-            for c, (n, payload) in enumerate(cases):
-                if (kind, n, payload) in values:
-                    xs.append(c + (i - (len(stores) - 1) / 2) * width)
-                    heights.append(values[kind, n, payload])
-            bars = ax.bar(xs, heights, width, label=kind, color=_COLORS.get(kind))
-            if len(cases) * len(stores) <= 16:
-                ax.bar_label(bars, labels=[_short(h) for h in heights], fontsize=7, padding=1)
-        if attr == "ratio_to_memory":
-            ax.axhline(1.0, color="#444444", linewidth=0.8, linestyle="--")
-        ax.set_title(title, fontsize=11)
-        ax.set_ylabel(unit)
-        if values and max(values.values()) > _LOG_SPREAD * min(values.values()):
-            ax.set_yscale("log")
-            ax.yaxis.set_minor_formatter(NullFormatter())
-            logs.append(title)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,g}"))
-        ax.margins(y=0.12)
-        ax.set_xticks(range(len(cases)))
-        ax.set_xticklabels([f"{n:,} nodes\n{_bytes(p)}/node" for n, p in cases], fontsize=8)
-        ax.grid(axis="y", which="major", alpha=0.3)
-    handles: dict[str, Any] = {}
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(label, handle)
-    figure.legend(
-        list(handles.values()), list(handles), loc="outside upper right", ncols=len(handles)
-    )
-    m = results.machine
-    scale = "log scale where values span orders of magnitude; " if logs else ""
-    figure.suptitle(
-        f"flowdag bench on {m['cpu']} ({m['cpus']} CPUs), Python {m['python']}, "
-        f"{results.started_at:%Y-%m-%d %H:%M}\n"
-        f"fan-out runs, {WORKERS} workers; best of the repetitions after a warm-up; "
-        f"{scale}lower is better",
-        fontsize=11,
-        x=0.01,
-        ha="left",
-    )
-    target = Path(path)
-    figure.savefig(target, dpi=110)
-    return target
-
-
-def _short(value: float) -> str:
-    if value >= 10_000:
-        return f"{value / 1000:.0f}k"
-    if value >= 1000:
-        return f"{value / 1000:.1f}k"
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2g}"
-
-
-def _bytes(size: int) -> str:
-    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= scale and size % scale == 0:
-            return f"{size // scale} {unit}"
-    return f"{size:,} B"

@@ -1,0 +1,113 @@
+"""`main` and the parser: dispatch to a command, turn every expected error into one line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+
+from flowdag.cli import graph, run, runs
+from flowdag.cli.base import CLIError, Command, Exit, flatten, log
+from flowdag.cli.bench import command as bench
+from flowdag.errors import FlowdagError, RunLockedError, WorkflowChangedError
+
+__all__ = ["main", "make_parser"]
+
+#: What the CLI adds to a library error: (error type, the flag its hint names, the hint).
+#: The library says what to do in its own terms; only the CLI knows its options.
+_HINTS: tuple[tuple[type[Exception], str, str], ...] = (
+    (WorkflowChangedError, "--allow-changes", "rerun with --allow-changes to accept them"),
+    (RunLockedError, "--run-id", "or pass another --run-id"),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``flowdag`` command line and return its exit code."""
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage error (2) or --help (0): report, don't exit
+        return exc.code if isinstance(exc.code, int) else Exit.USAGE
+    err = Console(stderr=True, highlight=False)
+    handler = _LogHandler(err, logging.INFO if args.verbose else logging.WARNING)
+    old_level = log.level
+    log.addHandler(handler)
+    log.setLevel(min(handler.level, log.getEffectiveLevel()))
+    try:
+        command: Command = args.command
+        return command(args, err)
+    except (CLIError, FlowdagError) as exc:
+        return _error(one_line(exc))
+    except OSError as exc:
+        return _error(_describe_os_error(exc))
+    except KeyboardInterrupt:
+        print(f"flowdag: interrupted{_resume_hint(args)}", file=sys.stderr)
+        return 130
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The ``flowdag`` argument parser, every command included."""
+    parser = argparse.ArgumentParser(
+        prog="flowdag",
+        description="Run DAG workflows that checkpoint every node and resume after crashes.",
+        epilog="Encrypted stores: set FLOWDAG_KEY to a 256-bit key (64 hex digits or base64); "
+        "every command then opens disk stores with it.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    run.add_parser(commands)
+    runs.add_parsers(commands)
+    bench.add_parser(commands)
+    graph.add_parser(commands)
+    return parser
+
+
+def one_line(exc: Exception) -> str:
+    """The error as one line, with the CLI's own hint when the library's names no flag."""
+    message = flatten(str(exc)) or type(exc).__name__
+    for kind, flag, hint in _HINTS:
+        # Keyed on the flag, not on the library's wording, which may change.
+        if isinstance(exc, kind) and flag not in message:
+            message += f"; {hint}"
+    return message
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    if getattr(args, "command", None) is run.cmd_run and getattr(args, "run_id", None):
+        return f"; resume with: {run.resume_command(args)}"
+    return ""
+
+
+def _describe_os_error(exc: OSError) -> str:
+    if exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return flatten(str(exc)) or type(exc).__name__
+
+
+def _error(message: str) -> int:
+    print(f"flowdag: error: {message}", file=sys.stderr)
+    return Exit.USAGE
+
+
+class _LogHandler(logging.Handler):
+    """Library log records as ``flowdag: warning: ...`` lines on the CLI's stderr."""
+
+    def __init__(self, console: Console, level: int) -> None:
+        super().__init__(level)
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = flatten(record.getMessage())
+            # Through the console, so lines land above a live progress bar.
+            line = f"flowdag: {record.levelname.lower()}: {escape(text)}"
+            self._console.print(line, soft_wrap=True)
+        except Exception:
+            self.handleError(record)

@@ -1,0 +1,214 @@
+"""Shared rendering: statuses, counts, durations, the node table and live progress bars.
+
+Everything here builds text or `rich` renderables; only the progress bars draw,
+and only on a terminal (stderr), so results on stdout stay plain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Self
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from flowdag.cli.base import flatten
+from flowdag.runner import RunEvent
+from flowdag.state import ErrorInfo, NodeState, NodeStatus
+
+__all__ = [
+    "BenchBar",
+    "LiveBar",
+    "RunProgress",
+    "count",
+    "describe_counts",
+    "error_text",
+    "local_time",
+    "plain_table",
+    "runs",
+    "say_run",
+    "seconds",
+    "styled",
+    "summary_table",
+]
+
+_STATUS_STYLE = {  # node and run statuses alike
+    "completed": "green",
+    "failed": "bold red",
+    "skipped": "yellow",
+    "suspended": "yellow",
+    "running": "cyan",
+    "pending": "dim",
+}
+
+
+# -- text ------------------------------------------------------------------------------
+
+
+def count(nodes: Iterable[NodeState]) -> dict[NodeStatus, int]:
+    """How many nodes have each status."""
+    counts = dict.fromkeys(NodeStatus, 0)
+    for node in nodes:
+        counts[node.status] += 1
+    return counts
+
+
+def describe_counts(counts: dict[NodeStatus, int]) -> str:
+    """``2/3 completed, 1 failed``."""
+    total = sum(counts.values())
+    parts = [f"{counts[NodeStatus.COMPLETED]}/{total} completed"]
+    parts += [f"{counts[s]} {s}" for s in NodeStatus if s is not NodeStatus.COMPLETED and counts[s]]
+    return ", ".join(parts)
+
+
+def styled(status: str) -> str:
+    """A node or run status as rich markup in its colour."""
+    style = _STATUS_STYLE.get(str(status))
+    return f"[{style}]{status}[/]" if style else escape(str(status))
+
+
+def seconds(value: float | None) -> str:
+    """A duration: ``1.25s``, ``3m05s``, or ``-`` when unknown."""
+    if value is None:
+        return "-"
+    if value < 60:
+        return f"{value:.2f}s"
+    minutes, rest = divmod(int(value), 60)
+    return f"{minutes}m{rest:02d}s"
+
+
+def local_time(moment: datetime | None) -> str:
+    """A moment in the local time zone, to the second, or ``-``."""
+    return "-" if moment is None else moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def error_text(error: ErrorInfo | None) -> str:
+    """A node's error as one line: ``Type: message``."""
+    return "" if error is None else flatten(f"{error.type}: {error.message}")
+
+
+def runs(number: int) -> str:
+    """``1 run``, ``2 runs``."""
+    return f"{number} run" if number == 1 else f"{number} runs"
+
+
+def say_run(out: Console, run_id: str, verdict: str, why: object = None) -> None:
+    """One line per run: ``RUN_ID: verdict[: why]`` (``verdict`` is markup)."""
+    reason = "" if why is None else f": {escape(flatten(str(why)))}"
+    out.print(f"{escape(run_id)}: {verdict}{reason}", soft_wrap=True)
+
+
+# -- tables ----------------------------------------------------------------------------
+
+
+def plain_table(**options: Any) -> Table:
+    """A table without borders, bold headers flush left: the look of every CLI table."""
+    return Table(box=None, header_style="bold", pad_edge=False, **options)
+
+
+def summary_table(nodes: dict[str, NodeState]) -> Table:
+    """The nodes of a finished run: status, attempts, duration, and errors if any."""
+    failed = any(node.error is not None for node in nodes.values())
+    table = plain_table(title=None)
+    table.add_column("node")
+    table.add_column("status")
+    table.add_column("attempts", justify="right")
+    table.add_column("duration", justify="right")
+    if failed:
+        table.add_column("error", overflow="fold")
+    for name, node in nodes.items():
+        row = [escape(name), styled(node.status), str(node.attempts), seconds(node.duration)]
+        if failed:
+            row.append(escape(error_text(node.error)))
+        table.add_row(*row)
+    return table
+
+
+# -- progress --------------------------------------------------------------------------
+
+
+class LiveBar:
+    """A transient rich progress bar on stderr, drawn only when it is a terminal."""
+
+    def __init__(self, err: Console) -> None:
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        if err.is_terminal:
+            self._bar = Progress(
+                SpinnerColumn(),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                console=err,
+                transient=True,
+            )
+
+    def __enter__(self) -> Self:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def _draw(self, done: int, total: int, description: str) -> None:
+        if self._bar is None:
+            return
+        if self._task is None:
+            self._task = self._bar.add_task("", total=total)
+        self._bar.update(self._task, completed=done, total=total, description=escape(description))
+
+
+class RunProgress(LiveBar):
+    """Turns `flowdag.RunEvent`s into live progress (terminal) or plain failure lines."""
+
+    def __init__(self, err: Console) -> None:
+        super().__init__(err)
+        self._err = err
+        self.ran: set[str] = set()  # nodes this process started (the rest were restored)
+        self._running: dict[str, None] = {}  # insertion-ordered set
+
+    def update(self, event: RunEvent) -> None:
+        """Handle one `flowdag.RunEvent`; called on the runner's driver thread."""
+        if event.kind == "node_started":
+            self.ran.add(event.node)
+            self._running[event.node] = None
+        elif event.kind == "node_finished":
+            self._running.pop(event.node, None)
+            if event.status == NodeStatus.FAILED:
+                self._say("[bold red]✗[/]", f"node {event.node} failed: {error_text(event.error)}")
+        elif event.kind == "node_retrying" and self._bar is not None:
+            # Plain mode stays quiet: a retry that then succeeds is not news in a CI log.
+            why = error_text(event.error)
+            self._say("[yellow]↻[/]", f"node {event.node} attempt {event.attempt} failed: {why}")
+        if self._bar is not None:
+            names = list(self._running)
+            running = ", ".join(names[:4]) + (f" +{len(names) - 4}" if len(names) > 4 else "")
+            self._draw(event.done, event.total, f"running: {running}")
+
+    def _say(self, mark: str, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(f"{mark} {escape(text)}", soft_wrap=True)  # above the bar
+        else:
+            self._err.print(f"flowdag: {escape(text)}", soft_wrap=True)
+
+
+class BenchBar(LiveBar):
+    """A transient progress bar for `flowdag.cli.bench.run_bench` (terminal only)."""
+
+    def update(self, step: Any) -> None:
+        """Show one `flowdag.cli.bench.BenchProgress`."""
+        self._draw(step.done, step.total, step.what)

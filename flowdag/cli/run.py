@@ -1,0 +1,126 @@
+"""``flowdag run``: run (or resume) a workflow file, with live progress and a summary."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.markup import escape
+
+import flowdag
+from flowdag.cli.base import (
+    DEFAULT_STORE,
+    CLIError,
+    Commands,
+    Exit,
+    add_command,
+    add_store_option,
+    open_store,
+    positive_int,
+)
+from flowdag.cli.loader import load_dag
+from flowdag.cli.render import RunProgress, count, describe_counts, styled, summary_table
+from flowdag.executors import Executor
+from flowdag.runner import new_run_id
+from flowdag.stores.base import check_run_id
+
+__all__ = ["add_parser", "cmd_run", "resume_command"]
+
+
+def add_parser(commands: Commands) -> None:
+    """Add ``flowdag run`` to ``commands``."""
+    run = add_command(commands, "run", cmd_run)
+    run.add_argument("target", metavar="FILE.py[:WORKFLOW]", help="workflow file, optional name")
+    run.add_argument("--run-id", help="run id to start or resume (default: a new one)")
+    add_store_option(run)
+    run.add_argument("--workers", type=positive_int, metavar="N", help="parallel nodes")
+    run.add_argument(
+        "--executor",
+        choices=["threads", "processes", "asyncio", "dask"],
+        metavar="KIND",
+        help="how nodes run: threads (default), processes (CPU-bound work), "
+        "asyncio (async def nodes on one event loop), dask (a local Dask cluster, "
+        "or the one --dask-address names)",
+    )
+    run.add_argument(
+        "--dask-address",
+        metavar="ADDR",
+        help="run nodes on the Dask scheduler at ADDR, e.g. tcp://scheduler:8786 "
+        "(implies --executor dask)",
+    )
+    run.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="resume even if the workflow's nodes or dependencies changed",
+    )
+
+
+def cmd_run(args: argparse.Namespace, err: Console) -> int:
+    """Run (or resume) a workflow from a Python file.
+
+    Run a workflow; run again with the same --run-id to resume it.
+    """
+    if args.run_id is not None:
+        check_run_id(args.run_id)  # before importing the file: bad input fails fast
+    if args.dask_address is not None and args.executor not in (None, "dask"):
+        raise CLIError(f"--dask-address runs nodes on Dask, not --executor {args.executor}")
+    dag = load_dag(args.target)
+    with open_store(args.store) as store, _executor(args) as executor:
+        if args.run_id is None:
+            args.run_id = new_run_id()
+            # Printed before the run starts, so the id is known even if it is killed.
+            err.print(f"flowdag: run id {args.run_id}", soft_wrap=True)
+        with RunProgress(err) as progress:
+            result = flowdag.run(
+                dag,
+                run_id=args.run_id,
+                store=store,
+                max_workers=args.workers,
+                executor=executor,
+                allow_changes=args.allow_changes,
+                on_event=progress.update,
+            )
+    out = Console(highlight=False)
+    out.print(summary_table(result.nodes))
+    restored = len(result.nodes) - len(progress.ran)
+    note = f"; {restored} of {len(result.nodes)} nodes were already completed" if restored else ""
+    if result.ok:
+        out.print(f"run {escape(result.run_id)} [green]completed[/]{note}", soft_wrap=True)
+        return Exit.OK
+    counts = count(result.nodes.values())
+    out.print(
+        f"run {escape(result.run_id)} {styled(result.status)} ({describe_counts(counts)});"
+        f" fix and resume with: {escape(resume_command(args))}",
+        soft_wrap=True,
+    )
+    return Exit.FAILED
+
+
+@contextlib.contextmanager
+def _executor(args: argparse.Namespace) -> Iterator[str | Executor]:
+    """What ``--executor`` and ``--dask-address`` ask for; an executor built here is shut down."""
+    if args.dask_address is None:
+        yield args.executor or "threads"
+        return
+    from flowdag.executors import DaskExecutor
+
+    executor = DaskExecutor(address=args.dask_address, max_workers=args.workers)
+    try:
+        yield executor
+    finally:
+        executor.shutdown()
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The ``flowdag run`` command line that resumes this run."""
+    words = ["flowdag", "run", args.target, "--run-id", args.run_id]
+    if args.store != DEFAULT_STORE:
+        words += ["--store", args.store]
+    if args.dask_address is not None:
+        words += ["--dask-address", args.dask_address]
+    elif args.executor is not None:
+        words += ["--executor", args.executor]
+    return shlex.join(words)

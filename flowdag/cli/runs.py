@@ -1,0 +1,250 @@
+"""``flowdag status``, ``list`` and ``store convert|verify``: look at and move stored runs.
+
+None of these runs a workflow. ``status``, ``list`` and ``store verify`` only
+read, and never create a store (a missing one is an error, exit 2); ``store
+convert`` only writes to its destination. Each command's
+docstring is its ``--help`` text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from flowdag.cli.base import (
+    CLIError,
+    Commands,
+    Exit,
+    add_command,
+    add_store_option,
+    flatten,
+    log,
+    open_store,
+)
+from flowdag.cli.render import (
+    count,
+    describe_counts,
+    error_text,
+    local_time,
+    plain_table,
+    runs,
+    say_run,
+    seconds,
+    styled,
+)
+from flowdag.errors import CorruptStateError, FlowdagError, RunNotFoundError, StoreError
+from flowdag.state import ErrorInfo, RunState
+from flowdag.stores import Store, parse_store_url
+from flowdag.stores.base import check_run_id
+from flowdag.stores.transfer import copy_run, verify_run
+
+__all__ = ["add_parsers", "cmd_list", "cmd_status", "cmd_store_convert", "cmd_store_verify"]
+
+
+def add_parsers(commands: Commands) -> None:
+    """Add ``flowdag status``, ``list`` and ``store`` to ``commands``."""
+    status = add_command(commands, "status", cmd_status)
+    status.add_argument("run_id", metavar="RUN_ID")
+    add_store_option(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    listing = add_command(commands, "list", cmd_list)
+    add_store_option(listing)
+
+    store = commands.add_parser("store", help="convert or verify whole stores")
+    store_commands = store.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    convert = add_command(store_commands, "convert", cmd_store_convert)
+    convert.add_argument("src", metavar="SRC_URL", help="store to copy from, e.g. json://old")
+    convert.add_argument("dst", metavar="DST_URL", help="store to copy to, e.g. lmdb://.flowdag")
+    convert.add_argument(
+        "--run-id",
+        dest="run_ids",
+        action="append",  # one id per option: a list would swallow SRC_URL DST_URL
+        metavar="ID",
+        help="copy only this run; repeat for several",
+    )
+    verify = add_command(store_commands, "verify", cmd_store_verify)
+    verify.add_argument("url", metavar="URL", help="store to check, e.g. lmdb://.flowdag")
+
+
+# -- flowdag status ----------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace, err: Console) -> int:
+    """Show the nodes of one run."""
+    check_run_id(args.run_id)  # before the store: a bad id is the error, not a missing store
+    with open_store(args.store, create=False) as store:
+        state = store.load_statuses(args.run_id)
+    if args.json:
+        print(json.dumps(_state_json(state), indent=2))
+        return Exit.OK
+    out = Console(highlight=False)
+    counts = count(state.nodes.values())
+    out.print(
+        f"run {escape(state.run_id)}  workflow {escape(state.workflow)}  "
+        f"{styled(state.status)}  ({describe_counts(counts)})",
+        soft_wrap=True,
+    )
+    table = plain_table()
+    for column in ("node", "status", "attempts", "started", "duration", "error"):
+        table.add_column(column, justify="right" if column in {"attempts", "duration"} else "left")
+    for name, node in state.nodes.items():
+        table.add_row(
+            escape(name),
+            styled(node.status),
+            str(node.attempts),
+            local_time(node.started_at),
+            seconds(node.duration),
+            escape(error_text(node.error)),
+        )
+    out.print(table)
+    return Exit.OK
+
+
+def _state_json(state: RunState) -> dict[str, Any]:
+    def error(info: ErrorInfo | None) -> dict[str, str] | None:
+        if info is None:
+            return None
+        return {"type": info.type, "message": info.message, "traceback": info.traceback}
+
+    def moment(value: datetime | None) -> str | None:
+        return None if value is None else value.isoformat()
+
+    return {
+        "run_id": state.run_id,
+        "workflow": state.workflow,
+        "status": str(state.status),
+        "nodes": {
+            name: {
+                "status": str(node.status),
+                "attempts": node.attempts,
+                "started_at": moment(node.started_at),
+                "finished_at": moment(node.finished_at),
+                "duration": node.duration,
+                "deps": list(node.deps),
+                "error": error(node.error),
+            }
+            for name, node in state.nodes.items()
+        },
+    }
+
+
+# -- flowdag list ------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace, err: Console) -> int:
+    """List the runs in a store."""
+    out = Console(highlight=False)
+    with open_store(args.store, create=False) as store:
+        run_ids = store.list_runs()
+        if not run_ids:
+            err.print(f"flowdag: no runs in {escape(args.store)}", soft_wrap=True)
+            return Exit.OK
+        table = plain_table()
+        for column in ("run id", "workflow", "status", "nodes"):
+            table.add_column(column)
+        for run_id in run_ids:
+            table.add_row(*_list_row(store, run_id))
+    out.print(table)
+    return Exit.OK
+
+
+def _list_row(store: Store, run_id: str) -> list[str]:
+    try:
+        state = store.load_statuses(run_id)
+    except FlowdagError as exc:  # one damaged run must not hide the others
+        log.warning("%s", flatten(str(exc)))
+        return [escape(run_id), "?", "[bold red]damaged[/]", ""]
+    counts = count(state.nodes.values())
+    return [
+        escape(run_id),
+        escape(state.workflow),
+        styled(state.status),
+        describe_counts(counts),
+    ]
+
+
+# -- flowdag store convert / verify ------------------------------------------------------
+
+
+def cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
+    """Copy runs from one store to another, verifying each copy.
+
+    Copy runs (all by default) from SRC_URL to DST_URL, replacing runs of the same
+    id there; each copy is loaded back and compared with the source.
+    """
+    # Bad input fails before anything is opened or written.
+    wanted = [check_run_id(run_id) for run_id in dict.fromkeys(args.run_ids or [])]
+    _check_distinct(args.src, args.dst)
+    out = Console(highlight=False)
+    with open_store(args.src, create=False) as src:
+        stored = src.list_runs()
+        have = set(stored)
+        missing = [run_id for run_id in wanted if run_id not in have]
+        if missing:
+            names = ", ".join(repr(run_id) for run_id in missing)
+            raise CLIError(f"no run {names} in {args.src}; see: flowdag list --store {args.src}")
+        copied = damaged = failed = 0
+        with open_store(args.dst) as dst:
+            for run_id in wanted or stored:
+                try:
+                    copy_run(src, dst, run_id)
+                except CorruptStateError as exc:  # copy_run raises it for the source only
+                    damaged += 1
+                    say_run(out, run_id, "[bold red]damaged in the source, skipped[/]", exc)
+                except StoreError as exc:  # the copy differs, the run is locked there, I/O...
+                    failed += 1
+                    say_run(out, run_id, "[bold red]not copied[/]", exc)
+                else:
+                    copied += 1
+                    say_run(out, run_id, "[green]copied[/]")
+    total = copied + damaged + failed
+    problems = []
+    if damaged:
+        problems.append(f"{damaged} damaged in the source")
+    if failed:
+        problems.append(f"{failed} not copied")
+    out.print(
+        f"copied {copied} of {runs(total)} from {escape(args.src)} to {escape(args.dst)}"
+        + "".join(f"; {part}" for part in problems),
+        soft_wrap=True,
+    )
+    return Exit.FAILED if problems else Exit.OK
+
+
+def cmd_store_verify(args: argparse.Namespace, err: Console) -> int:
+    """Load every run of a store and report damaged ones.
+
+    Load every run in full; exit 1 if any run is damaged.
+    """
+    out = Console(highlight=False)
+    damaged = checked = 0
+    with open_store(args.url, create=False) as store:
+        for run_id in store.list_runs():
+            try:
+                reason = verify_run(store, run_id)
+            except RunNotFoundError:
+                continue  # deleted while we were checking: nothing left to verify
+            checked += 1
+            if reason is None:
+                say_run(out, run_id, "[green]ok[/]")
+            else:
+                damaged += 1
+                say_run(out, run_id, "[bold red]damaged[/]", reason)
+    verdict = f"{damaged} damaged" if damaged else "all ok"
+    out.print(f"checked {runs(checked)} in {escape(args.url)}: {verdict}", soft_wrap=True)
+    return Exit.FAILED if damaged else Exit.OK
+
+
+def _check_distinct(src: str, dst: str) -> None:
+    """Refuse to convert a store into its own directory: both would share files."""
+    src_dir, dst_dir = parse_store_url(src)[1], parse_store_url(dst)[1]
+    if src_dir is not None and dst_dir is not None and src_dir.resolve() == dst_dir.resolve():
+        raise CLIError(
+            f"{src} and {dst} are in the same directory ({src_dir}); convert into another one"
+        )
