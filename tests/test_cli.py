@@ -413,7 +413,7 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
         ),
         (
             RunLockedError("run 'r1' is locked by pid 7; wait or use another run id"),
-            "or pass another --run-id",
+            "the command line takes another with --run-id",
         ),
     ],
 )

@@ -21,7 +21,7 @@ __all__ = ["main", "make_parser"]
 #: The library says what to do in its own terms; only the CLI knows its options.
 _HINTS: tuple[tuple[type[Exception], str, str], ...] = (
     (WorkflowChangedError, "--allow-changes", "rerun with --allow-changes to accept them"),
-    (RunLockedError, "--run-id", "or pass another --run-id"),
+    (RunLockedError, "--run-id", "the command line takes another with --run-id"),
 )
 
 
