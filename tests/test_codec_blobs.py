@@ -59,7 +59,7 @@ VALUES: dict[str, Any] = {
     "nan": math.nan,
     "inf": math.inf,
     "minus_inf": -math.inf,
-    "str": "héllo wörld ✓ \"quoted\" \\ \n tab\t",
+    "str": 'héllo wörld ✓ "quoted" \\ \n tab\t',
     "empty_str": "",
     "bytes": b"\x00\xffbinary",
     "empty_bytes": b"",
