@@ -23,8 +23,6 @@ JSON) owns only its framing and its tags; this module owns what they agree on:
   to unpickle, since unpickling runs code.
 - **Limits and settings** common to both codecs (`CodecBase`): the largest
   blob, the most items in one container; argument checks, ``repr``, pickling.
-- **Equality** (`equal`): what ``==`` on `flowdag.RunState` uses, so that a
-  state loaded back from any store equals the one saved.
 """
 
 from __future__ import annotations
@@ -34,9 +32,10 @@ import importlib
 import math
 import pickle
 import sys
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -60,6 +59,7 @@ SUPPORTED_TYPES = frozenset(
 )
 NUMPY_KINDS = frozenset("biufcmMSUV")
 _MICROSECOND = timedelta(microseconds=1)
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -125,7 +125,7 @@ class CodecBase:
     """Settings both codecs take (pickle policy, blob and item limits) and their checks.
 
     A subclass calls `_set_limits` from ``__init__`` and lists every constructor
-    argument in `_settings`, which drives ``repr`` and pickling.
+    argument in ``_SETTINGS`` (each a property), which drives ``repr`` and pickling.
     """
 
     __slots__ = ("_allow_pickle", "_max_blob_size", "_max_items")
@@ -150,8 +150,11 @@ class CodecBase:
         """The most items in one list, tuple, set, frozenset or dict."""
         return self._max_items
 
+    # The constructor's arguments, in order: what ``repr`` shows and pickling keeps.
+    _SETTINGS: ClassVar[tuple[str, ...]] = ("allow_pickle", "max_blob_size", "max_items")
+
     def _settings(self) -> dict[str, Any]:
-        raise NotImplementedError
+        return {name: getattr(self, name) for name in self._SETTINGS}
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in self._settings().items())
@@ -163,6 +166,35 @@ class CodecBase:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
+
+    def _encode_other(
+        self,
+        value: Any,
+        encode: Callable[..., Any] | None,
+        encode_numpy: Callable[[Any, Any], Any],
+        *args: Any,
+    ) -> Any:
+        """A value outside the format's native types: its type's tag, numpy's, or a pickle.
+
+        ``encode`` is the tag of ``type(value)`` (called with the codec, the value
+        and ``args``), if the format has one; `Unsupported` if nothing fits.
+        """
+        try:
+            if encode is not None:
+                return encode(self, value, *args)
+            np = sys.modules.get("numpy")  # an array implies numpy is imported
+            if np is not None and isinstance(value, np.ndarray | np.generic):
+                return encode_numpy(np, value)
+            raise Unsupported(value)
+        except Unsupported as exc:
+            # Only the value that failed is pickled; a nested failure already had
+            # its chance (its pickling failed) and goes up as it is.
+            if exc.value is not value or not self._allow_pickle:
+                raise
+        return self._pickle(value)
+
+    def _pickle(self, value: Any) -> Any:
+        raise NotImplementedError
 
     def _check_items(self, value: Any) -> None:
         """Refuse ``value`` if one of its containers holds more than ``max_items`` items."""
@@ -326,13 +358,19 @@ def timedelta_from(fields: Any) -> timedelta:
     return value
 
 
-def decimal_from(text: Any) -> Decimal:
-    """The Decimal of ``str(value)`` as encode writes it: no spaces, underscores, ..."""
+def parse_exact(
+    what: str, text: Any, parse: Callable[[str], T], show: Callable[[T], str] = str
+) -> T:
+    """``parse(text)`` if ``text`` is the one spelling encode writes (``show`` of the value).
+
+    Decimal, UUID and ISO dates accept other spellings (spaces, underscores,
+    other digits, ...) that encode never writes: those are damage.
+    """
     if type(text) is not str or not text.isascii():
-        raise invalid("Decimal", text)
-    value = Decimal(text)
-    if str(value) != text:
-        raise invalid("Decimal", text)
+        raise invalid(what, text)
+    value = parse(text)
+    if show(value) != text:
+        raise invalid(what, text)
     return value
 
 
@@ -409,108 +447,3 @@ def _numpy() -> Any:
         raise CorruptStateError(
             "blob holds a numpy array, but numpy is not installed; install numpy to read it"
         ) from exc
-
-
-# -- equality ------------------------------------------------------------------------
-
-_SIMPLE = frozenset({str, int, bool, type(None), bytes})
-
-
-def equal(a: Any, b: Any) -> bool:
-    """``a == b`` for stored values, usable where ``==`` is not, and NaN equal to NaN.
-
-    As ``==`` for plain values (so ``1 == 1.0``), except that a float, Decimal
-    or numpy NaN equals another NaN (a stored NaN loads back as another object),
-    numpy arrays and scalars equal only numpy values of the same dtype and
-    shape with equal items (NaN and NaT equal to themselves), and containers
-    compare their items this way, numpy arrays anywhere inside included.
-    """
-    if a is b:
-        return True
-    kind = type(a)
-    if kind in _SIMPLE and type(b) in _SIMPLE:  # fast path: most values are these
-        return bool(a == b)
-    if kind is list or kind is tuple:
-        return type(b) is kind and len(a) == len(b) and all(map(equal, a, b))
-    if kind is dict:
-        return type(b) is dict and _equal_dicts(a, b)
-    if kind is float and type(b) is float:
-        return a == b or (a != a and b != b)
-    np = sys.modules.get("numpy")
-    if np is not None and (isinstance(a, _numpy_types(np)) or isinstance(b, _numpy_types(np))):
-        return _equal_numpy(np, a, b)
-    if kind is Decimal and type(b) is Decimal and (a.is_nan() or b.is_nan()):
-        return a.is_nan() and b.is_nan() and a.is_snan() == b.is_snan()
-    if kind is set or kind is frozenset:
-        return _equal_sets(a, b)
-    try:
-        return bool(a == b)
-    except Exception:  # a user type (pickled) whose == fails is not equal
-        return False
-
-
-def _equal_dicts(a: dict[Any, Any], b: dict[Any, Any]) -> bool:
-    if len(a) != len(b):
-        return False
-    missing = object()
-    lost = []
-    for key, value in a.items():
-        other = b.get(key, missing)
-        if other is missing:
-            # A key holding a NaN loads back as another NaN, which no lookup finds;
-            # any other key that is not found is missing.
-            if _reflexive(key):
-                return False
-            lost.append((key, value))
-        elif not equal(value, other):
-            return False
-    return not lost or _pair_up(lost, [(k, v) for k, v in b.items() if k not in a])
-
-
-def _equal_sets(a: Any, b: Any) -> bool:
-    if type(b) is not set and type(b) is not frozenset:
-        return False
-    if a == b:
-        return True
-    lost = list(a - b)
-    return len(a) == len(b) and not any(map(_reflexive, lost)) and _pair_up(lost, list(b - a))
-
-
-def _pair_up(left: list[Any], right: list[Any]) -> bool:
-    """Whether each of ``left`` equals a different one of ``right`` (NaNs only: few)."""
-    if len(left) != len(right):
-        return False
-    rest = list(right)
-    for item in left:
-        for i, other in enumerate(rest):
-            if equal(item, other):
-                del rest[i]
-                break
-        else:
-            return False
-    return True
-
-
-def _reflexive(value: Any) -> bool:
-    """Whether a lookup finds ``value`` (hashable) by an equal one: not if a NaN is inside."""
-    if type(value) is tuple or type(value) is frozenset:
-        return all(map(_reflexive, value))
-    try:
-        return bool(value == value)
-    except Exception:  # a signalling Decimal NaN
-        return False
-
-
-def _numpy_types(np: Any) -> tuple[type, type]:
-    return (np.ndarray, np.generic)
-
-
-def _equal_numpy(np: Any, a: Any, b: Any) -> bool:
-    if type(a) is not type(b) or not isinstance(a, _numpy_types(np)):
-        return False
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    # NaN (and NaT, for datetime64 and timedelta64) equal themselves: a stored
-    # array loads back as another object with the same bits.
-    equal_nan = a.dtype.kind in "fcmM"
-    return bool(np.array_equal(a, b, equal_nan=equal_nan))

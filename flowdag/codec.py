@@ -42,6 +42,8 @@ included, to extension types (``ext code: payload``)::
 ``tz`` is nil, a `zoneinfo.ZoneInfo` key, or ``[offset in microseconds]`` (plus
 the name, when it is not the default one) for a `datetime.timezone`.
 
+The encoders and decoders are in `flowdag._msgpack_ext`.
+
 Which values are stored, which are refused and how, the numpy rules and the
 pickle policy are the value model's, shared with the JSON codec: see
 `flowdag._values`. Besides ``bytearray`` and ``memoryview`` (stored as bytes),
@@ -64,22 +66,18 @@ Limits (constructor arguments, checked by both ``encode`` and ``decode``):
 
 from __future__ import annotations
 
-import functools
 import struct
 import sys
 import threading
 import zlib
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from decimal import Decimal
 from typing import Any, ClassVar
-from uuid import UUID
-from zoneinfo import ZoneInfo
 
 import msgpack
 import zstandard
 from msgpack import ExtType
 
+from flowdag._msgpack_ext import DECODERS, ENCODERS, EXT_PICKLE, encode_numpy
 from flowdag._values import (
     DEFAULT_MAX_BLOB_SIZE,
     DEFAULT_MAX_ITEMS,
@@ -87,16 +85,10 @@ from flowdag._values import (
     TooDeep,
     Unsupported,
     ValueCodec,
-    array_from,
-    array_parts,
     check_int,
-    decimal_from,
     pickle_value,
-    scalar_from,
     size_of,
-    timedelta_from,
     type_name,
-    tz_spec,
     unsupported_error,
 )
 from flowdag.errors import CorruptStateError, SerializationError
@@ -108,31 +100,13 @@ _RAW = 0
 _ZSTD = 1
 _HEAD = struct.Struct("<BBI")  # format byte, flags, CRC32
 _LENGTH = struct.Struct("<Q")  # uncompressed payload length, compressed blobs only
-_U32 = struct.Struct("<I")
 # The CRC starts with the flags byte; these seeds save a concatenation per blob.
 _CRC_RAW = zlib.crc32(bytes([_RAW]))
 _CRC_ZSTD = zlib.crc32(bytes([_ZSTD]))
 
-_EXT_BIGINT = 1
-_EXT_TUPLE = 2
-_EXT_SET = 3
-_EXT_FROZENSET = 4
-_EXT_DATETIME = 5
-_EXT_DATE = 6
-_EXT_TIME = 7
-_EXT_TIMEDELTA = 8
-_EXT_DECIMAL = 9
-_EXT_UUID = 10
-_EXT_NDARRAY = 11
-_EXT_NPSCALAR = 12
-_EXT_PICKLE = 127
-
 DEFAULT_MAX_DECODED_SIZE = 1 << 31
 _MAX_DEPTH = 32  # tuple/set/frozenset nesting; see the module docstring
 _KEEP_PACKER = 1 << 20  # a Packer keeps its largest buffer: replace it after bigger values
-_pack_plain = functools.partial(msgpack.packb, use_bin_type=True)
-# Payloads of fixed-shape exts: no ext hook, so a nested ext fails validation.
-_unpack_plain = msgpack.unpackb
 
 
 class _Local(threading.local):
@@ -168,6 +142,14 @@ class Codec(CodecBase):
     """
 
     name: ClassVar[str] = "msgpack"  # recorded by stores: see ValueCodec
+    _SETTINGS = (
+        "compress_threshold",
+        "level",
+        "allow_pickle",
+        "max_blob_size",
+        "max_decoded_size",
+        "max_items",
+    )
 
     __slots__ = (
         "__weakref__",
@@ -226,16 +208,6 @@ class Codec(CodecBase):
     def max_decoded_size(self) -> int:
         """The largest msgpack payload, in bytes, before compression."""
         return self._max_decoded_size
-
-    def _settings(self) -> dict[str, Any]:
-        return {
-            "compress_threshold": self.compress_threshold,
-            "level": self._level,
-            "allow_pickle": self._allow_pickle,
-            "max_blob_size": self._max_blob_size,
-            "max_decoded_size": self._max_decoded_size,
-            "max_items": self._max_items,
-        }
 
     # -- encode ---------------------------------------------------------------
 
@@ -297,18 +269,7 @@ class Codec(CodecBase):
 
     def _default(self, obj: Any) -> Any:
         """msgpack's hook for every value it cannot pack itself."""
-        encode = _ENCODERS.get(type(obj))
-        try:
-            if encode is not None:
-                return encode(self, obj)
-            np = sys.modules.get("numpy")  # an array implies numpy is imported
-            if np is not None and isinstance(obj, np.ndarray | np.generic):
-                return _encode_numpy(np, obj)
-            raise Unsupported(obj)
-        except Unsupported as exc:
-            if exc.value is not obj or not self._allow_pickle:
-                raise
-        return self._pickle(obj)
+        return self._encode_other(obj, ENCODERS.get(type(obj)), encode_numpy)
 
     def _pickle(self, obj: Any) -> ExtType:
         local = self._local
@@ -320,7 +281,7 @@ class Codec(CodecBase):
             data = pickle_value(obj)
         finally:
             local.packers, local.depth = packers, depth
-        return ExtType(_EXT_PICKLE, data)
+        return ExtType(EXT_PICKLE, data)
 
     def _pack_items(self, code: int, items: list[Any]) -> ExtType:
         local = self._local
@@ -434,7 +395,7 @@ class Codec(CodecBase):
         )
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
-        decode = _DECODERS.get(code)
+        decode = DECODERS.get(code)
         if decode is None:
             raise CorruptStateError(f"blob holds unknown extension type {code}")
         return decode(self, data)
@@ -454,7 +415,6 @@ class Codec(CodecBase):
         return items
 
 
-
 # -- errors --------------------------------------------------------------------
 
 
@@ -467,150 +427,3 @@ def _decoded_size_error(size: int, limit: int) -> CorruptStateError:
         f"blob holds a {size}-byte payload, over max_decoded_size={limit}; refused without "
         "decompressing it (pass a larger max_decoded_size to the Codec if it is expected)"
     )
-
-
-# -- extension types -------------------------------------------------------------
-
-
-def _encode_int(codec: Codec, value: int) -> ExtType:
-    # msgpack calls the hook only for ints beyond its 64-bit range.
-    return ExtType(_EXT_BIGINT, value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True))
-
-
-def _decode_int(codec: Codec, data: bytes) -> int:
-    if not data:
-        raise CorruptStateError("blob holds an empty big integer")
-    return int.from_bytes(data, "big", signed=True)
-
-
-def _decode_tz(spec: Any) -> tzinfo | None:
-    if spec is None:
-        return None
-    if type(spec) is str:
-        return ZoneInfo(spec)
-    if type(spec) is list and len(spec) in (1, 2) and type(spec[0]) is int:
-        offset = timedelta(microseconds=spec[0])
-        if len(spec) == 1:
-            return timezone(offset)
-        if type(spec[1]) is str:
-            return timezone(offset, spec[1])
-    raise CorruptStateError(f"blob holds an invalid time zone {spec!r}")
-
-
-def _fields(data: bytes, count: int, what: str) -> list[Any]:
-    fields = _unpack_plain(data)
-    if type(fields) is not list or len(fields) != count:
-        raise CorruptStateError(f"blob holds an invalid {what}")
-    if not all(type(field) is int for field in fields[: count - 1]):
-        raise CorruptStateError(f"blob holds an invalid {what}")
-    return fields
-
-
-def _encode_datetime(codec: Codec, value: datetime) -> ExtType:
-    v = value
-    fields = [v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.fold]
-    return ExtType(_EXT_DATETIME, _pack_plain([*fields, tz_spec(v)]))
-
-
-def _decode_datetime(codec: Codec, data: bytes) -> datetime:
-    year, month, day, hour, minute, second, micros, fold, tz = _fields(data, 9, "datetime")
-    return datetime(
-        year, month, day, hour, minute, second, micros, tzinfo=_decode_tz(tz), fold=fold
-    )
-
-
-def _encode_date(codec: Codec, value: date) -> ExtType:
-    return ExtType(_EXT_DATE, _pack_plain(value.toordinal()))
-
-
-def _decode_date(codec: Codec, data: bytes) -> date:
-    ordinal = _unpack_plain(data)
-    if type(ordinal) is not int:
-        raise CorruptStateError("blob holds an invalid date")
-    return date.fromordinal(ordinal)
-
-
-def _encode_time(codec: Codec, value: time) -> ExtType:
-    v = value
-    fields = [v.hour, v.minute, v.second, v.microsecond, v.fold, tz_spec(v)]
-    return ExtType(_EXT_TIME, _pack_plain(fields))
-
-
-def _decode_time(codec: Codec, data: bytes) -> time:
-    hour, minute, second, micros, fold, tz = _fields(data, 6, "time")
-    return time(hour, minute, second, micros, tzinfo=_decode_tz(tz), fold=fold)
-
-
-def _encode_timedelta(codec: Codec, value: timedelta) -> ExtType:
-    return ExtType(_EXT_TIMEDELTA, _pack_plain([value.days, value.seconds, value.microseconds]))
-
-
-def _decode_timedelta(codec: Codec, data: bytes) -> timedelta:
-    return timedelta_from(_unpack_plain(data))
-
-
-def _encode_decimal(codec: Codec, value: Decimal) -> ExtType:
-    return ExtType(_EXT_DECIMAL, str(value).encode("ascii"))
-
-
-def _decode_decimal(codec: Codec, data: bytes) -> Decimal:
-    return decimal_from(data.decode("ascii"))
-
-
-def _encode_uuid(codec: Codec, value: UUID) -> ExtType:
-    return ExtType(_EXT_UUID, value.bytes)
-
-
-def _decode_uuid(codec: Codec, data: bytes) -> UUID:
-    if len(data) != 16:
-        raise CorruptStateError(f"blob holds a UUID of {len(data)} bytes, not 16")
-    return UUID(bytes=data)
-
-
-def _encode_numpy(np: Any, value: Any) -> ExtType:
-    scalar, dtype, shape, fortran, data = array_parts(np, value)
-    head = _pack_plain([dtype, shape, fortran])
-    code = _EXT_NPSCALAR if scalar else _EXT_NDARRAY
-    return ExtType(code, b"".join((_U32.pack(len(head)), head, data)))
-
-
-def _decode_ndarray(codec: Codec, data: bytes) -> Any:
-    (size,) = _U32.unpack_from(data)
-    end = _U32.size + size
-    if end > len(data):
-        raise CorruptStateError("blob holds a truncated numpy array header")
-    head = _unpack_plain(data[_U32.size : end])
-    if type(head) is not list or len(head) != 3 or type(head[2]) is not bool:
-        raise CorruptStateError("blob holds an invalid numpy array header")
-    dtype, shape, fortran = head
-    return array_from(dtype, shape, fortran, memoryview(data)[end:])
-
-
-_ENCODERS: dict[type, Callable[[Codec, Any], ExtType]] = {
-    int: _encode_int,
-    tuple: lambda codec, value: codec._pack_items(_EXT_TUPLE, list(value)),
-    set: lambda codec, value: codec._pack_items(_EXT_SET, list(value)),
-    frozenset: lambda codec, value: codec._pack_items(_EXT_FROZENSET, list(value)),
-    datetime: _encode_datetime,
-    date: _encode_date,
-    time: _encode_time,
-    timedelta: _encode_timedelta,
-    Decimal: _encode_decimal,
-    UUID: _encode_uuid,
-}
-
-_DECODERS: dict[int, Callable[[Codec, bytes], Any]] = {
-    _EXT_BIGINT: _decode_int,
-    _EXT_TUPLE: lambda codec, data: tuple(codec._unpack_items(data)),
-    _EXT_SET: lambda codec, data: set(codec._unpack_items(data)),
-    _EXT_FROZENSET: lambda codec, data: frozenset(codec._unpack_items(data)),
-    _EXT_DATETIME: _decode_datetime,
-    _EXT_DATE: _decode_date,
-    _EXT_TIME: _decode_time,
-    _EXT_TIMEDELTA: _decode_timedelta,
-    _EXT_DECIMAL: _decode_decimal,
-    _EXT_UUID: _decode_uuid,
-    _EXT_NDARRAY: _decode_ndarray,
-    _EXT_NPSCALAR: lambda codec, data: scalar_from(_decode_ndarray(codec, data)),
-    _EXT_PICKLE: lambda codec, data: codec._unpickle(data),
-}

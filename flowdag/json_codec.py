@@ -31,7 +31,8 @@ A datetime or time is its ``isoformat()`` (with the UTC offset of a
 `datetime.timezone`), plus, when needed, an object with the `zoneinfo.ZoneInfo`
 key (the ISO text is then the wall time), the name of a `datetime.timezone`
 that has a custom one (``tzname``) and ``fold``. NaN's sign and payload bits
-are not kept. A numpy array's ``order`` is there only for Fortran order.
+are not kept. A numpy array's ``order`` is there only for Fortran order. The
+tags' encoders and decoders are in `flowdag._json_tags`.
 
 Which values are stored, which are refused and how, the numpy rules and the
 pickle policy are the value model's, shared with the msgpack codec: see
@@ -62,40 +63,25 @@ Thread safety: a codec holds no mutable state; one codec serves every thread.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import json.encoder
-import math
-import re
-import sys
 from collections.abc import Callable, Iterable
-from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal
 from itertools import islice
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any, ClassVar
-from uuid import UUID
-from zoneinfo import ZoneInfo
 
+from flowdag._json_tags import PREPARERS, TAGS, b64, prepare_numpy
 from flowdag._values import (
     DEFAULT_MAX_BLOB_SIZE,
     DEFAULT_MAX_ITEMS,
     CodecBase,
     TooDeep,
     Unsupported,
-    array_from,
-    array_parts,
-    decimal_from,
     find_too_many,
-    invalid,
     pickle_value,
-    scalar_from,
     short_repr,
     size_of,
-    timedelta_from,
     type_name,
-    tz_spec,
     unsupported_error,
 )
 from flowdag.errors import CorruptStateError, SerializationError
@@ -106,12 +92,9 @@ _MAX_DEPTH = 256  # JSON arrays and objects; see the module docstring
 # Plain JSON ints stay below this: 603 decimal digits, within even the lowest
 # int/str conversion limit Python allows (640 digits, see sys.set_int_max_str_digits).
 _INT_LIMIT = 1 << 2000
-_FLOAT_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-_HEX_INT = re.compile(r"-?0x[0-9a-f]+")
 _PLAIN = frozenset({str, bool, type(None)})  # JSON as they are; int and float need a look
 _ITEM_TAGS: dict[type, str] = {tuple: "$tuple", set: "$set", frozenset: "$frozenset"}
-_TZ_FIELDS = frozenset({"zone", "tzname", "fold"})
-_ARRAY_FIELDS = frozenset({"dtype", "shape", "data"})
+
 
 def _no_default(value: Any) -> Any:
     # The walk hands the JSON encoder plain JSON only; anything else is a bug.
@@ -202,13 +185,6 @@ class JSONCodec(CodecBase):
         self._scan_tagged = json.JSONDecoder(
             object_hook=self._object_hook, parse_constant=_refuse_constant
         ).raw_decode
-
-    def _settings(self) -> dict[str, Any]:
-        return {
-            "allow_pickle": self._allow_pickle,
-            "max_blob_size": self._max_blob_size,
-            "max_items": self._max_items,
-        }
 
     # -- encode ---------------------------------------------------------------
 
@@ -342,23 +318,10 @@ class JSONCodec(CodecBase):
         tag = _ITEM_TAGS.get(kind)
         if tag is not None:  # {"$tuple": [...]}: the object, then the array inside it
             return {tag: self._prepare_list(list(value), depth + 1)}
-        prepare = _PREPARERS.get(kind)
-        try:
-            if prepare is not None:
-                return prepare(self, value, depth)
-            np = sys.modules.get("numpy")  # an array implies numpy is imported
-            if np is not None and isinstance(value, np.ndarray | np.generic):
-                return _prepare_numpy(np, value)
-            raise Unsupported(value)
-        except Unsupported as exc:
-            # Only the value that failed is pickled; a nested failure already had
-            # its chance (its pickling failed) and goes up as it is.
-            if exc.value is not value or not self._allow_pickle:
-                raise
-        return self._pickle(value)
+        return self._encode_other(value, PREPARERS.get(kind), prepare_numpy, depth)
 
     def _pickle(self, value: Any) -> dict[str, str]:
-        return {"$pickle": _b64(pickle_value(value))}
+        return {"$pickle": b64(pickle_value(value))}
 
     # -- decode ---------------------------------------------------------------
 
@@ -409,7 +372,7 @@ class JSONCodec(CodecBase):
         if len(obj) == 1:
             ((key, payload),) = obj.items()
             if key[1:2] != "$":
-                decode = _TAGS.get(key)
+                decode = TAGS.get(key)
                 if decode is None:
                     raise CorruptStateError(f"blob holds an unknown tag {short_repr(key)}")
                 return decode(self, payload)
@@ -418,214 +381,8 @@ class JSONCodec(CodecBase):
             if key[:1] == "$":
                 if key[1:2] != "$":
                     raise CorruptStateError(
-                        f"blob holds an object with the tag-like key {short_repr(key)} "
-                        "among others"
+                        f"blob holds an object with the tag-like key {short_repr(key)} among others"
                     )
                 key = key[1:]
             out[key] = item
         return out
-
-
-
-# -- tags: encode ------------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _prepare_bytes(codec: JSONCodec, value: bytes | bytearray | memoryview, depth: int) -> Any:
-    return {"$bytes": _b64(bytes(value))}
-
-
-def _tz_extra(value: datetime | time) -> tuple[str, dict[str, Any]]:
-    """ISO text and the fields it cannot carry: zone key, offset name, fold."""
-    spec = tz_spec(value)  # None, a ZoneInfo key, [micros] or [micros, name]
-    extra: dict[str, Any] = {}
-    if type(spec) is str:
-        text = value.replace(tzinfo=None).isoformat()  # the wall time; the zone's rules
-        extra["zone"] = spec  # give its offset, which a tzdata update may change
-    else:
-        text = value.isoformat()
-        if spec is not None and len(spec) == 2:
-            extra["tzname"] = spec[1]
-    if value.fold:
-        extra["fold"] = 1
-    return text, extra
-
-
-def _prepare_datetime(codec: JSONCodec, value: datetime | time, depth: int) -> Any:
-    text, extra = _tz_extra(value)
-    tag = "$datetime" if type(value) is datetime else "$time"
-    return {tag: [text, extra] if extra else text}
-
-
-def _prepare_date(codec: JSONCodec, value: date, depth: int) -> Any:
-    return {"$date": value.isoformat()}
-
-
-def _prepare_timedelta(codec: JSONCodec, value: timedelta, depth: int) -> Any:
-    return {"$timedelta": [value.days, value.seconds, value.microseconds]}
-
-
-def _prepare_numpy(np: Any, value: Any) -> Any:
-    scalar, dtype, shape, fortran, data = array_parts(np, value)
-    payload: dict[str, Any] = {"dtype": dtype, "shape": shape}
-    if fortran:
-        payload["order"] = "F"
-    payload["data"] = _b64(data)
-    return {"$npscalar" if scalar else "$ndarray": payload}
-
-
-_PREPARERS: dict[type, Callable[[JSONCodec, Any, int], Any]] = {
-    bytes: _prepare_bytes,
-    # msgpack stores these as bytes too; the stores must agree on what they accept.
-    bytearray: _prepare_bytes,
-    memoryview: _prepare_bytes,
-    datetime: _prepare_datetime,
-    date: _prepare_date,
-    time: _prepare_datetime,
-    timedelta: _prepare_timedelta,
-    Decimal: lambda codec, value, depth: {"$decimal": str(value)},
-    UUID: lambda codec, value, depth: {"$uuid": str(value)},
-}
-
-
-# -- tags: decode ------------------------------------------------------------------
-# Each checks that its payload is what encode writes, since JSON itself checks little.
-
-
-def _items(payload: Any, what: str) -> list[Any]:
-    if type(payload) is not list:
-        raise invalid(what, payload)
-    return payload
-
-
-def _unb64(payload: Any, what: str) -> bytes:
-    if type(payload) is not str:
-        raise invalid(what, payload)
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise CorruptStateError(f"blob holds invalid base64 in a {what} ({exc})") from exc
-
-
-def _decode_int(codec: JSONCodec, payload: Any) -> int:
-    if type(payload) is not str or not _HEX_INT.fullmatch(payload):
-        raise invalid("big integer", payload)
-    return int(payload, 16)
-
-
-def _decode_float(codec: JSONCodec, payload: Any) -> float:
-    if type(payload) is not str or payload not in _FLOAT_NAMES:
-        raise invalid("float", payload)
-    return _FLOAT_NAMES[payload]
-
-
-def _decode_dict(codec: JSONCodec, payload: Any) -> dict[Any, Any]:
-    out = {}
-    for pair in _items(payload, "dict"):
-        if type(pair) is not list or len(pair) != 2:
-            raise invalid("dict item", pair)
-        out[pair[0]] = pair[1]
-    return out
-
-
-def _iso_and_extra(payload: Any, what: str) -> tuple[str, dict[str, Any]]:
-    if type(payload) is str:
-        return payload, {}
-    if (
-        type(payload) is list
-        and len(payload) == 2
-        and type(payload[0]) is str
-        and type(payload[1]) is dict
-        and payload[1]
-        and payload[1].keys() <= _TZ_FIELDS
-        and payload[1].get("fold", 1) == 1
-        and type(payload[1].get("fold", 1)) is int
-    ):
-        return payload[0], payload[1]
-    raise invalid(what, payload)
-
-
-def _with_tz(value: Any, extra: dict[str, Any], what: str) -> Any:
-    zone = extra.get("zone")
-    name = extra.get("tzname")
-    fold = extra.get("fold", 0)
-    if zone is not None:
-        if type(zone) is not str or value.tzinfo is not None or name is not None:
-            raise invalid(what, extra)
-        return value.replace(tzinfo=ZoneInfo(zone), fold=fold)
-    if name is not None:
-        offset = value.utcoffset()
-        if type(name) is not str or offset is None:
-            raise invalid(what, extra)
-        return value.replace(tzinfo=timezone(offset, name), fold=fold)
-    return value.replace(fold=fold) if fold else value
-
-
-def _decode_datetime(codec: JSONCodec, payload: Any) -> datetime:
-    text, extra = _iso_and_extra(payload, "datetime")
-    value = datetime.fromisoformat(text)
-    if value.isoformat() != text:  # only what encode writes: one spelling per value
-        raise invalid("datetime", text)
-    result: datetime = _with_tz(value, extra, "datetime")
-    return result
-
-
-def _decode_time(codec: JSONCodec, payload: Any) -> time:
-    text, extra = _iso_and_extra(payload, "time")
-    value = time.fromisoformat(text)
-    if value.isoformat() != text:
-        raise invalid("time", text)
-    result: time = _with_tz(value, extra, "time")
-    return result
-
-
-def _decode_date(codec: JSONCodec, payload: Any) -> date:
-    if type(payload) is not str:
-        raise invalid("date", payload)
-    value = date.fromisoformat(payload)
-    if value.isoformat() != payload:
-        raise invalid("date", payload)
-    return value
-
-
-def _decode_uuid(codec: JSONCodec, payload: Any) -> UUID:
-    if type(payload) is not str:
-        raise invalid("UUID", payload)
-    value = UUID(payload)
-    if str(value) != payload:
-        raise invalid("UUID", payload)
-    return value
-
-
-def _decode_ndarray(codec: JSONCodec, payload: Any) -> Any:
-    if (
-        type(payload) is not dict
-        or not _ARRAY_FIELDS <= payload.keys() <= _ARRAY_FIELDS | {"order"}
-        or payload.get("order", "F") != "F"
-    ):
-        raise invalid("numpy array", payload)
-    raw = _unb64(payload["data"], "numpy array")
-    return array_from(payload["dtype"], payload["shape"], "order" in payload, raw)
-
-
-_TAGS: dict[str, Callable[[JSONCodec, Any], Any]] = {
-    "$tuple": lambda codec, payload: tuple(_items(payload, "tuple")),
-    "$set": lambda codec, payload: set(_items(payload, "set")),
-    "$frozenset": lambda codec, payload: frozenset(_items(payload, "frozenset")),
-    "$bytes": lambda codec, payload: _unb64(payload, "bytes"),
-    "$int": _decode_int,
-    "$float": _decode_float,
-    "$dict": _decode_dict,
-    "$datetime": _decode_datetime,
-    "$time": _decode_time,
-    "$date": _decode_date,
-    "$timedelta": lambda codec, payload: timedelta_from(payload),
-    "$decimal": lambda codec, payload: decimal_from(payload),
-    "$uuid": _decode_uuid,
-    "$ndarray": _decode_ndarray,
-    "$npscalar": lambda codec, payload: scalar_from(_decode_ndarray(codec, payload)),
-    "$pickle": lambda codec, payload: codec._unpickle(_unb64(payload, "pickle")),
-}
