@@ -104,9 +104,17 @@ class TooDeep(Exception):
 # -- settings -----------------------------------------------------------------
 
 
-def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    """``value`` if it is an int from ``low`` to ``high``, else an argument error."""
+def check_int(
+    name: str, value: Any, low: int, high: int | None = None, *, or_none: bool = False
+) -> int:
+    """``value`` if it is an int from ``low`` to ``high``, else an argument error.
+
+    With ``or_none``, None is accepted too and returned as ``low``.
+    """
+    if value is None and or_none:
+        return low
     accepted = f"an int >= {low}" if high is None else f"an int from {low} to {high}"
+    accepted += " or None" if or_none else ""
     if type(value) is not int:
         raise InvalidArgumentTypeError(f"{name} must be {accepted}, not {type_name(value)}")
     if value < low or (high is not None and value > high):

@@ -171,8 +171,7 @@ class Codec(CodecBase):
         max_decoded_size: int = DEFAULT_MAX_DECODED_SIZE,
         max_items: int = DEFAULT_MAX_ITEMS,
     ) -> None:
-        threshold = 0 if compress_threshold is None else compress_threshold
-        threshold = check_int("compress_threshold (None for no compression)", threshold, 0)
+        threshold = check_int("compress_threshold", compress_threshold, 0, or_none=True)
         level = check_int("level", level, -(1 << 17), zstandard.MAX_COMPRESSION_LEVEL)
         self._set_limits(allow_pickle, max_blob_size, max_items)
         self._max_decoded_size = check_int("max_decoded_size", max_decoded_size, 1)

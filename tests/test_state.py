@@ -77,7 +77,7 @@ def test_states_with_equal_values_are_equal(value: Any) -> None:
     state = state_with(value, data=value)
     other = state_with(fresh(value), data=fresh(value))
     assert state == other
-    assert not state != other
+    assert (state != other) is False
     assert state.nodes["a"] == other.nodes["a"]
 
 
@@ -160,9 +160,9 @@ def test_naive_node_time_is_refused_on_save(kind: str, field: str, tmp_path: Pat
 @pytest.mark.parametrize("kind", STORES)
 def test_node_time_of_wrong_type_is_refused_on_save(kind: str, tmp_path: Path) -> None:
     state = state_with(started_at="2026-11-22T03:04:05Z")
-    with open_store(url(kind, tmp_path)) as store:
-        with pytest.raises(InvalidArgumentTypeError, match="started_at"):
-            store.save(state)
+    with open_store(url(kind, tmp_path)) as store, pytest.raises(InvalidArgumentTypeError) as info:
+        store.save(state)
+    assert "started_at" in str(info.value)
 
 
 @pytest.mark.parametrize("kind", STORES)
