@@ -136,8 +136,8 @@ class Codec(CodecBase):
         max_items: the most items in one list, tuple, set, frozenset or dict.
 
     Raises:
-        InvalidArgumentTypeError: an argument of the wrong type (an int where a
-            limit or level is expected, a bool for ``allow_pickle``).
+        InvalidArgumentTypeError: a limit or the level that is not an int, or an
+            ``allow_pickle`` that is not a bool.
         InvalidArgumentError: a limit or level out of range.
     """
 

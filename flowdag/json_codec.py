@@ -161,8 +161,8 @@ class JSONCodec(CodecBase):
         max_items: the most items in one list, tuple, set, frozenset or dict.
 
     Raises:
-        InvalidArgumentTypeError: an argument of the wrong type (an int where a
-            limit is expected, a bool for ``allow_pickle``).
+        InvalidArgumentTypeError: a limit that is not an int, or an
+            ``allow_pickle`` that is not a bool.
         InvalidArgumentError: a limit out of range.
     """
 

@@ -10,7 +10,7 @@ so numpy arrays and NaNs inside them compare as they should.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -208,17 +208,11 @@ def _equal(a: Any, b: Any) -> bool:
     if kind is list or kind is tuple:
         if type(b) is not kind or len(a) != len(b):
             return False
-        # Fast path: plain items compare in C; only a NaN needs the second look.
-        if _PLAIN.issuperset(map(type, a)) and _PLAIN.issuperset(map(type, b)) and a == b:
-            return True
-        return all(map(_equal, a, b))
+        return _fast_equal(a, b, a, b) or all(map(_equal, a, b))
     if kind is dict:
         if type(b) is not dict:
             return False
-        plain = _PLAIN.issuperset(map(type, a.values()))
-        if plain and _PLAIN.issuperset(map(type, b.values())) and a == b:
-            return True
-        return _equal_dicts(a, b)
+        return _fast_equal(a, b, a.values(), b.values()) or _equal_dicts(a, b)
     if kind is float and type(b) is float:
         return a == b or (a != a and b != b)
     np = sys.modules.get("numpy")
@@ -231,6 +225,22 @@ def _equal(a: Any, b: Any) -> bool:
     try:
         return bool(a == b)
     except Exception:  # a user type (pickled) whose == fails is not equal
+        return False
+
+
+def _fast_equal(a: Any, b: Any, items_a: Iterable[Any], items_b: Iterable[Any]) -> bool:
+    """``a == b`` in C, when that is right: no numpy value can be among the items.
+
+    That is when numpy is not imported, or every item is of a plain type. A
+    False may still be a NaN, and needs the walk.
+    """
+    if "numpy" in sys.modules and not (
+        _PLAIN.issuperset(map(type, items_a)) and _PLAIN.issuperset(map(type, items_b))
+    ):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:  # a user type (pickled) whose == fails: the walk decides
         return False
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -175,3 +177,24 @@ def test_aware_node_times_load_back_as_utc(kind: str, tmp_path: Path) -> None:
     assert loaded == state
     started = loaded.nodes["a"].started_at
     assert started == T0 and started is not None and started.utcoffset() == timedelta(0)
+
+
+def test_nan_equality_without_numpy_imported() -> None:
+    # Without numpy, == in C is trusted for containers: NaNs must still be seen.
+    code = (
+        "import math, sys\n"
+        "from flowdag.state import NodeState, RunState\n"
+        "assert 'numpy' not in sys.modules\n"
+        "def state(x, key):\n"
+        "    out = [1.0, x, {'k': x}, (x,)]\n"
+        "    return RunState('r', 'w', {'n': NodeState(output=out)}, {'d': {key: 1}})\n"
+        "assert state(math.nan, math.nan) == state(float('nan'), float('nan'))\n"
+        "assert state(math.nan, math.nan) != state(2.0, math.nan)\n"
+        "assert state(math.nan, math.nan) != state(math.nan, 2.0)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    if "numpy" in result.stderr and "AssertionError" in result.stderr:
+        pytest.skip("something imported by flowdag.state imports numpy")
+    assert result.returncode == 0, result.stderr
