@@ -35,7 +35,7 @@ import sys
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, NoReturn, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -214,7 +214,7 @@ class CodecBase:
                 f"{type(self).__name__}"
             )
 
-    def _too_large(self, value: Any, size: int, limit: str, what: str = "bytes") -> None:
+    def _too_large(self, value: Any, size: int, limit: str, what: str = "bytes") -> NoReturn:
         raise SerializationError(
             f"a value of type {type_name(value)!r} encodes to {size} {what}, over "
             f"{limit}={getattr(self, limit)}; keep large data elsewhere (a file) and return "
