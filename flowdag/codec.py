@@ -40,21 +40,15 @@ included, to extension types (``ext code: payload``)::
     127  pickle               pickle.dumps(value); written and read only with allow_pickle=True
 
 ``tz`` is nil, a `zoneinfo.ZoneInfo` key, or ``[offset in microseconds]`` (plus
-the name, when it is not the default one) for a `datetime.timezone`. numpy is
-imported only when an array is decoded (encoding finds it in ``sys.modules``),
-so it stays optional. Only bool, number, datetime64/timedelta64, bytes, str and
-unstructured void dtypes are accepted; object, structured and numpy 2's
-variable-width string dtypes are refused. Arrays come back C- or
-Fortran-contiguous, writable, with their dtype (byte order included) and shape.
+the name, when it is not the default one) for a `datetime.timezone`.
 
-Everything else is refused with `SerializationError` naming the type and where
-it sits in the value: namedtuples, enums (``IntEnum``/``StrEnum`` too),
-OrderedDict and every other subclass of a supported type, tzinfos other than
-`datetime.timezone` and keyed ``ZoneInfo``. With ``allow_pickle=True`` such
-values are pickled instead (ext 127). Two known exceptions, because msgpack
-packs them natively before any hook runs: ``bytearray`` and ``memoryview`` are
-stored as bytes (they compare equal), and ``msgpack.ExtType``/``Timestamp``
-objects are written as they are.
+The encoders and decoders are in `flowdag._msgpack_ext`.
+
+Which values are stored, which are refused and how, the numpy rules and the
+pickle policy are the value model's, shared with the JSON codec: see
+`flowdag._values`. Besides ``bytearray`` and ``memoryview`` (stored as bytes),
+msgpack packs ``msgpack.ExtType``/``Timestamp`` objects natively, before any
+hook runs: they are written as they are.
 
 Limits (constructor arguments, checked by both ``encode`` and ``decode``):
 
@@ -72,26 +66,31 @@ Limits (constructor arguments, checked by both ``encode`` and ``decode``):
 
 from __future__ import annotations
 
-import enum
-import functools
-import importlib
-import math
-import pickle
 import struct
 import sys
 import threading
 import zlib
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from decimal import Decimal
-from typing import Any, ClassVar, Protocol, runtime_checkable
-from uuid import UUID
-from zoneinfo import ZoneInfo
+from typing import Any, ClassVar
 
 import msgpack
 import zstandard
 from msgpack import ExtType
 
+from flowdag._msgpack_ext import DECODERS, ENCODERS, EXT_PICKLE, encode_numpy
+from flowdag._values import (
+    DEFAULT_MAX_BLOB_SIZE,
+    DEFAULT_MAX_ITEMS,
+    CodecBase,
+    TooDeep,
+    Unsupported,
+    ValueCodec,
+    check_int,
+    pickle_value,
+    size_of,
+    type_name,
+    unsupported_error,
+)
 from flowdag.errors import CorruptStateError, SerializationError
 
 __all__ = ["Codec", "ValueCodec"]
@@ -101,72 +100,13 @@ _RAW = 0
 _ZSTD = 1
 _HEAD = struct.Struct("<BBI")  # format byte, flags, CRC32
 _LENGTH = struct.Struct("<Q")  # uncompressed payload length, compressed blobs only
-_U32 = struct.Struct("<I")
 # The CRC starts with the flags byte; these seeds save a concatenation per blob.
 _CRC_RAW = zlib.crc32(bytes([_RAW]))
 _CRC_ZSTD = zlib.crc32(bytes([_ZSTD]))
 
-_EXT_BIGINT = 1
-_EXT_TUPLE = 2
-_EXT_SET = 3
-_EXT_FROZENSET = 4
-_EXT_DATETIME = 5
-_EXT_DATE = 6
-_EXT_TIME = 7
-_EXT_TIMEDELTA = 8
-_EXT_DECIMAL = 9
-_EXT_UUID = 10
-_EXT_NDARRAY = 11
-_EXT_NPSCALAR = 12
-_EXT_PICKLE = 127
-
-DEFAULT_MAX_BLOB_SIZE = 1 << 31
 DEFAULT_MAX_DECODED_SIZE = 1 << 31
-DEFAULT_MAX_ITEMS = 1 << 31
 _MAX_DEPTH = 32  # tuple/set/frozenset nesting; see the module docstring
 _KEEP_PACKER = 1 << 20  # a Packer keeps its largest buffer: replace it after bigger values
-_NUMPY_KINDS = frozenset("biufcmMSUV")
-_MICROSECOND = timedelta(microseconds=1)
-_SUPPORTED = (
-    "None, bool, int, float, str, bytes, list, tuple, dict, set, frozenset, datetime, "
-    "date, time, timedelta, Decimal, UUID, numpy arrays and scalars"
-)
-
-_pack_plain = functools.partial(msgpack.packb, use_bin_type=True)
-# Payloads of fixed-shape exts: no ext hook, so a nested ext fails validation.
-_unpack_plain = msgpack.unpackb
-
-
-@runtime_checkable
-class ValueCodec(Protocol):
-    """What a store needs of a codec: values to bytes and back.
-
-    `Codec` (msgpack) serves the binary stores; `flowdag.json_codec.JSONCodec`
-    the JSON store. Both refuse what they cannot round-trip exactly. A codec
-    may also have a ``name`` (a short stable string, such as ``"msgpack"``) that
-    stores record, so that a store opened with another codec is refused.
-    """
-
-    def encode(self, value: Any) -> bytes:
-        """``value`` as bytes; `SerializationError` if it cannot be stored."""
-        ...
-
-    def decode(self, blob: bytes) -> Any:
-        """The value back; `CorruptStateError` if ``blob`` is damaged."""
-        ...
-
-
-class _Unsupported(Exception):
-    """Raised inside msgpack's ``default`` hook; `Codec.encode` turns it into a message."""
-
-    def __init__(self, value: Any, reason: str = "") -> None:
-        super().__init__(value, reason)
-        self.value = value
-        self.reason = reason
-
-
-class _TooDeep(Exception):
-    """Tuples, sets and frozensets nested deeper than ``_MAX_DEPTH``."""
 
 
 class _Local(threading.local):
@@ -181,13 +121,13 @@ class _Local(threading.local):
         self.dctx = zstandard.ZstdDecompressor()
 
 
-class Codec:
+class Codec(CodecBase):
     """Turns values into self-checking blobs for stores, and back.
 
     Args:
         compress_threshold: compress payloads longer than this many bytes with
             zstd; 0 or None never compresses.
-        level: the zstd compression level.
+        level: the zstd compression level, from -131072 to 22.
         allow_pickle: pickle values of unsupported types instead of refusing
             them, and unpickle them when decoding. Only for stores you trust:
             unpickling runs code.
@@ -196,21 +136,28 @@ class Codec:
         max_items: the most items in one list, tuple, set, frozenset or dict.
 
     Raises:
-        ValueError: a limit or level out of range.
+        InvalidArgumentTypeError: a limit or the level that is not an int, or an
+            ``allow_pickle`` that is not a bool.
+        InvalidArgumentError: a limit or level out of range.
     """
 
     name: ClassVar[str] = "msgpack"  # recorded by stores: see ValueCodec
+    _SETTINGS = (
+        "compress_threshold",
+        "level",
+        "allow_pickle",
+        "max_blob_size",
+        "max_decoded_size",
+        "max_items",
+    )
 
     __slots__ = (
         "__weakref__",
-        "_allow_pickle",
         "_fast_decode_size",
         "_fast_size",
         "_level",
         "_local",
-        "_max_blob_size",
         "_max_decoded_size",
-        "_max_items",
         "_threshold",
     )
 
@@ -224,27 +171,12 @@ class Codec:
         max_decoded_size: int = DEFAULT_MAX_DECODED_SIZE,
         max_items: int = DEFAULT_MAX_ITEMS,
     ) -> None:
-        threshold = compress_threshold or 0
-        if threshold < 0:
-            raise ValueError(f"compress_threshold must be >= 0 or None, not {threshold}")
-        if not -(1 << 17) <= level <= zstandard.MAX_COMPRESSION_LEVEL:
-            raise ValueError(
-                f"zstd level must be from {-(1 << 17)} to {zstandard.MAX_COMPRESSION_LEVEL}, "
-                f"not {level}"
-            )
-        for name, limit in (
-            ("max_blob_size", max_blob_size),
-            ("max_decoded_size", max_decoded_size),
-            ("max_items", max_items),
-        ):
-            if limit < 1:
-                raise ValueError(f"{name} must be >= 1, not {limit}")
+        threshold = check_int("compress_threshold", compress_threshold, 0, or_none=True)
+        level = check_int("level", level, -(1 << 17), zstandard.MAX_COMPRESSION_LEVEL)
+        self._set_limits(allow_pickle, max_blob_size, max_items)
+        self._max_decoded_size = check_int("max_decoded_size", max_decoded_size, 1)
         self._threshold = threshold
         self._level = level
-        self._allow_pickle = bool(allow_pickle)
-        self._max_blob_size = max_blob_size
-        self._max_decoded_size = max_decoded_size
-        self._max_items = max_items
         # Payloads up to this size need no compression and no limit check.
         self._fast_size = min(
             threshold or sys.maxsize,
@@ -272,44 +204,9 @@ class Codec:
         return self._level
 
     @property
-    def allow_pickle(self) -> bool:
-        """Whether unsupported values are pickled, and pickled data unpickled."""
-        return self._allow_pickle
-
-    @property
-    def max_blob_size(self) -> int:
-        """The largest blob, in bytes."""
-        return self._max_blob_size
-
-    @property
     def max_decoded_size(self) -> int:
         """The largest msgpack payload, in bytes, before compression."""
         return self._max_decoded_size
-
-    @property
-    def max_items(self) -> int:
-        """The most items in one list, tuple, set, frozenset or dict."""
-        return self._max_items
-
-    def __repr__(self) -> str:
-        return f"Codec({', '.join(f'{k}={v!r}' for k, v in self._settings().items())})"
-
-    def _settings(self) -> dict[str, Any]:
-        return {
-            "compress_threshold": self.compress_threshold,
-            "level": self._level,
-            "allow_pickle": self._allow_pickle,
-            "max_blob_size": self._max_blob_size,
-            "max_decoded_size": self._max_decoded_size,
-            "max_items": self._max_items,
-        }
-
-    # Stores may cross process boundaries: pickle the settings, not the thread-locals.
-    def __getstate__(self) -> dict[str, Any]:
-        return self._settings()
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
 
     # -- encode ---------------------------------------------------------------
 
@@ -324,16 +221,16 @@ class Codec:
             payload: bytes = self._local.packers[0].pack(value)
         except SerializationError:
             raise
-        except _Unsupported as exc:
-            raise _unsupported_error(value, exc) from exc.__cause__
-        except _TooDeep:
+        except Unsupported as exc:
+            raise unsupported_error(value, exc) from exc.__cause__
+        except TooDeep:
             raise SerializationError(
-                f"cannot store a value of type {_name(value)!r}: its tuples, sets and "
+                f"cannot store a value of type {type_name(value)!r}: its tuples, sets and "
                 f"frozensets nest more than {_MAX_DEPTH} levels deep; flatten it"
             ) from None
         except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
             raise SerializationError(
-                f"cannot store a value of type {_name(value)!r} ({exc}); values must nest "
+                f"cannot store a value of type {type_name(value)!r} ({exc}); values must nest "
                 "at most 1024 levels deep, hold no reference cycles and no str, bytes or "
                 "container over 4 GiB"
             ) from exc
@@ -347,11 +244,7 @@ class Codec:
         if size > _KEEP_PACKER:
             self._local.packers[0] = self._new_packer()
         if size > self._max_decoded_size:
-            raise SerializationError(
-                f"a value of type {_name(value)!r} encodes to {size} bytes, over "
-                f"max_decoded_size={self._max_decoded_size}; keep large data elsewhere (a "
-                "file) and return its path, or pass a larger max_decoded_size to the Codec"
-            )
+            self._too_large(value, size, "max_decoded_size")
         if size > self._max_items:
             # Each item takes at least one byte, so smaller payloads cannot break the limit.
             self._check_items(value)
@@ -367,53 +260,15 @@ class Codec:
 
     def _check_blob(self, value: Any, blob: bytes) -> bytes:
         if len(blob) > self._max_blob_size:
-            raise SerializationError(
-                f"a value of type {_name(value)!r} encodes to a {len(blob)}-byte blob, over "
-                f"max_blob_size={self._max_blob_size}; keep large data elsewhere (a file) and "
-                "return its path, or pass a larger max_blob_size to the Codec"
-            )
+            self._too_large(value, len(blob), "max_blob_size")
         return blob
-
-    def _check_items(self, value: Any) -> None:
-        limit = self._max_items
-        stack = [value]
-        while stack:
-            item = stack.pop()
-            kind = type(item)
-            if kind is list or kind is tuple or kind is set or kind is frozenset:
-                if len(item) > limit:
-                    break
-                stack.extend(item)
-            elif kind is dict:
-                if len(item) > limit:
-                    break
-                stack.extend(item.keys())
-                stack.extend(item.values())
-        else:
-            return
-        raise SerializationError(
-            f"cannot store a value of type {_name(value)!r}: it holds a {kind.__name__} of "
-            f"{len(item)} items, over max_items={limit}; split it or pass a larger "
-            "max_items to the Codec"
-        )
 
     def _new_packer(self) -> Any:
         return msgpack.Packer(default=self._default, use_bin_type=True, strict_types=True)
 
     def _default(self, obj: Any) -> Any:
         """msgpack's hook for every value it cannot pack itself."""
-        encode = _ENCODERS.get(type(obj))
-        try:
-            if encode is not None:
-                return encode(self, obj)
-            np = sys.modules.get("numpy")  # an array implies numpy is imported
-            if np is not None and isinstance(obj, np.ndarray | np.generic):
-                return _encode_numpy(np, obj)
-            raise _Unsupported(obj)
-        except _Unsupported as exc:
-            if exc.value is not obj or not self._allow_pickle:
-                raise
-        return self._pickle(obj)
+        return self._encode_other(obj, ENCODERS.get(type(obj)), encode_numpy)
 
     def _pickle(self, obj: Any) -> ExtType:
         local = self._local
@@ -422,18 +277,16 @@ class Codec:
         packers, depth = local.packers, local.depth
         local.packers, local.depth = [self._new_packer()], 0
         try:
-            data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            raise _Unsupported(obj, f"pickle failed: {type(exc).__name__}: {exc}") from exc
+            data = pickle_value(obj)
         finally:
             local.packers, local.depth = packers, depth
-        return ExtType(_EXT_PICKLE, data)
+        return ExtType(EXT_PICKLE, data)
 
     def _pack_items(self, code: int, items: list[Any]) -> ExtType:
         local = self._local
         depth = local.depth + 1
         if depth > _MAX_DEPTH:
-            raise _TooDeep
+            raise TooDeep
         packers = local.packers
         if depth == len(packers):
             packers.append(self._new_packer())
@@ -468,17 +321,13 @@ class Codec:
             raise
         except Exception as exc:
             raise CorruptStateError(
-                f"cannot decode a blob of {_size(blob)} bytes ({type(exc).__name__}: {exc}); "
+                f"cannot decode a blob of {size_of(blob)} bytes ({type(exc).__name__}: {exc}); "
                 "it is damaged or was written by an incompatible flowdag"
             ) from exc
 
     def _decode(self, blob: bytes) -> Any:
         size = len(blob)
-        if size > self._max_blob_size:
-            raise CorruptStateError(
-                f"blob of {size} bytes is over max_blob_size={self._max_blob_size}; "
-                "pass a larger max_blob_size to the Codec if it is expected"
-            )
+        self._check_blob_size(size)
         if size < _HEAD.size:
             raise CorruptStateError(
                 f"blob of {size} bytes is shorter than the {_HEAD.size}-byte header: "
@@ -545,7 +394,7 @@ class Codec:
         )
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
-        decode = _DECODERS.get(code)
+        decode = DECODERS.get(code)
         if decode is None:
             raise CorruptStateError(f"blob holds unknown extension type {code}")
         return decode(self, data)
@@ -564,28 +413,8 @@ class Codec:
             raise CorruptStateError("blob holds a tuple or set whose items are not an array")
         return items
 
-    def _unpickle(self, data: bytes) -> Any:
-        if not self._allow_pickle:
-            raise CorruptStateError(
-                "blob holds pickled data (a value of a type flowdag cannot store natively), "
-                "but this Codec has allow_pickle=False, and unpickling can run code; decode "
-                "it with Codec(allow_pickle=True) only if you trust whoever wrote the store"
-            )
-        return pickle.loads(data)
-
 
 # -- errors --------------------------------------------------------------------
-
-
-def _name(value: Any) -> str:
-    return type(value).__qualname__
-
-
-def _size(blob: Any) -> Any:
-    try:
-        return len(blob)
-    except TypeError:
-        return f"? (a {_name(blob)}, not bytes)"
 
 
 def _crc_error() -> CorruptStateError:
@@ -597,289 +426,3 @@ def _decoded_size_error(size: int, limit: int) -> CorruptStateError:
         f"blob holds a {size}-byte payload, over max_decoded_size={limit}; refused without "
         "decompressing it (pass a larger max_decoded_size to the Codec if it is expected)"
     )
-
-
-def _unsupported_error(value: Any, exc: _Unsupported) -> SerializationError:
-    culprit = exc.value
-    path = _locate(value, culprit)
-    where = f" (at {path})" if path else ""
-    reason = exc.reason or _hint(culprit)
-    reason = f": {reason}" if reason else ""
-    return SerializationError(
-        f"cannot store a value of type {_name(culprit)!r}{where}{reason}; return one of "
-        f"{_SUPPORTED} instead, or create the store's Codec with allow_pickle=True"
-    )
-
-
-def _hint(value: Any) -> str:
-    if isinstance(value, enum.Enum):
-        return "enum members are refused, store its .value"
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return "a namedtuple, convert it with tuple(x) or x._asdict()"
-    for base in type(value).__mro__[1:]:
-        if base in _ENCODERS or base in (int, float, str, bytes, list, dict):
-            return f"a subclass of {base.__name__}, convert it to a plain {base.__name__}"
-    return ""
-
-
-def _locate(root: Any, target: Any) -> str:
-    """Where ``target`` sits inside ``root``, as ``[2]['x']``; "" for the root itself."""
-    stack: list[tuple[Any, str]] = [(root, "")]
-    seen: set[int] = set()
-    while stack:
-        value, path = stack.pop()
-        if value is target:
-            return path
-        kind = type(value)
-        if id(value) in seen or kind not in (list, tuple, dict, set, frozenset):
-            continue
-        seen.add(id(value))
-        children: list[tuple[Any, str]] = []
-        if kind is dict:
-            for i, (key, item) in enumerate(value.items()):
-                children.append((key, f"{path}<dict key #{i}>"))
-                children.append((item, f"{path}[{_short_repr(key)}]"))
-        elif kind is list or kind is tuple:
-            children.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
-        else:
-            children.extend((item, f"{path}<{kind.__name__} item>") for item in value)
-        stack.extend(reversed(children))
-    return ""
-
-
-def _short_repr(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-# -- extension types -------------------------------------------------------------
-
-
-def _encode_int(codec: Codec, value: int) -> ExtType:
-    # msgpack calls the hook only for ints beyond its 64-bit range.
-    return ExtType(_EXT_BIGINT, value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True))
-
-
-def _decode_int(codec: Codec, data: bytes) -> int:
-    if not data:
-        raise CorruptStateError("blob holds an empty big integer")
-    return int.from_bytes(data, "big", signed=True)
-
-
-def _encode_tz(value: datetime | time) -> Any:
-    tz = value.tzinfo
-    if tz is None:
-        return None
-    if type(tz) is timezone:
-        offset = tz.utcoffset(None)
-        name = tz.tzname(None)
-        micros = offset // _MICROSECOND
-        return [micros] if name == timezone(offset).tzname(None) else [micros, name]
-    if type(tz) is ZoneInfo and tz.key is not None:
-        return tz.key
-    raise _Unsupported(
-        value,
-        f"its tzinfo is a {_name(tz)}; use datetime.timezone or zoneinfo.ZoneInfo(key)",
-    )
-
-
-def _decode_tz(spec: Any) -> tzinfo | None:
-    if spec is None:
-        return None
-    if type(spec) is str:
-        return ZoneInfo(spec)
-    if type(spec) is list and len(spec) in (1, 2) and type(spec[0]) is int:
-        offset = timedelta(microseconds=spec[0])
-        if len(spec) == 1:
-            return timezone(offset)
-        if type(spec[1]) is str:
-            return timezone(offset, spec[1])
-    raise CorruptStateError(f"blob holds an invalid time zone {spec!r}")
-
-
-def _fields(data: bytes, count: int, what: str) -> list[Any]:
-    fields = _unpack_plain(data)
-    if type(fields) is not list or len(fields) != count:
-        raise CorruptStateError(f"blob holds an invalid {what}")
-    if not all(type(field) is int for field in fields[: count - 1]):
-        raise CorruptStateError(f"blob holds an invalid {what}")
-    return fields
-
-
-def _encode_datetime(codec: Codec, value: datetime) -> ExtType:
-    v = value
-    fields = [v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.fold]
-    return ExtType(_EXT_DATETIME, _pack_plain([*fields, _encode_tz(v)]))
-
-
-def _decode_datetime(codec: Codec, data: bytes) -> datetime:
-    year, month, day, hour, minute, second, micros, fold, tz = _fields(data, 9, "datetime")
-    return datetime(
-        year, month, day, hour, minute, second, micros, tzinfo=_decode_tz(tz), fold=fold
-    )
-
-
-def _encode_date(codec: Codec, value: date) -> ExtType:
-    return ExtType(_EXT_DATE, _pack_plain(value.toordinal()))
-
-
-def _decode_date(codec: Codec, data: bytes) -> date:
-    ordinal = _unpack_plain(data)
-    if type(ordinal) is not int:
-        raise CorruptStateError("blob holds an invalid date")
-    return date.fromordinal(ordinal)
-
-
-def _encode_time(codec: Codec, value: time) -> ExtType:
-    v = value
-    fields = [v.hour, v.minute, v.second, v.microsecond, v.fold, _encode_tz(v)]
-    return ExtType(_EXT_TIME, _pack_plain(fields))
-
-
-def _decode_time(codec: Codec, data: bytes) -> time:
-    hour, minute, second, micros, fold, tz = _fields(data, 6, "time")
-    return time(hour, minute, second, micros, tzinfo=_decode_tz(tz), fold=fold)
-
-
-def _encode_timedelta(codec: Codec, value: timedelta) -> ExtType:
-    return ExtType(_EXT_TIMEDELTA, _pack_plain([value.days, value.seconds, value.microseconds]))
-
-
-def _decode_timedelta(codec: Codec, data: bytes) -> timedelta:
-    fields = _unpack_plain(data)
-    if type(fields) is not list or len(fields) != 3 or any(type(f) is not int for f in fields):
-        raise CorruptStateError("blob holds an invalid timedelta")
-    days, seconds, micros = fields
-    value = timedelta(days, seconds, micros)
-    if (value.days, value.seconds, value.microseconds) != (days, seconds, micros):
-        raise CorruptStateError("blob holds a non-normalized timedelta")
-    return value
-
-
-def _encode_decimal(codec: Codec, value: Decimal) -> ExtType:
-    return ExtType(_EXT_DECIMAL, str(value).encode("ascii"))
-
-
-def _decode_decimal(codec: Codec, data: bytes) -> Decimal:
-    text = data.decode("ascii")
-    value = Decimal(text)
-    if str(value) != text:  # only what encode writes: no spaces, underscores, ...
-        raise CorruptStateError(f"blob holds an invalid Decimal {_short_repr(text)}")
-    return value
-
-
-def _encode_uuid(codec: Codec, value: UUID) -> ExtType:
-    return ExtType(_EXT_UUID, value.bytes)
-
-
-def _decode_uuid(codec: Codec, data: bytes) -> UUID:
-    if len(data) != 16:
-        raise CorruptStateError(f"blob holds a UUID of {len(data)} bytes, not 16")
-    return UUID(bytes=data)
-
-
-def _encode_numpy(np: Any, value: Any) -> ExtType:
-    if type(value) is np.ndarray:
-        array, code = value, _EXT_NDARRAY
-    elif isinstance(value, np.generic):
-        array, code = np.asarray(value), _EXT_NPSCALAR
-        if np.dtype(array.dtype.str).type is not type(value):
-            raise _Unsupported(value, "this numpy scalar type would come back as another one")
-    else:
-        raise _Unsupported(value, "a numpy.ndarray subclass, convert it with np.asarray(x)")
-    dtype = array.dtype
-    if dtype.kind not in _NUMPY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise _Unsupported(
-            value,
-            f"numpy dtype {dtype} is not supported (object, structured and "
-            "variable-width string dtypes are refused)",
-        )
-    fortran = array.ndim > 1 and array.flags.f_contiguous and not array.flags.c_contiguous
-    head = _pack_plain([dtype.str, list(array.shape), fortran])
-    data = array.tobytes(order="F" if fortran else "C")
-    return ExtType(code, b"".join((_U32.pack(len(head)), head, data)))
-
-
-def _numpy() -> Any:
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        return numpy
-    try:
-        return importlib.import_module("numpy")
-    except ImportError as exc:
-        raise CorruptStateError(
-            "blob holds a numpy array, but numpy is not installed; install numpy to read it"
-        ) from exc
-
-
-def _decode_ndarray(codec: Codec, data: bytes) -> Any:
-    np = _numpy()
-    (size,) = _U32.unpack_from(data)
-    end = _U32.size + size
-    if end > len(data):
-        raise CorruptStateError("blob holds a truncated numpy array header")
-    head = _unpack_plain(data[_U32.size : end])
-    if type(head) is not list or len(head) != 3:
-        raise CorruptStateError("blob holds an invalid numpy array header")
-    dtype_str, shape, fortran = head
-    if (
-        type(dtype_str) is not str
-        or type(fortran) is not bool
-        or type(shape) is not list
-        or len(shape) > 64
-        or not all(type(n) is int and n >= 0 for n in shape)
-    ):
-        raise CorruptStateError("blob holds an invalid numpy array header")
-    dtype = np.dtype(dtype_str)
-    if dtype.kind not in _NUMPY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise CorruptStateError(f"blob holds a numpy array of refused dtype {dtype_str!r}")
-    raw = memoryview(data)[end:]
-    if len(raw) != math.prod(shape) * dtype.itemsize:
-        raise CorruptStateError(
-            f"blob holds a numpy array of shape {shape} and dtype {dtype_str!r} "
-            f"with {len(raw)} bytes of data"
-        )
-    if dtype.kind == "b" and raw.tobytes().translate(None, b"\x00\x01"):
-        raise CorruptStateError("blob holds a numpy bool array with bytes other than 0 and 1")
-    order = "F" if fortran else "C"
-    if not raw:
-        return np.zeros(shape, dtype, order=order)
-    # frombuffer only views ``data``; the copy makes the array writable and its own.
-    return np.frombuffer(raw, dtype).reshape(shape, order=order).copy(order="K")
-
-
-def _decode_npscalar(codec: Codec, data: bytes) -> Any:
-    array = _decode_ndarray(codec, data)
-    if array.ndim != 0:
-        raise CorruptStateError("blob holds a numpy scalar with a shape")
-    return array[()]
-
-
-_ENCODERS: dict[type, Callable[[Codec, Any], ExtType]] = {
-    int: _encode_int,
-    tuple: lambda codec, value: codec._pack_items(_EXT_TUPLE, list(value)),
-    set: lambda codec, value: codec._pack_items(_EXT_SET, list(value)),
-    frozenset: lambda codec, value: codec._pack_items(_EXT_FROZENSET, list(value)),
-    datetime: _encode_datetime,
-    date: _encode_date,
-    time: _encode_time,
-    timedelta: _encode_timedelta,
-    Decimal: _encode_decimal,
-    UUID: _encode_uuid,
-}
-
-_DECODERS: dict[int, Callable[[Codec, bytes], Any]] = {
-    _EXT_BIGINT: _decode_int,
-    _EXT_TUPLE: lambda codec, data: tuple(codec._unpack_items(data)),
-    _EXT_SET: lambda codec, data: set(codec._unpack_items(data)),
-    _EXT_FROZENSET: lambda codec, data: frozenset(codec._unpack_items(data)),
-    _EXT_DATETIME: _decode_datetime,
-    _EXT_DATE: _decode_date,
-    _EXT_TIME: _decode_time,
-    _EXT_TIMEDELTA: _decode_timedelta,
-    _EXT_DECIMAL: _decode_decimal,
-    _EXT_UUID: _decode_uuid,
-    _EXT_NDARRAY: _decode_ndarray,
-    _EXT_NPSCALAR: _decode_npscalar,
-    _EXT_PICKLE: lambda codec, data: codec._unpickle(data),
-}

@@ -31,20 +31,18 @@ A datetime or time is its ``isoformat()`` (with the UTC offset of a
 `datetime.timezone`), plus, when needed, an object with the `zoneinfo.ZoneInfo`
 key (the ISO text is then the wall time), the name of a `datetime.timezone`
 that has a custom one (``tzname``) and ``fold``. NaN's sign and payload bits
-are not kept. numpy arrays and scalars follow the msgpack codec's rules
-(``order`` is there only for Fortran order; the same dtypes are refused);
-numpy is imported only when one is decoded.
+are not kept. A numpy array's ``order`` is there only for Fortran order. The
+tags' encoders and decoders are in `flowdag._json_tags`.
+
+Which values are stored, which are refused and how, the numpy rules and the
+pickle policy are the value model's, shared with the msgpack codec: see
+`flowdag._values`.
 
 A user dict whose keys start with ``$`` could be mistaken for a tag, so every
 such key gets one more ``$`` (``{"$tuple": 1}`` is written
 ``{"$$tuple": 1}``) and decoding strips it: an object whose keys start with a
 single ``$`` is a tag when it has one key and damage otherwise. Nothing a user
 stores is ever read back as a tag.
-
-Unsupported types raise `SerializationError` naming the type and where it sits,
-with the msgpack codec's wording. With ``allow_pickle=True`` they are pickled
-into a ``$pickle`` tag instead; a codec with ``allow_pickle=False`` refuses such
-a blob with `CorruptStateError` rather than unpickle it.
 
 **No checksum.** A JSON blob is plain text and carries no checksum of its own:
 the journal frames each commit with CRC32s and the snapshot file has one over
@@ -65,61 +63,42 @@ Thread safety: a codec holds no mutable state; one codec serves every thread.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import json.encoder
-import math
-import pickle
-import re
-import sys
-from collections.abc import Callable
-from datetime import date, datetime, time, timedelta, timezone
-from decimal import Decimal
+from collections.abc import Callable, Iterable
 from itertools import islice
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any, ClassVar
-from uuid import UUID
-from zoneinfo import ZoneInfo
 
-from flowdag.codec import (
-    _NUMPY_KINDS,
-    _encode_tz,
-    _name,
-    _numpy,
-    _short_repr,
-    _size,
-    _Unsupported,
-    _unsupported_error,
+from flowdag._json_tags import PREPARERS, TAGS, b64, prepare_numpy
+from flowdag._values import (
+    DEFAULT_MAX_BLOB_SIZE,
+    DEFAULT_MAX_ITEMS,
+    CodecBase,
+    TooDeep,
+    Unsupported,
+    find_too_many,
+    pickle_value,
+    short_repr,
+    size_of,
+    type_name,
+    unsupported_error,
 )
 from flowdag.errors import CorruptStateError, SerializationError
 
 __all__ = ["JSONCodec", "dump_json"]
 
-DEFAULT_MAX_BLOB_SIZE = 1 << 31
-DEFAULT_MAX_ITEMS = 1 << 31
 _MAX_DEPTH = 256  # JSON arrays and objects; see the module docstring
 # Plain JSON ints stay below this: 603 decimal digits, within even the lowest
 # int/str conversion limit Python allows (640 digits, see sys.set_int_max_str_digits).
 _INT_LIMIT = 1 << 2000
-_FLOAT_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-_HEX_INT = re.compile(r"-?0x[0-9a-f]+")
 _PLAIN = frozenset({str, bool, type(None)})  # JSON as they are; int and float need a look
 _ITEM_TAGS: dict[type, str] = {tuple: "$tuple", set: "$set", frozenset: "$frozenset"}
-_TZ_FIELDS = frozenset({"zone", "tzname", "fold"})
-_ARRAY_FIELDS = frozenset({"dtype", "shape", "data"})
-
-
-_UNSET: Any = object()
-
-
-class _TooDeep(Exception):
-    """Arrays and objects nested deeper than ``_MAX_DEPTH`` (or a reference cycle)."""
 
 
 def _no_default(value: Any) -> Any:
     # The walk hands the JSON encoder plain JSON only; anything else is a bug.
-    raise TypeError(f"unexpected {_name(value)} after preparing the value")
+    raise TypeError(f"unexpected {type_name(value)} after preparing the value")
 
 
 def _make_dumps(ascii_only: bool) -> Callable[[Any], str]:
@@ -171,7 +150,7 @@ def _refuse_constant(name: str) -> Any:
     raise CorruptStateError(f"blob holds {name}, which is not JSON (encode writes a $float tag)")
 
 
-class JSONCodec:
+class JSONCodec(CodecBase):
     """Turns values into UTF-8 JSON blobs for the JSON store, and back, exactly.
 
     Args:
@@ -182,20 +161,14 @@ class JSONCodec:
         max_items: the most items in one list, tuple, set, frozenset or dict.
 
     Raises:
-        ValueError: a limit out of range.
+        InvalidArgumentTypeError: a limit that is not an int, or an
+            ``allow_pickle`` that is not a bool.
+        InvalidArgumentError: a limit out of range.
     """
 
     name: ClassVar[str] = "json"  # recorded by stores: see codec.ValueCodec
 
-    __slots__ = (
-        "__weakref__",
-        "_allow_pickle",
-        "_fast_size",
-        "_max_blob_size",
-        "_max_items",
-        "_scan_plain",
-        "_scan_tagged",
-    )
+    __slots__ = ("__weakref__", "_fast_size", "_scan_plain", "_scan_tagged")
 
     def __init__(
         self,
@@ -204,12 +177,7 @@ class JSONCodec:
         max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
         max_items: int = DEFAULT_MAX_ITEMS,
     ) -> None:
-        for name, limit in (("max_blob_size", max_blob_size), ("max_items", max_items)):
-            if limit < 1:
-                raise ValueError(f"{name} must be >= 1, not {limit}")
-        self._allow_pickle = bool(allow_pickle)
-        self._max_blob_size = max_blob_size
-        self._max_items = max_items
+        self._set_limits(allow_pickle, max_blob_size, max_items)
         # Blobs up to this size are within both limits: every item takes a byte.
         self._fast_size = min(max_blob_size, max_items)
         # JSON's C scanners: stateless between calls, so threads share them.
@@ -217,38 +185,6 @@ class JSONCodec:
         self._scan_tagged = json.JSONDecoder(
             object_hook=self._object_hook, parse_constant=_refuse_constant
         ).raw_decode
-
-    @property
-    def allow_pickle(self) -> bool:
-        """Whether unsupported values are pickled, and pickled data unpickled."""
-        return self._allow_pickle
-
-    @property
-    def max_blob_size(self) -> int:
-        """The largest blob, in bytes."""
-        return self._max_blob_size
-
-    @property
-    def max_items(self) -> int:
-        """The most items in one list, tuple, set, frozenset or dict."""
-        return self._max_items
-
-    def __repr__(self) -> str:
-        return f"JSONCodec({', '.join(f'{k}={v!r}' for k, v in self._settings().items())})"
-
-    def _settings(self) -> dict[str, Any]:
-        return {
-            "allow_pickle": self._allow_pickle,
-            "max_blob_size": self._max_blob_size,
-            "max_items": self._max_items,
-        }
-
-    # Stores may cross process boundaries: pickle the settings, not the scanners.
-    def __getstate__(self) -> dict[str, Any]:
-        return self._settings()
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
 
     # -- encode ---------------------------------------------------------------
 
@@ -266,16 +202,16 @@ class JSONCodec:
             blob = dump_json(prepared)
         except SerializationError:
             raise
-        except _Unsupported as exc:
-            raise _unsupported_error(value, exc) from exc.__cause__
-        except (_TooDeep, RecursionError):
+        except Unsupported as exc:
+            raise unsupported_error(value, exc) from exc.__cause__
+        except (TooDeep, RecursionError):
             raise SerializationError(
-                f"cannot store a value of type {_name(value)!r}: it nests more than "
+                f"cannot store a value of type {type_name(value)!r}: it nests more than "
                 f"{_MAX_DEPTH} levels deep in JSON, or holds a reference cycle; flatten it"
             ) from None
         except (ValueError, TypeError, OverflowError, MemoryError) as exc:
             raise SerializationError(
-                f"cannot store a value of type {_name(value)!r} ({type(exc).__name__}: {exc})"
+                f"cannot store a value of type {type_name(value)!r} ({type(exc).__name__}: {exc})"
             ) from exc
         if len(blob) > self._fast_size:
             self._check_encoded(value, blob)
@@ -283,19 +219,9 @@ class JSONCodec:
 
     def _check_encoded(self, value: Any, blob: bytes) -> None:
         if len(blob) > self._max_blob_size:
-            raise SerializationError(
-                f"a value of type {_name(value)!r} encodes to {len(blob)} bytes of JSON, over "
-                f"max_blob_size={self._max_blob_size}; keep large data elsewhere (a file) and "
-                "return its path, or pass a larger max_blob_size to the JSONCodec"
-            )
+            self._too_large(value, len(blob), "max_blob_size", "bytes of JSON")
         if len(blob) > self._max_items:
-            found = _find_too_many(value, self._max_items)
-            if found is not None:
-                raise SerializationError(
-                    f"cannot store a value of type {_name(value)!r}: it holds a {found}, over "
-                    f"max_items={self._max_items}; split it or pass a larger max_items to the "
-                    "JSONCodec"
-                )
+            self._check_items(value)
 
     # The walk returns plain JSON for a value: the value itself while nothing in
     # it needs a tag or an escape, new containers otherwise. ``depth`` is how
@@ -319,9 +245,10 @@ class JSONCodec:
             return self._prepare_dict(value, depth)
         return self._prepare_other(value, depth)
 
-    def _prepare_list(self, value: list[Any], depth: int) -> list[Any]:
+    def _prepare_list(self, value: Iterable[Any], depth: int) -> Any:
+        """A list's items (or a dict's values view) prepared: ``value`` itself if unchanged."""
         if depth >= _MAX_DEPTH:
-            raise _TooDeep
+            raise TooDeep
         inner = depth + 1
         i = 0
         for item in value:
@@ -340,7 +267,7 @@ class JSONCodec:
             else:
                 new = self._prepare_other(item, inner)
             if new is not item:
-                out = value[:i]
+                out = list(islice(value, i))
                 out.append(new)
                 prepare = self._prepare
                 for rest in islice(value, i + 1, None):  # a loop: no frame of its own
@@ -351,7 +278,7 @@ class JSONCodec:
 
     def _prepare_dict(self, value: dict[Any, Any], depth: int) -> Any:
         if depth >= _MAX_DEPTH:
-            raise _TooDeep
+            raise TooDeep
         # Keys first, before any value is walked: a dict that turns out to need
         # the pairs form must not walk its values twice (twice per level nests
         # into 2**depth walks).
@@ -361,44 +288,23 @@ class JSONCodec:
                 return self._prepare_pairs(value, depth)
             if key[:1] == "$":
                 escape = True
-        inner = depth + 1
         if escape:
-            return self._copy_dict(value, 0, inner)
-        for i, item in enumerate(value.values()):
-            kind = type(item)
-            if (
-                kind in _PLAIN
-                or (kind is int and -_INT_LIMIT < item < _INT_LIMIT)
-                or (kind is float and item - item == 0.0)
-            ):
-                continue
-            if kind is list:
-                new = self._prepare_list(item, inner)
-            elif kind is dict:
-                new = self._prepare_dict(item, inner)
-            else:
-                new = self._prepare_other(item, inner)
-            if new is not item:
-                return self._copy_dict(value, i, inner, new)
-        return value
-
-    def _copy_dict(self, value: dict[str, Any], i: int, inner: int, new: Any = _UNSET) -> Any:
-        """``value`` prepared, its items before ``i`` unchanged; ``new``: item i's, if known."""
-        out = dict(islice(value.items(), i))
-        items = islice(value.items(), i, None)
-        if new is not _UNSET:  # item i was walked already: never walk anything twice
-            key, _ = next(items)
-            out[key] = new
-        prepare = self._prepare
-        for key, item in items:
             # A "$" key gets one more: never read back as a tag.
-            out["$" + key if key[:1] == "$" else key] = prepare(item, inner)
-        return out
+            inner = depth + 1
+            prepare = self._prepare
+            return {
+                "$" + key if key[:1] == "$" else key: prepare(item, inner)
+                for key, item in value.items()
+            }
+        # The values walk as a list's items would (same depth rule): one loop for both.
+        values = value.values()
+        prepared = self._prepare_list(values, depth)
+        return value if prepared is values else dict(zip(value, prepared, strict=True))
 
     def _prepare_pairs(self, value: dict[Any, Any], depth: int) -> dict[str, Any]:
         # {"$dict": [[k, v], ...]}: three levels, the keys and values inside them.
         if depth + 3 > _MAX_DEPTH:
-            raise _TooDeep
+            raise TooDeep
         inner = depth + 3
         prepare = self._prepare
         return {"$dict": [[prepare(k, inner), prepare(v, inner)] for k, v in value.items()]}
@@ -412,27 +318,10 @@ class JSONCodec:
         tag = _ITEM_TAGS.get(kind)
         if tag is not None:  # {"$tuple": [...]}: the object, then the array inside it
             return {tag: self._prepare_list(list(value), depth + 1)}
-        prepare = _PREPARERS.get(kind)
-        try:
-            if prepare is not None:
-                return prepare(self, value, depth)
-            np = sys.modules.get("numpy")  # an array implies numpy is imported
-            if np is not None and isinstance(value, np.ndarray | np.generic):
-                return _prepare_numpy(np, value)
-            raise _Unsupported(value)
-        except _Unsupported as exc:
-            # Only the value that failed is pickled; a nested failure already had
-            # its chance (its pickling failed) and goes up as it is.
-            if exc.value is not value or not self._allow_pickle:
-                raise
-        return self._pickle(value)
+        return self._encode_other(value, PREPARERS.get(kind), prepare_numpy, depth)
 
     def _pickle(self, value: Any) -> dict[str, str]:
-        try:
-            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            raise _Unsupported(value, f"pickle failed: {type(exc).__name__}: {exc}") from exc
-        return {"$pickle": _b64(data)}
+        return {"$pickle": b64(pickle_value(value))}
 
     # -- decode ---------------------------------------------------------------
 
@@ -446,11 +335,7 @@ class JSONCodec:
         """
         try:
             size = len(blob)
-            if size > self._max_blob_size:
-                raise CorruptStateError(
-                    f"blob of {size} bytes is over max_blob_size={self._max_blob_size}; "
-                    "pass a larger max_blob_size to the JSONCodec if it is expected"
-                )
+            self._check_blob_size(size)
             text = str(blob, "utf-8")
             # Fast path: with no key that could start with "$" there is no tag and no
             # escaped key, so the C scanner alone builds the value, no Python hook.
@@ -462,7 +347,7 @@ class JSONCodec:
             if end != len(text):
                 raise CorruptStateError(f"blob has data after its JSON value, at offset {end}")
             if size > self._max_items:
-                found = _find_too_many(value, self._max_items)
+                found = find_too_many(value, self._max_items)
                 if found is not None:
                     raise CorruptStateError(
                         f"blob holds a {found}, over max_items={self._max_items}; pass a "
@@ -473,7 +358,7 @@ class JSONCodec:
             raise
         except Exception as exc:
             raise CorruptStateError(
-                f"cannot decode a JSON blob of {_size(blob)} bytes ({type(exc).__name__}: "
+                f"cannot decode a JSON blob of {size_of(blob)} bytes ({type(exc).__name__}: "
                 f"{exc}); it is damaged or was written by an incompatible flowdag"
             ) from exc
 
@@ -487,318 +372,17 @@ class JSONCodec:
         if len(obj) == 1:
             ((key, payload),) = obj.items()
             if key[1:2] != "$":
-                decode = _TAGS.get(key)
+                decode = TAGS.get(key)
                 if decode is None:
-                    raise CorruptStateError(f"blob holds an unknown tag {_short_repr(key)}")
+                    raise CorruptStateError(f"blob holds an unknown tag {short_repr(key)}")
                 return decode(self, payload)
         out = {}
         for key, item in obj.items():
             if key[:1] == "$":
                 if key[1:2] != "$":
                     raise CorruptStateError(
-                        f"blob holds an object with the tag-like key {_short_repr(key)} "
-                        "among others"
+                        f"blob holds an object with the tag-like key {short_repr(key)} among others"
                     )
                 key = key[1:]
             out[key] = item
         return out
-
-    def _unpickle(self, payload: Any) -> Any:
-        if not self._allow_pickle:
-            raise CorruptStateError(
-                "blob holds pickled data (a value of a type flowdag cannot store natively), "
-                "but this JSONCodec has allow_pickle=False, and unpickling can run code; "
-                "decode it with JSONCodec(allow_pickle=True) only if you trust whoever "
-                "wrote the store"
-            )
-        return pickle.loads(_unb64(payload, "pickle"))
-
-
-def _find_too_many(value: Any, limit: int) -> str | None:
-    """The first container in ``value`` with more than ``limit`` items, described."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is list or kind is tuple or kind is set or kind is frozenset:
-            if len(item) > limit:
-                return f"{kind.__name__} of {len(item)} items"
-            stack.extend(item)
-        elif kind is dict:
-            if len(item) > limit:
-                return f"dict of {len(item)} items"
-            stack.extend(item.keys())
-            stack.extend(item.values())
-    return None
-
-
-# -- tags: encode ------------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _prepare_bytes(codec: JSONCodec, value: bytes | bytearray | memoryview, depth: int) -> Any:
-    return {"$bytes": _b64(bytes(value))}
-
-
-def _tz_extra(value: datetime | time) -> tuple[str, dict[str, Any]]:
-    """ISO text and the fields it cannot carry: zone key, offset name, fold."""
-    spec = _encode_tz(value)  # None, a ZoneInfo key, [micros] or [micros, name]
-    extra: dict[str, Any] = {}
-    if type(spec) is str:
-        text = value.replace(tzinfo=None).isoformat()  # the wall time; the zone's rules
-        extra["zone"] = spec  # give its offset, which a tzdata update may change
-    else:
-        text = value.isoformat()
-        if spec is not None and len(spec) == 2:
-            extra["tzname"] = spec[1]
-    if value.fold:
-        extra["fold"] = 1
-    return text, extra
-
-
-def _prepare_datetime(codec: JSONCodec, value: datetime | time, depth: int) -> Any:
-    text, extra = _tz_extra(value)
-    tag = "$datetime" if type(value) is datetime else "$time"
-    return {tag: [text, extra] if extra else text}
-
-
-def _prepare_date(codec: JSONCodec, value: date, depth: int) -> Any:
-    return {"$date": value.isoformat()}
-
-
-def _prepare_timedelta(codec: JSONCodec, value: timedelta, depth: int) -> Any:
-    return {"$timedelta": [value.days, value.seconds, value.microseconds]}
-
-
-def _prepare_numpy(np: Any, value: Any) -> Any:
-    if type(value) is np.ndarray:
-        array, tag = value, "$ndarray"
-    elif isinstance(value, np.generic):
-        array, tag = np.asarray(value), "$npscalar"
-        if np.dtype(array.dtype.str).type is not type(value):
-            raise _Unsupported(value, "this numpy scalar type would come back as another one")
-    else:
-        raise _Unsupported(value, "a numpy.ndarray subclass, convert it with np.asarray(x)")
-    dtype = array.dtype
-    if dtype.kind not in _NUMPY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise _Unsupported(
-            value,
-            f"numpy dtype {dtype} is not supported (object, structured and "
-            "variable-width string dtypes are refused)",
-        )
-    fortran = array.ndim > 1 and array.flags.f_contiguous and not array.flags.c_contiguous
-    payload: dict[str, Any] = {"dtype": dtype.str, "shape": list(array.shape)}
-    if fortran:
-        payload["order"] = "F"
-    payload["data"] = _b64(array.tobytes(order="F" if fortran else "C"))
-    return {tag: payload}
-
-
-_PREPARERS: dict[type, Callable[[JSONCodec, Any, int], Any]] = {
-    bytes: _prepare_bytes,
-    # msgpack stores these as bytes too; the stores must agree on what they accept.
-    bytearray: _prepare_bytes,
-    memoryview: _prepare_bytes,
-    datetime: _prepare_datetime,
-    date: _prepare_date,
-    time: _prepare_datetime,
-    timedelta: _prepare_timedelta,
-    Decimal: lambda codec, value, depth: {"$decimal": str(value)},
-    UUID: lambda codec, value, depth: {"$uuid": str(value)},
-}
-
-
-# -- tags: decode ------------------------------------------------------------------
-# Each checks that its payload is what encode writes, since JSON itself checks little.
-
-
-def _invalid(what: str, payload: Any) -> CorruptStateError:
-    return CorruptStateError(f"blob holds an invalid {what} {_short_repr(payload)}")
-
-
-def _items(payload: Any, what: str) -> list[Any]:
-    if type(payload) is not list:
-        raise _invalid(what, payload)
-    return payload
-
-
-def _unb64(payload: Any, what: str) -> bytes:
-    if type(payload) is not str:
-        raise _invalid(what, payload)
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise CorruptStateError(f"blob holds invalid base64 in a {what} ({exc})") from exc
-
-
-def _decode_int(codec: JSONCodec, payload: Any) -> int:
-    if type(payload) is not str or not _HEX_INT.fullmatch(payload):
-        raise _invalid("big integer", payload)
-    return int(payload, 16)
-
-
-def _decode_float(codec: JSONCodec, payload: Any) -> float:
-    if type(payload) is not str or payload not in _FLOAT_NAMES:
-        raise _invalid("float", payload)
-    return _FLOAT_NAMES[payload]
-
-
-def _decode_dict(codec: JSONCodec, payload: Any) -> dict[Any, Any]:
-    out = {}
-    for pair in _items(payload, "dict"):
-        if type(pair) is not list or len(pair) != 2:
-            raise _invalid("dict item", pair)
-        out[pair[0]] = pair[1]
-    return out
-
-
-def _iso_and_extra(payload: Any, what: str) -> tuple[str, dict[str, Any]]:
-    if type(payload) is str:
-        return payload, {}
-    if (
-        type(payload) is list
-        and len(payload) == 2
-        and type(payload[0]) is str
-        and type(payload[1]) is dict
-        and payload[1]
-        and payload[1].keys() <= _TZ_FIELDS
-        and payload[1].get("fold", 1) == 1
-        and type(payload[1].get("fold", 1)) is int
-    ):
-        return payload[0], payload[1]
-    raise _invalid(what, payload)
-
-
-def _with_tz(value: Any, extra: dict[str, Any], what: str) -> Any:
-    zone = extra.get("zone")
-    name = extra.get("tzname")
-    fold = extra.get("fold", 0)
-    if zone is not None:
-        if type(zone) is not str or value.tzinfo is not None or name is not None:
-            raise _invalid(what, extra)
-        return value.replace(tzinfo=ZoneInfo(zone), fold=fold)
-    if name is not None:
-        offset = value.utcoffset()
-        if type(name) is not str or offset is None:
-            raise _invalid(what, extra)
-        return value.replace(tzinfo=timezone(offset, name), fold=fold)
-    return value.replace(fold=fold) if fold else value
-
-
-def _decode_datetime(codec: JSONCodec, payload: Any) -> datetime:
-    text, extra = _iso_and_extra(payload, "datetime")
-    value = datetime.fromisoformat(text)
-    if value.isoformat() != text:  # only what encode writes: one spelling per value
-        raise _invalid("datetime", text)
-    result: datetime = _with_tz(value, extra, "datetime")
-    return result
-
-
-def _decode_time(codec: JSONCodec, payload: Any) -> time:
-    text, extra = _iso_and_extra(payload, "time")
-    value = time.fromisoformat(text)
-    if value.isoformat() != text:
-        raise _invalid("time", text)
-    result: time = _with_tz(value, extra, "time")
-    return result
-
-
-def _decode_date(codec: JSONCodec, payload: Any) -> date:
-    if type(payload) is not str:
-        raise _invalid("date", payload)
-    value = date.fromisoformat(payload)
-    if value.isoformat() != payload:
-        raise _invalid("date", payload)
-    return value
-
-
-def _decode_timedelta(codec: JSONCodec, payload: Any) -> timedelta:
-    if type(payload) is not list or len(payload) != 3 or any(type(f) is not int for f in payload):
-        raise _invalid("timedelta", payload)
-    days, seconds, micros = payload
-    value = timedelta(days, seconds, micros)
-    if (value.days, value.seconds, value.microseconds) != (days, seconds, micros):
-        raise _invalid("timedelta", payload)
-    return value
-
-
-def _decode_decimal(codec: JSONCodec, payload: Any) -> Decimal:
-    if type(payload) is not str or not payload.isascii():
-        raise _invalid("Decimal", payload)
-    value = Decimal(payload)
-    if str(value) != payload:  # no spaces, underscores, other digits...
-        raise _invalid("Decimal", payload)
-    return value
-
-
-def _decode_uuid(codec: JSONCodec, payload: Any) -> UUID:
-    if type(payload) is not str:
-        raise _invalid("UUID", payload)
-    value = UUID(payload)
-    if str(value) != payload:
-        raise _invalid("UUID", payload)
-    return value
-
-
-def _decode_ndarray(codec: JSONCodec, payload: Any) -> Any:
-    if (
-        type(payload) is not dict
-        or not _ARRAY_FIELDS <= payload.keys() <= _ARRAY_FIELDS | {"order"}
-        or payload.get("order", "F") != "F"
-    ):
-        raise _invalid("numpy array", payload)
-    dtype_str, shape = payload["dtype"], payload["shape"]
-    if (
-        type(dtype_str) is not str
-        or type(shape) is not list
-        or len(shape) > 64
-        or not all(type(n) is int and n >= 0 for n in shape)
-    ):
-        raise _invalid("numpy array", payload)
-    raw = _unb64(payload["data"], "numpy array")
-    np = _numpy()
-    dtype = np.dtype(dtype_str)
-    if dtype.kind not in _NUMPY_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise CorruptStateError(f"blob holds a numpy array of refused dtype {dtype_str!r}")
-    if len(raw) != math.prod(shape) * dtype.itemsize:
-        raise CorruptStateError(
-            f"blob holds a numpy array of shape {shape} and dtype {dtype_str!r} "
-            f"with {len(raw)} bytes of data"
-        )
-    if dtype.kind == "b" and raw.translate(None, b"\x00\x01"):
-        raise CorruptStateError("blob holds a numpy bool array with bytes other than 0 and 1")
-    order = "F" if "order" in payload else "C"
-    if not raw:
-        return np.zeros(shape, dtype, order=order)
-    # frombuffer only views ``raw``; the copy makes the array writable and its own.
-    return np.frombuffer(raw, dtype).reshape(shape, order=order).copy(order="K")
-
-
-def _decode_npscalar(codec: JSONCodec, payload: Any) -> Any:
-    array = _decode_ndarray(codec, payload)
-    if array.ndim != 0:
-        raise CorruptStateError("blob holds a numpy scalar with a shape")
-    return array[()]
-
-
-_TAGS: dict[str, Callable[[JSONCodec, Any], Any]] = {
-    "$tuple": lambda codec, payload: tuple(_items(payload, "tuple")),
-    "$set": lambda codec, payload: set(_items(payload, "set")),
-    "$frozenset": lambda codec, payload: frozenset(_items(payload, "frozenset")),
-    "$bytes": lambda codec, payload: _unb64(payload, "bytes"),
-    "$int": _decode_int,
-    "$float": _decode_float,
-    "$dict": _decode_dict,
-    "$datetime": _decode_datetime,
-    "$time": _decode_time,
-    "$date": _decode_date,
-    "$timedelta": _decode_timedelta,
-    "$decimal": _decode_decimal,
-    "$uuid": _decode_uuid,
-    "$ndarray": _decode_ndarray,
-    "$npscalar": _decode_npscalar,
-    "$pickle": lambda codec, payload: codec._unpickle(payload),
-}

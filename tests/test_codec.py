@@ -26,7 +26,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from flowdag.codec import Codec
-from flowdag.errors import CorruptStateError, SerializationError, StoreError
+from flowdag.errors import (
+    CorruptStateError,
+    FlowdagError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    SerializationError,
+    StoreError,
+)
 
 try:
     from zoneinfo import ZoneInfo
@@ -418,18 +425,49 @@ def test_codec_pickles_and_shows_settings() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"compress_threshold": -1},
-        {"level": 23},
-        {"max_blob_size": 0},
-        {"max_decoded_size": -5},
-        {"max_items": 0},
+        ({"compress_threshold": -1}, "compress_threshold must be an int >= 0 or None, not -1"),
+        ({"level": 23}, "level must be an int from -131072 to 22, not 23"),
+        ({"level": -(1 << 17) - 1}, "level must be an int from -131072 to 22, not -131073"),
+        ({"max_blob_size": 0}, "max_blob_size must be an int >= 1, not 0"),
+        ({"max_decoded_size": -5}, "max_decoded_size must be an int >= 1, not -5"),
+        ({"max_items": 0}, "max_items must be an int >= 1, not 0"),
     ],
 )
-def test_bad_settings(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+def test_bad_settings(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
         Codec(**kwargs)
+    assert str(info.value) == message
+    assert isinstance(info.value, ValueError) and isinstance(info.value, FlowdagError)
+    assert not isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"compress_threshold": 1.5}, "compress_threshold must be an int >= 0 or None, not float"),
+        ({"compress_threshold": "1024"}, "compress_threshold must be an int >= 0 or None, not str"),
+        ({"level": None}, "level must be an int from -131072 to 22, not NoneType"),
+        ({"level": True}, "level must be an int from -131072 to 22, not bool"),
+        ({"allow_pickle": 1}, "allow_pickle must be True or False, not int"),
+        ({"allow_pickle": "yes"}, "allow_pickle must be True or False, not str"),
+        ({"max_blob_size": 1e9}, "max_blob_size must be an int >= 1, not float"),
+        ({"max_decoded_size": "1GiB"}, "max_decoded_size must be an int >= 1, not str"),
+        ({"max_items": None}, "max_items must be an int >= 1, not NoneType"),
+    ],
+)
+def test_bad_setting_types(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidArgumentTypeError) as info:
+        Codec(**kwargs)
+    assert str(info.value) == message
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
+
+
+def test_good_settings_at_the_bounds() -> None:
+    assert Codec(level=-(1 << 17)).level == -(1 << 17)
+    assert Codec(level=22, compress_threshold=0, max_items=1).level == 22
+    assert Codec(compress_threshold=None).compress_threshold is None
 
 
 # -- damage --------------------------------------------------------------------------

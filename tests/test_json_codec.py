@@ -22,7 +22,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowdag.codec import Codec, ValueCodec
-from flowdag.errors import CorruptStateError, SerializationError
+from flowdag.errors import (
+    CorruptStateError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    SerializationError,
+)
 from flowdag.json_codec import JSONCodec, dump_json
 from tests import test_codec
 from tests.test_codec import PARIS, T0, Point, needs_tzdata, same
@@ -667,10 +672,29 @@ def test_codec_pickles_and_shows_settings() -> None:
     assert copy.decode(codec.encode({"$a": (1,)})) == {"$a": (1,)}
 
 
-@pytest.mark.parametrize("kwargs", [{"max_blob_size": 0}, {"max_items": -5}])
-def test_bad_settings(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"max_blob_size": 0}, InvalidArgumentError, "max_blob_size must be an int >= 1, not 0"),
+        ({"max_items": -5}, InvalidArgumentError, "max_items must be an int >= 1, not -5"),
+        ({"max_items": 2.0}, InvalidArgumentTypeError, "max_items must be an int >= 1, not float"),
+        (
+            {"max_blob_size": "1MiB"},
+            InvalidArgumentTypeError,
+            "max_blob_size must be an int >= 1, not str",
+        ),
+        (
+            {"allow_pickle": None},
+            InvalidArgumentTypeError,
+            "allow_pickle must be True or False, not NoneType",
+        ),
+    ],
+)
+def test_bad_settings(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
+    with pytest.raises(error) as info:
         JSONCodec(**kwargs)
+    assert type(info.value) is error and str(info.value) == message
+    assert isinstance(info.value, ValueError)
 
 
 def test_dump_json_writes_plain_json_like_the_codec() -> None:

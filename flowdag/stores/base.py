@@ -29,7 +29,7 @@ from typing import Any, Protocol, Self
 
 from flowdag.codec import Codec, ValueCodec
 from flowdag.errors import CorruptStateError, InvalidRunIdError, StoreError
-from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
+from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState, check_times
 
 __all__ = ["RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
 
@@ -100,6 +100,7 @@ class Store(ABC):
     def save(self, state: RunState) -> None:
         """Write a whole run, replacing any stored run with the same id, atomically."""
         run_id = check_run_id(state.run_id)
+        check_times(state)
         self._check_open()
         self._save(run_id, self._to_stored(state))
 
