@@ -229,5 +229,5 @@ def _locked_message(run_id: str, pid: int | None, path: Path) -> str:
         holder = f"pid {pid}"
     return (
         f"run '{run_id}' is locked by {holder} ({path}); "
-        "wait for it to finish or pass another --run-id"
+        "wait for it to finish or use another run id"
     )

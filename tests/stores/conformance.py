@@ -588,7 +588,7 @@ class StoreTests:
                 pass  # pragma: no cover
             message = str(info.value)
             assert f"pid {proc.pid}" in message and "run 'nightly'" in message, message
-            assert "--run-id" in message  # says what to do
+            assert "use another run id" in message and "--" not in message  # says what to do
             with store.lock("other"):  # only that run id is taken
                 pass
             assert store.load("nightly") == pending_state("nightly", "a")  # readers need no lock
