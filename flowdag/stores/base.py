@@ -20,15 +20,20 @@ from __future__ import annotations
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
 from flowdag.codec import Codec, ValueCodec
-from flowdag.errors import CorruptStateError, InvalidRunIdError, StoreError
+from flowdag.errors import (
+    CorruptStateError,
+    InvalidArgumentTypeError,
+    InvalidRunIdError,
+    StoreError,
+)
 from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
 
 __all__ = ["RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
@@ -72,6 +77,23 @@ class StoredRun:
     nodes: dict[str, StoredNode] = field(default_factory=dict)
     data: dict[str, bytes] = field(default_factory=dict)
 
+    def apply(self, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]) -> None:
+        """Apply one commit: upsert ``nodes``, set ``data`` keys (None deletes)."""
+        self.nodes.update(nodes)
+        for key, value in data.items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+
+    def copy(self) -> StoredRun:
+        """A copy that shares only the (immutable) blobs."""
+        return StoredRun(
+            self.header,
+            {name: StoredNode(node.meta, node.output) for name, node in self.nodes.items()},
+            dict(self.data),
+        )
+
 
 class RunLock(Protocol):
     """A held per-run lock; the OS releases it if the process dies."""
@@ -91,9 +113,18 @@ class Store(ABC):
     #: from a background thread, grouping the nodes that finish meanwhile.
     durable: bool = True
 
+    #: What codec the store's files need: "json" (a `JSONCodec`), "binary"
+    #: (any codec but a `JSONCodec`), or "" (any codec).
+    codec_kind: ClassVar[str] = ""
+
     def __init__(self, *, codec: ValueCodec | None = None) -> None:
-        self.codec: ValueCodec = codec if codec is not None else Codec()
+        self.codec: ValueCodec = codec if codec is not None else self._default_codec()
         self._closed = False
+        self._check_codec_kind()
+
+    def _default_codec(self) -> ValueCodec:
+        """The codec used when none is given."""
+        return Codec()
 
     # -- public API ---------------------------------------------------------
 
@@ -227,7 +258,40 @@ class Store(ABC):
     def _close(self) -> None:  # noqa: B027 - optional hook
         """Release backend resources."""
 
+    def _save_checked(
+        self, run_id: str, run: StoredRun, check: Callable[[StoredRun], None]
+    ) -> None:
+        """Save ``run`` but publish it only once ``check`` passed on it as read back.
+
+        ``check`` raises to refuse the copy; the store then keeps what it had.
+        This default saves, reads back and deletes on refusal, so a crash in
+        between leaves an unchecked run: the built-in stores override it to
+        stage the run where loads never look and publish it atomically.
+        """
+        self._save(run_id, run)
+        try:
+            check(self._load(run_id))
+        except BaseException:
+            self._delete(run_id)
+            raise
+
     # -- RunState <-> bytes ---------------------------------------------------
+
+    def _check_codec_kind(self) -> None:
+        kind = self.codec_kind
+        is_json = getattr(self.codec, "name", None) == "json"
+        if kind == "json" and not is_json:
+            raise InvalidArgumentTypeError(
+                f"a {type(self).__name__} needs a JSONCodec (flowdag.json_codec), not "
+                f"{type(self.codec).__name__}: its files hold JSON; pass codec=JSONCodec(...) "
+                "or leave codec out"
+            )
+        if kind == "binary" and is_json:
+            raise InvalidArgumentTypeError(
+                f"a {type(self).__name__} needs a binary codec such as flowdag.codec.Codec, "
+                f"not {type(self.codec).__name__} (JSON fragments are for the JSON store); "
+                "pass codec=Codec(...) or leave codec out"
+            )
 
     def _check_open(self) -> None:
         if self._closed:

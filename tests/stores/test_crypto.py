@@ -34,7 +34,7 @@ from flowdag.json_codec import JSONCodec
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
 from flowdag.stores._crypto import KEY_ENV, MAGIC, Cipher, generate_key, is_sealed
-from flowdag.stores._journal import frame, replay
+from flowdag.stores._framing import frame, replay
 from flowdag.stores.base import Store
 from flowdag.stores.transfer import copy_run
 

@@ -13,7 +13,8 @@ import pytest
 
 from flowdag.errors import CorruptStateError
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
-from flowdag.stores._journal import JournaledStore, frame, replay
+from flowdag.stores._framing import frame, replay
+from flowdag.stores._journal import JournaledStore
 from flowdag.stores.flatbuffers_store import FlatBuffersStore
 from flowdag.stores.json_store import JSONStore
 
