@@ -173,7 +173,10 @@ class JournaledStore(DirectoryStore):
         self._save_checked(run_id, run, None)
 
     def _save_checked(
-        self, run_id: str, run: StoredRun, check: Callable[[StoredRun], None] | None
+        self,
+        run_id: str,
+        run: StoredRun,
+        check: Callable[[Callable[[], StoredRun]], None] | None,
     ) -> None:
         # The snapshot is written to a temp file and renamed into place: a
         # check runs on the temp file as read back, before anything is published.
@@ -193,8 +196,11 @@ class JournaledStore(DirectoryStore):
             if check is not None:
 
                 def verify(written: bytes) -> None:
-                    plain = self._open_snapshot(run_id, path, written)
-                    check(self._parse(run_id, path, self.format.load_snapshot, plain)[0])
+                    def read_back() -> StoredRun:
+                        plain = self._open_snapshot(run_id, path, written)
+                        return self._parse(run_id, path, self.format.load_snapshot, plain)[0]
+
+                    check(read_back)
 
             atomic_write(path, content, verify=verify)
             self._remove_stale_journals(run_id, generation)

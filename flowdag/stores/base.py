@@ -259,18 +259,19 @@ class Store(ABC):
         """Release backend resources."""
 
     def _save_checked(
-        self, run_id: str, run: StoredRun, check: Callable[[StoredRun], None]
+        self, run_id: str, run: StoredRun, check: Callable[[Callable[[], StoredRun]], None]
     ) -> None:
         """Save ``run`` but publish it only once ``check`` passed on it as read back.
 
-        ``check`` raises to refuse the copy; the store then keeps what it had.
-        This default saves, reads back and deletes on refusal, so a crash in
-        between leaves an unchecked run: the built-in stores override it to
-        stage the run where loads never look and publish it atomically.
+        ``check`` is given a function that reads the written run back, and
+        raises to refuse it; the store then keeps what it had. This default
+        saves, reads back and deletes on refusal, so a crash in between leaves
+        an unchecked run: the disk stores override it to write the run where
+        loads never look, check it there and publish it atomically.
         """
         self._save(run_id, run)
         try:
-            check(self._load(run_id))
+            check(lambda: self._load(run_id))
         except BaseException:
             self._delete(run_id)
             raise

@@ -128,7 +128,10 @@ class LMDBStore(DirectoryStore):
         self._save_checked(run_id, run, None)
 
     def _save_checked(
-        self, run_id: str, run: StoredRun, check: Callable[[StoredRun], None] | None
+        self,
+        run_id: str,
+        run: StoredRun,
+        check: Callable[[Callable[[], StoredRun]], None] | None,
     ) -> None:
         # One write transaction: the check reads the run back in it, before the
         # commit, and an exception aborts it, so nothing unchecked is published.
@@ -155,7 +158,7 @@ class LMDBStore(DirectoryStore):
             txn.cursor(env.outputs).putmulti(outputs)
             txn.cursor(env.data).putmulti(data)
             if check is not None:  # reads the run back inside the transaction
-                check(self._read_run(txn, env, run_id))
+                check(lambda: self._read_run(txn, env, run_id))
 
         self._transact(run_id, write, write=True)
 
