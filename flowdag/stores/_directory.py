@@ -101,13 +101,17 @@ class DirectoryStore(Store):
                 "pass a directory path"
             )
         with self._io("", "open"):
+            # Checked before the backend opens: a refused store is not touched.
+            recorded = self._read_codec_record()
+            self._check_codec(recorded)
             self._open()
-        try:
-            with self._io("", "open"):
-                self._check_codec_record(create)
-        except BaseException:
-            self.close()
-            raise
+        if recorded is None and create:
+            try:
+                with self._io("", "open"):
+                    self._stamp_codec()
+            except BaseException:
+                self.close()
+                raise
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -174,26 +178,29 @@ class DirectoryStore(Store):
     def _record_path(self) -> Path:
         return self.path / f"{self.scheme}-store.json"
 
-    def _check_codec_record(self, create: bool) -> None:
+    def _check_codec(self, recorded: str | None) -> None:
         mine = codec_name(self.codec)
-        recorded = self._read_codec_record()
-        if recorded is None:
-            if not create or self._list_runs():
-                return  # written before stores recorded their codec: not known
-            recorded = self._write_codec_record(mine)
-        if recorded != mine:
+        if recorded is not None and recorded != mine:
             raise CodecMismatchError(
                 f"the {self.kind} store at {self.path} was written with the {recorded!r} codec, "
                 f"not {mine!r}: open it with a {recorded!r} codec (codec=...), or copy its "
                 "runs to a new store opened with that codec (flowdag.stores.transfer.copy_run)"
             )
 
+    def _stamp_codec(self) -> None:
+        """Record the codec of a store that has none yet, unless it has runs already."""
+        if self._list_runs():
+            return  # written before stores recorded their codec: not known
+        content = json.dumps({"flowdag": f"{self.scheme}-store", "codec": codec_name(self.codec)})
+        atomic_write(self._record_path(), content.encode() + b"\n", replace=False)
+        self._check_codec(self._read_codec_record())  # another process may have been first
+
     def _read_codec_record(self) -> str | None:
         path = self._record_path()
         try:
             content = path.read_bytes()
-        except FileNotFoundError:
-            return None
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # no record, or no store at all (the backend says which)
         try:
             record = json.loads(content)
             name = record["codec"]
@@ -205,13 +212,6 @@ class DirectoryStore(Store):
                 f'restore it, e.g. {{"flowdag": "{self.scheme}-store", "codec": "msgpack"}}'
             ) from exc
         return name
-
-    def _write_codec_record(self, name: str) -> str | None:
-        """Create the record unless another process was first; return what it says."""
-        content = json.dumps({"flowdag": f"{self.scheme}-store", "codec": name}) + "\n"
-        atomic_write(self._record_path(), content.encode(), replace=False)
-        return self._read_codec_record()
-
 
 @dataclass(slots=True)
 class _HeldRun:

@@ -18,6 +18,7 @@ durable step; its cost depends on the size of those records, not of the run.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -280,7 +281,9 @@ class Store(ABC):
 
     def _check_codec_kind(self) -> None:
         kind = self.codec_kind
-        is_json = getattr(self.codec, "name", None) == "json"
+        # Not imported here: a codec can only be a JSONCodec once its module is loaded.
+        json_codec = sys.modules.get("flowdag.json_codec")
+        is_json = json_codec is not None and isinstance(self.codec, json_codec.JSONCodec)
         if kind == "json" and not is_json:
             raise InvalidArgumentTypeError(
                 f"a {type(self).__name__} needs a JSONCodec (flowdag.json_codec), not "
