@@ -497,8 +497,7 @@ def test_commit_checks_the_data_file_without_a_stat(
     def stat(*args: object, **kwargs: object) -> os.stat_result:
         raise AssertionError("os.stat on the commit path")
 
-    with store.lock("r"):
-        with monkeypatch.context() as patch:
-            patch.setattr(lmdb_store.os, "stat", stat)
-            store.commit("r", [NodeRecord("a", NodeStatus.COMPLETED, 1)])
+    with store.lock("r"), monkeypatch.context() as patch:
+        patch.setattr(lmdb_store.os, "stat", stat)
+        store.commit("r", [NodeRecord("a", NodeStatus.COMPLETED, 1)])
     assert store.load("r").nodes["a"].status is NodeStatus.COMPLETED
