@@ -35,7 +35,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 from flowdag.codec import ValueCodec
 from flowdag.errors import CodecMismatchError, CorruptStateError, StoreError
@@ -49,7 +49,15 @@ from flowdag.stores._files import (
 )
 from flowdag.stores.base import RunLock, Store
 
-__all__ = ["DirectoryStore", "codec_name"]
+__all__ = ["DirectoryStore", "StoreOptions", "codec_name"]
+
+
+class StoreOptions(TypedDict, total=False):
+    """The keyword arguments every directory store takes (see `DirectoryStore`)."""
+
+    codec: ValueCodec | None
+    key: bytes | str | Cipher | None
+    create: bool
 
 
 def codec_name(codec: object) -> str:
@@ -68,7 +76,10 @@ class DirectoryStore(Store):
     Args:
         path: the store directory; created (0700, with parents) if missing.
         codec: the value codec.
-        key: encrypt with AES-256-GCM under this key (see ``_crypto.py``).
+        key: encrypt what the store writes with AES-256-GCM under this key (32
+            bytes, 64 hex digits or base64; or a `Cipher`, see ``_crypto.py``);
+            None stores plain bytes. A store written with a key is read only
+            with that key.
         create: False to refuse a directory that holds no store of this kind,
             creating nothing: what read-only tools want.
 
@@ -212,6 +223,7 @@ class DirectoryStore(Store):
                 f'restore it, e.g. {{"flowdag": "{self.scheme}-store", "codec": "msgpack"}}'
             ) from exc
         return name
+
 
 @dataclass(slots=True)
 class _HeldRun:

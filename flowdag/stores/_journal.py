@@ -25,17 +25,14 @@ durable does not fail the commit: it is logged and tried again later.
 The writer
 ----------
 Only the holder of a run's lock writes to it (the runner takes it); readers
-need no lock and see a consistent state. The writer keeps, per run, the run's
-bytes in memory with its journal and snapshot files open. It is set up by
-whatever touches the run first under the lock: the runner's ``load`` (a
-resume: snapshot and journal are read once, the torn tail cut, and the same
-bytes serve the load and every later commit) or its ``save`` (a new run: no
-read at all). A commit then costs an append, a sync and two ``fstat`` calls on
-the open files, no path lookup: a journal or snapshot replaced by a rename or
-deleted shows ``st_nlink == 0`` on the open file (and a journal appended to by
-someone else a size we did not write), and the writer then reloads from the
-disk. The snapshot is checked by path only when the writer opens and at
-compaction. The writer goes when the lock is released.
+need no lock and see a consistent state. The writer keeps the run's bytes in
+memory with its journal and snapshot open. It is set up by the first use under
+the lock: the runner's ``load`` (a resume: snapshot and journal read once, the
+torn tail cut; the same bytes serve every later commit) or ``save`` (a new
+run: no read). A commit costs an append, a sync and two ``fstat`` calls, no
+path lookup: a file replaced by a rename or deleted shows ``st_nlink == 0`` on
+the open file (a journal appended to by someone else, a size we did not
+write), and the writer reloads from the disk. It goes with the lock.
 
 With a key (``key=``, see ``_crypto.py``), each record's payload is sealed with
 AES-256-GCM bound to the run, the journal's generation and the record's byte
@@ -58,9 +55,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import ClassVar, TypeVar, Unpack
 
-from flowdag.codec import ValueCodec
 from flowdag.errors import (
     CorruptStateError,
     InvalidRunIdError,
@@ -68,8 +64,7 @@ from flowdag.errors import (
     RunNotFoundError,
     StoreError,
 )
-from flowdag.stores._crypto import Cipher
-from flowdag.stores._directory import DirectoryStore
+from flowdag.stores._directory import DirectoryStore, StoreOptions
 from flowdag.stores._files import (
     _fsync_dir,
     atomic_write,
@@ -115,14 +110,10 @@ class JournaledStore(DirectoryStore):
 
     Args:
         path: the store directory; created (0700) if missing.
-        codec: the value codec.
         compact_min_bytes: fold a journal into a new snapshot only once it is
             larger than this and than the snapshot.
-        key: encrypt snapshots and journal records with AES-256-GCM under this
-            key (32 bytes, 64 hex digits or base64; or a `Cipher`); None stores
-            plain bytes. A store written with a key is read only with that key.
-        create: False to refuse a directory that holds no such store (nothing
-            is created then), as read-only tools want.
+        options: ``codec``, ``key`` and ``create``, as `DirectoryStore` takes
+            them. With a key, snapshots and journal records are encrypted.
     """
 
     format: ClassVar[RunFormat]
@@ -132,15 +123,13 @@ class JournaledStore(DirectoryStore):
         self,
         path: str | os.PathLike[str],
         *,
-        codec: ValueCodec | None = None,
         compact_min_bytes: int = COMPACT_MIN_BYTES,
-        key: bytes | str | Cipher | None = None,
-        create: bool = True,
+        **options: Unpack[StoreOptions],
     ) -> None:
         self.compact_min_bytes = compact_min_bytes
         self._guard = threading.RLock()
         self._writers: dict[str, _Writer] = {}
-        super().__init__(path, codec=codec, key=key, create=create)
+        super().__init__(path, **options)
 
     def describe(self, run_id: str) -> str:
         """The run's directory."""
@@ -352,15 +341,12 @@ class JournaledStore(DirectoryStore):
         return end
 
     def _current_generation(self, run_id: str) -> int:
+        path = self._snapshot_path(run_id)
         try:
-            content = self._snapshot_path(run_id).read_bytes()
-        except FileNotFoundError:
-            return 0
-        try:
-            content = self._open_snapshot(run_id, self._snapshot_path(run_id), content)
+            content = self._open_snapshot(run_id, path, path.read_bytes())
             return self.format.load_snapshot_metas(content)[2]
-        except (ValueError, CorruptStateError):
-            return 0  # a damaged snapshot (or one under another key) being replaced by save()
+        except (FileNotFoundError, ValueError, CorruptStateError):
+            return 0  # none, or a damaged one (or one under another key) being replaced
 
     def _parse(self, run_id: str, path: Path, parse: Callable[[bytes], _T], content: bytes) -> _T:
         try:

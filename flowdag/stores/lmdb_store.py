@@ -47,15 +47,13 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, Unpack
 
 import lmdb
 import msgpack
 
-from flowdag.codec import ValueCodec
 from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
-from flowdag.stores._crypto import Cipher
-from flowdag.stores._directory import DirectoryStore
+from flowdag.stores._directory import DirectoryStore, StoreOptions
 from flowdag.stores._lmdb_env import CORRUPT, Env, acquire_env, release_env
 from flowdag.stores.base import StoredNode, StoredRun
 
@@ -78,14 +76,11 @@ class LMDBStore(DirectoryStore):
 
     Args:
         path: the store directory; created with its parents if missing.
-        codec: the value codec (default `Codec()`).
         map_size: initial LMDB map size in bytes; it grows automatically.
-        key: encrypt every value (headers, metas, outputs, data) with AES-256-GCM
-            under this key (32 bytes, 64 hex digits or base64; or a `Cipher`),
-            each bound to its run and entry; None stores plain bytes. Run ids
-            and the number and sizes of entries stay visible.
-        create: False to refuse a directory that holds no LMDB store (nothing
-            is created then), as read-only tools want.
+        options: ``codec`` (default `Codec()`), ``key`` and ``create``, as
+            `DirectoryStore` takes them. With a key every value (headers,
+            metas, outputs, data) is encrypted, each bound to its run and
+            entry; run ids and the number and sizes of entries stay visible.
 
     Raises:
         StoreError: ``path`` is a file, or cannot be created or opened, or
@@ -102,15 +97,13 @@ class LMDBStore(DirectoryStore):
         self,
         path: str | os.PathLike[str],
         *,
-        codec: ValueCodec | None = None,
         map_size: int = DEFAULT_MAP_SIZE,
-        key: bytes | str | Cipher | None = None,
-        create: bool = True,
+        **options: Unpack[StoreOptions],
     ) -> None:
         self._data_path = Path(os.path.abspath(path)) / "data.mdb"
         self._map_size = map_size
         self._shared: Env | None = None
-        super().__init__(path, codec=codec, key=key, create=create)
+        super().__init__(path, **options)
 
     def describe(self, run_id: str) -> str:
         """The LMDB data file that holds the run."""
