@@ -104,7 +104,7 @@ class DirectoryStore(Store):
         self.path = Path(os.path.abspath(path))
         self._cipher = make_cipher(key)
         self._held: set[str] = set()  # run ids whose lock this store holds
-        if not create and not (self._record_path().is_file() or self._holds_store()):
+        if not create and not self._holds_store():
             raise no_store_error(self.path, self.kind)
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(

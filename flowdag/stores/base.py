@@ -33,6 +33,7 @@ from flowdag.errors import (
     CorruptStateError,
     InvalidArgumentTypeError,
     InvalidRunIdError,
+    RunNotFoundError,
     StoreError,
 )
 from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
@@ -266,15 +267,23 @@ class Store(ABC):
 
         ``check`` is given a function that reads the written run back, and
         raises to refuse it; the store then keeps what it had. This default
-        saves, reads back and deletes on refusal, so a crash in between leaves
-        an unchecked run: the disk stores override it to write the run where
-        loads never look, check it there and publish it atomically.
+        saves, reads back and puts the previous run back on refusal, so a
+        crash in between leaves an unchecked run: the disk stores override it
+        to write the run where loads never look, check it there and publish it
+        atomically.
         """
+        try:
+            previous: StoredRun | None = self._load(run_id)
+        except (RunNotFoundError, CorruptStateError):
+            previous = None  # nothing, or nothing worth keeping, to put back
         self._save(run_id, run)
         try:
             check(lambda: self._load(run_id))
         except BaseException:
-            self._delete(run_id)
+            if previous is None:
+                self._delete(run_id)
+            else:
+                self._save(run_id, previous)
             raise
 
     # -- RunState <-> bytes ---------------------------------------------------
