@@ -20,6 +20,7 @@ Every error flowdag raises on purpose derives from `FlowdagError`::
         ├── InvalidRunIdError         (also a ValueError)
         ├── RunNotFoundError          (also a KeyError)
         ├── RunLockedError
+        ├── CodecMismatchError        the store was written with another codec
         └── CorruptStateError
             └── DecryptionError       wrong key, or encrypted data changed or moved
 
@@ -30,6 +31,7 @@ call to ``Exception.__init__``) because errors cross process and Dask boundaries
 from __future__ import annotations
 
 __all__ = [
+    "CodecMismatchError",
     "CorruptStateError",
     "CycleError",
     "DAGError",
@@ -127,6 +129,10 @@ class RunNotFoundError(StoreError, KeyError):
 
 class RunLockedError(StoreError):
     """Another process (or run in this process) is running that run id."""
+
+
+class CodecMismatchError(StoreError):
+    """A store is opened with another codec than the one that wrote it."""
 
 
 class CorruptStateError(StoreError):

@@ -41,7 +41,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from flowdag.errors import DecryptionError, StoreError
+from flowdag.errors import DecryptionError, OptionalDependencyError, StoreError
 
 __all__ = ["KEY_ENV", "MAGIC", "Cipher", "generate_key", "is_sealed", "make_cipher"]
 
@@ -96,8 +96,9 @@ class Cipher:
         key: 32 bytes, 64 hex digits, or base64 of 32 bytes.
 
     Raises:
-        StoreError: the key is malformed, or the ``cryptography`` package
-            (``pip install 'flowdag[encrypt]'``) is missing.
+        StoreError: the key is malformed.
+        OptionalDependencyError: the ``cryptography`` package is missing
+            (``pip install 'flowdag[encrypt]'``).
     """
 
     __slots__ = ("_aead",)
@@ -107,7 +108,7 @@ class Cipher:
         try:
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         except ImportError as exc:
-            raise StoreError(
+            raise OptionalDependencyError(
                 "encryption at rest needs the cryptography package: pip install 'flowdag[encrypt]'"
             ) from exc
         self._aead = AESGCM(raw)

@@ -16,6 +16,7 @@ import fcntl
 import os
 import tempfile
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 from flowdag.errors import RunLockedError, StoreError
@@ -27,6 +28,8 @@ __all__ = [
     "make_private_dir",
     "no_store_error",
     "open_private",
+    "read_all",
+    "remove_temp_files",
 ]
 
 _DIR_MODE = 0o700
@@ -85,26 +88,71 @@ def open_private(path: str | os.PathLike[str], flags: int = os.O_RDWR) -> int:
             continue  # removed between the two opens: create it after all
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write(
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    verify: Callable[[bytes], None] | None = None,
+    replace: bool = True,
+) -> bool:
     """Replace ``path`` with ``data`` (mode 0600) so that a crash leaves old or new, never half.
 
     Writes a temporary file in the same directory, fsyncs it, renames it over
-    ``path`` and fsyncs the directory so the rename itself is durable.
+    ``path`` and fsyncs the directory so the rename itself is durable. With
+    ``verify``, the temporary file is read back after its fsync and passed to
+    it before the rename: if it raises, ``path`` is left as it was. With
+    ``replace=False`` an existing ``path`` is kept (the file is hard-linked
+    into place, which never replaces) and False returned.
     """
     target = Path(path)
     # mkstemp creates the file 0600 regardless of the umask.
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    written = True
     try:
-        with os.fdopen(fd, "wb") as file:
+        with os.fdopen(fd, "w+b") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(tmp, target)
+            if verify is not None:
+                file.seek(0)
+                verify(file.read())
+        if replace:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                written = False
+            os.unlink(tmp)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     _fsync_dir(target.parent)
+    return written
+
+
+def read_all(fd: int) -> bytes:
+    """The whole file behind ``fd``, from its start, whatever its offset."""
+    size = os.fstat(fd).st_size
+    content = os.pread(fd, size, 0)
+    while len(content) < size:  # pread may return less (a file grown meanwhile: fine)
+        more = os.pread(fd, size - len(content), len(content))
+        if not more:
+            break
+        content += more
+    return content
+
+
+def remove_temp_files(directory: Path) -> None:
+    """Temp files `atomic_write` left in ``directory`` when a crash cut it short.
+
+    Call it only under the lock of whatever writes there.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                os.unlink(entry.path)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -229,5 +277,5 @@ def _locked_message(run_id: str, pid: int | None, path: Path) -> str:
         holder = f"pid {pid}"
     return (
         f"run '{run_id}' is locked by {holder} ({path}); "
-        "wait for it to finish or pass another --run-id"
+        "wait for it to finish or use another run id"
     )

@@ -7,8 +7,8 @@ Per run, a directory ``<store>/runs/<run_id>/`` holds:
 - ``snapshot<suffix>``: the whole run as of some *generation*, written atomically
   (temp file, fsync, rename, fsync of the directory);
 - ``journal-<generation><suffix>.log``: an append-only log of the commits made since that
-  snapshot. A commit appends one framed record and fsyncs before it returns, so
-  its cost is the size of the record, not of the run.
+  snapshot. A commit appends one framed record (``_framing.py``) and fsyncs
+  before it returns, so its cost is the size of the record, not of the run.
 
 Loading is snapshot + replay of that generation's journal. When a journal
 outgrows its snapshot (and a floor of `COMPACT_MIN_BYTES`), the run is
@@ -17,51 +17,46 @@ g+1 started and journal g deleted. A crash at any point of that leaves either
 snapshot g with journal g or snapshot g+1 (whose journal is empty or missing):
 both load the same state. Journals of other generations are stale and removed.
 
-A record is framed as::
-
-    magic(2) length(u32) crc32(payload)(u32) crc32(previous 10 bytes)(u32)
-    payload(length)
-    length(u32) crc32(payload)(u32)            # trailer: the record is whole
-
-Replay tells a *torn* tail (the process died mid-append: the record was never
-acknowledged, so it is ignored and cut off before the next append) from
-*damage* (raised as `CorruptStateError`): a tail shorter than its header says,
-or zero-filled, or whose payload fails its checksum while the trailer is
-missing, is torn; a bad header with data after it, or a bad payload behind an
-intact trailer, is damage.
-
 A commit whose write or sync fails is taken back (the journal is cut to
 where it was) before the error is raised, so a record that was never
 acknowledged never shows up later. A compaction that fails after the record is
 durable does not fail the commit: it is logged and tried again later.
 
+The writer
+----------
+Only the holder of a run's lock writes to it (the runner takes it); readers
+need no lock and see a consistent state. The writer keeps the run's bytes in
+memory with its journal and snapshot open. It is set up by the first use under
+the lock: the runner's ``load`` (a resume: snapshot and journal read once, the
+torn tail cut; the same bytes serve every later commit) or ``save`` (a new
+run: no read). A commit costs an append, a sync and two ``fstat`` calls, no
+path lookup: a file replaced by a rename or deleted shows ``st_nlink == 0`` on
+the open file (a journal appended to by someone else, a size we did not
+write), and the writer reloads from the disk. It goes with the lock.
+
 With a key (``key=``, see ``_crypto.py``), each record's payload is sealed with
 AES-256-GCM bound to the run, the journal's generation and the record's byte
 offset, and each snapshot file is sealed whole, bound to the run: the framing
-and the torn-tail rules above are unchanged, and a JSON snapshot is then no
-longer readable JSON.
+and the torn-tail rules are unchanged, and a JSON snapshot is then no longer
+readable JSON.
 
-A format (`RunFormat`) only turns runs and commits into bytes and back. Only
-the holder of a run's lock writes to it (the runner takes it); readers need
-no lock and see a consistent state.
+A format (`RunFormat`) only turns runs and commits into bytes and back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
-import struct
 import threading
 import uuid
-import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import ClassVar, TypeVar, Unpack
 
-from flowdag.codec import ValueCodec
 from flowdag.errors import (
     CorruptStateError,
     InvalidRunIdError,
@@ -69,184 +64,72 @@ from flowdag.errors import (
     RunNotFoundError,
     StoreError,
 )
-from flowdag.stores._crypto import Cipher, is_sealed, make_cipher, not_encrypted_error
+from flowdag.stores._directory import DirectoryStore, StoreOptions
 from flowdag.stores._files import (
     _fsync_dir,
     atomic_write,
     lock_run_file,
     make_private_dir,
-    no_store_error,
     open_private,
+    read_all,
+    remove_temp_files,
 )
-from flowdag.stores.base import RunLock, Store, StoredNode, StoredRun
+from flowdag.stores._format import Commit, RunFormat
+from flowdag.stores._framing import OVERHEAD, frame, replay
+from flowdag.stores.base import RunLock, StoredNode, StoredRun
 
-__all__ = ["COMPACT_MIN_BYTES", "Commit", "JournaledStore", "RunFormat", "frame", "replay"]
+__all__ = ["COMPACT_MIN_BYTES", "Commit", "JournaledStore", "RunFormat"]
 
 #: A journal is compacted once it is larger than its snapshot and than this.
 COMPACT_MIN_BYTES = 256 * 1024
 
-_MAGIC = b"\xf1\x4a"
-_HEADER = struct.Struct("<2sIII")
-_TRAILER = struct.Struct("<II")
 _READ_TRIES = 10
 _logger = logging.getLogger("flowdag")
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
-#: One commit as a format sees it: nodes to upsert, data keys to set (None deletes).
-Commit = tuple[Mapping[str, StoredNode], Mapping[str, bytes | None]]
-
-
-class RunFormat(Protocol):
-    """How a journaled store lays out one run's snapshot and commits as bytes.
-
-    Every ``load_*`` raises ``ValueError`` (or a subclass) on bytes it cannot
-    parse; the journal engine turns that into `CorruptStateError` naming the
-    run and the file. Journal records are framed and checksummed by the engine,
-    so a commit payload only needs to parse. A snapshot is written exactly as
-    the format dumps it (so that a JSON snapshot stays a plain JSON file): the
-    format must put a checksum of its own in it, and `load_snapshot` and
-    `load_snapshot_metas` must raise ``ValueError`` when it does not match.
-    """
-
-    #: File name suffix of snapshots, e.g. ``".json"``.
-    suffix: str
-
-    def dump_snapshot(self, run: StoredRun, generation: int) -> bytes:
-        """The whole run as one file's content, recording ``generation``."""
-        ...
-
-    def load_snapshot(self, content: bytes) -> tuple[StoredRun, int]:
-        """Parse a snapshot: the run and its generation."""
-        ...
-
-    def load_snapshot_metas(self, content: bytes) -> tuple[bytes, dict[str, bytes], int]:
-        """Header, node -> meta blob, and generation, without touching outputs or data."""
-        ...
-
-    def dump_commit(
-        self, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
-    ) -> bytes:
-        """One commit as a journal record's payload."""
-        ...
-
-    def load_commit(self, payload: bytes) -> Commit:
-        """Parse a journal record's payload."""
-        ...
-
-
-# -- framing ------------------------------------------------------------------
-
-
-def frame(payload: bytes) -> bytes:
-    """One journal record around ``payload`` (see the module docstring)."""
-    crc = zlib.crc32(payload)
-    head = _MAGIC + struct.pack("<II", len(payload), crc)
-    return head + struct.pack("<I", zlib.crc32(head)) + payload + _TRAILER.pack(len(payload), crc)
-
-
-def replay(content: bytes) -> tuple[list[bytes], int]:
-    """The payloads of the whole records in ``content``, and where they end.
-
-    Bytes past the returned offset are a torn tail (never acknowledged).
-
-    Raises:
-        ValueError: the journal is damaged (not merely torn at its end).
-    """
-    payloads: list[bytes] = []
-    view = memoryview(content)
-    size = len(content)
-    pos = 0
-    while pos < size:
-        if size - pos < _HEADER.size:
-            break  # a header cut short: torn
-        magic, length, crc, head_crc = _HEADER.unpack_from(content, pos)
-        if magic != _MAGIC or zlib.crc32(view[pos : pos + 10]) != head_crc:
-            if not any(view[pos:]):
-                break  # zero-filled tail: the file grew, the data never landed
-            raise ValueError(f"damaged record header at byte {pos}")
-        body = pos + _HEADER.size
-        end = body + length + _TRAILER.size
-        if end > size:
-            break  # the header is sound, so the record was cut short: torn
-        payload = view[body : body + length]
-        if zlib.crc32(payload) != crc:
-            intact = content[end - _TRAILER.size : end] == _TRAILER.pack(length, crc)
-            if intact or end != size:
-                raise ValueError(f"damaged record at byte {pos}")
-            break  # the last record's payload never fully landed: torn
-        payloads.append(bytes(payload))
-        pos = end
-    return payloads, pos
-
-
-# -- the store ----------------------------------------------------------------
-
 
 @dataclass(slots=True)
 class _Writer:
-    """A run this process commits to: its state in memory and its open journal."""
+    """A run this process commits to: its bytes in memory and its open files."""
 
     run: StoredRun
     generation: int
     journal: int  # fd, opened for appending
-    journal_path: Path
     journal_size: int
-    journal_inode: int
+    snapshot: int  # fd of the snapshot the run was read from (read only, for fstat)
     snapshot_size: int
-    snapshot_inode: int
 
 
-class JournaledStore(Store):
+class JournaledStore(DirectoryStore):
     """A store of one directory per run: an atomic snapshot plus a journal.
 
     Subclasses name a `RunFormat`; everything else (framing, fsync, compaction,
-    torn tails, temp files, locks, error wrapping, encryption) is here.
+    torn tails, temp files, the writer) is here, and what every directory
+    store shares (locks, errors, encryption, codec record) in `DirectoryStore`.
 
     Args:
         path: the store directory; created (0700) if missing.
-        codec: the value codec.
         compact_min_bytes: fold a journal into a new snapshot only once it is
             larger than this and than the snapshot.
-        key: encrypt snapshots and journal records with AES-256-GCM under this
-            key (32 bytes, 64 hex digits or base64; or a `Cipher`); None stores
-            plain bytes. A store written with a key is read only with that key.
-        create: False to refuse a directory that holds no such store (nothing
-            is created then), as read-only tools want.
+        options: ``codec``, ``key`` and ``create``, as `DirectoryStore` takes
+            them. With a key, snapshots and journal records are encrypted.
     """
 
-    format: RunFormat
-    #: The store's name in messages, e.g. "JSON".
-    kind: str = "journaled"
+    format: ClassVar[RunFormat]
+    kind = "journaled"
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
-        codec: ValueCodec | None = None,
         compact_min_bytes: int = COMPACT_MIN_BYTES,
-        key: bytes | str | Cipher | None = None,
-        create: bool = True,
+        **options: Unpack[StoreOptions],
     ) -> None:
-        super().__init__(codec=codec)
-        self.path = Path(os.path.abspath(path))
-        if not create and not (self.path / "runs").is_dir():
-            raise no_store_error(self.path, self.kind)
         self.compact_min_bytes = compact_min_bytes
-        self._cipher = make_cipher(key)
         self._guard = threading.RLock()
         self._writers: dict[str, _Writer] = {}
-        try:
-            if self.path.exists() and not self.path.is_dir():
-                raise StoreError(f"store path {self.path} is not a directory; pass a directory")
-            make_private_dir(self.path / "runs")
-            make_private_dir(self.path / "locks")
-            self._remove_orphans()
-        except OSError as exc:
-            raise StoreError(f"cannot open store at {self.path}: {exc}") from exc
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.path)!r})"
+        super().__init__(path, **options)
 
     def describe(self, run_id: str) -> str:
         """The run's directory."""
@@ -267,22 +150,64 @@ class JournaledStore(Store):
 
     # -- hooks ----------------------------------------------------------------
 
+    def _holds_store(self) -> bool:
+        return (self.path / "runs").is_dir()
+
+    def _open(self) -> None:
+        make_private_dir(self.path / "runs")
+        make_private_dir(self.path / "locks")
+        self._remove_orphans()
+
     def _save(self, run_id: str, run: StoredRun) -> None:
+        self._save_checked(run_id, run, None)
+
+    def _save_checked(
+        self,
+        run_id: str,
+        run: StoredRun,
+        check: Callable[[Callable[[], StoredRun]], None] | None,
+    ) -> None:
+        # The snapshot is written to a temp file and renamed into place: a
+        # check runs on the temp file as read back, before anything is published.
         with self._guard, self._io(run_id, "save"):
+            writer = self._writers.get(run_id)
+            generation = (
+                writer.generation if writer is not None else self._current_generation(run_id)
+            ) + 1
             self._drop_writer(run_id)
             directory = self._run_dir(run_id)
             if not directory.is_dir():
                 make_private_dir(directory)
                 _fsync_dir(directory.parent)
-            generation = self._current_generation(run_id) + 1
             content = self._seal_snapshot(run_id, self.format.dump_snapshot(run, generation))
-            atomic_write(self._snapshot_path(run_id), content)
+            path = self._snapshot_path(run_id)
+            verify = None
+            if check is not None:
+
+                def verify(written: bytes) -> None:
+                    def read_back() -> StoredRun:
+                        plain = self._open_snapshot(run_id, path, written)
+                        return self._parse(run_id, path, self.format.load_snapshot, plain)[0]
+
+                    check(read_back)
+
+            atomic_write(path, content, verify=verify)
             self._remove_stale_journals(run_id, generation)
+            if run_id in self._held:  # the runner saves a new run, then commits to it
+                self._start_writer(run_id, run, generation, len(content))
 
     def _load(self, run_id: str) -> StoredRun:
-        return self._read(run_id, self.format.load_snapshot, _apply)
+        if run_id in self._held:
+            with self._guard, self._io(run_id, "read"):
+                return self._writer(run_id).run.copy()
+        return self._read(run_id, self.format.load_snapshot, StoredRun.apply)
 
     def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
+        if run_id in self._held:
+            with self._guard, self._io(run_id, "read"):
+                run = self._writer(run_id).run
+                return run.header, {name: node.meta for name, node in run.nodes.items()}
+
         def metas_only(content: bytes) -> tuple[tuple[bytes, dict[str, bytes]], int]:
             header, metas, generation = self.format.load_snapshot_metas(content)
             return (header, metas), generation
@@ -304,9 +229,7 @@ class JournaledStore(Store):
             writer = self._writer(run_id)
             start = writer.journal_size
             if self._cipher is not None:
-                payload = self._cipher.encrypt(
-                    payload, self._record_aad(run_id, writer.generation, start)
-                )
+                payload = self._seal(payload, self._record_aad(run_id, writer.generation, start))
             record = frame(payload)
             try:
                 _write_all(writer.journal, record)
@@ -315,7 +238,7 @@ class JournaledStore(Store):
                 self._undo_append(run_id, writer, start)
                 raise
             writer.journal_size += len(record)
-            _apply(writer.run, nodes, data)
+            writer.run.apply(nodes, data)
             if writer.journal_size > max(writer.snapshot_size, self.compact_min_bytes):
                 try:
                     self._compact(run_id, writer)
@@ -348,14 +271,18 @@ class JournaledStore(Store):
             return True
 
     def _lock(self, run_id: str) -> RunLock:
-        with self._io(run_id, "lock"):
-            held = lock_run_file(self.path / "locks" / f"{run_id}.lock", run_id)
-            try:
-                self._remove_temp_files(self._run_dir(run_id))
-            except BaseException:
-                held.release()
-                raise
-            return held
+        held = super()._lock(run_id)
+        try:
+            with self._io(run_id, "lock"):
+                remove_temp_files(self._run_dir(run_id))
+        except BaseException:
+            held.release()
+            raise
+        return held
+
+    def _released(self, run_id: str) -> None:
+        with self._guard:
+            self._drop_writer(run_id)
 
     def _close(self) -> None:
         with self._guard:
@@ -390,26 +317,36 @@ class JournaledStore(Store):
                 # its journal: what we read may not go together, so read again.
                 if os.stat(snapshot).st_ino != before:
                     continue
-                payloads, _ = self._parse(run_id, journal, replay, records)
-                offset = 0
-                for payload in payloads:
-                    plain = self._open_record(run_id, journal, generation, offset, payload)
-                    offset += _HEADER.size + len(payload) + _TRAILER.size
-                    nodes, data = self._parse(run_id, journal, self.format.load_commit, plain)
-                    apply(run, nodes, data)
+                self._replay(run_id, generation, records, functools.partial(apply, run))
                 return run
         raise StoreError(f"run '{run_id}' kept changing while being read; try again")
 
+    def _replay(
+        self,
+        run_id: str,
+        generation: int,
+        records: bytes,
+        apply: Callable[[Mapping[str, StoredNode], Mapping[str, bytes | None]], None],
+    ) -> int:
+        """Apply the journal's whole records; return where they end (a torn tail follows)."""
+        journal = self._journal_path(run_id, generation)
+        payloads, end = self._parse(run_id, journal, replay, records)
+        offset = 0
+        for payload in payloads:
+            where = f"run '{run_id}': {journal} (record at byte {offset})"
+            aad = self._record_aad(run_id, generation, offset)
+            plain = self._unseal(payload, aad, where)
+            offset += OVERHEAD + len(payload)
+            apply(*self._parse(run_id, journal, self.format.load_commit, plain))
+        return end
+
     def _current_generation(self, run_id: str) -> int:
+        path = self._snapshot_path(run_id)
         try:
-            content = self._snapshot_path(run_id).read_bytes()
-        except FileNotFoundError:
-            return 0
-        try:
-            content = self._open_snapshot(run_id, self._snapshot_path(run_id), content)
+            content = self._open_snapshot(run_id, path, path.read_bytes())
             return self.format.load_snapshot_metas(content)[2]
-        except (ValueError, CorruptStateError):
-            return 0  # a damaged snapshot (or one under another key) being replaced by save()
+        except (FileNotFoundError, ValueError, CorruptStateError):
+            return 0  # none, or a damaged one (or one under another key) being replaced
 
     def _parse(self, run_id: str, path: Path, parse: Callable[[bytes], _T], content: bytes) -> _T:
         try:
@@ -423,75 +360,76 @@ class JournaledStore(Store):
     # -- writing --------------------------------------------------------------
 
     def _writer(self, run_id: str) -> _Writer:
-        """The run's open journal, (re)opened if another writer changed the files."""
+        """The run's writer, (re)opened if its files were replaced, removed or appended to."""
         writer = self._writers.get(run_id)
         if writer is not None:
-            # A replaced snapshot (another writer compacted, or a file was put back
-            # from elsewhere) means our journal may no longer be the one loads read.
-            try:
-                st = os.stat(writer.journal_path)
-                current = (st.st_ino, st.st_size) == (writer.journal_inode, writer.journal_size)
-                current = current and (
-                    os.stat(self._snapshot_path(run_id)).st_ino == writer.snapshot_inode
-                )
-            except FileNotFoundError:
-                current = False
-            if current:
+            # fstat, not stat: no path lookup on the hot path. A file replaced by
+            # a rename or deleted has no links left; a journal someone else
+            # appended to has grown. Either way our view may no longer be the
+            # one loads read: reload from the disk.
+            journal, snapshot = os.fstat(writer.journal), os.fstat(writer.snapshot)
+            if journal.st_nlink and snapshot.st_nlink and journal.st_size == writer.journal_size:
                 return writer
             self._drop_writer(run_id)
-        # Opening for writing: load the run, then cut off any torn tail so that
-        # the next record follows the last whole one.
-        snapshot = self._snapshot_path(run_id)
+        return self._open_writer(run_id)
+
+    def _open_writer(self, run_id: str) -> _Writer:
+        """Read the run once from the disk, cut any torn tail, keep its files open."""
+        path = self._snapshot_path(run_id)
         try:
-            snapshot_inode = os.stat(snapshot).st_ino
-            content = snapshot.read_bytes()
+            snapshot = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise RunNotFoundError(f"no run '{run_id}' in {self.path}") from None
-        run = self._load(run_id)
-        plain = self._open_snapshot(run_id, snapshot, content)
-        generation = self._parse(run_id, snapshot, self.format.load_snapshot_metas, plain)[2]
-        writer = self._open_journal(run_id, run, generation, len(content), snapshot_inode)
-        records = os.pread(writer.journal, writer.journal_size, 0)
-        _, end = replay(records)
-        if end != len(records):
-            os.ftruncate(writer.journal, end)
-            os.fsync(writer.journal)
-            writer.journal_size = end
-        self._remove_stale_journals(run_id, generation)
+        journal = -1
+        try:
+            content = read_all(snapshot)
+            plain = self._open_snapshot(run_id, path, content)
+            run, generation = self._parse(run_id, path, self.format.load_snapshot, plain)
+            journal = self._open_journal(run_id, generation)
+            records = read_all(journal)
+            end = self._replay(run_id, generation, records, run.apply)
+            if end != len(records):  # so the next record follows the last whole one
+                os.ftruncate(journal, end)
+                os.fsync(journal)
+            self._remove_stale_journals(run_id, generation)
+        except BaseException:
+            os.close(snapshot)
+            if journal >= 0:
+                os.close(journal)
+            raise
+        writer = _Writer(run, generation, journal, end, snapshot, len(content))
+        self._writers[run_id] = writer
         return writer
 
-    def _open_journal(
-        self,
-        run_id: str,
-        run: StoredRun,
-        generation: int,
-        snapshot_size: int,
-        snapshot_inode: int,
-    ) -> _Writer:
+    def _start_writer(self, run_id: str, run: StoredRun, generation: int, size: int) -> None:
+        """A writer for a snapshot just written: the run is known, the journal new."""
+        snapshot = os.open(self._snapshot_path(run_id), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            journal = self._open_journal(run_id, generation)
+            journal_size = os.fstat(journal).st_size
+        except BaseException:
+            os.close(snapshot)
+            raise
+        self._writers[run_id] = _Writer(run, generation, journal, journal_size, snapshot, size)
+
+    def _open_journal(self, run_id: str, generation: int) -> int:
         path = self._journal_path(run_id, generation)
         fd = open_private(path, os.O_RDWR | os.O_APPEND)
         try:
             _fsync_dir(path.parent)  # the journal's name is durable before its records
-            st = os.fstat(fd)
         except BaseException:
             os.close(fd)
             raise
-        writer = _Writer(
-            run, generation, fd, path, st.st_size, st.st_ino, snapshot_size, snapshot_inode
-        )
-        self._writers[run_id] = writer
-        return writer
+        return fd
 
     def _compact(self, run_id: str, writer: _Writer) -> None:
         """Fold the journal into a new snapshot; see the module docstring for crash safety."""
         generation = writer.generation + 1
         content = self._seal_snapshot(run_id, self.format.dump_snapshot(writer.run, generation))
-        snapshot = self._snapshot_path(run_id)
-        atomic_write(snapshot, content)
+        atomic_write(self._snapshot_path(run_id), content)
         # The new snapshot is durable, so the old journal is stale from here on.
         self._drop_writer(run_id)
-        inode = os.stat(snapshot).st_ino
-        self._open_journal(run_id, writer.run, generation, len(content), inode)
+        self._start_writer(run_id, writer.run, generation, len(content))
         self._remove_stale_journals(run_id, generation)
 
     def _undo_append(self, run_id: str, writer: _Writer, size: int) -> None:
@@ -506,6 +444,12 @@ class JournaledStore(Store):
             os.ftruncate(writer.journal, size)
         self._drop_writer(run_id)
 
+    def _drop_writer(self, run_id: str) -> None:
+        writer = self._writers.pop(run_id, None)
+        if writer is not None:
+            os.close(writer.journal)
+            os.close(writer.snapshot)
+
     # -- encryption at rest (see _crypto.py) ------------------------------------
 
     def _aad(self, run_id: str, entry: bytes) -> bytes:
@@ -517,48 +461,20 @@ class JournaledStore(Store):
         return self._aad(run_id, b"journal %d %d" % (generation, offset))
 
     def _seal_snapshot(self, run_id: str, content: bytes) -> bytes:
-        if self._cipher is None:
-            return content
-        return self._cipher.encrypt(content, self._aad(run_id, b"snapshot"))
+        return self._seal(content, self._aad(run_id, b"snapshot"))
 
     def _open_snapshot(self, run_id: str, path: Path, content: bytes) -> bytes:
-        where = f"run '{run_id}': {path}"
-        if self._cipher is None:
-            if is_sealed(content):
-                raise not_encrypted_error(where)
-            return content
-        return self._cipher.decrypt(content, self._aad(run_id, b"snapshot"), where)
+        return self._unseal(content, self._aad(run_id, b"snapshot"), f"run '{run_id}': {path}")
 
-    def _open_record(
-        self, run_id: str, path: Path, generation: int, offset: int, payload: bytes
-    ) -> bytes:
-        where = f"run '{run_id}': {path} (record at byte {offset})"
-        if self._cipher is None:
-            if is_sealed(payload):
-                raise not_encrypted_error(where)
-            return payload
-        aad = self._record_aad(run_id, generation, offset)
-        return self._cipher.decrypt(payload, aad, where)
-
-    def _drop_writer(self, run_id: str) -> None:
-        writer = self._writers.pop(run_id, None)
-        if writer is not None:
-            os.close(writer.journal)
+    # -- cleaning up ----------------------------------------------------------
 
     def _remove_stale_journals(self, run_id: str, generation: int) -> None:
         keep = self._journal_path(run_id, generation).name
+        ending = f"{self.format.suffix}.log"
         for entry in os.scandir(self._run_dir(run_id)):
-            ending = f"{self.format.suffix}.log"
             mine = entry.name.startswith("journal-") and entry.name.endswith(ending)
             if mine and entry.name != keep:
                 os.unlink(entry.path)
-
-    def _remove_temp_files(self, directory: Path) -> None:
-        """Temp files a crash left behind (only under the run's lock)."""
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(directory):
-                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                    os.unlink(entry.path)
 
     def _remove_orphans(self) -> None:
         """On open: temp files of runs nobody runs, and half-deleted runs."""
@@ -572,29 +488,9 @@ class JournaledStore(Store):
                 except (RunLockedError, InvalidRunIdError):
                     continue  # its holder cleans up after itself
                 try:
-                    self._remove_temp_files(Path(entry.path))
+                    remove_temp_files(Path(entry.path))
                 finally:
                     held.release()
-
-    @contextlib.contextmanager
-    def _io(self, run_id: str, action: str) -> Iterator[None]:
-        """Turn an OSError into a StoreError naming the run and the cause."""
-        try:
-            yield
-        except OSError as exc:
-            where = f"run '{run_id}' in {self.path}" if run_id else str(self.path)
-            raise StoreError(f"cannot {action} {where}: {exc}") from exc
-
-
-def _apply(
-    run: StoredRun, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
-) -> None:
-    run.nodes.update(nodes)
-    for key, value in data.items():
-        if value is None:
-            run.data.pop(key, None)
-        else:
-            run.data[key] = value
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -18,17 +18,24 @@ durable step; its cost depends on the size of those records, not of the run.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
 from flowdag.codec import Codec, ValueCodec
-from flowdag.errors import CorruptStateError, InvalidRunIdError, StoreError
+from flowdag.errors import (
+    CorruptStateError,
+    InvalidArgumentTypeError,
+    InvalidRunIdError,
+    RunNotFoundError,
+    StoreError,
+)
 from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState, check_times
 
 __all__ = ["RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
@@ -72,6 +79,23 @@ class StoredRun:
     nodes: dict[str, StoredNode] = field(default_factory=dict)
     data: dict[str, bytes] = field(default_factory=dict)
 
+    def apply(self, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]) -> None:
+        """Apply one commit: upsert ``nodes``, set ``data`` keys (None deletes)."""
+        self.nodes.update(nodes)
+        for key, value in data.items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+
+    def copy(self) -> StoredRun:
+        """A copy that shares only the (immutable) blobs."""
+        return StoredRun(
+            self.header,
+            {name: StoredNode(node.meta, node.output) for name, node in self.nodes.items()},
+            dict(self.data),
+        )
+
 
 class RunLock(Protocol):
     """A held per-run lock; the OS releases it if the process dies."""
@@ -91,9 +115,18 @@ class Store(ABC):
     #: from a background thread, grouping the nodes that finish meanwhile.
     durable: bool = True
 
+    #: What codec the store's files need: "json" (a `JSONCodec`), "binary"
+    #: (any codec but a `JSONCodec`), or "" (any codec).
+    codec_kind: ClassVar[str] = ""
+
     def __init__(self, *, codec: ValueCodec | None = None) -> None:
-        self.codec: ValueCodec = codec if codec is not None else Codec()
+        self.codec: ValueCodec = codec if codec is not None else self._default_codec()
         self._closed = False
+        self._check_codec_kind()
+
+    def _default_codec(self) -> ValueCodec:
+        """The codec used when none is given."""
+        return Codec()
 
     # -- public API ---------------------------------------------------------
 
@@ -228,7 +261,51 @@ class Store(ABC):
     def _close(self) -> None:  # noqa: B027 - optional hook
         """Release backend resources."""
 
+    def _save_checked(
+        self, run_id: str, run: StoredRun, check: Callable[[Callable[[], StoredRun]], None]
+    ) -> None:
+        """Save ``run`` but publish it only once ``check`` passed on it as read back.
+
+        ``check`` is given a function that reads the written run back, and
+        raises to refuse it; the store then keeps what it had. This default
+        saves, reads back and puts the previous run back on refusal, so a
+        crash in between leaves an unchecked run: the disk stores override it
+        to write the run where loads never look, check it there and publish it
+        atomically.
+        """
+        try:
+            previous: StoredRun | None = self._load(run_id)
+        except (RunNotFoundError, CorruptStateError):
+            previous = None  # nothing, or nothing worth keeping, to put back
+        self._save(run_id, run)
+        try:
+            check(lambda: self._load(run_id))
+        except BaseException:
+            if previous is None:
+                self._delete(run_id)
+            else:
+                self._save(run_id, previous)
+            raise
+
     # -- RunState <-> bytes ---------------------------------------------------
+
+    def _check_codec_kind(self) -> None:
+        kind = self.codec_kind
+        # Not imported here: a codec can only be a JSONCodec once its module is loaded.
+        json_codec = sys.modules.get("flowdag.json_codec")
+        is_json = json_codec is not None and isinstance(self.codec, json_codec.JSONCodec)
+        if kind == "json" and not is_json:
+            raise InvalidArgumentTypeError(
+                f"a {type(self).__name__} needs a JSONCodec (flowdag.json_codec), not "
+                f"{type(self.codec).__name__}: its files hold JSON; pass codec=JSONCodec(...) "
+                "or leave codec out"
+            )
+        if kind == "binary" and is_json:
+            raise InvalidArgumentTypeError(
+                f"a {type(self).__name__} needs a binary codec such as flowdag.codec.Codec, "
+                f"not {type(self.codec).__name__} (JSON fragments are for the JSON store); "
+                "pass codec=Codec(...) or leave codec out"
+            )
 
     def _check_open(self) -> None:
         if self._closed:

@@ -42,7 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 
 from flowdag.stores._fbs.FormatVersion import FormatVersion
-from flowdag.stores._journal import Commit
+from flowdag.stores._format import Commit
 from flowdag.stores.base import StoredNode, StoredRun
 
 __all__ = ["FILE_IDENTIFIER", "FORMAT_VERSION", "FlatBuffersFormat"]

@@ -14,8 +14,10 @@ class FlatBuffersStore(JournaledStore):
     Values are the msgpack codec's blobs inside ``[ubyte]`` vectors. Reading
     statuses touches only names and meta vectors, never outputs: that is what
     makes `load_statuses` (``flowdag status``, resume planning) cheap here.
+    Any codec but a `JSONCodec` (default: `flowdag.codec.Codec`).
     """
 
     scheme = "flatbuffers"
     kind = "FlatBuffers"
+    codec_kind = "binary"
     format = FlatBuffersFormat()

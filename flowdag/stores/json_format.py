@@ -50,16 +50,16 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 from flowdag.json_codec import dump_json
-from flowdag.stores._journal import Commit
+from flowdag.stores._format import Commit
 from flowdag.stores.base import StoredNode, StoredRun
 
 if TYPE_CHECKING:
-    from flowdag.stores._journal import RunFormat
+    from flowdag.stores._format import RunFormat
 
 __all__ = ["JSONFormat"]
 
@@ -121,18 +121,9 @@ class JSONFormat:
         if type(generation) is not int or generation < 0:
             raise ValueError(f"generation must be an int >= 0, not {generation!r}")
         parts = [b'{\n  "header": ', _fragment(run.header), b',\n  "nodes": {']
-        separator = b"\n"
-        for name, node in run.nodes.items():
-            parts += (separator, b"    ", _key(name), b': {\n      "meta": ', _fragment(node.meta))
-            if node.output is not None:
-                parts += (b',\n      "output": ', _fragment(node.output))
-            parts.append(b"\n    }")
-            separator = b",\n"
+        _dump_nodes(parts, run.nodes, _PRETTY)
         parts.append(b'\n  },\n  "data": {')
-        separator = b"\n"
-        for key, value in run.data.items():
-            parts += (separator, b"    ", _key(key), b": ", _fragment(value))
-            separator = b",\n"
+        _dump_data(parts, run.data.items(), _PRETTY)
         parts.append(b"\n  }\n}\n")
         body = b"".join(parts)
         prefix = _first_line_prefix(generation, len(body))
@@ -168,22 +159,10 @@ class JSONFormat:
             ValueError: a blob is not a JSON fragment from a `JSONCodec`.
         """
         parts = [b'{"nodes":{']
-        separator = b""
-        for name, node in nodes.items():
-            parts += (separator, _key(name), b':{"meta":', _fragment(node.meta))
-            if node.output is not None:
-                parts += (b',"output":', _fragment(node.output))
-            parts.append(b"}")
-            separator = b","
+        _dump_nodes(parts, nodes, _COMPACT)
         parts.append(b'},"data":{')
-        separator = b""
-        deleted = []
-        for key, value in data.items():
-            if value is None:
-                deleted.append(key)
-            else:
-                parts += (separator, _key(key), b":", _fragment(value))
-                separator = b","
+        deleted = [key for key, value in data.items() if value is None]
+        _dump_data(parts, ((k, v) for k, v in data.items() if v is not None), _COMPACT)
         parts += (b'},"delete":', dump_json(deleted), b"}")
         return b"".join(parts)
 
@@ -202,6 +181,40 @@ class JSONFormat:
                 raise ValueError(f"commit deletes {key!r}, not a key it leaves alone")
             data[key] = None
         return nodes, data
+
+
+# How entries are laid out: the separator before the first entry and before
+# the others, then after a node's key, before its output, after the node, and
+# after a data key. Pretty for snapshots (one fragment a line), compact for commits.
+_Layout = tuple[bytes, bytes, bytes, bytes, bytes, bytes]
+_PRETTY: _Layout = (
+    b"\n    ",
+    b",\n    ",
+    b': {\n      "meta": ',
+    b',\n      "output": ',
+    b"\n    }",
+    b": ",
+)
+_COMPACT: _Layout = (b"", b",", b':{"meta":', b',"output":', b"}", b":")
+
+
+def _dump_nodes(parts: list[bytes], nodes: Mapping[str, StoredNode], layout: _Layout) -> None:
+    first, later, meta, output, close, _ = layout
+    separator = first
+    for name, node in nodes.items():
+        parts += (separator, _key(name), meta, _fragment(node.meta))
+        if node.output is not None:
+            parts += (output, _fragment(node.output))
+        parts.append(close)
+        separator = later
+
+
+def _dump_data(parts: list[bytes], items: Iterable[tuple[str, bytes]], layout: _Layout) -> None:
+    first, later, *_, after_key = layout
+    separator = first
+    for key, value in items:
+        parts += (separator, _key(key), after_key, _fragment(value))
+        separator = later
 
 
 def _fragment(blob: bytes) -> bytes:

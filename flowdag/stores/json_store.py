@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
+from flowdag.codec import ValueCodec
 from flowdag.json_codec import JSONCodec
-from flowdag.stores._crypto import Cipher
-from flowdag.stores._journal import COMPACT_MIN_BYTES, JournaledStore
+from flowdag.stores._journal import JournaledStore
 from flowdag.stores.json_format import JSONFormat
 
 __all__ = ["JSONStore"]
@@ -20,25 +18,13 @@ class JSONStore(JournaledStore):
     every value comes back exactly. Open ``runs/<run_id>/snapshot.json`` to read
     a run; its first line holds a checksum, so edit it only through flowdag.
     With ``key=`` (see `JournaledStore`) the files are encrypted and no longer readable JSON.
+    The codec must be a `JSONCodec` (the default): the files splice its JSON.
     """
 
     scheme = "json"
     kind = "JSON"
+    codec_kind = "json"
     format = JSONFormat()
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        codec: JSONCodec | None = None,
-        compact_min_bytes: int = COMPACT_MIN_BYTES,
-        key: bytes | str | Cipher | None = None,
-        create: bool = True,
-    ) -> None:
-        super().__init__(
-            path,
-            codec=codec if codec is not None else JSONCodec(),
-            compact_min_bytes=compact_min_bytes,
-            key=key,
-            create=create,
-        )
+    def _default_codec(self) -> ValueCodec:
+        return JSONCodec()

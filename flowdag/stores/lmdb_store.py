@@ -32,29 +32,30 @@ same directory share one environment (reference counted).
 
 With a key, every value is sealed with AES-256-GCM (``_crypto.py``), its
 associated data naming the sub-database and the key (which starts with the run
-id); keys stay plain, so run ids are visible. A commit checks afterwards that
-``data.mdb`` is still the file the environment opened: LMDB would go on writing
-to a replaced file, and such a commit must fail, not count as done.
+id); keys stay plain, so run ids are visible.
+
+A commit checks afterwards that ``data.mdb`` is still the file the environment
+opened: LMDB would go on writing to a replaced file, and such a commit must
+fail, not count as done. The check is one ``fstat`` of a descriptor the store
+holds on ``data.mdb`` (a file replaced by a rename or deleted has no links
+left), not a ``stat`` of the path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, Unpack
 
 import lmdb
 import msgpack
 
-from flowdag.codec import ValueCodec
 from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
-from flowdag.stores._crypto import Cipher, is_sealed, make_cipher, not_encrypted_error
-from flowdag.stores._files import lock_run_file, make_private_dir, no_store_error
-from flowdag.stores.base import RunLock, Store, StoredNode, StoredRun
+from flowdag.stores._directory import DirectoryStore, StoreOptions
+from flowdag.stores._lmdb_env import CORRUPT, Env, acquire_env, release_env
+from flowdag.stores.base import StoredNode, StoredRun
 
 __all__ = ["LMDBStore"]
 
@@ -66,80 +67,43 @@ DEFAULT_MAP_SIZE = 1 << 30
 _MAX_RETRIES = 64  # doublings/resizes per write before giving up (2**64 bytes: never)
 _DIGEST_SIZE = 16
 _FULL_DISK_BYTES = 1 << 20  # less free space than this on a failed write: say the disk is full
-_FILES = ("data.mdb", "lock.mdb")
-_CORRUPT: tuple[type[lmdb.Error], ...] = (
-    lmdb.CorruptedError,
-    lmdb.InvalidError,
-    lmdb.PageNotFoundError,
-    lmdb.VersionMismatchError,
-    # LMDB 1.0 engines only; absent when py-lmdb is built against a 0.9 liblmdb.
-    getattr(lmdb, "BadChecksumError", lmdb.CorruptedError),
-)
-
 if TYPE_CHECKING:
     _Txn = lmdb.Transaction[bytes]  # the stubs' generic; not subscriptable at runtime
 
 
-@dataclass(slots=True)
-class _Env:
-    """One open environment, shared by every `LMDBStore` on its directory."""
-
-    env: lmdb.Environment
-    runs: lmdb._Database
-    nodes: lmdb._Database
-    outputs: lmdb._Database
-    data: lmdb._Database
-    guard: threading.Lock  # held for every use of env (see the module note)
-    key: tuple[int, int]
-    data_inode: int  # of data.mdb when opened: a replaced file is detected by commits
-    users: int = 1
-
-
-_OPEN: dict[tuple[int, int], _Env] = {}  # (st_dev, st_ino) of the directory -> env
-_OPEN_GUARD = threading.Lock()
-
-
-class LMDBStore(Store):
+class LMDBStore(DirectoryStore):
     """Runs in an LMDB environment under ``path`` (created 0700, files 0600).
 
     Args:
         path: the store directory; created with its parents if missing.
-        codec: the value codec (default `Codec()`).
         map_size: initial LMDB map size in bytes; it grows automatically.
-        key: encrypt every value (headers, metas, outputs, data) with AES-256-GCM
-            under this key (32 bytes, 64 hex digits or base64; or a `Cipher`),
-            each bound to its run and entry; None stores plain bytes. Run ids
-            and the number and sizes of entries stay visible.
-        create: False to refuse a directory that holds no LMDB store (nothing
-            is created then), as read-only tools want.
+        options: ``codec`` (default `Codec()`), ``key`` and ``create``, as
+            `DirectoryStore` takes them. With a key every value (headers,
+            metas, outputs, data) is encrypted, each bound to its run and
+            entry; run ids and the number and sizes of entries stay visible.
 
     Raises:
         StoreError: ``path`` is a file, or cannot be created or opened, or
             ``create`` is False and there is no store there.
         CorruptStateError: the files under ``path`` are not a valid LMDB store.
+        CodecMismatchError: the store was written with another codec.
     """
 
     scheme = "lmdb"
+    kind = "LMDB"
+    codec_kind = "binary"
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
-        codec: ValueCodec | None = None,
         map_size: int = DEFAULT_MAP_SIZE,
-        key: bytes | str | Cipher | None = None,
-        create: bool = True,
+        **options: Unpack[StoreOptions],
     ) -> None:
-        super().__init__(codec=codec)
-        self.path = Path(os.path.abspath(path))
-        self._data_path = self.path / "data.mdb"
-        if not create and not self._data_path.is_file():
-            raise no_store_error(self.path, "LMDB")
-        self._cipher = make_cipher(key)
-        self._shared: _Env | None = _acquire_env(self.path, map_size)
-
-    def __repr__(self) -> str:
-        return f"LMDBStore({str(self.path)!r})"
+        self._data_path = Path(os.path.abspath(path)) / "data.mdb"
+        self._map_size = map_size
+        self._shared: Env | None = None
+        super().__init__(path, **options)
 
     def describe(self, run_id: str) -> str:
         """The LMDB data file that holds the run."""
@@ -147,14 +111,30 @@ class LMDBStore(Store):
 
     # -- hooks ----------------------------------------------------------------
 
+    def _holds_store(self) -> bool:
+        return self._data_path.is_file()
+
+    def _open(self) -> None:
+        self._shared = acquire_env(self.path, self._map_size)
+
     def _save(self, run_id: str, run: StoredRun) -> None:
+        self._save_checked(run_id, run, None)
+
+    def _save_checked(
+        self,
+        run_id: str,
+        run: StoredRun,
+        check: Callable[[Callable[[], StoredRun]], None] | None,
+    ) -> None:
+        # One write transaction: the check reads the run back in it, before the
+        # commit, and an exception aborts it, so nothing unchecked is published.
         prefix = _prefix(run_id)
 
-        def write(txn: _Txn, env: _Env) -> None:
+        def write(txn: _Txn, env: Env) -> None:
             _delete_range(txn, env.nodes, prefix)
             _delete_range(txn, env.outputs, prefix)
             _delete_range(txn, env.data, prefix)
-            seal = self._seal
+            seal = self._seal_entry
             txn.put(run_id.encode(), seal(b"run", run_id.encode(), run.header), db=env.runs)
             metas: list[tuple[bytes, bytes]] = []
             outputs: list[tuple[bytes, bytes]] = []
@@ -170,32 +150,33 @@ class LMDBStore(Store):
             txn.cursor(env.nodes).putmulti(metas)
             txn.cursor(env.outputs).putmulti(outputs)
             txn.cursor(env.data).putmulti(data)
+            if check is not None:  # reads the run back inside the transaction
+                check(lambda: self._read_run(txn, env, run_id))
 
         self._transact(run_id, write, write=True)
 
     def _load(self, run_id: str) -> StoredRun:
+        return self._transact(run_id, lambda txn, env: self._read_run(txn, env, run_id))
+
+    def _read_run(self, txn: _Txn, env: Env, run_id: str) -> StoredRun:
         prefix = _prefix(run_id)
-
-        def read(txn: _Txn, env: _Env) -> StoredRun:
-            header = self._header(txn, env, run_id)
-            nodes = {
-                name: StoredNode(meta)
-                for name, meta in self._scan(txn, env.nodes, run_id, prefix, "node")
-            }
-            for name, output in self._scan(txn, env.outputs, run_id, prefix, "output"):
-                node = nodes.get(name)
-                if node is None:
-                    raise self._damaged(run_id, f"output of node {name!r} has no node entry")
-                node.output = output
-            data = dict(self._scan(txn, env.data, run_id, prefix, "data"))
-            return StoredRun(header, nodes, data)
-
-        return self._transact(run_id, read)
+        header = self._header(txn, env, run_id)
+        nodes = {
+            name: StoredNode(meta)
+            for name, meta in self._scan(txn, env.nodes, run_id, prefix, "node")
+        }
+        for name, output in self._scan(txn, env.outputs, run_id, prefix, "output"):
+            node = nodes.get(name)
+            if node is None:
+                raise self._damaged(run_id, f"output of node {name!r} has no node entry")
+            node.output = output
+        data = dict(self._scan(txn, env.data, run_id, prefix, "data"))
+        return StoredRun(header, nodes, data)
 
     def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
         prefix = _prefix(run_id)
 
-        def read(txn: _Txn, env: _Env) -> tuple[bytes, dict[str, bytes]]:
+        def read(txn: _Txn, env: Env) -> tuple[bytes, dict[str, bytes]]:
             # Only runs + nodes: outputs are never read here.
             header = self._header(txn, env, run_id)
             return header, dict(self._scan(txn, env.nodes, run_id, prefix, "node"))
@@ -207,10 +188,10 @@ class LMDBStore(Store):
     ) -> None:
         prefix = _prefix(run_id)
 
-        def write(txn: _Txn, env: _Env) -> None:
+        def write(txn: _Txn, env: Env) -> None:
             # Touches only these nodes' and keys' entries: cost independent of run size.
             self._header(txn, env, run_id)  # RunNotFoundError aborts the transaction
-            seal = self._seal
+            seal = self._seal_entry
             for name, node in nodes.items():
                 key = prefix + _digest(name)
                 txn.put(key, seal(b"node", key, _pack(name, node.meta)), db=env.nodes)
@@ -229,7 +210,7 @@ class LMDBStore(Store):
         self._check_same_file(run_id)
 
     def _list_runs(self) -> list[str]:
-        def read(txn: _Txn, env: _Env) -> list[str]:
+        def read(txn: _Txn, env: Env) -> list[str]:
             keys = txn.cursor(env.runs).iternext(values=False)
             try:
                 return [key.decode() for key in keys]
@@ -244,7 +225,7 @@ class LMDBStore(Store):
     def _delete(self, run_id: str) -> bool:
         prefix = _prefix(run_id)
 
-        def write(txn: _Txn, env: _Env) -> bool:
+        def write(txn: _Txn, env: Env) -> bool:
             if not txn.delete(run_id.encode(), db=env.runs):
                 return False
             _delete_range(txn, env.nodes, prefix)
@@ -254,25 +235,15 @@ class LMDBStore(Store):
 
         return self._transact(run_id, write, write=True)
 
-    def _lock(self, run_id: str) -> RunLock:
-        locks = self.path / "locks"
-        try:
-            make_private_dir(locks)
-            return lock_run_file(locks / f"{run_id}.lock", run_id)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot lock run '{run_id}' in {locks}: {exc.strerror or exc}"
-            ) from exc
-
     def _close(self) -> None:
         shared, self._shared = self._shared, None
         if shared is not None:
-            _release_env(shared)
+            release_env(shared)
 
     # -- helpers --------------------------------------------------------------
 
     def _transact(
-        self, run_id: str | None, fn: Callable[[_Txn, _Env], _T], *, write: bool = False
+        self, run_id: str | None, fn: Callable[[_Txn, Env], _T], *, write: bool = False
     ) -> _T:
         """Run ``fn`` in one transaction, growing the map and retrying as needed."""
         shared = self._shared
@@ -302,7 +273,7 @@ class LMDBStore(Store):
 
     def _wrap(self, exc: lmdb.Error, run_id: str | None) -> StoreError:
         where = f"run '{run_id}' in {self._data_path}" if run_id else str(self._data_path)
-        if isinstance(exc, _CORRUPT):
+        if isinstance(exc, CORRUPT):
             return CorruptStateError(
                 f"{where} is damaged (LMDB: {exc}); restore it from a backup "
                 "or delete the store and run again"
@@ -326,13 +297,13 @@ class LMDBStore(Store):
             "restore it from a backup or delete it and run again"
         )
 
-    def _header(self, txn: _Txn, env: _Env, run_id: str) -> bytes:
+    def _header(self, txn: _Txn, env: Env, run_id: str) -> bytes:
         header = txn.get(run_id.encode(), db=env.runs)
         if header is None:
             raise RunNotFoundError(
                 f"run '{run_id}' not found in {self.path}; `flowdag list` shows the stored runs"
             )
-        return self._open(run_id, b"run", run_id.encode(), header, "header")
+        return self._open_entry(run_id, b"run", run_id.encode(), header, "header")
 
     def _scan(
         self, txn: _Txn, db: lmdb._Database, run_id: str, prefix: bytes, kind: str
@@ -347,7 +318,7 @@ class LMDBStore(Store):
         for key, value in cursor.iternext():
             if not key.startswith(prefix):
                 return
-            value = self._open(run_id, entry, key, value, kind)
+            value = self._open_entry(run_id, entry, key, value, kind)
             try:
                 name, blob = unpack(value, raw=False, use_list=False)
                 digest = blake2b(name.encode(), digest_size=_DIGEST_SIZE).digest()
@@ -360,21 +331,14 @@ class LMDBStore(Store):
 
     # -- encryption at rest (see _crypto.py) ------------------------------------
 
-    def _seal(self, entry: bytes, key: bytes, value: bytes) -> bytes:
-        if self._cipher is None:
-            return value
+    def _seal_entry(self, entry: bytes, key: bytes, value: bytes) -> bytes:
         # Bound to the sub-database and the key, which starts with the run id:
         # a value cannot be moved to another entry or run.
-        return self._cipher.encrypt(value, b"flowdag\0lmdb\0" + entry + b"\0" + key)
+        return self._seal(value, b"flowdag\0lmdb\0" + entry + b"\0" + key)
 
-    def _open(self, run_id: str, entry: bytes, key: bytes, value: bytes, kind: str) -> bytes:
+    def _open_entry(self, run_id: str, entry: bytes, key: bytes, value: bytes, kind: str) -> bytes:
         where = f"run '{run_id}' in {self._data_path} ({kind} entry)"
-        if self._cipher is None:
-            if is_sealed(value):
-                raise not_encrypted_error(where)
-            return value
-        aad = b"flowdag\0lmdb\0" + entry + b"\0" + key
-        return self._cipher.decrypt(value, aad, where)
+        return self._unseal(value, b"flowdag\0lmdb\0" + entry + b"\0" + key, where)
 
     def _check_same_file(self, run_id: str) -> None:
         """Raise if ``data.mdb`` was replaced or removed since the store opened it.
@@ -385,10 +349,10 @@ class LMDBStore(Store):
         """
         shared = self._shared
         try:
-            current = os.stat(self._data_path).st_ino
+            replaced = os.fstat(shared.data_file).st_nlink == 0 if shared is not None else False
         except OSError:
-            current = -1
-        if shared is not None and current != shared.data_inode:
+            replaced = True
+        if replaced:
             raise StoreError(
                 f"cannot commit to run '{run_id}': {self._data_path} was replaced or removed "
                 "while the store had it open; the commit went to the old file. Close the "
@@ -420,97 +384,3 @@ def _delete_range(txn: _Txn, db: lmdb._Database, prefix: bytes) -> None:
     while cursor.key().startswith(prefix):
         if not cursor.delete():
             break
-
-
-# -- shared environments ------------------------------------------------------------
-
-
-def _acquire_env(path: Path, map_size: int) -> _Env:
-    try:
-        make_private_dir(path)
-        stat = os.stat(path)
-    except (NotADirectoryError, FileExistsError) as exc:
-        raise StoreError(
-            f"cannot open LMDB store at {path}: it is a file, not a directory; "
-            "pass a directory path"
-        ) from exc
-    except OSError as exc:
-        raise StoreError(f"cannot open LMDB store at {path}: {exc.strerror or exc}") from exc
-    key = (stat.st_dev, stat.st_ino)
-    with _OPEN_GUARD:
-        shared = _OPEN.get(key)
-        if shared is not None:
-            shared.users += 1
-            return shared
-        shared = _open_env(path, map_size, key)
-        _OPEN[key] = shared
-        return shared
-
-
-def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> _Env:
-    try:
-        if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
-            raise StoreError(
-                f"cannot open LMDB store at {path}: permission denied; "
-                "check the directory's owner and mode"
-            )
-        env = lmdb.open(
-            str(path),
-            map_size=map_size,
-            subdir=True,
-            create=False,  # the directory exists (made 0700 above)
-            mode=0o700,  # data.mdb and lock.mdb get this minus execute bits: 0600
-            max_dbs=4,
-            sync=True,  # durable: a commit returns after fsync
-            metasync=True,
-            max_spare_txns=0,
-        )
-    except lmdb.Error as exc:
-        data_path = path / "data.mdb"
-        if isinstance(exc, _CORRUPT):
-            raise CorruptStateError(
-                f"LMDB store {data_path} is damaged or not an LMDB file ({exc}); "
-                "restore it from a backup or move it away"
-            ) from exc
-        raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
-    try:
-        dbs = [env.open_db(name) for name in (b"runs", b"nodes", b"outputs", b"data")]
-        for name in _FILES:
-            _make_private(path / name)
-    except lmdb.Error as exc:
-        env.close()
-        if isinstance(exc, _CORRUPT):
-            raise CorruptStateError(f"LMDB store {path / 'data.mdb'} is damaged ({exc})") from exc
-        raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
-    except OSError as exc:
-        env.close()
-        raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
-    runs, nodes, outputs, data = dbs
-    try:
-        data_inode = os.stat(path / "data.mdb").st_ino
-    except OSError as exc:
-        env.close()
-        raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
-    return _Env(
-        env, runs, nodes, outputs, data, guard=threading.Lock(), key=key, data_inode=data_inode
-    )
-
-
-def _make_private(file: Path) -> None:
-    # LMDB's file mode is filtered by the umask: set 0600 explicitly (on our own files;
-    # a store shared through group permissions keeps the owner's choice).
-    stat = file.stat()
-    if stat.st_mode & 0o777 != 0o600 and stat.st_uid == os.geteuid():
-        os.chmod(file, 0o600)
-
-
-def _release_env(shared: _Env) -> None:
-    with _OPEN_GUARD:
-        shared.users -= 1
-        if shared.users > 0:
-            return
-        # Close before another store can open the directory again: LMDB refuses
-        # a second open environment on the same files.
-        del _OPEN[shared.key]
-        with shared.guard:  # waits for a call in progress
-            shared.env.close()

@@ -17,6 +17,7 @@ class MemoryStore(Store):
 
     Saved and loaded runs are copies, so callers never alias the stored state.
     ``create`` is accepted for `open_store` and ignored: there is nothing to create.
+    A checked save (``copy_run``) needs no staging here: a crash loses the store whole.
     """
 
     scheme = "memory"
@@ -29,13 +30,13 @@ class MemoryStore(Store):
         self._locks = ThreadRunLocks()
 
     def _save(self, run_id: str, run: StoredRun) -> None:
-        copy = _copy_run(run)
+        copy = run.copy()
         with self._guard:
             self._runs[run_id] = copy
 
     def _load(self, run_id: str) -> StoredRun:
         with self._guard:
-            return _copy_run(self._get(run_id))
+            return self._get(run_id).copy()
 
     def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
         with self._guard:
@@ -46,14 +47,7 @@ class MemoryStore(Store):
         self, run_id: str, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
     ) -> None:
         with self._guard:
-            run = self._get(run_id)
-            for name, node in nodes.items():
-                run.nodes[name] = StoredNode(node.meta, node.output)
-            for key, value in data.items():
-                if value is None:
-                    run.data.pop(key, None)
-                else:
-                    run.data[key] = value
+            self._get(run_id).apply(nodes, data)
 
     def _list_runs(self) -> list[str]:
         with self._guard:
@@ -76,12 +70,3 @@ class MemoryStore(Store):
         if run is None:
             raise RunNotFoundError(f"run '{run_id}' not found in memory://")
         return run
-
-
-def _copy_run(run: StoredRun) -> StoredRun:
-    # Blobs are immutable bytes: copying the containers is enough.
-    return StoredRun(
-        run.header,
-        {name: StoredNode(node.meta, node.output) for name, node in run.nodes.items()},
-        dict(run.data),
-    )

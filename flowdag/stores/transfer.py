@@ -2,21 +2,26 @@
 
 A copy goes through `RunState`, not bytes: the JSON store keeps values in its
 own codec, the others in msgpack, so only the decoded states can be compared.
-Each copy is loaded back from the destination and compared with the source
-state (exactly: see `same_value`) before it counts as done; a copy that differs is removed, so the
-destination never holds a run that silently differs from its source.
+
+A copy is crash-safe: it is written aside where the destination never looks
+(the snapshot's temp file of a journaled store, LMDB's open write
+transaction), read back from there and compared with the source state
+(exactly: see `same_value`), and only then published, atomically (a rename, a
+transaction commit). Killed at any moment, the destination holds either no
+new copy or a checked one, never a run that silently differs from its source.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from flowdag.errors import CorruptStateError, StoreError
 from flowdag.state import NodeState, RunState
-from flowdag.stores.base import Store
+from flowdag.stores.base import Store, StoredRun
 
 __all__ = ["copy_run", "same_value", "verify_run"]
 
@@ -25,28 +30,31 @@ def copy_run(src: Store, dst: Store, run_id: str) -> None:
     """Copy one run from ``src`` to ``dst`` (replacing any run of that id there) and verify it.
 
     The destination run is locked while it is written and read back, so a run
-    that is running there is never overwritten.
+    that is running there is never overwritten. The copy is checked before it
+    is published (see the module docstring).
 
     Raises:
         RunNotFoundError: ``src`` holds no such run.
         CorruptStateError: the run is damaged in ``src``; ``dst`` is untouched.
         RunLockedError: the run is running in ``dst``.
         StoreError: the copy read back from ``dst`` is damaged or differs from
-            the source; it has been removed from ``dst``.
+            the source; it was not published and ``dst`` is as it was.
     """
     state = src.load(run_id)
-    with dst.lock(run_id):
+
+    def check(read_back: Callable[[], StoredRun]) -> None:
         try:
-            dst.save(state)
-            problem = _difference(state, dst.load(run_id))
+            problem = _difference(state, dst._from_stored(run_id, read_back()))
         except CorruptStateError as exc:  # raised by dst: not the source's damage
             problem = f"the copy cannot be read back ({exc})"
         if problem is not None:
-            dst.delete(run_id)
             raise StoreError(
                 f"copy of run '{run_id}' to {dst.describe(run_id)} differs from the source: "
-                f"{problem}; the copy was removed"
+                f"{problem}; the copy was not kept"
             )
+
+    with dst.lock(run_id):
+        dst._save_checked(run_id, dst._to_stored(state), check)
 
 
 def verify_run(store: Store, run_id: str) -> str | None:

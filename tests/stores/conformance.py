@@ -437,6 +437,37 @@ class StoreTests:
 
     # -- list / delete --------------------------------------------------------------
 
+    def test_checked_save_publishes_only_a_copy_that_passed(self, store: Store) -> None:
+        # What copy_run builds on: the check sees the run as written, and a
+        # refused run is never published (the store keeps what it had).
+        old, new = pending_state("r", "a"), make_state("r")
+        store.save(old)
+
+        def refuse(read_back: Any) -> None:
+            assert_same_state(store._from_stored("r", read_back()), new)
+            raise StoreError("refused by the check")
+
+        with store.lock("r"), pytest.raises(StoreError, match="refused by the check"):
+            store._save_checked("r", store._to_stored(new), refuse)
+        assert store.load("r") == old
+
+        def refuse_unread(read_back: Any) -> None:
+            raise StoreError("refused by the check")
+
+        other = store._to_stored(make_state("other"))
+        with store.lock("other"), pytest.raises(StoreError, match="refused by the check"):
+            store._save_checked("other", other, refuse_unread)
+        assert store.list_runs() == ["r"]  # a new run refused: no run at all
+        seen: list[RunState] = []
+
+        def accept(read_back: Any) -> None:
+            seen.append(store._from_stored("r", read_back()))
+
+        with store.lock("r"):
+            store._save_checked("r", store._to_stored(new), accept)
+        assert_same_state(seen[0], new)
+        assert_same_state(store.load("r"), new)
+
     def test_list_runs_sorted(self, store: Store) -> None:
         assert store.list_runs() == []
         for run_id in ("b", "a:2", "A", "a", "2026-11-22", "z_9"):
@@ -588,7 +619,7 @@ class StoreTests:
                 pass  # pragma: no cover
             message = str(info.value)
             assert f"pid {proc.pid}" in message and "run 'nightly'" in message, message
-            assert "--run-id" in message  # says what to do
+            assert "use another run id" in message and "--" not in message  # says what to do
             with store.lock("other"):  # only that run id is taken
                 pass
             assert store.load("nightly") == pending_state("nightly", "a")  # readers need no lock

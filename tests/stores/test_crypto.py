@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import pickle
 import shutil
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -23,12 +24,17 @@ import pytest
 
 import flowdag
 from flowdag.codec import Codec
-from flowdag.errors import CorruptStateError, DecryptionError, StoreError
+from flowdag.errors import (
+    CorruptStateError,
+    DecryptionError,
+    OptionalDependencyError,
+    StoreError,
+)
 from flowdag.json_codec import JSONCodec
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
 from flowdag.stores._crypto import KEY_ENV, MAGIC, Cipher, generate_key, is_sealed
-from flowdag.stores._journal import frame, replay
+from flowdag.stores._framing import frame, replay
 from flowdag.stores.base import Store
 from flowdag.stores.transfer import copy_run
 
@@ -70,6 +76,15 @@ def test_key_forms(key: bytes | str) -> None:
 def test_bad_keys(key: Any) -> None:
     with pytest.raises(StoreError, match="key"):
         Cipher(key)
+
+
+def test_missing_cryptography_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # None in sys.modules makes the import fail, as if the package were not installed.
+    monkeypatch.setitem(sys.modules, "cryptography.hazmat.primitives.ciphers.aead", None)
+    with pytest.raises(OptionalDependencyError, match=r"pip install 'flowdag\[encrypt\]'"):
+        Cipher(RAW)
+    with pytest.raises(ImportError):  # also the builtin callers expect
+        Cipher(RAW)
 
 
 def test_nonces_are_fresh_and_ciphertexts_differ() -> None:

@@ -41,7 +41,7 @@ from flowdag.errors import CorruptStateError
 from flowdag.json_codec import JSONCodec
 from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
-from flowdag.stores._journal import frame, replay
+from flowdag.stores._framing import frame, replay
 from flowdag.stores.base import Store
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))

@@ -13,7 +13,9 @@ import pytest
 
 from flowdag.errors import CorruptStateError
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
-from flowdag.stores._journal import JournaledStore, frame, replay
+from flowdag.stores import _journal
+from flowdag.stores._framing import frame, replay
+from flowdag.stores._journal import JournaledStore
 from flowdag.stores.flatbuffers_store import FlatBuffersStore
 from flowdag.stores.json_store import JSONStore
 
@@ -199,3 +201,72 @@ def test_files_are_private(tmp_path: Path, store_class: type[JournaledStore]) ->
     for path in (tmp_path / "s").rglob("*"):
         mode = path.stat().st_mode & 0o777
         assert mode == (0o700 if path.is_dir() else 0o600), path
+
+
+# -- the writer: less I/O per commit and per resume -----------------------------------------
+
+
+class CountingReads:
+    """Counts whole-file reads of the journal engine (snapshot and journal)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.files = 0
+        real = _journal.read_all
+
+        def read_all(fd: int) -> bytes:
+            self.files += 1
+            return real(fd)
+
+        monkeypatch.setattr(_journal, "read_all", read_all)
+
+
+def no_stat(monkeypatch: pytest.MonkeyPatch) -> None:
+    def stat(*args: object, **kwargs: object) -> os.stat_result:
+        raise AssertionError("os.stat on the commit path")
+
+    monkeypatch.setattr(_journal.os, "stat", stat)
+
+
+def test_resume_reads_snapshot_and_journal_once_then_commits_without_a_stat(
+    tmp_path: Path, store_class: type[JournaledStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with store_class(tmp_path, compact_min_bytes=10**9) as store:
+        new_run(store)
+        with store.lock("r"):
+            complete(store, "n0", "a")
+    with store_class(tmp_path, compact_min_bytes=10**9) as store, store.lock("r"):
+        reads = CountingReads(monkeypatch)
+        # As run() resumes: load under the lock, then commit per node.
+        assert store.load("r").nodes["n0"].output == "a"
+        assert reads.files == 2  # the snapshot and the journal, once each
+        with monkeypatch.context() as patch:
+            no_stat(patch)
+            for name in ("n1", "n2"):
+                complete(store, name, name)
+            assert store.load("r").nodes["n2"].output == "n2"  # from memory, under the lock
+        assert reads.files == 2
+    with store_class(tmp_path) as store:  # what the disk holds
+        assert [store.load("r").nodes[n].output for n in ("n0", "n1", "n2")] == ["a", "n1", "n2"]
+
+
+def test_a_new_run_is_saved_and_committed_without_reading(
+    tmp_path: Path, store_class: type[JournaledStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with store_class(tmp_path) as store, store.lock("r"):
+        reads = CountingReads(monkeypatch)
+        new_run(store)
+        with monkeypatch.context() as patch:
+            no_stat(patch)
+            complete(store, "n0", "a")
+        assert reads.files == 0
+    with store_class(tmp_path) as store:
+        assert store.load("r").nodes["n0"].output == "a"
+
+
+def test_the_writer_goes_with_the_lock(tmp_path: Path, store_class: type[JournaledStore]) -> None:
+    with store_class(tmp_path) as store:
+        new_run(store)
+        with store.lock("r"):
+            store.load("r")
+            assert "r" in store._writers
+        assert "r" not in store._writers  # another process may write from here on

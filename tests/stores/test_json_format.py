@@ -13,7 +13,7 @@ from flowdag.codec import Codec
 from flowdag.json_codec import JSONCodec
 from flowdag.state import NodeStatus
 from flowdag.stores import json_format
-from flowdag.stores._journal import RunFormat
+from flowdag.stores._format import RunFormat
 from flowdag.stores.base import StoredNode, StoredRun
 from flowdag.stores.json_format import JSONFormat
 from flowdag.stores.memory import MemoryStore

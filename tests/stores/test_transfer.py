@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -15,10 +19,10 @@ import pytest
 
 from flowdag.errors import CorruptStateError, RunLockedError, RunNotFoundError, StoreError
 from flowdag.state import NodeRecord, NodeStatus, RunState
-from flowdag.stores import JSONStore, LMDBStore, MemoryStore
+from flowdag.stores import JSONStore, LMDBStore, MemoryStore, open_store
 from flowdag.stores.base import StoredRun
 from flowdag.stores.transfer import copy_run, same_value, verify_run
-from tests.stores.conformance import assert_same_state, make_state, pending_state
+from tests.stores.conformance import ROOT, assert_same_state, make_state, pending_state
 
 
 @pytest.fixture
@@ -89,17 +93,17 @@ def test_copy_run_of_a_damaged_run_leaves_the_destination_alone(
     assert dst.load("a") == pending_state("a", "old")
 
 
-def test_copy_that_differs_is_reported_and_removed(src: JSONStore) -> None:
+def test_copy_that_differs_is_reported_and_not_kept(src: JSONStore) -> None:
     src.save(make_state("a"))
     dst = TamperingStore()
     with pytest.raises(StoreError, match=r"copy of run 'a' to memory:// differs") as info:
         copy_run(src, dst, "a")
     assert not isinstance(info.value, CorruptStateError)  # not the source's fault
-    assert "data" in str(info.value) and "removed" in str(info.value)
+    assert "data" in str(info.value) and "the copy was not kept" in str(info.value)
     assert dst.list_runs() == []
 
 
-def test_copy_that_cannot_be_read_back_is_reported_and_removed(src: JSONStore) -> None:
+def test_copy_that_cannot_be_read_back_is_reported_and_not_kept(src: JSONStore) -> None:
     class Unreadable(MemoryStore):
         def _load(self, run_id: str) -> StoredRun:
             raise CorruptStateError(f"run '{run_id}' is damaged: test")
@@ -232,3 +236,77 @@ def test_copy_names_the_nodes_that_differ(src: JSONStore) -> None:
     message = str(info.value)
     assert "'n0', 'n1', 'n2', 'n3', 'n4' and 3 more" in message
     assert "data" not in message
+
+
+# -- a copy killed at any point ----------------------------------------------------------
+
+# Copies run "r" from argv[1] to argv[2] and SIGKILLs itself at the argv[3]-th call of
+# any step of the copy: each sync, rename or link, and the check of the copy read back.
+KILLED_COPY = """
+import os, signal, sys
+from flowdag.stores import open_store, transfer
+
+src_url, dst_url, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+calls = 0
+
+def killing(real):
+    def step(*args, **kwargs):
+        global calls
+        calls += 1
+        if calls == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return step
+
+with open_store(src_url) as src, open_store(dst_url) as dst:
+    for name in ("fsync", "fdatasync", "replace", "rename", "link", "unlink"):
+        setattr(os, name, killing(getattr(os, name)))
+    transfer._difference = killing(transfer._difference)
+    transfer.copy_run(src, dst, "r")
+print("copied", calls)
+"""
+
+
+@pytest.mark.parametrize(("src_scheme", "dst_scheme"), [
+    ("json", "lmdb"), ("lmdb", "json"), ("lmdb", "flatbuffers"),
+])  # fmt: skip
+def test_copy_killed_at_any_point_leaves_no_run_or_a_checked_one(
+    tmp_path: Path, src_scheme: str, dst_scheme: str
+) -> None:
+    src_url = f"{src_scheme}://{tmp_path / 'src'}"
+    state = make_state("r")
+    with open_store(src_url) as src:
+        src.save(state)
+        expected = src.load("r")
+    outcomes = []
+    for kill_at in range(1, 40):
+        dst_url = f"{dst_scheme}://{tmp_path / f'dst-{kill_at}'}"
+        with open_store(dst_url):
+            pass  # created before the copy, as `flowdag store convert` does
+        proc = subprocess.run(
+            [sys.executable, "-c", KILLED_COPY, src_url, dst_url, str(kill_at)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=120,
+        )
+        with open_store(dst_url) as dst:
+            if dst.list_runs():
+                assert dst.list_runs() == ["r"]
+                assert_same_state(dst.load("r"), expected, f"killed at step {kill_at}")
+                outcomes.append("copied")
+            else:
+                with pytest.raises(RunNotFoundError):
+                    dst.load("r")
+                outcomes.append("none")
+            with open_store(src_url) as src:
+                copy_run(src, dst, "r")  # leftovers never get in the way
+            assert_same_state(dst.load("r"), expected)
+        if proc.returncode == 0:
+            assert proc.stdout.startswith("copied")
+            break
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+    else:
+        pytest.fail("the copy never finished")
+    assert outcomes[0] == "none" and outcomes[-1] == "copied", outcomes
+    assert len(outcomes) >= 2  # killed before publishing at least once

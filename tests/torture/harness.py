@@ -221,7 +221,7 @@ def _calls(log: Path) -> list[str]:
 
 def _leftovers(store_dir: Path) -> tuple[bool, bool]:
     """(torn journal tail, snapshot temp file or a stale journal) in the run's directory."""
-    from flowdag.stores._journal import replay
+    from flowdag.stores._framing import replay
 
     run_dir = store_dir / "runs" / RUN_ID
     torn = temp = False
