@@ -11,6 +11,7 @@ import typing
 from flowdag.context import Context
 from flowdag.dag import DAG
 from flowdag.errors import (
+    CodecMismatchError,
     CorruptStateError,
     CycleError,
     DAGError,
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DAG",
+    "CodecMismatchError",
     "Context",
     "CorruptStateError",
     "CycleError",

@@ -14,6 +14,7 @@ import flowdag
 EXPORTED = [
     "DAG",
     "Context",
+    "CodecMismatchError",
     "CorruptStateError",
     "CycleError",
     "DAGError",

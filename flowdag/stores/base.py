@@ -34,11 +34,15 @@ from flowdag.errors import (
     InvalidArgumentTypeError,
     InvalidRunIdError,
     RunNotFoundError,
+    SerializationError,
     StoreError,
 )
 from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState, check_times
 
 __all__ = ["RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
+
+_SHORT_MESSAGE = 500  # characters of an error message kept when its record is too large
+_TRACEBACK_DROPPED = "(traceback not stored: the error record was over the codec's limits)"
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -369,15 +373,22 @@ class Store(ABC):
 
     def _encode_meta(self, node: NodeRecord | NodeState) -> bytes:
         error = node.error
-        return self.codec.encode(
-            [
-                str(node.status),
-                node.attempts,
-                _to_micros(node.started_at),
-                _to_micros(node.finished_at),
-                None if error is None else [error.type, error.message, error.traceback],
-            ]
-        )
+        meta = [
+            str(node.status),
+            node.attempts,
+            _to_micros(node.started_at),
+            _to_micros(node.finished_at),
+            None if error is None else [error.type, error.message, error.traceback],
+        ]
+        try:
+            return self.codec.encode(meta)
+        except SerializationError:
+            if error is None:
+                raise
+        # A failure must be recordable even when its traceback is over the codec's
+        # limits (a small max_blob_size): keep the type and the start of the message.
+        meta[4] = [error.type[:200], error.message[:_SHORT_MESSAGE], _TRACEBACK_DROPPED]
+        return self.codec.encode(meta)
 
     def _decode_meta(self, blob: bytes, output: Any, deps: tuple[str, ...]) -> NodeState:
         # Run once per node on every load: one constructor call, no enum lookup.
