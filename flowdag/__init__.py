@@ -32,7 +32,7 @@ from flowdag.errors import (
     StoreError,
     WorkflowChangedError,
 )
-from flowdag.runner import RunEvent, RunResult, run
+from flowdag.runner import EventKind, RunEvent, RunResult, run
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores import LMDBStore, MemoryStore, Store, open_store
 from flowdag.workflow import Workflow
@@ -51,6 +51,7 @@ __all__ = [
     "DecryptionError",
     "DuplicateNodeError",
     "ErrorInfo",
+    "EventKind",
     "FlatBuffersStore",
     "FlowdagError",
     "InvalidArgumentError",

@@ -2,10 +2,16 @@
 
 Design
 ------
-One *driver* loop, on the caller's thread, owns all run state: the `ReadySet`,
-outputs, ``ctx.data``, attempts, timers. It blocks on one queue fed by future
-callbacks, the committer and attempt starts, and never polls; it wakes early
-only for a timer (a retry that is due, an attempt's deadline).
+One *driver* loop, on the caller's thread, owns all run state. It blocks on one
+queue fed by future callbacks, the committer and attempt starts, and never
+polls; it wakes early only for a timer (a retry that is due, an attempt's
+deadline). Its state is in a few objects, each with one job:
+
+- `Schedule` (pure, `flowdag.scheduler`): what may start next: due retries,
+  then nodes a full pool parked, then newly ready ones;
+- ``running`` and ``deadlines``: the attempts in flight and when they overrun;
+- `_Ledger`: what the run knows: node states, outputs, ``ctx.data``, attempts;
+- `_Commits`: records on their way to the store, and the committer thread.
 
 Each node goes through the same steps: start an attempt on the executor; when
 it returns, either schedule a retry or build one `NodeRecord` (status, attempts,
@@ -22,19 +28,24 @@ output a crash could still lose. A crash between a node's return and that
 acknowledgement loses the attempt, not the store: the node runs again on
 resume (at-least-once; see ``ctx.idempotency_key``).
 
+Attempts are counted over the run's whole life (``ctx.attempt``,
+`RunEvent.attempt` and ``NodeState.attempts`` agree across resumes), while
+each call of `run()` gives a node its ``retries`` afresh: the retry budget and
+the backoff count the attempts of this call only.
+
 If a commit fails, the nodes of that batch are reported failed with the store's
 error, nothing new is started, and the run ends once its attempts return; the
-store still loads and a later resume finishes the run.
+store still loads and a later resume finishes the run. Otherwise a run ends
+with every node completed, failed or skipped; anything else is a bug in the
+driver, raised as such rather than returned as a silent failure.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -54,8 +65,8 @@ from flowdag.dag import DAG, NodeSpec
 from flowdag.errors import NodeTimeoutError, SerializationError
 from flowdag.executors import Executor
 from flowdag.resume import Plan
-from flowdag.runner import RunEvent, RunResult
-from flowdag.scheduler import ReadySet
+from flowdag.runner import EventKind, RunEvent, RunResult
+from flowdag.scheduler import PoolGate, ReadySet, Schedule, TimerHeap
 from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunStatus
 from flowdag.stores.base import Store
 
@@ -82,10 +93,79 @@ def _outcome_of(future: Future[Outcome]) -> Outcome:
 
 # -- the driver ---------------------------------------------------------------
 
-# Event kinds on the driver's queue, and timer kinds on its heap.
+# Event kinds on the driver's queue.
 _RESULT, _STARTED, _COMMITTED, _COMMIT_FAILED = range(4)
-_RETRY_DUE, _DEADLINE = range(2)
 _LOST_ATTEMPT_RETRIES = 3  # retries of attempts an executor lost (a worker died)
+_SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED})
+
+
+class _Ledger:
+    """What the run knows: each node's state, the outputs, ``ctx.data``, attempt counts."""
+
+    __slots__ = ("data", "done", "lost", "outputs", "states", "tries")
+
+    def __init__(self, plan: Plan) -> None:
+        self.states = dict(plan.state.nodes)
+        self.outputs = {name: self.states[name].output for name in plan.completed}
+        self.data = dict(plan.state.data)
+        self.done = len(plan.completed)  # finished nodes, those of earlier calls included
+        # Attempts made in this call of run(): each call gives a node its retries
+        # afresh. Lifetime numbers add the attempts the store already counts.
+        self.tries: dict[str, int] = {}
+        self.lost: dict[str, int] = {}  # attempts the executor lost (a worker died)
+
+    def next_attempt(self, name: str) -> int:
+        """Count a new attempt of ``name``; return its number over the run's life."""
+        tries = self.tries[name] = self.tries.get(name, 0) + 1
+        # states[name] is the stored state until the node ends: its attempts are
+        # those of earlier calls of run().
+        return self.states[name].attempts + tries
+
+    def settle(self, record: NodeRecord, error: ErrorInfo | None, value: Any = None) -> None:
+        """Set a node's state from its acknowledged (or refused) record."""
+        name = record.node
+        status = NodeStatus.FAILED if error is not None else record.status
+        state = NodeState(
+            status,
+            record.attempts,
+            record.started_at,
+            record.finished_at,
+            None,
+            error,
+            self.states[name].deps,
+        )
+        if status is NodeStatus.COMPLETED:
+            state.output = self.outputs[name] = value
+        self.states[name] = state
+
+    def unsettled(self) -> list[str]:
+        """Nodes neither completed, failed nor skipped."""
+        return [name for name, state in self.states.items() if state.status not in _SETTLED]
+
+
+class _Commits:
+    """Records on their way to the store: this wake-up's batch, and those in flight."""
+
+    __slots__ = ("committer", "error", "inline", "outbox", "outcomes", "unacknowledged")
+
+    def __init__(self, store: Store, run_id: str, report: Callable[[tuple[Any, ...]], None]):
+        self.outbox: list[NodeRecord] = []  # records of this wake-up, committed together
+        self.unacknowledged = 0  # records handed over (or in the outbox), not yet durable
+        self.outcomes: dict[str, Outcome] = {}  # completed nodes' values, until durable
+        # A store that keeps nothing on disk commits at once; a background commit
+        # would only add a thread hop per batch.
+        self.inline = not store.durable
+        self.error: ErrorInfo | None = None  # set when the store refused a batch
+        self.committer = _Committer(store, run_id, report)
+
+    def add(self, records: list[NodeRecord]) -> None:
+        self.unacknowledged += len(records)
+        self.outbox.extend(records)
+
+    def take(self) -> list[NodeRecord]:
+        """This wake-up's batch; the outbox starts anew."""
+        batch, self.outbox = self.outbox, []
+        return batch
 
 
 class _Driver:
@@ -116,47 +196,35 @@ class _Driver:
             executor, "submit_reporting_start", None
         )
         self.functions: dict[str, bytes] = {}  # cloudpickled node functions
-        self.lost_attempts: dict[str, int] = {}
         self.limit = limit
-        self.pools = dict(pools)
-        self.pool_running = dict.fromkeys(self.pools, 0)
-        self.parked: dict[str, deque[str]] = {pool: deque() for pool in self.pools}
-        self.pool_freed: set[str] = set()
         self.on_event = on_event
         self.events: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
-        self.ready = ReadySet(dag, plan.completed)
-        self.states = dict(plan.state.nodes)
-        self.outputs = {name: self.states[name].output for name in plan.completed}
-        self.data = dict(plan.state.data)
+        gate = PoolGate(pools, {name: dag.specs[name].pool for name in dag.nodes} if pools else {})
+        self.schedule = Schedule(ReadySet(dag, plan.completed), gate)
         self.running: dict[str, Attempt] = {}
-        self.attempts: dict[str, int] = {}  # attempts made in this call of run()
-        self.retries_due: deque[str] = deque()
-        self.retries_waiting = 0
-        self.timers: list[tuple[float, int, int, Any]] = []  # (when, seq, kind, what)
-        self.seq = 0
-        self.unacknowledged = 0
-        self.outbox: list[NodeRecord] = []  # records of this wake-up, committed together
-        # A store that keeps nothing on disk commits at once; a background commit
-        # would only add a thread hop per batch.
-        self.commit_inline = not store.durable
-        self.finished_values: dict[str, Outcome] = {}
-        self.done = len(plan.completed)
-        self.commit_error: ErrorInfo | None = None
-        self.committer = _Committer(store, self.run_id, self.events.put)
+        self.deadlines: TimerHeap[Attempt] = TimerHeap()  # stale ones are dropped lazily
+        self.ledger = _Ledger(plan)
+        self.commits = _Commits(store, self.run_id, self.events.put)
 
     # -- loop ---------------------------------------------------------------
 
     def drive(self) -> None:
-        self.committer.start()
+        self.commits.committer.start()
         try:
             self.dispatch()
-            while self.running or self.retries_waiting or self.unacknowledged:
+            while self.running or self.schedule.retries or self.commits.unacknowledged:
                 self.wait_and_handle()
                 self.dispatch()
         finally:
             # Records already handed over are committed even if we stop early:
             # they are finished work, and committing them spares a re-run.
-            self.committer.close()
+            self.commits.committer.close()
+        if self.commits.error is None and (stuck := self.ledger.unsettled()):
+            raise RuntimeError(  # never a silent FAILED with no error: see the docstring
+                f"flowdag bug: run '{self.run_id}' has nothing left in flight, yet nodes "
+                f"{', '.join(stuck[:10])} neither ran nor failed; their state in the store "
+                "is consistent and a resume runs them. Please report this"
+            )
 
     def wait_and_handle(self) -> None:
         events = self.events
@@ -171,7 +239,7 @@ class _Driver:
             except Empty:
                 break
         self.fire_timers()
-        if self.outbox:
+        if self.commits.outbox:
             self.flush()
 
     def handle(self, event: tuple[Any, ...]) -> None:
@@ -186,57 +254,29 @@ class _Driver:
             if self.is_running(attempt):
                 attempt.started_at = event[3]
                 timeout = self.dag.specs[attempt.node].timeout
-                self.add_timer(event[2] + timeout, _DEADLINE, attempt)
+                self.deadlines.push(event[2] + timeout, attempt)
         else:
             self.on_commit_failed(event[1], event[2])
 
     def dispatch(self) -> None:
-        if self.commit_error is not None:
+        if self.commits.error is not None:
             return
         free = self.limit - len(self.running)
-        # Retries that are due go first, then nodes a full pool held back, then new ones.
-        while free > 0 and self.retries_due:
-            free -= self.start_or_park(self.retries_due.popleft())
-        if self.pool_freed:
-            for pool in self.pool_freed:
-                parked = self.parked[pool]
-                while free > 0 and parked and self.pool_running[pool] < self.pools[pool]:
-                    free -= self.start_or_park(parked.popleft())
-            self.pool_freed.clear()
-        while free > 0 and self.ready.has_ready():
-            for name in self.ready.take(free):
-                free -= self.start_or_park(name)
-
-    def start_or_park(self, name: str) -> int:
-        """Start ``name`` unless its pool is full (then park it); 1 if started."""
-        pool = self.dag.specs[name].pool
-        if pool is not None and pool in self.pools:
-            if self.pool_running[pool] >= self.pools[pool]:
-                self.parked[pool].append(name)
-                return 0
-            self.pool_running[pool] += 1
-        self.start(name)
-        return 1
-
-    def release_pool(self, name: str) -> None:
-        pool = self.dag.specs[name].pool
-        if pool is not None and pool in self.pools:
-            self.pool_running[pool] -= 1
-            if self.parked[pool]:
-                self.pool_freed.add(pool)
+        if free > 0:
+            for name in self.schedule.take(free):
+                self.start(name)
 
     # -- attempts -------------------------------------------------------------
 
     def start(self, name: str) -> None:
-        number = self.attempts.get(name, 0) + 1
-        self.attempts[name] = number
+        number = self.ledger.next_attempt(name)
         spec = self.dag.specs[name]
-        outputs = self.outputs
+        outputs = self.ledger.outputs
         inputs = {dep: outputs[dep] for dep in spec.deps}
-        attempt = Attempt(spec, self.run_id, number, inputs, self.data, self.codec)
+        attempt = Attempt(spec, self.run_id, number, inputs, self.ledger.data, self.codec)
         self.running[name] = attempt
         if self.on_event is not None:
-            self.emit("node_started", name, NodeStatus.RUNNING, number, None)
+            self.emit(EventKind.NODE_STARTED, name, NodeStatus.RUNNING, number, None)
         put = self.events.put
         future: Future[Any]
         if self.in_process:
@@ -266,7 +306,7 @@ class _Driver:
                     task,
                 )
             else:  # the driver fills the executor no further than it runs
-                self.add_timer(time.monotonic() + spec.timeout, _DEADLINE, attempt)
+                self.deadlines.push(time.monotonic() + spec.timeout, attempt)
                 future = self.executor.submit(execute_remote, task)
         attempt.future = future
         future.add_done_callback(lambda f: put((_RESULT, attempt, _outcome_of(f))))
@@ -292,17 +332,17 @@ class _Driver:
         if not self.is_running(attempt):
             return  # an abandoned (timed-out) attempt: its result is discarded
         del self.running[attempt.node]
-        self.release_pool(attempt.node)
+        self.schedule.gate.release(attempt.node)
         if outcome.error is not None:
             self.on_failed_attempt(attempt, outcome)
             return
-        self.finished_values[attempt.node] = outcome
-        self.commit(
+        self.commits.outcomes[attempt.node] = outcome
+        self.commits.add(
             [
                 NodeRecord(
                     attempt.node,
                     NodeStatus.COMPLETED,
-                    self.total_attempts(attempt.node),
+                    attempt.number,
                     outcome.started_at,
                     outcome.finished_at,
                     None,
@@ -315,18 +355,20 @@ class _Driver:
     def on_failed_attempt(self, attempt: Attempt, outcome: Outcome) -> None:
         spec = self.dag.specs[attempt.node]
         error = outcome.error
-        retry = outcome.retryable and self.commit_error is None
+        ledger = self.ledger
+        retry = outcome.retryable and self.commits.error is None
         if retry and outcome.infrastructure:
             # The executor lost the attempt (a worker died): not the node's fault,
             # so it does not use up the node's retries, within a bound of its own.
-            lost = self.lost_attempts[spec.name] = self.lost_attempts.get(spec.name, 0) + 1
+            lost = ledger.lost[spec.name] = ledger.lost.get(spec.name, 0) + 1
             retry = lost <= _LOST_ATTEMPT_RETRIES
             if retry:  # the retry takes the lost attempt's number
-                self.attempts[spec.name] -= 1
+                ledger.tries[spec.name] -= 1
             wait = 0.0
         else:
-            retry = retry and attempt.number <= spec.retries
-            wait = spec.retry_wait(attempt.number) * random.uniform(1 - _JITTER, 1 + _JITTER)
+            tries = ledger.tries[spec.name]  # this call's: each call of run() retries afresh
+            retry = retry and tries <= spec.retries
+            wait = spec.retry_wait(tries) * random.uniform(1 - _JITTER, 1 + _JITTER)
         if retry:
             logger.info(
                 "node %s attempt %d failed (%s); retry in %.3fs",
@@ -335,62 +377,55 @@ class _Driver:
                 error,
                 wait,
             )
-            self.retries_waiting += 1
-            self.add_timer(time.monotonic() + wait, _RETRY_DUE, attempt.node)
+            self.schedule.retry(spec.name, time.monotonic() + wait)
             if self.on_event is not None:
-                self.emit("node_retrying", spec.name, NodeStatus.RUNNING, attempt.number, error)
+                self.emit(
+                    EventKind.NODE_RETRYING, spec.name, NodeStatus.RUNNING, attempt.number, error
+                )
             return
         logger.info("node %s failed: %s", spec.name, error)
         records = [
             NodeRecord(
                 spec.name,
                 NodeStatus.FAILED,
-                self.total_attempts(spec.name),
+                attempt.number,
                 outcome.started_at,
                 outcome.finished_at,
                 error,
             )
         ]
-        for name in self.ready.fail(spec.name):
-            records.append(NodeRecord(name, NodeStatus.SKIPPED, self.states[name].attempts))
-        self.commit(records)
-
-    def total_attempts(self, name: str) -> int:
-        """Attempts over the run's whole life: earlier calls of run() included."""
-        return self.states[name].attempts + self.attempts.get(name, 0)
+        for name in self.schedule.ready.fail(spec.name):
+            records.append(NodeRecord(name, NodeStatus.SKIPPED, ledger.states[name].attempts))
+        self.commits.add(records)
 
     # -- timers -------------------------------------------------------------
 
-    def add_timer(self, when: float, kind: int, what: Any) -> None:
-        self.seq += 1
-        heapq.heappush(self.timers, (when, self.seq, kind, what))
-
     def seconds_to_next_timer(self) -> float | None:
-        timers = self.timers
+        deadlines = self.deadlines
         # Deadlines of attempts that already returned are dropped lazily, here.
-        while timers and timers[0][2] == _DEADLINE and not self.is_running(timers[0][3]):
-            heapq.heappop(timers)
-        return max(0.0, timers[0][0] - time.monotonic()) if timers else None
+        while deadlines and not self.is_running(deadlines.first()):
+            deadlines.pop()
+        retry_at, deadline = self.schedule.retries.next_at(), deadlines.next_at()
+        if retry_at is None and deadline is None:
+            return None
+        when = min(t for t in (retry_at, deadline) if t is not None)
+        return max(0.0, when - time.monotonic())
 
     def is_running(self, attempt: Attempt) -> bool:
         return self.running.get(attempt.node) is attempt
 
     def fire_timers(self) -> None:
-        timers = self.timers
         now = time.monotonic()
-        while timers and timers[0][0] <= now:
-            _, _, kind, what = heapq.heappop(timers)
-            if kind == _RETRY_DUE:
-                self.retries_waiting -= 1
-                if self.commit_error is None:
-                    self.retries_due.append(what)
-            elif self.is_running(what):  # an attempt overran its timeout
-                self.abandon(what)
+        self.schedule.fire(now)
+        if self.deadlines:
+            for attempt in self.deadlines.pop_due(now):
+                if self.is_running(attempt):  # an attempt overran its timeout
+                    self.abandon(attempt)
 
     def abandon(self, attempt: Attempt) -> None:
         """Fail an attempt that overran its timeout, and stop it where the executor can."""
         del self.running[attempt.node]
-        self.release_pool(attempt.node)
+        self.schedule.gate.release(attempt.node)
         # A process pool terminates the worker, asyncio cancels the task, Dask
         # cancels it; a thread cannot be stopped and runs on, its result discarded.
         stopped = attempt.future is not None and attempt.future.cancel()
@@ -404,13 +439,10 @@ class _Driver:
 
     # -- commits ------------------------------------------------------------
 
-    def commit(self, records: list[NodeRecord]) -> None:
-        self.unacknowledged += len(records)
-        self.outbox.extend(records)
-
     def flush(self) -> None:
         """Hand this wake-up's records to the committer (or commit them now)."""
-        batch, self.outbox = self.outbox, []
+        commits = self.commits
+        batch = commits.take()
         # With no attempt in flight, none that could start, and the committer
         # idle, nothing can finish while this commit runs, so there is nothing
         # to group: committing here spares two thread hops per node (a chain's
@@ -419,12 +451,11 @@ class _Driver:
         # in order.
         idle = (
             not self.running
-            and not self.ready.has_ready()
-            and not self.retries_due
-            and self.unacknowledged == len(batch)
+            and commits.unacknowledged == len(batch)
+            and not self.schedule.has_startable()
         )
-        if not (self.commit_inline or idle):
-            self.committer.put(batch)
+        if not (commits.inline or idle):
+            commits.committer.put(batch)
             return
         try:
             self.store.commit(self.run_id, batch)
@@ -436,67 +467,60 @@ class _Driver:
 
     def acknowledge(self, record: NodeRecord) -> None:
         """A record is durable: the node is done, and dependents may start."""
-        self.unacknowledged -= 1
+        self.commits.unacknowledged -= 1
+        ledger = self.ledger
         name = record.node
-        state = NodeState(
-            record.status,
-            record.attempts,
-            record.started_at,
-            record.finished_at,
-            None,
-            record.error,
-            self.states[name].deps,
-        )
         if record.status is NodeStatus.COMPLETED:
-            outcome = self.finished_values.pop(name)
-            state.output = self.outputs[name] = outcome.value
+            outcome = self.commits.outcomes.pop(name)
+            ledger.settle(record, None, outcome.value)
+            data = ledger.data
             for key, (present, value) in outcome.changes.items():
                 if present:
-                    self.data[key] = value
+                    data[key] = value
                 else:
-                    self.data.pop(key, None)
-            self.ready.done(name)
-        self.states[name] = state
-        self.done += 1
+                    data.pop(key, None)
+            self.schedule.ready.done(name)
+        else:
+            ledger.settle(record, record.error)
+        ledger.done += 1
         if self.on_event is not None:
-            self.emit(
-                "node_finished", name, record.status, self.attempts.get(name, 0), record.error
-            )
+            self.emit(EventKind.NODE_FINISHED, name, record.status, record.attempts, record.error)
 
     def on_commit_failed(self, records: list[NodeRecord], exc: BaseException) -> None:
         """The store refused a batch: fail its nodes, start nothing new."""
         logger.error("run %s: checkpoint failed, stopping the run: %s", self.run_id, exc)
         error = failure(exc).error
-        self.commit_error = error
-        self.retries_due.clear()
+        assert error is not None
+        self.commits.error = error
+        self.schedule.cancel_retries()
         for record in records:
-            self.unacknowledged -= 1
-            self.finished_values.pop(record.node, None)
-            node = self.states[record.node]
-            self.states[record.node] = NodeState(
-                NodeStatus.FAILED,
-                record.attempts,
-                record.started_at,
-                record.finished_at,
-                None,
-                error,
-                node.deps,
-            )
+            self.commits.unacknowledged -= 1
+            self.commits.outcomes.pop(record.node, None)
+            self.ledger.settle(record, error)
             if self.on_event is not None:
-                self.emit("node_finished", record.node, NodeStatus.FAILED, record.attempts, error)
+                self.emit(
+                    EventKind.NODE_FINISHED, record.node, NodeStatus.FAILED, record.attempts, error
+                )
 
     # -- reporting ----------------------------------------------------------
 
     def emit(
-        self, kind: str, node: str, status: NodeStatus, attempt: int, error: ErrorInfo | None
+        self,
+        kind: EventKind,
+        node: str,
+        status: NodeStatus,
+        attempt: int,
+        error: ErrorInfo | None,
     ) -> None:
         assert self.on_event is not None
-        self.on_event(RunEvent(kind, node, status, attempt, error, self.done, len(self.dag)))
+        done = self.ledger.done
+        self.on_event(RunEvent(kind, node, status, attempt, error, done, len(self.dag)))
 
     def result(self) -> RunResult:
-        statuses = {state.status for state in self.states.values()}
+        states = self.ledger.states
+        statuses = {state.status for state in states.values()}
         status = RunStatus.COMPLETED if statuses <= {NodeStatus.COMPLETED} else RunStatus.FAILED
-        return RunResult(self.run_id, self.dag.name, status, self.states, self.data)
+        return RunResult(self.run_id, self.dag.name, status, states, self.ledger.data)
 
 
 class _Committer:

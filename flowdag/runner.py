@@ -11,12 +11,19 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from flowdag.dag import DAG
-from flowdag.errors import FlowdagError, RunFailedError, RunNotFoundError
+from flowdag.errors import (
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    RunFailedError,
+    RunNotFoundError,
+)
 from flowdag.executors import Executor, make_executor
 from flowdag.executors.pools import default_workers
 from flowdag.resume import plan_run
@@ -24,20 +31,32 @@ from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores.base import Store, check_run_id
 from flowdag.workflow import Workflow
 
-__all__ = ["RunEvent", "RunResult", "new_run_id", "run"]
+__all__ = ["EventKind", "RunEvent", "RunResult", "new_run_id", "run"]
 
 logger = logging.getLogger("flowdag")
+
+
+class EventKind(StrEnum):
+    """What a `RunEvent` reports. Members equal their strings (``"node_started"``...)."""
+
+    NODE_STARTED = "node_started"  # an attempt starts
+    NODE_RETRYING = "node_retrying"  # an attempt failed; the node will be retried
+    NODE_FINISHED = "node_finished"  # the node completed, failed or was skipped, durably
 
 
 @dataclass(frozen=True, slots=True)
 class RunEvent:
     """Progress of a run, passed to ``run(..., on_event=...)`` on the driver thread.
 
-    ``kind`` is ``"node_started"``, ``"node_retrying"`` or ``"node_finished"``.
-    ``done`` counts finished nodes, including those completed before a resume.
+    ``kind`` is an `EventKind` (a `StrEnum`: ``event.kind == "node_started"`` works).
+    ``attempt`` counts the node's attempts over the run's whole life, resumes
+    included: it is the ``ctx.attempt`` of the attempt that started, failed or
+    finished, and equals ``NodeState.attempts`` once the node has finished (for a
+    skipped node, the attempts it had before). ``done`` counts finished nodes,
+    including those completed before a resume.
     """
 
-    kind: str
+    kind: EventKind
     node: str
     status: NodeStatus
     attempt: int
@@ -131,16 +150,22 @@ def run(
 
     dag = dag_or_workflow.build() if isinstance(dag_or_workflow, Workflow) else dag_or_workflow
     if not isinstance(dag, DAG):
-        raise FlowdagError(f"run() needs a DAG or a Workflow, not {type(dag).__name__}")
+        raise InvalidArgumentTypeError(f"run() needs a DAG or a Workflow, not {type(dag).__name__}")
     run_id = new_run_id() if run_id is None else check_run_id(run_id)
-    if max_workers is not None and (not isinstance(max_workers, int) or max_workers < 1):
-        raise FlowdagError(f"max_workers must be a whole number >= 1, not {max_workers!r}")
+    if max_workers is not None and (
+        isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+    ):
+        raise InvalidArgumentError(f"max_workers must be a whole number >= 1, not {max_workers!r}")
     pools = _check_pools(pools)
-    owned_store = not isinstance(store, Store)
-    run_store = _open(store)
-    pool = make_executor(executor, max_workers) if isinstance(executor, str) else executor
-    limit = max_workers or getattr(pool, "max_workers", None) or default_workers()
-    try:
+    # Whatever is opened here is closed on the way out, even when the next step fails.
+    with ExitStack() as opened:
+        run_store = _open(store)
+        if store is not None and not isinstance(store, Store):
+            opened.callback(run_store.close)  # opened from a URL: ours to close
+        pool = make_executor(executor, max_workers) if isinstance(executor, str) else executor
+        if isinstance(executor, str):
+            opened.callback(pool.shutdown, wait=False)
+        limit = max_workers or getattr(pool, "max_workers", None) or default_workers()
         with run_store.lock(run_id):
             plan = plan_run(
                 dag, run_id, _load_or_none(run_store, run_id), allow_changes=allow_changes
@@ -151,11 +176,6 @@ def run(
                 run_store.save(plan.state)
             driver = _Driver(dag, plan, run_store, pool, limit, pools, on_event)
             driver.drive()
-    finally:
-        if isinstance(executor, str):
-            pool.shutdown(wait=False)
-        if owned_store and store is not None:
-            run_store.close()
     return driver.result()
 
 
@@ -163,15 +183,17 @@ def _check_pools(pools: Mapping[str, int] | None) -> dict[str, int]:
     if pools is None:
         return {}
     if not isinstance(pools, Mapping):
-        raise FlowdagError(
+        raise InvalidArgumentTypeError(
             f"pools must map pool names to caps, e.g. {{'db': 2}}, not {type(pools).__name__}"
         )
     checked = dict(pools)
     for name, cap in checked.items():
         if not isinstance(name, str):
-            raise FlowdagError(f"pool names must be strings (as in pool='db'), not {name!r}")
+            raise InvalidArgumentTypeError(
+                f"pool names must be strings (as in pool='db'), not {name!r}"
+            )
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            raise FlowdagError(f"pools[{name!r}] must be a whole number >= 1, not {cap!r}")
+            raise InvalidArgumentError(f"pools[{name!r}] must be a whole number >= 1, not {cap!r}")
     return checked
 
 
@@ -183,7 +205,9 @@ def _open(store: Store | str | None) -> Store:
     if isinstance(store, str):
         return open_store(store)
     if not isinstance(store, Store):
-        raise FlowdagError(f"store must be a Store or a store URL, not {type(store).__name__}")
+        raise InvalidArgumentTypeError(
+            f"store must be a Store or a store URL, not {type(store).__name__}"
+        )
     return store
 
 

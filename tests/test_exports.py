@@ -20,6 +20,7 @@ EXPORTED = [
     "DecryptionError",
     "DuplicateNodeError",
     "ErrorInfo",
+    "EventKind",
     "FlatBuffersStore",
     "FlowdagError",
     "InvalidArgumentError",
