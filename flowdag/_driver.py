@@ -11,7 +11,8 @@ deadline). Its state is in a few objects, each with one job:
   then nodes a full pool parked, then newly ready ones;
 - ``running`` and ``deadlines``: the attempts in flight and when they overrun;
 - `_Ledger`: what the run knows: node states, outputs, ``ctx.data``, attempts;
-- `_Commits`: records on their way to the store, and the committer thread.
+- `Commits` and the `Committer` thread (`flowdag._commit`): records on their
+  way to the store.
 
 Each node goes through the same steps: start an attempt on the executor; when
 it returns, either schedule a retry or build one `NodeRecord` (status, attempts,
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -52,6 +52,7 @@ from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
 from typing import Any
 
+from flowdag._commit import Commits, Committer
 from flowdag.attempt import (
     Attempt,
     Outcome,
@@ -143,31 +144,6 @@ class _Ledger:
         return [name for name, state in self.states.items() if state.status not in _SETTLED]
 
 
-class _Commits:
-    """Records on their way to the store: this wake-up's batch, and those in flight."""
-
-    __slots__ = ("committer", "error", "inline", "outbox", "outcomes", "unacknowledged")
-
-    def __init__(self, store: Store, run_id: str, report: Callable[[tuple[Any, ...]], None]):
-        self.outbox: list[NodeRecord] = []  # records of this wake-up, committed together
-        self.unacknowledged = 0  # records handed over (or in the outbox), not yet durable
-        self.outcomes: dict[str, Outcome] = {}  # completed nodes' values, until durable
-        # A store that keeps nothing on disk commits at once; a background commit
-        # would only add a thread hop per batch.
-        self.inline = not store.durable
-        self.error: ErrorInfo | None = None  # set when the store refused a batch
-        self.committer = _Committer(store, run_id, report)
-
-    def add(self, records: list[NodeRecord]) -> None:
-        self.unacknowledged += len(records)
-        self.outbox.extend(records)
-
-    def take(self) -> list[NodeRecord]:
-        """This wake-up's batch; the outbox starts anew."""
-        batch, self.outbox = self.outbox, []
-        return batch
-
-
 class _Driver:
     """The loop that runs one DAG; see the module docstring."""
 
@@ -204,7 +180,14 @@ class _Driver:
         self.running: dict[str, Attempt] = {}
         self.deadlines: TimerHeap[Attempt] = TimerHeap()  # stale ones are dropped lazily
         self.ledger = _Ledger(plan)
-        self.commits = _Commits(store, self.run_id, self.events.put)
+        put = self.events.put
+        committer = Committer(
+            store,
+            self.run_id,
+            lambda batch: put((_COMMITTED, batch)),
+            lambda batch, exc: put((_COMMIT_FAILED, batch, exc)),
+        )
+        self.commits = Commits(store, committer)
 
     # -- loop ---------------------------------------------------------------
 
@@ -521,49 +504,3 @@ class _Driver:
         statuses = {state.status for state in states.values()}
         status = RunStatus.COMPLETED if statuses <= {NodeStatus.COMPLETED} else RunStatus.FAILED
         return RunResult(self.run_id, self.dag.name, status, states, self.ledger.data)
-
-
-class _Committer:
-    """The thread that makes records durable, a batch per transaction."""
-
-    def __init__(self, store: Store, run_id: str, report: Callable[[tuple[Any, ...]], None]):
-        self._store = store
-        self._run_id = run_id
-        self._report = report
-        self._queue: SimpleQueue[list[NodeRecord] | None] = SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="flowdag-commit", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def put(self, records: list[NodeRecord]) -> None:
-        self._queue.put(records)
-
-    def close(self) -> None:
-        """Commit what was handed over, then stop."""
-        self._queue.put(None)
-        self._thread.join()
-
-    def _serve(self) -> None:
-        queue = self._queue
-        stop = False
-        while not stop:
-            batch: list[NodeRecord] = []
-            item = queue.get()
-            while True:  # everything that arrived meanwhile joins this batch
-                if item is None:
-                    stop = True
-                else:
-                    batch.extend(item)
-                try:
-                    item = queue.get_nowait()
-                except Empty:
-                    break
-            if not batch:
-                continue
-            try:
-                self._store.commit(self._run_id, batch)
-            except Exception as exc:
-                self._report((_COMMIT_FAILED, batch, exc))
-            else:
-                self._report((_COMMITTED, batch))
