@@ -126,6 +126,9 @@ def run(
 ) -> RunResult:
     """Run a DAG, or resume it when ``store`` already holds ``run_id``.
 
+    Attempts are numbered over the run's life (a resume goes on counting), and
+    each call gives every node its ``retries`` afresh.
+
     Args:
         dag_or_workflow: a built `DAG`, or a `Workflow` to build.
         run_id: the run's id; None makes a new one (see `RunResult.run_id`).
@@ -135,12 +138,15 @@ def run(
             Dask cluster), or an `Executor` instance such as `DaskExecutor`.
         allow_changes: resume even if the DAG differs from the stored run.
         pools: pool name -> how many nodes tagged ``pool=`` that name may run at once.
-        on_event: called with a `RunEvent` as nodes start and finish.
+        on_event: called with a `RunEvent` as nodes start, are retried and finish.
 
     Returns:
         The `RunResult`; node failures are in it, not raised.
 
     Raises:
+        InvalidArgumentTypeError: an argument of the wrong type (``dag_or_workflow``,
+            ``store``, ``pools``).
+        InvalidArgumentError: an argument out of range (``max_workers``, a pool cap).
         DAGError: the workflow is not a valid DAG.
         InvalidRunIdError, RunLockedError, StoreError: the store refused the run.
         WorkflowChangedError: the stored run differs from the DAG.

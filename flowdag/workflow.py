@@ -102,7 +102,8 @@ class Workflow:
                 same name (when it has such a parameter or ``**kwargs``) and with
                 ``ctx`` (a `Context`) when it has a parameter named ``ctx``.
             deps: names of the nodes whose outputs this node needs.
-            retries: extra attempts after the first.
+            retries: extra attempts after the first, in each call of `run`
+                (a resume gives a failed node its retries again).
             retry_delay: seconds before the first retry; later ones wait
                 ``backoff`` times longer each, at most ``max_retry_delay``, with
                 10% jitter.
