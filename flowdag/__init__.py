@@ -33,7 +33,7 @@ from flowdag.errors import (
     StoreError,
     WorkflowChangedError,
 )
-from flowdag.runner import RunEvent, RunResult, run
+from flowdag.runner import EventKind, RunEvent, RunResult, run
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores import LMDBStore, MemoryStore, Store, open_store
 from flowdag.workflow import Workflow
@@ -53,6 +53,7 @@ __all__ = [
     "DecryptionError",
     "DuplicateNodeError",
     "ErrorInfo",
+    "EventKind",
     "FlatBuffersStore",
     "FlowdagError",
     "InvalidArgumentError",

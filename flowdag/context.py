@@ -79,7 +79,8 @@ class Context:
     Attributes:
         run_id: the run's id.
         node: this node's name.
-        attempt: 1 for the first attempt, 2 for the first retry, ...
+        attempt: 1 for the node's first attempt, 2 for the next, ... counted over
+            the run's life: a resume goes on from the stored ``attempts``.
         inputs: every dependency's name -> its output.
         data: custom data shared by the run and persisted with each node.
         idempotency_key: stable for this run id and node across attempts and

@@ -59,7 +59,7 @@ def plan_run(dag: DAG, run_id: str, stored: RunState | None, *, allow_changes: b
         raise WorkflowChangedError(
             f"run '{run_id}' was stored by a different version of workflow '{dag.name}': "
             + "; ".join(changes)
-            + ". Use a new run id, or pass allow_changes=True (--allow-changes) to accept "
+            + ". Use a new run id, or pass allow_changes=True to accept "
             "the changes: new and changed nodes and their dependents run again, "
             "removed ones are dropped"
         )

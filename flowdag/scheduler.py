@@ -1,19 +1,33 @@
-"""`ReadySet`: which nodes may start now. Pure bookkeeping, no threads, no I/O.
+"""Which nodes may start now, and when. Pure bookkeeping: no threads, no I/O, no clock.
 
-Like `graphlib.TopologicalSorter` it lets the caller own the loop: `take` hands
-out nodes whose dependencies are all done, `done` and `fail` report outcomes.
-A node becomes ready the moment its own dependencies are done, never waiting for
-a whole level, so one slow node delays only what depends on it.
+Like `graphlib.TopologicalSorter` these let the caller own the loop:
+
+- `ReadySet`: `take` hands out nodes whose dependencies are all done, `done`
+  and `fail` report outcomes. A node becomes ready the moment its own
+  dependencies are done, never waiting for a whole level, so one slow node
+  delays only what depends on it.
+- `PoolGate`: a node of a capped pool starts only while the pool has a free
+  seat; the others are parked, oldest first, until a seat frees.
+- `TimerHeap`: things due at a time (retries, deadlines), earliest first.
+- `Schedule`: the three together, as the driver asks: "give me up to N nodes
+  to start": due retries first, then parked nodes whose pool has a seat, then
+  newly ready ones.
+
+Times are plain floats the caller reads from its clock (``time.monotonic``).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Generic, TypeVar
 
 from flowdag.dag import DAG
 
-__all__ = ["ReadySet"]
+__all__ = ["PoolGate", "ReadySet", "Schedule", "TimerHeap"]
+
+T = TypeVar("T")
 
 
 class ReadySet:
@@ -83,3 +97,163 @@ class ReadySet:
     def blocked(self) -> int:
         """Nodes still waiting on dependencies."""
         return len(self._waiting)
+
+
+class PoolGate:
+    """Seats in capped pools: admits a node while its pool has room, else parks it.
+
+    Invariant: a pool is *open* (listed for `next_admissible`) exactly when it has
+    parked nodes and a free seat. It stays open however long the caller takes to
+    have room for its nodes: forgetting an open pool strands its parked nodes.
+    Nodes with no pool, or a pool without a cap, are always admitted.
+    """
+
+    __slots__ = ("_caps", "_open", "_parked", "_pool_of", "_seated")
+
+    def __init__(self, caps: Mapping[str, int], pool_of: Mapping[str, str | None]) -> None:
+        """``caps``: pool -> seats; ``pool_of``: node -> its pool (or None)."""
+        self._caps = dict(caps)
+        self._pool_of = {node: pool for node, pool in pool_of.items() if pool in self._caps}
+        self._seated = dict.fromkeys(self._caps, 0)
+        self._parked: dict[str, deque[str]] = {pool: deque() for pool in self._caps}
+        self._open: dict[str, None] = {}  # an ordered set: first opened, first served
+
+    def admit(self, name: str) -> bool:
+        """Seat ``name`` and return True, or park it (its pool is full) and return False."""
+        pool = self._pool_of.get(name)
+        if pool is None:  # the fast path: most nodes have no capped pool
+            return True
+        if self._seated[pool] >= self._caps[pool]:
+            self._parked[pool].append(name)  # a full pool is not open: nothing to update
+            return False
+        self._seated[pool] += 1
+        self._update(pool)
+        return True
+
+    def release(self, name: str) -> None:
+        """``name`` stopped running: free its seat, which opens its pool to parked nodes."""
+        pool = self._pool_of.get(name)
+        if pool is not None:
+            self._seated[pool] -= 1
+            self._update(pool)
+
+    def next_admissible(self) -> str | None:
+        """Seat and return the oldest parked node of an open pool, or None if none is."""
+        for pool in self._open:
+            self._seated[pool] += 1
+            name = self._parked[pool].popleft()
+            self._update(pool)
+            return name
+        return None
+
+    def has_admissible(self) -> bool:
+        """Whether `next_admissible` would return a node."""
+        return bool(self._open)
+
+    @property
+    def parked(self) -> list[str]:
+        """Parked nodes, pool by pool, oldest first."""
+        return [name for nodes in self._parked.values() for name in nodes]
+
+    def _update(self, pool: str) -> None:
+        """Keep the invariant: open iff parked nodes and a free seat."""
+        if self._parked[pool] and self._seated[pool] < self._caps[pool]:
+            self._open[pool] = None
+        else:
+            self._open.pop(pool, None)
+
+
+class TimerHeap(Generic[T]):
+    """Items due at a time, earliest first; items due at one time keep their order."""
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, T]] = []
+        self._seq = 0  # breaks ties, so items are never compared
+
+    def push(self, when: float, item: T) -> None:
+        """Add ``item``, due at ``when``."""
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, item))
+
+    def next_at(self) -> float | None:
+        """When the earliest item is due, or None if there is none."""
+        return self._heap[0][0] if self._heap else None
+
+    def first(self) -> T:
+        """The earliest item (the heap must not be empty)."""
+        return self._heap[0][2]
+
+    def pop(self) -> T:
+        """Remove and return the earliest item (the heap must not be empty)."""
+        return heapq.heappop(self._heap)[2]
+
+    def pop_due(self, now: float) -> list[T]:
+        """Remove and return the items due at or before ``now``, earliest first."""
+        heap = self._heap
+        due: list[T] = []
+        while heap and heap[0][0] <= now:
+            due.append(heapq.heappop(heap)[2])
+        return due
+
+    def clear(self) -> None:
+        """Drop every item."""
+        self._heap.clear()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+class Schedule:
+    """What to start next: due retries, then parked nodes given a seat, then ready nodes.
+
+    The caller reports each node's end to `ready` (``done``/``fail``) and to
+    `gate` (``release``), schedules retries with `retry`, and moves the retries
+    whose time has come with `fire`.
+    """
+
+    __slots__ = ("_due", "gate", "ready", "retries")
+
+    def __init__(self, ready: ReadySet, gate: PoolGate) -> None:
+        self.ready = ready
+        self.gate = gate
+        self.retries: TimerHeap[str] = TimerHeap()  # failed nodes waiting out their delay
+        self._due: deque[str] = deque()  # retries whose delay is over, waiting for a slot
+
+    def take(self, free: int) -> list[str]:
+        """Up to ``free`` nodes to start now, in priority order, each seated in its pool."""
+        names: list[str] = []
+        due, gate, ready = self._due, self.gate, self.ready
+        while free > 0 and due:
+            name = due.popleft()
+            if gate.admit(name):
+                names.append(name)
+                free -= 1
+        while free > 0 and (parked := gate.next_admissible()) is not None:
+            names.append(parked)
+            free -= 1
+        while free > 0 and ready.has_ready():
+            for name in ready.take(free):
+                if gate.admit(name):
+                    names.append(name)
+                    free -= 1
+        return names
+
+    def has_startable(self) -> bool:
+        """Whether `take` would return a node, given a free slot."""
+        return bool(self._due) or self.gate.has_admissible() or self.ready.has_ready()
+
+    def retry(self, name: str, when: float) -> None:
+        """Start ``name`` again once ``when`` has come (see `fire`)."""
+        self.retries.push(when, name)
+
+    def fire(self, now: float) -> None:
+        """Make the retries due at ``now`` startable, in the order they fell due."""
+        if self.retries:
+            self._due.extend(self.retries.pop_due(now))
+
+    def cancel_retries(self) -> None:
+        """Drop every retry, waiting or due: nothing new is to start."""
+        self.retries.clear()
+        self._due.clear()

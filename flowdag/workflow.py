@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar, overload
+from typing import Any, TypedDict, TypeVar, Unpack, overload
 
 from flowdag.dag import DAG, NodeSpec
 from flowdag.errors import DAGError, SignatureError
@@ -12,6 +12,18 @@ from flowdag.errors import DAGError, SignatureError
 __all__ = ["Workflow"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _NodeOptions(TypedDict, total=False):
+    """The options of `Workflow.node`, as keyword arguments of `Workflow.add_node`."""
+
+    deps: Iterable[str] | str
+    retries: int
+    retry_delay: float
+    backoff: float
+    max_retry_delay: float
+    timeout: float | None
+    pool: str | None
 
 
 class Workflow:
@@ -39,18 +51,7 @@ class Workflow:
 
     @overload
     def node(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        deps: Iterable[str] | str = (),
-        retries: int = 0,
-        retry_delay: float = 0.0,
-        backoff: float = 2.0,
-        max_retry_delay: float = 60.0,
-        timeout: float | None = None,
-        pool: str | None = None,
+        self, fn: None = None, /, *, name: str | None = None, **options: Unpack[_NodeOptions]
     ) -> Callable[[F], F]: ...
 
     def node(
@@ -59,13 +60,7 @@ class Workflow:
         /,
         *,
         name: str | None = None,
-        deps: Iterable[str] | str = (),
-        retries: int = 0,
-        retry_delay: float = 0.0,
-        backoff: float = 2.0,
-        max_retry_delay: float = 60.0,
-        timeout: float | None = None,
-        pool: str | None = None,
+        **options: Unpack[_NodeOptions],
     ) -> Any:
         """Register a function as a node; usable as ``@wf.node`` or ``@wf.node(...)``.
 
@@ -73,21 +68,15 @@ class Workflow:
         name defaults to the function's name.
         """
 
+        unknown = options.keys() - _NodeOptions.__optional_keys__
+        if unknown:  # as a plain signature would, before any function is registered
+            raise TypeError(f"Workflow.node() got an unexpected keyword argument {min(unknown)!r}")
+
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
             node_name = name if name is not None else getattr(func, "__name__", None)
             if node_name is None:
                 raise SignatureError(f"{func!r} has no __name__; pass name= to @wf.node")
-            self.add_node(
-                node_name,
-                func,
-                deps=deps,
-                retries=retries,
-                retry_delay=retry_delay,
-                backoff=backoff,
-                max_retry_delay=max_retry_delay,
-                timeout=timeout,
-                pool=pool,
-            )
+            self.add_node(node_name, func, **options)
             return func
 
         return register if fn is None else register(fn)
@@ -113,7 +102,8 @@ class Workflow:
                 same name (when it has such a parameter or ``**kwargs``) and with
                 ``ctx`` (a `Context`) when it has a parameter named ``ctx``.
             deps: names of the nodes whose outputs this node needs.
-            retries: extra attempts after the first.
+            retries: extra attempts after the first, in each call of `run`
+                (a resume gives a failed node its retries again).
             retry_delay: seconds before the first retry; later ones wait
                 ``backoff`` times longer each, at most ``max_retry_delay``, with
                 10% jitter.

@@ -27,6 +27,8 @@ from flowdag import (
     DecryptionError,
     DuplicateNodeError,
     FlowdagError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
     InvalidRunIdError,
     MissingDependencyError,
     RunLockedError,
@@ -271,17 +273,17 @@ API_CASES: list[tuple[str, Callable[[Path], Any], type[Exception], list[str]]] =
     ("wrong key", wrong_key, DecryptionError, ["'r'", "snapshot.fb", "wrong key"]),
     ("encrypted store, no key", missing_key, DecryptionError, ["'r'", "data.mdb", "encrypted"]),
     ("key too short", lambda t: open_store(f"lmdb://{t}", key="abcd"), StoreError, ["256-bit key"]),
-    ("run(): not a DAG", lambda t: flowdag.run("etl.py"), FlowdagError, ["str"]),  # type: ignore[arg-type]
+    ("run(): not a DAG", lambda t: flowdag.run("etl.py"), InvalidArgumentTypeError, ["str"]),  # type: ignore[arg-type]
     (
         "run(): max_workers 0",
         lambda t: flowdag.run(one_node(), max_workers=0),
-        FlowdagError,
+        InvalidArgumentError,
         ["max_workers", "0"],
     ),
     (
         "run(): bad pool cap",
         lambda t: flowdag.run(one_node(), pools={"db": 0}),
-        FlowdagError,
+        InvalidArgumentError,
         ["pools['db']", "0"],
     ),
     (
@@ -293,7 +295,7 @@ API_CASES: list[tuple[str, Callable[[Path], Any], type[Exception], list[str]]] =
     (
         "run(): store not a store",
         lambda t: flowdag.run(one_node(), store=42),
-        FlowdagError,
+        InvalidArgumentTypeError,
         ["int"],
     ),  # type: ignore[arg-type]
 ]

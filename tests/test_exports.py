@@ -21,6 +21,7 @@ EXPORTED = [
     "DecryptionError",
     "DuplicateNodeError",
     "ErrorInfo",
+    "EventKind",
     "FlatBuffersStore",
     "FlowdagError",
     "InvalidArgumentError",

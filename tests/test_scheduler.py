@@ -1,4 +1,4 @@
-"""ReadySet: pure readiness bookkeeping, driven by hand as the runner drives it."""
+"""The pure scheduling parts (ReadySet, PoolGate, TimerHeap, Schedule), driven by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from flowdag import DAG, Workflow
-from flowdag.scheduler import ReadySet
+from flowdag.scheduler import PoolGate, ReadySet, Schedule, TimerHeap
 
 
 def _any(**kwargs: Any) -> int:
@@ -199,3 +199,237 @@ def test_wide_fan_in() -> None:
         assert not ready.has_ready()
     ready.done(roots[-1])
     assert ready.take() == ["sink"]
+
+
+# -- PoolGate ---------------------------------------------------------------------------
+
+# Nodes a1..a3 and r1 are in pool "db" (cap 1 or 2), b1 b2 in "api" (cap 1), x in
+# no pool, u in a pool without a cap (never limited).
+POOL_OF = {
+    "a1": "db",
+    "a2": "db",
+    "a3": "db",
+    "r1": "db",
+    "b1": "api",
+    "b2": "api",
+    "x": None,
+    "u": "gpu",
+}
+
+# Steps: ("admit", node, admitted?), ("release", node), ("next", node or None);
+# after each step, the gate's parked nodes must be as listed.
+GATE_CASES: dict[str, tuple[dict[str, int], list[tuple[Any, ...]]]] = {
+    "nodes without a capped pool always pass": (
+        {"db": 1},
+        [("admit", "x", True), ("admit", "x", True), ("admit", "u", True), ("next", None)],
+    ),
+    "a full pool parks, oldest first": (
+        {"db": 1},
+        [
+            ("admit", "a1", True),
+            ("admit", "a2", False, ["a2"]),
+            ("admit", "a3", False, ["a2", "a3"]),
+            ("next", None, ["a2", "a3"]),
+            ("release", "a1", ["a2", "a3"]),
+            ("next", "a2", ["a3"]),
+            ("next", None, ["a3"]),
+            ("release", "a2", ["a3"]),
+            ("next", "a3", []),
+            ("next", None),
+        ],
+    ),
+    # The stranded-node bug: a pool freed while the caller had no room stays open.
+    "a freed pool stays open until its parked nodes are taken": (
+        {"db": 1},
+        [
+            ("admit", "a1", True),
+            ("admit", "a2", False, ["a2"]),
+            ("release", "a1", ["a2"]),
+            # the caller had no free slot in this wake-up: it asks nothing
+            ("admit", "x", True, ["a2"]),
+            ("next", "a2", []),
+        ],
+    ),
+    "a node admitted directly may take the seat a parked node waits for": (
+        {"db": 1},
+        [
+            ("admit", "a1", True),
+            ("admit", "a2", False, ["a2"]),
+            ("release", "a1", ["a2"]),
+            ("admit", "r1", True, ["a2"]),  # a due retry goes first
+            ("next", None, ["a2"]),  # the pool is full again: closed
+            ("release", "r1", ["a2"]),
+            ("next", "a2", []),
+        ],
+    ),
+    "a cap of 2 seats two": (
+        {"db": 2},
+        [
+            ("admit", "a1", True),
+            ("admit", "a2", True),
+            ("admit", "a3", False, ["a3"]),
+            ("admit", "r1", False, ["a3", "r1"]),
+            ("release", "a2", ["a3", "r1"]),
+            ("next", "a3", ["r1"]),
+            ("next", None, ["r1"]),
+            ("release", "a1", ["r1"]),
+            ("release", "a3", ["r1"]),
+            ("next", "r1", []),
+        ],
+    ),
+    "pools are independent, served in the order they opened": (
+        {"db": 1, "api": 1},
+        [
+            ("admit", "a1", True),
+            ("admit", "b1", True),
+            ("admit", "a2", False, ["a2"]),
+            ("admit", "b2", False, ["a2", "b2"]),
+            ("release", "b1", ["a2", "b2"]),
+            ("release", "a1", ["a2", "b2"]),
+            ("next", "b2", ["a2"]),
+            ("next", "a2", []),
+            ("next", None),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(("caps", "steps"), list(GATE_CASES.values()), ids=list(GATE_CASES))
+def test_pool_gate(caps: dict[str, int], steps: list[tuple[Any, ...]]) -> None:
+    gate = PoolGate(caps, POOL_OF)
+    for step in steps:
+        action, name = step[0], step[1]
+        if action == "admit":
+            assert gate.admit(name) is step[2], step
+            parked = step[3] if len(step) > 3 else None
+        elif action == "release":
+            gate.release(name)
+            parked = step[2] if len(step) > 2 else None
+        else:
+            assert gate.next_admissible() == name, step
+            parked = step[2] if len(step) > 2 else None
+        if parked is not None:
+            assert gate.parked == parked, step
+
+
+# -- TimerHeap --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pushed", "now", "due", "left_at"),
+    [
+        ([], 5.0, [], None),
+        ([(1.0, "a"), (3.0, "b"), (2.0, "c")], 0.5, [], 1.0),
+        ([(1.0, "a"), (3.0, "b"), (2.0, "c")], 2.0, ["a", "c"], 3.0),
+        ([(1.0, "a"), (3.0, "b"), (2.0, "c")], 9.0, ["a", "c", "b"], None),
+        ([(1.0, "x"), (1.0, "y"), (1.0, "z")], 1.0, ["x", "y", "z"], None),  # ties: in order
+    ],
+)
+def test_timer_heap(
+    pushed: list[tuple[float, str]], now: float, due: list[str], left_at: float | None
+) -> None:
+    timers: TimerHeap[str] = TimerHeap()
+    for when, item in pushed:
+        timers.push(when, item)
+    assert len(timers) == len(pushed)
+    assert timers.pop_due(now) == due
+    assert timers.next_at() == left_at
+    assert len(timers) == len(pushed) - len(due)
+
+
+def test_timer_heap_first_pop_clear() -> None:
+    timers: TimerHeap[object] = TimerHeap()
+    a, b = object(), object()  # items need not be comparable
+    timers.push(2.0, a)
+    timers.push(2.0, b)
+    assert timers.first() is a
+    assert timers.pop() is a
+    assert timers.first() is b
+    timers.clear()
+    assert not timers and timers.next_at() is None
+
+
+# -- Schedule ---------------------------------------------------------------------------
+
+# Independent nodes a1 a2 (pool db, cap 1), b, c, in that order; d needs b.
+SCHEDULE_DEPS = {"a1": [], "a2": [], "b": [], "c": [], "d": ["b"]}
+SCHEDULE_POOLS = {"a1": "db", "a2": "db"}
+
+# Steps: ("take", free, nodes), ("retry", node, when), ("fire", now),
+# ("end", node) (it stopped running: seat freed, and done), ("fail", node).
+SCHEDULE_CASES: dict[str, list[tuple[Any, ...]]] = {
+    "ready nodes in order, a full pool parks": [
+        ("take", 2, ["a1", "b"]),  # a2 parked behind a1
+        ("take", 0, []),
+        ("end", "b"),
+        ("take", 1, ["c"]),
+        ("end", "a1"),
+        ("take", 5, ["a2", "d"]),  # the parked node goes before newly ready ones
+    ],
+    # The issue's reproduction, step by step: the retry of b takes the slot a1
+    # frees; a2 must still start at the next free slot.
+    "a due retry takes the slot, the parked node waits, not stranded": [
+        ("take", 2, ["a1", "b"]),
+        ("fail-attempt", "b"),
+        ("retry", "b", 0.1),
+        ("take", 1, ["c"]),
+        ("fire", 0.1),
+        ("end", "a1"),
+        ("take", 1, ["b"]),  # due retries first
+        ("end", "b"),
+        ("take", 1, ["a2"]),  # before the fix: [] (a2 forgotten), then d
+        ("take", 1, ["d"]),
+    ],
+    "a retry is not due before its time": [
+        ("take", 1, ["a1"]),
+        ("fail-attempt", "a1"),
+        ("retry", "a1", 5.0),
+        ("fire", 4.9),
+        ("take", 1, ["a2"]),  # a1 released its seat while it waits
+        ("fire", 5.0),
+        ("take", 9, ["b", "c"]),  # a1 is due but parks behind a2
+        ("end", "a2"),
+        ("take", 9, ["a1"]),
+    ],
+    "cancelled retries never start": [
+        ("take", 2, ["a1", "b"]),
+        ("fail-attempt", "b"),
+        ("retry", "b", 1.0),
+        ("cancel",),
+        ("fire", 2.0),
+        ("take", 1, ["c"]),
+    ],
+    "a failure skips dependents": [
+        ("take", 4, ["a1", "b", "c"]),
+        ("fail", "b"),
+        ("end", "a1"),
+        ("take", 4, ["a2"]),
+    ],
+}
+
+
+@pytest.mark.parametrize("steps", list(SCHEDULE_CASES.values()), ids=list(SCHEDULE_CASES))
+def test_schedule(steps: list[tuple[Any, ...]]) -> None:
+    dag = _dag(SCHEDULE_DEPS)
+    schedule = Schedule(ReadySet(dag), PoolGate({"db": 1}, SCHEDULE_POOLS))
+    for step in steps:
+        action = step[0]
+        if action == "take":
+            assert schedule.take(step[1]) == step[2], step
+            if len(step[2]) < step[1]:  # a short answer: nothing else could start
+                assert not schedule.has_startable(), step
+        elif action == "retry":
+            schedule.retry(step[1], step[2])
+        elif action == "fire":
+            schedule.fire(step[1])
+        elif action == "fail-attempt":
+            schedule.gate.release(step[1])
+        elif action == "end":
+            schedule.gate.release(step[1])
+            schedule.ready.done(step[1])
+        elif action == "fail":
+            schedule.gate.release(step[1])
+            schedule.ready.fail(step[1])
+        else:
+            schedule.cancel_retries()
+            assert not schedule.retries

@@ -358,3 +358,19 @@ def test_run_accepts_a_workflow() -> None:
     wf = Workflow("w")
     wf.add_node("a", lambda: 2)
     assert flowdag.run(wf).outputs == {"a": 2}
+
+
+def test_node_decorator_passes_every_option_and_refuses_unknown_ones() -> None:
+    wf = Workflow("w")
+
+    @wf.node(
+        deps=[], retries=2, retry_delay=0.5, backoff=3, max_retry_delay=9, timeout=4, pool="db"
+    )
+    def a() -> int:
+        return 1
+
+    spec = wf.specs[0]
+    assert (spec.retries, spec.retry_delay, spec.backoff, spec.max_retry_delay) == (2, 0.5, 3, 9)
+    assert (spec.timeout, spec.pool) == (4.0, "db")
+    with pytest.raises(TypeError, match="'retrys'"):
+        wf.node(retrys=1)  # type: ignore[call-overload]

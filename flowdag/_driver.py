@@ -1,0 +1,506 @@
+"""The driver: the loop behind `run()`, and the committer thread that feeds the store.
+
+Design
+------
+One *driver* loop, on the caller's thread, owns all run state. It blocks on one
+queue fed by future callbacks, the committer and attempt starts, and never
+polls; it wakes early only for a timer (a retry that is due, an attempt's
+deadline). Its state is in a few objects, each with one job:
+
+- `Schedule` (pure, `flowdag.scheduler`): what may start next: due retries,
+  then nodes a full pool parked, then newly ready ones;
+- ``running`` and ``deadlines``: the attempts in flight and when they overrun;
+- `_Ledger`: what the run knows: node states, outputs, ``ctx.data``, attempts;
+- `Commits` and the `Committer` thread (`flowdag._commit`): records on their
+  way to the store.
+
+Each node goes through the same steps: start an attempt on the executor; when
+it returns, either schedule a retry or build one `NodeRecord` (status, attempts,
+times, output or error, ``ctx.data`` changes) and hand it to the *committer*.
+Outputs are encoded once, in the worker, so the driver only moves bytes.
+
+The committer is a thread that makes records durable with `Store.commit`. It
+takes every record waiting in its queue as one batch, so while one commit (one
+fsync) is in flight, the nodes finishing meanwhile are gathered into the next:
+*group commit*, one sync per batch rather than per node. Only when a record's
+commit is acknowledged does the driver count the node done, publish its
+``ctx.data`` changes and release its dependents: no node ever starts on an
+output a crash could still lose. A crash between a node's return and that
+acknowledgement loses the attempt, not the store: the node runs again on
+resume (at-least-once; see ``ctx.idempotency_key``).
+
+Attempts are counted over the run's whole life (``ctx.attempt``,
+`RunEvent.attempt` and ``NodeState.attempts`` agree across resumes), while
+each call of `run()` gives a node its ``retries`` afresh: the retry budget and
+the backoff count the attempts of this call only.
+
+If a commit fails, the nodes of that batch are reported failed with the store's
+error, nothing new is started, and the run ends once its attempts return; the
+store still loads and a later resume finishes the run. Otherwise a run ends
+with every node completed, failed or skipped; anything else is a bug in the
+driver, raised as such rather than returned as a silent failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from queue import Empty, SimpleQueue
+from typing import Any
+
+from flowdag._commit import Commits, Committer
+from flowdag.attempt import (
+    Attempt,
+    Outcome,
+    execute,
+    execute_async,
+    execute_remote,
+    failure,
+    to_remote,
+)
+from flowdag.dag import DAG, NodeSpec
+from flowdag.errors import NodeTimeoutError, SerializationError
+from flowdag.executors import Executor
+from flowdag.resume import Plan
+from flowdag.runner import EventKind, RunEvent, RunResult
+from flowdag.scheduler import PoolGate, ReadySet, Schedule, TimerHeap
+from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunStatus
+from flowdag.stores.base import Store
+
+logger = logging.getLogger("flowdag")
+
+_JITTER = 0.1  # retry delays vary by +-10% so that retries of many nodes spread out
+
+
+def _report_outcome(attempt: Attempt, report: Callable[[tuple[Any, ...]], None]) -> None:
+    """Run an attempt and put its outcome on the driver's queue (the run_soon path)."""
+    try:
+        outcome = execute(attempt)
+    except BaseException as exc:  # e.g. SystemExit raised by a node
+        outcome = failure(exc)
+    report((_RESULT, attempt, outcome))
+
+
+def _outcome_of(future: Future[Outcome]) -> Outcome:
+    try:
+        return future.result()
+    except BaseException as exc:  # the executor failed (a worker died), not the node
+        return failure(exc, infrastructure=True)
+
+
+# -- the driver ---------------------------------------------------------------
+
+# Event kinds on the driver's queue.
+_RESULT, _STARTED, _COMMITTED, _COMMIT_FAILED = range(4)
+_LOST_ATTEMPT_RETRIES = 3  # retries of attempts an executor lost (a worker died)
+_SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED})
+
+
+class _Ledger:
+    """What the run knows: each node's state, the outputs, ``ctx.data``, attempt counts."""
+
+    __slots__ = ("data", "done", "lost", "outputs", "states", "tries")
+
+    def __init__(self, plan: Plan) -> None:
+        self.states = dict(plan.state.nodes)
+        self.outputs = {name: self.states[name].output for name in plan.completed}
+        self.data = dict(plan.state.data)
+        self.done = len(plan.completed)  # finished nodes, those of earlier calls included
+        # Attempts made in this call of run(): each call gives a node its retries
+        # afresh. Lifetime numbers add the attempts the store already counts.
+        self.tries: dict[str, int] = {}
+        self.lost: dict[str, int] = {}  # attempts the executor lost (a worker died)
+
+    def next_attempt(self, name: str) -> int:
+        """Count a new attempt of ``name``; return its number over the run's life."""
+        tries = self.tries[name] = self.tries.get(name, 0) + 1
+        # states[name] is the stored state until the node ends: its attempts are
+        # those of earlier calls of run().
+        return self.states[name].attempts + tries
+
+    def settle(self, record: NodeRecord, error: ErrorInfo | None, value: Any = None) -> None:
+        """Set a node's state from its acknowledged (or refused) record."""
+        name = record.node
+        status = NodeStatus.FAILED if error is not None else record.status
+        state = NodeState(
+            status,
+            record.attempts,
+            record.started_at,
+            record.finished_at,
+            None,
+            error,
+            self.states[name].deps,
+        )
+        if status is NodeStatus.COMPLETED:
+            state.output = self.outputs[name] = value
+        self.states[name] = state
+
+    def unsettled(self) -> list[str]:
+        """Nodes neither completed, failed nor skipped."""
+        return [name for name, state in self.states.items() if state.status not in _SETTLED]
+
+
+class _Driver:
+    """The loop that runs one DAG; see the module docstring."""
+
+    def __init__(
+        self,
+        dag: DAG,
+        plan: Plan,
+        store: Store,
+        executor: Executor,
+        limit: int,
+        pools: Mapping[str, int],
+        on_event: Callable[[RunEvent], None] | None,
+    ) -> None:
+        self.dag = dag
+        self.run_id = plan.state.run_id
+        self.store = store
+        self.codec = store.codec
+        self.executor = executor
+        # In-process executors may run a callable without a Future: the attempt then
+        # reports its own outcome, which spares the Future's locks on the hot path.
+        self.run_soon: Callable[..., None] | None = getattr(executor, "run_soon", None)
+        self.in_process: bool = getattr(executor, "in_process", False)
+        self.runs_coroutines: bool = getattr(executor, "runs_coroutines", False)
+        # An executor that can tell when a worker takes an attempt (a process pool).
+        self.submit_reporting_start: Callable[..., Future[Any]] | None = getattr(
+            executor, "submit_reporting_start", None
+        )
+        self.functions: dict[str, bytes] = {}  # cloudpickled node functions
+        self.limit = limit
+        self.on_event = on_event
+        self.events: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
+        gate = PoolGate(pools, {name: dag.specs[name].pool for name in dag.nodes} if pools else {})
+        self.schedule = Schedule(ReadySet(dag, plan.completed), gate)
+        self.running: dict[str, Attempt] = {}
+        self.deadlines: TimerHeap[Attempt] = TimerHeap()  # stale ones are dropped lazily
+        self.ledger = _Ledger(plan)
+        put = self.events.put
+        committer = Committer(
+            store,
+            self.run_id,
+            lambda batch: put((_COMMITTED, batch)),
+            lambda batch, exc: put((_COMMIT_FAILED, batch, exc)),
+        )
+        self.commits = Commits(store, committer)
+
+    # -- loop ---------------------------------------------------------------
+
+    def drive(self) -> None:
+        self.commits.committer.start()
+        try:
+            self.dispatch()
+            while self.running or self.schedule.retries or self.commits.unacknowledged:
+                self.wait_and_handle()
+                self.dispatch()
+        finally:
+            # Records already handed over are committed even if we stop early:
+            # they are finished work, and committing them spares a re-run.
+            self.commits.committer.close()
+        if self.commits.error is None and (stuck := self.ledger.unsettled()):
+            raise RuntimeError(  # never a silent FAILED with no error: see the docstring
+                f"flowdag bug: run '{self.run_id}' has nothing left in flight, yet nodes "
+                f"{', '.join(stuck[:10])} neither ran nor failed; their state in the store "
+                "is consistent and a resume runs them. Please report this"
+            )
+
+    def wait_and_handle(self) -> None:
+        events = self.events
+        try:
+            event = events.get(timeout=self.seconds_to_next_timer())
+        except Empty:
+            event = None
+        while event is not None:
+            self.handle(event)
+            try:
+                event = events.get_nowait()
+            except Empty:
+                break
+        self.fire_timers()
+        if self.commits.outbox:
+            self.flush()
+
+    def handle(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == _RESULT:
+            self.on_result(event[1], event[2])
+        elif kind == _COMMITTED:
+            for record in event[1]:
+                self.acknowledge(record)
+        elif kind == _STARTED:
+            attempt = event[1]
+            if self.is_running(attempt):
+                attempt.started_at = event[3]
+                timeout = self.dag.specs[attempt.node].timeout
+                self.deadlines.push(event[2] + timeout, attempt)
+        else:
+            self.on_commit_failed(event[1], event[2])
+
+    def dispatch(self) -> None:
+        if self.commits.error is not None:
+            return
+        free = self.limit - len(self.running)
+        if free > 0:
+            for name in self.schedule.take(free):
+                self.start(name)
+
+    # -- attempts -------------------------------------------------------------
+
+    def start(self, name: str) -> None:
+        number = self.ledger.next_attempt(name)
+        spec = self.dag.specs[name]
+        outputs = self.ledger.outputs
+        inputs = {dep: outputs[dep] for dep in spec.deps}
+        attempt = Attempt(spec, self.run_id, number, inputs, self.ledger.data, self.codec)
+        self.running[name] = attempt
+        if self.on_event is not None:
+            self.emit(EventKind.NODE_STARTED, name, NodeStatus.RUNNING, number, None)
+        put = self.events.put
+        future: Future[Any]
+        if self.in_process:
+            if spec.timeout is not None:  # the deadline counts from the real start
+                attempt.on_start = lambda: put(
+                    (_STARTED, attempt, time.monotonic(), datetime.now(UTC))
+                )
+            if self.run_soon is not None:
+                self.run_soon(_report_outcome, attempt, put)
+                return
+            if spec.is_async and self.runs_coroutines:
+                future = self.executor.submit(execute_async, attempt)
+            else:
+                future = self.executor.submit(execute, attempt)
+        else:
+            try:
+                task = to_remote(attempt, self.pickled_function(spec))
+            except Exception as exc:
+                put((_RESULT, attempt, failure(exc, retryable=False)))
+                return
+            if spec.timeout is None:
+                future = self.executor.submit(execute_remote, task)
+            elif self.submit_reporting_start is not None:  # the deadline counts from the start
+                future = self.submit_reporting_start(
+                    lambda: put((_STARTED, attempt, time.monotonic(), datetime.now(UTC))),
+                    execute_remote,
+                    task,
+                )
+            else:  # the driver fills the executor no further than it runs
+                self.deadlines.push(time.monotonic() + spec.timeout, attempt)
+                future = self.executor.submit(execute_remote, task)
+        attempt.future = future
+        future.add_done_callback(lambda f: put((_RESULT, attempt, _outcome_of(f))))
+
+    def pickled_function(self, spec: NodeSpec) -> bytes:
+        """The node function for another process: cloudpickled once per node."""
+        pickled = self.functions.get(spec.name)
+        if pickled is None:
+            import cloudpickle
+
+            try:
+                pickled = cloudpickle.dumps(spec.fn)
+            except Exception as exc:
+                raise SerializationError(
+                    f"node '{spec.name}': its function cannot be sent to another process "
+                    f"({type(exc).__name__}: {exc}); define it at module level, or use "
+                    "the threads executor"
+                ) from exc
+            self.functions[spec.name] = pickled
+        return pickled
+
+    def on_result(self, attempt: Attempt, outcome: Outcome) -> None:
+        if not self.is_running(attempt):
+            return  # an abandoned (timed-out) attempt: its result is discarded
+        del self.running[attempt.node]
+        self.schedule.gate.release(attempt.node)
+        if outcome.error is not None:
+            self.on_failed_attempt(attempt, outcome)
+            return
+        self.commits.outcomes[attempt.node] = outcome
+        self.commits.add(
+            [
+                NodeRecord(
+                    attempt.node,
+                    NodeStatus.COMPLETED,
+                    attempt.number,
+                    outcome.started_at,
+                    outcome.finished_at,
+                    None,
+                    outcome.output,
+                    outcome.encoded_changes,
+                )
+            ]
+        )
+
+    def on_failed_attempt(self, attempt: Attempt, outcome: Outcome) -> None:
+        spec = self.dag.specs[attempt.node]
+        error = outcome.error
+        ledger = self.ledger
+        retry = outcome.retryable and self.commits.error is None
+        if retry and outcome.infrastructure:
+            # The executor lost the attempt (a worker died): not the node's fault,
+            # so it does not use up the node's retries, within a bound of its own.
+            lost = ledger.lost[spec.name] = ledger.lost.get(spec.name, 0) + 1
+            retry = lost <= _LOST_ATTEMPT_RETRIES
+            if retry:  # the retry takes the lost attempt's number
+                ledger.tries[spec.name] -= 1
+            wait = 0.0
+        else:
+            tries = ledger.tries[spec.name]  # this call's: each call of run() retries afresh
+            retry = retry and tries <= spec.retries
+            wait = spec.retry_wait(tries) * random.uniform(1 - _JITTER, 1 + _JITTER)
+        if retry:
+            logger.info(
+                "node %s attempt %d failed (%s); retry in %.3fs",
+                spec.name,
+                attempt.number,
+                error,
+                wait,
+            )
+            self.schedule.retry(spec.name, time.monotonic() + wait)
+            if self.on_event is not None:
+                self.emit(
+                    EventKind.NODE_RETRYING, spec.name, NodeStatus.RUNNING, attempt.number, error
+                )
+            return
+        logger.info("node %s failed: %s", spec.name, error)
+        records = [
+            NodeRecord(
+                spec.name,
+                NodeStatus.FAILED,
+                attempt.number,
+                outcome.started_at,
+                outcome.finished_at,
+                error,
+            )
+        ]
+        for name in self.schedule.ready.fail(spec.name):
+            records.append(NodeRecord(name, NodeStatus.SKIPPED, ledger.states[name].attempts))
+        self.commits.add(records)
+
+    # -- timers -------------------------------------------------------------
+
+    def seconds_to_next_timer(self) -> float | None:
+        deadlines = self.deadlines
+        # Deadlines of attempts that already returned are dropped lazily, here.
+        while deadlines and not self.is_running(deadlines.first()):
+            deadlines.pop()
+        retry_at, deadline = self.schedule.retries.next_at(), deadlines.next_at()
+        if retry_at is None and deadline is None:
+            return None
+        when = min(t for t in (retry_at, deadline) if t is not None)
+        return max(0.0, when - time.monotonic())
+
+    def is_running(self, attempt: Attempt) -> bool:
+        return self.running.get(attempt.node) is attempt
+
+    def fire_timers(self) -> None:
+        now = time.monotonic()
+        self.schedule.fire(now)
+        if self.deadlines:
+            for attempt in self.deadlines.pop_due(now):
+                if self.is_running(attempt):  # an attempt overran its timeout
+                    self.abandon(attempt)
+
+    def abandon(self, attempt: Attempt) -> None:
+        """Fail an attempt that overran its timeout, and stop it where the executor can."""
+        del self.running[attempt.node]
+        self.schedule.gate.release(attempt.node)
+        # A process pool terminates the worker, asyncio cancels the task, Dask
+        # cancels it; a thread cannot be stopped and runs on, its result discarded.
+        stopped = attempt.future is not None and attempt.future.cancel()
+        timeout = self.dag.specs[attempt.node].timeout
+        what = "it was cancelled" if stopped else "it was abandoned and runs on until it returns"
+        error = NodeTimeoutError(
+            f"node '{attempt.node}' attempt {attempt.number} exceeded its timeout of "
+            f"{timeout}s; {what}"
+        )
+        self.on_failed_attempt(attempt, failure(error, attempt.started_at))
+
+    # -- commits ------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Hand this wake-up's records to the committer (or commit them now)."""
+        commits = self.commits
+        batch = commits.take()
+        # With no attempt in flight, none that could start, and the committer
+        # idle, nothing can finish while this commit runs, so there is nothing
+        # to group: committing here spares two thread hops per node (a chain's
+        # whole overhead). Ready nodes must not wait behind the sync, or a
+        # fan-out falls into small batches. The idle committer keeps commits
+        # in order.
+        idle = (
+            not self.running
+            and commits.unacknowledged == len(batch)
+            and not self.schedule.has_startable()
+        )
+        if not (commits.inline or idle):
+            commits.committer.put(batch)
+            return
+        try:
+            self.store.commit(self.run_id, batch)
+        except Exception as exc:
+            self.on_commit_failed(batch, exc)
+        else:
+            for record in batch:
+                self.acknowledge(record)
+
+    def acknowledge(self, record: NodeRecord) -> None:
+        """A record is durable: the node is done, and dependents may start."""
+        self.commits.unacknowledged -= 1
+        ledger = self.ledger
+        name = record.node
+        if record.status is NodeStatus.COMPLETED:
+            outcome = self.commits.outcomes.pop(name)
+            ledger.settle(record, None, outcome.value)
+            data = ledger.data
+            for key, (present, value) in outcome.changes.items():
+                if present:
+                    data[key] = value
+                else:
+                    data.pop(key, None)
+            self.schedule.ready.done(name)
+        else:
+            ledger.settle(record, record.error)
+        ledger.done += 1
+        if self.on_event is not None:
+            self.emit(EventKind.NODE_FINISHED, name, record.status, record.attempts, record.error)
+
+    def on_commit_failed(self, records: list[NodeRecord], exc: BaseException) -> None:
+        """The store refused a batch: fail its nodes, start nothing new."""
+        logger.error("run %s: checkpoint failed, stopping the run: %s", self.run_id, exc)
+        error = failure(exc).error
+        assert error is not None
+        self.commits.error = error
+        self.schedule.cancel_retries()
+        for record in records:
+            self.commits.unacknowledged -= 1
+            self.commits.outcomes.pop(record.node, None)
+            self.ledger.settle(record, error)
+            if self.on_event is not None:
+                self.emit(
+                    EventKind.NODE_FINISHED, record.node, NodeStatus.FAILED, record.attempts, error
+                )
+
+    # -- reporting ----------------------------------------------------------
+
+    def emit(
+        self,
+        kind: EventKind,
+        node: str,
+        status: NodeStatus,
+        attempt: int,
+        error: ErrorInfo | None,
+    ) -> None:
+        assert self.on_event is not None
+        done = self.ledger.done
+        self.on_event(RunEvent(kind, node, status, attempt, error, done, len(self.dag)))
+
+    def result(self) -> RunResult:
+        states = self.ledger.states
+        statuses = {state.status for state in states.values()}
+        status = RunStatus.COMPLETED if statuses <= {NodeStatus.COMPLETED} else RunStatus.FAILED
+        return RunResult(self.run_id, self.dag.name, status, states, self.ledger.data)
