@@ -17,7 +17,7 @@ from typing import Any
 
 from flowdag.dag import DAG
 from flowdag.errors import FlowdagError, RunFailedError, RunNotFoundError
-from flowdag.executors import Executor, make_executor
+from flowdag.executors import Executor, capabilities_of, make_executor
 from flowdag.executors.pools import default_workers
 from flowdag.resume import plan_run
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
@@ -139,7 +139,7 @@ def run(
     owned_store = not isinstance(store, Store)
     run_store = _open(store)
     pool = make_executor(executor, max_workers) if isinstance(executor, str) else executor
-    limit = max_workers or getattr(pool, "max_workers", None) or default_workers()
+    limit = max_workers or capabilities_of(pool).max_workers or default_workers()
     try:
         with run_store.lock(run_id):
             plan = plan_run(
