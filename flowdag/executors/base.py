@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 from flowdag.errors import InvalidArgumentTypeError
@@ -120,13 +119,8 @@ class ExecutorBase:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.shutdown(wait=True)
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown(wait=True)  # as concurrent.futures executors do, error or not
 
 
 def capabilities_of(executor: Executor) -> Capabilities:
