@@ -132,3 +132,54 @@ def test_sigkill_of_the_driver_then_resume(tmp_path: Path) -> None:
         "flowdag.executors.DaskExecutor(processes=False, n_workers=1, threads_per_worker=2,"
         " dashboard_address=None)",
     )
+
+
+class _Remote:
+    """A Dask future stand-in whose ``result()`` first runs ``meanwhile``."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+        self.meanwhile: Any = None
+        self.error: BaseException | None = None
+
+    def add_done_callback(self, callback: Any) -> None:
+        self.callbacks.append(callback)
+
+    def result(self) -> str:
+        self.meanwhile()
+        if self.error is not None:
+            raise self.error
+        return "value"
+
+    def cancel(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        for callback in self.callbacks:
+            callback(self)  # as Dask calls it, on a thread of its own
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.remote = _Remote()
+
+    def submit(self, fn: Any, *args: Any, **options: Any) -> _Remote:
+        return self.remote
+
+    def nthreads(self) -> dict[str, int]:
+        return {"worker": 1}
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_cancel_while_the_result_arrives(fails: bool) -> None:
+    # The driver cancels (a timeout) just as Dask hands the result over: after
+    # any check of done(), before the result is set. Settling must not raise.
+    client = _Client()
+    executor = DaskExecutor(client=client)
+    local = executor.submit(print)
+    client.remote.meanwhile = local.cancel
+    if fails:
+        client.remote.error = KeyError("lost")
+    client.remote.finish()
+    assert local.cancelled()
+    assert executor._pending == {}
