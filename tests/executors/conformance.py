@@ -473,7 +473,9 @@ class ExecutorTests:
     ) -> None:
         seen: list[RunEvent] = []
         wf = flowdag.Workflow("timeout-retry")
-        wf.add_node("hangs", stuck(log, release, "hangs", once=True), timeout=0.3, retries=1)
+        # 1 s: under Dask the timeout counts from submission, and the retry's round
+        # trip through a process cluster can take longer than 0.3 s on a busy machine.
+        wf.add_node("hangs", stuck(log, release, "hangs", once=True), timeout=1.0, retries=1)
         wf.add_node("later", lambda hangs: f"after {hangs}", deps=["hangs"])
         # One slot: "later" can start only once the stuck attempt gave its slot back.
         result = flowdag.run(wf, executor=executor, max_workers=1, on_event=seen.append)
