@@ -178,13 +178,15 @@ def execute_remote(task: RemoteAttempt) -> Outcome:
     import cloudpickle
 
     started_at = datetime.now(UTC)
+    what = "its function"
     try:
         fn = cloudpickle.loads(task.fn)
+        what = "the store's codec"
         codec = _worker_codec(task.codec)
     except Exception as exc:  # e.g. it refers to a module the worker cannot import
         error = SerializationError(
-            f"node '{task.node}': its function or the store's codec cannot be loaded in "
-            f"the worker ({type(exc).__name__}: {exc}); make what it imports importable there"
+            f"node '{task.node}': {what} cannot be loaded in the worker "
+            f"({type(exc).__name__}: {exc}); make what it imports importable there"
         )
         error.__cause__ = exc
         return failure(error, started_at, retryable=False)
