@@ -102,6 +102,16 @@ def test_address_connects_to_a_running_cluster(thread_cluster: LocalCluster) -> 
     assert thread_cluster.scheduler_address  # the cluster itself is not ours to close
 
 
+def test_with_block_closes_its_client(thread_cluster: LocalCluster) -> None:
+    wf = flowdag.Workflow("with")
+    wf.add_node("a", lambda: 1)
+    with DaskExecutor(address=thread_cluster.scheduler_address) as executor:
+        client = executor.client
+        assert flowdag.run(wf, executor=executor).ok
+    assert client.status == "closed"
+    assert thread_cluster.scheduler_address  # the cluster is not the executor's to close
+
+
 def test_cli_dask_address(
     thread_cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
