@@ -128,9 +128,11 @@ class ProcessExecutor(ExecutorBase):
 
     Built on `pebble.ProcessPool`, whose futures can be cancelled while they
     run: cancelling terminates the worker and starts a fresh one. That is how
-    a node's timeout stops an attempt here, which no thread pool can. A worker
-    that dies (killed, out of memory) fails only the attempt it ran; the runner
-    retries such attempts without using up the node's retries.
+    a node's timeout stops an attempt here, which no thread pool can. The
+    timeout counts from when a worker takes the attempt, which the worker
+    reports itself (`submit_reporting_start`). A worker that dies (killed, out
+    of memory) fails only the attempt it ran; the runner retries such attempts
+    without using up the node's retries.
 
     Workers are started with the ``spawn`` method by default (safe in a process
     that has threads, as the runner's has); what they run must be importable or
