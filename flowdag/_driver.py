@@ -47,23 +47,14 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
 from typing import Any
 
 from flowdag._commit import Commits, Committer
-from flowdag.attempt import (
-    Attempt,
-    Outcome,
-    execute,
-    execute_async,
-    execute_remote,
-    failure,
-    to_remote,
-)
-from flowdag.dag import DAG, NodeSpec
-from flowdag.errors import NodeTimeoutError, SerializationError
+from flowdag.attempt import Attempt, Launcher, Outcome, failure
+from flowdag.dag import DAG
+from flowdag.errors import NodeTimeoutError
 from flowdag.executors import Executor
 from flowdag.resume import Plan
 from flowdag.runner import EventKind, RunEvent, RunResult
@@ -74,22 +65,6 @@ from flowdag.stores.base import Store
 logger = logging.getLogger("flowdag")
 
 _JITTER = 0.1  # retry delays vary by +-10% so that retries of many nodes spread out
-
-
-def _report_outcome(attempt: Attempt, report: Callable[[tuple[Any, ...]], None]) -> None:
-    """Run an attempt and put its outcome on the driver's queue (the run_soon path)."""
-    try:
-        outcome = execute(attempt)
-    except BaseException as exc:  # e.g. SystemExit raised by a node
-        outcome = failure(exc)
-    report((_RESULT, attempt, outcome))
-
-
-def _outcome_of(future: Future[Outcome]) -> Outcome:
-    try:
-        return future.result()
-    except BaseException as exc:  # the executor failed (a worker died), not the node
-        return failure(exc, infrastructure=True)
 
 
 # -- the driver ---------------------------------------------------------------
@@ -161,17 +136,6 @@ class _Driver:
         self.run_id = plan.state.run_id
         self.store = store
         self.codec = store.codec
-        self.executor = executor
-        # In-process executors may run a callable without a Future: the attempt then
-        # reports its own outcome, which spares the Future's locks on the hot path.
-        self.run_soon: Callable[..., None] | None = getattr(executor, "run_soon", None)
-        self.in_process: bool = getattr(executor, "in_process", False)
-        self.runs_coroutines: bool = getattr(executor, "runs_coroutines", False)
-        # An executor that can tell when a worker takes an attempt (a process pool).
-        self.submit_reporting_start: Callable[..., Future[Any]] | None = getattr(
-            executor, "submit_reporting_start", None
-        )
-        self.functions: dict[str, bytes] = {}  # cloudpickled node functions
         self.limit = limit
         self.on_event = on_event
         self.events: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
@@ -181,6 +145,14 @@ class _Driver:
         self.deadlines: TimerHeap[Attempt] = TimerHeap()  # stale ones are dropped lazily
         self.ledger = _Ledger(plan)
         put = self.events.put
+        # Starts attempts as the executor's capabilities allow; each outcome, and the
+        # real start of an attempt with a timeout, come back on the events queue.
+        self.launcher = Launcher(
+            executor,
+            self.codec,
+            lambda attempt, outcome: put((_RESULT, attempt, outcome)),
+            lambda attempt: put((_STARTED, attempt, time.monotonic(), datetime.now(UTC))),
+        )
         committer = Committer(
             store,
             self.run_id,
@@ -260,56 +232,7 @@ class _Driver:
         self.running[name] = attempt
         if self.on_event is not None:
             self.emit(EventKind.NODE_STARTED, name, NodeStatus.RUNNING, number, None)
-        put = self.events.put
-        future: Future[Any]
-        if self.in_process:
-            if spec.timeout is not None:  # the deadline counts from the real start
-                attempt.on_start = lambda: put(
-                    (_STARTED, attempt, time.monotonic(), datetime.now(UTC))
-                )
-            if self.run_soon is not None:
-                self.run_soon(_report_outcome, attempt, put)
-                return
-            if spec.is_async and self.runs_coroutines:
-                future = self.executor.submit(execute_async, attempt)
-            else:
-                future = self.executor.submit(execute, attempt)
-        else:
-            try:
-                task = to_remote(attempt, self.pickled_function(spec))
-            except Exception as exc:
-                put((_RESULT, attempt, failure(exc, retryable=False)))
-                return
-            if spec.timeout is None:
-                future = self.executor.submit(execute_remote, task)
-            elif self.submit_reporting_start is not None:  # the deadline counts from the start
-                future = self.submit_reporting_start(
-                    lambda: put((_STARTED, attempt, time.monotonic(), datetime.now(UTC))),
-                    execute_remote,
-                    task,
-                )
-            else:  # the driver fills the executor no further than it runs
-                self.deadlines.push(time.monotonic() + spec.timeout, attempt)
-                future = self.executor.submit(execute_remote, task)
-        attempt.future = future
-        future.add_done_callback(lambda f: put((_RESULT, attempt, _outcome_of(f))))
-
-    def pickled_function(self, spec: NodeSpec) -> bytes:
-        """The node function for another process: cloudpickled once per node."""
-        pickled = self.functions.get(spec.name)
-        if pickled is None:
-            import cloudpickle
-
-            try:
-                pickled = cloudpickle.dumps(spec.fn)
-            except Exception as exc:
-                raise SerializationError(
-                    f"node '{spec.name}': its function cannot be sent to another process "
-                    f"({type(exc).__name__}: {exc}); define it at module level, or use "
-                    "the threads executor"
-                ) from exc
-            self.functions[spec.name] = pickled
-        return pickled
+        self.launcher.launch(attempt)
 
     def on_result(self, attempt: Attempt, outcome: Outcome) -> None:
         if not self.is_running(attempt):

@@ -12,27 +12,50 @@ Three ways to run one:
 - `execute_async`, awaited on an event loop (the asyncio executor);
 - `execute_remote`, in another process or on a Dask worker: the `RemoteAttempt`
   is picklable, with the function carried by cloudpickle (so lambdas and
-  closures go too) and a copy of ``ctx.data``. The `Outcome` comes back pickled.
+  closures go too), and ``ctx.data`` only for a node that takes ``ctx``. Only
+  bytes come back: the encoded output and changes, which `received` decodes
+  on this side.
+
+A `Launcher` picks the way an executor's `Capabilities` allow. Whatever
+happens, every attempt it launches reports exactly one `Outcome`: `failure`
+never raises, and the paths that run user code catch everything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
+import logging
+import pickle
 import traceback
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from flowdag.codec import ValueCodec
 from flowdag.context import Context, DataView
 from flowdag.dag import NodeSpec
 from flowdag.errors import SerializationError
+from flowdag.executors.base import Executor, ReportsStart, RunsSoon, capabilities_of
 from flowdag.state import ErrorInfo
 
-__all__ = ["Attempt", "Outcome", "RemoteAttempt", "execute", "execute_async", "execute_remote"]
+__all__ = [
+    "Attempt",
+    "Launcher",
+    "Outcome",
+    "RemoteAttempt",
+    "execute",
+    "execute_async",
+    "execute_remote",
+    "failure",
+    "received",
+]
+
+logger = logging.getLogger("flowdag")
 
 # What a node may raise, all failures of that node. SystemExit too: raised in a
 # worker process it would otherwise look like a dead worker, and on an event loop
@@ -65,6 +88,8 @@ class Attempt:
 class Outcome:
     """What an attempt produced: the output and data changes, encoded, or an error.
 
+    ``value`` and ``changes`` are the same, decoded; a remote attempt leaves
+    them out (only bytes cross back) and `received` fills them in.
     ``retryable`` is False for errors a retry cannot fix (a value that cannot be
     stored); ``infrastructure`` is True when the executor, not the node, failed
     (a worker process died), which is retried without using up the node's retries.
@@ -83,32 +108,48 @@ class Outcome:
 
 def execute(attempt: Attempt) -> Outcome:
     """Run ``attempt`` here and now (on a worker thread)."""
-    if attempt.on_start is not None:
-        attempt.on_start()
-    started_at = datetime.now(UTC)
-    try:
-        kwargs, view = _arguments(attempt)
-        value = attempt.spec.fn(**kwargs)
-        if inspect.iscoroutine(value):
-            value = asyncio.run(value)
-        return _finish(attempt, started_at, value, view)
-    except _NODE_ERRORS as exc:
-        return failure(exc, started_at)
+    started_at, value, view = _call(attempt)
+    if inspect.iscoroutine(value):
+        value = _resolved(asyncio.run, value, started_at)
+    return _finish(attempt, started_at, value, view)
 
 
 async def execute_async(attempt: Attempt) -> Outcome:
     """Run ``attempt`` on the running event loop; cancelling the task cancels the node."""
+    started_at, value, view = _call(attempt)
+    if inspect.isawaitable(value):
+        try:
+            value = await value
+        except _NODE_ERRORS as exc:
+            value = _Failed(failure(exc, started_at))
+    return _finish(attempt, started_at, value, view)
+
+
+@dataclass(slots=True)
+class _Failed:
+    """Stands in for the value of a call that raised: no node function returns one."""
+
+    outcome: Outcome
+
+
+def _call(attempt: Attempt) -> tuple[datetime, Any, DataView | None]:
+    """Report the start, then call the node: (start time, value or `_Failed`, ctx.data view)."""
     if attempt.on_start is not None:
         attempt.on_start()
     started_at = datetime.now(UTC)
+    view = None
     try:
         kwargs, view = _arguments(attempt)
-        value = attempt.spec.fn(**kwargs)
-        if inspect.isawaitable(value):
-            value = await value
-        return _finish(attempt, started_at, value, view)
+        return started_at, attempt.spec.fn(**kwargs), view
     except _NODE_ERRORS as exc:
-        return failure(exc, started_at)
+        return started_at, _Failed(failure(exc, started_at)), view
+
+
+def _resolved(run: Callable[[Any], Any], awaitable: Any, started_at: datetime) -> Any:
+    try:
+        return run(awaitable)
+    except _NODE_ERRORS as exc:
+        return _Failed(failure(exc, started_at))
 
 
 @dataclass(slots=True)
@@ -119,21 +160,13 @@ class RemoteAttempt:
     fn: bytes  # cloudpickle of the node function
     run_id: str
     number: int
-    inputs: dict[str, Any]
-    data: dict[str, Any]  # a copy of ctx.data as it was when the attempt started
-    codec: ValueCodec
+    inputs: dict[str, Any]  # only those the function takes, unless it takes ctx
+    data: dict[str, Any]  # ctx.data as the attempt started; empty unless it takes ctx
+    codec: bytes  # the store's codec, pickled: a worker builds it once (`_worker_codec`)
 
     @property
     def node(self) -> str:
         return self.spec.name
-
-
-def to_remote(attempt: Attempt, fn: bytes) -> RemoteAttempt:
-    """The picklable form of ``attempt``; ``fn`` is the function, cloudpickled."""
-    spec = dataclasses.replace(attempt.spec, fn=_sent_separately)
-    return RemoteAttempt(
-        spec, fn, attempt.run_id, attempt.number, attempt.inputs, dict(attempt.data), attempt.codec
-    )
 
 
 def _sent_separately() -> None:
@@ -141,21 +174,50 @@ def _sent_separately() -> None:
 
 
 def execute_remote(task: RemoteAttempt) -> Outcome:
-    """Run a `RemoteAttempt` in this (worker) process."""
+    """Run a `RemoteAttempt` in this (worker) process; the outcome holds bytes only."""
     import cloudpickle
 
     started_at = datetime.now(UTC)
+    what = "its function"
     try:
         fn = cloudpickle.loads(task.fn)
+        what = "the store's codec"
+        codec = _worker_codec(task.codec)
     except Exception as exc:  # e.g. it refers to a module the worker cannot import
         error = SerializationError(
-            f"node '{task.node}': its function cannot be loaded in the worker "
+            f"node '{task.node}': {what} cannot be loaded in the worker "
             f"({type(exc).__name__}: {exc}); make what it imports importable there"
         )
         error.__cause__ = exc
         return failure(error, started_at, retryable=False)
     spec = dataclasses.replace(task.spec, fn=fn)
-    return execute(Attempt(spec, task.run_id, task.number, task.inputs, task.data, task.codec))
+    outcome = execute(Attempt(spec, task.run_id, task.number, task.inputs, task.data, codec))
+    # The encoded bytes are what the driver stores; the values would only cross twice.
+    outcome.value = None
+    outcome.changes = {}
+    return outcome
+
+
+@functools.lru_cache(maxsize=8)
+def _worker_codec(pickled: bytes) -> ValueCodec:
+    """The codec a run sent, built once per worker process, not per task."""
+    codec: ValueCodec = pickle.loads(pickled)
+    return codec
+
+
+def received(outcome: Outcome, codec: ValueCodec) -> Outcome:
+    """A remote attempt's `Outcome` with its output and ``ctx.data`` changes decoded here."""
+    if outcome.error is not None or outcome.output is None:
+        return outcome
+    try:
+        outcome.value = codec.decode(outcome.output)
+        outcome.changes = {
+            key: (False, None) if blob is None else (True, codec.decode(blob))
+            for key, blob in outcome.encoded_changes.items()
+        }
+    except Exception as exc:
+        return failure(exc, outcome.started_at, retryable=False)
+    return outcome
 
 
 def failure(
@@ -165,16 +227,31 @@ def failure(
     retryable: bool | None = None,
     infrastructure: bool = False,
 ) -> Outcome:
-    """The outcome of an attempt that raised ``exc``."""
+    """The outcome of an attempt that raised ``exc``.
+
+    Never raises, even for an exception whose ``__str__`` raises: an outcome
+    that cannot be built would leave the driver waiting for it forever.
+    """
     now = datetime.now(UTC)
-    text = "".join(traceback.format_exception(exc))
     return Outcome(
         started_at or now,
         now,
-        error=ErrorInfo(type(exc).__name__, str(exc), text),
+        error=ErrorInfo(
+            _safely(lambda: type(exc).__name__, "an exception"),
+            _safely(lambda: str(exc), "(its message could not be shown)"),
+            _safely(lambda: "".join(traceback.format_exception(exc)), ""),
+        ),
         retryable=not isinstance(exc, SerializationError) if retryable is None else retryable,
         infrastructure=infrastructure,
     )
+
+
+def _safely(show: Callable[[], str], fallback: str) -> str:
+    try:
+        text = show()
+    except BaseException:  # whatever a broken __str__ raises
+        return fallback
+    return text if isinstance(text, str) else fallback
 
 
 def _arguments(attempt: Attempt) -> tuple[dict[str, Any], DataView | None]:
@@ -189,16 +266,21 @@ def _arguments(attempt: Attempt) -> tuple[dict[str, Any], DataView | None]:
 
 
 def _finish(attempt: Attempt, started_at: datetime, value: Any, view: DataView | None) -> Outcome:
+    if isinstance(value, _Failed):
+        return value.outcome
     codec = attempt.codec
     name = attempt.spec.name
-    output = _encode(codec, value, f"node '{name}': output is")
-    if view is None:
-        return Outcome(started_at, datetime.now(UTC), value, output)
-    changes = view.changes()
-    encoded = {
-        key: _encode(codec, new, f"node '{name}': ctx.data[{key!r}] is") if present else None
-        for key, (present, new) in changes.items()
-    }
+    try:
+        output = _encode(codec, value, f"node '{name}': output is")
+        if view is None:
+            return Outcome(started_at, datetime.now(UTC), value, output)
+        changes = view.changes()
+        encoded = {
+            key: _encode(codec, new, f"node '{name}': ctx.data[{key!r}] is") if present else None
+            for key, (present, new) in changes.items()
+        }
+    except _NODE_ERRORS as exc:
+        return failure(exc, started_at)
     return Outcome(started_at, datetime.now(UTC), value, output, changes, encoded)
 
 
@@ -207,3 +289,138 @@ def _encode(codec: ValueCodec, value: Any, what: str) -> bytes:
         return codec.encode(value)
     except SerializationError as exc:
         raise SerializationError(f"{what} not storable: {exc}") from None
+
+
+# -- launching attempts on an executor ------------------------------------------------
+
+
+class Launcher:
+    """Starts the attempts of one run on one executor, as its capabilities allow.
+
+    Every attempt launched reaches ``on_outcome(attempt, outcome)`` exactly once,
+    from whichever thread finishes it, even if the node raises something whose
+    message cannot be shown or the worker dies. For a node with a timeout,
+    ``on_start(attempt)`` is called when the attempt really starts (when a
+    worker takes it), or at submission for an executor that cannot tell.
+
+    Args:
+        executor: where attempts run.
+        codec: the store's codec, which attempts encode with.
+        on_outcome: receives each attempt's outcome.
+        on_start: told when an attempt of a node with a timeout starts.
+
+    Raises:
+        InvalidArgumentTypeError: the executor's capabilities are not usable.
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        codec: ValueCodec,
+        on_outcome: Callable[[Attempt, Outcome], None],
+        on_start: Callable[[Attempt], None],
+    ) -> None:
+        self.capabilities = capabilities = capabilities_of(executor)
+        self._executor = executor
+        self._codec = codec
+        self._on_outcome = on_outcome
+        self._on_start = on_start
+        self._in_process = capabilities.in_process
+        self._runs_coroutines = capabilities.runs_coroutines
+        # In-process executors may run a callable without a Future: the attempt then
+        # reports its own outcome, which spares the Future's locks on the hot path.
+        self._run_soon = cast(RunsSoon, executor).run_soon if capabilities.run_soon else None
+        self._submit_reporting_start = (
+            cast(ReportsStart, executor).submit_reporting_start
+            if capabilities.reports_start
+            else None
+        )
+        self._pickled_codec: bytes | None = None
+        self._remote_specs: dict[str, tuple[NodeSpec, bytes]] = {}  # node -> (stand-in, fn)
+
+    def launch(self, attempt: Attempt) -> None:
+        """Start ``attempt``; its outcome comes to ``on_outcome``."""
+        spec = attempt.spec
+        if not self._in_process:
+            self._launch_remote(attempt)
+            return
+        if spec.timeout is not None:  # the deadline counts from the real start
+            attempt.on_start = functools.partial(self._on_start, attempt)
+        if self._run_soon is not None:
+            self._run_soon(_execute_and_report, attempt, self._on_outcome)
+            return
+        # An executor that runs coroutines resolves the one execute_async returns.
+        run: Callable[[Attempt], Any] = (
+            execute_async if spec.is_async and self._runs_coroutines else execute
+        )
+        future: Future[Outcome] = self._executor.submit(run, attempt)
+        attempt.future = future
+        report = self._on_outcome
+        future.add_done_callback(lambda f: report(attempt, _outcome_of(f)))
+
+    def _launch_remote(self, attempt: Attempt) -> None:
+        try:
+            task = self._to_remote(attempt)
+        except Exception as exc:  # the function or the codec cannot be pickled
+            self._on_outcome(attempt, failure(exc, retryable=False))
+            return
+        future: Future[Outcome]
+        if attempt.spec.timeout is None:
+            future = self._executor.submit(execute_remote, task)
+        elif self._submit_reporting_start is not None:  # the deadline counts from the start
+            on_start = functools.partial(self._on_start, attempt)
+            future = self._submit_reporting_start(on_start, execute_remote, task)
+        else:  # the driver fills the executor no further than it runs: start it now
+            self._on_start(attempt)
+            future = self._executor.submit(execute_remote, task)
+        attempt.future = future
+        report, codec = self._on_outcome, self._codec
+        future.add_done_callback(lambda f: report(attempt, received(_outcome_of(f), codec)))
+
+    def _to_remote(self, attempt: Attempt) -> RemoteAttempt:
+        """The picklable form of ``attempt``: function and codec pickled once per run."""
+        spec = attempt.spec
+        if self._pickled_codec is None:
+            self._pickled_codec = pickle.dumps(self._codec)
+        sent = self._remote_specs.get(spec.name)
+        if sent is None:
+            sent = self._remote_specs[spec.name] = (
+                dataclasses.replace(spec, fn=_sent_separately),
+                _pickled_function(spec),
+            )
+        if spec.wants_ctx:  # ctx.inputs holds every input, ctx.data the run's data
+            inputs, data = attempt.inputs, dict(attempt.data)
+        else:
+            inputs, data = {dep: attempt.inputs[dep] for dep in spec.kwarg_deps}, {}
+        return RemoteAttempt(
+            sent[0], sent[1], attempt.run_id, attempt.number, inputs, data, self._pickled_codec
+        )
+
+
+def _pickled_function(spec: NodeSpec) -> bytes:
+    import cloudpickle
+
+    try:
+        return bytes(cloudpickle.dumps(spec.fn))
+    except Exception as exc:
+        raise SerializationError(
+            f"node '{spec.name}': its function cannot be sent to another process "
+            f"({type(exc).__name__}: {exc}); define it at module level, or use "
+            "the threads executor"
+        ) from exc
+
+
+def _execute_and_report(attempt: Attempt, report: Callable[[Attempt, Outcome], None]) -> None:
+    """Run an attempt and report its outcome, whatever happens (the run_soon path)."""
+    try:
+        outcome = execute(attempt)
+    except BaseException as exc:  # e.g. on_start failed: still report
+        outcome = failure(exc)
+    report(attempt, outcome)
+
+
+def _outcome_of(future: Future[Outcome]) -> Outcome:
+    try:
+        return future.result()
+    except BaseException as exc:  # the executor failed (a worker died), not the node
+        return failure(exc, infrastructure=True)

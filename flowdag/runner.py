@@ -24,7 +24,7 @@ from flowdag.errors import (
     RunFailedError,
     RunNotFoundError,
 )
-from flowdag.executors import Executor, make_executor
+from flowdag.executors import Executor, capabilities_of, make_executor
 from flowdag.executors.pools import default_workers
 from flowdag.resume import plan_run
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
@@ -171,7 +171,7 @@ def run(
         pool = make_executor(executor, max_workers) if isinstance(executor, str) else executor
         if isinstance(executor, str):
             opened.callback(pool.shutdown, wait=False)
-        limit = max_workers or getattr(pool, "max_workers", None) or default_workers()
+        limit = max_workers or capabilities_of(pool).max_workers or default_workers()
         with run_store.lock(run_id):
             plan = plan_run(
                 dag, run_id, _load_or_none(run_store, run_id), allow_changes=allow_changes

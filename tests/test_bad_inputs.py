@@ -289,7 +289,7 @@ API_CASES: list[tuple[str, Callable[[Path], Any], type[Exception], list[str]]] =
     (
         "run(): unknown executor",
         lambda t: flowdag.run(one_node(), executor="gpu"),
-        FlowdagError,
+        flowdag.InvalidArgumentError,
         ["'gpu'"],
     ),
     (

@@ -1,7 +1,9 @@
 """Executors run node functions; the runner's driver does everything else.
 
 `make_executor` maps the names ``run(executor=...)`` accepts to classes and
-imports them lazily, so Dask and pebble load only when they are used.
+imports them lazily, so Dask and pebble load only when they are used. Every
+executor here declares what it can do in ``capabilities`` (a `Capabilities`)
+and is a context manager: ``with ProcessExecutor() as ex:`` shuts it down.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from flowdag.errors import FlowdagError
-from flowdag.executors.base import Executor
+from flowdag.errors import InvalidArgumentError
+from flowdag.executors.base import Capabilities, Executor, ExecutorBase, capabilities_of
 from flowdag.executors.pools import ThreadExecutor, default_workers
 
 if TYPE_CHECKING:
@@ -20,10 +22,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncioExecutor",
+    "Capabilities",
     "DaskExecutor",
     "Executor",
+    "ExecutorBase",
     "ProcessExecutor",
     "ThreadExecutor",
+    "capabilities_of",
     "make_executor",
 ]
 
@@ -42,7 +47,7 @@ def make_executor(kind: str, max_workers: int | None) -> Executor:
     if kind == "threads":  # the common case, without a lookup
         return ThreadExecutor(max_workers or default_workers())
     if kind not in _KINDS:
-        raise FlowdagError(
+        raise InvalidArgumentError(
             f"unknown executor {kind!r}; choose one of: {', '.join(_KINDS)} "
             "(or pass an executor instance)"
         )

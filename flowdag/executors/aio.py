@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from flowdag.executors.base import Capabilities, ExecutorBase
 from flowdag.executors.pools import ThreadExecutor, default_workers
 
 __all__ = ["AsyncioExecutor"]
@@ -16,7 +17,7 @@ __all__ = ["AsyncioExecutor"]
 T = TypeVar("T")
 
 
-class AsyncioExecutor:
+class AsyncioExecutor(ExecutorBase):
     """Runs coroutine functions as tasks on one event loop in a thread of its own.
 
     Plain callables go to a `ThreadExecutor` so that a blocking node never
@@ -24,19 +25,16 @@ class AsyncioExecutor:
     cancels the task: that is how a node's timeout stops an ``async def`` node.
     """
 
-    #: Attempts run in this process: they can report their own start.
-    in_process = True
-    #: Submit coroutine functions as such: the runner sends async nodes here.
-    runs_coroutines = True
-
     def __init__(self, max_workers: int | None = None) -> None:
-        self.max_workers = max_workers if max_workers is not None else default_workers()
+        workers = max_workers if max_workers is not None else default_workers()
+        # Attempts run in this process, and coroutine functions go to the loop as such.
+        self.capabilities = Capabilities(max_workers=workers, in_process=True, runs_coroutines=True)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="flowdag-asyncio", daemon=True
         )
         self._thread.start()
-        self._threads = ThreadExecutor(self.max_workers, thread_name_prefix="flowdag-aio")
+        self._threads = ThreadExecutor(workers, thread_name_prefix="flowdag-aio")
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
         if inspect.iscoroutinefunction(fn):

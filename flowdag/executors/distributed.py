@@ -20,13 +20,17 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from contextlib import suppress
 from typing import Any
+
+from flowdag.errors import OptionalDependencyError
+from flowdag.executors.base import Capabilities, ExecutorBase
 
 __all__ = ["DaskExecutor"]
 
 
-class DaskExecutor:
+class DaskExecutor(ExecutorBase):
     """An executor backed by a Dask ``distributed`` client.
 
     Args:
@@ -35,6 +39,9 @@ class DaskExecutor:
         max_workers: attempts in flight at once (default: the cluster's threads).
         cluster_options: with neither address nor client, options for the
             ``LocalCluster`` started (and stopped on shutdown), e.g. ``processes=False``.
+
+    Raises:
+        OptionalDependencyError: Dask's ``distributed`` is not installed.
     """
 
     def __init__(
@@ -48,10 +55,9 @@ class DaskExecutor:
         try:
             from distributed import Client, LocalCluster
         except ImportError as exc:
-            from flowdag.errors import FlowdagError
-
-            raise FlowdagError(
-                "the dask executor needs Dask's distributed package: pip install 'flowdag[dask]'"
+            raise OptionalDependencyError(
+                "the dask executor needs Dask's distributed package, which is not installed "
+                f"({exc}); install it with: pip install 'flowdag[dask]'"
             ) from exc
         self._cluster: Any = None
         self._owns_client = client is None
@@ -66,7 +72,10 @@ class DaskExecutor:
             cluster_options.setdefault("dashboard_address", None)
             self._cluster = LocalCluster(**cluster_options)  # type: ignore[no-untyped-call]
             self._client = Client(self._cluster)  # type: ignore[no-untyped-call]
-        self.max_workers = max_workers or max(1, sum(self._client.nthreads().values()))
+        # A plain remote executor: attempts are pickled, and a timeout counts from submission.
+        self.capabilities = Capabilities(
+            max_workers=max_workers or max(1, sum(self._client.nthreads().values()))
+        )
         self._guard = threading.Lock()
         self._pending: dict[str, Any] = {}  # key -> Dask future, until its result is out
 
@@ -86,12 +95,16 @@ class DaskExecutor:
         def settle(done: Any) -> None:
             with self._guard:
                 self._pending.pop(key, None)
-            if local.done():
-                return  # cancelled meanwhile
-            try:
-                local.set_result(done.result())
-            except BaseException as exc:
-                local.set_exception(exc)
+            # The driver may cancel the local future at any moment, even between a
+            # check of done() and a set: so the set itself is the check (it fails,
+            # under the future's lock, on a future already cancelled).
+            with suppress(InvalidStateError):
+                try:
+                    result = done.result()
+                except BaseException as exc:  # the attempt's error, passed on
+                    local.set_exception(exc)
+                else:
+                    local.set_result(result)
 
         def cancel_remote(future: Future[Any]) -> None:
             if future.cancelled():
@@ -102,6 +115,7 @@ class DaskExecutor:
         return local
 
     def shutdown(self, wait: bool = True) -> None:
+        """Close the client and cluster it started; without ``wait``, cancel what runs."""
         with self._guard:
             pending, self._pending = list(self._pending.values()), {}
         if not wait:

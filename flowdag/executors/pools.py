@@ -14,14 +14,22 @@ Threads are daemons so that an abandoned attempt cannot keep the process alive.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
+import struct
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from multiprocessing.connection import Connection
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
+from flowdag.executors.base import Capabilities, ExecutorBase
+
 __all__ = ["ProcessExecutor", "ThreadExecutor", "default_workers"]
+
+logger = logging.getLogger("flowdag")
 
 T = TypeVar("T")
 _Work = tuple[Future[Any] | None, Callable[..., Any], tuple[Any, ...]]
@@ -32,15 +40,20 @@ def default_workers() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
-class ThreadExecutor:
-    """Runs each submitted callable on an idle thread, starting one if none is idle."""
+class ThreadExecutor(ExecutorBase):
+    """Runs each submitted callable on an idle thread, starting one if none is idle.
 
-    #: Attempts run in this process: they can report their own start.
-    in_process = True
+    ``max_workers`` is how many attempts the driver keeps in flight on it (the
+    pool itself has no cap). Attempts run in this process, so they report their
+    own start, and it can run a callable with no Future (``run_soon``).
+    """
 
     def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "flowdag") -> None:
-        #: How many attempts the driver keeps in flight on this executor.
-        self.max_workers = max_workers if max_workers is not None else default_workers()
+        self.capabilities = Capabilities(
+            max_workers=max_workers if max_workers is not None else default_workers(),
+            in_process=True,
+            run_soon=True,
+        )
         self._prefix = thread_name_prefix
         self._work: SimpleQueue[_Work | None] = SimpleQueue()
         self._idle = threading.Semaphore(0)
@@ -56,7 +69,8 @@ class ThreadExecutor:
     def run_soon(self, fn: Callable[..., Any], /, *args: Any) -> None:
         """Run ``fn(*args)`` with no Future: ``fn`` reports its own outcome.
 
-        The runner uses this for the hot path; an exception escaping ``fn`` is lost.
+        The runner uses this for the hot path. ``fn`` must report even its own
+        failures: an exception escaping it is logged, and the thread serves on.
         """
         self._put((None, fn, args))
 
@@ -94,7 +108,10 @@ class ThreadExecutor:
             future, fn, args = item
             del item
             if future is None:
-                fn(*args)
+                try:
+                    fn(*args)
+                except BaseException:  # fn reports its outcome; keep serving
+                    logger.exception("a task run with run_soon raised: %r", fn)
             elif future.set_running_or_notify_cancel():
                 try:
                     result = fn(*args)
@@ -106,14 +123,16 @@ class ThreadExecutor:
             self._idle.release()
 
 
-class ProcessExecutor:
+class ProcessExecutor(ExecutorBase):
     """Runs callables in a pool of worker processes, for CPU-bound nodes.
 
     Built on `pebble.ProcessPool`, whose futures can be cancelled while they
     run: cancelling terminates the worker and starts a fresh one. That is how
-    a node's timeout stops an attempt here, which no thread pool can. A worker
-    that dies (killed, out of memory) fails only the attempt it ran; the runner
-    retries such attempts without using up the node's retries.
+    a node's timeout stops an attempt here, which no thread pool can. The
+    timeout counts from when a worker takes the attempt, which the worker
+    reports itself (`submit_reporting_start`). A worker that dies (killed, out
+    of memory) fails only the attempt it ran; the runner retries such attempts
+    without using up the node's retries.
 
     Workers are started with the ``spawn`` method by default (safe in a process
     that has threads, as the runner's has); what they run must be importable or
@@ -125,9 +144,17 @@ class ProcessExecutor:
 
         from pebble import ProcessPool
 
-        self.max_workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
+        workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
+        self.capabilities = Capabilities(max_workers=workers, reports_start=True)
         context = multiprocessing.get_context(start_method)
-        self._pool = ProcessPool(max_workers=self.max_workers, context=context)
+        self._starts = _StartReports(context.Pipe(duplex=False))
+        self._pool = ProcessPool(
+            max_workers=workers,
+            context=context,
+            initializer=_keep_start_pipe,
+            initargs=(self._starts.writer,),
+        )
+        self._closed = False
 
     def submit(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
         return self._pool.schedule(fn, args=args)
@@ -139,34 +166,87 @@ class ProcessExecutor:
 
         The runner counts a node's timeout from there: a task can wait in the
         pool's queue, e.g. while a terminated worker is replaced, and that wait
-        is not the node's.
+        is not the node's. The worker says so itself, before it calls ``fn``.
         """
-        future: Future[T] = self._pool.schedule(fn, args=args)
-        once = threading.Lock()
-
-        def report() -> None:
-            if once.acquire(blocking=False):
-                on_start()
-
-        # pebble marks the future running when a worker acknowledges the task,
-        # from its own thread: hook that call. If the worker was quicker than
-        # this hook, the future is already running and we report it here.
-        mark_running = future.set_running_or_notify_cancel
-
-        def set_running_or_notify_cancel() -> bool:
-            running = mark_running()
-            if running:
-                report()
-            return running
-
-        future.set_running_or_notify_cancel = set_running_or_notify_cancel  # type: ignore[method-assign]
-        if future.running():
-            report()
+        token = self._starts.expect(on_start)
+        future: Future[T] = self._pool.schedule(_report_start_then_call, args=(token, fn, *args))
+        future.add_done_callback(lambda _: self._starts.forget(token))
         return future
 
     def shutdown(self, wait: bool = True) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if wait:
             self._pool.close()  # type: ignore[no-untyped-call]
         else:
             self._pool.stop()  # type: ignore[no-untyped-call]  # ends abandoned attempts too
         self._pool.join()
+        self._starts.close()
+
+
+# -- start reports: worker -> driver ---------------------------------------------------
+
+# A report is one small write to a pipe that every worker shares. Writes up to
+# PIPE_BUF bytes are atomic, so reports of several workers never interleave and
+# need no lock, which a worker killed mid-report could leave held.
+_TOKEN = struct.Struct("<Q")
+_CLOSE = 0  # the token that stops the reading thread
+
+_start_pipe: Connection | None = None  # in a worker: where it reports starts
+
+
+def _keep_start_pipe(pipe: Connection) -> None:
+    """Runs in each worker as it starts (the pool's initializer)."""
+    global _start_pipe
+    _start_pipe = pipe
+
+
+def _report_start_then_call(token: int, fn: Callable[..., T], /, *args: Any) -> T:
+    """Runs in a worker: report that this task started, then run it."""
+    if _start_pipe is not None:
+        _start_pipe.send_bytes(_TOKEN.pack(token))
+    return fn(*args)
+
+
+class _StartReports:
+    """The driver's end of the start reports: one thread calls back who started."""
+
+    def __init__(self, pipe: tuple[Connection, Connection]) -> None:
+        self._reader, self.writer = pipe
+        self._waiting: dict[int, Callable[[], None]] = {}  # token -> on_start
+        self._tokens = itertools.count(_CLOSE + 1)
+        self._thread = threading.Thread(target=self._serve, name="flowdag-starts", daemon=True)
+        self._thread.start()
+
+    def expect(self, on_start: Callable[[], None]) -> int:
+        """A token for a task about to be scheduled; ``on_start`` runs when it is reported."""
+        token = next(self._tokens)
+        self._waiting[token] = on_start
+        return token
+
+    def forget(self, token: int) -> None:
+        """The task is over (or never started): a late report is ignored."""
+        self._waiting.pop(token, None)
+
+    def close(self) -> None:
+        self.writer.send_bytes(_TOKEN.pack(_CLOSE))
+        self._thread.join()
+        self._reader.close()
+        self.writer.close()
+
+    def _serve(self) -> None:
+        reader = self._reader
+        while True:
+            try:
+                (token,) = _TOKEN.unpack(reader.recv_bytes())
+            except (EOFError, OSError):
+                return
+            if token == _CLOSE:
+                return
+            on_start = self._waiting.pop(token, None)  # pop: once per task
+            if on_start is not None:
+                try:
+                    on_start()
+                except Exception:
+                    logger.exception("a start report raised")

@@ -147,6 +147,27 @@ def stuck(log: Path, release: Path, name: str, *, once: bool = False) -> Callabl
     return node
 
 
+class Unprintable(Exception):
+    """An exception whose ``str()`` and ``repr()`` raise one of its own kind."""
+
+    def __str__(self) -> str:
+        raise Unprintable
+
+    def __repr__(self) -> str:
+        raise Unprintable
+
+
+def run_within(seconds: float, call: Callable[[], Any]) -> Any:
+    """``call()`` on a daemon thread; fail the test if it has not returned in ``seconds``."""
+    box: list[Any] = []
+    thread = threading.Thread(target=lambda: box.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds}s: it hangs"
+    assert box, "it raised (see the thread's traceback above)"
+    return box[0]
+
+
 def pids_of(log: Path, prefix: str) -> list[int]:
     return [pid for event, _, pid in events(log) if event.startswith(prefix)]
 
@@ -356,6 +377,23 @@ class ExecutorTests:
         with pytest.raises(flowdag.RunFailedError, match="explode"):
             result.raise_on_failure()
 
+    def test_exception_that_cannot_be_shown_fails_only_its_node(self, executor: Any) -> None:
+        # Its str() and repr() raise another of its kind: building the failure's
+        # message fails too. The outcome must still reach the driver, not hang it.
+        def raises_unprintable() -> None:
+            raise Unprintable
+
+        wf = flowdag.Workflow("unprintable")
+        wf.add_node("bad", raises_unprintable)
+        wf.add_node("after", lambda bad: bad, deps=["bad"])
+        wf.add_node("fine", lambda: "fine")
+        result = run_within(60, lambda: flowdag.run(wf, executor=executor))
+        assert result.node_status == {"bad": F, "after": S, "fine": C}
+        error = result.errors["bad"]
+        assert error.type == "Unprintable"
+        assert "could not be shown" in error.message
+        assert result.nodes["bad"].attempts == 1  # the node's failure, not a lost worker
+
     # -- failures, retries, timeouts ---------------------------------------------
 
     def test_retries_with_backoff(self, executor: Any, log: Path) -> None:
@@ -435,7 +473,9 @@ class ExecutorTests:
     ) -> None:
         seen: list[RunEvent] = []
         wf = flowdag.Workflow("timeout-retry")
-        wf.add_node("hangs", stuck(log, release, "hangs", once=True), timeout=0.3, retries=1)
+        # 1 s: under Dask the timeout counts from submission, and the retry's round
+        # trip through a process cluster can take longer than 0.3 s on a busy machine.
+        wf.add_node("hangs", stuck(log, release, "hangs", once=True), timeout=1.0, retries=1)
         wf.add_node("later", lambda hangs: f"after {hangs}", deps=["hangs"])
         # One slot: "later" can start only once the stuck attempt gave its slot back.
         result = flowdag.run(wf, executor=executor, max_workers=1, on_event=seen.append)

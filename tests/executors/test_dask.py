@@ -102,6 +102,16 @@ def test_address_connects_to_a_running_cluster(thread_cluster: LocalCluster) -> 
     assert thread_cluster.scheduler_address  # the cluster itself is not ours to close
 
 
+def test_with_block_closes_its_client(thread_cluster: LocalCluster) -> None:
+    wf = flowdag.Workflow("with")
+    wf.add_node("a", lambda: 1)
+    with DaskExecutor(address=thread_cluster.scheduler_address) as executor:
+        client = executor.client
+        assert flowdag.run(wf, executor=executor).ok
+    assert client.status == "closed"
+    assert thread_cluster.scheduler_address  # the cluster is not the executor's to close
+
+
 def test_cli_dask_address(
     thread_cluster: LocalCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,3 +142,54 @@ def test_sigkill_of_the_driver_then_resume(tmp_path: Path) -> None:
         "flowdag.executors.DaskExecutor(processes=False, n_workers=1, threads_per_worker=2,"
         " dashboard_address=None)",
     )
+
+
+class _Remote:
+    """A Dask future stand-in whose ``result()`` first runs ``meanwhile``."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+        self.meanwhile: Any = None
+        self.error: BaseException | None = None
+
+    def add_done_callback(self, callback: Any) -> None:
+        self.callbacks.append(callback)
+
+    def result(self) -> str:
+        self.meanwhile()
+        if self.error is not None:
+            raise self.error
+        return "value"
+
+    def cancel(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        for callback in self.callbacks:
+            callback(self)  # as Dask calls it, on a thread of its own
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.remote = _Remote()
+
+    def submit(self, fn: Any, *args: Any, **options: Any) -> _Remote:
+        return self.remote
+
+    def nthreads(self) -> dict[str, int]:
+        return {"worker": 1}
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_cancel_while_the_result_arrives(fails: bool) -> None:
+    # The driver cancels (a timeout) just as Dask hands the result over: after
+    # any check of done(), before the result is set. Settling must not raise.
+    client = _Client()
+    executor = DaskExecutor(client=client)
+    local = executor.submit(print)
+    client.remote.meanwhile = local.cancel
+    if fails:
+        client.remote.error = KeyError("lost")
+    client.remote.finish()
+    assert local.cancelled()
+    assert executor._pending == {}
