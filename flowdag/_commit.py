@@ -52,7 +52,7 @@ class Committer:
         store: Store,
         run_id: str,
         committed: Callable[[list[NodeRecord]], None],
-        failed: Callable[[list[NodeRecord], Exception], None],
+        failed: Callable[[list[NodeRecord], BaseException], None],
     ) -> None:
         self._store = store
         self._run_id = run_id
@@ -91,7 +91,7 @@ class Committer:
                 continue
             try:
                 self._store.commit(self._run_id, batch)
-            except Exception as exc:
+            except BaseException as exc:  # whatever it is: the driver waits for word
                 self._failed(batch, exc)
             else:
                 self._committed(batch)

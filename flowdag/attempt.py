@@ -340,6 +340,12 @@ class Launcher:
 
     def launch(self, attempt: Attempt) -> None:
         """Start ``attempt``; its outcome comes to ``on_outcome``."""
+        try:
+            self._launch(attempt)
+        except Exception as exc:  # the executor refused it: shut down, broken, unreachable
+            self._on_outcome(attempt, failure(exc, infrastructure=True))
+
+    def _launch(self, attempt: Attempt) -> None:
         spec = attempt.spec
         if not self._in_process:
             self._launch_remote(attempt)

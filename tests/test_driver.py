@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -370,3 +371,56 @@ def test_attempts_count_over_the_runs_life_and_each_call_retries_afresh(
         assert delays[1] - delays[0] < 0.3
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+def test_an_executor_that_refuses_attempts_fails_the_nodes_instead_of_the_run(
+    timeout: float | None,
+) -> None:
+    # A pool shut down before the run refuses every submit: the nodes fail with
+    # that error (after the lost-attempt retries), and run() returns a result.
+    pool = ThreadPoolExecutor(max_workers=2)
+    pool.shutdown()
+    wf = flowdag.Workflow("refused")
+    wf.add_node("a", lambda: 1, timeout=timeout)
+    wf.add_node("b", lambda a: a, deps=["a"])
+    result = flowdag.run(wf, executor=pool)
+    assert result.node_status == {"a": NodeStatus.FAILED, "b": NodeStatus.SKIPPED}
+    assert result.errors["a"].type == "RuntimeError"
+    assert "shutdown" in result.errors["a"].message
+
+
+def test_a_process_pool_shut_down_before_the_run_fails_the_nodes() -> None:
+    from flowdag.executors import ProcessExecutor
+
+    pool = ProcessExecutor(max_workers=1)
+    pool.shutdown()
+    wf = flowdag.Workflow("refused")
+    wf.add_node("a", _one, timeout=5.0)  # the start-reporting submit
+    wf.add_node("b", _one)  # the plain submit
+    result = flowdag.run(wf, executor=pool)
+    assert result.node_status == {"a": NodeStatus.FAILED, "b": NodeStatus.FAILED}
+    assert set(result.errors) == {"a", "b"}
+
+
+def _one() -> int:
+    return 1
+
+
+class _StoreThatExitsOnCommit(flowdag.LMDBStore):
+    """A real LMDB store whose commits raise a BaseException in the committer thread."""
+
+    def _commit(self, *args: Any, **kwargs: Any) -> None:
+        raise SystemExit("commit interrupted")
+
+
+def test_a_base_exception_in_the_committer_fails_the_batch_without_a_hang(
+    tmp_path: Path,
+) -> None:
+    wf = flowdag.Workflow("exits")
+    for i in range(6):  # a fan-out, so commits go through the committer thread
+        wf.add_node(f"n{i}", lambda: 1)
+    with _StoreThatExitsOnCommit(tmp_path / "s") as store:
+        result = flowdag.run(wf, run_id="r", store=store, max_workers=3)
+    assert result.status is flowdag.RunStatus.FAILED
+    assert {e.type for e in result.errors.values()} == {"SystemExit"}

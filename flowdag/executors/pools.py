@@ -169,7 +169,13 @@ class ProcessExecutor(ExecutorBase):
         is not the node's. The worker says so itself, before it calls ``fn``.
         """
         token = self._starts.expect(on_start)
-        future: Future[T] = self._pool.schedule(_report_start_then_call, args=(token, fn, *args))
+        try:
+            future: Future[T] = self._pool.schedule(
+                _report_start_then_call, args=(token, fn, *args)
+            )
+        except BaseException:
+            self._starts.forget(token)  # nothing will report this token
+            raise
         future.add_done_callback(lambda _: self._starts.forget(token))
         return future
 
