@@ -226,18 +226,22 @@ def _meta(page: bytes) -> tuple[int, int] | None:
 
 def _check_new(path: Path, data_path: Path) -> None:
     """Raise if a directory without ``data.mdb`` (or with an empty one) held a store."""
+    hint = ""
     if (path / _CODEC_RECORD).exists():
         proof = f"its codec record {path / _CODEC_RECORD} is there"
     elif (path / "locks").is_dir() and not (path / "runs").is_dir():
         proof = f"its run locks {path / 'locks'} are there"
     elif _lock_file_left(path / "lock.mdb", data_path):
         proof = f"LMDB's lock file {path / 'lock.mdb'} is there"
+        # Also what a process killed while creating the store leaves (a moment's window).
+        hint = f" (if no run was ever stored there, remove {path / 'lock.mdb'})"
     else:
         return  # a new store
     state = "empty" if data_path.exists() else "missing"
     raise CorruptStateError(
         f"LMDB store {data_path} is {state} but {proof}: the store's data was lost; "
         f"restore {data_path} from a backup, or move {path} away to start an empty store"
+        + hint
     )
 
 
