@@ -293,3 +293,57 @@ def test_open_adopts_a_map_resized_by_another_process(tmp_path: Path) -> None:
     finally:
         env.close()
     assert out.strip() == "runs r", out
+
+
+# Grows the store with a large map: one 128 KiB output per commit, for a while.
+GROW = """
+import os, sys, time
+from flowdag.state import NodeRecord, NodeStatus
+from flowdag.stores import LMDBStore
+from tests.stores.conformance import pending_state
+names = [f"n{i}" for i in range(300)]
+with LMDBStore(sys.argv[1], map_size=1 << 30) as store:
+    store.save(pending_state("w", *names))
+    print("ready", flush=True)
+    end = time.monotonic() + 3.0
+    with store.lock("w"):
+        for name in names:
+            if time.monotonic() > end:
+                break
+            blob = store.codec.encode(os.urandom(128 * 1024))
+            store.commit("w", [NodeRecord(name, NodeStatus.COMPLETED, 1, output=blob)])
+print("done", flush=True)
+"""
+
+# Opens the store again and again with a small map while it grows.
+REOPEN = """
+import sys, time
+from flowdag.stores import LMDBStore
+end = time.monotonic() + 2.0
+opens, errors = 0, []
+while time.monotonic() < end:
+    try:
+        with LMDBStore(sys.argv[1], map_size=64 * 1024) as store:
+            store.load_statuses("w")
+        opens += 1
+    except Exception as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+print(opens, len(errors), errors[:1], flush=True)
+"""
+
+
+def test_processes_with_other_map_sizes_open_a_growing_store(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", GROW, str(path)], stdout=subprocess.PIPE, text=True, env=child_env()
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "ready"
+        result = run_python(REOPEN, path)
+        assert writer.stdout.readline().strip() == "done"
+    finally:
+        writer.kill()
+        writer.wait()
+    opens, errors, _ = result.stdout.split(maxsplit=2)
+    assert int(opens) > 0 and int(errors) == 0, result.stdout + result.stderr
