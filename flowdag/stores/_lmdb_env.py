@@ -32,6 +32,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,8 @@ _META = struct.Struct("@NHHHH" + "IIPN" + "IHHNNNNN" * 2 + "NN")
 _MAGIC = 0xBEEFC0DE
 _DATA_VERSION = 1
 _P_META = 0x08
+#: ``struct flock`` for F_GETLK: Linux puts type and whence first, the BSDs last.
+_BSD = sys.platform == "darwin" or "bsd" in sys.platform
 #: LMDB errors that mean damaged files, not a failed operation.
 CORRUPT: tuple[type[lmdb.Error], ...] = (
     lmdb.CorruptedError,
@@ -240,8 +243,7 @@ def _check_new(path: Path, data_path: Path) -> None:
     state = "empty" if data_path.exists() else "missing"
     raise CorruptStateError(
         f"LMDB store {data_path} is {state} but {proof}: the store's data was lost; "
-        f"restore {data_path} from a backup, or move {path} away to start an empty store"
-        + hint
+        f"restore {data_path} from a backup, or move {path} away to start an empty store" + hint
     )
 
 
@@ -256,12 +258,12 @@ def _lock_file_left(lock_path: Path, data_path: Path) -> bool:
             return False  # never set up: an opener is starting, or died at its start
         # An opener creating the store holds a write lock on byte 0 until data.mdb is set
         # up. F_GETLK only asks: our own lock would change LMDB's idea of who is first.
-        query = struct.pack("hhqqi", fcntl.F_RDLCK, os.SEEK_SET, 0, 1, 0)
+        query = _flock(fcntl.F_RDLCK)
         try:
             answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
         except OSError:
             return False  # cannot tell: do not call it damage
-        if struct.unpack("hhqqi", answer)[0] != fcntl.F_UNLCK:
+        if _lock_type(answer) != fcntl.F_UNLCK:
             return False  # being created right now
     finally:
         os.close(fd)
@@ -269,6 +271,20 @@ def _lock_file_left(lock_path: Path, data_path: Path) -> bool:
         return os.stat(data_path).st_size == 0  # still nothing: no creator was at work
     except FileNotFoundError:
         return True
+
+
+def _flock(lock_type: int) -> bytes:
+    """A ``struct flock`` for byte 0 of a file, the byte LMDB's openers lock."""
+    if _BSD:
+        return struct.pack("qqihh", 0, 1, 0, lock_type, os.SEEK_SET)
+    return struct.pack("hhqqi", lock_type, os.SEEK_SET, 0, 1, 0)
+
+
+def _lock_type(flock: bytes) -> int:
+    layout = "qqihh" if _BSD else "hhqqi"
+    fields = struct.unpack(layout, flock[: struct.calcsize(layout)])
+    lock_type: int = fields[3] if _BSD else fields[0]
+    return lock_type
 
 
 def _make_private(file: Path) -> None:

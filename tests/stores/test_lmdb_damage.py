@@ -19,6 +19,7 @@ import pytest
 from flowdag.errors import CorruptStateError, StoreError
 from flowdag.state import NodeRecord, NodeStatus
 from flowdag.stores import LMDBStore, open_store
+from flowdag.stores._lmdb_env import _lock_file_left
 from tests.stores.conformance import make_state, pending_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -347,3 +348,35 @@ def test_processes_with_other_map_sizes_open_a_growing_store(tmp_path: Path) -> 
         writer.wait()
     opens, errors, _ = result.stdout.split(maxsplit=2)
     assert int(opens) > 0 and int(errors) == 0, result.stdout + result.stderr
+
+
+# Holds a write lock on byte 0 of lock.mdb, as LMDB's first opener does while it sets up data.mdb.
+HOLD_FIRST_BYTE = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_lock_file_of_a_store_being_created_is_no_proof(full_store: Path, tmp_path: Path) -> None:
+    store = copy_store(full_store, tmp_path / "store")
+    (store / "data.mdb").unlink()
+    assert _lock_file_left(store / "lock.mdb", store / "data.mdb")  # left behind: damage
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FIRST_BYTE, str(store / "lock.mdb")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        # Someone is creating the store right now: its data.mdb is on its way.
+        assert not _lock_file_left(store / "lock.mdb", store / "data.mdb")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _lock_file_left(store / "lock.mdb", store / "data.mdb")
+    (store / "data.mdb").write_bytes(b"")
+    assert _lock_file_left(store / "lock.mdb", store / "data.mdb")  # emptied: damage too
