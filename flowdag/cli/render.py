@@ -6,10 +6,11 @@ and only on a terminal (stderr), so results on stdout stay plain.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Self
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -21,7 +22,9 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.style import Style
 from rich.table import Table
+from rich.text import Text
 
 from flowdag.cli.base import flatten
 from flowdag.runner import RunEvent
@@ -41,6 +44,7 @@ __all__ = [
     "seconds",
     "styled",
     "summary_table",
+    "text_table",
 ]
 
 _STATUS_STYLE = {  # node and run statuses alike
@@ -50,7 +54,10 @@ _STATUS_STYLE = {  # node and run statuses alike
     "suspended": "yellow",
     "running": "cyan",
     "pending": "dim",
+    "damaged": "bold red",  # a run that cannot be read (flowdag list)
 }
+#: Control characters, shown escaped in text tables: a name never moves the cursor.
+_CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]}
 
 
 # -- text ------------------------------------------------------------------------------
@@ -115,6 +122,56 @@ def say_run(out: Console, run_id: str, verdict: str, why: object = None) -> None
 def plain_table(**options: Any) -> Table:
     """A table without borders, bold headers flush left: the look of every CLI table."""
     return Table(box=None, header_style="bold", pad_edge=False, **options)
+
+
+def text_table(
+    out: Console, header: Sequence[str], rows: Iterable[Sequence[str]], *, status: int
+) -> str:
+    """Rows as aligned text lines, for tables of thousands of rows.
+
+    The look of `plain_table` (two spaces between columns, header first) built
+    without rich's layout, which costs about half a millisecond a row. Cells
+    are plain text; control characters are shown escaped. On a terminal the
+    header is bold and column ``status`` coloured by status; elsewhere (pipes,
+    files) the lines are plain. No line is wrapped or cut.
+    """
+    table = [[_printable(cell) for cell in row] for row in (header, *rows)]
+    widths = [0] * len(header)
+    for row in table:
+        for column, cell in enumerate(row):
+            widths[column] = max(widths[column], _width(cell))
+    last = len(header) - 1
+    colour = out.is_terminal and out.color_system is not None
+    paint: dict[tuple[str, str], str] = {}  # made once per distinct status, not per row
+
+    def painted(text: str, style: str | None) -> str:
+        if not colour or not style:
+            return text
+        rendered = paint.get((text, style))
+        if rendered is None:
+            with out.capture() as captured:
+                out.print(Text(text, style=Style.parse(style)), end="")
+            rendered = paint[text, style] = captured.get()
+        return rendered
+
+    lines = []
+    for index, row in enumerate(table):
+        cells = []
+        for column, cell in enumerate(row):
+            style = "bold" if index == 0 else _STATUS_STYLE.get(cell) if column == status else None
+            pad = "" if column == last else " " * (widths[column] - _width(cell))
+            cells.append(painted(cell, style) + pad)
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _printable(text: str) -> str:
+    return text if text.isprintable() else text.translate(_CONTROL)
+
+
+def _width(text: str) -> int:
+    # Terminal cells: ASCII (run ids, statuses, counts) is one cell per character.
+    return len(text) if text.isascii() else cell_len(text)
 
 
 def summary_table(nodes: dict[str, NodeState]) -> Table:

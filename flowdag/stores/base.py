@@ -187,10 +187,17 @@ class Store(ABC):
         return sorted(self._list_runs())
 
     def delete(self, run_id: str) -> bool:
-        """Remove a run; True if it existed."""
+        """Remove a run; True if it existed.
+
+        Raises:
+            RunLockedError: the run is running (its lock is held by another
+                process, or in this process); nothing is deleted.
+        """
         run_id = check_run_id(run_id)
         self._check_open()
-        return self._delete(run_id)
+        # Under the run's lock: a run being written is never deleted under its writer.
+        with self.lock(run_id):
+            return self._delete(run_id)
 
     @contextmanager
     def lock(self, run_id: str) -> Iterator[None]:

@@ -54,7 +54,14 @@ import msgpack
 
 from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
 from flowdag.stores._directory import DirectoryStore, StoreOptions
-from flowdag.stores._lmdb_env import CORRUPT, Env, acquire_env, release_env
+from flowdag.stores._lmdb_env import (
+    CORRUPT,
+    MAX_RETRIES,
+    Env,
+    acquire_env,
+    check_files,
+    release_env,
+)
 from flowdag.stores.base import StoredNode, StoredRun
 
 __all__ = ["LMDBStore"]
@@ -64,7 +71,6 @@ _T = TypeVar("_T")
 #: Initial map size. Virtual address space only (the file grows as data is
 #: written), and doubled automatically whenever a write needs more.
 DEFAULT_MAP_SIZE = 1 << 30
-_MAX_RETRIES = 64  # doublings/resizes per write before giving up (2**64 bytes: never)
 _DIGEST_SIZE = 16
 _FULL_DISK_BYTES = 1 << 20  # less free space than this on a failed write: say the disk is full
 if TYPE_CHECKING:
@@ -85,7 +91,9 @@ class LMDBStore(DirectoryStore):
     Raises:
         StoreError: ``path`` is a file, or cannot be created or opened, or
             ``create`` is False and there is no store there.
-        CorruptStateError: the files under ``path`` are not a valid LMDB store.
+        CorruptStateError: the files under ``path`` are not a valid LMDB store:
+            ``data.mdb`` is damaged, cut short, or gone from a directory that
+            held a store (see ``_lmdb_env.py``).
         CodecMismatchError: the store was written with another codec.
     """
 
@@ -112,7 +120,11 @@ class LMDBStore(DirectoryStore):
     # -- hooks ----------------------------------------------------------------
 
     def _holds_store(self) -> bool:
-        return self._data_path.is_file()
+        if self._data_path.is_file():
+            return True
+        # No data.mdb where a store was is damage, not "no store": say so.
+        check_files(self.path)
+        return False
 
     def _open(self) -> None:
         self._shared = acquire_env(self.path, self._map_size)
@@ -254,7 +266,7 @@ class LMDBStore(DirectoryStore):
                 raise StoreError(f"{type(self).__name__} is closed; open a new store")
             env = shared.env
             try:
-                for _ in range(_MAX_RETRIES):
+                for _ in range(MAX_RETRIES):
                     try:
                         # Leaving the block commits (and, for writes, fsyncs) or,
                         # on an exception, aborts: nothing half-written is visible.

@@ -10,6 +10,7 @@ stores is tested in ``test_cross_store.py``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -486,6 +487,34 @@ class StoreTests:
         assert store.load("two") == make_state("two")
         store.save(pending_state("one", "fresh"))  # a deleted id can be used again
         assert store.load("one") == pending_state("one", "fresh")
+
+    def test_delete_refuses_a_running_run(self, store: Store, store_dir: Path | None) -> None:
+        """A run whose lock is held (by its writer) is not deleted under it."""
+        store.save(make_state("busy"))
+        store.save(make_state("idle"))
+        proc = None
+        held = contextlib.ExitStack()
+        try:
+            if store_dir is None:  # a store in memory: the holder is this process
+                held.enter_context(store.lock("busy"))
+            else:  # a disk store: a real second process holds the run
+                proc = spawn(HOLD_LOCK, f"{store.scheme}://{store_dir}", "busy")
+                assert proc.stdout is not None
+                assert proc.stdout.readline().strip() == "locked"
+            with pytest.raises(RunLockedError) as info:
+                store.delete("busy")
+            assert "run 'busy'" in str(info.value)
+            if proc is not None:
+                assert f"pid {proc.pid}" in str(info.value)
+            assert store.load("busy") == make_state("busy")  # nothing deleted
+            assert store.delete("idle") is True  # only that run is refused
+        finally:
+            held.close()
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+        assert store.delete("busy") is True  # free once its holder is gone
+        assert store.list_runs() == []
 
     # -- run ids --------------------------------------------------------------------
 
