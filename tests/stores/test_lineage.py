@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from flowdag.errors import CorruptStateError, RunNotFoundError
-from flowdag.state import NodeStatus
+from flowdag.state import NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
-from flowdag.state import NodeState, RunState
 from flowdag.stores._journal import JournaledStore
 from tests.stores.fixtures.legacy import KEY
-from tests.stores.test_journal import complete, new_run, run_dir, store_class  # noqa: F401
+from flowdag.stores.flatbuffers_store import FlatBuffersStore
+from flowdag.stores.json_store import JSONStore
+from tests.stores.test_journal import complete, new_run, run_dir
 
 SCRIPT = Path(__file__).with_name("lineage_workflows.py")
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,6 +118,12 @@ def test_a_journal_without_its_snapshot_is_damage_not_absence(tmp_path: Path, sc
             store.load_statuses("daily")
         assert store.delete("daily")
         assert store.list_runs() == []
+
+
+@pytest.fixture(params=[JSONStore, FlatBuffersStore], ids=["json", "flatbuffers"])
+def store_class(request: pytest.FixtureRequest) -> type[JournaledStore]:
+    cls: type[JournaledStore] = request.param
+    return cls
 
 
 @pytest.fixture(params=[False, True], ids=["plain", "encrypted"])

@@ -221,7 +221,7 @@ def _calls(log: Path) -> list[str]:
 
 def _leftovers(store_dir: Path) -> tuple[bool, bool]:
     """(torn journal tail, snapshot temp file or a stale journal) in the run's directory."""
-    from flowdag.stores._framing import replay
+    from flowdag.stores._framing import read_journal
 
     run_dir = store_dir / "runs" / RUN_ID
     torn = temp = False
@@ -234,7 +234,7 @@ def _leftovers(store_dir: Path) -> tuple[bool, bool]:
             elif entry.name.startswith("journal-"):
                 content = entry.read_bytes()
                 try:
-                    _, end = replay(content)
+                    _, _, end = read_journal(content)
                 except ValueError:
                     continue  # a damaged journal shows up as a failed load
                 torn = torn or end != len(content)
