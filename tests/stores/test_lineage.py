@@ -20,9 +20,9 @@ from flowdag.errors import CorruptStateError, RunNotFoundError
 from flowdag.state import NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
 from flowdag.stores._journal import JournaledStore
-from tests.stores.fixtures.legacy import KEY
 from flowdag.stores.flatbuffers_store import FlatBuffersStore
 from flowdag.stores.json_store import JSONStore
+from tests.stores.fixtures.legacy import KEY
 from tests.stores.test_journal import complete, new_run, run_dir
 
 SCRIPT = Path(__file__).with_name("lineage_workflows.py")
