@@ -19,6 +19,7 @@ import pytest
 from flowdag.errors import CorruptStateError, RunNotFoundError
 from flowdag.state import NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
+from flowdag.stores._framing import HEADER_SIZE
 from flowdag.stores._journal import JournaledStore
 from flowdag.stores.flatbuffers_store import FlatBuffersStore
 from flowdag.stores.json_store import JSONStore
@@ -194,3 +195,45 @@ def test_a_save_over_a_lost_snapshot_sets_the_journal_aside(
     assert loaded.nodes["n0"].status is NodeStatus.PENDING
     assert loaded.nodes["n1"].output == "new"
     assert any(p.read_bytes() == content for p in run_dir(store).iterdir())
+
+
+def test_a_record_copied_from_another_journal_is_refused(
+    tmp_path: Path, store_class: type[JournaledStore], key: dict[str, str]
+) -> None:
+    """Each record's checksum (and, encrypted, its associated data) covers its snapshot's id."""
+    with store_class(tmp_path / "a", **key) as store:
+        new_run(store)
+        complete(store, "n0", "from a")
+        (theirs,) = run_dir(store).glob("journal-*.log")
+    with store_class(tmp_path / "b", **key) as store:
+        new_run(store)
+        complete(store, "n1", "from b")
+        (mine,) = run_dir(store).glob("journal-*.log")
+    assert theirs.name == mine.name  # same run id, same generation, same offsets
+    record = theirs.read_bytes()[HEADER_SIZE:]
+    header = mine.read_bytes()[:HEADER_SIZE]
+    for spliced in (header + record, mine.read_bytes() + record):
+        mine.write_bytes(spliced)
+        with store_class(tmp_path / "b", **key) as store, pytest.raises(CorruptStateError) as err:
+            store.load("r")
+        assert "'r'" in str(err.value) and mine.name in str(err.value)
+
+
+def test_a_damaged_journal_header_is_refused(
+    tmp_path: Path, store_class: type[JournaledStore]
+) -> None:
+    with store_class(tmp_path) as store:
+        new_run(store)
+        complete(store, "n0", "a")
+        (journal,) = run_dir(store).glob("journal-*.log")
+    content = journal.read_bytes()
+    for at in range(HEADER_SIZE):
+        damaged = bytearray(content)
+        damaged[at] ^= 0x01
+        journal.write_bytes(bytes(damaged))
+        with store_class(tmp_path) as store, pytest.raises(CorruptStateError) as err:
+            store.load("r")
+        assert journal.name in str(err.value), at
+    journal.write_bytes(content[:10])  # a header cut short: never written so by flowdag
+    with store_class(tmp_path) as store, pytest.raises(CorruptStateError):
+        store.load("r")
