@@ -108,6 +108,15 @@ def test_a_journal_without_its_snapshot_is_damage_not_absence(tmp_path: Path, sc
     run_script(url, "-", "A")
     (snapshot,) = (tmp_path / "store" / "runs" / "daily").glob("snapshot.*")
     snapshot.unlink()
+    verify = subprocess.run(
+        [sys.executable, "-m", "flowdag", "store", "verify", url],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verify.returncode == 1, verify.stdout + verify.stderr
+    assert "daily: damaged" in verify.stdout and snapshot.name in verify.stdout
     with open_store(url) as store:
         assert store.list_runs() == ["daily"]
         with pytest.raises(CorruptStateError) as err:
