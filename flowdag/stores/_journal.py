@@ -92,6 +92,7 @@ from flowdag.stores._format import ID_SIZE, Commit, RunFormat, Stamp
 from flowdag.stores._framing import OVERHEAD, frame, journal_header, read_header, replay, seed
 from flowdag.stores._lineage import (
     JournalFile,
+    journal_file,
     journal_names,
     missing_snapshot,
     read_journals,
@@ -470,8 +471,16 @@ class JournaledStore(DirectoryStore):
             # Created whole (header written aside, linked into place, directory
             # synced): a journal is never seen without the id it extends.
             # An existing one is kept, and its header checked on reading.
-            atomic_write(path, journal_header(stamp.id), replace=False)
-            return open_private(path, os.O_RDWR | os.O_APPEND)
+            header = journal_header(stamp.id)
+            atomic_write(path, header, replace=False)
+            fd = open_private(path, os.O_RDWR | os.O_APPEND)
+            head = os.pread(fd, len(header), 0)
+            if head != header:  # one that was there already, of another snapshot
+                os.close(fd)
+                found = journal_file(path.name, stamp.generation, head)
+                refuse_foreign(run_id, stamp, [found], self._snapshot_path(run_id))
+                raise CorruptStateError(f"run '{run_id}': {path} does not extend its snapshot")
+            return fd
         fd = open_private(path, os.O_RDWR | os.O_APPEND)  # format 1: no header
         try:
             _fsync_dir(path.parent)  # the journal's name is durable before its records
@@ -488,8 +497,8 @@ class JournaledStore(DirectoryStore):
         # The new snapshot is durable, and its parent is the old one: the old
         # journal is folded from here on.
         self._drop_writer(run_id)
+        tidy(self._run_dir(run_id), self.format.suffix, stamp)  # before a journal is created
         self._start_writer(run_id, writer.run, stamp, len(content))
-        tidy(self._run_dir(run_id), self.format.suffix, stamp)
 
     def _undo_append(self, run_id: str, writer: _Writer, size: int) -> None:
         """Take back a record whose write or sync failed: it was never acknowledged.

@@ -42,6 +42,7 @@ from flowdag.stores._framing import read_header
 __all__ = [
     "JournalFile",
     "Role",
+    "journal_file",
     "journal_generation",
     "journal_names",
     "missing_snapshot",
@@ -147,12 +148,17 @@ def read_journals(directory: Path, suffix: str, skip: int | None = None) -> list
                 head = file.read(64)
         except FileNotFoundError:
             continue  # removed meanwhile: a writer tidied it
-        try:
-            snapshot_id: bytes | None = read_header(head)[0]
-        except ValueError:
-            snapshot_id = None
-        found.append(JournalFile(name, generation, snapshot_id, empty=not head))
+        found.append(journal_file(name, generation, head))
     return found
+
+
+def journal_file(name: str, generation: int, head: bytes) -> JournalFile:
+    """A journal file as its first bytes (at least its header's worth, or all) show it."""
+    try:
+        snapshot_id: bytes | None = read_header(head)[0]
+    except ValueError:
+        snapshot_id = None
+    return JournalFile(name, generation, snapshot_id, empty=not head)
 
 
 def refuse_foreign(run_id: str, stamp: Stamp, journals: list[JournalFile], snapshot: Path) -> None:

@@ -246,3 +246,26 @@ def test_a_damaged_journal_header_is_refused(
     journal.write_bytes(content[:10])  # a header cut short: never written so by flowdag
     with store_class(tmp_path) as store, pytest.raises(CorruptStateError):
         store.load("r")
+
+
+def test_a_compaction_never_adopts_a_journal_planted_at_its_next_generation(
+    tmp_path: Path, store_class: type[JournaledStore], key: dict[str, str]
+) -> None:
+    with store_class(tmp_path / "other", **key) as store:
+        new_run(store)
+        store.save(store.load("r"))  # generation 2
+        complete(store, "n0", "planted")
+        (planted,) = run_dir(store).glob("journal-*.log")
+    content = planted.read_bytes()
+    with store_class(tmp_path / "s", compact_min_bytes=0, **key) as store:
+        new_run(store)
+        with store.lock("r"):
+            complete(store, "n1", "x")
+            target = run_dir(store) / planted.name  # the name the next compaction takes
+            target.write_bytes(content)
+            complete(store, "n2", "y" * 5000)  # bigger than the snapshot: compacts
+            complete(store, "n3", "z")
+        loaded = store.load("r")
+    assert loaded.nodes["n0"].status is NodeStatus.PENDING  # never adopted
+    assert [loaded.nodes[n].output for n in ("n1", "n2", "n3")] == ["x", "y" * 5000, "z"]
+    assert any(p.read_bytes() == content for p in run_dir(store).iterdir())  # never deleted
