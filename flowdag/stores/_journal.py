@@ -10,26 +10,19 @@ Per run, a directory ``<store>/runs/<run_id>/`` holds:
   snapshot. A commit appends one framed record (``_framing.py``) and fsyncs
   before it returns, so its cost is the size of the record, not of the run.
 
-Every snapshot written gets a new random id (`Stamp`); a journal is created
-whole with a header naming the id of the snapshot it extends, and each record's
-checksum (and, encrypted, its associated data) covers that id. Loading is
-snapshot + replay of its journal; any other journal file must be the replaced
-snapshot's (*folded*): a journal that does not belong to the snapshot (newer
-than it, or written for another snapshot of the run) is refused with
-`CorruptStateError`, and so is a journal whose snapshot is missing. The rules
-are in ``_lineage.py``. When a journal outgrows its snapshot (and a floor of
-`COMPACT_MIN_BYTES`), the run is *compacted*: a snapshot of generation g+1
-(whose parent is snapshot g) is written atomically, a fresh journal g+1 created
-and journal g deleted. A crash at any point of that leaves either snapshot g
-with journal g or snapshot g+1 (whose journal is empty, missing, and journal g
-folded): both load the same state. A save first sets aside (renames to
-``set-aside-*``) every journal that does not belong to the snapshot it writes
-over, so no writer ever deletes commits it cannot place; then it writes the new
-snapshot and removes the replaced one's journal.
-
-A run written by the previous release (snapshot and journal format 1, no ids)
-loads as that release loaded it; its first commit compacts it first, moving
-the run to the current formats with the same crash safety.
+Every snapshot written gets a new random id (`Stamp`), and its journal is
+bound to it (see ``_lineage.py``): loading is snapshot + replay of *its*
+journal, and a journal that does not belong to the snapshot, or whose snapshot
+is missing, is refused with `CorruptStateError`. When a journal outgrows its
+snapshot (and a floor of `COMPACT_MIN_BYTES`), the run is *compacted*: a
+snapshot of generation g+1 (whose parent is snapshot g) is written atomically,
+journal g deleted and a fresh journal g+1 created. A crash at any point of that
+leaves either snapshot g with journal g or snapshot g+1 (its journal empty or
+missing, journal g folded): both load the same state. A save first sets aside
+every journal that does not belong to the snapshot it writes over (no writer
+deletes commits it cannot place), then writes the new snapshot and removes the
+replaced one's journal. A run of the previous release (format 1, no ids) loads
+as it did; its first commit compacts it first, into the current formats.
 
 A commit whose write or sync fails is taken back (the journal is cut to
 where it was) before the error is raised, so a record that was never
@@ -84,17 +77,17 @@ from flowdag.stores._files import (
     atomic_write,
     lock_run_file,
     make_private_dir,
-    open_private,
     read_all,
     remove_temp_files,
 )
-from flowdag.stores._format import ID_SIZE, Commit, RunFormat, Stamp
-from flowdag.stores._framing import OVERHEAD, frame, journal_header, read_header, replay, seed
+from flowdag.stores._format import Commit, RunFormat, Stamp
+from flowdag.stores._framing import OVERHEAD, frame, read_header, replay, seed
 from flowdag.stores._lineage import (
     JournalFile,
-    journal_file,
     journal_names,
     missing_snapshot,
+    next_stamp,
+    open_journal,
     read_journals,
     refuse_foreign,
     tidy,
@@ -203,7 +196,7 @@ class JournaledStore(DirectoryStore):
             # Before the new snapshot: whatever does not belong to the one it
             # replaces is set aside, so the replaced one's journal alone is removed.
             tidy(self._run_dir(run_id), self.format.suffix, current)
-            stamp = _next_stamp(current)
+            stamp = next_stamp(current)
             content = self._seal_snapshot(run_id, self.format.dump_snapshot(run, stamp))
             path = self._snapshot_path(run_id)
             verify = None
@@ -462,36 +455,12 @@ class JournaledStore(DirectoryStore):
         self._writers[run_id] = _Writer(run, stamp, journal, journal_size, snapshot, size)
 
     def _open_journal(self, run_id: str, stamp: Stamp) -> int:
-        """The snapshot's journal, opened for appending; created with its header if missing."""
         path = self._journal_path(run_id, stamp.generation)
-        if stamp.id:
-            with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_size == 0:  # no header, so no record: made anew
-                    os.unlink(path)
-            # Created whole (header written aside, linked into place, directory
-            # synced): a journal is never seen without the id it extends.
-            # An existing one is kept, and its header checked on reading.
-            header = journal_header(stamp.id)
-            atomic_write(path, header, replace=False)
-            fd = open_private(path, os.O_RDWR | os.O_APPEND)
-            head = os.pread(fd, len(header), 0)
-            if head != header:  # one that was there already, of another snapshot
-                os.close(fd)
-                found = journal_file(path.name, stamp.generation, head)
-                refuse_foreign(run_id, stamp, [found], self._snapshot_path(run_id))
-                raise CorruptStateError(f"run '{run_id}': {path} does not extend its snapshot")
-            return fd
-        fd = open_private(path, os.O_RDWR | os.O_APPEND)  # format 1: no header
-        try:
-            _fsync_dir(path.parent)  # the journal's name is durable before its records
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return open_journal(run_id, path, stamp, self._snapshot_path(run_id))
 
     def _compact(self, run_id: str, writer: _Writer) -> None:
         """Fold the journal into a new snapshot; see the module docstring for crash safety."""
-        stamp = _next_stamp(writer.stamp)
+        stamp = next_stamp(writer.stamp)
         content = self._seal_snapshot(run_id, self.format.dump_snapshot(writer.run, stamp))
         atomic_write(self._snapshot_path(run_id), content)
         # The new snapshot is durable, and its parent is the old one: the old
@@ -554,13 +523,6 @@ class JournaledStore(DirectoryStore):
                     remove_temp_files(Path(entry.path))
                 finally:
                     held.release()
-
-
-def _next_stamp(current: Stamp | None) -> Stamp:
-    """The stamp of a snapshot written over ``current`` (None: over nothing)."""
-    if current is None:
-        return Stamp(1, os.urandom(ID_SIZE))
-    return Stamp(current.generation + 1, os.urandom(ID_SIZE), current.id)
 
 
 def _write_all(fd: int, data: bytes) -> None:

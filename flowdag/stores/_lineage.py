@@ -1,4 +1,4 @@
-"""Which journal files of a run belong to its snapshot: the rules, and tidying by them.
+"""Journal files and the snapshot they belong to: the rules, creating, checking, tidying.
 
 A run's directory holds one snapshot and, normally, one journal: the *live*
 one, of the snapshot's generation, whose header names the snapshot's id. Any
@@ -26,6 +26,7 @@ folded below it, foreign above it (it means a newer snapshot was there).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -35,9 +36,9 @@ from enum import StrEnum
 from pathlib import Path
 
 from flowdag.errors import CorruptStateError, RunNotFoundError
-from flowdag.stores._files import _fsync_dir
-from flowdag.stores._format import Stamp
-from flowdag.stores._framing import read_header
+from flowdag.stores._files import _fsync_dir, atomic_write, open_private
+from flowdag.stores._format import ID_SIZE, Stamp
+from flowdag.stores._framing import journal_header, read_header
 
 __all__ = [
     "JournalFile",
@@ -46,6 +47,8 @@ __all__ = [
     "journal_generation",
     "journal_names",
     "missing_snapshot",
+    "next_stamp",
+    "open_journal",
     "read_journals",
     "refuse_foreign",
     "role",
@@ -208,3 +211,40 @@ def tidy(directory: Path, suffix: str, stamp: Stamp | None) -> None:
             directory / journal.name,
             aside,
         )
+
+
+def next_stamp(current: Stamp | None) -> Stamp:
+    """The stamp of a snapshot written over ``current`` (None: over nothing)."""
+    if current is None:
+        return Stamp(1, os.urandom(ID_SIZE))
+    return Stamp(current.generation + 1, os.urandom(ID_SIZE), current.id)
+
+
+def open_journal(run_id: str, path: Path, stamp: Stamp, snapshot: Path) -> int:
+    """The journal at ``path`` of ``snapshot`` (``stamp``), opened for appending; made if missing.
+
+    Raises:
+        CorruptStateError: a journal of another snapshot is there.
+    """
+    if not stamp.id:  # format 1: no header; the name is durable before any record
+        fd = open_private(path, os.O_RDWR | os.O_APPEND)
+        try:
+            _fsync_dir(path.parent)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size == 0:  # no header, so no record: made anew
+            os.unlink(path)
+    # Created whole (the header written aside, linked into place, the directory
+    # synced): a journal is never seen without the id of the snapshot it extends.
+    header = journal_header(stamp.id)
+    atomic_write(path, header, replace=False)
+    fd = open_private(path, os.O_RDWR | os.O_APPEND)
+    head = os.pread(fd, len(header), 0)
+    if head != header:  # one that was there already, of another snapshot
+        os.close(fd)
+        refuse_foreign(run_id, stamp, [journal_file(path.name, stamp.generation, head)], snapshot)
+        raise CorruptStateError(f"run '{run_id}': {path} does not extend its snapshot")
+    return fd
