@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import flowdag
 from flowdag.errors import CorruptStateError, RunNotFoundError
 from flowdag.state import NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
@@ -23,10 +24,11 @@ from flowdag.stores._framing import HEADER_SIZE
 from flowdag.stores._journal import JournaledStore
 from flowdag.stores.flatbuffers_store import FlatBuffersStore
 from flowdag.stores.json_store import JSONStore
-from tests.stores.fixtures.legacy import KEY
+from tests.stores.fixtures.legacy import KEY, build
 from tests.stores.test_journal import complete, new_run, run_dir
 
 SCRIPT = Path(__file__).with_name("lineage_workflows.py")
+LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMES = ("json", "flatbuffers")
 SUFFIX = {"json": ".json", "flatbuffers": ".fb"}
@@ -269,3 +271,33 @@ def test_a_compaction_never_adopts_a_journal_planted_at_its_next_generation(
     assert loaded.nodes["n0"].status is NodeStatus.PENDING  # never adopted
     assert [loaded.nodes[n].output for n in ("n1", "n2", "n3")] == ["x", "y" * 5000, "z"]
     assert any(p.read_bytes() == content for p in run_dir(store).iterdir())  # never deleted
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_run_of_the_previous_release_moves_to_format_2_at_its_first_commit(
+    tmp_path: Path, scheme: str, encrypted: bool
+) -> None:
+    where = tmp_path / "store"
+    source = LEGACY / (f"{scheme}-encrypted" if encrypted else scheme)
+    shutil.copytree(source, where)
+    run_dir = where / "runs" / "legacy"
+    (old_journal,) = run_dir.glob("journal-*.log")
+    assert not old_journal.read_bytes().startswith(b"FDJ2")  # format 1: no header
+    options = {"key": KEY} if encrypted else {}
+    with open_store(f"{scheme}://{where}", **options) as store:
+        before = store.load("legacy")  # read as the previous release read it: nothing written
+        assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+            p.name for p in source.joinpath("runs", "legacy").iterdir()
+        )
+        flowdag.run(build(fail=False), run_id="legacy", store=store)
+        after = store.load("legacy")
+    assert before.nodes["extract"] == after.nodes["extract"]
+    (journal,) = run_dir.glob("journal-*.log")
+    assert journal.name != old_journal.name and journal.read_bytes().startswith(b"FDJ2")
+    (snapshot,) = run_dir.glob("snapshot.*")
+    journaled = JSONStore if scheme == "json" else FlatBuffersStore
+    with journaled(where, **options) as typed:
+        content = typed._open_snapshot("legacy", snapshot, snapshot.read_bytes())
+        stamp = typed.format.load_snapshot_metas(content)[2]
+    assert len(stamp.id) == 16 and stamp.generation == 2
