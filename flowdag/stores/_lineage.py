@@ -22,6 +22,17 @@ release treated them; the first snapshot this release writes over such a run
 has no parent, and the format 1 journal of the generation before it is folded.
 A zero-byte journal holds no commit: live at the snapshot's generation,
 folded below it, foreign above it (it means a newer snapshot was there).
+
+Write orders, each step durable before the next, so that a kill between any
+two leaves files that load as before the write or as after it:
+
+- a save: set aside the journals foreign to the snapshot being replaced
+  (renamed ``set-aside-<8 hex>-journal-<n><suffix>.log``), write the new
+  snapshot (temp file, fsync, rename, directory fsync), remove the replaced
+  snapshot's journal (now folded), create the new journal whole;
+- a compaction: write the new snapshot, tidy (the old journal is folded:
+  removed; anything foreign set aside), create the new journal whole;
+- the first commit to a format 1 run: a compaction, then the record.
 """
 
 from __future__ import annotations
