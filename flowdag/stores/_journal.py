@@ -10,12 +10,19 @@ Per run, a directory ``<store>/runs/<run_id>/`` holds:
   snapshot. A commit appends one framed record (``_framing.py``) and fsyncs
   before it returns, so its cost is the size of the record, not of the run.
 
-Loading is snapshot + replay of that generation's journal. When a journal
-outgrows its snapshot (and a floor of `COMPACT_MIN_BYTES`), the run is
-*compacted*: a snapshot of generation g+1 is written atomically, a fresh journal
-g+1 started and journal g deleted. A crash at any point of that leaves either
-snapshot g with journal g or snapshot g+1 (whose journal is empty or missing):
-both load the same state. Journals of other generations are stale and removed.
+Every snapshot written gets a new random id (`Stamp`), and its journal is
+bound to it (see ``_lineage.py``): loading is snapshot + replay of *its*
+journal, and a journal that does not belong to the snapshot, or whose snapshot
+is missing, is refused with `CorruptStateError`. When a journal outgrows its
+snapshot (and a floor of `COMPACT_MIN_BYTES`), the run is *compacted*: a
+snapshot of generation g+1 (whose parent is snapshot g) is written atomically,
+journal g deleted and a fresh journal g+1 created. A crash at any point of that
+leaves either snapshot g with journal g or snapshot g+1 (its journal empty or
+missing, journal g folded): both load the same state. A save first sets aside
+every journal that does not belong to the snapshot it writes over (no writer
+deletes commits it cannot place), then writes the new snapshot and removes the
+replaced one's journal. A run of the previous release (format 1, no ids) loads
+as it did; its first commit compacts it first, into the current formats.
 
 A commit whose write or sync fails is taken back (the journal is cut to
 where it was) before the error is raised, so a record that was never
@@ -35,10 +42,10 @@ the open file (a journal appended to by someone else, a size we did not
 write), and the writer reloads from the disk. It goes with the lock.
 
 With a key (``key=``, see ``_crypto.py``), each record's payload is sealed with
-AES-256-GCM bound to the run, the journal's generation and the record's byte
-offset, and each snapshot file is sealed whole, bound to the run: the framing
-and the torn-tail rules are unchanged, and a JSON snapshot is then no longer
-readable JSON.
+AES-256-GCM bound to the run, the id of the journal's snapshot (the generation
+in format 1) and the record's byte offset, and each snapshot file is sealed
+whole, bound to the run: the framing and the torn-tail rules are unchanged, and
+a JSON snapshot is then no longer readable JSON.
 
 A format (`RunFormat`) only turns runs and commits into bytes and back.
 """
@@ -70,12 +77,21 @@ from flowdag.stores._files import (
     atomic_write,
     lock_run_file,
     make_private_dir,
-    open_private,
     read_all,
     remove_temp_files,
 )
-from flowdag.stores._format import Commit, RunFormat
-from flowdag.stores._framing import OVERHEAD, frame, replay
+from flowdag.stores._format import Commit, RunFormat, Stamp
+from flowdag.stores._framing import OVERHEAD, frame, read_header, replay, seed
+from flowdag.stores._lineage import (
+    JournalFile,
+    journal_names,
+    missing_snapshot,
+    next_stamp,
+    open_journal,
+    read_journals,
+    refuse_foreign,
+    tidy,
+)
 from flowdag.stores.base import RunLock, StoredNode, StoredRun
 
 __all__ = ["COMPACT_MIN_BYTES", "Commit", "JournaledStore", "RunFormat"]
@@ -94,7 +110,7 @@ class _Writer:
     """A run this process commits to: its bytes in memory and its open files."""
 
     run: StoredRun
-    generation: int
+    stamp: Stamp  # of the snapshot the journal extends
     journal: int  # fd, opened for appending
     journal_size: int
     snapshot: int  # fd of the snapshot the run was read from (read only, for fstat)
@@ -171,15 +187,17 @@ class JournaledStore(DirectoryStore):
         # check runs on the temp file as read back, before anything is published.
         with self._guard, self._io(run_id, "save"):
             writer = self._writers.get(run_id)
-            generation = (
-                writer.generation if writer is not None else self._current_generation(run_id)
-            ) + 1
+            current = writer.stamp if writer is not None else self._current_stamp(run_id)
             self._drop_writer(run_id)
             directory = self._run_dir(run_id)
             if not directory.is_dir():
                 make_private_dir(directory)
                 _fsync_dir(directory.parent)
-            content = self._seal_snapshot(run_id, self.format.dump_snapshot(run, generation))
+            # Before the new snapshot: whatever does not belong to the one it
+            # replaces is set aside, so the replaced one's journal alone is removed.
+            tidy(self._run_dir(run_id), self.format.suffix, current)
+            stamp = next_stamp(current)
+            content = self._seal_snapshot(run_id, self.format.dump_snapshot(run, stamp))
             path = self._snapshot_path(run_id)
             verify = None
             if check is not None:
@@ -192,9 +210,9 @@ class JournaledStore(DirectoryStore):
                     check(read_back)
 
             atomic_write(path, content, verify=verify)
-            self._remove_stale_journals(run_id, generation)
+            tidy(self._run_dir(run_id), self.format.suffix, stamp)
             if run_id in self._held:  # the runner saves a new run, then commits to it
-                self._start_writer(run_id, run, generation, len(content))
+                self._start_writer(run_id, run, stamp, len(content))
 
     def _load(self, run_id: str) -> StoredRun:
         if run_id in self._held:
@@ -208,9 +226,9 @@ class JournaledStore(DirectoryStore):
                 run = self._writer(run_id).run
                 return run.header, {name: node.meta for name, node in run.nodes.items()}
 
-        def metas_only(content: bytes) -> tuple[tuple[bytes, dict[str, bytes]], int]:
-            header, metas, generation = self.format.load_snapshot_metas(content)
-            return (header, metas), generation
+        def metas_only(content: bytes) -> tuple[tuple[bytes, dict[str, bytes]], Stamp]:
+            header, metas, stamp = self.format.load_snapshot_metas(content)
+            return (header, metas), stamp
 
         def apply_metas(
             run: tuple[bytes, dict[str, bytes]],
@@ -227,10 +245,13 @@ class JournaledStore(DirectoryStore):
         payload = self.format.dump_commit(nodes, data)
         with self._guard, self._io(run_id, "commit to"):
             writer = self._writer(run_id)
+            if not writer.stamp.id:  # the previous release's format: move the run on first
+                self._compact(run_id, writer)
+                writer = self._writers[run_id]
             start = writer.journal_size
             if self._cipher is not None:
-                payload = self._seal(payload, self._record_aad(run_id, writer.generation, start))
-            record = frame(payload)
+                payload = self._seal(payload, self._record_aad(run_id, writer.stamp, start))
+            record = frame(payload, seed(writer.stamp.id))
             try:
                 _write_all(writer.journal, record)
                 os.fdatasync(writer.journal)
@@ -251,11 +272,16 @@ class JournaledStore(DirectoryStore):
 
     def _list_runs(self) -> list[str]:
         with self._guard, self._io("", "list runs of"):
+            # A run whose snapshot is missing but whose journal remains is
+            # listed: it is damaged (its load says so), not gone.
             return [
                 entry.name
                 for entry in os.scandir(self.path / "runs")
                 if not entry.name.startswith(".")
-                and os.path.exists(self._snapshot_path(entry.name))
+                and (
+                    os.path.exists(self._snapshot_path(entry.name))
+                    or journal_names(self._run_dir(entry.name), self.format.suffix)
+                )
             ]
 
     def _delete(self, run_id: str) -> bool:
@@ -294,59 +320,73 @@ class JournaledStore(DirectoryStore):
     def _read(
         self,
         run_id: str,
-        parse: Callable[[bytes], tuple[_R, int]],
+        parse: Callable[[bytes], tuple[_R, Stamp]],
         apply: Callable[[_R, Mapping[str, StoredNode], Mapping[str, bytes | None]], None],
     ) -> _R:
         """Snapshot + journal replay, consistent even while another process compacts."""
         snapshot = self._snapshot_path(run_id)
+        directory = snapshot.parent
         with self._guard, self._io(run_id, "read"):
             for _ in range(_READ_TRIES):
                 try:
                     before = os.stat(snapshot).st_ino
                     content = snapshot.read_bytes()
                 except FileNotFoundError:
-                    raise RunNotFoundError(f"no run '{run_id}' in {self.path}") from None
+                    raise self._missing(run_id) from None
                 content = self._open_snapshot(run_id, snapshot, content)
-                run, generation = self._parse(run_id, snapshot, parse, content)
-                journal = self._journal_path(run_id, generation)
+                run, stamp = self._parse(run_id, snapshot, parse, content)
+                journal = self._journal_path(run_id, stamp.generation)
                 try:
                     records = journal.read_bytes()
                 except FileNotFoundError:
                     records = b""
+                others = read_journals(directory, self.format.suffix, stamp.generation)
                 # A writer compacting meanwhile replaced the snapshot and removed
                 # its journal: what we read may not go together, so read again.
                 if os.stat(snapshot).st_ino != before:
                     continue
-                self._replay(run_id, generation, records, functools.partial(apply, run))
+                refuse_foreign(run_id, stamp, others, snapshot)
+                self._replay(run_id, stamp, records, functools.partial(apply, run))
                 return run
         raise StoreError(f"run '{run_id}' kept changing while being read; try again")
 
     def _replay(
         self,
         run_id: str,
-        generation: int,
+        stamp: Stamp,
         records: bytes,
         apply: Callable[[Mapping[str, StoredNode], Mapping[str, bytes | None]], None],
     ) -> int:
-        """Apply the journal's whole records; return where they end (a torn tail follows)."""
-        journal = self._journal_path(run_id, generation)
-        payloads, end = self._parse(run_id, journal, replay, records)
-        offset = 0
+        """Apply the live journal's whole records; return where they end (a torn tail follows)."""
+        journal = self._journal_path(run_id, stamp.generation)
+        if not records:
+            return 0  # none yet
+        mine, offset = self._parse(run_id, journal, read_header, records)
+        found = JournalFile(journal.name, stamp.generation, mine)
+        refuse_foreign(run_id, stamp, [found], self._snapshot_path(run_id))
+        start = seed(stamp.id)
+        payloads, end = self._parse(
+            run_id, journal, lambda content: replay(content, offset, start), records
+        )
         for payload in payloads:
             where = f"run '{run_id}': {journal} (record at byte {offset})"
-            aad = self._record_aad(run_id, generation, offset)
+            aad = self._record_aad(run_id, stamp, offset)
             plain = self._unseal(payload, aad, where)
             offset += OVERHEAD + len(payload)
             apply(*self._parse(run_id, journal, self.format.load_commit, plain))
         return end
 
-    def _current_generation(self, run_id: str) -> int:
+    def _current_stamp(self, run_id: str) -> Stamp | None:
         path = self._snapshot_path(run_id)
         try:
             content = self._open_snapshot(run_id, path, path.read_bytes())
             return self.format.load_snapshot_metas(content)[2]
         except (FileNotFoundError, ValueError, CorruptStateError):
-            return 0  # none, or a damaged one (or one under another key) being replaced
+            return None  # none, or a damaged one (or one under another key) being replaced
+
+    def _missing(self, run_id: str) -> CorruptStateError | RunNotFoundError:
+        path = self._snapshot_path(run_id)
+        return missing_snapshot(run_id, self.path, path, self.format.suffix)
 
     def _parse(self, run_id: str, path: Path, parse: Callable[[bytes], _T], content: bytes) -> _T:
         try:
@@ -379,58 +419,55 @@ class JournaledStore(DirectoryStore):
         try:
             snapshot = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise RunNotFoundError(f"no run '{run_id}' in {self.path}") from None
+            raise self._missing(run_id) from None
         journal = -1
         try:
             content = read_all(snapshot)
             plain = self._open_snapshot(run_id, path, content)
-            run, generation = self._parse(run_id, path, self.format.load_snapshot, plain)
-            journal = self._open_journal(run_id, generation)
+            run, stamp = self._parse(run_id, path, self.format.load_snapshot, plain)
+            others = read_journals(path.parent, self.format.suffix, stamp.generation)
+            refuse_foreign(run_id, stamp, others, path)
+            journal = self._open_journal(run_id, stamp)
             records = read_all(journal)
-            end = self._replay(run_id, generation, records, run.apply)
+            end = self._replay(run_id, stamp, records, run.apply)
             if end != len(records):  # so the next record follows the last whole one
                 os.ftruncate(journal, end)
                 os.fsync(journal)
-            self._remove_stale_journals(run_id, generation)
+            tidy(self._run_dir(run_id), self.format.suffix, stamp)
         except BaseException:
             os.close(snapshot)
             if journal >= 0:
                 os.close(journal)
             raise
-        writer = _Writer(run, generation, journal, end, snapshot, len(content))
+        writer = _Writer(run, stamp, journal, end, snapshot, len(content))
         self._writers[run_id] = writer
         return writer
 
-    def _start_writer(self, run_id: str, run: StoredRun, generation: int, size: int) -> None:
+    def _start_writer(self, run_id: str, run: StoredRun, stamp: Stamp, size: int) -> None:
         """A writer for a snapshot just written: the run is known, the journal new."""
         snapshot = os.open(self._snapshot_path(run_id), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            journal = self._open_journal(run_id, generation)
+            journal = self._open_journal(run_id, stamp)
             journal_size = os.fstat(journal).st_size
         except BaseException:
             os.close(snapshot)
             raise
-        self._writers[run_id] = _Writer(run, generation, journal, journal_size, snapshot, size)
+        self._writers[run_id] = _Writer(run, stamp, journal, journal_size, snapshot, size)
 
-    def _open_journal(self, run_id: str, generation: int) -> int:
-        path = self._journal_path(run_id, generation)
-        fd = open_private(path, os.O_RDWR | os.O_APPEND)
-        try:
-            _fsync_dir(path.parent)  # the journal's name is durable before its records
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+    def _open_journal(self, run_id: str, stamp: Stamp) -> int:
+        path = self._journal_path(run_id, stamp.generation)
+        return open_journal(run_id, path, stamp, self._snapshot_path(run_id))
 
     def _compact(self, run_id: str, writer: _Writer) -> None:
         """Fold the journal into a new snapshot; see the module docstring for crash safety."""
-        generation = writer.generation + 1
-        content = self._seal_snapshot(run_id, self.format.dump_snapshot(writer.run, generation))
+        stamp = next_stamp(writer.stamp)
+        content = self._seal_snapshot(run_id, self.format.dump_snapshot(writer.run, stamp))
         atomic_write(self._snapshot_path(run_id), content)
-        # The new snapshot is durable, so the old journal is stale from here on.
+        # The new snapshot is durable, and its parent is the old one: the old
+        # journal is folded from here on.
         self._drop_writer(run_id)
-        self._start_writer(run_id, writer.run, generation, len(content))
-        self._remove_stale_journals(run_id, generation)
+        tidy(self._run_dir(run_id), self.format.suffix, stamp)  # before a journal is created
+        self._start_writer(run_id, writer.run, stamp, len(content))
 
     def _undo_append(self, run_id: str, writer: _Writer, size: int) -> None:
         """Take back a record whose write or sync failed: it was never acknowledged.
@@ -455,10 +492,13 @@ class JournaledStore(DirectoryStore):
     def _aad(self, run_id: str, entry: bytes) -> bytes:
         return b"\0".join((b"flowdag", self.scheme.encode(), run_id.encode(), entry))
 
-    def _record_aad(self, run_id: str, generation: int, offset: int) -> bytes:
-        # The journal's generation and the record's offset: a record cannot be
-        # moved to another place in its journal, or into another journal.
-        return self._aad(run_id, b"journal %d %d" % (generation, offset))
+    def _record_aad(self, run_id: str, stamp: Stamp, offset: int) -> bytes:
+        # The journal's snapshot id and the record's offset: a record cannot be
+        # moved to another place in its journal, or into a journal of another
+        # snapshot (format 1 had the generation, which a new run reuses).
+        if stamp.id:
+            return self._aad(run_id, b"journal %s %d" % (stamp.id.hex().encode(), offset))
+        return self._aad(run_id, b"journal %d %d" % (stamp.generation, offset))
 
     def _seal_snapshot(self, run_id: str, content: bytes) -> bytes:
         return self._seal(content, self._aad(run_id, b"snapshot"))
@@ -467,14 +507,6 @@ class JournaledStore(DirectoryStore):
         return self._unseal(content, self._aad(run_id, b"snapshot"), f"run '{run_id}': {path}")
 
     # -- cleaning up ----------------------------------------------------------
-
-    def _remove_stale_journals(self, run_id: str, generation: int) -> None:
-        keep = self._journal_path(run_id, generation).name
-        ending = f"{self.format.suffix}.log"
-        for entry in os.scandir(self._run_dir(run_id)):
-            mine = entry.name.startswith("journal-") and entry.name.endswith(ending)
-            if mine and entry.name != keep:
-                os.unlink(entry.path)
 
     def _remove_orphans(self) -> None:
         """On open: temp files of runs nobody runs, and half-deleted runs."""

@@ -1,12 +1,18 @@
 """Runs and commits as FlatBuffers (``schema/flowdag.fbs``), for the journaled store.
 
 A snapshot file is a finished ``Run`` buffer (file identifier ``FDAG``) followed
-by an 8-byte trailer::
+by a 40-byte trailer (snapshot file format 2)::
 
     offset      size  field
     0           n     the Run flatbuffer
-    n           4     CRC32 (zlib.crc32) of those n bytes, u32 little-endian
-    n + 4       4     magic b"FDG1"
+    n           16    the snapshot's random id (`Stamp.id`), which its journal names
+    n + 16      16    the id of the snapshot it replaced (`Stamp.parent`), zeros if none
+    n + 32      4     CRC32 (zlib.crc32) of the n + 32 bytes before, u32 little-endian
+    n + 36      4     magic b"FDG2"
+
+The previous release wrote format 1: an 8-byte trailer of the CRC32 of the
+buffer and the magic b"FDG1", and no ids. It is still read (with no id). The
+trailer lies outside the buffer, so the buffer itself is unchanged.
 
 A journal record's payload is a finished ``Commit`` buffer with the same file
 identifier and no trailer: the journal frames and checksums its records.
@@ -42,7 +48,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 
 from flowdag.stores._fbs.FormatVersion import FormatVersion
-from flowdag.stores._format import Commit
+from flowdag.stores._format import ID_SIZE, Commit, Stamp
 from flowdag.stores.base import StoredNode, StoredRun
 
 __all__ = ["FILE_IDENTIFIER", "FORMAT_VERSION", "FlatBuffersFormat"]
@@ -52,8 +58,10 @@ FILE_IDENTIFIER: Final = b"FDAG"
 #: The ``format_version`` written to every Run and Commit; nothing else is read.
 FORMAT_VERSION: Final = int(FormatVersion.V1)
 
-_TRAILER_MAGIC: Final = b"FDG1"
-_TRAILER: Final = struct.Struct("<I4s")
+_TRAILER_MAGIC: Final = b"FDG2"
+_TRAILER: Final = struct.Struct("<16s16sI4s")
+_TRAILER_1: Final = struct.Struct("<I4s")  # the previous release's: crc32, b"FDG1"
+_NO_ID: Final = bytes(ID_SIZE)
 _MAX_SIZE: Final = 2**31 - 1  # FlatBuffers' limit: offsets are 32-bit, sizes signed
 
 _U16 = struct.Struct("<H").unpack_from
@@ -113,15 +121,16 @@ class FlatBuffersFormat:
 
     suffix = ".fb"
 
-    def dump_snapshot(self, run: StoredRun, generation: int) -> bytes:
+    def dump_snapshot(self, run: StoredRun, stamp: Stamp) -> bytes:
         """The run as one ``.fb`` file's content: the Run buffer and its trailer.
 
         Raises:
             ValueError: the run would exceed FlatBuffers' 2 GiB limit, or
-                ``generation`` is not a u64.
+                ``stamp`` has no id.
         """
-        if not 0 <= generation < 2**64:
-            raise ValueError(f"generation {generation} is not an unsigned 64-bit integer")
+        if not stamp.id:
+            raise ValueError("a snapshot is written with an id (Stamp.id)")
+        generation = stamp.generation
         header = run.header
         parts: list[bytes] = [b"", _U32_PACK(len(header)), header]  # [0]: the preamble
         header_at = _RUN_PREAMBLE.size
@@ -149,37 +158,40 @@ class FlatBuffersFormat:
             data_at - data_field,
             *_NODE_VTABLES,
         )
-        buffer = b"".join(parts)
-        return buffer + _TRAILER.pack(zlib.crc32(buffer), _TRAILER_MAGIC)
+        parts += (stamp.id, stamp.parent or _NO_ID)
+        content = b"".join(parts)
+        return content + _U32_PACK(zlib.crc32(content)) + _TRAILER_MAGIC
 
-    def load_snapshot(self, content: bytes) -> tuple[StoredRun, int]:
-        """Parse a snapshot: the run and its generation.
+    def load_snapshot(self, content: bytes) -> tuple[StoredRun, Stamp]:
+        """Parse a snapshot: the run and its stamp.
 
         Raises:
             ValueError: damaged, truncated, or not a flowdag snapshot of this version.
         """
         try:
-            buf = _Buffer(content, _check_trailer(content))
+            size, ids = _check_trailer(content)
+            buf = _Buffer(content, size)
             header, nodes_field, data_field, generation = _read_run(buf)
             nodes = _read_nodes(buf, nodes_field)
             data = _read_data(buf, data_field)
         except (struct.error, IndexError, OverflowError) as exc:
             raise ValueError(f"damaged FlatBuffers snapshot ({exc})") from exc
-        return StoredRun(header, nodes, data), generation
+        return StoredRun(header, nodes, data), Stamp(generation, *ids)
 
-    def load_snapshot_metas(self, content: bytes) -> tuple[bytes, dict[str, bytes], int]:
-        """Header, node -> meta blob, and generation; outputs and data are never read.
+    def load_snapshot_metas(self, content: bytes) -> tuple[bytes, dict[str, bytes], Stamp]:
+        """Header, node -> meta blob, and stamp; outputs and data are never read.
 
         Raises:
             ValueError: as `load_snapshot`.
         """
         try:
-            buf = _Buffer(content, _check_trailer(content))
+            size, ids = _check_trailer(content)
+            buf = _Buffer(content, size)
             header, nodes_field, _, generation = _read_run(buf)
             metas = _read_metas(buf, nodes_field)
         except (struct.error, IndexError, OverflowError) as exc:
             raise ValueError(f"damaged FlatBuffers snapshot ({exc})") from exc
-        return header, metas, generation
+        return header, metas, Stamp(generation, *ids)
 
     def dump_commit(
         self, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
@@ -319,17 +331,22 @@ def _check_size(size: int) -> None:
 # -- reading ---------------------------------------------------------------------------
 
 
-def _check_trailer(content: bytes) -> int:
-    """The size of the Run buffer in a snapshot whose trailer checks out."""
-    size = len(content) - _TRAILER.size
+def _check_trailer(content: bytes) -> tuple[int, tuple[bytes, bytes]]:
+    """The size of the Run buffer in a snapshot whose trailer checks out, and its ids."""
+    magic = content[-4:]
+    trailer = _TRAILER if magic == _TRAILER_MAGIC else _TRAILER_1
+    size = len(content) - trailer.size
     if size < 8:
         raise ValueError(f"not a FlatBuffers snapshot: {len(content)} bytes is too short")
-    crc, magic = _TRAILER.unpack_from(content, size)
-    if magic != _TRAILER_MAGIC:
+    if magic not in (_TRAILER_MAGIC, b"FDG1"):
         raise ValueError("not a flowdag FlatBuffers snapshot, or truncated: bad trailer")
-    if zlib.crc32(memoryview(content)[:size]) != crc:
+    crc_at = len(content) - 8  # the CRC32 covers everything before it
+    if zlib.crc32(memoryview(content)[:crc_at]) != _U32(content, crc_at)[0]:
         raise ValueError("FlatBuffers snapshot is damaged: checksum mismatch")
-    return size
+    if trailer is _TRAILER_1:
+        return size, (b"", b"")  # format 1: no ids
+    snapshot_id, parent, _, _ = _TRAILER.unpack_from(content, size)
+    return size, (snapshot_id, b"" if parent == _NO_ID else parent)
 
 
 def _check_version(buf: _Buffer, version_field: int) -> None:

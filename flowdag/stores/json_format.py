@@ -7,7 +7,7 @@ saving and committing cost a ``join``.
 
 Snapshot file (``snapshot.json``): a first line, then the body::
 
-    {"flowdag": "json-store", "format": 1, "generation": 7, "size": 1234, "crc32": 305419896}
+    {"flowdag": "json-store", "format": 2, "generation": 7, "id": "5f0c...", "parent": "9a1e", ...}
     {
       "header": {"format":1,"workflow":"etl","metadata":{},"deps":{"extract":[]}},
       "nodes": {
@@ -27,9 +27,13 @@ Snapshot file (``snapshot.json``): a first line, then the body::
 The body is one JSON document (``jq . snapshot.json`` shows both values; in
 Python, ``json.loads`` the text after the first newline). A node without an
 ``output`` key has no output blob, which is not the same as ``"output": null``
-(an output of None). ``size`` is the body's length in bytes and ``crc32`` the
+(an output of None). The first line ends with ``"size": 1234, "crc32": 305419896}``:
+``size`` is the body's length in bytes and ``crc32`` the
 ``zlib.crc32`` of the first line up to the checksum's digits followed by the
 body, so the generation is covered too: a changed digit anywhere is caught.
+``id`` is the snapshot's random id (32 hex digits) that its journal names, and
+``parent`` the id of the snapshot it replaced ("" if none): see `Stamp`.
+Format 1 (the previous release) had neither; it is still read, with no id.
 
 Fast path: fragments are compact JSON, which never holds a raw newline, so the
 body writes each fragment on a line of its own and `load_snapshot` slices them
@@ -55,7 +59,7 @@ from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 from flowdag.json_codec import dump_json
-from flowdag.stores._format import Commit
+from flowdag.stores._format import Commit, Stamp
 from flowdag.stores.base import StoredNode, StoredRun
 
 if TYPE_CHECKING:
@@ -63,9 +67,10 @@ if TYPE_CHECKING:
 
 __all__ = ["JSONFormat"]
 
-_FORMAT = 1
+_FORMAT = 2
 _FIRST_LINE = re.compile(
     rb'\{"flowdag": "json-store", "format": (\d+), "generation": (\d+), '
+    rb'(?:"id": "([0-9a-f]{32})", "parent": "((?:[0-9a-f]{32})?)", )?'
     rb'"size": (\d+), "crc32": (\d+)\}'
 )
 # The first byte of any JSON value. A msgpack Codec blob starts with 0xF1.
@@ -112,41 +117,42 @@ class JSONFormat:
 
     # -- snapshot -------------------------------------------------------------
 
-    def dump_snapshot(self, run: StoredRun, generation: int) -> bytes:
+    def dump_snapshot(self, run: StoredRun, stamp: Stamp) -> bytes:
         """The whole run as a snapshot file (see the module docstring).
 
         Raises:
-            ValueError: a blob is not a JSON fragment from a `JSONCodec`.
+            ValueError: a blob is not a JSON fragment from a `JSONCodec`, or
+                ``stamp`` has no id.
         """
-        if type(generation) is not int or generation < 0:
-            raise ValueError(f"generation must be an int >= 0, not {generation!r}")
+        if not stamp.id:
+            raise ValueError("a snapshot is written with an id (Stamp.id)")
         parts = [b'{\n  "header": ', _fragment(run.header), b',\n  "nodes": {']
         _dump_nodes(parts, run.nodes, _PRETTY)
         parts.append(b'\n  },\n  "data": {')
         _dump_data(parts, run.data.items(), _PRETTY)
         parts.append(b"\n  }\n}\n")
         body = b"".join(parts)
-        prefix = _first_line_prefix(generation, len(body))
+        prefix = _first_line_prefix(_FORMAT, stamp, len(body))
         crc = zlib.crc32(body, zlib.crc32(prefix))
         return b"".join((prefix, b"%d}\n" % crc, body))
 
-    def load_snapshot(self, content: bytes) -> tuple[StoredRun, int]:
+    def load_snapshot(self, content: bytes) -> tuple[StoredRun, Stamp]:
         """Parse a snapshot; ``ValueError`` if it is damaged or not one."""
-        generation, lines = _check_snapshot(content)
+        stamp, lines = _check_snapshot(content)
         parsed = _parse_lines(lines, outputs=True)
         if parsed is None:
             parsed = _parse_document(lines, outputs=True)
         header, nodes, data = parsed
-        return StoredRun(header, nodes, data), generation
+        return StoredRun(header, nodes, data), stamp
 
-    def load_snapshot_metas(self, content: bytes) -> tuple[bytes, dict[str, bytes], int]:
-        """Header, node -> meta blob, and generation; outputs and data are skipped."""
-        generation, lines = _check_snapshot(content)
+    def load_snapshot_metas(self, content: bytes) -> tuple[bytes, dict[str, bytes], Stamp]:
+        """Header, node -> meta blob, and stamp; outputs and data are skipped."""
+        stamp, lines = _check_snapshot(content)
         parsed = _parse_lines(lines, outputs=False)
         if parsed is None:
             parsed = _parse_document(lines, outputs=False)
         header, nodes, _ = parsed
-        return header, {name: node.meta for name, node in nodes.items()}, generation
+        return header, {name: node.meta for name, node in nodes.items()}, stamp
 
     # -- commits --------------------------------------------------------------
 
@@ -235,16 +241,23 @@ def _key(name: str) -> bytes:
         return encode_basestring_ascii(name).encode("ascii")
 
 
-def _first_line_prefix(generation: int, size: int) -> bytes:
-    return b'{"flowdag": "json-store", "format": %d, "generation": %d, "size": %d, "crc32": ' % (
-        _FORMAT,
-        generation,
+def _first_line_prefix(version: int, stamp: Stamp, size: int) -> bytes:
+    ids = b""
+    if version >= 2:
+        ids = b'"id": "%s", "parent": "%s", ' % (
+            stamp.id.hex().encode(),
+            stamp.parent.hex().encode(),
+        )
+    return b'{"flowdag": "json-store", "format": %d, "generation": %d, %s"size": %d, "crc32": ' % (
+        version,
+        stamp.generation,
+        ids,
         size,
     )
 
 
-def _check_snapshot(content: bytes) -> tuple[int, list[bytes]]:
-    """The generation and the body's lines of a snapshot whose checksum matches."""
+def _check_snapshot(content: bytes) -> tuple[Stamp, list[bytes]]:
+    """The stamp and the body's lines of a snapshot whose checksum matches."""
     end = content.find(b"\n")
     match = _FIRST_LINE.fullmatch(content, 0, end) if end >= 0 else None
     if match is None:
@@ -252,18 +265,25 @@ def _check_snapshot(content: bytes) -> tuple[int, list[bytes]]:
             "not a JSON store snapshot: its first line is not "
             '{"flowdag": "json-store", "format": ..., "generation": ..., "size": ..., "crc32": ...}'
         )
-    version, generation, size, crc = (int(field) for field in match.groups())
-    if version != _FORMAT:
+    version, generation, size, crc = (int(match[i]) for i in (1, 2, 5, 6))
+    has_id = match[3] is not None
+    if version not in (1, _FORMAT) or has_id != (version == _FORMAT):
         raise ValueError(
             f"JSON store snapshot format {version} is not {_FORMAT}: written by another flowdag"
         )
+    if generation >= 2**64:
+        raise ValueError(f"snapshot generation {generation} is out of range")
+    stamp = Stamp(generation)
+    if has_id:
+        ids = (bytes.fromhex(match[i].decode()) for i in (3, 4))
+        stamp = Stamp(generation, *ids)
     body = memoryview(content)[end + 1 :]
     if len(body) != size:
         raise ValueError(f"snapshot body is {len(body)} bytes, its first line says {size}")
-    prefix = _first_line_prefix(generation, size)
+    prefix = _first_line_prefix(version, stamp, size)
     if zlib.crc32(body, zlib.crc32(prefix)) != crc:
         raise ValueError("snapshot checksum (CRC32) does not match: the file is damaged")
-    return generation, content[end + 1 :].split(b"\n")
+    return stamp, content[end + 1 :].split(b"\n")
 
 
 _Parsed = tuple[bytes, dict[str, StoredNode], dict[str, bytes]]

@@ -34,7 +34,8 @@ from flowdag.json_codec import JSONCodec
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
 from flowdag.stores._crypto import KEY_ENV, MAGIC, Cipher, generate_key, is_sealed
-from flowdag.stores._framing import frame, replay
+from flowdag.stores._framing import journal as journal_of
+from flowdag.stores._framing import read_journal
 from flowdag.stores.base import Store
 from flowdag.stores.transfer import copy_run
 
@@ -294,14 +295,14 @@ def test_journal_records_cannot_be_reordered_or_replayed(journaled: str, tmp_pat
             store.commit("r", [record])
         assert store.load("r").nodes["load"].output == 2
     journal = next((tmp_path / "runs" / "r").glob("journal-*.log"))
-    payloads, _ = replay(journal.read_bytes())
+    snapshot_id, payloads, _ = read_journal(journal.read_bytes())
     assert len(payloads) == 3
     for changed in (
         [payloads[0], payloads[2], payloads[1]],  # reordered (same sizes)
         [*payloads, payloads[0]],  # an old record replayed at the end
         [payloads[0], payloads[1], payloads[1]],  # one record twice
     ):
-        journal.write_bytes(b"".join(frame(p) for p in changed))
+        journal.write_bytes(journal_of(snapshot_id, changed))
         with opened(journaled, tmp_path) as store, pytest.raises(DecryptionError, match="record"):
             store.load("r")
 

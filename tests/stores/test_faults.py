@@ -285,8 +285,9 @@ def test_journal_commit_fault(
 @pytest.mark.parametrize("scheme", JOURNALED)
 @pytest.mark.parametrize(
     ("call", "err", "after"),
-    # after: the first save makes 3 fsyncs and 1 rename, the first commit 1 fsync
-    [("fsync", errno.EIO, 4), ("fsync", errno.ENOSPC, 4), ("replace", errno.EROFS, 1)],
+    # after: the first save makes 5 fsyncs (the runs directory, the snapshot and
+    # its directory, the journal created with its header and the directory) and 1 rename
+    [("fsync", errno.EIO, 5), ("fsync", errno.ENOSPC, 5), ("replace", errno.EROFS, 1)],
     ids=["fsync-EIO", "fsync-ENOSPC", "rename-EROFS"],
 )
 def test_journal_compaction_fault(

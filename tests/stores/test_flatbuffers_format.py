@@ -35,6 +35,7 @@ from flowdag.stores._fbs import Node as fb_node
 from flowdag.stores._fbs import Run as fb_run
 from flowdag.stores._fbs.Commit import Commit as FbCommit
 from flowdag.stores._fbs.Run import Run as FbRun
+from flowdag.stores._format import Stamp
 from flowdag.stores.base import StoredNode, StoredRun
 from flowdag.stores.flatbuffers_format import FILE_IDENTIFIER, FORMAT_VERSION, FlatBuffersFormat
 
@@ -95,8 +96,20 @@ def metas_of(run: StoredRun) -> dict[str, bytes]:
 
 
 def with_crc(buffer: bytes | bytearray) -> bytes:
-    """A snapshot file around ``buffer`` whose trailer checks out."""
+    """A snapshot file of format 1 (the previous release's) around ``buffer``."""
     return bytes(buffer) + struct.pack("<I", zlib.crc32(buffer)) + b"FDG1"
+
+
+ID, PARENT = bytes(range(16)), bytes(range(16, 32))
+
+
+def stamp(generation: int) -> Stamp:
+    return Stamp(generation, ID, PARENT)
+
+
+def buffer_of(content: bytes) -> bytes:
+    """The Run buffer of a snapshot file (a 40-byte trailer in format 2, 8 in format 1)."""
+    return content[: -40 if content.endswith(b"FDG2") else -8]
 
 
 # -- reading through the generated code and the Builder (the reference) -----------
@@ -262,24 +275,24 @@ RUNS = {
 @pytest.mark.parametrize("run", RUNS.values(), ids=RUNS.keys())
 @pytest.mark.parametrize("generation", [0, 1, 2**64 - 1])
 def test_snapshot_round_trip(run: StoredRun, generation: int) -> None:
-    content = FORMAT.dump_snapshot(run, generation)
-    assert FORMAT.load_snapshot(content) == (run, generation)
-    assert FORMAT.load_snapshot_metas(content) == (run.header, metas_of(run), generation)
-    assert read_generated(content[:-8]) == (run, generation)  # the generated code agrees
+    content = FORMAT.dump_snapshot(run, stamp(generation))
+    assert FORMAT.load_snapshot(content) == (run, stamp(generation))
+    assert FORMAT.load_snapshot_metas(content) == (run.header, metas_of(run), stamp(generation))
+    assert read_generated(buffer_of(content)) == (run, generation)  # the generated code agrees
 
 
 def test_missing_and_empty_outputs_are_distinct() -> None:
     run = RUNS["outputs absent vs empty"]
-    loaded, _ = FORMAT.load_snapshot(FORMAT.dump_snapshot(run, 0))
+    loaded, _ = FORMAT.load_snapshot(FORMAT.dump_snapshot(run, stamp(0)))
     assert loaded.nodes["none"].output is None
     assert loaded.nodes["empty"].output == b""
-    node = FbRun.GetRootAs(FORMAT.dump_snapshot(run, 0), 0).Nodes(0)  # "empty" sorts first
+    node = FbRun.GetRootAs(FORMAT.dump_snapshot(run, stamp(0)), 0).Nodes(0)  # "empty" sorts first
     assert not node.OutputIsNone() and node.OutputLength() == 0
 
 
 def test_vectors_are_sorted_by_key() -> None:
     run = RUNS["unicode"]
-    fb = FbRun.GetRootAs(FORMAT.dump_snapshot(run, 0), 0)
+    fb = FbRun.GetRootAs(FORMAT.dump_snapshot(run, stamp(0)), 0)
     names = [fb.Nodes(j).Name() for j in range(fb.NodesLength())]
     keys = [fb.Data(j).Key() for j in range(fb.DataLength())]
     # FlatBuffers compares keys bytewise; UTF-8 keeps code point order.
@@ -287,19 +300,35 @@ def test_vectors_are_sorted_by_key() -> None:
 
 
 def test_snapshot_layout() -> None:
-    content = FORMAT.dump_snapshot(small_run(), 5)
-    buffer, crc, magic = content[:-8], *struct.unpack("<I4s", content[-8:])
-    assert buffer[4:8] == b"FDAG" and magic == b"FDG1" and crc == zlib.crc32(buffer)
+    content = FORMAT.dump_snapshot(small_run(), stamp(5))
+    buffer, ids, (crc, magic) = content[:-40], content[-40:-8], struct.unpack("<I4s", content[-8:])
+    assert buffer[4:8] == b"FDAG" and magic == b"FDG2" and ids == ID + PARENT
+    assert crc == zlib.crc32(buffer + ids)
     assert len(content) % 4 == 0
+    # No parent is written as zeros, and read back as none.
+    content = FORMAT.dump_snapshot(small_run(), Stamp(1, ID))
+    assert content[-24:-8] == bytes(16) and FORMAT.load_snapshot(content)[1] == Stamp(1, ID)
+
+
+def test_a_snapshot_is_written_with_an_id() -> None:
+    with pytest.raises(ValueError, match="id"):
+        FORMAT.dump_snapshot(small_run(), Stamp(1))
+
+
+def test_format_1_snapshots_are_read_without_ids() -> None:
+    run = small_run()
+    content = with_crc(buffer_of(FORMAT.dump_snapshot(run, stamp(4))))
+    assert FORMAT.load_snapshot(content) == (run, Stamp(4))
+    assert FORMAT.load_snapshot_metas(content)[2] == Stamp(4)
 
 
 def test_big_run_round_trip() -> None:
     run = big_run()
-    content = FORMAT.dump_snapshot(run, 3)
+    content = FORMAT.dump_snapshot(run, stamp(3))
     loaded, generation = FORMAT.load_snapshot(content)
-    assert generation == 3 and loaded == run
+    assert generation == stamp(3) and loaded == run
     header, metas, generation = FORMAT.load_snapshot_metas(content)
-    assert (header, generation) == (run.header, 3)
+    assert (header, generation) == (run.header, stamp(3))
     assert metas == metas_of(loaded)
 
 
@@ -318,25 +347,25 @@ def test_round_trip_property(
     header: bytes, nodes: dict[str, StoredNode], data: dict[str, bytes], generation: int
 ) -> None:
     run = StoredRun(header, nodes, data)
-    content = FORMAT.dump_snapshot(run, generation)
-    assert FORMAT.load_snapshot(content) == (run, generation)
-    assert read_generated(content[:-8]) == (run, generation)
+    content = FORMAT.dump_snapshot(run, stamp(generation))
+    assert FORMAT.load_snapshot(content) == (run, stamp(generation))
+    assert read_generated(buffer_of(content)) == (run, generation)
     # And the other way: what the Builder builds, this reader reads.
     built = with_crc(build_with_builder(run, generation))
-    assert FORMAT.load_snapshot(built) == (run, generation)
-    assert FORMAT.load_snapshot_metas(built) == (header, metas_of(run), generation)
+    assert FORMAT.load_snapshot(built) == (run, Stamp(generation))
+    assert FORMAT.load_snapshot_metas(built) == (header, metas_of(run), Stamp(generation))
 
 
 def test_reads_builder_buffers_with_forced_defaults() -> None:
     run = small_run()
     built = with_crc(build_with_builder(run, 0, force_defaults=True))
-    assert FORMAT.load_snapshot(built) == (run, 0)
+    assert FORMAT.load_snapshot(built) == (run, Stamp(0))
 
 
 def test_generation_must_be_u64() -> None:
     for generation in (-1, 2**64):
         with pytest.raises(ValueError, match="generation"):
-            FORMAT.dump_snapshot(small_run(), generation)
+            FORMAT.dump_snapshot(small_run(), Stamp(generation, ID))
 
 
 # -- commits -------------------------------------------------------------------------
@@ -411,30 +440,30 @@ def damaged(content: bytes) -> Iterator[bytes]:
 
 def test_every_flip_and_truncation_of_a_snapshot_is_caught() -> None:
     run = small_run()
-    content = FORMAT.dump_snapshot(run, 9)
+    content = FORMAT.dump_snapshot(run, stamp(9))
     for bad in damaged(content):
         try:
             loaded = FORMAT.load_snapshot(bad)
         except ValueError:
             pass
         else:  # only possible if the damage changed nothing that matters
-            assert loaded == (run, 9)
+            assert loaded == (run, stamp(9))
         try:
             metas = FORMAT.load_snapshot_metas(bad)
         except ValueError:
             pass
         else:
-            assert metas == (run.header, metas_of(run), 9)
+            assert metas == (run.header, metas_of(run), stamp(9))
 
 
 def test_damage_behind_a_valid_checksum_raises_only_value_error() -> None:
     # The reader's own bounds checks, without the checksum to catch damage first:
     # whatever the bytes, ValueError or some StoredRun, never another exception.
     for original in (
-        FORMAT.dump_snapshot(small_run(), 9),
+        FORMAT.dump_snapshot(small_run(), stamp(9)),
         with_crc(build_with_builder(small_run(), 9)),
     ):
-        buffer = original[:-8]
+        buffer = buffer_of(original)
         for bad in damaged(buffer):
             for load in (FORMAT.load_snapshot, FORMAT.load_snapshot_metas):
                 with contextlib.suppress(ValueError):
@@ -466,7 +495,7 @@ def test_not_a_snapshot(content: bytes, message: str) -> None:
 
 
 def test_unknown_format_version() -> None:
-    buffer = bytearray(FORMAT.dump_snapshot(small_run(), 0)[:-8])
+    buffer = bytearray(FORMAT.dump_snapshot(small_run(), stamp(0))[:-8])
     run = FbRun.GetRootAs(bytes(buffer), 0)
     version_at = run._tab.Pos + run._tab.Offset(4)
     for version in (0, 2):
@@ -508,7 +537,7 @@ def test_commit_setting_and_deleting_a_key_is_refused() -> None:
 def test_metas_never_read_outputs_or_data() -> None:
     marker = b"OUTPUT-MARKER"
     run = StoredRun(b"h", {"a": StoredNode(b"m", marker), "b": StoredNode(b"n")}, {"k": b"v"})
-    buffer = bytearray(FORMAT.dump_snapshot(run, 1)[:-8])
+    buffer = bytearray(buffer_of(FORMAT.dump_snapshot(run, stamp(1))))
     # Point the output's length, and the data vector's offset, far past the end.
     struct.pack_into("<I", buffer, buffer.index(marker) - 4, 0xFFFFFF00)
     fb = FbRun.GetRootAs(bytes(buffer), 0)
@@ -516,7 +545,7 @@ def test_metas_never_read_outputs_or_data() -> None:
     content = with_crc(buffer)
     with pytest.raises(ValueError):
         FORMAT.load_snapshot(content)
-    assert FORMAT.load_snapshot_metas(content) == (b"h", {"a": b"m", "b": b"n"}, 1)
+    assert FORMAT.load_snapshot_metas(content) == (b"h", {"a": b"m", "b": b"n"}, Stamp(1))
 
 
 # -- FlatBuffers' own tools accept the writer's bytes ----------------------------------
@@ -525,7 +554,7 @@ def test_metas_never_read_outputs_or_data() -> None:
 def test_flatc_reads_snapshots_and_commits(tmp_path: Path) -> None:
     flatc = flatc_or_skip()
     run = RUNS["unicode"]
-    (tmp_path / "run.bin").write_bytes(FORMAT.dump_snapshot(run, 7)[:-8])
+    (tmp_path / "run.bin").write_bytes(buffer_of(FORMAT.dump_snapshot(run, stamp(7))))
     (tmp_path / "commit.bin").write_bytes(FORMAT.dump_commit(*COMMITS["data set and deleted"]))
     for name, root in (("run", "Run"), ("commit", "Commit")):
         subprocess.run(
@@ -598,7 +627,7 @@ def test_cpp_verifier_accepts_the_writers_bytes(tmp_path: Path) -> None:
     )  # fmt: skip
     runs = [*RUNS.values(), big_run(2000)]
     for i, run in enumerate(runs):
-        (tmp_path / f"run{i}.bin").write_bytes(FORMAT.dump_snapshot(run, i)[:-8])
+        (tmp_path / f"run{i}.bin").write_bytes(buffer_of(FORMAT.dump_snapshot(run, stamp(i))))
     for i, commit in enumerate(COMMITS.values()):
         (tmp_path / f"commit{i}.bin").write_bytes(FORMAT.dump_commit(*commit))
     damaged_run = bytearray((tmp_path / "run2.bin").read_bytes())

@@ -41,8 +41,12 @@ from flowdag.errors import CorruptStateError
 from flowdag.json_codec import JSONCodec
 from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
-from flowdag.stores._framing import frame, replay
+from flowdag.stores._format import Stamp
+from flowdag.stores._framing import journal as journal_of
+from flowdag.stores._framing import read_journal
 from flowdag.stores.base import Store
+from flowdag.stores.flatbuffers_format import FlatBuffersFormat
+from flowdag.stores.json_format import JSONFormat
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 TIME_LIMIT = 5.0  # seconds per load: far above any legitimate load here
@@ -272,40 +276,46 @@ def test_fuzzed_snapshot(journaled_runs: Any, scheme: str, key: str | None) -> N
     check()
 
 
-def _rechecksum_snapshot(scheme: str, content: bytes) -> bytes:
+def _rechecksum_snapshot(scheme: str, content: bytes, stamp: Stamp) -> bytes:
     """Make the file's own checksum match again, so that the parser sees the damage."""
     if scheme == "flatbuffers":
         body = content[:-8] if len(content) >= 8 else content
-        return body + struct.pack("<I4s", zlib.crc32(body), b"FDG1")
+        return body + struct.pack("<I4s", zlib.crc32(body), b"FDG2")
     from flowdag.stores.json_format import _first_line_prefix
 
     _, _, body = content.partition(b"\n")
-    prefix = _first_line_prefix(1, len(body))
+    prefix = _first_line_prefix(2, stamp, len(body))
     return prefix + b"%d}\n" % zlib.crc32(body, zlib.crc32(prefix)) + body
 
 
-def _plain_parts(run: JournaledRun) -> tuple[bytes, list[bytes]]:
-    """The unencrypted snapshot and journal payloads of a plain run."""
-    payloads, _ = replay(run.journal)
-    return run.snapshot, payloads
+def _plain_parts(run: JournaledRun) -> tuple[bytes, bytes, list[bytes]]:
+    """The unencrypted snapshot, its id and the journal payloads of a plain run."""
+    snapshot_id, payloads, _ = read_journal(run.journal)
+    return run.snapshot, snapshot_id, payloads
+
+
+def _stamp(scheme: str, snapshot: bytes) -> Stamp:
+    run_format = FlatBuffersFormat() if scheme == "flatbuffers" else JSONFormat()
+    return run_format.load_snapshot_metas(snapshot)[2]
 
 
 @pytest.mark.parametrize("scheme", ["json", "flatbuffers"])
 def test_fuzzed_parsers_behind_valid_checksums(journaled_runs: Any, scheme: str) -> None:
     run = journaled_runs[scheme, None]
-    snapshot, payloads = _plain_parts(run)
+    snapshot, snapshot_id, payloads = _plain_parts(run)
+    stamp = _stamp(scheme, snapshot)
 
     @FUZZ
     @given(data=st.data())
     def check(data: st.DataObject) -> None:
         if data.draw(st.booleans()):
             body = data.draw(mutated(snapshot))
-            full, statuses = run.load(_rechecksum_snapshot(scheme, body), run.journal)
+            full, statuses = run.load(_rechecksum_snapshot(scheme, body, stamp), run.journal)
         else:
             at = data.draw(st.integers(0, len(payloads) - 1))
             changed = list(payloads)
             changed[at] = data.draw(fuzzed(payloads[at]))
-            full, statuses = run.load(snapshot, b"".join(frame(p) for p in changed))
+            full, statuses = run.load(snapshot, journal_of(snapshot_id, changed))
         check_outcome(full, [], strict=False)
         check_statuses(statuses, [], strict=False)
 
@@ -317,7 +327,8 @@ def test_json_snapshot_nested_too_deep_behind_a_valid_checksum(journaled_runs: A
     # deep enough to exhaust Python's recursion must be damage, not a crash.
     run = journaled_runs["json", None]
     deep = b'{"header": ' + b"[" * 200_000 + b"]" * 200_000 + b', "nodes": {}, "data": {}}\n'
-    full, statuses = run.load(_rechecksum_snapshot("json", b"x\n" + deep), b"")
+    stamp = _stamp("json", run.snapshot)
+    full, statuses = run.load(_rechecksum_snapshot("json", b"x\n" + deep, stamp), b"")
     assert isinstance(full, CorruptStateError)
     assert isinstance(statuses, CorruptStateError)
 

@@ -13,13 +13,20 @@ from flowdag.codec import Codec
 from flowdag.json_codec import JSONCodec
 from flowdag.state import NodeStatus
 from flowdag.stores import json_format
-from flowdag.stores._format import RunFormat
+from flowdag.stores._format import RunFormat, Stamp
 from flowdag.stores.base import StoredNode, StoredRun
 from flowdag.stores.json_format import JSONFormat
 from flowdag.stores.memory import MemoryStore
 from tests.stores.conformance import RICH_VALUES, assert_same_state, make_state
 
 FORMAT = JSONFormat()
+ID, PARENT = bytes(range(16)), bytes(range(16, 32))
+
+
+def stamp(generation: int) -> Stamp:
+    return Stamp(generation, ID, PARENT)
+
+
 CODEC = JSONCodec()
 encode = CODEC.encode
 
@@ -68,10 +75,10 @@ RUNS: dict[str, StoredRun] = {
 
 @pytest.mark.parametrize("run", RUNS.values(), ids=RUNS.keys())
 def test_snapshot_round_trip(run: StoredRun) -> None:
-    content = FORMAT.dump_snapshot(run, 7)
-    assert FORMAT.load_snapshot(content) == (run, 7)
+    content = FORMAT.dump_snapshot(run, stamp(7))
+    assert FORMAT.load_snapshot(content) == (run, stamp(7))
     head, metas, generation = FORMAT.load_snapshot_metas(content)
-    assert (head, generation) == (run.header, 7)
+    assert (head, generation) == (run.header, stamp(7))
     assert metas == {name: node.meta for name, node in run.nodes.items()}
     body = json.loads(content.split(b"\n", 1)[1])  # the body is one JSON document
     assert list(body) == ["header", "nodes", "data"]
@@ -87,8 +94,8 @@ def test_snapshots_we_write_take_the_fast_path(
         raise AssertionError("a snapshot of ours was parsed as a JSON document")
 
     monkeypatch.setattr(json_format, "_parse_document", slow)
-    content = FORMAT.dump_snapshot(run, 1)
-    assert FORMAT.load_snapshot(content) == (run, 1)
+    content = FORMAT.dump_snapshot(run, stamp(1))
+    assert FORMAT.load_snapshot(content) == (run, stamp(1))
     FORMAT.load_snapshot_metas(content)
 
 
@@ -98,7 +105,7 @@ def test_snapshot_layout() -> None:
         {"a": StoredNode(b'["completed"]', b"[1,2]"), "b": StoredNode(b'["failed"]')},
         {"k": b'"v"'},
     )
-    content = FORMAT.dump_snapshot(run, 3)
+    content = FORMAT.dump_snapshot(run, stamp(3))
     first, body = content.split(b"\n", 1)
     assert body == (
         b"{\n"
@@ -117,17 +124,47 @@ def test_snapshot_layout() -> None:
         b"  }\n"
         b"}\n"
     )
-    prefix = b'{"flowdag": "json-store", "format": 1, "generation": 3, "size": %d, "crc32": ' % (
-        len(body)
+    prefix = (
+        b'{"flowdag": "json-store", "format": 2, "generation": 3, "id": "%s", "parent": "%s", '
+        b'"size": %d, "crc32": ' % (ID.hex().encode(), PARENT.hex().encode(), len(body))
     )
     assert first == prefix + b"%d}" % zlib.crc32(body, zlib.crc32(prefix))
     assert json.loads(first) == {
         "flowdag": "json-store",
-        "format": 1,
+        "format": 2,
         "generation": 3,
+        "id": ID.hex(),
+        "parent": PARENT.hex(),
         "size": len(body),
         "crc32": zlib.crc32(body, zlib.crc32(prefix)),
     }
+    # No parent: an empty string, read back as none.
+    first = FORMAT.dump_snapshot(run, Stamp(1, ID)).split(b"\n", 1)[0]
+    assert json.loads(first)["parent"] == ""
+    assert FORMAT.load_snapshot(FORMAT.dump_snapshot(run, Stamp(1, ID)))[1] == Stamp(1, ID)
+
+
+def test_format_1_snapshots_are_read_without_ids() -> None:
+    run = RUNS["mixed"]
+    body = FORMAT.dump_snapshot(run, stamp(4)).split(b"\n", 1)[1]
+    prefix = b'{"flowdag": "json-store", "format": 1, "generation": 4, "size": %d, "crc32": ' % (
+        len(body)
+    )
+    content = prefix + b"%d}\n" % zlib.crc32(body, zlib.crc32(prefix)) + body
+    assert FORMAT.load_snapshot(content) == (run, Stamp(4))
+    assert FORMAT.load_snapshot_metas(content)[2] == Stamp(4)
+    # A format 2 first line without ids, or a format 1 one with them: not ours.
+    for first in (
+        content.replace(b'"format": 1', b'"format": 2'),
+        FORMAT.dump_snapshot(run, stamp(4)).replace(b'"format": 2', b'"format": 1'),
+    ):
+        with pytest.raises(ValueError, match="format"):
+            FORMAT.load_snapshot(first)
+
+
+def test_a_snapshot_is_written_with_an_id() -> None:
+    with pytest.raises(ValueError, match="id"):
+        FORMAT.dump_snapshot(RUNS["mixed"], Stamp(1))
 
 
 def test_a_user_reads_statuses_outputs_and_data() -> None:
@@ -136,7 +173,7 @@ def test_a_user_reads_statuses_outputs_and_data() -> None:
     state = make_state()
     state.nodes["extract"] = state.nodes["out_list"]
     state.nodes["extract"].output = [{"id": 1, "amount": 10.0}, {"id": 2, "amount": 32}]
-    content = FORMAT.dump_snapshot(store._to_stored(state), 1)
+    content = FORMAT.dump_snapshot(store._to_stored(state), stamp(1))
     doc = json.loads(content.split(b"\n", 1)[1])
     extract = doc["nodes"]["extract"]
     assert extract["meta"][0] == "completed"
@@ -155,9 +192,9 @@ def test_a_user_reads_statuses_outputs_and_data() -> None:
 def test_run_state_round_trip(outputs: dict[str, Any] | None) -> None:
     store = MemoryStore(codec=JSONCodec())
     state = make_state(outputs=outputs)
-    content = FORMAT.dump_snapshot(store._to_stored(state), 2)
+    content = FORMAT.dump_snapshot(store._to_stored(state), stamp(2))
     stored, generation = FORMAT.load_snapshot(content)
-    assert generation == 2
+    assert generation == stamp(2)
     assert_same_state(store._from_stored(state.run_id, stored), state)
 
 
@@ -165,7 +202,7 @@ def test_run_state_round_trip(outputs: dict[str, Any] | None) -> None:
 
 
 def small_snapshot() -> bytes:
-    return FORMAT.dump_snapshot(RUNS["mixed"], 12)
+    return FORMAT.dump_snapshot(RUNS["mixed"], stamp(12))
 
 
 def test_checksum_catches_a_changed_digit() -> None:
@@ -175,6 +212,7 @@ def test_checksum_catches_a_changed_digit() -> None:
         content.replace(b'"rows_loaded": 2', b'"rows_loaded": 3'),
         content.replace(b'"generation": 12', b'"generation": 13'),
         content.replace(b'"generation": 12', b'"generation": 02'),
+        content.replace(ID.hex().encode(), PARENT.hex().encode()),
     ):
         for load in (FORMAT.load_snapshot, FORMAT.load_snapshot_metas):
             with pytest.raises(ValueError, match="checksum"):
@@ -204,15 +242,15 @@ def test_every_byte_flip_and_truncation_is_caught() -> None:
         (Codec().encode({"a": 1}), "not a JSON store snapshot"),
         (b'{"flowdag": "json-store", "format": 1}\n{}', "not a JSON store snapshot"),
         (
-            b'{"flowdag": "json-store", "format": 2, "generation": 1, "size": 0, "crc32": 0}\n',
-            "format 2",
+            b'{"flowdag": "json-store", "format": 3, "generation": 1, "size": 0, "crc32": 0}\n',
+            "format 3",
         ),
         (
             b'{"flowdag": "json-store", "format": 1, "generation": 1, "size": 5, "crc32": 0}\n',
             "0 bytes",
         ),
     ],
-    ids=["empty", "json", "msgpack", "short_first_line", "format_2", "size"],
+    ids=["empty", "json", "msgpack", "short_first_line", "format_3", "size"],
 )
 def test_not_a_snapshot(content: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -221,7 +259,7 @@ def test_not_a_snapshot(content: bytes, message: str) -> None:
 
 def seal(body: bytes, generation: int = 5) -> bytes:
     """A snapshot around any body, with a valid first line (the documented checksum)."""
-    prefix = json_format._first_line_prefix(generation, len(body))
+    prefix = json_format._first_line_prefix(2, stamp(generation), len(body))
     return prefix + b"%d}\n" % zlib.crc32(body, zlib.crc32(prefix)) + body
 
 
@@ -231,13 +269,13 @@ def seal(body: bytes, generation: int = 5) -> bytes:
 @pytest.mark.parametrize("indent", [None, 0, 1, 4], ids=["compact", "0", "1", "4"])
 @pytest.mark.parametrize("run", RUNS.values(), ids=RUNS.keys())
 def test_re_indented_body_is_parsed_as_json(run: StoredRun, indent: int | None) -> None:
-    doc = json.loads(FORMAT.dump_snapshot(run, 1).split(b"\n", 1)[1])
+    doc = json.loads(FORMAT.dump_snapshot(run, stamp(1)).split(b"\n", 1)[1])
     try:
         body = json.dumps(doc, indent=indent, ensure_ascii=indent == 4).encode()
     except UnicodeEncodeError:  # lone surrogates: only as \u escapes
         body = json.dumps(doc, indent=indent).encode()
     loaded, generation = FORMAT.load_snapshot(seal(body))
-    assert generation == 5
+    assert generation == stamp(5)
     assert loaded.nodes.keys() == run.nodes.keys() and loaded.data.keys() == run.data.keys()
     decode = CODEC.decode
     assert decode(loaded.header) == decode(run.header)
@@ -292,13 +330,13 @@ def test_dump_refuses_blobs_that_are_not_compact_json() -> None:
         StoredRun(b"1", data={"k": b""}),
     ):
         with pytest.raises(ValueError, match="JSONCodec"):
-            FORMAT.dump_snapshot(run, 1)
+            FORMAT.dump_snapshot(run, stamp(1))
     with pytest.raises(ValueError, match="JSONCodec"):
         FORMAT.dump_commit({"a": StoredNode(msgpack_blob)}, {})
     with pytest.raises(ValueError, match="JSONCodec"):
         FORMAT.dump_commit({}, {"k": msgpack_blob})
     with pytest.raises(ValueError, match="generation"):
-        FORMAT.dump_snapshot(StoredRun(b"1"), -1)
+        FORMAT.dump_snapshot(StoredRun(b"1"), Stamp(-1, ID))
 
 
 # -- commits --------------------------------------------------------------------------
@@ -387,6 +425,6 @@ def test_ten_thousand_nodes_are_quick() -> None:
     }
     run = StoredRun(header(*nodes), nodes, {f"k{i}": encode(i) for i in range(1000)})
     start = time.perf_counter()
-    content = FORMAT.dump_snapshot(run, 1)
-    assert FORMAT.load_snapshot(content) == (run, 1)
+    content = FORMAT.dump_snapshot(run, stamp(1))
+    assert FORMAT.load_snapshot(content) == (run, stamp(1))
     assert time.perf_counter() - start < 2.0

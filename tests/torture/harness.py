@@ -21,6 +21,12 @@ by it; every completed node is still completed and its output is the expected
 one. After the final resume: every output and ``ctx.data`` equal those of an
 uninterrupted run computed directly (`expected`), and a re-run calls nothing.
 
+With ``lose_snapshot`` (journaled stores), the snapshot of the run is deleted
+once, after a kill that left completed nodes, as a lost or half-restored file
+would be: the run must then be listed and refused (`CorruptStateError`), and a
+resume must fail without calling any node (never adopting the journal left
+behind); the run is then deleted and started afresh, and checked as above.
+
 Evidence of where kills landed is counted from the files a kill leaves: a
 journal with a torn tail (killed mid-commit) and a leftover snapshot temp file
 (killed mid-compaction).
@@ -205,6 +211,7 @@ class Stats:
     mid_compaction: int = 0  # kills that left a snapshot temp file or two journals
     not_saved_yet: int = 0  # kills before the run was first saved
     in_flight: int = 0  # nodes called but not completed when killed: run again (at-least-once)
+    lost_snapshots: int = 0  # snapshots deleted after a kill, refused as they must be
     violations: list[str] = dataclasses.field(default_factory=list)
 
     def add(self, other: Stats) -> None:
@@ -221,7 +228,7 @@ def _calls(log: Path) -> list[str]:
 
 def _leftovers(store_dir: Path) -> tuple[bool, bool]:
     """(torn journal tail, snapshot temp file or a stale journal) in the run's directory."""
-    from flowdag.stores._framing import replay
+    from flowdag.stores._framing import read_journal
 
     run_dir = store_dir / "runs" / RUN_ID
     torn = temp = False
@@ -234,11 +241,51 @@ def _leftovers(store_dir: Path) -> tuple[bool, bool]:
             elif entry.name.startswith("journal-"):
                 content = entry.read_bytes()
                 try:
-                    _, end = replay(content)
+                    _, _, end = read_journal(content)
                 except ValueError:
                     continue  # a damaged journal shows up as a failed load
                 torn = torn or end != len(content)
     return torn, temp
+
+
+def _snapshot_lost(
+    url: str,
+    options: dict[str, Any],
+    store_dir: Path,
+    command: list[str],
+    env: dict[str, str],
+    log: Path,
+    timeout: float,
+    violation: Callable[[str], None],
+) -> bool:
+    """Delete the run's snapshot: it must be listed, refused, not resumed; then delete the run."""
+    import flowdag
+
+    run_dir = store_dir / "runs" / RUN_ID
+    for snapshot in run_dir.glob("snapshot.*"):
+        snapshot.unlink()
+    journals = list(run_dir.glob("journal-*"))
+    with flowdag.open_store(url, **options) as store:
+        if journals and RUN_ID not in store.list_runs():
+            violation("a run whose snapshot was lost vanished from list_runs")
+        try:
+            store.load(RUN_ID)
+        except flowdag.CorruptStateError:
+            pass
+        except flowdag.RunNotFoundError:
+            if journals:
+                violation("a run whose snapshot was lost but not its journal was not found")
+        else:
+            violation("a run whose snapshot was lost loaded")
+            return False
+    called = len(_calls(log))
+    resumed = subprocess.run(command, env=env, cwd=ROOT, timeout=timeout, capture_output=True)
+    if journals and (resumed.returncode == 0 or len(_calls(log)) != called):
+        violation("a resume after a lost snapshot ran (it adopted the journal left behind)")
+        return False
+    with flowdag.open_store(url, **options) as store:
+        store.delete(RUN_ID)
+    return True
 
 
 def _load(url: str, options: dict[str, Any]) -> Any:
@@ -262,6 +309,7 @@ def torture(
     max_nodes: int = 300,
     timeout: float = 120.0,
     rerun: bool = True,
+    lose_snapshot: bool = False,
 ) -> Stats:
     """One torture run (see the module docstring); violations are collected, not raised."""
     from flowdag.stores.transfer import same_value
@@ -347,6 +395,13 @@ def torture(
                 if not same_value(state.nodes[name].output, outputs[name]):
                     violation(f"node {name} has a wrong output")
         stored_done = done
+        if killed and lose_snapshot and done and scheme != "lmdb":
+            lose_snapshot = False
+            stats.lost_snapshots += 1
+            if not _snapshot_lost(url, options, store_dir, command, env, log, timeout, violation):
+                return stats
+            stored_done = set()  # the run was deleted: it starts afresh
+            continue
         if not killed:
             if proc.returncode != 0:
                 violation(f"the final resume exited with {proc.returncode}")
