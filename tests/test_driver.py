@@ -408,18 +408,24 @@ def _one() -> int:
 
 
 class _StoreThatExitsOnCommit(flowdag.LMDBStore):
-    """A real LMDB store whose commits raise a BaseException in the committer thread."""
+    """A real LMDB store whose commits raise a BaseException in the committer thread.
+
+    On the caller's thread (the driver commits inline when nothing else is in
+    flight) a BaseException must propagate, as Ctrl-C does, so it commits there.
+    """
 
     def _commit(self, *args: Any, **kwargs: Any) -> None:
-        raise SystemExit("commit interrupted")
+        if threading.current_thread() is not threading.main_thread():
+            raise SystemExit("commit interrupted")
+        super()._commit(*args, **kwargs)
 
 
 def test_a_base_exception_in_the_committer_fails_the_batch_without_a_hang(
     tmp_path: Path,
 ) -> None:
     wf = flowdag.Workflow("exits")
-    for i in range(6):  # a fan-out, so commits go through the committer thread
-        wf.add_node(f"n{i}", lambda: 1)
+    for i in range(6):  # a fan-out of nodes in flight together: commits go to the committer
+        wf.add_node(f"n{i}", lambda: time.sleep(0.05))
     with _StoreThatExitsOnCommit(tmp_path / "s") as store:
         result = flowdag.run(wf, run_id="r", store=store, max_workers=3)
     assert result.status is flowdag.RunStatus.FAILED
