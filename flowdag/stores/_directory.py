@@ -46,6 +46,7 @@ from flowdag.stores._files import (
     lock_run_file,
     make_private_dir,
     no_store_error,
+    read_file,
 )
 from flowdag.stores.base import RunLock, Store
 
@@ -148,8 +149,8 @@ class DirectoryStore(Store):
     def _lock(self, run_id: str) -> RunLock:
         locks = self.path / "locks"
         with self._io(run_id, "lock"):
-            make_private_dir(locks)
-            held = lock_run_file(locks / f"{run_id}.lock", run_id)
+            make_private_dir(locks, root=self.path)
+            held = lock_run_file(locks / f"{run_id}.lock", run_id, root=self.path)
         self._held.add(run_id)
         return _HeldRun(self, held)
 
@@ -203,13 +204,13 @@ class DirectoryStore(Store):
         if self._list_runs():
             return  # written before stores recorded their codec: not known
         content = json.dumps({"flowdag": f"{self.scheme}-store", "codec": codec_name(self.codec)})
-        atomic_write(self._record_path(), content.encode() + b"\n", replace=False)
+        atomic_write(self._record_path(), content.encode() + b"\n", replace=False, root=self.path)
         self._check_codec(self._read_codec_record())  # another process may have been first
 
     def _read_codec_record(self) -> str | None:
         path = self._record_path()
         try:
-            content = path.read_bytes()
+            content = read_file(path, root=self.path)
         except (FileNotFoundError, NotADirectoryError):
             return None  # no record, or no store at all (the backend says which)
         try:

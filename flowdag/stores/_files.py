@@ -3,6 +3,22 @@
 Everything a store creates is private to its user: directories 0700, files 0600,
 whatever the umask (modes are set explicitly after creation).
 
+No link is followed inside a store
+----------------------------------
+Whoever can write a store's directory must not be able to make flowdag write,
+chmod or read anything outside it by planting a symbolic link (``locks/r1.lock``
+-> ``~/.bashrc``, ``runs/r1`` -> another directory). So every helper here takes
+the store's directory as ``root`` and reaches a path below it one component at
+a time: each directory is opened with ``O_DIRECTORY | O_NOFOLLOW`` relative to
+the descriptor of its parent (``dir_fd``), and the file itself with
+``O_NOFOLLOW``. There is no window between a check and a use: the kernel
+refuses the link at the open. ``root`` itself is followed, like any path the user
+names (``lmdb://state`` with ``state -> /data/state`` is the user's choice);
+without ``root``, only the final component is refused when it is a link. A link
+is refused with a `StoreError` naming it; so is a file that is not a regular
+file (a FIFO would hang a read), which ``O_NONBLOCK`` lets us see before any
+read or write. A rename replaces a planted link itself, never its target.
+
 Run locks are ``flock`` locks on one file per run id. The OS drops an ``flock``
 when its process dies, even by ``kill -9``, so a stale lock never blocks a
 later run. Lock files are never deleted: unlinking a lock file races with a
@@ -12,11 +28,14 @@ process that has just opened it and would let two processes "hold" one run.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
-import tempfile
+import secrets
+import shutil
+import stat
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from flowdag.errors import RunLockedError, StoreError
@@ -24,25 +43,125 @@ from flowdag.errors import RunLockedError, StoreError
 __all__ = [
     "FileRunLock",
     "atomic_write",
+    "check_files",
     "lock_run_file",
     "make_private_dir",
     "no_store_error",
+    "open_file",
     "open_private",
     "read_all",
+    "read_file",
+    "remove_files",
     "remove_temp_files",
+    "remove_tree",
 ]
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO planted in place of a file opens at once (to be refused)
+# instead of blocking; on a regular file it changes nothing.
+_FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+Where = str | os.PathLike[str]
 
 
-def make_private_dir(path: str | os.PathLike[str]) -> Path:
+def link_error(path: Where) -> StoreError:
+    """What a store raises on a symbolic link inside it."""
+    return StoreError(
+        f"{path} is a symbolic link: flowdag follows no link inside a store, so that "
+        "nothing is written or read outside it; remove the link (a store's own files "
+        "and directories are never links)"
+    )
+
+
+def _not_regular_error(path: Where) -> StoreError:
+    return StoreError(
+        f"{path} is not a regular file (a FIFO, socket or device planted in the store?); "
+        "remove it: flowdag reads and writes only regular files"
+    )
+
+
+def _split(path: Where, root: Where | None) -> tuple[Path, tuple[str, ...]]:
+    """``path`` as a trusted base directory plus the names below it, none followed."""
+    target = Path(path)
+    if root is None:
+        return target.parent, (target.name,)
+    parts = target.relative_to(root).parts  # ValueError: not under root (a bug)
+    if not parts or ".." in parts:
+        raise ValueError(f"{target} is not below {root}")
+    return Path(root), parts
+
+
+def _step(parent: int, name: str, shown: Path, *, create: bool) -> int:
+    """The descriptor of directory ``name`` in ``parent``; a link is refused."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except FileNotFoundError:
+        if not create:
+            raise
+    except OSError as exc:
+        _raise_if_link(exc, parent, name, shown)
+        raise
+    try:
+        os.mkdir(name, _DIR_MODE, dir_fd=parent)
+        created = True
+    except FileExistsError:
+        created = False  # another process created it meanwhile: keep its mode
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except OSError as exc:
+        _raise_if_link(exc, parent, name, shown)
+        raise
+    if created:
+        try:
+            os.fchmod(fd, _DIR_MODE)  # mkdir's mode is filtered by the umask
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd
+
+
+def _raise_if_link(exc: OSError, parent: int, name: str, shown: Path) -> None:
+    # O_NOFOLLOW on a link fails with ELOOP (ENOTDIR with O_DIRECTORY on some systems).
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+        with contextlib.suppress(OSError):
+            if stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                raise link_error(shown) from None
+
+
+@contextlib.contextmanager
+def _parent(path: Where, root: Where | None, *, create: bool = False) -> Iterator[tuple[int, str]]:
+    """The open directory holding ``path`` (reached without links below ``root``) and its name."""
+    base, parts = _split(path, root)
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # root: followed
+    try:
+        shown = base
+        for name in parts[:-1]:
+            shown = shown / name
+            child = _step(fd, name, shown, create=create)
+            os.close(fd)
+            fd = child
+        yield fd, parts[-1]
+    finally:
+        os.close(fd)
+
+
+def make_private_dir(path: Where, *, root: Where | None = None) -> Path:
     """Create ``path`` and missing parents (like ``mkdir -p``); created dirs get 0700.
 
     Existing directories keep their mode. Raises `NotADirectoryError` (or
-    `FileExistsError`) when ``path`` or a parent is a file.
+    `FileExistsError`) when ``path`` or a parent is a file. With ``root``,
+    ``root`` is made as without it, and no directory below it may be a link
+    (`StoreError`).
     """
     target = Path(path)
+    if root is not None:
+        make_private_dir(root)
+        if target != Path(root):
+            with _parent(target, root, create=True) as (parent, name):
+                os.close(_step(parent, name, target, create=True))
+        return target
     missing: list[Path] = []
     for candidate in (target, *target.parents):
         if candidate.is_dir():
@@ -67,33 +186,109 @@ def no_store_error(path: Path, kind: str) -> StoreError:
     )
 
 
-def open_private(path: str | os.PathLike[str], flags: int = os.O_RDWR) -> int:
-    """Open ``path`` with ``flags``, creating it with mode 0600 if missing; return the fd."""
-    flags |= os.O_CLOEXEC
-    while True:
-        try:
-            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, _FILE_MODE)
-        except FileExistsError:
-            pass
-        else:
+def _checked(fd: int, path: Where) -> int:
+    """``fd`` if it is a regular file (closed and refused otherwise)."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_regular_error(path)
+    return fd
+
+
+def _open_at(parent: int, name: str, flags: int, path: Where, mode: int = _FILE_MODE) -> int:
+    try:
+        fd = os.open(name, flags | _FILE_FLAGS, mode, dir_fd=parent)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise link_error(path) from None
+        raise
+    return _checked(fd, path)
+
+
+def open_private(path: Where, flags: int = os.O_RDWR, *, root: Where | None = None) -> int:
+    """Open ``path`` with ``flags``, creating it with mode 0600 if missing; return the fd.
+
+    Links are refused (see the module docstring); an existing file of ours
+    that is not 0600 is made 0600.
+    """
+    with _parent(path, root) as (parent, name):
+        while True:
             try:
-                os.fchmod(fd, _FILE_MODE)  # os.open's mode is filtered by the umask
+                fd = _open_at(parent, name, flags | os.O_CREAT | os.O_EXCL, path)
+            except FileExistsError:
+                pass
+            else:
+                try:
+                    os.fchmod(fd, _FILE_MODE)  # os.open's mode is filtered by the umask
+                except BaseException:
+                    os.close(fd)
+                    raise
+                return fd
+            try:
+                fd = _open_at(parent, name, flags & ~(os.O_CREAT | os.O_EXCL), path)
+            except FileNotFoundError:
+                continue  # removed between the two opens: create it after all
+            try:
+                _make_private(fd)
             except BaseException:
                 os.close(fd)
                 raise
             return fd
-        try:
-            return os.open(path, flags & ~(os.O_CREAT | os.O_EXCL))
-        except FileNotFoundError:
-            continue  # removed between the two opens: create it after all
+
+
+def _make_private(fd: int) -> None:
+    # Only our own files: a store shared through group permissions keeps its owner's choice.
+    info = os.fstat(fd)
+    if info.st_mode & 0o777 != _FILE_MODE and info.st_uid == os.geteuid():
+        os.fchmod(fd, _FILE_MODE)
+
+
+def open_file(path: Where, flags: int = os.O_RDONLY, *, root: Where | None = None) -> int:
+    """Open the existing regular file ``path``; links are refused. Return the fd."""
+    with _parent(path, root) as (parent, name):
+        return _open_at(parent, name, flags, path)
+
+
+def read_file(path: Where, *, root: Where | None = None) -> bytes:
+    """The whole regular file ``path``; links are refused."""
+    fd = open_file(path, root=root)
+    try:
+        return read_all(fd)
+    finally:
+        os.close(fd)
+
+
+def check_files(directory: Where, names: Iterable[str], *, make_private: bool = False) -> None:
+    """Refuse ``directory/name`` files that are links or not regular files; missing is fine.
+
+    For files a library opens by path itself (LMDB's ``data.mdb`` and
+    ``lock.mdb``): each is opened without following links, so the check holds
+    for the file as it is now. With ``make_private``, files of ours are made 0600.
+    """
+    with _parent(Path(directory) / "-", None) as (parent, _):
+        for name in names:
+            try:
+                fd = _open_at(parent, name, os.O_RDONLY, Path(directory) / name)
+            except FileNotFoundError:
+                continue
+            try:
+                if make_private:
+                    _make_private(fd)
+            finally:
+                os.close(fd)
 
 
 def atomic_write(
-    path: str | os.PathLike[str],
+    path: Where,
     data: bytes,
     *,
     verify: Callable[[bytes], None] | None = None,
     replace: bool = True,
+    root: Where | None = None,
 ) -> bool:
     """Replace ``path`` with ``data`` (mode 0600) so that a crash leaves old or new, never half.
 
@@ -102,34 +297,50 @@ def atomic_write(
     ``verify``, the temporary file is read back after its fsync and passed to
     it before the rename: if it raises, ``path`` is left as it was. With
     ``replace=False`` an existing ``path`` is kept (the file is hard-linked
-    into place, which never replaces) and False returned.
+    into place, which never replaces) and False returned. A link at ``path``
+    is replaced, never written through; directories below ``root`` must not be links.
     """
-    target = Path(path)
-    # mkstemp creates the file 0600 regardless of the umask.
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    written = True
-    try:
-        with os.fdopen(fd, "w+b") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-            if verify is not None:
-                file.seek(0)
-                verify(file.read())
-        if replace:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                written = False
-            os.unlink(tmp)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
+    with _parent(path, root) as (parent, name):
+        tmp, fd = _temp_file(parent, name, path)
+        written = True
+        try:
+            with os.fdopen(fd, "w+b") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+                if verify is not None:
+                    file.seek(0)
+                    verify(file.read())
+            if replace:
+                os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+            else:
+                try:
+                    os.link(tmp, name, src_dir_fd=parent, dst_dir_fd=parent, follow_symlinks=False)
+                except FileExistsError:
+                    written = False
+                os.unlink(tmp, dir_fd=parent)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=parent)
+            raise
+        os.fsync(parent)
     return written
+
+
+def _temp_file(parent: int, name: str, path: Where) -> tuple[str, int]:
+    """A new temp file beside ``name`` (0600, named as `remove_temp_files` expects)."""
+    while True:
+        tmp = f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = _open_at(parent, tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, path)
+        except FileExistsError:
+            continue
+        try:
+            os.fchmod(fd, _FILE_MODE)  # os.open's mode is filtered by the umask
+        except BaseException:
+            os.close(fd)
+            raise
+        return tmp, fd
 
 
 def read_all(fd: int) -> bytes:
@@ -144,19 +355,54 @@ def read_all(fd: int) -> bytes:
     return content
 
 
-def remove_temp_files(directory: Path) -> None:
+def remove_files(
+    directory: Where, match: Callable[[str], bool], *, root: Where | None = None
+) -> None:
+    """Remove the entries of ``directory`` whose name ``match``es (a directory with its tree).
+
+    Links are removed themselves, never followed; a missing ``directory`` has nothing.
+    """
+    try:
+        with _parent(Path(directory) / "-", root) as (parent, _):
+            for entry in os.scandir(parent):
+                if match(entry.name):
+                    _remove_entry(parent, entry.name)
+    except FileNotFoundError:
+        pass
+
+
+def remove_tree(path: Where, *, root: Where | None = None) -> None:
+    """Remove ``path`` and all below it (a link: the link); best effort, like ``rm -rf``."""
+    with contextlib.suppress(FileNotFoundError), _parent(path, root) as (parent, name):
+        _remove_entry(parent, name)
+
+
+def _remove_entry(parent: int, name: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+            shutil.rmtree(name, dir_fd=parent, ignore_errors=True)  # fd-based: follows no link
+        else:
+            os.unlink(name, dir_fd=parent)
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def remove_temp_files(directory: Where, *, root: Where | None = None) -> None:
     """Temp files `atomic_write` left in ``directory`` when a crash cut it short.
 
     Call it only under the lock of whatever writes there.
     """
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(directory):
-            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                os.unlink(entry.path)
+    remove_files(directory, _is_temp, root=root)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _fsync_dir(directory: Where, *, root: Where | None = None) -> None:
+    if root is not None and Path(directory) == Path(root):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    else:
+        with _parent(directory, root) as (parent, name):
+            fd = _step(parent, name, Path(directory), create=False)
     try:
         os.fsync(fd)
     finally:
@@ -226,7 +472,7 @@ def _forget_held_locks() -> None:
 os.register_at_fork(after_in_child=_forget_held_locks)
 
 
-def lock_run_file(path: str | os.PathLike[str], run_id: str) -> FileRunLock:
+def lock_run_file(path: Where, run_id: str, *, root: Where | None = None) -> FileRunLock:
     """Take the exclusive lock on ``path`` for ``run_id`` without waiting.
 
     ``flock`` locks belong to an open file, so a second acquire conflicts even
@@ -234,10 +480,11 @@ def lock_run_file(path: str | os.PathLike[str], run_id: str) -> FileRunLock:
 
     Raises:
         RunLockedError: someone holds it; the message names the holder's pid.
+        StoreError: the lock file is a link (see `open_private`).
         OSError: the lock file cannot be created or opened.
     """
     lock_path = Path(path)
-    fd = open_private(lock_path, os.O_RDWR)
+    fd = open_private(lock_path, os.O_RDWR, root=root)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

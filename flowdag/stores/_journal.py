@@ -49,7 +49,6 @@ import contextlib
 import functools
 import logging
 import os
-import shutil
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -59,8 +58,6 @@ from typing import ClassVar, TypeVar, Unpack
 
 from flowdag.errors import (
     CorruptStateError,
-    InvalidRunIdError,
-    RunLockedError,
     RunNotFoundError,
     StoreError,
 )
@@ -68,11 +65,14 @@ from flowdag.stores._directory import DirectoryStore, StoreOptions
 from flowdag.stores._files import (
     _fsync_dir,
     atomic_write,
-    lock_run_file,
     make_private_dir,
+    open_file,
     open_private,
     read_all,
+    read_file,
+    remove_files,
     remove_temp_files,
+    remove_tree,
 )
 from flowdag.stores._format import Commit, RunFormat
 from flowdag.stores._framing import OVERHEAD, frame, replay
@@ -154,8 +154,8 @@ class JournaledStore(DirectoryStore):
         return (self.path / "runs").is_dir()
 
     def _open(self) -> None:
-        make_private_dir(self.path / "runs")
-        make_private_dir(self.path / "locks")
+        make_private_dir(self.path / "runs", root=self.path)
+        make_private_dir(self.path / "locks", root=self.path)
         self._remove_orphans()
 
     def _save(self, run_id: str, run: StoredRun) -> None:
@@ -177,8 +177,8 @@ class JournaledStore(DirectoryStore):
             self._drop_writer(run_id)
             directory = self._run_dir(run_id)
             if not directory.is_dir():
-                make_private_dir(directory)
-                _fsync_dir(directory.parent)
+                make_private_dir(directory, root=self.path)
+                _fsync_dir(directory.parent, root=self.path)
             content = self._seal_snapshot(run_id, self.format.dump_snapshot(run, generation))
             path = self._snapshot_path(run_id)
             verify = None
@@ -191,7 +191,7 @@ class JournaledStore(DirectoryStore):
 
                     check(read_back)
 
-            atomic_write(path, content, verify=verify)
+            atomic_write(path, content, verify=verify, root=self.path)
             self._remove_stale_journals(run_id, generation)
             if run_id in self._held:  # the runner saves a new run, then commits to it
                 self._start_writer(run_id, run, generation, len(content))
@@ -262,19 +262,19 @@ class JournaledStore(DirectoryStore):
         with self._guard, self._io(run_id, "delete"):
             self._drop_writer(run_id)
             directory = self._run_dir(run_id)
-            if not directory.exists():
+            if not os.path.lexists(directory):
                 return False
             # Rename first: a crash mid-delete leaves a hidden directory, not half a run.
             doomed = directory.with_name(f".deleted-{run_id}-{uuid.uuid4().hex[:8]}")
             os.replace(directory, doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
+            remove_tree(doomed, root=self.path)  # a planted link: the link, not its target
             return True
 
     def _lock(self, run_id: str) -> RunLock:
         held = super()._lock(run_id)
         try:
             with self._io(run_id, "lock"):
-                remove_temp_files(self._run_dir(run_id))
+                remove_temp_files(self._run_dir(run_id), root=self.path)
         except BaseException:
             held.release()
             raise
@@ -303,14 +303,14 @@ class JournaledStore(DirectoryStore):
             for _ in range(_READ_TRIES):
                 try:
                     before = os.stat(snapshot).st_ino
-                    content = snapshot.read_bytes()
+                    content = read_file(snapshot, root=self.path)
                 except FileNotFoundError:
                     raise RunNotFoundError(f"no run '{run_id}' in {self.path}") from None
                 content = self._open_snapshot(run_id, snapshot, content)
                 run, generation = self._parse(run_id, snapshot, parse, content)
                 journal = self._journal_path(run_id, generation)
                 try:
-                    records = journal.read_bytes()
+                    records = read_file(journal, root=self.path)
                 except FileNotFoundError:
                     records = b""
                 # A writer compacting meanwhile replaced the snapshot and removed
@@ -343,7 +343,7 @@ class JournaledStore(DirectoryStore):
     def _current_generation(self, run_id: str) -> int:
         path = self._snapshot_path(run_id)
         try:
-            content = self._open_snapshot(run_id, path, path.read_bytes())
+            content = self._open_snapshot(run_id, path, read_file(path, root=self.path))
             return self.format.load_snapshot_metas(content)[2]
         except (FileNotFoundError, ValueError, CorruptStateError):
             return 0  # none, or a damaged one (or one under another key) being replaced
@@ -377,7 +377,7 @@ class JournaledStore(DirectoryStore):
         """Read the run once from the disk, cut any torn tail, keep its files open."""
         path = self._snapshot_path(run_id)
         try:
-            snapshot = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            snapshot = open_file(path, root=self.path)
         except FileNotFoundError:
             raise RunNotFoundError(f"no run '{run_id}' in {self.path}") from None
         journal = -1
@@ -403,7 +403,7 @@ class JournaledStore(DirectoryStore):
 
     def _start_writer(self, run_id: str, run: StoredRun, generation: int, size: int) -> None:
         """A writer for a snapshot just written: the run is known, the journal new."""
-        snapshot = os.open(self._snapshot_path(run_id), os.O_RDONLY | os.O_CLOEXEC)
+        snapshot = open_file(self._snapshot_path(run_id), root=self.path)
         try:
             journal = self._open_journal(run_id, generation)
             journal_size = os.fstat(journal).st_size
@@ -414,9 +414,9 @@ class JournaledStore(DirectoryStore):
 
     def _open_journal(self, run_id: str, generation: int) -> int:
         path = self._journal_path(run_id, generation)
-        fd = open_private(path, os.O_RDWR | os.O_APPEND)
+        fd = open_private(path, os.O_RDWR | os.O_APPEND, root=self.path)
         try:
-            _fsync_dir(path.parent)  # the journal's name is durable before its records
+            _fsync_dir(path.parent, root=self.path)  # the name is durable before records
         except BaseException:
             os.close(fd)
             raise
@@ -426,7 +426,7 @@ class JournaledStore(DirectoryStore):
         """Fold the journal into a new snapshot; see the module docstring for crash safety."""
         generation = writer.generation + 1
         content = self._seal_snapshot(run_id, self.format.dump_snapshot(writer.run, generation))
-        atomic_write(self._snapshot_path(run_id), content)
+        atomic_write(self._snapshot_path(run_id), content, root=self.path)
         # The new snapshot is durable, so the old journal is stale from here on.
         self._drop_writer(run_id)
         self._start_writer(run_id, writer.run, generation, len(content))
@@ -471,26 +471,20 @@ class JournaledStore(DirectoryStore):
     def _remove_stale_journals(self, run_id: str, generation: int) -> None:
         keep = self._journal_path(run_id, generation).name
         ending = f"{self.format.suffix}.log"
-        for entry in os.scandir(self._run_dir(run_id)):
-            mine = entry.name.startswith("journal-") and entry.name.endswith(ending)
-            if mine and entry.name != keep:
-                os.unlink(entry.path)
+
+        def stale(name: str) -> bool:
+            return name.startswith("journal-") and name.endswith(ending) and name != keep
+
+        remove_files(self._run_dir(run_id), stale, root=self.path)
 
     def _remove_orphans(self) -> None:
-        """On open: temp files of runs nobody runs, and half-deleted runs."""
-        for entry in os.scandir(self.path / "runs"):
-            if entry.name.startswith(".deleted-"):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            elif entry.is_dir():
-                lock = self.path / "locks" / f"{entry.name}.lock"
-                try:
-                    held = lock_run_file(lock, entry.name)
-                except (RunLockedError, InvalidRunIdError):
-                    continue  # its holder cleans up after itself
-                try:
-                    remove_temp_files(Path(entry.path))
-                finally:
-                    held.release()
+        """On open: half-deleted runs, nothing of any run.
+
+        A run's own leftovers (temp files of a cut-short write) are removed when
+        it is next locked (`_lock`): opening a store, even to read one run, must
+        not lock and touch each of thousands of runs.
+        """
+        remove_files(self.path / "runs", lambda name: name.startswith(".deleted-"), root=self.path)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import lmdb
 
 from flowdag.errors import CorruptStateError, StoreError
-from flowdag.stores._files import make_private_dir
+from flowdag.stores._files import check_files, make_private_dir, open_file
 
 __all__ = ["CORRUPT", "Env", "acquire_env", "release_env"]
 
@@ -82,6 +82,8 @@ def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> Env:
                 f"cannot open LMDB store at {path}: permission denied; "
                 "check the directory's owner and mode"
             )
+        # LMDB opens (and creates) its files by path itself: refuse links first.
+        check_files(path, _FILES)
         env = lmdb.open(
             str(path),
             map_size=map_size,
@@ -103,8 +105,7 @@ def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> Env:
         raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
     try:
         dbs = [env.open_db(name) for name in (b"runs", b"nodes", b"outputs", b"data")]
-        for name in _FILES:
-            _make_private(path / name)
+        check_files(path, _FILES, make_private=True)  # without following links
     except lmdb.Error as exc:
         env.close()
         if isinstance(exc, CORRUPT):
@@ -113,23 +114,18 @@ def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> Env:
     except OSError as exc:
         env.close()
         raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
+    except StoreError:  # a link planted meanwhile
+        env.close()
+        raise
     runs, nodes, outputs, data = dbs
     try:
-        data_file = os.open(path / "data.mdb", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
+        data_file = open_file(path / "data.mdb")
+    except (OSError, StoreError) as exc:
         env.close()
         raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
     return Env(
         env, runs, nodes, outputs, data, guard=threading.Lock(), key=key, data_file=data_file
     )
-
-
-def _make_private(file: Path) -> None:
-    # LMDB's file mode is filtered by the umask: set 0600 explicitly (on our own files;
-    # a store shared through group permissions keeps the owner's choice).
-    stat = file.stat()
-    if stat.st_mode & 0o777 != 0o600 and stat.st_uid == os.geteuid():
-        os.chmod(file, 0o600)
 
 
 def release_env(shared: Env) -> None:
