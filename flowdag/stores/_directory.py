@@ -105,6 +105,7 @@ class DirectoryStore(Store):
         self.path = Path(os.path.abspath(path))
         self._cipher = make_cipher(key)
         self._held: set[str] = set()  # run ids whose lock this store holds
+        self._create = create  # False: a read-only tool; housekeeping removes nothing
         if not create and not self._holds_store():
             raise no_store_error(self.path, self.kind)
         if self.path.exists() and not self.path.is_dir():

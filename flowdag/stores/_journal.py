@@ -156,7 +156,8 @@ class JournaledStore(DirectoryStore):
     def _open(self) -> None:
         make_private_dir(self.path / "runs", root=self.path)
         make_private_dir(self.path / "locks", root=self.path)
-        self._remove_orphans()
+        if self._create:  # read-only tools (create=False) remove nothing
+            self._remove_orphans()
 
     def _save(self, run_id: str, run: StoredRun) -> None:
         self._save_checked(run_id, run, None)
@@ -478,7 +479,7 @@ class JournaledStore(DirectoryStore):
         remove_files(self._run_dir(run_id), stale, root=self.path)
 
     def _remove_orphans(self) -> None:
-        """On open: half-deleted runs, nothing of any run.
+        """On a writable open: half-deleted runs (one listing of ``runs/``), nothing of any run.
 
         A run's own leftovers (temp files of a cut-short write) are removed when
         it is next locked (`_lock`): opening a store, even to read one run, must
