@@ -7,6 +7,14 @@ opening bytes with the store's `Cipher` (each backend names its own associated
 data), turning an `OSError` into a `StoreError` that names the run and the
 cause, ``describe``/``repr``, and the record of which codec wrote the store.
 
+Links
+-----
+Every file and directory below ``path`` is reached through the ``root=``
+helpers of ``_files.py``, with ``path`` as the root: no symbolic link inside the
+store is followed (a planted one is refused with a `StoreError` naming it),
+while ``path`` itself, which the user named, may be a link. Opened with
+``create=False`` (read-only tools), a store removes nothing on open.
+
 Codec record
 ------------
 A store records the name of its codec (``codec.name``: "msgpack", "json", or a

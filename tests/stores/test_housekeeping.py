@@ -80,7 +80,9 @@ def test_a_runs_leftovers_go_when_it_is_locked(kind: str, tmp_path: Path) -> Non
         with store.lock("r1"):
             assert not leftover.exists()
             assert other.exists()  # another run's, not locked
-            store.commit("r1", [NodeRecord("b", NodeStatus.COMPLETED, 1, output=store.codec.encode(1))])
+            store.commit(
+                "r1", [NodeRecord("b", NodeStatus.COMPLETED, 1, output=store.codec.encode(1))]
+            )
     with KINDS[kind](tmp_path) as store:
         assert store.load("r1").nodes["b"].status is NodeStatus.COMPLETED
 
