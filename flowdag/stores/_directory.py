@@ -48,14 +48,8 @@ from typing import ClassVar, TypedDict
 from flowdag.codec import ValueCodec
 from flowdag.errors import CodecMismatchError, CorruptStateError, StoreError
 from flowdag.stores._crypto import Cipher, is_sealed, make_cipher, not_encrypted_error
-from flowdag.stores._files import (
-    FileRunLock,
-    atomic_write,
-    lock_run_file,
-    make_private_dir,
-    no_store_error,
-    read_file,
-)
+from flowdag.stores._files import atomic_write, make_private_dir, no_store_error, read_file
+from flowdag.stores._locks import FileRunLock, lock_run_file
 from flowdag.stores.base import RunLock, Store
 
 __all__ = ["DirectoryStore", "StoreOptions", "codec_name"]
