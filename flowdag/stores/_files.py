@@ -75,26 +75,39 @@ def _not_regular_error(path: Where) -> StoreError:
     )
 
 
-def _split(path: Where, root: Where | None) -> tuple[Path, tuple[str, ...]]:
+def _split(path: Where, root: Where | None) -> tuple[str, list[str]]:
     """``path`` as a trusted base directory plus the names below it, none followed."""
-    target = Path(path)
+    # Plain strings, not pathlib: this runs on every open of a store's file.
+    target = os.fspath(path)
     if root is None:
-        return target.parent, (target.name,)
-    parts = target.relative_to(root).parts  # ValueError: not under root (a bug)
-    if not parts or ".." in parts:
-        raise ValueError(f"{target} is not below {root}")
-    return Path(root), parts
+        base, name = os.path.split(target)
+        return base or ".", [name]
+    base = os.fspath(root)
+    prefix = base if base.endswith("/") else base + "/"
+    parts = target[len(prefix) :].split("/")
+    if not target.startswith(prefix) or {"", ".", ".."} & set(parts):
+        raise ValueError(f"{target} is not below {base}")  # a bug, never a user's input
+    return base, parts
 
 
-def _step(parent: int, name: str, shown: Path, *, create: bool) -> int:
-    """The descriptor of directory ``name`` in ``parent``; a link is refused."""
+def _inside(directory: Where) -> str:
+    """A name inside ``directory``: `_parent` of it opens ``directory`` itself."""
+    return os.path.join(directory, "-")
+
+
+class _LinkFound(Exception):
+    """A directory on the way is a link (turned into `link_error` naming it)."""
+
+
+def _step(parent: int, name: str, *, create: bool) -> int:
+    """The descriptor of directory ``name`` in ``parent``; a link raises `_LinkFound`."""
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
     except FileNotFoundError:
         if not create:
             raise
     except OSError as exc:
-        _raise_if_link(exc, parent, name, shown)
+        _raise_if_link(exc, parent, name)
         raise
     try:
         os.mkdir(name, _DIR_MODE, dir_fd=parent)
@@ -104,7 +117,7 @@ def _step(parent: int, name: str, shown: Path, *, create: bool) -> int:
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
     except OSError as exc:
-        _raise_if_link(exc, parent, name, shown)
+        _raise_if_link(exc, parent, name)
         raise
     if created:
         try:
@@ -115,12 +128,12 @@ def _step(parent: int, name: str, shown: Path, *, create: bool) -> int:
     return fd
 
 
-def _raise_if_link(exc: OSError, parent: int, name: str, shown: Path) -> None:
+def _raise_if_link(exc: OSError, parent: int, name: str) -> None:
     # O_NOFOLLOW on a link fails with ELOOP (ENOTDIR with O_DIRECTORY on some systems).
     if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
         with contextlib.suppress(OSError):
             if stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
-                raise link_error(shown) from None
+                raise _LinkFound from None
 
 
 @contextlib.contextmanager
@@ -129,10 +142,11 @@ def _parent(path: Where, root: Where | None, *, create: bool = False) -> Iterato
     base, parts = _split(path, root)
     fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # root: followed
     try:
-        shown = base
-        for name in parts[:-1]:
-            shown = shown / name
-            child = _step(fd, name, shown, create=create)
+        for depth, name in enumerate(parts[:-1], 1):
+            try:
+                child = _step(fd, name, create=create)
+            except _LinkFound:
+                raise link_error(os.path.join(base, *parts[:depth])) from None
             os.close(fd)
             fd = child
         yield fd, parts[-1]
@@ -151,9 +165,8 @@ def make_private_dir(path: Where, *, root: Where | None = None) -> Path:
     target = Path(path)
     if root is not None:
         make_private_dir(root)
-        if target != Path(root):
-            with _parent(target, root, create=True) as (parent, name):
-                os.close(_step(parent, name, target, create=True))
+        with _parent(_inside(target), root, create=True):
+            pass  # walked to and made ``target`` itself
         return target
     missing: list[Path] = []
     for candidate in (target, *target.parents):
@@ -262,7 +275,7 @@ def check_files(directory: Where, names: Iterable[str], *, make_private: bool = 
     ``lock.mdb``): each is opened without following links, so the check holds
     for the file as it is now. With ``make_private``, files of ours are made 0600.
     """
-    with _parent(Path(directory) / "-", None) as (parent, _):
+    with _parent(_inside(directory), None) as (parent, _):
         for name in names:
             try:
                 fd = _open_at(parent, name, os.O_RDONLY, Path(directory) / name)
@@ -356,7 +369,7 @@ def remove_files(
     Links are removed themselves, never followed; a missing ``directory`` has nothing.
     """
     try:
-        with _parent(Path(directory) / "-", root) as (parent, _):
+        with _parent(_inside(directory), root) as (parent, _):
             with os.scandir(parent) as entries:
                 doomed = [entry.name for entry in entries if match(entry.name)]
             for name in doomed:
@@ -392,12 +405,5 @@ def remove_temp_files(directory: Where, *, root: Where | None = None) -> None:
 
 
 def _fsync_dir(directory: Where, *, root: Where | None = None) -> None:
-    if root is not None and Path(directory) == Path(root):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    else:
-        with _parent(directory, root) as (parent, name):
-            fd = _step(parent, name, Path(directory), create=False)
-    try:
+    with _parent(_inside(directory), root) as (fd, _):
         os.fsync(fd)
-    finally:
-        os.close(fd)
