@@ -14,7 +14,8 @@ the descriptor of its parent (``dir_fd``), and the file itself with
 ``O_NOFOLLOW``. There is no window between a check and a use: the kernel
 refuses the link at the open. ``root`` itself is followed, like any path the user
 names (``lmdb://state`` with ``state -> /data/state`` is the user's choice);
-without ``root``, only the final component is refused when it is a link. A link
+without ``root``, the directory holding the path is trusted and only a file at
+the path itself is refused when it is a link. A link
 is refused with a `StoreError` naming it; so is a file that is not a regular
 file (a FIFO would hang a read), which ``O_NONBLOCK`` lets us see before any
 read or write. A rename replaces a planted link itself, never its target.
@@ -38,6 +39,7 @@ from flowdag.errors import StoreError
 __all__ = [
     "atomic_write",
     "check_files",
+    "make_private",
     "make_private_dir",
     "no_store_error",
     "open_file",
@@ -239,15 +241,18 @@ def open_private(path: Where, flags: int = os.O_RDWR, *, root: Where | None = No
             except FileNotFoundError:
                 continue  # removed between the two opens: create it after all
             try:
-                _make_private(fd)
+                make_private(fd)
             except BaseException:
                 os.close(fd)
                 raise
             return fd
 
 
-def _make_private(fd: int) -> None:
-    # Only our own files: a store shared through group permissions keeps its owner's choice.
+def make_private(fd: int) -> None:
+    """Make the file behind ``fd`` 0600 if it is ours and not 0600 already.
+
+    Only our own files: a store shared through group permissions keeps its owner's choice.
+    """
     info = os.fstat(fd)
     if info.st_mode & 0o777 != _FILE_MODE and info.st_uid == os.geteuid():
         os.fchmod(fd, _FILE_MODE)
@@ -268,24 +273,25 @@ def read_file(path: Where, *, root: Where | None = None) -> bytes:
         os.close(fd)
 
 
-def check_files(directory: Where, names: Iterable[str], *, make_private: bool = False) -> None:
-    """Refuse ``directory/name`` files that are links or not regular files; missing is fine.
+def check_files(directory: Where, names: Iterable[str]) -> None:
+    """Refuse ``directory/name`` entries that are links or not regular files; missing is fine.
 
     For files a library opens by path itself (LMDB's ``data.mdb`` and
-    ``lock.mdb``): each is opened without following links, so the check holds
-    for the file as it is now. With ``make_private``, files of ours are made 0600.
+    ``lock.mdb``). An ``lstat`` of each, relative to the directory's
+    descriptor: it opens no file, since closing a descriptor of a file drops
+    every POSIX (``fcntl``) lock this process holds on it, and LMDB keeps its
+    readers' locks on ``lock.mdb`` that way.
     """
     with _parent(_inside(directory), None) as (parent, _):
         for name in names:
             try:
-                fd = _open_at(parent, name, os.O_RDONLY, Path(directory) / name)
+                mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
             except FileNotFoundError:
                 continue
-            try:
-                if make_private:
-                    _make_private(fd)
-            finally:
-                os.close(fd)
+            if stat.S_ISLNK(mode):
+                raise link_error(os.path.join(directory, name))
+            if not stat.S_ISREG(mode):
+                raise _not_regular_error(os.path.join(directory, name))
 
 
 def atomic_write(

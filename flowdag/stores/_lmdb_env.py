@@ -18,7 +18,13 @@ from pathlib import Path
 import lmdb
 
 from flowdag.errors import CorruptStateError, StoreError
-from flowdag.stores._files import check_files, make_private_dir, open_file
+from flowdag.stores._files import (
+    check_files,
+    make_private,
+    make_private_dir,
+    open_file,
+    open_private,
+)
 
 __all__ = ["CORRUPT", "Env", "acquire_env", "release_env"]
 
@@ -82,8 +88,11 @@ def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> Env:
                 f"cannot open LMDB store at {path}: permission denied; "
                 "check the directory's owner and mode"
             )
-        # LMDB opens (and creates) its files by path itself: refuse links first.
+        # LMDB opens (and creates) its files by path itself: refuse links first,
+        # and make its lock file here (0600, never through a link). Our descriptor
+        # is closed before LMDB takes its fcntl locks on the file.
         check_files(path, _FILES)
+        os.close(open_private(path / "lock.mdb"))
         env = lmdb.open(
             str(path),
             map_size=map_size,
@@ -105,7 +114,7 @@ def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> Env:
         raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
     try:
         dbs = [env.open_db(name) for name in (b"runs", b"nodes", b"outputs", b"data")]
-        check_files(path, _FILES, make_private=True)  # without following links
+        check_files(path, _FILES)  # again: no link swapped in meanwhile
     except lmdb.Error as exc:
         env.close()
         if isinstance(exc, CORRUPT):
@@ -122,6 +131,12 @@ def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> Env:
         data_file = open_file(path / "data.mdb")
     except (OSError, StoreError) as exc:
         env.close()
+        raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
+    try:
+        make_private(data_file)  # LMDB's mode is filtered by the umask
+    except OSError as exc:
+        env.close()
+        os.close(data_file)
         raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
     return Env(
         env, runs, nodes, outputs, data, guard=threading.Lock(), key=key, data_file=data_file

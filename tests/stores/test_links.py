@@ -306,3 +306,26 @@ def test_a_directory_link_below_the_root_is_refused(tmp_path: Path, outside_dir:
         with pytest.raises(StoreError) as err:
             attempt()
         refused(err, link)
+
+
+def test_checking_lmdb_files_keeps_lmdbs_locks(tmp_path: Path) -> None:
+    # LMDB marks an environment in use with a POSIX (fcntl) read lock on
+    # lock.mdb. Closing any descriptor of that file drops every such lock of
+    # the process, so the link checks must never open and close lock.mdb once
+    # LMDB has it: another process would then take the environment for unused
+    # and reset its lock table under a running writer (lost commits).
+    probe = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)\n"
+        "except OSError:\n    print('in use')\nelse:\n    print('free')\n"
+    )
+    lock = str(tmp_path / "s" / "lock.mdb")
+    with LMDBStore(tmp_path / "s") as store:
+        new_run(store)
+        with LMDBStore(tmp_path / "s") as again:  # a second store on the same environment
+            assert again.list_runs() == ["r1"]
+        done = subprocess.run(
+            [sys.executable, "-c", probe, lock], capture_output=True, text=True, timeout=60
+        )
+        assert done.stdout.strip() == "in use", done
