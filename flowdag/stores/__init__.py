@@ -18,8 +18,8 @@ and its ``apply``), ``_directory.py`` (the base of the disk stores: directory,
 engine ``_journal.py`` with ``_framing.py`` (records) and ``_format.py``
 (`RunFormat`) under ``json_store.py``/``json_format.py`` and
 ``flatbuffers_store.py``/``flatbuffers_format.py``; ``_files.py`` (atomic
-writes, private files, run locks), ``_crypto.py`` and ``transfer.py``
-(``copy_run``: checked, crash-safe copies).
+writes, private files, no link followed inside a store), ``_locks.py`` (run locks),
+``_crypto.py`` and ``transfer.py`` (``copy_run``: checked, crash-safe copies).
 """
 
 from __future__ import annotations

@@ -7,6 +7,14 @@ opening bytes with the store's `Cipher` (each backend names its own associated
 data), turning an `OSError` into a `StoreError` that names the run and the
 cause, ``describe``/``repr``, and the record of which codec wrote the store.
 
+Links
+-----
+Every file and directory below ``path`` is reached through the ``root=``
+helpers of ``_files.py``, with ``path`` as the root: no symbolic link inside the
+store is followed (a planted one is refused with a `StoreError` naming it),
+while ``path`` itself, which the user named, may be a link. Opened with
+``create=False`` (read-only tools), a store removes nothing on open.
+
 Codec record
 ------------
 A store records the name of its codec (``codec.name``: "msgpack", "json", or a
@@ -40,13 +48,8 @@ from typing import ClassVar, TypedDict
 from flowdag.codec import ValueCodec
 from flowdag.errors import CodecMismatchError, CorruptStateError, StoreError
 from flowdag.stores._crypto import Cipher, is_sealed, make_cipher, not_encrypted_error
-from flowdag.stores._files import (
-    FileRunLock,
-    atomic_write,
-    lock_run_file,
-    make_private_dir,
-    no_store_error,
-)
+from flowdag.stores._files import atomic_write, make_private_dir, no_store_error, read_file
+from flowdag.stores._locks import FileRunLock, lock_run_file
 from flowdag.stores.base import RunLock, Store
 
 __all__ = ["DirectoryStore", "StoreOptions", "codec_name"]
@@ -104,6 +107,7 @@ class DirectoryStore(Store):
         self.path = Path(os.path.abspath(path))
         self._cipher = make_cipher(key)
         self._held: set[str] = set()  # run ids whose lock this store holds
+        self._create = create  # False: a read-only tool; housekeeping removes nothing
         if not create and not self._holds_store():
             raise no_store_error(self.path, self.kind)
         if self.path.exists() and not self.path.is_dir():
@@ -148,8 +152,8 @@ class DirectoryStore(Store):
     def _lock(self, run_id: str) -> RunLock:
         locks = self.path / "locks"
         with self._io(run_id, "lock"):
-            make_private_dir(locks)
-            held = lock_run_file(locks / f"{run_id}.lock", run_id)
+            make_private_dir(locks, root=self.path)
+            held = lock_run_file(locks / f"{run_id}.lock", run_id, root=self.path)
         self._held.add(run_id)
         return _HeldRun(self, held)
 
@@ -203,13 +207,13 @@ class DirectoryStore(Store):
         if self._list_runs():
             return  # written before stores recorded their codec: not known
         content = json.dumps({"flowdag": f"{self.scheme}-store", "codec": codec_name(self.codec)})
-        atomic_write(self._record_path(), content.encode() + b"\n", replace=False)
+        atomic_write(self._record_path(), content.encode() + b"\n", replace=False, root=self.path)
         self._check_codec(self._read_codec_record())  # another process may have been first
 
     def _read_codec_record(self) -> str | None:
         path = self._record_path()
         try:
-            content = path.read_bytes()
+            content = read_file(path, root=self.path)
         except (FileNotFoundError, NotADirectoryError):
             return None  # no record, or no store at all (the backend says which)
         try:

@@ -56,7 +56,6 @@ import contextlib
 import functools
 import logging
 import os
-import shutil
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -66,19 +65,20 @@ from typing import ClassVar, TypeVar, Unpack
 
 from flowdag.errors import (
     CorruptStateError,
-    InvalidRunIdError,
-    RunLockedError,
     RunNotFoundError,
     StoreError,
 )
 from flowdag.stores._directory import DirectoryStore, StoreOptions
 from flowdag.stores._files import (
-    _fsync_dir,
     atomic_write,
-    lock_run_file,
+    fsync_dir,
     make_private_dir,
+    open_file,
     read_all,
+    read_file,
+    remove_files,
     remove_temp_files,
+    remove_tree,
 )
 from flowdag.stores._format import Commit, RunFormat, Stamp
 from flowdag.stores._framing import OVERHEAD, frame, read_header, replay, seed
@@ -170,9 +170,10 @@ class JournaledStore(DirectoryStore):
         return (self.path / "runs").is_dir()
 
     def _open(self) -> None:
-        make_private_dir(self.path / "runs")
-        make_private_dir(self.path / "locks")
-        self._remove_orphans()
+        make_private_dir(self.path / "runs", root=self.path)
+        make_private_dir(self.path / "locks", root=self.path)
+        if self._create:  # read-only tools (create=False) remove nothing
+            self._remove_orphans()
 
     def _save(self, run_id: str, run: StoredRun) -> None:
         self._save_checked(run_id, run, None)
@@ -191,11 +192,11 @@ class JournaledStore(DirectoryStore):
             self._drop_writer(run_id)
             directory = self._run_dir(run_id)
             if not directory.is_dir():
-                make_private_dir(directory)
-                _fsync_dir(directory.parent)
+                make_private_dir(directory, root=self.path)
+                fsync_dir(directory.parent, root=self.path)
             # Before the new snapshot: whatever does not belong to the one it
             # replaces is set aside, so the replaced one's journal alone is removed.
-            tidy(self._run_dir(run_id), self.format.suffix, current)
+            tidy(self._run_dir(run_id), self.format.suffix, current, self.path)
             stamp = next_stamp(current)
             content = self._seal_snapshot(run_id, self.format.dump_snapshot(run, stamp))
             path = self._snapshot_path(run_id)
@@ -209,8 +210,8 @@ class JournaledStore(DirectoryStore):
 
                     check(read_back)
 
-            atomic_write(path, content, verify=verify)
-            tidy(self._run_dir(run_id), self.format.suffix, stamp)
+            atomic_write(path, content, verify=verify, root=self.path)
+            tidy(self._run_dir(run_id), self.format.suffix, stamp, self.path)
             if run_id in self._held:  # the runner saves a new run, then commits to it
                 self._start_writer(run_id, run, stamp, len(content))
 
@@ -280,7 +281,7 @@ class JournaledStore(DirectoryStore):
                 if not entry.name.startswith(".")
                 and (
                     os.path.exists(self._snapshot_path(entry.name))
-                    or journal_names(self._run_dir(entry.name), self.format.suffix)
+                    or journal_names(self._run_dir(entry.name), self.format.suffix, self.path)
                 )
             ]
 
@@ -288,19 +289,19 @@ class JournaledStore(DirectoryStore):
         with self._guard, self._io(run_id, "delete"):
             self._drop_writer(run_id)
             directory = self._run_dir(run_id)
-            if not directory.exists():
+            if not os.path.lexists(directory):
                 return False
             # Rename first: a crash mid-delete leaves a hidden directory, not half a run.
             doomed = directory.with_name(f".deleted-{run_id}-{uuid.uuid4().hex[:8]}")
             os.replace(directory, doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
+            remove_tree(doomed, root=self.path)  # a planted link: the link, not its target
             return True
 
     def _lock(self, run_id: str) -> RunLock:
         held = super()._lock(run_id)
         try:
             with self._io(run_id, "lock"):
-                remove_temp_files(self._run_dir(run_id))
+                remove_temp_files(self._run_dir(run_id), root=self.path)
         except BaseException:
             held.release()
             raise
@@ -330,17 +331,17 @@ class JournaledStore(DirectoryStore):
             for _ in range(_READ_TRIES):
                 try:
                     before = os.stat(snapshot).st_ino
-                    content = snapshot.read_bytes()
+                    content = read_file(snapshot, root=self.path)
                 except FileNotFoundError:
                     raise self._missing(run_id) from None
                 content = self._open_snapshot(run_id, snapshot, content)
                 run, stamp = self._parse(run_id, snapshot, parse, content)
                 journal = self._journal_path(run_id, stamp.generation)
                 try:
-                    records = journal.read_bytes()
+                    records = read_file(journal, root=self.path)
                 except FileNotFoundError:
                     records = b""
-                others = read_journals(directory, self.format.suffix, stamp.generation)
+                others = read_journals(directory, self.format.suffix, self.path, stamp.generation)
                 # A writer compacting meanwhile replaced the snapshot and removed
                 # its journal: what we read may not go together, so read again.
                 if os.stat(snapshot).st_ino != before:
@@ -379,7 +380,7 @@ class JournaledStore(DirectoryStore):
     def _current_stamp(self, run_id: str) -> Stamp | None:
         path = self._snapshot_path(run_id)
         try:
-            content = self._open_snapshot(run_id, path, path.read_bytes())
+            content = self._open_snapshot(run_id, path, read_file(path, root=self.path))
             return self.format.load_snapshot_metas(content)[2]
         except (FileNotFoundError, ValueError, CorruptStateError):
             return None  # none, or a damaged one (or one under another key) being replaced
@@ -417,7 +418,7 @@ class JournaledStore(DirectoryStore):
         """Read the run once from the disk, cut any torn tail, keep its files open."""
         path = self._snapshot_path(run_id)
         try:
-            snapshot = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            snapshot = open_file(path, root=self.path)
         except FileNotFoundError:
             raise self._missing(run_id) from None
         journal = -1
@@ -425,7 +426,7 @@ class JournaledStore(DirectoryStore):
             content = read_all(snapshot)
             plain = self._open_snapshot(run_id, path, content)
             run, stamp = self._parse(run_id, path, self.format.load_snapshot, plain)
-            others = read_journals(path.parent, self.format.suffix, stamp.generation)
+            others = read_journals(path.parent, self.format.suffix, self.path, stamp.generation)
             refuse_foreign(run_id, stamp, others, path)
             journal = self._open_journal(run_id, stamp)
             records = read_all(journal)
@@ -433,7 +434,7 @@ class JournaledStore(DirectoryStore):
             if end != len(records):  # so the next record follows the last whole one
                 os.ftruncate(journal, end)
                 os.fsync(journal)
-            tidy(self._run_dir(run_id), self.format.suffix, stamp)
+            tidy(self._run_dir(run_id), self.format.suffix, stamp, self.path)
         except BaseException:
             os.close(snapshot)
             if journal >= 0:
@@ -445,7 +446,7 @@ class JournaledStore(DirectoryStore):
 
     def _start_writer(self, run_id: str, run: StoredRun, stamp: Stamp, size: int) -> None:
         """A writer for a snapshot just written: the run is known, the journal new."""
-        snapshot = os.open(self._snapshot_path(run_id), os.O_RDONLY | os.O_CLOEXEC)
+        snapshot = open_file(self._snapshot_path(run_id), root=self.path)
         try:
             journal = self._open_journal(run_id, stamp)
             journal_size = os.fstat(journal).st_size
@@ -456,17 +457,17 @@ class JournaledStore(DirectoryStore):
 
     def _open_journal(self, run_id: str, stamp: Stamp) -> int:
         path = self._journal_path(run_id, stamp.generation)
-        return open_journal(run_id, path, stamp, self._snapshot_path(run_id))
+        return open_journal(run_id, path, stamp, self._snapshot_path(run_id), self.path)
 
     def _compact(self, run_id: str, writer: _Writer) -> None:
         """Fold the journal into a new snapshot; see the module docstring for crash safety."""
         stamp = next_stamp(writer.stamp)
         content = self._seal_snapshot(run_id, self.format.dump_snapshot(writer.run, stamp))
-        atomic_write(self._snapshot_path(run_id), content)
+        atomic_write(self._snapshot_path(run_id), content, root=self.path)
         # The new snapshot is durable, and its parent is the old one: the old
         # journal is folded from here on.
         self._drop_writer(run_id)
-        tidy(self._run_dir(run_id), self.format.suffix, stamp)  # before a journal is created
+        tidy(self._run_dir(run_id), self.format.suffix, stamp, self.path)  # before the new journal
         self._start_writer(run_id, writer.run, stamp, len(content))
 
     def _undo_append(self, run_id: str, writer: _Writer, size: int) -> None:
@@ -509,20 +510,13 @@ class JournaledStore(DirectoryStore):
     # -- cleaning up ----------------------------------------------------------
 
     def _remove_orphans(self) -> None:
-        """On open: temp files of runs nobody runs, and half-deleted runs."""
-        for entry in os.scandir(self.path / "runs"):
-            if entry.name.startswith(".deleted-"):
-                shutil.rmtree(entry.path, ignore_errors=True)
-            elif entry.is_dir():
-                lock = self.path / "locks" / f"{entry.name}.lock"
-                try:
-                    held = lock_run_file(lock, entry.name)
-                except (RunLockedError, InvalidRunIdError):
-                    continue  # its holder cleans up after itself
-                try:
-                    remove_temp_files(Path(entry.path))
-                finally:
-                    held.release()
+        """On a writable open: half-deleted runs (one listing of ``runs/``), nothing of any run.
+
+        A run's own leftovers (temp files of a cut-short write) are removed when
+        it is next locked (`_lock`): opening a store, even to read one run, must
+        not lock and touch each of thousands of runs.
+        """
+        remove_files(self.path / "runs", lambda name: name.startswith(".deleted-"), root=self.path)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -47,7 +47,15 @@ from enum import StrEnum
 from pathlib import Path
 
 from flowdag.errors import CorruptStateError, RunNotFoundError
-from flowdag.stores._files import _fsync_dir, atomic_write, open_private
+from flowdag.stores._files import (
+    atomic_write,
+    fsync_dir,
+    list_names,
+    open_file,
+    open_private,
+    remove_files,
+    rename_in,
+)
 from flowdag.stores._format import ID_SIZE, Stamp
 from flowdag.stores._framing import journal_header, read_header
 
@@ -141,27 +149,28 @@ def why_foreign(stamp: Stamp, journal: JournalFile, snapshot: str, path: str) ->
 # -- on the disk --------------------------------------------------------------------
 
 
-def journal_names(directory: Path, suffix: str) -> dict[str, int]:
+def journal_names(directory: Path, suffix: str, root: Path) -> dict[str, int]:
     """The journal files of format ``suffix`` in a run's directory: name -> generation."""
-    try:
-        entries = list(os.scandir(directory))
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    names = {entry.name: journal_generation(entry.name, suffix) for entry in entries}
+    names = {name: journal_generation(name, suffix) for name in list_names(directory, root=root)}
     return {name: generation for name, generation in names.items() if generation is not None}
 
 
-def read_journals(directory: Path, suffix: str, skip: int | None = None) -> list[JournalFile]:
+def read_journals(
+    directory: Path, suffix: str, root: Path, skip: int | None = None
+) -> list[JournalFile]:
     """The journal files in ``directory`` (but the one of generation ``skip``), headers read."""
     found = []
-    for name, generation in journal_names(directory, suffix).items():
+    for name, generation in journal_names(directory, suffix, root).items():
         if generation == skip:
             continue
         try:
-            with open(directory / name, "rb") as file:
-                head = file.read(64)
+            fd = open_file(directory / name, root=root)
         except FileNotFoundError:
             continue  # removed meanwhile: a writer tidied it
+        try:
+            head = os.pread(fd, 64, 0)
+        finally:
+            os.close(fd)
         found.append(journal_file(name, generation, head))
     return found
 
@@ -190,7 +199,7 @@ def missing_snapshot(
     run_id: str, store: Path, snapshot: Path, suffix: str
 ) -> CorruptStateError | RunNotFoundError:
     """The error for a run without ``snapshot``: absent, or damaged if a journal remains."""
-    journals = sorted(journal_names(snapshot.parent, suffix))
+    journals = sorted(journal_names(snapshot.parent, suffix, store))
     if not journals:
         return RunNotFoundError(f"no run '{run_id}' in {store}")
     return CorruptStateError(
@@ -200,23 +209,22 @@ def missing_snapshot(
     )
 
 
-def tidy(directory: Path, suffix: str, stamp: Stamp | None) -> None:
+def tidy(directory: Path, suffix: str, stamp: Stamp | None, root: Path) -> None:
     """Remove the journals folded into the snapshot ``stamp``; set aside the foreign ones.
 
     ``stamp`` None (no snapshot, or an unreadable one): every journal is set
     aside. A journal is only deleted when each of its commits is in the snapshot.
     """
-    for journal in read_journals(directory, suffix):
+    for journal in read_journals(directory, suffix, root):
         found = Role.FOREIGN if stamp is None else role(stamp, journal)
         if found is Role.LIVE:
             continue
         if found is Role.FOLDED:
-            os.unlink(directory / journal.name)
+            remove_files(directory, journal.name.__eq__, root=root)
             continue
         # Under a name no load reads, for a person to look at: never deleted.
         aside = f"set-aside-{uuid.uuid4().hex[:8]}-{journal.name}"
-        os.rename(directory / journal.name, directory / aside)
-        _fsync_dir(directory)
+        rename_in(directory, journal.name, aside, root=root)
         _logger.warning(
             "%s does not belong to the snapshot being written; kept as %s",
             directory / journal.name,
@@ -231,28 +239,33 @@ def next_stamp(current: Stamp | None) -> Stamp:
     return Stamp(current.generation + 1, os.urandom(ID_SIZE), current.id)
 
 
-def open_journal(run_id: str, path: Path, stamp: Stamp, snapshot: Path) -> int:
+def open_journal(run_id: str, path: Path, stamp: Stamp, snapshot: Path, root: Path) -> int:
     """The journal at ``path`` of ``snapshot`` (``stamp``), opened for appending; made if missing.
 
     Raises:
         CorruptStateError: a journal of another snapshot is there.
     """
     if not stamp.id:  # format 1: no header; the name is durable before any record
-        fd = open_private(path, os.O_RDWR | os.O_APPEND)
+        fd = open_private(path, os.O_RDWR | os.O_APPEND, root=root)
         try:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent, root=root)
         except BaseException:
             os.close(fd)
             raise
         return fd
     with contextlib.suppress(FileNotFoundError):
-        if path.stat().st_size == 0:  # no header, so no record: made anew
-            os.unlink(path)
+        fd = open_file(path, root=root)
+        try:
+            empty = os.fstat(fd).st_size == 0
+        finally:
+            os.close(fd)
+        if empty:  # no header, so no record: made anew
+            remove_files(path.parent, path.name.__eq__, root=root)
     # Created whole (the header written aside, linked into place, the directory
     # synced): a journal is never seen without the id of the snapshot it extends.
     header = journal_header(stamp.id)
-    atomic_write(path, header, replace=False)
-    fd = open_private(path, os.O_RDWR | os.O_APPEND)
+    atomic_write(path, header, replace=False, root=root)
+    fd = open_private(path, os.O_RDWR | os.O_APPEND, root=root)
     head = os.pread(fd, len(header), 0)
     if head != header:  # one that was there already, of another snapshot
         os.close(fd)

@@ -12,7 +12,7 @@ Checked before mapping
 LMDB maps ``data.mdb`` and trusts it: a file cut short (a full disk, a bad
 copy) kills the process with SIGBUS on the first page past its end, and a
 missing or empty file is silently made a new, empty environment. So before
-LMDB sees the directory, ``check_files`` reads the two meta pages at the start
+LMDB sees the directory, ``check_data_file`` reads the two meta pages at the start
 of ``data.mdb`` with plain file I/O (``MDB_meta`` of LMDB 0.9: page size, last
 used page and transaction id, native byte order) and refuses a file shorter
 than the newest meta's last page with `CorruptStateError`. A directory that
@@ -40,9 +40,15 @@ from pathlib import Path
 import lmdb
 
 from flowdag.errors import CorruptStateError, StoreError
-from flowdag.stores._files import make_private_dir
+from flowdag.stores._files import (
+    check_files,
+    make_private,
+    make_private_dir,
+    open_file,
+    open_private,
+)
 
-__all__ = ["CORRUPT", "MAX_RETRIES", "Env", "acquire_env", "check_files", "release_env"]
+__all__ = ["CORRUPT", "MAX_RETRIES", "Env", "acquire_env", "check_data_file", "release_env"]
 
 _FILES = ("data.mdb", "lock.mdb")
 #: Resizes per open or write before giving up (2**64 bytes of doublings: never).
@@ -117,9 +123,17 @@ def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> Env:
             f"cannot open LMDB store at {path}: permission denied; "
             "check the directory's owner and mode"
         )
-    check_files(path)  # before LMDB maps anything: no SIGBUS, no silent new store
+    # LMDB opens (and creates) its files by path itself: refuse links first (an
+    # lstat, no open: see check_files), then check data.mdb before LMDB maps it
+    # (no SIGBUS, no silent new store), and make its lock file here (0600, never
+    # through a link). No environment of this directory is open in this process
+    # yet (acquire_env shares it), so closing our descriptors drops no LMDB lock.
+    check_files(path, _FILES)
+    check_data_file(path)
     env: lmdb.Environment | None = None
+    data_file: int | None = None
     try:
+        os.close(open_private(path / "lock.mdb"))
         for _ in range(MAX_RETRIES):
             try:
                 if env is None:
@@ -133,12 +147,14 @@ def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> Env:
                     env.set_mapsize(0)
         else:
             raise StoreError(f"cannot open LMDB store at {path}: its map kept being resized")
-        for name in _FILES:
-            _make_private(path / name)
-        data_file = os.open(path / "data.mdb", os.O_RDONLY | os.O_CLOEXEC)
+        check_files(path, _FILES)  # again: no link swapped in meanwhile
+        data_file = open_file(path / "data.mdb")
+        make_private(data_file)  # LMDB's mode is filtered by the umask
     except BaseException as exc:
         if env is not None:
             env.close()
+        if data_file is not None:
+            os.close(data_file)
         if isinstance(exc, CORRUPT):
             raise CorruptStateError(
                 f"LMDB store {path / 'data.mdb'} is damaged or not an LMDB file ({exc}); "
@@ -170,7 +186,7 @@ def _open_lmdb(path: Path, map_size: int) -> lmdb.Environment:
 # -- checked before mapping (see the module docstring) -------------------------------------
 
 
-def check_files(path: Path) -> None:
+def check_data_file(path: Path) -> None:
     """Refuse a store directory whose ``data.mdb`` is missing, empty or cut short.
 
     Raises:
@@ -285,14 +301,6 @@ def _lock_type(flock: bytes) -> int:
     fields = struct.unpack(layout, flock[: struct.calcsize(layout)])
     lock_type: int = fields[3] if _BSD else fields[0]
     return lock_type
-
-
-def _make_private(file: Path) -> None:
-    # LMDB's file mode is filtered by the umask: set 0600 explicitly (on our own files;
-    # a store shared through group permissions keeps the owner's choice).
-    stat = file.stat()
-    if stat.st_mode & 0o777 != 0o600 and stat.st_uid == os.geteuid():
-        os.chmod(file, 0o600)
 
 
 def release_env(shared: Env) -> None:

@@ -54,12 +54,13 @@ import msgpack
 
 from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
 from flowdag.stores._directory import DirectoryStore, StoreOptions
+from flowdag.stores._files import check_files
 from flowdag.stores._lmdb_env import (
     CORRUPT,
     MAX_RETRIES,
     Env,
     acquire_env,
-    check_files,
+    check_data_file,
     release_env,
 )
 from flowdag.stores.base import StoredNode, StoredRun
@@ -120,10 +121,11 @@ class LMDBStore(DirectoryStore):
     # -- hooks ----------------------------------------------------------------
 
     def _holds_store(self) -> bool:
+        check_files(self.path, ("data.mdb", "lock.mdb"))  # a planted link is refused
         if self._data_path.is_file():
             return True
         # No data.mdb where a store was is damage, not "no store": say so.
-        check_files(self.path)
+        check_data_file(self.path)
         return False
 
     def _open(self) -> None:

@@ -17,12 +17,8 @@ import pytest
 from flowdag.errors import CorruptStateError, RunLockedError, RunNotFoundError, StoreError
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import LMDBStore, MemoryStore, open_store
-from flowdag.stores._files import (
-    atomic_write,
-    lock_run_file,
-    make_private_dir,
-    open_private,
-)
+from flowdag.stores._files import atomic_write, make_private_dir, open_private
+from flowdag.stores._locks import lock_run_file
 from flowdag.stores.base import Store
 from tests.stores.conformance import StoreTests, make_state, pending_state
 
