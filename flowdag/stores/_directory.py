@@ -204,11 +204,13 @@ class DirectoryStore(Store):
 
     def _stamp_codec(self) -> None:
         """Record the codec of a store that has none yet, unless it has runs already."""
-        if self._list_runs():
-            return  # written before stores recorded their codec: not known
-        content = json.dumps({"flowdag": f"{self.scheme}-store", "codec": codec_name(self.codec)})
-        atomic_write(self._record_path(), content.encode() + b"\n", replace=False, root=self.path)
-        self._check_codec(self._read_codec_record())  # another process may have been first
+        if not self._list_runs():  # with runs, it was written before stores recorded codecs
+            record = {"flowdag": f"{self.scheme}-store", "codec": codec_name(self.codec)}
+            content = json.dumps(record).encode() + b"\n"
+            atomic_write(self._record_path(), content, replace=False, root=self.path)
+        # Read back either way: another process may have recorded its codec (and
+        # saved runs) since this one looked.
+        self._check_codec(self._read_codec_record())
 
     def _read_codec_record(self) -> str | None:
         path = self._record_path()

@@ -199,3 +199,24 @@ def test_a_store_of_the_previous_release_loads_and_resumes(
     assert not (where / f"{scheme}-store.json").exists()
     with open_store(url, codec=other_codec(scheme), **key) as store:
         assert store.list_runs() == ["legacy"]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_codec_recorded_by_another_opener_meanwhile_is_checked(
+    tmp_path: Path, scheme: str
+) -> None:
+    # The race: this opener found no record; before it records its own, another
+    # opener with another codec records its codec and saves a run. This opener
+    # then sees runs, writes no record, and must still refuse the other codec.
+    where = tmp_path / "s"
+    with open_store(f"{scheme}://{tmp_path / 'probe'}") as probe:
+        store_class = type(probe)
+
+    class RacedStore(store_class):  # type: ignore[misc, valid-type]
+        def _open(self) -> None:
+            super()._open()
+            with open_store(f"{scheme}://{where}", codec=other_codec(scheme)) as first:
+                first.save(pending_state("r1"))
+
+    with pytest.raises(CodecMismatchError):
+        RacedStore(where, codec=default_codec(scheme))
