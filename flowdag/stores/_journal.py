@@ -72,6 +72,7 @@ from flowdag.stores._directory import DirectoryStore, StoreOptions
 from flowdag.stores._files import (
     atomic_write,
     fsync_dir,
+    list_names,
     make_private_dir,
     open_file,
     read_all,
@@ -84,6 +85,7 @@ from flowdag.stores._format import Commit, RunFormat, Stamp
 from flowdag.stores._framing import OVERHEAD, frame, read_header, replay, seed
 from flowdag.stores._lineage import (
     JournalFile,
+    journal_generation,
     journal_names,
     missing_snapshot,
     next_stamp,
@@ -167,12 +169,21 @@ class JournaledStore(DirectoryStore):
     # -- hooks ----------------------------------------------------------------
 
     def _holds_store(self) -> bool:
-        return (self.path / "runs").is_dir()
+        if os.path.lexists(self._record_path()):
+            return True
+        # A store of the previous release has no codec record; and JSON and
+        # FlatBuffers stores may share runs/: a run with files of this format shows it.
+        runs = self.path / "runs"
+        snapshot = f"snapshot{self.format.suffix}"
+        return any(
+            name == snapshot or journal_generation(name, self.format.suffix) is not None
+            for run in list_names(runs, root=self.path)
+            for name in list_names(runs / run, root=self.path)
+        )
 
     def _open(self) -> None:
-        make_private_dir(self.path / "runs", root=self.path)
-        make_private_dir(self.path / "locks", root=self.path)
-        if self._create:  # read-only tools (create=False) remove nothing
+        if self._create:  # read-only tools (create=False) create and remove nothing
+            make_private_dir(self.path / "runs", root=self.path)
             self._remove_orphans()
 
     def _save(self, run_id: str, run: StoredRun) -> None:

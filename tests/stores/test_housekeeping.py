@@ -8,11 +8,13 @@ files a crash left) is now done when that run is next locked.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
+from flowdag.errors import StoreError
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import FlatBuffersStore, JSONStore, LMDBStore
 from flowdag.stores._directory import DirectoryStore
@@ -100,3 +102,32 @@ def test_a_half_deleted_run_is_removed_by_a_writable_open_only(kind: str, tmp_pa
     with KINDS[kind](tmp_path) as store:
         assert store.list_runs() == ["r0"]
     assert not os.path.lexists(doomed)
+
+
+@pytest.mark.parametrize(("written", "opened"), [("json", "flatbuffers"), ("flatbuffers", "json")])
+def test_a_read_only_open_of_the_other_journaled_kind_finds_no_store(
+    tmp_path: Path, written: str, opened: str
+) -> None:
+    # JSON and FlatBuffers stores may share a directory (runs/): a read-only open
+    # of one kind must not take the other's runs for an empty store of its own.
+    where = tmp_path / "s"
+    with KINDS[written](where) as store:
+        store.save(RunState("r1", "wf", {"a": NodeState()}))
+    before = files_below(where)
+    with pytest.raises(StoreError, match="no store at"):
+        KINDS[opened](where, create=False)
+    assert files_below(where) == before  # nothing created: no locks/, no record
+
+
+@pytest.mark.parametrize("kind", ["json", "flatbuffers"])
+def test_a_read_only_open_of_a_store_without_its_locks_directory_creates_none(
+    tmp_path: Path, kind: str
+) -> None:
+    where = tmp_path / "s"
+    with KINDS[kind](where) as store:
+        store.save(RunState("r1", "wf", {"a": NodeState()}))
+    shutil.rmtree(where / "locks", ignore_errors=True)  # e.g. copied without it
+    with KINDS[kind](where, create=False) as store:
+        assert store.list_runs() == ["r1"]
+        assert store.load_statuses("r1").nodes["a"].status is NodeStatus.PENDING
+    assert not (where / "locks").exists()
