@@ -486,11 +486,15 @@ class JournaledStore(DirectoryStore):
 
         Cut the journal back to ``size``, so that neither a load nor a later
         commit sees the record (after a failed sync its bytes may or may not be
-        on disk), and drop the writer: the next commit reopens the journal from
-        the disk and cuts any torn tail that the truncation could not remove.
+        on disk), sync the cut (else a crash could bring the record back), and
+        drop the writer: the next commit reopens the journal from the disk and
+        cuts any torn tail that the truncation could not remove. Where the disk
+        refuses even that (it failed the sync already), a crash before the next
+        successful commit may still bring the record back.
         """
         with contextlib.suppress(OSError):
             os.ftruncate(writer.journal, size)
+            os.fsync(writer.journal)
         self._drop_writer(run_id)
 
     def _drop_writer(self, run_id: str) -> None:
