@@ -20,6 +20,7 @@ from flowdag.errors import RunLockedError, WorkflowChangedError
 from flowdag.state import NodeRecord
 from flowdag.stores import open_store
 from flowdag.stores.base import StoredRun
+from flowdag.stores.transfer import same_value
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "etl_pipeline.py"
@@ -775,6 +776,40 @@ def test_store_convert_reports_a_copy_that_differs(
     assert main(["store", "convert", "json://src", "lmdb://dst"]) == 1
     out = capsys.readouterr().out
     assert "r1: not copied: copy of run 'r1' to X differs from the source" in out
+
+
+@pytest.mark.parametrize("dst", ["json://dst", "flatbuffers://dst"])
+def test_store_convert_reports_each_run_it_cannot_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], dst: str
+) -> None:
+    deep: object = 0
+    for _ in range(1000):  # inside the codec's 1024 levels, over JSON's 256
+        deep = [deep]
+    states = save_runs("lmdb://src", "a", "deep", "z")
+    with open_store("lmdb://src") as store:
+        states["deep"].nodes["a"].output = deep
+        store.save(states["deep"])
+    code = main(["store", "convert", "lmdb://src", dst])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and err == ""
+    lines = result_lines(out)
+    assert lines["a"] == "a: copied" and lines["z"] == "z: copied"
+    copied = load_all(dst)
+    if dst.startswith("json"):
+        assert code == 1
+        assert lines["deep"].startswith("deep: not copied: run 'deep' cannot be stored in ")
+        assert "256 levels" in lines["deep"]
+        assert out.splitlines()[-1] == (
+            f"copied 2 of 3 runs from lmdb://src to {dst}; 1 not copied"
+        )
+        del states["deep"]
+        assert not list((tmp_path / "dst" / "runs").glob("deep/*"))  # nothing unverified left
+    else:
+        assert code == 0 and lines["deep"] == "deep: copied"
+        # RunState's == recurses: compare the deep output apart.
+        assert same_value(copied["deep"].nodes["a"].output, deep)
+        states["deep"].nodes["a"].output = copied["deep"].nodes["a"].output = None
+    assert copied == states
 
 
 def test_store_convert_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
