@@ -47,8 +47,7 @@ def copy_run(src: Store, dst: Store, run_id: str) -> None:
         stored = dst._to_stored(state)
     except SerializationError as exc:  # a value the destination's codec cannot hold
         raise StoreError(
-            f"run '{run_id}' cannot be stored in {dst.describe(run_id)}: {exc}; "
-            "nothing was written"
+            f"run '{run_id}' cannot be stored in {dst.describe(run_id)}: {exc}; nothing was written"
         ) from exc
 
     def check(read_back: Callable[[], StoredRun]) -> None:
