@@ -812,6 +812,26 @@ def test_store_convert_reports_each_run_it_cannot_copy(
     assert copied == states
 
 
+def test_store_convert_of_a_key_no_other_store_can_keep(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The JSON store of earlier releases took a ctx.data key UTF-8 cannot encode.
+    states = save_runs("json://src", "a", "odd")
+    with open_store("json://src") as store:
+        stored = store._to_stored(states["odd"])
+        stored.data["\ud800"] = store.codec.encode(1)
+        store._save("odd", stored)
+        assert store.load("odd").data["\ud800"] == 1  # it still loads where it is
+    assert main(["store", "convert", "json://src", "lmdb://dst"]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and err == ""
+    lines = result_lines(out)
+    assert lines["a"] == "a: copied"
+    assert lines["odd"].startswith("odd: not copied: run 'odd' cannot be stored in ")
+    assert "ctx.data key '\\ud800'" in lines["odd"] and "lone surrogate" in lines["odd"]
+    assert load_all("lmdb://dst") == {"a": states["a"]}
+
+
 def test_store_convert_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     open_store("json://empty").close()
     assert main(["store", "convert", "json://empty", "memory://"]) == 0

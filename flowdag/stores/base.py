@@ -21,13 +21,14 @@ import re
 import sys
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
 
+from flowdag._values import text_problem
 from flowdag.codec import Codec, ValueCodec
 from flowdag.errors import (
     CorruptStateError,
@@ -176,6 +177,8 @@ class Store(ABC):
         nodes: dict[str, StoredNode] = {}
         data: dict[str, bytes | None] = {}
         for record in records:
+            _check_names(run_id, (record.node,), "node name")
+            _check_names(run_id, record.data, "ctx.data key")
             nodes[record.node] = StoredNode(self._encode_meta(record), record.output)
             data.update(record.data)
         if nodes:
@@ -316,6 +319,8 @@ class Store(ABC):
             raise StoreError(f"{type(self).__name__} is closed; open a new store")
 
     def _to_stored(self, state: RunState) -> StoredRun:
+        _check_names(state.run_id, state.nodes, "node name")
+        _check_names(state.run_id, state.data, "ctx.data key")
         encode = self.codec.encode
         header = encode(
             {
@@ -402,6 +407,22 @@ class Store(ABC):
             None if error is None else ErrorInfo(*error),
             deps,
         )
+
+
+def _check_names(run_id: str, names: Iterable[str], what: str) -> None:
+    """Refuse names no store can keep (see `text_problem`), as every store must."""
+    for name in names:
+        if type(name) is not str:
+            raise SerializationError(
+                f"run '{run_id}': {what} {name!r} cannot be stored: it must be a str, "
+                f"not {type(name).__name__}"
+            )
+        problem = text_problem(name)
+        if problem is not None:
+            raise SerializationError(
+                f"run '{run_id}': {what} {name!r} cannot be stored: {problem}; "
+                "use text UTF-8 can encode"
+            )
 
 
 def _to_micros(moment: datetime | None) -> int | None:
