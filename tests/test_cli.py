@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,7 @@ from flowdag.cli.app import one_line
 from flowdag.errors import RunLockedError, WorkflowChangedError
 from flowdag.state import NodeRecord
 from flowdag.stores import open_store
-from flowdag.stores.base import StoredRun
+from flowdag.stores.base import StoredNode, StoredRun
 from flowdag.stores.transfer import same_value
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -850,6 +852,45 @@ def test_store_verify_reports_damaged_runs(
     assert lines["b"].startswith("b: damaged: run 'b'") and str(path) in lines["b"]
     assert out.splitlines()[-1] == "checked 3 runs in json://s: 1 damaged"
     assert "Traceback" not in out + err
+
+
+FORGED = {
+    "started_at 2**62": (None, ["completed", 1, 2**62, None, None]),
+    "attempts inf": (None, ["completed", math.inf, None, None, None]),
+    "deps a list": ({"format": 1, "workflow": "pipe", "metadata": {}, "deps": ["a"]}, None),
+    "workflow None": ({"format": 1, "workflow": None, "metadata": {}, "deps": {"a": []}}, None),
+}
+
+
+@pytest.mark.parametrize("url", ["lmdb://s", "json://s", "flatbuffers://s"])
+@pytest.mark.parametrize(("header", "meta"), FORGED.values(), ids=FORGED.keys())
+def test_forged_records_are_damage_everywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, header: Any, meta: Any
+) -> None:
+    # Well-formed blobs of the wrong shape, written by the store itself: valid checksums.
+    save_runs(url, "a", "forged", "z")
+    with open_store(url) as store:
+        if header is not None:
+            store._save("forged", StoredRun(store.codec.encode(header)))
+        else:
+            store._commit("forged", {"a": StoredNode(store.codec.encode(meta))}, {})
+        where = store.describe("forged")
+    assert main(["store", "verify", url]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    lines = result_lines(out)
+    assert lines["a"] == "a: ok" and lines["z"] == "z: ok"  # verify goes on
+    assert lines["forged"].startswith("forged: damaged: run 'forged' in ")
+    assert where in lines["forged"]
+    assert main(["status", "forged", "--store", url]) == 2
+    assert_one_error_line(capsys.readouterr().err, "run 'forged'", "damaged", where)
+    path = write(tmp_path, PIPELINE)
+    assert main(["run", str(path), "--run-id", "forged", "--store", url]) == 2
+    assert_one_error_line(capsys.readouterr().err, "run 'forged'", "damaged")
+    assert main(["list", "--store", url]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert "damaged" in out
 
 
 def test_store_verify_loads_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
