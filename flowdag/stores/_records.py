@@ -22,6 +22,7 @@ load, in time linear in its size.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Any
 
 from flowdag._values import text_problem
@@ -53,6 +54,8 @@ _MICROSECOND = timedelta(microseconds=1)
 _MIN_MICROS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
 _MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
 _STATUSES = {status.value: status for status in NodeStatus}
+_STR = {str}
+_LIST = {list}
 
 
 # -- writing --------------------------------------------------------------------------
@@ -163,16 +166,14 @@ def run_header(header: Any) -> tuple[str, dict[str, Any], dict[str, tuple[str, .
     stored = header.get("deps")
     if type(stored) is not dict:
         raise CorruptStateError(f"header: deps is {_shown(stored)}, not a dict")
-    deps = {}
-    for name, node_deps in stored.items():
-        if type(name) is not str:
-            raise CorruptStateError(f"header: node name {_shown(name)} is not a str")
-        if type(node_deps) is not list or not all(type(dep) is str for dep in node_deps):
-            raise CorruptStateError(
-                f"header: deps of node {name!r} are {_shown(node_deps)}, not a list of str"
-            )
-        deps[name] = tuple(node_deps)
-    return workflow, metadata, deps
+    # All the names at once, in C: this runs on every load, over every edge.
+    if not (
+        _all_str(stored)
+        and set(map(type, stored.values())) <= _LIST
+        and _all_str(chain.from_iterable(stored.values()))
+    ):
+        raise CorruptStateError(f"header: {_deps_problem(stored)}")
+    return workflow, metadata, {name: tuple(node_deps) for name, node_deps in stored.items()}
 
 
 def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
@@ -189,25 +190,40 @@ def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
         raise CorruptStateError(f"node status is {_shown(status)}, not a node status")
     if type(attempts) is not int or not 0 <= attempts <= MAX_ATTEMPTS:
         raise CorruptStateError(f"node attempts is {_shown(attempts)}, not a count")
-    if error is not None and (
-        type(error) is not list or len(error) != 3 or not all(type(part) is str for part in error)
-    ):
-        raise CorruptStateError(f"node error is {_shown(error)}, not [type, message, traceback]")
-    return NodeState(
-        _STATUSES[status],
-        attempts,
-        None if started is None else _moment(started, "started_at"),
-        None if finished is None else _moment(finished, "finished_at"),
-        output,
-        None if error is None else ErrorInfo(*error),
-        deps,
-    )
+    if started is not None:
+        if type(started) is not int or not _MIN_MICROS <= started <= _MAX_MICROS:
+            raise _bad_time("started_at", started)
+        started = _EPOCH + timedelta(0, 0, started)
+    if finished is not None:
+        if type(finished) is not int or not _MIN_MICROS <= finished <= _MAX_MICROS:
+            raise _bad_time("finished_at", finished)
+        finished = _EPOCH + timedelta(0, 0, finished)
+    if error is not None:
+        if type(error) is not list or len(error) != 3 or not _all_str(error):
+            raise CorruptStateError(
+                f"node error is {_shown(error)}, not [type, message, traceback]"
+            )
+        error = ErrorInfo(*error)
+    return NodeState(_STATUSES[status], attempts, started, finished, output, error, deps)
 
 
-def _moment(micros: Any, field: str) -> datetime:
-    if type(micros) is not int or not _MIN_MICROS <= micros <= _MAX_MICROS:
-        raise CorruptStateError(f"node {field} is {_shown(micros)}, not a time in years 1-9999")
-    return _EPOCH + timedelta(0, 0, micros)
+def _all_str(items: Any) -> bool:
+    # One pass in C: the set of the items' types.
+    return set(map(type, items)) <= _STR
+
+
+def _deps_problem(deps: dict[Any, Any]) -> str:
+    """What is wrong with a header's deps (known to be wrong): the first culprit."""
+    for name, node_deps in deps.items():
+        if type(name) is not str:
+            return f"node name {_shown(name)} is not a str"
+        if type(node_deps) is not list or not _all_str(node_deps):
+            return f"deps of node {name!r} are {_shown(node_deps)}, not a list of names"
+    return "deps are not a dict of node name -> list of names"  # pragma: no cover
+
+
+def _bad_time(field: str, micros: Any) -> CorruptStateError:
+    return CorruptStateError(f"node {field} is {_shown(micros)}, not a time in years 1-9999")
 
 
 def _shown(value: Any) -> str:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self
+from typing import ClassVar, Protocol, Self
 
 from flowdag.codec import Codec, ValueCodec
 from flowdag.errors import (
@@ -352,14 +352,13 @@ class Store(ABC):
         try:
             workflow, metadata, deps = run_header(decode(header_blob))
             state = RunState(run_id, workflow, metadata=metadata)
-            decode_meta = self._decode_meta
             for name, node_deps in deps.items():
                 stored = nodes.get(name)
                 if stored is None:
                     state.nodes[name] = NodeState(deps=node_deps)
                     continue
                 output = None if stored.output is None else decode(stored.output)
-                state.nodes[name] = decode_meta(stored.meta, output, node_deps)
+                state.nodes[name] = node_state(decode(stored.meta), output, node_deps)
             state.data = {key: decode(blob) for key, blob in data.items()}
         except (CorruptStateError, KeyError, TypeError, ValueError) as exc:
             raise CorruptStateError(
@@ -380,9 +379,6 @@ class Store(ABC):
         error = node.error
         meta[4] = [error.type[:200], error.message[:_SHORT_MESSAGE], _TRACEBACK_DROPPED]
         return self.codec.encode(meta)
-
-    def _decode_meta(self, blob: bytes, output: Any, deps: tuple[str, ...]) -> NodeState:
-        return node_state(self.codec.decode(blob), output, deps)
 
 
 class ThreadRunLocks:
