@@ -138,10 +138,18 @@ class Store(ABC):
     # -- public API ---------------------------------------------------------
 
     def save(self, state: RunState) -> None:
-        """Write a whole run, replacing any stored run with the same id, atomically."""
+        """Write a whole run, replacing any stored run with the same id, atomically.
+
+        Raises:
+            InvalidRunIdError: the run id is not valid.
+            InvalidArgumentError: a state no load would accept: a naive node
+                time, a status or attempt count out of range, a ``workflow``
+                that is not a str or ``metadata`` that is not a dict.
+            SerializationError: a value the codec cannot store, or a node
+                name, dependency or ``data`` key that is not text UTF-8 can encode.
+        """
         run_id = check_run_id(state.run_id)
-        check_times(state)
-        check_state(state)
+        check_times(state)  # and check_state, in _to_stored
         self._check_open()
         self._save(run_id, self._to_stored(state))
 
