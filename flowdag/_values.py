@@ -268,6 +268,25 @@ def find_too_many(value: Any, limit: int) -> str | None:
 # -- errors --------------------------------------------------------------------
 
 
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a stored name or ``ctx.data`` key, or None if it can.
+
+    Every store keeps node names and keys as UTF-8 (LMDB keys, FlatBuffers
+    strings), so a str UTF-8 cannot encode (one holding a lone surrogate such
+    as ``"\\ud800"``) is refused by all of them alike, before anything is written.
+    """
+    if text.isascii():  # fast path: nearly every name and key
+        return None
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        return (
+            f"it holds a lone surrogate ({text[exc.start]!r} at position {exc.start}), "
+            "which UTF-8 cannot encode"
+        )
+    return None
+
+
 def type_name(value: Any) -> str:
     return type(value).__qualname__
 

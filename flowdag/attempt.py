@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from flowdag._values import text_problem
 from flowdag.codec import ValueCodec
 from flowdag.context import Context, DataView
 from flowdag.dag import NodeSpec
@@ -275,6 +276,13 @@ def _finish(attempt: Attempt, started_at: datetime, value: Any, view: DataView |
         if view is None:
             return Outcome(started_at, datetime.now(UTC), value, output)
         changes = view.changes()
+        for key in changes:  # every store keeps keys as UTF-8: refuse the same ones everywhere
+            problem = text_problem(key)
+            if problem is not None:
+                raise SerializationError(
+                    f"node '{name}': ctx.data key {key!r} not storable: {problem}; "
+                    "use keys UTF-8 can encode"
+                )
         encoded = {
             key: _encode(codec, new, f"node '{name}': ctx.data[{key!r}] is") if present else None
             for key, (present, new) in changes.items()

@@ -228,6 +228,12 @@ class Codec(CodecBase):
                 f"cannot store a value of type {type_name(value)!r}: its tuples, sets and "
                 f"frozensets nest more than {_MAX_DEPTH} levels deep; flatten it"
             ) from None
+        except UnicodeEncodeError as exc:  # before ValueError: its message would mislead
+            raise SerializationError(
+                f"cannot store a value of type {type_name(value)!r}: it holds a str with a "
+                f"lone surrogate ({exc.object[exc.start]!r}), which UTF-8 cannot encode; "
+                "store text UTF-8 can encode, or bytes"
+            ) from None
         except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
             raise SerializationError(
                 f"cannot store a value of type {type_name(value)!r} ({exc}); values must nest "

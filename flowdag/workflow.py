@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, TypedDict, TypeVar, Unpack, overload
 
+from flowdag._values import text_problem
 from flowdag.dag import DAG, NodeSpec
 from flowdag.errors import DAGError, SignatureError
 
@@ -43,6 +44,7 @@ class Workflow:
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name:
             raise DAGError(f"workflow name must be a non-empty string, not {name!r}")
+        _check_text("workflow name", name)
         self.name = name
         self._specs: list[NodeSpec] = []
 
@@ -163,9 +165,11 @@ def _check_options(
 ) -> None:
     if not isinstance(name, str) or not name:
         raise DAGError(f"node name must be a non-empty string, not {name!r}")
+    _check_text("node name", name)
     for dep in deps:
         if not isinstance(dep, str) or not dep:
             raise DAGError(f"node '{name}': dependency names must be non-empty strings: {dep!r}")
+        _check_text(f"node '{name}': dependency name", dep)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise DAGError(f"node '{name}': retries must be a whole number >= 0, not {retries!r}")
     numbers = {"retry_delay": retry_delay, "max_retry_delay": max_retry_delay}
@@ -176,6 +180,13 @@ def _check_options(
         raise DAGError(f"node '{name}': backoff must be a number >= 1, not {backoff!r}")
     if timeout is not None and (not _is_number(timeout) or timeout <= 0):  # type: ignore[operator]
         raise DAGError(f"node '{name}': timeout must be a number > 0 or None, not {timeout!r}")
+
+
+def _check_text(what: str, name: str) -> None:
+    # Stores keep names as UTF-8: a name none can store is refused here, not at the first save.
+    problem = text_problem(name)
+    if problem is not None:
+        raise DAGError(f"{what} {name!r} is not valid: {problem}; rename it")
 
 
 def _is_number(value: object) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,8 @@ from flowdag.cli.app import one_line
 from flowdag.errors import RunLockedError, WorkflowChangedError
 from flowdag.state import NodeRecord
 from flowdag.stores import open_store
-from flowdag.stores.base import StoredRun
+from flowdag.stores.base import StoredNode, StoredRun
+from flowdag.stores.transfer import same_value
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "etl_pipeline.py"
@@ -777,6 +780,60 @@ def test_store_convert_reports_a_copy_that_differs(
     assert "r1: not copied: copy of run 'r1' to X differs from the source" in out
 
 
+@pytest.mark.parametrize("dst", ["json://dst", "flatbuffers://dst"])
+def test_store_convert_reports_each_run_it_cannot_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], dst: str
+) -> None:
+    deep: object = 0
+    for _ in range(1000):  # inside the codec's 1024 levels, over JSON's 256
+        deep = [deep]
+    states = save_runs("lmdb://src", "a", "deep", "z")
+    with open_store("lmdb://src") as store:
+        states["deep"].nodes["a"].output = deep
+        store.save(states["deep"])
+    code = main(["store", "convert", "lmdb://src", dst])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and err == ""
+    lines = result_lines(out)
+    assert lines["a"] == "a: copied" and lines["z"] == "z: copied"
+    copied = load_all(dst)
+    if dst.startswith("json"):
+        assert code == 1
+        assert lines["deep"].startswith("deep: not copied: run 'deep' cannot be stored in ")
+        assert "256 levels" in lines["deep"]
+        assert out.splitlines()[-1] == (
+            f"copied 2 of 3 runs from lmdb://src to {dst}; 1 not copied"
+        )
+        del states["deep"]
+        assert not list((tmp_path / "dst" / "runs").glob("deep/*"))  # nothing unverified left
+    else:
+        assert code == 0 and lines["deep"] == "deep: copied"
+        # RunState's == recurses: compare the deep output apart.
+        assert same_value(copied["deep"].nodes["a"].output, deep)
+        states["deep"].nodes["a"].output = copied["deep"].nodes["a"].output = None
+    assert copied == states
+
+
+def test_store_convert_of_a_key_no_other_store_can_keep(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The JSON store of earlier releases took a ctx.data key UTF-8 cannot encode.
+    states = save_runs("json://src", "a", "odd")
+    with open_store("json://src") as store:
+        stored = store._to_stored(states["odd"])
+        stored.data["\ud800"] = store.codec.encode(1)
+        store._save("odd", stored)
+        assert store.load("odd").data["\ud800"] == 1  # it still loads where it is
+    assert main(["store", "convert", "json://src", "lmdb://dst"]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and err == ""
+    lines = result_lines(out)
+    assert lines["a"] == "a: copied"
+    assert lines["odd"].startswith("odd: not copied: run 'odd' cannot be stored in ")
+    assert "ctx.data key '\\ud800'" in lines["odd"] and "lone surrogate" in lines["odd"]
+    assert load_all("lmdb://dst") == {"a": states["a"]}
+
+
 def test_store_convert_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     open_store("json://empty").close()
     assert main(["store", "convert", "json://empty", "memory://"]) == 0
@@ -795,6 +852,45 @@ def test_store_verify_reports_damaged_runs(
     assert lines["b"].startswith("b: damaged: run 'b'") and str(path) in lines["b"]
     assert out.splitlines()[-1] == "checked 3 runs in json://s: 1 damaged"
     assert "Traceback" not in out + err
+
+
+FORGED = {
+    "started_at 2**62": (None, ["completed", 1, 2**62, None, None]),
+    "attempts inf": (None, ["completed", math.inf, None, None, None]),
+    "deps a list": ({"format": 1, "workflow": "pipe", "metadata": {}, "deps": ["a"]}, None),
+    "workflow None": ({"format": 1, "workflow": None, "metadata": {}, "deps": {"a": []}}, None),
+}
+
+
+@pytest.mark.parametrize("url", ["lmdb://s", "json://s", "flatbuffers://s"])
+@pytest.mark.parametrize(("header", "meta"), FORGED.values(), ids=FORGED.keys())
+def test_forged_records_are_damage_everywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, header: Any, meta: Any
+) -> None:
+    # Well-formed blobs of the wrong shape, written by the store itself: valid checksums.
+    save_runs(url, "a", "forged", "z")
+    with open_store(url) as store:
+        if header is not None:
+            store._save("forged", StoredRun(store.codec.encode(header)))
+        else:
+            store._commit("forged", {"a": StoredNode(store.codec.encode(meta))}, {})
+        where = store.describe("forged")
+    assert main(["store", "verify", url]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    lines = result_lines(out)
+    assert lines["a"] == "a: ok" and lines["z"] == "z: ok"  # verify goes on
+    assert lines["forged"].startswith("forged: damaged: run 'forged' in ")
+    assert where in lines["forged"]
+    assert main(["status", "forged", "--store", url]) == 2
+    assert_one_error_line(capsys.readouterr().err, "run 'forged'", "damaged", where)
+    path = write(tmp_path, PIPELINE)
+    assert main(["run", str(path), "--run-id", "forged", "--store", url]) == 2
+    assert_one_error_line(capsys.readouterr().err, "run 'forged'", "damaged")
+    assert main(["list", "--store", url]) == 0
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert "damaged" in out
 
 
 def test_store_verify_loads_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

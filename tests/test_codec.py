@@ -741,6 +741,13 @@ def test_nesting_limits() -> None:
         Codec().encode(cycle)
 
 
+@pytest.mark.parametrize("value", ["\ud800", {"k": ["a\udcffb"]}, {"\ud800": 1}], ids=ascii)
+def test_text_utf8_cannot_encode_is_refused_as_such(value: Any) -> None:
+    with pytest.raises(SerializationError, match="lone surrogate") as info:
+        Codec().encode(value)
+    assert "nest" not in str(info.value)  # not the misleading message of other errors
+
+
 # -- unsupported types and pickle --------------------------------------------------
 
 

@@ -197,6 +197,18 @@ def test_bad_names_raise_dag_error(name: Any) -> None:
         Workflow("w").add_node(name, _any)
 
 
+@pytest.mark.parametrize("name", ["\ud800", "a\udcffb"], ids=ascii)
+def test_names_no_store_can_keep_raise_dag_error(name: str) -> None:
+    # A lone surrogate is no UTF-8: every store would refuse the name at the first save.
+    for build in (
+        lambda: Workflow(name),
+        lambda: Workflow("w").add_node(name, _any),
+        lambda: Workflow("w").add_node("n", _any, deps=[name]),
+    ):
+        with pytest.raises(DAGError, match=r"name .* is not valid: it holds a lone surrogate"):
+            build()
+
+
 @pytest.mark.parametrize(
     "error",
     [CycleError, MissingDependencyError, DuplicateNodeError, SignatureError],

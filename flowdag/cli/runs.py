@@ -38,7 +38,7 @@ from flowdag.cli.render import (
     styled,
     text_table,
 )
-from flowdag.errors import CorruptStateError, FlowdagError, RunNotFoundError, StoreError
+from flowdag.errors import CorruptStateError, FlowdagError, RunNotFoundError
 from flowdag.state import ErrorInfo, NodeStatus, RunState
 from flowdag.stores import Store, parse_store_url
 from flowdag.stores.base import check_run_id
@@ -193,7 +193,9 @@ def cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
     """Copy runs from one store to another, verifying each copy.
 
     Copy runs (all by default) from SRC_URL to DST_URL, replacing runs of the same
-    id there; each copy is loaded back and compared with the source.
+    id there; each copy is loaded back and compared with the source. A run that
+    cannot be copied gets one line saying why and is not kept; the others are
+    still copied, and the exit status is 1.
     """
     # Bad input fails before anything is opened or written.
     wanted = [check_run_id(run_id) for run_id in dict.fromkeys(args.run_ids or [])]
@@ -214,7 +216,7 @@ def cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
                 except CorruptStateError as exc:  # copy_run raises it for the source only
                     damaged += 1
                     say_run(out, run_id, "[bold red]damaged in the source, skipped[/]", exc)
-                except StoreError as exc:  # the copy differs, the run is locked there, I/O...
+                except FlowdagError as exc:  # the copy differs, is locked there, I/O...
                     failed += 1
                     say_run(out, run_id, "[bold red]not copied[/]", exc)
                 else:

@@ -24,9 +24,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self
+from typing import ClassVar, Protocol, Self
 
 from flowdag.codec import Codec, ValueCodec
 from flowdag.errors import (
@@ -37,7 +36,15 @@ from flowdag.errors import (
     SerializationError,
     StoreError,
 )
-from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState, check_times
+from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState, check_times
+from flowdag.stores._records import (
+    check_names,
+    check_state,
+    header_record,
+    meta_record,
+    node_state,
+    run_header,
+)
 
 __all__ = ["RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
 
@@ -45,10 +52,6 @@ _SHORT_MESSAGE = 500  # characters of an error message kept when its record is t
 _TRACEBACK_DROPPED = "(traceback not stored: the error record was over the codec's limits)"
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-_HEADER_FORMAT = 1
-_STATUSES = {status.value: status for status in NodeStatus}
 
 
 def check_run_id(run_id: object) -> str:
@@ -135,9 +138,18 @@ class Store(ABC):
     # -- public API ---------------------------------------------------------
 
     def save(self, state: RunState) -> None:
-        """Write a whole run, replacing any stored run with the same id, atomically."""
+        """Write a whole run, replacing any stored run with the same id, atomically.
+
+        Raises:
+            InvalidRunIdError: the run id is not valid.
+            InvalidArgumentError: a state no load would accept: a naive node
+                time, a status or attempt count out of range, a ``workflow``
+                that is not a str or ``metadata`` that is not a dict.
+            SerializationError: a value the codec cannot store, or a node
+                name, dependency or ``data`` key that is not text UTF-8 can encode.
+        """
         run_id = check_run_id(state.run_id)
-        check_times(state)
+        check_times(state)  # and check_state, in _to_stored
         self._check_open()
         self._save(run_id, self._to_stored(state))
 
@@ -176,6 +188,8 @@ class Store(ABC):
         nodes: dict[str, StoredNode] = {}
         data: dict[str, bytes | None] = {}
         for record in records:
+            check_names(run_id, (record.node,), "node name")
+            check_names(run_id, record.data, "ctx.data key")
             nodes[record.node] = StoredNode(self._encode_meta(record), record.output)
             data.update(record.data)
         if nodes:
@@ -323,15 +337,9 @@ class Store(ABC):
             raise StoreError(f"{type(self).__name__} is closed; open a new store")
 
     def _to_stored(self, state: RunState) -> StoredRun:
+        check_state(state)  # copy_run comes here without save
         encode = self.codec.encode
-        header = encode(
-            {
-                "format": _HEADER_FORMAT,
-                "workflow": state.workflow,
-                "metadata": state.metadata,
-                "deps": {name: list(node.deps) for name, node in state.nodes.items()},
-            }
-        )
+        header = encode(header_record(state))
         # A node that never ran needs no entry: the header lists it, and a node
         # without an entry loads as pending. Saving a new run then costs O(header).
         nodes = {
@@ -357,19 +365,15 @@ class Store(ABC):
     ) -> RunState:
         decode = self.codec.decode
         try:
-            header = decode(header_blob)
-            if not isinstance(header, dict) or header.get("format") != _HEADER_FORMAT:
-                raise CorruptStateError("unknown run header format")
-            deps: dict[str, list[str]] = header["deps"]
-            state = RunState(run_id, header["workflow"], metadata=header["metadata"])
-            decode_meta = self._decode_meta
+            workflow, metadata, deps = run_header(decode(header_blob))
+            state = RunState(run_id, workflow, metadata=metadata)
             for name, node_deps in deps.items():
                 stored = nodes.get(name)
                 if stored is None:
-                    state.nodes[name] = NodeState(deps=tuple(node_deps))
+                    state.nodes[name] = NodeState(deps=node_deps)
                     continue
                 output = None if stored.output is None else decode(stored.output)
-                state.nodes[name] = decode_meta(stored.meta, output, tuple(node_deps))
+                state.nodes[name] = node_state(decode(stored.meta), output, node_deps)
             state.data = {key: decode(blob) for key, blob in data.items()}
         except (CorruptStateError, KeyError, TypeError, ValueError) as exc:
             raise CorruptStateError(
@@ -379,41 +383,17 @@ class Store(ABC):
         return state
 
     def _encode_meta(self, node: NodeRecord | NodeState) -> bytes:
-        error = node.error
-        meta = [
-            str(node.status),
-            node.attempts,
-            _to_micros(node.started_at),
-            _to_micros(node.finished_at),
-            None if error is None else [error.type, error.message, error.traceback],
-        ]
+        meta = meta_record(node)
         try:
             return self.codec.encode(meta)
         except SerializationError:
-            if error is None:
+            if node.error is None:
                 raise
         # A failure must be recordable even when its traceback is over the codec's
         # limits (a small max_blob_size): keep the type and the start of the message.
+        error = node.error
         meta[4] = [error.type[:200], error.message[:_SHORT_MESSAGE], _TRACEBACK_DROPPED]
         return self.codec.encode(meta)
-
-    def _decode_meta(self, blob: bytes, output: Any, deps: tuple[str, ...]) -> NodeState:
-        # Run once per node on every load: one constructor call, no enum lookup.
-        status, attempts, started, finished, error = self.codec.decode(blob)
-        return NodeState(
-            _STATUSES[status],
-            int(attempts),
-            None if started is None else _EPOCH + timedelta(0, 0, started),
-            None if finished is None else _EPOCH + timedelta(0, 0, finished),
-            output,
-            None if error is None else ErrorInfo(*error),
-            deps,
-        )
-
-
-def _to_micros(moment: datetime | None) -> int | None:
-    # Whole microseconds since the epoch: exact, unlike a float timestamp.
-    return None if moment is None else (moment - _EPOCH) // _MICROSECOND
 
 
 class ThreadRunLocks:

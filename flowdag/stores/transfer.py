@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from flowdag.errors import CorruptStateError, StoreError
+from flowdag.errors import CorruptStateError, SerializationError, StoreError
 from flowdag.state import NodeState, RunState
 from flowdag.stores.base import Store, StoredRun
 
@@ -37,16 +37,26 @@ def copy_run(src: Store, dst: Store, run_id: str) -> None:
         RunNotFoundError: ``src`` holds no such run.
         CorruptStateError: the run is damaged in ``src``; ``dst`` is untouched.
         RunLockedError: the run is running in ``dst``.
-        StoreError: the copy read back from ``dst`` is damaged or differs from
-            the source; it was not published and ``dst`` is as it was.
+        StoreError: the run holds a value ``dst``'s codec cannot store, or the
+            copy read back from ``dst`` is damaged, differs from the source or
+            cannot be compared with it; it was not published and ``dst`` is as
+            it was.
     """
     state = src.load(run_id)
+    try:
+        stored = dst._to_stored(state)
+    except SerializationError as exc:  # a value the destination's codec cannot hold
+        raise StoreError(
+            f"run '{run_id}' cannot be stored in {dst.describe(run_id)}: {exc}; nothing was written"
+        ) from exc
 
     def check(read_back: Callable[[], StoredRun]) -> None:
         try:
             problem = _difference(state, dst._from_stored(run_id, read_back()))
         except CorruptStateError as exc:  # raised by dst: not the source's damage
             problem = f"the copy cannot be read back ({exc})"
+        except Exception as exc:  # a value whose == raises: the copy is not verified
+            problem = f"the copy cannot be compared ({type(exc).__name__}: {exc})"
         if problem is not None:
             raise StoreError(
                 f"copy of run '{run_id}' to {dst.describe(run_id)} differs from the source: "
@@ -54,7 +64,7 @@ def copy_run(src: Store, dst: Store, run_id: str) -> None:
             )
 
     with dst.lock(run_id):
-        dst._save_checked(run_id, dst._to_stored(state), check)
+        dst._save_checked(run_id, stored, check)
 
 
 def verify_run(store: Store, run_id: str) -> str | None:
@@ -111,10 +121,32 @@ def same_value(expected: Any, actual: Any) -> bool:
 
     Stricter than ``==`` (5.0 is not 5, -0.0 is not 0.0, a tuple is not a list,
     ``Decimal("1.10")`` is not ``Decimal("1.1")``) and usable where ``==`` is not
-    (NaN, numpy arrays).
+    (NaN, numpy arrays). Iterative: values nested as deep as the codecs allow
+    (1024 levels) are compared without recursion.
     """
-    if type(expected) is not type(actual):
-        return False
+    pending = [(expected, actual)]
+    while pending:
+        left, right = pending.pop()
+        if type(left) is not type(right):
+            return False
+        if isinstance(left, list | tuple):
+            if len(left) != len(right):
+                return False
+            pending.extend(zip(left, right, strict=True))
+        elif isinstance(left, dict):
+            if len(left) != len(right):
+                return False
+            for key, value in left.items():
+                if key not in right:
+                    return False
+                pending.append((value, right[key]))
+        elif not _same_leaf(left, right):
+            return False
+    return True
+
+
+def _same_leaf(expected: Any, actual: Any) -> bool:
+    """`same_value` for two values of the same type that are not lists, tuples or dicts."""
     if isinstance(expected, float):  # -0.0 is not 0.0; NaN is NaN
         if math.isnan(expected) or math.isnan(actual):
             return math.isnan(expected) and math.isnan(actual)
@@ -123,12 +155,6 @@ def same_value(expected: Any, actual: Any) -> bool:
         return bool(expected.as_tuple() == actual.as_tuple())
     if isinstance(expected, datetime):  # aware and naive, or two zones, are not the same
         return bool(expected == actual and expected.utcoffset() == actual.utcoffset())
-    if isinstance(expected, list | tuple):
-        return len(expected) == len(actual) and all(map(same_value, expected, actual))
-    if isinstance(expected, dict):
-        return len(expected) == len(actual) and all(
-            key in actual and same_value(value, actual[key]) for key, value in expected.items()
-        )
     if type(expected).__module__ == "numpy" and hasattr(expected, "dtype"):
         return _same_array(expected, actual)
     return bool(expected == actual)

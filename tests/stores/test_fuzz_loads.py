@@ -37,14 +37,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowdag.codec import Codec
-from flowdag.errors import CorruptStateError
+from flowdag.errors import CorruptStateError, SerializationError
 from flowdag.json_codec import JSONCodec
 from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
 from flowdag.stores._format import Stamp
 from flowdag.stores._framing import journal as journal_of
 from flowdag.stores._framing import read_journal
-from flowdag.stores.base import Store
+from flowdag.stores.base import Store, StoredNode, StoredRun
 from flowdag.stores.flatbuffers_format import FlatBuffersFormat
 from flowdag.stores.json_format import JSONFormat
 
@@ -509,3 +509,100 @@ def test_decode_limits_are_configurable() -> None:
     outcome = guarded(lambda: json_small.decode(b"[" + b"1," * 50 + b"1]"))
     assert isinstance(outcome, CorruptStateError)
     assert "max_items" in str(outcome)
+
+
+# -- forged shapes: well-formed blobs of any value, behind valid checksums ----------------
+
+# Values a codec can hold, as a forger would write them in place of a record.
+FORGED_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+    | st.sampled_from([str(status) for status in NodeStatus]),
+    lambda inner: (
+        st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+GOOD_META = ["failed", 2, 1_795_000_000_000_000, 1_795_000_000_000_042, ["E", "m", "tb"]]
+GOOD_HEADER = {"format": 1, "workflow": "wf", "metadata": {}, "deps": {"a": [], "b": ["a"]}}
+
+
+@st.composite
+def forged_meta(draw: st.DrawFn) -> Any:
+    """A meta record with one field (or the whole record) replaced by any value."""
+    if draw(st.booleans()):
+        return draw(FORGED_VALUES)
+    meta = list(GOOD_META)
+    meta[draw(st.integers(0, 4))] = draw(FORGED_VALUES)
+    return meta
+
+
+@st.composite
+def forged_header(draw: st.DrawFn) -> Any:
+    """A run header with one field (or the whole header, or one node's deps) replaced."""
+    choice = draw(st.sampled_from(["whole", "field", "deps"]))
+    if choice == "whole":
+        return draw(FORGED_VALUES)
+    header = dict(GOOD_HEADER)
+    if choice == "field":
+        header[draw(st.sampled_from(sorted(header)))] = draw(FORGED_VALUES)
+    else:
+        header["deps"] = {"a": draw(FORGED_VALUES), "b": ["a"]}
+    return header
+
+
+def check_well_formed(state: RunState) -> None:
+    """A state that loads holds the types a RunState promises, all the way."""
+    assert type(state.workflow) is str and type(state.metadata) is dict
+    for name, node in state.nodes.items():
+        assert type(name) is str and all(type(dep) is str for dep in node.deps)
+        assert isinstance(node.status, NodeStatus) and type(node.attempts) is int
+        assert node.attempts >= 0
+        for moment in (node.started_at, node.finished_at):
+            assert moment is None or (type(moment) is datetime and moment.tzinfo is not None)
+        error = node.error
+        assert error is None or all(type(part) is str for part in vars_of(error))
+    assert state.status is not None  # derived fields work
+
+
+def vars_of(error: ErrorInfo) -> tuple[Any, ...]:
+    return (error.type, error.message, error.traceback)
+
+
+@pytest.fixture(scope="module", params=["memory", "lmdb", "json", "flatbuffers"])
+def forging_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
+    scheme = request.param
+    url = "memory://" if scheme == "memory" else f"{scheme}://{tmp_path_factory.mktemp(scheme)}"
+    with open_store(url) as store:
+        yield store
+
+
+def test_forged_shapes_behind_valid_checksums(forging_store: Store) -> None:
+    store = forging_store
+    encode = store.codec.encode
+
+    @FUZZ
+    @given(header=forged_header(), meta=forged_meta())
+    def check(header: Any, meta: Any) -> None:
+        try:
+            header_blob, meta_blob = encode(header), encode(meta)
+        except SerializationError:
+            return  # a value this codec cannot write (JSON's limits): nothing to forge
+        # Written by the store itself: valid checksums and framing around any value.
+        store._save(RUN_ID, StoredRun(header_blob, {"a": StoredNode(meta_blob)}))
+        for outcome in (
+            guarded(lambda: store.load(RUN_ID)),
+            guarded(lambda: store.load_statuses(RUN_ID)),
+        ):
+            if isinstance(outcome, CorruptStateError):
+                assert f"run '{RUN_ID}'" in str(outcome)
+            else:
+                check_well_formed(outcome)
+
+    check()

@@ -17,12 +17,19 @@ from uuid import UUID
 import numpy as np
 import pytest
 
+from flowdag.codec import Codec
 from flowdag.errors import CorruptStateError, RunLockedError, RunNotFoundError, StoreError
-from flowdag.state import NodeRecord, NodeStatus, RunState
+from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import JSONStore, LMDBStore, MemoryStore, open_store
 from flowdag.stores.base import StoredRun
 from flowdag.stores.transfer import copy_run, same_value, verify_run
-from tests.stores.conformance import ROOT, assert_same_state, make_state, pending_state
+from tests.stores.conformance import (
+    ROOT,
+    assert_same_state,
+    files_under,
+    make_state,
+    pending_state,
+)
 
 
 @pytest.fixture
@@ -217,6 +224,60 @@ def test_same_value(a: Any, b: Any) -> None:
 @pytest.mark.parametrize(("a", "b"), DIFFERENT, ids=repr)
 def test_different_value(a: Any, b: Any) -> None:
     assert not same_value(a, b) and not same_value(b, a)
+
+
+def nested(depth: int, leaf: Any = 0) -> Any:
+    """A value nested ``depth`` levels: alternately lists and dicts."""
+    value = leaf
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def test_same_value_at_the_codec_nesting_limit() -> None:
+    # The codecs store lists and dicts nested 1024 levels: the copy check must compare them.
+    deep = nested(1024)
+    assert same_value(deep, nested(1024))
+    assert not same_value(deep, nested(1024, leaf=0.0))
+    assert not same_value(deep, nested(1023))
+
+
+@pytest.mark.parametrize("dst_url", ["flatbuffers://", "json://", "lmdb://"])
+def test_copy_of_a_value_nested_at_the_limit(tmp_path: Path, dst_url: str) -> None:
+    with LMDBStore(tmp_path / "src") as src, open_store(f"{dst_url}{tmp_path / 'dst'}") as dst:
+        state = RunState("deep", "wf")
+        state.nodes["n"] = NodeState(NodeStatus.COMPLETED, 1, output=nested(1000))
+        src.save(state)
+        src.save(make_state("fine"))
+        if dst_url == "json://":  # JSON nests at most 256 levels: refused, nothing written
+            with pytest.raises(StoreError, match=r"run 'deep' cannot be stored in .*256"):
+                copy_run(src, dst, "deep")
+            assert files_under(tmp_path / "dst" / "runs") == []
+        else:
+            copy_run(src, dst, "deep")
+            assert same_value(dst.load("deep").nodes["n"].output, nested(1000))
+        copy_run(src, dst, "fine")
+        assert dst.list_runs() == (["fine"] if dst_url == "json://" else ["deep", "fine"])
+
+
+class Incomparable:
+    """A value whose ``==`` raises (stored with pickle)."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no comparing")
+
+    __hash__ = object.__hash__
+
+
+def test_copy_that_cannot_be_compared_is_not_kept(tmp_path: Path) -> None:
+    codec = Codec(allow_pickle=True)
+    with MemoryStore(codec=codec) as src, LMDBStore(tmp_path / "dst", codec=codec) as dst:
+        state = RunState("a", "wf")
+        state.nodes["n"] = NodeState(NodeStatus.COMPLETED, 1, output=Incomparable())
+        src.save(state)
+        with pytest.raises(StoreError, match=r"cannot be compared \(RuntimeError: no comparing"):
+            copy_run(src, dst, "a")
+        assert dst.list_runs() == []
 
 
 def test_copy_names_the_nodes_that_differ(src: JSONStore) -> None:

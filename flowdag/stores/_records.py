@@ -1,0 +1,237 @@
+"""A run's header and node meta records: their shapes, written and checked back.
+
+A store keeps each run as a header (workflow, metadata, every node's deps) and
+per node a small meta record (status, attempts, times, error), each one value
+encoded by the store's codec (see `flowdag.stores.base`). A checksum, or on an
+encrypted store the key, vouches that a blob is the one written; neither
+vouches for its shape, since anyone who can write a plain store (or holds the
+key) can write a well-formed blob of any value. So every decoded record is
+checked here before it becomes a `RunState`: a value out of shape (a status
+that is no status, ``attempts = inf``, a time past year 9999, ``deps`` as a
+list, ``workflow = None``) raises `CorruptStateError`, which the store words
+with the run and its file. Decoding never trusts a field's type by calling it.
+
+What is checked on the way back is also refused on the way in (`check_state`,
+`meta_record`), so a store never writes a run it would call damaged.
+
+Cost: `node_state` runs once per node on every load, so it is a handful of
+exact type tests and one constructor call; the header is checked once per
+load, in time linear in its size.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import chain
+from typing import Any
+
+from flowdag._values import text_problem
+from flowdag.errors import (
+    CorruptStateError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    SerializationError,
+)
+from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "check_names",
+    "check_state",
+    "header_record",
+    "meta_record",
+    "node_state",
+    "run_header",
+    "to_micros",
+]
+
+HEADER_FORMAT = 1
+MAX_ATTEMPTS = 2**63 - 1  # what msgpack holds without an extension type
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+# The microseconds that make a datetime: years 1 to 9999, as `to_micros` writes them.
+_MIN_MICROS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+_MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+_STATUSES = {status.value: status for status in NodeStatus}
+_STR = {str}
+_LIST = {list}
+
+
+# -- writing --------------------------------------------------------------------------
+
+
+def check_names(run_id: str, names: Any, what: str) -> None:
+    """Refuse names and keys no store can keep (see `text_problem`), as every store must.
+
+    Raises:
+        SerializationError: a name that is not a str, or not text UTF-8 can encode.
+    """
+    for name in names:
+        if type(name) is not str:
+            raise SerializationError(
+                f"run '{run_id}': {what} {name!r} cannot be stored: it must be a str, "
+                f"not {type(name).__name__}"
+            )
+        problem = text_problem(name)
+        if problem is not None:
+            raise SerializationError(
+                f"run '{run_id}': {what} {name!r} cannot be stored: {problem}; "
+                "use text UTF-8 can encode"
+            )
+
+
+def check_state(state: RunState) -> None:
+    """Refuse a state whose header no load would accept (node times: `check_times`).
+
+    Raises:
+        InvalidArgumentTypeError: ``workflow`` is not a str or ``metadata`` not a dict.
+        SerializationError: a node name, dependency or ``data`` key no store can keep.
+    """
+    run_id = state.run_id
+    if type(state.workflow) is not str:
+        raise InvalidArgumentTypeError(
+            f"run {run_id!r}: workflow must be a str, not {type(state.workflow).__name__}"
+        )
+    if type(state.metadata) is not dict:
+        raise InvalidArgumentTypeError(
+            f"run {run_id!r}: metadata must be a dict, not {type(state.metadata).__name__}"
+        )
+    check_names(run_id, state.nodes, "node name")
+    for node in state.nodes.values():
+        check_names(run_id, node.deps, "dependency name")
+    check_names(run_id, state.data, "ctx.data key")
+
+
+def header_record(state: RunState) -> dict[str, Any]:
+    """The header of ``state``, as its codec encodes it."""
+    return {
+        "format": HEADER_FORMAT,
+        "workflow": state.workflow,
+        "metadata": state.metadata,
+        "deps": {name: list(node.deps) for name, node in state.nodes.items()},
+    }
+
+
+def meta_record(node: NodeRecord | NodeState) -> list[Any]:
+    """The meta record of one node, as its codec encodes it.
+
+    Raises:
+        InvalidArgumentError: a status that is no `NodeStatus`, or attempts
+            that are not a whole number from 0 to `MAX_ATTEMPTS`.
+    """
+    attempts = node.attempts
+    # Exact types: a bool or a float would come back as something else.
+    if type(attempts) is not int or not 0 <= attempts <= MAX_ATTEMPTS:
+        raise InvalidArgumentError(
+            f"node attempts must be a whole number from 0 to {MAX_ATTEMPTS}, not {attempts!r}"
+        )
+    if node.status not in _STATUSES:
+        raise InvalidArgumentError(f"node status must be a NodeStatus, not {node.status!r}")
+    error = node.error
+    return [
+        str(node.status),
+        attempts,
+        to_micros(node.started_at),
+        to_micros(node.finished_at),
+        None if error is None else [error.type, error.message, error.traceback],
+    ]
+
+
+def to_micros(moment: datetime | None) -> int | None:
+    """Whole microseconds since the epoch: exact, unlike a float timestamp."""
+    return None if moment is None else (moment - _EPOCH) // _MICROSECOND
+
+
+# -- checking what was read -----------------------------------------------------------
+
+
+def run_header(header: Any) -> tuple[str, dict[str, Any], dict[str, tuple[str, ...]]]:
+    """The workflow, metadata and deps of a decoded header, checked.
+
+    Raises:
+        CorruptStateError: the header is not one `header_record` writes.
+    """
+    if type(header) is not dict:
+        raise CorruptStateError(f"run header is {_shown(header)}, not a dict")
+    version = header.get("format")
+    if type(version) is not int or version != HEADER_FORMAT:  # exact type: True == 1
+        raise CorruptStateError(f"unknown run header format {_shown(version)}")
+    workflow = header.get("workflow")
+    if type(workflow) is not str:
+        raise CorruptStateError(f"header: workflow is {_shown(workflow)}, not a str")
+    metadata = header.get("metadata")
+    if type(metadata) is not dict:
+        raise CorruptStateError(f"header: metadata is {_shown(metadata)}, not a dict")
+    stored = header.get("deps")
+    if type(stored) is not dict:
+        raise CorruptStateError(f"header: deps is {_shown(stored)}, not a dict")
+    # All the names at once, in C: this runs on every load, over every edge.
+    if not (
+        _all_str(stored)
+        and set(map(type, stored.values())) <= _LIST
+        and _all_str(chain.from_iterable(stored.values()))
+    ):
+        raise CorruptStateError(f"header: {_deps_problem(stored)}")
+    return workflow, metadata, {name: tuple(node_deps) for name, node_deps in stored.items()}
+
+
+def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
+    """The `NodeState` of a decoded meta record, checked.
+
+    Raises:
+        CorruptStateError: the record is not one `meta_record` writes.
+    """
+    # Run once per node on every load: exact type tests, one constructor call.
+    if type(meta) is not list or len(meta) != 5:
+        raise CorruptStateError(f"node meta is {_shown(meta)}, not a list of 5 fields")
+    status, attempts, started, finished, error = meta
+    if type(status) is not str or status not in _STATUSES:
+        raise CorruptStateError(f"node status is {_shown(status)}, not a node status")
+    if type(attempts) is not int or not 0 <= attempts <= MAX_ATTEMPTS:
+        raise CorruptStateError(f"node attempts is {_shown(attempts)}, not a count")
+    if started is not None:
+        if type(started) is not int or not _MIN_MICROS <= started <= _MAX_MICROS:
+            raise _bad_time("started_at", started)
+        started = _EPOCH + timedelta(0, 0, started)
+    if finished is not None:
+        if type(finished) is not int or not _MIN_MICROS <= finished <= _MAX_MICROS:
+            raise _bad_time("finished_at", finished)
+        finished = _EPOCH + timedelta(0, 0, finished)
+    if error is not None:
+        if type(error) is not list or len(error) != 3 or not _all_str(error):
+            raise CorruptStateError(
+                f"node error is {_shown(error)}, not [type, message, traceback]"
+            )
+        error = ErrorInfo(*error)
+    return NodeState(_STATUSES[status], attempts, started, finished, output, error, deps)
+
+
+def _all_str(items: Any) -> bool:
+    # One pass in C: the set of the items' types.
+    return set(map(type, items)) <= _STR
+
+
+def _deps_problem(deps: dict[Any, Any]) -> str:
+    """What is wrong with a header's deps (known to be wrong): the first culprit."""
+    for name, node_deps in deps.items():
+        if type(name) is not str:
+            return f"node name {_shown(name)} is not a str"
+        if type(node_deps) is not list or not _all_str(node_deps):
+            return f"deps of node {name!r} are {_shown(node_deps)}, not a list of names"
+    return "deps are not a dict of node name -> list of names"  # pragma: no cover
+
+
+def _bad_time(field: str, micros: Any) -> CorruptStateError:
+    return CorruptStateError(f"node {field} is {_shown(micros)}, not a time in years 1-9999")
+
+
+def _shown(value: Any) -> str:
+    """A forged value, briefly: its type and the start of its repr."""
+    kind = type(value)
+    if kind is int and value.bit_length() > 64:  # repr of a huge int is slow, or refused
+        return f"an int of {value.bit_length()} bits"
+    text = repr(value) if kind in (int, float, str, bool, type(None)) else ""
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}".rstrip()

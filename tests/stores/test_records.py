@@ -1,0 +1,270 @@
+"""Names, keys and records that every store refuses alike, with a clear error.
+
+Keys and names no store can keep (text UTF-8 cannot encode) are refused by
+every store before anything is written, and a node that sets such a
+``ctx.data`` key fails alone. Records of the wrong shape behind valid
+checksums (a plain store's, or one forged with the key) are written with the
+real codec into real stores: each loads as `CorruptStateError` naming the run
+and its file, and ``flowdag store verify`` reports the run and goes on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import flowdag
+from flowdag.errors import (
+    CorruptStateError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    SerializationError,
+)
+from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
+from flowdag.stores import open_store
+from flowdag.stores._crypto import generate_key
+from flowdag.stores.base import Store, StoredNode, StoredRun
+from flowdag.stores.transfer import verify_run
+
+KEY = generate_key()
+# (url scheme, encrypted): every store, and each disk store with a key.
+STORES = [
+    ("memory", False),
+    ("lmdb", False),
+    ("json", False),
+    ("flatbuffers", False),
+    ("lmdb", True),
+    ("json", True),
+    ("flatbuffers", True),
+]
+T0 = datetime.fromtimestamp(1_795_000_000, UTC)
+BAD_TEXT = ["\ud800", "a\udcffb", "\udfff\U0001f600"]
+
+
+def store_id(param: tuple[str, bool]) -> str:
+    return f"{param[0]}-encrypted" if param[1] else param[0]
+
+
+@pytest.fixture(params=STORES, ids=store_id)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    scheme, encrypted = request.param
+    url = "memory://" if scheme == "memory" else f"{scheme}://{tmp_path / 'store'}"
+    with open_store(url, **({"key": KEY} if encrypted else {})) as opened:
+        yield opened
+
+
+# -- keys and names no store can keep ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", BAD_TEXT, ids=ascii)
+def test_save_refuses_keys_and_node_names_no_store_can_keep(store: Store, name: str) -> None:
+    state = RunState("r", "wf")
+    state.data = {"fine": 1, name: 2}
+    with pytest.raises(SerializationError, match=r"ctx.data key .* lone surrogate") as info:
+        store.save(state)
+    assert repr(name) in str(info.value)
+    state = RunState("r", "wf")
+    state.nodes[name] = NodeState()
+    with pytest.raises(SerializationError, match=r"node name .* lone surrogate"):
+        store.save(state)
+    state = RunState("r", "wf")
+    state.data = {1: 2}  # type: ignore[dict-item]
+    with pytest.raises(SerializationError, match=r"ctx.data key 1 .* must be a str"):
+        store.save(state)
+    assert store.list_runs() == []
+
+
+@pytest.mark.parametrize("name", BAD_TEXT, ids=ascii)
+def test_commit_refuses_keys_and_node_names_no_store_can_keep(store: Store, name: str) -> None:
+    state = RunState("r", "wf")
+    state.nodes["a"] = NodeState()
+    store.save(state)
+    done = store.codec.encode(1)
+    bad_key = NodeRecord("a", NodeStatus.COMPLETED, 1, output=done, data={name: done})
+    with pytest.raises(SerializationError, match=r"ctx.data key .* lone surrogate"):
+        store.commit("r", [bad_key])
+    bad_node = NodeRecord(name, NodeStatus.COMPLETED, 1, output=done)
+    with pytest.raises(SerializationError, match=r"node name .* lone surrogate"):
+        store.commit("r", [NodeRecord("a", NodeStatus.COMPLETED, 1, output=done), bad_node])
+    assert store.load("r") == state  # nothing of either commit was written
+    store.commit("r", [NodeRecord("a", NodeStatus.COMPLETED, 1, output=done, data={"k": done})])
+    assert store.load("r").data == {"k": 1}
+
+
+def test_a_node_setting_such_a_key_fails_alone(store: Store) -> None:
+    wf = flowdag.Workflow("keys")
+
+    @wf.node
+    def bad(ctx: flowdag.Context) -> int:
+        ctx.data["fine"] = 1
+        ctx.data["\ud800"] = 1
+        return 1
+
+    @wf.node
+    def first() -> int:
+        return 1
+
+    @wf.node(deps=["first"])
+    def second(first: int, ctx: flowdag.Context) -> int:
+        ctx.data["second"] = first
+        return first + 1
+
+    @wf.node(deps=["second"])
+    def third(second: int) -> int:
+        return second + 1
+
+    result = flowdag.run(wf, run_id="r", store=store, max_workers=1)
+    assert result.node_status == {
+        "bad": NodeStatus.FAILED,
+        "first": NodeStatus.COMPLETED,
+        "second": NodeStatus.COMPLETED,
+        "third": NodeStatus.COMPLETED,
+    }
+    error = result.errors["bad"]
+    assert error.type == "SerializationError"
+    assert "ctx.data key '\\ud800'" in error.message and "lone surrogate" in error.message
+    loaded = store.load("r")
+    assert loaded.data == {"second": 1}  # the failed node's changes are dropped, all of them
+    assert loaded.nodes["bad"].status is NodeStatus.FAILED
+    assert loaded.nodes["third"].output == 3
+
+
+# -- forged records behind valid checksums ------------------------------------------------
+
+T0_MICROS = 1_795_000_000_000_000
+GOOD_META = ["completed", 1, T0_MICROS, T0_MICROS + 42, None]
+GOOD_HEADER = {"format": 1, "workflow": "wf", "metadata": {}, "deps": {"a": [], "b": ["a"]}}
+
+
+def meta_with(field: int, value: Any) -> list[Any]:
+    meta = list(GOOD_META)
+    meta[field] = value
+    return meta
+
+
+def header_with(**fields: Any) -> dict[str, Any]:
+    return {**GOOD_HEADER, **fields}
+
+
+FORGED_METAS: dict[str, Any] = {
+    "started_at 2**62": meta_with(2, 2**62),
+    "finished_at -2**62": meta_with(3, -(2**62)),
+    "started_at past year 9999": meta_with(2, 253_402_300_800_000_000),
+    "started_at a float": meta_with(2, 1.5),
+    "started_at a str": meta_with(2, "2026-01-01"),
+    "attempts inf": meta_with(1, math.inf),
+    "attempts nan": meta_with(1, math.nan),
+    "attempts a float": meta_with(1, 1.0),
+    "attempts a bool": meta_with(1, True),
+    "attempts negative": meta_with(1, -1),
+    "attempts 2**64": meta_with(1, 2**64),
+    "attempts a str": meta_with(1, "3"),
+    "status unknown": meta_with(0, "bogus"),
+    "status a list": meta_with(0, ["completed"]),
+    "status None": meta_with(0, None),
+    "error a str": meta_with(4, "boom"),
+    "error too short": meta_with(4, ["E"]),
+    "error of ints": meta_with(4, [1, 2, 3]),
+    "meta a dict": {"status": "completed"},
+    "meta a str of 5": "abcde",
+    "meta too short": GOOD_META[:4],
+    "meta None": None,
+}
+
+FORGED_HEADERS: dict[str, Any] = {
+    "deps a list": header_with(deps=["a", "b"]),
+    "deps None": header_with(deps=None),
+    "deps of a str": header_with(deps={"a": "xy"}),
+    "deps of ints": header_with(deps={"a": [1]}),
+    "deps keyed by int": header_with(deps={1: []}),
+    "workflow None": header_with(workflow=None),
+    "workflow a list": header_with(workflow=["wf"]),
+    "metadata None": header_with(metadata=None),
+    "metadata a list": header_with(metadata=[1]),
+    "format True": header_with(format=True),
+    "format 2": header_with(format=2),
+    "format missing": {k: v for k, v in GOOD_HEADER.items() if k != "format"},
+    "workflow missing": {k: v for k, v in GOOD_HEADER.items() if k != "workflow"},
+    "header a list": [1, "wf", {}, {}],
+    "header a str": "header",
+}
+
+
+def save_good_runs(store: Store) -> RunState:
+    """Runs "before" and "after" around the one to forge; returns their state."""
+    state = RunState("x", "wf", metadata={"m": 1})
+    state.nodes["a"] = NodeState()
+    state.nodes["b"] = NodeState(deps=("a",))
+    for run_id in ("before", "after"):
+        store.save(RunState(run_id, state.workflow, dict(state.nodes), metadata={"m": 1}))
+    return state
+
+
+def assert_damaged(store: Store, run_id: str) -> None:
+    """Every read of the run is CorruptStateError naming the run and where it lives."""
+    for read in (store.load, store.load_statuses):
+        with pytest.raises(CorruptStateError) as info:
+            read(run_id)
+        assert f"run '{run_id}'" in str(info.value)
+        assert store.describe(run_id) in str(info.value)
+    assert verify_run(store, run_id) is not None
+    for other in ("before", "after"):  # verify goes on to the next run
+        assert verify_run(store, other) is None
+
+
+@pytest.mark.parametrize("meta", FORGED_METAS.values(), ids=FORGED_METAS.keys())
+def test_forged_node_meta_is_damage(store: Store, meta: Any) -> None:
+    save_good_runs(store)
+    store.save(RunState("forged", "wf", {"a": NodeState(), "b": NodeState(deps=("a",))}))
+    # Written through the store's own commit path: valid checksums, sealed with the key.
+    store._commit("forged", {"a": StoredNode(store.codec.encode(meta))}, {})
+    assert_damaged(store, "forged")
+
+
+@pytest.mark.parametrize("header", FORGED_HEADERS.values(), ids=FORGED_HEADERS.keys())
+def test_forged_run_header_is_damage(store: Store, header: Any) -> None:
+    save_good_runs(store)
+    meta = store.codec.encode(GOOD_META)
+    store._save("forged", StoredRun(store.codec.encode(header), {"a": StoredNode(meta)}))
+    assert_damaged(store, "forged")
+
+
+def test_the_real_records_pass_the_checks(store: Store) -> None:
+    # The good records above are the ones the store writes itself.
+    state = RunState("r", "wf")
+    state.nodes["a"] = NodeState(NodeStatus.COMPLETED, 1, T0, T0 + timedelta(microseconds=42))
+    state.nodes["b"] = NodeState(deps=("a",))
+    store.save(state)
+    meta = store.codec.encode(GOOD_META)
+    store._save("copy", StoredRun(store.codec.encode(GOOD_HEADER), {"a": StoredNode(meta)}))
+    loaded = store.load("copy")
+    assert loaded == RunState("copy", "wf", state.nodes)
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"workflow": None}, InvalidArgumentTypeError),
+        ({"metadata": [1]}, InvalidArgumentTypeError),
+        ({"attempts": math.inf}, InvalidArgumentError),
+        ({"attempts": True}, InvalidArgumentError),
+        ({"attempts": -1}, InvalidArgumentError),
+        ({"status": "bogus"}, InvalidArgumentError),
+        ({"deps": (1,)}, SerializationError),
+    ],
+    ids=repr,
+)
+def test_save_refuses_what_a_load_would_call_damaged(
+    store: Store, change: dict[str, Any], error: type[Exception]
+) -> None:
+    state = RunState("r", change.get("workflow", "wf"), metadata=change.get("metadata", {}))
+    node = {k: v for k, v in change.items() if k not in ("workflow", "metadata")}
+    state.nodes["a"] = NodeState(**{"status": NodeStatus.FAILED, "attempts": 1, **node})
+    with pytest.raises(error):
+        store.save(state)
+    assert store.list_runs() == []
