@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from flowdag.cli import main
-from flowdag.errors import CorruptStateError
 from flowdag.state import NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
 from flowdag.stores.base import StoredRun
@@ -127,21 +124,12 @@ def test_terminal_output_is_coloured(url: str) -> None:
     assert "1 skipped" in broke  # one line per run, even past the terminal's width
 
 
-def test_thousands_of_runs_in_well_under_a_second(
+def test_thousands_of_runs_one_line_each(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Rendering is no longer most of `list`: rich's Table took ~0.55 ms a row."""
+    """A large store lists as one unwrapped line per run (speed: benchmarks/bench_cli.py)."""
     url = f"lmdb://{tmp_path / 's'}"
     fill(url, 2000)
-    with open_store(url, create=False) as store:  # what the store itself costs
-        start = time.perf_counter()
-        for run_id in store.list_runs():
-            with contextlib.suppress(CorruptStateError):  # the damaged run
-                store.load_statuses(run_id)
-        store_work = time.perf_counter() - start
     capsys.readouterr()
-    start = time.perf_counter()
     assert main(["list", "--store", url]) == 0
-    elapsed = time.perf_counter() - start
-    assert elapsed - store_work < 0.5, (elapsed, store_work)
     assert len(capsys.readouterr().out.splitlines()) == 2006
