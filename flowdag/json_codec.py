@@ -25,6 +25,7 @@ that starts with ``$``::
     {"$uuid": "12345678-1234-5678-1234-567812345678"}
     {"$ndarray": {"dtype": "<i8", "shape": [2, 3], "order": "F", "data": "base64"}}
     {"$npscalar": {"dtype": "<f4", "shape": [], "data": "base64"}}
+    {"$arrow": "base64"}       a DataFrame or Arrow table: the frame blob of `flowdag._frames`
     {"$pickle": "base64"}      only with allow_pickle=True, see below
 
 A datetime or time is its ``isoformat()`` (with the UTC offset of a

@@ -18,7 +18,7 @@ pl = pytest.importorskip("polars")
 
 from msgpack import ExtType  # noqa: E402
 
-from flowdag._frames import decode_frame, encode_frame  # noqa: E402
+from flowdag._frames import _buffers, _message_header, decode_frame, encode_frame  # noqa: E402
 from flowdag.codec import Codec  # noqa: E402
 from flowdag.errors import CorruptStateError, SerializationError  # noqa: E402
 from flowdag.json_codec import JSONCodec  # noqa: E402
@@ -199,6 +199,22 @@ def test_decompression_bomb_is_refused() -> None:
         codec.decode(blob)
     with pytest.raises(CorruptStateError, match="max_decoded_size"):
         decode_frame(encode_frame(table), 1 << 20)
+
+
+def test_a_lying_decompressed_length_is_refused_before_decompressing() -> None:
+    """A compressed buffer that claims 8 GiB: refused from the metadata, nothing allocated."""
+    blob = bytearray(encode_frame(pa.table({"a": pa.array(range(100), pa.int64())})))
+    reader = pa.ipc.MessageReader.open_stream(pa.py_buffer(bytes(blob[8:])))
+    batch = next(m for m in reader if m.type == "record batch")
+    body = bytes(batch.body)
+    start = blob.find(body)
+    meta = memoryview(batch.metadata)
+    _, header = _message_header(meta)
+    offset = next(o for o, n in _buffers(meta, header) if n)
+    blob[start + offset : start + offset + 8] = (8 << 30).to_bytes(8, "little")
+    for codec in (Codec(max_decoded_size=1 << 30), Codec()):
+        with pytest.raises(CorruptStateError, match="max_decoded_size"):
+            codec.decode(Codec().encode(ExtType(41, bytes(blob))))
 
 
 def _damaged(blob: bytes, rng: random.Random) -> bytes:
