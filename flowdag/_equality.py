@@ -2,9 +2,9 @@
 
 A state saved by one store and loaded by another must compare equal, but plain
 ``==`` raises on numpy arrays ("truth value ... is ambiguous") and says a
-loaded NaN differs from the stored one. `equal` fixes both and costs a C-level
-``==`` for containers of plain values. `flowdag.state` uses it for ``==`` on
-`RunState` and `NodeState`.
+loaded NaN differs from the stored one; DataFrames have the same troubles.
+`equal` fixes them and costs a C-level ``==`` for containers of plain values.
+`flowdag.state` uses it for ``==`` on `RunState` and `NodeState`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import sys
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
+
+from flowdag._frames import is_frame
 
 __all__ = ["equal"]
 
@@ -28,6 +30,8 @@ def equal(a: Any, b: Any) -> bool:
     numpy arrays and scalars equal only numpy values of the same dtype and
     shape with equal items (NaN and NaT equal to themselves), and containers
     compare their items this way, numpy arrays anywhere inside included.
+    DataFrames and Arrow tables equal only frames of the same type with the
+    same schema, index, names and values (nulls equal to nulls).
     """
     if a is b:
         return True
@@ -51,6 +55,8 @@ def equal(a: Any, b: Any) -> bool:
         return a.is_nan() and b.is_nan() and a.is_snan() == b.is_snan()
     if kind is set or kind is frozenset:
         return _equal_sets(a, b)
+    if is_frame(a) or is_frame(b):
+        return _equal_frames(a, b)
     try:
         return bool(a == b)
     except Exception:  # a user type (pickled) whose == fails is not equal
@@ -138,3 +144,18 @@ def _equal_numpy(np: Any, a: Any, b: Any) -> bool:
     # array loads back as another object with the same bits.
     equal_nan = a.dtype.kind in "fcmM"
     return bool(np.array_equal(a, b, equal_nan=equal_nan))
+
+
+def _equal_frames(a: Any, b: Any) -> bool:
+    """Two pandas or polars DataFrames or Arrow tables: exactly the same frame."""
+    if type(a) is not type(b):
+        return False
+    if type(a).__module__.startswith("pandas"):
+        try:  # dtypes, index and column names and types, values bit for bit
+            sys.modules["pandas"].testing.assert_frame_equal(a, b, check_exact=True)
+        except AssertionError:
+            return False
+        return True
+    if type(a).__module__.startswith("polars"):
+        return bool(a.schema == b.schema and a.equals(b))
+    return bool(a.equals(b, check_metadata=True))

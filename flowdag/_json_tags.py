@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+from flowdag._frames import decode_frame, encode_frame
 from flowdag._values import (
     array_from,
     array_parts,
@@ -33,7 +34,7 @@ from flowdag.errors import CorruptStateError
 if TYPE_CHECKING:
     from flowdag.json_codec import JSONCodec
 
-__all__ = ["PREPARERS", "TAGS", "b64", "prepare_numpy"]
+__all__ = ["PREPARERS", "TAGS", "b64", "prepare_frame", "prepare_numpy"]
 
 _FLOAT_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _HEX_INT = re.compile(r"-?0x[0-9a-f]+")
@@ -89,6 +90,10 @@ def prepare_numpy(np: Any, value: Any) -> Any:
         payload["order"] = "F"
     payload["data"] = b64(data)
     return {"$npscalar" if scalar else "$ndarray": payload}
+
+
+def prepare_frame(value: Any) -> Any:
+    return {"$arrow": b64(encode_frame(value))}
 
 
 PREPARERS: dict[type, Callable[[JSONCodec, Any, int], Any]] = {
@@ -221,5 +226,8 @@ TAGS: dict[str, Callable[[JSONCodec, Any], Any]] = {
     "$uuid": lambda codec, payload: parse_exact("UUID", payload, UUID),
     "$ndarray": _decode_ndarray,
     "$npscalar": lambda codec, payload: scalar_from(_decode_ndarray(codec, payload)),
+    "$arrow": lambda codec, payload: decode_frame(
+        _unb64(payload, "Arrow frame"), codec._max_blob_size
+    ),
     "$pickle": lambda codec, payload: codec._unpickle(_unb64(payload, "pickle")),
 }

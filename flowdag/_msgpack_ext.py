@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import msgpack
 from msgpack import ExtType
 
+from flowdag._frames import decode_frame, encode_frame
 from flowdag._values import (
     array_from,
     array_parts,
@@ -34,7 +35,7 @@ from flowdag.errors import CorruptStateError
 if TYPE_CHECKING:
     from flowdag.codec import Codec
 
-__all__ = ["DECODERS", "ENCODERS", "EXT_PICKLE", "encode_numpy"]
+__all__ = ["DECODERS", "ENCODERS", "EXT_PICKLE", "encode_frame_ext", "encode_numpy"]
 
 _EXT_BIGINT = 1
 _EXT_TUPLE = 2
@@ -48,6 +49,7 @@ _EXT_DECIMAL = 9
 _EXT_UUID = 10
 _EXT_NDARRAY = 11
 _EXT_NPSCALAR = 12
+_EXT_FRAME = 41
 EXT_PICKLE = 127
 
 _U32 = struct.Struct("<I")
@@ -170,6 +172,10 @@ def _decode_ndarray(codec: Codec, data: bytes) -> Any:
     return array_from(dtype, shape, fortran, memoryview(data)[end:])
 
 
+def encode_frame_ext(value: Any) -> ExtType:
+    return ExtType(_EXT_FRAME, encode_frame(value))
+
+
 ENCODERS: dict[type, Callable[[Codec, Any], ExtType]] = {
     int: _encode_int,
     tuple: lambda codec, value: codec._pack_items(_EXT_TUPLE, list(value)),
@@ -196,5 +202,6 @@ DECODERS: dict[int, Callable[[Codec, bytes], Any]] = {
     _EXT_UUID: _decode_uuid,
     _EXT_NDARRAY: _decode_ndarray,
     _EXT_NPSCALAR: lambda codec, data: scalar_from(_decode_ndarray(codec, data)),
+    _EXT_FRAME: lambda codec, data: decode_frame(data, codec.max_decoded_size),
     EXT_PICKLE: lambda codec, data: codec._unpickle(data),
 }

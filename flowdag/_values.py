@@ -39,6 +39,7 @@ from typing import Any, ClassVar, NoReturn, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+from flowdag._frames import is_frame
 from flowdag.errors import (
     CorruptStateError,
     InvalidArgumentError,
@@ -193,6 +194,8 @@ class CodecBase:
             np = sys.modules.get("numpy")  # an array implies numpy is imported
             if np is not None and isinstance(value, np.ndarray | np.generic):
                 return encode_numpy(np, value)
+            if is_frame(value):  # a DataFrame or Arrow table: flowdag._frames
+                return self._frame(value)
             raise Unsupported(value)
         except Unsupported as exc:
             # Only the value that failed is pickled; a nested failure already had
@@ -202,6 +205,9 @@ class CodecBase:
         return self._pickle(value)
 
     def _pickle(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def _frame(self, value: Any) -> Any:
         raise NotImplementedError
 
     def _check_items(self, value: Any) -> None:

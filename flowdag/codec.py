@@ -37,6 +37,7 @@ included, to extension types (``ext code: payload``)::
     10   UUID                 the 16 bytes
     11   numpy.ndarray        u32 n, n bytes of msgpack [dtype.str, shape, fortran], raw data
     12   numpy scalar         same as 11 with shape [] (np.int64(1) comes back as np.int64)
+    41   DataFrame / Table    8-byte header + Arrow IPC stream (see `flowdag._frames`)
     127  pickle               pickle.dumps(value); written and read only with allow_pickle=True
 
 ``tz`` is nil, a `zoneinfo.ZoneInfo` key, or ``[offset in microseconds]`` (plus
@@ -77,7 +78,7 @@ import msgpack
 import zstandard
 from msgpack import ExtType
 
-from flowdag._msgpack_ext import DECODERS, ENCODERS, EXT_PICKLE, encode_numpy
+from flowdag._msgpack_ext import DECODERS, ENCODERS, EXT_PICKLE, encode_frame_ext, encode_numpy
 from flowdag._values import (
     DEFAULT_MAX_BLOB_SIZE,
     DEFAULT_MAX_ITEMS,
@@ -91,7 +92,7 @@ from flowdag._values import (
     type_name,
     unsupported_error,
 )
-from flowdag.errors import CorruptStateError, SerializationError
+from flowdag.errors import CorruptStateError, OptionalDependencyError, SerializationError
 
 __all__ = ["Codec", "ValueCodec"]
 
@@ -276,6 +277,9 @@ class Codec(CodecBase):
         """msgpack's hook for every value it cannot pack itself."""
         return self._encode_other(obj, ENCODERS.get(type(obj)), encode_numpy)
 
+    def _frame(self, obj: Any) -> ExtType:
+        return encode_frame_ext(obj)
+
     def _pickle(self, obj: Any) -> ExtType:
         local = self._local
         # pickle runs user code that may call encode again on this thread: give it
@@ -323,7 +327,7 @@ class Codec(CodecBase):
                 if fmt == _FORMAT and flags == _RAW and zlib.crc32(payload, _CRC_RAW) == crc:
                     return msgpack.unpackb(payload, ext_hook=self._ext_hook, strict_map_key=False)
             return self._decode(blob)
-        except CorruptStateError:
+        except (CorruptStateError, OptionalDependencyError):
             raise
         except Exception as exc:
             raise CorruptStateError(

@@ -25,6 +25,7 @@ that starts with ``$``::
     {"$uuid": "12345678-1234-5678-1234-567812345678"}
     {"$ndarray": {"dtype": "<i8", "shape": [2, 3], "order": "F", "data": "base64"}}
     {"$npscalar": {"dtype": "<f4", "shape": [], "data": "base64"}}
+    {"$arrow": "base64"}       a DataFrame or Arrow table: the frame blob of `flowdag._frames`
     {"$pickle": "base64"}      only with allow_pickle=True, see below
 
 A datetime or time is its ``isoformat()`` (with the UTC offset of a
@@ -70,7 +71,7 @@ from itertools import islice
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any, ClassVar
 
-from flowdag._json_tags import PREPARERS, TAGS, b64, prepare_numpy
+from flowdag._json_tags import PREPARERS, TAGS, b64, prepare_frame, prepare_numpy
 from flowdag._values import (
     DEFAULT_MAX_BLOB_SIZE,
     DEFAULT_MAX_ITEMS,
@@ -84,7 +85,7 @@ from flowdag._values import (
     type_name,
     unsupported_error,
 )
-from flowdag.errors import CorruptStateError, SerializationError
+from flowdag.errors import CorruptStateError, OptionalDependencyError, SerializationError
 
 __all__ = ["JSONCodec", "dump_json"]
 
@@ -320,6 +321,9 @@ class JSONCodec(CodecBase):
             return {tag: self._prepare_list(list(value), depth + 1)}
         return self._encode_other(value, PREPARERS.get(kind), prepare_numpy, depth)
 
+    def _frame(self, value: Any) -> Any:
+        return prepare_frame(value)
+
     def _pickle(self, value: Any) -> dict[str, str]:
         return {"$pickle": b64(pickle_value(value))}
 
@@ -354,7 +358,7 @@ class JSONCodec(CodecBase):
                         "larger max_items to the JSONCodec if it is expected"
                     )
             return value
-        except CorruptStateError:
+        except (CorruptStateError, OptionalDependencyError):
             raise
         except Exception as exc:
             raise CorruptStateError(

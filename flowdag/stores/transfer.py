@@ -19,6 +19,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from flowdag._equality import equal
+from flowdag._frames import is_frame
 from flowdag.errors import CorruptStateError, SerializationError, StoreError
 from flowdag.state import NodeState, RunState
 from flowdag.stores.base import Store, StoredRun
@@ -157,6 +159,8 @@ def _same_leaf(expected: Any, actual: Any) -> bool:
         return bool(expected == actual and expected.utcoffset() == actual.utcoffset())
     if type(expected).__module__ == "numpy" and hasattr(expected, "dtype"):
         return _same_array(expected, actual)
+    if is_frame(expected):  # a DataFrame's == is elementwise
+        return equal(expected, actual)
     return bool(expected == actual)
 
 
