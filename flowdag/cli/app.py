@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -40,6 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command: Command = args.command
         return command(args, err)
+    except BrokenPipeError:
+        return _quiet_on_closed_stdout()
+    except SystemExit as exc:
+        # rich meets a closed stdout with SystemExit(1) raised while handling the
+        # BrokenPipeError: the same case, the same quiet exit code.
+        if isinstance(exc.__context__, BrokenPipeError):
+            return _quiet_on_closed_stdout()
+        raise
     except (CLIError, FlowdagError) as exc:
         return _error(one_line(exc))
     except OSError as exc:
@@ -83,6 +93,19 @@ def _resume_hint(args: argparse.Namespace) -> str:
     if getattr(args, "command", None) is run.cmd_run and getattr(args, "run_id", None):
         return f"; resume with: {run.resume_command(args)}"
     return ""
+
+
+def _quiet_on_closed_stdout() -> int:
+    """The reader of stdout went away (``flowdag list | head``): stop without a word.
+
+    As the Python docs advise (``signal`` module, "Note on SIGPIPE"): point stdout
+    at devnull, so the flush at interpreter exit does not raise again.
+    """
+    with contextlib.suppress(OSError, ValueError):  # no real fd: e.g. captured in tests
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return Exit.BROKEN_PIPE
 
 
 def _describe_os_error(exc: OSError) -> str:
