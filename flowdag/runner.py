@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from flowdag.dag import DAG
+from flowdag.dag import DAG, check_pools
 from flowdag.errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
@@ -137,7 +137,8 @@ def run(
         executor: ``"threads"``, ``"processes"``, ``"asyncio"``, ``"dask"`` (a local
             Dask cluster), or an `Executor` instance such as `DaskExecutor`.
         allow_changes: resume even if the DAG differs from the stored run.
-        pools: pool name -> how many nodes tagged ``pool=`` that name may run at once.
+        pools: pool name -> how many nodes tagged ``pool=`` that name may run at once;
+            each overrides the cap of that pool in ``Workflow(name, pools=...)``.
         on_event: called with a `RunEvent` as nodes start, are retried and finish.
 
     Returns:
@@ -162,7 +163,7 @@ def run(
         isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
     ):
         raise InvalidArgumentError(f"max_workers must be a whole number >= 1, not {max_workers!r}")
-    pools = _check_pools(pools)
+    pools = {**dag.pools, **check_pools(pools)}  # run's caps override the workflow's, per pool
     # Whatever is opened here is closed on the way out, even when the next step fails.
     with ExitStack() as opened:
         run_store = _open(store)
@@ -183,24 +184,6 @@ def run(
             driver = _Driver(dag, plan, run_store, pool, limit, pools, on_event)
             driver.drive()
     return driver.result()
-
-
-def _check_pools(pools: Mapping[str, int] | None) -> dict[str, int]:
-    if pools is None:
-        return {}
-    if not isinstance(pools, Mapping):
-        raise InvalidArgumentTypeError(
-            f"pools must map pool names to caps, e.g. {{'db': 2}}, not {type(pools).__name__}"
-        )
-    checked = dict(pools)
-    for name, cap in checked.items():
-        if not isinstance(name, str):
-            raise InvalidArgumentTypeError(
-                f"pool names must be strings (as in pool='db'), not {name!r}"
-            )
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            raise InvalidArgumentError(f"pools[{name!r}] must be a whole number >= 1, not {cap!r}")
-    return checked
 
 
 def _open(store: Store | str | None) -> Store:

@@ -83,3 +83,56 @@ def test_closed_stdout_exits_quietly(tmp_path: Path, stored_run: str, args: list
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert err == ""
+
+
+# -- pools: --pool NAME=N and Workflow(pools=) ------------------------------------------
+
+POOLED = """
+import os, time
+import flowdag
+
+wf = flowdag.Workflow("pooled", pools={WF_POOLS})
+
+def call(ctx):
+    mark = os.path.join("busy", ctx.node)
+    open(mark, "w").close()
+    with open("peaks.log", "a") as log:
+        log.write(f"{len(os.listdir('busy'))}\\n")
+    time.sleep(0.6)
+    os.remove(mark)
+
+for i in range(4):
+    wf.add_node(f"api{i}", call, pool="api")
+"""
+
+
+def peak(tmp_path: Path, wf_pools: str, *pool_args: str) -> int:
+    (tmp_path / "busy").mkdir(exist_ok=True)
+    (tmp_path / "peaks.log").unlink(missing_ok=True)
+    write(tmp_path, POOLED.replace("{WF_POOLS}", wf_pools))
+    done = cli(tmp_path, "run", "pipeline.py", "--workers", "4", "--store", "memory://", *pool_args)
+    assert done.returncode == 0, done.stderr
+    return max(int(n) for n in (tmp_path / "peaks.log").read_text().split())
+
+
+def test_pool_option_caps_the_pool(tmp_path: Path) -> None:
+    assert peak(tmp_path, "None", "--pool", "api=1") == 1
+
+
+def test_workflow_pools_cap_the_pool_under_the_cli(tmp_path: Path) -> None:
+    assert peak(tmp_path, "{'api': 1}") == 1
+
+
+def test_pool_option_overrides_the_workflow(tmp_path: Path) -> None:
+    assert peak(tmp_path, "{'api': 1}", "--pool", "other=1", "--pool", "api=4") > 1
+
+
+@pytest.mark.parametrize("value", ["api", "api=0", "=2", "api=x", "api=-1", "api=1.5"])
+def test_bad_pool_option_is_one_error_line(tmp_path: Path, value: str) -> None:
+    write(tmp_path, POOLED.replace("{WF_POOLS}", "None"))
+    done = cli(tmp_path, "run", "pipeline.py", "--store", "memory://", "--pool", value)
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowdag: error: --pool takes NAME=N"), lines
+    assert repr(value) in lines[0]
+    assert not (tmp_path / "peaks.log").exists()

@@ -52,6 +52,14 @@ def add_parser(commands: Commands) -> None:
         "(implies --executor dask)",
     )
     run.add_argument(
+        "--pool",
+        dest="pools",
+        action="append",  # checked in cmd_run, so a bad value is one error line
+        metavar="NAME=N",
+        help="at most N nodes tagged pool=NAME at once; repeat for several pools "
+        "(overrides the workflow's pools=)",
+    )
+    run.add_argument(
         "--allow-changes",
         action="store_true",
         help="resume even if the workflow's nodes or dependencies changed",
@@ -67,6 +75,7 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
         check_run_id(args.run_id)  # before importing the file: bad input fails fast
     if args.dask_address is not None and args.executor not in (None, "dask"):
         raise CLIError(f"--dask-address runs nodes on Dask, not --executor {args.executor}")
+    pools = parse_pools(args.pools or [])
     dag = load_dag(args.target)
     with open_store(args.store) as store, _executor(args) as executor:
         if args.run_id is None:
@@ -81,6 +90,7 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
                 max_workers=args.workers,
                 executor=executor,
                 allow_changes=args.allow_changes,
+                pools=pools,
                 on_event=progress.update,
             )
     out = Console(highlight=False)
@@ -114,6 +124,21 @@ def _executor(args: argparse.Namespace) -> Iterator[str | Executor]:
         executor.shutdown()
 
 
+def parse_pools(values: list[str]) -> dict[str, int]:
+    """``--pool NAME=N`` options as ``run(pools=)`` takes them; the last of a name wins."""
+    pools: dict[str, int] = {}
+    for value in values:
+        name, equals, cap = value.partition("=")
+        name = name.strip()
+        number = int(cap) if cap.strip().isdecimal() else 0
+        if not equals or not name or number < 1:
+            raise CLIError(
+                f"--pool takes NAME=N with N a whole number >= 1, e.g. --pool api=2; got {value!r}"
+            )
+        pools[name] = number
+    return pools
+
+
 def resume_command(args: argparse.Namespace) -> str:
     """The ``flowdag run`` command line that resumes this run."""
     words = ["flowdag", "run", args.target, "--run-id", args.run_id]
@@ -123,4 +148,6 @@ def resume_command(args: argparse.Namespace) -> str:
         words += ["--dask-address", args.dask_address]
     elif args.executor is not None:
         words += ["--executor", args.executor]
+    for pool in args.pools or []:
+        words += ["--pool", pool]
     return shlex.join(words)
