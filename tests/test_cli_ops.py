@@ -3,11 +3,15 @@ pools, dead and live runs."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -136,3 +140,76 @@ def test_bad_pool_option_is_one_error_line(tmp_path: Path, value: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("flowdag: error: --pool takes NAME=N"), lines
     assert repr(value) in lines[0]
     assert not (tmp_path / "peaks.log").exists()
+
+
+# -- a dead run, a live run ---------------------------------------------------------------
+
+SLOW = """
+import pathlib, time
+import flowdag
+
+wf = flowdag.Workflow("slow")
+
+@wf.node
+def a():
+    return 1
+
+@wf.node(deps=["a"])
+def b(a):
+    pathlib.Path("b-started").touch()
+    time.sleep(600)
+"""
+
+
+def status_json(tmp_path: Path, store: str) -> dict[str, Any]:
+    done = cli(tmp_path, "status", "r", "--json", "--store", store)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("scheme", ["lmdb", "json"])
+def test_live_run_shows_its_pid_and_a_killed_one_is_interrupted(
+    tmp_path: Path, scheme: str
+) -> None:
+    write(tmp_path, SLOW)
+    store = f"{scheme}://s"
+    runner = subprocess.Popen(
+        flowdag_cmd("run", "pipeline.py", "--run-id", "r", "--store", store),
+        cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "b-started").exists():
+            assert runner.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        live = status_json(tmp_path, store)
+        assert (live["status"], live["pid"]) == ("running", runner.pid)
+        assert live["nodes"]["a"]["status"] == "completed"
+        text = cli(tmp_path, "status", "r", "--store", store).stdout
+        assert f"running (pid {runner.pid})" in text.splitlines()[0]
+        listed = cli(tmp_path, "list", "--json", "--store", store)
+        assert [(r["status"], r["pid"]) for r in json.loads(listed.stdout)] == [
+            ("running", runner.pid)
+        ]
+        # The probe never takes the lock from the runner: it is still running.
+        assert runner.poll() is None
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=30)
+    dead = status_json(tmp_path, store)
+    assert (dead["status"], dead["pid"]) == ("interrupted", None)
+    assert dead["last_commit"] == dead["nodes"]["a"]["finished_at"] is not None
+    text = cli(tmp_path, "status", "r", "--store", store).stdout
+    assert "interrupted (last commit " in text.splitlines()[0]
+    assert "running" not in text
+    listed_text = cli(tmp_path, "list", "--store", store).stdout
+    assert "interrupted (last commit " in listed_text and "running" not in listed_text
+    [row] = json.loads(cli(tmp_path, "list", "--json", "--store", store).stdout)
+    assert (row["status"], row["pid"], row["last_commit"]) == (
+        "interrupted", None, dead["last_commit"]
+    )  # fmt: skip
+
+
+def test_finished_runs_keep_their_status(tmp_path: Path, stored_run: str) -> None:
+    row = json.loads(cli(tmp_path, "list", "--json", "--store", "lmdb://s").stdout)[0]
+    assert (row["status"], row["pid"]) == ("completed", None)

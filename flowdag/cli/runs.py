@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -39,7 +40,7 @@ from flowdag.cli.render import (
     text_table,
 )
 from flowdag.errors import CorruptStateError, FlowdagError, RunNotFoundError
-from flowdag.state import ErrorInfo, NodeStatus, RunState
+from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores import Store, parse_store_url
 from flowdag.stores.base import check_run_id
 from flowdag.stores.transfer import copy_run, verify_run
@@ -74,6 +75,52 @@ def add_parsers(commands: Commands) -> None:
     verify.add_argument("url", metavar="URL", help="store to check, e.g. lmdb://.flowdag")
 
 
+# -- live, or interrupted ----------------------------------------------------------------
+
+#: Shown for a run (or a node) left unfinished by a process that is gone.
+INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class _Liveness:
+    """A stored run as an operator needs it: is someone still running it?"""
+
+    status: str  # the stored status, or "interrupted" when no live process holds the run
+    pid: int | None  # the live holder's pid (0: held, holder not named)
+    last_commit: datetime | None  # when the newest node finished
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status == INTERRUPTED
+
+    def text(self) -> str:
+        """``running (pid 4121)``, ``interrupted (last commit ...)`` or the status."""
+        if self.pid:
+            return f"{self.status} (pid {self.pid})"
+        if self.interrupted:
+            return f"{self.status} (last commit {local_time(self.last_commit)})"
+        return self.status
+
+    def node_status(self, node: NodeState) -> str:
+        # A node recorded as running when its process died is running no more.
+        if self.interrupted and node.status is NodeStatus.RUNNING:
+            return INTERRUPTED
+        return str(node.status)
+
+
+def _liveness(store: Store, state: RunState) -> _Liveness:
+    finished = [node.finished_at for node in state.nodes.values() if node.finished_at]
+    last = max(finished, default=None)
+    if state.status not in (RunStatus.PENDING, RunStatus.RUNNING):
+        return _Liveness(str(state.status), None, last)  # finished: no one to ask
+    # Stored statuses cannot tell a run in flight from one whose process died:
+    # the run's lock can (the OS drops it with its process, even on kill -9).
+    holder = store.lock_holder(state.run_id)
+    if holder is None:
+        return _Liveness(INTERRUPTED, None, last)
+    return _Liveness(str(RunStatus.RUNNING), holder, last)
+
+
 # -- flowdag status ----------------------------------------------------------------------
 
 
@@ -82,14 +129,16 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
     check_run_id(args.run_id)  # before the store: a bad id is the error, not a missing store
     with open_store(args.store, create=False) as store:
         state = store.load_statuses(args.run_id)
+        live = _liveness(store, state)
     if args.json:
-        print(json.dumps(_state_json(state), indent=2))
+        print(json.dumps(_state_json(state, live), indent=2))
         return Exit.OK
     out = Console(highlight=False)
     counts = count(state.nodes.values())
     out.print(
         f"run {escape(state.run_id)}  workflow {escape(state.workflow)}  "
-        f"{styled(state.status)}  ({describe_counts(counts)})",
+        f"{styled(live.status)}{escape(live.text()[len(live.status) :])}"
+        f"  ({describe_counts(counts)})",
         soft_wrap=True,
     )
     table = plain_table()
@@ -98,7 +147,7 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
     for name, node in state.nodes.items():
         table.add_row(
             escape(name),
-            styled(node.status),
+            styled(live.node_status(node)),
             str(node.attempts),
             local_time(node.started_at),
             seconds(node.duration),
@@ -108,7 +157,7 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
     return Exit.OK
 
 
-def _state_json(state: RunState) -> dict[str, Any]:
+def _state_json(state: RunState, live: _Liveness) -> dict[str, Any]:
     def error(info: ErrorInfo | None) -> dict[str, str] | None:
         if info is None:
             return None
@@ -120,10 +169,12 @@ def _state_json(state: RunState) -> dict[str, Any]:
     return {
         "run_id": state.run_id,
         "workflow": state.workflow,
-        "status": str(state.status),
+        "status": live.status,
+        "pid": live.pid,
+        "last_commit": moment(live.last_commit),
         "nodes": {
             name: {
-                "status": str(node.status),
+                "status": live.node_status(node),
                 "attempts": node.attempts,
                 "started_at": moment(node.started_at),
                 "finished_at": moment(node.finished_at),
@@ -156,7 +207,7 @@ def cmd_list(args: argparse.Namespace, err: Console) -> int:
         return Exit.OK
     # Lines built by hand, not a rich Table: 10,000 rows take milliseconds, not seconds.
     cells = [
-        [row["run_id"], row["workflow"] or "?", row["status"], _counts_text(row["nodes"])]
+        [row["run_id"], row["workflow"] or "?", _status_cell(row), _counts_text(row["nodes"])]
         for row in rows
     ]
     out.file.write(text_table(out, ("run id", "workflow", "status", "nodes"), cells, status=2))
@@ -171,13 +222,25 @@ def _list_row(store: Store, run_id: str) -> dict[str, Any]:
     except FlowdagError as exc:  # one damaged run must not hide the others
         why = flatten(str(exc))
         log.warning("%s", why)
-        return {"run_id": run_id, "workflow": None, "status": "damaged", "nodes": None,
-                "error": why}  # fmt: skip
+        return {"run_id": run_id, "workflow": None, "status": "damaged", "pid": None,
+                "last_commit": None, "nodes": None, "error": why}  # fmt: skip
+    live = _liveness(store, state)
     counts = count(state.nodes.values())
     nodes = {str(status): number for status, number in counts.items() if number}
     nodes["total"] = len(state.nodes)
-    return {"run_id": run_id, "workflow": state.workflow, "status": str(state.status),
-            "nodes": nodes, "error": None}  # fmt: skip
+    return {"run_id": run_id, "workflow": state.workflow, "status": live.status,
+            "pid": live.pid, "last_commit": None if live.last_commit is None
+            else live.last_commit.isoformat(), "nodes": nodes, "error": None}  # fmt: skip
+
+
+def _status_cell(row: dict[str, Any]) -> str:
+    if row["pid"]:
+        return f"{row['status']} (pid {row['pid']})"
+    if row["status"] == INTERRUPTED and row["last_commit"]:
+        return (
+            f"{INTERRUPTED} (last commit {local_time(datetime.fromisoformat(row['last_commit']))})"
+        )
+    return str(row["status"])
 
 
 def _counts_text(nodes: dict[str, int] | None) -> str:
