@@ -213,3 +213,95 @@ def test_live_run_shows_its_pid_and_a_killed_one_is_interrupted(
 def test_finished_runs_keep_their_status(tmp_path: Path, stored_run: str) -> None:
     row = json.loads(cli(tmp_path, "list", "--json", "--store", "lmdb://s").stdout)[0]
     assert (row["status"], row["pid"]) == ("completed", None)
+
+
+# -- flowdag show, status --json --outputs ------------------------------------------------
+
+MIXED = """
+import flowdag
+
+wf = flowdag.Workflow("mixed")
+
+@wf.node
+def big(ctx):
+    ctx.data["rows"] = 3
+    return {"items": list(range(500)), "name": "x", "t": (1, 2)}
+
+@wf.node(deps=["big"], retries=1)
+def bad(big):
+    raise ValueError("no good " + str(len(big["items"])))
+
+@wf.node
+def small():
+    return 42
+"""
+
+
+@pytest.fixture
+def mixed_run(tmp_path: Path) -> str:
+    write(tmp_path, MIXED)
+    done = cli(tmp_path, "run", "pipeline.py", "--run-id", "m", "--store", "lmdb://s")
+    assert done.returncode == 1, done.stderr
+    return "m"
+
+
+def test_show_lists_the_nodes_in_brief(tmp_path: Path, mixed_run: str) -> None:
+    done = cli(tmp_path, "show", "m", "--store", "lmdb://s")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:5] == ["run", "m", "workflow", "mixed", "failed"]
+    rows = {line.split()[0]: line for line in lines[2:5]}
+    assert "ValueError: no good 500" in rows["bad"] and " 2 " in rows["bad"]  # attempts
+    assert rows["small"].rstrip().endswith("42")
+    assert "{'items': [0, 1, 2" in rows["big"]
+    assert "{'rows': 3}" in done.stdout  # ctx.data
+
+
+def test_show_node_output_is_cut_with_a_note(tmp_path: Path, mixed_run: str) -> None:
+    done = cli(tmp_path, "show", "m", "big", "--store", "lmdb://s")
+    assert done.returncode == 0, done.stderr
+    assert "output:" in done.stdout
+    assert "more of" in done.stdout and "--json shows all" in done.stdout
+    assert "499" not in done.stdout
+
+
+def test_show_node_error_has_the_full_traceback(tmp_path: Path, mixed_run: str) -> None:
+    done = cli(tmp_path, "show", "m", "bad", "--store", "lmdb://s")
+    assert done.returncode == 0, done.stderr
+    assert "attempts 2" in done.stdout
+    assert "error: ValueError: no good 500" in done.stdout
+    assert "Traceback (most recent call last):" in done.stdout
+    assert 'pipeline.py", line 13, in bad' in done.stdout
+
+
+def test_show_json_has_values_in_full(tmp_path: Path, mixed_run: str) -> None:
+    node = json.loads(cli(tmp_path, "show", "m", "big", "--json", "--store", "lmdb://s").stdout)
+    assert node["output"] == {"items": list(range(500)), "name": "x", "t": {"$tuple": [1, 2]}}
+    assert node["data"] == {"rows": 3} and node["node"] == "big"
+    run = json.loads(cli(tmp_path, "show", "m", "--json", "--store", "lmdb://s").stdout)
+    assert run["nodes"]["small"]["output"] == 42 and run["data"] == {"rows": 3}
+    assert "Traceback" in run["nodes"]["bad"]["error"]["traceback"]
+
+
+def test_status_json_outputs_on_request(tmp_path: Path, mixed_run: str) -> None:
+    plain = json.loads(cli(tmp_path, "status", "m", "--json", "--store", "lmdb://s").stdout)
+    assert "output" not in plain["nodes"]["small"] and "data" not in plain
+    full = cli(tmp_path, "status", "m", "--json", "--outputs", "--store", "lmdb://s")
+    document = json.loads(full.stdout)
+    assert document["nodes"]["small"]["output"] == 42
+    assert document["nodes"]["big"]["output"]["items"] == list(range(500))
+    assert document["data"] == {"rows": 3}
+
+
+def test_show_unknown_node_is_one_error_line(tmp_path: Path, mixed_run: str) -> None:
+    done = cli(tmp_path, "show", "m", "nope", "--store", "lmdb://s")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "flowdag: error: run 'm' has no node 'nope'; its nodes: big, bad, small"
+    ]
+
+
+def test_show_never_creates_a_store(tmp_path: Path) -> None:
+    done = cli(tmp_path, "show", "m", "--store", "lmdb://missing")
+    assert done.returncode == 2 and "no store at" in done.stderr
+    assert not (tmp_path / "missing").exists()

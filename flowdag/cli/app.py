@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from flowdag.cli import graph, run, runs
+from flowdag.cli import graph, run, runs, show
 from flowdag.cli.base import CLIError, Command, Exit, flatten, log
 from flowdag.cli.bench import command as bench
 from flowdag.errors import FlowdagError, RunLockedError, WorkflowChangedError
@@ -74,6 +74,7 @@ def make_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     run.add_parser(commands)
     runs.add_parsers(commands)
+    show.add_parser(commands)
     bench.add_parser(commands)
     graph.add_parser(commands)
     return parser

@@ -40,12 +40,24 @@ from flowdag.cli.render import (
     text_table,
 )
 from flowdag.errors import CorruptStateError, FlowdagError, RunNotFoundError
+from flowdag.json_codec import JSONCodec
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores import Store, parse_store_url
 from flowdag.stores.base import check_run_id
 from flowdag.stores.transfer import copy_run, verify_run
 
-__all__ = ["add_parsers", "cmd_list", "cmd_status", "cmd_store_convert", "cmd_store_verify"]
+__all__ = [
+    "Liveness",
+    "add_parsers",
+    "cmd_list",
+    "cmd_status",
+    "cmd_store_convert",
+    "cmd_store_verify",
+    "json_value",
+    "liveness",
+    "node_json",
+    "state_json",
+]
 
 
 def add_parsers(commands: Commands) -> None:
@@ -54,6 +66,11 @@ def add_parsers(commands: Commands) -> None:
     status.add_argument("run_id", metavar="RUN_ID")
     add_store_option(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--outputs",
+        action="store_true",
+        help="with --json: each node's output and the run's ctx.data too",
+    )
 
     listing = add_command(commands, "list", cmd_list)
     add_store_option(listing)
@@ -82,7 +99,7 @@ INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True, slots=True)
-class _Liveness:
+class Liveness:
     """A stored run as an operator needs it: is someone still running it?"""
 
     status: str  # the stored status, or "interrupted" when no live process holds the run
@@ -108,17 +125,18 @@ class _Liveness:
         return str(node.status)
 
 
-def _liveness(store: Store, state: RunState) -> _Liveness:
+def liveness(store: Store, state: RunState) -> Liveness:
+    """Whether a live process still runs ``state``; see `Liveness`."""
     finished = [node.finished_at for node in state.nodes.values() if node.finished_at]
     last = max(finished, default=None)
     if state.status not in (RunStatus.PENDING, RunStatus.RUNNING):
-        return _Liveness(str(state.status), None, last)  # finished: no one to ask
+        return Liveness(str(state.status), None, last)  # finished: no one to ask
     # Stored statuses cannot tell a run in flight from one whose process died:
     # the run's lock can (the OS drops it with its process, even on kill -9).
     holder = store.lock_holder(state.run_id)
     if holder is None:
-        return _Liveness(INTERRUPTED, None, last)
-    return _Liveness(str(RunStatus.RUNNING), holder, last)
+        return Liveness(INTERRUPTED, None, last)
+    return Liveness(str(RunStatus.RUNNING), holder, last)
 
 
 # -- flowdag status ----------------------------------------------------------------------
@@ -127,11 +145,16 @@ def _liveness(store: Store, state: RunState) -> _Liveness:
 def cmd_status(args: argparse.Namespace, err: Console) -> int:
     """Show the nodes of one run."""
     check_run_id(args.run_id)  # before the store: a bad id is the error, not a missing store
+    if args.outputs and not args.json:
+        raise CLIError(
+            "--outputs goes with --json; to see one node's output: flowdag show RUN NODE"
+        )
     with open_store(args.store, create=False) as store:
-        state = store.load_statuses(args.run_id)
-        live = _liveness(store, state)
+        # Outputs are read only when asked for: they may be large.
+        state = store.load(args.run_id) if args.outputs else store.load_statuses(args.run_id)
+        live = liveness(store, state)
     if args.json:
-        print(json.dumps(_state_json(state, live), indent=2))
+        print(json.dumps(state_json(state, live, values=args.outputs), indent=2))
         return Exit.OK
     out = Console(highlight=False)
     counts = count(state.nodes.values())
@@ -157,34 +180,57 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
     return Exit.OK
 
 
-def _state_json(state: RunState, live: _Liveness) -> dict[str, Any]:
-    def error(info: ErrorInfo | None) -> dict[str, str] | None:
-        if info is None:
-            return None
-        return {"type": info.type, "message": info.message, "traceback": info.traceback}
-
-    def moment(value: datetime | None) -> str | None:
-        return None if value is None else value.isoformat()
-
-    return {
+def state_json(state: RunState, live: Liveness, *, values: bool = False) -> dict[str, Any]:
+    """A run as ``status --json`` prints it; with ``values``, outputs and ``data`` too."""
+    document = {
         "run_id": state.run_id,
         "workflow": state.workflow,
         "status": live.status,
         "pid": live.pid,
-        "last_commit": moment(live.last_commit),
-        "nodes": {
-            name: {
-                "status": live.node_status(node),
-                "attempts": node.attempts,
-                "started_at": moment(node.started_at),
-                "finished_at": moment(node.finished_at),
-                "duration": node.duration,
-                "deps": list(node.deps),
-                "error": error(node.error),
-            }
-            for name, node in state.nodes.items()
-        },
+        "last_commit": _moment(live.last_commit),
+        "nodes": {name: node_json(node, live, values=values) for name, node in state.nodes.items()},
     }
+    if values:
+        document["data"] = {key: json_value(value) for key, value in state.data.items()}
+    return document
+
+
+def node_json(node: NodeState, live: Liveness, *, values: bool = False) -> dict[str, Any]:
+    """One node as ``status --json`` prints it; with ``values``, its output too."""
+    document = {
+        "status": live.node_status(node),
+        "attempts": node.attempts,
+        "started_at": _moment(node.started_at),
+        "finished_at": _moment(node.finished_at),
+        "duration": node.duration,
+        "deps": list(node.deps),
+        "error": _error_json(node.error),
+    }
+    if values:
+        document["output"] = json_value(node.output)
+    return document
+
+
+def json_value(value: Any) -> Any:
+    """A stored value as JSON, exactly: as the JSON store writes it (tags such as
+    ``{"$tuple": [...]}`` for what JSON lacks); ``{"$repr": ...}`` if even that fails."""
+    try:
+        return json.loads(_JSON.encode(value))
+    except (FlowdagError, ValueError, TypeError):  # e.g. a value stored with pickle
+        return {"$repr": repr(value)}
+
+
+_JSON = JSONCodec()
+
+
+def _error_json(info: ErrorInfo | None) -> dict[str, str] | None:
+    if info is None:
+        return None
+    return {"type": info.type, "message": info.message, "traceback": info.traceback}
+
+
+def _moment(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 # -- flowdag list ------------------------------------------------------------------------
@@ -224,7 +270,7 @@ def _list_row(store: Store, run_id: str) -> dict[str, Any]:
         log.warning("%s", why)
         return {"run_id": run_id, "workflow": None, "status": "damaged", "pid": None,
                 "last_commit": None, "nodes": None, "error": why}  # fmt: skip
-    live = _liveness(store, state)
+    live = liveness(store, state)
     counts = count(state.nodes.values())
     nodes = {str(status): number for status, number in counts.items() if number}
     nodes["total"] = len(state.nodes)
