@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -108,6 +109,12 @@ class RunResult:
         )
 
 
+#: Set by ``flowdag run FILE`` while it imports FILE: every run finished meanwhile is
+#: added, so the CLI can tell that the file ran its workflow itself (a module-level
+#: `run` with no ``if __name__ == "__main__":`` guard) and not run it a second time.
+runs_at_import: ContextVar[list[RunResult] | None] = ContextVar("runs_at_import", default=None)
+
+
 def new_run_id() -> str:
     """A fresh, sortable, unique run id such as ``20261122T195300Z-1a2b3c4d``."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
@@ -183,7 +190,11 @@ def run(
                 run_store.save(plan.state)
             driver = _Driver(dag, plan, run_store, pool, limit, pools, on_event)
             driver.drive()
-    return driver.result()
+    result = driver.result()
+    watching = runs_at_import.get()
+    if watching is not None:
+        watching.append(result)
+    return result
 
 
 def _open(store: Store | str | None) -> Store:

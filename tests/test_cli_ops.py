@@ -305,3 +305,41 @@ def test_show_never_creates_a_store(tmp_path: Path) -> None:
     done = cli(tmp_path, "show", "m", "--store", "lmdb://missing")
     assert done.returncode == 2 and "no store at" in done.stderr
     assert not (tmp_path / "missing").exists()
+
+
+# -- a workflow file that runs itself -----------------------------------------------------
+
+SELF_RUNNING = """
+import flowdag
+
+wf = flowdag.Workflow("selfish")
+
+@wf.node
+def a():
+    with open("calls.log", "a") as log:
+        log.write("a\\n")
+    return 1
+
+{RUN}
+"""
+
+
+def test_a_file_that_runs_itself_runs_once_with_a_warning(tmp_path: Path) -> None:
+    write(tmp_path, SELF_RUNNING.replace("{RUN}", 'result = flowdag.run(wf, run_id="own")'))
+    done = cli(tmp_path, "run", "pipeline.py", "--store", "lmdb://s")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "calls.log").read_text() == "a\n"  # once, not twice
+    assert "flowdag: warning: importing pipeline.py ran the workflow itself" in done.stderr
+    assert 'if __name__ == "__main__":' in done.stderr
+    assert "run own completed" in done.stdout
+    assert not (tmp_path / "s").exists()  # the CLI's store was never needed
+
+
+def test_a_guarded_file_runs_once_without_a_warning(tmp_path: Path) -> None:
+    guarded = 'if __name__ == "__main__":\n    flowdag.run(wf, run_id="own")'
+    write(tmp_path, SELF_RUNNING.replace("{RUN}", guarded))
+    done = cli(tmp_path, "run", "pipeline.py", "--run-id", "cli", "--store", "lmdb://s")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "calls.log").read_text() == "a\n"
+    assert "warning" not in done.stderr
+    assert "run cli completed" in done.stdout

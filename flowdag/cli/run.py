@@ -24,7 +24,7 @@ from flowdag.cli.base import (
 from flowdag.cli.loader import load_dag
 from flowdag.cli.render import RunProgress, count, describe_counts, styled, summary_table
 from flowdag.executors import Executor
-from flowdag.runner import new_run_id
+from flowdag.runner import RunResult, new_run_id
 from flowdag.stores.base import check_run_id
 
 __all__ = ["add_parser", "cmd_run", "resume_command"]
@@ -76,7 +76,10 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
     if args.dask_address is not None and args.executor not in (None, "dask"):
         raise CLIError(f"--dask-address runs nodes on Dask, not --executor {args.executor}")
     pools = parse_pools(args.pools or [])
-    dag = load_dag(args.target)
+    ran_at_import: list[RunResult] = []
+    dag = load_dag(args.target, ran_at_import)
+    if ran_at_import:
+        return _ran_at_import(args, ran_at_import, err)
     with open_store(args.store) as store, _executor(args) as executor:
         if args.run_id is None:
             args.run_id = new_run_id()
@@ -93,17 +96,32 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
                 pools=pools,
                 on_event=progress.update,
             )
+    return _report(result, args, restored=len(result.nodes) - len(progress.ran))
+
+
+def _ran_at_import(args: argparse.Namespace, results: list[RunResult], err: Console) -> int:
+    """The file ran its workflow itself when imported: report that run, never run it again."""
+    err.print(
+        f"flowdag: warning: importing {escape(args.target)} ran the workflow itself "
+        f"(flowdag.run at module level), so it is not run again; put that call under "
+        f'`if __name__ == "__main__":` to let flowdag run choose the run id and store',
+        soft_wrap=True,
+    )
+    return _report(results[-1], None, restored=0)
+
+
+def _report(result: RunResult, args: argparse.Namespace | None, *, restored: int) -> int:
+    """Print the summary table and the last line; the exit code the run deserves."""
     out = Console(highlight=False)
     out.print(summary_table(result.nodes))
-    restored = len(result.nodes) - len(progress.ran)
     note = f"; {restored} of {len(result.nodes)} nodes were already completed" if restored else ""
     if result.ok:
         out.print(f"run {escape(result.run_id)} [green]completed[/]{note}", soft_wrap=True)
         return Exit.OK
     counts = count(result.nodes.values())
+    hint = "" if args is None else f"; fix and resume with: {escape(resume_command(args))}"
     out.print(
-        f"run {escape(result.run_id)} {styled(result.status)} ({describe_counts(counts)});"
-        f" fix and resume with: {escape(resume_command(args))}",
+        f"run {escape(result.run_id)} {styled(result.status)} ({describe_counts(counts)}){hint}",
         soft_wrap=True,
     )
     return Exit.FAILED
