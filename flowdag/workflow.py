@@ -223,6 +223,12 @@ def _bind(name: str, fn: object, deps: tuple[str, ...]) -> tuple[tuple[str, ...]
             continue
         if param.name in deps and param.kind is not param.POSITIONAL_ONLY:
             kwarg_deps.append(param.name)
+        elif param.kind is param.POSITIONAL_ONLY and param.default is param.empty:
+            raise SignatureError(
+                f"node '{name}': parameter '{param.name}' is positional-only (before '/'), "
+                "but dependencies and ctx are passed by keyword; remove the '/' "
+                "or give it a default"
+            )
         elif param.default is param.empty and param.kind not in _VARIADIC:
             known = ", ".join(deps) if deps else "none"
             raise SignatureError(

@@ -343,3 +343,87 @@ def test_a_guarded_file_runs_once_without_a_warning(tmp_path: Path) -> None:
     assert (tmp_path / "calls.log").read_text() == "a\n"
     assert "warning" not in done.stderr
     assert "run cli completed" in done.stdout
+
+
+# -- small ones: positional-only parameters, the resume hint ------------------------------
+
+FAILING = """
+import flowdag
+
+wf = flowdag.Workflow("failing")
+
+@wf.node
+def a():
+    raise RuntimeError("boom")
+"""
+
+
+def test_resume_hint_keeps_workers_store_and_executor(tmp_path: Path) -> None:
+    write(tmp_path, FAILING)
+    args = ["--store", "json://st", "--workers", "3", "--executor", "processes"]
+    done = cli(tmp_path, "run", "pipeline.py", "--run-id", "r", *args)
+    assert done.returncode == 1, done.stderr
+    last = done.stdout.splitlines()[-1]
+    hint = "flowdag run pipeline.py --run-id r --store json://st --workers 3 --executor processes"
+    assert last.endswith(f"fix and resume with: {hint}"), last
+
+
+def test_no_resume_hint_for_a_memory_store(tmp_path: Path) -> None:
+    write(tmp_path, FAILING)
+    done = cli(tmp_path, "run", "pipeline.py", "--run-id", "r", "--store", "memory://")
+    assert done.returncode == 1, done.stderr
+    last = done.stdout.splitlines()[-1]
+    assert last.startswith("run r failed") and "resume" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("store", "hint"),
+    [
+        (
+            "lmdb://s",
+            "; resume with: flowdag run pipeline.py --run-id r --store lmdb://s --workers 2",
+        ),
+        ("memory://", ""),
+    ],
+)
+def test_interrupted_run_hint(tmp_path: Path, store: str, hint: str) -> None:
+    write(tmp_path, SLOW)
+    proc = subprocess.Popen(
+        flowdag_cmd("run", "pipeline.py", "--run-id", "r", "--store", store, "--workers", "2"),
+        cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "b-started").exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert err.splitlines()[-1] == f"flowdag: interrupted{hint}"
+
+
+def test_positional_only_parameter_has_its_own_message(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        """
+        import flowdag
+
+        wf = flowdag.Workflow("posonly")
+
+        @wf.node
+        def a():
+            return 1
+
+        @wf.node(deps=["a"])
+        def b(a, /):
+            return a
+        """,
+    )
+    done = cli(tmp_path, "run", "pipeline.py", "--store", "memory://")
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()
+    assert "parameter 'a' is positional-only (before '/')" in line
+    assert "remove the '/'" in line and "neither a dependency" not in line

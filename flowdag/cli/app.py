@@ -92,7 +92,8 @@ def one_line(exc: Exception) -> str:
 
 def _resume_hint(args: argparse.Namespace) -> str:
     if getattr(args, "command", None) is run.cmd_run and getattr(args, "run_id", None):
-        return f"; resume with: {run.resume_command(args)}"
+        command = run.resume_command(args)
+        return "" if command is None else f"; resume with: {command}"
     return ""
 
 

@@ -25,6 +25,7 @@ from flowdag.cli.loader import load_dag
 from flowdag.cli.render import RunProgress, count, describe_counts, styled, summary_table
 from flowdag.executors import Executor
 from flowdag.runner import RunResult, new_run_id
+from flowdag.stores import parse_store_url
 from flowdag.stores.base import check_run_id
 
 __all__ = ["add_parser", "cmd_run", "resume_command"]
@@ -119,7 +120,8 @@ def _report(result: RunResult, args: argparse.Namespace | None, *, restored: int
         out.print(f"run {escape(result.run_id)} [green]completed[/]{note}", soft_wrap=True)
         return Exit.OK
     counts = count(result.nodes.values())
-    hint = "" if args is None else f"; fix and resume with: {escape(resume_command(args))}"
+    command = None if args is None else resume_command(args)
+    hint = "" if command is None else f"; fix and resume with: {escape(command)}"
     out.print(
         f"run {escape(result.run_id)} {styled(result.status)} ({describe_counts(counts)}){hint}",
         soft_wrap=True,
@@ -157,11 +159,16 @@ def parse_pools(values: list[str]) -> dict[str, int]:
     return pools
 
 
-def resume_command(args: argparse.Namespace) -> str:
-    """The ``flowdag run`` command line that resumes this run."""
+def resume_command(args: argparse.Namespace) -> str | None:
+    """The ``flowdag run`` command line that resumes this run, with the options that
+    shape how it runs; None for a ``memory://`` store, which keeps nothing to resume."""
+    if parse_store_url(args.store)[0] == "memory":
+        return None
     words = ["flowdag", "run", args.target, "--run-id", args.run_id]
     if args.store != DEFAULT_STORE:
         words += ["--store", args.store]
+    if args.workers is not None:
+        words += ["--workers", str(args.workers)]
     if args.dask_address is not None:
         words += ["--dask-address", args.dask_address]
     elif args.executor is not None:
