@@ -55,12 +55,17 @@ def write(tmp_path: Path, source: str, name: str = "pipeline.py") -> Path:
 # -- | head: a closed stdout ----------------------------------------------------------
 
 
+def run_once(tmp_path: Path, source: str, run_id: str, code: int) -> str:
+    """``source`` run as run ``run_id`` in ``lmdb://s``, exiting with ``code``."""
+    write(tmp_path, source)
+    done = cli(tmp_path, "run", "pipeline.py", "--run-id", run_id, "--store", "lmdb://s")
+    assert done.returncode == code, done.stderr
+    return run_id
+
+
 @pytest.fixture
 def stored_run(tmp_path: Path) -> str:
-    write(tmp_path, PIPELINE)
-    done = cli(tmp_path, "run", "pipeline.py", "--run-id", "r1", "--store", "lmdb://s")
-    assert done.returncode == 0, done.stderr
-    return "r1"
+    return run_once(tmp_path, PIPELINE, "r1", 0)
 
 
 @pytest.mark.parametrize(
@@ -161,6 +166,14 @@ def b(a):
 """
 
 
+def wait_for_b(tmp_path: Path, proc: subprocess.Popen[Any]) -> None:
+    """Until node ``b`` of `SLOW` has started (``a`` is committed by then)."""
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "b-started").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def status_json(tmp_path: Path, store: str) -> dict[str, Any]:
     done = cli(tmp_path, "status", "r", "--json", "--store", store)
     assert done.returncode == 0, done.stderr
@@ -178,10 +191,7 @@ def test_live_run_shows_its_pid_and_a_killed_one_is_interrupted(
         cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "b-started").exists():
-            assert runner.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for_b(tmp_path, runner)
         live = status_json(tmp_path, store)
         assert (live["status"], live["pid"]) == ("running", runner.pid)
         assert live["nodes"]["a"]["status"] == "completed"
@@ -239,10 +249,7 @@ def small():
 
 @pytest.fixture
 def mixed_run(tmp_path: Path) -> str:
-    write(tmp_path, MIXED)
-    done = cli(tmp_path, "run", "pipeline.py", "--run-id", "m", "--store", "lmdb://s")
-    assert done.returncode == 1, done.stderr
-    return "m"
+    return run_once(tmp_path, MIXED, "m", 1)
 
 
 def test_show_lists_the_nodes_in_brief(tmp_path: Path, mixed_run: str) -> None:
@@ -393,10 +400,7 @@ def test_interrupted_run_hint(tmp_path: Path, store: str, hint: str) -> None:
         cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "b-started").exists():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for_b(tmp_path, proc)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
