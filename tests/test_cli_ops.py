@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -214,6 +216,13 @@ def test_live_run_shows_its_pid_and_a_killed_one_is_interrupted(
     assert "running" not in text
     listed_text = cli(tmp_path, "list", "--store", store).stdout
     assert "interrupted (last commit " in listed_text and "running" not in listed_text
+    if shutil.which("script"):  # on a terminal: coloured as a status, pid or time aside
+        pty = subprocess.run(
+            ["script", "-qec", shlex.join(flowdag_cmd("list", "--store", store)), "/dev/null"],
+            cwd=tmp_path, env={**env(), "TERM": "xterm"}, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert "\x1b[35minterrupted (last commit " in pty.stdout, pty.stdout
     [row] = json.loads(cli(tmp_path, "list", "--json", "--store", store).stdout)
     assert (row["status"], row["pid"], row["last_commit"]) == (
         "interrupted", None, dead["last_commit"]
