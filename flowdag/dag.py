@@ -9,9 +9,15 @@ from typing import Any
 
 import networkx as nx
 
-from flowdag.errors import CycleError, DuplicateNodeError, MissingDependencyError
+from flowdag.errors import (
+    CycleError,
+    DuplicateNodeError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    MissingDependencyError,
+)
 
-__all__ = ["DAG", "NodeSpec"]
+__all__ = ["DAG", "NodeSpec", "check_pools"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +52,14 @@ class DAG:
             and each node's `NodeSpec` in its ``spec`` attribute.
         nodes: node names in a deterministic topological order (ties broken by name).
         specs: node name -> `NodeSpec`.
+        pools: pool name -> cap, the workflow's defaults (``run(pools=)`` overrides).
     """
 
-    def __init__(self, name: str, specs: Iterable[NodeSpec]) -> None:
+    def __init__(
+        self, name: str, specs: Iterable[NodeSpec], pools: Mapping[str, int] | None = None
+    ) -> None:
         self.name = name
+        self.pools: Mapping[str, int] = check_pools(pools)
         self.specs: Mapping[str, NodeSpec] = _unique(specs)
         _check_deps(self.specs)
         graph: nx.DiGraph = nx.DiGraph()
@@ -112,3 +122,22 @@ def _check_acyclic(graph: nx.DiGraph) -> None:
     raise CycleError(
         "dependency cycle: " + " -> ".join(path) + "; remove one of these dependencies"
     )
+
+
+def check_pools(pools: Mapping[str, int] | None) -> dict[str, int]:
+    """``pools`` checked: pool name -> a cap >= 1 (``run(pools=)``, ``Workflow(pools=)``)."""
+    if pools is None:
+        return {}
+    if not isinstance(pools, Mapping):
+        raise InvalidArgumentTypeError(
+            f"pools must map pool names to caps, e.g. {{'db': 2}}, not {type(pools).__name__}"
+        )
+    checked = dict(pools)
+    for name, cap in checked.items():
+        if not isinstance(name, str):
+            raise InvalidArgumentTypeError(
+                f"pool names must be strings (as in pool='db'), not {name!r}"
+            )
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise InvalidArgumentError(f"pools[{name!r}] must be a whole number >= 1, not {cap!r}")
+    return checked

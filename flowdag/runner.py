@@ -12,12 +12,13 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from flowdag.dag import DAG
+from flowdag.dag import DAG, check_pools
 from flowdag.errors import (
     InvalidArgumentError,
     InvalidArgumentTypeError,
@@ -108,6 +109,12 @@ class RunResult:
         )
 
 
+#: Set by ``flowdag run FILE`` while it imports FILE: every run finished meanwhile is
+#: added, so the CLI can tell that the file ran its workflow itself (a module-level
+#: `run` with no ``if __name__ == "__main__":`` guard) and not run it a second time.
+runs_at_import: ContextVar[list[RunResult] | None] = ContextVar("runs_at_import", default=None)
+
+
 def new_run_id() -> str:
     """A fresh, sortable, unique run id such as ``20261122T195300Z-1a2b3c4d``."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
@@ -137,7 +144,8 @@ def run(
         executor: ``"threads"``, ``"processes"``, ``"asyncio"``, ``"dask"`` (a local
             Dask cluster), or an `Executor` instance such as `DaskExecutor`.
         allow_changes: resume even if the DAG differs from the stored run.
-        pools: pool name -> how many nodes tagged ``pool=`` that name may run at once.
+        pools: pool name -> how many nodes tagged ``pool=`` that name may run at once;
+            each overrides the cap of that pool in ``Workflow(name, pools=...)``.
         on_event: called with a `RunEvent` as nodes start, are retried and finish.
 
     Returns:
@@ -162,7 +170,7 @@ def run(
         isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
     ):
         raise InvalidArgumentError(f"max_workers must be a whole number >= 1, not {max_workers!r}")
-    pools = _check_pools(pools)
+    pools = {**dag.pools, **check_pools(pools)}  # run's caps override the workflow's, per pool
     # Whatever is opened here is closed on the way out, even when the next step fails.
     with ExitStack() as opened:
         run_store = _open(store)
@@ -182,25 +190,11 @@ def run(
                 run_store.save(plan.state)
             driver = _Driver(dag, plan, run_store, pool, limit, pools, on_event)
             driver.drive()
-    return driver.result()
-
-
-def _check_pools(pools: Mapping[str, int] | None) -> dict[str, int]:
-    if pools is None:
-        return {}
-    if not isinstance(pools, Mapping):
-        raise InvalidArgumentTypeError(
-            f"pools must map pool names to caps, e.g. {{'db': 2}}, not {type(pools).__name__}"
-        )
-    checked = dict(pools)
-    for name, cap in checked.items():
-        if not isinstance(name, str):
-            raise InvalidArgumentTypeError(
-                f"pool names must be strings (as in pool='db'), not {name!r}"
-            )
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            raise InvalidArgumentError(f"pools[{name!r}] must be a whole number >= 1, not {cap!r}")
-    return checked
+    result = driver.result()
+    watching = runs_at_import.get()
+    if watching is not None:
+        watching.append(result)
+    return result
 
 
 def _open(store: Store | str | None) -> Store:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypedDict, TypeVar, Unpack, overload
 
 from flowdag._values import text_problem
-from flowdag.dag import DAG, NodeSpec
+from flowdag.dag import DAG, NodeSpec, check_pools
 from flowdag.errors import DAGError, SignatureError
 
 __all__ = ["Workflow"]
@@ -41,11 +41,23 @@ class Workflow:
     ['extract', 'total']
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, pools: Mapping[str, int] | None = None) -> None:
+        """A workflow named ``name``.
+
+        Args:
+            pools: pool name -> how many nodes tagged ``pool=`` that name may run
+                at once; ``run(pools=...)`` overrides a cap pool by pool.
+
+        Raises:
+            DAGError: the name is empty or cannot be stored.
+            InvalidArgumentTypeError, InvalidArgumentError: ``pools`` is not a
+                mapping of names to whole numbers >= 1.
+        """
         if not isinstance(name, str) or not name:
             raise DAGError(f"workflow name must be a non-empty string, not {name!r}")
         _check_text("workflow name", name)
         self.name = name
+        self.pools = check_pools(pools)
         self._specs: list[NodeSpec] = []
 
     @overload
@@ -148,7 +160,7 @@ class Workflow:
             DuplicateNodeError, MissingDependencyError, CycleError: the message
                 names the culprits.
         """
-        return DAG(self.name, self._specs)
+        return DAG(self.name, self._specs, self.pools)
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, nodes={len(self._specs)})"
@@ -211,6 +223,12 @@ def _bind(name: str, fn: object, deps: tuple[str, ...]) -> tuple[tuple[str, ...]
             continue
         if param.name in deps and param.kind is not param.POSITIONAL_ONLY:
             kwarg_deps.append(param.name)
+        elif param.kind is param.POSITIONAL_ONLY and param.default is param.empty:
+            raise SignatureError(
+                f"node '{name}': parameter '{param.name}' is positional-only (before '/'), "
+                "but dependencies and ctx are passed by keyword; remove the '/' "
+                "or give it a default"
+            )
         elif param.default is param.empty and param.kind not in _VARIADIC:
             known = ", ".join(deps) if deps else "none"
             raise SignatureError(

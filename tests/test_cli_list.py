@@ -73,7 +73,8 @@ def test_piped_output_is_plain_aligned_lines(url: str, capsys: pytest.CaptureFix
     # workflow name takes two cells a character, as on a terminal).
     column = lines[0].index("status")
     for run_id in ("broke", "damaged", "done", "odd"):
-        assert rows[run_id][column:].split()[0] in {"completed", "failed", "damaged", "pending"}
+        # "odd" was left unfinished and no process holds it: interrupted, not pending.
+        assert rows[run_id][column:].split()[0] in {"completed", "failed", "damaged", "interrupted"}
     assert rows["wide"].index("completed") == column - len("日本語のワークフロー")
 
 
@@ -85,6 +86,8 @@ def test_json(url: str, capsys: pytest.CaptureFixture[str]) -> None:
         "run_id": "done",
         "workflow": "pipe",
         "status": "completed",
+        "pid": None,
+        "last_commit": NOW.isoformat(),
         "nodes": {"completed": 3, "total": 3},
         "error": None,
     }

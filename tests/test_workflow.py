@@ -386,3 +386,44 @@ def test_node_decorator_passes_every_option_and_refuses_unknown_ones() -> None:
     assert (spec.timeout, spec.pool) == (4.0, "db")
     with pytest.raises(TypeError, match="'retrys'"):
         wf.node(retrys=1)  # type: ignore[call-overload]
+
+
+# -- Workflow(pools=) --------------------------------------------------------------------
+
+
+def test_workflow_pools_are_checked_like_runs() -> None:
+    from flowdag.errors import InvalidArgumentError, InvalidArgumentTypeError
+
+    with pytest.raises(InvalidArgumentError, match=r"pools\['api'\] must be a whole number"):
+        Workflow("x", pools={"api": 0})
+    with pytest.raises(InvalidArgumentTypeError, match="pools must map pool names"):
+        Workflow("x", pools=[("api", 2)])  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentTypeError, match="pool names must be strings"):
+        Workflow("x", pools={1: 2})  # type: ignore[dict-item]
+    assert Workflow("x", pools={"api": 2}).build().pools == {"api": 2}
+
+
+def test_run_pools_override_the_workflows_per_pool() -> None:
+    import threading
+    import time
+
+    import flowdag
+
+    lock = threading.Lock()
+    busy = {"a": 0, "b": 0}
+    peaks = {"a": 0, "b": 0}
+
+    def work(pool: str) -> None:
+        with lock:
+            busy[pool] += 1
+            peaks[pool] = max(peaks[pool], busy[pool])
+        time.sleep(0.2)
+        with lock:
+            busy[pool] -= 1
+
+    wf = Workflow("pooled", pools={"a": 1, "b": 1})
+    for i in range(3):
+        wf.add_node(f"a{i}", lambda: work("a"), pool="a")
+        wf.add_node(f"b{i}", lambda: work("b"), pool="b")
+    assert flowdag.run(wf, max_workers=6, pools={"b": 3}).ok
+    assert peaks == {"a": 1, "b": 3}

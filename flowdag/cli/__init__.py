@@ -18,7 +18,7 @@ Modules: ``app`` (`main`, the parser, errors as one line), ``base`` (what every
 command shares: exit codes, `CLIError`, argument types, opening a store),
 ``render`` (statuses, durations, tables, progress bars), ``loader`` (the
 workflow file), and one module per command group: ``run``; ``runs`` (``status``,
-``list``, ``store``); ``graph``; ``bench/`` (the command, the measurements, the
+``list``, ``store``); ``show``; ``graph``; ``bench/`` (the command, the measurements, the
 chart, and the workflow shapes the ``benchmarks/`` suites share).
 """
 

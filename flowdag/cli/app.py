@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 from rich.markup import escape
 
-from flowdag.cli import graph, run, runs
+from flowdag.cli import graph, run, runs, show
 from flowdag.cli.base import CLIError, Command, Exit, flatten, log
 from flowdag.cli.bench import command as bench
 from flowdag.errors import FlowdagError, RunLockedError, WorkflowChangedError
@@ -40,6 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command: Command = args.command
         return command(args, err)
+    except BrokenPipeError:
+        return _quiet_on_closed_stdout()
+    except SystemExit as exc:
+        # rich meets a closed stdout with SystemExit(1) raised while handling the
+        # BrokenPipeError: the same case, the same quiet exit code.
+        if isinstance(exc.__context__, BrokenPipeError):
+            return _quiet_on_closed_stdout()
+        raise
     except (CLIError, FlowdagError) as exc:
         return _error(one_line(exc))
     except OSError as exc:
@@ -64,6 +74,7 @@ def make_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     run.add_parser(commands)
     runs.add_parsers(commands)
+    show.add_parser(commands)
     bench.add_parser(commands)
     graph.add_parser(commands)
     return parser
@@ -81,8 +92,22 @@ def one_line(exc: Exception) -> str:
 
 def _resume_hint(args: argparse.Namespace) -> str:
     if getattr(args, "command", None) is run.cmd_run and getattr(args, "run_id", None):
-        return f"; resume with: {run.resume_command(args)}"
+        command = run.resume_command(args)
+        return "" if command is None else f"; resume with: {command}"
     return ""
+
+
+def _quiet_on_closed_stdout() -> int:
+    """The reader of stdout went away (``flowdag list | head``): stop without a word.
+
+    As the Python docs advise (``signal`` module, "Note on SIGPIPE"): point stdout
+    at devnull, so the flush at interpreter exit does not raise again.
+    """
+    with contextlib.suppress(OSError, ValueError):  # no real fd: e.g. captured in tests
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return Exit.BROKEN_PIPE
 
 
 def _describe_os_error(exc: OSError) -> str:

@@ -11,30 +11,37 @@ from typing import TypeAlias
 
 import flowdag
 from flowdag.cli.base import CLIError, flatten
+from flowdag.runner import RunResult, runs_at_import
 
 __all__ = ["Target", "load_dag", "load_workflow"]
 
 Target: TypeAlias = flowdag.Workflow | flowdag.DAG  # what a workflow file can provide
 
 
-def load_dag(target: str) -> flowdag.DAG:
+def load_dag(target: str, runs: list[RunResult] | None = None) -> flowdag.DAG:
     """`load_workflow`, built: a workflow that is not a valid DAG raises `DAGError` now."""
-    found = load_workflow(target)
+    found = load_workflow(target, runs)
     return found.build() if isinstance(found, flowdag.Workflow) else found
 
 
-def load_workflow(target: str) -> Target:
+def load_workflow(target: str, runs: list[RunResult] | None = None) -> Target:
     """Import ``FILE.py[:NAME]`` and return the `Workflow` or `DAG` it names.
 
     Without ``:NAME`` the file must hold exactly one workflow among its globals.
-    ``NAME`` is a global variable name or a workflow's own name.
+    ``NAME`` is a global variable name or a workflow's own name. The runs that
+    importing the file started itself (``flowdag.run`` at module level) are added
+    to ``runs`` when it is given.
 
     Raises:
         CLIError: the file is missing, fails to import, or has no (or several)
             matching workflows.
     """
     path, name = _split_target(target)
-    module = _import_file(path)
+    watching = runs_at_import.set(runs)
+    try:
+        module = _import_file(path)
+    finally:
+        runs_at_import.reset(watching)
     found = _find_workflows(module)
     if name is not None:
         return _pick_named(found, name, path)

@@ -55,6 +55,7 @@ _STATUS_STYLE = {  # node and run statuses alike
     "running": "cyan",
     "pending": "dim",
     "damaged": "bold red",  # a run that cannot be read (flowdag list)
+    "interrupted": "magenta",  # a run (or node) whose process died before it finished
 }
 #: Control characters, shown escaped in text tables: a name never moves the cursor.
 _CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]}
@@ -83,6 +84,10 @@ def styled(status: str) -> str:
     """A node or run status as rich markup in its colour."""
     style = _STATUS_STYLE.get(str(status))
     return f"[{style}]{status}[/]" if style else escape(str(status))
+
+
+def _status_style(cell: str) -> str | None:
+    return _STATUS_STYLE.get(cell.partition(" ")[0])  # "running (pid 4121)" as "running"
 
 
 def seconds(value: float | None) -> str:
@@ -158,7 +163,7 @@ def text_table(
     for index, row in enumerate(table):
         cells = []
         for column, cell in enumerate(row):
-            style = "bold" if index == 0 else _STATUS_STYLE.get(cell) if column == status else None
+            style = "bold" if index == 0 else _status_style(cell) if column == status else None
             pad = "" if column == last else " " * (widths[column] - _width(cell))
             cells.append(painted(cell, style) + pad)
         lines.append("  ".join(cells).rstrip())

@@ -24,7 +24,8 @@ from flowdag.cli.base import (
 from flowdag.cli.loader import load_dag
 from flowdag.cli.render import RunProgress, count, describe_counts, styled, summary_table
 from flowdag.executors import Executor
-from flowdag.runner import new_run_id
+from flowdag.runner import RunResult, new_run_id
+from flowdag.stores import parse_store_url
 from flowdag.stores.base import check_run_id
 
 __all__ = ["add_parser", "cmd_run", "resume_command"]
@@ -52,6 +53,14 @@ def add_parser(commands: Commands) -> None:
         "(implies --executor dask)",
     )
     run.add_argument(
+        "--pool",
+        dest="pools",
+        action="append",  # checked in cmd_run, so a bad value is one error line
+        metavar="NAME=N",
+        help="at most N nodes tagged pool=NAME at once; repeat for several pools "
+        "(overrides the workflow's pools=)",
+    )
+    run.add_argument(
         "--allow-changes",
         action="store_true",
         help="resume even if the workflow's nodes or dependencies changed",
@@ -67,7 +76,11 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
         check_run_id(args.run_id)  # before importing the file: bad input fails fast
     if args.dask_address is not None and args.executor not in (None, "dask"):
         raise CLIError(f"--dask-address runs nodes on Dask, not --executor {args.executor}")
-    dag = load_dag(args.target)
+    pools = parse_pools(args.pools or [])
+    ran_at_import: list[RunResult] = []
+    dag = load_dag(args.target, ran_at_import)
+    if ran_at_import:
+        return _ran_at_import(args, ran_at_import, err)
     with open_store(args.store) as store, _executor(args) as executor:
         if args.run_id is None:
             args.run_id = new_run_id()
@@ -81,19 +94,36 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
                 max_workers=args.workers,
                 executor=executor,
                 allow_changes=args.allow_changes,
+                pools=pools,
                 on_event=progress.update,
             )
+    return _report(result, args, restored=len(result.nodes) - len(progress.ran))
+
+
+def _ran_at_import(args: argparse.Namespace, results: list[RunResult], err: Console) -> int:
+    """The file ran its workflow itself when imported: report that run, never run it again."""
+    err.print(
+        f"flowdag: warning: importing {escape(args.target)} ran the workflow itself "
+        f"(flowdag.run at module level), so it is not run again; put that call under "
+        f'`if __name__ == "__main__":` to let flowdag run choose the run id and store',
+        soft_wrap=True,
+    )
+    return _report(results[-1], None, restored=0)
+
+
+def _report(result: RunResult, args: argparse.Namespace | None, *, restored: int) -> int:
+    """Print the summary table and the last line; the exit code the run deserves."""
     out = Console(highlight=False)
     out.print(summary_table(result.nodes))
-    restored = len(result.nodes) - len(progress.ran)
     note = f"; {restored} of {len(result.nodes)} nodes were already completed" if restored else ""
     if result.ok:
         out.print(f"run {escape(result.run_id)} [green]completed[/]{note}", soft_wrap=True)
         return Exit.OK
     counts = count(result.nodes.values())
+    command = None if args is None else resume_command(args)
+    hint = "" if command is None else f"; fix and resume with: {escape(command)}"
     out.print(
-        f"run {escape(result.run_id)} {styled(result.status)} ({describe_counts(counts)});"
-        f" fix and resume with: {escape(resume_command(args))}",
+        f"run {escape(result.run_id)} {styled(result.status)} ({describe_counts(counts)}){hint}",
         soft_wrap=True,
     )
     return Exit.FAILED
@@ -114,13 +144,35 @@ def _executor(args: argparse.Namespace) -> Iterator[str | Executor]:
         executor.shutdown()
 
 
-def resume_command(args: argparse.Namespace) -> str:
-    """The ``flowdag run`` command line that resumes this run."""
+def parse_pools(values: list[str]) -> dict[str, int]:
+    """``--pool NAME=N`` options as ``run(pools=)`` takes them; the last of a name wins."""
+    pools: dict[str, int] = {}
+    for value in values:
+        name, equals, cap = value.partition("=")
+        name = name.strip()
+        number = int(cap) if cap.strip().isdecimal() else 0
+        if not equals or not name or number < 1:
+            raise CLIError(
+                f"--pool takes NAME=N with N a whole number >= 1, e.g. --pool api=2; got {value!r}"
+            )
+        pools[name] = number
+    return pools
+
+
+def resume_command(args: argparse.Namespace) -> str | None:
+    """The ``flowdag run`` command line that resumes this run, with the options that
+    shape how it runs; None for a ``memory://`` store, which keeps nothing to resume."""
+    if parse_store_url(args.store)[0] == "memory":
+        return None
     words = ["flowdag", "run", args.target, "--run-id", args.run_id]
     if args.store != DEFAULT_STORE:
         words += ["--store", args.store]
+    if args.workers is not None:
+        words += ["--workers", str(args.workers)]
     if args.dask_address is not None:
         words += ["--dask-address", args.dask_address]
     elif args.executor is not None:
         words += ["--executor", args.executor]
+    for pool in args.pools or []:
+        words += ["--pool", pool]
     return shlex.join(words)

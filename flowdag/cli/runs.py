@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -39,12 +40,24 @@ from flowdag.cli.render import (
     text_table,
 )
 from flowdag.errors import CorruptStateError, FlowdagError, RunNotFoundError
-from flowdag.state import ErrorInfo, NodeStatus, RunState
+from flowdag.json_codec import JSONCodec
+from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores import Store, parse_store_url
 from flowdag.stores.base import check_run_id
 from flowdag.stores.transfer import copy_run, verify_run
 
-__all__ = ["add_parsers", "cmd_list", "cmd_status", "cmd_store_convert", "cmd_store_verify"]
+__all__ = [
+    "Liveness",
+    "add_parsers",
+    "cmd_list",
+    "cmd_status",
+    "cmd_store_convert",
+    "cmd_store_verify",
+    "json_value",
+    "liveness",
+    "node_json",
+    "state_json",
+]
 
 
 def add_parsers(commands: Commands) -> None:
@@ -53,6 +66,11 @@ def add_parsers(commands: Commands) -> None:
     status.add_argument("run_id", metavar="RUN_ID")
     add_store_option(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--outputs",
+        action="store_true",
+        help="with --json: each node's output and the run's ctx.data too",
+    )
 
     listing = add_command(commands, "list", cmd_list)
     add_store_option(listing)
@@ -74,22 +92,76 @@ def add_parsers(commands: Commands) -> None:
     verify.add_argument("url", metavar="URL", help="store to check, e.g. lmdb://.flowdag")
 
 
+# -- live, or interrupted ----------------------------------------------------------------
+
+#: Shown for a run (or a node) left unfinished by a process that is gone.
+INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """A stored run as an operator needs it: is someone still running it?"""
+
+    status: str  # the stored status, or "interrupted" when no live process holds the run
+    pid: int | None  # the live holder's pid (0: held, holder not named)
+    last_commit: datetime | None  # when the newest node finished
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status == INTERRUPTED
+
+    def text(self) -> str:
+        """``running (pid 4121)``, ``interrupted (last commit ...)`` or the status."""
+        if self.pid:
+            return f"{self.status} (pid {self.pid})"
+        if self.interrupted:
+            return f"{self.status} (last commit {local_time(self.last_commit)})"
+        return self.status
+
+    def node_status(self, node: NodeState) -> str:
+        # A node recorded as running when its process died is running no more.
+        if self.interrupted and node.status is NodeStatus.RUNNING:
+            return INTERRUPTED
+        return str(node.status)
+
+
+def liveness(store: Store, state: RunState) -> Liveness:
+    """Whether a live process still runs ``state``; see `Liveness`."""
+    finished = [node.finished_at for node in state.nodes.values() if node.finished_at]
+    last = max(finished, default=None)
+    if state.status not in (RunStatus.PENDING, RunStatus.RUNNING):
+        return Liveness(str(state.status), None, last)  # finished: no one to ask
+    # Stored statuses cannot tell a run in flight from one whose process died:
+    # the run's lock can (the OS drops it with its process, even on kill -9).
+    holder = store.lock_holder(state.run_id)
+    if holder is None:
+        return Liveness(INTERRUPTED, None, last)
+    return Liveness(str(RunStatus.RUNNING), holder, last)
+
+
 # -- flowdag status ----------------------------------------------------------------------
 
 
 def cmd_status(args: argparse.Namespace, err: Console) -> int:
     """Show the nodes of one run."""
     check_run_id(args.run_id)  # before the store: a bad id is the error, not a missing store
+    if args.outputs and not args.json:
+        raise CLIError(
+            "--outputs goes with --json; to see one node's output: flowdag show RUN NODE"
+        )
     with open_store(args.store, create=False) as store:
-        state = store.load_statuses(args.run_id)
+        # Outputs are read only when asked for: they may be large.
+        state = store.load(args.run_id) if args.outputs else store.load_statuses(args.run_id)
+        live = liveness(store, state)
     if args.json:
-        print(json.dumps(_state_json(state), indent=2))
+        print(json.dumps(state_json(state, live, values=args.outputs), indent=2))
         return Exit.OK
     out = Console(highlight=False)
     counts = count(state.nodes.values())
     out.print(
         f"run {escape(state.run_id)}  workflow {escape(state.workflow)}  "
-        f"{styled(state.status)}  ({describe_counts(counts)})",
+        f"{styled(live.status)}{escape(live.text()[len(live.status) :])}"
+        f"  ({describe_counts(counts)})",
         soft_wrap=True,
     )
     table = plain_table()
@@ -98,7 +170,7 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
     for name, node in state.nodes.items():
         table.add_row(
             escape(name),
-            styled(node.status),
+            styled(live.node_status(node)),
             str(node.attempts),
             local_time(node.started_at),
             seconds(node.duration),
@@ -108,32 +180,57 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
     return Exit.OK
 
 
-def _state_json(state: RunState) -> dict[str, Any]:
-    def error(info: ErrorInfo | None) -> dict[str, str] | None:
-        if info is None:
-            return None
-        return {"type": info.type, "message": info.message, "traceback": info.traceback}
-
-    def moment(value: datetime | None) -> str | None:
-        return None if value is None else value.isoformat()
-
-    return {
+def state_json(state: RunState, live: Liveness, *, values: bool = False) -> dict[str, Any]:
+    """A run as ``status --json`` prints it; with ``values``, outputs and ``data`` too."""
+    document = {
         "run_id": state.run_id,
         "workflow": state.workflow,
-        "status": str(state.status),
-        "nodes": {
-            name: {
-                "status": str(node.status),
-                "attempts": node.attempts,
-                "started_at": moment(node.started_at),
-                "finished_at": moment(node.finished_at),
-                "duration": node.duration,
-                "deps": list(node.deps),
-                "error": error(node.error),
-            }
-            for name, node in state.nodes.items()
-        },
+        "status": live.status,
+        "pid": live.pid,
+        "last_commit": _moment(live.last_commit),
+        "nodes": {name: node_json(node, live, values=values) for name, node in state.nodes.items()},
     }
+    if values:
+        document["data"] = {key: json_value(value) for key, value in state.data.items()}
+    return document
+
+
+def node_json(node: NodeState, live: Liveness, *, values: bool = False) -> dict[str, Any]:
+    """One node as ``status --json`` prints it; with ``values``, its output too."""
+    document = {
+        "status": live.node_status(node),
+        "attempts": node.attempts,
+        "started_at": _moment(node.started_at),
+        "finished_at": _moment(node.finished_at),
+        "duration": node.duration,
+        "deps": list(node.deps),
+        "error": _error_json(node.error),
+    }
+    if values:
+        document["output"] = json_value(node.output)
+    return document
+
+
+def json_value(value: Any) -> Any:
+    """A stored value as JSON, exactly: as the JSON store writes it (tags such as
+    ``{"$tuple": [...]}`` for what JSON lacks); ``{"$repr": ...}`` if even that fails."""
+    try:
+        return json.loads(_JSON.encode(value))
+    except (FlowdagError, ValueError, TypeError):  # e.g. a value stored with pickle
+        return {"$repr": repr(value)}
+
+
+_JSON = JSONCodec()
+
+
+def _error_json(info: ErrorInfo | None) -> dict[str, str] | None:
+    if info is None:
+        return None
+    return {"type": info.type, "message": info.message, "traceback": info.traceback}
+
+
+def _moment(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 # -- flowdag list ------------------------------------------------------------------------
@@ -156,7 +253,7 @@ def cmd_list(args: argparse.Namespace, err: Console) -> int:
         return Exit.OK
     # Lines built by hand, not a rich Table: 10,000 rows take milliseconds, not seconds.
     cells = [
-        [row["run_id"], row["workflow"] or "?", row["status"], _counts_text(row["nodes"])]
+        [row["run_id"], row["workflow"] or "?", _status_cell(row), _counts_text(row["nodes"])]
         for row in rows
     ]
     out.file.write(text_table(out, ("run id", "workflow", "status", "nodes"), cells, status=2))
@@ -171,13 +268,25 @@ def _list_row(store: Store, run_id: str) -> dict[str, Any]:
     except FlowdagError as exc:  # one damaged run must not hide the others
         why = flatten(str(exc))
         log.warning("%s", why)
-        return {"run_id": run_id, "workflow": None, "status": "damaged", "nodes": None,
-                "error": why}  # fmt: skip
+        return {"run_id": run_id, "workflow": None, "status": "damaged", "pid": None,
+                "last_commit": None, "nodes": None, "error": why}  # fmt: skip
+    live = liveness(store, state)
     counts = count(state.nodes.values())
     nodes = {str(status): number for status, number in counts.items() if number}
     nodes["total"] = len(state.nodes)
-    return {"run_id": run_id, "workflow": state.workflow, "status": str(state.status),
-            "nodes": nodes, "error": None}  # fmt: skip
+    return {"run_id": run_id, "workflow": state.workflow, "status": live.status,
+            "pid": live.pid, "last_commit": None if live.last_commit is None
+            else live.last_commit.isoformat(), "nodes": nodes, "error": None}  # fmt: skip
+
+
+def _status_cell(row: dict[str, Any]) -> str:
+    if row["pid"]:
+        return f"{row['status']} (pid {row['pid']})"
+    if row["status"] == INTERRUPTED and row["last_commit"]:
+        return (
+            f"{INTERRUPTED} (last commit {local_time(datetime.fromisoformat(row['last_commit']))})"
+        )
+    return str(row["status"])
 
 
 def _counts_text(nodes: dict[str, int] | None) -> str:

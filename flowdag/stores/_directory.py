@@ -49,7 +49,7 @@ from flowdag.codec import ValueCodec
 from flowdag.errors import CodecMismatchError, CorruptStateError, StoreError
 from flowdag.stores._crypto import Cipher, is_sealed, make_cipher, not_encrypted_error
 from flowdag.stores._files import atomic_write, make_private_dir, no_store_error, read_file
-from flowdag.stores._locks import FileRunLock, lock_run_file
+from flowdag.stores._locks import FileRunLock, lock_holder, lock_run_file
 from flowdag.stores.base import RunLock, Store
 
 __all__ = ["DirectoryStore", "StoreOptions", "codec_name"]
@@ -156,6 +156,9 @@ class DirectoryStore(Store):
             held = lock_run_file(locks / f"{run_id}.lock", run_id, root=self.path)
         self._held.add(run_id)
         return _HeldRun(self, held)
+
+    def _lock_holder(self, run_id: str) -> int | None:
+        return lock_holder(self.path / "locks" / f"{run_id}.lock")
 
     def _unlock(self, run_id: str) -> None:
         self._held.discard(run_id)

@@ -19,7 +19,7 @@ from pathlib import Path
 from flowdag.errors import RunLockedError
 from flowdag.stores._files import Where, open_private
 
-__all__ = ["FileRunLock", "lock_run_file"]
+__all__ = ["FileRunLock", "lock_holder", "lock_run_file"]
 
 
 class FileRunLock:
@@ -114,6 +114,44 @@ def lock_run_file(path: Where, run_id: str, *, root: Where | None = None) -> Fil
     except OSError:
         pass  # the lock is held all the same; only the holder's name is lost
     return FileRunLock(fd, lock_path, run_id)
+
+
+def lock_holder(path: Where) -> int | None:
+    """The pid of the live process holding the lock on ``path``; 0 if held by an unnamed
+    one; None if no one holds it. Never creates the file, never blocks a locker.
+
+    A pid recorded by a process that died (``kill -9`` leaves it in the file) is
+    answered without touching the lock. Only a recorded pid that is alive (or none)
+    is confirmed with a shared ``flock`` tried without waiting and dropped at once:
+    it fails while the holder has its exclusive lock, and a pid reused by an
+    unrelated process does not make a dead run look live.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None  # no lock file (never run here), or a planted link: no holder to name
+    try:
+        pid = _read_pid(fd)
+        if pid is not None and not _alive(pid):
+            return None  # the OS dropped the dead holder's flock with its process
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return pid or 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
 
 
 def _read_pid(fd: int) -> int | None:

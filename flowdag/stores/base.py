@@ -17,6 +17,7 @@ durable step; its cost depends on the size of those records, not of the run.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -229,6 +230,15 @@ class Store(ABC):
         finally:
             held.release()
 
+    def lock_holder(self, run_id: str) -> int | None:
+        """Who holds the run's lock now: a pid (0 when it is held but the holder is
+        not named), or None when no live process holds it. Only looks: the lock is
+        never kept, and nothing is created.
+        """
+        run_id = check_run_id(run_id)
+        self._check_open()
+        return self._lock_holder(run_id)
+
     def close(self) -> None:
         """Release the store's resources; further calls raise `StoreError`."""
         if not self._closed:
@@ -282,6 +292,10 @@ class Store(ABC):
 
     @abstractmethod
     def _lock(self, run_id: str) -> RunLock: ...
+
+    def _lock_holder(self, run_id: str) -> int | None:
+        """Backend hook of `lock_holder`; stores without locks of their own hold none."""
+        return None
 
     def _close(self) -> None:  # noqa: B027 - optional hook
         """Release backend resources."""
@@ -414,6 +428,11 @@ class ThreadRunLocks:
                 )
             self._held.add(run_id)
         return _ThreadRunLock(self, run_id)
+
+    def holder(self, run_id: str) -> int | None:
+        """This process's pid while it holds ``run_id``, else None."""
+        with self._guard:
+            return os.getpid() if run_id in self._held else None
 
     def _release(self, run_id: str) -> None:
         with self._guard:

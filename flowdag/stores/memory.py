@@ -60,6 +60,9 @@ class MemoryStore(Store):
     def _lock(self, run_id: str) -> RunLock:
         return self._locks.acquire(run_id)
 
+    def _lock_holder(self, run_id: str) -> int | None:
+        return self._locks.holder(run_id)
+
     def _close(self) -> None:
         with self._guard:
             self._runs.clear()

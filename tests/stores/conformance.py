@@ -661,6 +661,28 @@ class StoreTests:
             proc.wait()
         assert store.load("nightly").nodes["a"].status is NodeStatus.COMPLETED
 
+    def test_lock_holder(self, store: Store, store_dir: Path | None) -> None:
+        assert store.lock_holder("nightly") is None  # never locked: no holder, nothing made
+        with store.lock("nightly"):
+            assert store.lock_holder("nightly") == os.getpid()
+            assert store.lock_holder("other") is None
+        assert store.lock_holder("nightly") is None  # released
+        with store.lock("nightly"):  # looking never kept it
+            pass
+        if store_dir is None:
+            return
+        proc = spawn(HOLD_LOCK, f"{store.scheme}://{store_dir}", "nightly")
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "locked"
+            assert store.lock_holder("nightly") == proc.pid
+            proc.send_signal(signal.SIGKILL)  # its pid stays in the lock file
+            proc.wait()
+            assert store.lock_holder("nightly") is None
+        finally:
+            proc.kill()
+            proc.wait()
+
     # -- permissions ----------------------------------------------------------------
 
     def test_files_are_private_whatever_the_umask(

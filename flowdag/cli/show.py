@@ -1,0 +1,155 @@
+"""``flowdag show``: what a run's nodes returned, why they failed, and its ``ctx.data``.
+
+``status`` answers "where does the run stand"; ``show`` answers "what came out":
+a node's output (pretty, cut to a screenful with a note; ``--json`` gives all of
+it, exactly), its error with the full traceback, its attempts and the run's
+``ctx.data``. Like ``status``, it only reads and never creates a store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pprint
+import reprlib
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from flowdag.cli.base import CLIError, Commands, Exit, add_command, add_store_option, open_store
+from flowdag.cli.render import error_text, local_time, plain_table, seconds, styled
+from flowdag.cli.runs import Liveness, json_value, liveness, node_json, state_json
+from flowdag.state import NodeState, RunState
+from flowdag.stores.base import check_run_id
+
+__all__ = ["add_parser", "cmd_show"]
+
+#: A value shown on screen is cut after this many lines (``--json`` shows all of it).
+MAX_LINES = 40
+#: A value in the one-line-per-node listing is cut after this many characters.
+MAX_BRIEF = 60
+
+
+def add_parser(commands: Commands) -> None:
+    """Add ``flowdag show`` to ``commands``."""
+    show = add_command(commands, "show", cmd_show)
+    show.add_argument("run_id", metavar="RUN_ID")
+    show.add_argument("node", metavar="NODE", nargs="?", help="the node to show in full")
+    add_store_option(show)
+    show.add_argument("--json", action="store_true", help="machine-readable output, values in full")
+
+
+def cmd_show(args: argparse.Namespace, err: Console) -> int:
+    """Show a run's outputs, errors and ctx.data; with NODE, that node in full.
+
+    Without NODE: one line per node (status, attempts, duration, the start of
+    its output or its error) and the run's ctx.data. With NODE: its output
+    (long values are cut, with a note), its error with the full traceback, its
+    attempts and times. --json prints every value in full, exactly.
+    """
+    check_run_id(args.run_id)
+    with open_store(args.store, create=False) as store:
+        state = store.load(args.run_id)
+        live = liveness(store, state)
+    if args.node is not None and args.node not in state.nodes:
+        names = ", ".join(state.nodes) or "none"
+        raise CLIError(f"run {args.run_id!r} has no node {args.node!r}; its nodes: {names}")
+    if args.json:
+        if args.node is None:
+            document = state_json(state, live, values=True)
+        else:
+            document = {"run_id": state.run_id, "node": args.node}
+            document |= node_json(state.nodes[args.node], live, values=True)
+            document["data"] = {key: json_value(value) for key, value in state.data.items()}
+        print(json.dumps(document, indent=2))
+        return Exit.OK
+    out = Console(highlight=False)
+    if args.node is None:
+        _show_run(out, state, live)
+    else:
+        _show_node(out, state, args.node, live)
+    return Exit.OK
+
+
+def _show_run(out: Console, state: RunState, live: Liveness) -> None:
+    out.print(
+        f"run {escape(state.run_id)}  workflow {escape(state.workflow)}  "
+        f"{styled(live.status)}{escape(live.text()[len(live.status) :])}",
+        soft_wrap=True,
+    )
+    table = plain_table()
+    for column in ("node", "status", "attempts", "duration", "output or error"):
+        right = column in {"attempts", "duration"}
+        table.add_column(column, justify="right" if right else "left", no_wrap=True)
+    for name, node in state.nodes.items():
+        if node.error is not None:
+            brief = error_text(node.error)
+        else:
+            brief = "" if node.output is None and not node.attempts else _brief(node.output)
+        table.add_row(
+            escape(name),
+            styled(live.node_status(node)),
+            str(node.attempts),
+            seconds(node.duration),
+            escape(brief),
+        )
+    out.print(table)
+    _show_data(out, state)
+    out.print(f"one node in full: flowdag show {escape(state.run_id)} NODE", soft_wrap=True)
+
+
+def _show_node(out: Console, state: RunState, name: str, live: Liveness) -> None:
+    node = state.nodes[name]
+    out.print(
+        f"node {escape(name)}  run {escape(state.run_id)}  {styled(live.node_status(node))}  "
+        f"attempts {node.attempts}",
+        soft_wrap=True,
+    )
+    out.print(f"deps: {escape(', '.join(node.deps)) or '-'}", soft_wrap=True)
+    out.print(
+        f"started {local_time(node.started_at)}  finished {local_time(node.finished_at)}  "
+        f"duration {seconds(node.duration)}",
+        soft_wrap=True,
+    )
+    _show_value(out, "output", node)
+    if node.error is not None:
+        out.print(f"error: {escape(error_text(node.error))}", soft_wrap=True)
+        if node.error.traceback:
+            out.print(escape(node.error.traceback.rstrip()), soft_wrap=True)
+    _show_data(out, state)
+
+
+def _show_value(out: Console, label: str, node: NodeState) -> None:
+    if node.error is not None and node.output is None:
+        return  # a failed node has no output: its error says why
+    lines = pprint.pformat(node.output, width=max(out.width - 2, 40), sort_dicts=False)
+    _print_cut(out, f"{label}:", lines.splitlines())
+
+
+def _show_data(out: Console, state: RunState) -> None:
+    if not state.data:
+        out.print("ctx.data: empty")
+        return
+    text = pprint.pformat(state.data, width=max(out.width - 2, 40), sort_dicts=False)
+    _print_cut(out, "ctx.data:", text.splitlines())
+
+
+def _print_cut(out: Console, title: str, lines: list[str]) -> None:
+    out.print(title)
+    for line in lines[:MAX_LINES]:
+        out.print(f"  {escape(line)}", soft_wrap=True)
+    if len(lines) > MAX_LINES:
+        out.print(
+            f"  ... cut: {len(lines) - MAX_LINES} more of {len(lines)} lines; --json shows all",
+            soft_wrap=True,
+        )
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = MAX_BRIEF  # attributes: keywords need Python 3.12
+
+
+def _brief(value: Any) -> str:
+    text = _REPR.repr(value)  # reprlib: a huge value is never turned into text in full
+    return text if len(text) <= MAX_BRIEF else text[: MAX_BRIEF - 3] + "..."
