@@ -12,13 +12,27 @@ import base64
 import binascii
 import math
 import re
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+from flowdag._stdtypes import (
+    IP_KINDS,
+    PATH_KINDS,
+    counter_from,
+    defaultdict_from,
+    deque_from,
+    factory_name,
+    fraction_from,
+    ip_from,
+    ordereddict_from,
+    path_from,
+)
 from flowdag._values import (
     array_from,
     array_parts,
@@ -91,6 +105,26 @@ def prepare_numpy(np: Any, value: Any) -> Any:
     return {"$npscalar" if scalar else "$ndarray": payload}
 
 
+# Tags around values: the tag's object is one JSON level, an array in it another.
+
+
+def _prepare_mapping(tag: str) -> Callable[[JSONCodec, Any, int], Any]:
+    return lambda codec, value, depth: {tag: codec._prepare(dict(value), depth + 1)}
+
+
+def _prepare_defaultdict(codec: JSONCodec, value: defaultdict[Any, Any], depth: int) -> Any:
+    return {"$defaultdict": [factory_name(value), codec._prepare(dict(value), depth + 2)]}
+
+
+def _prepare_deque(codec: JSONCodec, value: deque[Any], depth: int) -> Any:
+    return {"$deque": [value.maxlen, codec._prepare(list(value), depth + 2)]}
+
+
+def _prepare_pair(tag: str, first: Any, second: Any, codec: JSONCodec, depth: int) -> Any:
+    # Floats may need a $float tag, numbers a $int tag: each goes through the walk.
+    return {tag: [codec._prepare(first, depth + 2), codec._prepare(second, depth + 2)]}
+
+
 PREPARERS: dict[type, Callable[[JSONCodec, Any, int], Any]] = {
     bytes: _prepare_bytes,
     # msgpack stores these as bytes too; the stores must agree on what they accept.
@@ -102,6 +136,22 @@ PREPARERS: dict[type, Callable[[JSONCodec, Any, int], Any]] = {
     timedelta: _prepare_timedelta,
     Decimal: lambda codec, value, depth: {"$decimal": str(value)},
     UUID: lambda codec, value, depth: {"$uuid": str(value)},
+    Counter: _prepare_mapping("$counter"),
+    OrderedDict: _prepare_mapping("$ordereddict"),
+    defaultdict: _prepare_defaultdict,
+    deque: _prepare_deque,
+    complex: lambda codec, v, depth: _prepare_pair("$complex", v.real, v.imag, codec, depth),
+    Fraction: lambda codec, v, depth: _prepare_pair(
+        "$fraction", v.numerator, v.denominator, codec, depth
+    ),
+    **{
+        kind: lambda codec, value, depth: {"$path": [PATH_KINDS[type(value)], str(value)]}
+        for kind in PATH_KINDS
+    },
+    **{
+        kind: lambda codec, value, depth: {f"$ip{IP_KINDS[type(value)]}": str(value)}
+        for kind in IP_KINDS
+    },
 }
 
 
@@ -203,6 +253,19 @@ def _decode_ndarray(codec: JSONCodec, payload: Any) -> Any:
     return array_from(payload["dtype"], payload["shape"], "order" in payload, raw)
 
 
+def _pair(payload: Any, what: str) -> list[Any]:
+    if type(payload) is not list or len(payload) != 2:
+        raise invalid(what, payload)
+    return payload
+
+
+def _decode_complex(codec: JSONCodec, payload: Any) -> complex:
+    real, imag = _pair(payload, "complex")
+    if type(real) is not float or type(imag) is not float:
+        raise invalid("complex", payload)
+    return complex(real, imag)
+
+
 TAGS: dict[str, Callable[[JSONCodec, Any], Any]] = {
     "$tuple": lambda codec, payload: tuple(_items(payload, "tuple")),
     "$set": lambda codec, payload: set(_items(payload, "set")),
@@ -221,5 +284,15 @@ TAGS: dict[str, Callable[[JSONCodec, Any], Any]] = {
     "$uuid": lambda codec, payload: parse_exact("UUID", payload, UUID),
     "$ndarray": _decode_ndarray,
     "$npscalar": lambda codec, payload: scalar_from(_decode_ndarray(codec, payload)),
+    "$path": lambda codec, payload: path_from(*_pair(payload, "path")),
+    "$counter": lambda codec, payload: counter_from(payload),
+    "$ordereddict": lambda codec, payload: ordereddict_from(payload),
+    "$defaultdict": lambda codec, payload: defaultdict_from(payload),
+    "$deque": lambda codec, payload: deque_from(payload),
+    "$complex": _decode_complex,
+    "$fraction": lambda codec, payload: fraction_from(payload),
+    "$ipaddress": lambda codec, payload: ip_from("address", payload),
+    "$ipnetwork": lambda codec, payload: ip_from("network", payload),
+    "$ipinterface": lambda codec, payload: ip_from("interface", payload),
     "$pickle": lambda codec, payload: codec._unpickle(_unb64(payload, "pickle")),
 }

@@ -2,18 +2,21 @@
 
 Their codes and payloads are listed in `flowdag.codec`'s docstring (the blob
 format). Each decoder checks that its payload is what the encoder writes and raises
-`CorruptStateError` otherwise. Tuples, sets and frozensets pack and unpack
-their items through the codec (`Codec._pack_items`, `Codec._unpack_items`),
-which bounds their nesting.
+`CorruptStateError` otherwise. Tuples, sets, frozensets, the `collections`
+containers and fractions pack and unpack their payload through the codec
+(`Codec._pack_items`, `Codec._unpack_nested`), which bounds their nesting.
 """
 
 from __future__ import annotations
 
 import functools
 import struct
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
+from fractions import Fraction
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -21,6 +24,18 @@ from zoneinfo import ZoneInfo
 import msgpack
 from msgpack import ExtType
 
+from flowdag._stdtypes import (
+    IP_KINDS,
+    PATH_KINDS,
+    counter_from,
+    defaultdict_from,
+    deque_from,
+    factory_name,
+    fraction_from,
+    ip_from,
+    ordereddict_from,
+    path_from,
+)
 from flowdag._values import (
     array_from,
     array_parts,
@@ -48,9 +63,18 @@ _EXT_DECIMAL = 9
 _EXT_UUID = 10
 _EXT_NDARRAY = 11
 _EXT_NPSCALAR = 12
+_EXT_PATHS = {kind: code for code, kind in enumerate(PATH_KINDS, start=13)}  # 13-16
+_EXT_COUNTER = 17
+_EXT_ORDEREDDICT = 18
+_EXT_DEFAULTDICT = 19
+_EXT_DEQUE = 20
+_EXT_COMPLEX = 21
+_EXT_FRACTION = 22
+_EXT_IPS = {"address": 23, "network": 24, "interface": 25}
 EXT_PICKLE = 127
 
 _U32 = struct.Struct("<I")
+_COMPLEX = struct.Struct("<dd")
 _pack_plain = functools.partial(msgpack.packb, use_bin_type=True)
 # Payloads of fixed-shape exts: no ext hook, so a nested ext fails validation.
 _unpack_plain = msgpack.unpackb
@@ -170,6 +194,29 @@ def _decode_ndarray(codec: Codec, data: bytes) -> Any:
     return array_from(dtype, shape, fortran, memoryview(data)[end:])
 
 
+def _encode_path(codec: Codec, value: PurePath) -> ExtType:
+    return ExtType(_EXT_PATHS[type(value)], str(value).encode())
+
+
+def _path_decoder(kind: type) -> Callable[[Codec, bytes], PurePath]:
+    name = PATH_KINDS[kind]
+    return lambda codec, data: path_from(name, data.decode())
+
+
+def _decode_complex(codec: Codec, data: bytes) -> complex:
+    if len(data) != _COMPLEX.size:
+        raise CorruptStateError(f"blob holds a complex of {len(data)} bytes, not 16")
+    return complex(*_COMPLEX.unpack(data))
+
+
+def _encode_ip(codec: Codec, value: Any) -> ExtType:
+    return ExtType(_EXT_IPS[IP_KINDS[type(value)]], str(value).encode("ascii"))
+
+
+def _ip_decoder(kind: str) -> Callable[[Codec, bytes], Any]:
+    return lambda codec, data: ip_from(kind, data.decode("ascii"))
+
+
 ENCODERS: dict[type, Callable[[Codec, Any], ExtType]] = {
     int: _encode_int,
     tuple: lambda codec, value: codec._pack_items(_EXT_TUPLE, list(value)),
@@ -181,6 +228,19 @@ ENCODERS: dict[type, Callable[[Codec, Any], ExtType]] = {
     timedelta: _encode_timedelta,
     Decimal: _encode_decimal,
     UUID: _encode_uuid,
+    # The payloads of these nest through the codec: any supported keys and items.
+    Counter: lambda codec, value: codec._pack_items(_EXT_COUNTER, dict(value)),
+    OrderedDict: lambda codec, value: codec._pack_items(_EXT_ORDEREDDICT, dict(value)),
+    defaultdict: lambda codec, value: codec._pack_items(
+        _EXT_DEFAULTDICT, [factory_name(value), dict(value)]
+    ),
+    deque: lambda codec, value: codec._pack_items(_EXT_DEQUE, [value.maxlen, list(value)]),
+    Fraction: lambda codec, value: codec._pack_items(
+        _EXT_FRACTION, [value.numerator, value.denominator]
+    ),
+    complex: lambda codec, value: ExtType(_EXT_COMPLEX, _COMPLEX.pack(value.real, value.imag)),
+    **dict.fromkeys(PATH_KINDS, _encode_path),
+    **dict.fromkeys(IP_KINDS, _encode_ip),
 }
 
 DECODERS: dict[int, Callable[[Codec, bytes], Any]] = {
@@ -196,5 +256,13 @@ DECODERS: dict[int, Callable[[Codec, bytes], Any]] = {
     _EXT_UUID: _decode_uuid,
     _EXT_NDARRAY: _decode_ndarray,
     _EXT_NPSCALAR: lambda codec, data: scalar_from(_decode_ndarray(codec, data)),
+    **{code: _path_decoder(kind) for kind, code in _EXT_PATHS.items()},
+    _EXT_COUNTER: lambda codec, data: counter_from(codec._unpack_nested(data)),
+    _EXT_ORDEREDDICT: lambda codec, data: ordereddict_from(codec._unpack_nested(data)),
+    _EXT_DEFAULTDICT: lambda codec, data: defaultdict_from(codec._unpack_nested(data)),
+    _EXT_DEQUE: lambda codec, data: deque_from(codec._unpack_nested(data)),
+    _EXT_COMPLEX: _decode_complex,
+    _EXT_FRACTION: lambda codec, data: fraction_from(codec._unpack_nested(data)),
+    **{code: _ip_decoder(kind) for kind, code in _EXT_IPS.items()},
     EXT_PICKLE: lambda codec, data: codec._unpickle(data),
 }

@@ -25,6 +25,13 @@ that starts with ``$``::
     {"$uuid": "12345678-1234-5678-1234-567812345678"}
     {"$ndarray": {"dtype": "<i8", "shape": [2, 3], "order": "F", "data": "base64"}}
     {"$npscalar": {"dtype": "<f4", "shape": [], "data": "base64"}}
+    {"$path": ["PosixPath", "/data/out.csv"]}   also PurePosixPath, PureWindowsPath, WindowsPath
+    {"$counter": {...}}        {"$ordereddict": {...}}    the dict as plain JSON or $dict
+    {"$defaultdict": ["list", {...}]}     the factory's name (a builtin type) or null
+    {"$deque": [maxlen or null, [...]]}
+    {"$complex": [real, imag]}            floats, NaN and infinities as $float tags
+    {"$fraction": [numerator, denominator]}
+    {"$ipaddress": "10.0.0.1"}  {"$ipnetwork": "10.0.0.0/8"}  {"$ipinterface": "::1/64"}
     {"$pickle": "base64"}      only with allow_pickle=True, see below
 
 A datetime or time is its ``isoformat()`` (with the UTC offset of a
@@ -54,9 +61,11 @@ or letter that leaves valid JSON reads as another value.
 
 Limits (constructor arguments): ``max_blob_size`` (2 GiB), the largest blob
 ``encode`` returns and ``decode`` accepts; ``max_items`` (2**31), the most items
-in one list, tuple, set, frozenset or dict. Arrays and objects nest at most 256
-deep in the JSON text (a tuple, set or frozenset takes two levels, a dict with
-non-str keys three); a deeper value, or one with a reference cycle, is refused.
+in one list, tuple, set, frozenset, deque or dict (or dict type). Arrays and
+objects nest at most 256 deep in the JSON text (a tuple, set or frozenset takes
+two levels, a dict with non-str keys three, a deque or defaultdict three, a
+Counter or OrderedDict two plus its dict's); a deeper value, or one with a
+reference cycle, is refused.
 
 Thread safety: a codec holds no mutable state; one codec serves every thread.
 """
@@ -158,7 +167,8 @@ class JSONCodec(CodecBase):
             instead of refusing them, and unpickle such tags when decoding. Only
             for stores you trust: unpickling runs code.
         max_blob_size: the largest blob ``encode`` returns and ``decode`` accepts.
-        max_items: the most items in one list, tuple, set, frozenset or dict.
+        max_items: the most items in one list, tuple, set, frozenset, deque or
+            dict (or dict type).
 
     Raises:
         InvalidArgumentTypeError: a limit that is not an int, or an

@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -40,6 +41,7 @@ from flowdag.stores import open_store
 from flowdag.stores._journal import JournaledStore
 from flowdag.stores.base import Store
 from flowdag.stores.transfer import same_value
+from tests.test_codec import STDLIB_VALUES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,6 +77,8 @@ RICH_VALUES: dict[str, Any] = {
     "decimal": Decimal("1.10"),
     "uuid": UUID("12345678-1234-5678-1234-567812345678"),
     "dict_of_rich": {"when": T0, "ids": {7, 8}, "pair": (1, 2)},
+    # Standard-library types (flowdag._stdtypes): the codec tests' set, on every store.
+    **{f"stdlib_{name}": value for name, value in STDLIB_VALUES.items() if "nan" not in name},
 }
 
 # (name, value) pairs that must be rejected before touching the disk.
@@ -95,8 +99,12 @@ INVALID_RUN_IDS: list[Any] = [
 
 def shape(value: Any) -> Any:
     """A value's structure of types, so 5.0 vs 5 or a tuple vs a list tell apart."""
-    if isinstance(value, dict):
-        return ("dict", [(shape(k), shape(v)) for k, v in value.items()])
+    if isinstance(value, defaultdict):  # its factory is part of the value
+        return ("defaultdict", value.default_factory, shape(dict(value)))
+    if isinstance(value, dict):  # Counter and OrderedDict by name, items in order
+        return (type(value).__name__, [(shape(k), shape(v)) for k, v in value.items()])
+    if isinstance(value, deque):
+        return ("deque", value.maxlen, [shape(v) for v in value])
     if isinstance(value, list | tuple):
         return (type(value).__name__, [shape(v) for v in value])
     if isinstance(value, set | frozenset):

@@ -26,9 +26,12 @@ import struct
 import tempfile
 import tracemalloc
 import zlib
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from fractions import Fraction
+from ipaddress import ip_interface
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import lmdb
@@ -405,6 +408,14 @@ VALUES: list[Any] = [
     [T0, {1, 2}, frozenset({"z"})],
     "x" * 5000,  # compressed
     list(range(3000)),
+    # Standard-library types: their payloads nest through the codec.
+    [
+        Counter({"a": 1, (2,): 3}),
+        OrderedDict(z=deque([1, 2], maxlen=3)),
+        defaultdict(list, k=[Fraction(1, 3), 1 + 2j]),
+        PurePosixPath("a/b"),
+        ip_interface("10.0.0.1/8"),
+    ],
 ]
 
 
