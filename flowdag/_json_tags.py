@@ -33,6 +33,7 @@ from flowdag._stdtypes import (
     ordereddict_from,
     path_from,
 )
+from flowdag._usertypes import user_from, user_parts
 from flowdag._values import (
     array_from,
     array_parts,
@@ -47,7 +48,7 @@ from flowdag.errors import CorruptStateError
 if TYPE_CHECKING:
     from flowdag.json_codec import JSONCodec
 
-__all__ = ["PREPARERS", "TAGS", "b64", "prepare_numpy"]
+__all__ = ["PREPARERS", "TAGS", "b64", "prepare_numpy", "prepare_user"]
 
 _FLOAT_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _HEX_INT = re.compile(r"-?0x[0-9a-f]+")
@@ -123,6 +124,14 @@ def _prepare_deque(codec: JSONCodec, value: deque[Any], depth: int) -> Any:
 def _prepare_pair(tag: str, first: Any, second: Any, codec: JSONCodec, depth: int) -> Any:
     # Floats may need a $float tag, numbers a $int tag: each goes through the walk.
     return {tag: [codec._prepare(first, depth + 2), codec._prepare(second, depth + 2)]}
+
+
+def prepare_user(codec: JSONCodec, value: Any, depth: int) -> Any:
+    parts = user_parts(value)
+    if parts is None:
+        return None
+    name, data = parts
+    return {"$user": [name, codec._prepare(data, depth + 2)]}
 
 
 PREPARERS: dict[type, Callable[[JSONCodec, Any, int], Any]] = {
@@ -294,5 +303,6 @@ TAGS: dict[str, Callable[[JSONCodec, Any], Any]] = {
     "$ipaddress": lambda codec, payload: ip_from("address", payload),
     "$ipnetwork": lambda codec, payload: ip_from("network", payload),
     "$ipinterface": lambda codec, payload: ip_from("interface", payload),
+    "$user": lambda codec, payload: user_from(payload),
     "$pickle": lambda codec, payload: codec._unpickle(_unb64(payload, "pickle")),
 }

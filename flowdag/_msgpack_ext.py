@@ -36,6 +36,7 @@ from flowdag._stdtypes import (
     ordereddict_from,
     path_from,
 )
+from flowdag._usertypes import user_from, user_parts
 from flowdag._values import (
     array_from,
     array_parts,
@@ -49,7 +50,7 @@ from flowdag.errors import CorruptStateError
 if TYPE_CHECKING:
     from flowdag.codec import Codec
 
-__all__ = ["DECODERS", "ENCODERS", "EXT_PICKLE", "encode_numpy"]
+__all__ = ["DECODERS", "ENCODERS", "EXT_PICKLE", "encode_numpy", "encode_user"]
 
 _EXT_BIGINT = 1
 _EXT_TUPLE = 2
@@ -71,6 +72,7 @@ _EXT_DEQUE = 20
 _EXT_COMPLEX = 21
 _EXT_FRACTION = 22
 _EXT_IPS = {"address": 23, "network": 24, "interface": 25}
+_EXT_USER = 26
 EXT_PICKLE = 127
 
 _U32 = struct.Struct("<I")
@@ -217,6 +219,11 @@ def _ip_decoder(kind: str) -> Callable[[Codec, bytes], Any]:
     return lambda codec, data: ip_from(kind, data.decode("ascii"))
 
 
+def encode_user(codec: Codec, value: Any) -> ExtType | None:
+    parts = user_parts(value)
+    return None if parts is None else codec._pack_items(_EXT_USER, list(parts))
+
+
 ENCODERS: dict[type, Callable[[Codec, Any], ExtType]] = {
     int: _encode_int,
     tuple: lambda codec, value: codec._pack_items(_EXT_TUPLE, list(value)),
@@ -264,5 +271,6 @@ DECODERS: dict[int, Callable[[Codec, bytes], Any]] = {
     _EXT_COMPLEX: _decode_complex,
     _EXT_FRACTION: lambda codec, data: fraction_from(codec._unpack_nested(data)),
     **{code: _ip_decoder(kind) for kind, code in _EXT_IPS.items()},
+    _EXT_USER: lambda codec, data: user_from(codec._unpack_nested(data)),
     EXT_PICKLE: lambda codec, data: codec._unpickle(data),
 }

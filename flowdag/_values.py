@@ -8,8 +8,9 @@ JSON) owns only its framing and its tags; this module owns what they agree on:
   datetime, date, time, timedelta, Decimal, UUID, numpy arrays and scalars,
   and the standard-library types of `flowdag._stdtypes`: paths, Counter,
   OrderedDict, defaultdict (builtin factories), deque, complex, Fraction and
-  ipaddress values. Types are matched exactly: every other subclass of a
-  supported type (namedtuples, enums, ``IntEnum``/``StrEnum``, ...) is refused, as is a tzinfo
+  ipaddress values; dataclass, NamedTuple and Enum values of the types the
+  user allowed (`flowdag._usertypes`). Types are matched exactly: every other
+  subclass of a supported type is refused, as is a tzinfo
   other than `datetime.timezone` and a keyed `zoneinfo.ZoneInfo`. Two known
   exceptions: ``bytearray`` and ``memoryview`` are stored as bytes.
 - **numpy.** Imported only when an array is decoded (encoding finds it in
@@ -189,9 +190,11 @@ class CodecBase:
         value: Any,
         encode: Callable[..., Any] | None,
         encode_numpy: Callable[[Any, Any], Any],
+        encode_user: Callable[..., Any],
         *args: Any,
     ) -> Any:
-        """A value outside the format's native types: its type's tag, numpy's, or a pickle.
+        """A value outside the format's native types: its type's tag, numpy's, a user
+        type's (None if it is not one), or a pickle.
 
         ``encode`` is the tag of ``type(value)`` (called with the codec, the value
         and ``args``), if the format has one; `Unsupported` if nothing fits.
@@ -202,6 +205,9 @@ class CodecBase:
             np = sys.modules.get("numpy")  # an array implies numpy is imported
             if np is not None and isinstance(value, np.ndarray | np.generic):
                 return encode_numpy(np, value)
+            encoded = encode_user(self, value, *args)  # refuses a type not allowed
+            if encoded is not None:
+                return encoded
             raise Unsupported(value)
         except Unsupported as exc:
             # Only the value that failed is pickled; a nested failure already had

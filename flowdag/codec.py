@@ -50,6 +50,9 @@ included, to extension types (``ext code: payload``)::
     23   IPv4/IPv6Address     ASCII str(value); the text tells v4 from v6
     24   IPv4/IPv6Network     same
     25   IPv4/IPv6Interface   same
+    26   user type            msgpack ["module:qualname", data]: a dataclass's {field: value},
+                              a NamedTuple's array of items, an Enum member's name; only
+                              types allowed with flowdag.register_types (`flowdag._usertypes`)
     127  pickle               pickle.dumps(value); written and read only with allow_pickle=True
 
 ``tz`` is nil, a `zoneinfo.ZoneInfo` key, or ``[offset in microseconds]`` (plus
@@ -92,7 +95,7 @@ import msgpack
 import zstandard
 from msgpack import ExtType
 
-from flowdag._msgpack_ext import DECODERS, ENCODERS, EXT_PICKLE, encode_numpy
+from flowdag._msgpack_ext import DECODERS, ENCODERS, EXT_PICKLE, encode_numpy, encode_user
 from flowdag._values import (
     DEFAULT_MAX_BLOB_SIZE,
     DEFAULT_MAX_ITEMS,
@@ -290,7 +293,7 @@ class Codec(CodecBase):
 
     def _default(self, obj: Any) -> Any:
         """msgpack's hook for every value it cannot pack itself."""
-        return self._encode_other(obj, ENCODERS.get(type(obj)), encode_numpy)
+        return self._encode_other(obj, ENCODERS.get(type(obj)), encode_numpy, encode_user)
 
     def _pickle(self, obj: Any) -> ExtType:
         local = self._local

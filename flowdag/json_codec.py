@@ -32,6 +32,8 @@ that starts with ``$``::
     {"$complex": [real, imag]}            floats, NaN and infinities as $float tags
     {"$fraction": [numerator, denominator]}
     {"$ipaddress": "10.0.0.1"}  {"$ipnetwork": "10.0.0.0/8"}  {"$ipinterface": "::1/64"}
+    {"$user": ["myproject.models:Point", {"x": 1, "y": 2}]}   a registered user type:
+                               a dataclass's fields, a NamedTuple's items, an Enum member's name
     {"$pickle": "base64"}      only with allow_pickle=True, see below
 
 A datetime or time is its ``isoformat()`` (with the UTC offset of a
@@ -79,7 +81,7 @@ from itertools import islice
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any, ClassVar
 
-from flowdag._json_tags import PREPARERS, TAGS, b64, prepare_numpy
+from flowdag._json_tags import PREPARERS, TAGS, b64, prepare_numpy, prepare_user
 from flowdag._values import (
     DEFAULT_MAX_BLOB_SIZE,
     DEFAULT_MAX_ITEMS,
@@ -328,7 +330,7 @@ class JSONCodec(CodecBase):
         tag = _ITEM_TAGS.get(kind)
         if tag is not None:  # {"$tuple": [...]}: the object, then the array inside it
             return {tag: self._prepare_list(list(value), depth + 1)}
-        return self._encode_other(value, PREPARERS.get(kind), prepare_numpy, depth)
+        return self._encode_other(value, PREPARERS.get(kind), prepare_numpy, prepare_user, depth)
 
     def _pickle(self, value: Any) -> dict[str, str]:
         return {"$pickle": b64(pickle_value(value))}

@@ -29,6 +29,7 @@ from uuid import UUID
 
 import pytest
 
+import flowdag
 from flowdag.errors import (
     CorruptStateError,
     InvalidRunIdError,
@@ -41,7 +42,10 @@ from flowdag.stores import open_store
 from flowdag.stores._journal import JournaledStore
 from flowdag.stores.base import Store
 from flowdag.stores.transfer import same_value
+from tests import usertypes_models as models
 from tests.test_codec import STDLIB_VALUES
+
+flowdag.register_types("tests.usertypes_models")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,6 +83,11 @@ RICH_VALUES: dict[str, Any] = {
     "dict_of_rich": {"when": T0, "ids": {7, 8}, "pair": (1, 2)},
     # Standard-library types (flowdag._stdtypes): the codec tests' set, on every store.
     **{f"stdlib_{name}": value for name, value in STDLIB_VALUES.items() if "nan" not in name},
+    # User types allowed with flowdag.register_types (above).
+    "user_dataclass": models.Event("x", ("a",), T0),
+    "user_namedtuple": models.Pair((1, 2), {3}),
+    "user_enum": models.Color.GREEN,
+    "user_nested": {"p": [models.Point(1, 2.5)], "l": models.Level.LOW},
 }
 
 # (name, value) pairs that must be rejected before touching the disk.

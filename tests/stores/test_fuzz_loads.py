@@ -39,6 +39,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import flowdag
 from flowdag.codec import Codec
 from flowdag.errors import CorruptStateError, SerializationError
 from flowdag.json_codec import JSONCodec
@@ -50,6 +51,7 @@ from flowdag.stores._framing import read_journal
 from flowdag.stores.base import Store, StoredNode, StoredRun
 from flowdag.stores.flatbuffers_format import FlatBuffersFormat
 from flowdag.stores.json_format import JSONFormat
+from tests import usertypes_models as models
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 TIME_LIMIT = 5.0  # seconds per load: far above any legitimate load here
@@ -402,6 +404,8 @@ def test_lmdb_encrypted_values_cannot_be_swapped(lmdb_run: Any) -> None:
 
 # -- codec blobs ----------------------------------------------------------------------
 
+flowdag.register_types("tests.usertypes_models")
+
 VALUES: list[Any] = [
     None,
     {"a": [1, 2.5, "x", b"\x00"], "b": {1: (2, 3)}},
@@ -415,6 +419,9 @@ VALUES: list[Any] = [
         defaultdict(list, k=[Fraction(1, 3), 1 + 2j]),
         PurePosixPath("a/b"),
         ip_interface("10.0.0.1/8"),
+        # User types, allowed above.
+        models.Event("x", ("a",), datetime(2026, 1, 2)),
+        models.Pair(models.Color.GREEN),
     ],
 ]
 
