@@ -21,18 +21,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from flowdag._stdtypes import (
-    IP_KINDS,
-    PATH_KINDS,
-    counter_from,
-    defaultdict_from,
-    deque_from,
-    factory_name,
-    fraction_from,
-    ip_from,
-    ordereddict_from,
-    path_from,
-)
+from flowdag import _stdtypes as std
 from flowdag._usertypes import user_from, user_parts
 from flowdag._values import (
     array_from,
@@ -114,7 +103,7 @@ def _prepare_mapping(tag: str) -> Callable[[JSONCodec, Any, int], Any]:
 
 
 def _prepare_defaultdict(codec: JSONCodec, value: defaultdict[Any, Any], depth: int) -> Any:
-    return {"$defaultdict": [factory_name(value), codec._prepare(dict(value), depth + 2)]}
+    return {"$defaultdict": [std.factory_name(value), codec._prepare(dict(value), depth + 2)]}
 
 
 def _prepare_deque(codec: JSONCodec, value: deque[Any], depth: int) -> Any:
@@ -154,12 +143,12 @@ PREPARERS: dict[type, Callable[[JSONCodec, Any, int], Any]] = {
         "$fraction", v.numerator, v.denominator, codec, depth
     ),
     **{
-        kind: lambda codec, value, depth: {"$path": [PATH_KINDS[type(value)], str(value)]}
-        for kind in PATH_KINDS
+        kind: lambda codec, value, depth: {"$path": [std.PATH_KINDS[type(value)], str(value)]}
+        for kind in std.PATH_KINDS
     },
     **{
-        kind: lambda codec, value, depth: {f"$ip{IP_KINDS[type(value)]}": str(value)}
-        for kind in IP_KINDS
+        kind: lambda codec, value, depth: {f"$ip{std.IP_KINDS[type(value)]}": str(value)}
+        for kind in std.IP_KINDS
     },
 }
 
@@ -293,16 +282,16 @@ TAGS: dict[str, Callable[[JSONCodec, Any], Any]] = {
     "$uuid": lambda codec, payload: parse_exact("UUID", payload, UUID),
     "$ndarray": _decode_ndarray,
     "$npscalar": lambda codec, payload: scalar_from(_decode_ndarray(codec, payload)),
-    "$path": lambda codec, payload: path_from(*_pair(payload, "path")),
-    "$counter": lambda codec, payload: counter_from(payload),
-    "$ordereddict": lambda codec, payload: ordereddict_from(payload),
-    "$defaultdict": lambda codec, payload: defaultdict_from(payload),
-    "$deque": lambda codec, payload: deque_from(payload),
+    "$path": lambda codec, payload: std.path_from(*_pair(payload, "path")),
+    "$counter": lambda codec, payload: std.counter_from(payload),
+    "$ordereddict": lambda codec, payload: std.ordereddict_from(payload),
+    "$defaultdict": lambda codec, payload: std.defaultdict_from(payload),
+    "$deque": lambda codec, payload: std.deque_from(payload),
     "$complex": _decode_complex,
-    "$fraction": lambda codec, payload: fraction_from(payload),
-    "$ipaddress": lambda codec, payload: ip_from("address", payload),
-    "$ipnetwork": lambda codec, payload: ip_from("network", payload),
-    "$ipinterface": lambda codec, payload: ip_from("interface", payload),
+    "$fraction": lambda codec, payload: std.fraction_from(payload),
+    "$ipaddress": lambda codec, payload: std.ip_from("address", payload),
+    "$ipnetwork": lambda codec, payload: std.ip_from("network", payload),
+    "$ipinterface": lambda codec, payload: std.ip_from("interface", payload),
     "$user": lambda codec, payload: user_from(payload),
     "$pickle": lambda codec, payload: codec._unpickle(_unb64(payload, "pickle")),
 }

@@ -24,18 +24,7 @@ from zoneinfo import ZoneInfo
 import msgpack
 from msgpack import ExtType
 
-from flowdag._stdtypes import (
-    IP_KINDS,
-    PATH_KINDS,
-    counter_from,
-    defaultdict_from,
-    deque_from,
-    factory_name,
-    fraction_from,
-    ip_from,
-    ordereddict_from,
-    path_from,
-)
+from flowdag import _stdtypes as std
 from flowdag._usertypes import user_from, user_parts
 from flowdag._values import (
     array_from,
@@ -64,7 +53,7 @@ _EXT_DECIMAL = 9
 _EXT_UUID = 10
 _EXT_NDARRAY = 11
 _EXT_NPSCALAR = 12
-_EXT_PATHS = {kind: code for code, kind in enumerate(PATH_KINDS, start=13)}  # 13-16
+_EXT_PATHS = {kind: code for code, kind in enumerate(std.PATH_KINDS, start=13)}  # 13-16
 _EXT_COUNTER = 17
 _EXT_ORDEREDDICT = 18
 _EXT_DEFAULTDICT = 19
@@ -201,8 +190,8 @@ def _encode_path(codec: Codec, value: PurePath) -> ExtType:
 
 
 def _path_decoder(kind: type) -> Callable[[Codec, bytes], PurePath]:
-    name = PATH_KINDS[kind]
-    return lambda codec, data: path_from(name, data.decode())
+    name = std.PATH_KINDS[kind]
+    return lambda codec, data: std.path_from(name, data.decode())
 
 
 def _decode_complex(codec: Codec, data: bytes) -> complex:
@@ -212,11 +201,11 @@ def _decode_complex(codec: Codec, data: bytes) -> complex:
 
 
 def _encode_ip(codec: Codec, value: Any) -> ExtType:
-    return ExtType(_EXT_IPS[IP_KINDS[type(value)]], str(value).encode("ascii"))
+    return ExtType(_EXT_IPS[std.IP_KINDS[type(value)]], str(value).encode("ascii"))
 
 
 def _ip_decoder(kind: str) -> Callable[[Codec, bytes], Any]:
-    return lambda codec, data: ip_from(kind, data.decode("ascii"))
+    return lambda codec, data: std.ip_from(kind, data.decode("ascii"))
 
 
 def encode_user(codec: Codec, value: Any) -> ExtType | None:
@@ -239,15 +228,15 @@ ENCODERS: dict[type, Callable[[Codec, Any], ExtType]] = {
     Counter: lambda codec, value: codec._pack_items(_EXT_COUNTER, dict(value)),
     OrderedDict: lambda codec, value: codec._pack_items(_EXT_ORDEREDDICT, dict(value)),
     defaultdict: lambda codec, value: codec._pack_items(
-        _EXT_DEFAULTDICT, [factory_name(value), dict(value)]
+        _EXT_DEFAULTDICT, [std.factory_name(value), dict(value)]
     ),
     deque: lambda codec, value: codec._pack_items(_EXT_DEQUE, [value.maxlen, list(value)]),
     Fraction: lambda codec, value: codec._pack_items(
         _EXT_FRACTION, [value.numerator, value.denominator]
     ),
     complex: lambda codec, value: ExtType(_EXT_COMPLEX, _COMPLEX.pack(value.real, value.imag)),
-    **dict.fromkeys(PATH_KINDS, _encode_path),
-    **dict.fromkeys(IP_KINDS, _encode_ip),
+    **dict.fromkeys(std.PATH_KINDS, _encode_path),
+    **dict.fromkeys(std.IP_KINDS, _encode_ip),
 }
 
 DECODERS: dict[int, Callable[[Codec, bytes], Any]] = {
@@ -264,12 +253,12 @@ DECODERS: dict[int, Callable[[Codec, bytes], Any]] = {
     _EXT_NDARRAY: _decode_ndarray,
     _EXT_NPSCALAR: lambda codec, data: scalar_from(_decode_ndarray(codec, data)),
     **{code: _path_decoder(kind) for kind, code in _EXT_PATHS.items()},
-    _EXT_COUNTER: lambda codec, data: counter_from(codec._unpack_nested(data)),
-    _EXT_ORDEREDDICT: lambda codec, data: ordereddict_from(codec._unpack_nested(data)),
-    _EXT_DEFAULTDICT: lambda codec, data: defaultdict_from(codec._unpack_nested(data)),
-    _EXT_DEQUE: lambda codec, data: deque_from(codec._unpack_nested(data)),
+    _EXT_COUNTER: lambda codec, data: std.counter_from(codec._unpack_nested(data)),
+    _EXT_ORDEREDDICT: lambda codec, data: std.ordereddict_from(codec._unpack_nested(data)),
+    _EXT_DEFAULTDICT: lambda codec, data: std.defaultdict_from(codec._unpack_nested(data)),
+    _EXT_DEQUE: lambda codec, data: std.deque_from(codec._unpack_nested(data)),
     _EXT_COMPLEX: _decode_complex,
-    _EXT_FRACTION: lambda codec, data: fraction_from(codec._unpack_nested(data)),
+    _EXT_FRACTION: lambda codec, data: std.fraction_from(codec._unpack_nested(data)),
     **{code: _ip_decoder(kind) for kind, code in _EXT_IPS.items()},
     _EXT_USER: lambda codec, data: user_from(codec._unpack_nested(data)),
     EXT_PICKLE: lambda codec, data: codec._unpickle(data),
