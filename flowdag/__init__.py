@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typing
 
+from flowdag._usertypes import register_types
 from flowdag.context import Context
 from flowdag.dag import DAG
 from flowdag.errors import (
@@ -82,6 +83,7 @@ __all__ = [
     "Workflow",
     "WorkflowChangedError",
     "open_store",
+    "register_types",
     "run",
 ]
 

@@ -12,14 +12,18 @@ import base64
 import binascii
 import math
 import re
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+from flowdag import _stdtypes as std
 from flowdag._frames import decode_frame, encode_frame
+from flowdag._usertypes import user_from, user_parts
 from flowdag._values import (
     array_from,
     array_parts,
@@ -34,7 +38,7 @@ from flowdag.errors import CorruptStateError
 if TYPE_CHECKING:
     from flowdag.json_codec import JSONCodec
 
-__all__ = ["PREPARERS", "TAGS", "b64", "prepare_frame", "prepare_numpy"]
+__all__ = ["PREPARERS", "TAGS", "b64", "prepare_frame", "prepare_numpy", "prepare_user"]
 
 _FLOAT_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 _HEX_INT = re.compile(r"-?0x[0-9a-f]+")
@@ -92,6 +96,32 @@ def prepare_numpy(np: Any, value: Any) -> Any:
     return {"$npscalar" if scalar else "$ndarray": payload}
 
 
+# Tags around values: the tag's object is one JSON level, an array in it another.
+
+
+def _prepare_mapping(tag: str) -> Callable[[JSONCodec, Any, int], Any]:
+    return lambda codec, value, depth: {tag: codec._prepare(dict(value), depth + 1)}
+
+
+def _prepare_defaultdict(codec: JSONCodec, value: defaultdict[Any, Any], depth: int) -> Any:
+    return {"$defaultdict": [std.factory_name(value), codec._prepare(dict(value), depth + 2)]}
+
+
+def _prepare_deque(codec: JSONCodec, value: deque[Any], depth: int) -> Any:
+    return {"$deque": [value.maxlen, codec._prepare(list(value), depth + 2)]}
+
+
+def _prepare_pair(tag: str, first: Any, second: Any, codec: JSONCodec, depth: int) -> Any:
+    # Floats may need a $float tag, numbers a $int tag: each goes through the walk.
+    return {tag: [codec._prepare(first, depth + 2), codec._prepare(second, depth + 2)]}
+
+
+def prepare_user(codec: JSONCodec, value: Any, depth: int) -> Any:
+    parts = user_parts(value)
+    if parts is None:
+        return None
+    name, data = parts
+    return {"$user": [name, codec._prepare(data, depth + 2)]}
 def prepare_frame(value: Any) -> Any:
     return {"$arrow": b64(encode_frame(value))}
 
@@ -107,6 +137,22 @@ PREPARERS: dict[type, Callable[[JSONCodec, Any, int], Any]] = {
     timedelta: _prepare_timedelta,
     Decimal: lambda codec, value, depth: {"$decimal": str(value)},
     UUID: lambda codec, value, depth: {"$uuid": str(value)},
+    Counter: _prepare_mapping("$counter"),
+    OrderedDict: _prepare_mapping("$ordereddict"),
+    defaultdict: _prepare_defaultdict,
+    deque: _prepare_deque,
+    complex: lambda codec, v, depth: _prepare_pair("$complex", v.real, v.imag, codec, depth),
+    Fraction: lambda codec, v, depth: _prepare_pair(
+        "$fraction", v.numerator, v.denominator, codec, depth
+    ),
+    **{
+        kind: lambda codec, value, depth: {"$path": [std.PATH_KINDS[type(value)], str(value)]}
+        for kind in std.PATH_KINDS
+    },
+    **{
+        kind: lambda codec, value, depth: {f"$ip{std.IP_KINDS[type(value)]}": str(value)}
+        for kind in std.IP_KINDS
+    },
 }
 
 
@@ -208,6 +254,19 @@ def _decode_ndarray(codec: JSONCodec, payload: Any) -> Any:
     return array_from(payload["dtype"], payload["shape"], "order" in payload, raw)
 
 
+def _pair(payload: Any, what: str) -> list[Any]:
+    if type(payload) is not list or len(payload) != 2:
+        raise invalid(what, payload)
+    return payload
+
+
+def _decode_complex(codec: JSONCodec, payload: Any) -> complex:
+    real, imag = _pair(payload, "complex")
+    if type(real) is not float or type(imag) is not float:
+        raise invalid("complex", payload)
+    return complex(real, imag)
+
+
 TAGS: dict[str, Callable[[JSONCodec, Any], Any]] = {
     "$tuple": lambda codec, payload: tuple(_items(payload, "tuple")),
     "$set": lambda codec, payload: set(_items(payload, "set")),
@@ -226,6 +285,17 @@ TAGS: dict[str, Callable[[JSONCodec, Any], Any]] = {
     "$uuid": lambda codec, payload: parse_exact("UUID", payload, UUID),
     "$ndarray": _decode_ndarray,
     "$npscalar": lambda codec, payload: scalar_from(_decode_ndarray(codec, payload)),
+    "$path": lambda codec, payload: std.path_from(*_pair(payload, "path")),
+    "$counter": lambda codec, payload: std.counter_from(payload),
+    "$ordereddict": lambda codec, payload: std.ordereddict_from(payload),
+    "$defaultdict": lambda codec, payload: std.defaultdict_from(payload),
+    "$deque": lambda codec, payload: std.deque_from(payload),
+    "$complex": _decode_complex,
+    "$fraction": lambda codec, payload: std.fraction_from(payload),
+    "$ipaddress": lambda codec, payload: std.ip_from("address", payload),
+    "$ipnetwork": lambda codec, payload: std.ip_from("network", payload),
+    "$ipinterface": lambda codec, payload: std.ip_from("interface", payload),
+    "$user": lambda codec, payload: user_from(payload),
     "$arrow": lambda codec, payload: decode_frame(
         _unb64(payload, "Arrow frame"), codec._max_blob_size
     ),

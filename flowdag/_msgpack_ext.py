@@ -2,18 +2,21 @@
 
 Their codes and payloads are listed in `flowdag.codec`'s docstring (the blob
 format). Each decoder checks that its payload is what the encoder writes and raises
-`CorruptStateError` otherwise. Tuples, sets and frozensets pack and unpack
-their items through the codec (`Codec._pack_items`, `Codec._unpack_items`),
-which bounds their nesting.
+`CorruptStateError` otherwise. Tuples, sets, frozensets, the `collections`
+containers and fractions pack and unpack their payload through the codec
+(`Codec._pack_items`, `Codec._unpack_nested`), which bounds their nesting.
 """
 
 from __future__ import annotations
 
 import functools
 import struct
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
+from fractions import Fraction
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -21,7 +24,9 @@ from zoneinfo import ZoneInfo
 import msgpack
 from msgpack import ExtType
 
+from flowdag import _stdtypes as std
 from flowdag._frames import decode_frame, encode_frame
+from flowdag._usertypes import user_from, user_parts
 from flowdag._values import (
     array_from,
     array_parts,
@@ -35,7 +40,7 @@ from flowdag.errors import CorruptStateError
 if TYPE_CHECKING:
     from flowdag.codec import Codec
 
-__all__ = ["DECODERS", "ENCODERS", "EXT_PICKLE", "encode_frame_ext", "encode_numpy"]
+__all__ = ["DECODERS", "ENCODERS", "EXT_PICKLE", "encode_frame_ext", "encode_numpy", "encode_user"]
 
 _EXT_BIGINT = 1
 _EXT_TUPLE = 2
@@ -49,10 +54,20 @@ _EXT_DECIMAL = 9
 _EXT_UUID = 10
 _EXT_NDARRAY = 11
 _EXT_NPSCALAR = 12
+_EXT_PATHS = {kind: code for code, kind in enumerate(std.PATH_KINDS, start=13)}  # 13-16
+_EXT_COUNTER = 17
+_EXT_ORDEREDDICT = 18
+_EXT_DEFAULTDICT = 19
+_EXT_DEQUE = 20
+_EXT_COMPLEX = 21
+_EXT_FRACTION = 22
+_EXT_IPS = {"address": 23, "network": 24, "interface": 25}
+_EXT_USER = 26
 _EXT_FRAME = 41
 EXT_PICKLE = 127
 
 _U32 = struct.Struct("<I")
+_COMPLEX = struct.Struct("<dd")
 _pack_plain = functools.partial(msgpack.packb, use_bin_type=True)
 # Payloads of fixed-shape exts: no ext hook, so a nested ext fails validation.
 _unpack_plain = msgpack.unpackb
@@ -172,6 +187,32 @@ def _decode_ndarray(codec: Codec, data: bytes) -> Any:
     return array_from(dtype, shape, fortran, memoryview(data)[end:])
 
 
+def _encode_path(codec: Codec, value: PurePath) -> ExtType:
+    return ExtType(_EXT_PATHS[type(value)], str(value).encode())
+
+
+def _path_decoder(kind: type) -> Callable[[Codec, bytes], PurePath]:
+    name = std.PATH_KINDS[kind]
+    return lambda codec, data: std.path_from(name, data.decode())
+
+
+def _decode_complex(codec: Codec, data: bytes) -> complex:
+    if len(data) != _COMPLEX.size:
+        raise CorruptStateError(f"blob holds a complex of {len(data)} bytes, not 16")
+    return complex(*_COMPLEX.unpack(data))
+
+
+def _encode_ip(codec: Codec, value: Any) -> ExtType:
+    return ExtType(_EXT_IPS[std.IP_KINDS[type(value)]], str(value).encode("ascii"))
+
+
+def _ip_decoder(kind: str) -> Callable[[Codec, bytes], Any]:
+    return lambda codec, data: std.ip_from(kind, data.decode("ascii"))
+
+
+def encode_user(codec: Codec, value: Any) -> ExtType | None:
+    parts = user_parts(value)
+    return None if parts is None else codec._pack_items(_EXT_USER, list(parts))
 def encode_frame_ext(value: Any) -> ExtType:
     return ExtType(_EXT_FRAME, encode_frame(value))
 
@@ -187,6 +228,19 @@ ENCODERS: dict[type, Callable[[Codec, Any], ExtType]] = {
     timedelta: _encode_timedelta,
     Decimal: _encode_decimal,
     UUID: _encode_uuid,
+    # The payloads of these nest through the codec: any supported keys and items.
+    Counter: lambda codec, value: codec._pack_items(_EXT_COUNTER, dict(value)),
+    OrderedDict: lambda codec, value: codec._pack_items(_EXT_ORDEREDDICT, dict(value)),
+    defaultdict: lambda codec, value: codec._pack_items(
+        _EXT_DEFAULTDICT, [std.factory_name(value), dict(value)]
+    ),
+    deque: lambda codec, value: codec._pack_items(_EXT_DEQUE, [value.maxlen, list(value)]),
+    Fraction: lambda codec, value: codec._pack_items(
+        _EXT_FRACTION, [value.numerator, value.denominator]
+    ),
+    complex: lambda codec, value: ExtType(_EXT_COMPLEX, _COMPLEX.pack(value.real, value.imag)),
+    **dict.fromkeys(std.PATH_KINDS, _encode_path),
+    **dict.fromkeys(std.IP_KINDS, _encode_ip),
 }
 
 DECODERS: dict[int, Callable[[Codec, bytes], Any]] = {
@@ -202,6 +256,15 @@ DECODERS: dict[int, Callable[[Codec, bytes], Any]] = {
     _EXT_UUID: _decode_uuid,
     _EXT_NDARRAY: _decode_ndarray,
     _EXT_NPSCALAR: lambda codec, data: scalar_from(_decode_ndarray(codec, data)),
+    **{code: _path_decoder(kind) for kind, code in _EXT_PATHS.items()},
+    _EXT_COUNTER: lambda codec, data: std.counter_from(codec._unpack_nested(data)),
+    _EXT_ORDEREDDICT: lambda codec, data: std.ordereddict_from(codec._unpack_nested(data)),
+    _EXT_DEFAULTDICT: lambda codec, data: std.defaultdict_from(codec._unpack_nested(data)),
+    _EXT_DEQUE: lambda codec, data: std.deque_from(codec._unpack_nested(data)),
+    _EXT_COMPLEX: _decode_complex,
+    _EXT_FRACTION: lambda codec, data: std.fraction_from(codec._unpack_nested(data)),
+    **{code: _ip_decoder(kind) for kind, code in _EXT_IPS.items()},
+    _EXT_USER: lambda codec, data: user_from(codec._unpack_nested(data)),
     _EXT_FRAME: lambda codec, data: decode_frame(data, codec.max_decoded_size),
     EXT_PICKLE: lambda codec, data: codec._unpickle(data),
 }

@@ -5,9 +5,12 @@ JSON) owns only its framing and its tags; this module owns what they agree on:
 
 - **Which values.** None, bool, int (any size), float (NaN and infinities too),
   str, bytes, list, tuple, dict (any hashable supported keys), set, frozenset,
-  datetime, date, time, timedelta, Decimal, UUID, numpy arrays and scalars.
-  Types are matched exactly: every subclass of a supported type (namedtuples,
-  enums, ``IntEnum``/``StrEnum``, OrderedDict, ...) is refused, as is a tzinfo
+  datetime, date, time, timedelta, Decimal, UUID, numpy arrays and scalars,
+  and the standard-library types of `flowdag._stdtypes`: paths, Counter,
+  OrderedDict, defaultdict (builtin factories), deque, complex, Fraction and
+  ipaddress values; dataclass, NamedTuple and Enum values of the types the
+  user allowed (`flowdag._usertypes`). Types are matched exactly: every other
+  subclass of a supported type is refused, as is a tzinfo
   other than `datetime.timezone` and a keyed `zoneinfo.ZoneInfo`. Two known
   exceptions: ``bytearray`` and ``memoryview`` are stored as bytes.
 - **numpy.** Imported only when an array is decoded (encoding finds it in
@@ -32,9 +35,11 @@ import importlib
 import math
 import pickle
 import sys
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any, ClassVar, NoReturn, Protocol, TypeVar, runtime_checkable
 from uuid import UUID
 from zoneinfo import ZoneInfo
@@ -51,13 +56,18 @@ DEFAULT_MAX_BLOB_SIZE = 1 << 31
 DEFAULT_MAX_ITEMS = 1 << 31
 SUPPORTED = (
     "None, bool, int, float, str, bytes, list, tuple, dict, set, frozenset, datetime, "
-    "date, time, timedelta, Decimal, UUID, numpy arrays and scalars"
+    "date, time, timedelta, Decimal, UUID, Path/PurePath, Counter, OrderedDict, defaultdict, "
+    "deque, complex, Fraction, ipaddress values, numpy arrays and scalars"
 )
 # Exactly these types (numpy aside); a subclass of one gets a hint to convert it.
 SUPPORTED_TYPES = frozenset(
     {bool, int, float, str, bytes, list, tuple, dict, set, frozenset}
     | {datetime, date, time, timedelta, Decimal, UUID}
+    | {Counter, OrderedDict, defaultdict, deque, complex, Fraction}
 )
+# Containers whose items the item limit and `locate` look into.
+SEQUENCE_TYPES = frozenset({list, tuple, set, frozenset, deque})
+MAPPING_TYPES = frozenset({dict, Counter, OrderedDict, defaultdict})
 NUMPY_KINDS = frozenset("biufcmMSUV")
 _MICROSECOND = timedelta(microseconds=1)
 T = TypeVar("T")
@@ -156,7 +166,7 @@ class CodecBase:
 
     @property
     def max_items(self) -> int:
-        """The most items in one list, tuple, set, frozenset or dict."""
+        """The most items in one list, tuple, set, frozenset, deque or dict (or dict type)."""
         return self._max_items
 
     # The constructor's arguments, in order: what ``repr`` shows and pickling keeps.
@@ -181,9 +191,11 @@ class CodecBase:
         value: Any,
         encode: Callable[..., Any] | None,
         encode_numpy: Callable[[Any, Any], Any],
+        encode_user: Callable[..., Any],
         *args: Any,
     ) -> Any:
-        """A value outside the format's native types: its type's tag, numpy's, or a pickle.
+        """A value outside the format's native types: its type's tag, numpy's, a user
+        type's (None if it is not one), or a pickle.
 
         ``encode`` is the tag of ``type(value)`` (called with the codec, the value
         and ``args``), if the format has one; `Unsupported` if nothing fits.
@@ -196,6 +208,9 @@ class CodecBase:
                 return encode_numpy(np, value)
             if is_frame(value):  # a DataFrame or Arrow table: flowdag._frames
                 return self._frame(value)
+            encoded = encode_user(self, value, *args)  # refuses a type not allowed
+            if encoded is not None:
+                return encoded
             raise Unsupported(value)
         except Unsupported as exc:
             # Only the value that failed is pickled; a nested failure already had
@@ -259,13 +274,13 @@ def find_too_many(value: Any, limit: int) -> str | None:
     while stack:
         item = stack.pop()
         kind = type(item)
-        if kind is list or kind is tuple or kind is set or kind is frozenset:
+        if kind in SEQUENCE_TYPES:
             if len(item) > limit:
                 return f"{kind.__name__} of {len(item)} items"
             stack.extend(item)
-        elif kind is dict:
+        elif kind in MAPPING_TYPES:
             if len(item) > limit:
-                return f"dict of {len(item)} items"
+                return f"{kind.__name__} of {len(item)} items"
             stack.extend(item.keys())
             stack.extend(item.values())
     return None
@@ -343,15 +358,15 @@ def locate(root: Any, target: Any) -> str:
         if value is target:
             return path
         kind = type(value)
-        if id(value) in seen or kind not in (list, tuple, dict, set, frozenset):
+        if id(value) in seen or (kind not in SEQUENCE_TYPES and kind not in MAPPING_TYPES):
             continue
         seen.add(id(value))
         children: list[tuple[Any, str]] = []
-        if kind is dict:
+        if kind in MAPPING_TYPES:
             for i, (key, item) in enumerate(value.items()):
                 children.append((key, f"{path}<dict key #{i}>"))
                 children.append((item, f"{path}[{short_repr(key)}]"))
-        elif kind is list or kind is tuple:
+        elif kind is list or kind is tuple or kind is deque:
             children.extend((item, f"{path}[{i}]") for i, item in enumerate(value))
         else:
             children.extend((item, f"{path}<{kind.__name__} item>") for item in value)

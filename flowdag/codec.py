@@ -37,6 +37,22 @@ included, to extension types (``ext code: payload``)::
     10   UUID                 the 16 bytes
     11   numpy.ndarray        u32 n, n bytes of msgpack [dtype.str, shape, fortran], raw data
     12   numpy scalar         same as 11 with shape [] (np.int64(1) comes back as np.int64)
+    13   PurePosixPath        UTF-8 str(path)
+    14   PureWindowsPath      same
+    15   PosixPath            same
+    16   WindowsPath          same (decoded only where it can be created: Windows)
+    17   Counter              msgpack map of the items (nested exts inside)
+    18   OrderedDict          same, in order
+    19   defaultdict          msgpack [factory name or nil, map]; factory: a builtin type
+    20   deque                msgpack [maxlen or nil, array of the items]
+    21   complex              two little-endian doubles: real, imaginary
+    22   Fraction             msgpack [numerator, denominator], lowest terms
+    23   IPv4/IPv6Address     ASCII str(value); the text tells v4 from v6
+    24   IPv4/IPv6Network     same
+    25   IPv4/IPv6Interface   same
+    26   user type            msgpack ["module:qualname", data]: a dataclass's {field: value},
+                              a NamedTuple's array of items, an Enum member's name; only
+                              types allowed with flowdag.register_types (`flowdag._usertypes`)
     41   DataFrame / Table    8-byte header + Arrow IPC stream (see `flowdag._frames`)
     127  pickle               pickle.dumps(value); written and read only with allow_pickle=True
 
@@ -57,11 +73,13 @@ Limits (constructor arguments, checked by both ``encode`` and ``decode``):
 - ``max_decoded_size`` (2 GiB): the largest msgpack payload. A compressed blob
   whose stored length is larger is refused before zstd runs; the length must
   match the zstd frame's content size, and zstd is capped at it.
-- ``max_items`` (2**31): the most items in one list, tuple, set, frozenset or
-  dict (msgpack's ``max_array_len``/``max_map_len``; string, bytes and ext lengths
-  are bounded by the payload they sit in).
-- Tuples, sets and frozensets nest at most 32 deep: each level decodes through
-  a nested msgpack call that uses about 40 KiB of C stack. Lists and dicts nest
+- ``max_items`` (2**31): the most items in one list, tuple, set, frozenset,
+  deque or dict (Counter, OrderedDict and defaultdict too) (msgpack's
+  ``max_array_len``/``max_map_len``; string, bytes and ext lengths are bounded
+  by the payload they sit in).
+- Tuples, sets, frozensets, deques, Counters, OrderedDicts, defaultdicts and
+  Fractions (the exts that hold values) nest at most 32 deep: each level
+  decodes through a nested msgpack call that uses about 40 KiB of C stack. Lists and dicts nest
   at most 1024 deep (msgpack's own limit, for packing and unpacking alike).
 """
 
@@ -78,7 +96,14 @@ import msgpack
 import zstandard
 from msgpack import ExtType
 
-from flowdag._msgpack_ext import DECODERS, ENCODERS, EXT_PICKLE, encode_frame_ext, encode_numpy
+from flowdag._msgpack_ext import (
+    DECODERS,
+    ENCODERS,
+    EXT_PICKLE,
+    encode_frame_ext,
+    encode_numpy,
+    encode_user,
+)
 from flowdag._values import (
     DEFAULT_MAX_BLOB_SIZE,
     DEFAULT_MAX_ITEMS,
@@ -134,7 +159,8 @@ class Codec(CodecBase):
             unpickling runs code.
         max_blob_size: the largest blob ``encode`` returns and ``decode`` accepts.
         max_decoded_size: the largest msgpack payload, before compression.
-        max_items: the most items in one list, tuple, set, frozenset or dict.
+        max_items: the most items in one list, tuple, set, frozenset, deque or
+            dict (or dict type).
 
     Raises:
         InvalidArgumentTypeError: a limit or the level that is not an int, or an
@@ -227,7 +253,7 @@ class Codec(CodecBase):
         except TooDeep:
             raise SerializationError(
                 f"cannot store a value of type {type_name(value)!r}: its tuples, sets and "
-                f"frozensets nest more than {_MAX_DEPTH} levels deep; flatten it"
+                f"other containers nest more than {_MAX_DEPTH} levels deep; flatten it"
             ) from None
         except UnicodeEncodeError as exc:  # before ValueError: its message would mislead
             raise SerializationError(
@@ -275,7 +301,7 @@ class Codec(CodecBase):
 
     def _default(self, obj: Any) -> Any:
         """msgpack's hook for every value it cannot pack itself."""
-        return self._encode_other(obj, ENCODERS.get(type(obj)), encode_numpy)
+        return self._encode_other(obj, ENCODERS.get(type(obj)), encode_numpy, encode_user)
 
     def _frame(self, obj: Any) -> ExtType:
         return encode_frame_ext(obj)
@@ -292,7 +318,7 @@ class Codec(CodecBase):
             local.packers, local.depth = packers, depth
         return ExtType(EXT_PICKLE, data)
 
-    def _pack_items(self, code: int, items: list[Any]) -> ExtType:
+    def _pack_items(self, code: int, items: Any) -> ExtType:
         local = self._local
         depth = local.depth + 1
         if depth > _MAX_DEPTH:
@@ -410,18 +436,24 @@ class Codec(CodecBase):
         return decode(self, data)
 
     def _unpack_items(self, data: bytes) -> list[Any]:
-        local = self._local
-        depth = local.unpack_depth + 1
-        if depth > _MAX_DEPTH:
-            raise CorruptStateError(f"blob nests tuples or sets more than {_MAX_DEPTH} deep")
-        local.unpack_depth = depth
-        try:
-            items = self._unpack(data)
-        finally:
-            local.unpack_depth = depth - 1
+        items = self._unpack_nested(data)
         if type(items) is not list:
             raise CorruptStateError("blob holds a tuple or set whose items are not an array")
         return items
+
+    def _unpack_nested(self, data: bytes) -> Any:
+        """The payload of an ext that holds values, within the nesting limit."""
+        local = self._local
+        depth = local.unpack_depth + 1
+        if depth > _MAX_DEPTH:
+            raise CorruptStateError(
+                f"blob nests tuples, sets or other containers more than {_MAX_DEPTH} deep"
+            )
+        local.unpack_depth = depth
+        try:
+            return self._unpack(data)
+        finally:
+            local.unpack_depth = depth - 1
 
 
 # -- errors --------------------------------------------------------------------

@@ -25,6 +25,15 @@ that starts with ``$``::
     {"$uuid": "12345678-1234-5678-1234-567812345678"}
     {"$ndarray": {"dtype": "<i8", "shape": [2, 3], "order": "F", "data": "base64"}}
     {"$npscalar": {"dtype": "<f4", "shape": [], "data": "base64"}}
+    {"$path": ["PosixPath", "/data/out.csv"]}   also PurePosixPath, PureWindowsPath, WindowsPath
+    {"$counter": {...}}        {"$ordereddict": {...}}    the dict as plain JSON or $dict
+    {"$defaultdict": ["list", {...}]}     the factory's name (a builtin type) or null
+    {"$deque": [maxlen or null, [...]]}
+    {"$complex": [real, imag]}            floats, NaN and infinities as $float tags
+    {"$fraction": [numerator, denominator]}
+    {"$ipaddress": "10.0.0.1"}  {"$ipnetwork": "10.0.0.0/8"}  {"$ipinterface": "::1/64"}
+    {"$user": ["myproject.models:Point", {"x": 1, "y": 2}]}   a registered user type:
+                               a dataclass's fields, a NamedTuple's items, an Enum member's name
     {"$arrow": "base64"}       a DataFrame or Arrow table: the frame blob of `flowdag._frames`
     {"$pickle": "base64"}      only with allow_pickle=True, see below
 
@@ -55,9 +64,11 @@ or letter that leaves valid JSON reads as another value.
 
 Limits (constructor arguments): ``max_blob_size`` (2 GiB), the largest blob
 ``encode`` returns and ``decode`` accepts; ``max_items`` (2**31), the most items
-in one list, tuple, set, frozenset or dict. Arrays and objects nest at most 256
-deep in the JSON text (a tuple, set or frozenset takes two levels, a dict with
-non-str keys three); a deeper value, or one with a reference cycle, is refused.
+in one list, tuple, set, frozenset, deque or dict (or dict type). Arrays and
+objects nest at most 256 deep in the JSON text (a tuple, set or frozenset takes
+two levels, a dict with non-str keys three, a deque or defaultdict three, a
+Counter or OrderedDict two plus its dict's); a deeper value, or one with a
+reference cycle, is refused.
 
 Thread safety: a codec holds no mutable state; one codec serves every thread.
 """
@@ -71,7 +82,7 @@ from itertools import islice
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any, ClassVar
 
-from flowdag._json_tags import PREPARERS, TAGS, b64, prepare_frame, prepare_numpy
+from flowdag._json_tags import PREPARERS, TAGS, b64, prepare_frame, prepare_numpy, prepare_user
 from flowdag._values import (
     DEFAULT_MAX_BLOB_SIZE,
     DEFAULT_MAX_ITEMS,
@@ -159,7 +170,8 @@ class JSONCodec(CodecBase):
             instead of refusing them, and unpickle such tags when decoding. Only
             for stores you trust: unpickling runs code.
         max_blob_size: the largest blob ``encode`` returns and ``decode`` accepts.
-        max_items: the most items in one list, tuple, set, frozenset or dict.
+        max_items: the most items in one list, tuple, set, frozenset, deque or
+            dict (or dict type).
 
     Raises:
         InvalidArgumentTypeError: a limit that is not an int, or an
@@ -319,7 +331,7 @@ class JSONCodec(CodecBase):
         tag = _ITEM_TAGS.get(kind)
         if tag is not None:  # {"$tuple": [...]}: the object, then the array inside it
             return {tag: self._prepare_list(list(value), depth + 1)}
-        return self._encode_other(value, PREPARERS.get(kind), prepare_numpy, depth)
+        return self._encode_other(value, PREPARERS.get(kind), prepare_numpy, prepare_user, depth)
 
     def _frame(self, value: Any) -> Any:
         return prepare_frame(value)

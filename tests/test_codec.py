@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import ipaddress
 import math
 import os
 import pickle
@@ -15,6 +16,8 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -48,6 +51,45 @@ KIB = 1024
 MIB = 1024 * KIB
 
 
+# Standard-library types beyond the basic ones (flowdag._stdtypes), exactly.
+STDLIB_VALUES: dict[str, Any] = {
+    "pure_posix_path": PurePosixPath("data/out.csv"),
+    "pure_windows_path": PureWindowsPath(r"C:\data\out.csv"),
+    "path": Path("/tmp/flowdag/é x.parquet"),
+    "relative_path": Path("a/b"),
+    "paths_apart": [PurePosixPath("a"), PureWindowsPath("a"), Path("a")],
+    "counter": collections.Counter("abracadabra"),
+    "counter_odd_counts": collections.Counter({(1, 2): -3, "x": 0, None: 2.5}),
+    "ordereddict": collections.OrderedDict([("z", 1), ("a", (2,)), (3, {4})]),
+    "ordereddict_of_rich": collections.OrderedDict(when=datetime(2026, 1, 2), p=Path("x")),
+    "defaultdict_list": collections.defaultdict(list, {"a": [1, 2]}),
+    "defaultdict_int": collections.defaultdict(int, {(1,): 5}),
+    "defaultdict_none": collections.defaultdict(None, {"k": "v"}),
+    "defaultdict_set_empty": collections.defaultdict(set),
+    "deque": collections.deque([1, "two", (3,)]),
+    "deque_maxlen": collections.deque([1, 2], maxlen=3),
+    "deque_maxlen_zero": collections.deque(maxlen=0),
+    "complex": 1 + 2j,
+    "complex_odd": complex(-0.0, math.inf),
+    "complex_nan": complex(math.nan, 1e-300),
+    "fraction": Fraction(-3, 4),
+    "fraction_big": Fraction(2**100 + 1, 3**50),
+    "fraction_int": Fraction(7),
+    "ipv4_address": ipaddress.ip_address("192.168.0.1"),
+    "ipv6_address": ipaddress.ip_address("2001:db8::1"),
+    "ipv6_scoped": ipaddress.IPv6Address("fe80::1%eth0"),
+    "ipv4_mapped": ipaddress.ip_address("::ffff:10.0.0.1"),
+    "ipv4_network": ipaddress.ip_network("10.0.0.0/8"),
+    "ipv6_network": ipaddress.ip_network("2001:db8::/32"),
+    "ipv4_interface": ipaddress.ip_interface("10.1.2.3/24"),
+    "ipv6_interface": ipaddress.ip_interface("::1/128"),
+    "stdlib_nested": {
+        "$key": collections.Counter({"$a": 1}),
+        (1,): collections.OrderedDict({1: collections.deque([Fraction(1, 3)])}),
+    },
+}
+
+
 # -- helpers ---------------------------------------------------------------------
 
 
@@ -61,6 +103,16 @@ def same(a: Any, b: Any) -> bool:
         return a == b and math.copysign(1, a) == math.copysign(1, b)
     if type(a) is Decimal:
         return str(a) == str(b)
+    if type(a) is complex:
+        return same(a.real, b.real) and same(a.imag, b.imag)
+    if type(a) is collections.deque:
+        return a.maxlen == b.maxlen and same(list(a), list(b))
+    if type(a) is collections.defaultdict:
+        return a.default_factory is b.default_factory and same(dict(a), dict(b))
+    if type(a) in (collections.Counter, collections.OrderedDict):
+        return same(dict(a), dict(b))
+    if isinstance(a, PurePath):
+        return str(a) == str(b) and a == b
     if type(a) in (list, tuple):
         return len(a) == len(b) and all(map(same, a, b))
     if type(a) is dict:
@@ -154,6 +206,14 @@ class MyList(list[int]):
     pass
 
 
+class MyDict(dict[str, int]):
+    pass
+
+
+class MyCounter(collections.Counter[str]):
+    pass
+
+
 class MyArray(np.ndarray):  # type: ignore[type-arg]
     pass
 
@@ -227,6 +287,7 @@ ROUND_TRIP: dict[str, Any] = {
     "rich_dict": {"when": T0, "ids": {7, 8}, "pair": (1, 2), "d": Decimal("3")},
     "long_list": list(range(5000)),
     "numpy_in_dict": {"a": np.arange(3), "s": np.float32(1.5)},
+    **STDLIB_VALUES,
 }
 if PARIS is not None:
     ROUND_TRIP |= {
@@ -579,6 +640,30 @@ CRAFTED: dict[str, bytes] = {
     "decimal_word": ext(9, b"pickle"),
     "decimal_non_ascii": ext(9, "\u0661".encode()),  # an Arabic-Indic digit one
     "uuid_15_bytes": ext(10, bytes(15)),
+    "path_not_normal": ext(13, b"a//b"),
+    "path_empty": ext(13, b""),
+    "path_bad_utf8": ext(15, b"\xff"),
+    "windows_path_here": ext(16, b"C:\\x"),  # WindowsPath cannot be created off Windows
+    "counter_of_list": ext(17, msgpack.packb([1, 2])),
+    "ordereddict_of_int": ext(18, msgpack.packb(5)),
+    "defaultdict_unknown_factory": ext(19, msgpack.packb(["os.system", {}])),
+    "defaultdict_lambda_name": ext(19, msgpack.packb(["<lambda>", {}])),
+    "defaultdict_short": ext(19, msgpack.packb([None])),
+    "defaultdict_of_list": ext(19, msgpack.packb([None, [1]])),
+    "deque_over_maxlen": ext(20, msgpack.packb([1, [1, 2]])),
+    "deque_negative_maxlen": ext(20, msgpack.packb([-1, []])),
+    "deque_float_maxlen": ext(20, msgpack.packb([1.0, []])),
+    "deque_of_map": ext(20, msgpack.packb([None, {}])),
+    "complex_short": ext(21, bytes(15)),
+    "fraction_not_lowest": ext(22, msgpack.packb([2, 4])),
+    "fraction_zero_denominator": ext(22, msgpack.packb([1, 0])),
+    "fraction_negative_denominator": ext(22, msgpack.packb([1, -3])),
+    "fraction_float": ext(22, msgpack.packb([1.5, 2])),
+    "ip_address_garbage": ext(23, b"10.0.0.256"),
+    "ip_address_leading_zero": ext(23, b"010.0.0.1"),
+    "ip_network_host_bits": ext(24, b"10.0.0.1/8"),
+    "ip_network_no_prefix_spelled": ext(24, b"10.0.0.0/255.0.0.0"),
+    "ip_interface_non_ascii": ext(25, "\u0661.0.0.0/8".encode()),
     "array_object_dtype": array_ext(11, "|O", [1], bytes(8)),
     "array_structured": array_ext(11, "[('a', '<i4')]", [1], bytes(4)),
     "array_subarray": array_ext(11, "(2,)<i4", [1], bytes(8)),
@@ -697,6 +782,17 @@ def test_decode_limits() -> None:
         Codec(max_items=19).decode(Codec().encode({"k": (0,) * 20}))
     with pytest.raises(CorruptStateError):
         Codec(max_items=5).decode(Codec().encode({i: i for i in range(6)}))
+    # The collections containers hold their items in nested payloads: limited alike.
+    for container in (
+        collections.deque(range(6)),
+        collections.Counter(range(6)),
+        collections.OrderedDict.fromkeys(range(6)),
+        collections.defaultdict(list, dict.fromkeys(range(6))),
+    ):
+        blob = Codec().encode({"k": container})
+        assert same(Codec(max_items=6).decode(blob), {"k": container})
+        with pytest.raises(CorruptStateError):
+            Codec(max_items=5).decode(blob)
 
 
 @pytest.mark.parametrize(
@@ -710,6 +806,14 @@ def test_decode_limits() -> None:
         (Codec(max_items=10), {"a": [(0,) * 11]}, "tuple of 11 items"),
         (Codec(max_items=10), [{i: None for i in range(11)}], "dict of 11 items"),
         (Codec(max_items=10), frozenset(range(11)), "frozenset of 11 items"),
+        (Codec(max_items=10), [collections.deque(range(11))], "deque of 11 items"),
+        (Codec(max_items=10), collections.Counter(range(11)), "Counter of 11 items"),
+        (Codec(max_items=10), {"o": collections.OrderedDict.fromkeys(range(11))}, "OrderedDict"),
+        (
+            Codec(max_items=10),
+            (collections.defaultdict(int, dict.fromkeys(range(11))),),
+            "defaultdict of 11 items",
+        ),
     ],
 )
 def test_encode_limits(codec: Codec, value: Any, message: str) -> None:
@@ -730,6 +834,25 @@ def test_nesting_limits() -> None:
     assert round_trip(value) == value
     with pytest.raises(SerializationError, match="32 levels"):
         Codec().encode([(value,)])
+    # Every ext that holds values counts as a level.
+    wraps: list[Any] = [
+        lambda v: collections.deque([v]),
+        lambda v: collections.Counter(k=v),
+        lambda v: collections.OrderedDict(k=v),
+        lambda v: collections.defaultdict(list, k=v),
+    ]
+    for wrap in wraps:
+        value = None
+        for _ in range(32):
+            value = wrap(value)
+        assert same(round_trip(value), value)
+        with pytest.raises(SerializationError, match="32 levels"):
+            Codec().encode(wrap(value))
+    nested = msgpack.packb(None)
+    for _ in range(33):
+        nested = msgpack.packb(msgpack.ExtType(20, msgpack.packb([None, [0]])[:-1] + nested))
+    with pytest.raises(CorruptStateError, match="more than 32 deep"):
+        Codec().decode(seal(nested))
     deep: Any = []
     for _ in range(1100):  # msgpack packs and unpacks 1024 levels
         deep = [deep]
@@ -758,10 +881,20 @@ def function() -> None:
 UNSUPPORTED: dict[str, tuple[Any, str, str]] = {
     # name: (value, type named in the message, location named in the message)
     "namedtuple": ([0, 1, {"x": Point(1, 2)}], "Point", "(at [2]['x'])"),
-    "ordereddict": (collections.OrderedDict(a=1), "OrderedDict", "subclass of dict"),
-    "defaultdict": ({"k": collections.defaultdict(int)}, "defaultdict", "(at ['k'])"),
-    "counter": (collections.Counter("ab"), "Counter", "dict"),
-    "deque": (collections.deque([1]), "deque", "allow_pickle=True"),
+    "dict_subclass": (MyDict(a=1), "MyDict", "subclass of dict"),
+    "defaultdict_lambda": (
+        {"k": collections.defaultdict(lambda: 0)},
+        "defaultdict",
+        "(at ['k']): its default_factory is <function",
+    ),
+    "defaultdict_class": (
+        [collections.defaultdict(collections.Counter)],
+        "defaultdict",
+        "only None or a builtin type (list, dict",
+    ),
+    "counter_subclass": (MyCounter("ab"), "MyCounter", "subclass of Counter"),
+    "in_deque": (collections.deque([1, Point(0, 0)]), "Point", "(at [1])"),
+    "in_counter": (collections.Counter({Point(0, 0): 1}), "Point", "<dict key #0>"),
     "int_enum": (Color.RED, "Color", "enum"),
     "str_enum": ({"mode": Mode.FAST}, "Mode", "(at ['mode'])"),
     "int_subclass": (MyInt(3), "MyInt", "subclass of int"),
@@ -772,7 +905,7 @@ UNSUPPORTED: dict[str, tuple[Any, str, str]] = {
     "function": (function, "function", "allow_pickle"),
     "lambda": ({"f": lambda: 1}, "function", "(at ['f'])"),
     "type": (int, "type", "return one of"),
-    "complex": (1j, "complex", "return one of"),
+    "range_in_ordereddict": (collections.OrderedDict(r=range(2)), "range", "(at ['r'])"),
     "range": (range(3), "range", "return one of"),
     "ellipsis": (..., "ellipsis", "return one of"),
     "in_set": ({(1, Point(0, 0))}, "Point", "<set item>[1]"),

@@ -8,8 +8,9 @@ once decompressed, since another zstd version may compress differently).
 Pickled values are checked one way only: the bytes of a pickle depend on the
 Python version.
 
-Regenerate the fixture only on purpose (a new format version), with
-``PYTHONPATH=$PWD python -m tests.test_codec_blobs``, and say why in the commit.
+``PYTHONPATH=$PWD python -m tests.test_codec_blobs`` adds the blobs of values
+new to the lists below and never rewrites a pinned one. Re-pin only on purpose
+(a new format version: delete the file first), and say why in the commit.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import zstandard
 
 from flowdag.codec import Codec
 from flowdag.json_codec import JSONCodec
-from tests.test_codec import PARIS, T0, same
+from tests.test_codec import PARIS, STDLIB_VALUES, T0, same
 
 FIXTURE = Path(__file__).parent / "fixtures" / "codec_blobs.json"
 MSGPACK = Codec()
@@ -119,6 +120,8 @@ VALUES: dict[str, Any] = {
     # Above the msgpack codec's compression threshold.
     "compressed": ["same text over and over"] * 200,
     "compressed_array": np.zeros(4096, dtype="<i4"),
+    # Standard-library types (msgpack exts 13-25, their JSON tags).
+    **{f"stdlib_{name}": value for name, value in STDLIB_VALUES.items()},
 }
 if PARIS is not None:
     VALUES |= {
@@ -199,13 +202,18 @@ def test_json_pickled_blobs_still_load(name: str) -> None:
 def _write_fixture() -> None:
     if PARIS is None:
         sys.exit("regenerate the fixture on a machine with the IANA time zone database")
-    fixture: dict[str, dict[str, str]] = {}
+    # Pinned blobs stay as they are: only values new to the lists are added.
+    fixture: dict[str, dict[str, str]] = _fixture() if FIXTURE.exists() else {}
     for name, value in VALUES.items():
+        if name in fixture:
+            continue
         fixture[name] = {
             "msgpack": MSGPACK.encode(value).hex(),
             "json": JSON.encode(value).decode("utf-8"),
         }
     for name, value in PICKLED.items():
+        if name in fixture:
+            continue
         fixture[name] = {
             "msgpack": MSGPACK_PICKLING.encode(value).hex(),
             "json": JSON_PICKLING.encode(value).decode("utf-8"),

@@ -50,6 +50,7 @@ EXPORTED = [
     "Workflow",
     "WorkflowChangedError",
     "open_store",
+    "register_types",
     "run",
 ]
 

@@ -10,9 +10,13 @@ import subprocess
 import sys
 import threading
 import time as time_module
+from collections import Counter, OrderedDict, defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
+from fractions import Fraction
+from ipaddress import ip_address, ip_interface, ip_network
+from pathlib import Path, PureWindowsPath
 from typing import Any
 from uuid import UUID
 
@@ -163,6 +167,19 @@ TAGGED: dict[str, tuple[Any, str]] = {
         '{"$ndarray":{"dtype":"|u1","shape":[2,2],"order":"F","data":"AAIBAw=="}}',
     ),
     "npscalar": (np.float32(1.5), '{"$npscalar":{"dtype":"<f4","shape":[],"data":"AADAPw=="}}'),
+    "path": (Path("/data/out.csv"), '{"$path":["PosixPath","/data/out.csv"]}'),
+    "windows_path": (PureWindowsPath("C:/x"), '{"$path":["PureWindowsPath","C:\\\\x"]}'),
+    "counter": (Counter("aab"), '{"$counter":{"a":2,"b":1}}'),
+    "counter_int_keys": (Counter([1]), '{"$counter":{"$dict":[[1,1]]}}'),
+    "ordereddict": (OrderedDict(b=1, a=2), '{"$ordereddict":{"b":1,"a":2}}'),
+    "defaultdict": (defaultdict(list, a=[1]), '{"$defaultdict":["list",{"a":[1]}]}'),
+    "defaultdict_none": (defaultdict(None), '{"$defaultdict":[null,{}]}'),
+    "deque": (deque([1, (2,)], maxlen=4), '{"$deque":[4,[1,{"$tuple":[2]}]]}'),
+    "complex": (complex(1, -math.inf), '{"$complex":[1.0,{"$float":"-Infinity"}]}'),
+    "fraction": (Fraction(-3, 4), '{"$fraction":[-3,4]}'),
+    "ip_address": (ip_address("::1"), '{"$ipaddress":"::1"}'),
+    "ip_network": (ip_network("10.0.0.0/8"), '{"$ipnetwork":"10.0.0.0/8"}'),
+    "ip_interface": (ip_interface("10.0.0.1/8"), '{"$ipinterface":"10.0.0.1/8"}'),
 }
 if PARIS is not None:
     TAGGED |= {
@@ -326,6 +343,14 @@ def test_nesting_limits() -> None:
     assert round_trip(nested) == nested
     with pytest.raises(SerializationError, match="deep"):
         CODEC.encode((nested,))
+    # A deque takes three levels (tag, pair, items), a Counter two (tag, dict).
+    for wrap, levels in ((lambda v: deque([v]), 3), (lambda v: Counter(k=v), 2)):
+        value: Any = None
+        for _ in range(256 // levels):
+            value = wrap(value)
+        assert same(round_trip(value), value)
+        with pytest.raises(SerializationError, match="256 levels deep"):
+            CODEC.encode(wrap(value))
     cycle: list[Any] = []
     cycle.append(cycle)
     with pytest.raises(SerializationError, match="cycle"):
@@ -392,6 +417,16 @@ def test_decode_limits() -> None:
     assert JSONCodec(max_items=100, max_blob_size=len(blob)).decode(blob)["rows"][5] == [5, "5"]
     with pytest.raises(CorruptStateError, match="set of 20 items"):
         JSONCodec(max_items=19).decode(CODEC.encode({"k": set(range(20))}))
+    for container in (
+        deque(range(20)),
+        Counter(range(20)),
+        OrderedDict.fromkeys(range(20)),
+        defaultdict(int, dict.fromkeys(map(str, range(20)))),
+    ):
+        blob = CODEC.encode([container])
+        assert same(JSONCodec(max_items=20).decode(blob), [container])
+        with pytest.raises(CorruptStateError, match=f"{type(container).__name__} of 20 items"):
+            JSONCodec(max_items=19).decode(blob)
 
 
 # -- damaged and crafted blobs -------------------------------------------------------------
@@ -493,6 +528,24 @@ CRAFTED: dict[str, Any] = {
     "array_not_object": b'{"$ndarray":[1]}',
     "scalar_with_shape": b'{"$npscalar":{"dtype":"|u1","shape":[1],"data":"AA=="}}',
     "pickle_not_str": b'{"$pickle":1}',
+    "path_unknown_kind": b'{"$path":["os.system","x"]}',
+    "path_not_normal": b'{"$path":["PosixPath","a//b"]}',
+    "path_not_pair": b'{"$path":"a"}',
+    "windows_path_here": b'{"$path":["WindowsPath","C:\\\\x"]}',
+    "counter_of_list": b'{"$counter":[1]}',
+    "ordereddict_of_str": b'{"$ordereddict":"a"}',
+    "defaultdict_unknown_factory": b'{"$defaultdict":["os.system",{}]}',
+    "defaultdict_of_list": b'{"$defaultdict":[null,[]]}',
+    "deque_over_maxlen": b'{"$deque":[0,[1]]}',
+    "deque_bool_maxlen": b'{"$deque":[true,[]]}',
+    "complex_of_ints": b'{"$complex":[1,2]}',
+    "complex_of_three": b'{"$complex":[1.0,2.0,3.0]}',
+    "fraction_not_lowest": b'{"$fraction":[2,4]}',
+    "fraction_zero_denominator": b'{"$fraction":[1,0]}',
+    "fraction_str": b'{"$fraction":"1/2"}',
+    "ip_address_garbage": b'{"$ipaddress":"10.0.0.256"}',
+    "ip_network_host_bits": b'{"$ipnetwork":"10.0.0.1/8"}',
+    "ip_interface_int": b'{"$ipinterface":1}',
 }
 
 

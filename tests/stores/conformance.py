@@ -19,6 +19,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -28,6 +29,7 @@ from uuid import UUID
 
 import pytest
 
+import flowdag
 from flowdag.errors import (
     CorruptStateError,
     InvalidRunIdError,
@@ -40,6 +42,10 @@ from flowdag.stores import open_store
 from flowdag.stores._journal import JournaledStore
 from flowdag.stores.base import Store
 from flowdag.stores.transfer import same_value
+from tests import usertypes_models as models
+from tests.test_codec import STDLIB_VALUES
+
+flowdag.register_types("tests.usertypes_models")
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,6 +81,13 @@ RICH_VALUES: dict[str, Any] = {
     "decimal": Decimal("1.10"),
     "uuid": UUID("12345678-1234-5678-1234-567812345678"),
     "dict_of_rich": {"when": T0, "ids": {7, 8}, "pair": (1, 2)},
+    # Standard-library types (flowdag._stdtypes): the codec tests' set, on every store.
+    **{f"stdlib_{name}": value for name, value in STDLIB_VALUES.items() if "nan" not in name},
+    # User types allowed with flowdag.register_types (above).
+    "user_dataclass": models.Event("x", ("a",), T0),
+    "user_namedtuple": models.Pair((1, 2), {3}),
+    "user_enum": models.Color.GREEN,
+    "user_nested": {"p": [models.Point(1, 2.5)], "l": models.Level.LOW},
 }
 
 # (name, value) pairs that must be rejected before touching the disk.
@@ -95,8 +108,12 @@ INVALID_RUN_IDS: list[Any] = [
 
 def shape(value: Any) -> Any:
     """A value's structure of types, so 5.0 vs 5 or a tuple vs a list tell apart."""
-    if isinstance(value, dict):
-        return ("dict", [(shape(k), shape(v)) for k, v in value.items()])
+    if isinstance(value, defaultdict):  # its factory is part of the value
+        return ("defaultdict", value.default_factory, shape(dict(value)))
+    if isinstance(value, dict):  # Counter and OrderedDict by name, items in order
+        return (type(value).__name__, [(shape(k), shape(v)) for k, v in value.items()])
+    if isinstance(value, deque):
+        return ("deque", value.maxlen, [shape(v) for v in value])
     if isinstance(value, list | tuple):
         return (type(value).__name__, [shape(v) for v in value])
     if isinstance(value, set | frozenset):

@@ -16,7 +16,6 @@ import shutil
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -352,15 +351,15 @@ def test_rolling_a_whole_run_back_is_not_detected(journaled: str, tmp_path: Path
 def test_pickle_only_for_the_store_that_allows_it(
     scheme_name: str, pickling: Any, tmp_path: Path
 ) -> None:
-    state = RunState("p", "wf", {"a": NodeState(NodeStatus.COMPLETED, 1, output=Fraction(1, 3))})
+    state = RunState("p", "wf", {"a": NodeState(NodeStatus.COMPLETED, 1, output=range(1, 3))})
     with (
-        pytest.raises(flowdag.SerializationError, match="Fraction"),
+        pytest.raises(flowdag.SerializationError, match="range"),
         opened(scheme_name, tmp_path / "plain", key=None) as store,
     ):
         store.save(state)
     with opened(scheme_name, tmp_path / "trusted", key=KEY, codec=pickling) as trusting:
         trusting.save(state)
-        assert trusting.load("p").nodes["a"].output == Fraction(1, 3)
+        assert trusting.load("p").nodes["a"].output == range(1, 3)
     # Another store on the same files, without the opt-in, refuses to unpickle.
     with (
         opened(scheme_name, tmp_path / "trusted", key=KEY) as careful,

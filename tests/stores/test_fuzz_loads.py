@@ -26,9 +26,12 @@ import struct
 import tempfile
 import tracemalloc
 import zlib
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from fractions import Fraction
+from ipaddress import ip_interface
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import lmdb
@@ -36,6 +39,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import flowdag
 from flowdag.codec import Codec
 from flowdag.errors import CorruptStateError, SerializationError
 from flowdag.json_codec import JSONCodec
@@ -47,6 +51,7 @@ from flowdag.stores._framing import read_journal
 from flowdag.stores.base import Store, StoredNode, StoredRun
 from flowdag.stores.flatbuffers_format import FlatBuffersFormat
 from flowdag.stores.json_format import JSONFormat
+from tests import usertypes_models as models
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 TIME_LIMIT = 5.0  # seconds per load: far above any legitimate load here
@@ -399,12 +404,25 @@ def test_lmdb_encrypted_values_cannot_be_swapped(lmdb_run: Any) -> None:
 
 # -- codec blobs ----------------------------------------------------------------------
 
+flowdag.register_types("tests.usertypes_models")
+
 VALUES: list[Any] = [
     None,
     {"a": [1, 2.5, "x", b"\x00"], "b": {1: (2, 3)}},
     [T0, {1, 2}, frozenset({"z"})],
     "x" * 5000,  # compressed
     list(range(3000)),
+    # Standard-library types: their payloads nest through the codec.
+    [
+        Counter({"a": 1, (2,): 3}),
+        OrderedDict(z=deque([1, 2], maxlen=3)),
+        defaultdict(list, k=[Fraction(1, 3), 1 + 2j]),
+        PurePosixPath("a/b"),
+        ip_interface("10.0.0.1/8"),
+        # User types, allowed above.
+        models.Event("x", ("a",), datetime(2026, 1, 2)),
+        models.Pair(models.Color.GREEN),
+    ],
 ]
 
 
