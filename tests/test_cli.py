@@ -996,3 +996,45 @@ def test_dask_address_with_another_executor_is_refused(
     assert main(argv) == 2
     assert_one_error_line(capsys.readouterr().err, "--dask-address", "processes")
     assert calls(tmp_path) == []
+
+
+# Node "flaky" fails its first attempt with a long message, then succeeds;
+# "broken" always fails, so "after" is skipped.
+EVENTS = """
+import flowdag
+wf = flowdag.Workflow("ci")
+
+@wf.node(retries=1)
+def flaky(ctx):
+    if ctx.attempt == 1:
+        raise ValueError("first try " + "x" * 100)
+    return 1
+
+@wf.node(deps=["flaky"])
+def broken(flaky):
+    raise RuntimeError("broken on purpose")
+
+@wf.node(deps=["broken"])
+def after(broken):
+    return 2
+"""
+
+
+def test_run_piped_prints_one_line_per_node_event(tmp_path: Path) -> None:
+    path = write(tmp_path, EVENTS)
+    args = ("run", str(path), "--run-id", "ci", "--store", store_url(tmp_path))
+    done = run_cli(*args, cwd=tmp_path, env={"COLUMNS": "80"})  # stderr is a pipe
+    assert done.returncode == 1, done.stderr
+    lines = [line.removeprefix("flowdag: ") for line in done.stderr.splitlines()]
+    events = [line for line in lines if line.startswith("node ")]
+    assert events[:2] == [
+        "node flaky started (attempt 1)",
+        f"node flaky attempt 1 failed: ValueError: first try {'x' * 100}; retrying",
+    ]  # a long line is not wrapped at 80 columns
+    assert events[2] == "node flaky started (attempt 2)"
+    assert events[3].startswith("node flaky completed in ") and events[3].endswith("s")
+    assert events[4:] == [
+        "node broken started (attempt 1)",
+        "node broken failed: RuntimeError: broken on purpose",
+        "node after skipped",
+    ]

@@ -6,6 +6,7 @@ and only on a terminal (stderr), so results on stdout stay plain.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Self
@@ -235,31 +236,53 @@ class LiveBar:
 
 
 class RunProgress(LiveBar):
-    """Turns `flowdag.RunEvent`s into live progress (terminal) or plain failure lines."""
+    """Turns `flowdag.RunEvent`s into live progress (terminal) or one line per event.
+
+    Outside a terminal (CI, pipes) every start, retry and finish is one line on
+    stderr, never wrapped, so a log shows what ran, what was retried and why,
+    and how long each node took.
+    """
 
     def __init__(self, err: Console) -> None:
         super().__init__(err)
         self._err = err
         self.ran: set[str] = set()  # nodes this process started (the rest were restored)
         self._running: dict[str, None] = {}  # insertion-ordered set
+        self._started: dict[str, float] = {}  # node -> monotonic time of its first start here
 
     def update(self, event: RunEvent) -> None:
         """Handle one `flowdag.RunEvent`; called on the runner's driver thread."""
         if event.kind == "node_started":
             self.ran.add(event.node)
             self._running[event.node] = None
+            self._started.setdefault(event.node, time.monotonic())
+            if self._bar is None:
+                self._say("", f"node {event.node} started (attempt {event.attempt})")
         elif event.kind == "node_finished":
             self._running.pop(event.node, None)
-            if event.status == NodeStatus.FAILED:
-                self._say("[bold red]✗[/]", f"node {event.node} failed: {error_text(event.error)}")
-        elif event.kind == "node_retrying" and self._bar is not None:
-            # Plain mode stays quiet: a retry that then succeeds is not news in a CI log.
+            self._finished(event)
+        elif event.kind == "node_retrying":
             why = error_text(event.error)
-            self._say("[yellow]↻[/]", f"node {event.node} attempt {event.attempt} failed: {why}")
+            text = f"node {event.node} attempt {event.attempt} failed: {why}"
+            self._say("[yellow]↻[/]", text + ("" if self._bar is not None else "; retrying"))
         if self._bar is not None:
             names = list(self._running)
             running = ", ".join(names[:4]) + (f" +{len(names) - 4}" if len(names) > 4 else "")
             self._draw(event.done, event.total, f"running: {running}")
+
+    def _finished(self, event: RunEvent) -> None:
+        if event.status == NodeStatus.FAILED:
+            self._say("[bold red]✗[/]", f"node {event.node} failed: {error_text(event.error)}")
+        elif self._bar is not None:
+            return  # the bar shows completions; only failures are printed above it
+        elif event.status == NodeStatus.COMPLETED:
+            # Measured here, from the first start this process saw: retries and
+            # their waits count, as in the summary table's duration.
+            started = self._started.get(event.node)
+            took = "" if started is None else f" in {seconds(time.monotonic() - started)}"
+            self._say("", f"node {event.node} completed{took}")
+        else:
+            self._say("", f"node {event.node} {event.status}")
 
     def _say(self, mark: str, text: str) -> None:
         if self._bar is not None:
