@@ -24,7 +24,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.style import Style
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from flowdag.cli.base import flatten
@@ -202,18 +202,33 @@ def summary_table(nodes: dict[str, NodeState]) -> Table:
 
 
 class LiveBar:
-    """A transient rich progress bar on stderr, drawn only when it is a terminal."""
+    """A transient rich progress bar on stderr, drawn only when it is a terminal.
+
+    The bar is green; `fail` turns it red. The description is cut to the room
+    the terminal leaves, so the counts and the elapsed time always show whole.
+    """
+
+    _BAR_WIDTH = 40
 
     def __init__(self, err: Console) -> None:
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         if err.is_terminal:
+            # rich's default "complete" colour is a pinkish red: green until something fails.
+            self._bar_width = max(10, min(self._BAR_WIDTH, err.width - 40))
+            self._bar_column = BarColumn(
+                bar_width=self._bar_width,
+                complete_style="green",
+                finished_style="green",
+                table_column=Column(no_wrap=True),
+            )
+            fixed = Column(no_wrap=True)
             self._bar = Progress(
-                SpinnerColumn(),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.description}"),
+                SpinnerColumn(table_column=fixed),
+                self._bar_column,
+                MofNCompleteColumn(table_column=fixed),
+                TimeElapsedColumn(table_column=fixed),
+                TextColumn("{task.description}", table_column=Column(no_wrap=True)),
                 console=err,
                 transient=True,
             )
@@ -227,11 +242,24 @@ class LiveBar:
         if self._bar is not None:
             self._bar.stop()
 
+    def fail(self) -> None:
+        """Paint the bar red: something failed."""
+        if self._bar is not None:
+            self._bar_column.complete_style = self._bar_column.finished_style = "red"
+
     def _draw(self, done: int, total: int, description: str) -> None:
         if self._bar is None:
             return
         if self._task is None:
             self._task = self._bar.add_task("", total=total)
+        # Spinner, bar, "done/total" and "H:MM:SS" (8 cells from 10 hours), one space apart:
+        # rich would otherwise shrink every column, the elapsed time included, to fit.
+        used = 1 + self._bar_width + 2 * len(str(total)) + 1 + 8 + 4 + 1
+        room = max(0, self._bar.console.width - used)
+        if cell_len(description) > room:
+            text = Text(description)
+            text.truncate(room, overflow="ellipsis")
+            description = text.plain
         self._bar.update(self._task, completed=done, total=total, description=escape(description))
 
 
@@ -272,6 +300,7 @@ class RunProgress(LiveBar):
 
     def _finished(self, event: RunEvent) -> None:
         if event.status == NodeStatus.FAILED:
+            self.fail()
             self._say("[bold red]✗[/]", f"node {event.node} failed: {error_text(event.error)}")
         elif self._bar is not None:
             return  # the bar shows completions; only failures are printed above it
