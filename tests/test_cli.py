@@ -580,6 +580,8 @@ def test_example_etl_pipeline(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     for node in ("generate", "extract_7", "aggregate_0", "merge", "load", "report"):
         assert node in done.stdout
+    assert f"etl: results in {tmp_path / 'work'}: report.md" in done.stdout  # where to look
+    assert (tmp_path / "work" / "report.md").exists()
 
     with open_store(store_url(tmp_path)) as store:
         state = store.load("etl")
