@@ -15,7 +15,8 @@ The graph (8 partitions, run side by side)::
 - ``merge`` combines the partitions' aggregates and totals the counters it
   finds in ``ctx.data`` (rows read, rows dropped).
 - ``load`` replaces the summary table in SQLite in one transaction, so a re-run
-  after a crash never duplicates rows; ``report`` writes ``report.md``.
+  after a crash never duplicates rows; ``report`` writes ``report.md`` and
+  prints where the results are.
 
 Run it (the work directory defaults to ``./etl-work``)::
 
@@ -301,6 +302,8 @@ def report(merge: dict[str, Any], load: dict[str, Any], ctx: flowdag.Context) ->
     ]
     path = WORK_DIR / "report.md"
     path.write_text("\n".join(lines) + "\n")
+    # Said by the last node, so `flowdag run` shows where the results are.
+    print(f"etl: results in {WORK_DIR}: report.md, and sales.db (table {load['table']})")
     return str(path)
 
 

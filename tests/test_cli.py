@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shlex
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -577,6 +580,8 @@ def test_example_etl_pipeline(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     for node in ("generate", "extract_7", "aggregate_0", "merge", "load", "report"):
         assert node in done.stdout
+    assert f"etl: results in {tmp_path / 'work'}: report.md" in done.stdout  # where to look
+    assert (tmp_path / "work" / "report.md").exists()
 
     with open_store(store_url(tmp_path)) as store:
         state = store.load("etl")
@@ -996,3 +1001,116 @@ def test_dask_address_with_another_executor_is_refused(
     assert main(argv) == 2
     assert_one_error_line(capsys.readouterr().err, "--dask-address", "processes")
     assert calls(tmp_path) == []
+
+
+# Node "flaky" fails its first attempt with a long message, then succeeds;
+# "broken" always fails, so "after" is skipped.
+EVENTS = """
+import flowdag
+wf = flowdag.Workflow("ci")
+
+@wf.node(retries=1)
+def flaky(ctx):
+    if ctx.attempt == 1:
+        raise ValueError("first try " + "x" * 100)
+    return 1
+
+@wf.node(deps=["flaky"])
+def broken(flaky):
+    raise RuntimeError("broken on purpose")
+
+@wf.node(deps=["broken"])
+def after(broken):
+    return 2
+"""
+
+
+def test_run_piped_prints_one_line_per_node_event(tmp_path: Path) -> None:
+    path = write(tmp_path, EVENTS)
+    args = ("run", str(path), "--run-id", "ci", "--store", store_url(tmp_path))
+    done = run_cli(*args, cwd=tmp_path, env={"COLUMNS": "80"})  # stderr is a pipe
+    assert done.returncode == 1, done.stderr
+    lines = [line.removeprefix("flowdag: ") for line in done.stderr.splitlines()]
+    events = [line for line in lines if line.startswith("node ")]
+    assert events[:2] == [
+        "node flaky started (attempt 1)",
+        f"node flaky attempt 1 failed: ValueError: first try {'x' * 100}; retrying",
+    ]  # a long line is not wrapped at 80 columns
+    assert events[2] == "node flaky started (attempt 2)"
+    assert events[3].startswith("node flaky completed in ") and events[3].endswith("s")
+    assert events[4:] == [
+        "node broken started (attempt 1)",
+        "node broken failed: RuntimeError: broken on purpose",
+        "node after skipped",
+    ]
+
+
+# -- a terminal ------------------------------------------------------------------------
+
+# Three nodes in a chain, slow enough for the bar to be drawn part-way; the names
+# are long, so "running: ..." would not fit in 80 columns. The last node fails
+# while a file named "fail" exists beside the workflow file.
+SLOW = """
+import pathlib
+import time
+import flowdag
+
+HERE = pathlib.Path(__file__).parent
+wf = flowdag.Workflow("slow")
+
+@wf.node
+def a_node_with_a_rather_long_name_that_fills_the_line():
+    time.sleep(0.4)
+
+@wf.node(deps=["a_node_with_a_rather_long_name_that_fills_the_line"])
+def another_node_with_a_rather_long_name_too(a_node_with_a_rather_long_name_that_fills_the_line):
+    time.sleep(0.4)
+
+@wf.node(deps=["another_node_with_a_rather_long_name_too"])
+def last(another_node_with_a_rather_long_name_too):
+    time.sleep(0.4)
+    if (HERE / "fail").exists():
+        raise RuntimeError("last is broken")
+"""
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_RICH_PINK = "\x1b[38;2;249;38;114m"  # rich's default colour of a bar's done part
+
+
+def run_in_terminal(tmp_path: Path, *args: str) -> str:
+    """What ``flowdag ARGS`` draws on an 80-column pseudo-terminal (via script(1))."""
+    command = shlex.join([sys.executable, "-m", "flowdag", *args])
+    done = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "80", "LINES": "24", "TERM": "xterm-256color"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.stdout
+
+
+def bar_frames(output: str) -> list[str]:
+    """The frames of the progress bar: the lines that show ``done/total``."""
+    lines = re.split(r"[\r\n]", output)
+    return [line for line in lines if re.search(r"\d+/3\b", _ANSI.sub("", line))]
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1)")
+def test_run_bar_on_a_terminal_is_green_and_keeps_the_elapsed_time(tmp_path: Path) -> None:
+    path = write(tmp_path, SLOW)
+    args = ("run", str(path), "--run-id", "t1", "--store", store_url(tmp_path))
+    frames = bar_frames(run_in_terminal(tmp_path, *args))
+    assert frames, "no progress bar drawn"
+    assert any(re.search(r"\b[12]/3\b", _ANSI.sub("", frame)) for frame in frames)
+    for frame in frames:
+        plain = _ANSI.sub("", frame)
+        assert len(plain) <= 80, plain
+        assert re.search(r" \d+/3 \d+:\d\d:\d\d( |$)", plain), plain  # the elapsed time, whole
+        assert _RICH_PINK not in frame and "\x1b[31m" not in frame, repr(frame)  # never red
+    assert any("\x1b[32m━" in frame for frame in frames)  # done part in green
+
+    (tmp_path / "fail").touch()
+    args = ("run", str(path), "--run-id", "t2", "--store", store_url(tmp_path))
+    frames = bar_frames(run_in_terminal(tmp_path, *args))
+    assert any("\x1b[31m━" in frame for frame in frames)  # red once a node failed
