@@ -40,7 +40,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, TypedDict
@@ -50,7 +50,7 @@ from flowdag.errors import CodecMismatchError, CorruptStateError, StoreError
 from flowdag.stores._crypto import Cipher, is_sealed, make_cipher, not_encrypted_error
 from flowdag.stores._files import atomic_write, make_private_dir, no_store_error, read_file
 from flowdag.stores._locks import FileRunLock, lock_holder, lock_run_file
-from flowdag.stores.base import RunLock, Store
+from flowdag.stores.base import RunLock, Store, StoredRun
 
 __all__ = ["DirectoryStore", "StoreOptions", "codec_name"]
 
@@ -146,6 +146,22 @@ class DirectoryStore(Store):
 
     def _released(self, run_id: str) -> None:
         """Called as the run's lock is released (its writer may go)."""
+
+    def _save(self, run_id: str, run: StoredRun) -> None:
+        self._save_checked(run_id, run, None)
+
+    def _save_checked(
+        self,
+        run_id: str,
+        run: StoredRun,
+        check: Callable[[Callable[[], StoredRun]], None] | None,
+    ) -> None:
+        """Save ``run``, published atomically; with ``check``, only once it passed as read back.
+
+        Directory stores write a run where loads never look, so a crash in
+        between leaves no unchecked run (see `Store._save_checked`).
+        """
+        raise NotImplementedError
 
     # -- locks ----------------------------------------------------------------------
 

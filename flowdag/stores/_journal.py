@@ -186,9 +186,6 @@ class JournaledStore(DirectoryStore):
             make_private_dir(self.path / "runs", root=self.path)
             self._remove_orphans()
 
-    def _save(self, run_id: str, run: StoredRun) -> None:
-        self._save_checked(run_id, run, None)
-
     def _save_checked(
         self,
         run_id: str,

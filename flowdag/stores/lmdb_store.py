@@ -131,9 +131,6 @@ class LMDBStore(DirectoryStore):
     def _open(self) -> None:
         self._shared = acquire_env(self.path, self._map_size)
 
-    def _save(self, run_id: str, run: StoredRun) -> None:
-        self._save_checked(run_id, run, None)
-
     def _save_checked(
         self,
         run_id: str,
