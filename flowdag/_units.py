@@ -16,7 +16,12 @@ from decimal import Decimal
 
 from flowdag.errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["parse_duration", "parse_size"]
+__all__ = ["Duration", "Size", "parse_duration", "parse_size"]
+
+#: What a duration option takes: seconds, a timedelta, or a string such as "90s".
+Duration = int | float | timedelta | str
+#: What a size option takes: bytes, or a string such as "256KiB".
+Size = int | str
 
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _BYTES = {
