@@ -7,10 +7,8 @@ itself (`brief`) is pure and tested on tables of traceback texts.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import textwrap
 import traceback
 from pathlib import Path
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from flowdag.cli.tracebacks import LAST_FRAMES, MAX_NODES, brief
+from tests.executors.scripts import python
 
 FLOW = textwrap.dedent(
     """\
@@ -67,14 +66,7 @@ ATTEMPT_FRAME = '/flowdag/attempt.py", line'
 
 
 def flowdag_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flowdag", *args],
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return python("-m", "flowdag", *args, cwd=cwd)
 
 
 def section(out: str, node: str) -> str:

@@ -8,33 +8,15 @@ per worker. Each case runs a real file in a real subprocess, as users do.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from flowdag.executors._main_guard import _guarded
+from tests.executors.scripts import WORKER_PROCESSES, python
 
 GUARD = 'if __name__ == "__main__":'
-
-
-def _dask_installed() -> bool:
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-EXECUTORS = [
-    "processes",
-    pytest.param(
-        "dask", marks=pytest.mark.skipif(not _dask_installed(), reason="needs distributed")
-    ),
-]
 
 
 def unguarded(executor: str) -> str:
@@ -58,18 +40,7 @@ def unguarded(executor: str) -> str:
     )
 
 
-def python(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
-@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("executor", WORKER_PROCESSES)
 def test_python_flow_py_says_to_add_the_guard(tmp_path: Path, executor: str) -> None:
     (tmp_path / "flow.py").write_text(unguarded(executor))
     done = python("flow.py", cwd=tmp_path)
@@ -84,7 +55,7 @@ def test_python_flow_py_says_to_add_the_guard(tmp_path: Path, executor: str) -> 
     assert not (tmp_path / "ran").exists()
 
 
-@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("executor", WORKER_PROCESSES)
 def test_flowdag_run_flow_py_says_to_add_the_guard(tmp_path: Path, executor: str) -> None:
     (tmp_path / "flow.py").write_text(unguarded(executor))
     done = python("-m", "flowdag", "run", "flow.py", "--store", "memory://", cwd=tmp_path)

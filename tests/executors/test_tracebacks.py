@@ -11,15 +11,13 @@ traceback the run stored.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 import flowdag
+from tests.executors.scripts import WORKER_PROCESSES, python
 
 FLOW = textwrap.dedent(
     """\
@@ -52,22 +50,6 @@ FLOW = textwrap.dedent(
 )
 
 
-def _dask_installed() -> bool:
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-EXECUTORS = [
-    "processes",
-    pytest.param(
-        "dask", marks=pytest.mark.skipif(not _dask_installed(), reason="needs distributed")
-    ),
-]
-
-
 def stored_traceback(store: str) -> str:
     with flowdag.open_store(store) as opened:
         error = opened.load("r").nodes["broken"].error
@@ -85,33 +67,22 @@ def assert_names_the_file(traceback: str, path: Path) -> None:
     assert 'raise ValueError(f"bad value {value}")  # line 9' in traceback
 
 
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
-@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("executor", WORKER_PROCESSES)
 def test_python_flow_py(tmp_path: Path, executor: str) -> None:
     path = tmp_path / "flow.py"
     path.write_text(FLOW)
     store = f"json://{tmp_path / 'store'}"
-    done = run([str(path), executor, store], cwd=tmp_path)
+    done = python(str(path), executor, store, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert_names_the_file(stored_traceback(store), path)
 
 
-@pytest.mark.parametrize("executor", EXECUTORS)
+@pytest.mark.parametrize("executor", WORKER_PROCESSES)
 def test_flowdag_run_flow_py(tmp_path: Path, executor: str) -> None:
     (tmp_path / "flow.py").write_text(FLOW)
     store = f"json://{tmp_path / 'store'}"
     # A relative path, as typed: the frames still name the file in full.
     args = ["-m", "flowdag", "run", "flow.py", "--run-id", "r", "--store", store]
-    done = run([*args, "--executor", executor, "--workers", "1"], cwd=tmp_path)
+    done = python(*args, "--executor", executor, "--workers", "1", cwd=tmp_path)
     assert done.returncode == 1, done.stderr
     assert_names_the_file(stored_traceback(store), tmp_path / "flow.py")
