@@ -8,13 +8,14 @@ starts a run there too, which tries to start processes of its own, and
 multiprocessing answers with pages of tracebacks. `check_main_guard` turns that into
 one `MainGuardError` raised in the parent, before any worker starts:
 
-- the main file is still being run (its module frame is on the stack) and the
-  statement running is not inside an ``if __name__ ...`` block: the file is read
-  and parsed to tell, and when it cannot be, nothing is refused;
+- the main file is still being run (its module frame is on the stack, or on the
+  main thread's for a call from a thread the file started) and the statement
+  running is not inside an ``if __name__ ...`` block: the file is read and parsed
+  to tell, and when it cannot be, nothing is refused;
 - ``flowdag run FILE.py`` is importing the workflow file (`importing` is set), so
   the file starts workers as it is imported;
 - this process is itself a worker importing the main file (a last resort: the
-  parent's check could not see the call, e.g. made from a thread).
+  parent's check could not see the call).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import ast
 import multiprocessing
 import sys
+import threading
 from contextvars import ContextVar
 from pathlib import Path
 from types import FrameType, ModuleType
@@ -58,6 +60,9 @@ def check_main_guard(what: str) -> None:
     if main is None or not _reimported_by_workers(main):
         return
     frame = _main_frame(main, sys._getframe(1))
+    if frame is None and threading.current_thread() is not threading.main_thread():
+        # Called from a thread the main file started, while the main file still runs.
+        frame = _main_frame(main, sys._current_frames().get(threading.main_thread().ident or 0))
     if frame is None:
         return  # the main file has finished running (or never ran): nothing re-runs the call
     path, line = main.__file__ or "", frame.f_lineno

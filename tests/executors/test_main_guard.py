@@ -77,6 +77,23 @@ def test_module_run_with_dash_m_is_refused_too(tmp_path: Path) -> None:
     assert not (tmp_path / "ran").exists()
 
 
+def test_run_from_a_thread_the_unguarded_file_started_is_refused(tmp_path: Path) -> None:
+    source = unguarded("processes").replace(
+        "result = flowdag.run(wf, executor='processes', max_workers=1)",
+        "import threading\n"
+        "thread = threading.Thread(target=flowdag.run, args=(wf,), "
+        "kwargs={'executor': 'processes'})\n"
+        "thread.start()\n"
+        "thread.join()\n"
+        "result = flowdag.run(wf)",
+    )
+    (tmp_path / "flow.py").write_text(source)
+    done = python("flow.py", cwd=tmp_path)
+    assert "flowdag.errors.MainGuardError: " in done.stderr and GUARD in done.stderr
+    assert "bootstrapping" not in done.stderr
+    assert done.stdout.count("run finished") == 1  # the threads run, in this process only
+
+
 UNGUARDED_BUT_SAFE = {
     # A package's __main__.py is never imported again by the workers.
     "package __main__.py": ("pkg/__main__.py", ["-m", "pkg"], unguarded("processes")),
