@@ -27,7 +27,7 @@ from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
 from typing import Any
 
-from flowdag.errors import OptionalDependencyError
+from flowdag.errors import InvalidArgumentError, OptionalDependencyError
 from flowdag.executors._main_guard import check_main_guard
 from flowdag.executors.base import Capabilities, ExecutorBase
 
@@ -46,6 +46,8 @@ class DaskExecutor(ExecutorBase):
 
     Raises:
         OptionalDependencyError: Dask's ``distributed`` is not installed.
+        InvalidArgumentError: ``address`` is not a scheduler address.
+        OSError: no scheduler answers at ``address`` (e.g. ``TimeoutError``).
     """
 
     def __init__(
@@ -68,7 +70,13 @@ class DaskExecutor(ExecutorBase):
         if client is not None:
             self._client = client
         elif address is not None:
-            self._client = Client(address)  # type: ignore[no-untyped-call]
+            try:
+                self._client = Client(address)  # type: ignore[no-untyped-call]
+            except (ValueError, TypeError) as exc:  # not an address at all (a bad scheme...)
+                raise InvalidArgumentError(
+                    f"cannot use {address!r} as a Dask scheduler address ({exc}); "
+                    "give one such as tcp://scheduler:8786"
+                ) from exc
         else:
             if max_workers is not None:
                 cluster_options.setdefault("n_workers", max_workers)
