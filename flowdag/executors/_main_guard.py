@@ -94,8 +94,13 @@ def _main_frame(main: ModuleType, frame: FrameType | None) -> FrameType | None:
     return None
 
 
+#: Names whose test in an ``if`` makes a guard: ``__name__``, and the process checks of
+#: ``if multiprocessing.parent_process() is None:`` or ``current_process().name == ...``.
+_GUARD_NAMES = frozenset({"__name__", "parent_process", "current_process"})
+
+
 def _guarded(path: str, line: int) -> bool:
-    """Whether ``line`` of the file is inside an ``if`` that tests ``__name__``.
+    """Whether ``line`` of the file is inside an ``if`` that tests ``__name__`` (or the process).
 
     Unknown (the file cannot be read or parsed, or has changed since it started)
     counts as guarded: this check must never refuse a correct program.
@@ -110,7 +115,8 @@ def _guarded(path: str, line: int) -> bool:
         if statement is None:
             return top  # nested: the line is this statement's own header, unguarded
         if isinstance(statement, ast.If) and any(
-            isinstance(node, ast.Name) and node.id == "__name__"
+            (isinstance(node, ast.Name) and node.id in _GUARD_NAMES)
+            or (isinstance(node, ast.Attribute) and node.attr in _GUARD_NAMES)
             for node in ast.walk(statement.test)
         ):
             return True

@@ -131,6 +131,13 @@ def test_no_error_where_workers_do_not_import_the_file_again(tmp_path: Path, cas
         ("if '__main__' == __name__:\n    run()\n", 2, True),
         ("import sys\n\nif __name__ != '__main__':\n    pass\nelse:\n    run()\n", 6, True),
         ("if True:\n    if __name__ == '__main__':\n        run()\n", 3, True),
+        ("import multiprocessing as mp\nif mp.parent_process() is None:\n    run()\n", 3, True),
+        (
+            "from multiprocessing import current_process\n"
+            "if current_process().name == 'MainProcess':\n    run()\n",
+            3,
+            True,
+        ),
         ("if True:\n    run()\n", 2, False),
         ("with open('x') as f:\n    run()\n", 2, False),
         ("with run() as pool:\n    pass\n", 1, False),
