@@ -39,6 +39,7 @@ from flowdag.cli.render import (
     styled,
     text_table,
 )
+from flowdag.cli.tracebacks import add_verbose_option, print_tracebacks
 from flowdag.errors import CorruptStateError, FlowdagError, RunNotFoundError
 from flowdag.json_codec import JSONCodec
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
@@ -71,6 +72,7 @@ def add_parsers(commands: Commands) -> None:
         action="store_true",
         help="with --json: each node's output and the run's ctx.data too",
     )
+    add_verbose_option(status)
 
     listing = add_command(commands, "list", cmd_list)
     add_store_option(listing)
@@ -143,7 +145,10 @@ def liveness(store: Store, state: RunState) -> Liveness:
 
 
 def cmd_status(args: argparse.Namespace, err: Console) -> int:
-    """Show the nodes of one run."""
+    """Show the nodes of one run, and the last frames of failed nodes' tracebacks.
+
+    -v shows every traceback in full; --json has them in full too.
+    """
     check_run_id(args.run_id)  # before the store: a bad id is the error, not a missing store
     if args.outputs and not args.json:
         raise CLIError(
@@ -177,6 +182,7 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
             escape(error_text(node.error)),
         )
     out.print(table)
+    print_tracebacks(out, state.run_id, state.nodes, verbose=args.verbose)
     return Exit.OK
 
 
