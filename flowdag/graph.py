@@ -23,6 +23,10 @@ for every format, and the view says so in its ``note``:
   group box.
 
 Arrows into or out of a group stand for the arrows of the nodes inside it.
+
+A node stored as running whose run no live process holds any more (the caller
+knows: see ``flowdag status``) is drawn as *interrupted*: an attempt was in
+flight when the process stopped, and a resume runs it again.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from flowdag.state import NodeState, NodeStatus, RunState
 
 __all__ = [
     "FORMATS",
+    "INTERRUPTED",
     "MAX_NODES",
     "STATUS_COLORS",
     "Box",
@@ -60,6 +65,8 @@ MAX_NODES = 200
 #: A grouped DAG shows at most this many boxes side by side in one layer.
 MAX_PER_LAYER = 16
 
+#: Shown for a node stored as running when no live process holds its run.
+INTERRUPTED = "interrupted"
 #: Fill colour per node status; ``None`` is a DAG drawn without a run.
 STATUS_COLORS: dict[str | None, str] = {
     NodeStatus.COMPLETED: "#b7e4c7",
@@ -67,6 +74,7 @@ STATUS_COLORS: dict[str | None, str] = {
     NodeStatus.SKIPPED: "#ffe08a",
     NodeStatus.PENDING: "#f8f9fa",
     NodeStatus.RUNNING: "#a9c9f5",
+    INTERRUPTED: "#e2c6f5",
     None: "#e9edf2",
 }
 _STROKES: dict[str | None, str] = {
@@ -75,12 +83,23 @@ _STROKES: dict[str | None, str] = {
     NodeStatus.SKIPPED: "#9c7a00",
     NodeStatus.PENDING: "#6c757d",
     NodeStatus.RUNNING: "#1f5fbf",
+    INTERRUPTED: "#7b2cbf",
     None: "#5c6b7a",
 }
+# Statuses in the order counts are listed (titles, groups, the PNG legend).
+_ORDER = [
+    NodeStatus.PENDING,
+    NodeStatus.RUNNING,
+    INTERRUPTED,
+    NodeStatus.COMPLETED,
+    NodeStatus.FAILED,
+    NodeStatus.SKIPPED,
+]
 # Which nodes of a crowded layer stay visible: the ones that explain the run first.
 _PRIORITY = {
     NodeStatus.FAILED: 0,
     NodeStatus.RUNNING: 1,
+    INTERRUPTED: 1,
     NodeStatus.SKIPPED: 2,
     NodeStatus.PENDING: 3,
     NodeStatus.COMPLETED: 4,
@@ -119,20 +138,26 @@ class GraphView:
         return any(box.group for box in self.boxes)
 
 
-def graph_view(dag: DAG, state: RunState | None = None, *, max_nodes: int = MAX_NODES) -> GraphView:
+def graph_view(
+    dag: DAG,
+    state: RunState | None = None,
+    *,
+    max_nodes: int = MAX_NODES,
+    interrupted: bool = False,
+) -> GraphView:
     """The boxes and arrows to draw for ``dag``, coloured by ``state`` if given.
 
     Args:
         dag: the DAG to draw.
         state: a run of it (`Store.load_statuses` is enough); nodes it lacks are pending.
         max_nodes: draw at most about this many boxes; larger DAGs are grouped.
+        interrupted: no live process holds the run: its running nodes are
+            drawn as `INTERRUPTED`.
     """
     max_nodes = max(max_nodes, 2 * _MIN_PER_LAYER + 4)
     nodes_state = state.nodes if state is not None else {}
     status = {
-        name: (nodes_state[name].status if name in nodes_state else NodeStatus.PENDING)
-        if state is not None
-        else None
+        name: _status(nodes_state.get(name), interrupted) if state is not None else None
         for name in dag.nodes
     }
     order = {name: i for i, name in enumerate(dag.nodes)}
@@ -156,7 +181,7 @@ def graph_view(dag: DAG, state: RunState | None = None, *, max_nodes: int = MAX_
     if len(dag) <= max_nodes:
         for depth, layer in enumerate(layers):
             for name in layer:
-                add([name], depth, _node_lines(name, nodes_state.get(name), state), False)
+                add([name], depth, _node_lines(name, nodes_state.get(name), status[name]), False)
     else:
         kept = _kept_layers(layers, status, max_nodes)
         stretches = len(_stretches(kept, len(layers)))
@@ -181,7 +206,12 @@ def graph_view(dag: DAG, state: RunState | None = None, *, max_nodes: int = MAX_
                 visible = set(ranked[:per_layer]) if len(layer) > per_layer else set(layer)
                 for name in layer:
                     if name in visible:
-                        add([name], depth, _node_lines(name, nodes_state.get(name), state), False)
+                        add(
+                            [name],
+                            depth,
+                            _node_lines(name, nodes_state.get(name), status[name]),
+                            False,
+                        )
                 rest = [n for n in layer if n not in visible]
                 if rest:
                     add(rest, depth, _group_lines(rest, status, f"+{len(rest):,} more nodes"), True)
@@ -227,7 +257,7 @@ def _kept_layers(
     frontier = None
     for i, layer in enumerate(layers):
         states = {status[n] for n in layer}
-        if states & {NodeStatus.FAILED, NodeStatus.RUNNING}:
+        if states & {NodeStatus.FAILED, NodeStatus.RUNNING, INTERRUPTED}:
             wanted.append(i)
         if frontier is None and None not in states and states != {NodeStatus.COMPLETED}:
             frontier = i
@@ -260,12 +290,20 @@ def _stretches(kept: set[int], count: int) -> list[tuple[int, int]]:
     return runs
 
 
-def _node_lines(name: str, node: NodeState | None, state: RunState | None) -> list[str]:
-    if state is None:
+def _status(node: NodeState | None, interrupted: bool) -> str:
+    """A node's status as drawn: nodes a run lacks are pending."""
+    if node is None:
+        return NodeStatus.PENDING
+    if interrupted and node.status is NodeStatus.RUNNING:
+        return INTERRUPTED  # its attempt was in flight when the process stopped
+    return node.status
+
+
+def _node_lines(name: str, node: NodeState | None, current: str | None) -> list[str]:
+    if current is None:
         return [name]
-    current = node.status if node is not None else NodeStatus.PENDING
     duration = node.duration if node is not None else None
-    detail = [] if current is NodeStatus.COMPLETED else [str(current)]
+    detail = [] if current == NodeStatus.COMPLETED else [str(current)]
     if duration is not None:
         detail.append(_seconds(duration))
     return [name, " ".join(detail)] if detail else [name]
@@ -280,7 +318,7 @@ def _group_lines(names: list[str], status: Mapping[str, str | None], head: str) 
 
 
 def _by_status(item: tuple[str | None, int]) -> int:
-    return list(NodeStatus).index(NodeStatus(item[0])) if item[0] is not None else 0
+    return _ORDER.index(item[0]) if item[0] is not None else 0
 
 
 def _title(dag: DAG, state: RunState | None, counts: dict[str, int]) -> str:
@@ -440,7 +478,7 @@ def write_png(view: GraphView, path: str | os.PathLike[str]) -> Path:
     title = "\n".join(textwrap.fill(part, chars) for part in (view.title, view.note) if part)
     ax.set_title(title, fontsize=11, loc="left")
     if view.with_status:
-        present = [s for s in NodeStatus if view.counts.get(str(s))]
+        present = [s for s in _ORDER if view.counts.get(str(s))]
         handles = [
             Patch(facecolor=STATUS_COLORS[s], edgecolor=_STROKES[s], label=str(s)) for s in present
         ]
