@@ -353,9 +353,7 @@ def test_latest_drops_superseded_start_records(
 
 statuses = st.sampled_from([RUNNING, RUNNING, NodeStatus.COMPLETED, NodeStatus.FAILED])
 batches = st.lists(
-    st.tuples(st.sampled_from("abcd"), statuses, st.integers(1, 3)).map(
-        lambda item: record(*item)
-    ),
+    st.tuples(st.sampled_from("abcd"), statuses, st.integers(1, 3)).map(lambda item: record(*item)),
     max_size=12,
 )
 
