@@ -353,7 +353,7 @@ class _Driver:
             for attempt in self.deadlines.pop_due(now):
                 if self.is_running(attempt):  # an attempt overran its timeout
                     self.abandon(attempt)
-        if self.starts:
+        if self.starts and self.commits.error is None:  # a failing store gets no more
             self.announce(self.starts.pop_due(now), now)
 
     def announce(self, due: list[tuple[float, Attempt]], now: float) -> None:
