@@ -17,16 +17,50 @@ lose to that record in `Store.commit` anyway.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from queue import Empty, SimpleQueue
 
-from flowdag.attempt import Outcome
+from flowdag.attempt import Attempt, Outcome
+from flowdag.scheduler import TimerHeap
 from flowdag.state import ErrorInfo, NodeRecord, NodeStatus
 from flowdag.stores.base import Store
 
-__all__ = ["Commits", "Committer", "latest"]
+__all__ = ["START_RECORD_DELAY", "Commits", "Committer", "Starts", "latest"]
 
 _RUNNING = NodeStatus.RUNNING
+#: An attempt still running this long (seconds) after its launch gets a start
+#: record. Quicker ones get none, so small nodes cost no extra record.
+START_RECORD_DELAY = 0.05
+
+
+class Starts:
+    """Attempts due a start record once they have run `START_RECORD_DELAY` seconds."""
+
+    __slots__ = ("_heap",)
+
+    def __init__(self) -> None:
+        # (launch time, attempt); those that returned meanwhile are dropped lazily.
+        self._heap: TimerHeap[tuple[float, Attempt]] = TimerHeap()
+
+    def add(self, attempt: Attempt, now: float) -> None:
+        self._heap.push(now + START_RECORD_DELAY, (now, attempt))
+
+    def next_at(self, running: Mapping[str, Attempt]) -> float | None:
+        """When the next attempt in ``running`` is due a start record."""
+        heap = self._heap
+        while heap and running.get((attempt := heap.first()[1]).node) is not attempt:
+            heap.pop()
+        return heap.next_at()
+
+    def due(self, now: float, running: Mapping[str, Attempt]) -> list[tuple[Attempt, datetime]]:
+        """The attempts in ``running`` due a start record by ``now``, with their start times."""
+        wall = datetime.now(UTC)
+        return [
+            (attempt, attempt.started_at or wall - timedelta(seconds=now - launched))
+            for launched, attempt in self._heap.pop_due(now)
+            if running.get(attempt.node) is attempt
+        ]
 
 
 def latest(batch: list[NodeRecord]) -> list[NodeRecord]:

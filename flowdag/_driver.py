@@ -29,7 +29,7 @@ output a crash could still lose. A crash between a node's return and that
 acknowledgement loses the attempt, not the store: the node runs again on
 resume (at-least-once; see ``ctx.idempotency_key``).
 
-An attempt still running a moment after it started (`_START_RECORD_DELAY`)
+An attempt still running a moment after it started (`START_RECORD_DELAY`)
 also gets a *start record* (status running, its attempt number and start
 time), handed to the committer like any record but waited for by nothing. A
 durable store thus tells an attempt in flight at a crash (shown as
@@ -59,11 +59,11 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
 from typing import Any
 
-from flowdag._commit import Commits, Committer
+from flowdag._commit import Commits, Committer, Starts
 from flowdag.attempt import Attempt, Launcher, Outcome, failure
 from flowdag.dag import DAG
 from flowdag.errors import NodeTimeoutError
@@ -84,9 +84,6 @@ _JITTER = 0.1  # retry delays vary by +-10% so that retries of many nodes spread
 # Event kinds on the driver's queue.
 _RESULT, _STARTED, _COMMITTED, _COMMIT_FAILED = range(4)
 _LOST_ATTEMPT_RETRIES = 3  # retries of attempts an executor lost (a worker died)
-# An attempt still running this long (seconds) after its launch gets a start record.
-# Shorter ones get none, so small nodes cost no extra record.
-_START_RECORD_DELAY = 0.05
 _SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED})
 
 
@@ -111,6 +108,12 @@ class _Ledger:
         # states[name] is the stored state until the node ends: its attempts are
         # those of earlier calls of run().
         return self.states[name].attempts + tries
+
+    def start_record(self, attempt: Attempt, started_at: datetime) -> NodeRecord:
+        """The record of an attempt in flight: status running, no output, no ``ctx.data``."""
+        # A commit replaces the node's whole stored state: what of it must survive
+        # a crash mid-attempt goes in here too (see the module docstring).
+        return NodeRecord(attempt.node, NodeStatus.RUNNING, attempt.number, started_at)
 
     def settle(self, record: NodeRecord, error: ErrorInfo | None, value: Any = None) -> None:
         """Set a node's state from its acknowledged (or refused) record."""
@@ -158,10 +161,7 @@ class _Driver:
         self.schedule = Schedule(ReadySet(dag, plan.completed), gate)
         self.running: dict[str, Attempt] = {}
         self.deadlines: TimerHeap[Attempt] = TimerHeap()  # stale ones are dropped lazily
-        # Attempts due a start record, with their launch time; stale ones are dropped lazily.
-        self.starts: TimerHeap[tuple[float, Attempt]] | None = (
-            TimerHeap() if store.durable else None
-        )
+        self.starts = Starts() if store.durable else None  # a store in memory gets none
         self.ledger = _Ledger(plan)
         put = self.events.put
         # Starts attempts as the executor's capabilities allow; each outcome, and the
@@ -250,8 +250,7 @@ class _Driver:
         attempt = Attempt(spec, self.run_id, number, inputs, self.ledger.data, self.codec)
         self.running[name] = attempt
         if self.starts is not None:
-            now = time.monotonic()
-            self.starts.push(now + _START_RECORD_DELAY, (now, attempt))
+            self.starts.add(attempt, time.monotonic())
         if self.on_event is not None:
             self.emit(EventKind.NODE_STARTED, name, NodeStatus.RUNNING, number, None)
         self.launcher.launch(attempt)
@@ -329,15 +328,13 @@ class _Driver:
     # -- timers -------------------------------------------------------------
 
     def seconds_to_next_timer(self) -> float | None:
-        deadlines, starts = self.deadlines, self.starts
-        # Timers of attempts that already returned are dropped lazily, here.
+        deadlines = self.deadlines
+        # Deadlines of attempts that already returned are dropped lazily, here.
         while deadlines and not self.is_running(deadlines.first()):
             deadlines.pop()
-        while starts and not self.is_running(starts.first()[1]):
-            starts.pop()
         times = [self.schedule.retries.next_at(), deadlines.next_at()]
-        if starts:
-            times.append(starts.next_at())
+        if self.starts is not None:
+            times.append(self.starts.next_at(self.running))
         due = [t for t in times if t is not None]
         if not due:
             return None
@@ -353,21 +350,11 @@ class _Driver:
             for attempt in self.deadlines.pop_due(now):
                 if self.is_running(attempt):  # an attempt overran its timeout
                     self.abandon(attempt)
-        if self.starts and self.commits.error is None:  # a failing store gets no more
-            self.announce(self.starts.pop_due(now), now)
-
-    def announce(self, due: list[tuple[float, Attempt]], now: float) -> None:
-        """Hand over start records of the attempts still running; see the module docstring."""
-        records = []
-        wall = datetime.now(UTC)
-        for launched, attempt in due:
-            if self.is_running(attempt):
-                started = attempt.started_at or wall - timedelta(seconds=now - launched)
-                records.append(
-                    NodeRecord(attempt.node, NodeStatus.RUNNING, attempt.number, started)
-                )
-        if records:
-            self.commits.add(records)
+        # Start records of the attempts still running; a store that failed gets no more.
+        if self.starts is not None and self.commits.error is None:
+            due = self.starts.due(now, self.running)
+            if due:
+                self.commits.add([self.ledger.start_record(*item) for item in due])
 
     def abandon(self, attempt: Attempt) -> None:
         """Fail an attempt that overran its timeout, and stop it where the executor can."""

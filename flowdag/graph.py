@@ -24,9 +24,8 @@ for every format, and the view says so in its ``note``:
 
 Arrows into or out of a group stand for the arrows of the nodes inside it.
 
-A node stored as running whose run no live process holds any more (the caller
-knows: see ``flowdag status``) is drawn as *interrupted*: an attempt was in
-flight when the process stopped, and a resume runs it again.
+Colours and status names are in `flowdag._palette`; a node stored as running in
+a run no live process holds is drawn *interrupted*.
 """
 
 from __future__ import annotations
@@ -41,6 +40,15 @@ from pathlib import Path
 
 import networkx as nx
 
+from flowdag._palette import (
+    INTERRUPTED,
+    ORDER,
+    PRIORITY,
+    STATUS_COLORS,
+    STROKES,
+    by_status,
+    drawn,
+)
 from flowdag._plot import new_figure
 from flowdag.dag import DAG
 from flowdag.state import NodeState, NodeStatus, RunState
@@ -65,46 +73,6 @@ MAX_NODES = 200
 #: A grouped DAG shows at most this many boxes side by side in one layer.
 MAX_PER_LAYER = 16
 
-#: Shown for a node stored as running when no live process holds its run.
-INTERRUPTED = "interrupted"
-#: Fill colour per node status; ``None`` is a DAG drawn without a run.
-STATUS_COLORS: dict[str | None, str] = {
-    NodeStatus.COMPLETED: "#b7e4c7",
-    NodeStatus.FAILED: "#f4a6a6",
-    NodeStatus.SKIPPED: "#ffe08a",
-    NodeStatus.PENDING: "#f8f9fa",
-    NodeStatus.RUNNING: "#a9c9f5",
-    INTERRUPTED: "#e2c6f5",
-    None: "#e9edf2",
-}
-_STROKES: dict[str | None, str] = {
-    NodeStatus.COMPLETED: "#2d6a4f",
-    NodeStatus.FAILED: "#b00020",
-    NodeStatus.SKIPPED: "#9c7a00",
-    NodeStatus.PENDING: "#6c757d",
-    NodeStatus.RUNNING: "#1f5fbf",
-    INTERRUPTED: "#7b2cbf",
-    None: "#5c6b7a",
-}
-# Statuses in the order counts are listed (titles, groups, the PNG legend).
-_ORDER = [
-    NodeStatus.PENDING,
-    NodeStatus.RUNNING,
-    INTERRUPTED,
-    NodeStatus.COMPLETED,
-    NodeStatus.FAILED,
-    NodeStatus.SKIPPED,
-]
-# Which nodes of a crowded layer stay visible: the ones that explain the run first.
-_PRIORITY = {
-    NodeStatus.FAILED: 0,
-    NodeStatus.RUNNING: 1,
-    INTERRUPTED: 1,
-    NodeStatus.SKIPPED: 2,
-    NodeStatus.PENDING: 3,
-    NodeStatus.COMPLETED: 4,
-    None: 4,
-}
 _MIN_PER_LAYER = 3
 
 
@@ -157,7 +125,7 @@ def graph_view(
     max_nodes = max(max_nodes, 2 * _MIN_PER_LAYER + 4)
     nodes_state = state.nodes if state is not None else {}
     status = {
-        name: _status(nodes_state.get(name), interrupted) if state is not None else None
+        name: drawn(nodes_state.get(name), interrupted) if state is not None else None
         for name in dag.nodes
     }
     order = {name: i for i, name in enumerate(dag.nodes)}
@@ -181,7 +149,7 @@ def graph_view(
     if len(dag) <= max_nodes:
         for depth, layer in enumerate(layers):
             for name in layer:
-                add([name], depth, _node_lines(name, nodes_state.get(name), status[name]), False)
+                add([name], depth, _node_lines(name, nodes_state, status), False)
     else:
         kept = _kept_layers(layers, status, max_nodes)
         stretches = len(_stretches(kept, len(layers)))
@@ -197,21 +165,16 @@ def graph_view(
                 ranked = sorted(
                     layer,
                     key=lambda n: (
-                        min(_PRIORITY[status[n]], 2),
+                        min(PRIORITY[status[n]], 2),
                         not any(d in shown for d in dag.specs[n].deps),
-                        _PRIORITY[status[n]],
+                        PRIORITY[status[n]],
                         order[n],
                     ),
                 )
                 visible = set(ranked[:per_layer]) if len(layer) > per_layer else set(layer)
                 for name in layer:
                     if name in visible:
-                        add(
-                            [name],
-                            depth,
-                            _node_lines(name, nodes_state.get(name), status[name]),
-                            False,
-                        )
+                        add([name], depth, _node_lines(name, nodes_state, status), False)
                 rest = [n for n in layer if n not in visible]
                 if rest:
                     add(rest, depth, _group_lines(rest, status, f"+{len(rest):,} more nodes"), True)
@@ -290,16 +253,10 @@ def _stretches(kept: set[int], count: int) -> list[tuple[int, int]]:
     return runs
 
 
-def _status(node: NodeState | None, interrupted: bool) -> str:
-    """A node's status as drawn: nodes a run lacks are pending."""
-    if node is None:
-        return NodeStatus.PENDING
-    if interrupted and node.status is NodeStatus.RUNNING:
-        return INTERRUPTED  # its attempt was in flight when the process stopped
-    return node.status
-
-
-def _node_lines(name: str, node: NodeState | None, current: str | None) -> list[str]:
+def _node_lines(
+    name: str, nodes: Mapping[str, NodeState], status: Mapping[str, str | None]
+) -> list[str]:
+    current, node = status[name], nodes.get(name)
     if current is None:
         return [name]
     duration = node.duration if node is not None else None
@@ -313,18 +270,14 @@ def _group_lines(names: list[str], status: Mapping[str, str | None], head: str) 
     lines = [head]
     counts = Counter(status[n] for n in names)
     if None not in counts:
-        lines.append(", ".join(f"{c:,} {s}" for s, c in sorted(counts.items(), key=_by_status)))
+        lines.append(", ".join(f"{c:,} {s}" for s, c in sorted(counts.items(), key=by_status)))
     return lines
-
-
-def _by_status(item: tuple[str | None, int]) -> int:
-    return _ORDER.index(item[0]) if item[0] is not None else 0
 
 
 def _title(dag: DAG, state: RunState | None, counts: dict[str, int]) -> str:
     if state is None:
         return f"workflow {dag.name} ({len(dag):,} nodes)"
-    summary = ", ".join(f"{c:,} {s}" for s, c in sorted(counts.items(), key=_by_status))
+    summary = ", ".join(f"{c:,} {s}" for s, c in sorted(counts.items(), key=by_status))
     return f"workflow {dag.name}, run {state.run_id}: {summary}"
 
 
@@ -370,7 +323,7 @@ def to_mermaid(view: GraphView) -> str:
         dash = ",stroke-dasharray:4 3" if name.startswith("group") else ""
         out.append(
             f"    classDef {name} fill:{STATUS_COLORS[status]},"
-            f"stroke:{_STROKES[status]},color:#111111{dash}"
+            f"stroke:{STROKES[status]},color:#111111{dash}"
         )
     for name, ids in used.items():
         out.append(f"    class {','.join(ids)} {name}")
@@ -406,7 +359,7 @@ def to_dot(view: GraphView) -> str:
         text = "\n".join(box.lines)
         out.append(
             f'    {box.id} [label="{_dot_text(text)}", fillcolor="{STATUS_COLORS[box.status]}", '
-            f'color="{_STROKES[box.status]}"{style}];'
+            f'color="{STROKES[box.status]}"{style}];'
         )
     for source, target in view.edges:
         out.append(f"    {source} -> {target};")
@@ -465,7 +418,7 @@ def write_png(view: GraphView, path: str | os.PathLike[str]) -> Path:
             bbox={
                 "boxstyle": "round,pad=0.35",
                 "facecolor": STATUS_COLORS[box.status],
-                "edgecolor": _STROKES[box.status],
+                "edgecolor": STROKES[box.status],
                 "linestyle": "--" if box.group else "-",
                 "linewidth": 1.0,
             },
@@ -478,9 +431,9 @@ def write_png(view: GraphView, path: str | os.PathLike[str]) -> Path:
     title = "\n".join(textwrap.fill(part, chars) for part in (view.title, view.note) if part)
     ax.set_title(title, fontsize=11, loc="left")
     if view.with_status:
-        present = [s for s in _ORDER if view.counts.get(str(s))]
+        present = [s for s in ORDER if view.counts.get(str(s))]
         handles = [
-            Patch(facecolor=STATUS_COLORS[s], edgecolor=_STROKES[s], label=str(s)) for s in present
+            Patch(facecolor=STATUS_COLORS[s], edgecolor=STROKES[s], label=str(s)) for s in present
         ]
         if view.reduced:
             handles.append(
