@@ -26,7 +26,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import flowdag
-from flowdag._commit import latest
+from flowdag._commit import START_RECORD_DELAY, Starts, latest
+from flowdag.attempt import Attempt
 from flowdag.errors import StoreError
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import JSONStore, LMDBStore, MemoryStore, open_store
@@ -308,6 +309,29 @@ def test_a_refused_start_record_fails_the_run_cleanly_with_the_stores_error(
         assert store.load("r").nodes["slow"].status is NodeStatus.PENDING
         result = flowdag.run(wf, run_id="r", store=store)
     assert result.ok and result.outputs == {"slow": 1, "last": 2}
+
+
+def test_starts_are_due_after_the_delay_only_for_attempts_still_running() -> None:
+    wf = flowdag.Workflow("w")
+    for name in "abc":
+        wf.add_node(name, lambda: 1)
+    dag, codec = wf.build(), MemoryStore().codec
+    a, b, c = (Attempt(dag.specs[name], "r", 1, {}, {}, codec) for name in "abc")
+    retried = Attempt(dag.specs["c"], "r", 2, {}, {}, codec)
+    starts = Starts()
+    for i, attempt in enumerate((a, b, c)):
+        starts.add(attempt, 100.0 + i)
+    running = {"a": a, "b": b, "c": c}
+    assert starts.next_at(running) == 100.0 + START_RECORD_DELAY
+    assert starts.due(100.0 + START_RECORD_DELAY / 2, running) == []
+    del running["a"]  # a returned: it is due no record
+    running["c"] = retried  # c's first attempt failed and a retry runs: not yet due
+    assert starts.next_at(running) == 101.0 + START_RECORD_DELAY
+    before = datetime.now(UTC)
+    (due,) = starts.due(103.0, running)
+    assert due[0] is b
+    assert abs((before - due[1]).total_seconds() - 2.0) < 0.5  # launched 2 s before "now"
+    assert starts.next_at(running) is None
 
 
 # -- dropping superseded start records (pure) -----------------------------------------------
