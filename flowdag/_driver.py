@@ -29,6 +29,12 @@ output a crash could still lose. A crash between a node's return and that
 acknowledgement loses the attempt, not the store: the node runs again on
 resume (at-least-once; see ``ctx.idempotency_key``).
 
+Every attempt that returns (or overruns its timeout, or is lost with its worker)
+is kept in the node's history: the driver gathers this call's failed attempts
+per node and commits them, after the attempts of earlier calls, with the node's
+finish record. An attempt a crash interrupts is never recorded, and its number
+is given again on resume.
+
 Attempts are counted over the run's whole life (``ctx.attempt``,
 `RunEvent.attempt` and ``NodeState.attempts`` agree across resumes), while
 each call of `run()` gives a node its ``retries`` afresh: the retry budget and
@@ -59,7 +65,7 @@ from flowdag.executors import Executor
 from flowdag.resume import Plan
 from flowdag.runner import EventKind, RunEvent, RunResult
 from flowdag.scheduler import PoolGate, ReadySet, Schedule, TimerHeap
-from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunStatus
+from flowdag.state import AttemptInfo, ErrorInfo, NodeRecord, NodeState, NodeStatus, RunStatus
 from flowdag.stores.base import Store
 
 logger = logging.getLogger("flowdag")
@@ -78,7 +84,7 @@ _SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPE
 class _Ledger:
     """What the run knows: each node's state, the outputs, ``ctx.data``, attempt counts."""
 
-    __slots__ = ("data", "done", "lost", "outputs", "states", "tries")
+    __slots__ = ("data", "done", "failed", "lost", "outputs", "states", "tries")
 
     def __init__(self, plan: Plan) -> None:
         self.states = dict(plan.state.nodes)
@@ -89,6 +95,8 @@ class _Ledger:
         # afresh. Lifetime numbers add the attempts the store already counts.
         self.tries: dict[str, int] = {}
         self.lost: dict[str, int] = {}  # attempts the executor lost (a worker died)
+        # This call's failed attempts of nodes still retrying: most nodes never have one.
+        self.failed: dict[str, tuple[AttemptInfo, ...]] = {}
 
     def next_attempt(self, name: str) -> int:
         """Count a new attempt of ``name``; return its number over the run's life."""
@@ -96,6 +104,12 @@ class _Ledger:
         # states[name] is the stored state until the node ends: its attempts are
         # those of earlier calls of run().
         return self.states[name].attempts + tries
+
+    def history(self, name: str, last: AttemptInfo | None = None) -> tuple[AttemptInfo, ...]:
+        """The attempts of ``name`` so far (stored, then this call's), and ``last``."""
+        # states[name] is the stored state until the node ends, as in next_attempt.
+        earlier = self.states[name].history + self.failed.pop(name, ())
+        return earlier if last is None else (*earlier, last)
 
     def settle(self, record: NodeRecord, error: ErrorInfo | None, value: Any = None) -> None:
         """Set a node's state from its acknowledged (or refused) record."""
@@ -109,6 +123,7 @@ class _Ledger:
             None,
             error,
             self.states[name].deps,
+            record.history,
         )
         if status is NodeStatus.COMPLETED:
             state.output = self.outputs[name] = value
@@ -242,18 +257,22 @@ class _Driver:
         if outcome.error is not None:
             self.on_failed_attempt(attempt, outcome)
             return
-        self.commits.outcomes[attempt.node] = outcome
+        name = attempt.node
+        self.commits.outcomes[name] = outcome
+        started_at, finished_at = outcome.started_at, outcome.finished_at
+        last = AttemptInfo(attempt.number, started_at, finished_at)
         self.commits.add(
             [
                 NodeRecord(
-                    attempt.node,
+                    name,
                     NodeStatus.COMPLETED,
                     attempt.number,
-                    outcome.started_at,
-                    outcome.finished_at,
+                    started_at,
+                    finished_at,
                     None,
                     outcome.output,
                     outcome.encoded_changes,
+                    self.ledger.history(name, last),
                 )
             ]
         )
@@ -262,6 +281,9 @@ class _Driver:
         spec = self.dag.specs[attempt.node]
         error = outcome.error
         ledger = self.ledger
+        # Kept whether or not it is retried; a lost attempt too, under the number
+        # its retry takes again.
+        tried = AttemptInfo(attempt.number, outcome.started_at, outcome.finished_at, error)
         retry = outcome.retryable and self.commits.error is None
         if retry and outcome.infrastructure:
             # The executor lost the attempt (a worker died): not the node's fault,
@@ -283,6 +305,7 @@ class _Driver:
                 error,
                 wait,
             )
+            ledger.failed[spec.name] = ledger.failed.get(spec.name, ()) + (tried,)
             self.schedule.retry(spec.name, time.monotonic() + wait)
             if self.on_event is not None:
                 self.emit(
@@ -298,10 +321,15 @@ class _Driver:
                 outcome.started_at,
                 outcome.finished_at,
                 error,
+                history=ledger.history(spec.name, tried),
             )
         ]
         for name in self.schedule.ready.fail(spec.name):
-            records.append(NodeRecord(name, NodeStatus.SKIPPED, ledger.states[name].attempts))
+            # A commit replaces a node's whole state: keep the attempts of earlier calls.
+            stored = ledger.states[name]
+            records.append(
+                NodeRecord(name, NodeStatus.SKIPPED, stored.attempts, history=stored.history)
+            )
         self.commits.add(records)
 
     # -- timers -------------------------------------------------------------
