@@ -151,7 +151,9 @@ def make_state(run_id: str = "run-1", outputs: dict[str, Any] | None = None) -> 
         deps=(first,) if first else (),
         history=(
             AttemptInfo(1, T0 - timedelta(hours=1), T0 - timedelta(minutes=59), error),
-            AttemptInfo(2, T0 - timedelta(minutes=2), T0 - timedelta(minutes=1), ErrorInfo("E", "")),
+            AttemptInfo(
+                2, T0 - timedelta(minutes=2), T0 - timedelta(minutes=1), ErrorInfo("E", "")
+            ),
             AttemptInfo(3, T0, T0 + timedelta(minutes=1), error),
         ),
     )
@@ -241,11 +243,11 @@ def _mode(path: Path) -> int:
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
 _ERRORS = st.none() | st.builds(ErrorInfo, _TEXT, _TEXT, _TEXT)
 # Any zone: a store keeps the instant and loads it in UTC.
-_ZONES = st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))])
-_MOMENTS = st.datetimes(datetime(1, 1, 2), datetime(9999, 12, 30), timezones=_ZONES)
-_ATTEMPTS = st.builds(
-    AttemptInfo, st.integers(1, 2**63 - 1), _MOMENTS, _MOMENTS, _ERRORS
+_ZONES = st.sampled_from(
+    [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
 )
+_MOMENTS = st.datetimes(datetime(1, 1, 2), datetime(9999, 12, 30), timezones=_ZONES)
+_ATTEMPTS = st.builds(AttemptInfo, st.integers(1, 2**63 - 1), _MOMENTS, _MOMENTS, _ERRORS)
 
 
 @st.composite
@@ -263,6 +265,7 @@ def node_states(draw: st.DrawFn) -> NodeState:
 
 def utc(node: NodeState) -> NodeState:
     """``node`` as a store loads it: every time in UTC."""
+
     def at(moment: datetime | None) -> datetime | None:
         return None if moment is None else moment.astimezone(UTC)
 

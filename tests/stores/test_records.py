@@ -184,9 +184,7 @@ FORGED_METAS: dict[str, Any] = {
     "history own attempt number a float": [*GOOD_META, [1.0]],
     "history own attempt number 2**64": [*GOOD_META, [2**64]],
     "history own attempt not last": [*GOOD_META, [1, 2]],
-    "history own attempt of a node with no times": [
-        "failed", 1, None, None, ["E", "m", ""], [1]
-    ],
+    "history own attempt of a node with no times": ["failed", 1, None, None, ["E", "m", ""], [1]],
     "history entry too short": [*GOOD_META, [[1, T0_MICROS, T0_MICROS], 2]],
     "history entry a str": [*GOOD_META, ["attempt"]],
     "history entry a tuple-like dict": [*GOOD_META, [{"number": 1}, 2]],
