@@ -305,7 +305,7 @@ class _Driver:
                 error,
                 wait,
             )
-            ledger.failed[spec.name] = ledger.failed.get(spec.name, ()) + (tried,)
+            ledger.failed[spec.name] = (*ledger.failed.get(spec.name, ()), tried)
             self.schedule.retry(spec.name, time.monotonic() + wait)
             if self.on_event is not None:
                 self.emit(
