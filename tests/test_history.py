@@ -8,6 +8,7 @@ A crash loses only the attempts of nodes that had not finished.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -238,3 +239,97 @@ def test_kill_9_during_retries_then_resume(tmp_path: Path, scheme: str, mark: st
     ]
     check_history(shaky)
     assert isinstance(resumed, RunState)
+
+
+# -- the command line, through real processes ---------------------------------------------
+
+FLOW = textwrap.dedent(
+    """
+    import flowdag
+
+    wf = flowdag.Workflow("attempts")
+
+    @wf.node(retries=2)
+    def flaky(ctx):
+        if ctx.attempt <= 2:
+            raise ValueError(f"boom {ctx.attempt}\\nsecond line")
+        return "ok"
+
+    @wf.node(retries=1)
+    def doomed(ctx):
+        raise KeyError(f"gone {ctx.attempt}")
+    """
+)
+
+
+def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.run(
+        [sys.executable, "-m", "flowdag", *args, "--store", "lmdb://s"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def rows(text: str, title: str) -> list[list[str]]:
+    """The rows of the table under ``title``, split on runs of two spaces or more."""
+    lines = text.splitlines()
+    start = lines.index(title) + 2  # the title, then the header
+    table = []
+    for line in lines[start:]:
+        if not line.startswith(" ") and not line[:1].isalnum():
+            break
+        cells = [cell.strip() for cell in line.strip().split("  ") if cell.strip()]
+        if not cells or not (cells[0].isdigit() or cells[0] in ("flaky", "doomed")):
+            break
+        table.append(cells)
+    return table
+
+
+def test_status_and_show_list_every_attempt(tmp_path: Path) -> None:
+    (tmp_path / "flow.py").write_text(FLOW)
+    assert cli(tmp_path, "run", "flow.py", "--run-id", "r").returncode == 1
+
+    status = cli(tmp_path, "status", "r")
+    assert status.returncode == 0, status.stderr
+    failed = rows(status.stdout, "failed attempts:")
+    assert sorted((row[0], row[1], row[-1]) for row in failed) == [
+        ("doomed", "1", "KeyError: 'gone 1'"),
+        ("doomed", "2", "KeyError: 'gone 2'"),
+        ("flaky", "1", "ValueError: boom 1; second line"),
+        ("flaky", "2", "ValueError: boom 2; second line"),
+    ]
+
+    show = cli(tmp_path, "show", "r", "flaky")
+    assert show.returncode == 0, show.stderr
+    attempts = rows(show.stdout, "attempts:")
+    assert [row[0] for row in attempts] == ["1", "2", "3"]
+    assert attempts[0][-1] == "ValueError: boom 1; second line"
+    assert attempts[2][-1].endswith("s")  # attempt 3 succeeded: a duration, no error
+    assert all(row[-2].endswith("s") for row in attempts[:2])  # durations
+
+    node = json.loads(cli(tmp_path, "show", "r", "flaky", "--json").stdout)
+    history = node["history"]
+    assert [a["number"] for a in history] == [1, 2, 3]
+    assert history[0]["error"]["message"] == "boom 1\nsecond line"
+    assert 'flow.py", line 9, in flaky' in history[0]["error"]["traceback"]  # in full
+    assert history[2]["error"] is None
+    assert node["duration"] == pytest.approx(sum(a["duration"] for a in history))
+
+    # Resumed: the failed node's earlier attempts stay, the new ones follow.
+    assert cli(tmp_path, "run", "flow.py", "--run-id", "r").returncode == 1
+    document = json.loads(cli(tmp_path, "status", "r", "--json").stdout)
+    doomed = document["nodes"]["doomed"]
+    assert [a["number"] for a in doomed["history"]] == [1, 2, 3, 4]
+    assert [a["error"]["message"] for a in doomed["history"]] == [
+        f"'gone {i}'" for i in range(1, 5)
+    ]
+    assert "Traceback (most recent call last)" in doomed["history"][0]["error"]["traceback"]
+    assert [a["number"] for a in document["nodes"]["flaky"]["history"]] == [1, 2, 3]
+
+
+def test_status_of_a_run_without_failed_attempts_adds_nothing(tmp_path: Path) -> None:
+    (tmp_path / "flow.py").write_text("import flowdag\nwf = flowdag.Workflow('w')\n"
+                                      "@wf.node\ndef a():\n    return 1\n")  # fmt: skip
+    assert cli(tmp_path, "run", "flow.py", "--run-id", "ok").returncode == 0
+    status = cli(tmp_path, "status", "ok")
+    assert status.returncode == 0 and "failed attempts" not in status.stdout
