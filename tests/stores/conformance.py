@@ -240,7 +240,7 @@ def _mode(path: Path) -> int:
 
 # -- random attempt histories -----------------------------------------------------------
 
-_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
 _ERRORS = st.none() | st.builds(ErrorInfo, _TEXT, _TEXT, _TEXT)
 # Any zone: a store keeps the instant and loads it in UTC.
 _ZONES = st.sampled_from(

@@ -556,7 +556,7 @@ FORGED_VALUES = st.recursive(
     max_leaves=12,
 )
 GOOD_META = ["failed", 2, 1_795_000_000_000_000, 1_795_000_000_000_042, ["E", "m", "tb"]]
-GOOD_HISTORY = [[1, 1_795_000_000_000_000, 1_795_000_000_000_001, ["E", "m", "tb"]], 2]
+GOOD_HISTORY: list[Any] = [[1, 1_795_000_000_000_000, 1_795_000_000_000_001, ["E", "m", "tb"]], 2]
 GOOD_HEADER = {"format": 2, "workflow": "wf", "metadata": {}, "deps": {"a": [], "b": ["a"]}}
 
 
@@ -567,11 +567,11 @@ def forged_meta(draw: st.DrawFn) -> Any:
     choice = draw(st.sampled_from(["whole", "field", "history entry", "history field"]))
     if choice == "whole":
         return draw(FORGED_VALUES)
-    meta = [*GOOD_META, [list(GOOD_HISTORY[0]), GOOD_HISTORY[1]]]
+    history: list[Any] = [list(GOOD_HISTORY[0]), GOOD_HISTORY[1]]
+    meta: list[Any] = [*GOOD_META, history]
     if choice == "field":
         meta[draw(st.integers(0, 5))] = draw(FORGED_VALUES)
         return meta if draw(st.booleans()) else meta[:5]  # with history or without
-    history = meta[5]
     if choice == "history entry":
         history[draw(st.integers(0, 1))] = draw(FORGED_VALUES)
     else:
