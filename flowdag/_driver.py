@@ -65,7 +65,15 @@ from flowdag.executors import Executor
 from flowdag.resume import Plan
 from flowdag.runner import EventKind, RunEvent, RunResult
 from flowdag.scheduler import PoolGate, ReadySet, Schedule, TimerHeap
-from flowdag.state import AttemptInfo, ErrorInfo, NodeRecord, NodeState, NodeStatus, RunStatus
+from flowdag.state import (
+    AttemptInfo,
+    ErrorInfo,
+    NodeRecord,
+    NodeState,
+    NodeStatus,
+    RunStatus,
+    new_attempt,
+)
 from flowdag.stores.base import Store
 
 logger = logging.getLogger("flowdag")
@@ -108,8 +116,12 @@ class _Ledger:
     def history(self, name: str, last: AttemptInfo | None = None) -> tuple[AttemptInfo, ...]:
         """The attempts of ``name`` so far (stored, then this call's), and ``last``."""
         # states[name] is the stored state until the node ends, as in next_attempt.
-        earlier = self.states[name].history + self.failed.pop(name, ())
-        return earlier if last is None else (*earlier, last)
+        earlier = self.states[name].history
+        if self.failed:
+            earlier += self.failed.pop(name, ())
+        if last is None:
+            return earlier
+        return (*earlier, last) if earlier else (last,)
 
     def settle(self, record: NodeRecord, error: ErrorInfo | None, value: Any = None) -> None:
         """Set a node's state from its acknowledged (or refused) record."""
@@ -260,7 +272,12 @@ class _Driver:
         name = attempt.node
         self.commits.outcomes[name] = outcome
         started_at, finished_at = outcome.started_at, outcome.finished_at
-        last = AttemptInfo(attempt.number, started_at, finished_at)
+        last = new_attempt(attempt.number, started_at, finished_at)
+        ledger = self.ledger
+        # Fast path: a node's first attempt, run once and never failed.
+        history = (
+            ledger.history(name, last) if ledger.failed or ledger.states[name].history else (last,)
+        )
         self.commits.add(
             [
                 NodeRecord(
@@ -272,7 +289,7 @@ class _Driver:
                     None,
                     outcome.output,
                     outcome.encoded_changes,
-                    self.ledger.history(name, last),
+                    history,
                 )
             ]
         )

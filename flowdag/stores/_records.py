@@ -158,29 +158,51 @@ def meta_record(node: NodeRecord | NodeState, *, short_errors: bool = False) -> 
         attempts,
         to_micros(started),
         to_micros(finished),
-        _error_record(error, short_errors),
+        None if error is None else _error_record(error, short_errors),
     ]
     history = node.history
+    if history:
+        meta.append(_history_record(history, started, finished, error, short_errors))
+    elif type(history) is not tuple:
+        raise InvalidArgumentTypeError(
+            f"node history must be a tuple of AttemptInfo, not {type(history).__name__}"
+        )
+    return meta
+
+
+def _history_record(
+    history: Any,
+    started: datetime | None,
+    finished: datetime | None,
+    error: ErrorInfo | None,
+    short_errors: bool,
+) -> list[Any]:
+    """A node's history as its meta record's sixth field (see the module docstring)."""
     if type(history) is not tuple:
         raise InvalidArgumentTypeError(
             f"node history must be a tuple of AttemptInfo, not {type(history).__name__}"
         )
-    if history:
-        last = history[-1]
-        if (  # the usual last attempt is the node's own: its number says it all
-            type(last) is AttemptInfo
-            and started is not None
+    last = history[-1]
+    # The usual last attempt is the node's own: its number says it all. Fast
+    # path: the runner builds it from the very objects of the record.
+    own = type(last) is AttemptInfo and (
+        (last.started_at is started and last.finished_at is finished and last.error is error)
+        or (
+            started is not None
             and finished is not None
             and last.started_at == started
             and last.finished_at == finished
             and last.error == error
-        ):
-            entries: list[Any] = [_attempt_record(a, short_errors) for a in history[:-1]]
-            entries.append(_attempt_number(last.number))
-        else:
-            entries = [_attempt_record(attempt, short_errors) for attempt in history]
-        meta.append(entries)
-    return meta
+        )
+    )
+    if not own:
+        return [_attempt_record(attempt, short_errors) for attempt in history]
+    number = last.number
+    if type(number) is not int or not 0 < number <= MAX_ATTEMPTS or started is None:
+        return [_attempt_record(attempt, short_errors) for attempt in history]  # it raises
+    if len(history) == 1:
+        return [number]
+    return [*(_attempt_record(attempt, short_errors) for attempt in history[:-1]), number]
 
 
 #: Characters of an error message kept by ``short_errors``.
