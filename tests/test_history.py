@@ -333,3 +333,26 @@ def test_status_of_a_run_without_failed_attempts_adds_nothing(tmp_path: Path) ->
     assert cli(tmp_path, "run", "flow.py", "--run-id", "ok").returncode == 0
     status = cli(tmp_path, "status", "ok")
     assert status.returncode == 0 and "failed attempts" not in status.stdout
+
+
+def test_an_attempt_lost_with_its_worker_is_kept_under_the_number_its_retry_takes(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "died-once"
+
+    def dies_once() -> int:
+        if not marker.exists():
+            marker.touch()
+            os._exit(1)  # the worker process dies mid-attempt
+        return 7
+
+    wf = flowdag.Workflow("lost")
+    wf.add_node("dies_once", dies_once)  # no retries: a lost worker is not the node's fault
+    with open_store(f"lmdb://{tmp_path / 'store'}") as store:
+        result = flowdag.run(wf, run_id="l", store=store, executor="processes", max_workers=1)
+        assert result.ok, result.errors
+        node = store.load("l").nodes["dies_once"]
+    assert node.attempts == 1 and [a.number for a in node.history] == [1, 1]
+    lost, kept = node.history
+    assert lost.error is not None and kept.error is None
+    assert lost.finished_at <= kept.started_at

@@ -25,7 +25,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import ClassVar, Protocol, Self
 
@@ -396,15 +396,22 @@ class Store(ABC):
         return state
 
     def _encode_meta(self, node: NodeRecord | NodeState) -> bytes:
+        encode = self.codec.encode
         try:
-            return self.codec.encode(meta_record(node))
+            return encode(meta_record(node))
         except SerializationError:
             if node.error is None and all(a.error is None for a in node.history):
                 raise
         # A failure must be recordable even when its tracebacks are over the codec's
         # limits (a small max_blob_size): keep each error's type and the start of
-        # its message, for the node and every attempt alike.
-        return self.codec.encode(meta_record(node, short_errors=True))
+        # its message, for the node and every attempt alike; if the attempts are
+        # still too many, keep the last one only (README: "Every attempt is kept").
+        try:
+            return encode(meta_record(node, short_errors=True))
+        except SerializationError:
+            if len(node.history) <= 1:
+                raise
+        return encode(meta_record(replace(node, history=node.history[-1:]), short_errors=True))
 
 
 class ThreadRunLocks:
