@@ -326,6 +326,18 @@ def test_status_and_show_list_every_attempt(tmp_path: Path) -> None:
     assert "Traceback (most recent call last)" in doomed["history"][0]["error"]["traceback"]
     assert [a["number"] for a in document["nodes"]["flaky"]["history"]] == [1, 2, 3]
 
+    # store verify accepts the histories; store convert carries them exactly.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    for command in (["store", "verify", "lmdb://s"], ["store", "convert", "lmdb://s", "json://j"]):
+        done = subprocess.run([sys.executable, "-m", "flowdag", *command], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    converted = subprocess.run(
+        [sys.executable, "-m", "flowdag", "status", "r", "--json", "--store", "json://j"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert json.loads(converted.stdout)["nodes"] == document["nodes"]
+
 
 def test_status_of_a_run_without_failed_attempts_adds_nothing(tmp_path: Path) -> None:
     (tmp_path / "flow.py").write_text("import flowdag\nwf = flowdag.Workflow('w')\n"
