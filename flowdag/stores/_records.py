@@ -334,6 +334,10 @@ def _history(
     """The history of a decoded meta record, checked; see the module docstring."""
     if type(entries) is not list or not entries:
         raise CorruptStateError(f"node history is {_shown(entries)}, not a non-empty list")
+    if len(entries) == 1 and started is not None and finished is not None:  # the usual: [1]
+        number = entries[0]
+        if type(number) is int and 1 <= number <= MAX_ATTEMPTS:
+            return (AttemptInfo(number, started, finished, error),)
     history = []
     last = len(entries) - 1
     for i, entry in enumerate(entries):
