@@ -114,11 +114,18 @@ class _Ledger:
         return self.states[name].attempts + tries
 
     def history(self, name: str, last: AttemptInfo | None = None) -> tuple[AttemptInfo, ...]:
-        """The attempts of ``name`` so far (stored, then this call's), and ``last``."""
+        """The attempts of ``name`` so far (stored, then this call's), and ``last``.
+
+        Every record of a node carries this: a commit replaces the node's whole
+        stored state, so a record without it would drop the earlier attempts.
+        With ``last``, the node's final attempt, this call's failed attempts are
+        handed over and forgotten here.
+        """
         # states[name] is the stored state until the node ends, as in next_attempt.
         earlier = self.states[name].history
         if self.failed:
-            earlier += self.failed.pop(name, ())
+            failed = self.failed.pop(name, ()) if last is not None else self.failed.get(name, ())
+            earlier += failed
         if last is None:
             return earlier
         return (*earlier, last) if earlier else (last,)
