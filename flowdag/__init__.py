@@ -36,7 +36,7 @@ from flowdag.errors import (
     WorkflowChangedError,
 )
 from flowdag.runner import EventKind, RunEvent, RunResult, run
-from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
+from flowdag.state import AttemptInfo, ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores import LMDBStore, MemoryStore, Store, open_store
 from flowdag.workflow import Workflow
 
@@ -47,6 +47,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DAG",
+    "AttemptInfo",
     "CodecMismatchError",
     "Context",
     "CorruptStateError",

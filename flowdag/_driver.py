@@ -39,6 +39,13 @@ fan-out or a chain of small nodes commits no more than before; a start record
 is never committed after its node's finish record, since it is handed over
 first and the committer keeps order. Stores that keep nothing on disk get none.
 
+Every attempt that returns (or overruns its timeout, or is lost with its worker)
+is kept in the node's history: the driver gathers this call's failed attempts
+per node and commits them, after the attempts of earlier calls, with the node's
+finish record (and with any start record, which replaces the node's stored state
+too). An attempt a crash interrupts has no end, so it is not in the history; its
+start record counts it, so its number is not given again on resume.
+
 Attempts are counted over the run's whole life (``ctx.attempt``,
 `RunEvent.attempt` and ``NodeState.attempts`` agree across resumes), while
 each call of `run()` gives a node its ``retries`` afresh: the retry budget and
@@ -71,7 +78,15 @@ from flowdag.executors import Executor
 from flowdag.resume import Plan
 from flowdag.runner import EventKind, RunEvent, RunResult
 from flowdag.scheduler import PoolGate, ReadySet, Schedule, TimerHeap
-from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunStatus
+from flowdag.state import (
+    AttemptInfo,
+    ErrorInfo,
+    NodeRecord,
+    NodeState,
+    NodeStatus,
+    RunStatus,
+    new_attempt,
+)
 from flowdag.stores.base import Store
 
 logger = logging.getLogger("flowdag")
@@ -90,7 +105,7 @@ _SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPE
 class _Ledger:
     """What the run knows: each node's state, the outputs, ``ctx.data``, attempt counts."""
 
-    __slots__ = ("data", "done", "lost", "outputs", "states", "tries")
+    __slots__ = ("data", "done", "failed", "lost", "outputs", "states", "tries")
 
     def __init__(self, plan: Plan) -> None:
         self.states = dict(plan.state.nodes)
@@ -101,6 +116,8 @@ class _Ledger:
         # afresh. Lifetime numbers add the attempts the store already counts.
         self.tries: dict[str, int] = {}
         self.lost: dict[str, int] = {}  # attempts the executor lost (a worker died)
+        # This call's failed attempts of nodes still retrying: most nodes never have one.
+        self.failed: dict[str, tuple[AttemptInfo, ...]] = {}
 
     def next_attempt(self, name: str) -> int:
         """Count a new attempt of ``name``; return its number over the run's life."""
@@ -113,7 +130,30 @@ class _Ledger:
         """The record of an attempt in flight: status running, no output, no ``ctx.data``."""
         # A commit replaces the node's whole stored state: what of it must survive
         # a crash mid-attempt goes in here too (see the module docstring).
-        return NodeRecord(attempt.node, NodeStatus.RUNNING, attempt.number, started_at)
+        return NodeRecord(
+            attempt.node,
+            NodeStatus.RUNNING,
+            attempt.number,
+            started_at,
+            history=self.history(attempt.node),  # read only: no last attempt yet
+        )
+
+    def history(self, name: str, last: AttemptInfo | None = None) -> tuple[AttemptInfo, ...]:
+        """The attempts of ``name`` so far (stored, then this call's), and ``last``.
+
+        Every record of a node carries this: a commit replaces the node's whole
+        stored state, so a record without it would drop the earlier attempts.
+        With ``last``, the node's final attempt, this call's failed attempts are
+        handed over and forgotten here.
+        """
+        # states[name] is the stored state until the node ends, as in next_attempt.
+        earlier = self.states[name].history
+        if self.failed:
+            failed = self.failed.pop(name, ()) if last is not None else self.failed.get(name, ())
+            earlier += failed
+        if last is None:
+            return earlier
+        return (*earlier, last) if earlier else (last,)
 
     def settle(self, record: NodeRecord, error: ErrorInfo | None, value: Any = None) -> None:
         """Set a node's state from its acknowledged (or refused) record."""
@@ -127,6 +167,7 @@ class _Ledger:
             None,
             error,
             self.states[name].deps,
+            record.history,
         )
         if status is NodeStatus.COMPLETED:
             state.output = self.outputs[name] = value
@@ -263,18 +304,27 @@ class _Driver:
         if outcome.error is not None:
             self.on_failed_attempt(attempt, outcome)
             return
-        self.commits.outcomes[attempt.node] = outcome
+        name = attempt.node
+        self.commits.outcomes[name] = outcome
+        started_at, finished_at = outcome.started_at, outcome.finished_at
+        last = new_attempt(attempt.number, started_at, finished_at)
+        ledger = self.ledger
+        # Fast path: a node's first attempt, run once and never failed.
+        history = (
+            ledger.history(name, last) if ledger.failed or ledger.states[name].history else (last,)
+        )
         self.commits.add(
             [
                 NodeRecord(
-                    attempt.node,
+                    name,
                     NodeStatus.COMPLETED,
                     attempt.number,
-                    outcome.started_at,
-                    outcome.finished_at,
+                    started_at,
+                    finished_at,
                     None,
                     outcome.output,
                     outcome.encoded_changes,
+                    history,
                 )
             ]
         )
@@ -283,6 +333,9 @@ class _Driver:
         spec = self.dag.specs[attempt.node]
         error = outcome.error
         ledger = self.ledger
+        # Kept whether or not it is retried; a lost attempt too, under the number
+        # its retry takes again.
+        tried = AttemptInfo(attempt.number, outcome.started_at, outcome.finished_at, error)
         retry = outcome.retryable and self.commits.error is None
         if retry and outcome.infrastructure:
             # The executor lost the attempt (a worker died): not the node's fault,
@@ -304,6 +357,7 @@ class _Driver:
                 error,
                 wait,
             )
+            ledger.failed[spec.name] = (*ledger.failed.get(spec.name, ()), tried)
             self.schedule.retry(spec.name, time.monotonic() + wait)
             if self.on_event is not None:
                 self.emit(
@@ -319,10 +373,15 @@ class _Driver:
                 outcome.started_at,
                 outcome.finished_at,
                 error,
+                history=ledger.history(spec.name, tried),
             )
         ]
         for name in self.schedule.ready.fail(spec.name):
-            records.append(NodeRecord(name, NodeStatus.SKIPPED, ledger.states[name].attempts))
+            # A commit replaces a node's whole state: keep the attempts of earlier calls.
+            stored = ledger.states[name]
+            records.append(
+                NodeRecord(name, NodeStatus.SKIPPED, stored.attempts, history=stored.history)
+            )
         self.commits.add(records)
 
     # -- timers -------------------------------------------------------------

@@ -13,6 +13,7 @@ import flowdag
 
 EXPORTED = [
     "DAG",
+    "AttemptInfo",
     "Context",
     "CodecMismatchError",
     "CorruptStateError",
