@@ -13,6 +13,7 @@ import flowdag
 
 EXPORTED = [
     "DAG",
+    "BlobMissingError",
     "Context",
     "CodecMismatchError",
     "CorruptStateError",
@@ -36,6 +37,7 @@ EXPORTED = [
     "NodeStatus",
     "NodeTimeoutError",
     "OptionalDependencyError",
+    "Ref",
     "RunEvent",
     "RunFailedError",
     "RunLockedError",
