@@ -64,7 +64,7 @@ from flowdag.errors import BlobMissingError, CorruptStateError, StoreError
 from flowdag.refs import RAW, Ref, sha256_of_uri
 from flowdag.stores._blobio import CheckedReader, FileSink, Sealer, header, open_payload
 from flowdag.stores._crypto import Cipher
-from flowdag.stores._files import open_dir, open_file, open_private
+from flowdag.stores._files import make_private_dir, open_dir, open_file, open_private
 
 __all__ = [
     "BlobArea",
@@ -315,14 +315,12 @@ class DirectoryBlobs(BlobArea):
     def writer(self) -> BlobWriter:
         temp = self.path / _TEMP
         tmp = f"{secrets.token_hex(8)}.tmp"
-        with self._io("write a blob in", temp):
+        with self._io("write a blob in", temp, wrap_missing=True):
             if not _exists_dir(self, self.path):
-                with open_dir(self.path, root=self.root, create=True):
-                    pass
-                with open_dir(self.root, root=None) as top:
+                make_private_dir(self.path, root=self.root)
+                with open_dir(self.root) as top:
                     os.fsync(top)  # blobs/ itself is durable before any blob in it
-            with open_dir(temp, root=self.root, create=True):
-                pass
+            make_private_dir(temp, root=self.root)
             fd = open_private(temp / tmp, os.O_WRONLY, root=self.root)
         return _FileWriter(self, fd, tmp)
 
@@ -447,11 +445,12 @@ class DirectoryBlobs(BlobArea):
         return BlobInfo(sha256, size, stored, compression, _uri(sha256))
 
     @contextlib.contextmanager
-    def _io(self, action: str, where: object) -> Iterator[None]:
+    def _io(self, action: str, where: object, *, wrap_missing: bool = False) -> Iterator[None]:
+        """OSError -> StoreError; a missing file or directory passes unless ``wrap_missing``."""
         try:
             yield
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError | NotADirectoryError):
+            if not wrap_missing and isinstance(exc, FileNotFoundError | NotADirectoryError):
                 raise
             raise StoreError(f"cannot {action} {where}: {exc}") from exc
 
