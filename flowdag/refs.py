@@ -146,10 +146,18 @@ class Ref:
             self.extracted,
             "a dict with str keys",
         )
-        _check(type(self.preview_truncated) is bool, "preview_truncated", self.preview_truncated,
-               "a bool")
-        _check(type(self.encoding) is str and bool(self.encoding), "encoding", self.encoding,
-               "a non-empty str")
+        _check(
+            type(self.preview_truncated) is bool,
+            "preview_truncated",
+            self.preview_truncated,
+            "a bool",
+        )
+        _check(
+            type(self.encoding) is str and bool(self.encoding),
+            "encoding",
+            self.encoding,
+            "a non-empty str",
+        )
 
     @classmethod
     def for_blob(cls, sha256: str, size: int, stored_size: int, **more: Any) -> Self:

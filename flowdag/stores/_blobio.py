@@ -180,10 +180,8 @@ class _Unsealer(io.RawIOBase):
         return plain
 
 
-def open_payload(
-    file: BinaryIO, aead: Any | None, where: str
-) -> tuple[BinaryIO, str | None]:
-    """The bytes before compression of the blob file ``file`` (positioned at 0), and its compression.
+def open_payload(file: BinaryIO, aead: Any | None, where: str) -> tuple[BinaryIO, str | None]:
+    """The payload of blob file ``file`` (at offset 0), decompressed, and its compression.
 
     Raises:
         CorruptStateError: not a blob file, or one of the other kind (plain/encrypted).
@@ -196,13 +194,11 @@ def open_payload(
         raise CorruptStateError(f"blob {where} does not start with a blob header: damaged")
     if magic == MAGIC_SEALED:
         if aead is None:
-            raise DecryptionError(
-                f"blob {where} is encrypted; open the store with its key"
-            )
+            raise DecryptionError(f"blob {where} is encrypted; open the store with its key")
         file_id = file.read(_FILE_ID)
         if len(file_id) != _FILE_ID:
             raise DecryptionError(f"encrypted blob {where} is truncated")
-        source: BinaryIO = io.BufferedReader(_Unsealer(file, aead, head + file_id, where), _READ)  # type: ignore[arg-type]
+        source: BinaryIO = io.BufferedReader(_Unsealer(file, aead, head + file_id, where), _READ)
     else:
         if aead is not None:
             raise DecryptionError(

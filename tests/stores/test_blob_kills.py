@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from flowdag.stores._blobs import DirectoryBlobs
+from flowdag.stores._blobdir import DirectoryBlobs
 from flowdag.stores._crypto import Cipher, generate_key
 from tests.stores.conformance import ROOT
 
@@ -36,7 +36,7 @@ VALUES = 23  # distinct values; the writer cycles through them, so later writes 
 # argv: root, key ("-": none), kill_at (0: never; else the N-th watched call), actions.
 WRITER = """
 import os, random, signal, sys
-from flowdag.stores._blobs import DirectoryBlobs
+from flowdag.stores._blobdir import DirectoryBlobs
 from flowdag.stores._crypto import Cipher
 from tests.stores.test_blob_kills import VALUES, value
 

@@ -34,7 +34,8 @@ from flowdag.json_codec import JSONCodec
 from flowdag.refs import fields_of, ref_from, sha256_of_uri
 from flowdag.state import NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
-from flowdag.stores._blobs import BlobArea, DirectoryBlobs, MemoryBlobs, RefSource
+from flowdag.stores._blobdir import DirectoryBlobs
+from flowdag.stores._blobs import BlobArea, MemoryBlobs, RefSource
 from flowdag.stores._crypto import Cipher, generate_key
 from tests.stores.conformance import ROOT
 
@@ -572,7 +573,12 @@ def test_ref_fields() -> None:
     when = datetime(2027, 1, 1, tzinfo=UTC)
     ref = make_ref(expires_at=when, extracted={"rows": 3}, preview=[1], preview_truncated=True)
     assert ref.uri == "blob:sha256:" + sha(b"payload")
-    assert (ref.sha256, ref.size, ref.stored_size, ref.compression) == (sha(b"payload"), 7, 20, "zstd")
+    assert (ref.sha256, ref.size, ref.stored_size, ref.compression) == (
+        sha(b"payload"),
+        7,
+        20,
+        "zstd",
+    )
     assert (ref.expires_at, ref.extracted, ref.preview, ref.preview_truncated) == (
         when,
         {"rows": 3},
@@ -594,7 +600,10 @@ def test_ref_fields() -> None:
         ({"extracted": {1: 2}}, "extracted must be a dict with str keys"),
         ({"preview_truncated": 1}, "preview_truncated must be a bool"),
         ({"encoding": ""}, "encoding must be a non-empty str"),
-        ({"uri": "blob:sha256:" + "b" * 64}, "uri .* must be 'blob:sha256:' followed by its sha256"),
+        (
+            {"uri": "blob:sha256:" + "b" * 64},
+            "uri .* must be 'blob:sha256:' followed by its sha256",
+        ),
     ],
 )
 def test_ref_refuses_bad_fields(fields: dict[str, Any], message: str) -> None:
@@ -631,13 +640,15 @@ def test_ref_loads_and_opens(area: BlobArea) -> None:
         assert stream.read() == b" output bytes"
 
 
-@pytest.mark.parametrize("codec", [Codec(compress_threshold=None), JSONCodec()], ids=["msgpack", "json"])
+@pytest.mark.parametrize(
+    "codec", [Codec(compress_threshold=None), JSONCodec()], ids=["msgpack", "json"]
+)
 def test_ref_of_an_encoded_value(area: BlobArea, codec: Any) -> None:
     value = {"rows": list(range(1000)), "when": datetime(2026, 1, 1, tzinfo=UTC)}
     info = area.put(codec.encode(value))
     ref = info.ref(encoding=codec.name).bind(RefSource(area, codec))
     assert ref.load() == value
-    with pytest.raises(FlowdagError, match="use ref.load"):
+    with pytest.raises(FlowdagError, match=r"use ref\.load"):
         ref.open()
     other = JSONCodec() if codec.name == "msgpack" else Codec()
     with pytest.raises(CorruptStateError, match="open the store with the codec that wrote it"):
@@ -673,10 +684,17 @@ else:
 
 
 def run_worker(ref: Ref) -> bytes:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     done = subprocess.run(
-        [sys.executable, "-c", _WORKER], input=pickle.dumps(ref), capture_output=True, env=env,
-        timeout=60, check=True,
+        [sys.executable, "-c", _WORKER],
+        input=pickle.dumps(ref),
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=True,
     )
     return done.stdout
 
@@ -701,7 +719,7 @@ def test_pickled_ref_of_a_keyed_or_memory_area_arrives_unbound(tmp_path: Path, k
     assert run_worker(ref) == b"False\nFlowdagError\n"
 
 
-# -- a Ref as a stored value, on every store kind ---------------------------------------------------
+# -- a Ref as a stored value, on every store kind ---------------------------------------------
 
 
 @pytest.mark.parametrize("url", ["memory://", "lmdb://{}", "json://{}", "flatbuffers://{}"])
@@ -736,10 +754,12 @@ def test_ref_in_a_run_saves_and_loads_equal(tmp_path: Path, url: str, key: str |
     assert loaded.data["last"] == ref
 
 
-# -- a property: any sequence of writes, abandons and deletes leaves only verified blobs -------------
+# -- a property: any sequence of writes, abandons and deletes leaves only verified blobs ------
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     steps=st.lists(
         st.tuples(
@@ -750,7 +770,9 @@ def test_ref_in_a_run_saves_and_loads_equal(tmp_path: Path, url: str, key: str |
         max_size=12,
     )
 )
-def test_any_sequence_leaves_verified_blobs(tmp_path_factory: pytest.TempPathFactory, steps: list[Any]) -> None:
+def test_any_sequence_leaves_verified_blobs(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[Any]
+) -> None:
     area = DirectoryBlobs(tmp_path_factory.mktemp("seq"), cipher=Cipher(KEY))
     # Deterministic values: the same seed and size is the same blob (dedup in the mix).
     values = {
