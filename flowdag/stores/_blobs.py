@@ -56,7 +56,7 @@ import zstandard
 
 from flowdag.errors import BlobMissingError, CorruptStateError, StoreError
 from flowdag.refs import RAW, Ref, sha256_of_uri
-from flowdag.stores._blobio import CheckedReader, FileSink, Sealer, header
+from flowdag.stores._blobio import CHUNK, CheckedReader, FileSink, Sealer, header
 from flowdag.stores._crypto import Cipher
 
 __all__ = [
@@ -229,9 +229,12 @@ class BlobWriter(io.RawIOBase):
         if self.closed:
             raise ValueError("write to a closed blob writer")
         view = memoryview(data).cast("B")
-        self._hash.update(view)
+        # A slice at a time: one large write (a put) holds one slice's output, not a copy.
+        for start in range(0, len(view), CHUNK):
+            piece = view[start : start + CHUNK]
+            self._hash.update(piece)
+            self._sink.write(self._zstd.compress(piece) if self._zstd is not None else piece)
         self._size += len(view)
-        self._sink.write(self._zstd.compress(view) if self._zstd is not None else view)
         return len(view)
 
     def tell(self) -> int:
