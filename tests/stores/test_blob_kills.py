@@ -35,27 +35,22 @@ VALUES = 23  # distinct values; the writer cycles through them, so later writes 
 
 # argv: root, key ("-": none), kill_at (0: never; else the N-th watched call), actions.
 WRITER = """
-import os, random, signal, sys
+import itertools, os, signal, sys
 from flowdag.stores._blobdir import DirectoryBlobs
 from flowdag.stores._crypto import Cipher
 from tests.stores.test_blob_kills import VALUES, value
 
 root, key, kill_at, actions = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 area = DirectoryBlobs(root, cipher=None if key == "-" else Cipher(key))
-calls = 0
+calls = itertools.count(1)  # the watched calls made so far
 
-def killing(real):
-    def step(*args, **kwargs):
-        global calls
-        calls += 1
-        if calls == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-    return step
+def watched(real):
+    # Dies at the kill_at-th watched call, before making it.
+    die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    return lambda *a, **k: next(calls) == kill_at and die() or real(*a, **k)
 
-if kill_at:
-    for name in ("write", "fsync", "rename", "link", "unlink", "utime"):
-        setattr(os, name, killing(getattr(os, name)))
+for name in ("write", "fsync", "rename", "link", "unlink", "utime") if kill_at else ():
+    setattr(os, name, watched(getattr(os, name)))
 print("ready", flush=True)
 for i in range(int(sys.argv[5])):
     data = value(i % VALUES)
@@ -69,7 +64,7 @@ for i in range(int(sys.argv[5])):
         print("ok", writer.info.sha256, flush=True)
     else:
         print("ok", area.put(data).sha256, flush=True)
-print("done", calls, flush=True)
+print("done", next(calls) - 1, flush=True)
 """
 
 
