@@ -33,11 +33,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, Protocol, Self
 
 from flowdag._equality import equal
-from flowdag.errors import CorruptStateError, FlowdagError, InvalidArgumentTypeError
+from flowdag.errors import (
+    BlobMissingError,
+    CorruptStateError,
+    FlowdagError,
+    InvalidArgumentTypeError,
+)
 
 __all__ = ["RAW", "BlobReader", "Ref", "fields_of", "ref_from", "sha256_of_uri"]
 
@@ -223,9 +228,9 @@ class Ref:
         the stream (before ``read`` returns ``b""``).
 
         Raises:
-            FlowdagError: the Ref has no blob area to read from (it is unbound).
-            BlobMissingError: the blob is missing or expired.
-            FlowdagError: the output is an encoded value, not bytes (use `load`).
+            FlowdagError: the Ref is unbound (no blob area to read from), or the
+                output is an encoded value, not bytes (use `load`).
+            BlobMissingError: the blob is missing, or the ref expired.
         """
         reader = self._need_reader()
         if self.encoding != RAW:
@@ -239,8 +244,8 @@ class Ref:
         """The output's value, read whole and checked against ``sha256``.
 
         Raises:
-            FlowdagError: the Ref has no blob area to read from (it is unbound).
-            BlobMissingError: the blob is missing or expired.
+            FlowdagError: the Ref is unbound (no blob area to read from).
+            BlobMissingError: the blob is missing, or the ref expired.
             CorruptStateError: the blob does not match its hash or cannot be decoded.
         """
         reader = self._need_reader()
@@ -249,6 +254,11 @@ class Ref:
         return data if self.encoding == RAW else reader.decode_ref(self, data)
 
     def _need_reader(self) -> BlobReader:
+        if self.expires_at is not None and datetime.now(UTC) >= self.expires_at:
+            raise BlobMissingError(
+                f"{self._name()} expired at {self.expires_at.isoformat()}: its blob is no "
+                "longer readable (a later gc deletes it); run the node again to recompute it"
+            )
         if self._reader is None:
             raise FlowdagError(
                 f"{self._name()} is not bound to a store's blob area, so its payload cannot "

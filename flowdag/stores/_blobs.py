@@ -140,6 +140,37 @@ class BlobArea(ABC):
         with self.open(sha256, size=size, origin=origin) as stream:
             return stream.read()
 
+    def check(self, sha256: str, *, size: int | None = None, origin: str = "") -> None:
+        """Read the blob through and check it, holding a chunk at a time (``store verify``).
+
+        Raises:
+            BlobMissingError: no such blob.
+            CorruptStateError: its bytes do not match ``sha256`` (or ``size``).
+        """
+        with self.open(sha256, size=size, origin=origin) as stream:
+            while stream.read(CHUNK):
+                pass
+
+    def copy_from(self, source: BlobArea, sha256: str, *, size: int | None = None) -> BlobInfo:
+        """Copy a blob of ``source`` here (``store convert``), streamed and checked both ends.
+
+        A blob already here is not copied again. The copy is re-encrypted (or
+        decrypted) and re-compressed for this area.
+
+        Raises:
+            BlobMissingError: ``source`` has no such blob.
+            CorruptStateError: the source blob does not match its hash.
+        """
+        info = self._freshen(sha256, size) if size is not None else None
+        if info is not None:
+            return info
+        with source.open(sha256, size=size) as stream, self.writer() as writer:
+            while chunk := stream.read(CHUNK):
+                writer.write(chunk)
+        # The source was checked as it was read, so the copy has the same address.
+        assert writer.info is not None and writer.info.sha256 == sha256
+        return writer.info
+
     def exists(self, sha256: str) -> bool:
         """Whether the blob of ``sha256`` is in the area (its bytes are not checked)."""
         return self._stat(self.name_of(sha256)) is not None

@@ -823,3 +823,57 @@ def test_put_of_a_large_value_holds_about_one_copy(tmp_path: Path, compression: 
         tracemalloc.stop()
     assert peak < 8 * MiB, peak  # the value itself is the caller's; put adds a few chunks
     assert disk.read(info.sha256, size=len(data)) == data
+
+
+# -- what store verify and store convert use --------------------------------------------------
+
+
+def test_check_reads_through(area: BlobArea) -> None:
+    data = mixed(3 * MiB, seed=9)
+    info = area.put(data)
+    area.check(info.sha256, size=info.size)
+    with pytest.raises(CorruptStateError):
+        area.check(info.sha256, size=info.size + 1)
+    with pytest.raises(BlobMissingError):
+        area.check(sha(b"absent"))
+
+
+@pytest.mark.parametrize("source_kind", KINDS)
+@pytest.mark.parametrize("target_kind", KINDS)
+def test_copy_between_areas(tmp_path: Path, source_kind: str, target_kind: str) -> None:
+    source = make_area(source_kind, tmp_path / "source")
+    target = make_area(target_kind, tmp_path / "target")
+    data = mixed(2 * MiB + 3, seed=10)
+    info = source.put(data)
+    copied = target.copy_from(source, info.sha256, size=info.size)
+    assert (copied.sha256, copied.size, copied.uri) == (info.sha256, info.size, info.uri)
+    assert target.read(info.sha256, size=info.size) == data
+    assert target.copy_from(source, info.sha256, size=info.size) == copied  # not again
+    assert len(target.entries()) == 1 and target.temp_entries() == []
+    with pytest.raises(BlobMissingError):
+        target.copy_from(source, sha(b"absent"), size=6)
+
+
+def test_copy_of_a_damaged_blob_leaves_nothing(tmp_path: Path) -> None:
+    source = DirectoryBlobs(tmp_path / "source", compression=None)
+    target = DirectoryBlobs(tmp_path / "target", cipher=Cipher(KEY))
+    info = source.put(b"to be damaged" * 1000)
+    path = Path(source.locate(info.sha256))
+    path.write_bytes(path.read_bytes()[:-1] + b"?")
+    with pytest.raises(CorruptStateError, match=str(path).replace(".", r"\.")):
+        target.copy_from(source, info.sha256, size=info.size)
+    assert target.entries() == [] and target.temp_entries() == []
+
+
+# -- expiry --------------------------------------------------------------------------------------
+
+
+def test_expired_ref_is_missing(area: BlobArea) -> None:
+    info = area.put(b"short-lived")
+    past = datetime(2020, 1, 1, tzinfo=UTC)
+    expired = info.ref(expires_at=past).bind(RefSource(area), "run 'r1', node 'tmp'")
+    for read in (expired.load, expired.open):
+        with pytest.raises(BlobMissingError, match=r"run 'r1', node 'tmp' expired at 2020-01-01"):
+            read()
+    later = info.ref(expires_at=datetime(2999, 1, 1, tzinfo=UTC)).bind(RefSource(area))
+    assert later.load() == b"short-lived"
