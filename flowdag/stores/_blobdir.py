@@ -13,7 +13,14 @@ from typing import Any, BinaryIO
 
 from flowdag.errors import BlobMissingError, CorruptStateError, StoreError
 from flowdag.stores._blobio import CheckedReader, FileSink, open_payload
-from flowdag.stores._blobs import BlobArea, BlobEntry, BlobInfo, BlobWriter, blob_uri
+from flowdag.stores._blobs import (
+    BlobArea,
+    BlobEntry,
+    BlobInfo,
+    BlobWriter,
+    blob_uri,
+    check_name,
+)
 from flowdag.stores._crypto import Cipher
 from flowdag.stores._files import make_private_dir, open_dir, open_file, open_private
 
@@ -131,7 +138,7 @@ class DirectoryBlobs(BlobArea):
         return found
 
     def delete(self, name: str, *, older_than: float | None = None) -> int:
-        _check_name(name)
+        check_name(name, "blob name")
         with (
             self._io("delete blob", self._path(name)),
             contextlib.suppress(FileNotFoundError),
@@ -285,8 +292,3 @@ def _is_hex(text: str) -> bool:
 
 def _is_name(name: str, shard: str) -> bool:
     return len(name) == 64 and name.startswith(shard) and _is_hex(name)
-
-
-def _check_name(name: str) -> None:
-    if type(name) is not str or len(name) != 64 or not _is_hex(name):
-        raise StoreError(f"{str(name)[:100]!r} is not a blob name (64 lowercase hex digits)")

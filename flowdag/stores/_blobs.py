@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -67,6 +68,7 @@ __all__ = [
     "MemoryBlobs",
     "RefSource",
     "blob_uri",
+    "check_name",
 ]
 
 _ZSTD_LEVEL = 3
@@ -100,6 +102,16 @@ def blob_uri(sha256: str) -> str:
     return "blob:sha256:" + sha256
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_name(name: object, what: str = "blob name") -> str:
+    """``name`` if it is 64 lowercase hex digits (a hash or a blob name): nothing else is a path."""
+    if type(name) is not str or not _HEX64.fullmatch(name):
+        raise StoreError(f"{str(name)[:100]!r} is not a {what} (64 lowercase hex digits)")
+    return name
+
+
 class BlobArea(ABC):
     """A store's content-addressed blob area (see the module docstring)."""
 
@@ -119,7 +131,12 @@ class BlobArea(ABC):
         return self._aead is not None
 
     def name_of(self, sha256: str) -> str:
-        """The blob's name in this area: its hash, or a keyed hash of it (64 hex digits)."""
+        """The blob's name in this area: its hash, or a keyed hash of it (64 hex digits).
+
+        Raises:
+            StoreError: ``sha256`` is not 64 lowercase hex digits.
+        """
+        check_name(sha256, "sha256")
         if self._name_key is None:
             return sha256
         return hmac.new(self._name_key, sha256.encode("ascii"), hashlib.sha256).hexdigest()

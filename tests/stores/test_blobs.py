@@ -877,3 +877,10 @@ def test_expired_ref_is_missing(area: BlobArea) -> None:
             read()
     later = info.ref(expires_at=datetime(2999, 1, 1, tzinfo=UTC)).bind(RefSource(area))
     assert later.load() == b"short-lived"
+
+
+@pytest.mark.parametrize("digest", ["../" * 21 + "a", "a" * 63, "A" * 64, "/etc/passwd", ""])
+def test_area_refuses_what_is_not_a_hash(area: BlobArea, digest: str) -> None:
+    for call in (area.exists, area.read, area.open, area.check, area.name_of):
+        with pytest.raises(StoreError, match="is not a sha256"):
+            call(digest)
