@@ -31,6 +31,7 @@ the bound reader's codec).
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -203,6 +204,13 @@ class Ref:
         object.__setattr__(self, "_reader", reader)
         object.__setattr__(self, "_origin", origin)
 
+    def __copy__(self) -> Ref:
+        return self  # frozen: a copy in this process keeps its binding, as itself
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Ref:
+        plain = {name: copy.deepcopy(getattr(self, name), memo) for name in _FIELDS}
+        return Ref(**plain)._bound_to(self._reader, self._origin)
+
     # -- reading --------------------------------------------------------------------------
 
     @property
@@ -216,10 +224,12 @@ class Ref:
         Args:
             origin: names the ref in error messages, e.g. ``run 'r1', node 'fetch'``.
         """
-        copy = Ref(**{f.name: getattr(self, f.name) for f in fields(self) if f.init})
-        object.__setattr__(copy, "_reader", reader)
-        object.__setattr__(copy, "_origin", origin)
-        return copy
+        return Ref(**{name: getattr(self, name) for name in _FIELDS})._bound_to(reader, origin)
+
+    def _bound_to(self, reader: BlobReader | None, origin: str) -> Ref:
+        object.__setattr__(self, "_reader", reader)  # only on a Ref no one else holds yet
+        object.__setattr__(self, "_origin", origin)
+        return self
 
     def open(self) -> BinaryIO:
         """A binary stream of a ``"raw"`` output's bytes, checked as it is read.

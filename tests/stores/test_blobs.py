@@ -9,6 +9,7 @@ stored value on every store kind. Kill tests are in ``test_blob_kills.py``.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import pickle
@@ -884,3 +885,12 @@ def test_area_refuses_what_is_not_a_hash(area: BlobArea, digest: str) -> None:
     for call in (area.exists, area.read, area.open, area.check, area.name_of):
         with pytest.raises(StoreError, match="is not a sha256"):
             call(digest)
+
+
+def test_copies_of_a_ref_keep_their_binding() -> None:
+    area = MemoryBlobs()
+    ref = area.put(b"x").ref(extracted={"cols": ["a"]}).bind(RefSource(area), "run 'r'")
+    assert copy.copy(ref) is ref
+    deep = copy.deepcopy(ref)
+    assert deep == ref and deep.bound and deep.load() == b"x"
+    assert deep.extracted is not ref.extracted
