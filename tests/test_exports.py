@@ -14,6 +14,7 @@ import flowdag
 EXPORTED = [
     "DAG",
     "AttemptInfo",
+    "BlobMissingError",
     "Context",
     "CodecMismatchError",
     "CorruptStateError",
@@ -38,6 +39,7 @@ EXPORTED = [
     "NodeStatus",
     "NodeTimeoutError",
     "OptionalDependencyError",
+    "Ref",
     "RunEvent",
     "RunFailedError",
     "RunLockedError",
