@@ -28,17 +28,19 @@ import pytest
 
 from flowdag.stores._blobdir import DirectoryBlobs
 from flowdag.stores._crypto import Cipher, generate_key
+from tests.stores.blob_values import VALUES, value
 from tests.stores.conformance import ROOT
 
 KEY = generate_key()
-VALUES = 23  # distinct values; the writer cycles through them, so later writes dedup
+#: Random-moment kills of the plain area (half as many encrypted); more: FLOWDAG_BLOB_KILLS=50.
+KILLS = int(os.environ.get("FLOWDAG_BLOB_KILLS", "12"))
 
 # argv: root, key ("-": none), kill_at (0: never; else the N-th watched call), actions.
 WRITER = """
 import itertools, os, signal, sys
 from flowdag.stores._blobdir import DirectoryBlobs
 from flowdag.stores._crypto import Cipher
-from tests.stores.test_blob_kills import VALUES, value
+from tests.stores.blob_values import VALUES, value
 
 root, key, kill_at, actions = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 area = DirectoryBlobs(root, cipher=None if key == "-" else Cipher(key))
@@ -66,12 +68,6 @@ for i in range(int(sys.argv[5])):
         print("ok", area.put(data).sha256, flush=True)
 print("done", next(calls) - 1, flush=True)
 """
-
-
-def value(k: int) -> bytes:
-    """The k-th value: incompressible (writes take time), 0 to 3 MiB, the same every run."""
-    size = (0, 100, 70_000, 300_000, 3_100_000)[k % 5]
-    return random.Random(k).randbytes(size)
 
 
 def spawn(root: Path, key: str, kill_at: int, actions: str, count: int) -> subprocess.Popen[str]:
@@ -118,7 +114,7 @@ def key(request: pytest.FixtureRequest) -> str:
 
 @pytest.mark.slow
 def test_kill_at_random_moments_of_writes(tmp_path: Path, key: str) -> None:
-    kills = 50 if key == "-" else 20
+    kills = KILLS if key == "-" else max(1, KILLS // 2)
     rng = random.Random(1234)
     area = area_of(tmp_path, key)
     returned: set[str] = set()
@@ -140,9 +136,16 @@ def test_kill_at_random_moments_of_writes(tmp_path: Path, key: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.slow
-@pytest.mark.parametrize("actions", ["write", "delete"])
-def test_kill_at_every_step_of_the_write_order(tmp_path: Path, key: str, actions: str) -> None:
+@pytest.mark.parametrize(
+    ("encrypted", "actions"),
+    # A delete moves, checks and unlinks the same way with or without a key.
+    [(False, "write"), (False, "delete"), (True, "write")],
+    ids=["plain-write", "plain-delete", "encrypted-write"],
+)
+def test_kill_at_every_step_of_the_write_order(
+    tmp_path: Path, encrypted: bool, actions: str
+) -> None:
+    key = KEY if encrypted else "-"
     # Four values: a put, a streamed write, a put again (dedup: a refresh, no write)...;
     # with "delete", every other value is put and then deleted (moved aside, removed).
     count = 4
