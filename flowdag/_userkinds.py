@@ -159,6 +159,11 @@ def _model_from(cls: Any, name: str, data: Any) -> Any:
     # What pydantic's own __setstate__ sets: no validator or model_post_init runs.
     object.__setattr__(obj, "__dict__", fields)
     object.__setattr__(obj, "__pydantic_fields_set__", set(fields_set))
+    if cls.__pydantic_root_model__:
+        # A RootModel has neither extra nor private slots (its class says None).
+        if extra is not None or private is not None:
+            raise invalid(name, data)
+        return obj
     object.__setattr__(obj, "__pydantic_extra__", None if extra is None else dict(extra))
     object.__setattr__(obj, "__pydantic_private__", None if private is None else dict(private))
     return obj

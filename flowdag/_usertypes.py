@@ -44,7 +44,14 @@ from flowdag._userkinds import build, kind_of, parts
 from flowdag._values import Unsupported, invalid
 from flowdag.errors import CorruptStateError, InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["UserValue", "neutral_user_types", "register_types", "user_from", "user_parts"]
+__all__ = [
+    "UserValue",
+    "neutral_user_types",
+    "register_types",
+    "user_data",
+    "user_from",
+    "user_parts",
+]
 
 _lock = threading.Lock()  # writers only: registration is rare, lookups are not
 _classes: dict[str, type] = {}  # "module:qualname" -> a class registered as itself
@@ -181,6 +188,22 @@ def user_parts(value: Any) -> tuple[str, Any] | None:
             f"flowdag.register_types({cls.__qualname__}) before the run",
         )
     return _name(cls), parts(kind, value)
+
+
+def user_data(value: Any) -> Any:
+    """The data a user-type value is stored as, allowed or not; None for other values.
+
+    For the item limits, which look inside every container before encoding.
+    """
+    if type(value) is UserValue:
+        return value.data
+    kind = kind_of(type(value))
+    if kind is None:
+        return None
+    try:
+        return parts(kind, value)
+    except Unsupported:
+        return None  # refused when encoded, saying why
 
 
 def user_from(payload: Any) -> Any:

@@ -283,6 +283,13 @@ def find_too_many(value: Any, limit: int) -> str | None:
                 return f"{kind.__name__} of {len(item)} items"
             stack.extend(item.keys())
             stack.extend(item.values())
+        elif item is not None and kind not in SUPPORTED_TYPES:
+            # A user type's data is decoded with the same limits: count it too.
+            from flowdag._usertypes import user_data  # imports this module
+
+            data = user_data(item)
+            if data is not None:
+                stack.append(data)
     return None
 
 
