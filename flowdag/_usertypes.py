@@ -80,7 +80,10 @@ class UserValue:
             return NotImplemented
         return self.type == other.type and self.data == other.data
 
-    __hash__ = None  # type: ignore[assignment]  # its data may be a dict
+    def __hash__(self) -> int:
+        # Hashable, since an Enum member may be a set item or a dict key; fields
+        # (a list or dict) are not hashable, so values with fields hash by type only.
+        return hash((self.type, self.data)) if type(self.data) is str else hash(self.type)
 
     def __repr__(self) -> str:
         name = self.type.partition(":")[2] or self.type

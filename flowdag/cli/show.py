@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from flowdag._usertypes import neutral_user_types
 from flowdag.cli.base import CLIError, Commands, Exit, add_command, add_store_option, open_store
 from flowdag.cli.render import error_text, local_time, plain_table, seconds, styled
 from flowdag.cli.runs import Liveness, json_value, liveness, node_json, state_json
@@ -49,7 +50,8 @@ def cmd_show(args: argparse.Namespace, err: Console) -> int:
     attempts and times. --json prints every value in full, exactly.
     """
     check_run_id(args.run_id)
-    with open_store(args.store, create=False) as store:
+    # User types come back as UserValue (name and fields): their modules are never imported.
+    with open_store(args.store, create=False) as store, neutral_user_types():
         state = store.load(args.run_id)
         live = liveness(store, state)
     if args.node is not None and args.node not in state.nodes:
