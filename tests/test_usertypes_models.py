@@ -3,6 +3,7 @@ decode, refusals that say how to allow them, no import of attrs or pydantic unle
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -239,3 +240,33 @@ print(loaded)
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+FUZZED = [
+    [MODEL_VALUES["pydantic_nested"], MODEL_VALUES["attrs_frozen"], models.Pair(models.Color.RED)],
+    {"m": MODEL_VALUES["pydantic_extra"], "p": MODEL_VALUES["pydantic_private"]},
+]
+
+
+@pytest.mark.parametrize("neutral", [False, True], ids=["classes", "neutral"])
+@pytest.mark.parametrize("codec", CODECS.values(), ids=CODECS.keys())
+@pytest.mark.parametrize("value", FUZZED, ids=["list", "dict"])
+def test_fuzzed_blobs_give_a_value_or_corrupt_state(codec: Any, value: Any, neutral: bool) -> None:
+    # Damaged user-type payloads, with or without the classes: a value or
+    # CorruptStateError within the time and memory limits, never another error.
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from tests.stores.test_fuzz_loads import FUZZ, fuzzed, guarded
+
+    blob = codec.encode(value)
+    mode = neutral_user_types if neutral else contextlib.nullcontext
+
+    @FUZZ
+    @given(data=st.data())
+    def check(data: st.DataObject) -> None:
+        damaged = data.draw(fuzzed(blob))
+        with mode():
+            guarded(lambda: codec.decode(damaged))
+
+    check()
