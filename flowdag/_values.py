@@ -8,8 +8,8 @@ JSON) owns only its framing and its tags; this module owns what they agree on:
   datetime, date, time, timedelta, Decimal, UUID, numpy arrays and scalars,
   and the standard-library types of `flowdag._stdtypes`: paths, Counter,
   OrderedDict, defaultdict (builtin factories), deque, complex, Fraction and
-  ipaddress values; dataclass, NamedTuple and Enum values of the types the
-  user allowed (`flowdag._usertypes`). Types are matched exactly: every other
+  ipaddress values; dataclass, NamedTuple, Enum, attrs and pydantic values of
+  the types the user allowed (`flowdag._usertypes`). Types are matched exactly: every other
   subclass of a supported type is refused, as is a tzinfo
   other than `datetime.timezone` and a keyed `zoneinfo.ZoneInfo`. Two known
   exceptions: ``bytearray`` and ``memoryview`` are stored as bytes.
