@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_cli import run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = """
@@ -63,15 +65,7 @@ def box(point):
 """
 
 
-def cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flowdag", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+cli = run_cli  # a real ``python -m flowdag`` process
 
 
 @pytest.mark.parametrize("kind", ["json", "lmdb", "flatbuffers"])
