@@ -62,6 +62,11 @@ def point(ctx):
 @wf.node(deps=["point"])
 def box(point):
     return Box("b", [point, Item(name="pen"), (1, 2)])
+
+
+@wf.node()
+def big():
+    return Box("big", [Point(i, 0.5) for i in range(100)])
 """
 
 
@@ -102,6 +107,12 @@ def test_commands_show_user_types_without_importing_them(kind: str, tmp_path: Pa
         "Box(label='b', items=[Point(x=1, y=2.5), Item(name='pen', price=0.0, "
         "_fields_set=['name']), (1, 2)])"
     ) in done.stdout
+
+    # A large value is laid out one item per line and cut, with a note.
+    done = cli("show", "r1", "big", "--store", store, cwd=elsewhere, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "  Box(label='big',\n      items=[Point(x=0, y=0.5),\n" in done.stdout
+    assert "... cut: 61 more of 101 lines; --json shows all" in done.stdout
 
     done = cli("status", "r1", "--store", store, "--json", "--outputs", cwd=elsewhere, env=env)
     assert done.returncode == 0, done.stderr
@@ -160,3 +171,21 @@ def test_commands_show_user_types_without_importing_them(kind: str, tmp_path: Pa
         timeout=120,
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_user_values_are_laid_out_like_dataclasses() -> None:
+    from flowdag._usertypes import UserValue
+    from flowdag.cli.pretty import pformat
+
+    pair = UserValue("m:Pair", [list(range(4)), None])
+    value = {"box": UserValue("m:Box", {"label": "b", "pair": pair, "c": UserValue("m:C", "RED")})}
+    assert pformat(value, 80) == "{'box': Box(label='b', pair=Pair([0, 1, 2, 3], None), c=C.RED)}"
+    assert pformat(value, 24) == (
+        "{'box': Box(label='b',\n"
+        "            pair=Pair([0,\n"
+        "                       1,\n"
+        "                       2,\n"
+        "                       3],\n"
+        "                      None),\n"
+        "            c=C.RED)}"
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pprint
 import reprlib
 from typing import Any
 
@@ -19,6 +18,7 @@ from rich.markup import escape
 
 from flowdag._usertypes import neutral_user_types
 from flowdag.cli.base import CLIError, Commands, Exit, add_command, add_store_option, open_store
+from flowdag.cli.pretty import pformat
 from flowdag.cli.render import error_text, local_time, plain_table, seconds, styled
 from flowdag.cli.runs import Liveness, json_value, liveness, node_json, state_json
 from flowdag.state import NodeState, RunState
@@ -125,7 +125,7 @@ def _show_node(out: Console, state: RunState, name: str, live: Liveness) -> None
 def _show_value(out: Console, label: str, node: NodeState) -> None:
     if node.error is not None and node.output is None:
         return  # a failed node has no output: its error says why
-    lines = pprint.pformat(node.output, width=max(out.width - 2, 40), sort_dicts=False)
+    lines = pformat(node.output, width=max(out.width - 2, 40))
     _print_cut(out, f"{label}:", lines.splitlines())
 
 
@@ -133,7 +133,7 @@ def _show_data(out: Console, state: RunState) -> None:
     if not state.data:
         out.print("ctx.data: empty")
         return
-    text = pprint.pformat(state.data, width=max(out.width - 2, 40), sort_dicts=False)
+    text = pformat(state.data, width=max(out.width - 2, 40))
     _print_cut(out, "ctx.data:", text.splitlines())
 
 
