@@ -105,10 +105,11 @@ def draw_boxes(
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
     from matplotlib.path import Path
 
-    # The axes span the drawing at ``scale`` inches per unit, centred across.
+    # The axes span the drawing at ``scale`` inches per unit, centred across,
+    # just below the title (a small drawing in a figure of the least size too).
     ax_width, ax_height = (xmax - xmin) * scale, (ymax - ymin) * scale
     left = (fig_width - ax_width) / 2
-    bottom = (legend_height + _MARGIN) * scale
+    bottom = fig_height - (title_height + _MARGIN) * scale - ax_height
     ax = figure.add_axes(
         (left / fig_width, bottom / fig_height, ax_width / fig_width, ax_height / fig_height)
     )
