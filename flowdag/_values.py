@@ -284,12 +284,9 @@ def find_too_many(value: Any, limit: int) -> str | None:
             stack.extend(item.keys())
             stack.extend(item.values())
         elif item is not None and kind not in SUPPORTED_TYPES:
-            # A user type's data is decoded with the same limits: count it too.
-            from flowdag._usertypes import user_data  # imports this module
+            from flowdag._usertypes import user_data  # a user type's data has the same limits
 
-            data = user_data(item)
-            if data is not None:
-                stack.append(data)
+            stack.append(user_data(item))  # None for any other value
     return None
 
 
