@@ -58,6 +58,13 @@ _classes: dict[str, type] = {}  # "module:qualname" -> a class registered as its
 _modules: set[str] = set()  # modules whose every supported type is allowed
 _neutral: ContextVar[bool] = ContextVar("flowdag_neutral_user_types", default=False)
 _KINDS = "dataclass, NamedTuple, Enum, attrs or pydantic"
+_WHAT = {
+    "enum": "an enum",
+    "namedtuple": "a namedtuple",
+    "dataclass": "a dataclass",
+    "attrs": "an attrs class",
+    "pydantic": "a pydantic model",
+}
 
 
 class UserValue:
@@ -186,7 +193,7 @@ def user_parts(value: Any) -> tuple[str, Any] | None:
     if not _allowed(cls):
         raise Unsupported(
             value,
-            f"{'an' if kind[0] in 'ae' else 'a'} {kind} of a type not allowed; allow it with "
+            f"{_WHAT[kind]} of a type not allowed; allow it with "
             f"flowdag.register_types({cls.__module__!r}) (its module) or "
             f"flowdag.register_types({cls.__qualname__}) before the run",
         )
