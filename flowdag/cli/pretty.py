@@ -31,27 +31,19 @@ class _Printer(pprint.PrettyPrinter):
         context: dict[int, int],
         level: int,
     ) -> None:
-        if type(object) is UserValue and type(object.data) is not str:
-            text = repr(object)
-            if len(text) > self._width - indent - allowance:  # type: ignore[attr-defined]
-                self._user(object, stream, indent, allowance, context, level + 1)
-                return
-        super()._format(object, stream, indent, allowance, context, level)
-
-    def _user(
-        self,
-        value: UserValue,
-        stream: Any,
-        indent: int,
-        allowance: int,
-        context: dict[int, int],
-        level: int,
-    ) -> None:
-        name = value.type.partition(":")[2] or value.type
+        if (
+            type(object) is not UserValue
+            or type(object.data) is str  # an Enum member: always short
+            or len(repr(object)) <= self._width - indent - allowance  # type: ignore[attr-defined]
+        ):
+            super()._format(object, stream, indent, allowance, context, level)
+            return
+        name = object.type.partition(":")[2] or object.type
         stream.write(name + "(")
         indent += len(name) + 1
-        if type(value.data) is dict:  # fields by name, as pprint writes a dataclass
-            items = list(value.data.items())
+        level += 1
+        if type(object.data) is dict:  # fields by name, as pprint writes a dataclass
+            items = list(object.data.items())
             for i, (key, item) in enumerate(items):
                 if i:
                     stream.write(",\n" + " " * indent)
@@ -67,5 +59,5 @@ class _Printer(pprint.PrettyPrinter):
                 )
         else:  # a NamedTuple's items, in order
             # _format_items indents by one more: it is given the column of the "(".
-            self._format_items(value.data, stream, indent - 1, allowance + 1, context, level)
+            self._format_items(object.data, stream, indent - 1, allowance + 1, context, level)
         stream.write(")")
