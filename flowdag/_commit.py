@@ -4,25 +4,97 @@ The committer makes records durable with `Store.commit`, taking every record
 waiting in its queue as one batch: *group commit* (see the design note of
 `flowdag._driver`). `Commits` is the driver's side: the records of the current
 wake-up, and the count of those handed over but not yet acknowledged.
+
+Two kinds of record travel this way: a node's *finish* record (completed,
+failed or skipped), and an attempt's *start* record (status running, no output,
+no ``ctx.data``), which lets a later reader tell an attempt in flight at a crash
+from a node that never started. Nothing waits for a start record: only finish
+records release dependents. A start record that a later record of the same node
+supersedes within one batch is dropped before the commit (`latest`); it would
+lose to that record in `Store.commit` anyway.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from queue import Empty, SimpleQueue
 
-from flowdag.attempt import Outcome
-from flowdag.state import ErrorInfo, NodeRecord
+from flowdag.attempt import Attempt, Outcome
+from flowdag.scheduler import TimerHeap
+from flowdag.state import ErrorInfo, NodeRecord, NodeStatus
 from flowdag.stores.base import Store
 
-__all__ = ["Commits", "Committer"]
+__all__ = ["START_RECORD_DELAY", "Commits", "Committer", "Starts", "latest"]
+
+_RUNNING = NodeStatus.RUNNING
+#: An attempt still running this long (seconds) after its launch gets a start
+#: record. Quicker ones get none, so small nodes cost no extra record.
+START_RECORD_DELAY = 0.05
+
+
+class Starts:
+    """Attempts due a start record once they have run `START_RECORD_DELAY` seconds."""
+
+    __slots__ = ("_heap",)
+
+    def __init__(self) -> None:
+        # (launch time, attempt); those that returned meanwhile are dropped lazily.
+        self._heap: TimerHeap[tuple[float, Attempt]] = TimerHeap()
+
+    def add(self, attempt: Attempt, now: float) -> None:
+        self._heap.push(now + START_RECORD_DELAY, (now, attempt))
+
+    def next_at(self, running: Mapping[str, Attempt]) -> float | None:
+        """When the next attempt in ``running`` is due a start record."""
+        heap = self._heap
+        while heap and running.get((attempt := heap.first()[1]).node) is not attempt:
+            heap.pop()
+        return heap.next_at()
+
+    def due(self, now: float, running: Mapping[str, Attempt]) -> list[tuple[Attempt, datetime]]:
+        """The attempts in ``running`` due a start record by ``now``, with their start times."""
+        wall = datetime.now(UTC)
+        return [
+            (attempt, attempt.started_at or wall - timedelta(seconds=now - launched))
+            for launched, attempt in self._heap.pop_due(now)
+            if running.get(attempt.node) is attempt
+        ]
+
+
+def latest(batch: list[NodeRecord]) -> list[NodeRecord]:
+    """``batch`` without the start records a later record of the same node supersedes.
+
+    `Store.commit` lets later records win, and a start record carries no
+    ``ctx.data`` changes, so committing the result is committing ``batch``:
+    only the encoding of records nobody would read is saved.
+    """
+    if not any(record.status is _RUNNING for record in batch):
+        return batch  # the usual batch: finish records only
+    later: set[str] = set()
+    kept: list[NodeRecord] = []
+    for record in reversed(batch):
+        if record.status is _RUNNING and record.node in later:
+            continue
+        later.add(record.node)
+        kept.append(record)
+    kept.reverse()
+    return kept
 
 
 class Commits:
     """Records on their way to the store: this wake-up's batch, and those in flight."""
 
-    __slots__ = ("committer", "error", "inline", "outbox", "outcomes", "unacknowledged")
+    __slots__ = (
+        "committer",
+        "error",
+        "inline",
+        "outbox",
+        "outcomes",
+        "refused",
+        "unacknowledged",
+    )
 
     def __init__(self, store: Store, committer: Committer) -> None:
         self.outbox: list[NodeRecord] = []  # records of this wake-up, committed together
@@ -32,6 +104,9 @@ class Commits:
         # would only add a thread hop per batch.
         self.inline = not store.durable
         self.error: ErrorInfo | None = None  # set when the store refused a batch
+        # Nodes whose start record the store refused: failed with its error, their
+        # attempt's result is discarded when it returns.
+        self.refused: set[str] = set()
         self.committer = committer
 
     def add(self, records: list[NodeRecord]) -> None:
@@ -90,7 +165,9 @@ class Committer:
             if not batch:
                 continue
             try:
-                self._store.commit(self._run_id, batch)
+                # The callbacks get the whole batch: dropped start records are
+                # acknowledged (or refused) with the records that superseded them.
+                self._store.commit(self._run_id, latest(batch))
             except BaseException as exc:  # whatever it is: the driver waits for word
                 self._failed(batch, exc)
             else:

@@ -29,13 +29,25 @@ output a crash could still lose. A crash between a node's return and that
 acknowledgement loses the attempt, not the store: the node runs again on
 resume (at-least-once; see ``ctx.idempotency_key``).
 
+An attempt still running a moment after it started (`START_RECORD_DELAY`)
+also gets a *start record* (status running, its attempt number and start
+time), handed to the committer like any record but waited for by nothing. A
+durable store thus tells an attempt in flight at a crash (shown as
+*interrupted*) from a node that never started, and resume runs it again like a
+pending one. Nodes quicker than the delay get no start record at all, so a
+fan-out or a chain of small nodes commits no more than before; a start record
+is never committed after its node's finish record, since it is handed over
+first and the committer keeps order. Stores that keep nothing on disk get none.
+
 Attempts are counted over the run's whole life (``ctx.attempt``,
 `RunEvent.attempt` and ``NodeState.attempts`` agree across resumes), while
 each call of `run()` gives a node its ``retries`` afresh: the retry budget and
-the backoff count the attempts of this call only.
+the backoff count the attempts of this call only. An attempt interrupted by a
+crash counts in the first, never in the second.
 
 If a commit fails, the nodes of that batch are reported failed with the store's
-error, nothing new is started, and the run ends once its attempts return; the
+error (for a start record, the node whose attempt is still running: its result
+will be discarded), nothing new is started, and the run ends once its attempts return; the
 store still loads and a later resume finishes the run. Otherwise a run ends
 with every node completed, failed or skipped; anything else is a bug in the
 driver, raised as such rather than returned as a silent failure.
@@ -51,7 +63,7 @@ from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
 from typing import Any
 
-from flowdag._commit import Commits, Committer
+from flowdag._commit import Commits, Committer, Starts
 from flowdag.attempt import Attempt, Launcher, Outcome, failure
 from flowdag.dag import DAG
 from flowdag.errors import NodeTimeoutError
@@ -96,6 +108,12 @@ class _Ledger:
         # states[name] is the stored state until the node ends: its attempts are
         # those of earlier calls of run().
         return self.states[name].attempts + tries
+
+    def start_record(self, attempt: Attempt, started_at: datetime) -> NodeRecord:
+        """The record of an attempt in flight: status running, no output, no ``ctx.data``."""
+        # A commit replaces the node's whole stored state: what of it must survive
+        # a crash mid-attempt goes in here too (see the module docstring).
+        return NodeRecord(attempt.node, NodeStatus.RUNNING, attempt.number, started_at)
 
     def settle(self, record: NodeRecord, error: ErrorInfo | None, value: Any = None) -> None:
         """Set a node's state from its acknowledged (or refused) record."""
@@ -143,6 +161,7 @@ class _Driver:
         self.schedule = Schedule(ReadySet(dag, plan.completed), gate)
         self.running: dict[str, Attempt] = {}
         self.deadlines: TimerHeap[Attempt] = TimerHeap()  # stale ones are dropped lazily
+        self.starts = Starts() if store.durable else None  # a store in memory gets none
         self.ledger = _Ledger(plan)
         put = self.events.put
         # Starts attempts as the executor's capabilities allow; each outcome, and the
@@ -230,6 +249,8 @@ class _Driver:
         inputs = {dep: outputs[dep] for dep in spec.deps}
         attempt = Attempt(spec, self.run_id, number, inputs, self.ledger.data, self.codec)
         self.running[name] = attempt
+        if self.starts is not None:
+            self.starts.add(attempt, time.monotonic())
         if self.on_event is not None:
             self.emit(EventKind.NODE_STARTED, name, NodeStatus.RUNNING, number, None)
         self.launcher.launch(attempt)
@@ -237,8 +258,8 @@ class _Driver:
     def on_result(self, attempt: Attempt, outcome: Outcome) -> None:
         if not self.is_running(attempt):
             return  # an abandoned (timed-out) attempt: its result is discarded
-        del self.running[attempt.node]
-        self.schedule.gate.release(attempt.node)
+        if not self.returned(attempt):
+            return
         if outcome.error is not None:
             self.on_failed_attempt(attempt, outcome)
             return
@@ -311,11 +332,13 @@ class _Driver:
         # Deadlines of attempts that already returned are dropped lazily, here.
         while deadlines and not self.is_running(deadlines.first()):
             deadlines.pop()
-        retry_at, deadline = self.schedule.retries.next_at(), deadlines.next_at()
-        if retry_at is None and deadline is None:
+        times = [self.schedule.retries.next_at(), deadlines.next_at()]
+        if self.starts is not None:
+            times.append(self.starts.next_at(self.running))
+        due = [t for t in times if t is not None]
+        if not due:
             return None
-        when = min(t for t in (retry_at, deadline) if t is not None)
-        return max(0.0, when - time.monotonic())
+        return max(0.0, min(due) - time.monotonic())
 
     def is_running(self, attempt: Attempt) -> bool:
         return self.running.get(attempt.node) is attempt
@@ -327,11 +350,15 @@ class _Driver:
             for attempt in self.deadlines.pop_due(now):
                 if self.is_running(attempt):  # an attempt overran its timeout
                     self.abandon(attempt)
+        # Start records of the attempts still running; a store that failed gets no more.
+        if self.starts is not None and self.commits.error is None:
+            due = self.starts.due(now, self.running)
+            if due:
+                self.commits.add([self.ledger.start_record(*item) for item in due])
 
     def abandon(self, attempt: Attempt) -> None:
         """Fail an attempt that overran its timeout, and stop it where the executor can."""
-        del self.running[attempt.node]
-        self.schedule.gate.release(attempt.node)
+        counts = self.returned(attempt)
         # A process pool terminates the worker, asyncio cancels the task, Dask
         # cancels it; a thread cannot be stopped and runs on, its result discarded.
         stopped = attempt.future is not None and attempt.future.cancel()
@@ -341,7 +368,15 @@ class _Driver:
             f"node '{attempt.node}' attempt {attempt.number} exceeded its timeout of "
             f"{timeout}s; {what}"
         )
-        self.on_failed_attempt(attempt, failure(error, attempt.started_at))
+        if counts:
+            self.on_failed_attempt(attempt, failure(error, attempt.started_at))
+
+    def returned(self, attempt: Attempt) -> bool:
+        """Take ``attempt`` off those running; False if its outcome no longer counts."""
+        del self.running[attempt.node]
+        self.schedule.gate.release(attempt.node)
+        # The store refused its start record: the node already failed with the store's error.
+        return self.commits.error is None or attempt.node not in self.commits.refused
 
     # -- commits ------------------------------------------------------------
 
@@ -374,6 +409,8 @@ class _Driver:
     def acknowledge(self, record: NodeRecord) -> None:
         """A record is durable: the node is done, and dependents may start."""
         self.commits.unacknowledged -= 1
+        if record.status is NodeStatus.RUNNING:
+            return  # a start record: nothing waits for it
         ledger = self.ledger
         name = record.node
         if record.status is NodeStatus.COMPLETED:
@@ -401,6 +438,11 @@ class _Driver:
         self.schedule.cancel_retries()
         for record in records:
             self.commits.unacknowledged -= 1
+            if record.status is NodeStatus.RUNNING:
+                attempt = self.running.get(record.node)
+                if attempt is None or attempt.number != record.attempts:
+                    continue  # that attempt has returned: its finish record decides
+                self.commits.refused.add(record.node)
             self.commits.outcomes.pop(record.node, None)
             self.ledger.settle(record, error)
             if self.on_event is not None:

@@ -412,10 +412,10 @@ class Launcher:
 
 
 def _pickled_function(spec: NodeSpec) -> bytes:
-    import cloudpickle
+    from flowdag.executors._pickling import dumps  # imports cloudpickle: remote runs only
 
     try:
-        return bytes(cloudpickle.dumps(spec.fn))
+        return dumps(spec.fn)  # with the file names of its code, for tracebacks
     except Exception as exc:
         raise SerializationError(
             f"node '{spec.name}': its function cannot be sent to another process "

@@ -14,6 +14,8 @@ Every error flowdag raises on purpose derives from `FlowdagError`::
     ├── InvalidArgumentError          (also a ValueError) an argument flowdag cannot use
     │   └── InvalidArgumentTypeError  (also a TypeError) an argument of the wrong type
     ├── OptionalDependencyError       (also an ImportError) an extra is not installed
+    ├── MainGuardError                (also a RuntimeError) worker processes would re-run
+    │                                 the main file: it needs `if __name__ == "__main__":`
     ├── RunFailedError                raised by RunResult.raise_on_failure()
     ├── WorkflowChangedError          resume of a run whose DAG has changed
     └── StoreError                    anything the store cannot do
@@ -41,6 +43,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "InvalidRunIdError",
+    "MainGuardError",
     "MissingDependencyError",
     "NodeError",
     "NodeTimeoutError",
@@ -101,6 +104,14 @@ class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
 
 class OptionalDependencyError(FlowdagError, ImportError):
     """A feature needs an optional extra that is not installed; the message says how to get it."""
+
+
+class MainGuardError(FlowdagError, RuntimeError):
+    """Worker processes started now would run the main file's module-level code again.
+
+    Raised before any worker starts; the message names the file and line, and the fix:
+    put that code under ``if __name__ == "__main__":``.
+    """
 
 
 class RunFailedError(FlowdagError):

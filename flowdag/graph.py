@@ -23,6 +23,9 @@ for every format, and the view says so in its ``note``:
   group box.
 
 Arrows into or out of a group stand for the arrows of the nodes inside it.
+
+Colours and status names are in `flowdag._palette`; a node stored as running in
+a run no live process holds is drawn *interrupted*.
 """
 
 from __future__ import annotations
@@ -38,12 +41,22 @@ from pathlib import Path
 import networkx as nx
 
 from flowdag._layout import Layout, layout
+from flowdag._palette import (
+    INTERRUPTED,
+    ORDER,
+    PRIORITY,
+    STATUS_COLORS,
+    STROKES,
+    by_status,
+    drawn,
+)
 from flowdag._plot import Drawn, draw_boxes, label_size, new_figure, plot_available
 from flowdag.dag import DAG
 from flowdag.state import NodeState, NodeStatus, RunState
 
 __all__ = [
     "FORMATS",
+    "INTERRUPTED",
     "MAX_NODES",
     "STATUS_COLORS",
     "Box",
@@ -61,32 +74,6 @@ MAX_NODES = 200
 #: A grouped DAG shows at most this many boxes side by side in one layer.
 MAX_PER_LAYER = 16
 
-#: Fill colour per node status; ``None`` is a DAG drawn without a run.
-STATUS_COLORS: dict[str | None, str] = {
-    NodeStatus.COMPLETED: "#b7e4c7",
-    NodeStatus.FAILED: "#f4a6a6",
-    NodeStatus.SKIPPED: "#ffe08a",
-    NodeStatus.PENDING: "#f8f9fa",
-    NodeStatus.RUNNING: "#a9c9f5",
-    None: "#e9edf2",
-}
-_STROKES: dict[str | None, str] = {
-    NodeStatus.COMPLETED: "#2d6a4f",
-    NodeStatus.FAILED: "#b00020",
-    NodeStatus.SKIPPED: "#9c7a00",
-    NodeStatus.PENDING: "#6c757d",
-    NodeStatus.RUNNING: "#1f5fbf",
-    None: "#5c6b7a",
-}
-# Which nodes of a crowded layer stay visible: the ones that explain the run first.
-_PRIORITY = {
-    NodeStatus.FAILED: 0,
-    NodeStatus.RUNNING: 1,
-    NodeStatus.SKIPPED: 2,
-    NodeStatus.PENDING: 3,
-    NodeStatus.COMPLETED: 4,
-    None: 4,
-}
 _MIN_PER_LAYER = 3
 
 
@@ -120,20 +107,26 @@ class GraphView:
         return any(box.group for box in self.boxes)
 
 
-def graph_view(dag: DAG, state: RunState | None = None, *, max_nodes: int = MAX_NODES) -> GraphView:
+def graph_view(
+    dag: DAG,
+    state: RunState | None = None,
+    *,
+    max_nodes: int = MAX_NODES,
+    interrupted: bool = False,
+) -> GraphView:
     """The boxes and arrows to draw for ``dag``, coloured by ``state`` if given.
 
     Args:
         dag: the DAG to draw.
         state: a run of it (`Store.load_statuses` is enough); nodes it lacks are pending.
         max_nodes: draw at most about this many boxes; larger DAGs are grouped.
+        interrupted: no live process holds the run: its running nodes are
+            drawn as `INTERRUPTED`.
     """
     max_nodes = max(max_nodes, 2 * _MIN_PER_LAYER + 4)
     nodes_state = state.nodes if state is not None else {}
     status = {
-        name: (nodes_state[name].status if name in nodes_state else NodeStatus.PENDING)
-        if state is not None
-        else None
+        name: drawn(nodes_state.get(name), interrupted) if state is not None else None
         for name in dag.nodes
     }
     order = {name: i for i, name in enumerate(dag.nodes)}
@@ -157,7 +150,7 @@ def graph_view(dag: DAG, state: RunState | None = None, *, max_nodes: int = MAX_
     if len(dag) <= max_nodes:
         for depth, layer in enumerate(layers):
             for name in layer:
-                add([name], depth, _node_lines(name, nodes_state.get(name), state), False)
+                add([name], depth, _node_lines(name, nodes_state, status), False)
     else:
         kept = _kept_layers(layers, status, max_nodes)
         stretches = len(_stretches(kept, len(layers)))
@@ -173,16 +166,16 @@ def graph_view(dag: DAG, state: RunState | None = None, *, max_nodes: int = MAX_
                 ranked = sorted(
                     layer,
                     key=lambda n: (
-                        min(_PRIORITY[status[n]], 2),
+                        min(PRIORITY[status[n]], 2),
                         not any(d in shown for d in dag.specs[n].deps),
-                        _PRIORITY[status[n]],
+                        PRIORITY[status[n]],
                         order[n],
                     ),
                 )
                 visible = set(ranked[:per_layer]) if len(layer) > per_layer else set(layer)
                 for name in layer:
                     if name in visible:
-                        add([name], depth, _node_lines(name, nodes_state.get(name), state), False)
+                        add([name], depth, _node_lines(name, nodes_state, status), False)
                 rest = [n for n in layer if n not in visible]
                 if rest:
                     add(rest, depth, _group_lines(rest, status, f"+{len(rest):,} more nodes"), True)
@@ -228,7 +221,7 @@ def _kept_layers(
     frontier = None
     for i, layer in enumerate(layers):
         states = {status[n] for n in layer}
-        if states & {NodeStatus.FAILED, NodeStatus.RUNNING}:
+        if states & {NodeStatus.FAILED, NodeStatus.RUNNING, INTERRUPTED}:
             wanted.append(i)
         if frontier is None and None not in states and states != {NodeStatus.COMPLETED}:
             frontier = i
@@ -261,12 +254,14 @@ def _stretches(kept: set[int], count: int) -> list[tuple[int, int]]:
     return runs
 
 
-def _node_lines(name: str, node: NodeState | None, state: RunState | None) -> list[str]:
-    if state is None:
+def _node_lines(
+    name: str, nodes: Mapping[str, NodeState], status: Mapping[str, str | None]
+) -> list[str]:
+    current, node = status[name], nodes.get(name)
+    if current is None:
         return [name]
-    current = node.status if node is not None else NodeStatus.PENDING
     duration = node.duration if node is not None else None
-    detail = [] if current is NodeStatus.COMPLETED else [str(current)]
+    detail = [] if current == NodeStatus.COMPLETED else [str(current)]
     if duration is not None:
         detail.append(_seconds(duration))
     return [name, " ".join(detail)] if detail else [name]
@@ -276,18 +271,14 @@ def _group_lines(names: list[str], status: Mapping[str, str | None], head: str) 
     lines = [head]
     counts = Counter(status[n] for n in names)
     if None not in counts:
-        lines.append(", ".join(f"{c:,} {s}" for s, c in sorted(counts.items(), key=_by_status)))
+        lines.append(", ".join(f"{c:,} {s}" for s, c in sorted(counts.items(), key=by_status)))
     return lines
-
-
-def _by_status(item: tuple[str | None, int]) -> int:
-    return list(NodeStatus).index(NodeStatus(item[0])) if item[0] is not None else 0
 
 
 def _title(dag: DAG, state: RunState | None, counts: dict[str, int]) -> str:
     if state is None:
         return f"workflow {dag.name} ({len(dag):,} nodes)"
-    summary = ", ".join(f"{c:,} {s}" for s, c in sorted(counts.items(), key=_by_status))
+    summary = ", ".join(f"{c:,} {s}" for s, c in sorted(counts.items(), key=by_status))
     return f"workflow {dag.name}, run {state.run_id}: {summary}"
 
 
@@ -333,7 +324,7 @@ def to_mermaid(view: GraphView) -> str:
         dash = ",stroke-dasharray:4 3" if name.startswith("group") else ""
         out.append(
             f"    classDef {name} fill:{STATUS_COLORS[status]},"
-            f"stroke:{_STROKES[status]},color:#111111{dash}"
+            f"stroke:{STROKES[status]},color:#111111{dash}"
         )
     for name, ids in used.items():
         out.append(f"    class {','.join(ids)} {name}")
@@ -369,7 +360,7 @@ def to_dot(view: GraphView) -> str:
         text = "\n".join(box.lines)
         out.append(
             f'    {box.id} [label="{_dot_text(text)}", fillcolor="{STATUS_COLORS[box.status]}", '
-            f'color="{_STROKES[box.status]}"{style}];'
+            f'color="{STROKES[box.status]}"{style}];'
         )
     for source, target in view.edges:
         out.append(f"    {source} -> {target};")
@@ -394,13 +385,13 @@ def write_png(view: GraphView, path: str | os.PathLike[str]) -> Path:
         new_figure("a graph PNG", 1, 1)  # raises, saying what to install
     placed, font = png_layout(view)
     boxes = {
-        box.id: Drawn(_png_label(box), STATUS_COLORS[box.status], _STROKES[box.status], box.group)
+        box.id: Drawn(_png_label(box), STATUS_COLORS[box.status], STROKES[box.status], box.group)
         for box in view.boxes
     }
     legend: list[tuple[str, str, str, bool]] = []
     if view.with_status:
-        present = [s for s in NodeStatus if view.counts.get(str(s))]
-        legend = [(str(s), STATUS_COLORS[s], _STROKES[s], False) for s in present]
+        present = [s for s in ORDER if view.counts.get(str(s))]
+        legend = [(str(s), STATUS_COLORS[s], STROKES[s], False) for s in present]
         if view.reduced:
             legend.append(("group", "white", "#555555", True))
     xmin, xmax = placed.bounds[:2]

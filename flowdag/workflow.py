@@ -6,9 +6,10 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypedDict, TypeVar, Unpack, overload
 
+from flowdag._units import Duration, parse_duration
 from flowdag._values import text_problem
 from flowdag.dag import DAG, NodeSpec, check_pools
-from flowdag.errors import DAGError, SignatureError
+from flowdag.errors import DAGError, InvalidArgumentError, SignatureError
 
 __all__ = ["Workflow"]
 
@@ -20,10 +21,10 @@ class _NodeOptions(TypedDict, total=False):
 
     deps: Iterable[str] | str
     retries: int
-    retry_delay: float
+    retry_delay: Duration
     backoff: float
-    max_retry_delay: float
-    timeout: float | None
+    max_retry_delay: Duration
+    timeout: Duration | None
     pool: str | None
 
 
@@ -102,10 +103,10 @@ class Workflow:
         *,
         deps: Iterable[str] | str = (),
         retries: int = 0,
-        retry_delay: float = 0.0,
+        retry_delay: Duration = 0.0,
         backoff: float = 2.0,
-        max_retry_delay: float = 60.0,
-        timeout: float | None = None,
+        max_retry_delay: Duration = 60.0,
+        timeout: Duration | None = None,
         pool: str | None = None,
     ) -> NodeSpec:
         """Add a node imperatively.
@@ -118,10 +119,11 @@ class Workflow:
             deps: names of the nodes whose outputs this node needs.
             retries: extra attempts after the first, in each call of `run`
                 (a resume gives a failed node its retries again).
-            retry_delay: seconds before the first retry; later ones wait
+            retry_delay: time before the first retry; later ones wait
                 ``backoff`` times longer each, at most ``max_retry_delay``, with
-                10% jitter.
-            timeout: seconds per attempt; an overrun fails it with `NodeTimeoutError`.
+                10% jitter. Durations are seconds, a `datetime.timedelta` or a
+                string such as ``"90s"``, ``"30m"`` or ``"1h30m"``.
+            timeout: time per attempt; an overrun fails it with `NodeTimeoutError`.
             pool: name of a concurrency pool (see ``run(..., pools=...)``).
 
         Raises:
@@ -129,17 +131,17 @@ class Workflow:
             SignatureError: ``fn`` is not callable or needs an argument it will not get.
         """
         dep_names = (deps,) if isinstance(deps, str) else tuple(deps)
-        _check_options(name, dep_names, retries, retry_delay, backoff, max_retry_delay, timeout)
+        _check_options(name, dep_names, retries, backoff)
         kwarg_deps, wants_ctx = _bind(name, fn, dep_names)
         spec = NodeSpec(
             name=name,
             fn=fn,
             deps=dep_names,
             retries=retries,
-            retry_delay=float(retry_delay),
+            retry_delay=_seconds(name, "retry_delay", retry_delay),
             backoff=float(backoff),
-            max_retry_delay=float(max_retry_delay),
-            timeout=None if timeout is None else float(timeout),
+            max_retry_delay=_seconds(name, "max_retry_delay", max_retry_delay),
+            timeout=_timeout(name, timeout),
             pool=pool,
             kwarg_deps=kwarg_deps,
             wants_ctx=wants_ctx,
@@ -170,10 +172,7 @@ def _check_options(
     name: object,
     deps: tuple[Any, ...],
     retries: object,
-    retry_delay: object,
     backoff: object,
-    max_retry_delay: object,
-    timeout: object,
 ) -> None:
     if not isinstance(name, str) or not name:
         raise DAGError(f"node name must be a non-empty string, not {name!r}")
@@ -184,14 +183,25 @@ def _check_options(
         _check_text(f"node '{name}': dependency name", dep)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise DAGError(f"node '{name}': retries must be a whole number >= 0, not {retries!r}")
-    numbers = {"retry_delay": retry_delay, "max_retry_delay": max_retry_delay}
-    for option, value in numbers.items():
-        if not _is_number(value) or value < 0:  # type: ignore[operator]
-            raise DAGError(f"node '{name}': {option} must be a number >= 0, not {value!r}")
     if not _is_number(backoff) or backoff < 1:  # type: ignore[operator]
         raise DAGError(f"node '{name}': backoff must be a number >= 1, not {backoff!r}")
-    if timeout is not None and (not _is_number(timeout) or timeout <= 0):  # type: ignore[operator]
-        raise DAGError(f"node '{name}': timeout must be a number > 0 or None, not {timeout!r}")
+
+
+def _seconds(name: str, option: str, value: object) -> float:
+    """A duration option in seconds (``2``, ``timedelta(minutes=1)``, ``"90s"``)."""
+    try:
+        return parse_duration(value, option)
+    except InvalidArgumentError as exc:  # a DAGError, as every other bad node option
+        raise DAGError(f"node '{name}': {exc}") from None
+
+
+def _timeout(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    seconds = _seconds(name, "timeout", value)
+    if seconds == 0:
+        raise DAGError(f"node '{name}': timeout must be above 0 or None, not {value!r}")
+    return seconds
 
 
 def _check_text(what: str, name: str) -> None:

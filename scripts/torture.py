@@ -70,7 +70,8 @@ def main() -> int:
     grand = harness.Stats()
     print(
         f"{'store':<12} {'runs':>5} {'nodes':>6} {'kills':>6} {'not saved':>9} "
-        f"{'mid-compaction':>14} {'torn tail':>9} {'in flight':>9} {'lost snap':>9} "
+        f"{'mid-compaction':>14} {'torn tail':>9} {'in flight':>9} {'interrupted':>11} "
+        f"{'lost snap':>9} "
         f"{'violations':>10}"
     )
     for scheme, stats in totals.items():
@@ -91,7 +92,8 @@ def main() -> int:
 def _row(name: str, s: harness.Stats) -> str:
     return (
         f"{name:<12} {s.runs:>5} {s.nodes:>6} {s.kills:>6} {s.not_saved_yet:>9} "
-        f"{s.mid_compaction:>14} {s.torn_tails:>9} {s.in_flight:>9} {s.lost_snapshots:>9} "
+        f"{s.mid_compaction:>14} {s.torn_tails:>9} {s.in_flight:>9} {s.interrupted:>11} "
+        f"{s.lost_snapshots:>9} "
         f"{len(s.violations):>10}"
     )
 

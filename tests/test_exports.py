@@ -29,6 +29,7 @@ EXPORTED = [
     "InvalidRunIdError",
     "JSONStore",
     "LMDBStore",
+    "MainGuardError",
     "MemoryStore",
     "MissingDependencyError",
     "NodeError",

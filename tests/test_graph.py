@@ -168,6 +168,31 @@ def test_running_and_pending_nodes_of_an_unfinished_run() -> None:
     assert "classDef running fill:#a9c9f5" in to_mermaid(view)
 
 
+def test_running_nodes_of_an_interrupted_run_are_drawn_interrupted(tmp_path: Path) -> None:
+    dag, _ = failing_run()
+    state = RunState("r3", "pipe", nodes={"a": NodeState(NodeStatus.RUNNING, 1)})
+    view = graph_view(dag, state, interrupted=True)
+    assert {box.nodes[0]: box.status for box in view.boxes}["a"] == "interrupted"
+    assert view.title == "workflow pipe, run r3: 3 pending, 1 interrupted"
+    assert "a<br/>interrupted" in to_mermaid(view)
+    assert "classDef interrupted fill:#e2c6f5" in to_mermaid(view)
+    assert 'fillcolor="#e2c6f5"' in to_dot(view)
+    pytest.importorskip("matplotlib")
+    assert write_png(view, tmp_path / "g.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_grouped_interrupted_fanout_keeps_its_interrupted_nodes_in_sight() -> None:
+    dag = fanout(998)
+    nodes = {name: NodeState(NodeStatus.COMPLETED, 1) for name in dag.nodes}
+    stuck = sorted(dag.nodes)[500]
+    nodes[stuck] = NodeState(NodeStatus.RUNNING, 1)
+    view = graph_view(dag, RunState("r", dag.name, nodes=nodes), interrupted=True)
+    assert view.reduced
+    assert any(box.nodes == [stuck] and box.status == "interrupted" for box in view.boxes)
+    assert view.counts == {"completed": 999, "interrupted": 1}
+    assert view.title.endswith("1 interrupted, 999 completed")
+
+
 # -- escaping -----------------------------------------------------------------------------
 
 

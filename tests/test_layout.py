@@ -164,10 +164,11 @@ def dags(draw: st.DrawFn) -> tuple[flowdag.DAG, RunState | None]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(dags(), st.sampled_from([200, 10]))
-def test_random_dags_hide_no_arrow(case: tuple, max_nodes: int) -> None:  # type: ignore[type-arg]
+@given(dags(), st.sampled_from([200, 10]), st.booleans())
+def test_random_dags_hide_no_arrow(case: tuple, max_nodes: int, interrupted: bool) -> None:  # type: ignore[type-arg]
     dag, state = case
-    view = graph_view(dag, state, max_nodes=max_nodes)  # 10: grouped boxes too
+    # 10: grouped boxes too; interrupted: running nodes labelled so
+    view = graph_view(dag, state, max_nodes=max_nodes, interrupted=interrupted)
     placed, _ = png_layout(view)
     check(placed, view.edges)
 

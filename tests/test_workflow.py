@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import networkx as nx
@@ -171,7 +172,19 @@ BAD_OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     ("negative-max-retry-delay", {"max_retry_delay": -1}, "max_retry_delay"),
     ("dep-not-a-string", {"deps": [1]}, "dependency"),
     ("dep-empty", {"deps": [""]}, "dependency"),
+    ("timeout-zero-string", {"timeout": "0s"}, "timeout"),
+    ("timeout-not-a-duration", {"timeout": "soon"}, "timeout"),
+    ("retry-delay-unknown-unit", {"retry_delay": "5 parsecs"}, "retry_delay"),
+    ("max-retry-delay-bytes", {"max_retry_delay": b"60"}, "max_retry_delay"),
 ]
+
+
+def test_durations_take_timedeltas_and_strings() -> None:
+    wf = Workflow("w")
+    spec = wf.add_node(
+        "n", _any, retry_delay="250ms", max_retry_delay=timedelta(minutes=2), timeout="1h30m"
+    )
+    assert (spec.retry_delay, spec.max_retry_delay, spec.timeout) == (0.25, 120.0, 5400.0)
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from flowdag.cli.base import (
     positive_int,
 )
 from flowdag.cli.loader import load_dag
+from flowdag.cli.runs import liveness
 from flowdag.stores.base import check_run_id
 
 __all__ = ["add_parser", "cmd_graph"]
@@ -59,7 +60,8 @@ def cmd_graph(args: argparse.Namespace, err: Console) -> int:
 
     Print a workflow's DAG as Mermaid (default) or Graphviz DOT text, or draw it
     as a PNG (needs matplotlib: pip install 'flowdag[plot]'). With --run-id, nodes
-    are coloured by their status in that run and labelled with durations. Large
+    are coloured by their status in that run and labelled with durations; a node
+    that was running when its process died is shown as interrupted. Large
     DAGs are grouped, and the output says so.
     """
     from flowdag.graph import graph_view, to_dot, to_mermaid, write_png
@@ -74,9 +76,12 @@ def cmd_graph(args: argparse.Namespace, err: Console) -> int:
         raise CLIError("--format png writes a file: add --out FILE.png")
     dag = load_dag(args.target)
     state = None
+    interrupted = False
     if args.run_id is not None:
         with open_store(args.store or DEFAULT_STORE, create=False) as store:
             state = store.load_statuses(args.run_id)
+            # Running nodes of a run no live process holds were in flight at a crash.
+            interrupted = liveness(store, state).interrupted
         if state.workflow != dag.name:
             log.warning(
                 "run %s belongs to workflow %r, not %r; statuses are shown where node names match",
@@ -84,7 +89,7 @@ def cmd_graph(args: argparse.Namespace, err: Console) -> int:
                 state.workflow,
                 dag.name,
             )
-    view = graph_view(dag, state, max_nodes=args.max_nodes)
+    view = graph_view(dag, state, max_nodes=args.max_nodes, interrupted=interrupted)
     if view.note:
         err.print(f"flowdag: {escape(view.note)}; --max-nodes N shows more", soft_wrap=True)
     if form == "png":

@@ -11,6 +11,8 @@ from typing import TypeAlias
 
 import flowdag
 from flowdag.cli.base import CLIError, flatten
+from flowdag.errors import MainGuardError
+from flowdag.executors import _main_guard
 from flowdag.runner import RunResult, runs_at_import
 
 __all__ = ["Target", "load_dag", "load_workflow"]
@@ -77,11 +79,17 @@ def _import_file(path: Path) -> ModuleType:
     # Registered in sys.modules, as pickling (by reference in this process, by
     # value for workers: see below) and dataclasses in the file expect.
     sys.modules[module_name] = module
+    importing = _main_guard.importing.set(path)  # worker processes started now are refused
     try:
         spec.loader.exec_module(module)
+    except MainGuardError:  # says what to do in the file: shown as it is
+        del sys.modules[module_name]
+        raise
     except (Exception, SystemExit) as exc:  # the file's own bug, not ours: no traceback
         del sys.modules[module_name]
         raise CLIError(f"cannot load {path}: {type(exc).__name__}: {flatten(str(exc))}") from exc
+    finally:
+        _main_guard.importing.reset(importing)
     # Worker processes (processes, Dask) cannot import the module by that unique
     # name, so its functions travel by value, code and all.
     import cloudpickle

@@ -73,11 +73,14 @@ def count(nodes: Iterable[NodeState]) -> dict[NodeStatus, int]:
     return counts
 
 
-def describe_counts(counts: dict[NodeStatus, int]) -> str:
-    """``2/3 completed, 1 failed``."""
+def describe_counts(counts: dict[NodeStatus, int], *, interrupted: bool = False) -> str:
+    """``2/3 completed, 1 failed``; ``interrupted``: running nodes are called so."""
     total = sum(counts.values())
     parts = [f"{counts[NodeStatus.COMPLETED]}/{total} completed"]
-    parts += [f"{counts[s]} {s}" for s in NodeStatus if s is not NodeStatus.COMPLETED and counts[s]]
+    for status in NodeStatus:
+        if status is not NodeStatus.COMPLETED and counts[status]:
+            shown = "interrupted" if interrupted and status is NodeStatus.RUNNING else status
+            parts.append(f"{counts[status]} {shown}")
     return ", ".join(parts)
 
 

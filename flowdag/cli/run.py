@@ -23,6 +23,7 @@ from flowdag.cli.base import (
 )
 from flowdag.cli.loader import load_dag
 from flowdag.cli.render import RunProgress, count, describe_counts, styled, summary_table
+from flowdag.cli.tracebacks import add_verbose_option, print_tracebacks
 from flowdag.executors import Executor
 from flowdag.runner import RunResult, new_run_id
 from flowdag.stores import parse_store_url
@@ -60,6 +61,7 @@ def add_parser(commands: Commands) -> None:
         help="at most N nodes tagged pool=NAME at once; repeat for several pools "
         "(overrides the workflow's pools=)",
     )
+    add_verbose_option(run)
     run.add_argument(
         "--allow-changes",
         action="store_true",
@@ -97,7 +99,9 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
                 pools=pools,
                 on_event=progress.update,
             )
-    return _report(result, args, restored=len(result.nodes) - len(progress.ran))
+    return _report(
+        result, args, restored=len(result.nodes) - len(progress.ran), verbose=args.verbose
+    )
 
 
 def _ran_at_import(args: argparse.Namespace, results: list[RunResult], err: Console) -> int:
@@ -108,13 +112,17 @@ def _ran_at_import(args: argparse.Namespace, results: list[RunResult], err: Cons
         f'`if __name__ == "__main__":` to let flowdag run choose the run id and store',
         soft_wrap=True,
     )
-    return _report(results[-1], None, restored=0)
+    return _report(results[-1], None, restored=0, verbose=args.verbose)
 
 
-def _report(result: RunResult, args: argparse.Namespace | None, *, restored: int) -> int:
-    """Print the summary table and the last line; the exit code the run deserves."""
+def _report(
+    result: RunResult, args: argparse.Namespace | None, *, restored: int, verbose: bool
+) -> int:
+    """Print the summary table, failed nodes' tracebacks and the last line; the exit code."""
     out = Console(highlight=False)
     out.print(summary_table(result.nodes))
+    if print_tracebacks(out, result.run_id, result.nodes, verbose=verbose):
+        out.print()  # the verdict stands apart from the last traceback
     note = f"; {restored} of {len(result.nodes)} nodes were already completed" if restored else ""
     if result.ok:
         out.print(f"run {escape(result.run_id)} [green]completed[/]{note}", soft_wrap=True)

@@ -40,6 +40,7 @@ from flowdag.cli.render import (
     styled,
     text_table,
 )
+from flowdag.cli.tracebacks import add_verbose_option, print_tracebacks
 from flowdag.errors import CorruptStateError, FlowdagError, RunNotFoundError
 from flowdag.json_codec import JSONCodec
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
@@ -72,6 +73,7 @@ def add_parsers(commands: Commands) -> None:
         action="store_true",
         help="with --json: each node's output and the run's ctx.data too",
     )
+    add_verbose_option(status)
 
     listing = add_command(commands, "list", cmd_list)
     add_store_option(listing)
@@ -120,10 +122,15 @@ class Liveness:
         return self.status
 
     def node_status(self, node: NodeState) -> str:
-        # A node recorded as running when its process died is running no more.
-        if self.interrupted and node.status is NodeStatus.RUNNING:
+        return self.shown(node.status)
+
+    def shown(self, status: NodeStatus) -> str:
+        """A node status as shown: ``interrupted`` for running in an interrupted run."""
+        # A node recorded as running (its start record) when its process died is
+        # running no more: an attempt was in flight at the crash; resume runs it again.
+        if self.interrupted and status is NodeStatus.RUNNING:
             return INTERRUPTED
-        return str(node.status)
+        return str(status)
 
 
 def liveness(store: Store, state: RunState) -> Liveness:
@@ -144,7 +151,10 @@ def liveness(store: Store, state: RunState) -> Liveness:
 
 
 def cmd_status(args: argparse.Namespace, err: Console) -> int:
-    """Show the nodes of one run."""
+    """Show the nodes of one run, and the last frames of failed nodes' tracebacks.
+
+    -v shows every traceback in full; --json has them in full too.
+    """
     check_run_id(args.run_id)  # before the store: a bad id is the error, not a missing store
     if args.outputs and not args.json:
         raise CLIError(
@@ -163,7 +173,7 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
     out.print(
         f"run {escape(state.run_id)}  workflow {escape(state.workflow)}  "
         f"{styled(live.status)}{escape(live.text()[len(live.status) :])}"
-        f"  ({describe_counts(counts)})",
+        f"  ({describe_counts(counts, interrupted=live.interrupted)})",
         soft_wrap=True,
     )
     table = plain_table()
@@ -179,6 +189,7 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
             escape(error_text(node.error)),
         )
     out.print(table)
+    print_tracebacks(out, state.run_id, state.nodes, verbose=args.verbose)
     return Exit.OK
 
 
@@ -274,7 +285,7 @@ def _list_row(store: Store, run_id: str) -> dict[str, Any]:
                 "last_commit": None, "nodes": None, "error": why}  # fmt: skip
     live = liveness(store, state)
     counts = count(state.nodes.values())
-    nodes = {str(status): number for status, number in counts.items() if number}
+    nodes = {live.shown(status): number for status, number in counts.items() if number}
     nodes["total"] = len(state.nodes)
     return {"run_id": run_id, "workflow": state.workflow, "status": live.status,
             "pid": live.pid, "last_commit": None if live.last_commit is None
@@ -294,7 +305,9 @@ def _status_cell(row: dict[str, Any]) -> str:
 def _counts_text(nodes: dict[str, int] | None) -> str:
     if nodes is None:
         return ""
-    return describe_counts({status: nodes.get(str(status), 0) for status in NodeStatus})
+    counts = {status: nodes.get(str(status), 0) for status in NodeStatus}
+    counts[NodeStatus.RUNNING] += nodes.get(INTERRUPTED, 0)
+    return describe_counts(counts, interrupted=INTERRUPTED in nodes)
 
 
 # -- flowdag store convert / verify ------------------------------------------------------

@@ -21,7 +21,7 @@ from flowdag.cli.base import CLIError, Commands, Exit, add_command, add_store_op
 from flowdag.cli.pretty import pformat
 from flowdag.cli.render import error_text, local_time, plain_table, seconds, styled
 from flowdag.cli.runs import Liveness, json_value, liveness, node_json, state_json
-from flowdag.state import NodeState, RunState
+from flowdag.state import NodeState, NodeStatus, RunState
 from flowdag.stores.base import check_run_id
 
 __all__ = ["add_parser", "cmd_show"]
@@ -87,6 +87,8 @@ def _show_run(out: Console, state: RunState, live: Liveness) -> None:
     for name, node in state.nodes.items():
         if node.error is not None:
             brief = error_text(node.error)
+        elif node.status is NodeStatus.RUNNING:  # in flight, or interrupted: no output yet
+            brief = f"started {local_time(node.started_at)}"
         else:
             brief = "" if node.output is None and not node.attempts else _brief(node.output)
         table.add_row(
@@ -123,8 +125,8 @@ def _show_node(out: Console, state: RunState, name: str, live: Liveness) -> None
 
 
 def _show_value(out: Console, label: str, node: NodeState) -> None:
-    if node.error is not None and node.output is None:
-        return  # a failed node has no output: its error says why
+    if node.output is None and (node.error is not None or node.status is NodeStatus.RUNNING):
+        return  # a failed node has no output (its error says why), a running one none yet
     lines = pformat(node.output, width=max(out.width - 2, 40))
     _print_cut(out, f"{label}:", lines.splitlines())
 

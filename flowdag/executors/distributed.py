@@ -12,7 +12,10 @@ using up the node's retries.
 
 What must be importable on the workers: flowdag and the packages your node
 functions import. The functions themselves travel with cloudpickle, so those
-defined in a workflow file need not be importable there.
+defined in a workflow file need not be importable there; their tracebacks still
+name the workflow file and line. A `LocalCluster` of processes started from the
+main file's module-level code, outside ``if __name__ == "__main__":``, raises
+`MainGuardError`, since its worker processes would import that file again.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from concurrent.futures import Future, InvalidStateError
 from contextlib import suppress
 from typing import Any
 
-from flowdag.errors import OptionalDependencyError
+from flowdag.errors import InvalidArgumentError, OptionalDependencyError
+from flowdag.executors._main_guard import check_main_guard
 from flowdag.executors.base import Capabilities, ExecutorBase
 
 __all__ = ["DaskExecutor"]
@@ -42,6 +46,8 @@ class DaskExecutor(ExecutorBase):
 
     Raises:
         OptionalDependencyError: Dask's ``distributed`` is not installed.
+        InvalidArgumentError: ``address`` is not a scheduler address.
+        OSError: no scheduler answers at ``address`` (e.g. ``TimeoutError``).
     """
 
     def __init__(
@@ -64,12 +70,20 @@ class DaskExecutor(ExecutorBase):
         if client is not None:
             self._client = client
         elif address is not None:
-            self._client = Client(address)  # type: ignore[no-untyped-call]
+            try:
+                self._client = Client(address)  # type: ignore[no-untyped-call]
+            except (ValueError, TypeError) as exc:  # not an address at all (a bad scheme...)
+                raise InvalidArgumentError(
+                    f"cannot use {address!r} as a Dask scheduler address ({exc}); "
+                    "give one such as tcp://scheduler:8786"
+                ) from exc
         else:
             if max_workers is not None:
                 cluster_options.setdefault("n_workers", max_workers)
                 cluster_options.setdefault("threads_per_worker", 1)
             cluster_options.setdefault("dashboard_address", None)
+            if cluster_options.get("processes", True) and _spawns():
+                check_main_guard('executor="dask"')
             self._cluster = LocalCluster(**cluster_options)  # type: ignore[no-untyped-call]
             self._client = Client(self._cluster)  # type: ignore[no-untyped-call]
         # A plain remote executor: attempts are pickled, and a timeout counts from submission.
@@ -125,3 +139,11 @@ class DaskExecutor(ExecutorBase):
             self._client.close()
             if self._cluster is not None:
                 self._cluster.close()
+
+
+def _spawns() -> bool:
+    """Whether a LocalCluster's worker processes import the main file again (not forked)."""
+    import dask
+
+    method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
+    return bool(method != "fork")

@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
+from flowdag.executors._main_guard import check_main_guard
 from flowdag.executors.base import Capabilities, ExecutorBase
 
 __all__ = ["ProcessExecutor", "ThreadExecutor", "default_workers"]
@@ -136,7 +137,10 @@ class ProcessExecutor(ExecutorBase):
 
     Workers are started with the ``spawn`` method by default (safe in a process
     that has threads, as the runner's has); what they run must be importable or
-    picklable (the runner sends node functions with cloudpickle).
+    picklable (the runner sends node functions with cloudpickle, keeping their
+    file names, so tracebacks name the workflow file and line). Spawned workers
+    import the main file again: creating the pool from its module-level code,
+    outside ``if __name__ == "__main__":``, raises `MainGuardError`.
     """
 
     def __init__(self, max_workers: int | None = None, *, start_method: str = "spawn") -> None:
@@ -144,6 +148,8 @@ class ProcessExecutor(ExecutorBase):
 
         from pebble import ProcessPool
 
+        if start_method != "fork":  # spawned workers import the main file again
+            check_main_guard('executor="processes"')
         workers = max_workers if max_workers is not None else (os.cpu_count() or 1)
         self.capabilities = Capabilities(max_workers=workers, reports_start=True)
         context = multiprocessing.get_context(start_method)

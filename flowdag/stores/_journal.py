@@ -199,7 +199,8 @@ class JournaledStore(DirectoryStore):
             current = writer.stamp if writer is not None else self._current_stamp(run_id)
             self._drop_writer(run_id)
             directory = self._run_dir(run_id)
-            if not directory.is_dir():
+            created = not directory.is_dir()
+            if created:
                 make_private_dir(directory, root=self.path)
                 fsync_dir(directory.parent, root=self.path)
             # Before the new snapshot: whatever does not belong to the one it
@@ -218,7 +219,13 @@ class JournaledStore(DirectoryStore):
 
                     check(read_back)
 
-            atomic_write(path, content, verify=verify, root=self.path)
+            try:
+                atomic_write(path, content, verify=verify, root=self.path)
+            except BaseException:
+                if created:  # a refused first save leaves no empty run behind
+                    with contextlib.suppress(OSError):
+                        os.rmdir(directory)
+                raise
             tidy(self._run_dir(run_id), self.format.suffix, stamp, self.path)
             if run_id in self._held:  # the runner saves a new run, then commits to it
                 self._start_writer(run_id, run, stamp, len(content))

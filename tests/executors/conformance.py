@@ -373,7 +373,12 @@ class ExecutorTests:
         result = flowdag.run(wf, executor=executor)
         error = result.errors["explode"]
         assert (error.type, error.message) == ("KeyError", "'no such row'")
-        assert "in explode" in error.traceback
+        # The function travels by value to remote workers: its frame still names
+        # this file and the raising line, with the line's source.
+        line = explode.__code__.co_firstlineno + 1
+        assert f'File "{__file__}", line {line}, in explode' in error.traceback
+        assert 'raise KeyError("no such row")' in error.traceback
+        assert "<dynamic-code>" not in error.traceback
         with pytest.raises(flowdag.RunFailedError, match="explode"):
             result.raise_on_failure()
 

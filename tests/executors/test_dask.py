@@ -20,6 +20,7 @@ from distributed import Client, LocalCluster  # noqa: E402
 import flowdag  # noqa: E402
 from flowdag.executors import DaskExecutor  # noqa: E402
 from tests.executors.conformance import ExecutorTests, kill_driver_then_resume  # noqa: E402
+from tests.executors.scripts import python  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +135,19 @@ def test_cli_dask_address(
     assert code == 0
     with flowdag.open_store(url) as store:
         assert store.load("d").nodes["a"].output == 21
+
+
+def test_cli_bad_dask_address_is_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "flow.py").write_text("import flowdag\nwf = flowdag.Workflow('w')\n")
+    args = ("-m", "flowdag", "run", "flow.py", "--store", "memory://")
+    done = python(*args, "--dask-address", "bogus://scheduler:8786", cwd=tmp_path)
+    assert done.returncode == 2
+    [line] = done.stderr.splitlines()  # one line, no traceback
+    assert line.startswith(
+        "flowdag: error: cannot use 'bogus://scheduler:8786' as a Dask scheduler address "
+        "(unknown address scheme 'bogus'"
+    )
+    assert line.endswith("; give one such as tcp://scheduler:8786")
 
 
 def test_sigkill_of_the_driver_then_resume(tmp_path: Path) -> None:

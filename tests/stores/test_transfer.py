@@ -19,9 +19,10 @@ import pytest
 
 from flowdag.codec import Codec
 from flowdag.errors import CorruptStateError, RunLockedError, RunNotFoundError, StoreError
+from flowdag.json_codec import JSONCodec
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
-from flowdag.stores import JSONStore, LMDBStore, MemoryStore, open_store
-from flowdag.stores.base import StoredRun
+from flowdag.stores import FlatBuffersStore, JSONStore, LMDBStore, MemoryStore, open_store
+from flowdag.stores.base import Store, StoredRun
 from flowdag.stores.transfer import copy_run, same_value, verify_run
 from tests.stores.conformance import (
     ROOT,
@@ -269,15 +270,18 @@ class Incomparable:
     __hash__ = object.__hash__
 
 
-def test_copy_that_cannot_be_compared_is_not_kept(tmp_path: Path) -> None:
-    codec = Codec(allow_pickle=True)
-    with MemoryStore(codec=codec) as src, LMDBStore(tmp_path / "dst", codec=codec) as dst:
+@pytest.mark.parametrize("kind", [LMDBStore, JSONStore, FlatBuffersStore])
+def test_copy_that_cannot_be_compared_is_not_kept(tmp_path: Path, kind: type[Store]) -> None:
+    codec = JSONCodec(allow_pickle=True) if kind is JSONStore else Codec(allow_pickle=True)
+    with MemoryStore(codec=codec) as src, kind(tmp_path / "dst", codec=codec) as dst:  # type: ignore[call-arg]
         state = RunState("a", "wf")
         state.nodes["n"] = NodeState(NodeStatus.COMPLETED, 1, output=Incomparable())
         src.save(state)
         with pytest.raises(StoreError, match=r"cannot be compared \(RuntimeError: no comparing"):
             copy_run(src, dst, "a")
         assert dst.list_runs() == []
+    # Nothing of the refused copy is left, not even an empty run directory.
+    assert not (tmp_path / "dst" / "runs" / "a").exists()
 
 
 def test_copy_names_the_nodes_that_differ(src: JSONStore) -> None:
