@@ -12,6 +12,7 @@ from flowdag._usertypes import register_types
 from flowdag.context import Context
 from flowdag.dag import DAG
 from flowdag.errors import (
+    BlobMissingError,
     CodecMismatchError,
     CorruptStateError,
     CycleError,
@@ -35,8 +36,9 @@ from flowdag.errors import (
     StoreError,
     WorkflowChangedError,
 )
+from flowdag.refs import Ref
 from flowdag.runner import EventKind, RunEvent, RunResult, run
-from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
+from flowdag.state import AttemptInfo, ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores import LMDBStore, MemoryStore, Store, open_store
 from flowdag.workflow import Workflow
 
@@ -47,6 +49,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DAG",
+    "AttemptInfo",
+    "BlobMissingError",
     "CodecMismatchError",
     "Context",
     "CorruptStateError",
@@ -71,6 +75,7 @@ __all__ = [
     "NodeStatus",
     "NodeTimeoutError",
     "OptionalDependencyError",
+    "Ref",
     "RunEvent",
     "RunFailedError",
     "RunLockedError",

@@ -10,7 +10,8 @@ deadline). Its state is in a few objects, each with one job:
 - `Schedule` (pure, `flowdag.scheduler`): what may start next: due retries,
   then nodes a full pool parked, then newly ready ones;
 - ``running`` and ``deadlines``: the attempts in flight and when they overrun;
-- `_Ledger`: what the run knows: node states, outputs, ``ctx.data``, attempts;
+- `Ledger` (`flowdag._ledger`): what the run knows: node states, outputs,
+  ``ctx.data``, attempts and their history;
 - `Commits` and the `Committer` thread (`flowdag._commit`): records on their
   way to the store.
 
@@ -64,6 +65,7 @@ from queue import Empty, SimpleQueue
 from typing import Any
 
 from flowdag._commit import Commits, Committer, Starts
+from flowdag._ledger import Ledger
 from flowdag.attempt import Attempt, Launcher, Outcome, failure
 from flowdag.dag import DAG
 from flowdag.errors import NodeTimeoutError
@@ -71,7 +73,14 @@ from flowdag.executors import Executor
 from flowdag.resume import Plan
 from flowdag.runner import EventKind, RunEvent, RunResult
 from flowdag.scheduler import PoolGate, ReadySet, Schedule, TimerHeap
-from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunStatus
+from flowdag.state import (
+    AttemptInfo,
+    ErrorInfo,
+    NodeRecord,
+    NodeStatus,
+    RunStatus,
+    new_attempt,
+)
 from flowdag.stores.base import Store
 
 logger = logging.getLogger("flowdag")
@@ -84,57 +93,6 @@ _JITTER = 0.1  # retry delays vary by +-10% so that retries of many nodes spread
 # Event kinds on the driver's queue.
 _RESULT, _STARTED, _COMMITTED, _COMMIT_FAILED = range(4)
 _LOST_ATTEMPT_RETRIES = 3  # retries of attempts an executor lost (a worker died)
-_SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED})
-
-
-class _Ledger:
-    """What the run knows: each node's state, the outputs, ``ctx.data``, attempt counts."""
-
-    __slots__ = ("data", "done", "lost", "outputs", "states", "tries")
-
-    def __init__(self, plan: Plan) -> None:
-        self.states = dict(plan.state.nodes)
-        self.outputs = {name: self.states[name].output for name in plan.completed}
-        self.data = dict(plan.state.data)
-        self.done = len(plan.completed)  # finished nodes, those of earlier calls included
-        # Attempts made in this call of run(): each call gives a node its retries
-        # afresh. Lifetime numbers add the attempts the store already counts.
-        self.tries: dict[str, int] = {}
-        self.lost: dict[str, int] = {}  # attempts the executor lost (a worker died)
-
-    def next_attempt(self, name: str) -> int:
-        """Count a new attempt of ``name``; return its number over the run's life."""
-        tries = self.tries[name] = self.tries.get(name, 0) + 1
-        # states[name] is the stored state until the node ends: its attempts are
-        # those of earlier calls of run().
-        return self.states[name].attempts + tries
-
-    def start_record(self, attempt: Attempt, started_at: datetime) -> NodeRecord:
-        """The record of an attempt in flight: status running, no output, no ``ctx.data``."""
-        # A commit replaces the node's whole stored state: what of it must survive
-        # a crash mid-attempt goes in here too (see the module docstring).
-        return NodeRecord(attempt.node, NodeStatus.RUNNING, attempt.number, started_at)
-
-    def settle(self, record: NodeRecord, error: ErrorInfo | None, value: Any = None) -> None:
-        """Set a node's state from its acknowledged (or refused) record."""
-        name = record.node
-        status = NodeStatus.FAILED if error is not None else record.status
-        state = NodeState(
-            status,
-            record.attempts,
-            record.started_at,
-            record.finished_at,
-            None,
-            error,
-            self.states[name].deps,
-        )
-        if status is NodeStatus.COMPLETED:
-            state.output = self.outputs[name] = value
-        self.states[name] = state
-
-    def unsettled(self) -> list[str]:
-        """Nodes neither completed, failed nor skipped."""
-        return [name for name, state in self.states.items() if state.status not in _SETTLED]
 
 
 class _Driver:
@@ -162,7 +120,7 @@ class _Driver:
         self.running: dict[str, Attempt] = {}
         self.deadlines: TimerHeap[Attempt] = TimerHeap()  # stale ones are dropped lazily
         self.starts = Starts() if store.durable else None  # a store in memory gets none
-        self.ledger = _Ledger(plan)
+        self.ledger = Ledger(plan)
         put = self.events.put
         # Starts attempts as the executor's capabilities allow; each outcome, and the
         # real start of an attempt with a timeout, come back on the events queue.
@@ -263,18 +221,27 @@ class _Driver:
         if outcome.error is not None:
             self.on_failed_attempt(attempt, outcome)
             return
-        self.commits.outcomes[attempt.node] = outcome
+        name = attempt.node
+        self.commits.outcomes[name] = outcome
+        started_at, finished_at = outcome.started_at, outcome.finished_at
+        last = new_attempt(attempt.number, started_at, finished_at)
+        ledger = self.ledger
+        # Fast path: a node's first attempt, run once and never failed.
+        history = (
+            ledger.history(name, last) if ledger.failed or ledger.states[name].history else (last,)
+        )
         self.commits.add(
             [
                 NodeRecord(
-                    attempt.node,
+                    name,
                     NodeStatus.COMPLETED,
                     attempt.number,
-                    outcome.started_at,
-                    outcome.finished_at,
+                    started_at,
+                    finished_at,
                     None,
                     outcome.output,
                     outcome.encoded_changes,
+                    history,
                 )
             ]
         )
@@ -283,6 +250,9 @@ class _Driver:
         spec = self.dag.specs[attempt.node]
         error = outcome.error
         ledger = self.ledger
+        # Kept whether or not it is retried; a lost attempt too, under the number
+        # its retry takes again.
+        tried = AttemptInfo(attempt.number, outcome.started_at, outcome.finished_at, error)
         retry = outcome.retryable and self.commits.error is None
         if retry and outcome.infrastructure:
             # The executor lost the attempt (a worker died): not the node's fault,
@@ -304,6 +274,7 @@ class _Driver:
                 error,
                 wait,
             )
+            ledger.failed[spec.name] = (*ledger.failed.get(spec.name, ()), tried)
             self.schedule.retry(spec.name, time.monotonic() + wait)
             if self.on_event is not None:
                 self.emit(
@@ -319,10 +290,15 @@ class _Driver:
                 outcome.started_at,
                 outcome.finished_at,
                 error,
+                history=ledger.history(spec.name, tried),
             )
         ]
         for name in self.schedule.ready.fail(spec.name):
-            records.append(NodeRecord(name, NodeStatus.SKIPPED, ledger.states[name].attempts))
+            # A commit replaces a node's whole state: keep the attempts of earlier calls.
+            stored = ledger.states[name]
+            records.append(
+                NodeRecord(name, NodeStatus.SKIPPED, stored.attempts, history=stored.history)
+            )
         self.commits.add(records)
 
     # -- timers -------------------------------------------------------------

@@ -34,6 +34,7 @@ from flowdag._values import (
     tz_spec,
 )
 from flowdag.errors import CorruptStateError
+from flowdag.refs import Ref, fields_of, ref_from
 
 if TYPE_CHECKING:
     from flowdag.json_codec import JSONCodec
@@ -153,6 +154,7 @@ PREPARERS: dict[type, Callable[[JSONCodec, Any, int], Any]] = {
         kind: lambda codec, value, depth: {f"$ip{std.IP_KINDS[type(value)]}": str(value)}
         for kind in std.IP_KINDS
     },
+    Ref: lambda codec, value, depth: {"$ref": codec._prepare(fields_of(value), depth + 1)},
 }
 
 
@@ -296,6 +298,7 @@ TAGS: dict[str, Callable[[JSONCodec, Any], Any]] = {
     "$ipnetwork": lambda codec, payload: std.ip_from("network", payload),
     "$ipinterface": lambda codec, payload: std.ip_from("interface", payload),
     "$user": lambda codec, payload: user_from(payload),
+    "$ref": lambda codec, payload: ref_from(payload),
     "$arrow": lambda codec, payload: decode_frame(
         _unb64(payload, "Arrow frame"), codec._max_blob_size
     ),

@@ -36,6 +36,7 @@ from flowdag._values import (
     tz_spec,
 )
 from flowdag.errors import CorruptStateError
+from flowdag.refs import Ref, fields_of, ref_from
 
 if TYPE_CHECKING:
     from flowdag.codec import Codec
@@ -64,6 +65,7 @@ _EXT_FRACTION = 22
 _EXT_IPS = {"address": 23, "network": 24, "interface": 25}
 _EXT_USER = 26
 _EXT_FRAME = 41
+_EXT_REF = 42
 EXT_PICKLE = 127
 
 _U32 = struct.Struct("<I")
@@ -241,6 +243,7 @@ ENCODERS: dict[type, Callable[[Codec, Any], ExtType]] = {
     complex: lambda codec, value: ExtType(_EXT_COMPLEX, _COMPLEX.pack(value.real, value.imag)),
     **dict.fromkeys(std.PATH_KINDS, _encode_path),
     **dict.fromkeys(std.IP_KINDS, _encode_ip),
+    Ref: lambda codec, value: codec._pack_items(_EXT_REF, fields_of(value)),
 }
 
 DECODERS: dict[int, Callable[[Codec, bytes], Any]] = {
@@ -266,5 +269,6 @@ DECODERS: dict[int, Callable[[Codec, bytes], Any]] = {
     **{code: _ip_decoder(kind) for kind, code in _EXT_IPS.items()},
     _EXT_USER: lambda codec, data: user_from(codec._unpack_nested(data)),
     _EXT_FRAME: lambda codec, data: decode_frame(data, codec.max_decoded_size),
+    _EXT_REF: lambda codec, data: ref_from(codec._unpack_nested(data)),
     EXT_PICKLE: lambda codec, data: codec._unpickle(data),
 }

@@ -55,6 +55,7 @@ included, to extension types (``ext code: payload``)::
                               member's name, a pydantic model's fields (`flowdag._userkinds`);
                               only types allowed with flowdag.register_types (`flowdag._usertypes`)
     41   DataFrame / Table    8-byte header + Arrow IPC stream (see `flowdag._frames`)
+    42   flowdag.Ref          msgpack map of the ref's fields (`flowdag.refs.fields_of`)
     127  pickle               pickle.dumps(value); written and read only with allow_pickle=True
 
 ``tz`` is nil, a `zoneinfo.ZoneInfo` key, or ``[offset in microseconds]`` (plus

@@ -23,6 +23,7 @@ Every error flowdag raises on purpose derives from `FlowdagError`::
         ├── RunNotFoundError          (also a KeyError)
         ├── RunLockedError
         ├── CodecMismatchError        the store was written with another codec
+        ├── BlobMissingError          a ref's blob is missing or expired
         └── CorruptStateError
             └── DecryptionError       wrong key, or encrypted data changed or moved
 
@@ -33,6 +34,7 @@ call to ``Exception.__init__``) because errors cross process and Dask boundaries
 from __future__ import annotations
 
 __all__ = [
+    "BlobMissingError",
     "CodecMismatchError",
     "CorruptStateError",
     "CycleError",
@@ -144,6 +146,10 @@ class RunLockedError(StoreError):
 
 class CodecMismatchError(StoreError):
     """A store is opened with another codec than the one that wrote it."""
+
+
+class BlobMissingError(StoreError):
+    """The blob a `Ref` points at is missing or expired: no placeholder value is returned."""
 
 
 class CorruptStateError(StoreError):

@@ -36,6 +36,7 @@ that starts with ``$``::
                                a dataclass's, attrs class's or pydantic model's fields, a
                                NamedTuple's items, an Enum member's name
     {"$arrow": "base64"}       a DataFrame or Arrow table: the frame blob of `flowdag._frames`
+    {"$ref": {"uri": ..., "sha256": ..., ...}}   a flowdag.Ref: its fields (`flowdag.refs`)
     {"$pickle": "base64"}      only with allow_pickle=True, see below
 
 A datetime or time is its ``isoformat()`` (with the UTC offset of a

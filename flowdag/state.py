@@ -1,10 +1,12 @@
 """Plain data at the centre: statuses, the state of a run, and one commit record.
 
 `RunState` is what a store saves and loads; `NodeRecord` is what the runner
-commits when a node finishes. Both are plain dataclasses, and a state moved
-between any two stores compares equal: ``==`` on `RunState` and `NodeState`
-compares outputs, ``data`` and ``metadata`` as stored values (see `flowdag._equality`),
-so numpy arrays and NaNs inside them compare as they should.
+commits when a node finishes. Each node keeps every attempt it made, over
+retries and resumes (`AttemptInfo`, in ``NodeState.history``). Both are plain
+dataclasses, and a state moved between any two stores compares equal: ``==``
+on `RunState` and `NodeState` compares outputs, ``data`` and ``metadata`` as
+stored values (see `flowdag._equality`), so numpy arrays and NaNs inside them
+compare as they should.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from typing import Any
 from flowdag._equality import equal
 from flowdag.errors import InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["ErrorInfo", "NodeRecord", "NodeState", "NodeStatus", "RunState", "RunStatus"]
+__all__ = [
+    "AttemptInfo",
+    "ErrorInfo",
+    "NodeRecord",
+    "NodeState",
+    "NodeStatus",
+    "RunState",
+    "RunStatus",
+]
 
 
 class NodeStatus(StrEnum):
@@ -53,9 +63,56 @@ class ErrorInfo:
         return f"{self.type}: {self.message}"
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptInfo:
+    """One attempt of a node: its number, when it ran, and its error if it failed.
+
+    ``number`` counts the attempts over the run's whole life, as
+    ``NodeState.attempts`` and ``ctx.attempt`` do (1 is the first attempt of the
+    first call of `flowdag.run`). ``started_at`` and ``finished_at`` are
+    timezone-aware datetimes (the runner writes UTC).
+    """
+
+    number: int
+    started_at: datetime
+    finished_at: datetime
+    error: ErrorInfo | None = None
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the attempt's start to its end."""
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+def new_attempt(number: int, started_at: datetime, finished_at: datetime) -> AttemptInfo:
+    """``AttemptInfo(number, started_at, finished_at)``, built fast (the runner's hot path).
+
+    Through the slots' descriptors: a frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field) takes about twice as long.
+    """
+    attempt = _NEW_ATTEMPT(AttemptInfo)
+    _SET_NUMBER(attempt, number)
+    _SET_STARTED(attempt, started_at)
+    _SET_FINISHED(attempt, finished_at)
+    _SET_ERROR(attempt, None)
+    return attempt
+
+
+_NEW_ATTEMPT = AttemptInfo.__new__
+_SET_NUMBER, _SET_STARTED, _SET_FINISHED, _SET_ERROR = (
+    vars(AttemptInfo)[name].__set__ for name in AttemptInfo.__slots__
+)
+
+
 @dataclass(slots=True)
 class NodeState:
     """One node of a run as stored: status, attempts, times, output or error.
+
+    ``started_at``, ``finished_at`` and ``error`` are those of the node's last
+    attempt; ``history`` holds every attempt the store knows of, in order:
+    those that failed and were retried, and those of earlier calls of
+    `flowdag.run` when the run was resumed. It is empty for a node that never
+    ran, and for nodes stored by a release before it was kept.
 
     ``started_at`` and ``finished_at`` are timezone-aware datetimes (the runner
     writes UTC). Stores keep them as UTC instants, exact to the microsecond,
@@ -74,10 +131,18 @@ class NodeState:
     output: Any = None
     error: ErrorInfo | None = None
     deps: tuple[str, ...] = ()
+    history: tuple[AttemptInfo, ...] = ()
 
     @property
     def duration(self) -> float | None:
-        """Seconds from start to finish of the last attempt, when both are known."""
+        """Seconds the node ran: the sum of its attempts' durations.
+
+        Retries count, the waits between them do not. A node with no
+        ``history`` (stored by an older release) counts its last attempt, from
+        ``started_at`` to ``finished_at``; None when either is unknown.
+        """
+        if self.history:
+            return sum(attempt.duration for attempt in self.history)
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
@@ -92,6 +157,7 @@ class NodeState:
             and self.finished_at == other.finished_at
             and self.error == other.error
             and self.deps == other.deps
+            and self.history == other.history
             and equal(self.output, other.output)
         )
 
@@ -148,7 +214,13 @@ def check_times(state: RunState) -> None:
         InvalidArgumentError: a naive datetime (no UTC offset).
     """
     for name, node in state.nodes.items():
-        for label, moment in (("started_at", node.started_at), ("finished_at", node.finished_at)):
+        moments = [("started_at", node.started_at), ("finished_at", node.finished_at)]
+        if node.history and type(node.history) is tuple:  # else refused by the store, by type
+            for i, attempt in enumerate(node.history):
+                if isinstance(attempt, AttemptInfo):
+                    moments.append((f"history[{i}].started_at", attempt.started_at))
+                    moments.append((f"history[{i}].finished_at", attempt.finished_at))
+        for label, moment in moments:
             if moment is None:
                 continue
             where = f"run {state.run_id!r}: node {name!r} has"
@@ -171,7 +243,9 @@ class NodeRecord:
     ``output`` and the values in ``data`` are already encoded by the store's codec
     (encoding happens once, off the driver thread); ``output`` is None when the node
     has none (failed or skipped). ``data`` holds the node's changes to ``ctx.data``:
-    key -> encoded value, or None where the node deleted the key.
+    key -> encoded value, or None where the node deleted the key. ``history``
+    is every attempt of the node, earlier calls of `flowdag.run` included, the
+    last one included: a commit replaces the node's whole stored state.
     """
 
     node: str
@@ -182,3 +256,4 @@ class NodeRecord:
     error: ErrorInfo | None = None
     output: bytes | None = None
     data: Mapping[str, bytes | None] = field(default_factory=dict)
+    history: tuple[AttemptInfo, ...] = ()

@@ -16,6 +16,7 @@ new to the lists below and never rewrites a pinned one. Re-pin only on purpose
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import sys
@@ -33,6 +34,7 @@ import zstandard
 
 from flowdag.codec import Codec
 from flowdag.json_codec import JSONCodec
+from flowdag.refs import Ref
 from tests.test_codec import PARIS, STDLIB_VALUES, T0, same
 
 FIXTURE = Path(__file__).parent / "fixtures" / "codec_blobs.json"
@@ -122,6 +124,18 @@ VALUES: dict[str, Any] = {
     "compressed_array": np.zeros(4096, dtype="<i4"),
     # Standard-library types (msgpack exts 13-25, their JSON tags).
     **{f"stdlib_{name}": value for name, value in STDLIB_VALUES.items()},
+    # A large output's ref (msgpack ext 42, the $ref tag): stored in node records.
+    "ref": Ref.for_blob(
+        hashlib.sha256(b"payload").hexdigest(),
+        7,
+        20,
+        expires_at=datetime(2027, 1, 2, 3, 4, 5, tzinfo=UTC),
+        extracted={"rows": 3, "cols": ("a", "b")},
+        preview=[1, 2, 3],
+        preview_truncated=True,
+        encoding="msgpack",
+    ),
+    "ref_plain": Ref.for_blob(hashlib.sha256(b"").hexdigest(), 0, 5, compression=None),
 }
 if PARIS is not None:
     VALUES |= {

@@ -13,6 +13,8 @@ import flowdag
 
 EXPORTED = [
     "DAG",
+    "AttemptInfo",
+    "BlobMissingError",
     "Context",
     "CodecMismatchError",
     "CorruptStateError",
@@ -37,6 +39,7 @@ EXPORTED = [
     "NodeStatus",
     "NodeTimeoutError",
     "OptionalDependencyError",
+    "Ref",
     "RunEvent",
     "RunFailedError",
     "RunLockedError",

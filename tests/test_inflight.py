@@ -242,6 +242,38 @@ def test_start_records_precede_their_finish_and_small_nodes_get_none(tmp_path: P
     assert quick and len(started & set(quick)) <= len(quick) // 4  # small nodes: no record
 
 
+def test_a_start_record_keeps_the_attempts_before_it(tmp_path: Path) -> None:
+    # A commit replaces the node's stored state: a crash right after a start
+    # record must not lose the attempts of this call or of earlier ones.
+    calls: list[int] = []
+
+    def flaky(ctx: flowdag.Context) -> int:
+        calls.append(ctx.attempt)
+        if ctx.attempt < 3:
+            raise RuntimeError(f"attempt {ctx.attempt} fails")
+        time.sleep(0.3)  # long enough for a start record
+        return 1
+
+    wf = flowdag.Workflow("kept")
+    with RecordingStore(tmp_path / "s") as store:
+        wf.add_node("flaky", flaky, retries=0)
+        assert not flowdag.run(wf, run_id="r", store=store).ok  # attempt 1, in an earlier call
+        wf = flowdag.Workflow("kept")
+        wf.add_node("flaky", flaky, retries=1)
+        assert flowdag.run(wf, run_id="r", store=store).ok  # attempts 2 (fails) and 3
+        starts = [
+            record
+            for batch in store.batches
+            for record in batch
+            if record.status is RUNNING and record.attempts == 3
+        ]
+    assert calls == [1, 2, 3] and len(starts) == 1
+    kept = [
+        (attempt.number, attempt.error and attempt.error.message) for attempt in starts[0].history
+    ]
+    assert kept == [(1, "attempt 1 fails"), (2, "attempt 2 fails")]
+
+
 def test_a_store_that_keeps_nothing_on_disk_gets_no_start_records() -> None:
     commits: list[NodeStatus] = []
 

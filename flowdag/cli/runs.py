@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from flowdag._usertypes import neutral_user_types
 from flowdag.cli.base import (
@@ -51,6 +52,7 @@ from flowdag.stores.transfer import copy_run, verify_run
 __all__ = [
     "Liveness",
     "add_parsers",
+    "attempts_table",
     "cmd_list",
     "cmd_status",
     "cmd_store_convert",
@@ -151,9 +153,13 @@ def liveness(store: Store, state: RunState) -> Liveness:
 
 
 def cmd_status(args: argparse.Namespace, err: Console) -> int:
-    """Show the nodes of one run, and the last frames of failed nodes' tracebacks.
+    """Show the nodes of one run, every failed attempt, and failed nodes' last frames.
 
-    -v shows every traceback in full; --json has them in full too.
+    One line per node: status, attempts, start, duration (of all its
+    attempts) and error. Then one line per failed attempt, retried or not,
+    earlier calls of run included: node, attempt number, start, duration and
+    error. Then the last frames of each failed node's traceback; -v shows every
+    traceback in full. With --json, every attempt with its full traceback.
     """
     check_run_id(args.run_id)  # before the store: a bad id is the error, not a missing store
     if args.outputs and not args.json:
@@ -189,8 +195,39 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
             escape(error_text(node.error)),
         )
     out.print(table)
+    failures = attempts_table(state, failed_only=True)
+    if failures is not None:
+        out.print("failed attempts:")
+        out.print(failures)
     print_tracebacks(out, state.run_id, state.nodes, verbose=args.verbose)
     return Exit.OK
+
+
+def attempts_table(
+    state: RunState, *, node: str | None = None, failed_only: bool = False
+) -> Table | None:
+    """The attempts of one node (or of every node), one line each; None if there are none.
+
+    Each line: the node (when every node is shown), attempt number, start,
+    duration and the error as one line.
+    """
+    table = plain_table()
+    columns = ("attempt", "started", "duration", "error")
+    for column in columns if node is not None else ("node", *columns):
+        table.add_column(column, justify="right" if column in {"attempt", "duration"} else "left")
+    names = state.nodes if node is None else (node,)
+    for name in names:
+        for attempt in state.nodes[name].history:
+            if failed_only and attempt.error is None:
+                continue
+            row = [
+                str(attempt.number),
+                local_time(attempt.started_at),
+                seconds(attempt.duration),
+                escape(error_text(attempt.error)),
+            ]
+            table.add_row(*row if node is not None else (escape(name), *row))
+    return table if table.row_count else None
 
 
 def state_json(state: RunState, live: Liveness, *, values: bool = False) -> dict[str, Any]:
@@ -218,6 +255,16 @@ def node_json(node: NodeState, live: Liveness, *, values: bool = False) -> dict[
         "duration": node.duration,
         "deps": list(node.deps),
         "error": _error_json(node.error),
+        "history": [
+            {
+                "number": attempt.number,
+                "started_at": _moment(attempt.started_at),
+                "finished_at": _moment(attempt.finished_at),
+                "duration": attempt.duration,
+                "error": _error_json(attempt.error),
+            }
+            for attempt in node.history
+        ],
     }
     if values:
         document["output"] = json_value(node.output)

@@ -20,7 +20,14 @@ from flowdag._usertypes import neutral_user_types
 from flowdag.cli.base import CLIError, Commands, Exit, add_command, add_store_option, open_store
 from flowdag.cli.pretty import pformat
 from flowdag.cli.render import error_text, local_time, plain_table, seconds, styled
-from flowdag.cli.runs import Liveness, json_value, liveness, node_json, state_json
+from flowdag.cli.runs import (
+    Liveness,
+    attempts_table,
+    json_value,
+    liveness,
+    node_json,
+    state_json,
+)
 from flowdag.state import NodeState, NodeStatus, RunState
 from flowdag.stores.base import check_run_id
 
@@ -46,8 +53,9 @@ def cmd_show(args: argparse.Namespace, err: Console) -> int:
 
     Without NODE: one line per node (status, attempts, duration, the start of
     its output or its error) and the run's ctx.data. With NODE: its output
-    (long values are cut, with a note), its error with the full traceback, its
-    attempts and times. --json prints every value in full, exactly.
+    (long values are cut, with a note), its error with the full traceback, and
+    every attempt (number, start, duration, error). --json prints every value
+    and every attempt's traceback in full, exactly.
     """
     check_run_id(args.run_id)
     # User types come back as UserValue (name and fields): their modules are never imported.
@@ -116,6 +124,10 @@ def _show_node(out: Console, state: RunState, name: str, live: Liveness) -> None
         f"duration {seconds(node.duration)}",
         soft_wrap=True,
     )
+    attempts = attempts_table(state, node=name)
+    if attempts is not None:
+        out.print("attempts:")
+        out.print(attempts)
     _show_value(out, "output", node)
     if node.error is not None:
         out.print(f"error: {escape(error_text(node.error))}", soft_wrap=True)

@@ -101,7 +101,7 @@ class Cipher:
             (``pip install 'flowdag[encrypt]'``).
     """
 
-    __slots__ = ("_aead",)
+    __slots__ = ("_aead", "_key")
 
     def __init__(self, key: bytes | str, *, source: str = "the encryption key") -> None:
         raw = _parse_key(key, source)
@@ -112,6 +112,7 @@ class Cipher:
                 "encryption at rest needs the cryptography package: pip install 'flowdag[encrypt]'"
             ) from exc
         self._aead = AESGCM(raw)
+        self._key = raw  # only for derive_key; never pickled (see __reduce__)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Cipher | None:
@@ -125,6 +126,14 @@ class Cipher:
     def __reduce__(self) -> Any:
         # A key never travels by pickle (stores may cross process boundaries).
         raise TypeError("a Cipher holds a key and cannot be pickled")
+
+    def derive_key(self, purpose: bytes) -> bytes:
+        """A 32-byte subkey for ``purpose`` (HKDF-SHA256): one key per use, never the key itself."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        kdf = HKDF(algorithm=hashes.SHA256(), length=_KEY_SIZE, salt=None, info=purpose)
+        return kdf.derive(self._key)
 
     def encrypt(self, plaintext: bytes | memoryview, aad: bytes) -> bytes:
         """Seal ``plaintext``, bound to ``aad``; a fresh random nonce every call.

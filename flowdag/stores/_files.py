@@ -44,6 +44,7 @@ __all__ = [
     "make_private",
     "make_private_dir",
     "no_store_error",
+    "open_dir",
     "open_file",
     "open_private",
     "read_all",
@@ -421,6 +422,13 @@ def fsync_dir(directory: Where, *, root: Where | None = None) -> None:
     """Make the entries of ``directory`` (names created, renamed, removed) durable."""
     with _parent(_inside(directory), root) as (fd, _):
         os.fsync(fd)
+
+
+@contextlib.contextmanager
+def open_dir(directory: Where, *, root: Where | None = None, create: bool = False) -> Iterator[int]:
+    """The descriptor of ``directory`` (made 0700 with ``create``), reached without links."""
+    with _parent(_inside(directory), root, create=create) as (fd, _):
+        yield fd
 
 
 def list_names(directory: Where, *, root: Where | None = None) -> list[str]:

@@ -1,8 +1,22 @@
 """A run's header and node meta records: their shapes, written and checked back.
 
 A store keeps each run as a header (workflow, metadata, every node's deps) and
-per node a small meta record (status, attempts, times, error), each one value
-encoded by the store's codec (see `flowdag.stores.base`). A checksum, or on an
+per node a small meta record (status, attempts, times, error, attempt history),
+each one value encoded by the store's codec (see `flowdag.stores.base`).
+
+The meta record is a list::
+
+    [status, attempts, started_us, finished_us, error]             no history
+    [status, attempts, started_us, finished_us, error, history]    with one
+
+Times are whole microseconds since the epoch (UTC), an error is ``[type,
+message, traceback]``. ``history`` is a non-empty list of attempts, each
+``[number, started_us, finished_us, error]``, except that the last may be just
+its ``number`` when its times and error are the node's own (the usual case: a
+node's last attempt is the one its status comes from), so a node that ran once
+costs one small int more than before. Header format 2 (this release) may have
+either; format 1 (the previous release, which kept no history) has only the
+first, which loads with an empty history. A checksum, or on an
 encrypted store the key, vouches that a blob is the one written; neither
 vouches for its shape, since anyone who can write a plain store (or holds the
 key) can write a well-formed blob of any value. So every decoded record is
@@ -32,7 +46,7 @@ from flowdag.errors import (
     InvalidArgumentTypeError,
     SerializationError,
 )
-from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
+from flowdag.state import AttemptInfo, ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -45,7 +59,10 @@ __all__ = [
     "to_micros",
 ]
 
-HEADER_FORMAT = 1
+#: Version of the run header and of the meta records under it: 2 added the
+#: attempt history; 1 (the previous release) is still read.
+HEADER_FORMAT = 2
+_HEADER_FORMATS = frozenset({1, HEADER_FORMAT})
 MAX_ATTEMPTS = 2**63 - 1  # what msgpack holds without an extension type
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -113,12 +130,19 @@ def header_record(state: RunState) -> dict[str, Any]:
     }
 
 
-def meta_record(node: NodeRecord | NodeState) -> list[Any]:
-    """The meta record of one node, as its codec encodes it.
+def meta_record(node: NodeRecord | NodeState, *, short_errors: bool = False) -> list[Any]:
+    """The meta record of one node, as its codec encodes it (see the module docstring).
+
+    With ``short_errors``, every error keeps its type and the start of its
+    message but no traceback: for a record the codec refused as too large.
 
     Raises:
-        InvalidArgumentError: a status that is no `NodeStatus`, or attempts
-            that are not a whole number from 0 to `MAX_ATTEMPTS`.
+        InvalidArgumentError: a status that is no `NodeStatus`, attempts or an
+            attempt number that are not a whole number in range, or a naive time
+            in ``history``.
+        InvalidArgumentTypeError: ``history`` is not a tuple of `AttemptInfo`,
+            or one holds a time that is not a datetime or an error that is not
+            an `ErrorInfo`.
     """
     attempts = node.attempts
     # Exact types: a bool or a float would come back as something else.
@@ -128,14 +152,106 @@ def meta_record(node: NodeRecord | NodeState) -> list[Any]:
         )
     if node.status not in _STATUSES:
         raise InvalidArgumentError(f"node status must be a NodeStatus, not {node.status!r}")
-    error = node.error
-    return [
+    started, finished, error = node.started_at, node.finished_at, node.error
+    meta = [
         str(node.status),
         attempts,
-        to_micros(node.started_at),
-        to_micros(node.finished_at),
-        None if error is None else [error.type, error.message, error.traceback],
+        to_micros(started),
+        to_micros(finished),
+        None if error is None else _error_record(error, short_errors),
     ]
+    history = node.history
+    if history:
+        meta.append(_history_record(history, started, finished, error, short_errors))
+    elif type(history) is not tuple:
+        raise InvalidArgumentTypeError(
+            f"node history must be a tuple of AttemptInfo, not {type(history).__name__}"
+        )
+    return meta
+
+
+def _history_record(
+    history: Any,
+    started: datetime | None,
+    finished: datetime | None,
+    error: ErrorInfo | None,
+    short_errors: bool,
+) -> list[Any]:
+    """A node's history as its meta record's sixth field (see the module docstring)."""
+    if type(history) is not tuple:
+        raise InvalidArgumentTypeError(
+            f"node history must be a tuple of AttemptInfo, not {type(history).__name__}"
+        )
+    last = history[-1]
+    # The usual last attempt is the node's own: its number says it all. Fast
+    # path: the runner builds it from the very objects of the record.
+    own = type(last) is AttemptInfo and (
+        (last.started_at is started and last.finished_at is finished and last.error is error)
+        or (
+            started is not None
+            and finished is not None
+            and last.started_at == started
+            and last.finished_at == finished
+            and last.error == error
+        )
+    )
+    if not own:
+        return [_attempt_record(attempt, short_errors) for attempt in history]
+    number = last.number
+    if type(number) is not int or not 0 < number <= MAX_ATTEMPTS or started is None:
+        return [_attempt_record(attempt, short_errors) for attempt in history]  # it raises
+    if len(history) == 1:
+        return [number]
+    return [*(_attempt_record(attempt, short_errors) for attempt in history[:-1]), number]
+
+
+#: Characters of an error message kept by ``short_errors``.
+SHORT_MESSAGE = 500
+#: The traceback of an error kept by ``short_errors``.
+TRACEBACK_DROPPED = "(traceback not stored: the error record was over the codec's limits)"
+
+
+def _attempt_number(number: Any) -> int:
+    if type(number) is not int or not 1 <= number <= MAX_ATTEMPTS:
+        raise InvalidArgumentError(
+            f"attempt numbers must be whole numbers from 1 to {MAX_ATTEMPTS}, not {number!r}"
+        )
+    return number
+
+
+def _error_record(error: ErrorInfo | None, short: bool) -> list[str] | None:
+    if error is None:
+        return None
+    if short:
+        return [error.type[:200], error.message[:SHORT_MESSAGE], TRACEBACK_DROPPED]
+    return [error.type, error.message, error.traceback]
+
+
+def _attempt_record(attempt: Any, short_errors: bool) -> list[Any]:
+    """One attempt of ``history`` as a list, its types checked (exact, as loads check)."""
+    if type(attempt) is not AttemptInfo:
+        raise InvalidArgumentTypeError(
+            f"node history holds {type(attempt).__name__}, not AttemptInfo"
+        )
+    number = _attempt_number(attempt.number)
+    error = attempt.error
+    if error is not None and type(error) is not ErrorInfo:
+        raise InvalidArgumentTypeError(
+            f"attempt {number}: error must be an ErrorInfo or None, not {type(error).__name__}"
+        )
+    times = []
+    for label, moment in (("started_at", attempt.started_at), ("finished_at", attempt.finished_at)):
+        if not isinstance(moment, datetime):
+            raise InvalidArgumentTypeError(
+                f"attempt {number}: {label} must be a datetime, not {type(moment).__name__}"
+            )
+        if moment.utcoffset() is None:
+            raise InvalidArgumentError(
+                f"attempt {number}: {label} is naive ({moment.isoformat()}); use UTC, "
+                "e.g. datetime.now(UTC)"
+            )
+        times.append(to_micros(moment))
+    return [number, times[0], times[1], _error_record(error, short_errors)]
 
 
 def to_micros(moment: datetime | None) -> int | None:
@@ -155,7 +271,7 @@ def run_header(header: Any) -> tuple[str, dict[str, Any], dict[str, tuple[str, .
     if type(header) is not dict:
         raise CorruptStateError(f"run header is {_shown(header)}, not a dict")
     version = header.get("format")
-    if type(version) is not int or version != HEADER_FORMAT:  # exact type: True == 1
+    if type(version) is not int or version not in _HEADER_FORMATS:  # exact type: True == 1
         raise CorruptStateError(f"unknown run header format {_shown(version)}")
     workflow = header.get("workflow")
     if type(workflow) is not str:
@@ -183,9 +299,9 @@ def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
         CorruptStateError: the record is not one `meta_record` writes.
     """
     # Run once per node on every load: exact type tests, one constructor call.
-    if type(meta) is not list or len(meta) != 5:
-        raise CorruptStateError(f"node meta is {_shown(meta)}, not a list of 5 fields")
-    status, attempts, started, finished, error = meta
+    if type(meta) is not list or not 5 <= len(meta) <= 6:
+        raise CorruptStateError(f"node meta is {_shown(meta)}, not a list of 5 or 6 fields")
+    status, attempts, started, finished, error = meta[:5]
     if type(status) is not str or status not in _STATUSES:
         raise CorruptStateError(f"node status is {_shown(status)}, not a node status")
     if type(attempts) is not int or not 0 <= attempts <= MAX_ATTEMPTS:
@@ -199,12 +315,66 @@ def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
             raise _bad_time("finished_at", finished)
         finished = _EPOCH + timedelta(0, 0, finished)
     if error is not None:
-        if type(error) is not list or len(error) != 3 or not _all_str(error):
+        error = _error_info(error, "node error")
+    if len(meta) == 5:
+        return NodeState(_STATUSES[status], attempts, started, finished, output, error, deps)
+    history = _history(meta[5], started, finished, error)
+    return NodeState(_STATUSES[status], attempts, started, finished, output, error, deps, history)
+
+
+def _error_info(error: Any, what: str) -> ErrorInfo:
+    if type(error) is not list or len(error) != 3 or not _all_str(error):
+        raise CorruptStateError(f"{what} is {_shown(error)}, not [type, message, traceback]")
+    return ErrorInfo(*error)
+
+
+def _history(
+    entries: Any, started: datetime | None, finished: datetime | None, error: ErrorInfo | None
+) -> tuple[AttemptInfo, ...]:
+    """The history of a decoded meta record, checked; see the module docstring."""
+    if type(entries) is not list or not entries:
+        raise CorruptStateError(f"node history is {_shown(entries)}, not a non-empty list")
+    if len(entries) == 1 and started is not None and finished is not None:  # the usual: [1]
+        number = entries[0]
+        if type(number) is int and 1 <= number <= MAX_ATTEMPTS:
+            return (AttemptInfo(number, started, finished, error),)
+    history = []
+    last = len(entries) - 1
+    for i, entry in enumerate(entries):
+        if type(entry) is int and i == last:  # the node's own attempt, by its number
+            if started is None or finished is None:
+                raise CorruptStateError(
+                    "node history ends with the node's own attempt, but the node has no times"
+                )
+            history.append(AttemptInfo(_stored_number(entry, i), started, finished, error))
+            continue
+        if type(entry) is not list or len(entry) != 4:
             raise CorruptStateError(
-                f"node error is {_shown(error)}, not [type, message, traceback]"
+                f"node history[{i}] is {_shown(entry)}, "
+                "not [number, started_us, finished_us, error]"
             )
-        error = ErrorInfo(*error)
-    return NodeState(_STATUSES[status], attempts, started, finished, output, error, deps)
+        number, begun, ended, failed = entry
+        history.append(
+            AttemptInfo(
+                _stored_number(number, i),
+                _moment(begun, f"history[{i}] started_at"),
+                _moment(ended, f"history[{i}] finished_at"),
+                None if failed is None else _error_info(failed, f"node history[{i}] error"),
+            )
+        )
+    return tuple(history)
+
+
+def _stored_number(number: Any, i: int) -> int:
+    if type(number) is not int or not 1 <= number <= MAX_ATTEMPTS:
+        raise CorruptStateError(f"node history[{i}] number is {_shown(number)}, not a count")
+    return number
+
+
+def _moment(micros: Any, field: str) -> datetime:
+    if type(micros) is not int or not _MIN_MICROS <= micros <= _MAX_MICROS:
+        raise _bad_time(field, micros)
+    return _EPOCH + timedelta(0, 0, micros)
 
 
 def _all_str(items: Any) -> bool:

@@ -7,8 +7,9 @@ exactly the same blobs and a state moved between stores compares equal.
 Per run a backend keeps three kinds of entry:
 
 - the *header*: workflow name, metadata and the graph (each node's deps);
-- per node, a small *meta* blob (status, attempts, times, error) and, apart from
-  it, the node's *output* blob, so statuses can be read without decoding outputs;
+- per node, a small *meta* blob (status, attempts, times, error, the history of
+  its attempts: see `flowdag.stores._records`) and, apart from it, the node's
+  *output* blob, so statuses can be read without decoding outputs;
 - per ``ctx.data`` key, its value blob.
 
 `Store.commit` upserts some nodes and applies some data changes in one atomic,
@@ -24,7 +25,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import ClassVar, Protocol, Self
 
@@ -49,8 +50,6 @@ from flowdag.stores._records import (
 
 __all__ = ["RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
 
-_SHORT_MESSAGE = 500  # characters of an error message kept when its record is too large
-_TRACEBACK_DROPPED = "(traceback not stored: the error record was over the codec's limits)"
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
@@ -397,17 +396,22 @@ class Store(ABC):
         return state
 
     def _encode_meta(self, node: NodeRecord | NodeState) -> bytes:
-        meta = meta_record(node)
+        encode = self.codec.encode
         try:
-            return self.codec.encode(meta)
+            return encode(meta_record(node))
         except SerializationError:
-            if node.error is None:
+            if node.error is None and all(a.error is None for a in node.history):
                 raise
-        # A failure must be recordable even when its traceback is over the codec's
-        # limits (a small max_blob_size): keep the type and the start of the message.
-        error = node.error
-        meta[4] = [error.type[:200], error.message[:_SHORT_MESSAGE], _TRACEBACK_DROPPED]
-        return self.codec.encode(meta)
+        # A failure must be recordable even when its tracebacks are over the codec's
+        # limits (a small max_blob_size): keep each error's type and the start of
+        # its message, for the node and every attempt alike; if the attempts are
+        # still too many, keep the last one only (README: "Every attempt is kept").
+        try:
+            return encode(meta_record(node, short_errors=True))
+        except SerializationError:
+            if len(node.history) <= 1:
+                raise
+        return encode(meta_record(replace(node, history=node.history[-1:]), short_errors=True))
 
 
 class ThreadRunLocks:

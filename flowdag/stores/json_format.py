@@ -9,14 +9,15 @@ Snapshot file (``snapshot.json``): a first line, then the body::
 
     {"flowdag": "json-store", "format": 2, "generation": 7, "id": "5f0c...", "parent": "9a1e", ...}
     {
-      "header": {"format":1,"workflow":"etl","metadata":{},"deps":{"extract":[]}},
+      "header": {"format":2,"workflow":"etl","metadata":{},"deps":{"extract":[]}},
       "nodes": {
         "extract": {
-          "meta": ["completed",1,1795000000000000,1795000000000042,null],
+          "meta": ["completed",1,1795000000000000,1795000000000042,null,[1]],
           "output": [{"id":1,"amount":10}]
         },
         "load": {
-          "meta": ["failed",3,1795000000000100,1795000000000200,["KeyError","'x'","..."]]
+          "meta": ["failed",2,1795000000000100,1795000000000200,["KeyError","'x'","..."],  ⏎
+                   [[1,1795000000000050,1795000000000060,["KeyError","'x'","..."]],2]]
         }
       },
       "data": {
@@ -24,8 +25,13 @@ Snapshot file (``snapshot.json``): a first line, then the body::
       }
     }
 
-The body is one JSON document (``jq . snapshot.json`` shows both values; in
-Python, ``json.loads`` the text after the first newline). A node without an
+(``⏎``: one line in the file, wrapped here.) A node's ``meta`` is [status,
+attempts, started_us, finished_us, error] and, when the node has run, its
+attempt history: each attempt ``[number, started_us, finished_us, error]``,
+the last one just its number when it is the node's own (see
+`flowdag.stores._records`). The body is one JSON document (``jq .
+snapshot.json`` shows both values; in Python, ``json.loads`` the text after
+the first newline). A node without an
 ``output`` key has no output blob, which is not the same as ``"output": null``
 (an output of None). The first line ends with ``"size": 1234, "crc32": 305419896}``:
 ``size`` is the body's length in bytes and ``crc32`` the

@@ -22,7 +22,7 @@ from typing import Any
 from flowdag._equality import equal
 from flowdag._frames import is_frame
 from flowdag.errors import CorruptStateError, SerializationError, StoreError
-from flowdag.state import NodeState, RunState
+from flowdag.state import AttemptInfo, NodeState, RunState
 from flowdag.stores.base import Store, StoredRun
 
 __all__ = ["copy_run", "same_value", "verify_run"]
@@ -114,7 +114,19 @@ def _same_node(expected: NodeState, actual: NodeState) -> bool:
         and same_value(expected.finished_at, actual.finished_at)
         and expected.error == actual.error
         and expected.deps == actual.deps
+        and len(expected.history) == len(actual.history)
+        and all(map(_same_attempt, expected.history, actual.history))
         and same_value(expected.output, actual.output)
+    )
+
+
+def _same_attempt(expected: AttemptInfo, actual: AttemptInfo) -> bool:
+    return (
+        type(actual) is AttemptInfo
+        and expected.number == actual.number
+        and same_value(expected.started_at, actual.started_at)
+        and same_value(expected.finished_at, actual.finished_at)
+        and expected.error == actual.error
     )
 
 

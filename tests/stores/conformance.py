@@ -21,13 +21,15 @@ import sys
 import threading
 from collections import defaultdict, deque
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import flowdag
 from flowdag.errors import (
@@ -37,7 +39,7 @@ from flowdag.errors import (
     RunNotFoundError,
     StoreError,
 )
-from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
+from flowdag.state import AttemptInfo, ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
 from flowdag.stores._journal import JournaledStore
 from flowdag.stores.base import Store
@@ -137,14 +139,25 @@ def make_state(run_id: str = "run-1", outputs: dict[str, Any] | None = None) -> 
             finished_at=T0 + timedelta(seconds=i, microseconds=999_999),
             output=value,
         )
+        if i % 2:  # the usual history: one attempt, the node's own
+            node = nodes[f"out_{name}"]
+            node.history = (AttemptInfo(1, node.started_at, node.finished_at),)  # type: ignore[arg-type]
     first = next(iter(nodes), None)
+    error = ErrorInfo("ValueError", "bad row 7: 'x'", "Traceback (most recent call last):\n")
     nodes["failed"] = NodeState(
         status=NodeStatus.FAILED,
         attempts=3,
         started_at=T0,
         finished_at=T0 + timedelta(minutes=1),
-        error=ErrorInfo("ValueError", "bad row 7: 'x'", "Traceback (most recent call last):\n"),
+        error=error,
         deps=(first,) if first else (),
+        history=(
+            AttemptInfo(1, T0 - timedelta(hours=1), T0 - timedelta(minutes=59), error),
+            AttemptInfo(
+                2, T0 - timedelta(minutes=2), T0 - timedelta(minutes=1), ErrorInfo("E", "")
+            ),
+            AttemptInfo(3, T0, T0 + timedelta(minutes=1), error),
+        ),
     )
     nodes["skipped"] = NodeState(status=NodeStatus.SKIPPED, deps=("failed",))
     nodes["running"] = NodeState(status=NodeStatus.RUNNING, attempts=1, started_at=T0)
@@ -227,6 +240,56 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
+# -- random attempt histories -----------------------------------------------------------
+
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
+_ERRORS = st.none() | st.builds(ErrorInfo, _TEXT, _TEXT, _TEXT)
+# Any zone: a store keeps the instant and loads it in UTC.
+_ZONES = st.sampled_from(
+    [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+)
+_MOMENTS = st.datetimes(datetime(1, 1, 2), datetime(9999, 12, 30), timezones=_ZONES)
+_ATTEMPTS = st.builds(AttemptInfo, st.integers(1, 2**63 - 1), _MOMENTS, _MOMENTS, _ERRORS)
+
+
+@st.composite
+def node_states(draw: st.DrawFn) -> NodeState:
+    """A node with a random history; often ending with its own attempt, as the runner writes."""
+    status = draw(st.sampled_from([s for s in NodeStatus if s is not NodeStatus.COMPLETED]))
+    started, finished = draw(st.none() | _MOMENTS), draw(st.none() | _MOMENTS)
+    error = draw(_ERRORS)
+    history = tuple(draw(st.lists(_ATTEMPTS, max_size=4)))
+    if history and started is not None and finished is not None and draw(st.booleans()):
+        history = (*history[:-1], AttemptInfo(history[-1].number, started, finished, error))
+    return NodeState(status, draw(st.integers(0, 2**63 - 1)), started, finished, None, error,
+                     history=history)  # fmt: skip
+
+
+def utc(node: NodeState) -> NodeState:
+    """``node`` as a store loads it: every time in UTC."""
+
+    def at(moment: datetime | None) -> datetime | None:
+        return None if moment is None else moment.astimezone(UTC)
+
+    history = tuple(
+        AttemptInfo(a.number, a.started_at.astimezone(UTC), a.finished_at.astimezone(UTC), a.error)
+        for a in node.history
+    )
+    return dataclasses.replace(
+        node, started_at=at(node.started_at), finished_at=at(node.finished_at), history=history
+    )
+
+
+def assert_same_node(actual: NodeState, expected: NodeState) -> None:
+    """Equal, and exactly so: every time an aware UTC datetime, numbers ints."""
+    expected = utc(expected)
+    assert actual == expected
+    assert same_value(
+        [(a.number, a.started_at, a.finished_at) for a in actual.history],
+        [(a.number, a.started_at, a.finished_at) for a in expected.history],
+    )
+
+
 class StoreTests:
     """The contract of `flowdag.stores.base.Store`, for every backend."""
 
@@ -262,6 +325,36 @@ class StoreTests:
         assert loaded == state
         assert shape(loaded.nodes[f"out_{name}"].output) == shape(value)
         assert shape(loaded.data["rich"]) == shape(value)
+
+    def test_histories_round_trip(self, store: Store) -> None:
+        # Saved whole, and committed as a record: every attempt comes back exactly.
+        # (A nested test: hypothesis refuses one method run by several classes.)
+        @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(nodes=st.lists(node_states(), min_size=1, max_size=4), record=node_states())
+        def check(nodes: list[NodeState], record: NodeState) -> None:
+            state = RunState("h", "wf", {f"n{i}": node for i, node in enumerate(nodes)})
+            state.nodes["c"] = NodeState()
+            store.save(state)
+            store.commit(
+                "h",
+                [
+                    NodeRecord(
+                        "c",
+                        record.status,
+                        record.attempts,
+                        record.started_at,
+                        record.finished_at,
+                        record.error,
+                        history=record.history,
+                    )
+                ],
+            )
+            for loaded in (store.load("h"), store.load_statuses("h")):
+                for i, node in enumerate(nodes):
+                    assert_same_node(loaded.nodes[f"n{i}"], node)
+                assert_same_node(loaded.nodes["c"], record)
+
+        check()
 
     def test_empty_run(self, store: Store) -> None:
         state = RunState("empty", "wf")

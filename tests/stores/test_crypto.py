@@ -30,7 +30,7 @@ from flowdag.errors import (
     StoreError,
 )
 from flowdag.json_codec import JSONCodec
-from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
+from flowdag.state import AttemptInfo, ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
 from flowdag.stores._crypto import KEY_ENV, MAGIC, Cipher, generate_key, is_sealed
 from flowdag.stores._framing import journal as journal_of
@@ -192,9 +192,11 @@ def test_round_trip_and_nothing_plain_on_disk(
             None,
             encode([SECRET, i]),
             {f"k{i}": encode(SECRET)},
+            (AttemptInfo(1, T0, T0, ErrorInfo("E", SECRET, SECRET)), AttemptInfo(i + 1, T0, T0)),
         )
         encrypted.commit("r", [record])
     loaded = encrypted.load("r")
+    assert loaded.nodes["load"].history == record.history  # attempts' errors encrypted too
     assert loaded.nodes["extract"] == state.nodes["extract"]
     assert loaded.nodes["load"].output == [SECRET, 39]
     assert loaded.data == {"token": SECRET} | {f"k{i}": SECRET for i in range(40)}

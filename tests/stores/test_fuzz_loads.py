@@ -44,7 +44,7 @@ import flowdag
 from flowdag.codec import Codec
 from flowdag.errors import CorruptStateError, SerializationError
 from flowdag.json_codec import JSONCodec
-from flowdag.state import ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
+from flowdag.state import AttemptInfo, ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
 from flowdag.stores._format import Stamp
 from flowdag.stores._framing import journal as journal_of
@@ -86,14 +86,24 @@ def build(store: Store) -> list[RunState]:
     for i in range(1, 6):
         if i == 4:
             error = ErrorInfo("KeyError", "'x'", "Traceback ...")
-            record = NodeRecord(f"n{i}", NodeStatus.FAILED, 2, T0, T0, error)
+            first = AttemptInfo(1, T0, T0, ErrorInfo("OSError", "first", "Traceback ..."))
+            history = (first, AttemptInfo(2, T0, T0, error))
+            record = NodeRecord(f"n{i}", NodeStatus.FAILED, 2, T0, T0, error, history=history)
         else:
             output = {"i": i, "blob": bytes(range(i * 40 % 256)) * 3, "when": T0, "s": {i}}
             data: dict[str, bytes | None] = {f"k{i}": codec.encode([i] * i)}
             if i == 5:
                 data["seed"] = None  # a deleted ctx.data key
             record = NodeRecord(
-                f"n{i}", NodeStatus.COMPLETED, 1, T0, T0, None, codec.encode(output), data
+                f"n{i}",
+                NodeStatus.COMPLETED,
+                1,
+                T0,
+                T0,
+                None,
+                codec.encode(output),
+                data,
+                (AttemptInfo(1, T0, T0),),
             )
         store.commit(RUN_ID, [record])
         states.append(store.load(RUN_ID))
@@ -108,8 +118,8 @@ def equal_states(a: RunState, b: RunState) -> bool:
         and a.metadata == b.metadata
         and a.nodes.keys() == b.nodes.keys()
         and all(
-            (x.status, x.attempts, x.started_at, x.finished_at, x.error, x.deps)
-            == (y.status, y.attempts, y.started_at, y.finished_at, y.error, y.deps)
+            (x.status, x.attempts, x.started_at, x.finished_at, x.error, x.deps, x.history)
+            == (y.status, y.attempts, y.started_at, y.finished_at, y.error, y.deps, y.history)
             and same_value(x.output, y.output)
             for x, y in zip(a.nodes.values(), b.nodes.values(), strict=True)
         )
@@ -549,16 +559,26 @@ FORGED_VALUES = st.recursive(
     max_leaves=12,
 )
 GOOD_META = ["failed", 2, 1_795_000_000_000_000, 1_795_000_000_000_042, ["E", "m", "tb"]]
-GOOD_HEADER = {"format": 1, "workflow": "wf", "metadata": {}, "deps": {"a": [], "b": ["a"]}}
+GOOD_HISTORY: list[Any] = [[1, 1_795_000_000_000_000, 1_795_000_000_000_001, ["E", "m", "tb"]], 2]
+GOOD_HEADER = {"format": 2, "workflow": "wf", "metadata": {}, "deps": {"a": [], "b": ["a"]}}
 
 
 @st.composite
 def forged_meta(draw: st.DrawFn) -> Any:
-    """A meta record with one field (or the whole record) replaced by any value."""
-    if draw(st.booleans()):
+    """A meta record with one field (or the whole record, or a part of its history)
+    replaced by any value."""
+    choice = draw(st.sampled_from(["whole", "field", "history entry", "history field"]))
+    if choice == "whole":
         return draw(FORGED_VALUES)
-    meta = list(GOOD_META)
-    meta[draw(st.integers(0, 4))] = draw(FORGED_VALUES)
+    history: list[Any] = [list(GOOD_HISTORY[0]), GOOD_HISTORY[1]]
+    meta: list[Any] = [*GOOD_META, history]
+    if choice == "field":
+        meta[draw(st.integers(0, 5))] = draw(FORGED_VALUES)
+        return meta if draw(st.booleans()) else meta[:5]  # with history or without
+    if choice == "history entry":
+        history[draw(st.integers(0, 1))] = draw(FORGED_VALUES)
+    else:
+        history[0][draw(st.integers(0, 3))] = draw(FORGED_VALUES)
     return meta
 
 
@@ -587,6 +607,15 @@ def check_well_formed(state: RunState) -> None:
             assert moment is None or (type(moment) is datetime and moment.tzinfo is not None)
         error = node.error
         assert error is None or all(type(part) is str for part in vars_of(error))
+        assert type(node.history) is tuple
+        for attempt in node.history:
+            assert type(attempt) is AttemptInfo and type(attempt.number) is int
+            assert attempt.number >= 1
+            for moment in (attempt.started_at, attempt.finished_at):
+                assert type(moment) is datetime and moment.tzinfo is not None
+            error = attempt.error
+            assert error is None or all(type(part) is str for part in vars_of(error))
+        assert node.duration is None or type(node.duration) is float
     assert state.status is not None  # derived fields work
 
 

@@ -25,7 +25,7 @@ from flowdag.errors import (
     InvalidArgumentTypeError,
     SerializationError,
 )
-from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
+from flowdag.state import AttemptInfo, ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
 from flowdag.stores._crypto import generate_key
 from flowdag.stores.base import Store, StoredNode, StoredRun
@@ -173,7 +173,28 @@ FORGED_METAS: dict[str, Any] = {
     "meta a dict": {"status": "completed"},
     "meta a str of 5": "abcde",
     "meta too short": GOOD_META[:4],
+    "meta too long": [*GOOD_META, [1], None],
     "meta None": None,
+    # The attempt history (a 6th field since header format 2).
+    "history None": [*GOOD_META, None],
+    "history empty": [*GOOD_META, []],
+    "history a dict": [*GOOD_META, {"1": 1}],
+    "history own attempt number 0": [*GOOD_META, [0]],
+    "history own attempt number a bool": [*GOOD_META, [True]],
+    "history own attempt number a float": [*GOOD_META, [1.0]],
+    "history own attempt number 2**64": [*GOOD_META, [2**64]],
+    "history own attempt not last": [*GOOD_META, [1, 2]],
+    "history own attempt of a node with no times": ["failed", 1, None, None, ["E", "m", ""], [1]],
+    "history entry too short": [*GOOD_META, [[1, T0_MICROS, T0_MICROS], 2]],
+    "history entry a str": [*GOOD_META, ["attempt"]],
+    "history entry a tuple-like dict": [*GOOD_META, [{"number": 1}, 2]],
+    "history entry number a str": [*GOOD_META, [["1", T0_MICROS, T0_MICROS, None], 2]],
+    "history entry number negative": [*GOOD_META, [[-1, T0_MICROS, T0_MICROS, None], 2]],
+    "history entry started_at None": [*GOOD_META, [[1, None, T0_MICROS, None], 2]],
+    "history entry finished_at a float": [*GOOD_META, [[1, T0_MICROS, 1.5, None], 2]],
+    "history entry started_at 2**62": [*GOOD_META, [[1, 2**62, T0_MICROS, None], 2]],
+    "history entry error a str": [*GOOD_META, [[1, T0_MICROS, T0_MICROS, "boom"], 2]],
+    "history entry error of ints": [*GOOD_META, [[1, T0_MICROS, T0_MICROS, [1, 2, 3]], 2]],
 }
 
 FORGED_HEADERS: dict[str, Any] = {
@@ -187,7 +208,8 @@ FORGED_HEADERS: dict[str, Any] = {
     "metadata None": header_with(metadata=None),
     "metadata a list": header_with(metadata=[1]),
     "format True": header_with(format=True),
-    "format 2": header_with(format=2),
+    "format 3": header_with(format=3),
+    "format 0": header_with(format=0),
     "format missing": {k: v for k, v in GOOD_HEADER.items() if k != "format"},
     "workflow missing": {k: v for k, v in GOOD_HEADER.items() if k != "workflow"},
     "header a list": [1, "wf", {}, {}],
@@ -246,6 +268,24 @@ def test_the_real_records_pass_the_checks(store: Store) -> None:
     assert loaded == RunState("copy", "wf", state.nodes)
 
 
+def test_real_records_with_history_pass_the_checks(store: Store) -> None:
+    # What the runner writes for a node that failed once, then succeeded, under
+    # the header it writes (format 2); the previous release's header (format 1)
+    # above loads too.
+    error = ErrorInfo("ValueError", "boom", "Traceback ...")
+    first = [1, T0_MICROS - 100, T0_MICROS - 50, ["ValueError", "boom", "Traceback ..."]]
+    meta = store.codec.encode([*GOOD_META[:4], None, [first, 2]])
+    header = store.codec.encode(header_with(format=2))
+    store._save("h", StoredRun(header, {"a": StoredNode(meta)}))
+    node = store.load("h").nodes["a"]
+    assert node.history == (
+        AttemptInfo(1, T0 - timedelta(microseconds=100), T0 - timedelta(microseconds=50), error),
+        AttemptInfo(2, T0, T0 + timedelta(microseconds=42)),
+    )
+    assert node.duration == pytest.approx(92e-6)
+    assert store.load_statuses("h").nodes["a"].history == node.history
+
+
 @pytest.mark.parametrize(
     ("change", "error"),
     [
@@ -256,6 +296,14 @@ def test_the_real_records_pass_the_checks(store: Store) -> None:
         ({"attempts": -1}, InvalidArgumentError),
         ({"status": "bogus"}, InvalidArgumentError),
         ({"deps": (1,)}, SerializationError),
+        ({"history": [AttemptInfo(1, T0, T0)]}, InvalidArgumentTypeError),
+        ({"history": ("attempt",)}, InvalidArgumentTypeError),
+        ({"history": (AttemptInfo(0, T0, T0),)}, InvalidArgumentError),
+        ({"history": (AttemptInfo(True, T0, T0),)}, InvalidArgumentError),
+        ({"history": (AttemptInfo(1.0, T0, T0),)}, InvalidArgumentError),  # type: ignore[arg-type]
+        ({"history": (AttemptInfo(1, None, T0),)}, InvalidArgumentTypeError),  # type: ignore[arg-type]
+        ({"history": (AttemptInfo(1, T0.replace(tzinfo=None), T0),)}, InvalidArgumentError),
+        ({"history": (AttemptInfo(1, T0, T0, "boom"),)}, InvalidArgumentTypeError),  # type: ignore[arg-type]
     ],
     ids=repr,
 )

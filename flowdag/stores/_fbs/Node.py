@@ -5,9 +5,9 @@
 import flatbuffers
 from typing import Any
 from typing import Optional
-# One node that has run: its meta blob (status, attempts, times, error) and,
-# apart from it, its output blob, so statuses can be read without touching
-# outputs.
+# One node that has run: its meta blob (status, attempts, times, error, the
+# history of its attempts) and, apart from it, its output blob, so statuses
+# can be read without touching outputs.
 class Node(object):
     __slots__ = ['_tab']
 
@@ -38,7 +38,11 @@ class Node(object):
             return self._tab.String(o + self._tab.Pos)
         return None
 
-    # Codec blob of [status, attempts, started_us, finished_us, error].
+    # Codec blob of [status, attempts, started_us, finished_us, error], plus
+    # a sixth field, the attempt history, when the node has one (run header
+    # format 2; see flowdag/stores/_records.py). The buffer layout is the same
+    # for both, so FormatVersion stays V1: an older reader refuses the run by
+    # its header's format, not by misreading this buffer.
     # Node
     def Meta(self, j: int):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(6))

@@ -1,0 +1,105 @@
+"""The ledger: what one call of `run()` knows of its run's nodes.
+
+Node states, the outputs downstream nodes take, ``ctx.data``, and the count
+and history of each node's attempts. Only the driver's thread touches it.
+
+Every attempt that returns (or overruns its timeout, or is lost with its worker)
+is kept in the node's history: the driver gathers this call's failed attempts
+per node and commits them, after the attempts of earlier calls, with the node's
+finish record (and with any start record, which replaces the node's stored state
+too). An attempt a crash interrupts has no end, so it is not in the history; its
+start record counts it, so its number is not given again on resume.
+
+Attempts are counted over the run's whole life (``ctx.attempt`` and
+``NodeState.attempts`` agree across resumes, an interrupted attempt included),
+while the retry budget counts the attempts of this call only (``tries``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flowdag.attempt import Attempt
+from flowdag.resume import Plan
+from flowdag.state import AttemptInfo, ErrorInfo, NodeRecord, NodeState, NodeStatus
+
+__all__ = ["Ledger"]
+
+_SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED})
+
+
+class Ledger:
+    """What the run knows: each node's state, the outputs, ``ctx.data``, attempt counts."""
+
+    __slots__ = ("data", "done", "failed", "lost", "outputs", "states", "tries")
+
+    def __init__(self, plan: Plan) -> None:
+        self.states = dict(plan.state.nodes)
+        self.outputs = {name: self.states[name].output for name in plan.completed}
+        self.data = dict(plan.state.data)
+        self.done = len(plan.completed)  # finished nodes, those of earlier calls included
+        # Attempts made in this call of run(): each call gives a node its retries
+        # afresh. Lifetime numbers add the attempts the store already counts.
+        self.tries: dict[str, int] = {}
+        self.lost: dict[str, int] = {}  # attempts the executor lost (a worker died)
+        # This call's failed attempts of nodes still retrying: most nodes never have one.
+        self.failed: dict[str, tuple[AttemptInfo, ...]] = {}
+
+    def next_attempt(self, name: str) -> int:
+        """Count a new attempt of ``name``; return its number over the run's life."""
+        tries = self.tries[name] = self.tries.get(name, 0) + 1
+        # states[name] is the stored state until the node ends: its attempts are
+        # those of earlier calls of run().
+        return self.states[name].attempts + tries
+
+    def start_record(self, attempt: Attempt, started_at: datetime) -> NodeRecord:
+        """The record of an attempt in flight: status running, no output, no ``ctx.data``."""
+        # A commit replaces the node's whole stored state: what of it must survive
+        # a crash mid-attempt goes in here too (see the module docstring).
+        return NodeRecord(
+            attempt.node,
+            NodeStatus.RUNNING,
+            attempt.number,
+            started_at,
+            history=self.history(attempt.node),  # read only: no last attempt yet
+        )
+
+    def history(self, name: str, last: AttemptInfo | None = None) -> tuple[AttemptInfo, ...]:
+        """The attempts of ``name`` so far (stored, then this call's), and ``last``.
+
+        Every record of a node carries this: a commit replaces the node's whole
+        stored state, so a record without it would drop the earlier attempts.
+        With ``last``, the node's final attempt, this call's failed attempts are
+        handed over and forgotten here.
+        """
+        # states[name] is the stored state until the node ends, as in next_attempt.
+        earlier = self.states[name].history
+        if self.failed:
+            failed = self.failed.pop(name, ()) if last is not None else self.failed.get(name, ())
+            earlier += failed
+        if last is None:
+            return earlier
+        return (*earlier, last) if earlier else (last,)
+
+    def settle(self, record: NodeRecord, error: ErrorInfo | None, value: Any = None) -> None:
+        """Set a node's state from its acknowledged (or refused) record."""
+        name = record.node
+        status = NodeStatus.FAILED if error is not None else record.status
+        state = NodeState(
+            status,
+            record.attempts,
+            record.started_at,
+            record.finished_at,
+            None,
+            error,
+            self.states[name].deps,
+            record.history,
+        )
+        if status is NodeStatus.COMPLETED:
+            state.output = self.outputs[name] = value
+        self.states[name] = state
+
+    def unsettled(self) -> list[str]:
+        """Nodes neither completed, failed nor skipped."""
+        return [name for name, state in self.states.items() if state.status not in _SETTLED]

@@ -1,0 +1,445 @@
+"""The blob area: content-addressed payloads that node records point at with a `Ref`.
+
+Design
+------
+One small interface, `BlobArea`, with two homes: `DirectoryBlobs` (files
+beside a directory store, never inside LMDB's map; in ``_blobdir.py``) and
+`MemoryBlobs` (a dict, for `MemoryStore`). A blob is addressed by the sha256 of its bytes before
+compression (`put` or a streaming `BlobWriter`); a blob that exists is not
+written again (its mtime is refreshed instead, see "Collection" below). Reads
+(`open`, `read`) check the bytes against the address as they stream:
+`CorruptStateError` naming the blob's path on a mismatch, `BlobMissingError`
+when it is not there. The file layout is in ``_blobio.py``.
+
+Files and write order (directory stores)::
+
+    <store>/blobs/ab/abcdef...   one file per blob; the name is 64 hex digits,
+                                 sharded by its first two
+    <store>/blobs/tmp/*.tmp      blobs being written
+
+A blob is written as git writes an object: a temp file (0600, reached without
+following links, ``_files.py``), write, fsync, rename into its shard, fsync
+the shard directory. Only then does the writer return the blob's `BlobInfo`,
+and only then may the caller commit a record that points at it: a crash at
+any moment leaves complete blobs under final names, plus at most a temp file
+or an unreferenced (orphan) blob.
+
+Names: the file name is the content hash itself, or, on a store opened with
+a key, HMAC-SHA256 of it under a key derived from the store's key (so names
+reveal nothing about the content), and the content is encrypted in chunks.
+A name is only ever made by `name_of` from a checked hash, and a ref's uri is
+checked by `flowdag.refs.sha256_of_uri`: no input names a path outside.
+
+Collection (for ``gc``): `entries` lists the blobs with their stored sizes
+and mtimes, `temp_entries` the temp area's leftovers. The collector marks the
+names (`name_of`) of every ref a live record holds, then deletes unmarked
+blobs older than a grace period with ``delete(name, older_than=cutoff)``. A
+writer that finds its blob present refreshes the blob's mtime before
+returning, and `delete` moves the blob aside before checking its mtime, so a
+blob reused by a run committing during the sweep is either fresh (kept, put
+back) or already gone (the writer then writes it again): never a committed
+ref to a deleted blob.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import re
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import zstandard
+
+from flowdag.errors import BlobMissingError, CorruptStateError, StoreError
+from flowdag.refs import RAW, Ref, sha256_of_uri
+from flowdag.stores._blobio import CHUNK, CheckedReader, FileSink, Sealer, header
+from flowdag.stores._crypto import Cipher
+
+__all__ = [
+    "BlobArea",
+    "BlobEntry",
+    "BlobInfo",
+    "BlobWriter",
+    "MemoryBlobs",
+    "RefSource",
+    "blob_uri",
+    "check_name",
+]
+
+_ZSTD_LEVEL = 3
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """What a written blob is: enough to build its `Ref` (see `BlobInfo.ref`)."""
+
+    sha256: str
+    size: int  # bytes before compression
+    stored_size: int  # bytes the blob takes in the store
+    compression: str | None
+    uri: str
+
+    def ref(self, **more: Any) -> Ref:
+        """A `Ref` to this blob; ``more``: expires_at, extracted, preview, encoding..."""
+        return Ref(self.uri, self.sha256, self.size, self.stored_size, self.compression, **more)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobEntry:
+    """One blob (or temp file) as the collector sees it."""
+
+    name: str
+    stored_size: int
+    mtime: float  # seconds since the epoch
+
+
+def blob_uri(sha256: str) -> str:
+    return "blob:sha256:" + sha256
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_name(name: object, what: str = "blob name") -> str:
+    """``name`` if it is 64 lowercase hex digits (a hash or a blob name): nothing else is a path."""
+    if type(name) is not str or not _HEX64.fullmatch(name):
+        raise StoreError(f"{str(name)[:100]!r} is not a {what} (64 lowercase hex digits)")
+    return name
+
+
+class BlobArea(ABC):
+    """A store's content-addressed blob area (see the module docstring)."""
+
+    #: Whether the area reopens by path in another process (no key, no memory).
+    portable: bool = False
+
+    def __init__(self, *, cipher: Cipher | None = None, compression: str | None = "zstd") -> None:
+        if compression not in (None, "zstd"):
+            raise StoreError(f"blob compression must be 'zstd' or None, not {compression!r}")
+        self.compression = compression
+        self._name_key = cipher.derive_key(b"flowdag blob names v1") if cipher else None
+        self._aead = _aead_of(cipher.derive_key(b"flowdag blob data v1")) if cipher else None
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether blob names are keyed and contents encrypted."""
+        return self._aead is not None
+
+    def name_of(self, sha256: str) -> str:
+        """The blob's name in this area: its hash, or a keyed hash of it (64 hex digits).
+
+        Raises:
+            StoreError: ``sha256`` is not 64 lowercase hex digits.
+        """
+        check_name(sha256, "sha256")
+        if self._name_key is None:
+            return sha256
+        return hmac.new(self._name_key, sha256.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def put(self, data: bytes | bytearray | memoryview) -> BlobInfo:
+        """Store ``data`` (unless a blob of the same bytes is there) and return its info."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        info = self._freshen(sha256, len(data))
+        if info is not None:
+            return info  # dedup: the same bytes are never written twice
+        with self.writer() as writer:
+            writer.write(data)
+        assert writer.info is not None
+        return writer.info
+
+    def read(self, sha256: str, *, size: int | None = None, origin: str = "") -> bytes:
+        """The blob's bytes, checked (see `open`)."""
+        with self.open(sha256, size=size, origin=origin) as stream:
+            return stream.read()
+
+    def check(self, sha256: str, *, size: int | None = None, origin: str = "") -> None:
+        """Read the blob through and check it, holding a chunk at a time (``store verify``).
+
+        Raises:
+            BlobMissingError: no such blob.
+            CorruptStateError: its bytes do not match ``sha256`` (or ``size``).
+        """
+        with self.open(sha256, size=size, origin=origin) as stream:
+            while stream.read(CHUNK):
+                pass
+
+    def copy_from(self, source: BlobArea, sha256: str, *, size: int | None = None) -> BlobInfo:
+        """Copy a blob of ``source`` here (``store convert``), streamed and checked both ends.
+
+        A blob already here is not copied again. The copy is re-encrypted (or
+        decrypted) and re-compressed for this area.
+
+        Raises:
+            BlobMissingError: ``source`` has no such blob.
+            CorruptStateError: the source blob does not match its hash.
+        """
+        info = self._freshen(sha256, size) if size is not None else None
+        if info is not None:
+            return info
+        with source.open(sha256, size=size) as stream, self.writer() as writer:
+            while chunk := stream.read(CHUNK):
+                writer.write(chunk)
+        # The source was checked as it was read, so the copy has the same address.
+        assert writer.info is not None and writer.info.sha256 == sha256
+        return writer.info
+
+    def exists(self, sha256: str) -> bool:
+        """Whether the blob of ``sha256`` is in the area (its bytes are not checked)."""
+        return self._stat(self.name_of(sha256)) is not None
+
+    @abstractmethod
+    def writer(self) -> BlobWriter:
+        """A binary file whose bytes become one blob when it is committed."""
+
+    @abstractmethod
+    def open(self, sha256: str, *, size: int | None = None, origin: str = "") -> BinaryIO:
+        """A binary stream of the blob's bytes, checked against ``sha256`` (and ``size``).
+
+        Args:
+            origin: names what points at the blob in errors, e.g. ``run 'r1', node 'a'``.
+
+        Raises:
+            BlobMissingError: no such blob.
+            CorruptStateError: the bytes do not match (raised by the end of the stream).
+        """
+
+    @abstractmethod
+    def entries(self) -> list[BlobEntry]:
+        """Every blob: name, stored size, mtime."""
+
+    @abstractmethod
+    def delete(self, name: str, *, older_than: float | None = None) -> int:
+        """Remove blob ``name`` (only if its mtime is before ``older_than``); bytes freed."""
+
+    @abstractmethod
+    def temp_entries(self) -> list[BlobEntry]:
+        """Files in the temp area: left by a crash, or a writer still running.
+
+        A writer's file gets a new mtime with every write: sweep only entries
+        older than the grace period, or a slow writer loses its blob.
+        """
+
+    @abstractmethod
+    def remove_temp(self, name: str) -> int:
+        """Remove temp file ``name``; bytes freed (a blob a cut `delete` moved aside: put back)."""
+
+    @abstractmethod
+    def locate(self, name: str) -> str:
+        """Where blob ``name`` is, for messages (a path, or ``memory://``...)."""
+
+    @abstractmethod
+    def _stat(self, name: str) -> BlobEntry | None: ...
+
+    @abstractmethod
+    def _freshen(self, sha256: str, size: int) -> BlobInfo | None:
+        """The info of an existing blob, its mtime refreshed; None if it is missing."""
+
+
+def _aead_of(key: bytes) -> Any:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
+class BlobWriter(io.RawIOBase):
+    """A binary file that becomes one blob: the hash is computed as bytes are written.
+
+    Used as a context manager, a clean exit commits (``info`` is then set) and
+    an exception discards everything written. `close` without `commit` discards.
+    """
+
+    def __init__(self, area: BlobArea, sink: FileSink, *, framed: bool = True) -> None:
+        # framed: a file starts with the blob header (``_blobio.py``); memory needs none.
+        self._area = area
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._sink: FileSink | Sealer = sink
+        if area._aead is not None:
+            self._sink = Sealer(area._aead, sink, header(area.compression, True))
+        elif framed:
+            sink.write(header(area.compression, False))
+        self._zstd = (
+            zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compressobj()
+            if area.compression == "zstd"
+            else None
+        )
+        self.info: BlobInfo | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError("write to a closed blob writer")
+        view = memoryview(data).cast("B")
+        # A slice at a time: one large write (a put) holds one slice's output, not a copy.
+        for start in range(0, len(view), CHUNK):
+            piece = view[start : start + CHUNK]
+            self._hash.update(piece)
+            self._sink.write(self._zstd.compress(piece) if self._zstd is not None else piece)
+        self._size += len(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self._size
+
+    def commit(self) -> BlobInfo:
+        """Make the blob durable under its name and return its info."""
+        if self.info is not None:
+            return self.info
+        if self.closed:
+            raise ValueError("commit of a discarded blob writer")
+        if self._zstd is not None:
+            self._sink.write(self._zstd.flush())
+        self._sink.finish()
+        self.info = self._publish(self._hash.hexdigest(), self._size)
+        super().close()
+        return self.info
+
+    def close(self) -> None:
+        if not self.closed and self.info is None:
+            self._discard()
+        super().close()
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.close()
+
+    def _publish(self, sha256: str, size: int) -> BlobInfo:
+        raise NotImplementedError
+
+    def _discard(self) -> None:
+        raise NotImplementedError
+
+
+# -- memory stores --------------------------------------------------------------------------
+
+
+class MemoryBlobs(BlobArea):
+    """Blobs in a dict of this process (for `MemoryStore`); stored uncompressed."""
+
+    def __init__(self) -> None:
+        super().__init__(compression=None)
+        self._guard = threading.Lock()
+        self._blobs: dict[str, tuple[bytes, float]] = {}
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a memory blob area lives in one process and cannot be pickled")
+
+    def locate(self, name: str) -> str:
+        return f"memory://blobs/{name}"
+
+    def writer(self) -> BlobWriter:
+        return _MemoryWriter(self)
+
+    def open(self, sha256: str, *, size: int | None = None, origin: str = "") -> BinaryIO:
+        name = self.name_of(sha256)
+        with self._guard:
+            found = self._blobs.get(name)
+        where = f"{self.locate(name)} ({origin})" if origin else self.locate(name)
+        if found is None:
+            raise BlobMissingError(
+                f"blob {blob_uri(sha256)}{' of ' + origin if origin else ''} is missing from "
+                "the memory store; it was deleted (gc, expiry)"
+            )
+        source = io.BytesIO(found[0])
+        checked = CheckedReader(source, sha256, size, where, CorruptStateError, source.close)
+        return io.BufferedReader(checked)
+
+    def entries(self) -> list[BlobEntry]:
+        with self._guard:
+            return [BlobEntry(n, len(data), mtime) for n, (data, mtime) in self._blobs.items()]
+
+    def delete(self, name: str, *, older_than: float | None = None) -> int:
+        with self._guard:
+            found = self._blobs.get(name)
+            if found is None or (older_than is not None and found[1] >= older_than):
+                return 0
+            del self._blobs[name]
+            return len(found[0])
+
+    def temp_entries(self) -> list[BlobEntry]:
+        return []
+
+    def remove_temp(self, name: str) -> int:
+        return 0
+
+    def _stat(self, name: str) -> BlobEntry | None:
+        with self._guard:
+            found = self._blobs.get(name)
+        return None if found is None else BlobEntry(name, len(found[0]), found[1])
+
+    def _freshen(self, sha256: str, size: int) -> BlobInfo | None:
+        with self._guard:
+            found = self._blobs.get(sha256)
+            if found is None:
+                return None
+            self._blobs[sha256] = (found[0], time.time())
+        return BlobInfo(sha256, size, len(found[0]), None, blob_uri(sha256))
+
+    def _store(self, sha256: str, data: bytes) -> BlobInfo:
+        with self._guard:
+            self._blobs.setdefault(sha256, (data, time.time()))
+        return self._freshen(sha256, len(data)) or BlobInfo(
+            sha256, len(data), len(data), None, blob_uri(sha256)
+        )
+
+
+class _MemorySink(FileSink):
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        super().__init__(-1)
+        self.data = bytearray()
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.data += data
+
+
+class _MemoryWriter(BlobWriter):
+    def __init__(self, area: MemoryBlobs) -> None:
+        self._memory = area
+        self._buffer = _MemorySink()
+        super().__init__(area, self._buffer, framed=False)
+
+    def _publish(self, sha256: str, size: int) -> BlobInfo:
+        return self._memory._store(sha256, bytes(self._buffer.data))
+
+    def _discard(self) -> None:
+        self._buffer.data = bytearray()
+
+
+# -- binding refs to an area --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RefSource:
+    """A store's blob area and codec, as a `Ref` reads through them (`flowdag.refs.BlobReader`)."""
+
+    area: BlobArea
+    codec: Any = None  # the store's ValueCodec; None reads "raw" refs only
+
+    @property
+    def portable(self) -> bool:
+        return self.area.portable
+
+    def open_ref(self, ref: Ref) -> BinaryIO:
+        return self.area.open(sha256_of_uri(ref.uri), size=ref.size, origin=ref._origin)
+
+    def decode_ref(self, ref: Ref, data: bytes) -> Any:
+        if ref.encoding == RAW:
+            return data
+        name = getattr(self.codec, "name", None)
+        if self.codec is None or name != ref.encoding:
+            raise CorruptStateError(
+                f"ref {ref.uri} holds a value encoded with {ref.encoding!r}, but the store "
+                f"reads with {name!r}: open the store with the codec that wrote it"
+            )
+        return self.codec.decode(data)

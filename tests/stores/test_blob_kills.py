@@ -1,0 +1,169 @@
+"""SIGKILL of real processes writing and deleting blobs: what is left is whole or temp.
+
+A subprocess writes deterministic values into a blob area (by ``put`` and by a
+streaming writer, with repeats, so dedup is in the mix) and prints each blob's
+hash once its write returned; it is killed with SIGKILL either after a random
+delay (many kills on one area, so leftovers pile up) or at the N-th system call
+of the write order (``write``, ``fsync``, ``rename``, ``link``, ``unlink``,
+``utime``), for every N until the work finishes. Afterwards:
+
+- every blob under a final name is one of the values and reads back verified;
+- every blob whose write returned is there (its rename was durable first);
+- the rest is temp leftovers, which the collector's temp sweep removes (or, for
+  a blob a killed ``delete`` had moved aside, puts back).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flowdag.stores._blobdir import DirectoryBlobs
+from flowdag.stores._crypto import Cipher, generate_key
+from tests.stores.conformance import ROOT
+
+KEY = generate_key()
+VALUES = 23  # distinct values; the writer cycles through them, so later writes dedup
+
+# argv: root, key ("-": none), kill_at (0: never; else the N-th watched call), actions.
+WRITER = """
+import itertools, os, signal, sys
+from flowdag.stores._blobdir import DirectoryBlobs
+from flowdag.stores._crypto import Cipher
+from tests.stores.test_blob_kills import VALUES, value
+
+root, key, kill_at, actions = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+area = DirectoryBlobs(root, cipher=None if key == "-" else Cipher(key))
+calls = itertools.count(1)  # the watched calls made so far
+
+def watched(real):
+    # Dies at the kill_at-th watched call, before making it.
+    die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    return lambda *a, **k: next(calls) == kill_at and die() or real(*a, **k)
+
+for name in ("write", "fsync", "rename", "link", "unlink", "utime") if kill_at else ():
+    setattr(os, name, watched(getattr(os, name)))
+print("ready", flush=True)
+for i in range(int(sys.argv[5])):
+    data = value(i % VALUES)
+    if actions == "delete" and i % 2:
+        area.delete(area.name_of(area.put(data).sha256))
+        print("deleted", flush=True)
+    elif i % 3 == 1:
+        with area.writer() as writer:
+            for start in range(0, len(data), 65536):
+                writer.write(data[start : start + 65536])
+        print("ok", writer.info.sha256, flush=True)
+    else:
+        print("ok", area.put(data).sha256, flush=True)
+print("done", next(calls) - 1, flush=True)
+"""
+
+
+def value(k: int) -> bytes:
+    """The k-th value: incompressible (writes take time), 0 to 3 MiB, the same every run."""
+    size = (0, 100, 70_000, 300_000, 3_100_000)[k % 5]
+    return random.Random(k).randbytes(size)
+
+
+def spawn(root: Path, key: str, kill_at: int, actions: str, count: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root), key, str(kill_at), actions, str(count)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def area_of(root: Path, key: str) -> DirectoryBlobs:
+    return DirectoryBlobs(root, cipher=None if key == "-" else Cipher(key))
+
+
+def check_area(area: DirectoryBlobs, returned: set[str]) -> None:
+    """Final names are whole values; what a write returned is there."""
+    known = {}
+    for k in range(VALUES):
+        data = value(k)
+        digest = hashlib.sha256(data).hexdigest()
+        known[area.name_of(digest)] = (digest, data)
+    names = {entry.name for entry in area.entries()}
+    assert names <= set(known), names - set(known)
+    for name in names:
+        digest, data = known[name]
+        assert area.read(digest, size=len(data)) == data
+    for digest in returned:
+        assert area.exists(digest), f"blob {digest} was returned, then lost"
+
+
+def sweep_temp(area: DirectoryBlobs) -> None:
+    for entry in area.temp_entries():
+        area.remove_temp(entry.name)
+    assert area.temp_entries() == []
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "encrypted"])
+def key(request: pytest.FixtureRequest) -> str:
+    return KEY if request.param else "-"
+
+
+@pytest.mark.slow
+def test_kill_at_random_moments_of_writes(tmp_path: Path, key: str) -> None:
+    kills = 50 if key == "-" else 20
+    rng = random.Random(1234)
+    area = area_of(tmp_path, key)
+    returned: set[str] = set()
+    for kill in range(kills):
+        proc = spawn(tmp_path, key, 0, "write", 10_000)
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n", proc.stderr.read() if proc.stderr else ""
+        time.sleep(rng.uniform(0, 0.35))
+        proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, err
+        returned |= {line.split()[1] for line in out.splitlines() if line.startswith("ok ")}
+        check_area(area, returned)
+        # One writer at a time: at most one leftover per kill.
+        assert len(area.temp_entries()) <= kill + 1
+    assert len(returned) > 5  # the kills left the writer time to work
+    sweep_temp(area)
+    check_area(area, returned)
+
+
+@pytest.mark.slow
+@pytest.mark.slow
+@pytest.mark.parametrize("actions", ["write", "delete"])
+def test_kill_at_every_step_of_the_write_order(tmp_path: Path, key: str, actions: str) -> None:
+    # Four values: a put, a streamed write, a put again (dedup: a refresh, no write)...;
+    # with "delete", every other value is put and then deleted (moved aside, removed).
+    count = 4
+    steps = 0
+    for kill_at in range(1, 400):
+        root = tmp_path / f"k{kill_at}"
+        root.mkdir()
+        area = area_of(root, key)
+        area.put(value(0))  # already there: the third write dedups against it
+        proc = spawn(root, key, kill_at, actions, count)
+        out, err = proc.communicate(timeout=120)
+        finished = proc.returncode == 0
+        assert finished or proc.returncode == -signal.SIGKILL, err
+        returned = {line.split()[1] for line in out.splitlines() if line.startswith("ok ")}
+        check_area(area, returned | {hashlib.sha256(value(0)).hexdigest()})
+        assert len(area.temp_entries()) <= 1
+        sweep_temp(area)
+        check_area(area, returned | {hashlib.sha256(value(0)).hexdigest()})
+        steps += 1
+        if finished:
+            break
+    else:
+        pytest.fail("the writes never finished")
+    assert steps > 10
