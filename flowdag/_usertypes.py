@@ -1,8 +1,9 @@
-"""The allow-list of user types: dataclasses, NamedTuples and Enums stored without pickle.
+"""The allow-list of user types: dataclasses, NamedTuples, Enums, attrs classes and
+pydantic models stored without pickle.
 
-A user type is stored as its name (``"module:qualname"``) and its data: a
-dataclass's fields (by name), a NamedTuple's items, an Enum member's name.
-Both codecs write the same pair (msgpack ext 26, JSON tag ``"$user"``).
+A user type is stored as its name (``"module:qualname"``) and its data (see
+`flowdag._userkinds` for each kind's data). Both codecs write the same pair
+(msgpack ext 26, JSON tag ``"$user"``).
 
 **Trust model.** Decoding turns a name the blob chose into a class, so it must
 not be able to reach any class, nor run an import: `register_types` is the only
@@ -12,45 +13,103 @@ blob. A name is looked up only
 - in the types registered as classes (`register_types(Point)`), or
 - in a module registered by name (`register_types("myproject.models")`),
   which `register_types` imports at once, so decoding only reads attributes of
-  a module already in ``sys.modules`` and checks that what it finds is a
-  dataclass, NamedTuple or Enum defined in that very module.
+  a module already in ``sys.modules`` and checks that what it finds is a class
+  of a supported kind defined in that very module.
 
 Building the value runs no code of the type besides ``__new__`` of a
-dataclass: fields are set with ``object.__setattr__`` (no ``__init__`` or
-``__post_init__``, frozen and slotted classes alike), NamedTuples are built
-with ``tuple.__new__``, Enum members are looked up by name. The registry is
-per process and meant to be filled at import time (a workflow file, before
-any run); reading it takes no lock.
+dataclass, attrs class or pydantic model: fields are set with
+``object.__setattr__`` (no ``__init__``, ``__post_init__``, validator or
+``model_post_init``), NamedTuples are built with ``tuple.__new__``, Enum
+members are looked up by name. The registry is per process and meant to be
+filled at import time (a workflow file, before any run); reading it takes no
+lock.
+
+**Read without the classes.** A program that shows a store without importing
+the user's modules (``flowdag show`` and ``status``) decodes inside
+`neutral_user_types`: every user-type value then comes back as a `UserValue`,
+its name and data, and no class is looked up at all.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import importlib
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
+from flowdag._userkinds import build, kind_of, parts
 from flowdag._values import Unsupported, invalid
 from flowdag.errors import CorruptStateError, InvalidArgumentError, InvalidArgumentTypeError
 
-__all__ = ["register_types", "user_from", "user_parts"]
+__all__ = [
+    "UserValue",
+    "neutral_user_types",
+    "register_types",
+    "user_data",
+    "user_from",
+    "user_parts",
+]
 
 _lock = threading.Lock()  # writers only: registration is rare, lookups are not
 _classes: dict[str, type] = {}  # "module:qualname" -> a class registered as itself
 _modules: set[str] = set()  # modules whose every supported type is allowed
+_neutral: ContextVar[bool] = ContextVar("flowdag_neutral_user_types", default=False)
+_KINDS = "dataclass, NamedTuple, Enum, attrs or pydantic"
+_WHAT = {
+    "enum": "an enum",
+    "namedtuple": "a namedtuple",
+    "dataclass": "a dataclass",
+    "attrs": "an attrs class",
+    "pydantic": "a pydantic model",
+}
 
 
-def _kind(cls: type) -> str | None:
-    """ "enum", "namedtuple" or "dataclass" for a type flowdag can store by name."""
-    if issubclass(cls, enum.Enum):
-        return "enum"
-    if issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple):
-        return "namedtuple"
-    if dataclasses.is_dataclass(cls):
-        return "dataclass"
-    return None
+class UserValue:
+    """A user-type value read without its class: its type's name and its stored data.
+
+    What `neutral_user_types` decodes a user type to. ``type`` is
+    ``"module:qualname"``; ``data`` is what was stored (fields by name, a
+    NamedTuple's items, an Enum member's name), with the values inside it
+    decoded. Encoding one writes that same pair back.
+    """
+
+    __slots__ = ("data", "type")
+
+    def __init__(self, type: str, data: Any) -> None:
+        self.type = type
+        self.data = data
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UserValue):
+            return NotImplemented
+        return self.type == other.type and self.data == other.data
+
+    def __hash__(self) -> int:
+        # Hashable, since an Enum member may be a set item or a dict key; fields
+        # (a list or dict) are not hashable, so values with fields hash by type only.
+        return hash((self.type, self.data)) if type(self.data) is str else hash(self.type)
+
+    def __repr__(self) -> str:
+        name = self.type.partition(":")[2] or self.type
+        data = self.data
+        if type(data) is str:
+            return f"{name}.{data}"  # an Enum member
+        if type(data) is dict:
+            return f"{name}({', '.join(f'{k}={v!r}' for k, v in data.items())})"
+        return f"{name}({', '.join(map(repr, data))})"
+
+
+@contextmanager
+def neutral_user_types() -> Iterator[None]:
+    """Decode every user-type value in this context as a `UserValue`; look no class up."""
+    token = _neutral.set(True)
+    try:
+        yield
+    finally:
+        _neutral.reset(token)
 
 
 def _name(cls: type) -> str:
@@ -58,12 +117,13 @@ def _name(cls: type) -> str:
 
 
 def register_types(*allowed: str | type) -> None:
-    """Allow dataclass, NamedTuple and Enum values of these types in every store.
+    """Allow values of these dataclasses, NamedTuples, Enums, attrs classes and
+    pydantic models in every store.
 
-    Each argument is a class (a dataclass, a NamedTuple or an Enum) or the name
-    of a module, which is imported now: every such class it defines is
-    allowed. Without this, a node returning one fails with `SerializationError`.
-    Decoding never imports anything: see the README's Security section.
+    Each argument is a class of one of those kinds or the name of a module,
+    which is imported now: every such class it defines is allowed. Without
+    this, a node returning one fails with `SerializationError`. Decoding never
+    imports anything: see the README's Security section.
 
     Raises:
         InvalidArgumentTypeError: an argument is neither a str nor a class of
@@ -81,13 +141,12 @@ def register_types(*allowed: str | type) -> None:
                 ) from exc
             with _lock:
                 _modules.add(item)
-        elif isinstance(item, type) and _kind(item) is not None:
+        elif isinstance(item, type) and kind_of(item) is not None:
             with _lock:
                 _classes[_name(item)] = item
         else:
             raise InvalidArgumentTypeError(
-                "register_types takes module names and dataclass, NamedTuple or Enum "
-                f"classes, not {item!r}"
+                f"register_types takes module names and {_KINDS} classes, not {item!r}"
             )
 
 
@@ -114,7 +173,7 @@ def _lookup(name: str) -> type | None:
         isinstance(value, type)
         and value.__module__ == module_name
         and value.__qualname__ == qualname
-        and _kind(value) is not None
+        and kind_of(value) is not None
     ):
         return value
     return None
@@ -126,25 +185,35 @@ def user_parts(value: Any) -> tuple[str, Any] | None:
     Raises `Unsupported` saying how to allow the type when it is not allowed.
     """
     cls = type(value)
-    kind = _kind(cls)
+    if cls is UserValue:  # read without its class: written back as it was read
+        return value.type, value.data
+    kind = kind_of(cls)
     if kind is None:
         return None
     if not _allowed(cls):
         raise Unsupported(
             value,
-            f"{'an' if kind == 'enum' else 'a'} {kind} of a type not allowed; allow it with "
+            f"{_WHAT[kind]} of a type not allowed; allow it with "
             f"flowdag.register_types({cls.__module__!r}) (its module) or "
             f"flowdag.register_types({cls.__qualname__}) before the run",
         )
-    if kind == "enum":
-        return _name(cls), value.name
-    if kind == "namedtuple":
-        return _name(cls), list(value)
+    return _name(cls), parts(kind, value)
+
+
+def user_data(value: Any) -> Any:
+    """The data a user-type value is stored as, allowed or not; None for other values.
+
+    For the item limits, which look inside every container before encoding.
+    """
+    if type(value) is UserValue:
+        return value.data
+    kind = kind_of(type(value))
+    if kind is None:
+        return None
     try:
-        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    except AttributeError as exc:
-        raise Unsupported(value, f"a dataclass with a field not set ({exc})") from exc
-    return _name(cls), fields
+        return parts(kind, value)
+    except Unsupported:
+        return None  # refused when encoded, saying why
 
 
 def user_from(payload: Any) -> Any:
@@ -152,6 +221,12 @@ def user_from(payload: Any) -> Any:
     if type(payload) is not list or len(payload) != 2 or type(payload[0]) is not str:
         raise invalid("user type", payload)
     name, data = payload
+    if _neutral.get():
+        if not (
+            type(data) in (str, list) or (type(data) is dict and all(type(k) is str for k in data))
+        ):
+            raise invalid(name, data)
+        return UserValue(name, data)
     cls: Any = _lookup(name)  # Any: the user's class
     if cls is None:
         module = name.partition(":")[0]
@@ -160,20 +235,6 @@ def user_from(payload: Any) -> Any:
             f"(nothing was imported); call flowdag.register_types({module!r}) before "
             "loading it, if you trust that module"
         )
-    kind = _kind(cls)
-    if kind == "enum":
-        member = cls.__members__.get(data) if type(data) is str else None
-        if member is None:
-            raise invalid(f"{name} member", data)
-        return member
-    if kind == "namedtuple":
-        if type(data) is not list or len(data) != len(cls._fields):
-            raise invalid(name, data)
-        return tuple.__new__(cls, data)
-    names = [f.name for f in dataclasses.fields(cls)]
-    if type(data) is not dict or list(data) != names:
-        raise invalid(name, data)
-    obj = cls.__new__(cls)
-    for key, item in data.items():
-        object.__setattr__(obj, key, item)  # frozen dataclasses too; no __init__ runs
-    return obj
+    kind = kind_of(cls)
+    assert kind is not None  # _lookup found a class of a supported kind
+    return build(kind, cls, name, data)

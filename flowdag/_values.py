@@ -8,8 +8,8 @@ JSON) owns only its framing and its tags; this module owns what they agree on:
   datetime, date, time, timedelta, Decimal, UUID, numpy arrays and scalars,
   and the standard-library types of `flowdag._stdtypes`: paths, Counter,
   OrderedDict, defaultdict (builtin factories), deque, complex, Fraction and
-  ipaddress values; dataclass, NamedTuple and Enum values of the types the
-  user allowed (`flowdag._usertypes`). Types are matched exactly: every other
+  ipaddress values; dataclass, NamedTuple, Enum, attrs and pydantic values of
+  the types the user allowed (`flowdag._usertypes`). Types are matched exactly: every other
   subclass of a supported type is refused, as is a tzinfo
   other than `datetime.timezone` and a keyed `zoneinfo.ZoneInfo`. Two known
   exceptions: ``bytearray`` and ``memoryview`` are stored as bytes.
@@ -283,6 +283,10 @@ def find_too_many(value: Any, limit: int) -> str | None:
                 return f"{kind.__name__} of {len(item)} items"
             stack.extend(item.keys())
             stack.extend(item.values())
+        elif item is not None and kind not in SUPPORTED_TYPES:
+            from flowdag._usertypes import user_data  # a user type's data has the same limits
+
+            stack.append(user_data(item))  # None for any other value
     return None
 
 

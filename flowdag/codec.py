@@ -50,9 +50,10 @@ included, to extension types (``ext code: payload``)::
     23   IPv4/IPv6Address     ASCII str(value); the text tells v4 from v6
     24   IPv4/IPv6Network     same
     25   IPv4/IPv6Interface   same
-    26   user type            msgpack ["module:qualname", data]: a dataclass's {field: value},
-                              a NamedTuple's array of items, an Enum member's name; only
-                              types allowed with flowdag.register_types (`flowdag._usertypes`)
+    26   user type            msgpack ["module:qualname", data]: a dataclass's or attrs
+                              class's {field: value}, a NamedTuple's array of items, an Enum
+                              member's name, a pydantic model's fields (`flowdag._userkinds`);
+                              only types allowed with flowdag.register_types (`flowdag._usertypes`)
     41   DataFrame / Table    8-byte header + Arrow IPC stream (see `flowdag._frames`)
     42   flowdag.Ref          msgpack map of the ref's fields (`flowdag.refs.fields_of`)
     127  pickle               pickle.dumps(value); written and read only with allow_pickle=True

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import networkx as nx
 
+from flowdag._layout import Layout, layout
 from flowdag._palette import (
     INTERRUPTED,
     ORDER,
@@ -49,7 +50,7 @@ from flowdag._palette import (
     by_status,
     drawn,
 )
-from flowdag._plot import new_figure
+from flowdag._plot import Drawn, draw_boxes, label_size, new_figure, plot_available
 from flowdag.dag import DAG
 from flowdag.state import NodeState, NodeStatus, RunState
 
@@ -375,74 +376,40 @@ _MAX_LABEL = 28
 def write_png(view: GraphView, path: str | os.PathLike[str]) -> Path:
     """Draw the view with matplotlib, layer by layer, and save it as a PNG.
 
+    No arrow passes behind a box it does not connect: see `flowdag._layout`.
+
     Raises:
         OptionalDependencyError: matplotlib is not installed (the ``plot`` extra).
     """
-    layers = _ordered_layers(view)
-    widest = max((len(layer) for layer in layers), default=1)
-    width = min(60.0, max(6.0, 1.9 * widest + 1))
-    height = min(80.0, max(3.5, 1.05 * len(layers) + 1.6))
-    figure = new_figure("a graph PNG", width, height)
-    from matplotlib.patches import FancyArrowPatch, Patch  # present: new_figure checked
-
-    ax = figure.subplots()
-    ax.set_axis_off()
-    pos: dict[str, tuple[float, float]] = {}
-    for depth, layer in enumerate(layers):
-        for i, box in enumerate(layer):
-            pos[box.id] = (i - (len(layer) - 1) / 2, -float(depth))
-    font = 9 if widest <= 12 else 8 if widest <= 24 else 7
-    for source, target in view.edges:
-        arrow = FancyArrowPatch(
-            pos[source],
-            pos[target],
-            arrowstyle="-|>",
-            mutation_scale=9,
-            shrinkA=font * 1.6,
-            shrinkB=font * 1.9,
-            color="#777777",
-            linewidth=0.8,
-            zorder=1,
-        )
-        ax.add_patch(arrow)
-    for box in view.boxes:
-        x, y = pos[box.id]
-        ax.text(
-            x,
-            y,
-            _png_label(box),
-            ha="center",
-            va="center",
-            fontsize=font,
-            zorder=3,
-            bbox={
-                "boxstyle": "round,pad=0.35",
-                "facecolor": STATUS_COLORS[box.status],
-                "edgecolor": STROKES[box.status],
-                "linestyle": "--" if box.group else "-",
-                "linewidth": 1.0,
-            },
-        )
-    xs = [p[0] for p in pos.values()] or [0.0]
-    ys = [p[1] for p in pos.values()] or [0.0]
-    ax.set_xlim(min(xs) - 0.7, max(xs) + 0.7)
-    ax.set_ylim(min(ys) - 0.6, max(ys) + 0.6)
-    chars = int(width * 11)  # about what fits across the figure at this font size
-    title = "\n".join(textwrap.fill(part, chars) for part in (view.title, view.note) if part)
-    ax.set_title(title, fontsize=11, loc="left")
+    if not plot_available():
+        new_figure("a graph PNG", 1, 1)  # raises, saying what to install
+    placed, font = png_layout(view)
+    boxes = {
+        box.id: Drawn(_png_label(box), STATUS_COLORS[box.status], STROKES[box.status], box.group)
+        for box in view.boxes
+    }
+    legend: list[tuple[str, str, str, bool]] = []
     if view.with_status:
         present = [s for s in ORDER if view.counts.get(str(s))]
-        handles = [
-            Patch(facecolor=STATUS_COLORS[s], edgecolor=STROKES[s], label=str(s)) for s in present
-        ]
+        legend = [(str(s), STATUS_COLORS[s], STROKES[s], False) for s in present]
         if view.reduced:
-            handles.append(
-                Patch(facecolor="white", edgecolor="#555555", linestyle="--", label="group")
-            )
-        figure.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9)
+            legend.append(("group", "white", "#555555", True))
+    xmin, xmax = placed.bounds[:2]
+    chars = int(max(4.0, xmax - xmin) * 11)  # about what fits across at this font size
+    title = "\n".join(textwrap.fill(part, chars) for part in (view.title, view.note) if part)
+    figure = draw_boxes(placed, boxes, font, title, legend)
     written = Path(path)
     figure.savefig(written, dpi=100)
     return written
+
+
+def png_layout(view: GraphView) -> tuple[Layout, int]:
+    """Where `write_png` puts each box and arrow (in inches), and its font size."""
+    layers = _ordered_layers(view)
+    widest = max((len(layer) for layer in layers), default=1)
+    font = 9 if widest <= 12 else 8 if widest <= 24 else 7
+    sizes = {box.id: label_size(_png_label(box), font) for box in view.boxes}
+    return layout([[box.id for box in layer] for layer in layers], view.edges, sizes), font
 
 
 def _png_label(box: Box) -> str:

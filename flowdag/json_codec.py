@@ -33,7 +33,8 @@ that starts with ``$``::
     {"$fraction": [numerator, denominator]}
     {"$ipaddress": "10.0.0.1"}  {"$ipnetwork": "10.0.0.0/8"}  {"$ipinterface": "::1/64"}
     {"$user": ["myproject.models:Point", {"x": 1, "y": 2}]}   a registered user type:
-                               a dataclass's fields, a NamedTuple's items, an Enum member's name
+                               a dataclass's, attrs class's or pydantic model's fields, a
+                               NamedTuple's items, an Enum member's name
     {"$arrow": "base64"}       a DataFrame or Arrow table: the frame blob of `flowdag._frames`
     {"$ref": {"uri": ..., "sha256": ..., ...}}   a flowdag.Ref: its fields (`flowdag.refs`)
     {"$pickle": "base64"}      only with allow_pickle=True, see below

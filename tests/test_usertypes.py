@@ -24,6 +24,7 @@ from flowdag.errors import (
 from flowdag.json_codec import JSONCodec
 from tests import usertypes_models as models
 from tests.test_codec import same, seal
+from tests.usertypes_values import MODEL_VALUES, same_model
 
 ROOT = Path(__file__).resolve().parents[1]
 flowdag.register_types("tests.usertypes_models")
@@ -38,6 +39,8 @@ USER_VALUES: dict[str, Any] = {
     "int_enum": models.Level.HIGH,
     "nested_class": models.Outer.Inner(models.Pair(models.Color.RED)),
     "inside_values": {"p": [models.Point(0, -0.0)], (models.Level.LOW,): models.Pair(None)},
+    # attrs classes and pydantic models: tests/test_usertypes_models.py has the rest.
+    **MODEL_VALUES,
 }
 CODECS = {"msgpack": Codec(), "json": JSONCodec()}
 
@@ -56,12 +59,18 @@ def exactly(a: Any, b: Any) -> bool:
         return type(a) is type(b) and all(
             exactly(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
         )
+    if same_model(a, b, exactly) is not None:  # attrs and pydantic
+        return bool(same_model(a, b, exactly))
     if isinstance(a, tuple) and hasattr(a, "_fields"):
         return type(a) is type(b) and all(map(exactly, a, b))
     if isinstance(a, dict) and type(a) is dict:
-        return type(b) is dict and all(
-            exactly(ka, kb) and exactly(va, vb)
-            for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True)
+        return (
+            type(b) is dict
+            and len(a) == len(b)
+            and all(
+                exactly(ka, kb) and exactly(va, vb)
+                for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=True)
+            )
         )
     if isinstance(a, list) and type(a) is list:
         return type(b) is list and len(a) == len(b) and all(map(exactly, a, b))
@@ -212,7 +221,7 @@ assert "tests.usertypes_trap" not in sys.modules
     ("argument", "error", "message"),
     [
         (5, InvalidArgumentTypeError, "not 5"),
-        (NotAllowed, InvalidArgumentTypeError, "dataclass, NamedTuple or Enum classes"),
+        (NotAllowed, InvalidArgumentTypeError, "dataclass, NamedTuple, Enum, attrs or pydantic"),
         (models.Point(1, 2), InvalidArgumentTypeError, "not Point"),
         ("tests.no_such_module", InvalidArgumentError, "cannot import module"),
     ],

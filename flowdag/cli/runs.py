@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from flowdag._usertypes import neutral_user_types
 from flowdag.cli.base import (
     CLIError,
     Commands,
@@ -165,8 +166,9 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
         raise CLIError(
             "--outputs goes with --json; to see one node's output: flowdag show RUN NODE"
         )
-    with open_store(args.store, create=False) as store:
-        # Outputs are read only when asked for: they may be large.
+    with open_store(args.store, create=False) as store, neutral_user_types():
+        # Outputs are read only when asked for: they may be large; user types as
+        # UserValue, without importing their modules.
         state = store.load(args.run_id) if args.outputs else store.load_statuses(args.run_id)
         live = liveness(store, state)
     if args.json:
@@ -370,7 +372,8 @@ def cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
     wanted = [check_run_id(run_id) for run_id in dict.fromkeys(args.run_ids or [])]
     _check_distinct(args.src, args.dst)
     out = Console(highlight=False)
-    with open_store(args.src, create=False) as src:
+    # User types are copied as they are stored (UserValue), their modules never imported.
+    with open_store(args.src, create=False) as src, neutral_user_types():
         stored = src.list_runs()
         have = set(stored)
         missing = [run_id for run_id in wanted if run_id not in have]
@@ -412,7 +415,8 @@ def cmd_store_verify(args: argparse.Namespace, err: Console) -> int:
     """
     out = Console(highlight=False)
     damaged = checked = 0
-    with open_store(args.url, create=False) as store:
+    # User types are checked as stored (UserValue), their modules never imported.
+    with open_store(args.url, create=False) as store, neutral_user_types():
         for run_id in store.list_runs():
             try:
                 reason = verify_run(store, run_id)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import pprint
 import reprlib
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from flowdag._usertypes import neutral_user_types
 from flowdag.cli.base import CLIError, Commands, Exit, add_command, add_store_option, open_store
+from flowdag.cli.pretty import pformat
 from flowdag.cli.render import error_text, local_time, plain_table, seconds, styled
 from flowdag.cli.runs import (
     Liveness,
@@ -57,7 +58,8 @@ def cmd_show(args: argparse.Namespace, err: Console) -> int:
     and every attempt's traceback in full, exactly.
     """
     check_run_id(args.run_id)
-    with open_store(args.store, create=False) as store:
+    # User types come back as UserValue (name and fields): their modules are never imported.
+    with open_store(args.store, create=False) as store, neutral_user_types():
         state = store.load(args.run_id)
         live = liveness(store, state)
     if args.node is not None and args.node not in state.nodes:
@@ -137,7 +139,7 @@ def _show_node(out: Console, state: RunState, name: str, live: Liveness) -> None
 def _show_value(out: Console, label: str, node: NodeState) -> None:
     if node.output is None and (node.error is not None or node.status is NodeStatus.RUNNING):
         return  # a failed node has no output (its error says why), a running one none yet
-    lines = pprint.pformat(node.output, width=max(out.width - 2, 40), sort_dicts=False)
+    lines = pformat(node.output, width=max(out.width - 2, 40))
     _print_cut(out, f"{label}:", lines.splitlines())
 
 
@@ -145,7 +147,7 @@ def _show_data(out: Console, state: RunState) -> None:
     if not state.data:
         out.print("ctx.data: empty")
         return
-    text = pprint.pformat(state.data, width=max(out.width - 2, 40), sort_dicts=False)
+    text = pformat(state.data, width=max(out.width - 2, 40))
     _print_cut(out, "ctx.data:", text.splitlines())
 
 

@@ -46,6 +46,7 @@ from flowdag.stores.base import Store
 from flowdag.stores.transfer import same_value
 from tests import usertypes_models as models
 from tests.test_codec import STDLIB_VALUES
+from tests.usertypes_values import MODEL_VALUES
 
 flowdag.register_types("tests.usertypes_models")
 
@@ -90,6 +91,7 @@ RICH_VALUES: dict[str, Any] = {
     "user_namedtuple": models.Pair((1, 2), {3}),
     "user_enum": models.Color.GREEN,
     "user_nested": {"p": [models.Point(1, 2.5)], "l": models.Level.LOW},
+    **{f"user_{name}": value for name, value in MODEL_VALUES.items()},  # attrs, pydantic
 }
 
 # (name, value) pairs that must be rejected before touching the disk.

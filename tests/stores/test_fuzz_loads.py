@@ -29,6 +29,7 @@ import zlib
 from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from fractions import Fraction
 from ipaddress import ip_interface
 from pathlib import Path, PurePosixPath
@@ -432,6 +433,8 @@ VALUES: list[Any] = [
         # User types, allowed above.
         models.Event("x", ("a",), datetime(2026, 1, 2)),
         models.Pair(models.Color.GREEN),
+        models.Sealed(1, models.Box("b", [2])),  # attrs
+        models.Loose(a=1, b=models.Item(name="n", price=Decimal(1))),  # pydantic
     ],
 ]
 
