@@ -123,6 +123,8 @@ def prepare_user(codec: JSONCodec, value: Any, depth: int) -> Any:
         return None
     name, data = parts
     return {"$user": [name, codec._prepare(data, depth + 2)]}
+
+
 def prepare_frame(value: Any) -> Any:
     return {"$arrow": b64(encode_frame(value))}
 

@@ -215,6 +215,8 @@ def _ip_decoder(kind: str) -> Callable[[Codec, bytes], Any]:
 def encode_user(codec: Codec, value: Any) -> ExtType | None:
     parts = user_parts(value)
     return None if parts is None else codec._pack_items(_EXT_USER, list(parts))
+
+
 def encode_frame_ext(value: Any) -> ExtType:
     return ExtType(_EXT_FRAME, encode_frame(value))
 
