@@ -1117,3 +1117,34 @@ def test_run_bar_on_a_terminal_is_green_and_keeps_the_elapsed_time(tmp_path: Pat
     args = ("run", str(path), "--run-id", "t2", "--store", store_url(tmp_path))
     frames = bar_frames(run_in_terminal(tmp_path, *args))
     assert any("\x1b[31m━" in frame for frame in frames)  # red once a node failed
+
+
+LONG_ERROR_FLOW = """
+import flowdag
+wf = flowdag.Workflow("long")
+
+@wf.node(retries=1)
+def fetch():
+    raise ConnectionError("the upstream API at https://example.invalid/v1/orders?page=17 "
+                          "answered 503 Service Unavailable after 30 seconds")
+
+@wf.node(deps=["fetch"])
+def report(fetch):
+    return fetch
+"""
+
+
+def test_tables_written_to_a_pipe_do_not_wrap_at_80_columns(tmp_path: Path) -> None:
+    flow = tmp_path / "flow.py"
+    flow.write_text(LONG_ERROR_FLOW)
+    narrow = {"COLUMNS": "80"}  # what CI runners often claim
+    ran = run_cli("run", str(flow), "--run-id", "r", cwd=tmp_path, env=narrow)
+    assert ran.returncode == 1, ran.stderr
+    status = run_cli("status", "r", cwd=tmp_path, env=narrow)
+    show = run_cli("show", "r", cwd=tmp_path, env=narrow)
+    error = "ConnectionError: the upstream API at https://example.invalid/v1/orders?page=17"
+    for output in (ran.stdout, status.stdout, show.stdout):
+        rows = [line for line in output.splitlines() if line.startswith("fetch ")]
+        # Each node's row (and each failed attempt's, in status) is one whole line.
+        assert rows and all(error in row and row.rstrip().endswith("30 seconds") for row in rows)
+    assert len([line for line in status.stdout.splitlines() if line.startswith("fetch ")]) == 3

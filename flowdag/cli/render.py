@@ -39,6 +39,7 @@ __all__ = [
     "describe_counts",
     "error_text",
     "local_time",
+    "output_console",
     "plain_table",
     "runs",
     "say_run",
@@ -126,6 +127,25 @@ def say_run(out: Console, run_id: str, verdict: str, why: object = None) -> None
 
 
 # -- tables ----------------------------------------------------------------------------
+
+
+#: The width of output written to a pipe or a file: wide enough that no table wraps.
+PIPE_WIDTH = 10_000
+#: The width values are laid out for, at most (pretty-printed outputs, ``ctx.data``).
+VALUE_WIDTH = 120
+
+
+def output_console() -> Console:
+    """The console a command prints its results on (stdout).
+
+    On a terminal, the terminal's width. Elsewhere (a pipe, a file, CI logs) no
+    table is wrapped at 80 columns: each row stays one line, for ``grep`` and
+    ``cut`` as much as for people.
+    """
+    out = Console(highlight=False)
+    if not out.is_terminal:
+        out.width = PIPE_WIDTH
+    return out
 
 
 def plain_table(**options: Any) -> Table:

@@ -22,7 +22,14 @@ from flowdag.cli.base import (
     positive_int,
 )
 from flowdag.cli.loader import load_dag
-from flowdag.cli.render import RunProgress, count, describe_counts, styled, summary_table
+from flowdag.cli.render import (
+    RunProgress,
+    count,
+    describe_counts,
+    output_console,
+    styled,
+    summary_table,
+)
 from flowdag.cli.tracebacks import add_verbose_option, print_tracebacks
 from flowdag.executors import Executor
 from flowdag.runner import RunResult, new_run_id
@@ -119,7 +126,7 @@ def _report(
     result: RunResult, args: argparse.Namespace | None, *, restored: int, verbose: bool
 ) -> int:
     """Print the summary table, failed nodes' tracebacks and the last line; the exit code."""
-    out = Console(highlight=False)
+    out = output_console()
     out.print(summary_table(result.nodes))
     if print_tracebacks(out, result.run_id, result.nodes, verbose=verbose):
         out.print()  # the verdict stands apart from the last traceback

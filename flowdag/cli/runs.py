@@ -34,6 +34,7 @@ from flowdag.cli.render import (
     describe_counts,
     error_text,
     local_time,
+    output_console,
     plain_table,
     runs,
     say_run,
@@ -174,7 +175,7 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
     if args.json:
         print(json.dumps(state_json(state, live, values=args.outputs), indent=2))
         return Exit.OK
-    out = Console(highlight=False)
+    out = output_console()
     counts = count(state.nodes.values())
     out.print(
         f"run {escape(state.run_id)}  workflow {escape(state.workflow)}  "
@@ -302,7 +303,7 @@ def cmd_list(args: argparse.Namespace, err: Console) -> int:
     One line per run, columns aligned; coloured only on a terminal. With
     --json, a JSON array with one object per run.
     """
-    out = Console(highlight=False)
+    out = output_console()
     with open_store(args.store, create=False) as store:
         rows = [_list_row(store, run_id) for run_id in store.list_runs()]
     if args.json:
@@ -371,7 +372,7 @@ def cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
     # Bad input fails before anything is opened or written.
     wanted = [check_run_id(run_id) for run_id in dict.fromkeys(args.run_ids or [])]
     _check_distinct(args.src, args.dst)
-    out = Console(highlight=False)
+    out = output_console()
     # User types are copied as they are stored (UserValue), their modules never imported.
     with open_store(args.src, create=False) as src, neutral_user_types():
         stored = src.list_runs()
@@ -413,7 +414,7 @@ def cmd_store_verify(args: argparse.Namespace, err: Console) -> int:
 
     Load every run in full; exit 1 if any run is damaged.
     """
-    out = Console(highlight=False)
+    out = output_console()
     damaged = checked = 0
     # User types are checked as stored (UserValue), their modules never imported.
     with open_store(args.url, create=False) as store, neutral_user_types():

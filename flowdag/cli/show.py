@@ -19,7 +19,15 @@ from rich.markup import escape
 from flowdag._usertypes import neutral_user_types
 from flowdag.cli.base import CLIError, Commands, Exit, add_command, add_store_option, open_store
 from flowdag.cli.pretty import pformat
-from flowdag.cli.render import error_text, local_time, plain_table, seconds, styled
+from flowdag.cli.render import (
+    VALUE_WIDTH,
+    error_text,
+    local_time,
+    output_console,
+    plain_table,
+    seconds,
+    styled,
+)
 from flowdag.cli.runs import (
     Liveness,
     attempts_table,
@@ -74,7 +82,7 @@ def cmd_show(args: argparse.Namespace, err: Console) -> int:
             document["data"] = {key: json_value(value) for key, value in state.data.items()}
         print(json.dumps(document, indent=2))
         return Exit.OK
-    out = Console(highlight=False)
+    out = output_console()
     if args.node is None:
         _show_run(out, state, live)
     else:
@@ -139,7 +147,7 @@ def _show_node(out: Console, state: RunState, name: str, live: Liveness) -> None
 def _show_value(out: Console, label: str, node: NodeState) -> None:
     if node.output is None and (node.error is not None or node.status is NodeStatus.RUNNING):
         return  # a failed node has no output (its error says why), a running one none yet
-    lines = pformat(node.output, width=max(out.width - 2, 40))
+    lines = pformat(node.output, width=max(min(out.width, VALUE_WIDTH) - 2, 40))
     _print_cut(out, f"{label}:", lines.splitlines())
 
 
@@ -147,7 +155,7 @@ def _show_data(out: Console, state: RunState) -> None:
     if not state.data:
         out.print("ctx.data: empty")
         return
-    text = pformat(state.data, width=max(out.width - 2, 40))
+    text = pformat(state.data, width=max(min(out.width, VALUE_WIDTH) - 2, 40))
     _print_cut(out, "ctx.data:", text.splitlines())
 
 
