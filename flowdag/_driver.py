@@ -275,6 +275,11 @@ class _Driver:
                 wait,
             )
             ledger.failed[spec.name] = (*ledger.failed.get(spec.name, ()), tried)
+            if self.starts is not None:
+                # A durable store learns of the failed attempt now, as a running
+                # node's record (waited for by nothing): a crash before the next
+                # attempt's records keeps it in the history. Failures are rare.
+                self.commits.add([ledger.start_record(attempt, outcome.started_at)])
             self.schedule.retry(spec.name, time.monotonic() + wait)
             if self.on_event is not None:
                 self.emit(

@@ -6,8 +6,10 @@ and history of each node's attempts. Only the driver's thread touches it.
 Every attempt that returns (or overruns its timeout, or is lost with its worker)
 is kept in the node's history: the driver gathers this call's failed attempts
 per node and commits them, after the attempts of earlier calls, with the node's
-finish record (and with any start record, which replaces the node's stored state
-too). An attempt a crash interrupts has no end, so it is not in the history; its
+finish record, and with any start record (which replaces the node's stored
+state too); a durable store also gets a failed attempt that will be retried at
+once, as the running node's record, so a crash while the retry waits keeps it.
+An attempt a crash interrupts has no end, so it is not in the history; its
 start record counts it, so its number is not given again on resume.
 
 Attempts are counted over the run's whole life (``ctx.attempt`` and

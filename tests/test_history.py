@@ -8,6 +8,7 @@ A crash loses only the attempts of nodes that had not finished.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -220,8 +221,11 @@ def test_kill_9_during_retries_then_resume(tmp_path: Path, scheme: str, mark: st
     steady = crashed.nodes["steady"]
     assert steady.status is NodeStatus.COMPLETED and [a.number for a in steady.history] == [1, 2, 3]
     check_history(steady)
-    # shaky's attempts were in flight or retried, never committed: nothing of them is kept.
-    assert crashed.nodes["shaky"].history == ()
+    # shaky's failed attempts (1 and 2) are handed to the store as they fail,
+    # waited for by nothing: what the kill left of them is a prefix, in order.
+    kept = [a.number for a in crashed.nodes["shaky"].history]
+    assert kept == [1, 2][: len(kept)]
+    assert all(attempt.error is not None for attempt in crashed.nodes["shaky"].history)
 
     env["HISTORY_HANG"] = "0"
     done = subprocess.run([sys.executable, str(script), url], env=env, timeout=60)
@@ -231,7 +235,7 @@ def test_kill_9_during_retries_then_resume(tmp_path: Path, scheme: str, mark: st
     assert resumed.nodes["steady"] == steady  # not run again, its history untouched
     shaky = resumed.nodes["shaky"]
     assert shaky.status is NodeStatus.COMPLETED
-    assert [a.number for a in shaky.history] == [1, 2, 3]  # numbered afresh: none was kept
+    assert [a.number for a in shaky.history] == [1, 2, 3]  # kept ones, then the new ones
     assert [a.error.message if a.error else None for a in shaky.history] == [
         "shaky 1",
         "shaky 2",
@@ -239,6 +243,61 @@ def test_kill_9_during_retries_then_resume(tmp_path: Path, scheme: str, mark: st
     ]
     check_history(shaky)
     assert isinstance(resumed, RunState)
+
+
+WAITING = textwrap.dedent(
+    """
+    import sys
+    import flowdag
+
+    wf = flowdag.Workflow("waiting")
+
+    @wf.node(retries=1, retry_delay=60)
+    def fetch(ctx):
+        if ctx.attempt == 1:
+            raise ConnectionError("upstream said 503")
+        return ctx.attempt
+
+    if __name__ == "__main__":
+        with flowdag.open_store(sys.argv[1]) as store:
+            sys.exit(0 if flowdag.run(wf, run_id="w", store=store).ok else 1)
+    """
+)
+
+
+@pytest.mark.parametrize("scheme", ["lmdb", "json", "flatbuffers"])
+def test_a_failed_attempt_is_kept_by_a_kill_while_its_retry_waits(
+    tmp_path: Path, scheme: str
+) -> None:
+    script = tmp_path / "waiting_flow.py"
+    script.write_text(WAITING)
+    url = f"{scheme}://{tmp_path / 'store'}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, str(script), url], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until the store holds the failed attempt: then kill mid-wait
+            assert proc.poll() is None, "the run ended before the kill"
+            assert time.monotonic() < deadline, "the failed attempt never reached the store"
+            with contextlib.suppress(flowdag.RunNotFoundError), open_store(url) as store:
+                if store.load("w").nodes["fetch"].history:
+                    break
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    with open_store(url) as store:
+        crashed = store.load("w").nodes["fetch"]
+    assert crashed.status is NodeStatus.RUNNING  # shown interrupted: it was retrying
+    assert [(a.number, a.error.message if a.error else None) for a in crashed.history] == [
+        (1, "upstream said 503")
+    ]
+    done = subprocess.run([sys.executable, str(script), url], env=env, timeout=60)
+    assert done.returncode == 0  # a resume retries at once: its wait died with its process
+    with open_store(url) as store:
+        fetch = store.load("w").nodes["fetch"]
+    assert fetch.status is NodeStatus.COMPLETED and fetch.output == 2
+    assert [a.number for a in fetch.history] == [1, 2] and fetch.history[0].error is not None
 
 
 # -- the command line, through real processes ---------------------------------------------
