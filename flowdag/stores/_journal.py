@@ -47,7 +47,9 @@ in format 1) and the record's byte offset, and each snapshot file is sealed
 whole, bound to the run: the framing and the torn-tail rules are unchanged, and
 a JSON snapshot is then no longer readable JSON.
 
-A format (`RunFormat`) only turns runs and commits into bytes and back.
+A format (`RunFormat`) only turns runs and commits into bytes and back; where a
+run's files are, how they are sealed, and the consistent read of a snapshot and
+its journal are in ``_runfiles.py`` (`RunFiles`).
 """
 
 from __future__ import annotations
@@ -60,12 +62,9 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import ClassVar, TypeVar, Unpack
+from typing import ClassVar, Unpack
 
 from flowdag.errors import (
-    CorruptStateError,
-    RunNotFoundError,
     StoreError,
 )
 from flowdag.stores._directory import DirectoryStore, StoreOptions
@@ -76,24 +75,22 @@ from flowdag.stores._files import (
     make_private_dir,
     open_file,
     read_all,
-    read_file,
     remove_files,
     remove_temp_files,
     remove_tree,
 )
 from flowdag.stores._format import Commit, RunFormat, Stamp
-from flowdag.stores._framing import OVERHEAD, frame, read_header, replay, seed
+from flowdag.stores._framing import frame, seed
 from flowdag.stores._lineage import (
-    JournalFile,
     journal_generation,
     journal_names,
-    missing_snapshot,
     next_stamp,
     open_journal,
     read_journals,
     refuse_foreign,
     tidy,
 )
+from flowdag.stores._runfiles import RunFiles
 from flowdag.stores.base import RunLock, StoredNode, StoredRun
 
 __all__ = ["COMPACT_MIN_BYTES", "Commit", "JournaledStore", "RunFormat"]
@@ -101,10 +98,7 @@ __all__ = ["COMPACT_MIN_BYTES", "Commit", "JournaledStore", "RunFormat"]
 #: A journal is compacted once it is larger than its snapshot and than this.
 COMPACT_MIN_BYTES = 256 * 1024
 
-_READ_TRIES = 10
 _logger = logging.getLogger("flowdag")
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 @dataclass(slots=True)
@@ -149,22 +143,14 @@ class JournaledStore(DirectoryStore):
         self._writers: dict[str, _Writer] = {}
         super().__init__(path, **options)
 
+    @functools.cached_property
+    def _files(self) -> RunFiles:
+        # Made on first use: DirectoryStore's constructor already lists runs.
+        return RunFiles(self.path, self.format, self.scheme, self._seal, self._unseal)
+
     def describe(self, run_id: str) -> str:
         """The run's directory."""
-        return str(self._run_dir(run_id))
-
-    # -- paths ----------------------------------------------------------------
-
-    def _run_dir(self, run_id: str) -> Path:
-        return self.path / "runs" / run_id  # run ids are validated: never a path
-
-    def _snapshot_path(self, run_id: str) -> Path:
-        return self._run_dir(run_id) / f"snapshot{self.format.suffix}"
-
-    def _journal_path(self, run_id: str, generation: int) -> Path:
-        # The format is in the name: a JSON and a FlatBuffers store sharing a
-        # directory must never take each other's journals for stale ones.
-        return self._run_dir(run_id) / f"journal-{generation}{self.format.suffix}.log"
+        return str(self._files.run_dir(run_id))
 
     # -- hooks ----------------------------------------------------------------
 
@@ -196,26 +182,26 @@ class JournaledStore(DirectoryStore):
         # check runs on the temp file as read back, before anything is published.
         with self._guard, self._io(run_id, "save"):
             writer = self._writers.get(run_id)
-            current = writer.stamp if writer is not None else self._current_stamp(run_id)
+            current = writer.stamp if writer is not None else self._files.current_stamp(run_id)
             self._drop_writer(run_id)
-            directory = self._run_dir(run_id)
+            directory = self._files.run_dir(run_id)
             created = not directory.is_dir()
             if created:
                 make_private_dir(directory, root=self.path)
                 fsync_dir(directory.parent, root=self.path)
             # Before the new snapshot: whatever does not belong to the one it
             # replaces is set aside, so the replaced one's journal alone is removed.
-            tidy(self._run_dir(run_id), self.format.suffix, current, self.path)
+            tidy(self._files.run_dir(run_id), self.format.suffix, current, self.path)
             stamp = next_stamp(current)
-            content = self._seal_snapshot(run_id, self.format.dump_snapshot(run, stamp))
-            path = self._snapshot_path(run_id)
+            content = self._files.seal_snapshot(run_id, self.format.dump_snapshot(run, stamp))
+            path = self._files.snapshot_path(run_id)
             verify = None
             if check is not None:
 
                 def verify(written: bytes) -> None:
                     def read_back() -> StoredRun:
-                        plain = self._open_snapshot(run_id, path, written)
-                        return self._parse(run_id, path, self.format.load_snapshot, plain)[0]
+                        plain = self._files.open_snapshot(run_id, path, written)
+                        return self._files.parse(run_id, path, self.format.load_snapshot, plain)[0]
 
                     check(read_back)
 
@@ -226,7 +212,7 @@ class JournaledStore(DirectoryStore):
                     with contextlib.suppress(OSError):
                         os.rmdir(directory)
                 raise
-            tidy(self._run_dir(run_id), self.format.suffix, stamp, self.path)
+            tidy(self._files.run_dir(run_id), self.format.suffix, stamp, self.path)
             if run_id in self._held:  # the runner saves a new run, then commits to it
                 self._start_writer(run_id, run, stamp, len(content))
 
@@ -234,7 +220,8 @@ class JournaledStore(DirectoryStore):
         if run_id in self._held:
             with self._guard, self._io(run_id, "read"):
                 return self._writer(run_id).run.copy()
-        return self._read(run_id, self.format.load_snapshot, StoredRun.apply)
+        with self._guard, self._io(run_id, "read"):
+            return self._files.read(run_id, self.format.load_snapshot, StoredRun.apply)
 
     def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
         if run_id in self._held:
@@ -253,7 +240,8 @@ class JournaledStore(DirectoryStore):
         ) -> None:
             run[1].update((name, node.meta) for name, node in nodes.items())
 
-        return self._read(run_id, metas_only, apply_metas)
+        with self._guard, self._io(run_id, "read"):
+            return self._files.read(run_id, metas_only, apply_metas)
 
     def _commit(
         self, run_id: str, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
@@ -266,7 +254,7 @@ class JournaledStore(DirectoryStore):
                 writer = self._writers[run_id]
             start = writer.journal_size
             if self._cipher is not None:
-                payload = self._seal(payload, self._record_aad(run_id, writer.stamp, start))
+                payload = self._seal(payload, self._files.record_aad(run_id, writer.stamp, start))
             record = frame(payload, seed(writer.stamp.id))
             try:
                 _write_all(writer.journal, record)
@@ -295,15 +283,15 @@ class JournaledStore(DirectoryStore):
                 for entry in os.scandir(self.path / "runs")
                 if not entry.name.startswith(".")
                 and (
-                    os.path.exists(self._snapshot_path(entry.name))
-                    or journal_names(self._run_dir(entry.name), self.format.suffix, self.path)
+                    os.path.exists(self._files.snapshot_path(entry.name))
+                    or journal_names(self._files.run_dir(entry.name), self.format.suffix, self.path)
                 )
             ]
 
     def _delete(self, run_id: str) -> bool:
         with self._guard, self._io(run_id, "delete"):
             self._drop_writer(run_id)
-            directory = self._run_dir(run_id)
+            directory = self._files.run_dir(run_id)
             if not os.path.lexists(directory):
                 return False
             # Rename first: a crash mid-delete leaves a hidden directory, not half a run.
@@ -316,7 +304,7 @@ class JournaledStore(DirectoryStore):
         held = super()._lock(run_id)
         try:
             with self._io(run_id, "lock"):
-                remove_temp_files(self._run_dir(run_id), root=self.path)
+                remove_temp_files(self._files.run_dir(run_id), root=self.path)
         except BaseException:
             held.release()
             raise
@@ -330,88 +318,6 @@ class JournaledStore(DirectoryStore):
         with self._guard:
             for run_id in list(self._writers):
                 self._drop_writer(run_id)
-
-    # -- reading --------------------------------------------------------------
-
-    def _read(
-        self,
-        run_id: str,
-        parse: Callable[[bytes], tuple[_R, Stamp]],
-        apply: Callable[[_R, Mapping[str, StoredNode], Mapping[str, bytes | None]], None],
-    ) -> _R:
-        """Snapshot + journal replay, consistent even while another process compacts."""
-        snapshot = self._snapshot_path(run_id)
-        directory = snapshot.parent
-        with self._guard, self._io(run_id, "read"):
-            for _ in range(_READ_TRIES):
-                try:
-                    before = os.stat(snapshot).st_ino
-                    content = read_file(snapshot, root=self.path)
-                except FileNotFoundError:
-                    raise self._missing(run_id) from None
-                content = self._open_snapshot(run_id, snapshot, content)
-                run, stamp = self._parse(run_id, snapshot, parse, content)
-                journal = self._journal_path(run_id, stamp.generation)
-                try:
-                    records = read_file(journal, root=self.path)
-                except FileNotFoundError:
-                    records = b""
-                others = read_journals(directory, self.format.suffix, self.path, stamp.generation)
-                # A writer compacting meanwhile replaced the snapshot and removed
-                # its journal: what we read may not go together, so read again.
-                if os.stat(snapshot).st_ino != before:
-                    continue
-                refuse_foreign(run_id, stamp, others, snapshot)
-                self._replay(run_id, stamp, records, functools.partial(apply, run))
-                return run
-        raise StoreError(f"run '{run_id}' kept changing while being read; try again")
-
-    def _replay(
-        self,
-        run_id: str,
-        stamp: Stamp,
-        records: bytes,
-        apply: Callable[[Mapping[str, StoredNode], Mapping[str, bytes | None]], None],
-    ) -> int:
-        """Apply the live journal's whole records; return where they end (a torn tail follows)."""
-        journal = self._journal_path(run_id, stamp.generation)
-        if not records:
-            return 0  # none yet
-        mine, offset = self._parse(run_id, journal, read_header, records)
-        found = JournalFile(journal.name, stamp.generation, mine)
-        refuse_foreign(run_id, stamp, [found], self._snapshot_path(run_id))
-        start = seed(stamp.id)
-        payloads, end = self._parse(
-            run_id, journal, lambda content: replay(content, offset, start), records
-        )
-        for payload in payloads:
-            where = f"run '{run_id}': {journal} (record at byte {offset})"
-            aad = self._record_aad(run_id, stamp, offset)
-            plain = self._unseal(payload, aad, where)
-            offset += OVERHEAD + len(payload)
-            apply(*self._parse(run_id, journal, self.format.load_commit, plain))
-        return end
-
-    def _current_stamp(self, run_id: str) -> Stamp | None:
-        path = self._snapshot_path(run_id)
-        try:
-            content = self._open_snapshot(run_id, path, read_file(path, root=self.path))
-            return self.format.load_snapshot_metas(content)[2]
-        except (FileNotFoundError, ValueError, CorruptStateError):
-            return None  # none, or a damaged one (or one under another key) being replaced
-
-    def _missing(self, run_id: str) -> CorruptStateError | RunNotFoundError:
-        path = self._snapshot_path(run_id)
-        return missing_snapshot(run_id, self.path, path, self.format.suffix)
-
-    def _parse(self, run_id: str, path: Path, parse: Callable[[bytes], _T], content: bytes) -> _T:
-        try:
-            return parse(content)
-        except (ValueError, CorruptStateError) as exc:
-            raise CorruptStateError(
-                f"run '{run_id}' is damaged: {path}: {exc}; "
-                "restore it from a backup or delete the run and run it again"
-            ) from exc
 
     # -- writing --------------------------------------------------------------
 
@@ -431,25 +337,25 @@ class JournaledStore(DirectoryStore):
 
     def _open_writer(self, run_id: str) -> _Writer:
         """Read the run once from the disk, cut any torn tail, keep its files open."""
-        path = self._snapshot_path(run_id)
+        path = self._files.snapshot_path(run_id)
         try:
             snapshot = open_file(path, root=self.path)
         except FileNotFoundError:
-            raise self._missing(run_id) from None
+            raise self._files.missing(run_id) from None
         journal = -1
         try:
             content = read_all(snapshot)
-            plain = self._open_snapshot(run_id, path, content)
-            run, stamp = self._parse(run_id, path, self.format.load_snapshot, plain)
+            plain = self._files.open_snapshot(run_id, path, content)
+            run, stamp = self._files.parse(run_id, path, self.format.load_snapshot, plain)
             others = read_journals(path.parent, self.format.suffix, self.path, stamp.generation)
             refuse_foreign(run_id, stamp, others, path)
             journal = self._open_journal(run_id, stamp)
             records = read_all(journal)
-            end = self._replay(run_id, stamp, records, run.apply)
+            end = self._files.replay(run_id, stamp, records, run.apply)
             if end != len(records):  # so the next record follows the last whole one
                 os.ftruncate(journal, end)
                 os.fsync(journal)
-            tidy(self._run_dir(run_id), self.format.suffix, stamp, self.path)
+            tidy(self._files.run_dir(run_id), self.format.suffix, stamp, self.path)
         except BaseException:
             os.close(snapshot)
             if journal >= 0:
@@ -461,7 +367,7 @@ class JournaledStore(DirectoryStore):
 
     def _start_writer(self, run_id: str, run: StoredRun, stamp: Stamp, size: int) -> None:
         """A writer for a snapshot just written: the run is known, the journal new."""
-        snapshot = open_file(self._snapshot_path(run_id), root=self.path)
+        snapshot = open_file(self._files.snapshot_path(run_id), root=self.path)
         try:
             journal = self._open_journal(run_id, stamp)
             journal_size = os.fstat(journal).st_size
@@ -471,18 +377,20 @@ class JournaledStore(DirectoryStore):
         self._writers[run_id] = _Writer(run, stamp, journal, journal_size, snapshot, size)
 
     def _open_journal(self, run_id: str, stamp: Stamp) -> int:
-        path = self._journal_path(run_id, stamp.generation)
-        return open_journal(run_id, path, stamp, self._snapshot_path(run_id), self.path)
+        path = self._files.journal_path(run_id, stamp.generation)
+        return open_journal(run_id, path, stamp, self._files.snapshot_path(run_id), self.path)
 
     def _compact(self, run_id: str, writer: _Writer) -> None:
         """Fold the journal into a new snapshot; see the module docstring for crash safety."""
         stamp = next_stamp(writer.stamp)
-        content = self._seal_snapshot(run_id, self.format.dump_snapshot(writer.run, stamp))
-        atomic_write(self._snapshot_path(run_id), content, root=self.path)
+        content = self._files.seal_snapshot(run_id, self.format.dump_snapshot(writer.run, stamp))
+        atomic_write(self._files.snapshot_path(run_id), content, root=self.path)
         # The new snapshot is durable, and its parent is the old one: the old
         # journal is folded from here on.
         self._drop_writer(run_id)
-        tidy(self._run_dir(run_id), self.format.suffix, stamp, self.path)  # before the new journal
+        tidy(
+            self._files.run_dir(run_id), self.format.suffix, stamp, self.path
+        )  # before the new journal
         self._start_writer(run_id, writer.run, stamp, len(content))
 
     def _undo_append(self, run_id: str, writer: _Writer, size: int) -> None:
@@ -506,25 +414,6 @@ class JournaledStore(DirectoryStore):
         if writer is not None:
             os.close(writer.journal)
             os.close(writer.snapshot)
-
-    # -- encryption at rest (see _crypto.py) ------------------------------------
-
-    def _aad(self, run_id: str, entry: bytes) -> bytes:
-        return b"\0".join((b"flowdag", self.scheme.encode(), run_id.encode(), entry))
-
-    def _record_aad(self, run_id: str, stamp: Stamp, offset: int) -> bytes:
-        # The journal's snapshot id and the record's offset: a record cannot be
-        # moved to another place in its journal, or into a journal of another
-        # snapshot (format 1 had the generation, which a new run reuses).
-        if stamp.id:
-            return self._aad(run_id, b"journal %s %d" % (stamp.id.hex().encode(), offset))
-        return self._aad(run_id, b"journal %d %d" % (stamp.generation, offset))
-
-    def _seal_snapshot(self, run_id: str, content: bytes) -> bytes:
-        return self._seal(content, self._aad(run_id, b"snapshot"))
-
-    def _open_snapshot(self, run_id: str, path: Path, content: bytes) -> bytes:
-        return self._unseal(content, self._aad(run_id, b"snapshot"), f"run '{run_id}': {path}")
 
     # -- cleaning up ----------------------------------------------------------
 

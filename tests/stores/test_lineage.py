@@ -298,6 +298,6 @@ def test_a_run_of_the_previous_release_moves_to_format_2_at_its_first_commit(
     (snapshot,) = run_dir.glob("snapshot.*")
     journaled = JSONStore if scheme == "json" else FlatBuffersStore
     with journaled(where, **options) as typed:
-        content = typed._open_snapshot("legacy", snapshot, snapshot.read_bytes())
+        content = typed._files.open_snapshot("legacy", snapshot, snapshot.read_bytes())
         stamp = typed.format.load_snapshot_metas(content)[2]
     assert len(stamp.id) == 16 and stamp.generation == 2
