@@ -189,6 +189,13 @@ def check_run(load: Workload) -> None:
             assert calls == 0, plan.name  # skipped nodes are never called
         assert state.attempts == calls, plan.name
         assert probe.attempts.get(plan.name, []) == list(range(1, calls + 1)), plan.name
+        # Every attempt is in the history, in order, each failed one with its error.
+        assert [a.number for a in state.history] == list(range(1, calls + 1)), plan.name
+        for attempt in state.history:
+            failed = attempt.number <= plan.failures
+            assert (attempt.error is not None) == failed, (plan.name, attempt)
+        if state.history:
+            assert state.history[-1].error == state.error, plan.name
     assert probe.bad_inputs == []
     assert probe.peak <= load.max_workers
     for pool, cap in load.caps.items():
