@@ -440,6 +440,11 @@ def torture(
         return stats
     if {n: s.status for n, s in state.nodes.items()} != {p.name: "completed" for p in plans}:
         violation("not every node completed")
+    for name, node in state.nodes.items():
+        # Kills lose attempts in flight (they have no end), never reorder or repeat one.
+        numbers = [attempt.number for attempt in node.history]
+        if not numbers or numbers != sorted(set(numbers)) or numbers[-1] != node.attempts:
+            violation(f"node {name} has a broken history {numbers} (attempts {node.attempts})")
     if not same_value({n: s.output for n, s in state.nodes.items()}, outputs):
         violation("the final outputs differ from an uninterrupted run")
     if not same_value(state.data, data):
