@@ -22,14 +22,12 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from flowdag import _stdtypes as std
+from flowdag._arrays import array_from, array_parts, scalar_from
 from flowdag._frames import decode_frame, encode_frame
 from flowdag._usertypes import user_from, user_parts
 from flowdag._values import (
-    array_from,
-    array_parts,
     invalid,
     parse_exact,
-    scalar_from,
     timedelta_from,
     tz_spec,
 )

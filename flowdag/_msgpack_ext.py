@@ -25,13 +25,11 @@ import msgpack
 from msgpack import ExtType
 
 from flowdag import _stdtypes as std
+from flowdag._arrays import array_from, array_parts, scalar_from
 from flowdag._frames import decode_frame, encode_frame
 from flowdag._usertypes import user_from, user_parts
 from flowdag._values import (
-    array_from,
-    array_parts,
     parse_exact,
-    scalar_from,
     timedelta_from,
     tz_spec,
 )
