@@ -29,8 +29,9 @@ and 1.5 s to read 100k nodes, against 0.17 s and 0.2 s here):
   data entry), then each vector of tables, every table followed by its own
   strings and blobs. Offsets are relative to where they are stored, so a node
   costs three ``pack`` calls and one ``b"".join`` builds the whole buffer.
-- Reading walks the vtables with `struct` and slices each blob straight out of
-  the buffer: O(1) per field, with vtables cached by position. The reader
+- Reading walks the vtables with `struct` (`_fbbuffer.FlatBuffer`, bounds-checked)
+  and slices each blob straight out of the buffer: O(1) per field, with vtables
+  cached by position. The reader
   follows vtables as any FlatBuffers reader does, so it does not depend on the
   writer's layout. ``load_snapshot_metas`` reads names and meta blobs only: it
   never follows an output offset and never opens the data vector.
@@ -47,6 +48,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 
+from flowdag.stores._fbbuffer import FlatBuffer
 from flowdag.stores._fbs.FormatVersion import FormatVersion
 from flowdag.stores._format import ID_SIZE, Commit, Stamp
 from flowdag.stores.base import StoredNode, StoredRun
@@ -64,7 +66,6 @@ _TRAILER_1: Final = struct.Struct("<I4s")  # the previous release's: crc32, b"FD
 _NO_ID: Final = bytes(ID_SIZE)
 _MAX_SIZE: Final = 2**31 - 1  # FlatBuffers' limit: offsets are 32-bit, sizes signed
 
-_U16 = struct.Struct("<H").unpack_from
 _U32 = struct.Struct("<I").unpack_from
 _I32 = struct.Struct("<i").unpack_from
 _U32_PACK = struct.Struct("<I").pack
@@ -170,7 +171,7 @@ class FlatBuffersFormat:
         """
         try:
             size, ids = _check_trailer(content)
-            buf = _Buffer(content, size)
+            buf = FlatBuffer(content, size, FILE_IDENTIFIER)
             header, nodes_field, data_field, generation = _read_run(buf)
             nodes = _read_nodes(buf, nodes_field)
             data = _read_data(buf, data_field)
@@ -186,7 +187,7 @@ class FlatBuffersFormat:
         """
         try:
             size, ids = _check_trailer(content)
-            buf = _Buffer(content, size)
+            buf = FlatBuffer(content, size, FILE_IDENTIFIER)
             header, nodes_field, _, generation = _read_run(buf)
             metas = _read_metas(buf, nodes_field)
         except (struct.error, IndexError, OverflowError) as exc:
@@ -233,7 +234,7 @@ class FlatBuffersFormat:
             ValueError: not a Commit buffer of this version, or damaged.
         """
         try:
-            buf = _Buffer(payload, len(payload))
+            buf = FlatBuffer(payload, len(payload), FILE_IDENTIFIER)
             version, nodes_field, data_field, deleted_field = buf.root_fields(4)
             _check_version(buf, version)
             nodes = _read_nodes(buf, nodes_field)
@@ -349,7 +350,7 @@ def _check_trailer(content: bytes) -> tuple[int, tuple[bytes, bytes]]:
     return size, (snapshot_id, b"" if parent == _NO_ID else parent)
 
 
-def _check_version(buf: _Buffer, version_field: int) -> None:
+def _check_version(buf: FlatBuffer, version_field: int) -> None:
     version = _U32(buf.view, version_field)[0] if version_field else FormatVersion.Invalid
     if version != FORMAT_VERSION:
         raise ValueError(
@@ -358,7 +359,7 @@ def _check_version(buf: _Buffer, version_field: int) -> None:
         )
 
 
-def _read_run(buf: _Buffer) -> tuple[bytes, int, int, int]:
+def _read_run(buf: FlatBuffer) -> tuple[bytes, int, int, int]:
     """Header blob, nodes and data field positions, generation."""
     version, generation_field, header_field, nodes_field, data_field = buf.root_fields(5)
     _check_version(buf, version)
@@ -368,7 +369,7 @@ def _read_run(buf: _Buffer) -> tuple[bytes, int, int, int]:
     return buf.blob(header_field), nodes_field, data_field, generation
 
 
-def _read_nodes(buf: _Buffer, field: int) -> dict[str, StoredNode]:
+def _read_nodes(buf: FlatBuffer, field: int) -> dict[str, StoredNode]:
     """The nodes vector at ``field``, outputs included."""
     blob = buf.blob
     nodes = {
@@ -380,7 +381,7 @@ def _read_nodes(buf: _Buffer, field: int) -> dict[str, StoredNode]:
     return nodes
 
 
-def _read_metas(buf: _Buffer, field: int) -> dict[str, bytes]:
+def _read_metas(buf: FlatBuffer, field: int) -> dict[str, bytes]:
     """Name -> meta blob of the nodes vector at ``field``; outputs are never touched."""
     metas = {name: meta for name, meta, _ in _node_fields(buf, field)}
     if len(metas) != buf.count(field):
@@ -388,7 +389,7 @@ def _read_metas(buf: _Buffer, field: int) -> dict[str, bytes]:
     return metas
 
 
-def _node_fields(buf: _Buffer, field: int) -> Iterator[tuple[str, bytes, int]]:
+def _node_fields(buf: FlatBuffer, field: int) -> Iterator[tuple[str, bytes, int]]:
     """Per node of the vector at ``field``: name, meta blob, position of its output field.
 
     The output field's position is 0 when the node has no output; the output
@@ -421,7 +422,7 @@ def _node_fields(buf: _Buffer, field: int) -> Iterator[tuple[str, bytes, int]]:
         yield name, content[at + 4 : end], table + output_slot if output_slot else 0
 
 
-def _read_data(buf: _Buffer, field: int) -> dict[str, bytes]:
+def _read_data(buf: FlatBuffer, field: int) -> dict[str, bytes]:
     data: dict[str, bytes] = {}
     tables = buf.offsets(field)
     for table in tables:
@@ -432,73 +433,3 @@ def _read_data(buf: _Buffer, field: int) -> dict[str, bytes]:
     if len(data) != len(tables):
         raise ValueError("damaged FlatBuffers buffer: duplicate data keys")
     return data
-
-
-class _Buffer:
-    """Bounds-checked reads from one flatbuffer; positions are absolute offsets.
-
-    `struct` reads go through a memoryview cut to the buffer, so they cannot
-    stray into a trailer; blobs are sliced from the bytes object (one copy).
-    Nothing is negative: uoffsets are unsigned, and vtable positions are checked.
-    """
-
-    __slots__ = ("content", "size", "view")
-
-    def __init__(self, content: bytes, size: int) -> None:
-        """Read the flatbuffer in ``content[:size]``."""
-        # Blobs are sliced from bytes: slicing a memoryview would need a bytes() each.
-        self.content = content if type(content) is bytes else bytes(content)
-        self.view = memoryview(self.content)[:size]
-        self.size = size
-        if size < 8 or self.content[4:8] != FILE_IDENTIFIER:
-            raise ValueError("not a flowdag FlatBuffers buffer: wrong file identifier")
-
-    def root_fields(self, count: int) -> tuple[int, ...]:
-        root = _U32(self.view, 0)[0]
-        slots = self.vtable(root - _I32(self.view, root)[0], count)
-        return tuple(root + slot if slot else 0 for slot in slots)
-
-    def vtable(self, at: int, count: int) -> tuple[int, ...]:
-        """The first ``count`` field offsets of the vtable at ``at`` (0: absent)."""
-        if at < 0 or at & 1:
-            raise ValueError("damaged FlatBuffers buffer: bad vtable offset")
-        length: int = _U16(self.view, at)[0]
-        if length < 4 or length & 1 or at + length > self.size:
-            raise ValueError("damaged FlatBuffers buffer: bad vtable size")
-        fields = min(count, (length - 4) // 2)
-        slots: tuple[int, ...] = struct.unpack_from(f"<{fields}H", self.view, at + 4)
-        return slots + (0,) * (count - fields)
-
-    def offsets(self, field: int) -> list[int]:
-        """Positions of the tables or strings that the vector at ``field`` points to."""
-        if not field:
-            return []
-        at = field + _U32(self.view, field)[0]
-        count = _U32(self.view, at)[0]
-        if count > (self.size - at - 4) // 4:
-            raise ValueError("damaged FlatBuffers buffer: a vector overruns the buffer")
-        first = at + 4
-        relative = struct.unpack_from(f"<{count}I", self.view, first)
-        return [first + 4 * i + offset for i, offset in enumerate(relative)]
-
-    def count(self, field: int) -> int:
-        """The length of the vector at ``field`` (0 if absent)."""
-        return _U32(self.view, field + _U32(self.view, field)[0])[0] if field else 0
-
-    def blob(self, field: int) -> bytes:
-        """The [ubyte] vector whose uoffset is at ``field``."""
-        return self.blob_at(field + _U32(self.view, field)[0])
-
-    def blob_at(self, at: int) -> bytes:
-        """The [ubyte] vector (or string, without its NUL) that starts at ``at``."""
-        end = at + 4 + _U32(self.view, at)[0]
-        if end > self.size:
-            raise ValueError("damaged FlatBuffers buffer: a vector overruns the buffer")
-        return self.content[at + 4 : end]
-
-    def string(self, field: int) -> str:
-        """The string whose uoffset is at ``field``."""
-        return self.blob(field).decode()
-
-    def u64(self, at: int) -> int:
-        return int(struct.unpack_from("<Q", self.view, at)[0])
