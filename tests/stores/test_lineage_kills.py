@@ -30,13 +30,15 @@ from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
 from flowdag.stores.base import Store
 from tests.stores.fixtures.legacy import KEY, build
+from tests.stores.kill_steps import KILLING
 
 ROOT = Path(__file__).resolve().parents[2]
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 SCHEMES = ("json", "flatbuffers")
 
 # argv: url, key ("-": none), action ("commit" or "save"), kill_at.
-KILLED_WRITE = """
+KILLED_WRITE = (
+    """
 import os, signal, sys
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
@@ -44,16 +46,9 @@ from flowdag.stores import open_store
 url, key, action, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 options = {} if key == "-" else {"key": key}
 calls = 0
-
-def killing(real):
-    def step(*args, **kwargs):
-        global calls
-        calls += 1
-        if calls == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-    return step
-
+"""
+    + KILLING
+    + """
 with open_store(url, compact_min_bytes=0, **options) as store:
     run_id = store.list_runs()[0] if action == "commit" else "r"
     with store.lock(run_id):
@@ -70,6 +65,7 @@ with open_store(url, compact_min_bytes=0, **options) as store:
             store.save(RunState("r", "new", nodes={"fresh": NodeState()}))
 print("done", calls)
 """
+)
 
 
 def killed_write(url: str, key: str, action: str, kill_at: int) -> subprocess.CompletedProcess[str]:

@@ -31,6 +31,7 @@ from tests.stores.conformance import (
     make_state,
     pending_state,
 )
+from tests.stores.kill_steps import KILLING
 
 
 @pytest.fixture
@@ -307,22 +308,16 @@ def test_copy_names_the_nodes_that_differ(src: JSONStore) -> None:
 
 # Copies run "r" from argv[1] to argv[2] and SIGKILLs itself at the argv[3]-th call of
 # any step of the copy: each sync, rename or link, and the check of the copy read back.
-KILLED_COPY = """
+KILLED_COPY = (
+    """
 import os, signal, sys
 from flowdag.stores import open_store, transfer
 
 src_url, dst_url, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
 calls = 0
-
-def killing(real):
-    def step(*args, **kwargs):
-        global calls
-        calls += 1
-        if calls == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-    return step
-
+"""
+    + KILLING
+    + """
 with open_store(src_url) as src, open_store(dst_url) as dst:
     for name in ("fsync", "fdatasync", "replace", "rename", "link", "unlink"):
         setattr(os, name, killing(getattr(os, name)))
@@ -330,6 +325,7 @@ with open_store(src_url) as src, open_store(dst_url) as dst:
     transfer.copy_run(src, dst, "r")
 print("copied", calls)
 """
+)
 
 
 @pytest.mark.parametrize(("src_scheme", "dst_scheme"), [
