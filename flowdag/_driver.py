@@ -279,7 +279,7 @@ class _Driver:
                 # A durable store learns of the failed attempt now, as a running
                 # node's record (waited for by nothing): a crash before the next
                 # attempt's records keeps it in the history. Failures are rare.
-                self.commits.add([ledger.start_record(attempt, outcome.started_at)])
+                self.commits.add([ledger.running_record(attempt, outcome.started_at)])
             self.schedule.retry(spec.name, time.monotonic() + wait)
             if self.on_event is not None:
                 self.emit(
@@ -335,7 +335,7 @@ class _Driver:
         if self.starts is not None and self.commits.error is None:
             due = self.starts.due(now, self.running)
             if due:
-                self.commits.add([self.ledger.start_record(*item) for item in due])
+                self.commits.add([self.ledger.running_record(*item) for item in due])
 
     def abandon(self, attempt: Attempt) -> None:
         """Fail an attempt that overran its timeout, and stop it where the executor can."""

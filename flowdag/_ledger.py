@@ -55,8 +55,12 @@ class Ledger:
         # those of earlier calls of run().
         return self.states[name].attempts + tries
 
-    def start_record(self, attempt: Attempt, started_at: datetime) -> NodeRecord:
-        """The record of an attempt in flight: status running, no output, no ``ctx.data``."""
+    def running_record(self, attempt: Attempt, started_at: datetime) -> NodeRecord:
+        """A record of the node as running: no output, no ``ctx.data``.
+
+        Both an attempt in flight (a start record) and a failed attempt whose
+        retry waits are stored this way; nothing waits for either.
+        """
         # A commit replaces the node's whole stored state: what of it must survive
         # a crash mid-attempt goes in here too (see the module docstring).
         return NodeRecord(
@@ -64,7 +68,7 @@ class Ledger:
             NodeStatus.RUNNING,
             attempt.number,
             started_at,
-            history=self.history(attempt.node),  # read only: no last attempt yet
+            history=self.history(attempt.node),  # read only: the finish record takes them
         )
 
     def history(self, name: str, last: AttemptInfo | None = None) -> tuple[AttemptInfo, ...]:
