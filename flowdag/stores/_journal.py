@@ -67,6 +67,7 @@ from typing import ClassVar, Unpack
 from flowdag.errors import (
     StoreError,
 )
+from flowdag.stores._compaction import Compaction, compact_runs
 from flowdag.stores._directory import DirectoryStore, StoreOptions
 from flowdag.stores._files import (
     atomic_write,
@@ -80,7 +81,7 @@ from flowdag.stores._files import (
     remove_tree,
 )
 from flowdag.stores._format import Commit, RunFormat, Stamp
-from flowdag.stores._framing import frame, seed
+from flowdag.stores._framing import frame, journal_header, seed
 from flowdag.stores._lineage import (
     journal_generation,
     journal_names,
@@ -318,6 +319,18 @@ class JournaledStore(DirectoryStore):
         with self._guard:
             for run_id in list(self._writers):
                 self._drop_writer(run_id)
+
+    def _compact_store(self) -> Compaction:
+        return compact_runs(self, self._fold)
+
+    def _fold(self, run_id: str) -> bool:
+        """Fold the run's journal into a new snapshot (caller holds the run's lock)."""
+        with self._guard, self._io(run_id, "compact"):
+            writer = self._writer(run_id)
+            if writer.stamp.id and writer.journal_size <= len(journal_header(writer.stamp.id)):
+                return False  # no record to fold
+            self._compact(run_id, writer)
+            return True
 
     # -- writing --------------------------------------------------------------
 

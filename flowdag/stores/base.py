@@ -39,6 +39,7 @@ from flowdag.errors import (
     StoreError,
 )
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState, check_times
+from flowdag.stores._compaction import Compaction
 from flowdag.stores._records import (
     check_names,
     check_state,
@@ -238,6 +239,21 @@ class Store(ABC):
         self._check_open()
         return self._lock_holder(run_id)
 
+    def compact(self) -> Compaction:
+        """Give disk space back where deleting runs does not (``flowdag store compact``).
+
+        LMDB copies its environment with compaction and swaps the copy in; the
+        JSON and FlatBuffers stores fold every run's journal into its snapshot
+        (a running run is skipped and reported); a memory store has nothing to
+        do. A crash at any moment leaves a store that loads. See ``_compaction.py``.
+
+        Raises:
+            StoreError: LMDB only: the store is in use (a run is running,
+                another process or another store of this process has it open).
+        """
+        self._check_open()
+        return self._compact_store()
+
     def close(self) -> None:
         """Release the store's resources; further calls raise `StoreError`."""
         if not self._closed:
@@ -298,6 +314,10 @@ class Store(ABC):
 
     def _close(self) -> None:  # noqa: B027 - optional hook
         """Release backend resources."""
+
+    def _compact_store(self) -> Compaction:
+        """Backend hook of `compact`; stores with nothing to give back do nothing."""
+        return Compaction()
 
     def _save_checked(
         self, run_id: str, run: StoredRun, check: Callable[[Callable[[], StoredRun]], None]

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, Unpack
@@ -53,6 +54,7 @@ import lmdb
 import msgpack
 
 from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
+from flowdag.stores._compaction import Compaction, compact_lmdb
 from flowdag.stores._directory import DirectoryStore, StoreOptions
 from flowdag.stores._files import check_files
 from flowdag.stores._lmdb_env import (
@@ -73,6 +75,7 @@ _T = TypeVar("_T")
 #: written), and doubled automatically whenever a write needs more.
 DEFAULT_MAP_SIZE = 1 << 30
 _DIGEST_SIZE = 16
+_REOPEN_TRIES = 5
 _FULL_DISK_BYTES = 1 << 20  # less free space than this on a failed write: say the disk is full
 if TYPE_CHECKING:
     _Txn = lmdb.Transaction[bytes]  # the stubs' generic; not subscriptable at runtime
@@ -250,6 +253,33 @@ class LMDBStore(DirectoryStore):
         shared, self._shared = self._shared, None
         if shared is not None:
             release_env(shared)
+
+    def _compact_store(self) -> Compaction:
+        shared = self._shared
+        if shared is not None and shared.users > 1:
+            raise StoreError(
+                f"cannot compact {self.path}: {shared.users - 1} other store(s) of this process "
+                "have it open; close them and compact again"
+            )
+
+        def reopen() -> None:
+            # An opener that waited on the compaction fails once on the emptied lock
+            # file (see _compaction.py) and may hold it a moment: try again.
+            for attempt in range(_REOPEN_TRIES):
+                try:
+                    self._shared = acquire_env(self.path, self._map_size)
+                    return
+                except StoreError:
+                    if attempt == _REOPEN_TRIES - 1:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+
+        try:
+            return compact_lmdb(self, reopen, self._close)
+        except lmdb.Error as exc:
+            raise self._wrap(exc, None) from exc
+        except OSError as exc:
+            raise StoreError(f"cannot compact {self.path}: {exc}") from exc
 
     # -- helpers --------------------------------------------------------------
 
