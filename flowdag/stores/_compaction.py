@@ -44,7 +44,6 @@ import fcntl
 import os
 import secrets
 import struct
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +71,6 @@ __all__ = ["Compaction", "compact_lmdb", "compact_runs"]
 
 _DATABASES = (b"runs", b"nodes", b"outputs", b"data")
 _TEMP_PREFIX = ".compact-"
-#: ``struct flock`` for byte 0 (as in ``_lmdb_env.py``): Linux puts type and whence first.
-_BSD = sys.platform == "darwin" or "bsd" in sys.platform
 
 
 @dataclass(slots=True)
@@ -124,7 +121,9 @@ def _tree_size(path: Path) -> int:
 # -- LMDB -------------------------------------------------------------------------------------
 
 
-def compact_lmdb(store: LMDBStore, reopen: Callable[[], None], close: Callable[[], None]) -> Compaction:
+def compact_lmdb(
+    store: LMDBStore, reopen: Callable[[], None], close: Callable[[], None]
+) -> Compaction:
     """Copy ``store``'s environment with compaction and swap it in (module docstring).
 
     ``close`` closes the store's environment in this process and ``reopen``
@@ -214,9 +213,8 @@ def _lock_byte(fd: int) -> None:
     if command is None:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
         return
-    layout = "qqihh" if _BSD else "hhqqi"
-    request = (0, 1, 0, fcntl.F_WRLCK, os.SEEK_SET) if _BSD else (fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0)
-    fcntl.fcntl(fd, command, struct.pack(layout, *request))
+    # Linux's struct flock: type, whence, start, length, pid (0, as OFD locks require).
+    fcntl.fcntl(fd, command, struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0))
 
 
 def _open_env(path: Path, store: LMDBStore) -> lmdb.Environment:
