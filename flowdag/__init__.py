@@ -36,6 +36,7 @@ from flowdag.errors import (
     StoreError,
     WorkflowChangedError,
 )
+from flowdag.gc import GCReport, gc
 from flowdag.refs import Ref
 from flowdag.runner import EventKind, RunEvent, RunResult, run
 from flowdag.state import AttemptInfo, ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
@@ -62,6 +63,7 @@ __all__ = [
     "EventKind",
     "FlatBuffersStore",
     "FlowdagError",
+    "GCReport",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "InvalidRunIdError",
@@ -89,6 +91,7 @@ __all__ = [
     "StoreError",
     "Workflow",
     "WorkflowChangedError",
+    "gc",
     "open_store",
     "register_types",
     "run",

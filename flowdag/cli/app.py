@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
+from flowdag.cli import gc as gc_command
 from flowdag.cli import graph, run, runs, show
 from flowdag.cli.base import CLIError, Command, Exit, flatten, log
 from flowdag.cli.bench import command as bench
@@ -77,6 +78,7 @@ def make_parser() -> argparse.ArgumentParser:
     show.add_parser(commands)
     bench.add_parser(commands)
     graph.add_parser(commands)
+    gc_command.add_parser(commands)
     return parser
 
 

@@ -29,6 +29,7 @@ from flowdag.cli.base import (
     log,
     open_store,
 )
+from flowdag.cli.gc import add_compact_parser
 from flowdag.cli.render import (
     count,
     describe_counts,
@@ -82,7 +83,7 @@ def add_parsers(commands: Commands) -> None:
     add_store_option(listing)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
-    store = commands.add_parser("store", help="convert or verify whole stores")
+    store = commands.add_parser("store", help="convert, verify or compact whole stores")
     store_commands = store.add_subparsers(title="commands", metavar="COMMAND", required=True)
     convert = add_command(store_commands, "convert", cmd_store_convert)
     convert.add_argument("src", metavar="SRC_URL", help="store to copy from, e.g. json://old")
@@ -96,6 +97,7 @@ def add_parsers(commands: Commands) -> None:
     )
     verify = add_command(store_commands, "verify", cmd_store_verify)
     verify.add_argument("url", metavar="URL", help="store to check, e.g. lmdb://.flowdag")
+    add_compact_parser(store_commands)
 
 
 # -- live, or interrupted ----------------------------------------------------------------
