@@ -1,0 +1,59 @@
+"""What the gc and compaction tests share: every store kind, and processes holding a store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flowdag.stores import open_store
+from flowdag.stores._crypto import generate_key
+from flowdag.stores.base import Store
+from tests.stores.conformance import spawn
+
+KEY = generate_key()
+#: Every store kind, and encrypted disk stores (blob names are keyed there).
+KINDS = ["memory", "lmdb", "json", "flatbuffers", "lmdb-encrypted", "json-encrypted"]
+DISK_KINDS = [kind for kind in KINDS if kind != "memory"]
+
+
+def url_of(kind: str, root: Path) -> str:
+    scheme = kind.split("-")[0]
+    return "memory://" if scheme == "memory" else f"{scheme}://{root / kind}"
+
+
+def options_of(kind: str) -> dict[str, Any]:
+    return {"key": KEY} if kind.endswith("-encrypted") else {}
+
+
+def open_kind(kind: str, root: Path, **options: Any) -> Store:
+    return open_store(url_of(kind, root), **options_of(kind), **options)
+
+
+# Opens a store in another process, optionally locks a run, and holds both until killed.
+HOLD = """
+import sys, time
+from flowdag.stores import open_store
+options = {} if sys.argv[2] == "-" else {"key": sys.argv[2]}
+store = open_store(sys.argv[1], **options)
+if sys.argv[3] != "-":
+    held = store.lock(sys.argv[3])
+    held.__enter__()  # keep a reference: a collected context manager releases
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+@contextmanager
+def held_elsewhere(kind: str, root: Path, run_id: str | None = None) -> Iterator[int]:
+    """Another process has the store open (and ``run_id`` locked) inside the block: its pid."""
+    key = options_of(kind).get("key", "-")
+    proc = spawn(HOLD, url_of(kind, root), key, run_id or "-")
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
