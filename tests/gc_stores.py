@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +13,7 @@ from typing import Any
 from flowdag.stores import open_store
 from flowdag.stores._crypto import generate_key
 from flowdag.stores.base import Store
-from tests.stores.conformance import spawn
+from tests.stores.conformance import ROOT, spawn
 
 KEY = generate_key()
 #: Every store kind, and encrypted disk stores (blob names are keyed there).
@@ -57,3 +60,14 @@ def held_elsewhere(kind: str, root: Path, run_id: str | None = None) -> Iterator
     finally:
         proc.kill()
         proc.wait(timeout=60)
+
+
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``flowdag ARGS`` in a real process (this checkout), with ``env`` added."""
+    return subprocess.run(
+        [sys.executable, "-m", "flowdag", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **env},
+    )

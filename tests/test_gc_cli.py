@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.gc_stores import open_kind, spawn, url_of
+from tests.gc_stores import cli, open_kind, spawn, url_of
 from tests.test_gc import HOLD_GC, blobs_of, put
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flowdag", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **env},
-    )
 
 
 def orphans(tmp_path: Path, count: int = 3) -> list[str]:

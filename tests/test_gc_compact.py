@@ -10,8 +10,6 @@ compaction are in ``tests/stores/test_gc_kills.py``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from flowdag.errors import StoreError
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores._compaction import Compaction
 from flowdag.stores.base import Store
-from tests.gc_stores import DISK_KINDS, KINDS, held_elsewhere, open_kind, options_of, url_of
+from tests.gc_stores import DISK_KINDS, KINDS, cli, held_elsewhere, open_kind, options_of, url_of
 from tests.stores.conformance import assert_same_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,16 +159,6 @@ def test_closed_store_refuses(tmp_path: Path) -> None:
 
 
 # -- flowdag store compact -------------------------------------------------------------
-
-
-def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flowdag", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **env},
-    )
 
 
 @pytest.mark.parametrize("kind", DISK_KINDS)
