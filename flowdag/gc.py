@@ -150,7 +150,7 @@ def gc(
             f"gc needs a store (flowdag.open_store(...)), not {type(store).__name__}"
         )
     report = GCReport(dry_run=dry_run)
-    store.list_runs()  # a closed store fails here, before the lock is taken
+    store._check_open()  # before the lock is taken
     lock = try_gc_lock(store)
     if lock is None:
         report.busy, report.holder = True, gc_lock_holder(store)
@@ -161,10 +161,10 @@ def gc(
         cutoff = _file_clock(store) - grace_s
         candidates = area.entries() if area is not None else []  # step 2: before any mark
         temps = area.temp_entries() if area is not None else []
-        kept = _delete_expired(store, now, older_s, dry_run, report)
+        kept, doomed = _delete_expired(store, now, older_s, dry_run, report)
         marked: set[str] = set()
         with _siblings(store, report) as others:
-            holders: list[Holder] = [RunHolder(store, kept, report)]
+            holders: list[Holder] = [RunHolder(store, kept, report, doomed)]
             holders += [RunHolder(other, None, report) for other in others]
             for holder in holders:
                 marked.update(holder.held(now))
@@ -181,9 +181,14 @@ def gc(
 
 def _delete_expired(
     store: Store, now: datetime, older_s: float | None, dry_run: bool, report: GCReport
-) -> dict[str, Any]:
-    """Delete the runs that are expired (or older than ``older_s``); the lives of the others."""
+) -> tuple[dict[str, Any], set[str]]:
+    """Delete the runs that are expired (or older than ``older_s``).
+
+    Returns the lives of the runs kept, and the runs deleted (with ``dry_run``:
+    those that would be, which the mark then skips as it would not find them).
+    """
     kept: dict[str, Any] = {}
+    doomed: set[str] = set()
     for run_id in store.list_runs():
         try:
             life = store.life(run_id)  # type: ignore[attr-defined]
@@ -194,6 +199,7 @@ def _delete_expired(
                 holder = store.lock_holder(run_id)
                 if holder is None:
                     report.runs += 1
+                    doomed.add(run_id)
                     continue
                 report.skipped_runs[run_id] = _held_by(run_id, holder)
                 kept[run_id] = life
@@ -204,6 +210,7 @@ def _delete_expired(
                 if _expired(store, run_id, life, now, older_s):
                     store._delete(run_id)
                     report.runs += 1
+                    doomed.add(run_id)
                     continue
             kept[run_id] = life
         except RunNotFoundError:
@@ -212,7 +219,7 @@ def _delete_expired(
             report.skipped_runs[run_id] = str(exc)
         except CorruptStateError as exc:
             report.unreadable[run_id] = str(exc)
-    return kept
+    return kept, doomed
 
 
 def _expired(store: Store, run_id: str, life: Any, now: datetime, older_s: float | None) -> bool:
@@ -247,15 +254,25 @@ class RunHolder:
         known: lives already read (by the expiry step), reused; runs started
             since are read too.
         report: where a run that cannot be read is recorded (nothing is swept then).
+        doomed: runs deleted (or, in a dry run, to be deleted): not live.
     """
 
-    def __init__(self, store: Store, known: dict[str, Any] | None, report: GCReport) -> None:
+    def __init__(
+        self,
+        store: Store,
+        known: dict[str, Any] | None,
+        report: GCReport,
+        doomed: set[str] | None = None,
+    ) -> None:
         self.store = store
         self.known = known or {}
         self.report = report
+        self.doomed = doomed or set()
 
     def held(self, now: datetime) -> Iterator[str]:
         for run_id in self.store.list_runs():
+            if run_id in self.doomed:
+                continue
             life = self.known.get(run_id)
             if life is None:
                 try:
