@@ -1,0 +1,332 @@
+"""`flowdag.gc` with real runs on every store kind: expired runs go, live refs stay.
+
+Runs are made with `flowdag.run` and a tiny ``inline_limit``, so their outputs
+are blobs; runs with ``ttl=0`` expire as they finish. Blobs are made old by
+moving their mtime back (`age_all`), so the default grace lets them go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import flowdag
+from flowdag.errors import BlobMissingError, RunNotFoundError
+from flowdag.stores.base import Store
+from tests.gc_stores import KINDS, cli, held_elsewhere, open_kind, options_of, url_of
+from tests.test_gc import HOUR, age
+
+LIMIT = 64  # bytes: every output below is above it, but ``small``
+
+
+def workflow(tag: str, *, brief_ttl: Any = None) -> flowdag.Workflow:
+    wf = flowdag.Workflow("gc")
+
+    @wf.node
+    def shared() -> bytes:
+        return b"shared " * 200  # the same in every run: one blob for all
+
+    @wf.node
+    def own() -> bytes:
+        return f"own {tag} ".encode() * 200  # one blob per run
+
+    @wf.node(deps=["own"])
+    def small(own: bytes) -> int:
+        return len(own)  # inline
+
+    @wf.node(ttl=brief_ttl)
+    def brief() -> list[str]:
+        return [f"brief {tag}"] * 100  # a value, encoded: a blob too
+
+    return wf
+
+
+def expected(tag: str) -> dict[str, Any]:
+    return {
+        "shared": b"shared " * 200,
+        "own": f"own {tag} ".encode() * 200,
+        "small": len(f"own {tag} ".encode() * 200),
+        "brief": [f"brief {tag}"] * 100,
+    }
+
+
+def start(store: Store, run_id: str, *, ttl: Any = None, brief_ttl: Any = None) -> set[str]:
+    """Run ``run_id`` to the end; the sha256 of every blob it references."""
+    result = flowdag.run(
+        workflow(run_id, brief_ttl=brief_ttl),
+        run_id=run_id,
+        store=store,
+        ttl=ttl,
+        inline_limit=LIMIT,
+    )
+    assert result.ok
+    return set(store.life(run_id).blobs)  # type: ignore[attr-defined]
+
+
+def outputs(store: Store, run_id: str) -> dict[str, Any]:
+    """The run's outputs as values (each ref loaded and checked)."""
+    state = store.load(run_id)
+    return {
+        name: node.output.load() if isinstance(node.output, flowdag.Ref) else node.output
+        for name, node in state.nodes.items()
+    }
+
+
+def age_all(store: Store, seconds: float = 2 * HOUR) -> None:
+    area = store.blobs  # type: ignore[attr-defined]
+    for entry in area.entries():
+        age_name(area, entry.name, seconds)
+
+
+def age_name(area: Any, name: str, seconds: float) -> None:
+    if isinstance(area, flowdag.stores._blobs.MemoryBlobs):  # type: ignore[attr-defined]
+        with area._guard:
+            data, mtime = area._blobs[name]
+            area._blobs[name] = (data, mtime - seconds)
+        return
+    import os
+
+    path = area.locate(name)
+    mtime = os.stat(path).st_mtime - seconds
+    os.utime(path, (mtime, mtime))
+
+
+def present(store: Store, sha256s: set[str]) -> set[str]:
+    area = store.blobs  # type: ignore[attr-defined]
+    return {sha256 for sha256 in sha256s if area.exists(sha256)}
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store(tmp_path: Path, kind: str) -> Iterator[Store]:
+    with open_kind(kind, tmp_path) as store:
+        yield store
+
+
+def test_expired_runs_go_and_live_blobs_stay(store: Store) -> None:
+    live = start(store, "live")
+    gone = start(store, "gone", ttl=0)  # expires as it finishes
+    assert len(live) == len(gone) == 3 and len(live & gone) == 1  # "shared" is one blob
+    with pytest.raises(RunNotFoundError, match="expired"):
+        store.load("gone")
+    age_all(store)
+    dry = flowdag.gc(store, dry_run=True)
+    assert (dry.runs, dry.blobs) == (1, 2)
+    assert "gone" in store.list_runs() and present(store, gone) == gone  # nothing deleted
+    report = flowdag.gc(store)
+    assert (report.runs, report.blobs, report.bytes_freed) == (dry.runs, dry.blobs, dry.bytes_freed)
+    assert report.skipped == 0 and report.swept
+    assert store.list_runs() == ["live"]
+    assert present(store, live | gone) == live  # the shared blob stays: "live" holds it
+    assert outputs(store, "live") == expected("live")
+    again = flowdag.gc(store)
+    assert (again.runs, again.blobs, again.bytes_freed) == (0, 0, 0)
+
+
+def test_a_node_ttl_lets_its_blob_go_before_its_run(store: Store) -> None:
+    blobs = start(store, "r", brief_ttl=0)
+    brief = store.load("r").nodes["brief"].output
+    assert isinstance(brief, flowdag.Ref)
+    with pytest.raises(BlobMissingError, match="expired"):
+        brief.load()
+    age_all(store)
+    report = flowdag.gc(store)
+    assert (report.runs, report.blobs) == (0, 1)
+    assert present(store, blobs) == blobs - {brief.sha256}
+    values = outputs_but(store, "r", "brief")
+    assert values == {k: v for k, v in expected("r").items() if k != "brief"}
+
+
+def outputs_but(store: Store, run_id: str, skip: str) -> dict[str, Any]:
+    state = store.load(run_id)
+    return {
+        name: node.output.load() if isinstance(node.output, flowdag.Ref) else node.output
+        for name, node in state.nodes.items()
+        if name != skip
+    }
+
+
+def test_young_blobs_stay_for_the_grace_period(store: Store) -> None:
+    gone = start(store, "gone", ttl=0)
+    report = flowdag.gc(store)  # the run goes at once; its blobs are younger than an hour
+    assert (report.runs, report.blobs) == (1, 0)
+    assert present(store, gone) == gone
+    age_all(store)
+    assert flowdag.gc(store).blobs == 3
+    assert present(store, gone) == set()
+
+
+def test_a_running_run_is_never_deleted(tmp_path: Path, kind: str) -> None:
+    if kind == "memory":
+        pytest.skip("another process cannot hold a memory store")
+    with open_kind(kind, tmp_path) as store:
+        gone = start(store, "gone", ttl=0)
+        age_all(store)
+        with held_elsewhere(kind, tmp_path, "gone") as pid:
+            dry = flowdag.gc(store, dry_run=True)
+            report = flowdag.gc(store)
+        for done in (dry, report):
+            assert (done.runs, done.blobs, done.skipped) == (0, 0, 1)
+            assert list(done.skipped_runs) == ["gone"] and f"pid {pid}" in done.skipped_runs["gone"]
+        assert "gone" in store.list_runs() and present(store, gone) == gone
+        report = flowdag.gc(store)  # its holder is gone
+        assert (report.runs, report.blobs, report.skipped) == (1, 3, 0)
+
+
+def test_a_run_locked_in_this_process_is_skipped(store: Store) -> None:
+    start(store, "gone", ttl=0)
+    with store.lock("gone"):
+        report = flowdag.gc(store)
+    assert (report.runs, report.skipped) == (0, 1)
+    assert flowdag.gc(store).runs == 1
+
+
+def test_older_than(store: Store) -> None:
+    blobs = start(store, "old")
+    age_all(store)
+    kept = flowdag.gc(store, older_than="1d")
+    assert (kept.runs, kept.blobs) == (0, 0)
+    assert outputs(store, "old") == expected("old")
+    report = flowdag.gc(store, older_than=0)  # every run not running, however young
+    assert (report.runs, report.blobs) == (1, 3)
+    assert store.list_runs() == [] and present(store, blobs) == set()
+
+
+def test_orphans_and_runs_together_converge(store: Store) -> None:
+    live = start(store, "live")
+    start(store, "gone", ttl=0)
+    area = store.blobs  # type: ignore[attr-defined]
+    orphans = {area.put(f"orphan {i}".encode() * 100).sha256 for i in range(4)}
+    age_all(store)
+    report = flowdag.gc(store)
+    assert (report.runs, report.blobs) == (1, 2 + len(orphans))
+    assert {entry.name for entry in area.entries()} == {area.name_of(s) for s in live}
+    assert flowdag.gc(store).blobs == 0
+
+
+@pytest.mark.parametrize("first", ["json", "flatbuffers"])
+def test_json_and_flatbuffers_stores_share_one_blob_area(tmp_path: Path, first: str) -> None:
+    other = "flatbuffers" if first == "json" else "json"
+    where = tmp_path / "shared"
+    with flowdag.open_store(f"{other}://{where}") as them:
+        theirs = start(them, "theirs")
+    with flowdag.open_store(f"{first}://{where}") as store:
+        start(store, "gone", ttl=0)
+        age_all(store)
+        report = flowdag.gc(store)
+        assert report.runs == 1 and report.swept
+        assert present(store, theirs) == theirs  # the other kind's live run holds them
+    with flowdag.open_store(f"{other}://{where}") as them:
+        assert outputs(them, "theirs") == expected("theirs")
+
+
+def test_a_damaged_run_stops_the_sweep(tmp_path: Path) -> None:
+    with open_kind("json", tmp_path) as store:
+        start(store, "live")
+        gone = start(store, "gone", ttl=0)
+        area = store.blobs  # type: ignore[attr-defined]
+        orphan = area.put(b"orphan" * 100).sha256
+        age_all(store)
+        snapshot = store.path / "runs" / "live" / "snapshot.json"  # type: ignore[attr-defined]
+        snapshot.write_bytes(snapshot.read_bytes()[:-20])  # cut short: damaged
+        report = flowdag.gc(store)
+        assert report.runs == 1 and "live" in report.unreadable and not report.swept
+        assert report.blobs == 0 and area.exists(orphan) and present(store, gone) == gone
+    done = cli("gc", "--store", url_of("json", tmp_path))
+    assert done.returncode == 1
+    assert "live: unreadable, no blob swept" in done.stdout and "blobs not swept" in done.stdout
+
+
+# -- a property: gc against random live and expired runs and blobs ---------------------------
+
+VALUES = [f"value {i} ".encode() * 40 for i in range(6)]
+
+
+@st.composite
+def layouts(draw: st.DrawFn) -> tuple[list[tuple[bool, list[int]]], list[int], list[bool]]:
+    """Runs (expired?, which values they output), orphan values, and which blobs are old."""
+    runs = draw(
+        st.lists(
+            st.tuples(st.booleans(), st.lists(st.integers(0, len(VALUES) - 1), max_size=3)),
+            max_size=4,
+        )
+    )
+    orphans = draw(st.lists(st.integers(0, len(VALUES) - 1), max_size=3))
+    old = draw(st.lists(st.booleans(), min_size=len(VALUES), max_size=len(VALUES)))
+    return runs, orphans, old
+
+
+def make_runs(store: Store, runs: list[tuple[bool, list[int]]]) -> dict[str, bool]:
+    expired = {}
+    for i, (gone, picks) in enumerate(runs):
+        wf = flowdag.Workflow("prop")
+        for n, pick in enumerate(picks):
+            wf.add_node(f"n{n}", _returns(VALUES[pick]))
+        if not picks:
+            wf.add_node("n", _returns(b""))
+        run_id = f"r{i}"
+        flowdag.run(wf, run_id=run_id, store=store, ttl=0 if gone else None, inline_limit=LIMIT)
+        expired[run_id] = gone
+    return expired
+
+
+def _returns(value: bytes) -> Any:
+    return lambda: value
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb", "json-encrypted"])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(layout=layouts())
+def test_gc_property(tmp_path_factory: pytest.TempPathFactory, kind: str, layout: Any) -> None:
+    runs, orphans, old = layout
+    root = tmp_path_factory.mktemp("prop")
+    with open_kind(kind, root) as store:
+        area = store.blobs  # type: ignore[attr-defined]
+        expired = make_runs(store, runs)
+        for pick in orphans:
+            area.put(VALUES[pick])
+        sha = {i: hashlib_of(value) for i, value in enumerate(VALUES)}
+        for i, is_old in enumerate(old):
+            if is_old and area.exists(sha[i]):
+                age(area, sha[i], 2 * HOUR)
+        live_refs = {
+            s
+            for run_id, gone in expired.items()
+            if not gone
+            for s in store.life(run_id).blobs  # type: ignore[attr-defined]
+        }
+        before = {i for i in sha if area.exists(sha[i])}
+        expected_runs = sum(expired.values())
+        report = flowdag.gc(store)
+        assert report.runs == expected_runs
+        assert sorted(store.list_runs()) == sorted(r for r, gone in expired.items() if not gone)
+        for i in before:
+            if sha[i] in live_refs:
+                assert area.exists(sha[i]), "a live blob was deleted"
+            elif old[i]:
+                assert not area.exists(sha[i]), "an unreferenced old blob was kept"
+            else:
+                assert area.exists(sha[i]), "a blob younger than grace was deleted"
+        for run_id, gone in expired.items():
+            if not gone:
+                outputs(store, run_id)  # every ref of a live run loads, checked
+        again = flowdag.gc(store)
+        assert (again.runs, again.blobs) == (0, 0)
+        _ = options_of
+
+
+def hashlib_of(value: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(value).hexdigest()
