@@ -14,17 +14,24 @@ import os
 import signal
 import subprocess
 import sys
+import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
+import flowdag
 from flowdag.state import RunState
 from flowdag.stores.base import Store
 from tests.gc_stores import open_kind, options_of, url_of
 from tests.stores.conformance import ROOT, assert_same_state
 from tests.stores.kill_steps import KILLING
+from tests.test_gc import HOUR
 from tests.test_gc_compact import fill
+from tests.test_gc_runs import age_all, outputs, start
+
+T = TypeVar("T")
 
 #: The calls a child is killed at: every one that changes what is on the disk.
 CALLS = ("fsync", "fdatasync", "ftruncate", "rename", "replace", "link", "unlink", "rmdir", "mkdir")
@@ -48,7 +55,7 @@ with open_store(url, create=False, **options) as store:
     if action == "compact":
         store.compact()
     else:
-        flowdag.gc(store, grace=0)
+        flowdag.gc(store)
 print("done", calls)
 """
 )
@@ -69,14 +76,13 @@ def every_kill(
     kind: str,
     tmp_path: Path,
     action: str,
-    make: Callable[[Store], dict[str, RunState]],
-    check: Callable[[Store, dict[str, RunState], bool], None],
+    make: Callable[[Path], T],
+    check: Callable[[Store, T, bool], None],
 ) -> int:
     """Kill ``action`` at each step, each time in a fresh store made by ``make``; steps taken."""
     for kill_at in range(1, 400):
         root = tmp_path / f"k{kill_at}"
-        with open_kind(kind, root) as store:
-            expected = make(store)
+        expected = make(root)
         proc = killed(kind, root, kill_at, action)
         finished = proc.returncode == 0
         assert finished or proc.returncode == -signal.SIGKILL, proc.stderr
@@ -112,5 +118,73 @@ def test_compact_killed_at_every_step(tmp_path: Path, kind: str) -> None:
             for run_id in expected:  # every journal folded: a header, no record
                 assert store.compact().runs == 0, run_id
 
-    steps = every_kill(kind, tmp_path, "compact", lambda store: fill(store, runs=6), check)
+    def make(root: Path) -> dict[str, RunState]:
+        with open_kind(kind, root) as store:
+            return fill(store, runs=6)
+
+    steps = every_kill(kind, tmp_path, "compact", make, check)
     assert steps >= (6 if kind.startswith("lmdb") else 10)
+
+
+# -- gc ----------------------------------------------------------------------------------
+
+
+def gc_template(kind: str, root: Path) -> dict[str, dict[str, Any]]:
+    """Live runs, expired runs sharing a blob with them, orphans and temp leftovers, all old.
+
+    Returns the live runs' outputs, as values.
+    """
+    with open_kind(kind, root) as store:
+        for i in range(3):
+            start(store, f"live-{i}")
+        for i in range(4):
+            start(store, f"gone-{i}", ttl=0)
+        area = store.blobs  # type: ignore[attr-defined]
+        for i in range(8):
+            area.put(f"orphan {i} ".encode() * 50)
+        temp = Path(area.locate("0" * 64)).parent.parent / "tmp"
+        for i in range(2):  # what writers killed before their rename leave
+            (temp / f"left{i}.tmp").write_bytes(b"x" * 100)
+        age_all(store)
+        for entry in area.temp_entries():
+            path = temp / entry.name
+            os.utime(path, (entry.mtime - 2 * HOUR, entry.mtime - 2 * HOUR))
+        return {f"live-{i}": outputs(store, f"live-{i}") for i in range(3)}
+
+
+def check_collected(store: Store, live: dict[str, dict[str, Any]]) -> None:
+    """Every live run loads with its outputs; what is left is exactly the live runs' blobs."""
+    assert set(live) <= set(store.list_runs())
+    for run_id, values in live.items():
+        assert outputs(store, run_id) == values, run_id
+    area = store.blobs  # type: ignore[attr-defined]
+    held = {area.name_of(s) for run_id in live for s in store.life(run_id).blobs}  # type: ignore[attr-defined]
+    assert {entry.name for entry in area.entries()} == held
+    assert area.temp_entries() == []
+    assert sorted(store.list_runs()) == sorted(live)  # no expired run left
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kind", ["lmdb", "json", "flatbuffers", "lmdb-encrypted", "json-encrypted"]
+)
+def test_gc_killed_at_every_step(tmp_path: Path, kind: str) -> None:
+    template = tmp_path / "template"
+    live = gc_template(kind, template)
+
+    def make(root: Path) -> dict[str, dict[str, Any]]:
+        shutil.copytree(template, root)  # mtimes kept: the blobs stay old
+        return live
+
+    def check(store: Store, live: dict[str, dict[str, Any]], finished: bool) -> None:
+        for run_id, values in live.items():  # after the kill: every live run whole
+            assert outputs(store, run_id) == values, run_id
+        if not finished:
+            report = flowdag.gc(store)  # the next gc finishes the work...
+            assert not report.busy and report.swept  # (the killed one's lock went with it)
+        check_collected(store, live)
+        again = flowdag.gc(store)  # ...and a gc after it finds nothing
+        assert (again.runs, again.blobs, again.temp, again.bytes_freed) == (0, 0, 0, 0)
+
+    steps = every_kill(kind, tmp_path, "gc", make, check)
+    assert steps >= 50
