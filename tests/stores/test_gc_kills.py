@@ -11,10 +11,10 @@ system call that changes the disk (``fsync``, ``rename``, ``unlink``,
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
