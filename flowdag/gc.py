@@ -29,9 +29,11 @@ against the writers running beside it and against a ``kill -9`` at any moment:
    nothing is swept (`GCReport.unreadable` says which run and why).
 5. **Sweep** each candidate that is unmarked and older than ``grace`` with
    ``blobs.delete(name, older_than=cutoff)``: the blob is moved aside and its
-   mtime checked again, so a writer that reused it meanwhile keeps it. Temp
-   files of the blob area older than ``grace`` go too (a blob that a killed
-   sweep had moved aside is put back instead, to be judged again).
+   mtime checked again, so a writer that reused it meanwhile keeps it.
+
+Before step 2, the temp files of the blob area older than ``grace`` go (left
+by writers that died before their rename); a blob that a killed sweep had
+moved aside is put back instead, and is judged again with the other candidates.
 
 A kill between any two steps leaves whole runs and whole blobs: at worst an
 expired run or an orphan blob that the next ``gc`` removes. ``dry_run``
@@ -64,6 +66,8 @@ from flowdag.stores.base import Store
 __all__ = ["GCReport", "Holder", "gc"]
 
 _SCHEMES = ("lmdb", "json", "flatbuffers")
+#: The suffix of a blob that a sweep moved aside (``DirectoryBlobs.delete``).
+_ASIDE = ".gc.tmp"
 
 
 @dataclass(slots=True)
@@ -159,8 +163,11 @@ def gc(
         now = datetime.now(UTC)
         area = _area(store)
         cutoff = _file_clock(store) - grace_s
+        if area is not None:
+            # First the temp area: a blob that a killed sweep moved aside is put
+            # back, so that this sweep judges it again with the others.
+            _sweep_temp(area, area.temp_entries(), cutoff, dry_run, report)
         candidates = area.entries() if area is not None else []  # step 2: before any mark
-        temps = area.temp_entries() if area is not None else []
         kept, doomed = _delete_expired(store, now, older_s, dry_run, report)
         marked: set[str] = set()
         with _siblings(store, report) as others:
@@ -168,10 +175,8 @@ def gc(
             holders += [RunHolder(other, None, report) for other in others]
             for holder in holders:
                 marked.update(holder.held(now))
-        if area is not None:
-            if report.swept:
-                _sweep(area, candidates, marked, cutoff, dry_run, report)
-            _sweep_temp(area, temps, cutoff, dry_run, report)
+        if area is not None and report.swept:
+            _sweep(area, candidates, marked, cutoff, dry_run, report)
     report.skipped = len(report.skipped_runs)
     return report
 
@@ -376,9 +381,12 @@ def _sweep_temp(
     for entry in temps:
         if entry.mtime >= cutoff:
             continue  # a writer may still be at work
-        freed = entry.stored_size if dry_run else area.remove_temp(entry.name)
+        if entry.name.endswith(_ASIDE):
+            if not dry_run:
+                area.remove_temp(entry.name)  # a blob moved aside: put back, not freed
+            continue
         report.temp += 1
-        report.bytes_freed += freed
+        report.bytes_freed += entry.stored_size if dry_run else area.remove_temp(entry.name)
 
 
 # -- the store's blob area and clock -----------------------------------------------------------

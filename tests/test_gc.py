@@ -131,9 +131,11 @@ def test_a_blob_moved_aside_by_a_killed_sweep_is_put_back(tmp_path: Path, kind: 
         aside.parent.mkdir(exist_ok=True)
         os.rename(path, aside)  # where a kill between the move and the recheck leaves it
         age_temp(area, 2 * HOUR)
-        report = flowdag.gc(store)
-        assert report.temp == 1 and area.exists(sha256)  # put back, to be judged again
-        assert flowdag.gc(store).blobs == 1 and not area.exists(sha256)
+        dry = flowdag.gc(store, dry_run=True)
+        assert (dry.temp, dry.blobs) == (0, 0) and not area.exists(sha256)
+        report = flowdag.gc(store)  # put back, then judged again: nothing references it
+        assert (report.temp, report.blobs) == (0, 1) and not area.exists(sha256)
+        assert area.temp_entries() == [] and area.entries() == []
 
 
 # -- the lock: one collector at a time -------------------------------------------------------
