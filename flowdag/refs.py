@@ -70,8 +70,10 @@ _COMPRESSIONS = (None, "zstd")
 class BlobReader(Protocol):
     """What a bound `Ref` reads through: a store's blob area and its codec."""
 
-    #: Whether a Ref pickled with this reader keeps it (it reopens by path, holds no key).
-    portable: bool
+    @property
+    def portable(self) -> bool:
+        """Whether a Ref pickled with this reader keeps it (it reopens by path, holds no key)."""
+        ...
 
     def open_ref(self, ref: Ref) -> BinaryIO:
         """The blob's bytes, checked against ``ref.sha256`` and ``ref.size`` as they are read."""

@@ -269,8 +269,9 @@ class NodeRecord:
     is every attempt of the node, earlier calls of `flowdag.run` included, the
     last one included: a commit replaces the node's whole stored state.
     ``blobs`` names the blobs ``output`` refers to (sha256 -> when that ref
-    expires, or None for never; None when it refers to none), which the store lists in the node's meta record so that
-    gc finds what is live without decoding outputs.
+    expires, or None for never; None when it refers to none): the store lists
+    them in the node's meta record, so gc finds what is live without decoding
+    outputs.
     """
 
     node: str

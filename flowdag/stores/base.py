@@ -481,9 +481,9 @@ class Store(ABC):
             raise self._damaged(run_id, exc) from exc
         return state
 
-    def _damaged(self, run_id: str, exc: BaseException) -> CorruptStateError:
+    def _damaged(self, run_id: str, why: object) -> CorruptStateError:
         return CorruptStateError(
-            f"run '{run_id}' in {self.describe(run_id)} is damaged ({exc}); "
+            f"run '{run_id}' in {self.describe(run_id)} is damaged ({why}); "
             "restore it from a backup or delete it and run again"
         )
 

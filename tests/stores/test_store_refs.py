@@ -170,9 +170,7 @@ def test_a_missing_blob_is_blob_missing_naming_run_and_node(store: Store) -> Non
         loaded.load()
 
 
-def test_a_damaged_blob_is_corrupt_state_naming_run_node_and_file(
-    kind: str, store: Store
-) -> None:
+def test_a_damaged_blob_is_corrupt_state_naming_run_node_and_file(kind: str, store: Store) -> None:
     if kind == "memory":
         pytest.skip("a memory store has no files to damage")
     ref = stored_ref(store, bytes(range(256)) * 100)
