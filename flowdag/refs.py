@@ -33,6 +33,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Protocol, Self
@@ -45,7 +48,17 @@ from flowdag.errors import (
     InvalidArgumentTypeError,
 )
 
-__all__ = ["RAW", "BlobReader", "Ref", "fields_of", "ref_from", "sha256_of_uri"]
+__all__ = [
+    "RAW",
+    "BlobReader",
+    "Ref",
+    "binding",
+    "collecting",
+    "fields_of",
+    "hold",
+    "ref_from",
+    "sha256_of_uri",
+]
 
 #: ``Ref.encoding`` of a blob that holds the output's bytes as they are.
 RAW = "raw"
@@ -57,8 +70,10 @@ _COMPRESSIONS = (None, "zstd")
 class BlobReader(Protocol):
     """What a bound `Ref` reads through: a store's blob area and its codec."""
 
-    #: Whether a Ref pickled with this reader keeps it (it reopens by path, holds no key).
-    portable: bool
+    @property
+    def portable(self) -> bool:
+        """Whether a Ref pickled with this reader keeps it (it reopens by path, holds no key)."""
+        ...
 
     def open_ref(self, ref: Ref) -> BinaryIO:
         """The blob's bytes, checked against ``ref.sha256`` and ``ref.size`` as they are read."""
@@ -288,8 +303,57 @@ class Ref:
 _FIELDS = tuple(f.name for f in fields(Ref) if f.init)
 
 
+# The codecs meet every Ref they encode or decode here, however deep in a value:
+# `collecting` notes the blobs a record holds (its meta record lists them, for
+# gc), `binding` binds what a store loads. Unset, each costs a lookup per Ref.
+_COLLECTED: ContextVar[dict[str, datetime | None] | None] = ContextVar("collected", default=None)
+_BINDING: ContextVar[tuple[BlobReader, str] | None] = ContextVar("binding", default=None)
+
+
+@contextmanager
+def collecting() -> Iterator[dict[str, datetime | None]]:
+    """Note every Ref encoded or decoded in the block: sha256 -> its ``expires_at``.
+
+    A blob held twice keeps the later expiry (None, never, is the latest).
+    """
+    seen: dict[str, datetime | None] = {}
+    token = _COLLECTED.set(seen)
+    try:
+        yield seen
+    finally:
+        _COLLECTED.reset(token)
+
+
+@contextmanager
+def binding(reader: BlobReader, origin: str = "") -> Iterator[None]:
+    """Bind every Ref decoded in the block to ``reader`` (see `Ref.bind`)."""
+    token = _BINDING.set((reader, origin))
+    try:
+        yield
+    finally:
+        _BINDING.reset(token)
+
+
+def hold(blobs: dict[str, datetime | None], sha256: str, expires_at: datetime | None) -> None:
+    """Note in ``blobs`` that a ref holds ``sha256`` until ``expires_at`` (None: for ever).
+
+    A blob held twice is held until the later expiry.
+    """
+    if sha256 in blobs:
+        known = blobs[sha256]
+        expires_at = None if known is None or expires_at is None else max(known, expires_at)
+    blobs[sha256] = expires_at
+
+
+def _note(ref: Ref) -> None:
+    seen = _COLLECTED.get()
+    if seen is not None:
+        hold(seen, ref.sha256, ref.expires_at)
+
+
 def fields_of(ref: Ref) -> dict[str, Any]:
     """The stored form of ``ref`` (both codecs encode this dict's values themselves)."""
+    _note(ref)
     return {name: getattr(ref, name) for name in _FIELDS}
 
 
@@ -299,6 +363,9 @@ def ref_from(stored: Any) -> Ref:
         keys = sorted(map(str, stored)) if type(stored) is dict else type(stored).__name__
         raise CorruptStateError(f"blob holds an invalid ref (fields {keys})")
     try:
-        return Ref(**stored)
+        ref = Ref(**stored)
     except (InvalidArgumentTypeError, CorruptStateError) as exc:
         raise CorruptStateError(f"blob holds an invalid ref: {exc}") from None
+    _note(ref)
+    bound = _BINDING.get()
+    return ref if bound is None else ref._bound_to(*bound)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from flowdag._equality import equal
@@ -179,6 +180,22 @@ class RunState:
     nodes: dict[str, NodeState] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: How long after it finishes the run expires (``run(ttl=...)``); None: never.
+    ttl: timedelta | None = None
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When the run last finished a node: the latest ``finished_at``, or None."""
+        times = [node.finished_at for node in self.nodes.values() if node.finished_at is not None]
+        return max(times) if times else None
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the run expires: ``ttl`` after `finished_at`; None when it never does."""
+        finished = self.finished_at
+        if self.ttl is None or finished is None:
+            return None
+        return finished + self.ttl
 
     @property
     def status(self) -> RunStatus:
@@ -198,6 +215,7 @@ class RunState:
         return (
             self.run_id == other.run_id
             and self.workflow == other.workflow
+            and self.ttl == other.ttl
             and self.nodes == other.nodes
             and equal(self.data, other.data)
             and equal(self.metadata, other.metadata)
@@ -236,6 +254,10 @@ def check_times(state: RunState) -> None:
                 )
 
 
+#: The blobs of an output that refers to none (shared: it never changes).
+NO_BLOBS: Mapping[str, datetime | None] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
     """One finished node as the runner commits it: durable all together or not at all.
@@ -246,6 +268,10 @@ class NodeRecord:
     key -> encoded value, or None where the node deleted the key. ``history``
     is every attempt of the node, earlier calls of `flowdag.run` included, the
     last one included: a commit replaces the node's whole stored state.
+    ``blobs`` names the blobs ``output`` refers to (sha256 -> when that ref
+    expires, or None for never; None when it refers to none): the store lists
+    them in the node's meta record, so gc finds what is live without decoding
+    outputs.
     """
 
     node: str
@@ -257,3 +283,4 @@ class NodeRecord:
     output: bytes | None = None
     data: Mapping[str, bytes | None] = field(default_factory=dict)
     history: tuple[AttemptInfo, ...] = ()
+    blobs: Mapping[str, datetime | None] | None = None

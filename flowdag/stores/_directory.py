@@ -47,6 +47,7 @@ from typing import ClassVar, TypedDict
 
 from flowdag.codec import ValueCodec
 from flowdag.errors import CodecMismatchError, CorruptStateError, StoreError
+from flowdag.stores._blobs import BlobArea
 from flowdag.stores._crypto import Cipher, is_sealed, make_cipher, not_encrypted_error
 from flowdag.stores._files import atomic_write, make_private_dir, no_store_error, read_file
 from flowdag.stores._locks import FileRunLock, lock_holder, lock_run_file
@@ -136,6 +137,12 @@ class DirectoryStore(Store):
         return str(self.path)
 
     # -- backend hooks ----------------------------------------------------------
+
+    def _blob_area(self) -> BlobArea:
+        """Blob files under ``<dir>/blobs``, encrypted with the store's key if it has one."""
+        from flowdag.stores._blobdir import DirectoryBlobs
+
+        return DirectoryBlobs(self.path, cipher=self._cipher)
 
     def _open(self) -> None:
         """Create or open the backend under ``self.path`` (an OSError is wrapped)."""

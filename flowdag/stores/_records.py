@@ -6,16 +6,21 @@ each one value encoded by the store's codec (see `flowdag.stores.base`).
 
 The meta record is a list::
 
-    [status, attempts, started_us, finished_us, error]             no history
-    [status, attempts, started_us, finished_us, error, history]    with one
+    [status, attempts, started_us, finished_us, error]                    no history
+    [status, attempts, started_us, finished_us, error, history]           with one
+    [status, attempts, started_us, finished_us, error, history, blobs]    output holds refs
 
 Times are whole microseconds since the epoch (UTC), an error is ``[type,
 message, traceback]``. ``history`` is a non-empty list of attempts, each
 ``[number, started_us, finished_us, error]``, except that the last may be just
 its ``number`` when its times and error are the node's own (the usual case: a
 node's last attempt is the one its status comes from), so a node that ran once
-costs one small int more than before. Header format 2 (this release) may have
-either; format 1 (the previous release, which kept no history) has only the
+costs one small int more than before. ``blobs`` lists the blobs the node's
+output refers to (`flowdag.Ref`), each ``[sha256, expires_us]`` (None: never),
+so that gc marks what is live from meta records alone; with it, ``history``
+may be None (no attempts). Header format 3 (this release) may hold any of the
+three and an optional ``ttl_us`` (the run's ttl); format 2 (the release before)
+the first two; format 1 (the one before that, which kept no history) only the
 first, which loads with an empty history. A checksum, or on an
 encrypted store the key, vouches that a blob is the one written; neither
 vouches for its shape, since anyone who can write a plain store (or holds the
@@ -35,6 +40,8 @@ load, in time linear in its size.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from typing import Any
@@ -46,23 +53,32 @@ from flowdag.errors import (
     InvalidArgumentTypeError,
     SerializationError,
 )
-from flowdag.state import AttemptInfo, ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
+from flowdag.state import (
+    NO_BLOBS,
+    AttemptInfo,
+    ErrorInfo,
+    NodeRecord,
+    NodeState,
+    NodeStatus,
+    RunState,
+)
 
 __all__ = [
     "MAX_ATTEMPTS",
     "check_names",
     "check_state",
     "header_record",
+    "meta_blobs",
     "meta_record",
     "node_state",
     "run_header",
     "to_micros",
 ]
 
-#: Version of the run header and of the meta records under it: 2 added the
-#: attempt history; 1 (the previous release) is still read.
-HEADER_FORMAT = 2
-_HEADER_FORMATS = frozenset({1, HEADER_FORMAT})
+#: Version of the run header and of the meta records under it: 3 added the
+#: run's ttl and the blobs of refs, 2 the attempt history; 1 and 2 are still read.
+HEADER_FORMAT = 3
+_HEADER_FORMATS = frozenset({1, 2, HEADER_FORMAT})
 MAX_ATTEMPTS = 2**63 - 1  # what msgpack holds without an extension type
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -71,6 +87,7 @@ _MICROSECOND = timedelta(microseconds=1)
 _MIN_MICROS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
 _MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
 _STATUSES = {status.value: status for status in NodeStatus}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _STR = {str}
 _LIST = {list}
 
@@ -118,20 +135,35 @@ def check_state(state: RunState) -> None:
     for node in state.nodes.values():
         check_names(run_id, node.deps, "dependency name")
     check_names(run_id, state.data, "ctx.data key")
+    ttl = state.ttl
+    if ttl is not None and (type(ttl) is not timedelta or ttl <= timedelta(0)):
+        raise InvalidArgumentTypeError(
+            f"run {run_id!r}: ttl must be a timedelta above zero or None, not {ttl!r}"
+        )
 
 
 def header_record(state: RunState) -> dict[str, Any]:
     """The header of ``state``, as its codec encodes it."""
-    return {
+    header = {
         "format": HEADER_FORMAT,
         "workflow": state.workflow,
         "metadata": state.metadata,
         "deps": {name: list(node.deps) for name, node in state.nodes.items()},
     }
+    if state.ttl is not None:
+        header["ttl_us"] = state.ttl // _MICROSECOND
+    return header
 
 
-def meta_record(node: NodeRecord | NodeState, *, short_errors: bool = False) -> list[Any]:
+def meta_record(
+    node: NodeRecord | NodeState,
+    blobs: Mapping[str, datetime | None] | None = NO_BLOBS,
+    *,
+    short_errors: bool = False,
+) -> list[Any]:
     """The meta record of one node, as its codec encodes it (see the module docstring).
+
+    ``blobs`` are those the node's output refers to: sha256 -> expiry (None: never).
 
     With ``short_errors``, every error keeps its type and the start of its
     message but no traceback: for a record the codec refused as too large.
@@ -167,6 +199,10 @@ def meta_record(node: NodeRecord | NodeState, *, short_errors: bool = False) -> 
         raise InvalidArgumentTypeError(
             f"node history must be a tuple of AttemptInfo, not {type(history).__name__}"
         )
+    if blobs:
+        if not history:
+            meta.append(None)
+        meta.append([[sha256, to_micros(expires)] for sha256, expires in sorted(blobs.items())])
     return meta
 
 
@@ -262,8 +298,10 @@ def to_micros(moment: datetime | None) -> int | None:
 # -- checking what was read -----------------------------------------------------------
 
 
-def run_header(header: Any) -> tuple[str, dict[str, Any], dict[str, tuple[str, ...]]]:
-    """The workflow, metadata and deps of a decoded header, checked.
+def run_header(
+    header: Any,
+) -> tuple[str, dict[str, Any], dict[str, tuple[str, ...]], timedelta | None]:
+    """The workflow, metadata, deps and ttl of a decoded header, checked.
 
     Raises:
         CorruptStateError: the header is not one `header_record` writes.
@@ -289,7 +327,13 @@ def run_header(header: Any) -> tuple[str, dict[str, Any], dict[str, tuple[str, .
         and _all_str(chain.from_iterable(stored.values()))
     ):
         raise CorruptStateError(f"header: {_deps_problem(stored)}")
-    return workflow, metadata, {name: tuple(node_deps) for name, node_deps in stored.items()}
+    ttl = header.get("ttl_us")
+    if ttl is not None:
+        if type(ttl) is not int or not 0 < ttl <= _MAX_MICROS or version < 3:
+            raise CorruptStateError(f"header: ttl_us is {_shown(ttl)}, not a duration")
+        ttl = timedelta(microseconds=ttl)
+    deps = {name: tuple(node_deps) for name, node_deps in stored.items()}
+    return workflow, metadata, deps, ttl
 
 
 def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
@@ -299,8 +343,8 @@ def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
         CorruptStateError: the record is not one `meta_record` writes.
     """
     # Run once per node on every load: exact type tests, one constructor call.
-    if type(meta) is not list or not 5 <= len(meta) <= 6:
-        raise CorruptStateError(f"node meta is {_shown(meta)}, not a list of 5 or 6 fields")
+    if type(meta) is not list or not 5 <= len(meta) <= 7:
+        raise CorruptStateError(f"node meta is {_shown(meta)}, not a list of 5 to 7 fields")
     status, attempts, started, finished, error = meta[:5]
     if type(status) is not str or status not in _STATUSES:
         raise CorruptStateError(f"node status is {_shown(status)}, not a node status")
@@ -316,10 +360,38 @@ def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
         finished = _EPOCH + timedelta(0, 0, finished)
     if error is not None:
         error = _error_info(error, "node error")
-    if len(meta) == 5:
+    if len(meta) == 7:
+        meta_blobs(meta)  # checked here too: a load never passes damage on
+    if len(meta) == 5 or (len(meta) == 7 and meta[5] is None):
         return NodeState(_STATUSES[status], attempts, started, finished, output, error, deps)
     history = _history(meta[5], started, finished, error)
     return NodeState(_STATUSES[status], attempts, started, finished, output, error, deps, history)
+
+
+def meta_blobs(meta: Any) -> dict[str, datetime | None]:
+    """The blobs a decoded meta record lists: sha256 -> expiry (None: never), checked.
+
+    Raises:
+        CorruptStateError: the record or its blobs field is not one `meta_record` writes.
+    """
+    if type(meta) is not list or not 5 <= len(meta) <= 7:
+        raise CorruptStateError(f"node meta is {_shown(meta)}, not a list of 5 to 7 fields")
+    if len(meta) < 7:
+        return {}
+    entries = meta[6]
+    if type(entries) is not list or not entries:
+        raise CorruptStateError(f"node blobs are {_shown(entries)}, not a non-empty list")
+    blobs: dict[str, datetime | None] = {}
+    for entry in entries:
+        if (
+            type(entry) is not list
+            or len(entry) != 2
+            or type(entry[0]) is not str
+            or not _SHA256.fullmatch(entry[0])
+        ):
+            raise CorruptStateError(f"node blobs hold {_shown(entry)}, not [sha256, expires_us]")
+        blobs[entry[0]] = None if entry[1] is None else _moment(entry[1], "blob expires_at")
+    return blobs
 
 
 def _error_info(error: Any, what: str) -> ErrorInfo:

@@ -14,6 +14,14 @@ Per run a backend keeps three kinds of entry:
 
 `Store.commit` upserts some nodes and applies some data changes in one atomic,
 durable step; its cost depends on the size of those records, not of the run.
+
+Beside its runs a store has a *blob area* (`Store.blobs`): outputs kept by
+reference (`flowdag.Ref`), one file per content hash beside a disk store, a
+dict for `MemoryStore`. Every Ref a store decodes is bound to it, so
+``ref.load()`` reads through the store; every node's meta record lists the
+blobs its output refers to, which `Store.life` reads for gc without decoding
+an output. A run with a ``ttl`` expires that long after its last node
+finished: from then on `load` says so (`RunNotFoundError`), and gc deletes it.
 """
 
 from __future__ import annotations
@@ -26,8 +34,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import cached_property
 from types import TracebackType
-from typing import ClassVar, Protocol, Self
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self
 
 from flowdag.codec import Codec, ValueCodec
 from flowdag.errors import (
@@ -38,18 +48,23 @@ from flowdag.errors import (
     SerializationError,
     StoreError,
 )
-from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState, check_times
+from flowdag.refs import binding, collecting, hold
+from flowdag.state import NO_BLOBS, NodeRecord, NodeState, NodeStatus, RunState, check_times
 from flowdag.stores._compaction import Compaction
 from flowdag.stores._records import (
     check_names,
     check_state,
     header_record,
+    meta_blobs,
     meta_record,
     node_state,
     run_header,
 )
 
-__all__ = ["RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
+if TYPE_CHECKING:
+    from flowdag.stores._blobs import BlobArea, RefSource
+
+__all__ = ["RunLife", "RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
 
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
@@ -103,6 +118,18 @@ class StoredRun:
             {name: StoredNode(node.meta, node.output) for name, node in self.nodes.items()},
             dict(self.data),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RunLife:
+    """What gc needs to know of a run, read without decoding an output (`Store.life`).
+
+    ``expires_at`` is when the run expires (None: never); ``blobs`` the blobs its
+    records refer to, sha256 -> when that ref expires (None: never).
+    """
+
+    expires_at: datetime | None
+    blobs: dict[str, datetime | None]
 
 
 class RunLock(Protocol):
@@ -163,18 +190,65 @@ class Store(ABC):
         """
         run_id = check_run_id(run_id)
         self._check_open()
-        return self._from_stored(run_id, self._load(run_id))
+        return self._unexpired(self._from_stored(run_id, self._load(run_id)))
 
     def load_statuses(self, run_id: str) -> RunState:
         """Read a run without outputs or data: statuses, attempts, times, errors.
 
         Cheaper than `load` for status displays and resume planning; every
         ``output`` is None and ``data`` is empty.
+
+        Raises:
+            RunNotFoundError: the store holds no such run, or it expired.
+            CorruptStateError: the run's data is damaged (never wrong data).
         """
         run_id = check_run_id(run_id)
         self._check_open()
         header, metas = self._load_metas(run_id)
-        return self._decode_run(run_id, header, {n: StoredNode(m) for n, m in metas.items()}, {})
+        nodes = {n: StoredNode(m) for n, m in metas.items()}
+        return self._unexpired(self._decode_run(run_id, header, nodes, {}))
+
+    def life(self, run_id: str) -> RunLife:
+        """When the run expires and which blobs it refers to; no output is decoded.
+
+        Unlike `load`, an expired run is read too: gc looks at it to delete it.
+
+        Raises:
+            RunNotFoundError: the store holds no such run.
+            CorruptStateError: the run's records are damaged.
+        """
+        run_id = check_run_id(run_id)
+        self._check_open()
+        run = self._load(run_id)
+        decode = self.codec.decode
+        try:
+            ttl = run_header(decode(run.header))[3]
+            last: datetime | None = None
+            with collecting() as blobs:  # a ctx.data value may hold refs too
+                for value in run.data.values():
+                    decode(value)
+            for node in run.nodes.values():
+                meta = decode(node.meta)
+                for sha256, expires_at in meta_blobs(meta).items():
+                    hold(blobs, sha256, expires_at)
+                finished = node_state(meta, None, ()).finished_at
+                if finished is not None and (last is None or finished > last):
+                    last = finished
+        except (CorruptStateError, KeyError, TypeError, ValueError) as exc:
+            raise self._damaged(run_id, exc) from exc
+        return RunLife(None if ttl is None or last is None else last + ttl, blobs)
+
+    @cached_property
+    def blobs(self) -> BlobArea:
+        """The store's blob area, where outputs kept by reference live."""
+        return self._blob_area()
+
+    @cached_property
+    def ref_source(self) -> RefSource:
+        """What the Refs this store loads read through: its blob area and codec."""
+        from flowdag.stores._blobs import RefSource
+
+        return RefSource(self.blobs, self.codec)
 
     def commit(self, run_id: str, records: Sequence[NodeRecord]) -> None:
         """Make finished nodes durable, all of them or none, before returning.
@@ -191,7 +265,8 @@ class Store(ABC):
         for record in records:
             check_names(run_id, (record.node,), "node name")
             check_names(run_id, record.data, "ctx.data key")
-            nodes[record.node] = StoredNode(self._encode_meta(record), record.output)
+            meta = self._encode_meta(record, record.blobs)
+            nodes[record.node] = StoredNode(meta, record.output)
             data.update(record.data)
         if nodes:
             self._commit(run_id, nodes, data)
@@ -312,6 +387,12 @@ class Store(ABC):
         """Backend hook of `lock_holder`; stores without locks of their own hold none."""
         return None
 
+    def _blob_area(self) -> BlobArea:
+        """Backend hook of `blobs`: a disk store's files; this default keeps them in memory."""
+        from flowdag.stores._blobs import MemoryBlobs
+
+        return MemoryBlobs()
+
     def _close(self) -> None:  # noqa: B027 - optional hook
         """Release backend resources."""
 
@@ -375,14 +456,16 @@ class Store(ABC):
         header = encode(header_record(state))
         # A node that never ran needs no entry: the header lists it, and a node
         # without an entry loads as pending. Saving a new run then costs O(header).
-        nodes = {
-            name: StoredNode(
-                self._encode_meta(node),
-                None if node.status is not NodeStatus.COMPLETED else encode(node.output),
-            )
-            for name, node in state.nodes.items()
-            if node != NodeState(deps=node.deps)
-        }
+        nodes = {}
+        for name, node in state.nodes.items():
+            if node == NodeState(deps=node.deps):
+                continue
+            output = None
+            blobs: Mapping[str, datetime | None] = NO_BLOBS
+            if node.status is NodeStatus.COMPLETED:
+                with collecting() as blobs:  # the blobs its meta record lists, for gc
+                    output = encode(node.output)
+            nodes[name] = StoredNode(self._encode_meta(node, blobs), output)
         data = {key: encode(value) for key, value in state.data.items()}
         return StoredRun(header, nodes, data)
 
@@ -398,27 +481,52 @@ class Store(ABC):
     ) -> RunState:
         decode = self.codec.decode
         try:
-            workflow, metadata, deps = run_header(decode(header_blob))
-            state = RunState(run_id, workflow, metadata=metadata)
+            workflow, metadata, deps, ttl = run_header(decode(header_blob))
+            state = RunState(run_id, workflow, metadata=metadata, ttl=ttl)
             for name, node_deps in deps.items():
                 stored = nodes.get(name)
                 if stored is None:
                     state.nodes[name] = NodeState(deps=node_deps)
                     continue
-                output = None if stored.output is None else decode(stored.output)
+                output = None
+                if stored.output is not None:
+                    # Refs in it read through this store, and name the node when they fail.
+                    with binding(self.ref_source, f"run '{run_id}', node '{name}'"):
+                        output = decode(stored.output)
                 state.nodes[name] = node_state(decode(stored.meta), output, node_deps)
-            state.data = {key: decode(blob) for key, blob in data.items()}
+            if data:
+                with binding(self.ref_source, f"run '{run_id}', ctx.data"):
+                    state.data = {key: decode(blob) for key, blob in data.items()}
         except (CorruptStateError, KeyError, TypeError, ValueError) as exc:
-            raise CorruptStateError(
-                f"run '{run_id}' in {self.describe(run_id)} is damaged ({exc}); "
-                "restore it from a backup or delete it and run again"
-            ) from exc
+            raise self._damaged(run_id, exc) from exc
         return state
 
-    def _encode_meta(self, node: NodeRecord | NodeState) -> bytes:
+    def _damaged(self, run_id: str, why: object) -> CorruptStateError:
+        return CorruptStateError(
+            f"run '{run_id}' in {self.describe(run_id)} is damaged ({why}); "
+            "restore it from a backup or delete it and run again"
+        )
+
+    def _unexpired(self, state: RunState) -> RunState:
+        """``state``, unless its ttl has run out: then it is gone for every reader."""
+        if state.ttl is not None:
+            expires_at = state.expires_at
+            if expires_at is not None and datetime.now(UTC) >= expires_at:
+                raise RunNotFoundError(
+                    f"run '{state.run_id}' expired at {expires_at.isoformat(timespec='seconds')} "
+                    f"(ttl {state.ttl} after it finished); `flowdag gc` deletes it, and a run "
+                    "with the same id starts afresh"
+                )
+        return state
+
+    def _encode_meta(
+        self,
+        node: NodeRecord | NodeState,
+        blobs: Mapping[str, datetime | None] | None = NO_BLOBS,
+    ) -> bytes:
         encode = self.codec.encode
         try:
-            return encode(meta_record(node))
+            return encode(meta_record(node, blobs))
         except SerializationError:
             if node.error is None and all(a.error is None for a in node.history):
                 raise
@@ -427,11 +535,12 @@ class Store(ABC):
         # its message, for the node and every attempt alike; if the attempts are
         # still too many, keep the last one only (README: "Every attempt is kept").
         try:
-            return encode(meta_record(node, short_errors=True))
+            return encode(meta_record(node, blobs, short_errors=True))
         except SerializationError:
             if len(node.history) <= 1:
                 raise
-        return encode(meta_record(replace(node, history=node.history[-1:]), short_errors=True))
+        shorter = replace(node, history=node.history[-1:])
+        return encode(meta_record(shorter, blobs, short_errors=True))
 
 
 class ThreadRunLocks:

@@ -332,7 +332,7 @@ class LMDBStore(DirectoryStore):
             return ""
         return f" (No space left on device: {free} bytes free on its disk)"
 
-    def _damaged(self, run_id: str, why: str) -> CorruptStateError:
+    def _damaged(self, run_id: str, why: object) -> CorruptStateError:
         return CorruptStateError(
             f"run '{run_id}' in {self._data_path} is damaged ({why}); "
             "restore it from a backup or delete it and run again"
