@@ -47,7 +47,8 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Protocol
 
 from flowdag._units import Duration, parse_duration
 from flowdag.errors import (
@@ -61,7 +62,7 @@ from flowdag.errors import (
 from flowdag.state import RunStatus
 from flowdag.stores._blobs import BlobArea, BlobEntry
 from flowdag.stores._gclock import GC_LOCK, gc_lock_holder, try_gc_lock
-from flowdag.stores.base import Store
+from flowdag.stores.base import RunLife, Store
 
 __all__ = ["GCReport", "Holder", "gc"]
 
@@ -161,13 +162,12 @@ def gc(
         return report
     with lock:
         now = datetime.now(UTC)
-        area = _area(store)
+        area = store.blobs
         cutoff = _file_clock(store) - grace_s
-        if area is not None:
-            # First the temp area: a blob that a killed sweep moved aside is put
-            # back, so that this sweep judges it again with the others.
-            _sweep_temp(area, area.temp_entries(), cutoff, dry_run, report)
-        candidates = area.entries() if area is not None else []  # step 2: before any mark
+        # First the temp area: a blob that a killed sweep moved aside is put
+        # back, so that this sweep judges it again with the others.
+        _sweep_temp(area, area.temp_entries(), cutoff, dry_run, report)
+        candidates = area.entries()  # step 2: before any mark
         kept, doomed = _delete_expired(store, now, older_s, dry_run, report)
         marked: set[str] = set()
         with _siblings(store, report) as others:
@@ -175,7 +175,7 @@ def gc(
             holders += [RunHolder(other, None, report) for other in others]
             for holder in holders:
                 marked.update(holder.held(now))
-        if area is not None and report.swept:
+        if report.swept:
             _sweep(area, candidates, marked, cutoff, dry_run, report)
     report.skipped = len(report.skipped_runs)
     return report
@@ -186,17 +186,17 @@ def gc(
 
 def _delete_expired(
     store: Store, now: datetime, older_s: float | None, dry_run: bool, report: GCReport
-) -> tuple[dict[str, Any], set[str]]:
+) -> tuple[dict[str, RunLife], set[str]]:
     """Delete the runs that are expired (or older than ``older_s``).
 
     Returns the lives of the runs kept, and the runs deleted (with ``dry_run``:
     those that would be, which the mark then skips as it would not find them).
     """
-    kept: dict[str, Any] = {}
+    kept: dict[str, RunLife] = {}
     doomed: set[str] = set()
     for run_id in store.list_runs():
         try:
-            life = store.life(run_id)  # type: ignore[attr-defined]
+            life = store.life(run_id)
             if not _expired(store, run_id, life, now, older_s):
                 kept[run_id] = life
                 continue
@@ -211,7 +211,7 @@ def _delete_expired(
                 continue
             with store.lock(run_id):
                 # Again under the lock: a run resumed since is not expired any more.
-                life = store.life(run_id)  # type: ignore[attr-defined]
+                life = store.life(run_id)
                 if _expired(store, run_id, life, now, older_s):
                     store._delete(run_id)
                     report.runs += 1
@@ -227,7 +227,9 @@ def _delete_expired(
     return kept, doomed
 
 
-def _expired(store: Store, run_id: str, life: Any, now: datetime, older_s: float | None) -> bool:
+def _expired(
+    store: Store, run_id: str, life: RunLife, now: datetime, older_s: float | None
+) -> bool:
     if life.expires_at is not None and life.expires_at <= now:
         return True
     if older_s is None:
@@ -265,7 +267,7 @@ class RunHolder:
     def __init__(
         self,
         store: Store,
-        known: dict[str, Any] | None,
+        known: dict[str, RunLife] | None,
         report: GCReport,
         doomed: set[str] | None = None,
     ) -> None:
@@ -281,7 +283,7 @@ class RunHolder:
             life = self.known.get(run_id)
             if life is None:
                 try:
-                    life = self.store.life(run_id)  # type: ignore[attr-defined]
+                    life = self.store.life(run_id)
                 except RunNotFoundError:
                     continue
                 except CorruptStateError as exc:
@@ -328,10 +330,10 @@ def _siblings(store: Store, report: GCReport) -> _Siblings:
     return _Siblings(store, report)
 
 
-def _holds(path: Any, scheme: str) -> bool:
+def _holds(path: Path, scheme: str) -> bool:
     """Whether the directory holds a store of ``scheme`` (cheap checks, nothing opened)."""
     if scheme == "lmdb":
-        return bool(os.path.lexists(path / "data.mdb"))
+        return os.path.lexists(path / "data.mdb")
     if os.path.lexists(path / f"{scheme}-store.json"):
         return True
     suffix = ".json" if scheme == "json" else ".fb"
@@ -390,18 +392,6 @@ def _sweep_temp(
 
 
 # -- the store's blob area and clock -----------------------------------------------------------
-
-
-def _area(store: Store) -> BlobArea | None:
-    area = getattr(store, "blobs", None)
-    if isinstance(area, BlobArea):
-        return area
-    path = getattr(store, "path", None)
-    if path is None:
-        return None
-    from flowdag.stores._blobdir import DirectoryBlobs
-
-    return DirectoryBlobs(path, cipher=getattr(store, "_cipher", None))
 
 
 def _file_clock(store: Store) -> float:

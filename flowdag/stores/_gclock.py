@@ -14,6 +14,7 @@ reports that it skipped.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -78,11 +79,14 @@ def try_gc_lock(store: Store) -> GCLock | None:
 
 
 def gc_lock_holder(store: Store) -> int | None:
-    """The pid of the live process collecting ``store`` (0: not named), None if none."""
+    """The pid of the live process collecting ``store`` (0: not named), None if none.
+
+    A store without a directory is collected by this process, if at all.
+    """
     path = _lock_path(store)
     if path is None:
         lock = _MEMORY.get(store)
-        return None if lock is None or not lock.locked() else 0
+        return None if lock is None or not lock.locked() else os.getpid()  # held here
     return lock_holder(path)
 
 
