@@ -59,7 +59,6 @@ from flowdag.errors import (
     RunNotFoundError,
     StoreError,
 )
-from flowdag.state import RunStatus
 from flowdag.stores._blobs import BlobArea, BlobEntry
 from flowdag.stores._gclock import GC_LOCK, gc_lock_holder, try_gc_lock
 from flowdag.stores.base import RunLife, Store
@@ -240,8 +239,8 @@ def _expired(
     finished = [node.finished_at for node in state.nodes.values() if node.finished_at]
     if not finished:
         return False  # nothing ever finished: no age to judge it by
-    if state.status in (RunStatus.PENDING, RunStatus.RUNNING) and store.lock_holder(run_id):
-        return False  # running now (delete would refuse it anyway)
+    # A run that is running now is not judged here: its lock, which the delete
+    # takes, refuses it (and it is reported as skipped).
     return max(finished) <= now - timedelta(seconds=older_s)
 
 

@@ -1,13 +1,15 @@
 """`flowdag.gc` with real runs on every store kind: expired runs go, live refs stay.
 
-Runs are made with `flowdag.run` and a tiny ``inline_limit``, so their outputs
-are blobs; runs with ``ttl=0`` expire as they finish. Blobs are made old by
-moving their mtime back (`age_all`), so the default grace lets them go.
+Runs are stored whole with outputs (and a ``ctx.data`` value) that are refs
+to blobs; an expired run finished three hours ago with a ttl of one hour.
+Blobs are made old by moving their mtime back (`age_all`), so the default
+grace of one hour lets them go.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,74 +19,84 @@ from hypothesis import strategies as st
 
 import flowdag
 from flowdag.errors import BlobMissingError, RunNotFoundError
+from flowdag.state import AttemptInfo, NodeState, NodeStatus, RunState
 from flowdag.stores.base import Store
-from tests.gc_stores import KINDS, cli, held_elsewhere, open_kind, options_of, url_of
+from tests.gc_stores import KINDS, cli, held_elsewhere, open_kind, url_of
 from tests.test_gc import HOUR, age
 
-LIMIT = 64  # bytes: every output below is above it, but ``small``
+NOW = datetime.now(UTC)
+LONG_AGO = NOW - timedelta(hours=3)  # a run that finished then with a ttl of 1h has expired
+TTL = timedelta(hours=1)
 
 
-def workflow(tag: str, *, brief_ttl: Any = None) -> flowdag.Workflow:
-    wf = flowdag.Workflow("gc")
+def stored_ref(store: Store, value: object, **more: Any) -> flowdag.Ref:
+    """A Ref to ``value`` encoded with the store's codec, put in its blob area."""
+    data = store.codec.encode(value)
+    return store.blobs.put(data).ref(encoding=getattr(store.codec, "name", ""), **more)
 
-    @wf.node
-    def shared() -> bytes:
-        return b"shared " * 200  # the same in every run: one blob for all
 
-    @wf.node
-    def own() -> bytes:
-        return f"own {tag} ".encode() * 200  # one blob per run
-
-    @wf.node(deps=["own"])
-    def small(own: bytes) -> int:
-        return len(own)  # inline
-
-    @wf.node(ttl=brief_ttl)
-    def brief() -> list[str]:
-        return [f"brief {tag}"] * 100  # a value, encoded: a blob too
-
-    return wf
+def completed(output: object, finished: datetime) -> NodeState:
+    started = finished - timedelta(seconds=1)
+    history = (AttemptInfo(1, started, finished),)
+    return NodeState(NodeStatus.COMPLETED, 1, started, finished, output, history=history)
 
 
 def expected(tag: str) -> dict[str, Any]:
+    """The outputs of run ``tag`` (see `start`), as values."""
     return {
         "shared": b"shared " * 200,
         "own": f"own {tag} ".encode() * 200,
-        "small": len(f"own {tag} ".encode() * 200),
+        "small": 1000 + len(tag),
         "brief": [f"brief {tag}"] * 100,
+        "pending": None,
     }
 
 
-def start(store: Store, run_id: str, *, ttl: Any = None, brief_ttl: Any = None) -> set[str]:
-    """Run ``run_id`` to the end; the sha256 of every blob it references."""
-    result = flowdag.run(
-        workflow(run_id, brief_ttl=brief_ttl),
-        run_id=run_id,
-        store=store,
-        ttl=ttl,
-        inline_limit=LIMIT,
-    )
-    assert result.ok
-    return set(store.life(run_id).blobs)  # type: ignore[attr-defined]
+def start(
+    store: Store, run_id: str, *, expired: bool = False, brief_expired: bool = False
+) -> set[str]:
+    """Store a finished run whose outputs are refs (and one in ``ctx.data``); its blobs.
+
+    ``shared`` is the same blob in every run, ``own`` and ``brief`` are the run's
+    own, ``small`` is inline. ``expired``: finished 3 hours ago with a ttl of one
+    hour. ``brief_expired``: the ref of ``brief`` expired an hour ago.
+    """
+    values = expected(run_id)
+    finished = LONG_AGO if expired else NOW - timedelta(minutes=5)
+    brief_expiry = NOW - timedelta(hours=1) if brief_expired else None
+    nodes = {
+        "shared": completed(stored_ref(store, values["shared"]), finished),
+        "own": completed(stored_ref(store, values["own"]), finished),
+        "small": completed(values["small"], finished),
+        "brief": completed(stored_ref(store, values["brief"], expires_at=brief_expiry), finished),
+        "pending": NodeState(deps=("own",)),
+    }
+    cursor = stored_ref(store, {"cursor": run_id})
+    state = RunState(run_id, "gc", nodes, data={"cursor": cursor}, ttl=TTL if expired else None)
+    store.save(state)
+    return set(store.life(run_id).blobs)
 
 
-def outputs(store: Store, run_id: str) -> dict[str, Any]:
-    """The run's outputs as values (each ref loaded and checked)."""
+def outputs(store: Store, run_id: str, skip: str = "") -> dict[str, Any]:
+    """The run's outputs as values (each ref loaded and checked); its data ref loads too."""
     state = store.load(run_id)
+    if "cursor" in state.data:
+        assert state.data["cursor"].load() == {"cursor": run_id}
     return {
         name: node.output.load() if isinstance(node.output, flowdag.Ref) else node.output
         for name, node in state.nodes.items()
+        if name != skip
     }
 
 
 def age_all(store: Store, seconds: float = 2 * HOUR) -> None:
-    area = store.blobs  # type: ignore[attr-defined]
+    area = store.blobs
     for entry in area.entries():
         age_name(area, entry.name, seconds)
 
 
 def age_name(area: Any, name: str, seconds: float) -> None:
-    if isinstance(area, flowdag.stores._blobs.MemoryBlobs):  # type: ignore[attr-defined]
+    if isinstance(area, flowdag.stores._blobs.MemoryBlobs):
         with area._guard:
             data, mtime = area._blobs[name]
             area._blobs[name] = (data, mtime - seconds)
@@ -97,7 +109,7 @@ def age_name(area: Any, name: str, seconds: float) -> None:
 
 
 def present(store: Store, sha256s: set[str]) -> set[str]:
-    area = store.blobs  # type: ignore[attr-defined]
+    area = store.blobs
     return {sha256 for sha256 in sha256s if area.exists(sha256)}
 
 
@@ -114,13 +126,13 @@ def store(tmp_path: Path, kind: str) -> Iterator[Store]:
 
 def test_expired_runs_go_and_live_blobs_stay(store: Store) -> None:
     live = start(store, "live")
-    gone = start(store, "gone", ttl=0)  # expires as it finishes
-    assert len(live) == len(gone) == 3 and len(live & gone) == 1  # "shared" is one blob
+    gone = start(store, "gone", expired=True)
+    assert len(live) == len(gone) == 4 and len(live & gone) == 1  # "shared" is one blob
     with pytest.raises(RunNotFoundError, match="expired"):
         store.load("gone")
     age_all(store)
     dry = flowdag.gc(store, dry_run=True)
-    assert (dry.runs, dry.blobs) == (1, 2)
+    assert (dry.runs, dry.blobs) == (1, 3)
     assert "gone" in store.list_runs() and present(store, gone) == gone  # nothing deleted
     report = flowdag.gc(store)
     assert (report.runs, report.blobs, report.bytes_freed) == (dry.runs, dry.blobs, dry.bytes_freed)
@@ -133,7 +145,7 @@ def test_expired_runs_go_and_live_blobs_stay(store: Store) -> None:
 
 
 def test_a_node_ttl_lets_its_blob_go_before_its_run(store: Store) -> None:
-    blobs = start(store, "r", brief_ttl=0)
+    blobs = start(store, "r", brief_expired=True)
     brief = store.load("r").nodes["brief"].output
     assert isinstance(brief, flowdag.Ref)
     with pytest.raises(BlobMissingError, match="expired"):
@@ -142,26 +154,17 @@ def test_a_node_ttl_lets_its_blob_go_before_its_run(store: Store) -> None:
     report = flowdag.gc(store)
     assert (report.runs, report.blobs) == (0, 1)
     assert present(store, blobs) == blobs - {brief.sha256}
-    values = outputs_but(store, "r", "brief")
+    values = outputs(store, "r", skip="brief")
     assert values == {k: v for k, v in expected("r").items() if k != "brief"}
 
 
-def outputs_but(store: Store, run_id: str, skip: str) -> dict[str, Any]:
-    state = store.load(run_id)
-    return {
-        name: node.output.load() if isinstance(node.output, flowdag.Ref) else node.output
-        for name, node in state.nodes.items()
-        if name != skip
-    }
-
-
 def test_young_blobs_stay_for_the_grace_period(store: Store) -> None:
-    gone = start(store, "gone", ttl=0)
+    gone = start(store, "gone", expired=True)
     report = flowdag.gc(store)  # the run goes at once; its blobs are younger than an hour
     assert (report.runs, report.blobs) == (1, 0)
     assert present(store, gone) == gone
     age_all(store)
-    assert flowdag.gc(store).blobs == 3
+    assert flowdag.gc(store).blobs == 4
     assert present(store, gone) == set()
 
 
@@ -169,7 +172,7 @@ def test_a_running_run_is_never_deleted(tmp_path: Path, kind: str) -> None:
     if kind == "memory":
         pytest.skip("another process cannot hold a memory store")
     with open_kind(kind, tmp_path) as store:
-        gone = start(store, "gone", ttl=0)
+        gone = start(store, "gone", expired=True)
         age_all(store)
         with held_elsewhere(kind, tmp_path, "gone") as pid:
             dry = flowdag.gc(store, dry_run=True)
@@ -179,11 +182,11 @@ def test_a_running_run_is_never_deleted(tmp_path: Path, kind: str) -> None:
             assert list(done.skipped_runs) == ["gone"] and f"pid {pid}" in done.skipped_runs["gone"]
         assert "gone" in store.list_runs() and present(store, gone) == gone
         report = flowdag.gc(store)  # its holder is gone
-        assert (report.runs, report.blobs, report.skipped) == (1, 3, 0)
+        assert (report.runs, report.blobs, report.skipped) == (1, 4, 0)
 
 
 def test_a_run_locked_in_this_process_is_skipped(store: Store) -> None:
-    start(store, "gone", ttl=0)
+    start(store, "gone", expired=True)
     with store.lock("gone"):
         report = flowdag.gc(store)
     assert (report.runs, report.skipped) == (0, 1)
@@ -197,18 +200,18 @@ def test_older_than(store: Store) -> None:
     assert (kept.runs, kept.blobs) == (0, 0)
     assert outputs(store, "old") == expected("old")
     report = flowdag.gc(store, older_than=0)  # every run not running, however young
-    assert (report.runs, report.blobs) == (1, 3)
+    assert (report.runs, report.blobs) == (1, 4)
     assert store.list_runs() == [] and present(store, blobs) == set()
 
 
 def test_orphans_and_runs_together_converge(store: Store) -> None:
     live = start(store, "live")
-    start(store, "gone", ttl=0)
-    area = store.blobs  # type: ignore[attr-defined]
+    start(store, "gone", expired=True)
+    area = store.blobs
     orphans = {area.put(f"orphan {i}".encode() * 100).sha256 for i in range(4)}
     age_all(store)
     report = flowdag.gc(store)
-    assert (report.runs, report.blobs) == (1, 2 + len(orphans))
+    assert (report.runs, report.blobs) == (1, 3 + len(orphans))
     assert {entry.name for entry in area.entries()} == {area.name_of(s) for s in live}
     assert flowdag.gc(store).blobs == 0
 
@@ -220,7 +223,7 @@ def test_json_and_flatbuffers_stores_share_one_blob_area(tmp_path: Path, first: 
     with flowdag.open_store(f"{other}://{where}") as them:
         theirs = start(them, "theirs")
     with flowdag.open_store(f"{first}://{where}") as store:
-        start(store, "gone", ttl=0)
+        start(store, "gone", expired=True)
         age_all(store)
         report = flowdag.gc(store)
         assert report.runs == 1 and report.swept
@@ -232,11 +235,11 @@ def test_json_and_flatbuffers_stores_share_one_blob_area(tmp_path: Path, first: 
 def test_a_damaged_run_stops_the_sweep(tmp_path: Path) -> None:
     with open_kind("json", tmp_path) as store:
         start(store, "live")
-        gone = start(store, "gone", ttl=0)
-        area = store.blobs  # type: ignore[attr-defined]
+        gone = start(store, "gone", expired=True)
+        area = store.blobs
         orphan = area.put(b"orphan" * 100).sha256
         age_all(store)
-        snapshot = store.path / "runs" / "live" / "snapshot.json"  # type: ignore[attr-defined]
+        snapshot = store.path / "runs" / "live" / "snapshot.json"
         snapshot.write_bytes(snapshot.read_bytes()[:-20])  # cut short: damaged
         report = flowdag.gc(store)
         assert report.runs == 1 and "live" in report.unreadable and not report.swept
@@ -266,21 +269,17 @@ def layouts(draw: st.DrawFn) -> tuple[list[tuple[bool, list[int]]], list[int], l
 
 
 def make_runs(store: Store, runs: list[tuple[bool, list[int]]]) -> dict[str, bool]:
+    """Store the runs of a layout (each output a ref to a pooled value); run id -> expired."""
     expired = {}
     for i, (gone, picks) in enumerate(runs):
-        wf = flowdag.Workflow("prop")
-        for n, pick in enumerate(picks):
-            wf.add_node(f"n{n}", _returns(VALUES[pick]))
-        if not picks:
-            wf.add_node("n", _returns(b""))
-        run_id = f"r{i}"
-        flowdag.run(wf, run_id=run_id, store=store, ttl=0 if gone else None, inline_limit=LIMIT)
-        expired[run_id] = gone
+        finished = LONG_AGO if gone else NOW
+        nodes = {
+            f"n{n}": completed(stored_ref(store, VALUES[pick]), finished)
+            for n, pick in enumerate(picks)
+        }
+        store.save(RunState(f"r{i}", "prop", nodes, ttl=TTL if gone else None))
+        expired[f"r{i}"] = gone and bool(picks)  # a run with no finished node never expires
     return expired
-
-
-def _returns(value: bytes) -> Any:
-    return lambda: value
 
 
 @pytest.mark.parametrize("kind", ["memory", "lmdb", "json-encrypted"])
@@ -292,19 +291,16 @@ def test_gc_property(tmp_path_factory: pytest.TempPathFactory, kind: str, layout
     runs, orphans, old = layout
     root = tmp_path_factory.mktemp("prop")
     with open_kind(kind, root) as store:
-        area = store.blobs  # type: ignore[attr-defined]
+        area = store.blobs
         expired = make_runs(store, runs)
         for pick in orphans:
-            area.put(VALUES[pick])
-        sha = {i: hashlib_of(value) for i, value in enumerate(VALUES)}
+            area.put(store.codec.encode(VALUES[pick]))
+        sha = {i: hashlib_of(store.codec.encode(value)) for i, value in enumerate(VALUES)}
         for i, is_old in enumerate(old):
             if is_old and area.exists(sha[i]):
                 age(area, sha[i], 2 * HOUR)
         live_refs = {
-            s
-            for run_id, gone in expired.items()
-            if not gone
-            for s in store.life(run_id).blobs  # type: ignore[attr-defined]
+            s for run_id, gone in expired.items() if not gone for s in store.life(run_id).blobs
         }
         before = {i for i in sha if area.exists(sha[i])}
         expected_runs = sum(expired.values())
@@ -323,7 +319,6 @@ def test_gc_property(tmp_path_factory: pytest.TempPathFactory, kind: str, layout
                 outputs(store, run_id)  # every ref of a live run loads, checked
         again = flowdag.gc(store)
         assert (again.runs, again.blobs) == (0, 0)
-        _ = options_of
 
 
 def hashlib_of(value: bytes) -> str:

@@ -138,8 +138,8 @@ def gc_template(kind: str, root: Path) -> dict[str, dict[str, Any]]:
         for i in range(3):
             start(store, f"live-{i}")
         for i in range(4):
-            start(store, f"gone-{i}", ttl=0)
-        area = store.blobs  # type: ignore[attr-defined]
+            start(store, f"gone-{i}", expired=True)
+        area = store.blobs
         for i in range(8):
             area.put(f"orphan {i} ".encode() * 50)
         temp = Path(area.locate("0" * 64)).parent.parent / "tmp"
@@ -157,8 +157,8 @@ def check_collected(store: Store, live: dict[str, dict[str, Any]]) -> None:
     assert set(live) <= set(store.list_runs())
     for run_id, values in live.items():
         assert outputs(store, run_id) == values, run_id
-    area = store.blobs  # type: ignore[attr-defined]
-    held = {area.name_of(s) for run_id in live for s in store.life(run_id).blobs}  # type: ignore[attr-defined]
+    area = store.blobs
+    held = {area.name_of(s) for run_id in live for s in store.life(run_id).blobs}
     assert {entry.name for entry in area.entries()} == held
     assert area.temp_entries() == []
     assert sorted(store.list_runs()) == sorted(live)  # no expired run left
