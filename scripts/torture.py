@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.torture import harness  # noqa: E402
+from tests.torture import gc_torture, harness  # noqa: E402
 
 
 def main() -> int:
@@ -39,10 +39,17 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--jobs", type=int, default=3, help="runs at once (default 3)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--gc-runs", type=int, default=10, help="gc torture runs per store (default 10)"
+    )
+    parser.add_argument(
+        "--gc-kills", type=int, default=4, help="collectors killed per gc run (default 4)"
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
     totals = {scheme: harness.Stats() for scheme in args.stores}
+    gc_totals = {scheme: gc_torture.GCStats() for scheme in args.stores}
     with tempfile.TemporaryDirectory(prefix="flowdag-torture-") as tmp:
 
         def one(job: tuple[str, int]) -> tuple[str, harness.Stats]:
@@ -67,6 +74,21 @@ def main() -> int:
                 if done % 10 == 0 or done == len(jobs):
                     print(f"{done}/{len(jobs)} runs", file=sys.stderr, flush=True)
 
+        def one_gc(job: tuple[str, int]) -> tuple[str, gc_torture.GCStats]:
+            scheme, seed = job
+            where = Path(tmp) / f"gc-{scheme}-{seed}"
+            stats = gc_torture.gc_torture(
+                scheme, seed, where, kills=args.gc_kills, encrypt=seed % 2 == 1
+            )
+            return scheme, stats
+
+        gc_jobs = [(scheme, args.seed + n) for n in range(args.gc_runs) for scheme in args.stores]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for scheme, gc_stats in pool.map(one_gc, gc_jobs):
+                gc_totals[scheme].add(gc_stats)
+                for text in gc_stats.violations:
+                    print(f"VIOLATION {text}", flush=True)
+
     grand = harness.Stats()
     print(
         f"{'store':<12} {'runs':>5} {'nodes':>6} {'kills':>6} {'not saved':>9} "
@@ -78,6 +100,16 @@ def main() -> int:
         grand.add(stats)
         print(_row(scheme, stats))
     print(_row("total", grand))
+    gc_grand = gc_torture.GCStats()
+    if args.gc_runs:
+        print(
+            f"{'gc store':<12} {'runs':>5} {'kills':>6} {'writes':>6} {'mid-delete':>10} "
+            f"{'mid-sweep':>9} {'violations':>10}"
+        )
+        for scheme, gc_stats in gc_totals.items():
+            gc_grand.add(gc_stats)
+            print(_gc_row(scheme, gc_stats))
+        print(_gc_row("total", gc_grand))
     print(f"{time.monotonic() - started:.0f} s")
     if args.json:
         figures = {
@@ -85,8 +117,13 @@ def main() -> int:
             | {"violations": len(s.violations)}
             for scheme, s in [*totals.items(), ("total", grand)]
         }
+        figures["gc"] = {
+            scheme: {k: v for k, v in vars(s).items() if k != "violations"}
+            | {"violations": len(s.violations)}
+            for scheme, s in [*gc_totals.items(), ("total", gc_grand)]
+        }
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    return 1 if grand.violations else 0
+    return 1 if grand.violations or gc_grand.violations else 0
 
 
 def _row(name: str, s: harness.Stats) -> str:
@@ -95,6 +132,13 @@ def _row(name: str, s: harness.Stats) -> str:
         f"{s.mid_compaction:>14} {s.torn_tails:>9} {s.in_flight:>9} {s.interrupted:>11} "
         f"{s.lost_snapshots:>9} "
         f"{len(s.violations):>10}"
+    )
+
+
+def _gc_row(name: str, s: gc_torture.GCStats) -> str:
+    return (
+        f"{name:<12} {s.runs:>5} {s.kills:>6} {s.writes:>6} {s.mid_delete:>10} "
+        f"{s.mid_sweep:>9} {len(s.violations):>10}"
     )
 
 

@@ -2,15 +2,17 @@
 
 One *gc torture run* is one seed on one disk store:
 
-1. A store is filled with runs whose outputs are blobs (a tiny ``inline_limit``)
-   drawn from a small pool of values, so runs share blobs: some runs live,
-   some expired (``ttl=0``), plus orphan blobs of the same pool and temp
-   leftovers; everything is made an hour old.
+1. A store is filled with runs whose outputs are refs to blobs drawn from a
+   small pool of values, so runs share blobs: some runs live, some expired
+   (finished three hours ago with a ttl of one hour), plus orphan blobs of the
+   same pool and temp leftovers; everything is made an hour old.
 2. Each round starts a collector (``flowdag.gc(store, grace=GRACE)``) and a
-   writer beside it: a new run whose outputs come from the same pool, so it
-   reuses blobs the collector is sweeping at that moment (the race that
-   mtime refreshes and the sweep's move-aside-then-recheck must win). The
-   collector is killed with SIGKILL after a random delay; the writer finishes.
+   writer beside it: a new run whose outputs come from the same pool, written
+   as the runner writes them (each node's blob put, then the record holding
+   its ref committed), so it reuses blobs the collector is sweeping at that
+   moment: the race that mtime refreshes and the sweep's
+   move-aside-then-recheck must win. The collector is killed with SIGKILL
+   after a random delay; the writer finishes.
 3. After every round: the store loads; every live run (the writers' included)
    loads with every output equal to what it returned, each blob read and
    checked, none missing.
@@ -25,6 +27,7 @@ Run as a script it is a worker: ``gc_torture.py gc|write URL KEY ARG``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -39,7 +42,6 @@ HERE = Path(__file__).resolve()
 ROOT = HERE.parents[2]
 STORES = ("lmdb", "json", "flatbuffers")
 TEST_KEY = "8f" * 32
-LIMIT = 64  # inline_limit: every pooled value is a blob
 GRACE = 5.0  # seconds: longer than a writer's put-to-commit, much shorter than the blobs' age
 POOL = 12
 OLD = 3600.0
@@ -50,21 +52,39 @@ def value(index: int) -> bytes:
     return (f"pooled value {index} ".encode() * 200)[: 1000 + 97 * index]
 
 
-def _workflow(name: str, picks: list[int]) -> Any:
-    import flowdag
-
-    wf = flowdag.Workflow(name)
-    for n, pick in enumerate(picks):
-        wf.add_node(f"n{n}", _returns(value(pick)))
-    return wf
-
-
-def _returns(data: bytes) -> Any:
-    return lambda: data
-
-
 def _options(key: str | None) -> dict[str, Any]:
     return {"key": key} if key else {}
+
+
+def _put(store: Any, index: int) -> tuple[bytes, str]:
+    """Put pooled value ``index`` as a node's output blob: (the encoded ref, its sha256)."""
+    ref = store.blobs.put(store.codec.encode(value(index))).ref(encoding=store.codec.name)
+    return store.codec.encode(ref), ref.sha256
+
+
+def _write(store: Any, run_id: str, picks: list[int]) -> None:
+    """Write a run as the runner does: each node's blob first, then the record that holds it."""
+    from datetime import UTC, datetime
+
+    from flowdag.state import AttemptInfo, NodeRecord, NodeState, NodeStatus, RunState
+
+    store.save(RunState(run_id, "gc-torture", {f"n{n}": NodeState() for n in range(len(picks))}))
+    with store.lock(run_id):
+        for n, pick in enumerate(picks):
+            output, sha256 = _put(store, pick)
+            now = datetime.now(UTC)
+            record = NodeRecord(
+                f"n{n}",
+                NodeStatus.COMPLETED,
+                1,
+                now,
+                now,
+                output=output,
+                history=(AttemptInfo(1, now, now),),
+                blobs={sha256: None},
+            )
+            store.commit(run_id, [record])
+            time.sleep(0.002)  # nodes take time: the collector's sweep overlaps more of them
 
 
 # -- the workers (this file as a script) ------------------------------------------------
@@ -74,17 +94,13 @@ def _worker(action: str, url: str, key: str | None, arg: str) -> int:
     import flowdag
 
     with flowdag.open_store(url, **_options(key)) as store:
+        print("ready", flush=True)
+        sys.stdin.readline()  # "go": collector and writer start together
         if action == "gc":
-            print("collecting", flush=True)
             flowdag.gc(store, grace=GRACE)
             return 0
         run_id, picks = arg.split("=")
-        flowdag.run(
-            _workflow(run_id, [int(p) for p in picks.split(",")]),
-            run_id=run_id,
-            store=store,
-            inline_limit=LIMIT,
-        )
+        _write(store, run_id, [int(p) for p in picks.split(",")])
         return 0
 
 
@@ -99,6 +115,8 @@ class GCStats:
     kills: int = 0  # collectors killed before they finished
     rounds: int = 0
     writes: int = 0  # runs written beside a collector
+    mid_sweep: int = 0  # kills that left a blob moved aside (killed inside a blob's delete)
+    mid_delete: int = 0  # kills after some expired runs were deleted, before all were
     runs_deleted: int = 0  # by the final gcs
     violations: list[str] = dataclasses.field(default_factory=list)
 
@@ -111,10 +129,27 @@ class GCStats:
 
 
 def _spawn(action: str, url: str, key: str | None, arg: str = "-") -> subprocess.Popen[str]:
+    """A worker, once it has the store open and waits for "go" on its stdin."""
     command = [sys.executable, str(HERE), action, url, key or "", arg]
-    return subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    assert proc.stdout is not None
+    proc.stdout.readline()  # "ready" (or nothing, if it failed: its exit code says so)
+    return proc
+
+
+def _go(*procs: subprocess.Popen[str]) -> None:
+    for proc in procs:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
 
 
 def _age(store: Any) -> None:
@@ -128,20 +163,29 @@ def _age(store: Any) -> None:
 
 def _fill(store: Any, rng: random.Random, expected: dict[str, list[int]]) -> set[str]:
     """Live and expired runs, orphans and temp leftovers; the expired runs' ids."""
-    import flowdag
+    from datetime import UTC, datetime, timedelta
+
+    from flowdag.state import AttemptInfo, NodeState, NodeStatus, RunState
 
     expired = set()
     for i in range(rng.randint(3, 6)):
         run_id = f"base-{i}"
         picks = [rng.randrange(POOL) for _ in range(rng.randint(1, 5))]
         gone = rng.random() < 0.5
-        flowdag.run(
-            _workflow(run_id, picks),
-            run_id=run_id,
-            store=store,
-            inline_limit=LIMIT,
-            ttl=0 if gone else None,
-        )
+        done = datetime.now(UTC) - timedelta(hours=3 if gone else 0)
+        nodes = {
+            f"n{n}": NodeState(
+                NodeStatus.COMPLETED,
+                1,
+                done,
+                done,
+                store.codec.decode(_put(store, pick)[0]),
+                history=(AttemptInfo(1, done, done),),
+            )
+            for n, pick in enumerate(picks)
+        }
+        ttl = timedelta(hours=1) if gone else None
+        store.save(RunState(run_id, "gc-torture", nodes, ttl=ttl))
         if gone:
             expired.add(run_id)
         else:
@@ -187,14 +231,14 @@ def gc_torture(
     expected: dict[str, list[int]] = {}
     with flowdag.open_store(url, **_options(key)) as store:
         expired = _fill(store, rng, expected)
+    remaining = set(expired)
     for round_ in range(kills):
-        picks = [rng.randrange(POOL) for _ in range(rng.randint(1, 6))]
+        picks = [rng.randrange(POOL) for _ in range(rng.randint(2, 8))]
         run_id = f"written-{round_}"
         collector = _spawn("gc", url, key)
-        assert collector.stdout is not None
-        collector.stdout.readline()  # "collecting": the store is open, gc starts now
         writer = _spawn("write", url, key, f"{run_id}={','.join(map(str, picks))}")
-        time.sleep(rng.uniform(0.0, 0.25))
+        _go(writer, collector)
+        time.sleep(rng.choice((0.0, 0.001, 0.003, 0.006, 0.01, 0.02, 0.04)))
         if collector.poll() is None:
             collector.send_signal(signal.SIGKILL)
             stats.kills += 1
@@ -212,6 +256,12 @@ def gc_torture(
             stats.writes += 1
         with flowdag.open_store(url, **_options(key)) as store:
             _check(store, expected, violation)
+            temp = Path(store.blobs.locate("0" * 64)).parent.parent / "tmp"
+            aside = temp.is_dir() and any(p.name.endswith(".gc.tmp") for p in temp.iterdir())
+            left = expired & set(store.list_runs())
+            stats.mid_sweep += bool(aside)
+            stats.mid_delete += 0 < len(left) < len(remaining)
+            remaining = left
     # Two gcs to the end: the first finishes the work, the second finds none.
     with flowdag.open_store(url, **_options(key)) as store:
         first = flowdag.gc(store, grace=0)
