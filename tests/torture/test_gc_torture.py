@@ -1,6 +1,7 @@
 """SIGKILL torture of gc on every disk store (see gc_torture.py); CI runs one short run per store.
 
-Long runs: ``python scripts/torture.py --gc-runs 50`` (or ``pytest tests/torture --torture-runs N``).
+Long runs: ``python scripts/torture.py --gc-runs 50``, or
+``pytest tests/torture --torture-runs N``.
 """
 
 from __future__ import annotations
