@@ -1,9 +1,10 @@
 """``flowdag.gc`` over many expired runs and many blobs: time, and cost per item.
 
-The store holds ``--runs`` expired runs (``ttl=0``: expired as they finish),
-each with ``--nodes`` outputs above the inline limit (one blob each), ``--live``
-runs that stay (their blobs are marked), and orphan blobs (written without any
-run) up to ``--blobs`` blobs in all. Every blob is made two hours old, so the
+The store holds ``--runs`` expired runs (finished three hours ago, ttl one
+hour), each with ``--nodes`` outputs kept by reference (one blob each),
+``--live`` runs that stay (their blobs are marked: the same outputs as the
+first expired runs, so those blobs stay too), and orphan blobs (written
+without any run) up to ``--blobs`` blobs in all. Every blob is made two hours old, so the
 default grace of one hour lets the sweep take every unreferenced one.
 
 Reproduce the figures of issue 12 (10,000 expired runs, 100,000 blobs)::
@@ -25,6 +26,7 @@ import argparse
 import os
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +41,12 @@ def build(where: Path, scheme: str, runs: int, nodes: int, live: int, blobs: int
     os.fsync = os.fdatasync = lambda fd: None  # the layout matters here, not durability
     try:
         with flowdag.open_store(f"{scheme}://{where}") as store:
-            for i in range(runs):
-                flowdag.run(_workflow(i, nodes), run_id=f"gone-{i:06d}", store=store, ttl=0)
-            for i in range(live):  # outputs of their own, and one shared with an expired run
-                flowdag.run(_workflow(i, nodes), run_id=f"live-{i:06d}", store=store)
+            for i in range(runs):  # finished 3 hours ago, ttl 1 hour: expired
+                store.save(_run(store, f"gone-{i:06d}", i, nodes, expired=True))
+            for i in range(live):  # the same outputs as expired run i: their blobs stay
+                store.save(_run(store, f"live-{i:06d}", i, nodes, expired=False))
             area = store.blobs
-            orphans = max(0, blobs - len(area.entries()))
-            for i in range(orphans):
+            for i in range(max(0, blobs - len(area.entries()))):
                 area.put(b"orphan %d " % i + b"x" * 48)
             _age(area)
             total = len(area.entries())
@@ -57,18 +58,18 @@ def build(where: Path, scheme: str, runs: int, nodes: int, live: int, blobs: int
     )
 
 
-def _workflow(index: int, nodes: int) -> Any:
-    import flowdag
+def _run(store: Any, run_id: str, index: int, nodes: int, *, expired: bool) -> Any:
+    """A finished run whose ``nodes`` outputs are refs to blobs of their own."""
+    from flowdag.state import AttemptInfo, NodeState, NodeStatus, RunState
 
-    wf = flowdag.Workflow("gcbench")
+    done = datetime.now(UTC) - timedelta(hours=3 if expired else 0)
+    states = {}
     for n in range(nodes):
-        # 64 bytes over an inline limit of 16: every output is a blob, unique per run.
-        wf.add_node(f"n{n}", _returns((b"%d/%d " % (index, n)).ljust(64, b".")), inline_limit=16)
-    return wf
-
-
-def _returns(value: bytes) -> Any:
-    return lambda: value
+        data = store.codec.encode((b"%d/%d " % (index, n)).ljust(64, b"."))
+        ref = store.blobs.put(data).ref(encoding=store.codec.name)
+        history = (AttemptInfo(1, done, done),)
+        states[f"n{n}"] = NodeState(NodeStatus.COMPLETED, 1, done, done, ref, history=history)
+    return RunState(run_id, "gcbench", states, ttl=timedelta(hours=1) if expired else None)
 
 
 def _age(area: Any) -> None:

@@ -369,7 +369,8 @@ def _sweep(
             freed = entry.stored_size
         else:
             # Moved aside, then its mtime checked again: a writer that reused it wins.
-            freed = area.delete(entry.name, older_than=cutoff)
+            # Not synced one by one: a crash can only bring back an orphan (next gc).
+            freed = area.delete(entry.name, older_than=cutoff, sync=False)
             if not freed and (entry.stored_size or area._stat(entry.name) is not None):
                 continue  # kept (fresh again), or already gone
         report.blobs += 1

@@ -137,7 +137,7 @@ class DirectoryBlobs(BlobArea):
                         found.append(BlobEntry(name, info.st_size, info.st_mtime))
         return found
 
-    def delete(self, name: str, *, older_than: float | None = None) -> int:
+    def delete(self, name: str, *, older_than: float | None = None, sync: bool = True) -> int:
         check_name(name, "blob name")
         with (
             self._io("delete blob", self._path(name)),
@@ -155,7 +155,8 @@ class DirectoryBlobs(BlobArea):
                 os.fsync(shard)
                 return 0
             os.unlink(aside, dir_fd=temp)
-            os.fsync(shard)
+            if sync:
+                os.fsync(shard)
             return info.st_size
         return 0
 

@@ -213,8 +213,13 @@ class BlobArea(ABC):
         """Every blob: name, stored size, mtime."""
 
     @abstractmethod
-    def delete(self, name: str, *, older_than: float | None = None) -> int:
-        """Remove blob ``name`` (only if its mtime is before ``older_than``); bytes freed."""
+    def delete(self, name: str, *, older_than: float | None = None, sync: bool = True) -> int:
+        """Remove blob ``name`` (only if its mtime is before ``older_than``); bytes freed.
+
+        ``sync=False`` leaves the removal itself to the file system's next flush
+        (gc: a crash then brings back an orphan, which the next gc removes); a
+        blob put back because it was fresh is synced either way.
+        """
 
     @abstractmethod
     def temp_entries(self) -> list[BlobEntry]:
@@ -357,7 +362,7 @@ class MemoryBlobs(BlobArea):
         with self._guard:
             return [BlobEntry(n, len(data), mtime) for n, (data, mtime) in self._blobs.items()]
 
-    def delete(self, name: str, *, older_than: float | None = None) -> int:
+    def delete(self, name: str, *, older_than: float | None = None, sync: bool = True) -> int:
         with self._guard:
             found = self._blobs.get(name)
             if found is None or (older_than is not None and found[1] >= older_than):
