@@ -23,6 +23,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -112,18 +113,19 @@ def main() -> int:
         print(_gc_row("total", gc_grand))
     print(f"{time.monotonic() - started:.0f} s")
     if args.json:
-        figures = {
-            scheme: {k: v for k, v in vars(s).items() if k != "violations"}
-            | {"violations": len(s.violations)}
-            for scheme, s in [*totals.items(), ("total", grand)]
-        }
-        figures["gc"] = {
-            scheme: {k: v for k, v in vars(s).items() if k != "violations"}
-            | {"violations": len(s.violations)}
-            for scheme, s in [*gc_totals.items(), ("total", gc_grand)]
-        }
+        figures: dict[str, Any] = _figures([*totals.items(), ("total", grand)])
+        figures["gc"] = _figures([*gc_totals.items(), ("total", gc_grand)])
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 1 if grand.violations or gc_grand.violations else 0
+
+
+def _figures(rows: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Each row's counts, violations counted, for ``--json``."""
+    return {
+        name: {k: v for k, v in vars(s).items() if k != "violations"}
+        | {"violations": len(s.violations)}
+        for name, s in rows
+    }
 
 
 def _row(name: str, s: harness.Stats) -> str:

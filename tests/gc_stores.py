@@ -10,11 +10,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from flowdag.stores import open_store
+from flowdag.stores._blobs import BlobArea, MemoryBlobs
 from flowdag.stores._crypto import generate_key
 from flowdag.stores.base import Store
 from tests.stores.conformance import ROOT, spawn
 
+HOUR = 3600.0
 KEY = generate_key()
 #: Every store kind, and encrypted disk stores (blob names are keyed there).
 KINDS = ["memory", "lmdb", "json", "flatbuffers", "lmdb-encrypted", "json-encrypted"]
@@ -38,6 +42,7 @@ def open_kind(kind: str, root: Path, **options: Any) -> Store:
 HOLD = """
 import sys, time
 from flowdag.stores import open_store
+from flowdag.stores._blobs import BlobArea, MemoryBlobs
 options = {} if sys.argv[2] == "-" else {"key": sys.argv[2]}
 store = open_store(sys.argv[1], **options)
 if sys.argv[3] != "-":
@@ -71,3 +76,53 @@ def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **env},
     )
+
+
+# -- fixtures: import them into a test module to parametrise it over every kind ---------
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def store(tmp_path: Path, kind: str) -> Iterator[Store]:
+    with open_kind(kind, tmp_path) as store:
+        yield store
+
+
+# -- old blobs: their mtime moved back, never a sleep ----------------------------------------
+
+
+def age_name(area: BlobArea, name: str, seconds: float) -> None:
+    """Move blob ``name``'s mtime ``seconds`` into the past (as if written then)."""
+    if isinstance(area, MemoryBlobs):
+        with area._guard:
+            data, mtime = area._blobs[name]
+            area._blobs[name] = (data, mtime - seconds)
+        return
+    _move_back(Path(area.locate(name)), seconds)
+
+
+def age(area: BlobArea, sha256: str, seconds: float) -> None:
+    """Move the mtime of the blob of ``sha256`` ``seconds`` into the past."""
+    age_name(area, area.name_of(sha256), seconds)
+
+
+def age_all(store: Store, seconds: float = 2 * HOUR) -> None:
+    """Make every blob of the store ``seconds`` older."""
+    for entry in store.blobs.entries():
+        age_name(store.blobs, entry.name, seconds)
+
+
+def age_temp(area: BlobArea, seconds: float) -> None:
+    """Make every temp file of the blob area ``seconds`` older."""
+    temp = Path(area.locate("0" * 64)).parent.parent / "tmp"
+    for entry in area.temp_entries():
+        _move_back(temp / entry.name, seconds)
+
+
+def _move_back(path: Path, seconds: float) -> None:
+    mtime = os.stat(path).st_mtime - seconds
+    os.utime(path, (mtime, mtime))

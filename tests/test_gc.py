@@ -7,57 +7,23 @@ Kills during gc are in ``tests/stores/test_gc_kills.py``; the command line in
 
 from __future__ import annotations
 
-import hashlib
 import os
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import flowdag
 from flowdag.errors import InvalidArgumentError, InvalidArgumentTypeError, StoreError
-from flowdag.stores._blobs import BlobArea, MemoryBlobs
+from flowdag.stores._blobs import BlobArea
 from flowdag.stores.base import Store
-from tests.gc_stores import KINDS, open_kind, spawn, url_of
+from tests import gc_stores
+from tests.gc_stores import HOUR, age, age_temp, open_kind, spawn, url_of
 
-HOUR = 3600.0
-
-
-@pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def store(tmp_path: Path, kind: str) -> Iterator[Store]:
-    with open_kind(kind, tmp_path) as store:
-        yield store
+kind, store = gc_stores.kind, gc_stores.store  # fixtures: every store kind
 
 
 def blobs_of(store: Store) -> BlobArea:
     return store.blobs
-
-
-def age(area: BlobArea, sha256: str, seconds: float) -> None:
-    """Move the blob's mtime ``seconds`` into the past (as if written then)."""
-    name = area.name_of(sha256)
-    if isinstance(area, MemoryBlobs):
-        with area._guard:
-            data, mtime = area._blobs[name]
-            area._blobs[name] = (data, mtime - seconds)
-        return
-    path = area.locate(name)
-    mtime = os.stat(path).st_mtime - seconds
-    os.utime(path, (mtime, mtime))
-
-
-def age_temp(area: BlobArea, seconds: float) -> None:
-    temp = Path(area.locate("0" * 64)).parent.parent / "tmp"
-    for entry in area.temp_entries():
-        path = temp / entry.name
-        mtime = os.stat(path).st_mtime - seconds
-        os.utime(path, (mtime, mtime))
 
 
 def put(area: BlobArea, data: bytes, *, old: bool = True) -> str:
@@ -218,4 +184,3 @@ def test_report_fields() -> None:
     report = flowdag.GCReport()
     assert (report.runs, report.blobs, report.kv, report.cache, report.bytes_freed) == (0,) * 5
     assert report.skipped == 0 and report.swept
-    _ = hashlib, time  # keep imports for the run tests below

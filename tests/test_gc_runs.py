@@ -8,7 +8,6 @@ grace of one hour lets them go.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,10 @@ import flowdag
 from flowdag.errors import BlobMissingError, RunNotFoundError
 from flowdag.state import AttemptInfo, NodeState, NodeStatus, RunState
 from flowdag.stores.base import Store
-from tests.gc_stores import KINDS, cli, held_elsewhere, open_kind, url_of
-from tests.test_gc import HOUR, age
+from tests import gc_stores
+from tests.gc_stores import HOUR, age, age_all, cli, held_elsewhere, open_kind, url_of
+
+kind, store = gc_stores.kind, gc_stores.store  # fixtures: every store kind
 
 NOW = datetime.now(UTC)
 LONG_AGO = NOW - timedelta(hours=3)  # a run that finished then with a ttl of 1h has expired
@@ -89,39 +90,9 @@ def outputs(store: Store, run_id: str, skip: str = "") -> dict[str, Any]:
     }
 
 
-def age_all(store: Store, seconds: float = 2 * HOUR) -> None:
-    area = store.blobs
-    for entry in area.entries():
-        age_name(area, entry.name, seconds)
-
-
-def age_name(area: Any, name: str, seconds: float) -> None:
-    if isinstance(area, flowdag.stores._blobs.MemoryBlobs):
-        with area._guard:
-            data, mtime = area._blobs[name]
-            area._blobs[name] = (data, mtime - seconds)
-        return
-    import os
-
-    path = area.locate(name)
-    mtime = os.stat(path).st_mtime - seconds
-    os.utime(path, (mtime, mtime))
-
-
 def present(store: Store, sha256s: set[str]) -> set[str]:
     area = store.blobs
     return {sha256 for sha256 in sha256s if area.exists(sha256)}
-
-
-@pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def store(tmp_path: Path, kind: str) -> Iterator[Store]:
-    with open_kind(kind, tmp_path) as store:
-        yield store
 
 
 def test_expired_runs_go_and_live_blobs_stay(store: Store) -> None:

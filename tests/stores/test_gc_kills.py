@@ -24,12 +24,11 @@ import pytest
 import flowdag
 from flowdag.state import RunState
 from flowdag.stores.base import Store
-from tests.gc_stores import open_kind, options_of, url_of
+from tests.gc_stores import HOUR, age_all, open_kind, options_of, url_of
 from tests.stores.conformance import ROOT, assert_same_state
 from tests.stores.kill_steps import KILLING
-from tests.test_gc import HOUR
 from tests.test_gc_compact import fill
-from tests.test_gc_runs import age_all, outputs, start
+from tests.test_gc_runs import outputs, start
 
 T = TypeVar("T")
 
