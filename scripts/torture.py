@@ -90,33 +90,39 @@ def main() -> int:
                 for text in gc_stats.violations:
                     print(f"VIOLATION {text}", flush=True)
 
-    grand = harness.Stats()
-    print(
+    grand = _table(
         f"{'store':<12} {'runs':>5} {'nodes':>6} {'kills':>6} {'not saved':>9} "
         f"{'mid-compaction':>14} {'torn tail':>9} {'in flight':>9} {'interrupted':>11} "
-        f"{'lost snap':>9} "
-        f"{'violations':>10}"
+        f"{'lost snap':>9} {'violations':>10}",
+        totals,
+        harness.Stats(),
+        _row,
     )
-    for scheme, stats in totals.items():
-        grand.add(stats)
-        print(_row(scheme, stats))
-    print(_row("total", grand))
     gc_grand = gc_torture.GCStats()
     if args.gc_runs:
-        print(
+        gc_grand = _table(
             f"{'gc store':<12} {'runs':>5} {'kills':>6} {'writes':>6} {'mid-delete':>10} "
-            f"{'mid-sweep':>9} {'violations':>10}"
+            f"{'mid-sweep':>9} {'violations':>10}",
+            gc_totals,
+            gc_grand,
+            _gc_row,
         )
-        for scheme, gc_stats in gc_totals.items():
-            gc_grand.add(gc_stats)
-            print(_gc_row(scheme, gc_stats))
-        print(_gc_row("total", gc_grand))
     print(f"{time.monotonic() - started:.0f} s")
     if args.json:
         figures: dict[str, Any] = _figures([*totals.items(), ("total", grand)])
         figures["gc"] = _figures([*gc_totals.items(), ("total", gc_grand)])
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 1 if grand.violations or gc_grand.violations else 0
+
+
+def _table(header: str, totals: dict[str, Any], grand: Any, row: Any) -> Any:
+    """Print one line per store and their total (added into ``grand``, returned)."""
+    print(header)
+    for scheme, stats in totals.items():
+        grand.add(stats)
+        print(row(scheme, stats))
+    print(row("total", grand))
+    return grand
 
 
 def _figures(rows: list[tuple[str, Any]]) -> dict[str, Any]:
