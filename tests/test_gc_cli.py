@@ -89,3 +89,25 @@ def test_help_lists_gc_and_compact() -> None:
     gc = cli("gc", "--help")
     for flag in ("--dry-run", "--older-than", "--grace", "--store", "--json"):
         assert flag in gc.stdout
+
+
+def test_gc_older_than_and_a_running_run(tmp_path: Path) -> None:
+    from tests.gc_stores import held_elsewhere
+    from tests.test_gc_runs import start
+
+    with open_kind("lmdb", tmp_path) as store:
+        start(store, "recent")  # finished five minutes ago
+        start(store, "busy")
+    url = url_of("lmdb", tmp_path)
+    kept = cli("gc", "--store", url, "--older-than", "1h")
+    assert kept.returncode == 0 and kept.stdout.startswith(f"{url}: deleted 0 runs, 0 blobs")
+    with held_elsewhere("lmdb", tmp_path, "busy") as pid:
+        done = cli("gc", "--store", url, "--older-than", "1m")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert (
+        lines[0].startswith("busy: skipped: run 'busy' is locked by pid ") and str(pid) in lines[0]
+    )
+    assert lines[1].startswith(f"{url}: deleted 1 run, 0 blobs") and "1 run skipped" in lines[1]
+    with open_kind("lmdb", tmp_path) as store:
+        assert store.list_runs() == ["busy"]
