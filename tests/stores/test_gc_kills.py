@@ -139,7 +139,7 @@ def gc_template(kind: str, root: Path) -> dict[str, dict[str, Any]]:
         for i in range(4):
             start(store, f"gone-{i}", expired=True)
         area = store.blobs
-        for i in range(4):
+        for i in range(8):
             area.put(f"orphan {i} ".encode() * 50)
         temp = Path(area.locate("0" * 64)).parent.parent / "tmp"
         for i in range(2):  # what writers killed before their rename leave
