@@ -21,8 +21,9 @@ against the writers running beside it and against a ``kill -9`` at any moment:
    `Store.life` says so, or, with ``older_than``, the run's last node finished
    longer ago than that.
 4. **Mark.** Every `Holder` yields the sha256 of each blob a live record points
-   at: runs now (`Store.life`, metas only, never an output), and later KV
-   entries, cache entries and waits, which plug in as more holders. A ref whose
+   at: runs now (`Store.life`: records only, no output decoded, no blob
+   read), and later KV entries, cache entries and waits, which plug in as
+   more holders (`HOLDER_KINDS`). A ref whose
    own ``expires_at`` has passed is not live. JSON and FlatBuffers stores in
    one directory share one blob area, so the runs of every store kind found in
    the directory are marked. A run that cannot be read may hold anything: then
@@ -44,7 +45,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,7 +64,7 @@ from flowdag.stores._blobs import BlobArea, BlobEntry
 from flowdag.stores._gclock import GC_LOCK, gc_lock_holder, try_gc_lock
 from flowdag.stores.base import RunLife, Store
 
-__all__ = ["GCReport", "Holder", "gc"]
+__all__ = ["HOLDER_KINDS", "GCReport", "Holder", "RunHolder", "gc"]
 
 _SCHEMES = ("lmdb", "json", "flatbuffers")
 #: The suffix of a blob that a sweep moved aside (``DirectoryBlobs.delete``).
@@ -114,13 +115,18 @@ class GCReport:
 class Holder(Protocol):
     """Something whose live records point at blobs (runs now; KV, cache and waits later)."""
 
-    def held(self, now: datetime) -> Iterator[str]:
+    def held(self, now: datetime, report: GCReport) -> Iterator[str]:
         """The sha256 of every blob a live record points at (repeats allowed).
 
-        Raises:
-            CorruptStateError: a record cannot be read; the message names it.
+        A record that cannot be read goes into ``report.unreadable`` (named,
+        with the reason): it may point at any blob, so then nothing is swept.
         """
         ...
+
+
+#: Makers of the holders of other record kinds: each is given the store and
+#: returns its holders. KV entries, cache entries and waits add theirs here.
+HOLDER_KINDS: list[Callable[[Store], Iterable[Holder]]] = []
 
 
 def gc(
@@ -170,10 +176,12 @@ def gc(
         kept, doomed = _delete_expired(store, now, older_s, dry_run, report)
         marked: set[str] = set()
         with _siblings(store, report) as others:
-            holders: list[Holder] = [RunHolder(store, kept, report, doomed)]
-            holders += [RunHolder(other, None, report) for other in others]
+            holders: list[Holder] = [RunHolder(store, kept, doomed)]
+            holders += [RunHolder(other) for other in others]
+            for make in HOLDER_KINDS:
+                holders += make(store)
             for holder in holders:
-                marked.update(holder.held(now))
+                marked.update(holder.held(now, report))
         if report.swept:
             _sweep(area, candidates, marked, cutoff, dry_run, report)
     report.skipped = len(report.skipped_runs)
@@ -259,23 +267,20 @@ class RunHolder:
         store: the store whose runs are read (`Store.life`: metas only).
         known: lives already read (by the expiry step), reused; runs started
             since are read too.
-        report: where a run that cannot be read is recorded (nothing is swept then).
         doomed: runs deleted (or, in a dry run, to be deleted): not live.
     """
 
     def __init__(
         self,
         store: Store,
-        known: dict[str, RunLife] | None,
-        report: GCReport,
+        known: dict[str, RunLife] | None = None,
         doomed: set[str] | None = None,
     ) -> None:
         self.store = store
         self.known = known or {}
-        self.report = report
         self.doomed = doomed or set()
 
-    def held(self, now: datetime) -> Iterator[str]:
+    def held(self, now: datetime, report: GCReport) -> Iterator[str]:
         for run_id in self.store.list_runs():
             if run_id in self.doomed:
                 continue
@@ -286,7 +291,7 @@ class RunHolder:
                 except RunNotFoundError:
                     continue
                 except CorruptStateError as exc:
-                    self.report.unreadable[run_id] = str(exc)
+                    report.unreadable[run_id] = str(exc)
                     continue
             # An expired run left (locked by a live process) is still live to its holder.
             for sha256, expires_at in life.blobs.items():

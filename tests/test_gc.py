@@ -8,6 +8,7 @@ Kills during gc are in ``tests/stores/test_gc_kills.py``; the command line in
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,23 @@ def test_report_fields() -> None:
     report = flowdag.GCReport()
     assert (report.runs, report.blobs, report.kv, report.cache, report.bytes_freed) == (0,) * 5
     assert report.skipped == 0 and report.swept
+
+
+def test_other_record_kinds_plug_in_as_holders(store: Store) -> None:
+    """KV, cache and waits will hold blobs too: a holder added to HOLDER_KINDS keeps its blobs."""
+    import sys
+
+    gc_module = sys.modules["flowdag.gc"]  # flowdag.gc is the function
+    area = blobs_of(store)
+    kept, dropped = put(area, b"held by a kv entry" * 10), put(area, b"held by nothing" * 10)
+
+    class KVHolder:
+        def held(self, now: object, report: flowdag.GCReport) -> Iterator[str]:
+            yield kept
+
+    gc_module.HOLDER_KINDS.append(lambda s: [KVHolder()] if s is store else [])
+    try:
+        report = flowdag.gc(store)
+    finally:
+        gc_module.HOLDER_KINDS.pop()
+    assert report.blobs == 1 and area.exists(kept) and not area.exists(dropped)
