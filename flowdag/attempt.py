@@ -169,8 +169,8 @@ def _resolved(run: Callable[[Any], Any], awaitable: Any, started_at: datetime) -
 class RemoteAttempt:
     """An attempt in picklable form, for another process or machine."""
 
-    spec: NodeSpec  # its fn is a stand-in: the function travels as ``fn``
-    fn: bytes  # cloudpickle of the node function
+    spec: NodeSpec  # its functions are stand-ins: they travel as ``fn``
+    fn: bytes  # cloudpickle of the node function, and of its extract and preview
     run_id: str
     number: int
     inputs: dict[str, Any]  # only those the function takes, unless it takes ctx
@@ -195,7 +195,7 @@ def execute_remote(task: RemoteAttempt) -> Outcome:
     started_at = datetime.now(UTC)
     what = "its function"
     try:
-        fn = cloudpickle.loads(task.fn)
+        fn, extract, preview = cloudpickle.loads(task.fn)
         what = "the store's codec"
         codec = _worker_codec(task.codec)
     except Exception as exc:  # e.g. it refers to a module the worker cannot import
@@ -205,7 +205,7 @@ def execute_remote(task: RemoteAttempt) -> Outcome:
         )
         error.__cause__ = exc
         return failure(error, started_at, retryable=False)
-    spec = dataclasses.replace(task.spec, fn=fn)
+    spec = dataclasses.replace(task.spec, fn=fn, extract=extract, preview=preview)
     attempt = Attempt(spec, task.run_id, task.number, task.inputs, task.data, codec)
     if task.area is not None:  # outputs above the limit go to the blob area from here
         attempt.inline_limit = task.inline_limit
@@ -566,7 +566,7 @@ class Launcher:
         sent = self._remote_specs.get(spec.name)
         if sent is None:
             sent = self._remote_specs[spec.name] = (
-                dataclasses.replace(spec, fn=_sent_separately),
+                dataclasses.replace(spec, fn=_sent_separately, extract=None, preview=None),
                 _pickled_function(spec),
             )
         if spec.wants_ctx:  # ctx.inputs holds every input, ctx.data the run's data
@@ -606,8 +606,8 @@ class Launcher:
 def _pickled_function(spec: NodeSpec) -> bytes:
     from flowdag.executors._pickling import dumps  # imports cloudpickle: remote runs only
 
-    try:
-        return dumps(spec.fn)  # with the file names of its code, for tracebacks
+    try:  # with the file names of their code, for tracebacks
+        return dumps((spec.fn, spec.extract, spec.preview))
     except Exception as exc:
         raise SerializationError(
             f"node '{spec.name}': its function cannot be sent to another process "

@@ -383,3 +383,21 @@ def test_a_value_that_cannot_be_stored_is_still_a_serialization_error(store: Sto
     wf.add_node("bad", lambda: [object()] * 100_000)
     result = flowdag.run(wf, store=store)
     assert result.errors["bad"].type == SerializationError.__name__
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb-encrypted"])
+def test_workers_that_cannot_reach_the_blob_area_get_values_and_the_driver_keeps_refs(
+    tmp_path: Path, kind: str
+) -> None:
+    from tests import refs_workflow
+
+    with open_kind(kind, tmp_path) as store:
+        result = flowdag.run(refs_workflow.values_only, store=store, executor="processes")
+        assert result.ok, result.errors
+        assert result.refs["fetch"].extracted == {"rows": len(refs_workflow.BIG)}
+        assert result.outputs["total"] == sum(refs_workflow.BIG)
+        assert result.outputs["route"] == "Ref"  # an unbound Ref: no key travelled
+        assert store.load(result.run_id).nodes["fetch"].output.load() == refs_workflow.BIG
+
+        streamed = flowdag.run(refs_workflow.wf, store=store, executor="processes")
+        assert "ctx.output_file() needs the store's blob area" in streamed.errors["dump"].message
