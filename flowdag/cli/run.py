@@ -128,7 +128,7 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
 
 
 def _lifetimes(args: argparse.Namespace) -> dict[str, Any]:
-    """``--inline-limit`` and ``--ttl`` as `flowdag.run` takes them, checked before the file runs."""
+    """``--inline-limit`` and ``--ttl`` for `flowdag.run`, checked before the file runs."""
     options: dict[str, Any] = {}
     if args.inline_limit is not None:
         text = args.inline_limit
