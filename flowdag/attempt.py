@@ -30,7 +30,7 @@ import inspect
 import logging
 import pickle
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -44,7 +44,7 @@ from flowdag.context import Context, DataView
 from flowdag.dag import NodeSpec
 from flowdag.errors import FlowdagError, SerializationError
 from flowdag.executors.base import Executor, ReportsStart, RunsSoon, capabilities_of
-from flowdag.refs import Ref, binding, start_collecting, stop_collecting
+from flowdag.refs import LoadedOnRead, Ref, binding, start_collecting, stop_collecting
 from flowdag.state import ErrorInfo
 from flowdag.stores._blobs import RefSource
 
@@ -317,36 +317,12 @@ def _arguments(attempt: Attempt) -> tuple[dict[str, Any], Context | None]:
         attempt.run_id,
         spec.name,
         attempt.number,
-        _Inputs(loaded),
+        LoadedOnRead(loaded),
         DataView(attempt.data),
         _output_opener(attempt),
     )
     kwargs["ctx"] = ctx
     return kwargs, ctx
-
-
-class _Inputs(Mapping[str, Any]):
-    """``ctx.inputs``: every input's value, an output kept by reference loaded when read."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self._values = values
-
-    def __getitem__(self, key: str) -> Any:
-        value = self._values[key]
-        if type(value) is Ref:
-            value = self._values[key] = value.load()
-        return value
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __repr__(self) -> str:
-        return f"<inputs {', '.join(self._values)}>"
 
 
 def _output_opener(attempt: Attempt) -> Callable[[], Any] | str:
