@@ -327,7 +327,8 @@ def test_bad_node_options_are_dag_errors(option: str, value: Any) -> None:
 
 
 def test_remote_tasks_carry_the_ref_not_the_value(tmp_path: Path) -> None:
-    from flowdag.attempt import Attempt, Launcher
+    from flowdag.attempt import Attempt
+    from flowdag.launcher import Launcher
 
     class Capture:
         capabilities = flowdag.executors.Capabilities(in_process=False)
@@ -359,7 +360,7 @@ def test_remote_tasks_carry_the_ref_not_the_value(tmp_path: Path) -> None:
         launcher.launch(attempt)
         [(task,)] = capture.tasks
         assert len(pickle.dumps(task)) < 8192
-        from flowdag.attempt import execute_remote
+        from flowdag.launcher import execute_remote
 
         outcome = execute_remote(pickle.loads(pickle.dumps(task)))
         assert outcome.error is None and store.codec.decode(outcome.output) == 50 << 20
