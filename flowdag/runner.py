@@ -77,6 +77,7 @@ class RunResult:
     status: RunStatus
     nodes: dict[str, NodeState]
     data: dict[str, Any] = field(default_factory=dict)
+    _outputs: LoadedOnRead | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -85,10 +86,12 @@ class RunResult:
 
     @property
     def outputs(self) -> Mapping[str, Any]:
-        """Completed node -> its output; an output kept by reference is loaded when read."""
-        return LoadedOnRead(
-            {n: s.output for n, s in self.nodes.items() if s.status is NodeStatus.COMPLETED}
-        )
+        """Completed node -> its output; one kept by reference is loaded when first read."""
+        if self._outputs is None:
+            self._outputs = LoadedOnRead(
+                {n: s.output for n, s in self.nodes.items() if s.status is NodeStatus.COMPLETED}
+            )
+        return self._outputs
 
     @property
     def refs(self) -> dict[str, Ref]:

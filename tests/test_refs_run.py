@@ -402,3 +402,11 @@ def test_workers_that_cannot_reach_the_blob_area_get_values_and_the_driver_keeps
 
         streamed = flowdag.run(refs_workflow.wf, store=store, executor="processes")
         assert "ctx.output_file() needs the store's blob area" in streamed.errors["dump"].message
+
+
+def test_result_outputs_load_a_blob_once(store: Store) -> None:
+    result = flowdag.run(fetch_workflow(), run_id="r1", store=store)
+    assert result.outputs["fetch"] == BIG
+    store.blobs.delete(store.blobs.name_of(result.refs["fetch"].sha256))
+    assert result.outputs["fetch"] == BIG  # kept from the first read
+    assert "fetch" in repr(result.outputs) and "99999" in repr(result.outputs)
