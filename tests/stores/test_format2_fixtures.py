@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import flowdag
 from flowdag import BlobMissingError, Ref
 from flowdag.cli import main
 from flowdag.state import NodeStatus, RunState
-from flowdag.stores import open_store
+from flowdag.stores import open_store, transfer
 from flowdag.stores._records import HEADER_FORMAT
 from flowdag.stores.base import Store
 from flowdag.stores.transfer import copy_run, verify_run
@@ -59,6 +60,11 @@ def resume(url: str, encrypted: bool, ttl: str | None = None) -> None:
         result = flowdag.run(legacy3.build(fail=False, calls=calls), run_id=RUN_ID, store=store,
                              ttl=ttl)  # fmt: skip
     assert result.ok and calls == ["flaky", "load"], (result, calls)
+
+
+def without_output(state: RunState, name: str) -> RunState:
+    """``state`` with node ``name``'s output left out."""
+    return replace(state, nodes={**state.nodes, name: replace(state.nodes[name], output=None)})
 
 
 def header_format(store: Store) -> dict[str, object]:
@@ -171,24 +177,35 @@ def test_the_resumed_run_converts_to_every_other_kind(
                 with open_store(f"{other}://{where}", **keyed(to_encrypted)) as dst:
                     copy_run(store, dst, RUN_ID)
                     copied = dst.load(RUN_ID)
-                    assert copied == after
+                    # A copy may re-encode flaky's blob (another codec, another
+                    # compression): its Ref may differ, its value may not.
+                    assert isinstance(copied.nodes["flaky"].output, Ref)
+                    assert without_output(copied, "flaky") == without_output(after, "flaky")
                     assert copied.nodes["report"].output == legacy3.report_text()
                     check_history(copied)
 
 
 @pytest.mark.xfail(
+    not hasattr(transfer, "check_run"),
     strict=True,
     raises=BlobMissingError,
-    reason="copy_run does not copy the blobs of refs yet (the tools branch does): "
-    "remove this mark once it is merged",
+    reason="this copy_run does not copy the blobs of refs yet (the one with check_run does)",
 )
-def test_a_converted_resumed_run_reads_its_new_large_output(tmp_path: Path) -> None:
-    url = copy_fixture(tmp_path, "legacy3", "lmdb", False)
-    resume(url, False)
-    with open_store(url) as store, open_store(f"json://{tmp_path / 'copy'}") as dst:
-        copy_run(store, dst, RUN_ID)
-        ref = dst.load(RUN_ID).nodes["flaky"].output
-        assert isinstance(ref, Ref) and ref.load() == legacy3.flaky_bytes()
+@ENCRYPTED
+@SCHEMES
+def test_a_converted_resumed_run_reads_its_new_large_output(
+    tmp_path: Path, scheme: str, encrypted: bool
+) -> None:
+    url = copy_fixture(tmp_path, "legacy3", scheme, encrypted)
+    resume(url, encrypted)
+    with open_store(url, **keyed(encrypted)) as store:
+        for other in legacy3.SCHEMES:
+            for to_encrypted in (False, True):
+                where = tmp_path / f"copy-{other}-{to_encrypted}"
+                with open_store(f"{other}://{where}", **keyed(to_encrypted)) as dst:
+                    copy_run(store, dst, RUN_ID)
+                    ref = dst.load(RUN_ID).nodes["flaky"].output
+                    assert isinstance(ref, Ref) and ref.load() == legacy3.flaky_bytes()
 
 
 @ENCRYPTED
