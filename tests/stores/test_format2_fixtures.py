@@ -15,7 +15,8 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,15 +35,63 @@ from tests.stores.fixtures import legacy3
 from tests.stores.fixtures.legacy3 import KEY, RUN_ID
 from tests.stores.test_history_fixtures import check_history, copy_fixture
 
-ENCRYPTED = pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
-SCHEMES = pytest.mark.parametrize("scheme", legacy3.SCHEMES)
 #: A checkout of the release that wrote the fixtures (commit 4796a58), if there is one.
 OLD_CHECKOUT = Path(os.environ.get("FLOWDAG_CHECKOUT_4796A58", "/tmp/wt-4796"))
 
 
-def keyed(encrypted: bool) -> dict[str, Any]:
-    """The options that open a fixture store: its key when it is encrypted."""
-    return {"key": KEY} if encrypted else {}
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One kind of fixture store: a scheme, plain or encrypted."""
+
+    scheme: str
+    encrypted: bool
+
+    def __str__(self) -> str:
+        return f"{self.scheme}-encrypted" if self.encrypted else self.scheme
+
+    @property
+    def key(self) -> dict[str, Any]:
+        """What opens the store: its key when it is encrypted."""
+        return {"key": KEY} if self.encrypted else {}
+
+
+KINDS = [Kind(scheme, encrypted) for scheme in legacy3.SCHEMES for encrypted in (False, True)]
+
+
+@dataclass(frozen=True, slots=True)
+class Copied:
+    """A fixture store copied aside, to be changed."""
+
+    kind: Kind
+    url: str
+
+    def open(self, **options: Any) -> Store:
+        return open_store(self.url, **self.kind.key, **options)
+
+    def resume(self, ttl: str | None = None) -> None:
+        """Finish the fixture's run with this release (``flaky`` now succeeds)."""
+        calls: list[str] = []
+        with self.open() as store:
+            result = flowdag.run(legacy3.build(fail=False, calls=calls), run_id=RUN_ID,
+                                 store=store, ttl=ttl)  # fmt: skip
+        assert result.ok and calls == ["flaky", "load"], (result, calls)
+
+
+def copied(tmp_path: Path, kind: Kind) -> Copied:
+    return Copied(kind, copy_fixture(tmp_path, "legacy3", kind.scheme, kind.encrypted))
+
+
+@pytest.fixture(params=KINDS, ids=str)
+def fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Copied:
+    return copied(tmp_path, request.param)
+
+
+def copies(store: Store, tmp_path: Path) -> Iterator[RunState]:
+    """The run copied from ``store`` to every kind of store, each loaded while it is open."""
+    for kind in KINDS:
+        with open_store(f"{kind.scheme}://{tmp_path / ('copy-' + str(kind))}", **kind.key) as dst:
+            copy_run(store, dst, RUN_ID)
+            yield dst.load(RUN_ID)
 
 
 def errors(state: RunState, name: str) -> list[tuple[int, str | None, str | None]]:
@@ -51,15 +100,6 @@ def errors(state: RunState, name: str) -> list[tuple[int, str | None, str | None
         (a.number, None, None) if a.error is None else (a.number, a.error.type, a.error.message)
         for a in state.nodes[name].history
     ]
-
-
-def resume(url: str, encrypted: bool, ttl: str | None = None) -> None:
-    """Finish the fixture's run with this release (``flaky`` now succeeds)."""
-    calls: list[str] = []
-    with open_store(url, **keyed(encrypted)) as store:
-        result = flowdag.run(legacy3.build(fail=False, calls=calls), run_id=RUN_ID, store=store,
-                             ttl=ttl)  # fmt: skip
-    assert result.ok and calls == ["flaky", "load"], (result, calls)
 
 
 def without_output(state: RunState, name: str) -> RunState:
@@ -73,14 +113,8 @@ def header_format(store: Store) -> dict[str, object]:
     return {field: header.get(field) for field in ("format", "ttl_us")}
 
 
-@ENCRYPTED
-@SCHEMES
-def test_the_release_before_refs_loads_with_exact_histories(
-    tmp_path: Path, scheme: str, encrypted: bool
-) -> None:
-    url = copy_fixture(tmp_path, "legacy3", scheme, encrypted)
-    key = keyed(encrypted)
-    with open_store(url, create=False, **key) as store:
+def test_the_release_before_refs_loads_with_exact_histories(fixture: Copied) -> None:
+    with fixture.open(create=False) as store:
         state = store.load(RUN_ID)
         statuses = store.load_statuses(RUN_ID)
         life = store.life(RUN_ID)
@@ -119,70 +153,53 @@ def test_the_release_before_refs_loads_with_exact_histories(
     assert life.expires_at is None and life.blobs == {}
 
 
-@ENCRYPTED
-@SCHEMES
 def test_a_resume_finishes_the_run_and_only_new_outputs_go_by_reference(
-    tmp_path: Path, scheme: str, encrypted: bool, monkeypatch: pytest.MonkeyPatch
+    fixture: Copied, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = copy_fixture(tmp_path, "legacy3", scheme, encrypted)
-    key = keyed(encrypted)
-    with open_store(url, create=False, **key) as store:
+    with fixture.open(create=False) as store:
         before = store.load(RUN_ID)
-    calls: list[str] = []
-    with open_store(url, **key) as store:
-        result = flowdag.run(legacy3.build(fail=False, calls=calls), run_id=RUN_ID, store=store)
-        assert result.ok and calls == ["flaky", "load"]
+    fixture.resume()
+    with fixture.open() as store:
         after = store.load(RUN_ID)
         life = store.life(RUN_ID)
         assert verify_run(store, RUN_ID) is None
-    nodes = after.nodes
-    # The history goes on where the store left it: attempts 1 and 2 are kept as they were.
-    flaky = nodes["flaky"]
-    assert flaky.status is NodeStatus.COMPLETED and flaky.attempts == 3 and flaky.error is None
-    assert flaky.history[:2] == before.nodes["flaky"].history
-    assert errors(after, "flaky")[2] == (3, None, None)
-    assert errors(after, "load") == [(1, None, None)]
-    for name in ("extract", "report", "wobbly"):  # not run again: exactly as stored
-        assert nodes[name] == before.nodes[name], name
-    check_history(after)
-    assert after.data == {"rows": 3, "wobbly": 2}
-    # The output the old release stored inline stays inline; the new one above
-    # inline_limit is a Ref to the blob area, listed in flaky's meta record.
-    report = nodes["report"].output
-    assert type(report) is str and report == legacy3.report_text()
-    ref = flaky.output
-    assert isinstance(ref, Ref) and ref.size > 256 * 1024
-    assert ref.load() == legacy3.flaky_bytes()
+        nodes = after.nodes
+        # The history goes on where the store left it: attempts 1 and 2 are kept as they were.
+        flaky = nodes["flaky"]
+        assert flaky.status is NodeStatus.COMPLETED and flaky.attempts == 3
+        assert flaky.error is None and flaky.history[:2] == before.nodes["flaky"].history
+        assert errors(after, "flaky")[2] == (3, None, None)
+        assert errors(after, "load") == [(1, None, None)]
+        for name in ("extract", "report", "wobbly"):  # not run again: exactly as stored
+            assert nodes[name] == before.nodes[name], name
+        check_history(after)
+        assert after.data == {"rows": 3, "wobbly": 2}
+        # The output the old release stored inline stays inline; the new one above
+        # inline_limit is a Ref to the blob area, listed in flaky's meta record.
+        report = nodes["report"].output
+        assert type(report) is str and report == legacy3.report_text()
+        ref = flaky.output
+        assert isinstance(ref, Ref) and ref.size > 256 * 1024
+        assert ref.load() == legacy3.flaky_bytes()
     assert life.blobs == {ref.sha256: None} and life.expires_at is None
     assert nodes["load"].output == len(legacy3.flaky_bytes()) + 3 + len(legacy3.report_text())
     # `flowdag store verify` (the key from the environment, as the CLI reads it).
-    if encrypted:
+    if fixture.kind.encrypted:
         monkeypatch.setenv("FLOWDAG_KEY", KEY)
-    assert main(["store", "verify", url]) == 0
+    assert main(["store", "verify", fixture.url]) == 0
 
 
-@ENCRYPTED
-@SCHEMES
-def test_the_resumed_run_converts_to_every_other_kind(
-    tmp_path: Path, scheme: str, encrypted: bool
-) -> None:
-    url = copy_fixture(tmp_path, "legacy3", scheme, encrypted)
-    key = keyed(encrypted)
-    resume(url, encrypted)
-    with open_store(url, **key) as store:
+def test_the_resumed_run_converts_to_every_other_kind(fixture: Copied, tmp_path: Path) -> None:
+    fixture.resume()
+    with fixture.open() as store:
         after = store.load(RUN_ID)
-        for other in legacy3.SCHEMES:
-            for to_encrypted in (False, True):
-                where = tmp_path / f"copy-{other}-{to_encrypted}"
-                with open_store(f"{other}://{where}", **keyed(to_encrypted)) as dst:
-                    copy_run(store, dst, RUN_ID)
-                    copied = dst.load(RUN_ID)
-                    # A copy may re-encode flaky's blob (another codec, another
-                    # compression): its Ref may differ, its value may not.
-                    assert isinstance(copied.nodes["flaky"].output, Ref)
-                    assert without_output(copied, "flaky") == without_output(after, "flaky")
-                    assert copied.nodes["report"].output == legacy3.report_text()
-                    check_history(copied)
+        for copy in copies(store, tmp_path):
+            # A copy may re-encode flaky's blob (another codec, another
+            # compression): its Ref may differ, its value may not (next test).
+            assert isinstance(copy.nodes["flaky"].output, Ref)
+            assert without_output(copy, "flaky") == without_output(after, "flaky")
+            assert copy.nodes["report"].output == legacy3.report_text()
+            check_history(copy)
 
 
 @pytest.mark.xfail(
@@ -191,39 +208,23 @@ def test_the_resumed_run_converts_to_every_other_kind(
     raises=BlobMissingError,
     reason="this copy_run does not copy the blobs of refs yet (the one with check_run does)",
 )
-@ENCRYPTED
-@SCHEMES
 def test_a_converted_resumed_run_reads_its_new_large_output(
-    tmp_path: Path, scheme: str, encrypted: bool
+    fixture: Copied, tmp_path: Path
 ) -> None:
-    url = copy_fixture(tmp_path, "legacy3", scheme, encrypted)
-    resume(url, encrypted)
-    with open_store(url, **keyed(encrypted)) as store:
-        for other in legacy3.SCHEMES:
-            for to_encrypted in (False, True):
-                where = tmp_path / f"copy-{other}-{to_encrypted}"
-                with open_store(f"{other}://{where}", **keyed(to_encrypted)) as dst:
-                    copy_run(store, dst, RUN_ID)
-                    ref = dst.load(RUN_ID).nodes["flaky"].output
-                    assert isinstance(ref, Ref) and ref.load() == legacy3.flaky_bytes()
+    fixture.resume()
+    with fixture.open() as store:
+        for copy in copies(store, tmp_path):
+            ref = copy.nodes["flaky"].output
+            assert isinstance(ref, Ref) and ref.load() == legacy3.flaky_bytes()
 
 
-@ENCRYPTED
-@SCHEMES
-def test_a_resume_with_a_ttl_gives_the_old_run_one(
-    tmp_path: Path, scheme: str, encrypted: bool
-) -> None:
-    url = copy_fixture(tmp_path, "legacy3", scheme, encrypted)
-    key = keyed(encrypted)
-    resume(url, encrypted, ttl="30d")
-    with open_store(url, **key) as store:
+def test_a_resume_with_a_ttl_gives_the_old_run_one(fixture: Copied) -> None:
+    fixture.resume(ttl="30d")
+    with fixture.open() as store:
         after = store.load(RUN_ID)
         life = store.life(RUN_ID)
         # The header is rewritten in this release's format, with the ttl.
-        assert header_format(store) == {
-            "format": HEADER_FORMAT,
-            "ttl_us": 30 * 86400 * 10**6,
-        }
+        assert header_format(store) == {"format": HEADER_FORMAT, "ttl_us": 30 * 86400 * 10**6}
         assert verify_run(store, RUN_ID) is None
     assert after.ttl == timedelta(days=30)
     finished = max(n.finished_at for n in after.nodes.values() if n.finished_at)
@@ -258,15 +259,12 @@ print(json.dumps(seen))
 )
 def test_the_old_release_refuses_a_run_this_release_resumed(tmp_path: Path) -> None:
     stores: dict[str, tuple[str, str | None]] = {}
-    for scheme in legacy3.SCHEMES:
-        for encrypted in (False, True):
-            key = KEY if encrypted else None
-            name = f"{scheme}-encrypted" if encrypted else scheme
-            for how in ("fixture", "resumed", "ttl"):
-                url = copy_fixture(tmp_path / how / name, "legacy3", scheme, encrypted)
-                if how != "fixture":
-                    resume(url, encrypted, "30d" if how == "ttl" else None)
-                stores[f"{how} {name}"] = (url, key)
+    for kind in KINDS:
+        for how in ("fixture", "resumed", "ttl"):
+            fixture = copied(tmp_path / how / str(kind), kind)
+            if how != "fixture":
+                fixture.resume("30d" if how == "ttl" else None)
+            stores[f"{how} {kind}"] = (fixture.url, kind.key.get("key"))
     done = subprocess.run(
         # -P and cwd: this checkout must not come first on the path.
         [sys.executable, "-P", "-c", OLD_LOAD, json.dumps(list(stores.values()))],
