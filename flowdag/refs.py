@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Protocol, Self
@@ -51,6 +51,7 @@ from flowdag.errors import (
 __all__ = [
     "RAW",
     "BlobReader",
+    "LoadedOnRead",
     "Ref",
     "binding",
     "collecting",
@@ -58,6 +59,8 @@ __all__ = [
     "hold",
     "ref_from",
     "sha256_of_uri",
+    "start_collecting",
+    "stop_collecting",
 ]
 
 #: ``Ref.encoding`` of a blob that holds the output's bytes as they are.
@@ -298,6 +301,38 @@ class Ref:
         return f"ref {self.uri}{where}"
 
 
+class LoadedOnRead(Mapping[str, Any]):
+    """Values by name, where a `Ref` is loaded when first read, then kept.
+
+    What ``result.outputs`` and ``ctx.inputs`` are: an output kept by reference
+    costs nothing until it is used, and a read twice loads it once.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getitem__(self, name: str) -> Any:
+        value = self._values[name]
+        if type(value) is Ref:
+            value = self._values[name] = value.load()
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        shown = (
+            f"{name!r}: {f'<{value.uri}>' if type(value) is Ref else repr(value)}"
+            for name, value in self._values.items()
+        )
+        return "{" + ", ".join(shown) + "}"
+
+
 # -- codec support: a Ref as plain fields ----------------------------------------------
 
 _FIELDS = tuple(f.name for f in fields(Ref) if f.init)
@@ -316,12 +351,24 @@ def collecting() -> Iterator[dict[str, datetime | None]]:
 
     A blob held twice keeps the later expiry (None, never, is the latest).
     """
-    seen: dict[str, datetime | None] = {}
-    token = _COLLECTED.set(seen)
+    token, seen = start_collecting()
     try:
         yield seen
     finally:
-        _COLLECTED.reset(token)
+        stop_collecting(token)
+
+
+_Held = dict[str, datetime | None]
+
+
+def start_collecting() -> tuple[Token[_Held | None], _Held]:
+    """`collecting` without a context manager (a hot path): end it with `stop_collecting`."""
+    seen: _Held = {}
+    return _COLLECTED.set(seen), seen
+
+
+def stop_collecting(token: Token[_Held | None]) -> None:
+    _COLLECTED.reset(token)
 
 
 @contextmanager
