@@ -296,3 +296,38 @@ def hashlib_of(value: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(value).hexdigest()
+
+
+# -- end to end: runs of flowdag.run --------------------------------------------------------
+
+
+def test_runs_of_flowdag_run(store: Store) -> None:
+    """run(ttl=...) and @wf.node(ttl=...), kept by reference above inline_limit, then gc."""
+    import time
+
+    def workflow(tag: str) -> flowdag.Workflow:
+        wf = flowdag.Workflow("e2e")
+        wf.add_node("shared", lambda: b"same in every run " * 100)
+        wf.add_node("own", lambda: f"{tag} ".encode() * 500)
+        wf.add_node("brief", lambda: [tag] * 300, ttl="1ms")  # its blob expires first
+        wf.add_node("total", lambda own: len(own), deps=["own"])
+        return wf
+
+    kept = flowdag.run(workflow("kept"), run_id="kept", store=store, inline_limit=64)
+    dropped = flowdag.run(
+        workflow("dropped"), run_id="dropped", store=store, inline_limit=64, ttl="1ms"
+    )
+    assert kept.ok and dropped.ok
+    held = {run_id: set(store.life(run_id).blobs) for run_id in ("kept", "dropped")}
+    assert len(held["kept"]) == 3 and len(held["kept"] & held["dropped"]) == 1
+    time.sleep(0.01)  # past both lifetimes of 1 ms
+    age_all(store)
+    report = flowdag.gc(store)
+    assert (report.runs, report.blobs) == (1, 3)  # dropped's own and brief; kept's brief
+    assert store.list_runs() == ["kept"]
+    brief = store.load("kept").nodes["brief"].output
+    assert present(store, held["kept"] | held["dropped"]) == held["kept"] - {brief.sha256}
+    again = flowdag.run(workflow("kept"), run_id="kept", store=store, inline_limit=64)
+    assert again.outputs["shared"] == b"same in every run " * 100
+    assert again.outputs["own"] == b"kept " * 500 and again.outputs["total"] == 2500
+    assert (flowdag.gc(store).runs, flowdag.gc(store).blobs) == (0, 0)
