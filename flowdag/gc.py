@@ -43,7 +43,9 @@ goes through the same steps, takes the same lock, and deletes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -199,39 +201,89 @@ def _delete_expired(
     Returns the lives of the runs kept, and the runs deleted (with ``dry_run``:
     those that would be, which the mark then skips as it would not find them).
     """
-    kept: dict[str, RunLife] = {}
-    doomed: set[str] = set()
-    for run_id in store.list_runs():
-        try:
-            life = store.life(run_id)
-            if not _expired(store, run_id, life, now, older_s):
-                kept[run_id] = life
-                continue
-            if dry_run:
-                holder = store.lock_holder(run_id)
-                if holder is None:
-                    report.runs += 1
-                    doomed.add(run_id)
-                    continue
-                report.skipped_runs[run_id] = _held_by(run_id, holder)
-                kept[run_id] = life
-                continue
+    with _reader(store) as reader:
+        expiry = _Expiry(store, reader, now, older_s, report)
+        for run_id in store.list_runs():
+            try:
+                expiry.judge(run_id, dry_run)
+            except RunNotFoundError:
+                continue  # deleted by someone else meanwhile
+            except RunLockedError as exc:
+                report.skipped_runs[run_id] = str(exc)
+            except CorruptStateError as exc:
+                report.unreadable[run_id] = str(exc)
+    return expiry.kept, expiry.doomed
+
+
+@dataclass(slots=True)
+class _Expiry:
+    """Step 3, one run at a time: delete it if it is expired, else keep its life for the mark."""
+
+    store: Store
+    reader: Store  # reads the run under its lock (see `_reader`)
+    now: datetime
+    older_s: float | None
+    report: GCReport
+    kept: dict[str, RunLife] = field(default_factory=dict)
+    doomed: set[str] = field(default_factory=set)
+
+    def judge(self, run_id: str, dry_run: bool) -> None:
+        store = self.store
+        life = store.life(run_id)
+        if not self.expired(store, run_id, life):
+            self.kept[run_id] = life
+        elif dry_run:
+            holder = store.lock_holder(run_id)
+            if holder is None:
+                self.doomed.add(run_id)
+                self.report.runs += 1
+            else:
+                self.report.skipped_runs[run_id] = _held_by(run_id, holder)
+                self.kept[run_id] = life
+        else:
             with store.lock(run_id):
                 # Again under the lock: a run resumed since is not expired any more.
-                life = store.life(run_id)
-                if _expired(store, run_id, life, now, older_s):
+                life = self.reader.life(run_id)
+                if self.expired(self.reader, run_id, life):
                     store._delete(run_id)
-                    report.runs += 1
-                    doomed.add(run_id)
-                    continue
-            kept[run_id] = life
-        except RunNotFoundError:
-            continue  # deleted by someone else meanwhile
-        except RunLockedError as exc:
-            report.skipped_runs[run_id] = str(exc)
-        except CorruptStateError as exc:
-            report.unreadable[run_id] = str(exc)
-    return kept, doomed
+                    self.doomed.add(run_id)
+                    self.report.runs += 1
+                    return
+            self.kept[run_id] = life
+
+    def expired(self, store: Store, run_id: str, life: RunLife) -> bool:
+        return _expired(store, run_id, life, self.now, self.older_s)
+
+
+@contextlib.contextmanager
+def _reader(store: Store) -> Iterator[Store]:
+    """What reads a run under the lock gc holds: for a journaled store, a second one.
+
+    A journaled store serves the runs it holds the lock of through a writer,
+    which it sets up on the first read (a journal made and synced): a waste
+    for a run about to be deleted. Another store object on the same
+    directory reads the files as any reader does.
+    """
+    # Not imported here: a store can only be journaled once its module is loaded.
+    journal = sys.modules.get("flowdag.stores._journal")
+    if journal is None or not isinstance(store, journal.JournaledStore):
+        yield store
+        return
+    from flowdag.stores import open_store
+
+    cipher = store._cipher
+    options = {} if cipher is None else {"key": cipher}
+    try:
+        twin = open_store(
+            f"{store.scheme}://{store.path}", create=False, codec=store.codec, **options
+        )
+    except StoreError:
+        twin = None  # nothing on the disk says which store this is yet: read through ``store``
+    if twin is None:
+        yield store
+        return
+    with twin:
+        yield twin
 
 
 def _expired(
