@@ -7,30 +7,33 @@ from pathlib import Path
 
 import pytest
 
-from tests.gc_stores import cli, open_kind, spawn, url_of
+from tests.gc_stores import cli, open_kind, options_of, spawn, url_of
 from tests.test_gc import HOLD_GC, blobs_of, put
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def orphans(tmp_path: Path, count: int = 3) -> list[str]:
-    """An LMDB store holding ``count`` old blobs that nothing references."""
-    with open_kind("lmdb", tmp_path) as store:
+def orphans(tmp_path: Path, count: int = 3, kind: str = "lmdb") -> list[str]:
+    """A store holding ``count`` old blobs that nothing references."""
+    with open_kind(kind, tmp_path) as store:
         area = blobs_of(store)
         return [put(area, f"orphan {i}".encode() * 50) for i in range(count)]
 
 
-def test_gc_dry_run_then_gc(tmp_path: Path) -> None:
-    orphans(tmp_path)
-    url = url_of("lmdb", tmp_path)
-    dry = cli("gc", "--dry-run", "--store", url)
+@pytest.mark.parametrize("kind", ["lmdb", "json-encrypted"])
+def test_gc_dry_run_then_gc(tmp_path: Path, kind: str) -> None:
+    orphans(tmp_path, kind=kind)
+    url = url_of(kind, tmp_path)
+    key = options_of(kind).get("key")
+    env = {"FLOWDAG_KEY": key} if key else {}
+    dry = cli("gc", "--dry-run", "--store", url, **env)
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.startswith(f"{url}: would delete 0 runs, 3 blobs (")
     assert "would free" in dry.stdout and dry.stderr == ""
-    done = cli("gc", "--store", url)
+    done = cli("gc", "--store", url, **env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{url}: deleted 0 runs, 3 blobs (") and "freed)" in done.stdout
-    again = cli("gc", "--store", url, "--json")
+    again = cli("gc", "--store", url, "--json", **env)
     assert again.returncode == 0
     report = json.loads(again.stdout)
     assert report["blobs"] == 0 and report["runs"] == 0 and report["swept"] is True
