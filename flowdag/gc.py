@@ -316,7 +316,7 @@ class RunHolder:
     """The runs of one store: each live run holds the blobs of its refs that have not expired.
 
     Args:
-        store: the store whose runs are read (`Store.life`: metas only).
+        store: the store whose runs are read (`Store.life`: no output decoded).
         known: lives already read (by the expiry step), reused; runs started
             since are read too.
         doomed: runs deleted (or, in a dry run, to be deleted): not live.
