@@ -36,19 +36,17 @@ from flowdag.cli.render import (
     local_time,
     output_console,
     plain_table,
-    runs,
-    say_run,
     seconds,
     styled,
     text_table,
 )
+from flowdag.cli.store import cmd_store_convert, cmd_store_verify
 from flowdag.cli.tracebacks import add_verbose_option, print_tracebacks
-from flowdag.errors import CorruptStateError, FlowdagError, RunNotFoundError
+from flowdag.errors import FlowdagError
 from flowdag.json_codec import JSONCodec
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
-from flowdag.stores import Store, parse_store_url
+from flowdag.stores import Store
 from flowdag.stores.base import check_run_id
-from flowdag.stores.transfer import copy_run, verify_run
 
 __all__ = [
     "Liveness",
@@ -356,88 +354,3 @@ def _counts_text(nodes: dict[str, int] | None) -> str:
     counts = {status: nodes.get(str(status), 0) for status in NodeStatus}
     counts[NodeStatus.RUNNING] += nodes.get(INTERRUPTED, 0)
     return describe_counts(counts, interrupted=INTERRUPTED in nodes)
-
-
-# -- flowdag store convert / verify ------------------------------------------------------
-
-
-def cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
-    """Copy runs from one store to another, verifying each copy.
-
-    Copy runs (all by default) from SRC_URL to DST_URL, replacing runs of the same
-    id there; each copy is loaded back and compared with the source. A run that
-    cannot be copied gets one line saying why and is not kept; the others are
-    still copied, and the exit status is 1.
-    """
-    # Bad input fails before anything is opened or written.
-    wanted = [check_run_id(run_id) for run_id in dict.fromkeys(args.run_ids or [])]
-    _check_distinct(args.src, args.dst)
-    out = output_console()
-    # User types are copied as they are stored (UserValue), their modules never imported.
-    with open_store(args.src, create=False) as src, neutral_user_types():
-        stored = src.list_runs()
-        have = set(stored)
-        missing = [run_id for run_id in wanted if run_id not in have]
-        if missing:
-            names = ", ".join(repr(run_id) for run_id in missing)
-            raise CLIError(f"no run {names} in {args.src}; see: flowdag list --store {args.src}")
-        copied = damaged = failed = 0
-        with open_store(args.dst) as dst:
-            for run_id in wanted or stored:
-                try:
-                    copy_run(src, dst, run_id)
-                except CorruptStateError as exc:  # copy_run raises it for the source only
-                    damaged += 1
-                    say_run(out, run_id, "[bold red]damaged in the source, skipped[/]", exc)
-                except FlowdagError as exc:  # the copy differs, is locked there, I/O...
-                    failed += 1
-                    say_run(out, run_id, "[bold red]not copied[/]", exc)
-                else:
-                    copied += 1
-                    say_run(out, run_id, "[green]copied[/]")
-    total = copied + damaged + failed
-    problems = []
-    if damaged:
-        problems.append(f"{damaged} damaged in the source")
-    if failed:
-        problems.append(f"{failed} not copied")
-    out.print(
-        f"copied {copied} of {runs(total)} from {escape(args.src)} to {escape(args.dst)}"
-        + "".join(f"; {part}" for part in problems),
-        soft_wrap=True,
-    )
-    return Exit.FAILED if problems else Exit.OK
-
-
-def cmd_store_verify(args: argparse.Namespace, err: Console) -> int:
-    """Load every run of a store and report damaged ones.
-
-    Load every run in full; exit 1 if any run is damaged.
-    """
-    out = output_console()
-    damaged = checked = 0
-    # User types are checked as stored (UserValue), their modules never imported.
-    with open_store(args.url, create=False) as store, neutral_user_types():
-        for run_id in store.list_runs():
-            try:
-                reason = verify_run(store, run_id)
-            except RunNotFoundError:
-                continue  # deleted while we were checking: nothing left to verify
-            checked += 1
-            if reason is None:
-                say_run(out, run_id, "[green]ok[/]")
-            else:
-                damaged += 1
-                say_run(out, run_id, "[bold red]damaged[/]", reason)
-    verdict = f"{damaged} damaged" if damaged else "all ok"
-    out.print(f"checked {runs(checked)} in {escape(args.url)}: {verdict}", soft_wrap=True)
-    return Exit.FAILED if damaged else Exit.OK
-
-
-def _check_distinct(src: str, dst: str) -> None:
-    """Refuse to convert a store into its own directory: both would share files."""
-    src_dir, dst_dir = parse_store_url(src)[1], parse_store_url(dst)[1]
-    if src_dir is not None and dst_dir is not None and src_dir.resolve() == dst_dir.resolve():
-        raise CLIError(
-            f"{src} and {dst} are in the same directory ({src_dir}); convert into another one"
-        )

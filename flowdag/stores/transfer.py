@@ -41,10 +41,21 @@ from flowdag.state import AttemptInfo, NodeState, RunState
 from flowdag.stores._refwalk import refs_in, replace_refs
 from flowdag.stores.base import Store, StoredRun
 
-__all__ = ["RunCheck", "check_run", "copy_run", "same_value", "verify_run"]
+__all__ = ["Copied", "RunCheck", "check_run", "copy_run", "same_value", "verify_run"]
 
 
-def copy_run(src: Store, dst: Store, run_id: str) -> None:
+@dataclass(slots=True)
+class Copied:
+    """What `copy_run` did with the blobs of a run's refs."""
+
+    blobs: int = 0  # live blobs the copy refers to, each counted once
+    written: int = 0  # of them, copied (the others were there already)
+    bytes_written: int = 0  # what the copied ones take in the destination
+    recoded: int = 0  # refs whose value was re-encoded with the destination's codec
+    expired: int = 0  # refs past their expires_at, whose blobs were not copied
+
+
+def copy_run(src: Store, dst: Store, run_id: str) -> Copied:
     """Copy one run from ``src`` to ``dst`` (replacing any run of that id there) and verify it.
 
     The destination run is locked while it is written and read back, so a run
@@ -69,6 +80,7 @@ def copy_run(src: Store, dst: Store, run_id: str) -> None:
         state = src.load(run_id)
     where = _refs_of(state) if held else []
     stored = _stored(dst, state, run_id)
+    done = Copied()
 
     def check(read_back: Callable[[], StoredRun]) -> None:
         try:
@@ -88,11 +100,12 @@ def copy_run(src: Store, dst: Store, run_id: str) -> None:
     with dst.lock(run_id):
         if where:
             # Blobs first, the record last: a crash in between leaves orphans only.
-            new = _copy_blobs(src, dst, run_id, where)
+            new = _copy_blobs(src, dst, run_id, where, done)
             if new:
                 state = _with_refs(state, new, where)
                 stored = _stored(dst, state, run_id)
         dst._save_checked(run_id, stored, check)
+    return done
 
 
 def _stored(dst: Store, state: RunState, run_id: str) -> StoredRun:
@@ -127,11 +140,12 @@ def _live(ref: Ref, now: datetime) -> bool:
 
 
 def _copy_blobs(
-    src: Store, dst: Store, run_id: str, where: list[tuple[str, Ref]]
+    src: Store, dst: Store, run_id: str, where: list[tuple[str, Ref]], done: Copied
 ) -> dict[Ref, Ref]:
     """Copy the live blobs of ``where`` to ``dst``; the refs that had to be re-encoded."""
     now = datetime.now(UTC)
     live = [(place, ref) for place, ref in where if _live(ref, now)]
+    done.expired = len(where) - len(live)
     for place, ref in live:  # a missing blob stops the copy before anything is written
         if not src.blobs.exists(ref.sha256):
             raise BlobMissingError(
@@ -141,17 +155,21 @@ def _copy_blobs(
                 "node again"
             )
     new: dict[Ref, Ref] = {}
-    done: set[str] = set()
+    copied: set[str] = set()
     for place, ref in live:
         recoded = _recoded(ref, src, dst)
-        if (ref in new) if recoded else (ref.sha256 in done):
+        if (ref in new) if recoded else (ref.sha256 in copied):
             continue  # the same blob held twice is copied once
         try:
             if recoded:
                 new[ref] = _recode(ref, dst)
+                done.recoded += 1
             else:
-                dst.blobs.copy_from(src.blobs, ref.sha256, size=ref.size)
-                done.add(ref.sha256)
+                there = dst.blobs.exists(ref.sha256)
+                info = dst.blobs.copy_from(src.blobs, ref.sha256, size=ref.size)
+                copied.add(ref.sha256)
+                done.written += not there
+                done.bytes_written += 0 if there else info.stored_size
         except (CorruptStateError, BlobMissingError) as exc:
             raise type(exc)(
                 f"run '{run_id}', {place}: {exc}; the run was not copied (blobs copied before "
@@ -162,6 +180,7 @@ def _copy_blobs(
                 f"run '{run_id}', {place}: the value of ref {ref.uri} cannot be stored in "
                 f"{dst.describe(run_id)}: {exc}; the run was not copied"
             ) from exc
+    done.blobs = len(copied | {ref.sha256 for ref in new.values()})
     return new
 
 
