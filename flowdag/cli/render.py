@@ -132,12 +132,13 @@ def size_text(size: int) -> str:
     return f"{value:.1f} {unit}"
 
 
-def ref_text(ref: Ref, *, width: int = 60) -> str:
+def ref_text(ref: Ref, *, label: bool = True, width: int = 60) -> str:
     """An output kept by reference, in one line: ``ref 12.3 MiB  rows=1000 cols=3``.
 
     Only the ref's own fields: its blob is never read. An expired ref says so.
+    ``label``: starts with ``ref``.
     """
-    parts = [f"ref {size_text(ref.size)}"]
+    parts = [f"ref {size_text(ref.size)}" if label else size_text(ref.size)]
     if ref.expires_at is not None and ref.expires_at <= datetime.now(UTC):
         parts.append("expired")
     fields = " ".join(f"{key}={_BRIEF.repr(value)}" for key, value in ref.extracted.items())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -36,6 +36,7 @@ from flowdag.cli.render import (
     local_time,
     output_console,
     plain_table,
+    ref_text,
     seconds,
     styled,
     text_table,
@@ -44,8 +45,10 @@ from flowdag.cli.store import cmd_store_convert, cmd_store_verify
 from flowdag.cli.tracebacks import add_verbose_option, print_tracebacks
 from flowdag.errors import FlowdagError
 from flowdag.json_codec import JSONCodec
+from flowdag.refs import Ref
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores import Store
+from flowdag.stores._refwalk import load_brief
 from flowdag.stores.base import check_run_id
 
 __all__ = [
@@ -59,6 +62,7 @@ __all__ = [
     "json_value",
     "liveness",
     "node_json",
+    "ref_json",
     "state_json",
 ]
 
@@ -166,9 +170,10 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
             "--outputs goes with --json; to see one node's output: flowdag show RUN NODE"
         )
     with open_store(args.store, create=False) as store, neutral_user_types():
-        # Outputs are read only when asked for: they may be large; user types as
-        # UserValue, without importing their modules.
-        state = store.load(args.run_id) if args.outputs else store.load_statuses(args.run_id)
+        # Outputs are read only when asked for: they may be large (refs are small
+        # and always read, never their blobs); user types as UserValue, without
+        # importing their modules.
+        state = store.load(args.run_id) if args.outputs else load_brief(store, args.run_id)
         live = liveness(store, state)
     if args.json:
         print(json.dumps(state_json(state, live, values=args.outputs), indent=2))
@@ -182,17 +187,24 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
         soft_wrap=True,
     )
     table = plain_table()
-    for column in ("node", "status", "attempts", "started", "duration", "error"):
+    # A column for outputs kept by reference, when there are some: size and extracted fields.
+    by_ref = any(type(node.output) is Ref for node in state.nodes.values())
+    columns = ("node", "status", "attempts", "started", "duration", "error")
+    for column in (*columns, "ref") if by_ref else columns:
         table.add_column(column, justify="right" if column in {"attempts", "duration"} else "left")
     for name, node in state.nodes.items():
-        table.add_row(
+        row = [
             escape(name),
             styled(live.node_status(node)),
             str(node.attempts),
             local_time(node.started_at),
             seconds(node.duration),
             escape(error_text(node.error)),
-        )
+        ]
+        if by_ref:
+            ref = node.output
+            row.append(escape(ref_text(ref, label=False)) if type(ref) is Ref else "")
+        table.add_row(*row)
     out.print(table)
     failures = attempts_table(state, failed_only=True)
     if failures is not None:
@@ -245,7 +257,12 @@ def state_json(state: RunState, live: Liveness, *, values: bool = False) -> dict
 
 
 def node_json(node: NodeState, live: Liveness, *, values: bool = False) -> dict[str, Any]:
-    """One node as ``status --json`` prints it; with ``values``, its output too."""
+    """One node as ``status --json`` prints it; with ``values``, its output too.
+
+    ``ref`` describes an output kept by reference (see `ref_json`), else is None;
+    with ``values``, such an output is the ref as the JSON store writes it
+    (``{"$ref": {...}}``): its blob is not read.
+    """
     document = {
         "status": live.node_status(node),
         "attempts": node.attempts,
@@ -254,6 +271,7 @@ def node_json(node: NodeState, live: Liveness, *, values: bool = False) -> dict[
         "duration": node.duration,
         "deps": list(node.deps),
         "error": _error_json(node.error),
+        "ref": ref_json(node.output) if type(node.output) is Ref else None,
         "history": [
             {
                 "number": attempt.number,
@@ -280,6 +298,23 @@ def json_value(value: Any) -> Any:
 
 
 _JSON = JSONCodec()
+
+
+def ref_json(ref: Ref) -> dict[str, Any]:
+    """An output kept by reference as plain JSON: the ref's fields, its blob unread."""
+    return {
+        "uri": ref.uri,
+        "sha256": ref.sha256,
+        "size": ref.size,
+        "stored_size": ref.stored_size,
+        "compression": ref.compression,
+        "expires_at": _moment(ref.expires_at),
+        "expired": ref.expires_at is not None and ref.expires_at <= datetime.now(UTC),
+        "extracted": json_value(ref.extracted),
+        "preview": json_value(ref.preview),
+        "preview_truncated": ref.preview_truncated,
+        "encoding": ref.encoding,
+    }
 
 
 def _error_json(info: ErrorInfo | None) -> dict[str, str] | None:

@@ -112,7 +112,7 @@ def cmd_store_verify(args: argparse.Namespace, err: Console) -> int:
     as expired, and gc deletes them). Exit 1 if any run or blob is damaged.
     """
     out = output_console()
-    damaged = checked = refs = expired_runs = expired_refs = bad_blobs = 0
+    damaged = checked = refs = expired_runs = expired_refs = 0
     seen: dict[str, str | None] = {}  # each blob is read once, however many refs hold it
     # User types are checked as stored (UserValue), their modules never imported.
     with open_store(args.url, create=False) as store, neutral_user_types():
@@ -135,18 +135,19 @@ def cmd_store_verify(args: argparse.Namespace, err: Console) -> int:
                 say_run(out, run_id, "[bold red]damaged[/]", result.damage)
             elif result.blobs:
                 damaged += 1
-                bad_blobs += len(result.blobs)
                 many = len(result.blobs)
                 say_run(
                     out,
                     run_id,
-                    f"[bold red]damaged[/]: {plural(many, 'blob')} missing or damaged{shown}",
+                    f"[bold red]damaged[/]: {plural(many, 'ref')} to a missing or damaged "
+                    f"blob{shown}",
                 )
                 for problem in result.blobs:
                     out.print(f"  {escape(flatten(problem))}", soft_wrap=True)
             else:
                 say_run(out, run_id, f"[green]ok[/]{shown}")
     verdict = f"{damaged} damaged" if damaged else "all ok"
+    bad_blobs = sum(problem is not None for problem in seen.values())
     if bad_blobs:
         verdict += f" ({plural(bad_blobs, 'missing or damaged blob')})"
     counted = f" ({refs} refs read and hashed right)" if refs else ""

@@ -21,6 +21,7 @@ with another (JSON <-> msgpack): a store decodes refs with its own codec.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,7 @@ from flowdag.errors import (
 )
 from flowdag.refs import RAW, Ref, collecting
 from flowdag.state import AttemptInfo, NodeState, RunState
+from flowdag.stores._blobs import BlobInfo
 from flowdag.stores._refwalk import refs_in, replace_refs
 from flowdag.stores.base import Store, StoredRun
 
@@ -162,14 +164,17 @@ def _copy_blobs(
             continue  # the same blob held twice is copied once
         try:
             if recoded:
-                new[ref] = _recode(ref, dst)
+                data = dst.codec.encode(ref.load())  # read through the source, checked
+                there = dst.blobs.exists(hashlib.sha256(data).hexdigest())
+                info = dst.blobs.put(data)
+                new[ref] = _recode(ref, info, dst)
                 done.recoded += 1
             else:
                 there = dst.blobs.exists(ref.sha256)
                 info = dst.blobs.copy_from(src.blobs, ref.sha256, size=ref.size)
                 copied.add(ref.sha256)
-                done.written += not there
-                done.bytes_written += 0 if there else info.stored_size
+            done.written += not there
+            done.bytes_written += 0 if there else info.stored_size
         except (CorruptStateError, BlobMissingError) as exc:
             raise type(exc)(
                 f"run '{run_id}', {place}: {exc}; the run was not copied (blobs copied before "
@@ -189,9 +194,8 @@ def _recoded(ref: Ref, src: Store, dst: Store) -> bool:
     return ref.encoding != RAW and ref.encoding == src.codec.name != dst.codec.name
 
 
-def _recode(ref: Ref, dst: Store) -> Ref:
-    """The value of ``ref`` (read through its source, checked) as a blob of ``dst``'s codec."""
-    info = dst.blobs.put(dst.codec.encode(ref.load()))
+def _recode(ref: Ref, info: BlobInfo, dst: Store) -> Ref:
+    """``ref`` for its value re-encoded with ``dst``'s codec into the blob ``info``."""
     return info.ref(
         expires_at=ref.expires_at,
         extracted=ref.extracted,
