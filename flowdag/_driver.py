@@ -67,7 +67,7 @@ from typing import Any
 from flowdag._commit import Commits, Committer, Starts
 from flowdag._ledger import Ledger
 from flowdag.attempt import Attempt, Launcher, Outcome, failure
-from flowdag.dag import DAG
+from flowdag.dag import DAG, RUN_DEFAULT
 from flowdag.errors import NodeTimeoutError
 from flowdag.executors import Executor
 from flowdag.resume import Plan
@@ -107,11 +107,14 @@ class _Driver:
         limit: int,
         pools: Mapping[str, int],
         on_event: Callable[[RunEvent], None] | None,
+        inline_limit: int | None,
     ) -> None:
         self.dag = dag
         self.run_id = plan.state.run_id
         self.store = store
         self.codec = store.codec
+        self.inline_limit = inline_limit
+        self.ref_source = store.ref_source
         self.limit = limit
         self.on_event = on_event
         self.events: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
@@ -205,7 +208,22 @@ class _Driver:
         spec = self.dag.specs[name]
         outputs = self.ledger.outputs
         inputs = {dep: outputs[dep] for dep in spec.deps}
-        attempt = Attempt(spec, self.run_id, number, inputs, self.ledger.data, self.codec)
+        limit = spec.inline_limit
+        if limit is RUN_DEFAULT:
+            limit = self.inline_limit
+        attempt = Attempt(
+            spec,
+            self.run_id,
+            number,
+            inputs,
+            self.ledger.data,
+            self.codec,
+            None,
+            None,
+            None,
+            limit,
+            self.ref_source,
+        )
         self.running[name] = attempt
         if self.starts is not None:
             self.starts.add(attempt, time.monotonic())
@@ -242,6 +260,7 @@ class _Driver:
                     outcome.output,
                     outcome.encoded_changes,
                     history,
+                    outcome.blobs,
                 )
             ]
         )

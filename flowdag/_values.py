@@ -90,6 +90,14 @@ class ValueCodec(Protocol):
         """The value back; `CorruptStateError` if ``blob`` is damaged."""
         ...
 
+    def plain_size(self, blob: bytes) -> int:
+        """The length of ``blob`` with its payload uncompressed (compared with inline limits)."""
+        ...
+
+    def plain(self, blob: bytes) -> bytes:
+        """``blob`` with its payload uncompressed, which `decode` reads (for the blob area)."""
+        ...
+
 
 class Unsupported(Exception):
     """A value the codec cannot store; `encode` turns it into `unsupported_error`."""

@@ -30,19 +30,23 @@ import inspect
 import logging
 import pickle
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from flowdag._byref import by_reference, streamed
 from flowdag._values import text_problem
 from flowdag.codec import ValueCodec
 from flowdag.context import Context, DataView
 from flowdag.dag import NodeSpec
-from flowdag.errors import SerializationError
+from flowdag.errors import FlowdagError, SerializationError
 from flowdag.executors.base import Executor, ReportsStart, RunsSoon, capabilities_of
+from flowdag.refs import Ref, binding, start_collecting, stop_collecting
 from flowdag.state import ErrorInfo
+from flowdag.stores._blobs import RefSource
 
 __all__ = [
     "Attempt",
@@ -79,6 +83,11 @@ class Attempt:
     on_start: Callable[[], None] | None = None  # reports the start of a node with a timeout
     started_at: datetime | None = None
     future: Any = None  # the executor's future, to cancel on timeout (not for run_soon)
+    #: Outputs encoded above this many bytes are kept by reference (None: never).
+    inline_limit: int | None = None
+    #: The store's blob area and codec, where such outputs go; None: not from here
+    #: (a worker with no reachable area: the driver puts the blob, see `received`).
+    source: RefSource | None = None
 
     @property
     def node(self) -> str:
@@ -105,25 +114,27 @@ class Outcome:
     error: ErrorInfo | None = None
     retryable: bool = True
     infrastructure: bool = False
+    #: The blobs ``output`` refers to: sha256 -> when that ref expires (None: never).
+    blobs: dict[str, datetime | None] | None = None
 
 
 def execute(attempt: Attempt) -> Outcome:
     """Run ``attempt`` here and now (on a worker thread)."""
-    started_at, value, view = _call(attempt)
+    started_at, value, ctx = _call(attempt)
     if inspect.iscoroutine(value):
         value = _resolved(asyncio.run, value, started_at)
-    return _finish(attempt, started_at, value, view)
+    return _finish(attempt, started_at, value, ctx)
 
 
 async def execute_async(attempt: Attempt) -> Outcome:
     """Run ``attempt`` on the running event loop; cancelling the task cancels the node."""
-    started_at, value, view = _call(attempt)
+    started_at, value, ctx = _call(attempt)
     if inspect.isawaitable(value):
         try:
             value = await value
         except _NODE_ERRORS as exc:
             value = _Failed(failure(exc, started_at))
-    return _finish(attempt, started_at, value, view)
+    return _finish(attempt, started_at, value, ctx)
 
 
 @dataclass(slots=True)
@@ -133,17 +144,18 @@ class _Failed:
     outcome: Outcome
 
 
-def _call(attempt: Attempt) -> tuple[datetime, Any, DataView | None]:
-    """Report the start, then call the node: (start time, value or `_Failed`, ctx.data view)."""
+def _call(attempt: Attempt) -> tuple[datetime, Any, Context | None]:
+    """Report the start, then call the node: (start time, value or `_Failed`, its ctx)."""
     if attempt.on_start is not None:
         attempt.on_start()
     started_at = datetime.now(UTC)
-    view = None
+    ctx = None
     try:
-        kwargs, view = _arguments(attempt)
-        return started_at, attempt.spec.fn(**kwargs), view
+        kwargs, ctx = _arguments(attempt)
+        return started_at, attempt.spec.fn(**kwargs), ctx
     except _NODE_ERRORS as exc:
-        return started_at, _Failed(failure(exc, started_at)), view
+        _discard_output(ctx)
+        return started_at, _Failed(failure(exc, started_at)), ctx
 
 
 def _resolved(run: Callable[[Any], Any], awaitable: Any, started_at: datetime) -> Any:
@@ -164,6 +176,8 @@ class RemoteAttempt:
     inputs: dict[str, Any]  # only those the function takes, unless it takes ctx
     data: dict[str, Any]  # ctx.data as the attempt started; empty unless it takes ctx
     codec: bytes  # the store's codec, pickled: a worker builds it once (`_worker_codec`)
+    inline_limit: int | None = None
+    area: bytes | None = None  # the store's blob area, pickled, when the worker can reach it
 
     @property
     def node(self) -> str:
@@ -192,7 +206,11 @@ def execute_remote(task: RemoteAttempt) -> Outcome:
         error.__cause__ = exc
         return failure(error, started_at, retryable=False)
     spec = dataclasses.replace(task.spec, fn=fn)
-    outcome = execute(Attempt(spec, task.run_id, task.number, task.inputs, task.data, codec))
+    attempt = Attempt(spec, task.run_id, task.number, task.inputs, task.data, codec)
+    if task.area is not None:  # outputs above the limit go to the blob area from here
+        attempt.inline_limit = task.inline_limit
+        attempt.source = RefSource(_worker_area(task.area), codec)
+    outcome = execute(attempt)
     # The encoded bytes are what the driver stores; the values would only cross twice.
     outcome.value = None
     outcome.changes = {}
@@ -206,18 +224,47 @@ def _worker_codec(pickled: bytes) -> ValueCodec:
     return codec
 
 
-def received(outcome: Outcome, codec: ValueCodec) -> Outcome:
-    """A remote attempt's `Outcome` with its output and ``ctx.data`` changes decoded here."""
+@functools.lru_cache(maxsize=8)
+def _worker_area(pickled: bytes) -> Any:
+    """The blob area a run sent, opened once per worker process."""
+    return pickle.loads(pickled)
+
+
+def received(outcome: Outcome, attempt: Attempt, *, keep_here: bool) -> Outcome:
+    """A remote attempt's `Outcome` with its output and ``ctx.data`` changes decoded here.
+
+    Refs in them are bound to the run's blob area. With ``keep_here`` (the worker
+    could not reach the blob area), an output above the inline limit is kept by
+    reference from here.
+    """
     if outcome.error is not None or outcome.output is None:
         return outcome
+    decode = attempt.codec.decode
+    source = attempt.source
     try:
-        outcome.value = codec.decode(outcome.output)
-        outcome.changes = {
-            key: (False, None) if blob is None else (True, codec.decode(blob))
-            for key, blob in outcome.encoded_changes.items()
-        }
+        with binding(source, _origin(attempt)) if source is not None else nullcontext():
+            outcome.value = decode(outcome.output)
+            outcome.changes = {
+                key: (False, None) if blob is None else (True, decode(blob))
+                for key, blob in outcome.encoded_changes.items()
+            }
     except Exception as exc:
         return failure(exc, outcome.started_at, retryable=False)
+    limit = attempt.inline_limit
+    if (
+        keep_here
+        and source is not None
+        and limit is not None
+        and attempt.codec.plain_size(outcome.output) > limit
+    ):
+        blobs = dict(outcome.blobs or {})
+        try:
+            outcome.output, outcome.value = _kept_by_reference(
+                attempt, outcome.value, outcome.output, source, blobs
+            )
+        except _NODE_ERRORS as exc:
+            return failure(exc, outcome.started_at)
+        outcome.blobs = blobs
     return outcome
 
 
@@ -255,27 +302,85 @@ def _safely(show: Callable[[], str], fallback: str) -> str:
     return text if isinstance(text, str) else fallback
 
 
-def _arguments(attempt: Attempt) -> tuple[dict[str, Any], DataView | None]:
+def _arguments(attempt: Attempt) -> tuple[dict[str, Any], Context | None]:
     spec = attempt.spec
     inputs = attempt.inputs
     kwargs = {dep: inputs[dep] for dep in spec.kwarg_deps}
+    for dep, value in kwargs.items():
+        # An output kept by reference is loaded now, unless the parameter asks for the Ref.
+        if type(value) is Ref and dep not in spec.ref_deps:
+            kwargs[dep] = value.load()
     if not spec.wants_ctx:
         return kwargs, None
-    view = DataView(attempt.data)
-    kwargs["ctx"] = Context(attempt.run_id, spec.name, attempt.number, inputs, view)
-    return kwargs, view
+    loaded = {dep: kwargs.get(dep, value) for dep, value in inputs.items()}
+    ctx = Context(
+        attempt.run_id,
+        spec.name,
+        attempt.number,
+        _Inputs(loaded),
+        DataView(attempt.data),
+        _output_opener(attempt),
+    )
+    kwargs["ctx"] = ctx
+    return kwargs, ctx
 
 
-def _finish(attempt: Attempt, started_at: datetime, value: Any, view: DataView | None) -> Outcome:
+class _Inputs(Mapping[str, Any]):
+    """``ctx.inputs``: every input's value, an output kept by reference loaded when read."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._values[key]
+        if type(value) is Ref:
+            value = self._values[key] = value.load()
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"<inputs {', '.join(self._values)}>"
+
+
+def _output_opener(attempt: Attempt) -> Callable[[], Any] | str:
+    """What opens ``ctx.output_file()`` for ``attempt``, or why it cannot."""
+    source = attempt.source
+    if source is None:
+        return (
+            "needs the store's blob area, which this worker cannot reach: use a disk "
+            "store without encryption (its blob files are shared by path), or the "
+            "threads or asyncio executor"
+        )
+    return source.area.writer
+
+
+def _discard_output(ctx: Context | None) -> None:
+    """Drop the output file of an attempt that failed: no blob of it is kept."""
+    if ctx is not None and ctx.output is not None:
+        ctx.output.close()
+
+
+def _finish(attempt: Attempt, started_at: datetime, value: Any, ctx: Context | None) -> Outcome:
     if isinstance(value, _Failed):
         return value.outcome
     codec = attempt.codec
     name = attempt.spec.name
+    blobs: dict[str, datetime | None] | None
     try:
-        output = _encode(codec, value, f"node '{name}': output is")
-        if view is None:
-            return Outcome(started_at, datetime.now(UTC), value, output)
-        changes = view.changes()
+        if ctx is not None and ctx.output is not None:
+            output, value, blobs = _streamed_output(attempt, value, ctx)
+        else:
+            output, value, blobs = _output(attempt, value)
+        if ctx is None:
+            return Outcome(started_at, datetime.now(UTC), value, output, blobs=blobs)
+        changes = ctx.data.changes()
         for key in changes:  # every store keeps keys as UTF-8: refuse the same ones everywhere
             problem = text_problem(key)
             if problem is not None:
@@ -288,8 +393,65 @@ def _finish(attempt: Attempt, started_at: datetime, value: Any, view: DataView |
             for key, (present, new) in changes.items()
         }
     except _NODE_ERRORS as exc:
+        _discard_output(ctx)
         return failure(exc, started_at)
-    return Outcome(started_at, datetime.now(UTC), value, output, changes, encoded)
+    return Outcome(started_at, datetime.now(UTC), value, output, changes, encoded, blobs=blobs)
+
+
+def _output(attempt: Attempt, value: Any) -> tuple[bytes, Any, dict[str, datetime | None] | None]:
+    """The output encoded (a Ref to it when above the limit), the value the run keeps, its blobs."""
+    token, seen = start_collecting()  # the refs inside the value, for gc
+    try:
+        output = _encode(attempt.codec, value, f"node '{attempt.spec.name}': output is")
+    finally:
+        stop_collecting(token)
+    limit, source = attempt.inline_limit, attempt.source
+    if limit is None or source is None or attempt.codec.plain_size(output) <= limit:
+        return output, value, seen or None
+    output, ref = _kept_by_reference(attempt, value, output, source, seen)
+    return output, ref, seen
+
+
+def _kept_by_reference(
+    attempt: Attempt,
+    value: Any,
+    output: bytes,
+    source: RefSource,
+    blobs: dict[str, datetime | None],
+) -> tuple[bytes, Ref]:
+    """``output`` put in the blob area: the encoded Ref, and the Ref; ``blobs`` gets its blob.
+
+    Refs inside the value stay in ``blobs`` too: the blob holds them, so gc must keep them.
+    """
+    ref = by_reference(attempt.spec, value, output, source, _origin(attempt))
+    blobs[ref.sha256] = ref.expires_at
+    return attempt.codec.encode(ref), ref
+
+
+def _streamed_output(
+    attempt: Attempt, value: Any, ctx: Context
+) -> tuple[bytes, Any, dict[str, datetime | None]]:
+    """The Ref to what the node wrote to ``ctx.output_file()``, encoded, and its blob."""
+    name = attempt.spec.name
+    if value is not None:
+        raise FlowdagError(
+            f"node '{name}' wrote its output to ctx.output_file() and also returned "
+            f"{type(value).__name__}: a node has one output; return None"
+        )
+    writer = ctx.output
+    info = writer.info if writer.closed else writer.commit()  # left open: finished here
+    if info is None:
+        raise FlowdagError(
+            f"node '{name}': its ctx.output_file() was closed without being committed "
+            "(an error inside its with block?); nothing was stored"
+        )
+    assert attempt.source is not None  # there is a file, so there is an area
+    ref = streamed(attempt.spec, info, attempt.source, _origin(attempt))
+    return attempt.codec.encode(ref), ref, {ref.sha256: ref.expires_at}
+
+
+def _origin(attempt: Attempt) -> str:
+    return f"run '{attempt.run_id}', node '{attempt.spec.name}'"
 
 
 def _encode(codec: ValueCodec, value: Any, what: str) -> bytes:
@@ -344,6 +506,7 @@ class Launcher:
             else None
         )
         self._pickled_codec: bytes | None = None
+        self._pickled_area: bytes | None = None
         self._remote_specs: dict[str, tuple[NodeSpec, bytes]] = {}  # node -> (stand-in, fn)
 
     def launch(self, attempt: Attempt) -> None:
@@ -388,8 +551,12 @@ class Launcher:
             self._on_start(attempt)
             future = self._executor.submit(execute_remote, task)
         attempt.future = future
-        report, codec = self._on_outcome, self._codec
-        future.add_done_callback(lambda f: report(attempt, received(_outcome_of(f), codec)))
+        report = self._on_outcome
+        # A worker that reached the blob area sent a Ref already; else it is put here.
+        here = task.area is None
+        future.add_done_callback(
+            lambda f: report(attempt, received(_outcome_of(f), attempt, keep_here=here))
+        )
 
     def _to_remote(self, attempt: Attempt) -> RemoteAttempt:
         """The picklable form of ``attempt``: function and codec pickled once per run."""
@@ -406,9 +573,34 @@ class Launcher:
             inputs, data = attempt.inputs, dict(attempt.data)
         else:
             inputs, data = {dep: attempt.inputs[dep] for dep in spec.kwarg_deps}, {}
+        area = self._area_for_workers(attempt)
+        if area is None and attempt.source is not None:
+            # The worker cannot read the blob area (memory, or a key that must not
+            # travel): it gets the values, read here. Refs it asked for go as they are.
+            inputs = {
+                dep: value.load() if type(value) is Ref and dep not in spec.ref_deps else value
+                for dep, value in inputs.items()
+            }
         return RemoteAttempt(
-            sent[0], sent[1], attempt.run_id, attempt.number, inputs, data, self._pickled_codec
+            sent[0],
+            sent[1],
+            attempt.run_id,
+            attempt.number,
+            inputs,
+            data,
+            self._pickled_codec,
+            attempt.inline_limit,
+            area,
         )
+
+    def _area_for_workers(self, attempt: Attempt) -> bytes | None:
+        """The blob area, pickled, if a worker can open it by path; else None."""
+        source = attempt.source
+        if source is None or not source.area.portable:
+            return None
+        if self._pickled_area is None:
+            self._pickled_area = pickle.dumps(source.area)
+        return self._pickled_area
 
 
 def _pickled_function(spec: NodeSpec) -> bytes:

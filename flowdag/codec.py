@@ -274,6 +274,31 @@ class Codec(CodecBase):
             return _HEAD.pack(_FORMAT, _RAW, zlib.crc32(payload, _CRC_RAW)) + payload
         return self._encode_large(value, payload)
 
+    def plain_size(self, blob: bytes) -> int:
+        """The length of ``blob`` (as `encode` returned it) with its payload uncompressed.
+
+        What an output's size is compared with (``inline_limit``): compression
+        never decides where a value is kept.
+        """
+        if len(blob) >= _HEAD.size + _LENGTH.size and blob[1] == _ZSTD:
+            return int(_HEAD.size + _LENGTH.unpack_from(blob, _HEAD.size)[0])
+        return len(blob)
+
+    def plain(self, blob: bytes) -> bytes:
+        """``blob`` (as `encode` returned it) with its payload uncompressed, which `decode` reads.
+
+        An output kept by reference is stored so: the blob area compresses it
+        itself, and its address is the hash of these bytes, which no
+        compression setting changes.
+
+        Raises:
+            CorruptStateError: ``blob`` is damaged.
+        """
+        if len(blob) < _HEAD.size + _LENGTH.size or blob[1] != _ZSTD:
+            return blob
+        payload = self._decompress(blob, _HEAD.unpack_from(blob)[2])
+        return _HEAD.pack(_FORMAT, _RAW, zlib.crc32(payload, _CRC_RAW)) + payload
+
     def _encode_large(self, value: Any, payload: bytes) -> bytes:
         size = len(payload)
         if size > _KEEP_PACKER:

@@ -10,8 +10,10 @@ what was committed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any, BinaryIO
+
+from flowdag.errors import FlowdagError
 
 __all__ = ["Context", "DataView", "idempotency_key"]
 
@@ -87,7 +89,7 @@ class Context:
             resumes; use it to make side effects that may repeat safe.
     """
 
-    __slots__ = ("attempt", "data", "inputs", "node", "run_id")
+    __slots__ = ("_open_output", "attempt", "data", "inputs", "node", "output", "run_id")
 
     def __init__(
         self,
@@ -96,12 +98,40 @@ class Context:
         attempt: int,
         inputs: Mapping[str, Any],
         data: DataView,
+        open_output: Callable[[], Any] | str = "has no blob area to write to here",
     ) -> None:
         self.run_id = run_id
         self.node = node
         self.attempt = attempt
         self.inputs = inputs
         self.data = data
+        # What opens the output file, or why there is none here.
+        self._open_output = open_output
+        self.output: Any = None  # the file output_file() gave, once it was called
+
+    def output_file(self) -> BinaryIO:
+        """A binary file in the store's blob area: what is written becomes the output.
+
+        Use it as ``with ctx.output_file() as f: f.write(...)`` and return None:
+        the node's output is then the bytes written (a `flowdag.Ref` to them,
+        ``ref.open()`` streams them back), never held in memory. They are
+        hashed, compressed (zstd) and, on an encrypted store, encrypted as they
+        are written, and made durable before the node's record is committed.
+        If the node raises, the file is discarded.
+
+        Raises:
+            FlowdagError: called twice in one attempt, or where no blob area is
+                reachable (another process without a shared, unencrypted store).
+        """
+        if self.output is not None:
+            raise FlowdagError(
+                f"node '{self.node}': ctx.output_file() was already called in this attempt; "
+                "a node has one output: write it all to the first file"
+            )
+        if not callable(self._open_output):
+            raise FlowdagError(f"node '{self.node}': ctx.output_file() {self._open_output}")
+        self.output = self._open_output()
+        return self.output  # type: ignore[no-any-return]
 
     @property
     def idempotency_key(self) -> str:

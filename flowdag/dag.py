@@ -5,7 +5,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from enum import Enum
+from typing import Any, Final
 
 import networkx as nx
 
@@ -17,7 +19,18 @@ from flowdag.errors import (
     MissingDependencyError,
 )
 
-__all__ = ["DAG", "NodeSpec", "check_pools"]
+__all__ = ["DAG", "RUN_DEFAULT", "NodeSpec", "check_pools"]
+
+
+class _RunDefault(Enum):
+    RUN_DEFAULT = "the run's"
+
+    def __repr__(self) -> str:
+        return "RUN_DEFAULT"
+
+
+#: A node option left to the run: ``inline_limit`` then is ``run(inline_limit=...)``'s.
+RUN_DEFAULT: Final = _RunDefault.RUN_DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +50,13 @@ class NodeSpec:
     kwarg_deps: tuple[str, ...] = ()
     wants_ctx: bool = False
     is_async: bool = False  # an ``async def`` function
+    #: Outputs encoded to more bytes than this go to the blob area (None: never).
+    inline_limit: int | _RunDefault | None = RUN_DEFAULT
+    extract: Callable[[Any], Any] | None = None  # small fields kept inline with a Ref
+    preview: Callable[[Any], Any] | None = None  # a sample kept inline with a Ref
+    ttl: timedelta | None = None  # the output's blob expires this long after the node ends
+    #: Dependencies whose parameter is annotated `flowdag.Ref`: they get the Ref, not the value.
+    ref_deps: frozenset[str] = frozenset()
 
     def retry_wait(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1-based), before jitter."""

@@ -232,6 +232,14 @@ class JSONCodec(CodecBase):
             self._check_encoded(value, blob)
         return blob
 
+    def plain_size(self, blob: bytes) -> int:
+        """The length of ``blob``: JSON is never compressed (see `Codec.plain_size`)."""
+        return len(blob)
+
+    def plain(self, blob: bytes) -> bytes:
+        """``blob`` itself: JSON is never compressed (see `Codec.plain`)."""
+        return blob
+
     def _check_encoded(self, value: Any, blob: bytes) -> None:
         if len(blob) > self._max_blob_size:
             self._too_large(value, len(blob), "max_blob_size", "bytes of JSON")

@@ -35,7 +35,7 @@ import copy
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Protocol, Self
@@ -58,6 +58,8 @@ __all__ = [
     "hold",
     "ref_from",
     "sha256_of_uri",
+    "start_collecting",
+    "stop_collecting",
 ]
 
 #: ``Ref.encoding`` of a blob that holds the output's bytes as they are.
@@ -316,12 +318,24 @@ def collecting() -> Iterator[dict[str, datetime | None]]:
 
     A blob held twice keeps the later expiry (None, never, is the latest).
     """
-    seen: dict[str, datetime | None] = {}
-    token = _COLLECTED.set(seen)
+    token, seen = start_collecting()
     try:
         yield seen
     finally:
-        _COLLECTED.reset(token)
+        stop_collecting(token)
+
+
+_Held = dict[str, datetime | None]
+
+
+def start_collecting() -> tuple[Token[_Held | None], _Held]:
+    """`collecting` without a context manager (a hot path): end it with `stop_collecting`."""
+    seen: _Held = {}
+    return _COLLECTED.set(seen), seen
+
+
+def stop_collecting(token: Token[_Held | None]) -> None:
+    _COLLECTED.reset(token)
 
 
 @contextmanager

@@ -1,14 +1,17 @@
 """Plan a run from what the store holds. Pure: no I/O, no threads.
 
 A node whose completion the store holds is never run again: its output comes
-from the store. Every other node (pending, running at a crash, failed, skipped)
-runs. A stored run must match the DAG it is resumed with; otherwise the outputs
-it holds may not mean what the DAG's nodes expect, so the differences are an
-error unless the caller accepts them.
+from the store; unless that output was kept by reference, its blob is gone
+(deleted, expired) and a node still to run needs it (`rerun_missing_blobs`).
+Every other node (pending, running at a crash, failed, skipped) runs. A stored
+run must match the DAG it is resumed with; otherwise the outputs it holds may
+not mean what the DAG's nodes expect, so the differences are an error unless
+the caller accepts them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -16,9 +19,10 @@ import networkx as nx
 
 from flowdag.dag import DAG
 from flowdag.errors import WorkflowChangedError
+from flowdag.refs import Ref
 from flowdag.state import NodeState, NodeStatus, RunState
 
-__all__ = ["Plan", "plan_run"]
+__all__ = ["Plan", "plan_run", "rerun_missing_blobs"]
 
 
 @dataclass(slots=True)
@@ -79,6 +83,40 @@ def plan_run(dag: DAG, run_id: str, stored: RunState | None, *, allow_changes: b
         )
     completed = {n for n, node in state.nodes.items() if node.status is NodeStatus.COMPLETED}
     return Plan(state, completed, changes, needs_save=bool(changes))
+
+
+def rerun_missing_blobs(
+    dag: DAG, plan: Plan, readable: Callable[[Ref], bool]
+) -> list[tuple[str, str]]:
+    """Mark for running again each completed node whose Ref output is not ``readable``
+    and whose output a node still to run needs; return those nodes and why.
+
+    A node run again needs its own inputs, so their blobs are checked in turn.
+    The node keeps its attempts and history (its attempt numbers go on).
+    """
+    graph = dag.graph
+    completed = plan.completed
+    nodes = plan.state.nodes
+    rerun: list[tuple[str, str]] = []
+    needed = [n for n in sorted(completed) if any(s not in completed for s in graph.succ[n])]
+    while needed:
+        name = needed.pop()
+        output = nodes[name].output
+        if name not in completed or type(output) is not Ref or readable(output):
+            continue
+        completed.discard(name)
+        stored = nodes[name]
+        nodes[name] = NodeState(attempts=stored.attempts, deps=stored.deps, history=stored.history)
+        waiting = sorted(s for s in graph.succ[name] if s not in completed)
+        rerun.append(
+            (
+                name,
+                f"its output's blob {output.uri} is missing or expired, and "
+                f"{', '.join(repr(s) for s in waiting[:3])} need it",
+            )
+        )
+        needed.extend(p for p in graph.pred[name] if p in completed)
+    return rerun
 
 
 def _differences(dag: DAG, stored: RunState) -> tuple[list[str], set[str]]:

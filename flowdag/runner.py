@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag.dag import DAG, check_pools
 from flowdag.errors import (
     InvalidArgumentError,
@@ -27,7 +28,8 @@ from flowdag.errors import (
 )
 from flowdag.executors import Executor, capabilities_of, make_executor
 from flowdag.executors.pools import default_workers
-from flowdag.resume import plan_run
+from flowdag.refs import Ref
+from flowdag.resume import Plan, plan_run, rerun_missing_blobs
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores.base import Store, check_run_id
 from flowdag.workflow import Workflow
@@ -82,9 +84,20 @@ class RunResult:
         return self.status is RunStatus.COMPLETED
 
     @property
-    def outputs(self) -> dict[str, Any]:
-        """Completed node -> its output."""
-        return {n: s.output for n, s in self.nodes.items() if s.status is NodeStatus.COMPLETED}
+    def outputs(self) -> Mapping[str, Any]:
+        """Completed node -> its output; an output kept by reference is loaded when read."""
+        return Outputs(
+            {n: s.output for n, s in self.nodes.items() if s.status is NodeStatus.COMPLETED}
+        )
+
+    @property
+    def refs(self) -> dict[str, Ref]:
+        """Node -> the `flowdag.Ref` of its output, for outputs kept by reference; reads no blob."""
+        return {
+            n: s.output
+            for n, s in self.nodes.items()
+            if s.status is NodeStatus.COMPLETED and type(s.output) is Ref
+        }
 
     @property
     def node_status(self) -> dict[str, NodeStatus]:
@@ -109,6 +122,38 @@ class RunResult:
         )
 
 
+class Outputs(Mapping[str, Any]):
+    """`RunResult.outputs`: each node's output; one kept by reference is loaded on access.
+
+    A loaded value is kept, so reading it twice reads its blob once. A missing
+    or damaged blob raises `BlobMissingError` or `CorruptStateError` on access.
+    """
+
+    __slots__ = ("_outputs",)
+
+    def __init__(self, outputs: dict[str, Any]) -> None:
+        self._outputs = outputs
+
+    def __getitem__(self, node: str) -> Any:
+        value = self._outputs[node]
+        if type(value) is Ref:
+            value = self._outputs[node] = value.load()
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._outputs)
+
+    def __len__(self) -> int:
+        return len(self._outputs)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{node!r}: {'<ref>' if type(value) is Ref else repr(value)}"
+            for node, value in self._outputs.items()
+        )
+        return "{" + shown + "}"
+
+
 #: Set by ``flowdag run FILE`` while it imports FILE: every run finished meanwhile is
 #: added, so the CLI can tell that the file ran its workflow itself (a module-level
 #: `run` with no ``if __name__ == "__main__":`` guard) and not run it a second time.
@@ -130,6 +175,8 @@ def run(
     allow_changes: bool = False,
     pools: Mapping[str, int] | None = None,
     on_event: Callable[[RunEvent], None] | None = None,
+    inline_limit: Size | None = "256KiB",
+    ttl: Duration | None = None,
 ) -> RunResult:
     """Run a DAG, or resume it when ``store`` already holds ``run_id``.
 
@@ -147,6 +194,13 @@ def run(
         pools: pool name -> how many nodes tagged ``pool=`` that name may run at once;
             each overrides the cap of that pool in ``Workflow(name, pools=...)``.
         on_event: called with a `RunEvent` as nodes start, are retried and finish.
+        inline_limit: outputs whose encoded size is above this (bytes, or a string
+            such as ``"256KiB"``) are kept in the store's blob area, the node's
+            record holding a `flowdag.Ref`; None keeps every output inline. A
+            node's own ``inline_limit=`` overrides it.
+        ttl: the run expires this long after it finishes (a duration such as
+            ``"30d"``); expired, it is gone for every reader and `flowdag.gc`
+            deletes it. None: it never expires. Each call sets it anew.
 
     Returns:
         The `RunResult`; node failures are in it, not raised.
@@ -171,6 +225,8 @@ def run(
     ):
         raise InvalidArgumentError(f"max_workers must be a whole number >= 1, not {max_workers!r}")
     pools = {**dag.pools, **check_pools(pools)}  # run's caps override the workflow's, per pool
+    limit = None if inline_limit is None else parse_size(inline_limit, "inline_limit")
+    lifetime = None if ttl is None else _ttl(ttl)
     # Whatever is opened here is closed on the way out, even when the next step fails.
     with ExitStack() as opened:
         run_store = _open(store)
@@ -179,22 +235,46 @@ def run(
         pool = make_executor(executor, max_workers) if isinstance(executor, str) else executor
         if isinstance(executor, str):
             opened.callback(pool.shutdown, wait=False)
-        limit = max_workers or capabilities_of(pool).max_workers or default_workers()
+        workers = max_workers or capabilities_of(pool).max_workers or default_workers()
         with run_store.lock(run_id):
             plan = plan_run(
                 dag, run_id, _load_or_none(run_store, run_id), allow_changes=allow_changes
             )
             for change in plan.changes:
                 logger.warning("run %s: accepted change: %s", run_id, change)
+            _rerun_lost_outputs(plan, dag, run_store)
+            if plan.state.ttl != lifetime:
+                plan.state.ttl = lifetime
+                plan.needs_save = True
             if plan.needs_save:
                 run_store.save(plan.state)
-            driver = _Driver(dag, plan, run_store, pool, limit, pools, on_event)
+            driver = _Driver(dag, plan, run_store, pool, workers, pools, on_event, limit)
             driver.drive()
     result = driver.result()
     watching = runs_at_import.get()
     if watching is not None:
         watching.append(result)
     return result
+
+
+def _ttl(value: Duration) -> timedelta:
+    seconds = parse_duration(value, "ttl")
+    if seconds <= 0:
+        raise InvalidArgumentError(f"ttl must be above 0 or None, not {value!r}; e.g. '30d'")
+    return timedelta(seconds=seconds)
+
+
+def _rerun_lost_outputs(plan: Plan, dag: DAG, store: Store) -> None:
+    """Run again the completed nodes whose output's blob is gone but still needed."""
+    now = datetime.now(UTC)
+
+    def readable(ref: Ref) -> bool:
+        if ref.expires_at is not None and now >= ref.expires_at:
+            return False
+        return store.blobs.exists(ref.sha256)
+
+    for name, why in rerun_missing_blobs(dag, plan, readable):
+        logger.warning("run %s: node '%s' runs again: %s", plan.state.run_id, name, why)
 
 
 def _open(store: Store | str | None) -> Store:

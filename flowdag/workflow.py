@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 from typing import Any, TypedDict, TypeVar, Unpack, overload
 
-from flowdag._units import Duration, parse_duration
+from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag._values import text_problem
-from flowdag.dag import DAG, NodeSpec, check_pools
+from flowdag.dag import DAG, RUN_DEFAULT, NodeSpec, _RunDefault, check_pools
 from flowdag.errors import DAGError, InvalidArgumentError, SignatureError
+from flowdag.refs import Ref
 
 __all__ = ["Workflow"]
 
@@ -26,6 +29,10 @@ class _NodeOptions(TypedDict, total=False):
     max_retry_delay: Duration
     timeout: Duration | None
     pool: str | None
+    inline_limit: Size | _RunDefault | None
+    extract: Callable[[Any], Any] | None
+    preview: Callable[[Any], Any] | None
+    ttl: Duration | None
 
 
 class Workflow:
@@ -108,6 +115,10 @@ class Workflow:
         max_retry_delay: Duration = 60.0,
         timeout: Duration | None = None,
         pool: str | None = None,
+        inline_limit: Size | _RunDefault | None = RUN_DEFAULT,
+        extract: Callable[[Any], Any] | None = None,
+        preview: Callable[[Any], Any] | None = None,
+        ttl: Duration | None = None,
     ) -> NodeSpec:
         """Add a node imperatively.
 
@@ -125,6 +136,16 @@ class Workflow:
                 string such as ``"90s"``, ``"30m"`` or ``"1h30m"``.
             timeout: time per attempt; an overrun fails it with `NodeTimeoutError`.
             pool: name of a concurrency pool (see ``run(..., pools=...)``).
+            inline_limit: an output whose encoded size is above this (bytes, or
+                a string such as ``"256KiB"``) is kept in the store's blob area,
+                and the node's record holds a `flowdag.Ref` to it; None keeps
+                every output inline. Default: ``run(inline_limit=...)``'s.
+            extract: called with an output kept by reference; the small dict it
+                returns is kept inline, as ``Ref.extracted``.
+            preview: called likewise; what it returns (a sample) is kept inline
+                as ``Ref.preview``, cut to about 2 KiB.
+            ttl: the output's blob expires this long after the node finishes
+                (its run may live longer); None: it lives as long as its run.
 
         Raises:
             DAGError: an option is out of range.
@@ -133,6 +154,12 @@ class Workflow:
         dep_names = (deps,) if isinstance(deps, str) else tuple(deps)
         _check_options(name, dep_names, retries, backoff)
         kwarg_deps, wants_ctx = _bind(name, fn, dep_names)
+        for option, hook in (("extract", extract), ("preview", preview)):
+            if hook is not None and not callable(hook):
+                raise DAGError(
+                    f"node '{name}': {option} must be a function of the output or None, "
+                    f"not {type(hook).__name__}"
+                )
         spec = NodeSpec(
             name=name,
             fn=fn,
@@ -146,6 +173,11 @@ class Workflow:
             kwarg_deps=kwarg_deps,
             wants_ctx=wants_ctx,
             is_async=inspect.iscoroutinefunction(fn),
+            inline_limit=_inline_limit(name, inline_limit),
+            extract=extract,
+            preview=preview,
+            ttl=None if ttl is None else _ttl(name, ttl),
+            ref_deps=_ref_params(fn, kwarg_deps),
         )
         self._specs.append(spec)
         return spec
@@ -202,6 +234,43 @@ def _timeout(name: str, value: object) -> float | None:
     if seconds == 0:
         raise DAGError(f"node '{name}': timeout must be above 0 or None, not {value!r}")
     return seconds
+
+
+def _inline_limit(name: str, value: object) -> int | _RunDefault | None:
+    if value is None or value is RUN_DEFAULT:
+        return value
+    try:
+        return parse_size(value, "inline_limit")
+    except InvalidArgumentError as exc:
+        raise DAGError(f"node '{name}': {exc}") from None
+
+
+def _ttl(name: str, value: object) -> timedelta:
+    seconds = _seconds(name, "ttl", value)
+    if seconds <= 0:
+        raise DAGError(f"node '{name}': ttl must be above 0 or None, not {value!r}; e.g. '7d'")
+    return timedelta(seconds=seconds)
+
+
+def _ref_params(fn: object, deps: tuple[str, ...]) -> frozenset[str]:
+    """The deps whose parameter is annotated `flowdag.Ref`: they receive the Ref itself."""
+    try:
+        params = inspect.signature(fn).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return frozenset()
+    annotated = {dep: params[dep].annotation for dep in deps if dep in params}
+    if not any(a is not inspect.Parameter.empty for a in annotated.values()):
+        return frozenset()
+    try:  # string annotations (from __future__ import annotations) resolved
+        hints = typing.get_type_hints(fn)
+    except Exception:  # a name the function's module cannot resolve: read the strings
+        hints = {}
+    return frozenset(
+        dep
+        for dep, annotation in annotated.items()
+        if hints.get(dep, annotation) is Ref
+        or (isinstance(annotation, str) and annotation.rpartition(".")[2] == "Ref")
+    )
 
 
 def _check_text(what: str, name: str) -> None:

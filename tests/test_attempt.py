@@ -161,7 +161,7 @@ def test_remote_outcome_holds_bytes_only() -> None:
     assert outcome.output is not None
     assert len(pickle.dumps(outcome)) < len(outcome.output) + 500  # the output crosses once
     codec = Codec()
-    back = received(outcome, codec)
+    back = received(outcome, Attempt(spec_of(node), "r", 1, {}, {}, codec), keep_here=False)
     assert back.value == {"big": "y" * 10_000}
     assert back.changes == {"k": (True, [1, 2]), "gone": (False, None)}
 
@@ -169,7 +169,9 @@ def test_remote_outcome_holds_bytes_only() -> None:
 def test_received_output_that_cannot_be_decoded_fails_the_attempt() -> None:
     now = datetime.now(UTC)
     outcome = Outcome(now, now, output=b"not a blob")
-    back = received(outcome, Codec())
+    back = received(
+        outcome, Attempt(spec_of(lambda: None), "r", 1, {}, {}, Codec()), keep_here=False
+    )
     assert back.error is not None
     assert not back.retryable
 
