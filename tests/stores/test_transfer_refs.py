@@ -11,10 +11,6 @@ blob is missing.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,13 +20,14 @@ import pytest
 
 from flowdag import BlobMissingError, Ref
 from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
-from flowdag.state import AttemptInfo, NodeState, NodeStatus, RunState
+from flowdag.state import NodeState, RunState
 from flowdag.stores import generate_key, open_store
 from flowdag.stores._refwalk import load_brief, refs_in, replace_refs
 from flowdag.stores.base import Store, StoredRun
 from flowdag.stores.transfer import check_run, copy_run, verify_run
-from tests.stores.conformance import ROOT
 from tests.stores.kill_steps import KILLING
+from tests.stores.test_store_refs import completed, stored_ref
+from tests.stores.test_transfer import copy_finished, killed_copy
 
 KINDS = ["memory", "lmdb", "json", "flatbuffers", "lmdb-encrypted", "json-encrypted"]
 DISK = [kind for kind in KINDS if kind != "memory"]
@@ -60,23 +57,6 @@ def src(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 def dst(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     with open_kind(request.param, tmp_path / "dst") as store:
         yield store
-
-
-def stored_ref(store: Store, value: object, **more: Any) -> Ref:
-    """A Ref to ``value`` encoded with the store's codec, put in its blob area."""
-    return store.blobs.put(store.codec.encode(value)).ref(encoding=store.codec.name, **more)
-
-
-def completed(output: object, finished: datetime = NOW) -> NodeState:
-    started = finished - timedelta(seconds=1)
-    return NodeState(
-        NodeStatus.COMPLETED,
-        1,
-        started,
-        finished,
-        output,
-        history=(AttemptInfo(1, started, finished),),
-    )
 
 
 def run_with_refs(store: Store, run_id: str = "r") -> dict[str, Any]:
@@ -370,15 +350,7 @@ def test_copy_with_refs_killed_at_any_step_leaves_no_record_without_its_blob(
     outcomes = []
     for kill_at in range(1, 400):
         dst_url = url_of(dst_kind, tmp_path / f"dst-{kill_at}")
-        with open_store(dst_url):
-            pass  # created before the copy, as `flowdag store convert` does
-        proc = subprocess.run(
-            [sys.executable, "-c", KILLED_COPY, src_url, dst_url, str(kill_at), key],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            timeout=120,
-        )
+        proc = killed_copy(KILLED_COPY, src_url, dst_url, kill_at, key)
         with open_store(dst_url) as dst:
             if dst.list_runs():
                 assert dst.list_runs() == ["r"]
@@ -394,10 +366,8 @@ def test_copy_with_refs_killed_at_any_step_leaves_no_record_without_its_blob(
                 copy_run(src, dst, "r")  # leftovers (orphans, temp files) never get in the way
             held_blobs_are_there(dst, "r")
             assert_values(dst, "r", values)
-        if proc.returncode == 0:
-            assert proc.stdout.startswith("copied")
+        if copy_finished(proc):
             break
-        assert proc.returncode == -signal.SIGKILL, proc.stderr
     else:
         pytest.fail("the copy never finished")
     assert outcomes[0] == "none" and outcomes[-1] == "copied", outcomes
