@@ -66,10 +66,11 @@ from typing import Any
 
 from flowdag._commit import Commits, Committer, Starts
 from flowdag._ledger import Ledger
-from flowdag.attempt import Attempt, Launcher, Outcome, failure
+from flowdag.attempt import Attempt, Outcome, failure
 from flowdag.dag import DAG, RUN_DEFAULT
 from flowdag.errors import NodeTimeoutError
 from flowdag.executors import Executor
+from flowdag.launcher import Launcher
 from flowdag.resume import Plan
 from flowdag.runner import EventKind, RunEvent, RunResult
 from flowdag.scheduler import PoolGate, ReadySet, Schedule, TimerHeap

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field, fields
@@ -51,6 +51,7 @@ from flowdag.errors import (
 __all__ = [
     "RAW",
     "BlobReader",
+    "LoadedOnRead",
     "Ref",
     "binding",
     "collecting",
@@ -298,6 +299,38 @@ class Ref:
     def _name(self) -> str:
         where = f" of {self._origin}" if self._origin else ""
         return f"ref {self.uri}{where}"
+
+
+class LoadedOnRead(Mapping[str, Any]):
+    """Values by name, where a `Ref` is loaded when first read, then kept.
+
+    What ``result.outputs`` and ``ctx.inputs`` are: an output kept by reference
+    costs nothing until it is used, and a read twice loads it once.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getitem__(self, name: str) -> Any:
+        value = self._values[name]
+        if type(value) is Ref:
+            value = self._values[name] = value.load()
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        shown = (
+            f"{name!r}: {f'<{value.uri}>' if type(value) is Ref else repr(value)}"
+            for name, value in self._values.items()
+        )
+        return "{" + ", ".join(shown) + "}"
 
 
 # -- codec support: a Ref as plain fields ----------------------------------------------

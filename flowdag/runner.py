@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -28,7 +28,7 @@ from flowdag.errors import (
 )
 from flowdag.executors import Executor, capabilities_of, make_executor
 from flowdag.executors.pools import default_workers
-from flowdag.refs import Ref
+from flowdag.refs import LoadedOnRead, Ref
 from flowdag.resume import Plan, plan_run, rerun_missing_blobs
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores.base import Store, check_run_id
@@ -77,6 +77,7 @@ class RunResult:
     status: RunStatus
     nodes: dict[str, NodeState]
     data: dict[str, Any] = field(default_factory=dict)
+    _outputs: LoadedOnRead | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -85,10 +86,12 @@ class RunResult:
 
     @property
     def outputs(self) -> Mapping[str, Any]:
-        """Completed node -> its output; an output kept by reference is loaded when read."""
-        return Outputs(
-            {n: s.output for n, s in self.nodes.items() if s.status is NodeStatus.COMPLETED}
-        )
+        """Completed node -> its output; one kept by reference is loaded when first read."""
+        if self._outputs is None:
+            self._outputs = LoadedOnRead(
+                {n: s.output for n, s in self.nodes.items() if s.status is NodeStatus.COMPLETED}
+            )
+        return self._outputs
 
     @property
     def refs(self) -> dict[str, Ref]:
@@ -120,38 +123,6 @@ class RunResult:
             f"run '{self.run_id}' of workflow '{self.workflow}' failed: {detail}{more}; "
             "fix the cause and run again with the same run id to resume"
         )
-
-
-class Outputs(Mapping[str, Any]):
-    """`RunResult.outputs`: each node's output; one kept by reference is loaded on access.
-
-    A loaded value is kept, so reading it twice reads its blob once. A missing
-    or damaged blob raises `BlobMissingError` or `CorruptStateError` on access.
-    """
-
-    __slots__ = ("_outputs",)
-
-    def __init__(self, outputs: dict[str, Any]) -> None:
-        self._outputs = outputs
-
-    def __getitem__(self, node: str) -> Any:
-        value = self._outputs[node]
-        if type(value) is Ref:
-            value = self._outputs[node] = value.load()
-        return value
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._outputs)
-
-    def __len__(self) -> int:
-        return len(self._outputs)
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{node!r}: {'<ref>' if type(value) is Ref else repr(value)}"
-            for node, value in self._outputs.items()
-        )
-        return "{" + shown + "}"
 
 
 #: Set by ``flowdag run FILE`` while it imports FILE: every run finished meanwhile is

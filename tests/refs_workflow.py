@@ -33,3 +33,10 @@ def dump(ctx: flowdag.Context) -> None:
 @wf.node(deps=["dump"])
 def dumped(dump: bytes) -> int:
     return len(dump)
+
+
+#: The same without the streamed output: for stores whose blob area workers cannot reach.
+values_only = flowdag.Workflow("refs-values")
+values_only.add_node("fetch", fetch, extract=lambda rows: {"rows": len(rows)})
+values_only.add_node("total", total, deps=["fetch"])
+values_only.add_node("route", route, deps=["fetch"])

@@ -13,20 +13,12 @@ from typing import Any
 import pytest
 
 import flowdag
-from flowdag.attempt import (
-    Attempt,
-    Launcher,
-    Outcome,
-    RemoteAttempt,
-    execute,
-    execute_remote,
-    failure,
-    received,
-)
+from flowdag.attempt import Attempt, Outcome, execute, failure
 from flowdag.codec import Codec
 from flowdag.dag import NodeSpec
 from flowdag.errors import SerializationError
 from flowdag.executors import Capabilities, ExecutorBase
+from flowdag.launcher import Launcher, RemoteAttempt, execute_remote, received
 
 
 class Unprintable(Exception):

@@ -327,7 +327,8 @@ def test_bad_node_options_are_dag_errors(option: str, value: Any) -> None:
 
 
 def test_remote_tasks_carry_the_ref_not_the_value(tmp_path: Path) -> None:
-    from flowdag.attempt import Attempt, Launcher
+    from flowdag.attempt import Attempt
+    from flowdag.launcher import Launcher
 
     class Capture:
         capabilities = flowdag.executors.Capabilities(in_process=False)
@@ -359,7 +360,7 @@ def test_remote_tasks_carry_the_ref_not_the_value(tmp_path: Path) -> None:
         launcher.launch(attempt)
         [(task,)] = capture.tasks
         assert len(pickle.dumps(task)) < 8192
-        from flowdag.attempt import execute_remote
+        from flowdag.launcher import execute_remote
 
         outcome = execute_remote(pickle.loads(pickle.dumps(task)))
         assert outcome.error is None and store.codec.decode(outcome.output) == 50 << 20
@@ -383,3 +384,29 @@ def test_a_value_that_cannot_be_stored_is_still_a_serialization_error(store: Sto
     wf.add_node("bad", lambda: [object()] * 100_000)
     result = flowdag.run(wf, store=store)
     assert result.errors["bad"].type == SerializationError.__name__
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb-encrypted"])
+def test_workers_that_cannot_reach_the_blob_area_get_values_and_the_driver_keeps_refs(
+    tmp_path: Path, kind: str
+) -> None:
+    from tests import refs_workflow
+
+    with open_kind(kind, tmp_path) as store:
+        result = flowdag.run(refs_workflow.values_only, store=store, executor="processes")
+        assert result.ok, result.errors
+        assert result.refs["fetch"].extracted == {"rows": len(refs_workflow.BIG)}
+        assert result.outputs["total"] == sum(refs_workflow.BIG)
+        assert result.outputs["route"] == "Ref"  # an unbound Ref: no key travelled
+        assert store.load(result.run_id).nodes["fetch"].output.load() == refs_workflow.BIG
+
+        streamed = flowdag.run(refs_workflow.wf, store=store, executor="processes")
+        assert "ctx.output_file() needs the store's blob area" in streamed.errors["dump"].message
+
+
+def test_result_outputs_load_a_blob_once(store: Store) -> None:
+    result = flowdag.run(fetch_workflow(), run_id="r1", store=store)
+    assert result.outputs["fetch"] == BIG
+    store.blobs.delete(store.blobs.name_of(result.refs["fetch"].sha256))
+    assert result.outputs["fetch"] == BIG  # kept from the first read
+    assert "fetch" in repr(result.outputs) and "99999" in repr(result.outputs)

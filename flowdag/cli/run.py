@@ -6,11 +6,13 @@ import argparse
 import contextlib
 import shlex
 from collections.abc import Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
 import flowdag
+from flowdag._units import parse_duration, parse_size
 from flowdag.cli.base import (
     DEFAULT_STORE,
     CLIError,
@@ -68,6 +70,18 @@ def add_parser(commands: Commands) -> None:
         help="at most N nodes tagged pool=NAME at once; repeat for several pools "
         "(overrides the workflow's pools=)",
     )
+    run.add_argument(
+        "--inline-limit",
+        metavar="SIZE",
+        help="keep outputs encoded above SIZE in the store's blob area, by reference "
+        "(default 256KiB; 'none': keep every output inline)",
+    )
+    run.add_argument(
+        "--ttl",
+        metavar="DURATION",
+        help="the run expires DURATION after it finishes, e.g. 30d; `flowdag gc` "
+        "then deletes it (default: never)",
+    )
     add_verbose_option(run)
     run.add_argument(
         "--allow-changes",
@@ -86,6 +100,7 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
     if args.dask_address is not None and args.executor not in (None, "dask"):
         raise CLIError(f"--dask-address runs nodes on Dask, not --executor {args.executor}")
     pools = parse_pools(args.pools or [])
+    lifetimes = _lifetimes(args)
     ran_at_import: list[RunResult] = []
     dag = load_dag(args.target, ran_at_import)
     if ran_at_import:
@@ -105,10 +120,26 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
                 allow_changes=args.allow_changes,
                 pools=pools,
                 on_event=progress.update,
+                **lifetimes,
             )
     return _report(
         result, args, restored=len(result.nodes) - len(progress.ran), verbose=args.verbose
     )
+
+
+def _lifetimes(args: argparse.Namespace) -> dict[str, Any]:
+    """``--inline-limit`` and ``--ttl`` for `flowdag.run`, checked before the file runs."""
+    options: dict[str, Any] = {}
+    if args.inline_limit is not None:
+        text = args.inline_limit
+        options["inline_limit"] = None if text.lower() == "none" else text
+        if options["inline_limit"] is not None:
+            parse_size(text, "--inline-limit")
+    if args.ttl is not None:
+        if parse_duration(args.ttl, "--ttl") <= 0:
+            raise CLIError(f"--ttl must be above 0, not {args.ttl!r}; e.g. --ttl 30d")
+        options["ttl"] = args.ttl
+    return options
 
 
 def _ran_at_import(args: argparse.Namespace, results: list[RunResult], err: Console) -> int:
