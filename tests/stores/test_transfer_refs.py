@@ -11,12 +11,15 @@ blob is missing.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flowdag import BlobMissingError, Ref
 from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
@@ -372,3 +375,54 @@ def test_copy_with_refs_killed_at_any_step_leaves_no_record_without_its_blob(
         pytest.fail("the copy never finished")
     assert outcomes[0] == "none" and outcomes[-1] == "copied", outcomes
     assert outcomes.count("orphans") >= 5, outcomes  # killed between blobs and record
+
+
+# -- refs at any depth, copied across codecs (property) --------------------------------------------
+
+POOL = ["a" * 3000, list(range(2000)), {"k": b"\x01" * 3000}]
+
+
+def shape(value: Any) -> Any:
+    """``value`` with each ref replaced by the pool index its extracted fields name."""
+    if type(value) is Ref:
+        return ("ref", value.extracted["i"])
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(shape(item) for item in value)
+    if isinstance(value, frozenset):
+        return frozenset(shape(item) for item in value)
+    return value
+
+
+def nested(refs: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    leaves = st.one_of(st.integers(), st.text(max_size=5), st.none(), refs)
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4),
+            st.tuples(inner, inner),
+            st.dictionaries(st.text(max_size=3), inner, max_size=3),
+            st.frozensets(st.one_of(st.integers(), refs), max_size=3),
+        ),
+        max_leaves=12,
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_refs_at_any_depth_survive_a_copy_to_another_codec(data: st.DataObject) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = open_store("memory://"), open_store(f"json://{tmp}/dst")
+        pool = [stored_ref(src, value, extracted={"i": i}) for i, value in enumerate(POOL)]
+        refs = st.sampled_from(pool)
+        output, value = data.draw(nested(refs)), data.draw(nested(refs))
+        src.save(RunState("r", "wf", {"a": completed(output)}, data={"k": value}))
+        copy_run(src, dst, "r")
+        state = dst.load("r")
+        copied, kept = state.nodes["a"].output, state.data["k"]
+        assert shape(copied) == shape(output) and shape(kept) == shape(value)
+        for ref in refs_in(copied) + refs_in(kept):
+            assert ref.encoding == "json" and ref.load() == POOL[ref.extracted["i"]]
+        assert check_run(dst, "r").ok
+        dst.close()
