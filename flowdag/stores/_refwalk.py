@@ -61,7 +61,8 @@ def refs_in(value: Any) -> list[Ref]:
 def replace_refs(value: Any, new: Mapping[Ref, Ref]) -> Any:
     """``value`` with every `Ref` that is a key of ``new`` replaced by its value there.
 
-    The other parts of ``value`` are copies (the caller's value is left alone).
+    The rest of ``value`` is built anew (the caller's value is left alone;
+    array buffers are shared, not copied).
 
     Raises:
         StoreError: ``value`` holds something that cannot be walked (not picklable).
