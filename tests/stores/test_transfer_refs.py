@@ -119,6 +119,8 @@ def test_copy_takes_the_blobs_of_every_ref(src: Store, dst: Store) -> None:
     original = src.load("r").nodes["rows"].output
     assert copied.extracted == original.extracted and copied.preview == original.preview
     assert copied.encoding == dst.codec.name
+    text = dst.load("r").nodes["pair"].output["first"]
+    assert text.expires_at == NOW + timedelta(days=3)  # re-encoded or not, the same expiry
     assert (copied == original) is not recode  # re-encoded: another blob, another ref
     assert dst.load("r").nodes["raw"].output == src.load("r").nodes["raw"].output
     # gc's view: the destination's records list exactly the blobs it holds.
