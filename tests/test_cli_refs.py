@@ -270,3 +270,24 @@ def test_verify_names_damaged_and_missing_blobs_and_counts_expired_ones(
         f"checked 3 runs (3 refs read and hashed right) in {url}: 1 damaged "
         "(2 missing or damaged blobs); 1 expired run; 1 expired ref"
     )
+
+
+def test_status_shows_when_a_run_with_a_ttl_expires(
+    store_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"lmdb://{store_dir}"
+    with open_store(url) as store:
+        assert flowdag.run(workflow(), run_id="r1", store=store, ttl="30d").ok
+        expires_at = store.load("r1").expires_at
+    make_run(url, "r2")
+    assert main(["status", "r1", "--json", "--store", url]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["ttl"] == 30 * 86400 and document["expires_at"] == expires_at.isoformat()
+    assert main(["status", "r1", "--store", url]) == 0
+    local = expires_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    assert f"expires {local}" in capsys.readouterr().out.splitlines()[0]
+    assert main(["status", "r2", "--json", "--store", url]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["ttl"] is None and document["expires_at"] is None
+    assert main(["status", "r2", "--store", url]) == 0
+    assert "expires" not in capsys.readouterr().out

@@ -183,7 +183,8 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
     out.print(
         f"run {escape(state.run_id)}  workflow {escape(state.workflow)}  "
         f"{styled(live.status)}{escape(live.text()[len(live.status) :])}"
-        f"  ({describe_counts(counts, interrupted=live.interrupted)})",
+        f"  ({describe_counts(counts, interrupted=live.interrupted)})"
+        + (f"  expires {local_time(state.expires_at)}" if state.expires_at else ""),
         soft_wrap=True,
     )
     table = plain_table()
@@ -249,6 +250,9 @@ def state_json(state: RunState, live: Liveness, *, values: bool = False) -> dict
         "status": live.status,
         "pid": live.pid,
         "last_commit": _moment(live.last_commit),
+        # run(ttl=...): seconds, and when the run expires (None until a node finished).
+        "ttl": None if state.ttl is None else state.ttl.total_seconds(),
+        "expires_at": _moment(state.expires_at),
         "nodes": {name: node_json(node, live, values=values) for name, node in state.nodes.items()},
     }
     if values:
