@@ -27,6 +27,7 @@ ROW_FIELDS = {
     "disk_mb",
     "ratio_to_memory",
     "repeats",
+    "refs",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -135,6 +136,8 @@ def test_run_bench_rejects_bad_input(kwargs: dict[str, object], message: str) ->
         ["bench", "--nodes", "ten"],
         ["bench", "--nodes", "2"],
         ["bench", "--payload", "-5"],
+        ["bench", "--payload", "1XB"],
+        ["bench", "--inline-limit", "lots"],
     ],
 )
 def test_cli_bad_options_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,3 +155,45 @@ def test_cli_out_that_is_a_file_is_one_error_line(
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("flowdag: error: "), err
+
+
+# -- outputs above the inline limit ---------------------------------------------------------------
+
+
+def test_outputs_above_the_inline_limit_are_kept_by_reference_one_blob_each() -> None:
+    results = run_bench(["lmdb", "json"], [12], [100, 4096], repeats=1, inline_limit=1024)
+    refs = {(row.store, row.payload): row.refs for row in results.rows}
+    assert refs == {("lmdb", 100): 0, ("json", 100): 0, ("lmdb", 4096): 10, ("json", 4096): 10}
+    assert results.settings["inline_limit"] == 1024
+    never = run_bench(["lmdb"], [12], [4096], repeats=1, inline_limit=None)
+    assert [row.refs for row in never.rows] == [0]
+
+
+def test_distinct_outputs_are_one_blob_per_node(tmp_path: Path) -> None:
+    import flowdag
+    from flowdag.cli.bench.shapes import fanout
+    from flowdag.stores import open_store
+
+    with open_store(f"lmdb://{tmp_path / 's'}") as store:
+        result = flowdag.run(fanout(5, b"x" * 5000, distinct=True), store=store, inline_limit=1000)
+        assert sorted(result.refs) == [f"n{i}" for i in range(5)]
+        assert len(store.blobs.entries()) == 5
+        values = [result.outputs[f"n{i}"] for i in range(5)]
+        assert len(set(values)) == 5 and all(len(value) == 5000 for value in values)
+        same = flowdag.run(fanout(5, b"y" * 5000), store=store, inline_limit=1000)
+        assert len(same.refs) == 5 and len(store.blobs.entries()) == 6  # one blob for all
+
+
+def test_cli_payload_sizes_with_units_and_the_inline_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--quick", "--stores", "lmdb", "--nodes", "10", "--payload", "2KiB"]
+    assert main([*argv, "--inline-limit", "1KiB", "--out", "r"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # the caption wraps
+    assert "refs" in out and "inline_limit 1,024 bytes" in out
+    (row,) = json.loads(_only(tmp_path / "r", ".json").read_text())["results"]
+    assert row["payload"] == 2048 and row["refs"] == 8
+    assert main([*argv, "--inline-limit", "none", "--out", "n"]) == 0
+    (row,) = json.loads(_only(tmp_path / "n", ".json").read_text())["results"]
+    assert row["refs"] == 0
+    assert "no limit" in " ".join(capsys.readouterr().out.split())

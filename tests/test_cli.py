@@ -782,7 +782,7 @@ def test_store_convert_reports_a_copy_that_differs(
     def differs(src: object, dst: object, run_id: str) -> None:
         raise flowdag.StoreError(f"copy of run '{run_id}' to X differs from the source: data")
 
-    monkeypatch.setattr("flowdag.cli.runs.copy_run", differs)
+    monkeypatch.setattr("flowdag.cli.store.copy_run", differs)
     assert main(["store", "convert", "json://src", "lmdb://dst"]) == 1
     out = capsys.readouterr().out
     assert "r1: not copied: copy of run 'r1' to X differs from the source" in out

@@ -6,9 +6,10 @@ and only on a terminal (stderr), so results on stdout stay plain.
 
 from __future__ import annotations
 
+import reprlib
 import time
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Self
 
 from rich.cells import cell_len
@@ -28,6 +29,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from flowdag.cli.base import flatten
+from flowdag.refs import Ref
 from flowdag.runner import RunEvent
 from flowdag.state import ErrorInfo, NodeState, NodeStatus
 
@@ -41,9 +43,12 @@ __all__ = [
     "local_time",
     "output_console",
     "plain_table",
+    "plural",
+    "ref_text",
     "runs",
     "say_run",
     "seconds",
+    "size_text",
     "styled",
     "summary_table",
     "text_table",
@@ -115,9 +120,45 @@ def error_text(error: ErrorInfo | None) -> str:
     return "" if error is None else flatten(f"{error.type}: {error.message}")
 
 
+def size_text(size: int) -> str:
+    """Bytes for people: ``512 B``, ``12.3 KiB``, ``12.3 MiB``, ``1.5 GiB`` (powers of 1024)."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def ref_text(ref: Ref, *, label: bool = True, width: int = 60) -> str:
+    """An output kept by reference, in one line: ``ref 12.3 MiB  rows=1000 cols=3``.
+
+    Only the ref's own fields: its blob is never read. An expired ref says so.
+    ``label``: starts with ``ref``.
+    """
+    parts = [f"ref {size_text(ref.size)}" if label else size_text(ref.size)]
+    if ref.expires_at is not None and ref.expires_at <= datetime.now(UTC):
+        parts.append("expired")
+    fields = " ".join(f"{key}={_BRIEF.repr(value)}" for key, value in ref.extracted.items())
+    if fields:
+        parts.append(fields if len(fields) <= width else fields[: width - 3] + "...")
+    return "  ".join(parts)
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = 30  # attributes: keywords need Python 3.12
+
+
 def runs(number: int) -> str:
     """``1 run``, ``2 runs``."""
-    return f"{number} run" if number == 1 else f"{number} runs"
+    return plural(number, "run")
+
+
+def plural(number: int, noun: str) -> str:
+    """``1 blob``, ``2 blobs``: nouns whose plural takes an s."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def say_run(out: Console, run_id: str, verdict: str, why: object = None) -> None:

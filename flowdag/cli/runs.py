@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -37,19 +37,20 @@ from flowdag.cli.render import (
     local_time,
     output_console,
     plain_table,
-    runs,
-    say_run,
+    ref_text,
     seconds,
     styled,
     text_table,
 )
+from flowdag.cli.store import cmd_store_convert, cmd_store_verify
 from flowdag.cli.tracebacks import add_verbose_option, print_tracebacks
-from flowdag.errors import CorruptStateError, FlowdagError, RunNotFoundError
+from flowdag.errors import FlowdagError
 from flowdag.json_codec import JSONCodec
+from flowdag.refs import Ref
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
-from flowdag.stores import Store, parse_store_url
+from flowdag.stores import Store
+from flowdag.stores._refwalk import load_brief
 from flowdag.stores.base import check_run_id
-from flowdag.stores.transfer import copy_run, verify_run
 
 __all__ = [
     "Liveness",
@@ -62,6 +63,7 @@ __all__ = [
     "json_value",
     "liveness",
     "node_json",
+    "ref_json",
     "state_json",
 ]
 
@@ -170,9 +172,10 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
             "--outputs goes with --json; to see one node's output: flowdag show RUN NODE"
         )
     with open_store(args.store, create=False) as store, neutral_user_types():
-        # Outputs are read only when asked for: they may be large; user types as
-        # UserValue, without importing their modules.
-        state = store.load(args.run_id) if args.outputs else store.load_statuses(args.run_id)
+        # Outputs are read only when asked for: they may be large (refs are small
+        # and always read, never their blobs); user types as UserValue, without
+        # importing their modules.
+        state = store.load(args.run_id) if args.outputs else load_brief(store, args.run_id)
         live = liveness(store, state)
     if args.json:
         print(json.dumps(state_json(state, live, values=args.outputs), indent=2))
@@ -182,21 +185,29 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
     out.print(
         f"run {escape(state.run_id)}  workflow {escape(state.workflow)}  "
         f"{styled(live.status)}{escape(live.text()[len(live.status) :])}"
-        f"  ({describe_counts(counts, interrupted=live.interrupted)})",
+        f"  ({describe_counts(counts, interrupted=live.interrupted)})"
+        + (f"  expires {local_time(state.expires_at)}" if state.expires_at else ""),
         soft_wrap=True,
     )
     table = plain_table()
-    for column in ("node", "status", "attempts", "started", "duration", "error"):
+    # A column for outputs kept by reference, when there are some: size and extracted fields.
+    by_ref = any(type(node.output) is Ref for node in state.nodes.values())
+    columns = ("node", "status", "attempts", "started", "duration", "error")
+    for column in (*columns, "ref") if by_ref else columns:
         table.add_column(column, justify="right" if column in {"attempts", "duration"} else "left")
     for name, node in state.nodes.items():
-        table.add_row(
+        row = [
             escape(name),
             styled(live.node_status(node)),
             str(node.attempts),
             local_time(node.started_at),
             seconds(node.duration),
             escape(error_text(node.error)),
-        )
+        ]
+        if by_ref:
+            ref = node.output
+            row.append(escape(ref_text(ref, label=False)) if type(ref) is Ref else "")
+        table.add_row(*row)
     out.print(table)
     failures = attempts_table(state, failed_only=True)
     if failures is not None:
@@ -241,6 +252,9 @@ def state_json(state: RunState, live: Liveness, *, values: bool = False) -> dict
         "status": live.status,
         "pid": live.pid,
         "last_commit": _moment(live.last_commit),
+        # run(ttl=...): seconds, and when the run expires (None until a node finished).
+        "ttl": None if state.ttl is None else state.ttl.total_seconds(),
+        "expires_at": _moment(state.expires_at),
         "nodes": {name: node_json(node, live, values=values) for name, node in state.nodes.items()},
     }
     if values:
@@ -249,7 +263,12 @@ def state_json(state: RunState, live: Liveness, *, values: bool = False) -> dict
 
 
 def node_json(node: NodeState, live: Liveness, *, values: bool = False) -> dict[str, Any]:
-    """One node as ``status --json`` prints it; with ``values``, its output too."""
+    """One node as ``status --json`` prints it; with ``values``, its output too.
+
+    ``ref`` describes an output kept by reference (see `ref_json`), else is None;
+    with ``values``, such an output is the ref as the JSON store writes it
+    (``{"$ref": {...}}``): its blob is not read.
+    """
     document = {
         "status": live.node_status(node),
         "attempts": node.attempts,
@@ -258,6 +277,7 @@ def node_json(node: NodeState, live: Liveness, *, values: bool = False) -> dict[
         "duration": node.duration,
         "deps": list(node.deps),
         "error": _error_json(node.error),
+        "ref": ref_json(node.output) if type(node.output) is Ref else None,
         "history": [
             {
                 "number": attempt.number,
@@ -284,6 +304,23 @@ def json_value(value: Any) -> Any:
 
 
 _JSON = JSONCodec()
+
+
+def ref_json(ref: Ref) -> dict[str, Any]:
+    """An output kept by reference as plain JSON: the ref's fields, its blob unread."""
+    return {
+        "uri": ref.uri,
+        "sha256": ref.sha256,
+        "size": ref.size,
+        "stored_size": ref.stored_size,
+        "compression": ref.compression,
+        "expires_at": _moment(ref.expires_at),
+        "expired": ref.expires_at is not None and ref.expires_at <= datetime.now(UTC),
+        "extracted": json_value(ref.extracted),
+        "preview": json_value(ref.preview),
+        "preview_truncated": ref.preview_truncated,
+        "encoding": ref.encoding,
+    }
 
 
 def _error_json(info: ErrorInfo | None) -> dict[str, str] | None:
@@ -358,88 +395,3 @@ def _counts_text(nodes: dict[str, int] | None) -> str:
     counts = {status: nodes.get(str(status), 0) for status in NodeStatus}
     counts[NodeStatus.RUNNING] += nodes.get(INTERRUPTED, 0)
     return describe_counts(counts, interrupted=INTERRUPTED in nodes)
-
-
-# -- flowdag store convert / verify ------------------------------------------------------
-
-
-def cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
-    """Copy runs from one store to another, verifying each copy.
-
-    Copy runs (all by default) from SRC_URL to DST_URL, replacing runs of the same
-    id there; each copy is loaded back and compared with the source. A run that
-    cannot be copied gets one line saying why and is not kept; the others are
-    still copied, and the exit status is 1.
-    """
-    # Bad input fails before anything is opened or written.
-    wanted = [check_run_id(run_id) for run_id in dict.fromkeys(args.run_ids or [])]
-    _check_distinct(args.src, args.dst)
-    out = output_console()
-    # User types are copied as they are stored (UserValue), their modules never imported.
-    with open_store(args.src, create=False) as src, neutral_user_types():
-        stored = src.list_runs()
-        have = set(stored)
-        missing = [run_id for run_id in wanted if run_id not in have]
-        if missing:
-            names = ", ".join(repr(run_id) for run_id in missing)
-            raise CLIError(f"no run {names} in {args.src}; see: flowdag list --store {args.src}")
-        copied = damaged = failed = 0
-        with open_store(args.dst) as dst:
-            for run_id in wanted or stored:
-                try:
-                    copy_run(src, dst, run_id)
-                except CorruptStateError as exc:  # copy_run raises it for the source only
-                    damaged += 1
-                    say_run(out, run_id, "[bold red]damaged in the source, skipped[/]", exc)
-                except FlowdagError as exc:  # the copy differs, is locked there, I/O...
-                    failed += 1
-                    say_run(out, run_id, "[bold red]not copied[/]", exc)
-                else:
-                    copied += 1
-                    say_run(out, run_id, "[green]copied[/]")
-    total = copied + damaged + failed
-    problems = []
-    if damaged:
-        problems.append(f"{damaged} damaged in the source")
-    if failed:
-        problems.append(f"{failed} not copied")
-    out.print(
-        f"copied {copied} of {runs(total)} from {escape(args.src)} to {escape(args.dst)}"
-        + "".join(f"; {part}" for part in problems),
-        soft_wrap=True,
-    )
-    return Exit.FAILED if problems else Exit.OK
-
-
-def cmd_store_verify(args: argparse.Namespace, err: Console) -> int:
-    """Load every run of a store and report damaged ones.
-
-    Load every run in full; exit 1 if any run is damaged.
-    """
-    out = output_console()
-    damaged = checked = 0
-    # User types are checked as stored (UserValue), their modules never imported.
-    with open_store(args.url, create=False) as store, neutral_user_types():
-        for run_id in store.list_runs():
-            try:
-                reason = verify_run(store, run_id)
-            except RunNotFoundError:
-                continue  # deleted while we were checking: nothing left to verify
-            checked += 1
-            if reason is None:
-                say_run(out, run_id, "[green]ok[/]")
-            else:
-                damaged += 1
-                say_run(out, run_id, "[bold red]damaged[/]", reason)
-    verdict = f"{damaged} damaged" if damaged else "all ok"
-    out.print(f"checked {runs(checked)} in {escape(args.url)}: {verdict}", soft_wrap=True)
-    return Exit.FAILED if damaged else Exit.OK
-
-
-def _check_distinct(src: str, dst: str) -> None:
-    """Refuse to convert a store into its own directory: both would share files."""
-    src_dir, dst_dir = parse_store_url(src)[1], parse_store_url(dst)[1]
-    if src_dir is not None and dst_dir is not None and src_dir.resolve() == dst_dir.resolve():
-        raise CLIError(
-            f"{src} and {dst} are in the same directory ({src_dir}); convert into another one"
-        )

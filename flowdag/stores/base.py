@@ -432,7 +432,9 @@ class Store(ABC):
         kind = self.codec_kind
         # Not imported here: a codec can only be a JSONCodec once its module is loaded.
         json_codec = sys.modules.get("flowdag.json_codec")
-        is_json = json_codec is not None and isinstance(self.codec, json_codec.JSONCodec)
+        # getattr: another thread may be importing it still (no JSONCodec exists yet then).
+        json_class = getattr(json_codec, "JSONCodec", None)
+        is_json = json_class is not None and isinstance(self.codec, json_class)
         if kind == "json" and not is_json:
             raise InvalidArgumentTypeError(
                 f"a {type(self).__name__} needs a JSONCodec (flowdag.json_codec), not "

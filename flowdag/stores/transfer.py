@@ -9,52 +9,86 @@ transaction), read back from there and compared with the source state
 (exactly: see `same_value`), and only then published, atomically (a rename, a
 transaction commit). Killed at any moment, the destination holds either no
 new copy or a checked one, never a run that silently differs from its source.
+
+Refs: the blobs a run's refs point at (outputs and ``ctx.data``, at any
+depth) are copied first, each checked against its hash as it is read, and
+only then is the run written, so a crash leaves at most orphan blobs (gc
+removes them), never a record whose blob is missing. A ref whose value is
+encoded with the source's codec is re-encoded when the destination reads
+with another (JSON <-> msgpack): a store decodes refs with its own codec.
+`check_run` reads every blob a run refers to and checks its hash.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from flowdag._equality import equal
 from flowdag._frames import is_frame
-from flowdag.errors import CorruptStateError, SerializationError, StoreError
+from flowdag.errors import (
+    BlobMissingError,
+    CorruptStateError,
+    SerializationError,
+    StoreError,
+)
+from flowdag.refs import RAW, Ref, collecting
 from flowdag.state import AttemptInfo, NodeState, RunState
+from flowdag.stores._blobs import BlobInfo
+from flowdag.stores._refwalk import refs_in, replace_refs
 from flowdag.stores.base import Store, StoredRun
 
-__all__ = ["copy_run", "same_value", "verify_run"]
+__all__ = ["Copied", "RunCheck", "check_run", "copy_run", "same_value", "verify_run"]
 
 
-def copy_run(src: Store, dst: Store, run_id: str) -> None:
+@dataclass(slots=True)
+class Copied:
+    """What `copy_run` did with the blobs of a run's refs."""
+
+    blobs: int = 0  # live blobs the copy refers to, each counted once
+    written: int = 0  # of them, copied (the others were there already)
+    bytes_written: int = 0  # what the copied ones take in the destination
+    recoded: int = 0  # refs whose value was re-encoded with the destination's codec
+    expired: int = 0  # refs past their expires_at, whose blobs were not copied
+
+
+def copy_run(src: Store, dst: Store, run_id: str) -> Copied:
     """Copy one run from ``src`` to ``dst`` (replacing any run of that id there) and verify it.
 
     The destination run is locked while it is written and read back, so a run
-    that is running there is never overwritten. The copy is checked before it
-    is published (see the module docstring).
+    that is running there is never overwritten. The blobs the run's refs point
+    at are copied first (a blob already there is not copied again; an expired
+    ref's blob is not copied), then the run is checked before it is published
+    (see the module docstring).
 
     Raises:
-        RunNotFoundError: ``src`` holds no such run.
-        CorruptStateError: the run is damaged in ``src``; ``dst`` is untouched.
+        RunNotFoundError: ``src`` holds no such run (or it expired).
+        CorruptStateError: the run is damaged in ``src``, or a blob it refers to
+            does not match its hash; the run was not written to ``dst``.
+        BlobMissingError: a blob the run refers to is missing from ``src``;
+            nothing was written to ``dst``.
         RunLockedError: the run is running in ``dst``.
         StoreError: the run holds a value ``dst``'s codec cannot store, or the
             copy read back from ``dst`` is damaged, differs from the source or
             cannot be compared with it; it was not published and ``dst`` is as
-            it was.
+            it was (blobs copied for it stay, unreferenced, until gc).
     """
-    state = src.load(run_id)
-    try:
-        stored = dst._to_stored(state)
-    except SerializationError as exc:  # a value the destination's codec cannot hold
-        raise StoreError(
-            f"run '{run_id}' cannot be stored in {dst.describe(run_id)}: {exc}; nothing was written"
-        ) from exc
+    with collecting() as held:  # every Ref the load decodes: none, most of the time
+        state = src.load(run_id)
+    where = _refs_of(state) if held else []
+    stored = _stored(dst, state, run_id)
+    done = Copied()
 
     def check(read_back: Callable[[], StoredRun]) -> None:
         try:
-            problem = _difference(state, dst._from_stored(run_id, read_back()))
+            with collecting() as copied:
+                problem = _difference(state, dst._from_stored(run_id, read_back()))
+            problem = problem or _missing_blobs(dst, copied)
         except CorruptStateError as exc:  # raised by dst: not the source's damage
             problem = f"the copy cannot be read back ({exc})"
         except Exception as exc:  # a value whose == raises: the copy is not verified
@@ -66,29 +100,219 @@ def copy_run(src: Store, dst: Store, run_id: str) -> None:
             )
 
     with dst.lock(run_id):
+        if where:
+            # Blobs first, the record last: a crash in between leaves orphans only.
+            new = _copy_blobs(src, dst, run_id, where, done)
+            if new:
+                state = _with_refs(state, new, where)
+                stored = _stored(dst, state, run_id)
         dst._save_checked(run_id, stored, check)
+    return done
+
+
+def _stored(dst: Store, state: RunState, run_id: str) -> StoredRun:
+    try:
+        return dst._to_stored(state)
+    except SerializationError as exc:  # a value the destination's codec cannot hold
+        raise StoreError(
+            f"run '{run_id}' cannot be stored in {dst.describe(run_id)}: {exc}; nothing was written"
+        ) from exc
+
+
+def _refs_of(state: RunState) -> list[tuple[str, Ref]]:
+    """Every Ref of a loaded run, with where it is: ``node 'a'`` or ``ctx.data 'k'``."""
+    found = []
+    for name, node in state.nodes.items():
+        found += [(_node_place(name), ref) for ref in refs_in(node.output)]
+    for key, value in state.data.items():
+        found += [(_data_place(key), ref) for ref in refs_in(value)]
+    return found
+
+
+def _node_place(name: str) -> str:
+    return f"node '{name}'"
+
+
+def _data_place(key: str) -> str:
+    return f"ctx.data {key!r}"
+
+
+def _live(ref: Ref, now: datetime) -> bool:
+    return ref.expires_at is None or ref.expires_at > now
+
+
+def _copy_blobs(
+    src: Store, dst: Store, run_id: str, where: list[tuple[str, Ref]], done: Copied
+) -> dict[Ref, Ref]:
+    """Copy the live blobs of ``where`` to ``dst``; the refs that had to be re-encoded."""
+    now = datetime.now(UTC)
+    live = [(place, ref) for place, ref in where if _live(ref, now)]
+    done.expired = len(where) - len(live)
+    for place, ref in live:  # a missing blob stops the copy before anything is written
+        if not src.blobs.exists(ref.sha256):
+            raise BlobMissingError(
+                f"run '{run_id}', {place}: blob {ref.uri} is missing from {src.describe(run_id)} "
+                f"({src.blobs.locate(src.blobs.name_of(ref.sha256))}); the run was not copied "
+                f"and {dst.describe(run_id)} was not changed: restore the blob, or run the "
+                "node again"
+            )
+    new: dict[Ref, Ref] = {}
+    copied: set[str] = set()
+    for place, ref in live:
+        recoded = _recoded(ref, src, dst)
+        if (ref in new) if recoded else (ref.sha256 in copied):
+            continue  # the same blob held twice is copied once
+        try:
+            if recoded:
+                data = dst.codec.encode(ref.load())  # read through the source, checked
+                there = dst.blobs.exists(hashlib.sha256(data).hexdigest())
+                info = dst.blobs.put(data)
+                new[ref] = _recode(ref, info, dst)
+                done.recoded += 1
+            else:
+                there = dst.blobs.exists(ref.sha256)
+                info = dst.blobs.copy_from(src.blobs, ref.sha256, size=ref.size)
+                copied.add(ref.sha256)
+            done.written += not there
+            done.bytes_written += 0 if there else info.stored_size
+        except (CorruptStateError, BlobMissingError) as exc:
+            raise type(exc)(
+                f"run '{run_id}', {place}: {exc}; the run was not copied (blobs copied before "
+                "this one stay unreferenced in the destination until gc)"
+            ) from exc
+        except SerializationError as exc:
+            raise StoreError(
+                f"run '{run_id}', {place}: the value of ref {ref.uri} cannot be stored in "
+                f"{dst.describe(run_id)}: {exc}; the run was not copied"
+            ) from exc
+    done.blobs = len(copied | {ref.sha256 for ref in new.values()})
+    return new
+
+
+def _recoded(ref: Ref, src: Store, dst: Store) -> bool:
+    """Whether ``ref`` holds a value ``src`` encoded and ``dst`` would decode otherwise."""
+    return ref.encoding != RAW and ref.encoding == src.codec.name != dst.codec.name
+
+
+def _recode(ref: Ref, info: BlobInfo, dst: Store) -> Ref:
+    """``ref`` for its value re-encoded with ``dst``'s codec into the blob ``info``."""
+    return info.ref(
+        expires_at=ref.expires_at,
+        extracted=ref.extracted,
+        preview=ref.preview,
+        preview_truncated=ref.preview_truncated,
+        encoding=dst.codec.name,
+    )
+
+
+def _with_refs(state: RunState, new: dict[Ref, Ref], where: list[tuple[str, Ref]]) -> RunState:
+    """``state`` with the refs ``new`` maps replaced, in the outputs and data that hold them."""
+    places = {place for place, ref in where if ref in new}
+    nodes = {
+        name: replace(node, output=replace_refs(node.output, new))
+        if _node_place(name) in places
+        else node
+        for name, node in state.nodes.items()
+    }
+    data = {
+        key: replace_refs(value, new) if _data_place(key) in places else value
+        for key, value in state.data.items()
+    }
+    return replace(state, nodes=nodes, data=data)
+
+
+def _missing_blobs(dst: Store, held: dict[str, datetime | None]) -> str | None:
+    now = datetime.now(UTC)
+    missing = [
+        sha256
+        for sha256, expires_at in held.items()
+        if (expires_at is None or expires_at > now) and not dst.blobs.exists(sha256)
+    ]
+    if not missing:
+        return None
+    return f"blob {missing[0]} is not in its blob area" + (
+        f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    )
+
+
+# -- store verify ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RunCheck:
+    """What `check_run` found in one run."""
+
+    damage: str | None = None  # why the run's records cannot be read, if they cannot
+    refs: int = 0  # refs whose blob was read and hashed right
+    expired: int = 0  # refs past their expires_at: not read, and not damage
+    blobs: list[str] = field(default_factory=list)  # each missing or damaged blob: where, why
+
+    @property
+    def ok(self) -> bool:
+        return self.damage is None and not self.blobs
+
+    def reason(self) -> str | None:
+        """Why the run is damaged, in one text; None if it is not."""
+        if self.ok:
+            return None
+        return "; ".join([self.damage] if self.damage is not None else self.blobs)
+
+
+def check_run(store: Store, run_id: str, seen: dict[str, str | None] | None = None) -> RunCheck:
+    """Load one run fully and read every blob its live refs point at, checking each hash.
+
+    Each blob is read through once, a chunk at a time (``seen`` remembers the
+    verdicts of blobs read already, across runs: sha256 -> None or why it failed).
+
+    Raises:
+        RunNotFoundError: the store holds no such run (or it expired).
+        StoreError: the store cannot be read at all (I/O error, closed store);
+            damage to the run or its blobs is returned, not raised.
+    """
+    result = RunCheck()
+    try:
+        with collecting() as held:
+            state = store.load(run_id)
+        where = _refs_of(state) if held else []
+    except CorruptStateError as exc:
+        result.damage = str(exc)
+        return result
+    verdicts = {} if seen is None else seen
+    now = datetime.now(UTC)
+    for place, ref in where:
+        if not _live(ref, now):
+            result.expired += 1
+            continue
+        if ref.sha256 not in verdicts:
+            try:
+                store.blobs.check(ref.sha256, size=ref.size)
+                verdicts[ref.sha256] = None
+            except (CorruptStateError, StoreError) as exc:  # missing, damaged, unreadable
+                verdicts[ref.sha256] = str(exc)
+        problem = verdicts[ref.sha256]
+        if problem is None:
+            result.refs += 1
+        else:
+            result.blobs.append(f"run '{run_id}', {place}: {problem}")
+    return result
 
 
 def verify_run(store: Store, run_id: str) -> str | None:
-    """Load one run fully; None if it loads, else why it is damaged.
+    """Load one run fully and check its blobs; None if all is well, else why it is damaged.
 
     Raises:
         RunNotFoundError: the store holds no such run.
         StoreError: the store cannot be read at all (I/O error, closed store);
             damage to the run itself is returned, not raised.
     """
-    try:
-        store.load(run_id)
-    except CorruptStateError as exc:
-        return str(exc)
-    return None
+    return check_run(store, run_id).reason()
 
 
 def _difference(expected: RunState, actual: RunState) -> str | None:
     """What differs between two states, briefly, or None if they are the same."""
     fields = [
         name
-        for name in ("run_id", "workflow", "metadata", "data")
+        for name in ("run_id", "workflow", "metadata", "ttl", "data")
         if not same_value(getattr(expected, name), getattr(actual, name))
     ]
     names = expected.nodes.keys() | actual.nodes.keys()

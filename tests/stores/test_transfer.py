@@ -328,6 +328,30 @@ print("copied", calls)
 )
 
 
+def killed_copy(
+    script: str, src_url: str, dst_url: str, kill_at: int, *more: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (a copy that kills itself at its ``kill_at``-th step) into a new store."""
+    with open_store(dst_url):
+        pass  # created before the copy, as `flowdag store convert` does
+    return subprocess.run(
+        [sys.executable, "-c", script, src_url, dst_url, str(kill_at), *more],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+
+
+def copy_finished(proc: subprocess.CompletedProcess[str]) -> bool:
+    """Whether the copy of `killed_copy` finished (else it was killed, and nothing else)."""
+    if proc.returncode == 0:
+        assert proc.stdout.startswith("copied")
+        return True
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    return False
+
+
 @pytest.mark.parametrize(("src_scheme", "dst_scheme"), [
     ("json", "lmdb"), ("lmdb", "json"), ("lmdb", "flatbuffers"),
 ])  # fmt: skip
@@ -342,15 +366,7 @@ def test_copy_killed_at_any_point_leaves_no_run_or_a_checked_one(
     outcomes = []
     for kill_at in range(1, 40):
         dst_url = f"{dst_scheme}://{tmp_path / f'dst-{kill_at}'}"
-        with open_store(dst_url):
-            pass  # created before the copy, as `flowdag store convert` does
-        proc = subprocess.run(
-            [sys.executable, "-c", KILLED_COPY, src_url, dst_url, str(kill_at)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            timeout=120,
-        )
+        proc = killed_copy(KILLED_COPY, src_url, dst_url, kill_at)
         with open_store(dst_url) as dst:
             if dst.list_runs():
                 assert dst.list_runs() == ["r"]
@@ -363,10 +379,8 @@ def test_copy_killed_at_any_point_leaves_no_run_or_a_checked_one(
             with open_store(src_url) as src:
                 copy_run(src, dst, "r")  # leftovers never get in the way
             assert_same_state(dst.load("r"), expected)
-        if proc.returncode == 0:
-            assert proc.stdout.startswith("copied")
+        if copy_finished(proc):
             break
-        assert proc.returncode == -signal.SIGKILL, proc.stderr
     else:
         pytest.fail("the copy never finished")
     assert outcomes[0] == "none" and outcomes[-1] == "copied", outcomes

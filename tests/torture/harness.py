@@ -4,7 +4,9 @@ One *torture run* is one seed on one store:
 
 1. A seeded generator makes a DAG of 20-300 nodes (`make_dag`): random fan-in,
    a few hub nodes with a wide fan-out, outputs of mixed types and sizes (some
-   kilobytes, so journals compact often), ``ctx.data`` keys set and deleted.
+   kilobytes, so journals compact often; a few of `BIG` bytes, above the
+   default inline limit, so they are kept by reference in the store's blob
+   area), ``ctx.data`` keys set and deleted.
 2. The same workflow runs in a subprocess (this file run as a script) on a
    disk store; the journaled stores get a tiny ``compact_min_bytes`` so that
    compactions happen every few commits. Every node call is logged to an
@@ -18,8 +20,10 @@ One *torture run* is one seed on one store:
 After every kill: the store opens and the run loads (or was never saved);
 no node that the store held as completed before the process started was called
 by it; every completed node is still completed and its output is the expected
-one. After the final resume: every output and ``ctx.data`` equal those of an
-uninterrupted run computed directly (`expected`), and a re-run calls nothing.
+one (an output kept by reference is read through its `Ref`, the blob checked
+against its hash: its blob was durable before its record). After the final
+resume: every output and ``ctx.data`` equal those of an uninterrupted run
+computed directly (`expected`), and a re-run calls nothing.
 
 With ``lose_snapshot`` (journaled stores), the snapshot of the run is deleted
 once, after a kill that left completed nodes, as a lost or half-restored file
@@ -53,6 +57,7 @@ ROOT = HERE.parents[2]
 STORES = ("lmdb", "json", "flatbuffers")
 RUN_ID = "torture"
 TEST_KEY = "8f" * 32  # a fixed 256-bit key for the encrypted torture runs
+BIG = 300 * 1024  # payload bytes of the nodes whose outputs are kept by reference
 
 
 # -- the random DAG -------------------------------------------------------------------
@@ -64,7 +69,7 @@ class NodePlan:
 
     name: str
     deps: tuple[str, ...]
-    kind: int  # which shape of output (see compute)
+    kind: int  # which shape of output (see compute); 6: above the inline limit
     size: int  # payload bytes for the byte-heavy kinds
     sleep: float  # seconds the node takes
     deletes: tuple[str, ...]  # ctx.data keys of upstream nodes it deletes
@@ -99,10 +104,17 @@ def make_dag(seed: int, min_nodes: int = 20, max_nodes: int = 300) -> list[NodeP
             )
         )
     # A few slow nodes, long enough for a start record, so kills find attempts in
-    # flight (shown interrupted). Drawn apart: the DAG of a seed stays the same.
-    slow = random.Random(seed * 7 + 3)
-    return [
+    # flight (shown interrupted), and a few big outputs (the middle node's always),
+    # kept by reference. Drawn apart: the DAG of a seed stays the same.
+    slow, big = random.Random(seed * 7 + 3), random.Random(seed * 11 + 5)
+    plans = [
         dataclasses.replace(plan, sleep=0.08) if slow.random() < 0.03 else plan for plan in plans
+    ]
+    return [
+        dataclasses.replace(plan, kind=6, size=BIG)
+        if big.random() < 0.02 or i == len(plans) // 2
+        else plan
+        for i, plan in enumerate(plans)
     ]
 
 
@@ -122,6 +134,12 @@ def compute(plan: NodePlan, inputs: dict[str, Any]) -> tuple[Any, dict[str, Any]
         output = bytes([base % 251]) * plan.size
     elif plan.kind == 4:  # incompressible
         output = random.Random(base).randbytes(plan.size)
+    elif plan.kind == 6:  # above the inline limit: a Ref in the store, half compressible
+        output = {
+            "node": plan.name,
+            "sum": base,
+            "rows": random.Random(base).randbytes(plan.size // 2).hex(),
+        }
     else:
         output = [str(base), {"nested": (base % 97, frozenset({index}))}]
     data = {f"k-{plan.name}": base % 1000, f"tmp-{plan.name}": [index]}
@@ -218,6 +236,7 @@ class Stats:
     in_flight: int = 0  # nodes called but not completed when killed: run again (at-least-once)
     interrupted: int = 0  # of those, nodes whose start record was stored (shown interrupted)
     lost_snapshots: int = 0  # snapshots deleted after a kill, refused as they must be
+    refs: int = 0  # completed outputs kept by reference, read through their Ref after kills
     violations: list[str] = dataclasses.field(default_factory=list)
 
     def add(self, other: Stats) -> None:
@@ -313,15 +332,21 @@ def _snapshot_lost(
     return True
 
 
-def _load(url: str, options: dict[str, Any]) -> Any:
-    """The stored run, or None if it was never saved. Any other error propagates."""
+def _load(url: str, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The stored run (None if it was never saved) and its outputs, each read through
+    its `Ref` when it is kept by reference. Any other error propagates."""
     import flowdag
 
     with flowdag.open_store(url, **options) as store:
         try:
-            return store.load(RUN_ID)
+            state = store.load(RUN_ID)
         except flowdag.RunNotFoundError:
-            return None
+            return None, {}
+        values = {
+            name: node.output.load() if type(node.output) is flowdag.Ref else node.output
+            for name, node in state.nodes.items()
+        }
+        return state, values
 
 
 def torture(
@@ -340,6 +365,7 @@ def torture(
     from flowdag.stores.transfer import same_value
 
     plans = make_dag(seed, max_nodes=max_nodes)
+    plans_by_name = {plan.name: plan for plan in plans}
     outputs, data = expected(plans)
     stats = Stats(runs=1, nodes=len(plans))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -400,8 +426,8 @@ def torture(
         if again:
             violation(f"completed nodes were called again: {again[:10]}")
         try:
-            state = _load(url, options)
-        except Exception as exc:  # the store must always load
+            state, values = _load(url, options)
+        except Exception as exc:  # the store must always load, every blob it points at too
             violation(f"the store did not load after a kill: {type(exc).__name__}: {exc}")
             return stats
         if state is None:
@@ -418,8 +444,12 @@ def torture(
             if lost:
                 violation(f"completed nodes were lost: {lost[:10]}")
             for name in done:
-                if not same_value(state.nodes[name].output, outputs[name]):
+                if not same_value(values[name], outputs[name]):
                     violation(f"node {name} has a wrong output")
+                by_ref = type(state.nodes[name].output).__name__ == "Ref"
+                stats.refs += by_ref
+                if by_ref != (plans_by_name[name].kind == 6):
+                    violation(f"node {name} is kept {'by reference' if by_ref else 'inline'}")
         stored_done = done
         if killed and lose_snapshot and done and scheme != "lmdb":
             lose_snapshot = False
@@ -434,7 +464,7 @@ def torture(
             break
 
     # The final state: everything completed, outputs and data as computed directly.
-    state = _load(url, options)
+    state, values = _load(url, options)
     if state is None:
         violation("the finished run is not in the store")
         return stats
@@ -445,7 +475,7 @@ def torture(
         numbers = [attempt.number for attempt in node.history]
         if not numbers or numbers != sorted(set(numbers)) or numbers[-1] != node.attempts:
             violation(f"node {name} has a broken history {numbers} (attempts {node.attempts})")
-    if not same_value({n: s.output for n, s in state.nodes.items()}, outputs):
+    if not same_value(values, outputs):
         violation("the final outputs differ from an uninterrupted run")
     if not same_value(state.data, data):
         violation("the final ctx.data differs from an uninterrupted run")

@@ -10,10 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from flowdag import _plot
+from flowdag._units import parse_size
 from flowdag.cli.base import Commands, Exit, add_command, int_list
 from flowdag.cli.bench.chart import write_chart
-from flowdag.cli.bench.measure import STORES, BenchResults, run_bench
+from flowdag.cli.bench.measure import DEFAULT_INLINE_LIMIT, STORES, BenchResults, run_bench
 from flowdag.cli.render import BenchBar, plain_table
+from flowdag.errors import FlowdagError
 
 __all__ = ["add_parser", "cmd_bench"]
 
@@ -36,9 +38,19 @@ def add_parser(commands: Commands) -> None:
     )
     bench.add_argument(
         "--payload",
-        type=int_list(0),
+        type=_sizes,
         metavar="LIST",
-        help="bytes each node returns, comma-separated (default: 100,10240; with --quick: 100)",
+        help="bytes each node returns, comma-separated, units allowed: 100,10KiB,1MiB "
+        "(default: 100,10240; with --quick: 100); above --inline-limit, outputs are kept "
+        "by reference, one blob each",
+    )
+    bench.add_argument(
+        "--inline-limit",
+        type=_limit,
+        default=DEFAULT_INLINE_LIMIT,
+        metavar="SIZE",
+        help="outputs encoded above it are kept by reference, as run(inline_limit=...) "
+        "(default: 256KiB; 'none': never)",
     )
     bench.add_argument(
         "--out",
@@ -47,6 +59,25 @@ def add_parser(commands: Commands) -> None:
         help="folder for the results JSON and the chart PNG (default: %(default)s)",
     )
     bench.add_argument("--quick", action="store_true", help="a small comparison: seconds")
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        values = [parse_size(part.strip(), "--payload") for part in text.split(",") if part.strip()]
+    except FlowdagError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected sizes separated by commas, got {text!r}")
+    return values
+
+
+def _limit(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return parse_size(text.strip(), "--inline-limit")
+    except FlowdagError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, or 'none'") from None
 
 
 def _stores(text: str) -> list[str]:
@@ -71,7 +102,12 @@ def cmd_bench(args: argparse.Namespace, err: Console) -> int:
     folder.mkdir(parents=True, exist_ok=True)  # before the long part: a bad --out fails now
     with BenchBar(err) as progress:
         results = run_bench(
-            args.stores, args.nodes, args.payload, quick=args.quick, progress=progress.update
+            args.stores,
+            args.nodes,
+            args.payload,
+            quick=args.quick,
+            progress=progress.update,
+            inline_limit=args.inline_limit,
         )
     out = Console(highlight=False)
     out.print(_table(results))
@@ -94,7 +130,8 @@ def _table(results: BenchResults) -> Table:
     table = plain_table(
         caption=f"{escape(m['cpu'])} ({m['cpus']} CPUs), Python {m['python']}, "
         f"{results.seconds:.0f}s; best of the repetitions after a warm-up; "
-        "commit: a durable fan-out run, per node; x mem: commit / the in-memory store's",
+        "commit: a durable fan-out run, per node; x mem: commit / the in-memory store's; "
+        f"refs: outputs kept by reference (above {_limit_text(results)})",
         caption_justify="left",
         padding=(0, 2, 0, 0),
     )
@@ -108,6 +145,7 @@ def _table(results: BenchResults) -> Table:
         "load\nms",
         "resume\nms",
         "disk\nMB",
+        "refs",
     ):
         table.add_column(column, justify="left" if column == "store" else "right", no_wrap=True)
     for row in results.rows:
@@ -121,5 +159,11 @@ def _table(results: BenchResults) -> Table:
             f"{row.load_ms:,.1f}",
             f"{row.resume_ms:,.1f}",
             "-" if row.disk_mb is None else f"{row.disk_mb:,.2f}",
+            f"{row.refs:,}",
         )
     return table
+
+
+def _limit_text(results: BenchResults) -> str:
+    limit = results.settings.get("inline_limit")
+    return "no limit: never" if limit is None else f"inline_limit {limit:,} bytes"

@@ -7,10 +7,13 @@ store in a temporary directory and measures, in this order:
 
 1. ``commit``: a durable fan-out run (root -> nodes-2 -> sink, each node
    returning ``payload`` bytes) through `flowdag.run` with 4 workers, divided by
-   the node count: what checkpointing costs per node, executor included;
+   the node count: what checkpointing costs per node, executor included.
+   Outputs above ``inline_limit`` are kept by reference (a blob each, then a
+   small record): those are distinct, so each node writes its own blob;
 2. ``resume``: `flowdag.run` again on the completed run: load and plan, and no
    node called (checked: no node's attempt count grew);
-3. the bytes the store holds on disk (allocated blocks, as ``du`` counts);
+3. the bytes the store holds on disk (allocated blocks, as ``du`` counts;
+   blobs included);
 4. ``load``: `Store.load` of the run;
 5. ``save``: `Store.save` of that state under another run id.
 
@@ -47,6 +50,7 @@ from flowdag.errors import FlowdagError
 from flowdag.stores import Store, open_store
 
 __all__ = [
+    "DEFAULT_INLINE_LIMIT",
     "DEFAULT_NODES",
     "DEFAULT_PAYLOADS",
     "QUICK_NODES",
@@ -67,6 +71,8 @@ DEFAULT_PAYLOADS = (100, 10_240)
 QUICK_NODES = (1_000,)
 QUICK_PAYLOADS = (100,)
 WORKERS = 4
+#: ``flowdag.run``'s own default: outputs encoded above it are kept by reference.
+DEFAULT_INLINE_LIMIT = 256 * 1024
 _RUN_ID = "bench-run"
 _SAVE_ID = "bench-save"
 _MB = 1_000_000
@@ -95,6 +101,7 @@ class BenchRow:
     disk_mb: float | None  # None for the in-memory store
     ratio_to_memory: float  # commit_us_per_node / the in-memory store's
     repeats: int
+    refs: int = 0  # outputs of the run kept by reference (above the inline limit)
 
 
 @dataclass(slots=True)
@@ -123,6 +130,7 @@ class BenchResults:
                 "resume_ms": "milliseconds, run again on a completed run",
                 "disk_mb": "megabytes (10^6 bytes) allocated on disk",
                 "ratio_to_memory": "commit_us_per_node / the in-memory store's",
+                "refs": "outputs of the run kept by reference (above inline_limit)",
             },
             "results": [dataclasses.asdict(row) for row in self.rows],
         }
@@ -163,6 +171,7 @@ def run_bench(
     quick: bool = False,
     repeats: int | None = None,
     progress: Callable[[BenchProgress], None] | None = None,
+    inline_limit: int | None = DEFAULT_INLINE_LIMIT,
 ) -> BenchResults:
     """Measure each store on each (nodes, payload) case; see the module docstring.
 
@@ -175,6 +184,8 @@ def run_bench(
         repeats: counted repetitions per case, after one warm-up (default: 3 up
             to 2,000 nodes, 2 above, 1 when the outputs pass 50 MB or with ``quick``).
         progress: called before each step, for a progress display.
+        inline_limit: outputs encoded above it are kept by reference (bytes;
+            None: never), as ``flowdag.run(inline_limit=...)``.
 
     Raises:
         FlowdagError: an unknown store, or a size out of range.
@@ -184,6 +195,8 @@ def run_bench(
     sizes_b = _check_sizes(
         "payload", payloads or (QUICK_PAYLOADS if quick else DEFAULT_PAYLOADS), 0
     )
+    if inline_limit is not None:
+        inline_limit = _check_sizes("inline_limit", [inline_limit], 0)[0]
     measured = [*chosen, "memory"] if "memory" not in chosen else list(chosen)
     cases = [(n, p) for n in sizes for p in sizes_b]
     plan = [(case, kind, _repeats(case, quick, repeats)) for case in cases for kind in measured]
@@ -194,7 +207,7 @@ def run_bench(
     best: dict[tuple[str, int, int], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="flowdag-bench-") as tmp:
         for (n, payload), kind, count in plan:
-            dag = _fanout(n, payload)
+            dag = _fanout(n, payload, inline_limit)
             samples: list[dict[str, Any]] = []
             for rep in range(1 + count):  # repetition 0 is the warm-up
                 if progress is not None:
@@ -202,7 +215,8 @@ def run_bench(
                     progress(
                         BenchProgress(step, total, f"{kind} {n:,} nodes x {payload:,} B {what}")
                     )
-                sample = _measure(kind, dag, Path(tmp) / f"{kind}-{n}-{payload}-{rep}")
+                where = Path(tmp) / f"{kind}-{n}-{payload}-{rep}"
+                sample = _measure(kind, dag, where, inline_limit)
                 if rep > 0:
                     samples.append(sample)
                 step += 1
@@ -226,6 +240,7 @@ def run_bench(
                     None if kind == "memory" else m["disk_mb"],
                     m["commit_us_per_node"] / baseline if baseline > 0 else float("nan"),
                     m["repeats"],
+                    m["refs"],
                 )
             )
     settings = {
@@ -237,6 +252,8 @@ def run_bench(
         "warmup_repeats": 1,
         "statistic": "best (min) of the counted repetitions",
         "shape": "fan-out: root -> nodes-2 -> sink",
+        "inline_limit": inline_limit,
+        "outputs": "distinct per node when above inline_limit, else one value for all",
     }
     return BenchResults(rows, machine_info(), started_at, time.perf_counter() - clock, settings)
 
@@ -274,11 +291,13 @@ def _repeats(case: tuple[int, int], quick: bool, repeats: int | None) -> int:
     return 3 if n <= 2_000 else 2
 
 
-def _fanout(n: int, payload: int) -> DAG:
+def _fanout(n: int, payload: int, inline_limit: int | None) -> DAG:
     """root -> n-2 nodes each returning ``payload`` bytes -> sink."""
     # Hex text: about 2x compressible, like the logs and JSON that outputs often are.
     value = random.Random(payload).randbytes((payload + 1) // 2).hex()[:payload].encode()
-    return fanout(n - 2, value)
+    # Above the limit, identical outputs would be one blob written once: each its own.
+    by_reference = inline_limit is not None and payload > inline_limit
+    return fanout(n - 2, value, distinct=by_reference)
 
 
 def _open(kind: str, where: Path) -> Store:
@@ -288,16 +307,17 @@ def _open(kind: str, where: Path) -> Store:
         raise FlowdagError(f"the {kind} store is not available here: {exc}") from exc
 
 
-def _measure(kind: str, dag: DAG, where: Path) -> dict[str, float]:
+def _measure(kind: str, dag: DAG, where: Path, inline_limit: int | None) -> dict[str, float]:
     store = _open(kind, where)
+    options: dict[str, Any] = {"max_workers": WORKERS, "inline_limit": inline_limit}
     try:
         clock = time.perf_counter()
-        result = flowdag.run(dag, run_id=_RUN_ID, store=store, max_workers=WORKERS)
+        result = flowdag.run(dag, run_id=_RUN_ID, store=store, **options)
         commit = time.perf_counter() - clock
         if not result.ok:
             raise FlowdagError(f"bench run on {kind} failed: {next(iter(result.errors.values()))}")
         clock = time.perf_counter()
-        again = flowdag.run(dag, run_id=_RUN_ID, store=store, max_workers=WORKERS)
+        again = flowdag.run(dag, run_id=_RUN_ID, store=store, **options)
         resume = time.perf_counter() - clock
         called = _attempts(again) - _attempts(result)  # attempts are lifetime counts
         if not again.ok or called:
@@ -319,6 +339,7 @@ def _measure(kind: str, dag: DAG, where: Path) -> dict[str, float]:
         "load_ms": load * 1e3,
         "save_ms": save * 1e3,
         "disk_mb": disk / _MB,
+        "refs": len(result.refs),
     }
 
 

@@ -16,17 +16,33 @@ __all__ = ["GRID_DEPTH", "SHAPES", "chain", "fanout", "grid"]
 GRID_DEPTH = 10
 
 
-def fanout(width: int, output: object = 2) -> DAG:
+def fanout(width: int, output: object = 2, *, distinct: bool = False) -> DAG:
     """1 -> width -> 1: a root, ``width`` independent nodes returning ``output``, a sink.
 
-    The sink returns how many nodes it received (``width``).
+    The sink returns how many nodes it received (``width``). ``distinct``
+    (``output`` bytes): node ``n{i}`` returns ``output`` with ``i`` in its first
+    8 bytes, made when it runs, so outputs kept by reference are one blob per
+    node (identical outputs are one blob in all, written once).
     """
     wf = Workflow(f"fanout-{width}")
     wf.add_node("root", lambda: 1)
     for i in range(width):
-        wf.add_node(f"n{i}", lambda root: output, deps=["root"])
+        wf.add_node(
+            f"n{i}", _numbered(output, i) if distinct else lambda root: output, deps=["root"]
+        )
     wf.add_node("sink", lambda **kw: len(kw), deps=[f"n{i}" for i in range(width)])
     return wf.build()
+
+
+def _numbered(output: object, i: int) -> Callable[[object], bytes]:
+    if not isinstance(output, bytes):
+        raise TypeError(f"distinct outputs are bytes, not {type(output).__name__}")
+    prefix = i.to_bytes(8, "big")
+
+    def node(root: object) -> bytes:
+        return prefix[: len(output)] + output[len(prefix) :]
+
+    return node
 
 
 def chain(length: int) -> DAG:
