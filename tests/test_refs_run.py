@@ -13,7 +13,7 @@ import logging
 import pickle
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -186,13 +186,17 @@ def test_a_node_ttl_makes_its_blob_expire(store: Store) -> None:
 def test_a_run_ttl_counts_from_its_end(store: Store) -> None:
     wf = flowdag.Workflow("slow")
     wf.add_node("slow", lambda: time.sleep(0.4))
-    flowdag.run(wf, run_id="r1", store=store, ttl=0.3)  # lasts longer than its ttl
-    assert store.load("r1").ttl == timedelta(seconds=0.3)  # alive: 0.3 s after its end
-    time.sleep(0.35)
+    result = flowdag.run(wf, run_id="r1", store=store, ttl=0.3)  # lasts longer than its ttl
+    node = result.nodes["slow"]
+    assert node.started_at is not None and node.finished_at is not None
+    expires_at = store.life("r1").expires_at
+    assert expires_at == node.finished_at + timedelta(seconds=0.3)
+    assert expires_at > node.started_at + timedelta(seconds=0.3)  # from its end, not its start
+    time.sleep(max(0.0, (expires_at - datetime.now(UTC)).total_seconds()) + 0.01)
     with pytest.raises(RunNotFoundError, match="expired"):
         store.load("r1")
-    result = flowdag.run(wf, run_id="r1", store=store)  # the same id starts afresh
-    assert result.nodes["slow"].attempts == 1
+    again = flowdag.run(wf, run_id="r1", store=store)  # the same id starts afresh
+    assert again.nodes["slow"].attempts == 1
     assert store.load("r1").ttl is None
 
 
