@@ -1,8 +1,9 @@
-"""``flowdag status``, ``list`` and ``store convert|verify``: look at and move stored runs.
+"""``flowdag status`` and ``list``: look at stored runs (and the ``store`` command's parsers).
 
-None of these runs a workflow. ``status``, ``list`` and ``store verify`` only
-read, and never create a store (a missing one is an error, exit 2); ``store
-convert`` only writes to its destination. Each command's
+None of these runs a workflow. ``status`` and ``list`` only read, and never
+create a store (a missing one is an error, exit 2). ``status`` shows an output
+kept by reference by its ref (size, extracted fields) and reads no blob. The
+``store convert|verify`` commands are in ``store.py``. Each command's
 docstring is its ``--help`` text.
 """
 
