@@ -11,15 +11,18 @@ Four backends, one contract (``tests/stores/conformance.py``):
 Backends are imported lazily, by `open_store` or on first access of their
 class name, so importing flowdag never loads a database library it won't use.
 
-Layout: ``base.py`` (`Store`: public methods once, backend hooks; `StoredRun`
-and its ``apply``), ``_directory.py`` (the base of the disk stores: directory,
+Layout: ``base.py`` (`Store`: public methods once, backend hooks),
+``_stored.py`` (`StoredRun` and its ``apply``, run ids), ``_blobs.py`` with
+``_blobdir.py`` and ``_blobio.py`` (the blob area of outputs kept by
+reference), ``_directory.py`` (the base of the disk stores: directory,
 ``create=False``, locks, encryption, errors, codec record), ``memory.py``,
 ``lmdb_store.py`` with ``_lmdb_env.py`` (shared environments), the journal
 engine ``_journal.py`` with ``_framing.py`` (records) and ``_format.py``
 (`RunFormat`) under ``json_store.py``/``json_format.py`` and
 ``flatbuffers_store.py``/``flatbuffers_format.py``; ``_files.py`` (atomic
-writes, private files, no link followed inside a store), ``_locks.py`` (run locks),
-``_crypto.py`` and ``transfer.py`` (``copy_run``: checked, crash-safe copies).
+writes, private files, no link followed inside a store), ``_locks.py`` (run
+locks), ``_compaction.py`` (``Store.compact``), ``_crypto.py``, and
+``transfer.py`` (``copy_run``: checked, crash-safe copies, blobs included).
 """
 
 from __future__ import annotations

@@ -26,24 +26,20 @@ finished: from then on `load` says so (`RunNotFoundError`), and gc deletes it.
 
 from __future__ import annotations
 
-import os
-import re
 import sys
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Protocol, Self
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from flowdag.codec import Codec, ValueCodec
 from flowdag.errors import (
     CorruptStateError,
     InvalidArgumentTypeError,
-    InvalidRunIdError,
     RunNotFoundError,
     SerializationError,
     StoreError,
@@ -60,82 +56,18 @@ from flowdag.stores._records import (
     node_state,
     run_header,
 )
+from flowdag.stores._stored import (
+    RunLife,
+    RunLock,
+    StoredNode,
+    StoredRun,
+    check_run_id,
+)
 
 if TYPE_CHECKING:
     from flowdag.stores._blobs import BlobArea, RefSource
 
 __all__ = ["RunLife", "RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
-
-
-_RUN_ID = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
-
-
-def check_run_id(run_id: object) -> str:
-    """Return ``run_id`` if it is a valid run id, else raise `InvalidRunIdError`.
-
-    Valid ids match ``[A-Za-z0-9_.:-]{1,200}`` and do not start with ``.``, so an
-    id can never name a path outside the store (no ``/``, no ``..``, no NUL).
-    """
-    if not isinstance(run_id, str):
-        raise InvalidRunIdError(f"run id must be a string, not {type(run_id).__name__}")
-    if not _RUN_ID.fullmatch(run_id) or run_id.startswith("."):
-        raise InvalidRunIdError(
-            f"invalid run id {run_id!r}: use 1-200 characters from A-Z a-z 0-9 _ . : - "
-            "and do not start with '.'"
-        )
-    return run_id
-
-
-@dataclass(slots=True)
-class StoredNode:
-    """One node as a backend keeps it: meta blob and, apart from it, output blob."""
-
-    meta: bytes
-    output: bytes | None = None
-
-
-@dataclass(slots=True)
-class StoredRun:
-    """One run as a backend keeps it: bytes only."""
-
-    header: bytes
-    nodes: dict[str, StoredNode] = field(default_factory=dict)
-    data: dict[str, bytes] = field(default_factory=dict)
-
-    def apply(self, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]) -> None:
-        """Apply one commit: upsert ``nodes``, set ``data`` keys (None deletes)."""
-        self.nodes.update(nodes)
-        for key, value in data.items():
-            if value is None:
-                self.data.pop(key, None)
-            else:
-                self.data[key] = value
-
-    def copy(self) -> StoredRun:
-        """A copy that shares only the (immutable) blobs."""
-        return StoredRun(
-            self.header,
-            {name: StoredNode(node.meta, node.output) for name, node in self.nodes.items()},
-            dict(self.data),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class RunLife:
-    """What gc needs to know of a run, read without decoding an output (`Store.life`).
-
-    ``expires_at`` is when the run expires (None: never); ``blobs`` the blobs its
-    records refer to, sha256 -> when that ref expires (None: never).
-    """
-
-    expires_at: datetime | None
-    blobs: dict[str, datetime | None]
-
-
-class RunLock(Protocol):
-    """A held per-run lock; the OS releases it if the process dies."""
-
-    def release(self) -> None: ...
 
 
 class Store(ABC):
@@ -543,41 +475,3 @@ class Store(ABC):
                 raise
         shorter = replace(node, history=node.history[-1:])
         return encode(meta_record(shorter, blobs, short_errors=True))
-
-
-class ThreadRunLocks:
-    """Per-run locks within one process, for stores that live in memory."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._held: set[str] = set()
-
-    def acquire(self, run_id: str) -> RunLock:
-        from flowdag.errors import RunLockedError
-
-        with self._guard:
-            if run_id in self._held:
-                raise RunLockedError(
-                    f"run '{run_id}' is already running in this process; "
-                    "wait for it to finish or use another run id"
-                )
-            self._held.add(run_id)
-        return _ThreadRunLock(self, run_id)
-
-    def holder(self, run_id: str) -> int | None:
-        """This process's pid while it holds ``run_id``, else None."""
-        with self._guard:
-            return os.getpid() if run_id in self._held else None
-
-    def _release(self, run_id: str) -> None:
-        with self._guard:
-            self._held.discard(run_id)
-
-
-@dataclass(slots=True)
-class _ThreadRunLock:
-    owner: ThreadRunLocks
-    run_id: str
-
-    def release(self) -> None:
-        self.owner._release(self.run_id)

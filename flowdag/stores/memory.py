@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from flowdag.codec import ValueCodec
 from flowdag.errors import RunNotFoundError
-from flowdag.stores.base import RunLock, Store, StoredNode, StoredRun, ThreadRunLocks
+from flowdag.stores.base import RunLock, Store, StoredNode, StoredRun
 
 __all__ = ["MemoryStore"]
 
@@ -73,3 +75,41 @@ class MemoryStore(Store):
         if run is None:
             raise RunNotFoundError(f"run '{run_id}' not found in memory://")
         return run
+
+
+class ThreadRunLocks:
+    """Per-run locks within one process, for stores that live in memory."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held: set[str] = set()
+
+    def acquire(self, run_id: str) -> RunLock:
+        from flowdag.errors import RunLockedError
+
+        with self._guard:
+            if run_id in self._held:
+                raise RunLockedError(
+                    f"run '{run_id}' is already running in this process; "
+                    "wait for it to finish or use another run id"
+                )
+            self._held.add(run_id)
+        return _ThreadRunLock(self, run_id)
+
+    def holder(self, run_id: str) -> int | None:
+        """This process's pid while it holds ``run_id``, else None."""
+        with self._guard:
+            return os.getpid() if run_id in self._held else None
+
+    def _release(self, run_id: str) -> None:
+        with self._guard:
+            self._held.discard(run_id)
+
+
+@dataclass(slots=True)
+class _ThreadRunLock:
+    owner: ThreadRunLocks
+    run_id: str
+
+    def release(self) -> None:
+        self.owner._release(self.run_id)
