@@ -233,6 +233,9 @@ class _FileWriter(BlobWriter):
             self._discard()
             raise
 
+    def _where(self) -> str:
+        return str(self._dir_area.path / _TEMP / self._tmp)
+
     def _publish(self, sha256: str, size: int) -> BlobInfo:
         area = self._dir_area
         name = area.name_of(sha256)
