@@ -536,7 +536,8 @@ STREAMED = 3 * BLOB_PAD  # the bytes the streaming node writes
 
 def open_kind(kind: str, directory: Path) -> Store:
     scheme, _, encrypted = kind.partition("-")
-    return open_store(f"{scheme}://{directory}", **({"key": BLOB_KEY} if encrypted else {}))
+    url = f"{scheme}://{directory}"
+    return open_store(url, key=BLOB_KEY) if encrypted else open_store(url)
 
 
 def big_value(i: int) -> dict[str, Any]:
@@ -758,7 +759,7 @@ def test_real_disk_full_while_writing_blobs_then_resume(tiny_fs: Path, kind: str
     for i in range(10):
         wf.add_node(f"n{i}", functools.partial(_random_bytes, i, pad))
     wf.add_node("last", lambda **inputs: sorted(inputs), deps=[f"n{i}" for i in range(10)])
-    expected_outputs = {f"n{i}": random.Random(i).randbytes(pad) for i in range(10)}
+    expected_outputs: dict[str, Any] = {f"n{i}": _random_bytes(i, pad) for i in range(10)}
     expected_outputs["last"] = sorted(expected_outputs)
     directory = tiny_fs / "store"
     with open_kind(kind, directory) as store:
