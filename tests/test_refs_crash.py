@@ -29,6 +29,7 @@ once, so a kill costs a fork, not an interpreter start.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -46,8 +47,10 @@ import pytest
 import flowdag
 from flowdag import NodeStatus, Ref
 from flowdag.errors import RunNotFoundError
-from flowdag.stores import generate_key, open_store
+from flowdag.stores import _blobdir, generate_key, open_store
+from flowdag.stores._blobdir import DirectoryBlobs
 from flowdag.stores.base import Store
+from tests.stores.kill_steps import KILLING
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ["lmdb", "json", "flatbuffers", "lmdb-encrypted"]
@@ -408,3 +411,88 @@ def test_kill_at_random_moments_then_resume(server: Server, scratch: Path, kind:
             run, done = run + 1, set()
     check_resume(url, key, done, blobs, f"r{run}")
     assert kills >= 3
+
+
+# -- what a kill leaves that only a power loss could still lose -------------------------
+#
+# A SIGKILL loses nothing the kernel holds, but a writer killed between a rename
+# or a mkdir and the fsync of its directory leaves an entry that a power loss
+# may still drop. Whoever next relies on such an entry must sync it first.
+
+# argv: the store directory, kill_at (the N-th os.fsync), the byte the value repeats.
+KILLED_PUT = (
+    """
+import os, signal, sys
+from flowdag.stores._blobdir import DirectoryBlobs
+
+calls = 0
+kill_at = int(sys.argv[2])
+"""
+    + KILLING
+    + """
+os.fsync = killing(os.fsync)
+DirectoryBlobs(sys.argv[1]).put(bytes.fromhex(sys.argv[3]) * 1000)
+print("done", calls)
+"""
+)
+
+
+def killed_put(root: Path, kill_at: int, byte: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_PUT, str(root), str(kill_at), byte],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+
+
+class SyncLog:
+    """The ``os`` module as ``_blobdir`` sees it, noting the inode of every fsync."""
+
+    def __init__(self) -> None:
+        self.inodes: set[int] = set()
+
+    def fsync(self, fd: int) -> None:
+        self.inodes.add(os.fstat(fd).st_ino)
+        os.fsync(fd)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+def synced_by(monkeypatch: pytest.MonkeyPatch, action: Any) -> set[int]:
+    log = SyncLog()
+    with monkeypatch.context() as patch:
+        patch.setattr(_blobdir, "os", log)
+        action()
+    return log.inodes
+
+
+def test_a_blob_a_killed_writer_renamed_is_synced_by_the_next_put_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Killed at its third fsync: blobs/ (in the store directory) and the file were
+    # synced, the file renamed into its shard, the shard not synced.
+    killed_put(tmp_path, 3, "01")
+    data = b"\x01" * 1000
+    area = DirectoryBlobs(tmp_path)
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert area.exists(sha256)
+    synced = synced_by(monkeypatch, lambda: area.put(data))  # found: not written again
+    shard = Path(area.locate(area.name_of(sha256))).parent
+    assert shard.stat().st_ino in synced, "the reused blob's rename was never synced"
+    assert (tmp_path / "blobs").stat().st_ino in synced  # the shard's own entry
+    assert tmp_path.stat().st_ino in synced  # and blobs/ in the store directory
+
+
+def test_a_blob_area_a_killed_writer_made_is_synced_by_the_next_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Killed at its first fsync: blobs/ made in the store directory, not synced.
+    killed_put(tmp_path, 1, "02")
+    area = DirectoryBlobs(tmp_path)
+    assert area.entries() == []
+    synced = synced_by(monkeypatch, lambda: area.put(b"\x03" * 1000))
+    assert tmp_path.stat().st_ino in synced, "blobs/ was never synced into the store directory"

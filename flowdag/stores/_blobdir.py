@@ -48,6 +48,7 @@ class DirectoryBlobs(BlobArea):
         self.root = Path(os.path.abspath(root))
         self.path = self.root / "blobs"
         self.portable = cipher is None
+        self._synced: set[str] = set()  # entries made durable here: "" (blobs/), shards
 
     def __reduce__(self) -> Any:
         if not self.portable:
@@ -70,11 +71,8 @@ class DirectoryBlobs(BlobArea):
         temp = self.path / _TEMP
         tmp = f"{secrets.token_hex(8)}.tmp"
         with self._io("write a blob in", temp, wrap_missing=True):
-            if not _exists_dir(self, self.path):
-                make_private_dir(self.path, root=self.root)
-                with open_dir(self.root) as top:
-                    os.fsync(top)  # blobs/ itself is durable before any blob in it
             make_private_dir(temp, root=self.root)
+            self._sync_entries()  # blobs/ itself is durable before any blob in it
             fd = open_private(temp / tmp, os.O_WRONLY, root=self.root)
         return _FileWriter(self, fd, tmp)
 
@@ -204,10 +202,32 @@ class DirectoryBlobs(BlobArea):
                     head = os.pread(fd, 5, 0)
                 finally:
                     os.close(fd)
+                # Its writer may have been killed before it synced the rename: a
+                # record about to rely on the blob must not outlive it in a power loss.
+                with open_dir(self.path / name[:2], root=self.root) as shard:
+                    os.fsync(shard)
             except (FileNotFoundError, NotADirectoryError):
                 return None
+            self._sync_entries(name[:2])
         compression = "zstd" if head[4:5] == b"\x01" else None
         return BlobInfo(sha256, size, stored, compression, blob_uri(sha256))
+
+    def _sync_entries(self, shard: str | None = None, *, created: bool = False) -> None:
+        """Make blobs/ (and blobs/<shard>) durable directory entries, once per area object.
+
+        Whoever made a directory synced its entry, unless it was killed first, and
+        an existing directory does not tell which: a blob renamed into (or reused
+        from) a directory another process made is only as durable as that entry.
+        ``created``: this writer just made the shard, so its entry is synced again.
+        """
+        if "" not in self._synced:
+            with open_dir(self.root) as top:
+                os.fsync(top)
+            self._synced.add("")
+        if shard is not None and (created or shard not in self._synced):
+            with open_dir(self.path, root=self.root) as top:
+                os.fsync(top)
+            self._synced.add(shard)
 
     @contextlib.contextmanager
     def _io(self, action: str, where: object, *, wrap_missing: bool = False) -> Iterator[None]:
@@ -257,9 +277,7 @@ class _FileWriter(BlobWriter):
                 ):
                     os.rename(self._tmp, name, src_dir_fd=temp, dst_dir_fd=shard)
                     os.fsync(shard)  # the rename is durable before the caller commits a ref
-                if new_shard:
-                    with open_dir(area.path, root=area.root) as top:
-                        os.fsync(top)
+                area._sync_entries(name[:2], created=new_shard)
         except BaseException:
             self._discard()
             raise
