@@ -263,3 +263,46 @@ def test_refs_through_failures_resumes_and_lost_blobs_memory(data: st.DataObject
 @given(data=st.data())
 def test_refs_through_failures_resumes_and_lost_blobs_disk(kind: str, data: st.DataObject) -> None:
     check_runs(data, kind)
+
+
+# -- known gaps ----------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="resume re-runs only nodes whose own output is a Ref to a missing blob; a ref "
+    "passed on (inside a value, or returned by a node that received it) makes it re-run "
+    "the passer, never the node that wrote the blob (flowdag/resume.py rerun_missing_blobs)",
+)
+def test_a_resume_rewrites_a_lost_blob_that_was_passed_on() -> None:
+    big = list(range(100_000))
+    failing = [True]
+    wf = flowdag.Workflow("passed-on")
+
+    @wf.node
+    def source() -> list[int]:
+        return big
+
+    @wf.node(deps=["source"])
+    def nest(source: Ref) -> dict[str, Ref]:
+        return {"ref": source}  # small: inline, holding source's ref
+
+    @wf.node(deps=["nest"])
+    def passed(nest: dict[str, Ref]) -> Ref:
+        return nest["ref"]  # the same ref, as this node's output
+
+    @wf.node(deps=["nest", "passed"])
+    def use(nest: dict[str, Ref], passed: list[int]) -> int:
+        if failing[0]:
+            raise RuntimeError("first time")
+        return sum(nest["ref"].load()) + len(passed)
+
+    with MemoryStore() as store:
+        first = flowdag.run(wf, run_id="r", store=store)
+        assert first.node_status["use"] is NodeStatus.FAILED
+        for ref in first.refs.values():
+            store.blobs.delete(store.blobs.name_of(ref.sha256))
+        failing[0] = False
+        second = flowdag.run(wf, run_id="r", store=store)
+        assert second.ok, second.errors
+        assert second.outputs["use"] == sum(big) + len(big)

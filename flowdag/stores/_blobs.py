@@ -293,8 +293,9 @@ class BlobWriter(io.RawIOBase):
                 piece = view[start : start + CHUNK]
                 self._hash.update(piece)
                 self._sink.write(self._zstd.compress(piece) if self._zstd is not None else piece)
-        except OSError as exc:
-            raise self._failed(exc) from exc
+        except BaseException as exc:  # the hash may now cover bytes the file lacks
+            self._fail(exc)
+            raise
         self._size += len(view)
         return len(view)
 
@@ -310,8 +311,9 @@ class BlobWriter(io.RawIOBase):
             if self._zstd is not None:
                 self._sink.write(self._zstd.flush())
             self._sink.finish()
-        except OSError as exc:
-            raise self._failed(exc) from exc
+        except BaseException as exc:
+            self._fail(exc)
+            raise
         self.info = self._publish(self._hash.hexdigest(), self._size)
         super().close()
         return self.info
@@ -335,12 +337,14 @@ class BlobWriter(io.RawIOBase):
         if self.closed:
             raise ValueError(closed)
 
-    def _failed(self, exc: OSError) -> StoreError:
-        """Discard the blob after a failed write; the error to raise (and to repeat)."""
-        self._failure = f"cannot write blob {self._where()}: {exc}"
+    def _fail(self, exc: BaseException) -> None:
+        """Discard the blob after a write that failed part way; an OSError becomes StoreError."""
+        cause = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        self._failure = f"cannot write blob {self._where()}: {cause}"
         self._discard()
         super().close()
-        return StoreError(self._failure)
+        if isinstance(exc, OSError):
+            raise StoreError(self._failure) from exc
 
     def _where(self) -> str:
         """The file being written, for messages."""
