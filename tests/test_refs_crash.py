@@ -399,6 +399,32 @@ def test_kill_at_the_steps_of_blob_writes_and_commits(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lmdb", "json"])
+def test_kill_at_the_steps_of_a_run_reusing_blobs(server: Server, scratch: Path, kind: str) -> None:
+    # The store already holds every blob (an earlier run): the run refreshes and
+    # syncs them instead of writing, and is killed at each step of that.
+    blobs, _ = clean_run(server, kind, scratch / "clean")
+    template = scratch / "clean"
+    traced = scratch / "traced"
+    shutil.copytree(template, traced)
+    trace = scratch / "traced.calls.json"
+    assert server.run(*url_of(kind, traced), run_id="again", trace=trace) == 0
+    counts = json.loads(trace.read_text())
+    assert counts["utime"] >= 4  # a, twin, b, c and dump's blobs are there already
+    points = [(call, n) for call in KILLED for n in range(1, counts[call] + 1)]
+    for call, n in points:
+        directory = scratch / f"{call}-{n}"
+        shutil.copytree(template, directory)
+        url, key = url_of(kind, directory)
+        server.run(url, key, run_id="again", kill=(call, n))
+        assert check_store(url, key, blobs) == set(expected())  # the earlier run is whole
+        done = check_store(url, key, blobs, "again")
+        check_resume(url, key, done, blobs, "again")
+        shutil.rmtree(directory)
+    assert len(points) >= 20
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "executor"),
     # Worker processes write blobs by path and the driver commits the refs; an
