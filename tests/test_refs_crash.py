@@ -1,7 +1,7 @@
 """SIGKILL of real runs whose outputs are kept by reference: never a ref to nothing.
 
 A workflow whose nodes return outputs above the inline limit (two of them
-equal, so one blob), stream one through ``ctx.output_file()``, and pass a ref
+equal, so one blob), stream two through ``ctx.output_file()``, and pass a ref
 on inside a value and as a value, runs in a real process that is killed with
 SIGKILL:
 
@@ -9,8 +9,11 @@ SIGKILL:
   its fsync, its rename into place, the fsync of its directory after the
   rename, the refresh of a blob that exists, then the store's ``_commit`` of
   the record (so: after the blob is durable, before its record), and the
-  journal's writes and syncs inside that commit; for every N the run reaches;
-- at random moments, over and over on one store, each run resuming the last.
+  journal's writes and syncs inside that commit; for every N the run reaches,
+  on a fresh store and on one that holds every blob already (refreshed and
+  synced, not written);
+- at random moments, over and over on one store, each run resuming the last,
+  with threads and with worker processes writing the blobs.
 
 After every kill, from a store opened afresh in this process:
 
@@ -73,7 +76,7 @@ CHUNKS = [random.Random(seed).randbytes(2500) for seed in range(3)]
 
 
 def build(calls: list[str]) -> flowdag.Workflow:
-    """Large outputs (``a`` and ``twin`` equal), a streamed one, refs passed on."""
+    """Large outputs (``a`` and ``twin`` equal), two streamed ones, refs passed on."""
     wf = flowdag.Workflow("refs-crash")
 
     @wf.node
@@ -113,10 +116,21 @@ def build(calls: list[str]) -> flowdag.Workflow:
         calls.append("c")
         return {"k": b["k"] + len(dump), "head": passed["rows"][:3], "rows": b["rows"][::-1]}
 
-    @wf.node(deps=["c", "twin"])
-    def total(c: dict[str, Any], twin: dict[str, Any]) -> Any:
+    @wf.node(deps=["b"])
+    def d(b: dict[str, Any]) -> dict[str, Any]:
+        calls.append("d")
+        return {"k": 4, "rows": b["rows"][::2] + rows(4)}
+
+    @wf.node(deps=["c"])
+    def tail(ctx: flowdag.Context, c: dict[str, Any]) -> None:
+        calls.append("tail")
+        with ctx.output_file() as f:  # small, but a streamed output is always a ref
+            f.write(bytes(x % 251 for x in c["rows"]))
+
+    @wf.node(deps=["c", "twin", "d", "tail"])
+    def total(c: dict[str, Any], twin: dict[str, Any], d: dict[str, Any], tail: bytes) -> Any:
         calls.append("total")
-        return sum(c["rows"]) + twin["k"]
+        return sum(c["rows"]) + twin["k"] + d["k"] + len(tail)
 
     return wf
 
@@ -134,7 +148,9 @@ def expected() -> dict[str, Any]:
         "nest": {"ref": ("ref", a), "tag": "nested"},
         "passed": a,
         "c": c,
-        "total": sum(c_rows) + 1,
+        "d": {"k": 4, "rows": rows(2)[::2] + rows(4)},
+        "tail": bytes(x % 251 for x in c_rows),
+        "total": sum(c_rows) + 1 + 4 + len(c_rows),
     }
 
 
@@ -370,7 +386,7 @@ def clean_run(
     with opened(url, key) as store:
         blobs = set(store.life(RUN_ID).blobs)
         assert {n: meaning(s.output) for n, s in store.load(RUN_ID).nodes.items()} == expected()
-    assert len(blobs) == 4  # a (= twin), b, dump, c
+    assert len(blobs) == 6  # a (= twin), b, dump, c, d, tail
     counts: dict[str, int] = json.loads(trace.read_text())
     return blobs, counts
 
@@ -410,7 +426,7 @@ def test_kill_at_the_steps_of_a_run_reusing_blobs(server: Server, scratch: Path,
     trace = scratch / "traced.calls.json"
     assert server.run(*url_of(kind, traced), run_id="again", trace=trace) == 0
     counts = json.loads(trace.read_text())
-    assert counts["utime"] >= 4  # a, twin, b, c and dump's blobs are there already
+    assert counts["utime"] >= 6  # every blob is there already
     points = [(call, n) for call in KILLED for n in range(1, counts[call] + 1)]
     for call, n in points:
         directory = scratch / f"{call}-{n}"
