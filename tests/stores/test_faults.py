@@ -1,5 +1,5 @@
 """Fault injection at the store edge: failing writes and syncs, read-only and full disks,
-store files replaced mid-run.
+store files replaced mid-run, and failing blob writes of outputs kept by reference.
 
 The faults are injected, never mocked: the real store runs, and only the
 system call it makes (``os.write``, ``os.fdatasync``, ``os.fsync``,
@@ -645,13 +645,16 @@ def check_blob_area(store: Store, run_id: str) -> set[str]:
     return done
 
 
-def check_after_blob_fault(kind: str, directory: Path, result: RunResult, cause: str) -> None:
+def check_after_blob_fault(
+    kind: str, directory: Path, result: RunResult, cause: str, *, what: str = "blob"
+) -> None:
+    """``what``: the word the store's errors use for what failed (a blob, a commit)."""
     assert result.status is RunStatus.FAILED
     failed = {n: e for n, e in result.errors.items() if e.type in STORE_ERRORS}
     assert failed, result.errors
     for error in failed.values():
         assert error.type == "StoreError" and cause in error.message, error
-        assert "blob" in error.message, error
+        assert what in error.message, error
     assert not {e.type for e in result.errors.values()} - STORE_ERRORS, result.errors
     with open_kind(kind, directory) as store:  # a fresh store object loads
         done = check_blob_area(store, RUN_ID)
@@ -708,6 +711,35 @@ def test_blob_write_fault(
             )
         assert fault.failures >= 1
     check_after_blob_fault(kind, tmp_path, result, os.strerror(err))
+
+
+@pytest.mark.parametrize(
+    ("kind", "call", "err"),
+    [
+        ("json", "write", errno.ENOSPC),
+        ("flatbuffers", "fdatasync", errno.EIO),
+        ("lmdb", "", errno.EIO),
+        ("lmdb-encrypted", "", errno.ENOSPC),
+    ],
+)
+def test_record_commit_fault_after_the_blob_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, call: str, err: int
+) -> None:
+    # The blobs are durable, their records fail to commit: orphans, which the
+    # resume writes again (or finds, and reuses).
+    calls: list[str] = []
+    wf = blob_workflow(calls)
+    with open_kind(kind, tmp_path) as store:
+        if isinstance(store, LMDBStore):
+            error = lmdb.Error(f"mdb_txn_commit: {os.strerror(err)}")
+            faults: Any = failing_lmdb_commits(store, error, after=3, times=None)
+        else:
+            faults = failing_os(monkeypatch, [_journal], call, err, after=3)
+        with faults as fault:
+            result = flowdag.run(wf, run_id=RUN_ID, store=store, inline_limit=BLOB_LIMIT)
+        assert fault.failures >= 1
+        assert store.blobs.entries()  # blobs were written before the commits failed
+    check_after_blob_fault(kind, tmp_path, result, os.strerror(err), what="commit")
 
 
 @pytest.mark.parametrize("kind", BLOB_KINDS)
