@@ -27,6 +27,7 @@ from flowdag.stores._files import make_private_dir, open_dir, open_file, open_pr
 __all__ = ["DirectoryBlobs"]
 
 _TEMP = "tmp"
+_DURABLE_NAMES = 65536  # blob names an area object remembers as synced
 
 
 class DirectoryBlobs(BlobArea):
@@ -49,6 +50,7 @@ class DirectoryBlobs(BlobArea):
         self.path = self.root / "blobs"
         self.portable = cipher is None
         self._synced: set[str] = set()  # entries made durable here: "" (blobs/), shards
+        self._durable: set[str] = set()  # blobs whose rename this object synced (bounded)
 
     def __reduce__(self) -> Any:
         if not self.portable:
@@ -154,6 +156,7 @@ class DirectoryBlobs(BlobArea):
                 return 0
             os.unlink(aside, dir_fd=temp)
             os.fsync(shard)
+            self._durable.discard(name)
             return info.st_size
         return 0
 
@@ -202,13 +205,15 @@ class DirectoryBlobs(BlobArea):
                     head = os.pread(fd, 5, 0)
                 finally:
                     os.close(fd)
-                # Its writer may have been killed before it synced the rename: a
-                # record about to rely on the blob must not outlive it in a power loss.
-                with open_dir(self.path / name[:2], root=self.root) as shard:
-                    os.fsync(shard)
+                if name not in self._durable:
+                    # Its writer may have been killed before it synced the rename: a
+                    # record about to rely on it must not outlive it in a power loss.
+                    with open_dir(self.path / name[:2], root=self.root) as shard:
+                        os.fsync(shard)
             except (FileNotFoundError, NotADirectoryError):
                 return None
             self._sync_entries(name[:2])
+            self._synced_blob(name)
         compression = "zstd" if head[4:5] == b"\x01" else None
         return BlobInfo(sha256, size, stored, compression, blob_uri(sha256))
 
@@ -228,6 +233,12 @@ class DirectoryBlobs(BlobArea):
             with open_dir(self.path, root=self.root) as top:
                 os.fsync(top)
             self._synced.add(shard)
+
+    def _synced_blob(self, name: str) -> None:
+        """Note that blob ``name``'s rename is synced: reusing it needs no sync again."""
+        if len(self._durable) >= _DURABLE_NAMES:
+            self._durable.clear()  # a bound on memory; forgetting only costs a sync
+        self._durable.add(name)
 
     @contextlib.contextmanager
     def _io(self, action: str, where: object, *, wrap_missing: bool = False) -> Iterator[None]:
@@ -278,6 +289,7 @@ class _FileWriter(BlobWriter):
                     os.rename(self._tmp, name, src_dir_fd=temp, dst_dir_fd=shard)
                     os.fsync(shard)  # the rename is durable before the caller commits a ref
                 area._sync_entries(name[:2], created=new_shard)
+                area._synced_blob(name)
         except BaseException:
             self._discard()
             raise
