@@ -274,8 +274,8 @@ class _FileWriter(BlobWriter):
             with area._io("write blob", area.locate(name), wrap_missing=True):
                 os.fsync(self._fd)
                 stored = os.fstat(self._fd).st_size
-                os.close(self._fd)
-                self._fd = -1
+                fd, self._fd = self._fd, -1  # closed even if close reports an error
+                os.close(fd)
                 info = area._freshen(sha256, size)
                 if info is not None:  # written meanwhile (another writer, or dedup)
                     self._discard()
@@ -297,8 +297,9 @@ class _FileWriter(BlobWriter):
 
     def _discard(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            with contextlib.suppress(OSError):  # discarded anyway
+                os.close(fd)
         area = self._dir_area
         with contextlib.suppress(OSError), open_dir(area.path / _TEMP, root=area.root) as temp:
             os.unlink(self._tmp, dir_fd=temp)

@@ -22,14 +22,18 @@ following links, ``_files.py``), write, fsync, rename into its shard, fsync
 the shard directory. Only then does the writer return the blob's `BlobInfo`,
 and only then may the caller commit a record that points at it: a crash at
 any moment leaves complete blobs under final names, plus at most a temp file
-or an unreferenced (orphan) blob. A blob found already in place is not
-written again, but its directory is synced before an area object first uses
-it: its writer may have been killed between the rename and that sync (a kill
-loses nothing, a power loss after it could); for the same reason an area
-object syncs blobs/ and each shard's entry once, whichever process made them. A write that fails (disk full, EIO) raises
-`StoreError` naming the file and removes it; the writer then refuses every
-further write and its commit, so bytes that are not what the hash covers never
-get a name, even when the caller ignored the error.
+or an unreferenced (orphan) blob.
+
+A blob found already in place is not written again, but its directory is
+synced before an area object first uses it: its writer may have been killed
+between the rename and that sync (a kill loses nothing, a power loss after it
+could). For the same reason an area object syncs blobs/ and each shard's
+entry once, whichever process made them.
+
+A write that fails (disk full, EIO) raises `StoreError` naming the file and
+removes it; the writer then refuses every further write and its commit, so
+bytes that are not what the hash covers never get a name, even when the
+caller ignored the error.
 
 Names: the file name is the content hash itself, or, on a store opened with
 a key, HMAC-SHA256 of it under a key derived from the store's key (so names

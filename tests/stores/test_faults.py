@@ -742,6 +742,43 @@ def test_record_commit_fault_after_the_blob_was_written(
     check_after_blob_fault(kind, tmp_path, result, os.strerror(err), what="commit")
 
 
+class LateCloseError:
+    """``os`` whose first ``close`` closes the file, then reports EIO (as NFS may)."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+        if not self.failures:
+            self.failures += 1
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+@pytest.mark.parametrize("kind", BLOB_KINDS)
+def test_a_blob_file_whose_close_reports_eio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # close() reports a write error after it closed the file: the node fails with
+    # that error, and the temp file is removed (not left by a second close's EBADF).
+    wf = flowdag.Workflow("late")
+    wf.add_node("big", functools.partial(_random_bytes, 1, BLOB_PAD))
+    with open_kind(kind, tmp_path) as store:
+        fault = LateCloseError()
+        with monkeypatch.context() as patch:
+            patch.setattr(_blobdir, "os", fault)
+            result = flowdag.run(wf, run_id=RUN_ID, store=store, inline_limit=BLOB_LIMIT)
+        assert fault.failures == 1
+        error = result.errors["big"]
+        assert error.type == "StoreError" and "Input/output error" in error.message, error
+        assert store.blobs.temp_entries() == []
+        resumed = flowdag.run(wf, run_id=RUN_ID, store=store, inline_limit=BLOB_LIMIT)
+        assert resumed.ok and resumed.outputs["big"] == _random_bytes(1, BLOB_PAD)
+
+
 @pytest.mark.parametrize("kind", BLOB_KINDS)
 def test_a_streamed_write_error_the_node_ignores_keeps_no_partial_blob(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
