@@ -21,6 +21,7 @@ from flowdag.dag import DAG
 from flowdag.errors import WorkflowChangedError
 from flowdag.refs import Ref
 from flowdag.state import NodeState, NodeStatus, RunState
+from flowdag.stores._refwalk import refs_in
 
 __all__ = ["Plan", "plan_run", "rerun_missing_blobs"]
 
@@ -101,8 +102,12 @@ def rerun_missing_blobs(
     needed = [n for n in sorted(completed) if any(s not in completed for s in graph.succ[n])]
     while needed:
         name = needed.pop()
-        output = nodes[name].output
-        if name not in completed or type(output) is not Ref or readable(output):
+        if name not in completed:
+            continue
+        # Refs passed on inside an output count too: the node that wrote the blob
+        # is found by walking back through the nodes run again.
+        lost = [ref for ref in refs_in(nodes[name].output) if not readable(ref)]
+        if not lost:
             continue
         completed.discard(name)
         stored = nodes[name]
@@ -111,7 +116,7 @@ def rerun_missing_blobs(
         rerun.append(
             (
                 name,
-                f"its output's blob {output.uri} is missing or expired, and "
+                f"its output's blob {lost[0].uri} is missing or expired, and "
                 f"{', '.join(repr(s) for s in waiting[:3])} need it",
             )
         )

@@ -27,6 +27,7 @@ from flowdag.stores._files import make_private_dir, open_dir, open_file, open_pr
 __all__ = ["DirectoryBlobs"]
 
 _TEMP = "tmp"
+_DURABLE_NAMES = 65536  # blob names an area object remembers as synced
 
 
 class DirectoryBlobs(BlobArea):
@@ -48,6 +49,8 @@ class DirectoryBlobs(BlobArea):
         self.root = Path(os.path.abspath(root))
         self.path = self.root / "blobs"
         self.portable = cipher is None
+        self._synced: set[str] = set()  # entries made durable here: "" (blobs/), shards
+        self._durable: set[str] = set()  # blobs whose rename this object synced (bounded)
 
     def __reduce__(self) -> Any:
         if not self.portable:
@@ -70,11 +73,8 @@ class DirectoryBlobs(BlobArea):
         temp = self.path / _TEMP
         tmp = f"{secrets.token_hex(8)}.tmp"
         with self._io("write a blob in", temp, wrap_missing=True):
-            if not _exists_dir(self, self.path):
-                make_private_dir(self.path, root=self.root)
-                with open_dir(self.root) as top:
-                    os.fsync(top)  # blobs/ itself is durable before any blob in it
             make_private_dir(temp, root=self.root)
+            self._sync_entries()  # blobs/ itself is durable before any blob in it
             fd = open_private(temp / tmp, os.O_WRONLY, root=self.root)
         return _FileWriter(self, fd, tmp)
 
@@ -157,6 +157,7 @@ class DirectoryBlobs(BlobArea):
             os.unlink(aside, dir_fd=temp)
             if sync:
                 os.fsync(shard)
+            self._durable.discard(name)
             return info.st_size
         return 0
 
@@ -205,10 +206,40 @@ class DirectoryBlobs(BlobArea):
                     head = os.pread(fd, 5, 0)
                 finally:
                     os.close(fd)
+                if name not in self._durable:
+                    # Its writer may have been killed before it synced the rename: a
+                    # record about to rely on it must not outlive it in a power loss.
+                    with open_dir(self.path / name[:2], root=self.root) as shard:
+                        os.fsync(shard)
             except (FileNotFoundError, NotADirectoryError):
                 return None
+            self._sync_entries(name[:2])
+            self._synced_blob(name)
         compression = "zstd" if head[4:5] == b"\x01" else None
         return BlobInfo(sha256, size, stored, compression, blob_uri(sha256))
+
+    def _sync_entries(self, shard: str | None = None, *, created: bool = False) -> None:
+        """Make blobs/ (and blobs/<shard>) durable directory entries, once per area object.
+
+        Whoever made a directory synced its entry, unless it was killed first, and
+        an existing directory does not tell which: a blob renamed into (or reused
+        from) a directory another process made is only as durable as that entry.
+        ``created``: this writer just made the shard, so its entry is synced again.
+        """
+        if "" not in self._synced:
+            with open_dir(self.root) as top:
+                os.fsync(top)
+            self._synced.add("")
+        if shard is not None and (created or shard not in self._synced):
+            with open_dir(self.path, root=self.root) as top:
+                os.fsync(top)
+            self._synced.add(shard)
+
+    def _synced_blob(self, name: str) -> None:
+        """Note that blob ``name``'s rename is synced: reusing it needs no sync again."""
+        if len(self._durable) >= _DURABLE_NAMES:
+            self._durable.clear()  # a bound on memory; forgetting only costs a sync
+        self._durable.add(name)
 
     @contextlib.contextmanager
     def _io(self, action: str, where: object, *, wrap_missing: bool = False) -> Iterator[None]:
@@ -234,6 +265,9 @@ class _FileWriter(BlobWriter):
             self._discard()
             raise
 
+    def _where(self) -> str:
+        return str(self._dir_area.path / _TEMP / self._tmp)
+
     def _publish(self, sha256: str, size: int) -> BlobInfo:
         area = self._dir_area
         name = area.name_of(sha256)
@@ -241,8 +275,8 @@ class _FileWriter(BlobWriter):
             with area._io("write blob", area.locate(name), wrap_missing=True):
                 os.fsync(self._fd)
                 stored = os.fstat(self._fd).st_size
-                os.close(self._fd)
-                self._fd = -1
+                fd, self._fd = self._fd, -1  # closed even if close reports an error
+                os.close(fd)
                 info = area._freshen(sha256, size)
                 if info is not None:  # written meanwhile (another writer, or dedup)
                     self._discard()
@@ -255,9 +289,8 @@ class _FileWriter(BlobWriter):
                 ):
                     os.rename(self._tmp, name, src_dir_fd=temp, dst_dir_fd=shard)
                     os.fsync(shard)  # the rename is durable before the caller commits a ref
-                if new_shard:
-                    with open_dir(area.path, root=area.root) as top:
-                        os.fsync(top)
+                area._sync_entries(name[:2], created=new_shard)
+                area._synced_blob(name)
         except BaseException:
             self._discard()
             raise
@@ -265,8 +298,9 @@ class _FileWriter(BlobWriter):
 
     def _discard(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            with contextlib.suppress(OSError):  # discarded anyway
+                os.close(fd)
         area = self._dir_area
         with contextlib.suppress(OSError), open_dir(area.path / _TEMP, root=area.root) as temp:
             os.unlink(self._tmp, dir_fd=temp)

@@ -24,6 +24,17 @@ and only then may the caller commit a record that points at it: a crash at
 any moment leaves complete blobs under final names, plus at most a temp file
 or an unreferenced (orphan) blob.
 
+A blob found already in place is not written again, but its directory is
+synced before an area object first uses it: its writer may have been killed
+between the rename and that sync (a kill loses nothing, a power loss after it
+could). For the same reason an area object syncs blobs/ and each shard's
+entry once, whichever process made them.
+
+A write that fails (disk full, EIO) raises `StoreError` naming the file and
+removes it; the writer then refuses every further write and its commit, so
+bytes that are not what the hash covers never get a name, even when the
+caller ignored the error.
+
 Names: the file name is the content hash itself, or, on a store opened with
 a key, HMAC-SHA256 of it under a key derived from the store's key (so names
 reveal nothing about the content), and the content is encrypted in chunks.
@@ -263,11 +274,15 @@ class BlobWriter(io.RawIOBase):
         self._area = area
         self._hash = hashlib.sha256()
         self._size = 0
+        self._failure: str | None = None  # why a write failed: nothing of the blob is kept
         self._sink: FileSink | Sealer = sink
-        if area._aead is not None:
-            self._sink = Sealer(area._aead, sink, header(area.compression, True))
-        elif framed:
-            sink.write(header(area.compression, False))
+        try:
+            if area._aead is not None:
+                self._sink = Sealer(area._aead, sink, header(area.compression, True))
+            elif framed:
+                sink.write(header(area.compression, False))
+        except OSError as exc:
+            raise StoreError(f"cannot write blob {self._where()}: {exc}") from exc
         self._zstd = (
             zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compressobj()
             if area.compression == "zstd"
@@ -279,14 +294,17 @@ class BlobWriter(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        if self.closed:
-            raise ValueError("write to a closed blob writer")
+        self._check_usable("write to a closed blob writer")
         view = memoryview(data).cast("B")
-        # A slice at a time: one large write (a put) holds one slice's output, not a copy.
-        for start in range(0, len(view), CHUNK):
-            piece = view[start : start + CHUNK]
-            self._hash.update(piece)
-            self._sink.write(self._zstd.compress(piece) if self._zstd is not None else piece)
+        try:
+            # A slice at a time: one large write (a put) holds one slice's output, not a copy.
+            for start in range(0, len(view), CHUNK):
+                piece = view[start : start + CHUNK]
+                self._hash.update(piece)
+                self._sink.write(self._zstd.compress(piece) if self._zstd is not None else piece)
+        except BaseException as exc:  # the hash may now cover bytes the file lacks
+            self._fail(exc)
+            raise
         self._size += len(view)
         return len(view)
 
@@ -297,11 +315,14 @@ class BlobWriter(io.RawIOBase):
         """Make the blob durable under its name and return its info."""
         if self.info is not None:
             return self.info
-        if self.closed:
-            raise ValueError("commit of a discarded blob writer")
-        if self._zstd is not None:
-            self._sink.write(self._zstd.flush())
-        self._sink.finish()
+        self._check_usable("commit of a discarded blob writer")
+        try:
+            if self._zstd is not None:
+                self._sink.write(self._zstd.flush())
+            self._sink.finish()
+        except BaseException as exc:
+            self._fail(exc)
+            raise
         self.info = self._publish(self._hash.hexdigest(), self._size)
         super().close()
         return self.info
@@ -316,6 +337,27 @@ class BlobWriter(io.RawIOBase):
             self.commit()
         else:
             self.close()
+
+    def _check_usable(self, closed: str) -> None:
+        if self._failure is not None:
+            # A write failed part way: the bytes on disk are not the bytes hashed,
+            # so this blob must never get a name, even if the caller ignored the error.
+            raise StoreError(f"{self._failure}; nothing of this blob was kept: write it again")
+        if self.closed:
+            raise ValueError(closed)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Discard the blob after a write that failed part way; an OSError becomes StoreError."""
+        cause = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+        self._failure = f"cannot write blob {self._where()}: {cause}"
+        self._discard()
+        super().close()
+        if isinstance(exc, OSError):
+            raise StoreError(self._failure) from exc
+
+    def _where(self) -> str:
+        """The file being written, for messages."""
+        return f"in {self._area.locate('tmp')}"
 
     def _publish(self, sha256: str, size: int) -> BlobInfo:
         raise NotImplementedError

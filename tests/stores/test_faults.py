@@ -1,5 +1,5 @@
 """Fault injection at the store edge: failing writes and syncs, read-only and full disks,
-store files replaced mid-run.
+store files replaced mid-run, and failing blob writes of outputs kept by reference.
 
 The faults are injected, never mocked: the real store runs, and only the
 system call it makes (``os.write``, ``os.fdatasync``, ``os.fsync``,
@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import hashlib
 import os
 import random
 import shutil
@@ -37,7 +39,7 @@ import pytest
 
 import flowdag
 from flowdag import NodeStatus, RunEvent, RunResult, RunStatus
-from flowdag.stores import _files, _journal, open_store
+from flowdag.stores import _blobdir, _blobio, _files, _journal, generate_key, open_store
 from flowdag.stores.base import Store
 from flowdag.stores.lmdb_store import LMDBStore
 
@@ -516,3 +518,343 @@ def test_journaled_snapshot_replaced_by_garbage_mid_run(tmp_path: Path, scheme: 
         store.load(RUN_ID)
     _swap_file(snapshot, saved[0])  # the fault is gone
     check_after_fault(url, result, commit_failed=None)
+
+
+# -- faults while writing a blob (outputs kept by reference) --------------------------
+#
+# The same promises hold for a node whose output goes to the blob area, and one
+# more: no record ever holds a ref to a blob that is not whole. A failed blob
+# write fails its node with `StoreError` naming the file and the cause, and
+# leaves no file under a blob's name (nor a temp file: the writer removes it).
+
+BLOB_KINDS = ["lmdb", "json", "flatbuffers", "lmdb-encrypted"]
+BLOB_KEY = generate_key()
+BLOB_LIMIT = "4KiB"
+BLOB_PAD = 20_000  # bytes of random padding: every large output is above BLOB_LIMIT
+STREAMED = 3 * BLOB_PAD  # the bytes the streaming node writes
+
+
+def open_kind(kind: str, directory: Path) -> Store:
+    scheme, _, encrypted = kind.partition("-")
+    url = f"{scheme}://{directory}"
+    return open_store(url, key=BLOB_KEY) if encrypted else open_store(url)
+
+
+def big_value(i: int) -> dict[str, Any]:
+    """Node b<i>'s output: b0 and b3 (and b1 and b4, b2 and b5) are equal, so one blob."""
+    return {"k": i % 3, "pad": random.Random(i % 3).randbytes(BLOB_PAD)}
+
+
+def _random_bytes(seed: int, size: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def streamed_bytes() -> bytes:
+    return random.Random(7).randbytes(STREAMED)
+
+
+def blob_workflow(calls: list[str], *, swallow: bool = False) -> flowdag.Workflow:
+    """Large outputs returned (with repeats), streamed, and a ref passed on inside a value.
+
+    ``swallow``: the streaming node ignores errors of its writes, as careless code does.
+    """
+    wf = flowdag.Workflow("blob-faults")
+    for i in range(6):
+
+        def big(i: int = i) -> dict[str, Any]:
+            calls.append(f"b{i}")
+            return big_value(i)
+
+        wf.add_node(f"b{i}", big)
+
+    def dump(ctx: flowdag.Context) -> None:
+        calls.append("dump")
+        data = streamed_bytes()
+        with ctx.output_file() as f:
+            for start in range(0, len(data), 4096):
+                try:
+                    f.write(data[start : start + 4096])
+                except Exception:
+                    if not swallow:
+                        raise
+
+    def pass_on(b0: flowdag.Ref) -> dict[str, Any]:
+        calls.append("pass_on")
+        return {"ref": b0}  # small: inline, holding b0's ref
+
+    def join(b1: dict[str, Any], b2: dict[str, Any], dump: bytes, pass_on: Any) -> Any:
+        calls.append("join")
+        nested = pass_on["ref"].load()["k"]
+        return {"sum": b1["k"] + b2["k"] + nested, "len": len(dump), "pad": dump[:BLOB_PAD]}
+
+    wf.add_node("dump", dump)
+    wf.add_node("pass_on", pass_on, deps=["b0"])
+    wf.add_node("join", join, deps=["b1", "b2", "dump", "pass_on"])
+    return wf
+
+
+def plain(value: Any) -> Any:
+    """``value`` with every Ref in it replaced by ("ref", its loaded value)."""
+    if isinstance(value, flowdag.Ref):
+        return ("ref", value.load())
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    return value
+
+
+def stored_value(output: Any) -> Any:
+    """What a stored output means: a top-level Ref is the node's value kept by reference."""
+    return plain(output.load() if isinstance(output, flowdag.Ref) else output)
+
+
+def blob_expected() -> dict[str, Any]:
+    outputs: dict[str, Any] = {f"b{i}": big_value(i) for i in range(6)}
+    outputs["dump"] = streamed_bytes()
+    outputs["pass_on"] = {"ref": ("ref", big_value(0))}
+    outputs["join"] = {"sum": 3, "len": STREAMED, "pad": streamed_bytes()[:BLOB_PAD]}
+    return outputs
+
+
+def refs_in(value: Any) -> list[flowdag.Ref]:
+    if isinstance(value, flowdag.Ref):
+        return [value]
+    if isinstance(value, dict):
+        return [ref for item in value.values() for ref in refs_in(item)]
+    return []
+
+
+def check_blob_area(store: Store, run_id: str) -> set[str]:
+    """Every blob file is whole; every ref a completed node holds resolves. Its completed nodes."""
+    state = store.load(run_id)
+    done = {n for n, s in state.nodes.items() if s.status is NodeStatus.COMPLETED}
+    known = {
+        hashlib.sha256(store.codec.plain(store.codec.encode(value))).hexdigest(): None
+        for value in blob_expected().values()
+    }
+    known[hashlib.sha256(streamed_bytes()).hexdigest()] = None
+    names = {store.blobs.name_of(sha256): sha256 for sha256 in known}
+    for entry in store.blobs.entries():  # no partial blob under a final name
+        assert entry.name in names, f"unknown blob {entry.name}"
+        store.blobs.check(names[entry.name])
+    held = {ref.sha256 for n in done for ref in refs_in(state.nodes[n].output)}
+    assert set(store.life(run_id).blobs) == held
+    for sha256 in held:  # never a record pointing at nothing
+        store.blobs.check(sha256)
+    for name in done:
+        assert stored_value(state.nodes[name].output) == blob_expected()[name]
+    return done
+
+
+def check_after_blob_fault(
+    kind: str, directory: Path, result: RunResult, cause: str, *, what: str = "blob"
+) -> None:
+    """``what``: the word the store's errors use for what failed (a blob, a commit)."""
+    assert result.status is RunStatus.FAILED
+    failed = {n: e for n, e in result.errors.items() if e.type in STORE_ERRORS}
+    assert failed, result.errors
+    for error in failed.values():
+        assert error.type == "StoreError" and cause in error.message, error
+        assert what in error.message, error
+    assert not {e.type for e in result.errors.values()} - STORE_ERRORS, result.errors
+    with open_kind(kind, directory) as store:  # a fresh store object loads
+        done = check_blob_area(store, RUN_ID)
+        assert store.blobs.temp_entries() == []  # a failed writer removes its file
+        calls: list[str] = []
+        resumed = flowdag.run(
+            blob_workflow(calls), run_id=RUN_ID, store=store, inline_limit=BLOB_LIMIT
+        )
+        assert resumed.ok, resumed.errors
+        assert not set(calls) & done, f"completed nodes ran again: {sorted(set(calls) & done)}"
+        assert {n: plain(v) for n, v in resumed.outputs.items()} == blob_expected()
+        assert check_blob_area(store, RUN_ID) == set(blob_expected())
+
+
+BLOB_FAULTS = [
+    # (module, call, errno, options): options of FaultyOS besides ``times``
+    pytest.param(_blobio, "write", errno.ENOSPC, {}, id="write-ENOSPC"),
+    pytest.param(_blobio, "write", errno.ENOSPC, {"partial": True}, id="short-write-ENOSPC"),
+    pytest.param(_blobio, "write", errno.EIO, {"after": 3}, id="write-EIO"),
+    # The first blob's syncs: blobs/ in the store directory, the file, its shard after
+    # the rename, the new shard in blobs/.
+    pytest.param(_blobdir, "fsync", errno.EIO, {}, id="fsync-EIO"),
+    pytest.param(_blobdir, "fsync", errno.ENOSPC, {"after": 1}, id="file-fsync-ENOSPC"),
+    pytest.param(_blobdir, "fsync", errno.EIO, {"after": 2}, id="fsync-after-rename-EIO"),
+    pytest.param(_blobdir, "rename", errno.ENOSPC, {}, id="rename-ENOSPC"),
+    pytest.param(_blobdir, "rename", errno.EIO, {"after": 1}, id="rename-EIO"),
+    pytest.param(_blobdir, "utime", errno.EIO, {}, id="refresh-EIO"),  # a repeated value
+]
+
+
+@pytest.mark.parametrize("kind", BLOB_KINDS)
+@pytest.mark.parametrize(("module", "call", "err", "options"), BLOB_FAULTS)
+@pytest.mark.parametrize("times", [None, 1], ids=["persistent", "once"])
+def test_blob_write_fault(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    module: Any,
+    call: str,
+    err: int,
+    options: dict[str, Any],
+    times: int | None,
+) -> None:
+    calls: list[str] = []
+    with open_kind(kind, tmp_path) as store:
+        with failing_os(monkeypatch, [module], call, err, times=times, **options) as fault:
+            # One worker: the outputs repeat in order, so the refresh of a blob is reached.
+            result = flowdag.run(
+                blob_workflow(calls),
+                run_id=RUN_ID,
+                store=store,
+                inline_limit=BLOB_LIMIT,
+                max_workers=1,
+            )
+        assert fault.failures >= 1
+    check_after_blob_fault(kind, tmp_path, result, os.strerror(err))
+
+
+@pytest.mark.parametrize(
+    ("kind", "call", "err"),
+    [
+        ("json", "write", errno.ENOSPC),
+        ("flatbuffers", "fdatasync", errno.EIO),
+        ("lmdb", "", errno.EIO),
+        ("lmdb-encrypted", "", errno.ENOSPC),
+    ],
+)
+def test_record_commit_fault_after_the_blob_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, call: str, err: int
+) -> None:
+    # The blobs are durable, their records fail to commit: orphans, which the
+    # resume writes again (or finds, and reuses).
+    calls: list[str] = []
+    wf = blob_workflow(calls)
+    with open_kind(kind, tmp_path) as store:
+        if isinstance(store, LMDBStore):
+            error = lmdb.Error(f"mdb_txn_commit: {os.strerror(err)}")
+            faults: Any = failing_lmdb_commits(store, error, after=3, times=None)
+        else:
+            faults = failing_os(monkeypatch, [_journal], call, err, after=3)
+        with faults as fault:
+            result = flowdag.run(wf, run_id=RUN_ID, store=store, inline_limit=BLOB_LIMIT)
+        assert fault.failures >= 1
+        assert store.blobs.entries()  # blobs were written before the commits failed
+    check_after_blob_fault(kind, tmp_path, result, os.strerror(err), what="commit")
+
+
+class LateCloseError:
+    """``os`` whose first ``close`` closes the file, then reports EIO (as NFS may)."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+        if not self.failures:
+            self.failures += 1
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+@pytest.mark.parametrize("kind", BLOB_KINDS)
+def test_a_blob_file_whose_close_reports_eio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # close() reports a write error after it closed the file: the node fails with
+    # that error, and the temp file is removed (not left by a second close's EBADF).
+    wf = flowdag.Workflow("late")
+    wf.add_node("big", functools.partial(_random_bytes, 1, BLOB_PAD))
+    with open_kind(kind, tmp_path) as store:
+        fault = LateCloseError()
+        with monkeypatch.context() as patch:
+            patch.setattr(_blobdir, "os", fault)
+            result = flowdag.run(wf, run_id=RUN_ID, store=store, inline_limit=BLOB_LIMIT)
+        assert fault.failures == 1
+        error = result.errors["big"]
+        assert error.type == "StoreError" and "Input/output error" in error.message, error
+        assert store.blobs.temp_entries() == []
+        resumed = flowdag.run(wf, run_id=RUN_ID, store=store, inline_limit=BLOB_LIMIT)
+        assert resumed.ok and resumed.outputs["big"] == _random_bytes(1, BLOB_PAD)
+
+
+@pytest.mark.parametrize("kind", BLOB_KINDS)
+def test_a_streamed_write_error_the_node_ignores_keeps_no_partial_blob(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # The node swallows the error of one short write and carries on: what the
+    # file holds is not what the hash covers, so the output file refuses to
+    # commit, and no blob holds the damaged bytes under the hash's name.
+    data = random.Random(8).randbytes(1 << 20)
+    wf = flowdag.Workflow("careless")
+
+    @wf.node
+    def dump(ctx: flowdag.Context) -> None:
+        with ctx.output_file() as f:
+            for start in range(0, len(data), 4096):
+                with contextlib.suppress(Exception):
+                    f.write(data[start : start + 4096])
+
+    @wf.node(deps=["dump"])
+    def size(dump: bytes) -> int:
+        return len(dump)
+
+    with open_kind(kind, tmp_path) as store:
+        with failing_os(
+            monkeypatch, [_blobio], "write", errno.EIO, after=1, times=1, partial=True
+        ) as fault:
+            result = flowdag.run(wf, run_id=RUN_ID, store=store)
+        assert fault.failures == 1
+        assert result.node_status["dump"] is NodeStatus.FAILED
+        error = result.errors["dump"]
+        assert error.type == "StoreError", error
+        assert "Input/output error" in error.message, error
+        assert "nothing of this blob was kept" in error.message, error
+        assert store.blobs.entries() == [] and store.blobs.temp_entries() == []
+    with open_kind(kind, tmp_path) as store:  # the fault is gone
+        resumed = flowdag.run(wf, run_id=RUN_ID, store=store)
+        assert resumed.ok, resumed.errors
+        assert resumed.outputs == {"dump": data, "size": len(data)}
+
+
+@pytest.mark.parametrize("kind", BLOB_KINDS)
+def test_real_disk_full_while_writing_blobs_then_resume(tiny_fs: Path, kind: str) -> None:
+    # Incompressible outputs kept by reference fill the 1 MiB disk: the blob
+    # writes fail (the records are small), the store loads, and once there is
+    # room again a resume finishes with every output right.
+    pad = 150 * 1024
+    wf = flowdag.Workflow("full")
+    for i in range(10):
+        wf.add_node(f"n{i}", functools.partial(_random_bytes, i, pad))
+    wf.add_node("last", lambda **inputs: sorted(inputs), deps=[f"n{i}" for i in range(10)])
+    expected_outputs: dict[str, Any] = {f"n{i}": _random_bytes(i, pad) for i in range(10)}
+    expected_outputs["last"] = sorted(expected_outputs)
+    directory = tiny_fs / "store"
+    with open_kind(kind, directory) as store:
+        result = flowdag.run(wf, run_id=RUN_ID, store=store, max_workers=2, inline_limit="64KiB")
+        assert result.status is RunStatus.FAILED
+        errors = [e for e in result.errors.values() if e.type in STORE_ERRORS]
+        assert errors, result.errors
+        for error in errors:
+            assert error.type == "StoreError" and "No space left on device" in error.message
+        assert not {e.type for e in result.errors.values()} - STORE_ERRORS - {"NodeSkipped"}
+    with open_kind(kind, directory) as store:  # loads on the full disk
+        state = store.load(RUN_ID)
+        done = {n for n, s in state.nodes.items() if s.status is NodeStatus.COMPLETED}
+        for name in done:  # never a ref to a partial blob
+            assert state.nodes[name].output.load() == expected_outputs[name]
+        codec = store.codec
+        names = {
+            store.blobs.name_of(hashlib.sha256(codec.plain(codec.encode(v))).hexdigest())
+            for v in expected_outputs.values()
+        }
+        assert {entry.name for entry in store.blobs.entries()} <= names  # whole blobs only
+
+    assert _mount("-o", "remount,size=64m", str(tiny_fs))  # the fault is gone
+    with open_kind(kind, directory) as store:
+        resumed = flowdag.run(wf, run_id=RUN_ID, store=store, inline_limit="64KiB")
+        assert resumed.ok, resumed.errors
+        assert resumed.outputs == expected_outputs
+        assert set(resumed.refs) == {f"n{i}" for i in range(10)}
+        assert {n for n, s in resumed.nodes.items() if s.attempts > 1} <= set(result.errors)
