@@ -301,6 +301,35 @@ def test_truncated_encrypted_blob_at_a_chunk_boundary(tmp_path: Path) -> None:
         area.read(sha(data))
 
 
+@pytest.mark.parametrize(
+    ("size", "lengths"),
+    [
+        (0, [0]),
+        (MiB - 1, [MiB - 1]),
+        (MiB, [MiB]),  # a full chunk with nothing after it is the final one
+        (MiB + 1, [MiB, 1]),
+        (2 * MiB, [MiB, MiB]),
+    ],
+)
+@pytest.mark.parametrize("piece", [MiB, 333_333, 3 * MiB])
+def test_encrypted_chunks_are_full_but_the_last(
+    tmp_path: Path, size: int, lengths: list[int], piece: int
+) -> None:
+    area = DirectoryBlobs(tmp_path, cipher=Cipher(KEY), compression=None)
+    data = os.urandom(size)
+    with area.writer() as writer:
+        for part in chunks(data, piece):
+            writer.write(part)
+    content = file_of(area, data).read_bytes()
+    offset, found = 5 + 16, []
+    while offset < len(content):
+        final, length = content[offset], int.from_bytes(content[offset + 1 : offset + 5], "little")
+        found.append((final, length))
+        offset += 5 + 12 + length + 16
+    assert found == [(i == len(lengths) - 1, n) for i, n in enumerate(lengths)]
+    assert area.read(sha(data), size=size) == data
+
+
 def test_blob_of_other_bytes_is_refused(disk: DirectoryBlobs) -> None:
     # A whole valid blob file moved under another blob's name: the hash catches it.
     disk.put(b"first value")
