@@ -108,7 +108,7 @@ def _child_store(case: str, where: Path, size: int, piece: int) -> dict[str, Any
 
     kind, *rest = case.split("-")
     data = rest[-1]
-    options = {"key": generate_key()} if "encrypted" in rest else {}
+    options: dict[str, Any] = {"key": generate_key()} if "encrypted" in rest else {}
     pool = _pool(data)
     wf = flowdag.Workflow("stream")
 
