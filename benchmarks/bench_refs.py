@@ -165,7 +165,7 @@ def test_status(benchmark: Any, built: Built, kind: str, size: str) -> None:
             statuses = store.load_statuses(RUN_ID)
         assert len(statuses.nodes) == RUN_NODES
 
-    benchmark.pedantic(go, rounds=7, warmup_rounds=1)
+    benchmark.pedantic(go, rounds=15, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("size", list(SIZES))
@@ -191,6 +191,6 @@ def test_resume_completed(benchmark: Any, built: Built, kind: str, size: str) ->
         with open_store(url) as store:
             return flowdag.run(wf, run_id=RUN_ID, store=store, max_workers=WORKERS)
 
-    result = benchmark.pedantic(go, rounds=5, warmup_rounds=1)
+    result = benchmark.pedantic(go, rounds=9, warmup_rounds=1)
     assert result.ok
     assert all(node.attempts == 1 for node in result.nodes.values())  # none ran again
