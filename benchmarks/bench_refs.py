@@ -28,7 +28,6 @@ Groups (``STORE`` is ``lmdb``, ``json`` or ``flatbuffers``):
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _shapes import WORKERS, DirMaker, disk_usage, make_store
+from _shapes import WORKERS, DirMaker, disk_usage, make_store, payload_pool
 
 import flowdag
 from flowdag.stores import open_store
@@ -44,26 +43,11 @@ from flowdag.stores import open_store
 MiB = 1 << 20
 DISK = ["lmdb", "json", "flatbuffers"]
 RUN_ID = "bench"
-_POOL = 16 * MiB
-
-
-def _pool(data: str) -> bytes:
-    """16 MiB to cut outputs from: ``random`` (incompressible) or ``text``."""
-    if data == "random":
-        return random.Random(11).randbytes(_POOL)
-    words = [b"alpha", b"beta", b"gamma", b"delta", b"42", b"2026-11-30", b"ok", b"error"]
-    rng = random.Random(7)
-    lines, size = [], 0
-    while size < _POOL:
-        line = b",".join(rng.choice(words) for _ in range(8)) + b",%d\n" % rng.randrange(10**6)
-        lines.append(line)
-        size += len(line)
-    return b"".join(lines)[:_POOL]
 
 
 def _payloads(data: str, count: int, size: int) -> list[bytes]:
     """``count`` distinct outputs of ``size`` bytes (slices of the pool at distinct offsets)."""
-    pool = _pool(data)
+    pool = payload_pool(data)
     step = (len(pool) - size) // count
     return [pool[i * step : i * step + size] for i in range(count)]
 
@@ -149,48 +133,39 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return get
 
 
-def _describe(benchmark: Any, group: str, size: str) -> None:
-    benchmark.group = group
-    benchmark.extra_info.update(label=size, baseline=size == "100B")
+def _status(url: str, wf: flowdag.Workflow) -> None:
+    with open_store(url, create=False) as store:
+        statuses = store.load_statuses(RUN_ID)
+    assert len(statuses.nodes) == RUN_NODES
 
 
-@pytest.mark.parametrize("size", list(SIZES))
-@pytest.mark.parametrize("kind", DISK)
-def test_status(benchmark: Any, built: Built, kind: str, size: str) -> None:
-    _describe(benchmark, f"status-1k-{kind}", size)
-    url, _ = built(kind, size)
-
-    def go() -> None:
-        with open_store(url, create=False) as store:
-            statuses = store.load_statuses(RUN_ID)
-        assert len(statuses.nodes) == RUN_NODES
-
-    benchmark.pedantic(go, rounds=15, warmup_rounds=1)
-
-
-@pytest.mark.parametrize("size", list(SIZES))
-@pytest.mark.parametrize("kind", DISK)
-def test_status_command(benchmark: Any, built: Built, kind: str, size: str) -> None:
-    _describe(benchmark, f"status-cli-1k-{kind}", size)
-    url, _ = built(kind, size)
+def _status_command(url: str, wf: flowdag.Workflow) -> None:
     command = [sys.executable, "-m", "flowdag", "status", RUN_ID, "--store", url]
-
-    def go() -> None:
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-
-    benchmark.pedantic(go, rounds=5, warmup_rounds=1)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
 
-@pytest.mark.parametrize("size", list(SIZES))
-@pytest.mark.parametrize("kind", DISK)
-def test_resume_completed(benchmark: Any, built: Built, kind: str, size: str) -> None:
-    _describe(benchmark, f"resume-1k-{kind}", size)
-    url, wf = built(kind, size)
-
-    def go() -> flowdag.RunResult:
-        with open_store(url) as store:
-            return flowdag.run(wf, run_id=RUN_ID, store=store, max_workers=WORKERS)
-
-    result = benchmark.pedantic(go, rounds=9, warmup_rounds=1)
+def _resume(url: str, wf: flowdag.Workflow) -> None:
+    with open_store(url) as store:
+        result = flowdag.run(wf, run_id=RUN_ID, store=store, max_workers=WORKERS)
     assert result.ok
     assert all(node.attempts == 1 for node in result.nodes.values())  # none ran again
+
+
+#: Operation -> (what it does, rounds): a few milliseconds get more rounds.
+READS: dict[str, tuple[Callable[[str, flowdag.Workflow], None], int]] = {
+    "status": (_status, 15),
+    "status-cli": (_status_command, 5),
+    "resume": (_resume, 9),
+}
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("kind", DISK)
+@pytest.mark.parametrize("operation", list(READS))
+def test_read_completed_run(
+    benchmark: Any, built: Built, operation: str, kind: str, size: str
+) -> None:
+    benchmark.group = f"{operation}-1k-{kind}"
+    benchmark.extra_info.update(label=size, baseline=size == "100B")
+    action, rounds = READS[operation]
+    benchmark.pedantic(action, args=built(kind, size), rounds=rounds, warmup_rounds=1)

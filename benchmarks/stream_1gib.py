@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -44,8 +43,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _shapes import payload_pool  # this folder is sys.path[0] when run as a script
+
 MiB = 1 << 20
-POOL = 16 * MiB
 CASES = ["lmdb-random", "lmdb-text", "lmdb-encrypted-random", "lmdb-encrypted-text"]
 
 
@@ -62,19 +62,6 @@ def _reset_peak() -> None:
         refs.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
 
 
-def _pool(kind: str) -> bytes:
-    if kind == "random":
-        return os.urandom(POOL)
-    words = [b"alpha", b"beta", b"gamma", b"delta", b"42", b"2026-11-30", b"ok", b"error"]
-    rng = random.Random(7)
-    lines, size = [], 0
-    while size < POOL:
-        line = b",".join(rng.choice(words) for _ in range(8)) + b",%d\n" % rng.randrange(10**6)
-        lines.append(line)
-        size += len(line)
-    return b"".join(lines)[:POOL]
-
-
 def _pieces(pool: bytes, size: int, piece: int) -> Any:
     view = memoryview(pool)
     offset = 0
@@ -87,7 +74,7 @@ def _pieces(pool: bytes, size: int, piece: int) -> Any:
 
 
 def _child_dd(where: Path, size: int, piece: int, data: str) -> dict[str, Any]:
-    pool = _pool(data)
+    pool = payload_pool(data)
     path = where / "dd.out"
     start = time.perf_counter()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -109,7 +96,7 @@ def _child_store(case: str, where: Path, size: int, piece: int) -> dict[str, Any
     kind, *rest = case.split("-")
     data = rest[-1]
     options: dict[str, Any] = {"key": generate_key()} if "encrypted" in rest else {}
-    pool = _pool(data)
+    pool = payload_pool(data)
     wf = flowdag.Workflow("stream")
 
     def dump(ctx: flowdag.Context) -> None:
