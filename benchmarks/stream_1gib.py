@@ -23,6 +23,11 @@ Data: ``random`` cycles through 16 MiB from ``os.urandom`` (incompressible:
 zstd's window at the store's level is 2 MiB, far below the cycle); ``text``
 cycles through 16 MiB of CSV-like lines that zstd shrinks about 4.4x.
 
+Each case also reports the CPU time the process spent per GiB (all its
+threads): on a machine whose cores are busy with other work, throughput
+follows the CPU a process gets, and ``1 GiB / CPU time`` is what one free
+core would give.
+
 Cases are alternated within each repetition (``dd`` first), so a busy moment
 of the shared machine hits one repetition of everything, not one case. The
 summary prints medians, and each case's throughput as a ratio of the ``dd``
@@ -46,6 +51,7 @@ from typing import Any
 from _shapes import payload_pool  # this folder is sys.path[0] when run as a script
 
 MiB = 1 << 20
+GiB = 1 << 30
 CASES = ["lmdb-random", "lmdb-text", "lmdb-encrypted-random", "lmdb-encrypted-text"]
 
 
@@ -76,6 +82,7 @@ def _pieces(pool: bytes, size: int, piece: int) -> Any:
 def _child_dd(where: Path, size: int, piece: int, data: str) -> dict[str, Any]:
     pool = payload_pool(data)
     path = where / "dd.out"
+    cpu = time.process_time()
     start = time.perf_counter()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -85,8 +92,9 @@ def _child_dd(where: Path, size: int, piece: int, data: str) -> dict[str, Any]:
     finally:
         os.close(fd)
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     path.unlink()
-    return {"seconds": seconds}
+    return {"seconds": seconds, "cpu": cpu}
 
 
 def _child_store(case: str, where: Path, size: int, piece: int) -> dict[str, Any]:
@@ -108,9 +116,11 @@ def _child_store(case: str, where: Path, size: int, piece: int) -> dict[str, Any
     with open_store(f"{kind}://{where / 'store'}", **options) as store:
         baseline = _status_kib("VmRSS")
         _reset_peak()
+        cpu = time.process_time()
         start = time.perf_counter()
         result = flowdag.run(wf, run_id="stream", store=store)
         seconds = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         peak = _status_kib("VmHWM")
         if not result.ok:
             raise RuntimeError(f"the run failed: {result.errors}")
@@ -119,6 +129,7 @@ def _child_store(case: str, where: Path, size: int, piece: int) -> dict[str, Any
         stored = ref.stored_size
     return {
         "seconds": seconds,
+        "cpu": cpu,
         "baseline_kib": baseline,
         "peak_kib": peak,
         "stored": stored,
@@ -179,7 +190,10 @@ def main(argv: list[str]) -> None:
     for rep in range(args.repeat):
         dd = _measure("dd-random", args)
         runs["dd"].append(dd)
-        print(f"rep {rep + 1} (load {_loadavg()}): dd {size_mib / dd['seconds']:,.0f} MiB/s")
+        print(
+            f"rep {rep + 1} (load {_loadavg()}): dd {size_mib / dd['seconds']:,.0f} MiB/s"
+            f" (CPU {dd['cpu'] / args.size * GiB:.2f} s/GiB)"
+        )
         for case in cases:
             fig = _measure(case, args)
             runs[case].append(fig)
@@ -190,6 +204,7 @@ def main(argv: list[str]) -> None:
                 f"{(fig['peak_kib'] - fig['baseline_kib']) / 1024:6.1f} MiB"
                 f" (baseline {fig['baseline_kib'] / 1024:.1f} MiB)"
                 f"  stored {fig['stored'] / MiB:,.0f} MiB"
+                f"  CPU {fig['cpu'] / args.size * GiB:.2f} s/GiB"
             )
     print("medians")
     dd_median = statistics.median(size_mib / r["seconds"] for r in runs["dd"])
@@ -198,9 +213,12 @@ def main(argv: list[str]) -> None:
         speed = statistics.median(size_mib / r["seconds"] for r in runs[case])
         above = statistics.median((r["peak_kib"] - r["baseline_kib"]) / 1024 for r in runs[case])
         worst = max((r["peak_kib"] - r["baseline_kib"]) / 1024 for r in runs[case])
+        cpu = statistics.median(r["cpu"] / args.size * GiB for r in runs[case])
         print(
             f"  {case:24} {speed:8,.0f} MiB/s  {statistics.median(ratios[case]):.2f}x dd"
             f"  peak RSS above baseline {above:.1f} MiB (max {worst:.1f})"
+            f"  CPU {cpu:.2f} s/GiB (one free core: {1024 / cpu:,.0f} MiB/s,"
+            f" {1024 / cpu / dd_median:.2f}x dd)"
         )
 
 
