@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -132,3 +133,27 @@ class DirMaker:
     def __call__(self) -> Path:
         self._count += 1
         return self._base / f"s{self._count}"
+
+
+# -- output payloads -----------------------------------------------------------------
+
+POOL = 16 << 20
+
+
+def payload_pool(data: str) -> bytes:
+    """16 MiB to cut outputs from: ``random`` (incompressible) or ``text``.
+
+    ``text`` is CSV-like lines that zstd shrinks about 4.4x. ``random`` stays
+    incompressible when cycled through: zstd's window at the blob area's level
+    (2 MiB) is far shorter than the pool.
+    """
+    if data == "random":
+        return os.urandom(POOL)
+    words = [b"alpha", b"beta", b"gamma", b"delta", b"42", b"2026-11-30", b"ok", b"error"]
+    rng = random.Random(7)
+    lines, size = [], 0
+    while size < POOL:
+        line = b",".join(rng.choice(words) for _ in range(8)) + b",%d\n" % rng.randrange(10**6)
+        lines.append(line)
+        size += len(line)
+    return b"".join(lines)[:POOL]

@@ -55,6 +55,10 @@ logger = logging.getLogger("flowdag")
 NODE_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
 
 
+#: Output types no `Ref` can be inside (exact types: a subclass may hold anything).
+_HOLDS_NO_REF = frozenset({int, float, bool, type(None), str, bytes})
+
+
 # Not frozen: a frozen dataclass is slower to build, and this is built per node.
 # eq=False: attempts compare by identity, which tells a live one from an abandoned one.
 @dataclass(slots=True, eq=False)
@@ -239,7 +243,9 @@ def _finish(attempt: Attempt, started_at: datetime, value: Any, ctx: Context | N
         else:
             output, value, blobs = _output(attempt, value)
         if ctx is None:
-            return Outcome(started_at, datetime.now(UTC), value, output, blobs=blobs)
+            outcome = Outcome(started_at, datetime.now(UTC), value, output)
+            outcome.blobs = blobs  # set, not passed by keyword: cheaper on this hot path
+            return outcome
         changes = ctx.data.changes()
         for key in changes:  # every store keeps keys as UTF-8: refuse the same ones everywhere
             problem = text_problem(key)
@@ -260,11 +266,18 @@ def _finish(attempt: Attempt, started_at: datetime, value: Any, ctx: Context | N
 
 def _output(attempt: Attempt, value: Any) -> tuple[bytes, Any, dict[str, datetime | None] | None]:
     """The output encoded (a Ref to it when above the limit), the value the run keeps, its blobs."""
-    token, seen = start_collecting()  # the refs inside the value, for gc
-    try:
-        output = _encode(attempt.codec, value, f"node '{attempt.spec.name}': output is")
-    finally:
-        stop_collecting(token)
+    what = f"node '{attempt.spec.name}': output is"
+    seen: dict[str, datetime | None] = {}
+    if type(value) in _HOLDS_NO_REF:
+        # Fast path: no Ref can be inside, so the refs need no collecting (a
+        # context variable set and reset per output, a tenth of a node's own cost).
+        output = _encode(attempt.codec, value, what)
+    else:
+        token, seen = start_collecting()  # the refs inside the value, for gc
+        try:
+            output = _encode(attempt.codec, value, what)
+        finally:
+            stop_collecting(token)
     limit, source = attempt.inline_limit, attempt.source
     if limit is None or source is None or attempt.codec.plain_size(output) <= limit:
         return output, value, seen or None

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field, fields
@@ -59,7 +59,9 @@ __all__ = [
     "hold",
     "ref_from",
     "sha256_of_uri",
+    "start_binding",
     "start_collecting",
+    "stop_binding",
     "stop_collecting",
 ]
 
@@ -342,7 +344,8 @@ _FIELDS = tuple(f.name for f in fields(Ref) if f.init)
 # `collecting` notes the blobs a record holds (its meta record lists them, for
 # gc), `binding` binds what a store loads. Unset, each costs a lookup per Ref.
 _COLLECTED: ContextVar[dict[str, datetime | None] | None] = ContextVar("collected", default=None)
-_BINDING: ContextVar[tuple[BlobReader, str] | None] = ContextVar("binding", default=None)
+_Origin = str | Callable[[], str]
+_BINDING: ContextVar[tuple[BlobReader, _Origin] | None] = ContextVar("binding", default=None)
 
 
 @contextmanager
@@ -374,11 +377,24 @@ def stop_collecting(token: Token[_Held | None]) -> None:
 @contextmanager
 def binding(reader: BlobReader, origin: str = "") -> Iterator[None]:
     """Bind every Ref decoded in the block to ``reader`` (see `Ref.bind`)."""
-    token = _BINDING.set((reader, origin))
+    token = start_binding(reader, origin)
     try:
         yield
     finally:
-        _BINDING.reset(token)
+        stop_binding(token)
+
+
+def start_binding(reader: BlobReader, origin: _Origin = "") -> Token[Any]:
+    """`binding` without a context manager: end it with `stop_binding`.
+
+    ``origin`` may be a function, called only when a Ref is decoded: a load binds
+    once per run, and its refs still name their node.
+    """
+    return _BINDING.set((reader, origin))
+
+
+def stop_binding(token: Token[Any]) -> None:
+    _BINDING.reset(token)
 
 
 def hold(blobs: dict[str, datetime | None], sha256: str, expires_at: datetime | None) -> None:
@@ -415,4 +431,7 @@ def ref_from(stored: Any) -> Ref:
         raise CorruptStateError(f"blob holds an invalid ref: {exc}") from None
     _note(ref)
     bound = _BINDING.get()
-    return ref if bound is None else ref._bound_to(*bound)
+    if bound is None:
+        return ref
+    reader, origin = bound
+    return ref._bound_to(reader, origin if type(origin) is str else origin())  # type: ignore[operator]

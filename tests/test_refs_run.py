@@ -414,3 +414,29 @@ def test_result_outputs_load_a_blob_once(store: Store) -> None:
     store.blobs.delete(store.blobs.name_of(result.refs["fetch"].sha256))
     assert result.outputs["fetch"] == BIG  # kept from the first read
     assert "fetch" in repr(result.outputs) and "99999" in repr(result.outputs)
+
+
+def test_a_loaded_ref_names_its_run_and_node_however_deep(store: Store) -> None:
+    wf = flowdag.Workflow("deep")
+
+    @wf.node(inline_limit="1KiB")
+    def fetch() -> bytes:
+        return b"x" * 4096
+
+    @wf.node(deps=["fetch"])
+    def wrap(fetch: flowdag.Ref) -> dict[str, Any]:
+        return {"rows": [fetch]}  # a Ref nested in a small, inline output
+
+    @wf.node()
+    def plain() -> int:
+        return 1
+
+    assert flowdag.run(wf, run_id="r1", store=store).ok
+    (name,) = [entry.name for entry in store.blobs.entries()]
+    store.blobs.delete(name)
+    state = store.load("r1")
+    assert state.nodes["plain"].output == 1
+    with pytest.raises(BlobMissingError, match="run 'r1', node 'fetch'"):
+        state.nodes["fetch"].output.load()
+    with pytest.raises(BlobMissingError, match="run 'r1', node 'wrap'"):
+        state.nodes["wrap"].output["rows"][0].load()

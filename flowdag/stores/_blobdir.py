@@ -294,7 +294,7 @@ class _FileWriter(BlobWriter):
         except BaseException:
             self._discard()
             raise
-        return BlobInfo(sha256, size, stored, area.compression, blob_uri(sha256))
+        return BlobInfo(sha256, size, stored, self.compression, blob_uri(sha256))
 
     def _discard(self) -> None:
         if self._fd >= 0:

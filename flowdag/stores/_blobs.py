@@ -6,7 +6,9 @@ One small interface, `BlobArea`, with two homes: `DirectoryBlobs` (files
 beside a directory store, never inside LMDB's map; in ``_blobdir.py``) and
 `MemoryBlobs` (a dict, for `MemoryStore`). A blob is addressed by the sha256 of its bytes before
 compression (`put` or a streaming `BlobWriter`); a blob that exists is not
-written again (its mtime is refreshed instead, see "Collection" below). Reads
+written again (its mtime is refreshed instead, see "Collection" below). A
+blob is compressed (zstd) when that takes at least a twentieth off its first
+MiB, else stored as it is; its file's header says which. Reads
 (`open`, `read`) check the bytes against the address as they stream:
 `CorruptStateError` naming the blob's path on a mismatch, `BlobMissingError`
 when it is not there. The file layout is in ``_blobio.py``.
@@ -82,7 +84,13 @@ __all__ = [
     "check_name",
 ]
 
-_ZSTD_LEVEL = 3
+# Level 1: on this project's benchmark data (CSV-like text, JSON records, Python
+# source) it compresses 1.7-2.7x faster than level 3 for about the same ratio
+# (4.4x vs 4.4x, 5.1x vs 4.4x, 4.2x vs 4.6x), and a streamed output is bound by
+# compression, not by the disk (benchmarks/stream_1gib.py, RESULTS.md).
+_ZSTD_LEVEL = 1
+# A blob is compressed when zstd takes at least this much off its first CHUNK.
+_WORTH = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,20 +283,49 @@ class BlobWriter(io.RawIOBase):
         self._hash = hashlib.sha256()
         self._size = 0
         self._failure: str | None = None  # why a write failed: nothing of the blob is kept
+        self._file = sink
+        self._framed = framed
         self._sink: FileSink | Sealer = sink
-        try:
-            if area._aead is not None:
-                self._sink = Sealer(area._aead, sink, header(area.compression, True))
-            elif framed:
-                sink.write(header(area.compression, False))
-        except OSError as exc:
-            raise StoreError(f"cannot write blob {self._where()}: {exc}") from exc
-        self._zstd = (
-            zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compressobj()
-            if area.compression == "zstd"
-            else None
-        )
+        self._zstd: Any = None
+        #: What the blob is stored with: the area's compression, unless the first
+        #: bytes showed it is not worth it (see `_probe`).
+        self.compression: str | None = None
+        # The first `CHUNK` bytes, held until they show whether zstd shrinks them.
+        self._probe: bytearray | None = None
+        if area.compression == "zstd":
+            self._probe = bytearray()
+        else:
+            try:
+                self._start(None, None)
+            except OSError as exc:
+                raise StoreError(f"cannot write blob {self._where()}: {exc}") from exc
         self.info: BlobInfo | None = None
+
+    def _start(self, compression: str | None, zstd: Any) -> None:
+        """Write the header: from here on, bytes go out compressed with ``zstd`` or as they are."""
+        area = self._area
+        self.compression = compression
+        self._zstd = zstd
+        if area._aead is not None:
+            self._sink = Sealer(area._aead, self._file, header(compression, True))
+        elif self._framed:
+            self._file.write(header(compression, False))
+
+    def _decide(self) -> None:
+        """Compress the blob if zstd takes at least 1/20 off its first bytes; else store them."""
+        probe = self._probe
+        assert probe is not None
+        self._probe = None
+        zstd = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compressobj()
+        packed = zstd.compress(probe) + zstd.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        if len(packed) <= len(probe) * _WORTH:
+            self._start("zstd", zstd)
+            self._sink.write(packed)
+        else:
+            # Incompressible (media, archives, random): zstd would cost a third of
+            # the CPU of streaming it and save nothing (benchmarks/stream_1gib.py).
+            self._start(None, None)
+            self._sink.write(memoryview(probe))
 
     def writable(self) -> bool:
         return True
@@ -301,6 +338,13 @@ class BlobWriter(io.RawIOBase):
             for start in range(0, len(view), CHUNK):
                 piece = view[start : start + CHUNK]
                 self._hash.update(piece)
+                if self._probe is not None:
+                    taken = CHUNK - len(self._probe)
+                    self._probe += piece[:taken]
+                    if len(self._probe) < CHUNK:
+                        continue
+                    self._decide()
+                    piece = piece[taken:]
                 self._sink.write(self._zstd.compress(piece) if self._zstd is not None else piece)
         except BaseException as exc:  # the hash may now cover bytes the file lacks
             self._fail(exc)
@@ -317,6 +361,8 @@ class BlobWriter(io.RawIOBase):
             return self.info
         self._check_usable("commit of a discarded blob writer")
         try:
+            if self._probe is not None:
+                self._decide()
             if self._zstd is not None:
                 self._sink.write(self._zstd.flush())
             self._sink.finish()

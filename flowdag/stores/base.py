@@ -44,7 +44,7 @@ from flowdag.errors import (
     SerializationError,
     StoreError,
 )
-from flowdag.refs import binding, collecting, hold
+from flowdag.refs import binding, collecting, hold, start_binding, stop_binding
 from flowdag.state import NO_BLOBS, NodeRecord, NodeState, NodeStatus, RunState, check_times
 from flowdag.stores._compaction import Compaction
 from flowdag.stores._records import (
@@ -414,6 +414,11 @@ class Store(ABC):
         data: Mapping[str, bytes],
     ) -> RunState:
         decode = self.codec.decode
+        name = ""
+        # Refs read through this store and name their node when they fail. Bound
+        # once per run (the origin is made only for a Ref), not per node: a
+        # binding per node was a fifth of a load that holds no ref at all.
+        token = start_binding(self.ref_source, lambda: f"run '{run_id}', node '{name}'")
         try:
             workflow, metadata, deps, ttl = run_header(decode(header_blob))
             state = RunState(run_id, workflow, metadata=metadata, ttl=ttl)
@@ -422,17 +427,15 @@ class Store(ABC):
                 if stored is None:
                     state.nodes[name] = NodeState(deps=node_deps)
                     continue
-                output = None
-                if stored.output is not None:
-                    # Refs in it read through this store, and name the node when they fail.
-                    with binding(self.ref_source, f"run '{run_id}', node '{name}'"):
-                        output = decode(stored.output)
+                output = None if stored.output is None else decode(stored.output)
                 state.nodes[name] = node_state(decode(stored.meta), output, node_deps)
             if data:
                 with binding(self.ref_source, f"run '{run_id}', ctx.data"):
                     state.data = {key: decode(blob) for key, blob in data.items()}
         except (CorruptStateError, KeyError, TypeError, ValueError) as exc:
             raise self._damaged(run_id, exc) from exc
+        finally:
+            stop_binding(token)
         return state
 
     def _damaged(self, run_id: str, why: object) -> CorruptStateError:
