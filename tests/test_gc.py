@@ -69,7 +69,9 @@ def test_temp_leftovers_older_than_grace_go(tmp_path: Path, kind: str) -> None:
     with open_kind(kind, tmp_path) as store:
         area = blobs_of(store)
         left = area.writer()
-        left.write(b"cut short" * 1000)  # a writer killed before its commit leaves this
+        # A writer killed before its commit leaves this (past the first MiB, which
+        # a writer holds until it knows whether to compress, its bytes are on disk).
+        left.write(b"cut short" * 200_000)
         left.flush()
         assert len(area.temp_entries()) == 1
         assert flowdag.gc(store).temp == 0  # young: its writer may be at work
