@@ -62,3 +62,21 @@ def test_bad_values_are_one_error_line_before_the_file_runs(
     assert main(["run", str(flow), "--store", url, option, value]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_list_leaves_out_expired_runs(
+    tmp_path: Path, flow: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from flowdag.state import NodeState, NodeStatus, RunState
+
+    url = f"lmdb://{tmp_path / 'store'}"
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    done = NodeState(NodeStatus.COMPLETED, 1, long_ago, long_ago, 1)
+    with open_store(url) as store:
+        store.save(RunState("old", "wf", {"a": done}, ttl=timedelta(days=1)))
+        store.save(RunState("kept", "wf", {"a": done}))
+    assert main(["list", "--store", url]) == 0
+    out, err = capsys.readouterr()
+    assert "kept" in out and "old" not in out and "damaged" not in out + err

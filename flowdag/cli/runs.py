@@ -45,7 +45,7 @@ from flowdag.cli.render import (
 )
 from flowdag.cli.store import cmd_store_convert, cmd_store_verify
 from flowdag.cli.tracebacks import add_verbose_option, print_tracebacks
-from flowdag.errors import FlowdagError
+from flowdag.errors import FlowdagError, RunNotFoundError
 from flowdag.json_codec import JSONCodec
 from flowdag.refs import Ref
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
@@ -345,7 +345,7 @@ def cmd_list(args: argparse.Namespace, err: Console) -> int:
     """
     out = output_console()
     with open_store(args.store, create=False) as store:
-        rows = [_list_row(store, run_id) for run_id in store.list_runs()]
+        rows = [row for run_id in store.list_runs() if (row := _list_row(store, run_id))]
     if args.json:
         print(json.dumps(rows, indent=2))
         return Exit.OK
@@ -362,10 +362,16 @@ def cmd_list(args: argparse.Namespace, err: Console) -> int:
     return Exit.OK
 
 
-def _list_row(store: Store, run_id: str) -> dict[str, Any]:
-    """One run as `flowdag list --json` shows it; a damaged run says so and why."""
+def _list_row(store: Store, run_id: str) -> dict[str, Any] | None:
+    """One run as `flowdag list --json` shows it; a damaged run says so and why.
+
+    None for a run that expired (gone for every reader: gc deletes it) or was
+    deleted since the store listed it.
+    """
     try:
         state = store.load_statuses(run_id)
+    except RunNotFoundError:
+        return None
     except FlowdagError as exc:  # one damaged run must not hide the others
         why = flatten(str(exc))
         log.warning("%s", why)
