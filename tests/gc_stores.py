@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from flowdag.stores import open_store
-from flowdag.stores._blobs import BlobArea, MemoryBlobs
+from flowdag.stores._blobmem import MemoryBlobs
+from flowdag.stores._blobs import BlobArea
 from flowdag.stores._crypto import generate_key
 from flowdag.stores.base import Store
 from tests.stores.conformance import ROOT, spawn
@@ -42,7 +43,8 @@ def open_kind(kind: str, root: Path, **options: Any) -> Store:
 HOLD = """
 import sys, time
 from flowdag.stores import open_store
-from flowdag.stores._blobs import BlobArea, MemoryBlobs
+from flowdag.stores._blobmem import MemoryBlobs
+from flowdag.stores._blobs import BlobArea
 options = {} if sys.argv[2] == "-" else {"key": sys.argv[2]}
 store = open_store(sys.argv[1], **options)
 if sys.argv[3] != "-":

@@ -321,7 +321,7 @@ class Store(ABC):
 
     def _blob_area(self) -> BlobArea:
         """Backend hook of `blobs`: a disk store's files; this default keeps them in memory."""
-        from flowdag.stores._blobs import MemoryBlobs
+        from flowdag.stores._blobmem import MemoryBlobs
 
         return MemoryBlobs()
 

@@ -36,7 +36,8 @@ from flowdag.refs import fields_of, ref_from, sha256_of_uri
 from flowdag.state import NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
 from flowdag.stores._blobdir import DirectoryBlobs
-from flowdag.stores._blobs import BlobArea, MemoryBlobs, RefSource
+from flowdag.stores._blobmem import MemoryBlobs
+from flowdag.stores._blobs import BlobArea, RefSource
 from flowdag.stores._crypto import Cipher, generate_key
 from tests.stores.conformance import ROOT
 
