@@ -6,9 +6,10 @@ One small interface, `BlobArea`, with two homes: `DirectoryBlobs` (files
 beside a directory store, never inside LMDB's map; in ``_blobdir.py``) and
 `MemoryBlobs` (a dict, for `MemoryStore`; in ``_blobmem.py``). A blob is
 addressed by the sha256 of its bytes before compression (`put` or a
-streaming `BlobWriter`); a blob that exists is not written again (its mtime is refreshed instead, see "Collection" below). A
-blob is compressed (zstd) when that takes at least a twentieth off its first
-MiB, else stored as it is; its file's header says which. Reads
+streaming `BlobWriter`); a blob that exists is not written again (its mtime
+is refreshed instead, see "Collection" below). A blob is compressed (zstd)
+when that takes at least a twentieth off its first MiB, else stored as it
+is; its file's header says which. Reads
 (`open`, `read`) check the bytes against the address as they stream:
 `CorruptStateError` naming the blob's path on a mismatch, `BlobMissingError`
 when it is not there. The file layout is in ``_blobio.py``.
