@@ -1,0 +1,323 @@
+"""Code fingerprints: what a node's output depends on in code, as a digest with named parts.
+
+Design
+------
+A node's fingerprint covers its function and what the function reaches that
+can change its output: the project-local helpers it calls (functions and
+classes of modules outside the standard library and installed packages,
+followed recursively), the values its closures capture, and the module
+globals it reads. Each part is digested alone and kept by name (``"helper
+clean_rows (etl/helpers.py)"``), so a change can be named, not only noticed.
+
+A function counts by its *normalised source*: parsed, its docstrings dropped,
+its own name and decorators neutralised, printed again (`ast.unparse`), so
+comments, docstrings, formatting and a rename change nothing. Its bytecode
+(instructions, names and constants) is digested apart: bytecode also catches
+a function edited on disk but not reloaded, and one without source (built at
+run time); a change of bytecode alone, with the same normalised source, is
+what a new Python version does, and `Fingerprint.source_only` lets a caller
+treat it so.
+
+Captured values and globals: immutable constants (None, bool, int, float,
+complex, str, bytes, and tuples and frozensets of them) count by value;
+functions and classes by their own fingerprint; anything else (a list a test
+appends to, a client, a connection) by its type only, so state that changes
+as the program runs never makes every node look edited.
+
+Pure: reads source files through `inspect` and the objects it is given; no
+other I/O. Each object is digested once per `Fingerprinter` (a run makes one).
+"""
+
+from __future__ import annotations
+
+import ast
+import dis
+import functools
+import hashlib
+import inspect
+import sys
+import sysconfig
+import textwrap
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Fingerprint", "Fingerprinter"]
+
+_IMMUTABLE = (type(None), bool, int, float, complex, str, bytes)
+_MAX_DEPTH = 50  # helpers calling helpers: deeper chains are cut, by name
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """A node's code digest, and the digest of each named part it is made of.
+
+    ``parts`` maps a part's name (``"function load"``, ``"helper clean_rows
+    (etl/helpers.py)"``, ``"global RATE"``, ``"closure n"``) to its digest;
+    ``source_digest`` covers the parts' normalised sources only (no bytecode).
+    """
+
+    digest: str
+    source_digest: str
+    parts: dict[str, str] = field(default_factory=dict)
+
+    def changed_parts(self, before: Fingerprint) -> list[str]:
+        """The names of parts that differ from ``before`` (new, gone or edited), sorted."""
+        names = self.parts.keys() | before.parts.keys()
+        return sorted(n for n in names if self.parts.get(n) != before.parts.get(n))
+
+    def source_only(self, before: Fingerprint) -> bool:
+        """Whether only bytecode differs from ``before`` (same normalised source)."""
+        return self.digest != before.digest and self.source_digest == before.source_digest
+
+
+class Fingerprinter:
+    """Fingerprints functions, each function and helper digested once.
+
+    Args:
+        project_root: where project-local code lives; None: any module that is
+            neither in the standard library nor an installed package.
+    """
+
+    def __init__(self, project_root: str | Path | None = None) -> None:
+        self._root = None if project_root is None else str(Path(project_root).resolve())
+        self._done: dict[int, tuple[str, str]] = {}  # id(fn) -> (full digest, source digest)
+        self._nodes: dict[tuple[int, str], Fingerprint] = {}  # (id(fn), extra) -> fingerprint
+        self._keep: list[Any] = []  # the digested objects stay alive, so ids stay theirs
+        self._installed = _installed_prefixes()
+
+    def fingerprint(self, fn: Callable[..., Any], *, extra: str = "") -> Fingerprint:
+        """The fingerprint of node function ``fn``; ``extra`` (e.g. a version) counts too."""
+        known = self._nodes.get((id(fn), extra))
+        if known is not None:  # many nodes share a function: one walk each
+            return known
+        parts: dict[str, str] = {}
+        sources: dict[str, str] = {}
+        # The node's own function is "function": renaming it changes nothing computed.
+        self._function(fn, "function", parts, sources, 0)
+        if extra:
+            parts["version"] = sources["version"] = _digest(extra.encode())
+        found = self._nodes[(id(fn), extra)] = Fingerprint(
+            _combine(parts), _combine(sources), parts
+        )
+        self._keep.append(fn)
+        return found
+
+    # -- functions and what they reach ------------------------------------------------------
+
+    def _function(
+        self,
+        fn: Any,
+        name: str,
+        parts: dict[str, str],
+        sources: dict[str, str],
+        depth: int,
+    ) -> None:
+        if name in parts:
+            return
+        fn = inspect.unwrap(fn) if callable(fn) else fn
+        if isinstance(fn, functools.partial):
+            parts[name] = sources[name] = _digest(repr(_value_key(fn.args, fn.keywords)).encode())
+            self._function(fn.func, f"{name} -> {_name_of(fn.func)}", parts, sources, depth + 1)
+            return
+        code = getattr(fn, "__code__", None)
+        if code is None:  # a class, a builtin, a callable object: by its type's code
+            self._other(fn, name, parts, sources, depth)
+            return
+        cached = self._done.get(id(fn))
+        if cached is None:
+            cached = (_code_digest(code), _source_digest(fn))
+            self._done[id(fn)] = cached
+            self._keep.append(fn)
+        parts[name], sources[name] = cached
+        if depth >= _MAX_DEPTH:
+            return
+        for cell_name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=False):
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell: nothing captured yet
+                continue
+            self._value(value, f"{name}: closure {cell_name}", parts, sources, depth + 1)
+        module_globals = getattr(fn, "__globals__", {})
+        global_names, attributes = _names_used(code)
+        for global_name in sorted(global_names):
+            if global_name not in module_globals:
+                continue  # a builtin
+            value = module_globals[global_name]
+            if isinstance(value, types.ModuleType):  # helpers.clean(...): follow the attribute
+                for attribute in sorted(attributes):
+                    member = vars(value).get(attribute)
+                    if inspect.isfunction(member) or inspect.isclass(member):
+                        self._value(member, "", parts, sources, depth + 1)
+                continue
+            self._value(value, f"global {global_name}", parts, sources, depth + 1)
+
+    def _value(
+        self, value: Any, name: str, parts: dict[str, str], sources: dict[str, str], depth: int
+    ) -> None:
+        """Digest ``value`` as part ``name`` (a local function or class: as a helper)."""
+        if isinstance(value, types.ModuleType):
+            return  # its functions count where they are used (attribute loads follow)
+        if inspect.isfunction(value) or inspect.isclass(value) or inspect.ismethod(value):
+            if self._local(value):
+                self._function(value, f"helper {_name_of(value)}", parts, sources, depth)
+            return  # installed or standard code: its version is the environment's
+        key = _value_key(value)
+        parts[name] = sources[name] = _digest(repr(key).encode())
+
+    def _other(
+        self, obj: Any, name: str, parts: dict[str, str], sources: dict[str, str], depth: int
+    ) -> None:
+        if inspect.isclass(obj):
+            if not self._local(obj):
+                parts[name] = sources[name] = _digest(_name_of(obj).encode())
+                return
+            text = _class_source(obj)
+            parts[name] = sources[name] = _digest(text.encode())
+            for attr in sorted(vars(obj)):
+                member = vars(obj)[attr]
+                if inspect.isfunction(member) and depth < _MAX_DEPTH:
+                    self._function(member, f"{name}.{attr}", parts, sources, depth + 1)
+            return
+        call = vars(type(obj)).get("__call__")  # a callable object: its class's method
+        if inspect.isfunction(call) and self._local(type(obj)):
+            self._function(call, f"{name}.__call__", parts, sources, depth + 1)
+            return
+        parts[name] = sources[name] = _digest(_name_of(type(obj)).encode())
+
+    def _local(self, obj: Any) -> bool:
+        """Whether ``obj`` is project code (its file under the project, not installed)."""
+        path = _file_of(obj)
+        if path is None:  # built at run time, or in __main__ read from stdin: the user's
+            return True
+        path = str(Path(path).resolve())
+        if self._root is not None:
+            return path.startswith(self._root)
+        return not any(path.startswith(prefix) for prefix in self._installed)
+
+
+# -- digests of code and values ---------------------------------------------------------------
+
+
+def _code_digest(code: types.CodeType) -> str:
+    """Instructions, names and constants, nested code included; no line numbers or file."""
+    h = hashlib.sha256()
+    _feed_code(h, code)
+    return h.hexdigest()
+
+
+def _feed_code(h: Any, code: types.CodeType) -> None:
+    h.update(code.co_code)
+    h.update(repr((code.co_names, code.co_varnames, code.co_freevars, code.co_argcount)).encode())
+    consts = code.co_consts
+    if consts and isinstance(consts[0], str) and code.co_flags & inspect.CO_NEWLOCALS:
+        consts = consts[1:]  # the docstring, if any, does not count (and co_code never reads it)
+    for const in consts:
+        if isinstance(const, types.CodeType):
+            _feed_code(h, const)
+        else:
+            h.update(repr(_value_key(const)).encode())
+
+
+def _source_digest(fn: Any) -> str:
+    """The normalised source (see the module docstring), or "" when there is none."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError):
+        return ""  # no source (built at run time) or not one statement (a lambda mid-line)
+    _strip_docstrings(tree)
+    top = tree.body[0] if tree.body else None
+    if isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef):
+        top.name = "_"  # a rename does not change what the node computes
+        top.decorator_list = []  # nor does how it was registered
+    return _digest(ast.unparse(tree).encode())
+
+
+def _class_source(cls: type) -> str:
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return _name_of(cls)
+    _strip_docstrings(tree)
+    return ast.unparse(tree)
+
+
+def _strip_docstrings(tree: ast.AST) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            first = node.body[0] if node.body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                node.body = node.body[1:] or [ast.Pass()]
+
+
+@functools.lru_cache(maxsize=4096)
+def _names_used(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
+    """The global names ``code`` (and code nested in it) loads, and the attributes it reads."""
+    names: set[str] = set()
+    attributes: set[str] = set()
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+            names.add(str(instruction.argval))
+        elif instruction.opname in ("LOAD_ATTR", "LOAD_METHOD"):
+            attributes.add(str(instruction.argval))
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            more_names, more_attributes = _names_used(const)
+            names |= more_names
+            attributes |= more_attributes
+    return frozenset(names), frozenset(attributes)
+
+
+def _value_key(*values: Any) -> Any:
+    """What a captured value counts as: immutables by value, anything else by type."""
+    out: list[Any] = []
+    for value in values:
+        if isinstance(value, _IMMUTABLE) and type(value) in _IMMUTABLE:
+            out.append((type(value).__name__, value))
+        elif type(value) is tuple:
+            out.append(("tuple", _value_key(*value)))
+        elif type(value) is frozenset:
+            out.append(("frozenset", sorted(map(repr, _value_key(*value)))))
+        else:
+            out.append(("object", _name_of(type(value))))
+    return tuple(out)
+
+
+def _name_of(obj: Any) -> str:
+    """``module.qualname (file.py)``: how a part is named when it changed."""
+    module = getattr(obj, "__module__", "") or ""
+    qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj))
+    file = _file_of(obj)
+    where = f" ({Path(file).name})" if file and not file.startswith("<") else ""
+    return f"{module}.{qualname}{where}" if module else f"{qualname}{where}"
+
+
+def _file_of(obj: Any) -> str | None:
+    """The file ``obj``'s code comes from, or None."""
+    code = getattr(obj, "__code__", None)
+    if code is not None:
+        return str(code.co_filename)
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    file = getattr(module, "__file__", None)
+    return None if file is None else str(file)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _combine(parts: dict[str, str]) -> str:
+    return _digest("\n".join(f"{name}={digest}" for name, digest in sorted(parts.items())).encode())
+
+
+def _installed_prefixes() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    prefixes = {paths.get(key, "") for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    prefixes |= {sys.base_prefix, sys.prefix}
+    return tuple(str(Path(p).resolve()) for p in prefixes if p)
