@@ -119,7 +119,10 @@ class Fingerprinter:
             return
         fn = inspect.unwrap(fn) if callable(fn) else fn
         if isinstance(fn, functools.partial):
-            parts[name] = sources[name] = _digest(repr(_value_key(fn.args, fn.keywords)).encode())
+            bound = _value_key(
+                fn.args, tuple(sorted(fn.keywords.items()))
+            )  # by value, keywords too
+            parts[name] = sources[name] = _digest(repr(bound).encode())
             self._function(fn.func, f"{name} -> {_name_of(fn.func)}", parts, sources, depth + 1)
             return
         code = getattr(fn, "__code__", None)

@@ -209,3 +209,14 @@ def test_a_callable_object_counts_by_its_class_code(project: Callable[..., Any])
     new = project(source.replace("rows * 2", "rows * 3"))
     assert fingerprint(old.Scale()).digest != fingerprint(new.Scale()).digest
     assert fingerprint(old.Scale()).digest == fingerprint(project(source).Scale()).digest
+
+
+def test_a_partial_counts_its_bound_arguments_by_value() -> None:
+    import functools
+
+    def scale(rows: list[int], k: int) -> list[int]:
+        return [r * k for r in rows]
+
+    two, three = functools.partial(scale, k=2), functools.partial(scale, k=3)
+    assert fingerprint(two).digest != fingerprint(three).digest
+    assert fingerprint(functools.partial(scale, k=2)).digest == fingerprint(two).digest
