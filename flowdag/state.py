@@ -22,11 +22,15 @@ from flowdag._equality import equal
 from flowdag.errors import InvalidArgumentError, InvalidArgumentTypeError
 
 __all__ = [
+    "REASON_CODES",
     "AttemptInfo",
     "ErrorInfo",
     "NodeRecord",
     "NodeState",
     "NodeStatus",
+    "Override",
+    "Provenance",
+    "Reason",
     "RunState",
     "RunStatus",
 ]
@@ -85,6 +89,69 @@ class AttemptInfo:
         return (self.finished_at - self.started_at).total_seconds()
 
 
+#: Why a node ran or was reused (`Reason.code`); see `flowdag.RunResult.explain`.
+REASON_CODES = frozenset(
+    {
+        "new",  # no completed output to reuse: never ran, or failed or was skipped before
+        "code_changed",  # its fingerprint differs: names the function or helper, and its file
+        "input_changed",  # a dep's output differs from the one it read: names the dep
+        "cached",  # completed from the cross-run cache: names the run
+        "forced",  # asked for: rerun=, rerun_from=, invalidate()
+        "interrupted",  # an attempt was in flight when the run stopped (a crash)
+        "manual",  # completed by mark_done(): says its reason
+        "timed_out_default",  # an input wait ran out and its default was taken
+        "reused",  # its stored output still holds
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a node ran or was reused: a code of `REASON_CODES` and a human sentence."""
+
+    code: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """One operator change of a node (``mark_done``, ``invalidate``): the run's audit trail.
+
+    ``by`` is who made it (user@host), ``at`` when (UTC), ``reason`` what they said.
+    """
+
+    action: str
+    by: str
+    at: datetime
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """What a node's stored output was computed from, and why the node ran.
+
+    ``fingerprint`` digests the node's code (`flowdag._fingerprint`), ``source``
+    its normalised source alone and ``parts`` each named part, so a change can be
+    named; ``output`` digests the stored output (a `flowdag.Ref`'s sha256 when
+    kept by reference); ``inputs`` maps each dep to the ``output`` digest it
+    read. ``manual`` pins a node completed by ``mark_done``: a code change does
+    not run it again. ``audit`` lists the operator changes made to the node.
+    Nodes stored by releases before run header format 4 have none (None).
+    """
+
+    fingerprint: str | None = None
+    source: str | None = None
+    parts: Mapping[str, str] = field(default_factory=dict)
+    output: str | None = None
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    reason: Reason | None = None
+    manual: bool = False
+    audit: tuple[Override, ...] = ()
+
+
 def new_attempt(number: int, started_at: datetime, finished_at: datetime) -> AttemptInfo:
     """``AttemptInfo(number, started_at, finished_at)``, built fast (the runner's hot path).
 
@@ -133,6 +200,8 @@ class NodeState:
     error: ErrorInfo | None = None
     deps: tuple[str, ...] = ()
     history: tuple[AttemptInfo, ...] = ()
+    #: What the output was computed from and why the node ran; None before format 4.
+    provenance: Provenance | None = None
 
     @property
     def duration(self) -> float | None:
@@ -159,6 +228,7 @@ class NodeState:
             and self.error == other.error
             and self.deps == other.deps
             and self.history == other.history
+            and self.provenance == other.provenance
             and equal(self.output, other.output)
         )
 
@@ -271,7 +341,8 @@ class NodeRecord:
     ``blobs`` names the blobs ``output`` refers to (sha256 -> when that ref
     expires, or None for never; None when it refers to none): the store lists
     them in the node's meta record, so gc finds what is live without decoding
-    outputs.
+    outputs. ``provenance`` is what the output was computed from and why the
+    node ran (None: nothing known, as for a skipped node).
     """
 
     node: str
@@ -284,3 +355,4 @@ class NodeRecord:
     data: Mapping[str, bytes | None] = field(default_factory=dict)
     history: tuple[AttemptInfo, ...] = ()
     blobs: Mapping[str, datetime | None] | None = None
+    provenance: Provenance | None = None

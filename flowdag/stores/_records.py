@@ -9,6 +9,7 @@ The meta record is a list::
     [status, attempts, started_us, finished_us, error]                    no history
     [status, attempts, started_us, finished_us, error, history]           with one
     [status, attempts, started_us, finished_us, error, history, blobs]    output holds refs
+    [status, attempts, started_us, finished_us, error, history, blobs, provenance]
 
 Times are whole microseconds since the epoch (UTC), an error is ``[type,
 message, traceback]``. ``history`` is a non-empty list of attempts, each
@@ -18,10 +19,15 @@ node's last attempt is the one its status comes from), so a node that ran once
 costs one small int more than before. ``blobs`` lists the blobs the node's
 output refers to (`flowdag.Ref`), each ``[sha256, expires_us]`` (None: never),
 so that gc marks what is live from meta records alone; with it, ``history``
-may be None (no attempts). Header format 3 (this release) may hold any of the
-three and an optional ``ttl_us`` (the run's ttl); format 2 (the release before)
-the first two; format 1 (the one before that, which kept no history) only the
-first, which loads with an empty history. A checksum, or on an
+may be None (no attempts). ``provenance`` (`flowdag.state.Provenance`) is a
+dict of short keys, each left out when empty: ``fp``, ``src`` (code digests),
+``parts`` (part name -> digest), ``out`` (output digest), ``in`` (dep ->
+digest), ``why`` (``[code, detail]``), ``pin`` (True), ``audit`` (a list of
+``[action, by, at_us, reason]``); with it, ``history`` and ``blobs`` may be
+None. Header format 4 (this release) may hold any of the four; format 3 (the
+release before) the first three and an optional ``ttl_us`` (the run's ttl);
+format 2 the first two; format 1 (which kept no history) only the first, which
+loads with an empty history. A checksum, or on an
 encrypted store the key, vouches that a blob is the one written; neither
 vouches for its shape, since anyone who can write a plain store (or holds the
 key) can write a well-formed blob of any value. So every decoded record is
@@ -60,6 +66,9 @@ from flowdag.state import (
     NodeRecord,
     NodeState,
     NodeStatus,
+    Override,
+    Provenance,
+    Reason,
     RunState,
 )
 
@@ -71,14 +80,16 @@ __all__ = [
     "meta_blobs",
     "meta_record",
     "node_state",
+    "provenance_record",
     "run_header",
     "to_micros",
 ]
 
-#: Version of the run header and of the meta records under it: 3 added the
-#: run's ttl and the blobs of refs, 2 the attempt history; 1 and 2 are still read.
-HEADER_FORMAT = 3
-_HEADER_FORMATS = frozenset({1, 2, HEADER_FORMAT})
+#: Version of the run header and of the meta records under it: 4 added each
+#: node's provenance, 3 the run's ttl and the blobs of refs, 2 the attempt
+#: history; 1 to 3 are still read.
+HEADER_FORMAT = 4
+_HEADER_FORMATS = frozenset({1, 2, 3, HEADER_FORMAT})
 MAX_ATTEMPTS = 2**63 - 1  # what msgpack holds without an extension type
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -199,11 +210,64 @@ def meta_record(
         raise InvalidArgumentTypeError(
             f"node history must be a tuple of AttemptInfo, not {type(history).__name__}"
         )
-    if blobs:
+    provenance = node.provenance
+    if blobs or provenance is not None:
         if not history:
             meta.append(None)
-        meta.append([[sha256, to_micros(expires)] for sha256, expires in sorted(blobs.items())])
+        meta.append(
+            [[sha256, to_micros(expires)] for sha256, expires in sorted(blobs.items())]
+            if blobs
+            else None
+        )
+    if provenance is not None:
+        meta.append(provenance_record(provenance))
     return meta
+
+
+def provenance_record(provenance: Provenance) -> dict[str, Any]:
+    """A node's provenance as its meta record's eighth field (see the module docstring).
+
+    Raises:
+        InvalidArgumentTypeError: a field of the wrong type.
+    """
+    if type(provenance) is not Provenance:
+        raise InvalidArgumentTypeError(
+            f"node provenance must be a Provenance, not {type(provenance).__name__}"
+        )
+    record: dict[str, Any] = {}
+    for key, value in (
+        ("fp", provenance.fingerprint),
+        ("src", provenance.source),
+        ("out", provenance.output),
+    ):
+        if value is not None:
+            if type(value) is not str:
+                raise InvalidArgumentTypeError(f"provenance {key} must be a str, not {value!r}")
+            record[key] = value
+    for key, mapping in (("parts", provenance.parts), ("in", provenance.inputs)):
+        if mapping:
+            if not _all_str(mapping) or not _all_str(mapping.values()):
+                raise InvalidArgumentTypeError(f"provenance {key} must map str to str")
+            record[key] = dict(mapping)
+    reason = provenance.reason
+    if reason is not None:
+        if type(reason) is not Reason or not _all_str((reason.code, reason.detail)):
+            raise InvalidArgumentTypeError(f"provenance reason must be a Reason, not {reason!r}")
+        record["why"] = [reason.code, reason.detail]
+    if provenance.manual:
+        record["pin"] = True
+    if provenance.audit:
+        entries = []
+        for entry in provenance.audit:
+            if type(entry) is not Override or not _all_str((entry.action, entry.by, entry.reason)):
+                raise InvalidArgumentTypeError(f"provenance audit holds {entry!r}, not an Override")
+            if not isinstance(entry.at, datetime) or entry.at.utcoffset() is None:
+                raise InvalidArgumentError(
+                    f"override time must be timezone-aware, not {entry.at!r}"
+                )
+            entries.append([entry.action, entry.by, to_micros(entry.at), entry.reason])
+        record["audit"] = entries
+    return record
 
 
 def _history_record(
@@ -343,8 +407,9 @@ def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
         CorruptStateError: the record is not one `meta_record` writes.
     """
     # Run once per node on every load: exact type tests, one constructor call.
-    if type(meta) is not list or not 5 <= len(meta) <= 7:
-        raise CorruptStateError(f"node meta is {_shown(meta)}, not a list of 5 to 7 fields")
+    size = len(meta) if type(meta) is list else 0
+    if not 5 <= size <= 8:
+        raise CorruptStateError(f"node meta is {_shown(meta)}, not a list of 5 to 8 fields")
     status, attempts, started, finished, error = meta[:5]
     if type(status) is not str or status not in _STATUSES:
         raise CorruptStateError(f"node status is {_shown(status)}, not a node status")
@@ -360,12 +425,60 @@ def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
         finished = _EPOCH + timedelta(0, 0, finished)
     if error is not None:
         error = _error_info(error, "node error")
-    if len(meta) == 7:
+    if size == 7 or (size == 8 and meta[6] is not None):
         meta_blobs(meta)  # checked here too: a load never passes damage on
-    if len(meta) == 5 or (len(meta) == 7 and meta[5] is None):
-        return NodeState(_STATUSES[status], attempts, started, finished, output, error, deps)
+    provenance = None if size < 8 else _provenance(meta[7])
+    if size == 5 or (size > 6 and meta[5] is None):  # 6 fields: the history is there
+        return NodeState(
+            _STATUSES[status], attempts, started, finished, output, error, deps, (), provenance
+        )
     history = _history(meta[5], started, finished, error)
-    return NodeState(_STATUSES[status], attempts, started, finished, output, error, deps, history)
+    return NodeState(
+        _STATUSES[status], attempts, started, finished, output, error, deps, history, provenance
+    )
+
+
+_PROVENANCE_KEYS = frozenset({"fp", "src", "parts", "out", "in", "why", "pin", "audit"})
+
+
+def _provenance(record: Any) -> Provenance:
+    """The provenance of a decoded meta record, checked (see `provenance_record`)."""
+    if type(record) is not dict or not record.keys() <= _PROVENANCE_KEYS:
+        raise CorruptStateError(f"node provenance is {_shown(record)}, not a provenance record")
+    texts = []
+    for key in ("fp", "src", "out"):
+        value = record.get(key)
+        if value is not None and type(value) is not str:
+            raise CorruptStateError(f"node provenance {key} is {_shown(value)}, not a str")
+        texts.append(value)
+    mappings = []
+    for key in ("parts", "in"):
+        mapping = record.get(key, {})
+        if type(mapping) is not dict or not (_all_str(mapping) and _all_str(mapping.values())):
+            raise CorruptStateError(f"node provenance {key} is {_shown(mapping)}, not str -> str")
+        mappings.append(mapping)
+    reason = record.get("why")
+    if reason is not None:
+        if type(reason) is not list or len(reason) != 2 or not _all_str(reason):
+            raise CorruptStateError(f"node provenance why is {_shown(reason)}, not [code, detail]")
+        reason = Reason(*reason)
+    pinned = record.get("pin", False)
+    if type(pinned) is not bool:
+        raise CorruptStateError(f"node provenance pin is {_shown(pinned)}, not a bool")
+    audit = []
+    for entry in record.get("audit", ()):
+        if (
+            type(entry) is not list
+            or len(entry) != 4
+            or not _all_str((entry[0], entry[1], entry[3]))
+        ):
+            raise CorruptStateError(
+                f"node provenance audit holds {_shown(entry)}, not [action, by, at_us, reason]"
+            )
+        audit.append(Override(entry[0], entry[1], _moment(entry[2], "override at"), entry[3]))
+    return Provenance(
+        texts[0], texts[1], mappings[0], texts[2], mappings[1], reason, pinned, tuple(audit)
+    )
 
 
 def meta_blobs(meta: Any) -> dict[str, datetime | None]:
@@ -374,9 +487,9 @@ def meta_blobs(meta: Any) -> dict[str, datetime | None]:
     Raises:
         CorruptStateError: the record or its blobs field is not one `meta_record` writes.
     """
-    if type(meta) is not list or not 5 <= len(meta) <= 7:
-        raise CorruptStateError(f"node meta is {_shown(meta)}, not a list of 5 to 7 fields")
-    if len(meta) < 7:
+    if type(meta) is not list or not 5 <= len(meta) <= 8:
+        raise CorruptStateError(f"node meta is {_shown(meta)}, not a list of 5 to 8 fields")
+    if len(meta) < 7 or (len(meta) == 8 and meta[6] is None):  # 7 fields: blobs are there
         return {}
     entries = meta[6]
     if type(entries) is not list or not entries:

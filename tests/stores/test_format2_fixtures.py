@@ -281,14 +281,14 @@ def test_the_old_release_refuses_a_run_this_release_resumed(tmp_path: Path) -> N
         answer = seen[url]
         if label.startswith("fixture"):  # its own format: it reads it
             assert answer.startswith("loaded ") and "flaky:failed" in answer, (label, answer)
-        elif label.startswith("ttl"):  # the header says format 3
+        elif label.startswith("ttl"):  # the header says this release's format
             assert answer.startswith("CorruptStateError: "), (label, answer)
-            assert "unknown run header format int 3" in answer, (label, answer)
+            assert f"unknown run header format int {HEADER_FORMAT}" in answer, (label, answer)
         else:
             # Nothing rewrote the header (no ttl, no change to save), so it still
             # says format 2; flaky's record, which lists its blob, is refused.
             assert answer.startswith("CorruptStateError: "), (label, answer)
             assert (
                 "node meta is list, not a list of 5 or 6 fields" in answer
-                or "unknown run header format int 3" in answer
+                or f"unknown run header format int {HEADER_FORMAT}" in answer
             ), (label, answer)

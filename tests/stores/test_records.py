@@ -25,7 +25,17 @@ from flowdag.errors import (
     InvalidArgumentTypeError,
     SerializationError,
 )
-from flowdag.state import AttemptInfo, ErrorInfo, NodeRecord, NodeState, NodeStatus, RunState
+from flowdag.state import (
+    AttemptInfo,
+    ErrorInfo,
+    NodeRecord,
+    NodeState,
+    NodeStatus,
+    Override,
+    Provenance,
+    Reason,
+    RunState,
+)
 from flowdag.stores import open_store
 from flowdag.stores._crypto import generate_key
 from flowdag.stores.base import Store, StoredNode, StoredRun
@@ -179,6 +189,15 @@ FORGED_METAS: dict[str, Any] = {
     "blobs empty": [*GOOD_META, [1], []],
     "blobs not pairs": [*GOOD_META, [1], ["a" * 64]],
     "blob not a sha256": [*GOOD_META, [1], [["A" * 64, None]]],
+    # The provenance (an 8th field since header format 4).
+    "provenance a list": [*GOOD_META, [1], None, ["fp"]],
+    "provenance unknown key": [*GOOD_META, [1], None, {"fingerprint": "ab"}],
+    "provenance fp an int": [*GOOD_META, [1], None, {"fp": 1}],
+    "provenance inputs of ints": [*GOOD_META, [1], None, {"in": {"a": 1}}],
+    "provenance why of one": [*GOOD_META, [1], None, {"why": ["new"]}],
+    "provenance pin a str": [*GOOD_META, [1], None, {"pin": "yes"}],
+    "provenance audit time a str": [*GOOD_META, [1], None, {"audit": [["m", "me", "now", ""]]}],
+    "provenance audit short": [*GOOD_META, [1], None, {"audit": [["m", "me", T0_MICROS]]}],
     "blob expiry a str": [*GOOD_META, [1], [["a" * 64, "soon"]]],
     "meta None": None,
     # The attempt history (a 6th field since header format 2).
@@ -214,7 +233,7 @@ FORGED_HEADERS: dict[str, Any] = {
     "metadata None": header_with(metadata=None),
     "metadata a list": header_with(metadata=[1]),
     "format True": header_with(format=True),
-    "format 4": header_with(format=4),
+    "format 5": header_with(format=5),
     "ttl a float": header_with(format=3, ttl_us=1.5),
     "ttl zero": header_with(format=3, ttl_us=0),
     "ttl a str": header_with(format=3, ttl_us="30d"),
@@ -276,6 +295,37 @@ def test_the_real_records_pass_the_checks(store: Store) -> None:
     store._save("copy", StoredRun(store.codec.encode(GOOD_HEADER), {"a": StoredNode(meta)}))
     loaded = store.load("copy")
     assert loaded == RunState("copy", "wf", state.nodes)
+
+
+def test_provenance_records_round_trip(store: Store) -> None:
+    # Every field of a provenance comes back as written, with and without history or blobs.
+    full = Provenance(
+        "f" * 32,
+        "s" * 32,
+        {"function": "1" * 32, "helper clean (etl/helpers.py)": "2" * 32},
+        "o" * 32,
+        {"a": "3" * 32},
+        Reason("code_changed", "helper clean in etl/helpers.py changed"),
+        True,
+        (Override("mark_done", "ana@host", T0, "loaded by hand"),),
+    )
+    state = RunState("p", "wf")
+    state.nodes["a"] = NodeState(NodeStatus.COMPLETED, 1, T0, T0, 7, provenance=Provenance())
+    state.nodes["b"] = NodeState(
+        NodeStatus.COMPLETED,
+        2,
+        T0,
+        T0,
+        "x",
+        deps=("a",),
+        provenance=full,
+        history=(AttemptInfo(1, T0, T0, ErrorInfo("E", "m")), AttemptInfo(2, T0, T0)),
+    )
+    state.nodes["c"] = NodeState(deps=("b",), provenance=Provenance(output="9" * 32))
+    store.save(state)
+    assert store.load("p") == state
+    assert store.load("p").nodes["b"].provenance == full
+    assert store.load_statuses("p").nodes["c"].provenance == Provenance(output="9" * 32)
 
 
 def test_real_records_with_history_pass_the_checks(store: Store) -> None:
