@@ -38,18 +38,24 @@ other I/O. Each object is digested once per `Fingerprinter` (a run makes one).
 from __future__ import annotations
 
 import ast
+import datetime
+import decimal
 import dis
+import enum
+import fractions
 import functools
 import hashlib
 import inspect
 import logging
 import sys
 import sysconfig
+import re
 import textwrap
 import types
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -60,6 +66,23 @@ __all__ = ["Fingerprint", "Fingerprinter", "node_fingerprints"]
 logger = logging.getLogger("flowdag")
 
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes)
+#: Immutable values of the standard library that count by their repr (a path, a
+#: date, a compiled pattern...): ``HERE = Path(__file__).parent`` is a constant.
+_BY_REPR = (
+    PurePath,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    decimal.Decimal,
+    fractions.Fraction,
+    uuid.UUID,
+    range,
+    re.Pattern,
+    enum.Enum,
+)
+#: `flowdag.cli.loader` imports a workflow file under a fresh module name each
+#: time: a part is named by the file's stem instead, the same on every run.
+_LOADED = re.compile(r"_flowdag_workflow_(.+)_[0-9a-f]{8}")
 _MAX_DEPTH = 50  # helpers calling helpers: deeper chains are cut, by name
 #: (function, part) pairs already warned about as counted by type: one warning per process.
 _WARNED: set[tuple[str, str]] = set()
@@ -333,6 +356,11 @@ def _source_digest(fn: Any) -> str:
     except (OSError, TypeError, SyntaxError):
         return ""  # no source (built at run time) or not one statement (a lambda mid-line)
     _strip_docstrings(tree)
+    if getattr(fn, "__name__", None) == "<lambda>":
+        # Its source is the lines it is on: the lambda alone counts, not the call
+        # around it (wf.add_node("x", lambda: ...)); several on one line: bytecode only.
+        lambdas = [node for node in ast.walk(tree) if isinstance(node, ast.Lambda)]
+        return _digest(ast.unparse(lambdas[0]).encode()) if len(lambdas) == 1 else ""
     top = tree.body[0] if tree.body else None
     if isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef):
         top.name = "_"  # a rename does not change what the node computes
@@ -387,6 +415,10 @@ def _value_key(*values: Any) -> Any:
             out.append((type(value).__name__, value))
         elif type(value) is tuple:
             out.append(("tuple", _value_key(*value)))
+        elif isinstance(value, re.Pattern):  # its repr is cut at 200 characters
+            out.append(("re.Pattern", repr((value.pattern, value.flags))))
+        elif isinstance(value, _BY_REPR):
+            out.append((_name_of(type(value)), repr(value)))
         elif type(value) is frozenset:
             out.append(("frozenset", sorted(map(repr, _value_key(*value)))))
         else:
@@ -397,6 +429,9 @@ def _value_key(*values: Any) -> Any:
 def _name_of(obj: Any) -> str:
     """``module.qualname (file.py)``: how a part is named when it changed."""
     module = getattr(obj, "__module__", "") or ""
+    loaded = _LOADED.fullmatch(module)
+    if loaded is not None:
+        module = loaded.group(1)
     qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj))
     file = _file_of(obj)
     where = f" ({Path(file).name})" if file and not file.startswith("<") else ""
