@@ -89,12 +89,16 @@ def plan_call(
         plan.verdicts = dict.fromkeys(dag.nodes, _NEW_RUN)
         return plan
     structural = dict(plan.structural)
+    # Node -> its policy: its own on_code_change=, else the run's ("rerun" when missing).
+    modes = {n: spec.on_code_change for n, spec in dag.specs.items() if spec.on_code_change}
+    if on_code_change != "rerun":
+        modes = {n: modes.get(n, on_code_change) for n in dag.nodes}
     while True:
         verdicts = decide(
             dag,
             plan.state,
             fingerprints,
-            on_code_change=on_code_change,
+            on_code_change=modes,
             rerun=rerun,
             rerun_from=rerun_from,
             structural=structural,

@@ -265,7 +265,7 @@ def test_closures_with_other_values_differ() -> None:
     result = flowdag.run(workflow(3), run_id="r", store=store)
     assert CALLS == ["scale", "show"]
     assert result.outputs["show"] == 21
-    assert "closure k" in result.explain()["scale"].detail
+    assert "closure variable k" in result.explain()["scale"].detail
 
 
 def test_a_version_bump_reruns_the_node() -> None:
@@ -348,7 +348,7 @@ def test_rerun_failed_runs_failed_and_skipped_nodes_only() -> None:
         "third": "forced",
         "side": "reused",
     }
-    assert 'rerun="failed"' in result.explain()["side"].detail
+    assert "rerun='failed'" in result.explain()["side"].detail
     assert result.outputs["side"] == "side"
 
 
