@@ -551,6 +551,4 @@ class _Driver:
         states = self.ledger.states
         statuses = {state.status for state in states.values()}
         status = RunStatus.COMPLETED if statuses <= {NodeStatus.COMPLETED} else RunStatus.FAILED
-        return RunResult(
-            self.run_id, self.dag.name, status, states, self.ledger.data, self.reasons
-        )
+        return RunResult(self.run_id, self.dag.name, status, states, self.ledger.data, self.reasons)
