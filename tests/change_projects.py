@@ -1,0 +1,145 @@
+"""Small workflow projects written to a temporary directory, edited between runs.
+
+A `Project` is a folder of Python files (a workflow module ``flow.py`` defining
+``wf`` and the helper modules it imports) and a disk store beside it. Each
+`Project.run` is one fresh ``python`` process, so every run imports the edited
+files anew, as a user's resume after an edit does: no module, function or
+fingerprint survives from one run to the next. The process prints one line of
+JSON: the run's status, the nodes whose attempts started, each node's reason
+(`RunResult.explain`), its outputs, and the warnings it raised or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+MARK = "@@outcome "
+
+# Runs in the fresh process: argv = project dir, store URL, run id, run() options as JSON.
+_RUNNER = f"""
+import json, logging, sys, warnings
+
+project, url, run_id, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+sys.path.insert(0, project)
+import flowdag
+import flow
+
+said = []
+
+
+class Keep(logging.Handler):
+    def emit(self, record):
+        said.append(record.getMessage())
+
+
+logging.getLogger().addHandler(Keep())
+logging.getLogger().setLevel(logging.WARNING)
+started = []
+
+
+def on_event(event):
+    if event.kind == "node_started":
+        started.append(event.node)
+
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    result = flowdag.run(flow.wf, run_id=run_id, store=url, on_event=on_event, **options)
+    reasons = {{n: [r.code, r.detail] for n, r in result.explain().items()}}
+said += [str(w.message) for w in caught]
+print({MARK!r} + json.dumps({{
+    "status": str(result.status),
+    "ran": started,
+    "reasons": reasons,
+    "statuses": {{n: str(s) for n, s in result.node_status.items()}},
+    "outputs": dict(result.outputs),
+    "warnings": said,
+}}, default=repr))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one run of a project did, as its process reported it."""
+
+    status: str
+    ran: list[str]  # nodes whose attempt started, in order
+    reasons: dict[str, tuple[str, str]]  # node -> (reason code, detail)
+    statuses: dict[str, str]
+    outputs: dict[str, Any]
+    warnings: list[str]  # warnings raised and log records of level WARNING and up
+    stderr: str
+
+    def code(self, node: str) -> str:
+        return self.reasons[node][0]
+
+    def detail(self, node: str) -> str:
+        return self.reasons[node][1]
+
+
+class Project:
+    """A workflow project in ``root/project`` with its store in ``root/store``.
+
+    Args:
+        root: an empty directory of the test's own.
+        files: file name -> source (dedented), e.g. ``{"flow.py": ..., "helpers.py": ...}``.
+        store: the store's kind: ``"lmdb"``, ``"json"`` or ``"flatbuffers"``.
+    """
+
+    def __init__(self, root: Path, files: dict[str, str], store: str = "lmdb") -> None:
+        self.folder = root / "project"
+        self.folder.mkdir(parents=True)
+        self.store_url = f"{store}://{root / 'store'}"
+        for name, text in files.items():
+            self.write(name, text)
+
+    def write(self, name: str, text: str) -> None:
+        (self.folder / name).write_text(textwrap.dedent(text))
+
+    def read(self, name: str) -> str:
+        return (self.folder / name).read_text()
+
+    def edit(self, name: str, old: str, new: str) -> None:
+        """Replace the one occurrence of ``old`` in file ``name`` by ``new``."""
+        text = self.read(name)
+        assert text.count(old) == 1, f"{old!r} is not in {name} exactly once:\n{text}"
+        (self.folder / name).write_text(text.replace(old, new))
+
+    def run(self, run_id: str = "r1", **options: Any) -> Outcome:
+        """Run (or resume) ``run_id`` in a fresh process; ``options`` go to `flowdag.run`."""
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _RUNNER,
+                str(self.folder),
+                self.store_url,
+                run_id,
+                json.dumps(options),
+            ],
+            cwd=self.folder,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                # An edit within the same second and of the same size would reuse a stale .pyc.
+                "PYTHONDONTWRITEBYTECODE": "1",
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        lines = [line for line in done.stdout.splitlines() if line.startswith(MARK)]
+        assert done.returncode == 0 and lines, (
+            f"run {run_id} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+        )
+        found = json.loads(lines[-1][len(MARK) :])
+        reasons = {n: (code, detail) for n, (code, detail) in found.pop("reasons").items()}
+        return Outcome(reasons=reasons, stderr=done.stderr, **found)

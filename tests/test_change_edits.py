@@ -1,0 +1,473 @@
+"""Change-aware resume, end to end: edit a project's files between runs, resume, ask why.
+
+Each test writes a small workflow project to a temporary directory
+(`tests.change_projects.Project`), runs it to completion in a fresh process,
+edits the files as a user fixing code between a crash and a resume does, and
+resumes the same run id in another fresh process. It then checks which nodes
+ran (their attempts started) and the reason `RunResult.explain` gives for
+each: ``code_changed`` naming the function, helper (and its file), global or
+closure; ``input_changed`` naming the dep; ``reused``; ``new``.
+
+Not tested here: a change of bytecode alone with the same normalised source
+(what a new Python version does, reused with a note). One interpreter cannot
+produce it from a file edit: any edit of the file that changes the bytecode
+changes the normalised source too (or nothing at all).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.change_projects import Outcome, Project
+
+DIAMOND = """
+import flowdag
+
+wf = flowdag.Workflow("diamond")
+
+
+@wf.node
+def source():
+    return 10
+
+
+@wf.node(deps=["source"])
+def left(source):
+    return source + 1
+
+
+@wf.node(deps=["source"])
+def right(source):
+    return source * 2
+
+
+@wf.node(deps=["left", "right"])
+def joined(left, right):
+    return [left, right]
+"""
+
+CHAIN = """
+import flowdag
+
+wf = flowdag.Workflow("chain")
+
+
+@wf.node
+def extract():
+    return [1, 2, 3]
+
+
+@wf.node(deps=["extract"])
+def transform(extract):
+    return [r * 2 for r in extract]
+
+
+@wf.node(deps=["transform"])
+def load(transform):
+    return sum(transform)
+
+
+wf.add_node("report", lambda load: f"total={load}", deps=["load"])
+"""
+
+ALL_CHAIN = ["extract", "transform", "load", "report"]
+ALL_DIAMOND = ["source", "left", "right", "joined"]
+
+
+def first_run(project: Project, nodes: list[str], **options: Any) -> Outcome:
+    """Run the project's first version to completion: every node is new."""
+    done = project.run(**options)
+    assert done.status == "completed", done
+    assert sorted(done.ran) == sorted(nodes), done
+    assert {n: code for n, (code, _) in done.reasons.items()} == dict.fromkeys(nodes, "new"), done
+    return done
+
+
+def assert_reused(done: Outcome, *nodes: str) -> None:
+    for node in nodes:
+        assert node not in done.ran, done
+        assert done.code(node) == "reused", done
+
+
+def test_a_changed_body_runs_again_and_names_the_function(tmp_path: Path) -> None:
+    project = Project(tmp_path, {"flow.py": CHAIN})
+    first_run(project, ALL_CHAIN)
+    project.edit("flow.py", "[r * 2 for r in extract]", "[r * 3 for r in extract]")
+    project.edit("flow.py", 'f"total={load}"', 'f"sum={load}"')
+
+    done = project.run()
+
+    assert done.status == "completed"
+    assert sorted(done.ran) == ["load", "report", "transform"], done
+    assert done.code("transform") == "code_changed", done
+    assert "transform" in done.detail("transform"), done
+    assert done.code("report") == "code_changed", done  # a lambda's line changed
+    assert done.code("load") == "input_changed", done
+    assert "transform" in done.detail("load"), done
+    assert_reused(done, "extract")
+    assert done.outputs["report"] == "sum=18"
+
+
+COSMETIC = '''
+import flowdag
+
+wf = flowdag.Workflow("cosmetic")
+
+
+@wf.node
+def extract():
+    # the rows of the day
+    return [1, 2, 3]
+
+
+@wf.node(deps=["extract"])
+def documented(extract):
+    """Sum the rows."""
+    return sum(extract)
+
+
+@wf.node(deps=["extract"])
+def undocumented(extract):
+    return len(extract)
+
+
+@wf.node(deps=["extract"])
+def spaced(extract):
+    return [r * 2 for r in extract if r > 1]
+
+
+@wf.node(name="named", deps=["extract"])
+def first_name(extract):
+    return max(extract)
+'''
+
+COSMETIC_NODES = ["extract", "documented", "undocumented", "spaced", "named"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("    # the rows of the day\n", "    # the rows of the day,\n    # reworded\n\n"),
+        ('    """Sum the rows."""', '    """Sum the rows\n\n    of the day."""'),
+        ('    """Sum the rows."""\n', ""),
+        ("def undocumented(extract):\n", 'def undocumented(extract):\n    """Count them."""\n'),
+        (
+            "    return [r * 2 for r in extract if r > 1]",
+            "    return [\n        r*2\n        for r in extract\n        if r>1  # big\n    ]",
+        ),
+        ("def first_name(extract):", "def second_name(extract):"),
+        ("import flowdag\n", "# a header comment\n\n\nimport flowdag\n"),
+    ],
+    ids=[
+        "comment",
+        "docstring reworded",
+        "docstring removed",
+        "docstring added",
+        "formatting",
+        "rename",
+        "lines shifted",
+    ],
+)
+def test_edits_that_change_nothing_computed_run_nothing(tmp_path: Path, old: str, new: str) -> None:
+    project = Project(tmp_path, {"flow.py": COSMETIC})
+    first_run(project, COSMETIC_NODES)
+    project.edit("flow.py", old, new)
+
+    done = project.run()
+
+    assert done.status == "completed"
+    assert done.ran == [], done
+    assert_reused(done, *COSMETIC_NODES)
+
+
+HELPERS = """
+RATE = 3
+
+
+def scrub(rows):
+    return [r * RATE for r in rows if r is not None]
+
+
+def label(rows):
+    return f"{len(rows)} rows"
+"""
+
+USES_HELPERS = """
+import flowdag
+import helpers
+from helpers import scrub
+
+wf = flowdag.Workflow("helpers")
+
+
+@wf.node
+def extract():
+    return [1, None, 2]
+
+
+@wf.node(deps=["extract"])
+def cleaned(extract):
+    return scrub(extract)
+
+
+@wf.node(deps=["extract"])
+def via_module(extract):
+    return helpers.scrub(extract)[:1]
+
+
+@wf.node(deps=["extract"])
+def labelled(extract):
+    return helpers.label(extract)
+
+
+@wf.node(deps=["cleaned", "labelled"])
+def report(cleaned, labelled):
+    return f"{labelled}: {sum(cleaned)}"
+"""
+
+
+def test_a_changed_helper_in_another_module_runs_its_users_only(tmp_path: Path) -> None:
+    project = Project(tmp_path, {"flow.py": USES_HELPERS, "helpers.py": HELPERS})
+    first_run(project, ["extract", "cleaned", "via_module", "labelled", "report"])
+    project.edit("helpers.py", "[r * RATE for r", "[r * RATE + 1 for r")
+
+    done = project.run()
+
+    assert sorted(done.ran) == ["cleaned", "report", "via_module"], done
+    for user in ("cleaned", "via_module"):  # imported by name, and read as helpers.scrub
+        assert done.code(user) == "code_changed", done
+        assert "scrub" in done.detail(user), done
+        assert "helpers.py" in done.detail(user), done
+        assert "label" not in done.detail(user), done
+    assert done.code("report") == "input_changed", done
+    assert "cleaned" in done.detail("report"), done
+    assert_reused(done, "extract", "labelled")
+    assert done.outputs["report"] == "3 rows: 11"
+
+    # A constant the helper reads is part of the helper's users too.
+    project.edit("helpers.py", "RATE = 3", "RATE = 4")
+    done = project.run()
+
+    assert sorted(done.ran) == ["cleaned", "report", "via_module"], done
+    for user in ("cleaned", "via_module"):
+        assert done.code(user) == "code_changed", done
+        assert "RATE" in done.detail(user), done
+    assert_reused(done, "extract", "labelled")
+
+
+VALUES = """
+import flowdag
+
+wf = flowdag.Workflow("values")
+LIMIT = 2
+
+
+def make(k):
+    def scaled(extract):
+        return [r * k for r in extract]
+
+    return scaled
+
+
+@wf.node
+def extract():
+    return [5, 6, 7]
+
+
+@wf.node(deps=["extract"])
+def top(extract):
+    return sorted(extract)[-LIMIT:]
+
+
+@wf.node(deps=["extract"])
+def count(extract):
+    return len(extract)
+
+
+wf.add_node("scaled", make(2), deps=["extract"])
+wf.add_node("fixed", make(10), deps=["extract"])
+"""
+
+
+def test_closure_values_and_module_constants_count_by_value(tmp_path: Path) -> None:
+    project = Project(tmp_path, {"flow.py": VALUES})
+    first_run(project, ["extract", "top", "count", "scaled", "fixed"])
+
+    project.edit("flow.py", "make(2)", "make(3)")
+    done = project.run()
+
+    assert done.ran == ["scaled"], done
+    assert done.code("scaled") == "code_changed", done
+    assert "closure" in done.detail("scaled") or " k" in done.detail("scaled"), done
+    assert_reused(done, "extract", "top", "count", "fixed")
+    assert done.outputs["scaled"] == [15, 18, 21]
+
+    project.edit("flow.py", "LIMIT = 2", "LIMIT = 1")
+    done = project.run()
+
+    assert done.ran == ["top"], done
+    assert done.code("top") == "code_changed", done
+    assert "LIMIT" in done.detail("top"), done
+    assert_reused(done, "extract", "count", "scaled", "fixed")
+    assert done.outputs["top"] == [7]
+
+
+@pytest.mark.parametrize("store", ["lmdb", "json", "flatbuffers"])
+def test_early_cutoff_on_a_diamond(tmp_path: Path, store: str) -> None:
+    project = Project(tmp_path, {"flow.py": DIAMOND}, store=store)
+    first_run(project, ALL_DIAMOND)
+
+    # Same output, other code: left runs, joined keeps its output (early cutoff).
+    project.edit("flow.py", "return source + 1", "return 1 + source")
+    done = project.run()
+
+    assert done.status == "completed"
+    assert done.ran == ["left"], done
+    assert done.code("left") == "code_changed", done
+    assert "left" in done.detail("left"), done
+    assert_reused(done, "source", "right", "joined")
+    assert done.outputs["joined"] == [11, 20]
+
+    # Another output: joined runs, for the dep that changed.
+    project.edit("flow.py", "return 1 + source", "return source + 2")
+    done = project.run()
+
+    assert sorted(done.ran) == ["joined", "left"], done
+    assert done.code("joined") == "input_changed", done
+    assert "left" in done.detail("joined"), done
+    assert "right" not in done.detail("joined"), done
+    assert_reused(done, "source", "right")
+    assert done.outputs["joined"] == [12, 20]
+
+    # Nothing edited since: everything holds.
+    done = project.run()
+    assert done.ran == [], done
+    assert_reused(done, *ALL_DIAMOND)
+
+
+def test_on_code_change_ignore_runs_nothing_and_rerun_still_sees_the_change(
+    tmp_path: Path,
+) -> None:
+    project = Project(tmp_path, {"flow.py": DIAMOND})
+    first_run(project, ALL_DIAMOND)
+    project.edit("flow.py", "return source + 1", "return source + 5")
+
+    done = project.run(on_code_change="ignore")
+
+    assert done.ran == [], done
+    assert_reused(done, *ALL_DIAMOND)
+    assert done.outputs["joined"] == [11, 20]
+    assert not [w for w in done.warnings if "left" in w], done
+
+    done = project.run()  # the default, "rerun": the change is still there to see
+
+    assert sorted(done.ran) == ["joined", "left"], done
+    assert done.code("left") == "code_changed", done
+    assert done.outputs["joined"] == [15, 20]
+
+
+def test_on_code_change_warn_runs_nothing_and_warns_naming_the_node(tmp_path: Path) -> None:
+    project = Project(tmp_path, {"flow.py": DIAMOND})
+    first_run(project, ALL_DIAMOND)
+    project.edit("flow.py", "return source + 1", "return source + 5")
+
+    done = project.run(on_code_change="warn")
+
+    assert done.ran == [], done
+    assert_reused(done, *ALL_DIAMOND)
+    assert done.outputs["joined"] == [11, 20]
+    said = done.warnings + done.stderr.splitlines()
+    assert [w for w in said if "left" in w], done
+    assert not [w for w in said if "right" in w or "joined" in w], done
+
+
+VERSIONED = """
+import flowdag
+
+wf = flowdag.Workflow("versioned")
+
+
+@wf.node
+def extract():
+    return [1, 2]
+
+
+@wf.node(deps=["extract"], version=1)
+def transform(extract):
+    return [r + 1 for r in extract]
+
+
+@wf.node(deps=["transform"])
+def load(transform):
+    return len(transform)
+"""
+
+
+def test_a_version_bump_runs_the_node_again(tmp_path: Path) -> None:
+    project = Project(tmp_path, {"flow.py": VERSIONED})
+    first_run(project, ["extract", "transform", "load"])
+    project.edit("flow.py", "version=1", 'version="2"')
+
+    done = project.run()
+
+    assert done.ran == ["transform"], done  # same output: load keeps its own
+    assert done.code("transform") == "code_changed", done
+    assert "version" in done.detail("transform"), done
+    assert_reused(done, "extract", "load")
+
+
+GENERATED = """
+import flowdag
+
+wf = flowdag.Workflow("generated")
+BODY = "def made(extract):\\n    return sum(extract) + 1\\n"
+space = {}
+exec(compile(BODY, "<generated>", "exec"), space)
+
+
+@wf.node
+def extract():
+    return [1, 2]
+
+
+wf.add_node("made", space["made"], deps=["extract"])
+"""
+
+
+def test_a_function_without_source_is_known_by_its_bytecode(tmp_path: Path) -> None:
+    project = Project(tmp_path, {"flow.py": GENERATED})
+    first_run(project, ["extract", "made"])
+    project.edit("flow.py", "sum(extract) + 1", "sum(extract) + 2")
+
+    done = project.run()
+
+    assert done.ran == ["made"], done
+    assert done.code("made") == "code_changed", done
+    assert done.outputs["made"] == 5
+
+
+def test_a_fixed_failure_runs_as_new_with_its_skipped_dependents(tmp_path: Path) -> None:
+    broken = CHAIN.replace("return [r * 2 for r in extract]", "raise RuntimeError('bad rows')")
+    project = Project(tmp_path, {"flow.py": broken})
+    done = project.run()
+    assert done.status == "failed"
+    assert done.statuses == {
+        "extract": "completed",
+        "transform": "failed",
+        "load": "skipped",
+        "report": "skipped",
+    }, done
+    project.write("flow.py", CHAIN)
+
+    done = project.run()
+
+    assert done.status == "completed"
+    assert sorted(done.ran) == ["load", "report", "transform"], done
+    assert done.code("transform") == "new", done
+    assert "fail" in done.detail("transform"), done
+    assert done.code("load") == "new", done
+    assert "skip" in done.detail("load"), done
+    assert_reused(done, "extract")
