@@ -1,0 +1,194 @@
+"""Change-aware resume against a model: random DAGs, random edit scripts.
+
+Every node's function comes from one template whose captured values vary:
+``code`` (an edit that keeps the output), ``out`` (an edit that changes it),
+``fails`` (the node raises). Each run builds new function objects, as a fresh
+process importing edited files does; a captured value counts by value in the
+node's fingerprint, so a changed ``code`` or ``out`` is a changed node.
+
+The model: in topological order, a node whose dep failed or was skipped is
+skipped; otherwise it runs when it has no completed output (``new``), when its
+code changed and ``on_code_change`` is ``"rerun"`` (``code_changed``), or when a
+dep's final output in this run differs from the one it read
+(``input_changed``); else it is ``reused`` with its stored output. The nodes
+whose functions were called must be exactly those, with those reasons.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import flowdag
+from flowdag.stores import LMDBStore
+
+NAMES = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One version of a node's code."""
+
+    code: int = 0
+    out: int = 0
+    fails: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    deps: dict[str, list[str]]  # in topological order
+    passes: dict[str, bool]  # whether the node's output carries its inputs
+    runs: list[tuple[dict[str, Version], str]]  # each run: versions, on_code_change
+
+
+def template(
+    code: int, out: int, fails: bool, passes: bool, calls: list[str]
+) -> Callable[[Any], Any]:
+    """A node function: ``code`` changes its code, ``out`` and its inputs its output."""
+
+    def node(ctx: Any) -> Any:
+        calls.append(ctx.node)
+        if code < 0:  # never: code is here to be part of the fingerprint only
+            raise AssertionError(code)
+        if fails:
+            raise RuntimeError(f"{ctx.node} fails")
+        if passes:
+            return [out, [[dep, ctx.inputs[dep]] for dep in sorted(ctx.inputs)]]
+        return [out]
+
+    return node
+
+
+def build(script: Script, versions: dict[str, Version], calls: list[str]) -> flowdag.DAG:
+    wf = flowdag.Workflow("edits")
+    for name, deps in script.deps.items():
+        v = versions[name]
+        wf.add_node(name, template(v.code, v.out, v.fails, script.passes[name], calls), deps=deps)
+    return wf.build()
+
+
+@dataclass(slots=True)
+class Stored:
+    version: Version
+    output: Any
+    inputs: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Expected:
+    ran: set[str] = field(default_factory=set)
+    statuses: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, tuple[str, set[str]]] = field(default_factory=dict)  # code, names
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+class Model:
+    """What a resume should do, from the versions each node last completed with."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.stored: dict[str, Stored | None] = dict.fromkeys(script.deps)
+
+    def step(self, versions: dict[str, Version], on_code_change: str) -> Expected:
+        want = Expected()
+        for name, deps in self.script.deps.items():
+            stored, version = self.stored[name], versions[name]
+            if any(want.statuses[d] != "completed" for d in deps):
+                want.statuses[name] = "skipped"
+                self.stored[name] = None
+                continue
+            inputs = {d: want.outputs[d] for d in deps}
+            if stored is None:
+                reason: tuple[str, set[str]] = ("new", set())
+            elif stored.version != version and on_code_change == "rerun":
+                reason = ("code_changed", set())
+            elif stored.inputs != inputs:
+                reason = ("input_changed", {d for d in deps if stored.inputs[d] != inputs[d]})
+            else:
+                want.reasons[name] = ("reused", set())
+                want.statuses[name] = "completed"
+                want.outputs[name] = stored.output
+                continue
+            want.reasons[name] = reason
+            want.ran.add(name)
+            if version.fails:
+                want.statuses[name] = "failed"
+                self.stored[name] = None
+                continue
+            output: Any = [version.out]
+            if self.script.passes[name]:
+                output.append([[d, inputs[d]] for d in sorted(deps)])
+            want.statuses[name] = "completed"
+            want.outputs[name] = output
+            self.stored[name] = Stored(version, output, inputs)
+        return want
+
+
+EDITS = ["same", "same", "same", "code", "code", "output", "fail", "fix"]
+
+
+def edit(version: Version, action: str) -> Version:
+    if action == "code":  # other code, same output
+        return replace(version, code=version.code + 1)
+    if action == "output":
+        return replace(version, code=version.code + 1, out=version.out + 1)
+    if action in ("fail", "fix"):
+        return replace(version, fails=action == "fail")
+    return version  # a new function object of the same code: a no-op edit
+
+
+@st.composite
+def scripts(draw: st.DrawFn) -> Script:
+    names = NAMES[: draw(st.integers(3, 8))]
+    deps: dict[str, list[str]] = {}
+    for i, name in enumerate(names):
+        earlier = st.sampled_from(names[:i]) if i else st.nothing()
+        deps[name] = sorted(draw(st.sets(earlier, max_size=min(i, 3))))
+    passes = {name: draw(st.booleans()) for name in names}
+    first = {name: Version(fails=draw(st.integers(0, 9)) == 0) for name in names}
+    runs = [(first, "rerun")]
+    for _ in range(draw(st.integers(1, 3))):
+        before = runs[-1][0]
+        versions = {n: edit(before[n], draw(st.sampled_from(EDITS))) for n in names}
+        runs.append(
+            (versions, draw(st.sampled_from(["rerun", "rerun", "rerun", "warn", "ignore"])))
+        )
+    return Script(deps, passes, runs)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(script=scripts())
+def test_resume_runs_exactly_what_the_model_says(script: Script) -> None:
+    model = Model(script)
+    calls: list[str] = []
+    with tempfile.TemporaryDirectory() as folder, LMDBStore(folder) as store:
+        for i, (versions, on_code_change) in enumerate(script.runs):
+            calls.clear()
+            want = model.step(versions, on_code_change)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "warn" warns: not what this test is about
+                result = flowdag.run(
+                    build(script, versions, calls),
+                    run_id="r",
+                    store=store,
+                    on_code_change=on_code_change,
+                )
+            where = f"run {i} ({on_code_change}) of {script}"
+            assert sorted(calls) == sorted(want.ran), where
+            assert {n: str(s) for n, s in result.node_status.items()} == want.statuses, where
+            assert {n: result.outputs[n] for n in want.outputs} == want.outputs, where
+            reasons = result.explain()
+            for name, (code, names) in want.reasons.items():
+                got = reasons[name]
+                assert got.code == code, f"{name}: {got} in {where}"
+                assert all(dep in got.detail for dep in names), f"{name}: {got} in {where}"
