@@ -162,28 +162,26 @@ def scripts(draw: st.DrawFn) -> Script:
     return Script(deps, passes, runs)
 
 
-@settings(
-    max_examples=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(script=scripts())
-def test_resume_runs_exactly_what_the_model_says(script: Script) -> None:
+def replay(script: Script, *, plan: bool) -> None:
+    """Run every version of ``script`` in turn and hold each run to the model.
+
+    With ``plan``, each run is first planned as ``flowdag explain --plan`` does,
+    and the plan must agree: nodes to run ran (unless an upstream failure
+    skipped them), nodes to reuse did not, provisional nodes ran iff one of
+    their inputs came back changed.
+    """
     model = Model(script)
     calls: list[str] = []
     with tempfile.TemporaryDirectory() as folder, LMDBStore(folder) as store:
         for i, (versions, on_code_change) in enumerate(script.runs):
             calls.clear()
             want = model.step(versions, on_code_change)
+            dag = build(script, versions, calls)
+            where = f"run {i} ({on_code_change}) of {script}"
+            verdicts = planned(dag, store, on_code_change) if plan else {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "warn" warns: not what this test is about
-                result = flowdag.run(
-                    build(script, versions, calls),
-                    run_id="r",
-                    store=store,
-                    on_code_change=on_code_change,
-                )
-            where = f"run {i} ({on_code_change}) of {script}"
+                result = flowdag.run(dag, run_id="r", store=store, on_code_change=on_code_change)
             assert sorted(calls) == sorted(want.ran), where
             assert {n: str(s) for n, s in result.node_status.items()} == want.statuses, where
             assert {n: result.outputs[n] for n in want.outputs} == want.outputs, where
@@ -192,3 +190,52 @@ def test_resume_runs_exactly_what_the_model_says(script: Script) -> None:
                 got = reasons[name]
                 assert got.code == code, f"{name}: {got} in {where}"
                 assert all(dep in got.detail for dep in names), f"{name}: {got} in {where}"
+            for name, verdict in verdicts.items():
+                said = f"{name}: planned {verdict}, ran {reasons[name]} in {where}"
+                skipped = want.statuses[name] == "skipped"
+                if verdict.action == "run":
+                    assert name in calls or skipped, said
+                    assert skipped or verdict.reason.code == reasons[name].code, said
+                elif verdict.action == "reuse":
+                    assert name not in calls, said
+                    assert verdict.reason.code == reasons[name].code, said
+                else:
+                    assert verdict.action == "provisional", said
+                    changed = not skipped and want.reasons[name][0] == "input_changed"
+                    assert (name in calls) == changed, said
+
+
+def planned(dag: flowdag.DAG, store: LMDBStore, on_code_change: str) -> dict[str, Any]:
+    """The verdicts `flowdag.run` would follow, planned from the store without running."""
+    from flowdag.resume import node_fingerprints, plan_call
+
+    stored = store.load("r") if "r" in store.list_runs() else None
+    plan = plan_call(
+        dag,
+        stored,
+        "r",
+        allow_changes=False,
+        on_code_change=on_code_change,
+        fingerprints=node_fingerprints(dag),
+    )
+    return dict(plan.verdicts)
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(script=scripts())
+def test_resume_runs_exactly_what_the_model_says(script: Script) -> None:
+    replay(script, plan=False)
+
+
+@settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(script=scripts())
+def test_the_plan_agrees_with_the_run(script: Script) -> None:
+    replay(script, plan=True)
