@@ -6,7 +6,9 @@ A `Project` is a folder of Python files (a workflow module ``flow.py`` defining
 files anew, as a user's resume after an edit does: no module, function or
 fingerprint survives from one run to the next. The process prints one line of
 JSON: the run's status, the nodes whose attempts started, each node's reason
-(`RunResult.explain`), its outputs, and the warnings it raised or logged.
+(`RunResult.explain`), its outputs, the warnings it raised or logged, and the
+plan made before the run (as ``flowdag explain --plan`` makes it), which
+`check_plan` holds to what the run then did.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MARK = "@@outcome "
 
 # Runs in the fresh process: argv = project dir, store URL, run id, run() options as JSON.
+# It first plans the run as `flowdag explain --plan` does (reading the store only), then runs it.
 _RUNNER = f"""
 import json, logging, sys, warnings
 
@@ -31,6 +34,8 @@ project, url, run_id, options = sys.argv[1], sys.argv[2], sys.argv[3], json.load
 sys.path.insert(0, project)
 import flowdag
 import flow
+from flowdag.resume import node_fingerprints, plan_call
+from flowdag.stores import open_store
 
 said = []
 
@@ -50,15 +55,31 @@ def on_event(event):
         started.append(event.node)
 
 
-with warnings.catch_warnings(record=True) as caught:
+with open_store(url) as store, warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    result = flowdag.run(flow.wf, run_id=run_id, store=url, on_event=on_event, **options)
+    dag = flow.wf.build()
+    stored = store.load(run_id) if run_id in store.list_runs() else None
+    plan = plan_call(
+        dag,
+        stored,
+        run_id,
+        allow_changes=options.get("allow_changes", False),
+        on_code_change=options.get("on_code_change", "rerun"),
+        rerun=options.get("rerun"),
+        rerun_from=options.get("rerun_from", ()),
+        fingerprints=node_fingerprints(dag),
+    )
+    verdicts = {{
+        n: [v.action, v.reason.code, v.reason.detail] for n, v in plan.verdicts.items()
+    }}
+    result = flowdag.run(dag, run_id=run_id, store=store, on_event=on_event, **options)
     reasons = {{n: [r.code, r.detail] for n, r in result.explain().items()}}
 said += [str(w.message) for w in caught]
 print({MARK!r} + json.dumps({{
     "status": str(result.status),
     "ran": started,
     "reasons": reasons,
+    "plan": verdicts,
     "statuses": {{n: str(s) for n, s in result.node_status.items()}},
     "outputs": dict(result.outputs),
     "warnings": said,
@@ -73,6 +94,7 @@ class Outcome:
     status: str
     ran: list[str]  # nodes whose attempt started, in order
     reasons: dict[str, tuple[str, str]]  # node -> (reason code, detail)
+    plan: dict[str, tuple[str, str, str]]  # node -> (action, reason code, detail) planned
     statuses: dict[str, str]
     outputs: dict[str, Any]
     warnings: list[str]  # warnings raised and log records of level WARNING and up
@@ -142,4 +164,29 @@ class Project:
         )
         found = json.loads(lines[-1][len(MARK) :])
         reasons = {n: (code, detail) for n, (code, detail) in found.pop("reasons").items()}
-        return Outcome(reasons=reasons, stderr=done.stderr, **found)
+        plan = {n: (act, code, why) for n, (act, code, why) in found.pop("plan").items()}
+        outcome = Outcome(reasons=reasons, plan=plan, stderr=done.stderr, **found)
+        check_plan(outcome)
+        return outcome
+
+
+def check_plan(outcome: Outcome) -> None:
+    """The plan made before the run agrees with what the run did, node by node.
+
+    ``run``: the node ran (unless an upstream failure skipped it), for the reason
+    planned; ``reuse``: it did not run, for the reason planned; ``provisional``:
+    it ran iff one of its inputs came back changed (``input_changed``).
+    """
+    assert outcome.plan.keys() == outcome.reasons.keys(), outcome
+    for name, (action, code, _) in outcome.plan.items():
+        ran, (now, _) = name in outcome.ran, outcome.reasons[name]
+        said = f"{name}: planned {action} ({code}), then {now}; ran: {ran}\n{outcome}"
+        skipped = outcome.statuses[name] == "skipped"
+        if action == "run":
+            assert ran or skipped, said
+            assert skipped or now == code, said
+        elif action == "reuse":
+            assert not ran and now == code, said
+        else:
+            assert action == "provisional", said
+            assert ran == (now == "input_changed"), said
