@@ -74,6 +74,7 @@ with open_store(url) as store, warnings.catch_warnings(record=True) as caught:
     }}
     result = flowdag.run(dag, run_id=run_id, store=store, on_event=on_event, **options)
     reasons = {{n: [r.code, r.detail] for n, r in result.explain().items()}}
+    outputs = dict(result.outputs)  # read while the store is open
 said += [str(w.message) for w in caught]
 print({MARK!r} + json.dumps({{
     "status": str(result.status),
@@ -81,7 +82,7 @@ print({MARK!r} + json.dumps({{
     "reasons": reasons,
     "plan": verdicts,
     "statuses": {{n: str(s) for n, s in result.node_status.items()}},
-    "outputs": dict(result.outputs),
+    "outputs": outputs,
     "warnings": said,
 }}, default=repr))
 """
