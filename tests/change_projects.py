@@ -34,7 +34,8 @@ project, url, run_id, options = sys.argv[1], sys.argv[2], sys.argv[3], json.load
 sys.path.insert(0, project)
 import flowdag
 import flow
-from flowdag.resume import node_fingerprints, plan_call
+from flowdag._fingerprint import node_fingerprints
+from flowdag.resume import plan_call
 from flowdag.stores import open_store
 
 said = []

@@ -207,7 +207,8 @@ def replay(script: Script, *, plan: bool) -> None:
 
 def planned(dag: flowdag.DAG, store: LMDBStore, on_code_change: str) -> dict[str, Any]:
     """The verdicts `flowdag.run` would follow, planned from the store without running."""
-    from flowdag.resume import node_fingerprints, plan_call
+    from flowdag._fingerprint import node_fingerprints
+    from flowdag.resume import plan_call
 
     stored = store.load("r") if "r" in store.list_runs() else None
     plan = plan_call(
