@@ -16,7 +16,6 @@ whose functions were called must be exactly those, with those reasons.
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -26,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowdag
-from flowdag.stores import LMDBStore
+from flowdag.stores import MemoryStore, Store
 
 NAMES = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
 
@@ -172,7 +171,9 @@ def replay(script: Script, *, plan: bool) -> None:
     """
     model = Model(script)
     calls: list[str] = []
-    with tempfile.TemporaryDirectory() as folder, LMDBStore(folder) as store:
+    # A memory store: the records go through the codec as on disk, without fsyncs; the
+    # disk stores are the end-to-end tests' (tests/test_change_edits.py).
+    with MemoryStore() as store:
         for i, (versions, on_code_change) in enumerate(script.runs):
             calls.clear()
             want = model.step(versions, on_code_change)
@@ -205,7 +206,7 @@ def replay(script: Script, *, plan: bool) -> None:
                     assert (name in calls) == changed, said
 
 
-def planned(dag: flowdag.DAG, store: LMDBStore, on_code_change: str) -> dict[str, Any]:
+def planned(dag: flowdag.DAG, store: Store, on_code_change: str) -> dict[str, Any]:
     """The verdicts `flowdag.run` would follow, planned from the store without running."""
     from flowdag._fingerprint import node_fingerprints
     from flowdag.resume import plan_call
