@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import flowdag
@@ -188,6 +188,9 @@ def replay(script: Script, *, plan: bool) -> None:
             assert {n: result.outputs[n] for n in want.outputs} == want.outputs, where
             reasons = result.explain()
             for name, (code, names) in want.reasons.items():
+                event(f"a node {code}")  # --hypothesis-show-statistics: what was covered
+                if code == "reused" and any(d in want.ran for d in script.deps[name]):
+                    event("early cutoff")
                 got = reasons[name]
                 assert got.code == code, f"{name}: {got} in {where}"
                 assert not names or any(d in got.detail for d in names), f"{name}: {got} in {where}"
