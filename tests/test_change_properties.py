@@ -129,7 +129,7 @@ class Model:
         return want
 
 
-EDITS = ["same", "same", "same", "code", "code", "output", "fail", "fix"]
+EDITS = ["same", "same", "code", "code", "output", "output", "fail", "fix"]
 
 
 def edit(version: Version, action: str) -> Version:
