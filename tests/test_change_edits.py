@@ -478,3 +478,55 @@ def test_a_fixed_failure_runs_as_new_with_its_skipped_dependents(tmp_path: Path)
     assert done.code("load") == "new", done
     assert "skip" in done.detail("load"), done
     assert_reused(done, "extract")
+
+
+def test_on_code_change_of_a_node_overrides_the_run(tmp_path: Path) -> None:
+    flow = DIAMOND.replace(
+        '@wf.node(deps=["source"])\ndef left',
+        '@wf.node(deps=["source"], on_code_change="ignore")\ndef left',
+    )
+    project = Project(tmp_path, {"flow.py": flow})
+    first_run(project, ALL_DIAMOND)
+    project.edit("flow.py", "return source + 1", "return source + 5")
+    project.edit("flow.py", "return source * 2", "return source * 3")
+
+    done = project.run()  # on_code_change="rerun", but not for left
+
+    assert sorted(done.ran) == ["joined", "right"], done
+    assert done.code("right") == "code_changed", done
+    assert done.code("joined") == "input_changed", done
+    assert "right" in done.detail("joined"), done
+    assert_reused(done, "source", "left")
+    assert done.outputs["joined"] == [11, 30]
+
+
+def test_rerun_from_runs_the_node_and_its_descendants_whatever_their_outputs(
+    tmp_path: Path,
+) -> None:
+    project = Project(tmp_path, {"flow.py": DIAMOND})
+    first_run(project, ALL_DIAMOND)
+
+    done = project.run(rerun_from=["left"])  # nothing edited
+
+    assert sorted(done.ran) == ["joined", "left"], done  # no early cutoff for what was asked
+    assert done.code("left") == "forced" and done.code("joined") == "forced", done
+    assert "left" in done.detail("left") and "left" in done.detail("joined"), done
+    assert_reused(done, "source", "right")
+
+
+def test_rerun_failed_runs_failed_and_skipped_nodes_and_keeps_edited_completed_ones(
+    tmp_path: Path,
+) -> None:
+    broken = CHAIN.replace("return [r * 2 for r in extract]", "raise RuntimeError('bad rows')")
+    project = Project(tmp_path, {"flow.py": broken})
+    assert project.run().status == "failed"
+    project.write("flow.py", CHAIN.replace("return [1, 2, 3]", "return [1, 2, 3, 4]"))
+
+    done = project.run(rerun="failed")
+
+    assert done.status == "completed"
+    assert sorted(done.ran) == ["load", "report", "transform"], done
+    for node in ("transform", "load", "report"):
+        assert done.code(node) == "forced", done
+    assert_reused(done, "extract")  # its code changed, but rerun="failed" keeps it
+    assert done.outputs["load"] == 12
