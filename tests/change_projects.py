@@ -137,6 +137,24 @@ class Project:
         assert text.count(old) == 1, f"{old!r} is not in {name} exactly once:\n{text}"
         (self.folder / name).write_text(text.replace(old, new))
 
+    def cli(self, *args: str) -> str:
+        """Run ``flowdag ARGS --store URL`` in a fresh process, which must succeed; its stdout."""
+        done = subprocess.run(
+            [sys.executable, "-m", "flowdag", *args, "--store", self.store_url],
+            cwd=self.folder,
+            env=_environment(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"flowdag {' '.join(args)}: exit {done.returncode}\n{done}"
+        return done.stdout
+
+    def cli_json(self, *args: str) -> dict[str, Any]:
+        """``flowdag ARGS --store URL --json``: the document it prints."""
+        found: dict[str, Any] = json.loads(self.cli(*args, "--json"))
+        return found
+
     def run(self, run_id: str = "r1", **options: Any) -> Outcome:
         """Run (or resume) ``run_id`` in a fresh process; ``options`` go to `flowdag.run`."""
         done = subprocess.run(
@@ -150,12 +168,7 @@ class Project:
                 json.dumps(options),
             ],
             cwd=self.folder,
-            env={
-                **os.environ,
-                "PYTHONPATH": str(ROOT),
-                # An edit within the same second and of the same size would reuse a stale .pyc.
-                "PYTHONDONTWRITEBYTECODE": "1",
-            },
+            env=_environment(),
             capture_output=True,
             text=True,
             timeout=120,
@@ -170,6 +183,15 @@ class Project:
         outcome = Outcome(reasons=reasons, plan=plan, stderr=done.stderr, **found)
         check_plan(outcome)
         return outcome
+
+
+def _environment() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        # An edit within the same second and of the same size would reuse a stale .pyc.
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
 
 
 def check_plan(outcome: Outcome) -> None:

@@ -530,3 +530,33 @@ def test_rerun_failed_runs_failed_and_skipped_nodes_and_keeps_edited_completed_o
         assert done.code(node) == "forced", done
     assert_reused(done, "extract")  # its code changed, but rerun="failed" keeps it
     assert done.outputs["load"] == 12
+
+
+def test_the_command_line_plans_runs_and_explains_an_early_cutoff(tmp_path: Path) -> None:
+    """``flowdag explain --plan``, ``flowdag run``, ``flowdag explain``, on the stored run."""
+    project = Project(tmp_path, {"flow.py": DIAMOND})
+
+    def explained(*args: str) -> dict[str, dict[str, Any]]:
+        return {row["node"]: row for row in project.cli_json("explain", *args)["nodes"]}
+
+    project.cli("run", "flow.py", "--run-id", "r1")
+    before = explained("r1")
+    assert {n: row["code"] for n, row in before.items()} == dict.fromkeys(ALL_DIAMOND, "new")
+    project.edit("flow.py", "return source + 1", "return 1 + source")
+
+    plan = explained("--plan", "flow.py", "--run-id", "r1")
+    assert {n: (row["action"], row["code"]) for n, row in plan.items()} == {
+        "source": ("reuse", "reused"),
+        "left": ("run", "code_changed"),
+        "right": ("reuse", "reused"),
+        "joined": ("provisional", "reused"),
+    }, plan
+    assert "left" in plan["left"]["detail"], plan
+    project.cli("run", "flow.py", "--run-id", "r1")
+    after = explained("r1")
+
+    assert after["left"]["code"] == "code_changed", after
+    assert "left" in after["left"]["detail"], after
+    assert after["left"]["finished_at"] != before["left"]["finished_at"], after
+    for node in ("source", "right", "joined"):  # cut off: not run, its record untouched
+        assert after[node] == before[node], after
