@@ -198,19 +198,19 @@ def check_plan(outcome: Outcome) -> None:
     """The plan made before the run agrees with what the run did, node by node.
 
     ``run``: the node ran (unless an upstream failure skipped it), for the reason
-    planned; ``reuse``: it did not run, for the reason planned; ``provisional``:
+    planned (code and detail); ``reuse``: it did not run, for the reason planned; ``provisional``:
     it ran iff one of its inputs came back changed (``input_changed``).
     """
     assert outcome.plan.keys() == outcome.reasons.keys(), outcome
-    for name, (action, code, _) in outcome.plan.items():
-        ran, (now, _) = name in outcome.ran, outcome.reasons[name]
+    for name, (action, code, detail) in outcome.plan.items():
+        ran, (now, why) = name in outcome.ran, outcome.reasons[name]
         said = f"{name}: planned {action} ({code}), then {now}; ran: {ran}\n{outcome}"
         skipped = outcome.statuses[name] == "skipped"
         if action == "run":
             assert ran or skipped, said
-            assert skipped or now == code, said
+            assert skipped or (now, why) == (code, detail), said
         elif action == "reuse":
-            assert not ran and now == code, said
+            assert not ran and (now, why) == (code, detail), said
         else:
             assert action == "provisional", said
             assert ran == (now == "input_changed"), said
