@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -157,7 +158,27 @@ class Project:
 
     def run(self, run_id: str = "r1", **options: Any) -> Outcome:
         """Run (or resume) ``run_id`` in a fresh process; ``options`` go to `flowdag.run`."""
-        done = subprocess.run(
+        done = self._process(run_id, options)
+        lines = [line for line in done.stdout.splitlines() if line.startswith(MARK)]
+        assert done.returncode == 0 and lines, (
+            f"run {run_id} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+        )
+        found = json.loads(lines[-1][len(MARK) :])
+        reasons = {n: (code, detail) for n, (code, detail) in found.pop("reasons").items()}
+        plan = {n: (act, code, why) for n, (act, code, why) in found.pop("plan").items()}
+        outcome = Outcome(reasons=reasons, plan=plan, stderr=done.stderr, **found)
+        check_plan(outcome)
+        return outcome
+
+    def crash(self, run_id: str = "r1", **options: Any) -> None:
+        """Run ``run_id`` in a fresh process that a node kills (SIGKILL) before it ends."""
+        done = self._process(run_id, options)
+        assert done.returncode == -signal.SIGKILL, (
+            f"run {run_id} was not killed: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+        )
+
+    def _process(self, run_id: str, options: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
             [
                 sys.executable,
                 "-c",
@@ -173,16 +194,6 @@ class Project:
             text=True,
             timeout=120,
         )
-        lines = [line for line in done.stdout.splitlines() if line.startswith(MARK)]
-        assert done.returncode == 0 and lines, (
-            f"run {run_id} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
-        )
-        found = json.loads(lines[-1][len(MARK) :])
-        reasons = {n: (code, detail) for n, (code, detail) in found.pop("reasons").items()}
-        plan = {n: (act, code, why) for n, (act, code, why) in found.pop("plan").items()}
-        outcome = Outcome(reasons=reasons, plan=plan, stderr=done.stderr, **found)
-        check_plan(outcome)
-        return outcome
 
 
 def _environment() -> dict[str, str]:

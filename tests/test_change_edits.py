@@ -200,6 +200,14 @@ def scrub(rows):
 
 def label(rows):
     return f"{len(rows)} rows"
+
+
+class Scaler:
+    def __init__(self, k):
+        self.k = k
+
+    def apply(self, rows):
+        return [r * self.k for r in rows if r]
 """
 
 USES_HELPERS = """
@@ -230,6 +238,11 @@ def labelled(extract):
     return helpers.label(extract)
 
 
+@wf.node(deps=["extract"])
+def scaled(extract):
+    return helpers.Scaler(2).apply(extract)
+
+
 @wf.node(deps=["cleaned", "labelled"])
 def report(cleaned, labelled):
     return f"{labelled}: {sum(cleaned)}"
@@ -238,7 +251,7 @@ def report(cleaned, labelled):
 
 def test_a_changed_helper_in_another_module_runs_its_users_only(tmp_path: Path) -> None:
     project = Project(tmp_path, {"flow.py": USES_HELPERS, "helpers.py": HELPERS})
-    first_run(project, ["extract", "cleaned", "via_module", "labelled", "report"])
+    first_run(project, ["extract", "cleaned", "via_module", "labelled", "scaled", "report"])
     project.edit("helpers.py", "[r * RATE for r", "[r * RATE + 1 for r")
 
     done = project.run()
@@ -251,7 +264,7 @@ def test_a_changed_helper_in_another_module_runs_its_users_only(tmp_path: Path) 
         assert "label" not in done.detail(user), done
     assert done.code("report") == "input_changed", done
     assert "cleaned" in done.detail("report"), done
-    assert_reused(done, "extract", "labelled")
+    assert_reused(done, "extract", "labelled", "scaled")
     assert done.outputs["report"] == "3 rows: 11"
 
     # A constant the helper reads is part of the helper's users too.
@@ -262,7 +275,17 @@ def test_a_changed_helper_in_another_module_runs_its_users_only(tmp_path: Path) 
     for user in ("cleaned", "via_module"):
         assert done.code(user) == "code_changed", done
         assert "RATE" in done.detail(user), done
-    assert_reused(done, "extract", "labelled")
+    assert_reused(done, "extract", "labelled", "scaled")
+
+    # A method of a helper class.
+    project.edit("helpers.py", "[r * self.k for r", "[r * self.k - 1 for r")
+    done = project.run()
+
+    assert done.ran == ["scaled"], done
+    assert done.code("scaled") == "code_changed", done
+    assert "Scaler" in done.detail("scaled") and "helpers.py" in done.detail("scaled"), done
+    assert_reused(done, "extract", "cleaned", "via_module", "labelled", "report")
+    assert done.outputs["scaled"] == [1, 3]
 
 
 VALUES = """
@@ -560,3 +583,72 @@ def test_the_command_line_plans_runs_and_explains_an_early_cutoff(tmp_path: Path
     assert after["left"]["finished_at"] != before["left"]["finished_at"], after
     for node in ("source", "right", "joined"):  # cut off: not run, its record untouched
         assert after[node] == before[node], after
+
+
+@pytest.mark.parametrize(
+    ("executor", "inline_limit"),
+    [("threads", 64), ("processes", "256KiB")],
+    ids=["outputs by reference", "processes"],
+)
+def test_early_cutoff_with_outputs_by_reference_and_in_processes(
+    tmp_path: Path, executor: str, inline_limit: object
+) -> None:
+    """Output digests compare the same when outputs are refs, or made in worker processes."""
+    flow = DIAMOND.replace("return source + 1", "return [source + 1] * 50")
+    options = {"executor": executor, "inline_limit": inline_limit}
+    project = Project(tmp_path, {"flow.py": flow})
+    first_run(project, ALL_DIAMOND, **options)
+    project.edit("flow.py", "return [source + 1] * 50", "return [1 + source] * 50")
+
+    done = project.run(**options)
+
+    assert done.ran == ["left"], done
+    assert done.code("left") == "code_changed", done
+    assert_reused(done, "source", "right", "joined")
+    assert done.outputs["joined"] == [[11] * 50, 20]
+
+    project.edit("flow.py", "return [1 + source] * 50", "return [2 + source] * 50")
+    done = project.run(**options)
+
+    assert sorted(done.ran) == ["joined", "left"], done
+    assert done.code("joined") == "input_changed", done
+    assert done.outputs["joined"] == [[12] * 50, 20]
+
+
+def test_a_kill_while_a_node_reruns_keeps_its_dependents_for_the_cutoff(tmp_path: Path) -> None:
+    project = Project(tmp_path, {"flow.py": DIAMOND})
+    first_run(project, ALL_DIAMOND)
+    project.edit("flow.py", "import flowdag\n", "import os\nimport signal\n\nimport flowdag\n")
+    project.edit(
+        "flow.py",
+        "    return source + 1\n",
+        "    if os.path.exists('kill'):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return 1 + source\n",
+    )
+    (project.folder / "kill").touch()
+    project.crash()  # left is killed while it runs again; joined waits on its output
+    (project.folder / "kill").unlink()
+
+    done = project.run()
+
+    assert done.ran == ["left"], done
+    assert done.code("left") in ("interrupted", "code_changed"), done
+    assert_reused(done, "source", "right", "joined")
+    assert done.outputs["joined"] == [11, 20]
+
+
+def test_a_node_added_with_allow_changes_runs_alone(tmp_path: Path) -> None:
+    project = Project(tmp_path, {"flow.py": DIAMOND})
+    first_run(project, ALL_DIAMOND)
+    project.write(
+        "flow.py",
+        DIAMOND + '\n\n@wf.node(deps=["joined"])\ndef extra(joined):\n    return len(joined)\n',
+    )
+
+    done = project.run(allow_changes=True)
+
+    assert done.ran == ["extra"], done
+    assert done.code("extra") == "new", done
+    assert_reused(done, *ALL_DIAMOND)
+    assert done.outputs["extra"] == 2
