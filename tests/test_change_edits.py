@@ -372,10 +372,10 @@ def test_early_cutoff_on_a_diamond(tmp_path: Path, store: str) -> None:
     assert_reused(done, "source", "right")
     assert done.outputs["joined"] == [12, 20]
 
-    # Nothing edited since: everything holds.
-    done = project.run()
-    assert done.ran == [], done
-    assert_reused(done, *ALL_DIAMOND)
+    if store == "lmdb":  # nothing edited since: everything holds (one store is enough)
+        done = project.run()
+        assert done.ran == [], done
+        assert_reused(done, *ALL_DIAMOND)
 
 
 def test_on_code_change_ignore_runs_nothing_and_rerun_still_sees_the_change(
