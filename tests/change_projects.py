@@ -77,6 +77,7 @@ with open_store(url) as store, warnings.catch_warnings(record=True) as caught:
     result = flowdag.run(dag, run_id=run_id, store=store, on_event=on_event, **options)
     reasons = {{n: [r.code, r.detail] for n, r in result.explain().items()}}
     outputs = dict(result.outputs)  # read while the store is open
+    refs = sorted(result.refs)
 said += [str(w.message) for w in caught]
 print({MARK!r} + json.dumps({{
     "status": str(result.status),
@@ -85,6 +86,7 @@ print({MARK!r} + json.dumps({{
     "plan": verdicts,
     "statuses": {{n: str(s) for n, s in result.node_status.items()}},
     "outputs": outputs,
+    "refs": refs,
     "warnings": said,
 }}, default=repr))
 """
@@ -100,6 +102,7 @@ class Outcome:
     plan: dict[str, tuple[str, str, str]]  # node -> (action, reason code, detail) planned
     statuses: dict[str, str]
     outputs: dict[str, Any]
+    refs: list[str]  # nodes whose outputs are kept by reference
     warnings: list[str]  # warnings raised and log records of level WARNING and up
     stderr: str
 
@@ -138,10 +141,11 @@ class Project:
         assert text.count(old) == 1, f"{old!r} is not in {name} exactly once:\n{text}"
         (self.folder / name).write_text(text.replace(old, new))
 
-    def cli(self, *args: str) -> str:
-        """Run ``flowdag ARGS --store URL`` in a fresh process, which must succeed; its stdout."""
+    def cli(self, *args: str, store: bool = True) -> str:
+        """Run ``flowdag ARGS [--store URL]`` in a fresh process, which must succeed; its stdout."""
+        where = ["--store", self.store_url] if store else []
         done = subprocess.run(
-            [sys.executable, "-m", "flowdag", *args, "--store", self.store_url],
+            [sys.executable, "-m", "flowdag", *args, *where],
             cwd=self.folder,
             env=_environment(),
             capture_output=True,

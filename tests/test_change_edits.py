@@ -585,6 +585,9 @@ def test_the_command_line_plans_runs_and_explains_an_early_cutoff(tmp_path: Path
         assert after[node] == before[node], after
 
 
+BIG_LEFT = DIAMOND.replace("return source + 1", "return [source + 1] * 500")
+
+
 @pytest.mark.parametrize(
     ("executor", "inline_limit"),
     [("threads", 64), ("processes", "256KiB")],
@@ -594,25 +597,59 @@ def test_early_cutoff_with_outputs_by_reference_and_in_processes(
     tmp_path: Path, executor: str, inline_limit: object
 ) -> None:
     """Output digests compare the same when outputs are refs, or made in worker processes."""
-    flow = DIAMOND.replace("return source + 1", "return [source + 1] * 50")
     options = {"executor": executor, "inline_limit": inline_limit}
-    project = Project(tmp_path, {"flow.py": flow})
-    first_run(project, ALL_DIAMOND, **options)
-    project.edit("flow.py", "return [source + 1] * 50", "return [1 + source] * 50")
+    project = Project(tmp_path, {"flow.py": BIG_LEFT})
+    first = first_run(project, ALL_DIAMOND, **options)
+    assert first.refs == (["joined", "left"] if inline_limit == 64 else []), first
+    project.edit("flow.py", "return [source + 1] * 500", "return [1 + source] * 500")
 
     done = project.run(**options)
 
     assert done.ran == ["left"], done
     assert done.code("left") == "code_changed", done
     assert_reused(done, "source", "right", "joined")
-    assert done.outputs["joined"] == [[11] * 50, 20]
+    assert done.outputs["joined"] == [[11] * 500, 20]
 
-    project.edit("flow.py", "return [1 + source] * 50", "return [2 + source] * 50")
+    project.edit("flow.py", "return [1 + source] * 500", "return [2 + source] * 500")
     done = project.run(**options)
 
     assert sorted(done.ran) == ["joined", "left"], done
     assert done.code("joined") == "input_changed", done
-    assert done.outputs["joined"] == [[12] * 50, 20]
+    assert done.outputs["joined"] == [[12] * 500, 20]
+
+
+@pytest.mark.parametrize("limits", [(None, 64), (64, None)], ids=["to a ref", "back inline"])
+def test_early_cutoff_holds_when_an_output_moves_between_inline_and_a_ref(
+    tmp_path: Path, limits: tuple[int | None, int | None]
+) -> None:
+    """The same output is the same input, whether the store keeps it inline or as a blob."""
+    before, after = limits
+    project = Project(tmp_path, {"flow.py": BIG_LEFT})
+    first_run(project, ALL_DIAMOND, inline_limit=before)
+    project.edit("flow.py", "return [source + 1] * 500", "return [1 + source] * 500")
+
+    done = project.run(inline_limit=after)
+
+    assert ("left" in done.refs) == (after is not None), done
+    assert done.ran == ["left"], done
+    assert_reused(done, "source", "right", "joined")
+
+
+def test_early_cutoff_holds_after_the_run_is_converted_to_another_store_kind(
+    tmp_path: Path,
+) -> None:
+    """`flowdag store convert` keeps a run resumable: equal outputs still compare equal."""
+    project = Project(tmp_path, {"flow.py": DIAMOND})  # LMDB, then JSON
+    first_run(project, ALL_DIAMOND)
+    converted = f"json://{tmp_path / 'converted'}"
+    project.cli("store", "convert", "--run-id", "r1", project.store_url, converted, store=False)
+    project.store_url = converted
+    project.edit("flow.py", "return source + 1", "return 1 + source")
+
+    done = project.run()
+
+    assert done.ran == ["left"], done
+    assert_reused(done, "source", "right", "joined")
 
 
 KILLED_LEFT = """
