@@ -345,6 +345,37 @@ def test_closure_values_and_module_constants_count_by_value(tmp_path: Path) -> N
     assert done.outputs["top"] == [7]
 
 
+DEFAULTS = """
+import flowdag
+
+wf = flowdag.Workflow("defaults")
+FACTORS = [("double", 2), ("triple", 3)]
+
+
+@wf.node
+def extract():
+    return [1, 2]
+
+
+for name, k in FACTORS:  # k=k: each lambda keeps its own k, as a default value
+    wf.add_node(name, lambda extract, k=k: [r * k for r in extract], deps=["extract"])
+"""
+
+
+def test_default_argument_values_count_by_value(tmp_path: Path) -> None:
+    """The idiom that binds a loop variable: only the default value differs."""
+    project = Project(tmp_path, {"flow.py": DEFAULTS})
+    first_run(project, ["extract", "double", "triple"])
+    project.edit("flow.py", '("double", 2)', '("double", 5)')
+
+    done = project.run()
+
+    assert done.ran == ["double"], done
+    assert done.code("double") == "code_changed", done
+    assert_reused(done, "extract", "triple")
+    assert done.outputs["double"] == [5, 10]
+
+
 @pytest.mark.parametrize("store", ["lmdb", "json", "flatbuffers"])
 def test_early_cutoff_on_a_diamond(tmp_path: Path, store: str) -> None:
     project = Project(tmp_path, {"flow.py": DIAMOND}, store=store)
