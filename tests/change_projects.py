@@ -130,7 +130,10 @@ class Project:
             self.write(name, text)
 
     def write(self, name: str, text: str) -> None:
-        (self.folder / name).write_text(textwrap.dedent(text))
+        """Write file ``name`` (a path under the project, such as ``etl/rules.py``)."""
+        path = self.folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
 
     def read(self, name: str) -> str:
         return (self.folder / name).read_text()

@@ -288,6 +288,59 @@ def test_a_changed_helper_in_another_module_runs_its_users_only(tmp_path: Path) 
     assert done.outputs["scaled"] == [1, 3]
 
 
+ATTRIBUTES = """
+import flowdag
+import etl.rules
+import helpers
+
+wf = flowdag.Workflow("attributes")
+
+
+@wf.node
+def extract():
+    return [1, 2]
+
+
+@wf.node(deps=["extract"])
+def ruled(extract):
+    return etl.rules.apply(extract)
+
+
+@wf.node(deps=["extract"])
+def rated(extract):
+    return [r * helpers.RATE for r in extract]
+
+
+@wf.node(deps=["extract"])
+def plain(extract):
+    return len(extract)
+"""
+
+RULES = """
+def apply(rows):
+    return [r + 1 for r in rows]
+"""
+
+
+def test_helpers_and_constants_read_as_module_attributes_count(tmp_path: Path) -> None:
+    """``etl.rules.apply(...)`` (a module of a package) and ``helpers.RATE`` (a constant)."""
+    files = {"flow.py": ATTRIBUTES, "etl/__init__.py": "", "etl/rules.py": RULES}
+    project = Project(tmp_path, {**files, "helpers.py": HELPERS})
+    first_run(project, ["extract", "ruled", "rated", "plain"])
+    project.edit("etl/rules.py", "r + 1", "r + 2")
+    project.edit("helpers.py", "RATE = 3", "RATE = 4")
+
+    done = project.run()
+
+    assert sorted(done.ran) == ["rated", "ruled"], done
+    assert done.code("ruled") == "code_changed", done
+    assert "apply" in done.detail("ruled") and "rules.py" in done.detail("ruled"), done
+    assert done.code("rated") == "code_changed", done
+    assert "RATE" in done.detail("rated"), done
+    assert_reused(done, "extract", "plain")
+    assert done.outputs["ruled"] == [3, 4] and done.outputs["rated"] == [4, 8]
+
+
 VALUES = """
 import flowdag
 
