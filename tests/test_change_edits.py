@@ -777,7 +777,7 @@ def test_a_kill_while_a_node_reruns_keeps_its_dependents_for_the_cutoff(
     assert done.outputs["joined"] == [11, 20]
 
 
-def test_a_node_added_with_allow_changes_runs_alone(tmp_path: Path) -> None:
+def test_allow_changes_runs_a_new_node_alone_and_a_rewired_one(tmp_path: Path) -> None:
     project = Project(tmp_path, {"flow.py": DIAMOND})
     first_run(project, ALL_DIAMOND)
     project.write(
@@ -791,3 +791,16 @@ def test_a_node_added_with_allow_changes_runs_alone(tmp_path: Path) -> None:
     assert done.code("extra") == "new", done
     assert_reused(done, *ALL_DIAMOND)
     assert done.outputs["extra"] == 2
+
+    # joined loses a dep: it runs, for its dependencies; extra reads an equal length.
+    project.edit(
+        "flow.py",
+        '@wf.node(deps=["left", "right"])\ndef joined(left, right):',
+        '@wf.node(deps=["left"])\ndef joined(left, right=0):',
+    )
+    done = project.run(allow_changes=True)
+
+    assert done.ran == ["joined"], done
+    assert "depend" in done.detail("joined"), done
+    assert_reused(done, "source", "left", "right", "extra")
+    assert done.outputs["joined"] == [11, 0]
