@@ -7,11 +7,14 @@ process importing edited files does; a captured value counts by value in the
 node's fingerprint, so a changed ``code`` or ``out`` is a changed node.
 
 The model: in topological order, a node whose dep failed or was skipped is
-skipped; otherwise it runs when it has no completed output (``new``), when its
-code changed and ``on_code_change`` is ``"rerun"`` (``code_changed``), or when a
-dep's final output in this run differs from the one it read
-(``input_changed``); else it is ``reused`` with its stored output. The nodes
-whose functions were called must be exactly those, with those reasons.
+skipped; otherwise it runs when ``rerun_from`` names it or an ancestor
+(``forced``), when it has no completed output (``new``, or ``forced`` under
+``rerun="failed"``), when its code changed, ``on_code_change`` is ``"rerun"``
+and ``rerun`` is not ``"failed"`` (``code_changed``), or when a dep's final
+output in this run differs from the one it read (``input_changed``); else it
+is ``reused`` with its stored output. The nodes whose functions were called
+must be exactly those, with those reasons and outputs; and the plan made
+before each run (as ``flowdag explain --plan`` makes it) must agree.
 """
 
 from __future__ import annotations
@@ -40,10 +43,26 @@ class Version:
 
 
 @dataclass(frozen=True, slots=True)
+class Options:
+    """The options of one `flowdag.run` call."""
+
+    on_code_change: str = "rerun"
+    rerun: str | None = None
+    rerun_from: tuple[str, ...] = ()
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "on_code_change": self.on_code_change,
+            "rerun": self.rerun,
+            "rerun_from": list(self.rerun_from),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Script:
     deps: dict[str, list[str]]  # in topological order
     passes: dict[str, bool]  # whether the node's output carries its inputs
-    runs: list[tuple[dict[str, Version], str]]  # each run: versions, on_code_change
+    runs: list[tuple[dict[str, Version], Options]]  # each run: its versions, its options
 
 
 def template(
@@ -94,18 +113,24 @@ class Model:
         self.script = script
         self.stored: dict[str, Stored | None] = dict.fromkeys(script.deps)
 
-    def step(self, versions: dict[str, Version], on_code_change: str) -> Expected:
+    def step(self, versions: dict[str, Version], options: Options) -> Expected:
         want = Expected()
+        forced = set(options.rerun_from)
         for name, deps in self.script.deps.items():
             stored, version = self.stored[name], versions[name]
+            if any(d in forced for d in deps):
+                forced.add(name)  # a descendant of a node of rerun_from
             if any(want.statuses[d] != "completed" for d in deps):
                 want.statuses[name] = "skipped"
                 self.stored[name] = None
                 continue
             inputs = {d: want.outputs[d] for d in deps}
-            if stored is None:
-                reason: tuple[str, set[str]] = ("new", set())
-            elif stored.version != version and on_code_change == "rerun":
+            code_counts = options.on_code_change == "rerun" and options.rerun is None
+            if name in forced:
+                reason: tuple[str, set[str]] = ("forced", set())
+            elif stored is None:
+                reason = ("forced" if options.rerun else "new", set())
+            elif stored.version != version and code_counts:
                 reason = ("code_changed", set())
             elif stored.inputs != inputs:
                 reason = ("input_changed", {d for d in deps if stored.inputs[d] != inputs[d]})
@@ -130,6 +155,7 @@ class Model:
 
 
 EDITS = ["code", "code", "output", "output", "fail", "fix"]
+ON_CODE_CHANGE = ["rerun", "rerun", "rerun", "warn", "ignore"]
 
 
 def edit(version: Version, action: str) -> Version:
@@ -151,15 +177,19 @@ def scripts(draw: st.DrawFn) -> Script:
         deps[name] = sorted(draw(st.sets(earlier, max_size=min(i, 3))))
     passes = {name: draw(st.booleans()) for name in names}
     first = {name: Version(fails=draw(st.integers(0, 9)) == 0) for name in names}
-    runs = [(first, "rerun")]
+    runs = [(first, Options())]
     for _ in range(draw(st.integers(1, 3))):
         before = runs[-1][0]
         # A few nodes edited; the others are rebuilt as they were (no-op edits).
         edited = draw(st.dictionaries(st.sampled_from(names), st.sampled_from(EDITS), max_size=3))
         versions = {n: edit(before[n], edited.get(n, "same")) for n in names}
-        runs.append(
-            (versions, draw(st.sampled_from(["rerun", "rerun", "rerun", "warn", "ignore"])))
-        )
+        options = Options(draw(st.sampled_from(ON_CODE_CHANGE)))
+        asked = draw(st.sampled_from(["", "", "", "", "failed", "from"]))
+        if asked == "failed":
+            options = replace(options, rerun="failed")
+        elif asked == "from":
+            options = replace(options, rerun_from=(draw(st.sampled_from(names)),))
+        runs.append((versions, options))
     return Script(deps, passes, runs)
 
 
@@ -176,15 +206,15 @@ def replay(script: Script, *, plan: bool) -> None:
     # A memory store: the records go through the codec as on disk, without fsyncs; the
     # disk stores are the end-to-end tests' (tests/test_change_edits.py).
     with MemoryStore() as store:
-        for i, (versions, on_code_change) in enumerate(script.runs):
+        for i, (versions, options) in enumerate(script.runs):
             calls.clear()
-            want = model.step(versions, on_code_change)
+            want = model.step(versions, options)
             dag = build(script, versions, calls)
-            where = f"run {i} ({on_code_change}) of {script}"
-            verdicts = planned(dag, store, on_code_change) if plan else {}
+            where = f"run {i} ({options}) of {script}"
+            verdicts = planned(dag, store, options) if plan else {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "warn" warns: not what this test is about
-                result = flowdag.run(dag, run_id="r", store=store, on_code_change=on_code_change)
+                result = flowdag.run(dag, run_id="r", store=store, **options.kwargs())
             assert sorted(calls) == sorted(want.ran), where
             assert {n: str(s) for n, s in result.node_status.items()} == want.statuses, where
             assert {n: result.outputs[n] for n in want.outputs} == want.outputs, where
@@ -211,7 +241,7 @@ def replay(script: Script, *, plan: bool) -> None:
                     assert (name in calls) == changed, said
 
 
-def planned(dag: flowdag.DAG, store: Store, on_code_change: str) -> dict[str, Any]:
+def planned(dag: flowdag.DAG, store: Store, options: Options) -> dict[str, Any]:
     """The verdicts `flowdag.run` would follow, planned from the store without running."""
     from flowdag._fingerprint import node_fingerprints
     from flowdag.resume import plan_call
@@ -222,8 +252,8 @@ def planned(dag: flowdag.DAG, store: Store, on_code_change: str) -> dict[str, An
         stored,
         "r",
         allow_changes=False,
-        on_code_change=on_code_change,
         fingerprints=node_fingerprints(dag),
+        **options.kwargs(),
     )
     return dict(plan.verdicts)
 
