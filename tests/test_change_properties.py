@@ -154,7 +154,7 @@ class Model:
         return want
 
 
-EDITS = ["code", "code", "output", "output", "fail", "fix"]
+EDITS = ["code", "code", "output", "output", "output", "fail", "fix"]
 ON_CODE_CHANGE = ["rerun", "rerun", "rerun", "warn", "ignore"]
 
 
@@ -174,7 +174,7 @@ def scripts(draw: st.DrawFn) -> Script:
     deps: dict[str, list[str]] = {}
     for i, name in enumerate(names):
         earlier = st.sampled_from(names[:i]) if i else st.nothing()
-        deps[name] = sorted(draw(st.sets(earlier, max_size=min(i, 3))))
+        deps[name] = sorted(draw(st.sets(earlier, min_size=min(i, 1), max_size=min(i, 3))))
     passes = {name: draw(st.booleans()) for name in names}
     first = {name: Version(fails=draw(st.integers(0, 9)) == 0) for name in names}
     runs = [(first, Options())]
