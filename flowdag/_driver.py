@@ -46,15 +46,10 @@ each call of `run()` gives a node its ``retries`` afresh: the retry budget and
 the backoff count the attempts of this call only. An attempt interrupted by a
 crash counts in the first, never in the second.
 
-On a resume, the plan (`flowdag.resume.plan_call`) gives each node a verdict:
-reused nodes start out done, nodes to run run, and a *provisional* node (its
-stored output holds unless an upstream node that runs now changes its output)
-waits for its deps like any node; when they are done, `flowdag._decide.resolve`
-compares the digests they have now with those the node read: all equal, the
-node is done from its stored state, with no attempt and no commit (early
-cutoff); else it runs. Every completed record carries its `Provenance`: the
-node's code fingerprint, its output's digest (made where it was encoded), the
-digests of the inputs it read and why it ran.
+On a resume, reused nodes (`flowdag.resume.plan_call`) start out done; a
+*provisional* node waits for its deps like any node, then runs only if an
+input it read came out different (`cut_off`). Every completed record
+carries its `Provenance`: code fingerprint, output and input digests, reason.
 
 If a commit fails, the nodes of that batch are reported failed with the store's
 error (for a start record, the node whose attempt is still running: its result
@@ -75,7 +70,6 @@ from queue import Empty, SimpleQueue
 from typing import Any
 
 from flowdag._commit import Commits, Committer, Starts
-from flowdag._decide import resolve
 from flowdag._ledger import Ledger
 from flowdag.attempt import Attempt, Outcome, failure
 from flowdag.dag import DAG, RUN_DEFAULT
@@ -90,7 +84,6 @@ from flowdag.state import (
     ErrorInfo,
     NodeRecord,
     NodeStatus,
-    Reason,
     RunStatus,
     new_attempt,
 )
@@ -137,11 +130,8 @@ class _Driver:
         self.deadlines: TimerHeap[Attempt] = TimerHeap()  # stale ones are dropped lazily
         self.starts = Starts() if store.durable else None  # a store in memory gets none
         self.ledger = Ledger(plan)
-        self.fingerprints = plan.fingerprints
-        verdicts = plan.verdicts
-        # Why each node runs (or was reused): provisional ones and skips update it.
-        self.reasons: dict[str, Reason] = {name: v.reason for name, v in verdicts.items()}
-        self.provisional = {n for n, v in verdicts.items() if v.action == "provisional"}
+        # Nodes whose verdict waits for their deps' new outputs (see `cut_off`).
+        self.provisional = {n for n, v in plan.verdicts.items() if v.action == "provisional"}
         put = self.events.put
         # Starts attempts as the executor's capabilities allow; each outcome, and the
         # real start of an attempt with a timeout, come back on the events queue.
@@ -230,25 +220,13 @@ class _Driver:
             free -= started
 
     def cut_off(self, name: str) -> bool:
-        """Decide a provisional node whose deps are done: True if its stored output holds.
-
-        Then it is done from its stored state (no attempt, no commit: its record
-        stays valid) and its dependents may start; else it runs, for the reason given.
-        """
+        """Decide provisional ``name``, its deps done: True if its stored output holds
+        (early cutoff: done with no attempt and no commit, its record stays valid)."""
         self.provisional.discard(name)
-        ledger = self.ledger
-        stored = ledger.states[name]
-        digests = ledger.digests
-        verdict = resolve(name, stored, {d: digests[d] for d in stored.deps if d in digests})
-        self.reasons[name] = verdict.reason
-        if verdict.action != "reuse":
+        stored = self.ledger.cut_off(name)
+        if stored is None:
             return False
         self.schedule.gate.release(name)  # it was seated in its pool by take()
-        ledger.outputs[name] = stored.output
-        provenance = stored.provenance
-        if provenance is not None and provenance.output is not None:
-            digests[name] = provenance.output
-        ledger.done += 1
         self.schedule.ready.done(name)
         if self.on_event is not None:
             self.emit(EventKind.NODE_FINISHED, name, stored.status, stored.attempts, None)
@@ -301,10 +279,7 @@ class _Driver:
         history = (
             ledger.history(name, last) if ledger.failed or ledger.states[name].history else (last,)
         )
-        spec = attempt.spec
-        provenance = ledger.provenance(
-            name, spec.deps, self.fingerprints[name], outcome.digest, self.reasons[name]
-        )
+        provenance = ledger.provenance(name, attempt.spec.deps, outcome.digest)
         self.commits.add(
             [
                 NodeRecord(
@@ -364,9 +339,6 @@ class _Driver:
                 )
             return
         logger.info("node %s failed: %s", spec.name, error)
-        # Its stored output's digest stays (as invalidate() keeps it): a later run
-        # whose output equals it still cuts off below.
-        stored_output = ledger.states[spec.name].provenance
         records = [
             NodeRecord(
                 spec.name,
@@ -376,36 +348,12 @@ class _Driver:
                 outcome.finished_at,
                 error,
                 history=ledger.history(spec.name, tried),
-                provenance=ledger.provenance(
-                    spec.name,
-                    spec.deps,
-                    self.fingerprints[spec.name],
-                    None if stored_output is None else stored_output.output,
-                    self.reasons[spec.name],
-                ),
+                provenance=ledger.provenance(spec.name, spec.deps, None),
             )
         ]
-        reasons = self.reasons
         for name in self.schedule.ready.fail(spec.name):
-            # A commit replaces a node's whole state: keep the attempts of earlier
-            # calls, and the provenance (digests, audit trail).
-            stored = ledger.states[name]
-            records.append(
-                NodeRecord(
-                    name,
-                    NodeStatus.SKIPPED,
-                    stored.attempts,
-                    history=stored.history,
-                    provenance=stored.provenance,
-                )
-            )
             self.provisional.discard(name)
-            was = reasons.get(name)
-            reasons[name] = Reason(
-                "new" if was is None else was.code,
-                f"skipped: upstream node '{spec.name}' failed"
-                + ("" if was is None else f" (it was to run: {was.detail})"),
-            )
+            records.append(ledger.skipped(name, spec.name))
         self.commits.add(records)
 
     # -- timers -------------------------------------------------------------
@@ -552,5 +500,5 @@ class _Driver:
         statuses = {state.status for state in states.values()}
         status = RunStatus.COMPLETED if statuses <= {NodeStatus.COMPLETED} else RunStatus.FAILED
         return RunResult(
-            self.run_id, self.dag.name, status, states, self.ledger.data, self.reasons
+            self.run_id, self.dag.name, status, states, self.ledger.data, self.ledger.reasons
         )

@@ -47,9 +47,9 @@ import functools
 import hashlib
 import inspect
 import logging
+import re
 import sys
 import sysconfig
-import re
 import textwrap
 import types
 import uuid
@@ -205,7 +205,7 @@ class Fingerprinter:
         depth: int,
         owner: Any = None,
     ) -> None:
-        """Digest ``value`` as part ``name`` of ``owner`` (a local function or class: as a helper)."""
+        """Digest ``value`` as part ``name`` of ``owner`` (a local function or class: a helper)."""
         if isinstance(value, types.ModuleType):
             return  # its functions count where they are used (attribute loads follow)
         if inspect.isfunction(value) or inspect.isclass(value) or inspect.ismethod(value):
@@ -248,7 +248,9 @@ class Fingerprinter:
         return not any(path.startswith(prefix) for prefix in self._installed)
 
 
-def node_fingerprints(dag: DAG, fingerprinter: Fingerprinter | None = None) -> dict[str, Fingerprint]:
+def node_fingerprints(
+    dag: DAG, fingerprinter: Fingerprinter | None = None
+) -> dict[str, Fingerprint]:
     """Node -> its code fingerprint: what `flowdag.run` records and a resume compares.
 
     The function's fingerprint, salted with the node's ``version=`` (part
@@ -261,7 +263,7 @@ def node_fingerprints(dag: DAG, fingerprinter: Fingerprinter | None = None) -> d
     out: dict[str, Fingerprint] = {}
     for name, spec in dag.specs.items():
         version, extract, preview = spec.version, spec.extract, spec.preview
-        key = (spec.fn, version, extract, preview)
+        key: tuple[Any, ...] = (spec.fn, version, extract, preview)
         try:
             found = shared.get(key)
         except TypeError:  # an unhashable callable object: by identity

@@ -22,8 +22,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import networkx as nx
-
 from flowdag._decide import Verdict, decide
 from flowdag._fingerprint import Fingerprint
 from flowdag.dag import CODE_CHANGE_POLICIES, DAG
@@ -202,9 +200,7 @@ def plan_run(dag: DAG, run_id: str, stored: RunState | None, *, allow_changes: b
 
 def _reset(dag: DAG, name: str, stored: NodeState | None) -> NodeState:
     """A stale node pending again; its provenance (digests, audit) stays."""
-    return NodeState(
-        deps=dag.deps(name), provenance=None if stored is None else stored.provenance
-    )
+    return NodeState(deps=dag.deps(name), provenance=None if stored is None else stored.provenance)
 
 
 def _differences(dag: DAG, stored: RunState) -> tuple[list[str], dict[str, Reason]]:

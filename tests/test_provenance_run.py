@@ -132,7 +132,7 @@ def test_every_completed_record_carries_its_provenance(store: Store) -> None:
         assert not provenance.manual and provenance.audit == ()
         digests[name] = provenance.output
         assert result.nodes[name].provenance == provenance
-    for name, node in stored.nodes.items():
+    for node in stored.nodes.values():
         assert node.provenance is not None
         assert dict(node.provenance.inputs) == {dep: digests[dep] for dep in node.deps}
     assert codes(result) == dict.fromkeys(wf.build().nodes, "new")
@@ -396,19 +396,19 @@ def test_plan_call_agrees_with_run() -> None:
 @pytest.mark.parametrize("version", [1.5, True, b"1", [1]])
 def test_a_version_that_is_not_a_str_or_int_is_refused(version: Any) -> None:
     wf = Workflow("w")
-    with pytest.raises(InvalidArgumentTypeError, match="node 'n'.*version"):
+    with pytest.raises(InvalidArgumentTypeError, match=r"node 'n'.*version"):
         wf.add_node("n", lambda: 1, version=version)
 
 
 def test_bad_run_options_are_refused_naming_the_culprit() -> None:
     wf = diamond()
-    with pytest.raises(InvalidArgumentError, match="node 'top'.*on_code_change"):
+    with pytest.raises(InvalidArgumentError, match=r"node 'top'.*on_code_change"):
         Workflow("w").add_node("top", top_one, on_code_change="sometimes")
-    with pytest.raises(InvalidArgumentError, match="on_code_change.*'sometimes'"):
+    with pytest.raises(InvalidArgumentError, match=r"on_code_change.*'sometimes'"):
         flowdag.run(wf, on_code_change="sometimes")
-    with pytest.raises(InvalidArgumentError, match="rerun.*'all'"):
+    with pytest.raises(InvalidArgumentError, match=r"rerun.*'all'"):
         flowdag.run(wf, rerun="all")
-    with pytest.raises(InvalidArgumentError, match="'nope'.*'top'"):
+    with pytest.raises(InvalidArgumentError, match=r"'nope'.*'top'"):
         flowdag.run(wf, rerun_from=["left", "nope"])
     with pytest.raises(InvalidArgumentTypeError, match="rerun_from"):
         flowdag.run(wf, rerun_from=[3])  # type: ignore[list-item]
