@@ -640,7 +640,8 @@ def test_rerun_failed_runs_failed_and_skipped_nodes_and_keeps_edited_completed_o
 
 
 def test_the_command_line_plans_runs_and_explains_an_early_cutoff(tmp_path: Path) -> None:
-    """``flowdag explain --plan``, ``flowdag run``, ``flowdag explain``, on the stored run."""
+    """``flowdag explain --plan``, ``flowdag run``, ``flowdag explain``, on the stored run;
+    then ``flowdag run --rerun-from``."""
     project = Project(tmp_path, {"flow.py": DIAMOND})
 
     def explained(*args: str) -> dict[str, dict[str, Any]]:
@@ -667,6 +668,14 @@ def test_the_command_line_plans_runs_and_explains_an_early_cutoff(tmp_path: Path
     assert after["left"]["finished_at"] != before["left"]["finished_at"], after
     for node in ("source", "right", "joined"):  # cut off: not run, its record untouched
         assert after[node] == before[node], after
+
+    project.cli("run", "flow.py", "--run-id", "r1", "--rerun-from", "left")
+    forced = explained("r1")
+
+    assert {n: forced[n]["code"] for n in ("left", "joined")} == dict.fromkeys(
+        ("left", "joined"), "forced"
+    ), forced
+    assert forced["source"] == after["source"] and forced["right"] == after["right"], forced
 
 
 BIG_LEFT = DIAMOND.replace("return source + 1", "return [source + 1] * 500")
