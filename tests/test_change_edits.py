@@ -346,6 +346,7 @@ import flowdag
 
 wf = flowdag.Workflow("values")
 LIMIT = 2
+SETTINGS = {"unit": "kg"}  # mutable: counts by its type only, with a warning
 
 
 def make(k):
@@ -370,6 +371,11 @@ def count(extract):
     return len(extract)
 
 
+@wf.node(deps=["extract"])
+def labelled(extract):
+    return f"{len(extract)} {SETTINGS['unit']}"
+
+
 wf.add_node("scaled", make(2), deps=["extract"])
 wf.add_node("fixed", make(10), deps=["extract"])
 """
@@ -377,7 +383,9 @@ wf.add_node("fixed", make(10), deps=["extract"])
 
 def test_closure_values_and_module_constants_count_by_value(tmp_path: Path) -> None:
     project = Project(tmp_path, {"flow.py": VALUES})
-    first_run(project, ["extract", "top", "count", "scaled", "fixed"])
+    first = first_run(project, ["extract", "top", "count", "labelled", "scaled", "fixed"])
+    said = [w for w in first.warnings if "SETTINGS" in w]
+    assert len(said) == 1 and "dict" in said[0], first  # never a silent "unhashable"
 
     project.edit("flow.py", "make(2)", "make(3)")
     done = project.run()
@@ -385,7 +393,7 @@ def test_closure_values_and_module_constants_count_by_value(tmp_path: Path) -> N
     assert done.ran == ["scaled"], done
     assert done.code("scaled") == "code_changed", done
     assert "closure" in done.detail("scaled") or " k" in done.detail("scaled"), done
-    assert_reused(done, "extract", "top", "count", "fixed")
+    assert_reused(done, "extract", "top", "count", "labelled", "fixed")
     assert done.outputs["scaled"] == [15, 18, 21]
 
     project.edit("flow.py", "LIMIT = 2", "LIMIT = 1")
@@ -394,7 +402,7 @@ def test_closure_values_and_module_constants_count_by_value(tmp_path: Path) -> N
     assert done.ran == ["top"], done
     assert done.code("top") == "code_changed", done
     assert "LIMIT" in done.detail("top"), done
-    assert_reused(done, "extract", "count", "scaled", "fixed")
+    assert_reused(done, "extract", "count", "labelled", "scaled", "fixed")
     assert done.outputs["top"] == [7]
 
 
