@@ -251,11 +251,15 @@ def _lost_blobs(
     """Reused or provisional nodes whose output's blob is unreadable while a node that
     may run needs it, walking back through the nodes that run: (node, why) each."""
     graph = dag.graph
+    # Only what a node that may run reads can be needed: none when all is reused.
+    running = [name for name, verdict in verdicts.items() if verdict.action != "reuse"]
+    if not running:
+        return []
     kept = {n for n, v in verdicts.items() if v.action != "run"}
     reused = {n for n, v in verdicts.items() if v.action == "reuse"}
     nodes = state.nodes
     lost: list[tuple[str, str]] = []
-    needed = [n for n in sorted(kept) if any(s not in reused for s in graph.succ[n])]
+    needed = sorted({dep for name in running for dep in graph.pred[name] if dep in kept})
     while needed:
         name = needed.pop()
         if name not in kept:

@@ -168,6 +168,45 @@ def test_records_of_a_failure_and_its_skips_keep_the_reason() -> None:
     assert skip.code == "new" and "'boom' failed" in skip.detail
 
 
+def test_outputs_made_in_worker_processes_are_digested_there() -> None:
+    # A memory store's blob area is out of the workers' reach: the big output
+    # comes back as bytes and is kept by reference here (its digest: the Ref's).
+    wf = Workflow("remote")
+    wf.add_node("big", lambda: list(range(1000)), inline_limit=64)
+    wf.add_node("small", lambda big: len(big), deps=["big"])
+    store = open_store("memory://")
+    result = flowdag.run(wf, run_id="r", store=store, executor="processes", max_workers=1)
+    assert result.ok, result.errors
+    big, small = result.nodes["big"].provenance, result.nodes["small"].provenance
+    assert big is not None and small is not None
+    assert big.output == result.refs["big"].sha256
+    assert small.output == output_digest(store.codec.encode(1000), 1000)
+    assert dict(small.inputs) == {"big": big.output}
+
+
+def test_accepted_structural_changes_are_reasons() -> None:
+    store = open_store("memory://")
+    flowdag.run(diamond(), run_id="r", store=store)
+    wf = diamond()
+    wf.add_node("extra", lambda left: left, deps=["left"])
+    changed = Workflow("diamond")
+    for spec in wf.specs:
+        if spec.name == "after_right":  # reads left too now
+            changed.add_node(spec.name, lambda right, left: [right, left], deps=["right", "left"])
+        else:
+            changed.add_node(spec.name, spec.fn, deps=spec.deps)
+    CALLS.clear()
+    result = flowdag.run(changed, run_id="r", store=store, allow_changes=True)
+    assert result.ok
+    explained = result.explain()
+    assert explained["extra"].code == "new"
+    assert explained["after_right"].code == "code_changed"
+    assert "from [right] to [left, right]" in explained["after_right"].detail
+    assert {n: explained[n].code for n in ["top", "left", "right", "join"]} == dict.fromkeys(
+        ["top", "left", "right", "join"], "reused"
+    )
+
+
 # -- early cutoff -----------------------------------------------------------------------------
 
 
