@@ -162,8 +162,8 @@ def _completed(
         assert provenance is not None
         if fingerprint.source_digest == provenance.source:
             note = (
-                "; its bytecode differs but its normalised source does not "
-                "(a new Python version?), so it was kept"
+                "; its bytecode differs but its normalised source does not (a docstring "
+                "edit, or a new Python version), so it was kept"
             )
         else:
             what = _changed_parts(dag, name, fingerprint, provenance.parts)
