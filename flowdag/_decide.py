@@ -61,6 +61,9 @@ class Verdict:
     warning: str | None = None
 
 
+_UNCHANGED = Verdict("reuse", Reason("reused", "its code and inputs are unchanged"))
+
+
 def decide(
     dag: DAG,
     state: RunState,
@@ -201,6 +204,8 @@ def _completed(
             Reason("reused", f"{shown} run again; kept if their outputs come back unchanged{note}"),
             warning,
         )
+    if not note and warning is None:
+        return _UNCHANGED  # the usual verdict on a resume: one object for every node
     return Verdict("reuse", Reason("reused", f"its code and inputs are unchanged{note}"), warning)
 
 
