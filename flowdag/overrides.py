@@ -3,7 +3,7 @@
 An override works from the stored run alone: `Store.load_statuses` gives every
 node's status, attempts, provenance and, from the run's header, its deps; no
 output is decoded and the workflow is never imported. It plans its changes
-with pure functions (`plan_mark_done`, `plan_invalidate`: node -> new status)
+with pure functions (`flowdag._override_plans`: node -> new status)
 and makes them durable in one `Store.commit` of node records, under the run's
 lock, so a ``kill -9`` at any moment leaves the run as it was or as the
 override leaves it, never a mix, and a live process running the run refuses it
@@ -129,7 +129,9 @@ def mark_done(
         InvalidArgumentError: ``node`` is not a node of the run.
         InvalidArgumentTypeError: an argument of the wrong type.
         SerializationError: ``output`` cannot be stored.
+        BlobMissingError: ``output`` holds a Ref to a blob the store does not have.
         RunLockedError: a live process runs the run; nothing changed.
+        StoreError: a store URL where there is no store.
     """
     _check_text(node, "node")
     _check_text(reason, "reason")
@@ -155,33 +157,24 @@ def mark_done(
                 encoded = opened.codec.encode(value)
                 blobs[value.sha256] = value.expires_at
                 blob = value.sha256
-            text = _said(f"marked done by {by}", reason)
-            records = []
-            for name in after:
-                old = state.nodes[name]
-                if name == node:
-                    provenance = Provenance(
-                        output=output_digest(encoded, value),
-                        reason=Reason("manual", text),
-                        manual=True,
-                        audit=(*_audit(old), Override("mark_done", by, at, reason)),
-                    )
-                    records.append(
-                        NodeRecord(
-                            name,
-                            NodeStatus.COMPLETED,
-                            old.attempts,
-                            at,
-                            at,
-                            output=encoded,
-                            history=old.history,
-                            blobs=blobs or None,
-                            provenance=provenance,
-                        )
-                    )
-                else:
-                    entry = Override("mark_done", by, at, _said(why[name], reason))
-                    records.append(_pending(name, old, entry, None))
+            records = [
+                _marked(
+                    node,
+                    state.nodes[node],
+                    encoded,
+                    value,
+                    blobs,
+                    Override("mark_done", by, at, reason),
+                )
+                if name == node
+                else _pending(
+                    name,
+                    state.nodes[name],
+                    Override("mark_done", by, at, _said(why[name], reason)),
+                    None,
+                )
+                for name in after
+            ]
             if not dry_run:
                 opened.commit(run_id, records)
             return replace(_result(state, "mark_done", after, why, by, at, dry_run), blob=blob)
@@ -220,6 +213,7 @@ def invalidate(
         InvalidArgumentError: a name that is not a node of the run, or no name.
         InvalidArgumentTypeError: an argument of the wrong type.
         RunLockedError: a live process runs the run; nothing changed.
+        StoreError: a store URL where there is no store.
     """
     names = _node_list(nodes)
     if type(downstream) is not bool:
@@ -322,6 +316,34 @@ def _encode(store: Store, run_id: str, node: str, output: Any) -> tuple[bytes, d
                 "which this store does not have; load the value and mark it done with it"
             )
     return encoded, dict(blobs)
+
+
+def _marked(
+    name: str,
+    old: NodeState,
+    encoded: bytes,
+    value: Any,
+    blobs: Mapping[str, datetime | None],
+    entry: Override,
+) -> NodeRecord:
+    """The record of ``old`` marked done: completed now with ``encoded``, pinned, attempts kept."""
+    provenance = Provenance(
+        output=output_digest(encoded, value),
+        reason=Reason("manual", _said(f"marked done by {entry.by}", entry.reason)),
+        manual=True,
+        audit=(*_audit(old), entry),
+    )
+    return NodeRecord(
+        name,
+        NodeStatus.COMPLETED,
+        old.attempts,
+        entry.at,
+        entry.at,
+        output=encoded,
+        history=old.history,
+        blobs=blobs or None,
+        provenance=provenance,
+    )
 
 
 def _pending(name: str, old: NodeState, entry: Override, reason: Reason | None) -> NodeRecord:
