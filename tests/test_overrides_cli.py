@@ -16,7 +16,7 @@ import pytest
 import flowdag
 from flowdag.cli.app import main
 from flowdag.stores import open_store
-from tests.gc_stores import held_elsewhere
+from tests.gc_stores import KEY, cli, held_elsewhere, open_kind
 from tests.test_overrides import workflow
 
 
@@ -156,3 +156,17 @@ def test_refused_while_another_process_runs_it(
             assert f"pid {pid}" in err and "--run-id" not in err  # no hint meant for `run`
     code, _, _ = flowdag_cli(capsys, "mark-done", "r", "b", "--json", "1", "--store", url)
     assert code == 0
+
+
+def test_an_encrypted_store_in_a_real_process(tmp_path: Path) -> None:
+    """``flowdag mark-done`` as operators run it: its own process, the key in FLOWDAG_KEY."""
+    with open_kind("lmdb-encrypted", tmp_path) as store:
+        flowdag.run(workflow("chain", [], {"b"}), run_id="r", store=store)
+    where = f"lmdb://{tmp_path / 'lmdb-encrypted'}"
+    done = cli("mark-done", "r", "b", "--json", "[1, 2]", "--store", where, FLOWDAG_KEY=KEY)
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()[1:]] == ["b", "c", "d"]
+    shown = cli("status", "r", "--json", "--store", where, FLOWDAG_KEY=KEY)
+    assert [e["node"] for e in json.loads(shown.stdout)["audit"]] == ["b", "c", "d"]
+    with open_kind("lmdb-encrypted", tmp_path) as store:
+        assert store.load("r").nodes["b"].output == [1, 2]
