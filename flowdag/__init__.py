@@ -40,7 +40,15 @@ from flowdag.gc import GCReport, gc
 from flowdag.overrides import invalidate, mark_done
 from flowdag.refs import Ref
 from flowdag.runner import EventKind, RunEvent, RunResult, run
-from flowdag.state import AttemptInfo, ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
+from flowdag.state import (
+    AttemptInfo,
+    ErrorInfo,
+    NodeState,
+    NodeStatus,
+    Reason,
+    RunState,
+    RunStatus,
+)
 from flowdag.stores import LMDBStore, MemoryStore, Store, open_store
 from flowdag.workflow import Workflow
 
@@ -78,6 +86,7 @@ __all__ = [
     "NodeStatus",
     "NodeTimeoutError",
     "OptionalDependencyError",
+    "Reason",
     "Ref",
     "RunEvent",
     "RunFailedError",

@@ -16,13 +16,8 @@ import pytest
 
 import flowdag
 from flowdag import Workflow
-from flowdag.runner import RunResult
 from flowdag.stores.base import Store
 from tests.gc_stores import DISK_KINDS, open_kind
-
-pytestmark = pytest.mark.skipif(
-    not hasattr(RunResult, "explain"), reason="needs the change-aware resume (RunResult.explain)"
-)
 
 
 def chain(calls: list[str], salt: int = 0, offsets: dict[str, int] | None = None) -> Workflow:
@@ -54,7 +49,7 @@ def test_a_node_marked_done_is_pinned_through_code_changes(store: Store) -> None
     calls: list[str] = []
     result = flowdag.run(chain(calls, salt=1), run_id="r", store=store)  # every node's code changed
     assert result.ok and calls == ["a", "c", "d"]
-    reasons = result.explain()  # type: ignore[attr-defined]
+    reasons = result.explain()
     assert reasons["b"].code == "manual" and "checked by hand" in reasons["b"].detail
     assert reasons["a"].code == "code_changed"
 
@@ -65,7 +60,7 @@ def test_nodes_below_a_node_marked_done_with_another_output_run_again(store: Sto
     calls: list[str] = []
     result = flowdag.run(chain(calls), run_id="r", store=store)
     assert result.ok and calls == ["c", "d"] and result.outputs["d"] == 12
-    reasons = result.explain()  # type: ignore[attr-defined]
+    reasons = result.explain()
     assert reasons["c"].code == "input_changed" and "'b'" in reasons["c"].detail
     assert reasons["a"].code == "reused"
 
@@ -77,7 +72,7 @@ def test_invalidated_without_downstream_early_cutoff_or_not(store: Store) -> Non
     calls: list[str] = []
     result = flowdag.run(chain(calls, offsets=offsets), run_id="r", store=store)
     assert result.ok and calls == ["b"]  # the same output: c and d keep theirs
-    reasons = result.explain()  # type: ignore[attr-defined]
+    reasons = result.explain()
     assert reasons["b"].code == "forced" and "suspect" in reasons["b"].detail
     assert reasons["c"].code == "reused"
 
@@ -86,7 +81,7 @@ def test_invalidated_without_downstream_early_cutoff_or_not(store: Store) -> Non
     calls.clear()
     result = flowdag.run(chain(calls, offsets=offsets), run_id="r", store=store)
     assert result.ok and calls == ["b", "c", "d"] and result.outputs["d"] == 104
-    assert result.explain()["c"].code == "input_changed"  # type: ignore[attr-defined]
+    assert result.explain()["c"].code == "input_changed"
 
 
 def test_invalidated_with_downstream_all_run_again(store: Store) -> None:
@@ -95,5 +90,5 @@ def test_invalidated_with_downstream_all_run_again(store: Store) -> None:
     calls: list[str] = []
     result = flowdag.run(chain(calls), run_id="r", store=store)
     assert result.ok and calls == ["b", "c", "d"]
-    reasons = result.explain()  # type: ignore[attr-defined]
+    reasons = result.explain()
     assert {reasons[n].code for n in "bcd"} == {"forced"}
