@@ -170,7 +170,10 @@ class Fingerprinter:
             return
         cached = self._done.get(id(fn))
         if cached is None:
-            cached = (_code_digest(code), _source_digest(fn))
+            bytecode = _code_digest(code)
+            # No source (built at run time, exec'd): its bytecode is all there is to
+            # compare, so a change of it is a change of source, not a new Python.
+            cached = (bytecode, _source_digest(fn) or bytecode)
             self._done[id(fn)] = cached
             self._keep.append(fn)
         parts[name], sources[name] = cached
@@ -182,6 +185,10 @@ class Fingerprinter:
             except ValueError:  # an empty cell: nothing captured yet
                 continue
             self._value(value, f"{name}: closure {cell_name}", parts, sources, depth + 1, fn)
+        # Default values are captured values too: ``lambda x, k=k: x * k`` in a loop.
+        defaults = (*(fn.__defaults__ or ()), *sorted((fn.__kwdefaults__ or {}).items()))
+        if defaults:
+            self._value(defaults, f"{name}: defaults", parts, sources, depth + 1, fn)
         module_globals = getattr(fn, "__globals__", {})
         global_names, attributes = _names_used(code)
         for global_name in sorted(global_names):
@@ -189,12 +196,38 @@ class Fingerprinter:
                 continue  # a builtin
             value = module_globals[global_name]
             if isinstance(value, types.ModuleType):  # helpers.clean(...): follow the attribute
-                for attribute in sorted(attributes):
-                    member = vars(value).get(attribute)
-                    if inspect.isfunction(member) or inspect.isclass(member):
-                        self._value(member, "", parts, sources, depth + 1)
+                self._members(value, attributes, parts, sources, depth + 1, {value})
                 continue
             self._value(value, f"global {global_name}", parts, sources, depth + 1, fn)
+
+    def _members(
+        self,
+        module: types.ModuleType,
+        attributes: frozenset[str],
+        parts: dict[str, str],
+        sources: dict[str, str],
+        depth: int,
+        seen: set[types.ModuleType],
+    ) -> None:
+        """The members of a project module read as attributes (``helpers.clean``,
+        ``helpers.RATE``, ``pkg.helpers.clean``): functions and classes as helpers,
+        immutable constants by value, submodules followed. Attribute names are not
+        tied to their object in bytecode, so any attribute name the code loads counts."""
+        members = vars(module)
+        for attribute in sorted(attributes):
+            member = members.get(attribute)
+            if member is None:
+                continue
+            if inspect.isfunction(member) or inspect.isclass(member):
+                self._value(member, "", parts, sources, depth)
+            elif isinstance(member, types.ModuleType):
+                if member not in seen and depth < _MAX_DEPTH and self._local(member):
+                    seen.add(member)
+                    self._members(member, attributes, parts, sources, depth + 1, seen)
+            elif self._local(module) and not _by_type(_value_key(member)):
+                key = _value_key(member)
+                name = f"global {_module_name(module)}.{attribute}"
+                parts[name] = sources[name] = _digest(repr(key).encode())
 
     def _value(
         self,
@@ -342,8 +375,14 @@ def _feed_code(h: Any, code: types.CodeType) -> None:
     h.update(code.co_code)
     h.update(repr((code.co_names, code.co_varnames, code.co_freevars, code.co_argcount)).encode())
     consts = code.co_consts
-    if consts and isinstance(consts[0], str) and code.co_flags & inspect.CO_NEWLOCALS:
-        consts = consts[1:]  # the docstring, if any, does not count (and co_code never reads it)
+    if (
+        consts
+        and (consts[0] is None or isinstance(consts[0], str))
+        and (code.co_flags & inspect.CO_NEWLOCALS)
+    ):
+        # The docstring's slot (None without one): it does not count, and co_code
+        # reads it only when that None is also a value the function uses.
+        consts = consts[1:]
     for const in consts:
         if isinstance(const, types.CodeType):
             _feed_code(h, const)
@@ -440,8 +479,17 @@ def _name_of(obj: Any) -> str:
     return f"{module}.{qualname}{where}" if module else f"{qualname}{where}"
 
 
+def _module_name(module: types.ModuleType) -> str:
+    """A module's name, as `_name_of` shows it (a file the CLI loaded: its stem)."""
+    loaded = _LOADED.fullmatch(module.__name__)
+    return module.__name__ if loaded is None else loaded.group(1)
+
+
 def _file_of(obj: Any) -> str | None:
     """The file ``obj``'s code comes from, or None."""
+    if isinstance(obj, types.ModuleType):
+        file = getattr(obj, "__file__", None)
+        return None if file is None else str(file)
     code = getattr(obj, "__code__", None)
     if code is not None:
         return str(code.co_filename)
