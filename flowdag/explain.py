@@ -1,0 +1,166 @@
+"""Why each node of a stored run holds what it holds, from the stored records alone.
+
+Design
+------
+A run's records say, for every node that ran under a release with provenance
+(run header format 4), why it last ran: ``Provenance.reason``, a
+`flowdag.state.Reason` written with the node's completion (``new``,
+``code_changed`` naming the function or helper and its file, ``input_changed``
+naming the dep, ``manual`` with the reason given to ``mark_done``, ...). A node
+reused by a later call keeps its record, so its reason is the one of the call
+that computed its output, and ``finished_at`` says when that was.
+
+Nodes that hold no output are explained by their status, in the codes a
+resume would give them (`flowdag.state.REASON_CODES`): a failed or skipped or
+never-run node runs again as ``new`` (the detail gives the error line, or the
+upstream nodes whose failure skipped it), one stored as running when its
+process died as ``interrupted``, an invalidated one as ``forced`` (its stored
+reason). A node that a live process runs right now has no code yet.
+
+Nothing here imports the workflow or reads an output: `explain_state` is pure
+and works on what `flowdag.stores.Store.load_statuses` returns.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from datetime import datetime
+
+from flowdag.state import NodeState, NodeStatus, Reason, RunState
+from flowdag.stores.base import Store
+
+__all__ = ["INTERRUPTED", "Explanation", "explain_state", "explain_stored", "topological"]
+
+#: The status shown for a node stored as running when no live process holds its run.
+INTERRUPTED = "interrupted"
+
+#: The reason of a completed node stored by a release before provenance (format 3 or older).
+NO_REASON = Reason("reused", "recorded by an earlier release: no reason stored")
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """One node of a stored run: its status, why it holds what it holds, and when it ran.
+
+    ``status`` is the stored status, or ``"interrupted"`` for a node stored as
+    running in a run no live process holds. ``reason`` is None only for a node a
+    live process runs now. ``finished_at`` is when its last attempt ended (None
+    if it never did).
+    """
+
+    node: str
+    status: str
+    reason: Reason | None
+    finished_at: datetime | None
+
+
+def explain_state(state: RunState, *, live: bool = False) -> list[Explanation]:
+    """Explain every node of ``state``, in topological order (see `topological`).
+
+    ``live``: a live process holds the run, so a node stored as running is
+    running now (else it was interrupted by a crash).
+    """
+    return [
+        Explanation(name, _status(node, live), _reason(state, name, live), node.finished_at)
+        for name in topological(state)
+        for node in (state.nodes[name],)
+    ]
+
+
+def explain_stored(store: Store, run_id: str) -> dict[str, Reason | None]:
+    """``{node: Reason}`` for a stored run, in topological order; outputs are not read.
+
+    Raises:
+        RunNotFoundError: the store holds no such run, or it expired.
+        CorruptStateError: the run's records are damaged.
+    """
+    state = store.load_statuses(run_id)
+    live = store.lock_holder(state.run_id) is not None
+    return {item.node: item.reason for item in explain_state(state, live=live)}
+
+
+def topological(state: RunState) -> list[str]:
+    """The run's nodes, each after its deps (from the stored header), ties in stored order.
+
+    Deps the run does not hold are ignored; nodes on a cycle (never in a
+    stored run, but a damaged one must still be shown) come last, in stored order.
+    """
+    index = {name: i for i, name in enumerate(state.nodes)}
+    waiting = {name: {d for d in node.deps if d in index} for name, node in state.nodes.items()}
+    users: dict[str, list[str]] = {name: [] for name in index}
+    for name, deps in waiting.items():
+        for dep in deps:
+            users[dep].append(name)
+    ready = [index[name] for name, deps in waiting.items() if not deps]
+    heapq.heapify(ready)
+    names = list(index)
+    order: list[str] = []
+    while ready:
+        name = names[heapq.heappop(ready)]
+        order.append(name)
+        for user in users[name]:
+            waiting[user].discard(name)
+            if not waiting[user]:
+                heapq.heappush(ready, index[user])
+    if len(order) < len(names):
+        placed = set(order)
+        order.extend(name for name in names if name not in placed)
+    return order
+
+
+def _status(node: NodeState, live: bool) -> str:
+    if node.status is NodeStatus.RUNNING and not live:
+        return INTERRUPTED
+    return str(node.status)
+
+
+def _reason(state: RunState, name: str, live: bool) -> Reason | None:
+    node = state.nodes[name]
+    stored = node.provenance.reason if node.provenance is not None else None
+    status = node.status
+    if status is NodeStatus.COMPLETED:
+        return stored or NO_REASON
+    if status is NodeStatus.RUNNING:
+        if live:
+            return None  # its reason is committed with it
+        return Reason("interrupted", "an attempt was in flight when its process died")
+    if status is NodeStatus.FAILED:
+        error = "no error stored" if node.error is None else _one_line(str(node.error))
+        attempts = "1 attempt" if node.attempts == 1 else f"{node.attempts} attempts"
+        return Reason("new", f"failed after {attempts}: {error}")
+    if status is NodeStatus.SKIPPED:
+        culprits = _failed_upstream(state, name)
+        if not culprits:
+            return Reason("new", "skipped: an upstream node failed")
+        listed = ", ".join(repr(c) for c in culprits)
+        return Reason("new", f"skipped: upstream {listed} failed")
+    # Pending: invalidated (its stored reason says by whom), or never run.
+    if stored is not None and stored.code == "forced":
+        return stored
+    if node.attempts:
+        return Reason("new", "pending: no completed output to reuse")
+    return Reason("new", "never ran")
+
+
+def _failed_upstream(state: RunState, name: str) -> list[str]:
+    """The failed nodes upstream of a skipped node, through skipped nodes, in stored order."""
+    nodes = state.nodes
+    seen: set[str] = set()
+    failed: set[str] = set()
+    stack = list(nodes[name].deps)
+    while stack:
+        dep = stack.pop()
+        if dep in seen or dep not in nodes:
+            continue
+        seen.add(dep)
+        status = nodes[dep].status
+        if status is NodeStatus.FAILED:
+            failed.add(dep)
+        elif status is NodeStatus.SKIPPED:
+            stack.extend(nodes[dep].deps)
+    return [n for n in nodes if n in failed]
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
