@@ -56,7 +56,7 @@ class Explanation:
 
 
 def explain_state(state: RunState, *, live: bool = False) -> list[Explanation]:
-    """Explain every node of ``state``, in topological order (see `topological`).
+    """Explain every node of ``state``, in topological order, ties by name (`topological`).
 
     ``live``: a live process holds the run, so a node stored as running is
     running now (else it was interrupted by a crash).
@@ -69,7 +69,7 @@ def explain_state(state: RunState, *, live: bool = False) -> list[Explanation]:
 
 
 def explain_stored(store: Store, run_id: str) -> dict[str, Reason | None]:
-    """``{node: Reason}`` for a stored run, in topological order; outputs are not read.
+    """``{node: Reason}`` for a stored run, in `topological` order; outputs are not read.
 
     Raises:
         RunNotFoundError: the store holds no such run, or it expired.
@@ -81,31 +81,32 @@ def explain_stored(store: Store, run_id: str) -> dict[str, Reason | None]:
 
 
 def topological(state: RunState) -> list[str]:
-    """The run's nodes, each after its deps (from the stored header), ties in stored order.
+    """The run's nodes, each after its deps (from the stored header), ties by name.
 
-    Deps the run does not hold are ignored; nodes on a cycle (never in a
-    stored run, but a damaged one must still be shown) come last, in stored order.
+    By name, not in stored order, which differs between store kinds: one run
+    reads the same from every store. Deps the run does not hold are ignored;
+    nodes on a cycle (never in a stored run, but a damaged one must still be
+    shown) come last, by name.
     """
-    index = {name: i for i, name in enumerate(state.nodes)}
-    waiting = {name: {d for d in node.deps if d in index} for name, node in state.nodes.items()}
-    users: dict[str, list[str]] = {name: [] for name in index}
+    nodes = state.nodes
+    waiting = {name: {d for d in node.deps if d in nodes} for name, node in nodes.items()}
+    users: dict[str, list[str]] = {name: [] for name in nodes}
     for name, deps in waiting.items():
         for dep in deps:
             users[dep].append(name)
-    ready = [index[name] for name, deps in waiting.items() if not deps]
+    ready = [name for name, deps in waiting.items() if not deps]
     heapq.heapify(ready)
-    names = list(index)
     order: list[str] = []
     while ready:
-        name = names[heapq.heappop(ready)]
+        name = heapq.heappop(ready)
         order.append(name)
         for user in users[name]:
             waiting[user].discard(name)
             if not waiting[user]:
-                heapq.heappush(ready, index[user])
-    if len(order) < len(names):
+                heapq.heappush(ready, user)
+    if len(order) < len(nodes):
         placed = set(order)
-        order.extend(name for name in names if name not in placed)
+        order.extend(sorted(name for name in nodes if name not in placed))
     return order
 
 
@@ -144,7 +145,7 @@ def _reason(state: RunState, name: str, live: bool) -> Reason | None:
 
 
 def _failed_upstream(state: RunState, name: str) -> list[str]:
-    """The failed nodes upstream of a skipped node, through skipped nodes, in stored order."""
+    """The failed nodes upstream of a skipped node, through skipped nodes, by name."""
     nodes = state.nodes
     seen: set[str] = set()
     failed: set[str] = set()
@@ -159,7 +160,7 @@ def _failed_upstream(state: RunState, name: str) -> list[str]:
             failed.add(dep)
         elif status is NodeStatus.SKIPPED:
             stack.extend(nodes[dep].deps)
-    return [n for n in nodes if n in failed]
+    return sorted(failed)
 
 
 def _one_line(text: str) -> str:

@@ -1,7 +1,7 @@
 """``flowdag explain``: why each node of a run ran or was reused, or would be.
 
 ``flowdag explain RUN_ID`` reads the stored run alone (no workflow import, no
-output read): for every node, in topological order, its status, a reason code
+output read): for every node, in topological order (ties by name), its status, a reason code
 of `flowdag.state.REASON_CODES`, the reason's detail and when it ran. See
 `flowdag.explain` for what each code means for a stored node.
 
@@ -26,17 +26,26 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from flowdag.cli.base import CLIError, Commands, Exit, add_command, add_store_option, open_store
+from flowdag.cli.loader import load_dag
 from flowdag.cli.render import local_time, output_console, styled, text_table
 from flowdag.cli.runs import liveness
-from flowdag.explain import Explanation, explain_state
+from flowdag.dag import DAG
+from flowdag.errors import RunLockedError, RunNotFoundError, StoreError
+from flowdag.explain import Explanation, explain_state, topological
+from flowdag.runner import RunResult
+from flowdag.state import NodeState, RunState
 from flowdag.stores.base import check_run_id
+
+if TYPE_CHECKING:
+    from flowdag._decide import Verdict
 
 __all__ = ["add_parser", "cmd_explain"]
 
@@ -88,9 +97,7 @@ def cmd_explain(args: argparse.Namespace, err: Console) -> int:
     --allow-changes; runs nothing and writes nothing to the store.
     """
     if args.plan is not None:
-        from flowdag.cli.explain_plan import cmd_plan  # imports the planning machinery
-
-        return cmd_plan(args, err)
+        return _cmd_plan(args, err)
     if args.run_id is None:
         raise CLIError("explain needs RUN_ID, or --plan FILE.py --run-id ID")
     planning = [
@@ -162,3 +169,132 @@ def _detail(item: Explanation) -> str:
 
 def _moment(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
+
+
+# -- flowdag explain --plan --------------------------------------------------------------
+
+
+def _cmd_plan(args: argparse.Namespace, err: Console) -> int:
+    """What ``flowdag run FILE --run-id ID`` would do; reads the store, writes nothing."""
+    if args.run_id is not None and args.plan_run_id not in (None, args.run_id):
+        raise CLIError(
+            f"two run ids: RUN_ID {args.run_id!r} and --run-id {args.plan_run_id!r}; give one"
+        )
+    run_id = args.plan_run_id or args.run_id
+    if run_id is None:
+        raise CLIError("--plan needs the run to plan: flowdag explain --plan FILE.py --run-id ID")
+    check_run_id(run_id)  # before importing the file: bad input fails fast
+    ran_at_import: list[RunResult] = []
+    dag = load_dag(args.plan, ran_at_import)
+    if ran_at_import:
+        err.print(
+            f"flowdag: warning: importing {escape(args.plan)} ran a workflow itself "
+            "(flowdag.run at module level); put that call under "
+            '`if __name__ == "__main__":`',
+            soft_wrap=True,
+        )
+    # The planning run() uses; imported here, as the other commands do not need it.
+    from flowdag.resume import node_fingerprints, plan_call
+
+    stored = _stored(args.store, run_id)
+    fingerprints = node_fingerprints(dag)
+    plan = plan_call(
+        dag,
+        stored,
+        run_id,
+        allow_changes=args.allow_changes,
+        on_code_change=args.on_code_change or "rerun",
+        rerun=args.rerun,
+        rerun_from=tuple(args.rerun_from or ()),
+        fingerprints=fingerprints,
+    )
+    nodes = stored.nodes if stored is not None else {}
+    rows = []
+    for name in dag.graph:  # re-ordered below: deps before their users, ties by name
+        verdict = plan.verdicts[name]
+        node = nodes.get(name)
+        rows.append(
+            {
+                "node": name,
+                "status": None if node is None else str(node.status),
+                "action": verdict.action,
+                "code": verdict.reason.code,
+                "detail": _verdict_detail(dag, plan.verdicts, name),
+                "warning": verdict.warning,
+                "finished_at": None if node is None else _moment(node.finished_at),
+            }
+        )
+    order = {name: i for i, name in enumerate(_dag_order(dag))}
+    rows.sort(key=lambda row: order[row["node"]])
+    if args.json:
+        document = {
+            "run_id": run_id,
+            "workflow": dag.name,
+            "status": None if stored is None else str(stored.status),
+            "plan": True,
+            "nodes": rows,
+        }
+        print(json.dumps(document, indent=2))
+        return Exit.OK
+    out = output_console()
+    counts = {action: sum(row["action"] == action for row in rows) for action in _ACTIONS}
+    summary = ", ".join(f"{number} {_ACTIONS[action]}" for action, number in counts.items())
+    fresh = "  (not stored: a new run)" if stored is None else ""
+    out.print(
+        f"plan  run {escape(run_id)}  workflow {escape(dag.name)}  {summary}{fresh}",
+        soft_wrap=True,
+    )
+    cells = [[row["node"], row["action"], row["code"], row["detail"]] for row in rows]
+    out.file.write(text_table(out, ("node", "action", "code", "why"), cells, status=-1))
+    for row in rows:
+        if row["warning"]:
+            out.file.write(f"warning: {row['node']}: {row['warning']}\n")
+    out.file.flush()
+    return Exit.OK
+
+
+#: Plan actions, as the summary line counts them.
+_ACTIONS = {"run": "run", "provisional": "provisional", "reuse": "reused"}
+
+
+def _stored(url: str, run_id: str) -> RunState | None:
+    """The stored run as `flowdag.run` loads it; None when it would start afresh.
+
+    Opened without creating anything: a store that does not exist yet holds no run.
+    """
+    try:
+        store = open_store(url, create=False)
+    except StoreError as exc:
+        # No store there yet (flowdag.stores._files.no_store_error): run would create one.
+        if str(exc).startswith("no store at "):
+            return None
+        raise
+    with store:
+        try:
+            state = store.load(run_id)
+        except RunNotFoundError:
+            return None
+        holder = store.lock_holder(run_id)
+    if holder is not None:
+        who = f"pid {holder}" if holder else "another process"
+        raise RunLockedError(
+            f"run {run_id!r} is running now ({who}): flowdag run would be refused; "
+            f"flowdag explain {run_id} shows where it stands"
+        )
+    return state
+
+
+def _verdict_detail(dag: DAG, verdicts: Mapping[str, Verdict], name: str) -> str:
+    verdict = verdicts[name]
+    if verdict.action != "provisional":
+        return verdict.reason.detail
+    upstream = [d for d in dag.deps(name) if verdicts[d].action != "reuse"]
+    listed = ", ".join(repr(d) for d in upstream) or "its deps"
+    return f"runs unless {listed} come back unchanged (early cutoff)"
+
+
+def _dag_order(dag: DAG) -> list[str]:
+    """The DAG's nodes, each after its deps, ties by name: as `flowdag explain RUN_ID`."""
+    return topological(
+        RunState("", dag.name, nodes={n: NodeState(deps=dag.deps(n)) for n in dag.graph})
+    )
