@@ -290,7 +290,8 @@ def _verdict_detail(dag: DAG, verdicts: Mapping[str, Verdict], name: str) -> str
         return verdict.reason.detail
     upstream = [d for d in dag.deps(name) if verdicts[d].action != "reuse"]
     listed = ", ".join(repr(d) for d in upstream) or "its deps"
-    return f"runs unless {listed} come back unchanged (early cutoff)"
+    verb = "comes" if len(upstream) == 1 else "come"
+    return f"runs unless {listed} {verb} back unchanged (early cutoff)"
 
 
 def _dag_order(dag: DAG) -> list[str]:
