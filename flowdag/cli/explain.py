@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from flowdag.cli.base import CLIError, Commands, Exit, add_command, add_store_option, open_store
+from flowdag.cli.base import (
+    CLIError,
+    Commands,
+    Exit,
+    add_command,
+    add_store_option,
+    flatten,
+    open_store,
+)
 from flowdag.cli.loader import load_dag
 from flowdag.cli.render import local_time, output_console, styled, text_table
 from flowdag.cli.runs import liveness
@@ -46,6 +54,7 @@ from flowdag.stores.base import check_run_id
 
 if TYPE_CHECKING:
     from flowdag._decide import Verdict
+    from flowdag.resume import Plan
 
 __all__ = ["add_parser", "cmd_explain"]
 
@@ -193,62 +202,32 @@ def _cmd_plan(args: argparse.Namespace, err: Console) -> int:
             '`if __name__ == "__main__":`',
             soft_wrap=True,
         )
-    # The planning run() uses; imported here, as the other commands do not need it.
-    from flowdag.resume import node_fingerprints, plan_call
-
-    stored = _stored(args.store, run_id)
-    fingerprints = node_fingerprints(dag)
-    plan = plan_call(
-        dag,
-        stored,
-        run_id,
-        allow_changes=args.allow_changes,
-        on_code_change=args.on_code_change or "rerun",
-        rerun=args.rerun,
-        rerun_from=tuple(args.rerun_from or ()),
-        fingerprints=fingerprints,
-    )
-    nodes = stored.nodes if stored is not None else {}
-    rows = []
-    for name in dag.graph:  # re-ordered below: deps before their users, ties by name
-        verdict = plan.verdicts[name]
-        node = nodes.get(name)
-        rows.append(
-            {
-                "node": name,
-                "status": None if node is None else str(node.status),
-                "action": verdict.action,
-                "code": verdict.reason.code,
-                "detail": _verdict_detail(dag, plan.verdicts, name),
-                "warning": verdict.warning,
-                "finished_at": None if node is None else _moment(node.finished_at),
-            }
-        )
-    order = {name: i for i, name in enumerate(_dag_order(dag))}
-    rows.sort(key=lambda row: order[row["node"]])
+    stored, plan = _plan(args, dag, run_id)
+    rows = [_plan_row(dag, stored, plan.verdicts, name) for name in _dag_order(dag)]
+    status = None if stored is None else str(stored.status)
     if args.json:
         document = {
             "run_id": run_id,
             "workflow": dag.name,
-            "status": None if stored is None else str(stored.status),
+            "status": status,
             "plan": True,
             "nodes": rows,
+            "warnings": list(plan.warnings),
         }
         print(json.dumps(document, indent=2))
         return Exit.OK
     out = output_console()
     counts = {action: sum(row["action"] == action for row in rows) for action in _ACTIONS}
     summary = ", ".join(f"{number} {_ACTIONS[action]}" for action, number in counts.items())
-    fresh = "  (not stored: a new run)" if stored is None else ""
     out.print(
-        f"plan  run {escape(run_id)}  workflow {escape(dag.name)}  {summary}{fresh}",
+        f"plan of flowdag run {escape(args.plan)} --run-id {escape(run_id)}: {summary}"
+        + ("  (a new run)" if stored is None else f"  (stored: {status})"),
         soft_wrap=True,
     )
     cells = [[row["node"], row["action"], row["code"], row["detail"]] for row in rows]
     out.file.write(text_table(out, ("node", "action", "code", "why"), cells, status=-1))
-    for row in rows:
-        if row["warning"]:
-            out.file.write(f"warning: {row['node']}: {row['warning']}\n")
+    for warning in plan.warnings:
+        out.file.write(f"warning: {flatten(warning)}\n")
     out.file.flush()
     return Exit.OK
 
@@ -257,31 +236,67 @@ def _cmd_plan(args: argparse.Namespace, err: Console) -> int:
 _ACTIONS = {"run": "run", "provisional": "provisional", "reuse": "reused"}
 
 
-def _stored(url: str, run_id: str) -> RunState | None:
-    """The stored run as `flowdag.run` loads it; None when it would start afresh.
+def _plan(args: argparse.Namespace, dag: DAG, run_id: str) -> tuple[RunState | None, Plan]:
+    """The stored run (None: run would start it afresh) and the plan `flowdag.run` makes.
 
-    Opened without creating anything: a store that does not exist yet holds no run.
+    Step by step as `flowdag.run` does, through the same functions, minus the
+    run lock (not taken: only a live holder is looked for) and anything that
+    writes. A store that does not exist is not created: it holds no run.
     """
+    # The planning run() uses; imported here, as the other commands do not need it.
+    from flowdag._fingerprint import Fingerprinter, node_fingerprints
+    from flowdag.resume import check_rerun, plan_call
+    from flowdag.runner import blob_reader
+
+    on_code_change = args.on_code_change or "rerun"
+    rerun_from = tuple(args.rerun_from or ())
+    check_rerun(dag, on_code_change, args.rerun, rerun_from)
+    fingerprints = node_fingerprints(dag, Fingerprinter())
+    options: dict[str, Any] = {
+        "allow_changes": args.allow_changes,
+        "fingerprints": fingerprints,
+        "on_code_change": on_code_change,
+        "rerun": args.rerun,
+        "rerun_from": rerun_from,
+    }
     try:
-        store = open_store(url, create=False)
+        store = open_store(args.store, create=False)
     except StoreError as exc:
         # No store there yet (flowdag.stores._files.no_store_error): run would create one.
-        if str(exc).startswith("no store at "):
-            return None
-        raise
+        if not str(exc).startswith("no store at "):
+            raise
+        return None, plan_call(dag, None, run_id, **options)
     with store:
         try:
-            state = store.load(run_id)
+            stored: RunState | None = store.load(run_id)  # as run() loads it
         except RunNotFoundError:
-            return None
+            stored = None
         holder = store.lock_holder(run_id)
-    if holder is not None:
-        who = f"pid {holder}" if holder else "another process"
-        raise RunLockedError(
-            f"run {run_id!r} is running now ({who}): flowdag run would be refused; "
-            f"flowdag explain {run_id} shows where it stands"
-        )
-    return state
+        if holder is not None:
+            who = f"pid {holder}" if holder else "another process"
+            raise RunLockedError(
+                f"run {run_id!r} is running now ({who}), so flowdag run would be refused; "
+                f"flowdag explain {run_id} shows where it stands"
+            )
+        plan = plan_call(dag, stored, run_id, readable=blob_reader(store), **options)
+    return stored, plan
+
+
+def _plan_row(
+    dag: DAG, stored: RunState | None, verdicts: Mapping[str, Verdict], name: str
+) -> dict[str, Any]:
+    """One node as ``explain --plan --json`` prints it."""
+    verdict = verdicts[name]
+    node = None if stored is None else stored.nodes.get(name)
+    return {
+        "node": name,
+        "status": None if node is None else str(node.status),
+        "action": verdict.action,
+        "code": verdict.reason.code,
+        "detail": _verdict_detail(dag, verdicts, name),
+        "warning": verdict.warning,
+        "finished_at": None if node is None else _moment(node.finished_at),
+    }
 
 
 def _verdict_detail(dag: DAG, verdicts: Mapping[str, Verdict], name: str) -> str:
@@ -297,5 +312,5 @@ def _verdict_detail(dag: DAG, verdicts: Mapping[str, Verdict], name: str) -> str
 def _dag_order(dag: DAG) -> list[str]:
     """The DAG's nodes, each after its deps, ties by name: as `flowdag explain RUN_ID`."""
     return topological(
-        RunState("", dag.name, nodes={n: NodeState(deps=dag.deps(n)) for n in dag.graph})
+        RunState("", dag.name, nodes={n: NodeState(deps=dag.deps(n)) for n in dag.nodes})
     )
