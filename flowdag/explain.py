@@ -129,13 +129,16 @@ def _reason(state: RunState, name: str, live: bool) -> Reason | None:
     if status is NodeStatus.FAILED:
         error = "no error stored" if node.error is None else _one_line(str(node.error))
         attempts = "1 attempt" if node.attempts == 1 else f"{node.attempts} attempts"
-        return Reason("new", f"failed after {attempts}: {error}")
+        # Its record says why that call ran it (a skipped or running record's is stale).
+        ran = "" if stored is None else f" (it ran: {stored.code}: {stored.detail})"
+        return Reason("new", f"failed after {attempts}: {error}{ran}")
     if status is NodeStatus.SKIPPED:
         culprits = _failed_upstream(state, name)
         if not culprits:
             return Reason("new", "skipped: an upstream node failed")
         listed = ", ".join(repr(c) for c in culprits)
-        return Reason("new", f"skipped: upstream {listed} failed")
+        nodes = "node" if len(culprits) == 1 else "nodes"
+        return Reason("new", f"skipped: upstream {nodes} {listed} failed")
     # Pending: invalidated (its stored reason says by whom), or never run.
     if stored is not None and stored.code == "forced":
         return stored

@@ -46,6 +46,7 @@ DISK = ("lmdb", "json", "flatbuffers")
 CHANGED = Reason("code_changed", "helper clean_rows (etl/helpers.py) changed")
 PINNED = Reason("manual", "loaded by hand: ticket 12")
 FORCED = Reason("forced", "invalidated by ann@host: bad rows")
+INPUT = Reason("input_changed", "'clean' changed")
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +95,7 @@ def etl_state() -> RunState:
         "extract": ran(0, (), Reason("new", "never ran before")),
         "clean": ran(9, ("extract",), CHANGED),
         "legacy": ran(1, ("extract",), provenance=False),
-        "load": ran(10, ("clean",), status=NodeStatus.FAILED, error=boom),
+        "load": ran(10, ("clean",), INPUT, status=NodeStatus.FAILED, error=boom),
         "fixed": ran(3, ("extract",), PINNED, manual=True),
         "audit": ran(4, ("fixed",), FORCED, status=NodeStatus.PENDING),
         "fresh": NodeState(deps=("extract",)),
@@ -116,8 +117,14 @@ EXPECTED = [
     ("audit", "pending", "forced", FORCED.detail),
     ("fresh", "pending", "new", "never ran"),
     ("legacy", "completed", "reused", NO_REASON.detail),
-    ("load", "failed", "new", "failed after 1 attempt: ValueError: bad row 7; second line"),
-    ("report", "skipped", "new", "skipped: upstream 'load' failed"),
+    (
+        "load",
+        "failed",
+        "new",
+        "failed after 1 attempt: ValueError: bad row 7; second line "
+        "(it ran: input_changed: 'clean' changed)",
+    ),
+    ("report", "skipped", "new", "skipped: upstream node 'load' failed"),
     ("slow", "interrupted", "interrupted", "an attempt was in flight when its process died"),
 ]
 
@@ -173,7 +180,7 @@ def test_skipped_names_every_failed_upstream_through_skipped_nodes() -> None:
         "t": NodeState(NodeStatus.SKIPPED, deps=("s", "b")),
     }
     explained = {e.node: e.reason for e in explain_state(RunState("r", "w", nodes=nodes))}
-    assert explained["t"] == Reason("new", "skipped: upstream 'a', 'b' failed")
+    assert explained["t"] == Reason("new", "skipped: upstream nodes 'a', 'b' failed")
     assert explained["b"] == Reason("new", "failed after 2 attempts: RuntimeError: x")
 
 
@@ -300,7 +307,7 @@ def test_a_store_of_the_release_before_explains(
         and "RuntimeError: planned failure 2" in (nodes["flaky"]["detail"])
     )
     assert (nodes["load"]["status"], nodes["load"]["detail"]) == (
-        "skipped", "skipped: upstream 'flaky' failed"
+        "skipped", "skipped: upstream node 'flaky' failed"
     )  # fmt: skip
     code, out, err = cli(capsys, "explain", legacy4.RUN_ID, "--store", where)
     assert code == 0 and "flaky" in out and err == ""
