@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from flowdag.cli import gc as gc_command
 from flowdag.cli import explain, graph, run, runs, show
+from flowdag.cli import gc as gc_command
 from flowdag.cli.base import CLIError, Command, Exit, flatten, log
 from flowdag.cli.bench import command as bench
 from flowdag.errors import FlowdagError, RunLockedError, WorkflowChangedError
