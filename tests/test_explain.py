@@ -360,6 +360,10 @@ def test_a_live_run_then_the_same_run_killed(tmp_path: Path) -> None:
             assert runner.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         live = explain_json(tmp_path, store)
+        while live["nodes"][1]["status"] != "running":  # b's start record is committed apart
+            assert runner.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+            live = explain_json(tmp_path, store)
         assert live["status"] == "running"
         b = live["nodes"][1]
         assert (b["node"], b["status"], b["code"], b["detail"]) == (

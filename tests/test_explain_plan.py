@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ pytestmark = pytest.mark.skipif(
     not hasattr(flowdag.resume, "plan_call"), reason="needs the planning of run() (plan_call)"
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 DISK = ("lmdb", "json", "flatbuffers")
 
 HELPERS = """
@@ -248,3 +253,62 @@ def test_bad_plan_input_is_one_error_line(
     assert err.startswith("flowdag: error: ") and err.count("\n") == 1, err
     for word in words:
         assert word in err
+
+
+# b hangs while a file "hang" exists (in the cwd), after saying it started.
+HANGING = """
+import os, pathlib, time
+import flowdag
+
+wf = flowdag.Workflow("hanging")
+
+@wf.node
+def a():
+    return 1
+
+@wf.node(deps=["a"])
+def b(a):
+    pathlib.Path("b-started").touch()
+    while os.path.exists("hang"):
+        time.sleep(0.05)
+    return a + 1
+
+@wf.node(deps=["b"])
+def c(b):
+    return b * 10
+"""
+
+
+def test_a_live_run_is_refused_and_a_killed_one_runs_its_interrupted_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "pipeline.py").write_text(textwrap.dedent(HANGING))
+    (tmp_path / "hang").touch()
+    store = f"lmdb://{tmp_path / 's'}"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "flowdag", "run", "pipeline.py", "--run-id", "r", "--store", store],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "b-started").exists():
+            assert runner.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        # The start record of b is committed apart from b's own start: wait for it.
+        while explained(capsys, store)["b"]["status"] != "running":
+            assert runner.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        code, out, err = cli(
+            capsys, "explain", "--plan", "pipeline.py", "--run-id", "r", "--store", store
+        )
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert f"pid {runner.pid}" in err and "flowdag run would be refused" in err
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=30)
+    (tmp_path / "hang").unlink()
+    actions = run_and_check(capsys, tmp_path, store)
+    assert actions == {"a": "reuse", "b": "run", "c": "run"}
+    after = explained(capsys, store)
+    assert (after["b"]["code"], after["c"]["code"]) == ("interrupted", "new")
