@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -206,7 +207,7 @@ def _cmd_plan(args: argparse.Namespace, err: Console) -> int:
         )
     stored, plan = _plan(args, dag, run_id)
     rows = [_plan_row(dag, stored, plan.verdicts, name) for name in _dag_order(dag)]
-    status = None if stored is None else str(stored.status)
+    status = None if stored is None else stored.status
     if args.json:
         document = {
             "run_id": run_id,
@@ -238,8 +239,8 @@ def _cmd_plan(args: argparse.Namespace, err: Console) -> int:
 _ACTIONS = {"run": "run", "provisional": "provisional", "reuse": "reused"}
 
 
-def _plan(args: argparse.Namespace, dag: DAG, run_id: str) -> tuple[RunState | None, Plan]:
-    """The stored run (None: run would start it afresh) and the plan `flowdag.run` makes.
+def _plan(args: argparse.Namespace, dag: DAG, run_id: str) -> tuple[_Stored | None, Plan]:
+    """The stored run as it was (None: run would start it afresh) and the plan run makes.
 
     Step by step as `flowdag.run` does, through the same functions, minus the
     run lock (not taken: only a live holder is looked for) and anything that
@@ -280,24 +281,39 @@ def _plan(args: argparse.Namespace, dag: DAG, run_id: str) -> tuple[RunState | N
                 f"run {run_id!r} is running now ({who}), so flowdag run would be refused; "
                 f"flowdag explain {run_id} shows where it stands"
             )
+        # Taken before planning, which may reset nodes of the state it is given.
+        before = None if stored is None else _Stored.of(stored)
         plan = plan_call(dag, stored, run_id, readable=blob_reader(store), **options)
-    return stored, plan
+    return before, plan
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """What ``explain --plan`` shows of the stored run: its status, its nodes' and when."""
+
+    status: str
+    nodes: Mapping[str, tuple[str, datetime | None]]
+
+    @classmethod
+    def of(cls, state: RunState) -> _Stored:
+        nodes = {name: (str(n.status), n.finished_at) for name, n in state.nodes.items()}
+        return cls(str(state.status), nodes)
 
 
 def _plan_row(
-    dag: DAG, stored: RunState | None, verdicts: Mapping[str, Verdict], name: str
+    dag: DAG, stored: _Stored | None, verdicts: Mapping[str, Verdict], name: str
 ) -> dict[str, Any]:
     """One node as ``explain --plan --json`` prints it."""
     verdict = verdicts[name]
-    node = None if stored is None else stored.nodes.get(name)
+    status, finished_at = (None, None) if stored is None else stored.nodes.get(name, (None, None))
     return {
         "node": name,
-        "status": None if node is None else str(node.status),
+        "status": status,
         "action": verdict.action,
         "code": verdict.reason.code,
         "detail": _verdict_detail(dag, verdicts, name),
         "warning": verdict.warning,
-        "finished_at": None if node is None else _moment(node.finished_at),
+        "finished_at": _moment(finished_at),
     }
 
 
