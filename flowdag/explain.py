@@ -19,18 +19,40 @@ reason). A node that a live process runs right now has no code yet.
 
 Nothing here imports the workflow or reads an output: `explain_state` is pure
 and works on what `flowdag.stores.Store.load_statuses` returns.
+
+`plan_stored` is the other direction: what `flowdag.run` would do with a
+stored run, given the DAG about to run. It goes through the steps of
+`flowdag.run` with the same functions (`flowdag.resume.check_rerun`,
+`flowdag._fingerprint.node_fingerprints`, `flowdag.resume.plan_call` and the
+store's blob reader), minus the run lock and anything that writes, so the plan
+is the one the run would make.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+from flowdag.dag import DAG
+from flowdag.errors import RunLockedError, RunNotFoundError
 from flowdag.state import NodeState, NodeStatus, Reason, RunState
 from flowdag.stores.base import Store
 
-__all__ = ["INTERRUPTED", "Explanation", "explain_state", "explain_stored", "topological"]
+if TYPE_CHECKING:
+    from flowdag.resume import Plan
+
+__all__ = [
+    "INTERRUPTED",
+    "Explanation",
+    "PlannedRun",
+    "explain_state",
+    "explain_stored",
+    "plan_stored",
+    "topological",
+]
 
 #: The status shown for a node stored as running when no live process holds its run.
 INTERRUPTED = "interrupted"
@@ -78,6 +100,92 @@ def explain_stored(store: Store, run_id: str) -> dict[str, Reason | None]:
     state = store.load_statuses(run_id)
     live = store.lock_holder(state.run_id) is not None
     return {item.node: item.reason for item in explain_state(state, live=live)}
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedRun:
+    """What `flowdag.run` would do with a run: its plan, and the run as it was stored.
+
+    ``plan.verdicts`` gives each node's `flowdag._decide.Verdict`;
+    ``plan.warnings`` what the run would log. ``status`` is the stored run's
+    status (None: not stored, the run would start afresh) and ``nodes`` each
+    stored node's status and ``finished_at``, read before planning.
+    """
+
+    plan: Plan
+    status: str | None
+    nodes: Mapping[str, tuple[str, datetime | None]]
+
+
+def plan_stored(
+    dag: DAG,
+    store: Store | None,
+    run_id: str,
+    *,
+    allow_changes: bool = False,
+    on_code_change: str = "rerun",
+    rerun: str | None = None,
+    rerun_from: Iterable[str] = (),
+) -> PlannedRun:
+    """What ``flowdag.run(dag, run_id=run_id, store=store, ...)`` would run and why.
+
+    Runs nothing and writes nothing; ``store`` None: there is no store yet.
+    The options are those of `flowdag.run`.
+
+    Raises:
+        RunLockedError: a live process runs the run now (run would be refused).
+        WorkflowChangedError, InvalidArgumentError, InvalidArgumentTypeError:
+            as `flowdag.run` raises them.
+    """
+    # Imported here: the runner's machinery, which the rest of this module does not need.
+    from flowdag._fingerprint import Fingerprinter, node_fingerprints
+    from flowdag.resume import check_rerun, plan_call
+    from flowdag.runner import blob_reader
+
+    rerun_from = check_rerun(dag, on_code_change, rerun, rerun_from)
+    fingerprints = node_fingerprints(dag, Fingerprinter())
+    if store is None:
+        plan = plan_call(
+            dag,
+            None,
+            run_id,
+            allow_changes=allow_changes,
+            fingerprints=fingerprints,
+            on_code_change=on_code_change,
+            rerun=rerun,
+            rerun_from=rerun_from,
+        )
+        return PlannedRun(plan, None, {})
+    try:
+        stored: RunState | None = store.load(run_id)  # as run() loads it
+    except RunNotFoundError:
+        stored = None
+    holder = store.lock_holder(run_id)
+    if holder is not None:
+        who = f"pid {holder}" if holder else "another process"
+        raise RunLockedError(
+            f"run {run_id!r} is running now ({who}), so flowdag run would be refused; "
+            f"flowdag explain {run_id} shows where it stands"
+        )
+    # Read before planning, which may reset nodes of the state it is given.
+    status = None if stored is None else str(stored.status)
+    nodes = (
+        {}
+        if stored is None
+        else {name: (str(node.status), node.finished_at) for name, node in stored.nodes.items()}
+    )
+    plan = plan_call(
+        dag,
+        stored,
+        run_id,
+        allow_changes=allow_changes,
+        fingerprints=fingerprints,
+        on_code_change=on_code_change,
+        rerun=rerun,
+        rerun_from=rerun_from,
+        readable=blob_reader(store),
+    )
+    return PlannedRun(plan, status, nodes)
 
 
 def topological(state: RunState) -> list[str]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -49,15 +48,14 @@ from flowdag.cli.loader import load_dag
 from flowdag.cli.render import local_time, output_console, styled, text_table
 from flowdag.cli.runs import liveness
 from flowdag.dag import DAG
-from flowdag.errors import RunLockedError, RunNotFoundError, StoreError
-from flowdag.explain import Explanation, explain_state, topological
+from flowdag.errors import StoreError
+from flowdag.explain import Explanation, PlannedRun, explain_state, plan_stored, topological
 from flowdag.runner import RunResult
 from flowdag.state import NodeState, RunState
 from flowdag.stores.base import check_run_id
 
 if TYPE_CHECKING:
     from flowdag._decide import Verdict
-    from flowdag.resume import Plan
 
 __all__ = ["add_parser", "cmd_explain"]
 
@@ -205,9 +203,9 @@ def _cmd_plan(args: argparse.Namespace, err: Console) -> int:
             '`if __name__ == "__main__":`',
             soft_wrap=True,
         )
-    stored, plan = _plan(args, dag, run_id)
-    rows = [_plan_row(dag, stored, plan.verdicts, name) for name in _dag_order(dag)]
-    status = None if stored is None else stored.status
+    planned = _plan(args, dag, run_id)
+    plan, status = planned.plan, planned.status
+    rows = [_plan_row(dag, planned, name) for name in _dag_order(dag)]
     if args.json:
         document = {
             "run_id": run_id,
@@ -224,7 +222,7 @@ def _cmd_plan(args: argparse.Namespace, err: Console) -> int:
     summary = ", ".join(f"{number} {_ACTIONS[action]}" for action, number in counts.items())
     out.print(
         f"plan of flowdag run {escape(args.plan)} --run-id {escape(run_id)}: {summary}"
-        + ("  (a new run)" if stored is None else f"  (stored: {status})"),
+        + ("  (a new run)" if status is None else f"  (stored: {status})"),
         soft_wrap=True,
     )
     cells = [[row["node"], row["action"], row["code"], row["detail"]] for row in rows]
@@ -239,28 +237,13 @@ def _cmd_plan(args: argparse.Namespace, err: Console) -> int:
 _ACTIONS = {"run": "run", "provisional": "provisional", "reuse": "reused"}
 
 
-def _plan(args: argparse.Namespace, dag: DAG, run_id: str) -> tuple[_Stored | None, Plan]:
-    """The stored run as it was (None: run would start it afresh) and the plan run makes.
-
-    Step by step as `flowdag.run` does, through the same functions, minus the
-    run lock (not taken: only a live holder is looked for) and anything that
-    writes. A store that does not exist is not created: it holds no run.
-    """
-    # The planning run() uses; imported here, as the other commands do not need it.
-    from flowdag._fingerprint import Fingerprinter, node_fingerprints
-    from flowdag.resume import check_rerun, plan_call
-    from flowdag.runner import blob_reader
-
-    on_code_change = args.on_code_change or "rerun"
-    rerun_from = tuple(args.rerun_from or ())
-    check_rerun(dag, on_code_change, args.rerun, rerun_from)
-    fingerprints = node_fingerprints(dag, Fingerprinter())
+def _plan(args: argparse.Namespace, dag: DAG, run_id: str) -> PlannedRun:
+    """`plan_stored` of the store ``--store`` names, opened without creating it."""
     options: dict[str, Any] = {
         "allow_changes": args.allow_changes,
-        "fingerprints": fingerprints,
-        "on_code_change": on_code_change,
+        "on_code_change": args.on_code_change or "rerun",
         "rerun": args.rerun,
-        "rerun_from": rerun_from,
+        "rerun_from": tuple(args.rerun_from or ()),
     }
     try:
         store = open_store(args.store, create=False)
@@ -268,44 +251,16 @@ def _plan(args: argparse.Namespace, dag: DAG, run_id: str) -> tuple[_Stored | No
         # No store there yet (flowdag.stores._files.no_store_error): run would create one.
         if not str(exc).startswith("no store at "):
             raise
-        return None, plan_call(dag, None, run_id, **options)
+        return plan_stored(dag, None, run_id, **options)
     with store:
-        try:
-            stored: RunState | None = store.load(run_id)  # as run() loads it
-        except RunNotFoundError:
-            stored = None
-        holder = store.lock_holder(run_id)
-        if holder is not None:
-            who = f"pid {holder}" if holder else "another process"
-            raise RunLockedError(
-                f"run {run_id!r} is running now ({who}), so flowdag run would be refused; "
-                f"flowdag explain {run_id} shows where it stands"
-            )
-        # Taken before planning, which may reset nodes of the state it is given.
-        before = None if stored is None else _Stored.of(stored)
-        plan = plan_call(dag, stored, run_id, readable=blob_reader(store), **options)
-    return before, plan
+        return plan_stored(dag, store, run_id, **options)
 
 
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    """What ``explain --plan`` shows of the stored run: its status, its nodes' and when."""
-
-    status: str
-    nodes: Mapping[str, tuple[str, datetime | None]]
-
-    @classmethod
-    def of(cls, state: RunState) -> _Stored:
-        nodes = {name: (str(n.status), n.finished_at) for name, n in state.nodes.items()}
-        return cls(str(state.status), nodes)
-
-
-def _plan_row(
-    dag: DAG, stored: _Stored | None, verdicts: Mapping[str, Verdict], name: str
-) -> dict[str, Any]:
+def _plan_row(dag: DAG, planned: PlannedRun, name: str) -> dict[str, Any]:
     """One node as ``explain --plan --json`` prints it."""
+    verdicts = planned.plan.verdicts
     verdict = verdicts[name]
-    status, finished_at = (None, None) if stored is None else stored.nodes.get(name, (None, None))
+    status, finished_at = planned.nodes.get(name, (None, None))
     return {
         "node": name,
         "status": status,
