@@ -236,10 +236,9 @@ def _reason(state: RunState, name: str, live: bool) -> Reason | None:
         return Reason("interrupted", "an attempt was in flight when its process died")
     if status is NodeStatus.FAILED:
         error = "no error stored" if node.error is None else _one_line(str(node.error))
-        attempts = "1 attempt" if node.attempts == 1 else f"{node.attempts} attempts"
         # Its record says why that call ran it (a skipped or running record's is stale).
         ran = "" if stored is None else f" (it ran: {stored.code}: {stored.detail})"
-        return Reason("new", f"failed after {attempts}: {error}{ran}")
+        return Reason("new", f"failed at attempt {node.attempts}: {error}{ran}")
     if status is NodeStatus.SKIPPED:
         culprits = _failed_upstream(state, name)
         if not culprits:

@@ -121,7 +121,7 @@ EXPECTED = [
         "load",
         "failed",
         "new",
-        "failed after 1 attempt: ValueError: bad row 7; second line "
+        "failed at attempt 1: ValueError: bad row 7; second line "
         "(it ran: input_changed: 'clean' changed)",
     ),
     ("report", "skipped", "new", "skipped: upstream node 'load' failed"),
@@ -181,7 +181,7 @@ def test_skipped_names_every_failed_upstream_through_skipped_nodes() -> None:
     }
     explained = {e.node: e.reason for e in explain_state(RunState("r", "w", nodes=nodes))}
     assert explained["t"] == Reason("new", "skipped: upstream nodes 'a', 'b' failed")
-    assert explained["b"] == Reason("new", "failed after 2 attempts: RuntimeError: x")
+    assert explained["b"] == Reason("new", "failed at attempt 2: RuntimeError: x")
 
 
 # -- every store kind, the library and the CLI --------------------------------------------
