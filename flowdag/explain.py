@@ -233,7 +233,10 @@ def _reason(state: RunState, name: str, live: bool) -> Reason | None:
     if status is NodeStatus.RUNNING:
         if live:
             return None  # its reason is committed with it
-        return Reason("interrupted", "an attempt was in flight when its process died")
+        return Reason(
+            "interrupted",
+            f"attempt {node.attempts} was in flight when the run stopped (a crash or a kill)",
+        )
     if status is NodeStatus.FAILED:
         error = "no error stored" if node.error is None else _one_line(str(node.error))
         # Its record says why that call ran it (a skipped or running record's is stale).
@@ -249,9 +252,10 @@ def _reason(state: RunState, name: str, live: bool) -> Reason | None:
     # Pending: invalidated (its stored reason says by whom), or never run.
     if stored is not None and stored.code == "forced":
         return stored
+    # Worded as flowdag._decide words them for the next resume.
     if node.attempts:
-        return Reason("new", "pending: no completed output to reuse")
-    return Reason("new", "never ran")
+        return Reason("new", "it has no completed output")
+    return Reason("new", "it never ran")
 
 
 def _failed_upstream(state: RunState, name: str) -> list[str]:

@@ -115,7 +115,7 @@ EXPECTED = [
     ("clean", "completed", "code_changed", CHANGED.detail),
     ("fixed", "completed", "manual", PINNED.detail),
     ("audit", "pending", "forced", FORCED.detail),
-    ("fresh", "pending", "new", "never ran"),
+    ("fresh", "pending", "new", "it never ran"),
     ("legacy", "completed", "reused", NO_REASON.detail),
     (
         "load",
@@ -125,7 +125,12 @@ EXPECTED = [
         "(it ran: input_changed: 'clean' changed)",
     ),
     ("report", "skipped", "new", "skipped: upstream node 'load' failed"),
-    ("slow", "interrupted", "interrupted", "an attempt was in flight when its process died"),
+    (
+        "slow",
+        "interrupted",
+        "interrupted",
+        "attempt 1 was in flight when the run stopped (a crash or a kill)",
+    ),
 ]
 
 
