@@ -146,8 +146,8 @@ def run_and_check(
     assert code in (0, 1), err
     after = explained(capsys, store)
     for name, verdict in plan.items():
-        old, new = before[name], after[name]
-        ran = new["finished_at"] != old["finished_at"]
+        old, new = before.get(name), after[name]  # None: a node new to the run
+        ran = old is None or new["finished_at"] != old["finished_at"]
         if verdict["action"] == "run":
             assert ran, name
             if new["status"] == "completed":
@@ -312,3 +312,23 @@ def test_a_live_run_is_refused_and_a_killed_one_runs_its_interrupted_node(
     assert actions == {"a": "reuse", "b": "run", "c": "run"}
     after = explained(capsys, store)
     assert (after["b"]["code"], after["c"]["code"]) == ("interrupted", "new")
+
+
+def test_a_new_node_needs_allow_changes_as_run_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = f"json://{tmp_path / 's'}"
+    assert cli(capsys, "run", "pipeline.py", "--run-id", "r", "--store", store)[0] == 0
+    with (tmp_path / "pipeline.py").open("a") as file:
+        file.write('\n@wf.node(deps=["d"])\ndef f(d):\n    return -d\n')
+    plan = ["explain", "--plan", "pipeline.py", "--run-id", "r", "--store", store]
+    code, out, err = cli(capsys, *plan)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "node 'f' is new" in err and "--allow-changes" in err
+    code, out, err = cli(capsys, *plan, "--allow-changes")
+    assert (code, err) == (0, "")
+    assert "warning: accepted change: node 'f' is new" in out.splitlines()
+    actions = run_and_check(capsys, tmp_path, store, "--allow-changes")
+    assert actions == {"a": "reuse", "b": "reuse", "c": "reuse", "d": "reuse", "e": "reuse"} | {
+        "f": "run"
+    }
