@@ -34,12 +34,12 @@ import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flowdag.dag import DAG
 from flowdag.errors import RunLockedError, RunNotFoundError
 from flowdag.state import NodeState, NodeStatus, Reason, RunState
-from flowdag.stores.base import Store
+from flowdag.stores.base import Store, check_run_id
 
 if TYPE_CHECKING:
     from flowdag.resume import Plan
@@ -133,6 +133,7 @@ def plan_stored(
     The options are those of `flowdag.run`.
 
     Raises:
+        InvalidRunIdError: ``run_id`` is not a valid run id.
         RunLockedError: a live process runs the run now (run would be refused).
         WorkflowChangedError, InvalidArgumentError, InvalidArgumentTypeError:
             as `flowdag.run` raises them.
@@ -142,20 +143,16 @@ def plan_stored(
     from flowdag.resume import check_rerun, plan_call
     from flowdag.runner import blob_reader
 
-    rerun_from = check_rerun(dag, on_code_change, rerun, rerun_from)
-    fingerprints = node_fingerprints(dag, Fingerprinter())
+    run_id = check_run_id(run_id)
+    options: dict[str, Any] = {
+        "allow_changes": allow_changes,
+        "fingerprints": node_fingerprints(dag, Fingerprinter()),
+        "on_code_change": on_code_change,
+        "rerun": rerun,
+        "rerun_from": check_rerun(dag, on_code_change, rerun, rerun_from),
+    }
     if store is None:
-        plan = plan_call(
-            dag,
-            None,
-            run_id,
-            allow_changes=allow_changes,
-            fingerprints=fingerprints,
-            on_code_change=on_code_change,
-            rerun=rerun,
-            rerun_from=rerun_from,
-        )
-        return PlannedRun(plan, None, {})
+        return PlannedRun(plan_call(dag, None, run_id, **options), None, {})
     try:
         stored: RunState | None = store.load(run_id)  # as run() loads it
     except RunNotFoundError:
@@ -167,24 +164,12 @@ def plan_stored(
             f"run {run_id!r} is running now ({who}), so flowdag run would be refused; "
             f"flowdag explain {run_id} shows where it stands"
         )
-    # Read before planning, which may reset nodes of the state it is given.
-    status = None if stored is None else str(stored.status)
-    nodes = (
-        {}
-        if stored is None
-        else {name: (str(node.status), node.finished_at) for name, node in stored.nodes.items()}
-    )
-    plan = plan_call(
-        dag,
-        stored,
-        run_id,
-        allow_changes=allow_changes,
-        fingerprints=fingerprints,
-        on_code_change=on_code_change,
-        rerun=rerun,
-        rerun_from=rerun_from,
-        readable=blob_reader(store),
-    )
+    if stored is None:
+        status, nodes = None, {}
+    else:  # read before planning, which may reset nodes of the state it is given
+        status = str(stored.status)
+        nodes = {name: (str(node.status), node.finished_at) for name, node in stored.nodes.items()}
+    plan = plan_call(dag, stored, run_id, readable=blob_reader(store), **options)
     return PlannedRun(plan, status, nodes)
 
 
