@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+import flowdag
 from flowdag.cli import main
 from flowdag.explain import NO_REASON, Explanation, explain_state, explain_stored, topological
 from flowdag.state import (
@@ -228,6 +229,61 @@ def test_every_store_kind_explains_what_it_stored(
         assert line.endswith(detail)  # the whole detail: the helper and its file, the error
     ran_at = (T0 + timedelta(minutes=9, seconds=5)).astimezone().strftime("%Y-%m-%d %H:%M:%S")
     assert ran_at in body[1]  # clean's line
+
+
+def chain(broken: bool) -> flowdag.Workflow:
+    """a -> b -> c, and d apart; b raises when ``broken``."""
+    wf = flowdag.Workflow("chain")
+    wf.add_node("a", lambda: 1)
+    wf.add_node("b", _b(broken), deps=["a"])
+    wf.add_node("c", lambda b: b + 1, deps=["b"])
+    wf.add_node("d", lambda: 0)
+    return wf
+
+
+def _b(broken: bool) -> Any:
+    def b(a: int) -> int:
+        if broken:
+            raise ValueError("b is broken")
+        return a * 10
+
+    return b
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_every_store_kind_explains_its_runs(
+    scheme: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open_store(url(scheme, tmp_path)) as store:
+        first = flowdag.run(chain(broken=True), run_id="r", store=store)
+        explained = explain_stored(store, "r")
+        reasons = getattr(first, "reasons", None)  # what the run says of its own nodes
+        for name in ("a", "d"):
+            assert explained[name] == (NO_REASON if reasons is None else reasons[name])
+        assert explained["b"] is not None and explained["b"].code == "new"
+        assert "ValueError: b is broken" in explained["b"].detail
+        assert explained["c"] == Reason("new", "skipped: upstream node 'b' failed")
+        before = {e.node: e for e in explain_state(store.load_statuses("r"))}
+        mended = flowdag.run(chain(broken=False), run_id="r", store=store)
+        assert mended.ok
+        after = {e.node: e for e in explain_state(store.load_statuses("r"))}
+    # Reused nodes keep what they said and when they ran; b and c ran in the second call.
+    assert (after["a"], after["d"]) == (before["a"], before["d"])
+    for name in ("b", "c"):
+        assert after[name].status == "completed"
+        assert after[name].finished_at != before[name].finished_at
+        reasons = getattr(mended, "reasons", None)
+        assert after[name].reason == (NO_REASON if reasons is None else reasons[name])
+    if scheme == "memory":
+        return  # a memory store lives in its process: the CLI opens another
+    code, out, err = cli(capsys, "explain", "r", "--store", url(scheme, tmp_path), "--json")
+    assert (code, err) == (0, "")
+    shown = [(n["node"], n["status"], n["code"], n["detail"]) for n in json.loads(out)["nodes"]]
+    assert shown == [
+        (e.node, e.status, e.reason.code, e.reason.detail)
+        for e in (after[n] for n in ("a", "b", "c", "d"))
+        if e.reason is not None
+    ]
 
 
 @pytest.mark.parametrize("scheme", DISK)
