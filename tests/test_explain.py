@@ -292,6 +292,8 @@ def test_json_shape(scheme: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
         store.save(etl_state())
     code, out, err = cli(capsys, "explain", "r1", "--store", url(scheme, tmp_path), "--json")
     assert (code, err) == (0, "")
+    by_option = cli(capsys, "explain", "--run-id", "r1", "--store", url(scheme, tmp_path), "--json")
+    assert by_option == (code, out, err)  # --run-id ID: as RUN_ID
     document = json.loads(out)
     assert list(document) == ["run_id", "workflow", "status", "plan", "nodes"]
     assert (document["run_id"], document["workflow"], document["status"], document["plan"]) == (
@@ -317,6 +319,7 @@ def test_json_shape(scheme: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
         (["explain", "bad id!"], ["run id"]),
         (["explain"], ["RUN_ID", "--plan"]),
         (["explain", "r1", "--rerun", "failed"], ["--rerun", "--plan"]),
+        (["explain", "r1", "--run-id", "r2"], ["--run-id", "--plan"]),
         (["explain", "r1", "--rerun-from", "a"], ["--rerun-from", "--plan"]),
         (["explain", "r1", "--on-code-change", "warn"], ["--on-code-change", "--plan"]),
         (["explain", "--plan", "pipeline.py"], ["--run-id"]),

@@ -1,9 +1,9 @@
 """``flowdag explain``: why each node of a run ran or was reused, or would be.
 
 ``flowdag explain RUN_ID`` reads the stored run alone (no workflow import, no
-output read): for every node, in topological order (ties by name), its status, a reason code
-of `flowdag.state.REASON_CODES`, the reason's detail and when it ran. See
-`flowdag.explain` for what each code means for a stored node.
+output read): for every node, in topological order (ties by name), its
+status, a reason code of `flowdag.state.REASON_CODES`, the reason's detail and
+when it ran. See `flowdag.explain` for what each code means for a stored node.
 
 ``flowdag explain --plan FILE.py --run-id ID`` imports the workflow file as
 ``flowdag run`` does and asks the very planning function `flowdag.run` uses
@@ -13,7 +13,7 @@ what it would run and why, without running anything or writing to the store.
 
     {"run_id": "r1", "workflow": "etl", "status": "completed", "plan": false,
      "nodes": [{"node": "extract", "status": "completed", "code": "new",
-                "detail": "never ran before", "finished_at": "2026-...+00:00"}, ...]}
+                "detail": "it never ran", "finished_at": "2026-...+00:00"}, ...]}
 
 ``status`` is the stored node status (``interrupted`` for a node stored as
 running in a run no live process holds), ``code`` a reason code or null (a node
@@ -108,6 +108,8 @@ def cmd_explain(args: argparse.Namespace, err: Console) -> int:
     """
     if args.plan is not None:
         return _cmd_plan(args, err)
+    if args.run_id is None:  # flowdag explain --run-id ID: as flowdag explain ID
+        args.run_id, args.plan_run_id = args.plan_run_id, None
     if args.run_id is None:
         raise CLIError("explain needs RUN_ID, or --plan FILE.py --run-id ID")
     planning = [
