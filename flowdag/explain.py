@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowdag.dag import DAG
 from flowdag.errors import RunLockedError, RunNotFoundError
-from flowdag.state import NodeState, NodeStatus, Reason, RunState
+from flowdag.state import NodeState, NodeStatus, Reason, RunState, RunStatus
 from flowdag.stores.base import Store, check_run_id
 
 if TYPE_CHECKING:
@@ -108,8 +108,9 @@ class PlannedRun:
 
     ``plan.verdicts`` gives each node's `flowdag._decide.Verdict`;
     ``plan.warnings`` what the run would log. ``status`` is the stored run's
-    status (None: not stored, the run would start afresh) and ``nodes`` each
-    stored node's status and ``finished_at``, read before planning.
+    status as ``flowdag status`` shows it (``interrupted`` when unfinished: no
+    live process holds it; None: not stored, the run would start afresh) and
+    ``nodes`` each stored node's status and ``finished_at``, read before planning.
     """
 
     plan: Plan
@@ -167,7 +168,9 @@ def plan_stored(
     if stored is None:
         status, nodes = None, {}
     else:  # read before planning, which may reset nodes of the state it is given
-        status = str(stored.status)
+        # As flowdag status shows it: unfinished with no live process, it was interrupted.
+        unfinished = stored.status in (RunStatus.PENDING, RunStatus.RUNNING)
+        status = INTERRUPTED if unfinished else str(stored.status)
         nodes = {name: (str(node.status), node.finished_at) for name, node in stored.nodes.items()}
     plan = plan_call(dag, stored, run_id, readable=blob_reader(store), **options)
     return PlannedRun(plan, status, nodes)

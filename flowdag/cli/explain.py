@@ -18,10 +18,11 @@ what it would run and why, without running anything or writing to the store.
 ``status`` is the stored node status (``interrupted`` for a node stored as
 running in a run no live process holds), ``code`` a reason code or null (a node
 running now), ``finished_at`` an ISO 8601 time or null. With ``--plan``,
-``"plan": true``, ``status`` is the stored run's (null: not stored, a new
-run), each node has ``action`` (``run``, ``reuse`` or ``provisional``) and
-``warning`` (a string or null) too, and ``warnings`` lists what ``flowdag run``
-would log (accepted changes, lost blobs, code changes let pass).
+``"plan": true``, ``status`` is the stored run's (``interrupted`` when
+unfinished; null: not stored, a new run), each node has ``action`` (``run``,
+``reuse`` or ``provisional``) and ``warning`` (a string or null) too, and
+``warnings`` lists what ``flowdag run`` would log (accepted changes, lost
+blobs, code changes let pass).
 """
 
 from __future__ import annotations
