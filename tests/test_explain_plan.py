@@ -332,3 +332,26 @@ def test_a_new_node_needs_allow_changes_as_run_does(
     assert actions == {"a": "reuse", "b": "reuse", "c": "reuse", "d": "reuse", "e": "reuse"} | {
         "f": "run"
     }
+
+
+def test_a_lost_blob_is_planned_as_run_finds_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = f"lmdb://{tmp_path / 's'}"
+    run = ["run", "pipeline.py", "--run-id", "r", "--store", store, "--inline-limit", "1"]
+    assert cli(capsys, *run)[0] == 0  # every output kept by reference
+    blobs = [path for path in (tmp_path / "s" / "blobs").rglob("*") if path.is_file()]
+    assert len(blobs) >= 4
+    for path in blobs:
+        path.unlink()  # deleted by hand: every ref is lost
+    edit(tmp_path / "pipeline.py", "a + 100", "a + 200")  # c runs: it needs a's output
+    code, out, err = cli(
+        capsys, "explain", "--plan", "pipeline.py", "--run-id", "r", "--store", store, "--json"
+    )
+    assert code == 0, err
+    document = json.loads(out)
+    plan = {node["node"]: node for node in document["nodes"]}
+    assert plan["a"]["action"] == "run" and "blob" in plan["a"]["detail"]
+    assert any("'a'" in warning and "blob" in warning for warning in document["warnings"])
+    actions = run_and_check(capsys, tmp_path, store)
+    assert actions["a"] == actions["c"] == "run" and actions["e"] == "reuse"
