@@ -39,7 +39,15 @@ from flowdag.errors import (
 from flowdag.gc import GCReport, gc
 from flowdag.refs import Ref
 from flowdag.runner import EventKind, RunEvent, RunResult, run
-from flowdag.state import AttemptInfo, ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
+from flowdag.state import (
+    AttemptInfo,
+    ErrorInfo,
+    NodeState,
+    NodeStatus,
+    Reason,
+    RunState,
+    RunStatus,
+)
 from flowdag.stores import LMDBStore, MemoryStore, Store, open_store
 from flowdag.workflow import Workflow
 
@@ -77,6 +85,7 @@ __all__ = [
     "NodeStatus",
     "NodeTimeoutError",
     "OptionalDependencyError",
+    "Reason",
     "Ref",
     "RunEvent",
     "RunFailedError",

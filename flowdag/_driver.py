@@ -46,6 +46,11 @@ each call of `run()` gives a node its ``retries`` afresh: the retry budget and
 the backoff count the attempts of this call only. An attempt interrupted by a
 crash counts in the first, never in the second.
 
+On a resume, reused nodes (`flowdag.resume.plan_call`) start out done; a
+*provisional* node waits for its deps like any node, then runs only if an
+input it read came out different (`cut_off`). Every completed record
+carries its `Provenance`: code fingerprint, output and input digests, reason.
+
 If a commit fails, the nodes of that batch are reported failed with the store's
 error (for a start record, the node whose attempt is still running: its result
 will be discarded), nothing new is started, and the run ends once its attempts return; the
@@ -125,6 +130,8 @@ class _Driver:
         self.deadlines: TimerHeap[Attempt] = TimerHeap()  # stale ones are dropped lazily
         self.starts = Starts() if store.durable else None  # a store in memory gets none
         self.ledger = Ledger(plan)
+        # Nodes whose verdict waits for their deps' new outputs (see `cut_off`).
+        self.provisional = {n for n, v in plan.verdicts.items() if v.action == "provisional"}
         put = self.events.put
         # Starts attempts as the executor's capabilities allow; each outcome, and the
         # real start of an attempt with a timeout, come back on the events queue.
@@ -198,9 +205,32 @@ class _Driver:
         if self.commits.error is not None:
             return
         free = self.limit - len(self.running)
-        if free > 0:
-            for name in self.schedule.take(free):
+        while free > 0:
+            names = self.schedule.take(free)
+            if not names:
+                return
+            started = 0
+            for name in names:
+                if self.provisional and name in self.provisional and self.cut_off(name):
+                    continue  # done without running: it may have made more nodes ready
                 self.start(name)
+                started += 1
+            if started == len(names):
+                return  # the usual case: every slot given out; nothing new became ready
+            free -= started
+
+    def cut_off(self, name: str) -> bool:
+        """Decide provisional ``name``, its deps done: True if its stored output holds
+        (early cutoff: done with no attempt and no commit, its record stays valid)."""
+        self.provisional.discard(name)
+        stored = self.ledger.cut_off(name)
+        if stored is None:
+            return False
+        self.schedule.gate.release(name)  # it was seated in its pool by take()
+        self.schedule.ready.done(name)
+        if self.on_event is not None:
+            self.emit(EventKind.NODE_FINISHED, name, stored.status, stored.attempts, None)
+        return True
 
     # -- attempts -------------------------------------------------------------
 
@@ -249,6 +279,7 @@ class _Driver:
         history = (
             ledger.history(name, last) if ledger.failed or ledger.states[name].history else (last,)
         )
+        provenance = ledger.provenance(name, attempt.spec.deps, outcome.digest)
         self.commits.add(
             [
                 NodeRecord(
@@ -262,6 +293,7 @@ class _Driver:
                     outcome.encoded_changes,
                     history,
                     outcome.blobs,
+                    provenance,
                 )
             ]
         )
@@ -316,14 +348,12 @@ class _Driver:
                 outcome.finished_at,
                 error,
                 history=ledger.history(spec.name, tried),
+                provenance=ledger.provenance(spec.name, spec.deps, None),
             )
         ]
         for name in self.schedule.ready.fail(spec.name):
-            # A commit replaces a node's whole state: keep the attempts of earlier calls.
-            stored = ledger.states[name]
-            records.append(
-                NodeRecord(name, NodeStatus.SKIPPED, stored.attempts, history=stored.history)
-            )
+            self.provisional.discard(name)
+            records.append(ledger.skipped(name, spec.name))
         self.commits.add(records)
 
     # -- timers -------------------------------------------------------------
@@ -469,4 +499,6 @@ class _Driver:
         states = self.ledger.states
         statuses = {state.status for state in states.values()}
         status = RunStatus.COMPLETED if statuses <= {NodeStatus.COMPLETED} else RunStatus.FAILED
-        return RunResult(self.run_id, self.dag.name, status, states, self.ledger.data)
+        return RunResult(
+            self.run_id, self.dag.name, status, states, self.ledger.data, self.ledger.reasons
+        )

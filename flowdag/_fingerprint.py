@@ -22,7 +22,14 @@ Captured values and globals: immutable constants (None, bool, int, float,
 complex, str, bytes, and tuples and frozensets of them) count by value;
 functions and classes by their own fingerprint; anything else (a list a test
 appends to, a client, a connection) by its type only, so state that changes
-as the program runs never makes every node look edited.
+as the program runs never makes every node look edited. Never silently: the
+first time a process counts a function's global or captured value by type,
+logger ``"flowdag"`` warns once, naming it and its type.
+
+A node's fingerprint (`node_fingerprints`) is its function's, salted with its
+``version=`` and the fingerprints of its ``extract`` and ``preview`` hooks
+(they shape the stored output); options that do not change the output
+(retries, timeout, pool) do not count.
 
 Pure: reads source files through `inspect` and the objects it is given; no
 other I/O. Each object is digested once per `Fingerprinter` (a run makes one).
@@ -31,23 +38,54 @@ other I/O. Each object is digested once per `Fingerprinter` (a run makes one).
 from __future__ import annotations
 
 import ast
+import datetime
+import decimal
 import dis
+import enum
+import fractions
 import functools
 import hashlib
 import inspect
+import logging
+import re
 import sys
 import sysconfig
 import textwrap
 import types
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Fingerprint", "Fingerprinter"]
+if TYPE_CHECKING:
+    from flowdag.dag import DAG
+
+__all__ = ["Fingerprint", "Fingerprinter", "node_fingerprints"]
+
+logger = logging.getLogger("flowdag")
 
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes)
+#: Immutable values of the standard library that count by their repr (a path, a
+#: date, a compiled pattern...): ``HERE = Path(__file__).parent`` is a constant.
+_BY_REPR = (
+    PurePath,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    decimal.Decimal,
+    fractions.Fraction,
+    uuid.UUID,
+    range,
+    re.Pattern,
+    enum.Enum,
+)
+#: `flowdag.cli.loader` imports a workflow file under a fresh module name each
+#: time: a part is named by the file's stem instead, the same on every run.
+_LOADED = re.compile(r"_flowdag_workflow_(.+)_[0-9a-f]{8}")
 _MAX_DEPTH = 50  # helpers calling helpers: deeper chains are cut, by name
+#: (function, part) pairs already warned about as counted by type: one warning per process.
+_WARNED: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +160,7 @@ class Fingerprinter:
             bound = _value_key(
                 fn.args, tuple(sorted(fn.keywords.items()))
             )  # by value, keywords too
+            _warn_by_type(fn.func, f"{name}: partial arguments", bound)
             parts[name] = sources[name] = _digest(repr(bound).encode())
             self._function(fn.func, f"{name} -> {_name_of(fn.func)}", parts, sources, depth + 1)
             return
@@ -142,7 +181,7 @@ class Fingerprinter:
                 value = cell.cell_contents
             except ValueError:  # an empty cell: nothing captured yet
                 continue
-            self._value(value, f"{name}: closure {cell_name}", parts, sources, depth + 1)
+            self._value(value, f"{name}: closure {cell_name}", parts, sources, depth + 1, fn)
         module_globals = getattr(fn, "__globals__", {})
         global_names, attributes = _names_used(code)
         for global_name in sorted(global_names):
@@ -155,12 +194,18 @@ class Fingerprinter:
                     if inspect.isfunction(member) or inspect.isclass(member):
                         self._value(member, "", parts, sources, depth + 1)
                 continue
-            self._value(value, f"global {global_name}", parts, sources, depth + 1)
+            self._value(value, f"global {global_name}", parts, sources, depth + 1, fn)
 
     def _value(
-        self, value: Any, name: str, parts: dict[str, str], sources: dict[str, str], depth: int
+        self,
+        value: Any,
+        name: str,
+        parts: dict[str, str],
+        sources: dict[str, str],
+        depth: int,
+        owner: Any = None,
     ) -> None:
-        """Digest ``value`` as part ``name`` (a local function or class: as a helper)."""
+        """Digest ``value`` as part ``name`` of ``owner`` (a local function or class: a helper)."""
         if isinstance(value, types.ModuleType):
             return  # its functions count where they are used (attribute loads follow)
         if inspect.isfunction(value) or inspect.isclass(value) or inspect.ismethod(value):
@@ -168,6 +213,8 @@ class Fingerprinter:
                 self._function(value, f"helper {_name_of(value)}", parts, sources, depth)
             return  # installed or standard code: its version is the environment's
         key = _value_key(value)
+        if owner is not None:
+            _warn_by_type(owner, name, key)
         parts[name] = sources[name] = _digest(repr(key).encode())
 
     def _other(
@@ -201,6 +248,86 @@ class Fingerprinter:
         return not any(path.startswith(prefix) for prefix in self._installed)
 
 
+def node_fingerprints(
+    dag: DAG, fingerprinter: Fingerprinter | None = None
+) -> dict[str, Fingerprint]:
+    """Node -> its code fingerprint: what `flowdag.run` records and a resume compares.
+
+    The function's fingerprint, salted with the node's ``version=`` (part
+    ``"version"``) and with its ``extract`` and ``preview`` hooks (parts
+    ``"extract: ..."``, ``"preview: ..."``): they change the stored output.
+    Nodes sharing a function and those options share one `Fingerprint`.
+    """
+    fingerprinter = Fingerprinter() if fingerprinter is None else fingerprinter
+    shared: dict[tuple[Any, ...], Fingerprint] = {}
+    out: dict[str, Fingerprint] = {}
+    for name, spec in dag.specs.items():
+        version, extract, preview = spec.version, spec.extract, spec.preview
+        key: tuple[Any, ...] = (spec.fn, version, extract, preview)
+        try:
+            found = shared.get(key)
+        except TypeError:  # an unhashable callable object: by identity
+            key = (id(spec.fn), version, id(extract), id(preview))
+            found = shared.get(key)
+        if found is None:
+            extra = "" if version is None else f"{type(version).__name__}:{version}"
+            found = fingerprinter.fingerprint(spec.fn, extra=extra)
+            if extract is not None or preview is not None:
+                found = _with_hooks(fingerprinter, found, extract=extract, preview=preview)
+            shared[key] = found
+        out[name] = found
+    return out
+
+
+def _with_hooks(
+    fingerprinter: Fingerprinter, base: Fingerprint, **hooks: Callable[[Any], Any] | None
+) -> Fingerprint:
+    parts = dict(base.parts)
+    source_parts = {"function": base.source_digest}
+    for label, hook in hooks.items():
+        if hook is None:
+            continue
+        found = fingerprinter.fingerprint(hook)
+        for part, digest in found.parts.items():
+            parts[f"{label}: {part}"] = digest
+        source_parts[label] = found.source_digest
+    return Fingerprint(_combine(parts), _combine(source_parts), parts)
+
+
+def _warn_by_type(owner: Any, name: str, key: Any) -> None:
+    """Warn, once per process and (function, part), that a value counts by type only."""
+    kinds = _by_type(key)
+    if not kinds:
+        return
+    function = _name_of(owner)
+    if (function, name) in _WARNED:
+        return
+    _WARNED.add((function, name))
+    logger.warning(
+        "fingerprint of %s: %s (%s) counts by its type only, not its value: a change "
+        "of its contents does not make the node run again; make it an immutable "
+        "constant (number, string, tuple) or pass version= to the node when it changes",
+        function,
+        name.rpartition(": ")[2] if name.startswith("function: ") else name,
+        ", ".join(sorted(kinds)),
+    )
+
+
+def _by_type(key: Any) -> set[str]:
+    """The type names a `_value_key` result counts by type only."""
+    found: set[str] = set()
+    stack = [key]
+    while stack:
+        item = stack.pop()
+        if type(item) is tuple and len(item) == 2 and item[0] == "object":
+            found.add(str(item[1]))
+        elif type(item) is str and item.startswith("('object', "):  # inside a frozenset
+            found.add(item[11:-1].strip("'\""))
+        elif type(item) is tuple or type(item) is list:
+            stack.extend(item)
+    return found
+
+
 # -- digests of code and values ---------------------------------------------------------------
 
 
@@ -231,6 +358,11 @@ def _source_digest(fn: Any) -> str:
     except (OSError, TypeError, SyntaxError):
         return ""  # no source (built at run time) or not one statement (a lambda mid-line)
     _strip_docstrings(tree)
+    if getattr(fn, "__name__", None) == "<lambda>":
+        # Its source is the lines it is on: the lambda alone counts, not the call
+        # around it (wf.add_node("x", lambda: ...)); several on one line: bytecode only.
+        lambdas = [node for node in ast.walk(tree) if isinstance(node, ast.Lambda)]
+        return _digest(ast.unparse(lambdas[0]).encode()) if len(lambdas) == 1 else ""
     top = tree.body[0] if tree.body else None
     if isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef):
         top.name = "_"  # a rename does not change what the node computes
@@ -285,6 +417,10 @@ def _value_key(*values: Any) -> Any:
             out.append((type(value).__name__, value))
         elif type(value) is tuple:
             out.append(("tuple", _value_key(*value)))
+        elif isinstance(value, re.Pattern):  # its repr is cut at 200 characters
+            out.append(("re.Pattern", repr((value.pattern, value.flags))))
+        elif isinstance(value, _BY_REPR):
+            out.append((_name_of(type(value)), repr(value)))
         elif type(value) is frozenset:
             out.append(("frozenset", sorted(map(repr, _value_key(*value)))))
         else:
@@ -295,6 +431,9 @@ def _value_key(*values: Any) -> Any:
 def _name_of(obj: Any) -> str:
     """``module.qualname (file.py)``: how a part is named when it changed."""
     module = getattr(obj, "__module__", "") or ""
+    loaded = _LOADED.fullmatch(module)
+    if loaded is not None:
+        module = loaded.group(1)
     qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj))
     file = _file_of(obj)
     where = f" ({Path(file).name})" if file and not file.startswith("<") else ""

@@ -15,6 +15,10 @@ start record counts it, so its number is not given again on resume.
 Attempts are counted over the run's whole life (``ctx.attempt`` and
 ``NodeState.attempts`` agree across resumes, an interrupted attempt included),
 while the retry budget counts the attempts of this call only (``tries``).
+
+Each completed node's output digest is kept too (``digests``: stored ones
+from their provenance, new ones as made by their attempt): a node's record
+names the digest of every input it read, and early cutoff compares them.
 """
 
 from __future__ import annotations
@@ -22,25 +26,69 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from flowdag._decide import resolve
 from flowdag.attempt import Attempt
 from flowdag.resume import Plan
-from flowdag.state import AttemptInfo, ErrorInfo, NodeRecord, NodeState, NodeStatus
+from flowdag.state import (
+    AttemptInfo,
+    ErrorInfo,
+    NodeRecord,
+    NodeState,
+    NodeStatus,
+    Provenance,
+    Reason,
+)
 
 __all__ = ["Ledger"]
 
 _SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED})
+_NO_INPUTS: dict[str, str] = {}  # shared by the records of nodes with no deps; never changed
+
+# A Provenance built through its slots' descriptors (as `flowdag.state.new_attempt`):
+# a frozen dataclass's __init__ costs one object.__setattr__ per field, per node.
+_NEW_PROVENANCE = Provenance.__new__
+(
+    _SET_FINGERPRINT,
+    _SET_SOURCE,
+    _SET_PARTS,
+    _SET_OUTPUT,
+    _SET_INPUTS,
+    _SET_REASON,
+    _SET_MANUAL,
+    _SET_AUDIT,
+) = (vars(Provenance)[name].__set__ for name in Provenance.__slots__)
 
 
 class Ledger:
     """What the run knows: each node's state, the outputs, ``ctx.data``, attempt counts."""
 
-    __slots__ = ("data", "done", "failed", "lost", "outputs", "states", "tries")
+    __slots__ = (
+        "data",
+        "digests",
+        "done",
+        "failed",
+        "fingerprints",
+        "lost",
+        "outputs",
+        "reasons",
+        "states",
+        "tries",
+    )
 
     def __init__(self, plan: Plan) -> None:
-        self.states = dict(plan.state.nodes)
-        self.outputs = {name: self.states[name].output for name in plan.completed}
+        self.states = states = dict(plan.state.nodes)
+        self.outputs = {name: states[name].output for name in plan.completed}
+        # Completed node -> its output's digest; older records have none.
+        self.digests: dict[str, str] = {}
+        for name in plan.completed:
+            provenance = states[name].provenance
+            if provenance is not None and provenance.output is not None:
+                self.digests[name] = provenance.output
         self.data = dict(plan.state.data)
         self.done = len(plan.completed)  # finished nodes, those of earlier calls included
+        self.fingerprints = plan.fingerprints
+        # Why each node runs or was reused in this call: cut-offs and skips update it.
+        self.reasons: dict[str, Reason] = {name: v.reason for name, v in plan.verdicts.items()}
         # Attempts made in this call of run(): each call gives a node its retries
         # afresh. Lifetime numbers add the attempts the store already counts.
         self.tries: dict[str, int] = {}
@@ -54,6 +102,69 @@ class Ledger:
         # states[name] is the stored state until the node ends: its attempts are
         # those of earlier calls of run().
         return self.states[name].attempts + tries
+
+    def provenance(self, name: str, deps: tuple[str, ...], output: str | None) -> Provenance:
+        """What ``name``'s output was computed from, for its record: its code, the
+        digests of the inputs it read (from the deps that have one), why it ran.
+
+        ``output`` is the new output's digest; None (a failure) keeps the stored
+        one, as `flowdag.invalidate` does: a later output equal to it still cuts
+        off below. The stored audit trail is kept: a commit replaces the node's
+        whole state.
+        """
+        fingerprint = self.fingerprints[name]
+        digests = self.digests
+        inputs = {dep: digests[dep] for dep in deps if dep in digests} if deps else _NO_INPUTS
+        stored = self.states[name].provenance
+        if output is None and stored is not None:
+            output = stored.output
+        made = _NEW_PROVENANCE(Provenance)
+        _SET_FINGERPRINT(made, fingerprint.digest)
+        _SET_SOURCE(made, fingerprint.source_digest)
+        _SET_PARTS(made, fingerprint.parts)
+        _SET_OUTPUT(made, output)
+        _SET_INPUTS(made, inputs)
+        _SET_REASON(made, self.reasons[name])
+        _SET_MANUAL(made, False)
+        _SET_AUDIT(made, () if stored is None else stored.audit)
+        return made
+
+    def cut_off(self, name: str) -> NodeState | None:
+        """Resolve provisional ``name`` (`flowdag._decide.resolve`), its deps done.
+
+        Reused: it counts as done from its stored state, which is returned; else None.
+        """
+        stored = self.states[name]
+        digests = self.digests
+        verdict = resolve(name, stored, {dep: digests.get(dep) for dep in stored.deps})
+        self.reasons[name] = verdict.reason
+        if verdict.action != "reuse":
+            return None
+        self.outputs[name] = stored.output
+        provenance = stored.provenance
+        if provenance is not None and provenance.output is not None:
+            digests[name] = provenance.output
+        self.done += 1
+        return stored
+
+    def skipped(self, name: str, failed: str) -> NodeRecord:
+        """The record of ``name``, skipped as ``failed`` failed upstream; its reason says so."""
+        was = self.reasons.get(name)
+        self.reasons[name] = Reason(
+            "new" if was is None else was.code,
+            f"skipped: upstream node '{failed}' failed"
+            + ("" if was is None else f" (planned: {was.detail})"),
+        )
+        # A commit replaces a node's whole state: keep the attempts of earlier
+        # calls, and the provenance (digests, audit trail).
+        stored = self.states[name]
+        return NodeRecord(
+            name,
+            NodeStatus.SKIPPED,
+            stored.attempts,
+            history=stored.history,
+            provenance=stored.provenance,
+        )
 
     def running_record(self, attempt: Attempt, started_at: datetime) -> NodeRecord:
         """A record of the node as running: no output, no ``ctx.data``.
@@ -69,6 +180,8 @@ class Ledger:
             attempt.number,
             started_at,
             history=self.history(attempt.node),  # read only: the finish record takes them
+            # Its stored digests and audit trail, which a crash now must not lose.
+            provenance=self.states[attempt.node].provenance,
         )
 
     def history(self, name: str, last: AttemptInfo | None = None) -> tuple[AttemptInfo, ...]:
@@ -101,9 +214,13 @@ class Ledger:
             error,
             self.states[name].deps,
             record.history,
+            record.provenance,
         )
         if status is NodeStatus.COMPLETED:
             state.output = self.outputs[name] = value
+            provenance = record.provenance
+            if provenance is not None and provenance.output is not None:
+                self.digests[name] = provenance.output
         self.states[name] = state
 
     def unsettled(self) -> list[str]:

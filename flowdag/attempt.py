@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flowdag._byref import by_reference, streamed
+from flowdag._digests import output_digest
 from flowdag._values import text_problem
 from flowdag.codec import ValueCodec
 from flowdag.context import Context, DataView
@@ -107,6 +108,8 @@ class Outcome:
     infrastructure: bool = False
     #: The blobs ``output`` refers to: sha256 -> when that ref expires (None: never).
     blobs: dict[str, datetime | None] | None = None
+    #: The output's digest (`flowdag._digests.output_digest`), made where it was encoded.
+    digest: str | None = None
 
 
 def execute(attempt: Attempt) -> Outcome:
@@ -242,9 +245,14 @@ def _finish(attempt: Attempt, started_at: datetime, value: Any, ctx: Context | N
             output, value, blobs = _streamed_output(attempt, value, ctx)
         else:
             output, value, blobs = _output(attempt, value)
+        # From the bytes just encoded (or the Ref's sha256): never encoded again.
+        # Uncompressed (a no-op below the codec's threshold), as a blob is addressed:
+        # the same value digests the same inline or by reference.
+        digest = value.sha256 if type(value) is Ref else output_digest(codec.plain(output), value)
         if ctx is None:
             outcome = Outcome(started_at, datetime.now(UTC), value, output)
             outcome.blobs = blobs  # set, not passed by keyword: cheaper on this hot path
+            outcome.digest = digest
             return outcome
         changes = ctx.data.changes()
         for key in changes:  # every store keeps keys as UTF-8: refuse the same ones everywhere
@@ -261,7 +269,9 @@ def _finish(attempt: Attempt, started_at: datetime, value: Any, ctx: Context | N
     except NODE_ERRORS as exc:
         _discard_output(ctx)
         return failure(exc, started_at)
-    return Outcome(started_at, datetime.now(UTC), value, output, changes, encoded, blobs=blobs)
+    return Outcome(
+        started_at, datetime.now(UTC), value, output, changes, encoded, blobs=blobs, digest=digest
+    )
 
 
 def _output(attempt: Attempt, value: Any) -> tuple[bytes, Any, dict[str, datetime | None] | None]:

@@ -19,7 +19,7 @@ from flowdag.errors import (
     MissingDependencyError,
 )
 
-__all__ = ["DAG", "RUN_DEFAULT", "NodeSpec", "check_pools"]
+__all__ = ["CODE_CHANGE_POLICIES", "DAG", "RUN_DEFAULT", "NodeSpec", "check_pools"]
 
 
 class _RunDefault(Enum):
@@ -31,6 +31,11 @@ class _RunDefault(Enum):
 
 #: A node option left to the run: ``inline_limit`` then is ``run(inline_limit=...)``'s.
 RUN_DEFAULT: Final = _RunDefault.RUN_DEFAULT
+
+
+#: What a resume may do with a completed node whose code changed (``on_code_change=``):
+#: run it again, reuse its output with a warning, or reuse it silently.
+CODE_CHANGE_POLICIES = ("rerun", "warn", "ignore")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,11 @@ class NodeSpec:
     ttl: timedelta | None = None  # the output's blob expires this long after the node ends
     #: Dependencies whose parameter is annotated `flowdag.Ref`: they get the Ref, not the value.
     ref_deps: frozenset[str] = frozenset()
+    #: A salt of the node's code fingerprint: bumping it runs the node again on resume.
+    version: str | int | None = None
+    #: What a resume does when the node's code changed ("rerun", "warn", "ignore");
+    #: None: ``run(on_code_change=...)``'s.
+    on_code_change: str | None = None
 
     def retry_wait(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1-based), before jitter."""

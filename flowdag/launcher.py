@@ -151,6 +151,7 @@ def received(outcome: Outcome, attempt: Attempt, *, keep_here: bool) -> Outcome:
         except NODE_ERRORS as exc:
             return failure(exc, outcome.started_at)
         outcome.blobs = blobs
+        outcome.digest = outcome.value.sha256  # kept by reference here: the Ref's digest
     return outcome
 
 

@@ -1,29 +1,39 @@
 """Plan a run from what the store holds. Pure: no I/O, no threads.
 
-A node whose completion the store holds is never run again: its output comes
-from the store; unless that output was kept by reference, its blob is gone
-(deleted, expired) and a node still to run needs it (`rerun_missing_blobs`).
-Every other node (pending, running at a crash, failed, skipped) runs. A stored
-run must match the DAG it is resumed with; otherwise the outputs it holds may
-not mean what the DAG's nodes expect, so the differences are an error unless
-the caller accepts them.
+`plan_call` is everything `flowdag.run` decides before any node runs, and
+nothing else: ``flowdag explain --plan`` calls it too, so the two agree. It
+takes the stored run (or None) and the DAG's code fingerprints, and gives
+each node a verdict (`flowdag._decide`): ``run`` (with the reason),
+``reuse`` (its stored output holds) or ``provisional`` (completed, but some
+node upstream runs: it runs only if an input it read comes out different,
+decided when its deps are done: early cutoff).
+
+A stored run must match the DAG it is resumed with; otherwise the outputs it
+holds may not mean what the DAG's nodes expect, so the structural differences
+are an error unless the caller accepts them (`plan_run`); accepted, they are
+reasons to run. A reused output kept by reference whose blob is gone
+(deleted, expired) while a node that may run needs it makes its node run
+again too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import networkx as nx
-
-from flowdag.dag import DAG
-from flowdag.errors import WorkflowChangedError
+from flowdag._decide import Verdict, decide
+from flowdag._fingerprint import Fingerprint
+from flowdag.dag import CODE_CHANGE_POLICIES, DAG
+from flowdag.errors import InvalidArgumentError, InvalidArgumentTypeError, WorkflowChangedError
 from flowdag.refs import Ref
-from flowdag.state import NodeState, NodeStatus, RunState
+from flowdag.state import NodeState, NodeStatus, Reason, RunState
 from flowdag.stores._refwalk import refs_in
 
-__all__ = ["Plan", "plan_run", "rerun_missing_blobs"]
+__all__ = ["Plan", "check_rerun", "plan_call", "plan_run"]
+
+#: Every node of a new run runs for this reason (one object, shared).
+_NEW_RUN = Verdict("run", Reason("new", "first run of this run id"))
 
 
 @dataclass(slots=True)
@@ -37,6 +47,107 @@ class Plan:
     changes: list[str] = field(default_factory=list)
     #: Whether ``state`` must be saved whole before any node runs.
     needs_save: bool = False
+    #: Nodes whose stored result an accepted structural change makes stale, and why they run.
+    structural: dict[str, Reason] = field(default_factory=dict)
+    #: Node -> its verdict (`plan_call`): run, reuse or provisional, and why.
+    verdicts: Mapping[str, Verdict] = field(default_factory=dict)
+    #: What the caller should log: accepted changes, lost blobs, code changes let pass.
+    warnings: list[str] = field(default_factory=list)
+    #: Node -> its code fingerprint, as recorded with each completion.
+    fingerprints: Mapping[str, Fingerprint] = field(default_factory=dict)
+
+
+def plan_call(
+    dag: DAG,
+    stored: RunState | None,
+    run_id: str,
+    *,
+    allow_changes: bool,
+    fingerprints: Mapping[str, Fingerprint],
+    on_code_change: str = "rerun",
+    rerun: str | None = None,
+    rerun_from: Iterable[str] = (),
+    readable: Callable[[Ref], bool] | None = None,
+) -> Plan:
+    """All `flowdag.run` plans before running anything: verdicts, and what to log. Writes nothing.
+
+    ``plan.completed`` holds the nodes reused (``reuse`` verdicts). ``readable``
+    tells whether a Ref's blob can be read (None: every one can).
+
+    Raises:
+        InvalidArgumentError: ``on_code_change`` or ``rerun`` is not a value of
+            theirs, ``rerun_from`` names an unknown node.
+        WorkflowChangedError: as `plan_run`.
+    """
+    rerun_from = check_rerun(dag, on_code_change, rerun, rerun_from)
+    plan = plan_run(dag, run_id, stored, allow_changes=allow_changes)
+    plan.fingerprints = fingerprints
+    plan.warnings.extend(f"accepted change: {change}" for change in plan.changes)
+    if stored is None:
+        plan.verdicts = dict.fromkeys(dag.nodes, _NEW_RUN)
+        return plan
+    # Node -> its policy: its own on_code_change=, else the run's ("rerun" when missing).
+    modes = {n: spec.on_code_change for n, spec in dag.specs.items() if spec.on_code_change}
+    if on_code_change != "rerun":
+        modes = {n: modes.get(n, on_code_change) for n in dag.nodes}
+    verdicts = decide(
+        dag,
+        plan.state,
+        fingerprints,
+        on_code_change=modes,
+        rerun=rerun,
+        rerun_from=rerun_from,
+        structural=plan.structural,
+    )
+    if readable is not None:
+        # A lost blob is written again by running its node; nothing else changed,
+        # so the nodes that read the lost output keep their verdicts (as before
+        # provenance): a rerun that gives another output shows on the next resume.
+        for name, why in _lost_blobs(dag, plan.state, verdicts, readable):
+            verdicts[name] = Verdict("run", Reason("new", why))
+            plan.warnings.append(f"node '{name}' runs again: {why}")
+    plan.verdicts = verdicts
+    plan.completed = {name for name, verdict in verdicts.items() if verdict.action == "reuse"}
+    plan.warnings.extend(v.warning for v in verdicts.values() if v.warning is not None)
+    return plan
+
+
+def check_rerun(
+    dag: DAG, on_code_change: object, rerun: object, rerun_from: object
+) -> tuple[str, ...]:
+    """Check ``run()``'s ``on_code_change``, ``rerun`` and ``rerun_from``; the latter as a tuple.
+
+    Raises:
+        InvalidArgumentError: a value out of range, or an unknown node.
+        InvalidArgumentTypeError: ``rerun_from`` is not node names.
+    """
+    if on_code_change not in CODE_CHANGE_POLICIES:
+        raise InvalidArgumentError(
+            f"on_code_change must be one of {', '.join(map(repr, CODE_CHANGE_POLICIES))}, "
+            f"not {on_code_change!r}"
+        )
+    if rerun is not None and rerun != "failed":
+        raise InvalidArgumentError(
+            f'rerun must be "failed" (run the failed and skipped nodes again) or None, '
+            f"not {rerun!r}; to run a node and its descendants again, use rerun_from=[node]"
+        )
+    names = (rerun_from,) if isinstance(rerun_from, str) else rerun_from
+    if not isinstance(names, Iterable):
+        raise InvalidArgumentTypeError(
+            f"rerun_from must be node names, not {type(rerun_from).__name__}"
+        )
+    names = tuple(names)
+    for name in names:
+        if not isinstance(name, str):
+            raise InvalidArgumentTypeError(f"rerun_from must hold node names, not {name!r}")
+        if name not in dag:
+            known = ", ".join(f"'{n}'" for n in dag.nodes[:5])
+            more = ", ..." if len(dag) > 5 else ""
+            raise InvalidArgumentError(
+                f"rerun_from names node '{name}', which workflow '{dag.name}' does not have "
+                f"(it has {known}{more})"
+            )
+    return names
 
 
 def plan_run(dag: DAG, run_id: str, stored: RunState | None, *, allow_changes: bool) -> Plan:
@@ -74,7 +185,7 @@ def plan_run(dag: DAG, run_id: str, stored: RunState | None, *, allow_changes: b
             run_id,
             stored.workflow,
             nodes={
-                name: NodeState(deps=dag.deps(name))
+                name: _reset(dag, name, stored.nodes.get(name))
                 if name in stale or name not in stored.nodes
                 else stored.nodes[name]
                 for name in dag.nodes
@@ -83,51 +194,24 @@ def plan_run(dag: DAG, run_id: str, stored: RunState | None, *, allow_changes: b
             metadata=stored.metadata,
         )
     completed = {n for n, node in state.nodes.items() if node.status is NodeStatus.COMPLETED}
-    return Plan(state, completed, changes, needs_save=bool(changes))
+    return Plan(state, completed, changes, needs_save=bool(changes), structural=stale)
 
 
-def rerun_missing_blobs(
-    dag: DAG, plan: Plan, readable: Callable[[Ref], bool]
-) -> list[tuple[str, str]]:
-    """Mark for running again each completed node whose Ref output is not ``readable``
-    and whose output a node still to run needs; return those nodes and why.
+def _reset(dag: DAG, name: str, stored: NodeState | None) -> NodeState:
+    """A stale node pending again; its provenance (digests, audit) stays."""
+    return NodeState(deps=dag.deps(name), provenance=None if stored is None else stored.provenance)
 
-    A node run again needs its own inputs, so their blobs are checked in turn.
-    The node keeps its attempts and history (its attempt numbers go on).
+
+def _differences(dag: DAG, stored: RunState) -> tuple[list[str], dict[str, Reason]]:
+    """Human-readable differences, and the nodes whose stored results are stale, and why.
+
+    A new node runs as ``new``; one whose dependencies changed as
+    ``code_changed`` (its declaration is code; the detail names the change);
+    every node downstream of those as ``input_changed``, naming its dep on the
+    way: its stored output may have been computed from inputs that change.
     """
-    graph = dag.graph
-    completed = plan.completed
-    nodes = plan.state.nodes
-    rerun: list[tuple[str, str]] = []
-    needed = [n for n in sorted(completed) if any(s not in completed for s in graph.succ[n])]
-    while needed:
-        name = needed.pop()
-        if name not in completed:
-            continue
-        # Refs passed on inside an output count too: the node that wrote the blob
-        # is found by walking back through the nodes run again.
-        lost = [ref for ref in refs_in(nodes[name].output) if not readable(ref)]
-        if not lost:
-            continue
-        completed.discard(name)
-        stored = nodes[name]
-        nodes[name] = NodeState(attempts=stored.attempts, deps=stored.deps, history=stored.history)
-        waiting = sorted(s for s in graph.succ[name] if s not in completed)
-        rerun.append(
-            (
-                name,
-                f"its output's blob {lost[0].uri} is missing or expired, and "
-                f"{', '.join(repr(s) for s in waiting[:3])} need it",
-            )
-        )
-        needed.extend(p for p in graph.pred[name] if p in completed)
-    return rerun
-
-
-def _differences(dag: DAG, stored: RunState) -> tuple[list[str], set[str]]:
-    """Human-readable differences, and the nodes whose stored results are stale."""
     changes = []
-    changed: set[str] = set()
+    stale: dict[str, Reason] = {}
     for name in stored.nodes:
         if name not in dag:
             changes.append(f"node '{name}' was removed")
@@ -135,14 +219,64 @@ def _differences(dag: DAG, stored: RunState) -> tuple[list[str], set[str]]:
         node = stored.nodes.get(name)
         if node is None:
             changes.append(f"node '{name}' is new")
-            changed.add(name)
+            stale[name] = Reason("new", "a node the stored run did not have (allow_changes=True)")
         elif set(node.deps) != set(dag.deps(name)):
             before = ", ".join(sorted(node.deps)) or "none"
             after = ", ".join(sorted(dag.deps(name))) or "none"
             changes.append(f"node '{name}' depended on [{before}], now on [{after}]")
-            changed.add(name)
-    # Whatever depends on a changed node may have been computed from stale inputs.
-    stale = set(changed)
-    for name in changed:
-        stale.update(nx.descendants(dag.graph, name))
+            stale[name] = Reason(
+                "code_changed",
+                f"its dependencies changed from [{before}] to [{after}] (allow_changes=True)",
+            )
+    if stale:
+        # Whatever depends on a changed node may have been computed from stale inputs;
+        # dag.nodes is in topological order, so each dep is decided before its dependents.
+        for name in dag.nodes:
+            if name in stale:
+                continue
+            dep = next((d for d in dag.deps(name) if d in stale), None)
+            if dep is not None:
+                stale[name] = Reason(
+                    "input_changed",
+                    f"its dep '{dep}' runs again after a change of the workflow "
+                    "(allow_changes=True)",
+                )
     return changes, stale
+
+
+def _lost_blobs(
+    dag: DAG, state: RunState, verdicts: Mapping[str, Verdict], readable: Callable[[Ref], bool]
+) -> list[tuple[str, str]]:
+    """Reused or provisional nodes whose output's blob is unreadable while a node that
+    may run needs it, walking back through the nodes that run: (node, why) each."""
+    graph = dag.graph
+    # Only what a node that may run reads can be needed: none when all is reused.
+    running = [name for name, verdict in verdicts.items() if verdict.action != "reuse"]
+    if not running:
+        return []
+    kept = {n for n, v in verdicts.items() if v.action != "run"}
+    reused = {n for n, v in verdicts.items() if v.action == "reuse"}
+    nodes = state.nodes
+    lost: list[tuple[str, str]] = []
+    needed = sorted({dep for name in running for dep in graph.pred[name] if dep in kept})
+    while needed:
+        name = needed.pop()
+        if name not in kept:
+            continue
+        # Refs passed on inside an output count too: the node that wrote the blob
+        # is found by walking back through the nodes run again.
+        gone = [ref for ref in refs_in(nodes[name].output) if not readable(ref)]
+        if not gone:
+            continue
+        kept.discard(name)
+        reused.discard(name)
+        waiting = sorted(s for s in graph.succ[name] if s not in reused)
+        lost.append(
+            (
+                name,
+                f"its output's blob {gone[0].uri} is missing or expired, and "
+                f"{', '.join(repr(s) for s in waiting[:3])} need it",
+            )
+        )
+        needed.extend(p for p in graph.pred[name] if p in kept)
+    return lost

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from flowdag._fingerprint import Fingerprinter, node_fingerprints
 from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag.dag import DAG, check_pools
 from flowdag.errors import (
@@ -29,12 +30,12 @@ from flowdag.errors import (
 from flowdag.executors import Executor, capabilities_of, make_executor
 from flowdag.executors.pools import default_workers
 from flowdag.refs import LoadedOnRead, Ref
-from flowdag.resume import Plan, plan_run, rerun_missing_blobs
-from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
+from flowdag.resume import check_rerun, plan_call
+from flowdag.state import ErrorInfo, NodeState, NodeStatus, Reason, RunState, RunStatus
 from flowdag.stores.base import Store, check_run_id
 from flowdag.workflow import Workflow
 
-__all__ = ["EventKind", "RunEvent", "RunResult", "new_run_id", "run"]
+__all__ = ["EventKind", "RunEvent", "RunResult", "blob_reader", "new_run_id", "run"]
 
 logger = logging.getLogger("flowdag")
 
@@ -77,6 +78,8 @@ class RunResult:
     status: RunStatus
     nodes: dict[str, NodeState]
     data: dict[str, Any] = field(default_factory=dict)
+    #: Node -> why it ran or was reused in this call (see `explain`).
+    reasons: dict[str, Reason] = field(default_factory=dict)
     _outputs: LoadedOnRead | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -111,6 +114,13 @@ class RunResult:
     def errors(self) -> dict[str, ErrorInfo]:
         """Failed node -> why (type name, message, traceback text)."""
         return {n: s.error for n, s in self.nodes.items() if s.error is not None}
+
+    def explain(self) -> dict[str, Reason]:
+        """Node -> why it ran or was reused in this call, as a `Reason` (code, detail).
+
+        A node that never got to run because a dep failed says so in its detail.
+        """
+        return dict(self.reasons)
 
     def raise_on_failure(self) -> None:
         """Raise `RunFailedError` naming the failed nodes, unless the run completed."""
@@ -148,6 +158,9 @@ def run(
     on_event: Callable[[RunEvent], None] | None = None,
     inline_limit: Size | None = "256KiB",
     ttl: Duration | None = None,
+    on_code_change: str = "rerun",
+    rerun: str | None = None,
+    rerun_from: Iterable[str] = (),
 ) -> RunResult:
     """Run a DAG, or resume it when ``store`` already holds ``run_id``.
 
@@ -172,6 +185,13 @@ def run(
         ttl: the run expires this long after it finishes (a duration such as
             ``"30d"``); expired, it is gone for every reader and `flowdag.gc`
             deletes it. None: it never expires. Each call sets it anew.
+        on_code_change: what a resume does with a completed node whose code
+            changed since it ran: ``"rerun"`` it, reuse its output with a
+            warning (``"warn"``), or reuse it silently (``"ignore"``). A node's
+            own ``on_code_change=`` overrides it.
+        rerun: ``"failed"`` runs the failed and skipped nodes again and reuses
+            every completed one, even one whose code changed.
+        rerun_from: node names: these and all their descendants run again.
 
     Returns:
         The `RunResult`; node failures are in it, not raised.
@@ -179,7 +199,8 @@ def run(
     Raises:
         InvalidArgumentTypeError: an argument of the wrong type (``dag_or_workflow``,
             ``store``, ``pools``).
-        InvalidArgumentError: an argument out of range (``max_workers``, a pool cap).
+        InvalidArgumentError: an argument out of range (``max_workers``, a pool cap,
+            ``on_code_change``, ``rerun``), or ``rerun_from`` names an unknown node.
         DAGError: the workflow is not a valid DAG.
         InvalidRunIdError, RunLockedError, StoreError: the store refused the run.
         WorkflowChangedError: the stored run differs from the DAG.
@@ -198,6 +219,8 @@ def run(
     pools = {**dag.pools, **check_pools(pools)}  # run's caps override the workflow's, per pool
     limit = None if inline_limit is None else parse_size(inline_limit, "inline_limit")
     lifetime = None if ttl is None else _ttl(ttl)
+    check_rerun(dag, on_code_change, rerun, rerun_from)
+    fingerprints = node_fingerprints(dag, Fingerprinter())  # one fingerprinter per call
     # Whatever is opened here is closed on the way out, even when the next step fails.
     with ExitStack() as opened:
         run_store = _open(store)
@@ -208,12 +231,19 @@ def run(
             opened.callback(pool.shutdown, wait=False)
         workers = max_workers or capabilities_of(pool).max_workers or default_workers()
         with run_store.lock(run_id):
-            plan = plan_run(
-                dag, run_id, _load_or_none(run_store, run_id), allow_changes=allow_changes
+            plan = plan_call(
+                dag,
+                _load_or_none(run_store, run_id),
+                run_id,
+                allow_changes=allow_changes,
+                fingerprints=fingerprints,
+                on_code_change=on_code_change,
+                rerun=rerun,
+                rerun_from=rerun_from,
+                readable=blob_reader(run_store),
             )
-            for change in plan.changes:
-                logger.warning("run %s: accepted change: %s", run_id, change)
-            _rerun_lost_outputs(plan, dag, run_store)
+            for warning in plan.warnings:
+                logger.warning("run %s: %s", run_id, warning)
             if plan.state.ttl != lifetime:
                 plan.state.ttl = lifetime
                 plan.needs_save = True
@@ -235,8 +265,8 @@ def _ttl(value: Duration) -> timedelta:
     return timedelta(seconds=seconds)
 
 
-def _rerun_lost_outputs(plan: Plan, dag: DAG, store: Store) -> None:
-    """Run again the completed nodes whose output's blob is gone but still needed."""
+def blob_reader(store: Store) -> Callable[[Ref], bool]:
+    """Whether a Ref's blob can be read from ``store`` now (present, not expired)."""
     now = datetime.now(UTC)
 
     def readable(ref: Ref) -> bool:
@@ -244,8 +274,7 @@ def _rerun_lost_outputs(plan: Plan, dag: DAG, store: Store) -> None:
             return False
         return store.blobs.exists(ref.sha256)
 
-    for name, why in rerun_missing_blobs(dag, plan, readable):
-        logger.warning("run %s: node '%s' runs again: %s", plan.state.run_id, name, why)
+    return readable
 
 
 def _open(store: Store | str | None) -> Store:

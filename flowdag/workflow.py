@@ -10,8 +10,8 @@ from typing import Any, TypedDict, TypeVar, Unpack, overload
 
 from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag._values import text_problem
-from flowdag.dag import DAG, RUN_DEFAULT, NodeSpec, _RunDefault, check_pools
-from flowdag.errors import DAGError, InvalidArgumentError, SignatureError
+from flowdag.dag import CODE_CHANGE_POLICIES, DAG, RUN_DEFAULT, NodeSpec, _RunDefault, check_pools
+from flowdag.errors import DAGError, InvalidArgumentError, InvalidArgumentTypeError, SignatureError
 from flowdag.refs import Ref
 
 __all__ = ["Workflow"]
@@ -33,6 +33,8 @@ class _NodeOptions(TypedDict, total=False):
     extract: Callable[[Any], Any] | None
     preview: Callable[[Any], Any] | None
     ttl: Duration | None
+    version: str | int | None
+    on_code_change: str | None
 
 
 class Workflow:
@@ -119,6 +121,8 @@ class Workflow:
         extract: Callable[[Any], Any] | None = None,
         preview: Callable[[Any], Any] | None = None,
         ttl: Duration | None = None,
+        version: str | int | None = None,
+        on_code_change: str | None = None,
     ) -> NodeSpec:
         """Add a node imperatively.
 
@@ -146,9 +150,16 @@ class Workflow:
                 as ``Ref.preview``, cut to about 2 KiB.
             ttl: the output's blob expires this long after the node finishes
                 (its run may live longer); None: it lives as long as its run.
+            version: a string or int counted in the node's code fingerprint:
+                change it to make a resume run the node again.
+            on_code_change: what a resume does when the node's code changed
+                since its output was stored: ``"rerun"``, ``"warn"`` (reuse it,
+                with a warning) or ``"ignore"``; None: ``run(on_code_change=...)``'s.
 
         Raises:
             DAGError: an option is out of range.
+            InvalidArgumentTypeError: ``version`` is neither a str nor an int.
+            InvalidArgumentError: ``on_code_change`` is not one of the three.
             SignatureError: ``fn`` is not callable or needs an argument it will not get.
         """
         dep_names = (deps,) if isinstance(deps, str) else tuple(deps)
@@ -160,6 +171,7 @@ class Workflow:
                     f"node '{name}': {option} must be a function of the output or None, "
                     f"not {type(hook).__name__}"
                 )
+        _check_code_options(name, version, on_code_change)
         spec = NodeSpec(
             name=name,
             fn=fn,
@@ -178,6 +190,8 @@ class Workflow:
             preview=preview,
             ttl=None if ttl is None else _ttl(name, ttl),
             ref_deps=_ref_params(fn, kwarg_deps),
+            version=version,
+            on_code_change=on_code_change,
         )
         self._specs.append(spec)
         return spec
@@ -217,6 +231,19 @@ def _check_options(
         raise DAGError(f"node '{name}': retries must be a whole number >= 0, not {retries!r}")
     if not _is_number(backoff) or backoff < 1:  # type: ignore[operator]
         raise DAGError(f"node '{name}': backoff must be a number >= 1, not {backoff!r}")
+
+
+def _check_code_options(name: str, version: object, on_code_change: object) -> None:
+    if version is not None and (isinstance(version, bool) or not isinstance(version, str | int)):
+        raise InvalidArgumentTypeError(
+            f"node '{name}': version must be a str or an int (e.g. version=2), "
+            f"not {type(version).__name__}"
+        )
+    if on_code_change is not None and on_code_change not in CODE_CHANGE_POLICIES:
+        raise InvalidArgumentError(
+            f"node '{name}': on_code_change must be one of "
+            f"{', '.join(map(repr, CODE_CHANGE_POLICIES))} or None, not {on_code_change!r}"
+        )
 
 
 def _seconds(name: str, option: str, value: object) -> float:

@@ -40,6 +40,7 @@ EXPORTED = [
     "NodeStatus",
     "NodeTimeoutError",
     "OptionalDependencyError",
+    "Reason",
     "Ref",
     "RunEvent",
     "RunFailedError",

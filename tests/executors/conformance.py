@@ -610,13 +610,15 @@ KILLED_DRIVER = textwrap.dedent(
     import os, sys, time
     import flowdag
 
-    LOG, TAG = os.environ["KILL_LOG"], os.environ["KILL_TAG"]
+    LOG = os.environ["KILL_LOG"]
     NODES = 30
 
     def make(i):
         def node(ctx):
             fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-            os.write(fd, f"{TAG} n{i}\\n".encode())
+            # The tag read as it runs: a global the resume changes would change the
+            # node's code fingerprint, and a resume would run it again.
+            os.write(fd, f"{os.environ['KILL_TAG']} n{i}\\n".encode())
             os.close(fd)
             time.sleep(0.04)
             ctx.data[f"k{i}"] = i * i
