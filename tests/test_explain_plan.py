@@ -210,9 +210,12 @@ def test_plans_of_reruns_asked_for_agree_with_the_runs(
     assert cli(capsys, "run", "pipeline.py", "--run-id", "r", "--store", store)[0] == 1
     (tmp_path / "fail").unlink()
     actions = run_and_check(capsys, tmp_path, store, "--rerun-from", "b")
-    assert {n for n, action in actions.items() if action == "run"} == {"b", "d"}
-    (tmp_path / "fail").touch()
-    assert cli(capsys, "run", "pipeline.py", "--run-id", "r", "--store", store)[0] == 1
+    # b and d asked for; e failed before, so any resume runs it.
+    assert {n for n, action in actions.items() if action == "run"} == {"b", "d", "e"}
+    assert [explained(capsys, store)[n]["code"] for n in "bde"] == ["forced", "forced", "new"]
+    (tmp_path / "fail").touch()  # e asked for again, and failing
+    run = ["run", "pipeline.py", "--run-id", "r", "--store", store, "--rerun-from", "e"]
+    assert cli(capsys, *run)[0] == 1
     (tmp_path / "fail").unlink()
     edit(tmp_path / "helpers.py", "x * 2", "x * 3")
     actions = run_and_check(capsys, tmp_path, store, "--rerun", "failed")
