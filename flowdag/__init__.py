@@ -37,6 +37,7 @@ from flowdag.errors import (
     WorkflowChangedError,
 )
 from flowdag.gc import GCReport, gc
+from flowdag.overrides import invalidate, mark_done
 from flowdag.refs import Ref
 from flowdag.runner import EventKind, RunEvent, RunResult, run
 from flowdag.state import (
@@ -101,6 +102,8 @@ __all__ = [
     "Workflow",
     "WorkflowChangedError",
     "gc",
+    "invalidate",
+    "mark_done",
     "open_store",
     "register_types",
     "run",

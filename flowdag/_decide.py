@@ -61,6 +61,9 @@ class Verdict:
     warning: str | None = None
 
 
+_UNCHANGED = Verdict("reuse", Reason("reused", "its code and inputs are unchanged"))
+
+
 def decide(
     dag: DAG,
     state: RunState,
@@ -162,8 +165,8 @@ def _completed(
         assert provenance is not None
         if fingerprint.source_digest == provenance.source:
             note = (
-                "; its bytecode differs but its normalised source does not "
-                "(a new Python version?), so it was kept"
+                "; its bytecode differs but its normalised source does not (a docstring "
+                "edit, or a new Python version), so it was kept"
             )
         else:
             what = _changed_parts(dag, name, fingerprint, provenance.parts)
@@ -201,6 +204,8 @@ def _completed(
             Reason("reused", f"{shown} run again; kept if their outputs come back unchanged{note}"),
             warning,
         )
+    if not note and warning is None:
+        return _UNCHANGED  # the usual verdict on a resume: one object for every node
     return Verdict("reuse", Reason("reused", f"its code and inputs are unchanged{note}"), warning)
 
 

@@ -1,8 +1,10 @@
 """Digests of stored outputs: what early cutoff and the input digests compare.
 
 An output's digest is taken from its encoding, the bytes the store keeps, so
-no value is encoded twice; an output kept by reference (`flowdag.Ref`)
-counts by its blob's sha256, which depends on the value alone. Two equal
+no value is encoded twice: the sha256 of its plain encoding (`Codec.plain`,
+payload uncompressed), which is the address its blob has when the output is
+kept by reference, so an output counts the same inline or as a `flowdag.Ref`
+(a Ref counts by its ``sha256``): a change of ``inline_limit`` changes no digest. Two equal
 values may still digest apart (a dict built in another order, a set iterated
 in another order): the digest errs towards "changed", which runs a node again
 but never reuses a stale output.
@@ -19,7 +21,8 @@ __all__ = ["output_digest"]
 
 
 def output_digest(encoded: bytes | memoryview, value: Any) -> str:
-    """The digest of an output encoded as ``encoded`` (``value``: the value or its Ref)."""
+    """The digest of an output whose plain encoding is ``encoded`` (``value``: the value or
+    its Ref); pass ``codec.plain(codec.encode(value))``."""
     if type(value) is Ref:
         return value.sha256
-    return hashlib.blake2b(encoded, digest_size=16).hexdigest()
+    return hashlib.sha256(encoded).hexdigest()

@@ -121,9 +121,11 @@ class Fingerprinter:
 
     def __init__(self, project_root: str | Path | None = None) -> None:
         self._root = None if project_root is None else str(Path(project_root).resolve())
-        self._done: dict[int, tuple[str, str]] = {}  # id(fn) -> (full digest, source digest)
+        # id(code) -> its bytecode digest, source digest, and the names it reads.
+        self._done: dict[int, tuple[str, str, tuple[frozenset[str], frozenset[str]]]] = {}
         self._nodes: dict[tuple[int, str], Fingerprint] = {}  # (id(fn), extra) -> fingerprint
         self._keep: list[Any] = []  # the digested objects stay alive, so ids stay theirs
+        self._shapes: dict[tuple[Any, ...], Fingerprint] = {}  # see `_shape`
         self._installed = _installed_prefixes()
 
     def fingerprint(self, fn: Callable[..., Any], *, extra: str = "") -> Fingerprint:
@@ -131,6 +133,15 @@ class Fingerprinter:
         known = self._nodes.get((id(fn), extra))
         if known is not None:  # many nodes share a function: one walk each
             return known
+        # Functions one line makes in a loop (lambdas, closures over the loop's
+        # values) share code, globals and, often, captured values: one walk each.
+        shape = _shape(fn, extra)
+        if shape is not None:
+            known = self._shapes.get(shape)
+            if known is not None:
+                self._nodes[(id(fn), extra)] = known
+                self._keep.append(fn)
+                return known
         parts: dict[str, str] = {}
         sources: dict[str, str] = {}
         # The node's own function is "function": renaming it changes nothing computed.
@@ -140,6 +151,8 @@ class Fingerprinter:
         found = self._nodes[(id(fn), extra)] = Fingerprint(
             _combine(parts), _combine(sources), parts
         )
+        if shape is not None:
+            self._shapes[shape] = found
         self._keep.append(fn)
         return found
 
@@ -168,12 +181,17 @@ class Fingerprinter:
         if code is None:  # a class, a builtin, a callable object: by its type's code
             self._other(fn, name, parts, sources, depth)
             return
-        cached = self._done.get(id(fn))
+        # By code object: the lambdas one line makes in a loop share theirs, and
+        # parsing its source once is what makes 100k such nodes cheap.
+        cached = self._done.get(id(code))
         if cached is None:
-            cached = (_code_digest(code), _source_digest(fn))
-            self._done[id(fn)] = cached
-            self._keep.append(fn)
-        parts[name], sources[name] = cached
+            bytecode = _code_digest(code)
+            # No source (built at run time, exec'd): its bytecode is all there is to
+            # compare, so a change of it is a change of source, not a new Python.
+            cached = (bytecode, _source_digest(fn) or bytecode, _names_used(code))
+            self._done[id(code)] = cached
+            self._keep.append(code)
+        parts[name], sources[name], (global_names, attributes) = cached
         if depth >= _MAX_DEPTH:
             return
         for cell_name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=False):
@@ -182,19 +200,48 @@ class Fingerprinter:
             except ValueError:  # an empty cell: nothing captured yet
                 continue
             self._value(value, f"{name}: closure {cell_name}", parts, sources, depth + 1, fn)
+        # Default values are captured values too: ``lambda x, k=k: x * k`` in a loop.
+        defaults = (*(fn.__defaults__ or ()), *sorted((fn.__kwdefaults__ or {}).items()))
+        if defaults:
+            self._value(defaults, f"{name}: defaults", parts, sources, depth + 1, fn)
         module_globals = getattr(fn, "__globals__", {})
-        global_names, attributes = _names_used(code)
         for global_name in sorted(global_names):
             if global_name not in module_globals:
                 continue  # a builtin
             value = module_globals[global_name]
             if isinstance(value, types.ModuleType):  # helpers.clean(...): follow the attribute
-                for attribute in sorted(attributes):
-                    member = vars(value).get(attribute)
-                    if inspect.isfunction(member) or inspect.isclass(member):
-                        self._value(member, "", parts, sources, depth + 1)
+                self._members(value, attributes, parts, sources, depth + 1, {value})
                 continue
             self._value(value, f"global {global_name}", parts, sources, depth + 1, fn)
+
+    def _members(
+        self,
+        module: types.ModuleType,
+        attributes: frozenset[str],
+        parts: dict[str, str],
+        sources: dict[str, str],
+        depth: int,
+        seen: set[types.ModuleType],
+    ) -> None:
+        """The members of a project module read as attributes (``helpers.clean``,
+        ``helpers.RATE``, ``pkg.helpers.clean``): functions and classes as helpers,
+        immutable constants by value, submodules followed. Attribute names are not
+        tied to their object in bytecode, so any attribute name the code loads counts."""
+        members = vars(module)
+        for attribute in sorted(attributes):
+            member = members.get(attribute)
+            if member is None:
+                continue
+            if inspect.isfunction(member) or inspect.isclass(member):
+                self._value(member, "", parts, sources, depth)
+            elif isinstance(member, types.ModuleType):
+                if member not in seen and depth < _MAX_DEPTH and self._local(member):
+                    seen.add(member)
+                    self._members(member, attributes, parts, sources, depth + 1, seen)
+            elif self._local(module) and not _by_type(_value_key(member)):
+                key = _value_key(member)
+                name = f"global {_module_name(module)}.{attribute}"
+                parts[name] = sources[name] = _digest(repr(key).encode())
 
     def _value(
         self,
@@ -342,8 +389,14 @@ def _feed_code(h: Any, code: types.CodeType) -> None:
     h.update(code.co_code)
     h.update(repr((code.co_names, code.co_varnames, code.co_freevars, code.co_argcount)).encode())
     consts = code.co_consts
-    if consts and isinstance(consts[0], str) and code.co_flags & inspect.CO_NEWLOCALS:
-        consts = consts[1:]  # the docstring, if any, does not count (and co_code never reads it)
+    if (
+        consts
+        and (consts[0] is None or isinstance(consts[0], str))
+        and (code.co_flags & inspect.CO_NEWLOCALS)
+    ):
+        # The docstring's slot (None without one): it does not count, and co_code
+        # reads it only when that None is also a value the function uses.
+        consts = consts[1:]
     for const in consts:
         if isinstance(const, types.CodeType):
             _feed_code(h, const)
@@ -389,6 +442,40 @@ def _strip_docstrings(tree: ast.AST) -> None:
                 and isinstance(first.value.value, str)
             ):
                 node.body = node.body[1:] or [ast.Pass()]
+
+
+#: Captured values a shape may hold: their (type, value) pairs compare exactly.
+_EXACT = frozenset({type(None), bool, int, float, str, bytes})
+
+
+def _shape(fn: Any, extra: str) -> tuple[Any, ...] | None:
+    """What ``fn``'s fingerprint depends on, when that is hashable and exact, else None.
+
+    Its code, its module's globals, and its captured and default values by
+    exact type and value (``1`` and ``1.0`` are different shapes); None for
+    anything else (a partial, a callable object, a captured list), which is walked.
+    """
+    code = getattr(fn, "__code__", None)
+    if code is None or type(fn) is not types.FunctionType:
+        return None
+    values: list[Any] = list(fn.__defaults__ or ())
+    for cell in fn.__closure__ or ():
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            values.append(_EMPTY_CELL)
+    if fn.__kwdefaults__:
+        return None
+    if not {type(value) for value in values} <= _EXACT | {_EmptyCell}:
+        return None
+    return (id(code), id(fn.__globals__), extra, *((type(v), v) for v in values))
+
+
+class _EmptyCell:
+    """What a shape holds for a closure cell not filled yet."""
+
+
+_EMPTY_CELL = _EmptyCell()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -440,8 +527,17 @@ def _name_of(obj: Any) -> str:
     return f"{module}.{qualname}{where}" if module else f"{qualname}{where}"
 
 
+def _module_name(module: types.ModuleType) -> str:
+    """A module's name, as `_name_of` shows it (a file the CLI loaded: its stem)."""
+    loaded = _LOADED.fullmatch(module.__name__)
+    return module.__name__ if loaded is None else loaded.group(1)
+
+
 def _file_of(obj: Any) -> str | None:
     """The file ``obj``'s code comes from, or None."""
+    if isinstance(obj, types.ModuleType):
+        file = getattr(obj, "__file__", None)
+        return None if file is None else str(file)
     code = getattr(obj, "__code__", None)
     if code is not None:
         return str(code.co_filename)

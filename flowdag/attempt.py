@@ -246,7 +246,9 @@ def _finish(attempt: Attempt, started_at: datetime, value: Any, ctx: Context | N
         else:
             output, value, blobs = _output(attempt, value)
         # From the bytes just encoded (or the Ref's sha256): never encoded again.
-        digest = output_digest(output, value)
+        # Uncompressed (a no-op below the codec's threshold), as a blob is addressed:
+        # the same value digests the same inline or by reference.
+        digest = value.sha256 if type(value) is Ref else output_digest(codec.plain(output), value)
         if ctx is None:
             outcome = Outcome(started_at, datetime.now(UTC), value, output)
             outcome.blobs = blobs  # set, not passed by keyword: cheaper on this hot path

@@ -86,26 +86,25 @@ def plan_call(
     if stored is None:
         plan.verdicts = dict.fromkeys(dag.nodes, _NEW_RUN)
         return plan
-    structural = dict(plan.structural)
     # Node -> its policy: its own on_code_change=, else the run's ("rerun" when missing).
     modes = {n: spec.on_code_change for n, spec in dag.specs.items() if spec.on_code_change}
     if on_code_change != "rerun":
         modes = {n: modes.get(n, on_code_change) for n in dag.nodes}
-    while True:
-        verdicts = decide(
-            dag,
-            plan.state,
-            fingerprints,
-            on_code_change=modes,
-            rerun=rerun,
-            rerun_from=rerun_from,
-            structural=structural,
-        )
-        lost = [] if readable is None else _lost_blobs(dag, plan.state, verdicts, readable)
-        if not lost:
-            break
-        for name, why in lost:  # run them, and decide again: their descendants may cut off
-            structural[name] = Reason("new", why)
+    verdicts = decide(
+        dag,
+        plan.state,
+        fingerprints,
+        on_code_change=modes,
+        rerun=rerun,
+        rerun_from=rerun_from,
+        structural=plan.structural,
+    )
+    if readable is not None:
+        # A lost blob is written again by running its node; nothing else changed,
+        # so the nodes that read the lost output keep their verdicts (as before
+        # provenance): a rerun that gives another output shows on the next resume.
+        for name, why in _lost_blobs(dag, plan.state, verdicts, readable):
+            verdicts[name] = Verdict("run", Reason("new", why))
             plan.warnings.append(f"node '{name}' runs again: {why}")
     plan.verdicts = verdicts
     plan.completed = {name for name, verdict in verdicts.items() if verdict.action == "reuse"}
@@ -251,11 +250,15 @@ def _lost_blobs(
     """Reused or provisional nodes whose output's blob is unreadable while a node that
     may run needs it, walking back through the nodes that run: (node, why) each."""
     graph = dag.graph
+    # Only what a node that may run reads can be needed: none when all is reused.
+    running = [name for name, verdict in verdicts.items() if verdict.action != "reuse"]
+    if not running:
+        return []
     kept = {n for n, v in verdicts.items() if v.action != "run"}
     reused = {n for n, v in verdicts.items() if v.action == "reuse"}
     nodes = state.nodes
     lost: list[tuple[str, str]] = []
-    needed = [n for n in sorted(kept) if any(s not in reused for s in graph.succ[n])]
+    needed = sorted({dep for name in running for dep in graph.pred[name] if dep in kept})
     while needed:
         name = needed.pop()
         if name not in kept:

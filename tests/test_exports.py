@@ -56,6 +56,8 @@ EXPORTED = [
     "Workflow",
     "WorkflowChangedError",
     "gc",
+    "invalidate",
+    "mark_done",
     "open_store",
     "register_types",
     "run",

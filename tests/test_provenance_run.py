@@ -127,7 +127,9 @@ def test_every_completed_record_carries_its_provenance(store: Store) -> None:
         assert provenance.fingerprint == fingerprints[name].digest
         assert provenance.source == fingerprints[name].source_digest
         assert dict(provenance.parts) == fingerprints[name].parts
-        assert provenance.output == output_digest(store.codec.encode(node.output), node.output)
+        assert provenance.output == output_digest(
+            store.codec.plain(store.codec.encode(node.output)), node.output
+        )
         assert provenance.reason == Reason("new", "first run of this run id")
         assert not provenance.manual and provenance.audit == ()
         digests[name] = provenance.output
@@ -155,6 +157,25 @@ def test_an_output_kept_by_reference_is_digested_by_its_ref(kind: str, tmp_path:
     assert size is not None and dict(size.inputs) == {"big": ref.sha256}
 
 
+def test_an_output_digests_the_same_inline_and_by_reference() -> None:
+    def workflow(version: int) -> Workflow:
+        wf = Workflow("limits")  # big: above the codec's compression threshold
+        wf.add_node("big", lambda: list(range(1000)), version=version)
+        wf.add_node("size", lambda big: CALLS.append("size") or len(big), deps=["big"])
+        return wf
+
+    store = open_store("memory://")
+    inline = flowdag.run(workflow(1), run_id="r", store=store, inline_limit=None)
+    assert inline.refs == {}
+    CALLS.clear()
+    again = flowdag.run(workflow(2), run_id="r", store=store, inline_limit=64)
+    assert type(again.nodes["big"].output) is Ref
+    assert CALLS == []  # size read the same digest: cut off
+    assert codes(again) == {"big": "code_changed", "size": "reused"}
+    before, after = inline.nodes["big"].provenance, again.nodes["big"].provenance
+    assert before is not None and after is not None and before.output == after.output
+
+
 def test_records_of_a_failure_and_its_skips_keep_the_reason() -> None:
     wf = Workflow("fails")
     wf.add_node("boom", lambda: 1 / 0)
@@ -166,6 +187,45 @@ def test_records_of_a_failure_and_its_skips_keep_the_reason() -> None:
     assert failed.output is None
     skip = result.explain()["below"]
     assert skip.code == "new" and "'boom' failed" in skip.detail
+
+
+def test_outputs_made_in_worker_processes_are_digested_there() -> None:
+    # A memory store's blob area is out of the workers' reach: the big output
+    # comes back as bytes and is kept by reference here (its digest: the Ref's).
+    wf = Workflow("remote")
+    wf.add_node("big", lambda: list(range(1000)), inline_limit=64)
+    wf.add_node("small", lambda big: len(big), deps=["big"])
+    store = open_store("memory://")
+    result = flowdag.run(wf, run_id="r", store=store, executor="processes", max_workers=1)
+    assert result.ok, result.errors
+    big, small = result.nodes["big"].provenance, result.nodes["small"].provenance
+    assert big is not None and small is not None
+    assert big.output == result.refs["big"].sha256
+    assert small.output == output_digest(store.codec.plain(store.codec.encode(1000)), 1000)
+    assert dict(small.inputs) == {"big": big.output}
+
+
+def test_accepted_structural_changes_are_reasons() -> None:
+    store = open_store("memory://")
+    flowdag.run(diamond(), run_id="r", store=store)
+    wf = diamond()
+    wf.add_node("extra", lambda left: left, deps=["left"])
+    changed = Workflow("diamond")
+    for spec in wf.specs:
+        if spec.name == "after_right":  # reads left too now
+            changed.add_node(spec.name, lambda right, left: [right, left], deps=["right", "left"])
+        else:
+            changed.add_node(spec.name, spec.fn, deps=spec.deps)
+    CALLS.clear()
+    result = flowdag.run(changed, run_id="r", store=store, allow_changes=True)
+    assert result.ok
+    explained = result.explain()
+    assert explained["extra"].code == "new"
+    assert explained["after_right"].code == "code_changed"
+    assert "from [right] to [left, right]" in explained["after_right"].detail
+    assert {n: explained[n].code for n in ["top", "left", "right", "join"]} == dict.fromkeys(
+        ["top", "left", "right", "join"], "reused"
+    )
 
 
 # -- early cutoff -----------------------------------------------------------------------------

@@ -208,9 +208,22 @@ def check_runs(data: st.DataObject, kind: str) -> None:
             again = reruns(plans, completed, present)
             for name in again:
                 del completed[name]
+            # A completed node with a dep that runs (plans are in topological order)
+            # waits for it: kept if the dep completes (values are deterministic, so
+            # its output comes back the same: early cutoff), skipped if it does not.
+            # A dep run again only to write its lost blob does not make it wait.
+            held: dict[str, Kept] = {}
+            for plan in plans:
+                if plan.name in completed and any(
+                    d not in completed and d not in again for d in plan.deps
+                ):
+                    held[plan.name] = completed.pop(plan.name)
             expected_calls: set[str] = set()
             for plan in plans:
                 if plan.name in completed or not all(d in completed for d in plan.deps):
+                    continue
+                if plan.name in held:
+                    completed[plan.name] = held[plan.name]
                     continue
                 expected_calls.add(plan.name)
                 if plan.name not in failing:

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
+from flowdag.cli import explain as explain_command
 from flowdag.cli import gc as gc_command
-from flowdag.cli import graph, run, runs, show
+from flowdag.cli import graph, overrides, run, runs, show
 from flowdag.cli.base import CLIError, Command, Exit, flatten, log
 from flowdag.cli.bench import command as bench
 from flowdag.errors import FlowdagError, RunLockedError, WorkflowChangedError
@@ -76,9 +77,11 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_parser(commands)
     runs.add_parsers(commands)
     show.add_parser(commands)
+    explain_command.add_parser(commands)
     bench.add_parser(commands)
     graph.add_parser(commands)
     gc_command.add_parser(commands)
+    overrides.add_parsers(commands)
     return parser
 
 

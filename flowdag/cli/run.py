@@ -88,6 +88,22 @@ def add_parser(commands: Commands) -> None:
         action="store_true",
         help="resume even if the workflow's nodes or dependencies changed",
     )
+    run.add_argument(
+        "--on-code-change",
+        choices=["rerun", "warn", "ignore"],
+        default="rerun",
+        help="a completed node whose code changed: run it again (default), keep its "
+        "output with a warning, or keep it",
+    )
+    run.add_argument(
+        "--rerun", choices=["failed"], help="run the failed and skipped nodes again, keep the rest"
+    )
+    run.add_argument(
+        "--rerun-from",
+        action="append",
+        metavar="NODE",
+        help="run NODE and every node below it again; repeat for several",
+    )
 
 
 def cmd_run(args: argparse.Namespace, err: Console) -> int:
@@ -118,6 +134,9 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
                 max_workers=args.workers,
                 executor=executor,
                 allow_changes=args.allow_changes,
+                on_code_change=args.on_code_change,
+                rerun=args.rerun,
+                rerun_from=args.rerun_from or (),
                 pools=pools,
                 on_event=progress.update,
                 **lifetimes,

@@ -31,6 +31,7 @@ from flowdag.cli.base import (
     open_store,
 )
 from flowdag.cli.gc import add_compact_parser
+from flowdag.cli.overrides import audit_json, reason_json
 from flowdag.cli.render import (
     count,
     describe_counts,
@@ -257,6 +258,7 @@ def state_json(state: RunState, live: Liveness, *, values: bool = False) -> dict
         "ttl": None if state.ttl is None else state.ttl.total_seconds(),
         "expires_at": _moment(state.expires_at),
         "nodes": {name: node_json(node, live, values=values) for name, node in state.nodes.items()},
+        "audit": audit_json(state),  # mark_done and invalidate, oldest first
     }
     if values:
         document["data"] = {key: json_value(value) for key, value in state.data.items()}
@@ -279,6 +281,7 @@ def node_json(node: NodeState, live: Liveness, *, values: bool = False) -> dict[
         "deps": list(node.deps),
         "error": _error_json(node.error),
         "ref": ref_json(node.output) if type(node.output) is Ref else None,
+        "reason": reason_json(node),  # why it last ran, was marked done or invalidated
         "history": [
             {
                 "number": attempt.number,

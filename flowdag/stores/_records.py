@@ -50,6 +50,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from itertools import chain
+from types import MappingProxyType
 from typing import Any
 
 from flowdag._values import text_problem
@@ -439,34 +440,88 @@ def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
 
 
 _PROVENANCE_KEYS = frozenset({"fp", "src", "parts", "out", "in", "why", "pin", "audit"})
+_TEXT_OR_NONE = frozenset({str, type(None)})
+_NO_MAPPING: Mapping[str, str] = MappingProxyType({})
+_MAPPINGS = frozenset({dict, MappingProxyType})
+_REASON_TYPES = frozenset({list, tuple})  # tuple: none stored
+# Many nodes share a reason ("first run of this run id"): one object each, not one per node.
+_REASONS: dict[tuple[str, str], Reason] = {}
+_MAX_REASONS = 10_000
+_NEW_PROVENANCE = Provenance.__new__
+(
+    _SET_FINGERPRINT,
+    _SET_SOURCE,
+    _SET_PARTS,
+    _SET_OUTPUT,
+    _SET_INPUTS,
+    _SET_REASON,
+    _SET_MANUAL,
+    _SET_AUDIT,
+) = (vars(Provenance)[name].__set__ for name in Provenance.__slots__)
 
 
 def _provenance(record: Any) -> Provenance:
-    """The provenance of a decoded meta record, checked (see `provenance_record`)."""
+    """The provenance of a decoded meta record, checked (see `provenance_record`).
+
+    Once per completed node on every load: a few set tests and no dataclass
+    ``__init__`` (its frozen field setters were a third of a 100k-node load).
+    """
     if type(record) is not dict or not record.keys() <= _PROVENANCE_KEYS:
         raise CorruptStateError(f"node provenance is {_shown(record)}, not a provenance record")
-    texts = []
-    for key in ("fp", "src", "out"):
-        value = record.get(key)
-        if value is not None and type(value) is not str:
-            raise CorruptStateError(f"node provenance {key} is {_shown(value)}, not a str")
-        texts.append(value)
-    mappings = []
-    for key in ("parts", "in"):
-        mapping = record.get(key, {})
-        if type(mapping) is not dict or not (_all_str(mapping) and _all_str(mapping.values())):
-            raise CorruptStateError(f"node provenance {key} is {_shown(mapping)}, not str -> str")
-        mappings.append(mapping)
-    reason = record.get("why")
-    if reason is not None:
-        if type(reason) is not list or len(reason) != 2 or not _all_str(reason):
-            raise CorruptStateError(f"node provenance why is {_shown(reason)}, not [code, detail]")
-        reason = Reason(*reason)
-    pinned = record.get("pin", False)
+    get = record.get
+    fingerprint, source, output = get("fp"), get("src"), get("out")
+    if not {type(fingerprint), type(source), type(output)} <= _TEXT_OR_NONE:
+        key, value = next(
+            (k, get(k)) for k in ("fp", "src", "out") if type(get(k)) not in _TEXT_OR_NONE
+        )
+        raise CorruptStateError(f"node provenance {key} is {_shown(value)}, not a str")
+    parts, inputs, why = get("parts", _NO_MAPPING), get("in", _NO_MAPPING), get("why", ())
+    if (
+        type(parts) not in _MAPPINGS
+        or type(inputs) not in _MAPPINGS
+        or type(why) not in _REASON_TYPES
+        or len(why) not in (0, 2)
+        or not _all_str(chain(parts, parts.values(), inputs, inputs.values(), why))
+    ):
+        _provenance_problem(parts, inputs, why)
+    reason = None
+    if why:
+        pair = (why[0], why[1])
+        reason = _REASONS.get(pair)
+        if reason is None:
+            reason = Reason(*pair)
+            if len(_REASONS) < _MAX_REASONS:
+                _REASONS[pair] = reason
+    pinned = get("pin", False)
     if type(pinned) is not bool:
         raise CorruptStateError(f"node provenance pin is {_shown(pinned)}, not a bool")
-    audit = []
-    for entry in record.get("audit", ()):
+    audit = get("audit")
+    overrides = () if audit is None else _overrides(audit)
+    provenance = _NEW_PROVENANCE(Provenance)
+    _SET_FINGERPRINT(provenance, fingerprint)
+    _SET_SOURCE(provenance, source)
+    _SET_PARTS(provenance, parts)
+    _SET_OUTPUT(provenance, output)
+    _SET_INPUTS(provenance, inputs)
+    _SET_REASON(provenance, reason)
+    _SET_MANUAL(provenance, pinned)
+    _SET_AUDIT(provenance, overrides)
+    return provenance
+
+
+def _provenance_problem(parts: Any, inputs: Any, why: Any) -> None:
+    """Raise for the first damaged field of these (known to hold one)."""
+    for key, mapping in (("parts", parts), ("in", inputs)):
+        if type(mapping) not in _MAPPINGS or not (_all_str(mapping) and _all_str(mapping.values())):
+            raise CorruptStateError(f"node provenance {key} is {_shown(mapping)}, not str -> str")
+    raise CorruptStateError(f"node provenance why is {_shown(why)}, not [code, detail]")
+
+
+def _overrides(audit: Any) -> tuple[Override, ...]:
+    if type(audit) is not list:
+        raise CorruptStateError(f"node provenance audit is {_shown(audit)}, not a list")
+    overrides = []
+    for entry in audit:
         if (
             type(entry) is not list
             or len(entry) != 4
@@ -475,10 +530,8 @@ def _provenance(record: Any) -> Provenance:
             raise CorruptStateError(
                 f"node provenance audit holds {_shown(entry)}, not [action, by, at_us, reason]"
             )
-        audit.append(Override(entry[0], entry[1], _moment(entry[2], "override at"), entry[3]))
-    return Provenance(
-        texts[0], texts[1], mappings[0], texts[2], mappings[1], reason, pinned, tuple(audit)
-    )
+        overrides.append(Override(entry[0], entry[1], _moment(entry[2], "override at"), entry[3]))
+    return tuple(overrides)
 
 
 def meta_blobs(meta: Any) -> dict[str, datetime | None]:
