@@ -12,7 +12,11 @@ kept by reference, and after every kill each completed one is read through
 its ref and compared. Odd seeds use an encrypted store;
 on the JSON and FlatBuffers stores, every third seed also loses its snapshot
 once after a kill (the run must be refused, never resumed from the journal
-left behind, then is started afresh).
+left behind, then is started afresh). Then the gc rounds (``--gc-runs``, see
+``tests/torture/gc_torture.py``) and the edit rounds (``--edit-runs``, see
+``tests/torture/edit_torture.py``): a completed run whose code is edited is
+resumed under kills, and must run exactly the edited nodes and those whose
+inputs changed, early cutoff included.
 Prints the figures per store and exits 1 if any check failed.
 """
 
@@ -30,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.torture import gc_torture, harness  # noqa: E402
+from tests.torture import edit_torture, gc_torture, harness  # noqa: E402
 
 
 def main() -> int:
@@ -48,11 +52,18 @@ def main() -> int:
     parser.add_argument(
         "--gc-kills", type=int, default=4, help="collectors killed per gc run (default 4)"
     )
+    parser.add_argument(
+        "--edit-runs",
+        type=int,
+        default=10,
+        help="runs per store whose code is edited, then resumed under kills (default 10)",
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
     totals = {scheme: harness.Stats() for scheme in args.stores}
     gc_totals = {scheme: gc_torture.GCStats() for scheme in args.stores}
+    edit_totals = {scheme: edit_torture.EditStats() for scheme in args.stores}
     with tempfile.TemporaryDirectory(prefix="flowdag-torture-") as tmp:
 
         def one(job: tuple[str, int]) -> tuple[str, harness.Stats]:
@@ -92,6 +103,28 @@ def main() -> int:
                 for text in gc_stats.violations:
                     print(f"VIOLATION {text}", flush=True)
 
+        def one_edit(job: tuple[str, int]) -> tuple[str, edit_torture.EditStats]:
+            scheme, seed = job
+            where = Path(tmp) / f"edit-{scheme}-{seed}"
+            stats = edit_torture.edit_torture(
+                scheme,
+                seed,
+                where,
+                kills=args.kills,
+                encrypt=seed % 2 == 1,
+                max_nodes=args.max_nodes,
+            )
+            return scheme, stats
+
+        edit_jobs = [
+            (scheme, args.seed + n) for n in range(args.edit_runs) for scheme in args.stores
+        ]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for scheme, edit_stats in pool.map(one_edit, edit_jobs):
+                edit_totals[scheme].add(edit_stats)
+                for text in edit_stats.violations:
+                    print(f"VIOLATION {text}", flush=True)
+
     grand = _table(
         f"{'store':<12} {'runs':>5} {'nodes':>6} {'kills':>6} {'not saved':>9} "
         f"{'mid-compaction':>14} {'torn tail':>9} {'in flight':>9} {'interrupted':>11} "
@@ -109,12 +142,22 @@ def main() -> int:
             gc_grand,
             _gc_row,
         )
+    edit_grand = edit_torture.EditStats()
+    if args.edit_runs:
+        edit_grand = _table(
+            f"{'edit store':<12} {'runs':>5} {'nodes':>6} {'edited':>6} {'must run':>8} "
+            f"{'cut off':>7} {'kills':>6} {'violations':>10}",
+            edit_totals,
+            edit_grand,
+            _edit_row,
+        )
     print(f"{time.monotonic() - started:.0f} s")
     if args.json:
         figures: dict[str, Any] = _figures([*totals.items(), ("total", grand)])
         figures["gc"] = _figures([*gc_totals.items(), ("total", gc_grand)])
+        figures["edit"] = _figures([*edit_totals.items(), ("total", edit_grand)])
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    return 1 if grand.violations or gc_grand.violations else 0
+    return 1 if grand.violations or gc_grand.violations or edit_grand.violations else 0
 
 
 def _table(header: str, totals: dict[str, Any], grand: Any, row: Any) -> Any:
@@ -149,6 +192,13 @@ def _gc_row(name: str, s: gc_torture.GCStats) -> str:
     return (
         f"{name:<12} {s.runs:>5} {s.kills:>6} {s.writes:>6} {s.mid_delete:>10} "
         f"{s.mid_sweep:>9} {len(s.violations):>10}"
+    )
+
+
+def _edit_row(name: str, s: edit_torture.EditStats) -> str:
+    return (
+        f"{name:<12} {s.runs:>5} {s.nodes:>6} {s.edited:>6} {s.must_run:>8} "
+        f"{s.cut_off:>7} {s.kills:>6} {len(s.violations):>10}"
     )
 
 
