@@ -29,10 +29,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from flowdag._digests import output_digest
 from flowdag._equality import equal
 from flowdag._frames import is_frame
-from flowdag.codec import ValueCodec
 from flowdag.errors import (
     BlobMissingError,
     CorruptStateError,
@@ -83,8 +81,6 @@ def copy_run(src: Store, dst: Store, run_id: str) -> Copied:
     with collecting() as held:  # every Ref the load decodes: none, most of the time
         state = src.load(run_id)
     where = _refs_of(state) if held else []
-    if src.codec.name != dst.codec.name:
-        state = _redigested(state, dst.codec)
     stored = _stored(dst, state, run_id)
     done = Copied()
 
@@ -112,40 +108,6 @@ def copy_run(src: Store, dst: Store, run_id: str) -> Copied:
                 stored = _stored(dst, state, run_id)
         dst._save_checked(run_id, stored, check)
     return done
-
-
-def _redigested(state: RunState, codec: ValueCodec) -> RunState:
-    """``state`` with its output digests as ``codec`` makes them, the input digests too.
-
-    A digest is taken from an output's encoding, and another codec encodes
-    otherwise: without this, an equal output would compare as changed after
-    the copy, and a resume would run the nodes below it again (no early cutoff).
-    """
-    nodes = dict(state.nodes)
-    renamed: dict[str, tuple[str, str]] = {}  # node -> (old digest, new digest)
-    for name, node in nodes.items():
-        provenance = node.provenance
-        if provenance is None or provenance.output is None or node.status != "completed":
-            continue
-        try:
-            digest = output_digest(codec.plain(codec.encode(node.output)), node.output)
-        except SerializationError:
-            continue  # refused by the copy itself, with a better message
-        if digest != provenance.output:
-            renamed[name] = (provenance.output, digest)
-            nodes[name] = replace(node, provenance=replace(provenance, output=digest))
-    if not renamed:
-        return state
-    for name, node in nodes.items():
-        provenance = node.provenance
-        if provenance is None or not renamed.keys() & provenance.inputs.keys():
-            continue
-        inputs = {  # an input read from the output the dep holds: its new digest
-            dep: renamed[dep][1] if renamed.get(dep, ("",))[0] == digest else digest
-            for dep, digest in provenance.inputs.items()
-        }
-        nodes[name] = replace(node, provenance=replace(provenance, inputs=inputs))
-    return replace(state, nodes=nodes)
 
 
 def _stored(dst: Store, state: RunState, run_id: str) -> StoredRun:
