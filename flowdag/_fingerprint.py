@@ -37,26 +37,29 @@ other I/O. Each object is digested once per `Fingerprinter` (a run makes one).
 
 from __future__ import annotations
 
-import ast
-import datetime
-import decimal
-import dis
-import enum
-import fractions
 import functools
-import hashlib
 import inspect
 import logging
-import re
-import sys
-import sysconfig
-import textwrap
 import types
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from flowdag._code_digests import (
+    _class_source,
+    _code_digest,
+    _combine,
+    _digest,
+    _file_of,
+    _installed_prefixes,
+    _module_name,
+    _name_of,
+    _names_used,
+    _shape,
+    _source_digest,
+    _value_key,
+)
 
 if TYPE_CHECKING:
     from flowdag.dag import DAG
@@ -65,24 +68,6 @@ __all__ = ["Fingerprint", "Fingerprinter", "node_fingerprints"]
 
 logger = logging.getLogger("flowdag")
 
-_IMMUTABLE = (type(None), bool, int, float, complex, str, bytes)
-#: Immutable values of the standard library that count by their repr (a path, a
-#: date, a compiled pattern...): ``HERE = Path(__file__).parent`` is a constant.
-_BY_REPR = (
-    PurePath,
-    datetime.date,
-    datetime.time,
-    datetime.timedelta,
-    decimal.Decimal,
-    fractions.Fraction,
-    uuid.UUID,
-    range,
-    re.Pattern,
-    enum.Enum,
-)
-#: `flowdag.cli.loader` imports a workflow file under a fresh module name each
-#: time: a part is named by the file's stem instead, the same on every run.
-_LOADED = re.compile(r"_flowdag_workflow_(.+)_[0-9a-f]{8}")
 _MAX_DEPTH = 50  # helpers calling helpers: deeper chains are cut, by name
 #: (function, part) pairs already warned about as counted by type: one warning per process.
 _WARNED: set[tuple[str, str]] = set()
@@ -373,189 +358,3 @@ def _by_type(key: Any) -> set[str]:
         elif type(item) is tuple or type(item) is list:
             stack.extend(item)
     return found
-
-
-# -- digests of code and values ---------------------------------------------------------------
-
-
-def _code_digest(code: types.CodeType) -> str:
-    """Instructions, names and constants, nested code included; no line numbers or file."""
-    h = hashlib.sha256()
-    _feed_code(h, code)
-    return h.hexdigest()
-
-
-def _feed_code(h: Any, code: types.CodeType) -> None:
-    h.update(code.co_code)
-    h.update(repr((code.co_names, code.co_varnames, code.co_freevars, code.co_argcount)).encode())
-    consts = code.co_consts
-    if (
-        consts
-        and (consts[0] is None or isinstance(consts[0], str))
-        and (code.co_flags & inspect.CO_NEWLOCALS)
-    ):
-        # The docstring's slot (None without one): it does not count, and co_code
-        # reads it only when that None is also a value the function uses.
-        consts = consts[1:]
-    for const in consts:
-        if isinstance(const, types.CodeType):
-            _feed_code(h, const)
-        else:
-            h.update(repr(_value_key(const)).encode())
-
-
-def _source_digest(fn: Any) -> str:
-    """The normalised source (see the module docstring), or "" when there is none."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    except (OSError, TypeError, SyntaxError):
-        return ""  # no source (built at run time) or not one statement (a lambda mid-line)
-    _strip_docstrings(tree)
-    if getattr(fn, "__name__", None) == "<lambda>":
-        # Its source is the lines it is on: the lambda alone counts, not the call
-        # around it (wf.add_node("x", lambda: ...)); several on one line: bytecode only.
-        lambdas = [node for node in ast.walk(tree) if isinstance(node, ast.Lambda)]
-        return _digest(ast.unparse(lambdas[0]).encode()) if len(lambdas) == 1 else ""
-    top = tree.body[0] if tree.body else None
-    if isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef):
-        top.name = "_"  # a rename does not change what the node computes
-        top.decorator_list = []  # nor does how it was registered
-    return _digest(ast.unparse(tree).encode())
-
-
-def _class_source(cls: type) -> str:
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return _name_of(cls)
-    _strip_docstrings(tree)
-    return ast.unparse(tree)
-
-
-def _strip_docstrings(tree: ast.AST) -> None:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            first = node.body[0] if node.body else None
-            if (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
-            ):
-                node.body = node.body[1:] or [ast.Pass()]
-
-
-#: Captured values a shape may hold: their (type, value) pairs compare exactly.
-_EXACT = frozenset({type(None), bool, int, float, str, bytes})
-
-
-def _shape(fn: Any, extra: str) -> tuple[Any, ...] | None:
-    """What ``fn``'s fingerprint depends on, when that is hashable and exact, else None.
-
-    Its code, its module's globals, and its captured and default values by
-    exact type and value (``1`` and ``1.0`` are different shapes); None for
-    anything else (a partial, a callable object, a captured list), which is walked.
-    """
-    code = getattr(fn, "__code__", None)
-    if code is None or type(fn) is not types.FunctionType:
-        return None
-    values: list[Any] = list(fn.__defaults__ or ())
-    for cell in fn.__closure__ or ():
-        try:
-            values.append(cell.cell_contents)
-        except ValueError:  # an empty cell
-            values.append(_EMPTY_CELL)
-    if fn.__kwdefaults__:
-        return None
-    if not {type(value) for value in values} <= _EXACT | {_EmptyCell}:
-        return None
-    return (id(code), id(fn.__globals__), extra, *((type(v), v) for v in values))
-
-
-class _EmptyCell:
-    """What a shape holds for a closure cell not filled yet."""
-
-
-_EMPTY_CELL = _EmptyCell()
-
-
-@functools.lru_cache(maxsize=4096)
-def _names_used(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
-    """The global names ``code`` (and code nested in it) loads, and the attributes it reads."""
-    names: set[str] = set()
-    attributes: set[str] = set()
-    for instruction in dis.get_instructions(code):
-        if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
-            names.add(str(instruction.argval))
-        elif instruction.opname in ("LOAD_ATTR", "LOAD_METHOD"):
-            attributes.add(str(instruction.argval))
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            more_names, more_attributes = _names_used(const)
-            names |= more_names
-            attributes |= more_attributes
-    return frozenset(names), frozenset(attributes)
-
-
-def _value_key(*values: Any) -> Any:
-    """What a captured value counts as: immutables by value, anything else by type."""
-    out: list[Any] = []
-    for value in values:
-        if isinstance(value, _IMMUTABLE) and type(value) in _IMMUTABLE:
-            out.append((type(value).__name__, value))
-        elif type(value) is tuple:
-            out.append(("tuple", _value_key(*value)))
-        elif isinstance(value, re.Pattern):  # its repr is cut at 200 characters
-            out.append(("re.Pattern", repr((value.pattern, value.flags))))
-        elif isinstance(value, _BY_REPR):
-            out.append((_name_of(type(value)), repr(value)))
-        elif type(value) is frozenset:
-            out.append(("frozenset", sorted(map(repr, _value_key(*value)))))
-        else:
-            out.append(("object", _name_of(type(value))))
-    return tuple(out)
-
-
-def _name_of(obj: Any) -> str:
-    """``module.qualname (file.py)``: how a part is named when it changed."""
-    module = getattr(obj, "__module__", "") or ""
-    loaded = _LOADED.fullmatch(module)
-    if loaded is not None:
-        module = loaded.group(1)
-    qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj))
-    file = _file_of(obj)
-    where = f" ({Path(file).name})" if file and not file.startswith("<") else ""
-    return f"{module}.{qualname}{where}" if module else f"{qualname}{where}"
-
-
-def _module_name(module: types.ModuleType) -> str:
-    """A module's name, as `_name_of` shows it (a file the CLI loaded: its stem)."""
-    loaded = _LOADED.fullmatch(module.__name__)
-    return module.__name__ if loaded is None else loaded.group(1)
-
-
-def _file_of(obj: Any) -> str | None:
-    """The file ``obj``'s code comes from, or None."""
-    if isinstance(obj, types.ModuleType):
-        file = getattr(obj, "__file__", None)
-        return None if file is None else str(file)
-    code = getattr(obj, "__code__", None)
-    if code is not None:
-        return str(code.co_filename)
-    module = sys.modules.get(getattr(obj, "__module__", "") or "")
-    file = getattr(module, "__file__", None)
-    return None if file is None else str(file)
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _combine(parts: dict[str, str]) -> str:
-    return _digest("\n".join(f"{name}={digest}" for name, digest in sorted(parts.items())).encode())
-
-
-def _installed_prefixes() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    prefixes = {paths.get(key, "") for key in ("stdlib", "platstdlib", "purelib", "platlib")}
-    prefixes |= {sys.base_prefix, sys.prefix}
-    return tuple(str(Path(p).resolve()) for p in prefixes if p)

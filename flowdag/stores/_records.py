@@ -48,9 +48,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import chain
-from types import MappingProxyType
 from typing import Any
 
 from flowdag._values import text_problem
@@ -67,11 +66,18 @@ from flowdag.state import (
     NodeRecord,
     NodeState,
     NodeStatus,
-    Override,
-    Provenance,
-    Reason,
     RunState,
 )
+from flowdag.stores._fields import EPOCH as _EPOCH
+from flowdag.stores._fields import MAX_MICROS as _MAX_MICROS
+from flowdag.stores._fields import MICROSECOND as _MICROSECOND
+from flowdag.stores._fields import MIN_MICROS as _MIN_MICROS
+from flowdag.stores._fields import all_str as _all_str
+from flowdag.stores._fields import bad_time as _bad_time
+from flowdag.stores._fields import moment as _moment
+from flowdag.stores._fields import shown as _shown
+from flowdag.stores._fields import to_micros
+from flowdag.stores._provenance import provenance_record, read_provenance
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -93,11 +99,6 @@ HEADER_FORMAT = 4
 _HEADER_FORMATS = frozenset({1, 2, 3, HEADER_FORMAT})
 MAX_ATTEMPTS = 2**63 - 1  # what msgpack holds without an extension type
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-# The microseconds that make a datetime: years 1 to 9999, as `to_micros` writes them.
-_MIN_MICROS = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
-_MAX_MICROS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
 _STATUSES = {status.value: status for status in NodeStatus}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _STR = {str}
@@ -225,52 +226,6 @@ def meta_record(
     return meta
 
 
-def provenance_record(provenance: Provenance) -> dict[str, Any]:
-    """A node's provenance as its meta record's eighth field (see the module docstring).
-
-    Raises:
-        InvalidArgumentTypeError: a field of the wrong type.
-    """
-    if type(provenance) is not Provenance:
-        raise InvalidArgumentTypeError(
-            f"node provenance must be a Provenance, not {type(provenance).__name__}"
-        )
-    record: dict[str, Any] = {}
-    for key, value in (
-        ("fp", provenance.fingerprint),
-        ("src", provenance.source),
-        ("out", provenance.output),
-    ):
-        if value is not None:
-            if type(value) is not str:
-                raise InvalidArgumentTypeError(f"provenance {key} must be a str, not {value!r}")
-            record[key] = value
-    for key, mapping in (("parts", provenance.parts), ("in", provenance.inputs)):
-        if mapping:
-            if not _all_str(mapping) or not _all_str(mapping.values()):
-                raise InvalidArgumentTypeError(f"provenance {key} must map str to str")
-            record[key] = dict(mapping)
-    reason = provenance.reason
-    if reason is not None:
-        if type(reason) is not Reason or not _all_str((reason.code, reason.detail)):
-            raise InvalidArgumentTypeError(f"provenance reason must be a Reason, not {reason!r}")
-        record["why"] = [reason.code, reason.detail]
-    if provenance.manual:
-        record["pin"] = True
-    if provenance.audit:
-        entries = []
-        for entry in provenance.audit:
-            if type(entry) is not Override or not _all_str((entry.action, entry.by, entry.reason)):
-                raise InvalidArgumentTypeError(f"provenance audit holds {entry!r}, not an Override")
-            if not isinstance(entry.at, datetime) or entry.at.utcoffset() is None:
-                raise InvalidArgumentError(
-                    f"override time must be timezone-aware, not {entry.at!r}"
-                )
-            entries.append([entry.action, entry.by, to_micros(entry.at), entry.reason])
-        record["audit"] = entries
-    return record
-
-
 def _history_record(
     history: Any,
     started: datetime | None,
@@ -355,11 +310,6 @@ def _attempt_record(attempt: Any, short_errors: bool) -> list[Any]:
     return [number, times[0], times[1], _error_record(error, short_errors)]
 
 
-def to_micros(moment: datetime | None) -> int | None:
-    """Whole microseconds since the epoch: exact, unlike a float timestamp."""
-    return None if moment is None else (moment - _EPOCH) // _MICROSECOND
-
-
 # -- checking what was read -----------------------------------------------------------
 
 
@@ -428,7 +378,7 @@ def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
         error = _error_info(error, "node error")
     if size == 7 or (size == 8 and meta[6] is not None):
         meta_blobs(meta)  # checked here too: a load never passes damage on
-    provenance = None if size < 8 else _provenance(meta[7])
+    provenance = None if size < 8 else read_provenance(meta[7])
     if size == 5 or (size > 6 and meta[5] is None):  # 6 fields: the history is there
         return NodeState(
             _STATUSES[status], attempts, started, finished, output, error, deps, (), provenance
@@ -437,101 +387,6 @@ def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
     return NodeState(
         _STATUSES[status], attempts, started, finished, output, error, deps, history, provenance
     )
-
-
-_PROVENANCE_KEYS = frozenset({"fp", "src", "parts", "out", "in", "why", "pin", "audit"})
-_TEXT_OR_NONE = frozenset({str, type(None)})
-_NO_MAPPING: Mapping[str, str] = MappingProxyType({})
-_MAPPINGS = frozenset({dict, MappingProxyType})
-_REASON_TYPES = frozenset({list, tuple})  # tuple: none stored
-# Many nodes share a reason ("first run of this run id"): one object each, not one per node.
-_REASONS: dict[tuple[str, str], Reason] = {}
-_MAX_REASONS = 10_000
-_NEW_PROVENANCE = Provenance.__new__
-(
-    _SET_FINGERPRINT,
-    _SET_SOURCE,
-    _SET_PARTS,
-    _SET_OUTPUT,
-    _SET_INPUTS,
-    _SET_REASON,
-    _SET_MANUAL,
-    _SET_AUDIT,
-) = (vars(Provenance)[name].__set__ for name in Provenance.__slots__)
-
-
-def _provenance(record: Any) -> Provenance:
-    """The provenance of a decoded meta record, checked (see `provenance_record`).
-
-    Once per completed node on every load: a few set tests and no dataclass
-    ``__init__`` (its frozen field setters were a third of a 100k-node load).
-    """
-    if type(record) is not dict or not record.keys() <= _PROVENANCE_KEYS:
-        raise CorruptStateError(f"node provenance is {_shown(record)}, not a provenance record")
-    get = record.get
-    fingerprint, source, output = get("fp"), get("src"), get("out")
-    if not {type(fingerprint), type(source), type(output)} <= _TEXT_OR_NONE:
-        key, value = next(
-            (k, get(k)) for k in ("fp", "src", "out") if type(get(k)) not in _TEXT_OR_NONE
-        )
-        raise CorruptStateError(f"node provenance {key} is {_shown(value)}, not a str")
-    parts, inputs, why = get("parts", _NO_MAPPING), get("in", _NO_MAPPING), get("why", ())
-    if (
-        type(parts) not in _MAPPINGS
-        or type(inputs) not in _MAPPINGS
-        or type(why) not in _REASON_TYPES
-        or len(why) not in (0, 2)
-        or not _all_str(chain(parts, parts.values(), inputs, inputs.values(), why))
-    ):
-        _provenance_problem(parts, inputs, why)
-    reason = None
-    if why:
-        pair = (why[0], why[1])
-        reason = _REASONS.get(pair)
-        if reason is None:
-            reason = Reason(*pair)
-            if len(_REASONS) < _MAX_REASONS:
-                _REASONS[pair] = reason
-    pinned = get("pin", False)
-    if type(pinned) is not bool:
-        raise CorruptStateError(f"node provenance pin is {_shown(pinned)}, not a bool")
-    audit = get("audit")
-    overrides = () if audit is None else _overrides(audit)
-    provenance = _NEW_PROVENANCE(Provenance)
-    _SET_FINGERPRINT(provenance, fingerprint)
-    _SET_SOURCE(provenance, source)
-    _SET_PARTS(provenance, parts)
-    _SET_OUTPUT(provenance, output)
-    _SET_INPUTS(provenance, inputs)
-    _SET_REASON(provenance, reason)
-    _SET_MANUAL(provenance, pinned)
-    _SET_AUDIT(provenance, overrides)
-    return provenance
-
-
-def _provenance_problem(parts: Any, inputs: Any, why: Any) -> None:
-    """Raise for the first damaged field of these (known to hold one)."""
-    for key, mapping in (("parts", parts), ("in", inputs)):
-        if type(mapping) not in _MAPPINGS or not (_all_str(mapping) and _all_str(mapping.values())):
-            raise CorruptStateError(f"node provenance {key} is {_shown(mapping)}, not str -> str")
-    raise CorruptStateError(f"node provenance why is {_shown(why)}, not [code, detail]")
-
-
-def _overrides(audit: Any) -> tuple[Override, ...]:
-    if type(audit) is not list:
-        raise CorruptStateError(f"node provenance audit is {_shown(audit)}, not a list")
-    overrides = []
-    for entry in audit:
-        if (
-            type(entry) is not list
-            or len(entry) != 4
-            or not _all_str((entry[0], entry[1], entry[3]))
-        ):
-            raise CorruptStateError(
-                f"node provenance audit holds {_shown(entry)}, not [action, by, at_us, reason]"
-            )
-        overrides.append(Override(entry[0], entry[1], _moment(entry[2], "override at"), entry[3]))
-    return tuple(overrides)
 
 
 def meta_blobs(meta: Any) -> dict[str, datetime | None]:
@@ -609,17 +464,6 @@ def _stored_number(number: Any, i: int) -> int:
     return number
 
 
-def _moment(micros: Any, field: str) -> datetime:
-    if type(micros) is not int or not _MIN_MICROS <= micros <= _MAX_MICROS:
-        raise _bad_time(field, micros)
-    return _EPOCH + timedelta(0, 0, micros)
-
-
-def _all_str(items: Any) -> bool:
-    # One pass in C: the set of the items' types.
-    return set(map(type, items)) <= _STR
-
-
 def _deps_problem(deps: dict[Any, Any]) -> str:
     """What is wrong with a header's deps (known to be wrong): the first culprit."""
     for name, node_deps in deps.items():
@@ -628,18 +472,3 @@ def _deps_problem(deps: dict[Any, Any]) -> str:
         if type(node_deps) is not list or not _all_str(node_deps):
             return f"deps of node {name!r} are {_shown(node_deps)}, not a list of names"
     return "deps are not a dict of node name -> list of names"  # pragma: no cover
-
-
-def _bad_time(field: str, micros: Any) -> CorruptStateError:
-    return CorruptStateError(f"node {field} is {_shown(micros)}, not a time in years 1-9999")
-
-
-def _shown(value: Any) -> str:
-    """A forged value, briefly: its type and the start of its repr."""
-    kind = type(value)
-    if kind is int and value.bit_length() > 64:  # repr of a huge int is slow, or refused
-        return f"an int of {value.bit_length()} bits"
-    text = repr(value) if kind in (int, float, str, bool, type(None)) else ""
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{type(value).__name__} {text}".rstrip()
