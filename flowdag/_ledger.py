@@ -37,26 +37,13 @@ from flowdag.state import (
     NodeStatus,
     Provenance,
     Reason,
+    new_provenance,
 )
 
 __all__ = ["Ledger"]
 
 _SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED})
 _NO_INPUTS: dict[str, str] = {}  # shared by the records of nodes with no deps; never changed
-
-# A Provenance built through its slots' descriptors (as `flowdag.state.new_attempt`):
-# a frozen dataclass's __init__ costs one object.__setattr__ per field, per node.
-_NEW_PROVENANCE = Provenance.__new__
-(
-    _SET_FINGERPRINT,
-    _SET_SOURCE,
-    _SET_PARTS,
-    _SET_OUTPUT,
-    _SET_INPUTS,
-    _SET_REASON,
-    _SET_MANUAL,
-    _SET_AUDIT,
-) = (vars(Provenance)[name].__set__ for name in Provenance.__slots__)
 
 
 class Ledger:
@@ -118,15 +105,16 @@ class Ledger:
         stored = self.states[name].provenance
         if output is None and stored is not None:
             output = stored.output
-        made = _NEW_PROVENANCE(Provenance)
-        _SET_FINGERPRINT(made, fingerprint.digest)
-        _SET_SOURCE(made, fingerprint.source_digest)
-        _SET_PARTS(made, fingerprint.parts)
-        _SET_OUTPUT(made, output)
-        _SET_INPUTS(made, inputs)
-        _SET_REASON(made, self.reasons[name])
-        _SET_MANUAL(made, False)
-        _SET_AUDIT(made, () if stored is None else stored.audit)
+        made = new_provenance(
+            fingerprint.digest,
+            fingerprint.source_digest,
+            fingerprint.parts,
+            output,
+            inputs,
+            self.reasons[name],
+            False,
+            () if stored is None else stored.audit,
+        )
         return made
 
     def cut_off(self, name: str) -> NodeState | None:

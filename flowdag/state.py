@@ -152,6 +152,45 @@ class Provenance:
     audit: tuple[Override, ...] = ()
 
 
+def new_provenance(
+    fingerprint: str | None,
+    source: str | None,
+    parts: Mapping[str, str],
+    output: str | None,
+    inputs: Mapping[str, str],
+    reason: Reason | None,
+    manual: bool,
+    audit: tuple[Override, ...],
+) -> Provenance:
+    """``Provenance(...)``, built fast: through the slots' descriptors, as `new_attempt`.
+
+    Once per node on the runner's hot path and on every load.
+    """
+    made = _NEW_PROVENANCE(Provenance)
+    _SET_FINGERPRINT(made, fingerprint)
+    _SET_SOURCE(made, source)
+    _SET_PARTS(made, parts)
+    _SET_OUTPUT(made, output)
+    _SET_INPUTS(made, inputs)
+    _SET_REASON(made, reason)
+    _SET_MANUAL(made, manual)
+    _SET_AUDIT(made, audit)
+    return made
+
+
+_NEW_PROVENANCE = Provenance.__new__
+(
+    _SET_FINGERPRINT,
+    _SET_SOURCE,
+    _SET_PARTS,
+    _SET_OUTPUT,
+    _SET_INPUTS,
+    _SET_REASON,
+    _SET_MANUAL,
+    _SET_AUDIT,
+) = (vars(Provenance)[name].__set__ for name in Provenance.__slots__)
+
+
 def new_attempt(number: int, started_at: datetime, finished_at: datetime) -> AttemptInfo:
     """``AttemptInfo(number, started_at, finished_at)``, built fast (the runner's hot path).
 

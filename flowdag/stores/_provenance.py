@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from flowdag.errors import CorruptStateError, InvalidArgumentError, InvalidArgumentTypeError
-from flowdag.state import Override, Provenance, Reason
+from flowdag.state import Override, Provenance, Reason, new_provenance
 from flowdag.stores._fields import all_str as _all_str
 from flowdag.stores._fields import moment as _moment
 from flowdag.stores._fields import shown as _shown
@@ -76,17 +76,6 @@ _REASON_TYPES = frozenset({list, tuple})  # tuple: none stored
 # Many nodes share a reason ("first run of this run id"): one object each, not one per node.
 _REASONS: dict[tuple[str, str], Reason] = {}
 _MAX_REASONS = 10_000
-_NEW_PROVENANCE = Provenance.__new__
-(
-    _SET_FINGERPRINT,
-    _SET_SOURCE,
-    _SET_PARTS,
-    _SET_OUTPUT,
-    _SET_INPUTS,
-    _SET_REASON,
-    _SET_MANUAL,
-    _SET_AUDIT,
-) = (vars(Provenance)[name].__set__ for name in Provenance.__slots__)
 
 
 def read_provenance(record: Any) -> Provenance:
@@ -126,16 +115,7 @@ def read_provenance(record: Any) -> Provenance:
         raise CorruptStateError(f"node provenance pin is {_shown(pinned)}, not a bool")
     audit = get("audit")
     overrides = () if audit is None else _overrides(audit)
-    provenance = _NEW_PROVENANCE(Provenance)
-    _SET_FINGERPRINT(provenance, fingerprint)
-    _SET_SOURCE(provenance, source)
-    _SET_PARTS(provenance, parts)
-    _SET_OUTPUT(provenance, output)
-    _SET_INPUTS(provenance, inputs)
-    _SET_REASON(provenance, reason)
-    _SET_MANUAL(provenance, pinned)
-    _SET_AUDIT(provenance, overrides)
-    return provenance
+    return new_provenance(fingerprint, source, parts, output, inputs, reason, pinned, overrides)
 
 
 def _provenance_problem(parts: Any, inputs: Any, why: Any) -> None:
