@@ -1,10 +1,17 @@
 """What change-aware resume costs: code fingerprints, and planning the resume of a large run.
 
-Reproduce (read the ratios; alternate trees in one sitting to compare releases):
+Reproduce (read the ratios):
 
     pytest benchmarks/bench_resume.py --benchmark-only --benchmark-group-by=group \
         --benchmark-columns=min,median,max,rounds
-    PYTHONPATH=<other tree> pytest benchmarks/bench_resume.py --benchmark-only ...
+
+To compare releases, run it as a script with each tree first on the path,
+alternating trees in one sitting (pytest would import this checkout's flowdag
+whatever ``PYTHONPATH`` says; the script does not): it writes a completed
+fan-out of WIDTH nodes to DIR on LMDB if DIR is empty, then times ``run()`` of
+it three times (load and plan, nothing runs)::
+
+    PYTHONPATH=<tree> python benchmarks/bench_resume.py DIR-for-that-tree 100000
 
 Groups:
 - ``fingerprint-10k``: fingerprinting every node of a 10,000-node workflow whose
@@ -95,3 +102,20 @@ def test_resume_of_a_completed_fanout(
     again = benchmark.pedantic(resume, rounds=5 if width <= 10_000 else 3, warmup_rounds=1)
     assert again.ok
     assert again.nodes["sink"].attempts == 1  # nothing ran again
+
+
+if __name__ == "__main__":
+    import sys
+    import time
+    from pathlib import Path
+
+    where, size = Path(sys.argv[1]), int(sys.argv[2])
+    shape, url = fanout(size), f"lmdb://{sys.argv[1]}"
+    if not where.exists():
+        assert flowdag.run(shape, run_id="big", store=url, max_workers=WORKERS).ok
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        assert flowdag.run(shape, run_id="big", store=url, max_workers=WORKERS).ok
+        times.append(time.perf_counter() - started)
+    print(f"{flowdag.__file__}: " + " ".join(f"{t:.2f}" for t in times) + " s")
