@@ -186,7 +186,7 @@ def _completed(
         if verdicts[dep].action != "reuse":
             rerunning.append(dep)
             continue
-        now = _digest_of(state.nodes[dep])
+        now = state.nodes[dep].output_digest
         read = recorded.get(dep)
         if now is not None and read is not None and now != read:
             return Verdict(
@@ -242,11 +242,6 @@ def _with_descendants(dag: DAG, names: Collection[str]) -> set[str]:
     for name in names:
         found.update(nx.descendants(dag.graph, name))
     return found
-
-
-def _digest_of(node: NodeState) -> str | None:
-    provenance = node.provenance
-    return None if provenance is None else provenance.output
 
 
 def _why_changed(dep: NodeState) -> str:

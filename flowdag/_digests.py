@@ -15,14 +15,15 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from flowdag.codec import ValueCodec
 from flowdag.refs import Ref
 
 __all__ = ["output_digest"]
 
 
-def output_digest(encoded: bytes | memoryview, value: Any) -> str:
-    """The digest of an output whose plain encoding is ``encoded`` (``value``: the value or
-    its Ref); pass ``codec.plain(codec.encode(value))``."""
+def output_digest(codec: ValueCodec, encoded: bytes, value: Any) -> str:
+    """The digest of an output ``codec`` encoded as ``encoded`` (``value``: the value or its
+    Ref): the sha256 of the plain encoding, or the Ref's own."""
     if type(value) is Ref:
         return value.sha256
-    return hashlib.sha256(encoded).hexdigest()
+    return hashlib.sha256(codec.plain(encoded)).hexdigest()

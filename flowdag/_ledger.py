@@ -16,9 +16,9 @@ Attempts are counted over the run's whole life (``ctx.attempt`` and
 ``NodeState.attempts`` agree across resumes, an interrupted attempt included),
 while the retry budget counts the attempts of this call only (``tries``).
 
-Each completed node's output digest is kept too (``digests``: stored ones
-from their provenance, new ones as made by their attempt): a node's record
-names the digest of every input it read, and early cutoff compares them.
+Each completed node's state holds its output's digest (``NodeState.output_digest``:
+stored ones from their provenance, new ones as made by their attempt): a node's
+record names the digest of every input it read, and early cutoff compares them.
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ class Ledger:
 
     __slots__ = (
         "data",
-        "digests",
         "done",
         "failed",
         "fingerprints",
@@ -65,12 +64,6 @@ class Ledger:
     def __init__(self, plan: Plan) -> None:
         self.states = states = dict(plan.state.nodes)
         self.outputs = {name: states[name].output for name in plan.completed}
-        # Completed node -> its output's digest; older records have none.
-        self.digests: dict[str, str] = {}
-        for name in plan.completed:
-            provenance = states[name].provenance
-            if provenance is not None and provenance.output is not None:
-                self.digests[name] = provenance.output
         self.data = dict(plan.state.data)
         self.done = len(plan.completed)  # finished nodes, those of earlier calls included
         self.fingerprints = plan.fingerprints
@@ -100,8 +93,12 @@ class Ledger:
         whole state.
         """
         fingerprint = self.fingerprints[name]
-        digests = self.digests
-        inputs = {dep: digests[dep] for dep in deps if dep in digests} if deps else _NO_INPUTS
+        states = self.states  # its deps are done: their states hold the outputs it read
+        inputs = (
+            {dep: digest for dep in deps if (digest := states[dep].output_digest) is not None}
+            if deps
+            else _NO_INPUTS
+        )
         stored = self.states[name].provenance
         if output is None and stored is not None:
             output = stored.output
@@ -123,15 +120,12 @@ class Ledger:
         Reused: it counts as done from its stored state, which is returned; else None.
         """
         stored = self.states[name]
-        digests = self.digests
-        verdict = resolve(name, stored, {dep: digests.get(dep) for dep in stored.deps})
+        states = self.states
+        verdict = resolve(name, stored, {dep: states[dep].output_digest for dep in stored.deps})
         self.reasons[name] = verdict.reason
         if verdict.action != "reuse":
             return None
         self.outputs[name] = stored.output
-        provenance = stored.provenance
-        if provenance is not None and provenance.output is not None:
-            digests[name] = provenance.output
         self.done += 1
         return stored
 
@@ -206,9 +200,6 @@ class Ledger:
         )
         if status is NodeStatus.COMPLETED:
             state.output = self.outputs[name] = value
-            provenance = record.provenance
-            if provenance is not None and provenance.output is not None:
-                self.digests[name] = provenance.output
         self.states[name] = state
 
     def unsettled(self) -> list[str]:

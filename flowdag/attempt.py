@@ -248,7 +248,7 @@ def _finish(attempt: Attempt, started_at: datetime, value: Any, ctx: Context | N
         # From the bytes just encoded (or the Ref's sha256): never encoded again.
         # Uncompressed (a no-op below the codec's threshold), as a blob is addressed:
         # the same value digests the same inline or by reference.
-        digest = value.sha256 if type(value) is Ref else output_digest(codec.plain(output), value)
+        digest = output_digest(codec, output, value)
         if ctx is None:
             outcome = Outcome(started_at, datetime.now(UTC), value, output)
             outcome.blobs = blobs  # set, not passed by keyword: cheaper on this hot path

@@ -162,7 +162,7 @@ def mark_done(
                     node,
                     state.nodes[node],
                     encoded,
-                    value,
+                    output_digest(opened.codec, encoded, value),
                     blobs,
                     Override("mark_done", by, at, reason),
                 )
@@ -322,13 +322,13 @@ def _marked(
     name: str,
     old: NodeState,
     encoded: bytes,
-    value: Any,
+    digest: str,
     blobs: Mapping[str, datetime | None],
     entry: Override,
 ) -> NodeRecord:
     """The record of ``old`` marked done: completed now with ``encoded``, pinned, attempts kept."""
     provenance = Provenance(
-        output=output_digest(encoded, value),
+        output=digest,
         reason=Reason("manual", _said(f"marked done by {entry.by}", entry.reason)),
         manual=True,
         audit=(*_audit(old), entry),

@@ -243,6 +243,12 @@ class NodeState:
     provenance: Provenance | None = None
 
     @property
+    def output_digest(self) -> str | None:
+        """The digest of the output it holds or last held (`Provenance.output`), or None."""
+        provenance = self.provenance
+        return None if provenance is None else provenance.output
+
+    @property
     def duration(self) -> float | None:
         """Seconds the node ran: the sum of its attempts' durations.
 

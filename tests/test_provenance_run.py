@@ -128,7 +128,7 @@ def test_every_completed_record_carries_its_provenance(store: Store) -> None:
         assert provenance.source == fingerprints[name].source_digest
         assert dict(provenance.parts) == fingerprints[name].parts
         assert provenance.output == output_digest(
-            store.codec.plain(store.codec.encode(node.output)), node.output
+            store.codec, store.codec.encode(node.output), node.output
         )
         assert provenance.reason == Reason("new", "first run of this run id")
         assert not provenance.manual and provenance.audit == ()
@@ -201,7 +201,7 @@ def test_outputs_made_in_worker_processes_are_digested_there() -> None:
     big, small = result.nodes["big"].provenance, result.nodes["small"].provenance
     assert big is not None and small is not None
     assert big.output == result.refs["big"].sha256
-    assert small.output == output_digest(store.codec.plain(store.codec.encode(1000)), 1000)
+    assert small.output == output_digest(store.codec, store.codec.encode(1000), 1000)
     assert dict(small.inputs) == {"big": big.output}
 
 
