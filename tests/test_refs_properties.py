@@ -154,14 +154,27 @@ def kept(plan: NodePlan, value: Any, run_limit: int | None, store: Store) -> Kep
     return Kept(value, hashlib.sha256(encoded).hexdigest())
 
 
+def held(plans: list[NodePlan], completed: dict[str, Kept]) -> set[str]:
+    """Completed nodes that wait for a dep that runs, transitively (plans are in
+    topological order): each may have to run too, so it may need its inputs."""
+    waiting: set[str] = set()
+    for plan in plans:
+        if plan.name in completed and any(d not in completed or d in waiting for d in plan.deps):
+            waiting.add(plan.name)
+    return waiting
+
+
 def reruns(plans: list[NodePlan], completed: dict[str, Kept], present: set[str]) -> set[str]:
-    """Completed nodes whose blob is gone and whose output a node to run needs, transitively."""
+    """Completed nodes whose blob is gone and whose output a node that may run needs,
+    transitively. A node run again only to write its lost blob does not make its
+    dependents wait, but it needs its own inputs."""
+    may_run = held(plans, completed)
     again: set[str] = set()
     grew = True
     while grew:
         grew = False
         for plan in plans:
-            if plan.name in completed and plan.name not in again:
+            if plan.name in completed and plan.name not in again | may_run:
                 continue  # stays completed: needs no input
             for dep in plan.deps:
                 blob = completed[dep].sha256 if dep in completed else None
@@ -206,24 +219,18 @@ def check_runs(data: st.DataObject, kind: str) -> None:
 
             # What the model says this run does.
             again = reruns(plans, completed, present)
-            for name in again:
+            # A completed node with a dep that runs waits for it: kept if the dep
+            # completes (values are deterministic, so its output comes back the
+            # same: early cutoff), skipped if it does not.
+            waits = {name: completed[name] for name in held(plans, completed) - again}
+            for name in again | set(waits):
                 del completed[name]
-            # A completed node with a dep that runs (plans are in topological order)
-            # waits for it: kept if the dep completes (values are deterministic, so
-            # its output comes back the same: early cutoff), skipped if it does not.
-            # A dep run again only to write its lost blob does not make it wait.
-            held: dict[str, Kept] = {}
-            for plan in plans:
-                if plan.name in completed and any(
-                    d not in completed and d not in again for d in plan.deps
-                ):
-                    held[plan.name] = completed.pop(plan.name)
             expected_calls: set[str] = set()
             for plan in plans:
                 if plan.name in completed or not all(d in completed for d in plan.deps):
                     continue
-                if plan.name in held:
-                    completed[plan.name] = held[plan.name]
+                if plan.name in waits:
+                    completed[plan.name] = waits[plan.name]
                     continue
                 expected_calls.add(plan.name)
                 if plan.name not in failing:
