@@ -47,7 +47,8 @@ load, in time linear in its size.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any
@@ -83,6 +84,7 @@ __all__ = [
     "MAX_ATTEMPTS",
     "check_names",
     "check_state",
+    "encode_meta",
     "header_record",
     "meta_blobs",
     "meta_record",
@@ -224,6 +226,32 @@ def meta_record(
     if provenance is not None:
         meta.append(provenance_record(provenance))
     return meta
+
+
+def encode_meta(
+    encode: Callable[[Any], bytes],
+    node: NodeRecord | NodeState,
+    blobs: Mapping[str, datetime | None] | None = NO_BLOBS,
+) -> bytes:
+    """``node``'s meta record encoded with ``encode`` (a codec's), errors shortened if need be.
+
+    A failure must be recordable even when its tracebacks are over the codec's
+    limits (a small max_blob_size): keep each error's type and the start of its
+    message, for the node and every attempt alike; if the attempts are still too
+    many, keep the last one only (README: "Every attempt is kept").
+    """
+    try:
+        return encode(meta_record(node, blobs))
+    except SerializationError:
+        if node.error is None and all(a.error is None for a in node.history):
+            raise
+    try:
+        return encode(meta_record(node, blobs, short_errors=True))
+    except SerializationError:
+        if len(node.history) <= 1:
+            raise
+    shorter = replace(node, history=node.history[-1:])
+    return encode(meta_record(shorter, blobs, short_errors=True))
 
 
 def _history_record(

@@ -22,6 +22,10 @@ dict for `MemoryStore`. Every Ref a store decodes is bound to it, so
 blobs its output refers to, which `Store.life` reads for gc without decoding
 an output. A run with a ``ttl`` expires that long after its last node
 finished: from then on `load` says so (`RunNotFoundError`), and gc deletes it.
+
+Beside its runs a store keeps store-wide *tables* of bytes under string keys
+(`flowdag.stores._tables`: key-value state and the cross-run cache), changed in
+transactions that may carry a run's commit, so both become durable together.
 """
 
 from __future__ import annotations
@@ -30,18 +34,16 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, ClassVar, Self, TypeVar
 
 from flowdag.codec import Codec, ValueCodec
 from flowdag.errors import (
     CorruptStateError,
     InvalidArgumentTypeError,
     RunNotFoundError,
-    SerializationError,
     StoreError,
 )
 from flowdag.refs import binding, collecting, hold, start_binding, stop_binding
@@ -50,9 +52,9 @@ from flowdag.stores._compaction import Compaction
 from flowdag.stores._records import (
     check_names,
     check_state,
+    encode_meta,
     header_record,
     meta_blobs,
-    meta_record,
     node_state,
     run_header,
 )
@@ -63,11 +65,14 @@ from flowdag.stores._stored import (
     StoredRun,
     check_run_id,
 )
+from flowdag.stores._tables import TableReader, TableTxn, check_table
 
 if TYPE_CHECKING:
     from flowdag.stores._blobs import BlobArea, RefSource
 
 __all__ = ["RunLife", "RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
+
+T = TypeVar("T")
 
 
 class Store(ABC):
@@ -182,26 +187,76 @@ class Store(ABC):
 
         return RefSource(self.blobs, self.codec)
 
-    def commit(self, run_id: str, records: Sequence[NodeRecord]) -> None:
+    def commit(
+        self,
+        run_id: str,
+        records: Sequence[NodeRecord],
+        tables: Callable[[TableTxn, Sequence[NodeRecord]], Sequence[NodeRecord]] | None = None,
+    ) -> None:
         """Make finished nodes durable, all of them or none, before returning.
 
         Each record upserts one node (status, attempts, times, error, output) and
         applies its ``ctx.data`` changes; later records win where they overlap.
         Several records in one call share one transaction and one sync: that is
         how the runner's group commit pays one fsync per batch.
+
+        With ``tables``, the commit is also a transaction over the store's tables
+        (see `transact_tables`): ``tables(txn, records)`` stages its table writes
+        and returns the records to commit with them (it may replace some), and
+        records and table writes become durable together.
         """
         run_id = check_run_id(run_id)
         self._check_open()
+        if tables is None:
+            nodes, data = self._stored_records(run_id, records)
+            if nodes:
+                self._commit(run_id, nodes, data)
+            return
+
+        def work(txn: TableTxn) -> tuple[dict[str, StoredNode], dict[str, bytes | None]]:
+            return self._stored_records(run_id, tables(txn, records))
+
+        self._transact_tables(run_id, work)
+
+    def _stored_records(
+        self, run_id: str, records: Sequence[NodeRecord]
+    ) -> tuple[dict[str, StoredNode], dict[str, bytes | None]]:
         nodes: dict[str, StoredNode] = {}
         data: dict[str, bytes | None] = {}
         for record in records:
             check_names(run_id, (record.node,), "node name")
             check_names(run_id, record.data, "ctx.data key")
-            meta = self._encode_meta(record, record.blobs)
+            meta = encode_meta(self.codec.encode, record, record.blobs)
             nodes[record.node] = StoredNode(meta, record.output)
             data.update(record.data)
-        if nodes:
-            self._commit(run_id, nodes, data)
+        return nodes, data
+
+    def table_get(self, table: str, key: str) -> bytes | None:
+        """The committed entry under ``key`` in ``table`` (see `flowdag.stores._tables`)."""
+        self._check_open()
+        return self._table_reader().get(check_table(table), key)
+
+    def table_scan(self, table: str, prefix: str = "") -> list[tuple[str, bytes]]:
+        """The committed entries of ``table`` whose keys start with ``prefix``, in key order."""
+        self._check_open()
+        return list(self._table_reader().scan(check_table(table), prefix))
+
+    def transact_tables(self, work: Callable[[TableTxn], T]) -> T:
+        """Run ``work`` as one transaction over the store's tables and return its result.
+
+        Exclusive across the threads and processes sharing the store, atomic and
+        durable: ``work`` reads the latest committed entries (and its own writes),
+        and its writes commit together when it returns, or not at all when it raises.
+        """
+        self._check_open()
+        result: list[T] = []
+
+        def staged(txn: TableTxn) -> tuple[dict[str, StoredNode], dict[str, bytes | None]]:
+            result.append(work(txn))
+            return {}, {}
+
+        self._transact_tables(None, staged)
+        return result[0]
 
     def list_runs(self) -> list[str]:
         """The ids of all stored runs, sorted."""
@@ -306,6 +361,23 @@ class Store(ABC):
         Raise `RunNotFoundError` if the run was never saved.
         """
 
+    def _table_reader(self) -> TableReader:
+        """The committed state of the tables (each call reads afresh)."""
+        raise StoreError(f"{type(self).__name__} keeps no tables")
+
+    def _transact_tables(
+        self,
+        run_id: str | None,
+        work: Callable[[TableTxn], tuple[Mapping[str, StoredNode], Mapping[str, bytes | None]]],
+    ) -> None:
+        """Run ``work`` in one exclusive, atomic, durable transaction over the tables.
+
+        ``work`` stages table writes and returns the nodes and data to commit to
+        run ``run_id`` in the same transaction (none when ``run_id`` is None);
+        raise `RunNotFoundError` if that run was never saved.
+        """
+        raise StoreError(f"{type(self).__name__} keeps no tables")
+
     @abstractmethod
     def _list_runs(self) -> list[str]: ...
 
@@ -399,7 +471,7 @@ class Store(ABC):
             if node.status is NodeStatus.COMPLETED:
                 with collecting() as blobs:  # the blobs its meta record lists, for gc
                     output = encode(node.output)
-            nodes[name] = StoredNode(self._encode_meta(node, blobs), output)
+            nodes[name] = StoredNode(encode_meta(self.codec.encode, node, blobs), output)
         data = {key: encode(value) for key, value in state.data.items()}
         return StoredRun(header, nodes, data)
 
@@ -455,26 +527,3 @@ class Store(ABC):
                     "with the same id starts afresh"
                 )
         return state
-
-    def _encode_meta(
-        self,
-        node: NodeRecord | NodeState,
-        blobs: Mapping[str, datetime | None] | None = NO_BLOBS,
-    ) -> bytes:
-        encode = self.codec.encode
-        try:
-            return encode(meta_record(node, blobs))
-        except SerializationError:
-            if node.error is None and all(a.error is None for a in node.history):
-                raise
-        # A failure must be recordable even when its tracebacks are over the codec's
-        # limits (a small max_blob_size): keep each error's type and the start of
-        # its message, for the node and every attempt alike; if the attempts are
-        # still too many, keep the last one only (README: "Every attempt is kept").
-        try:
-            return encode(meta_record(node, blobs, short_errors=True))
-        except SerializationError:
-            if len(node.history) <= 1:
-                raise
-        shorter = replace(node, history=node.history[-1:])
-        return encode(meta_record(shorter, blobs, short_errors=True))

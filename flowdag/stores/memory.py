@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from flowdag.codec import ValueCodec
 from flowdag.errors import RunNotFoundError
+from flowdag.stores._tables import DictTables, StagedTables, TableReader, TableTxn
 from flowdag.stores.base import RunLock, Store, StoredNode, StoredRun
 
 __all__ = ["MemoryStore"]
@@ -29,7 +30,9 @@ class MemoryStore(Store):
         super().__init__(codec=codec)
         self._guard = threading.Lock()
         self._runs: dict[str, StoredRun] = {}
+        self._tables = DictTables()
         self._locks = ThreadRunLocks()
+        self._tables_guard = threading.Lock()
 
     def _save(self, run_id: str, run: StoredRun) -> None:
         copy = run.copy()
@@ -50,6 +53,24 @@ class MemoryStore(Store):
     ) -> None:
         with self._guard:
             self._get(run_id).apply(nodes, data)
+
+    def _table_reader(self) -> TableReader:
+        return _Guarded(self._tables, self._guard)
+
+    def _transact_tables(
+        self,
+        run_id: str | None,
+        work: Callable[[TableTxn], tuple[Mapping[str, StoredNode], Mapping[str, bytes | None]]],
+    ) -> None:
+        with self._tables_guard:  # one transaction at a time; readers are not held up
+            with self._guard:
+                run = None if run_id is None else self._get(run_id)
+            txn = StagedTables(_Guarded(self._tables, self._guard))
+            nodes, data = work(txn)
+            with self._guard:
+                if run is not None:
+                    run.apply(nodes, data)
+                self._tables.apply(txn.writes)
 
     def _list_runs(self) -> list[str]:
         with self._guard:
@@ -75,6 +96,23 @@ class MemoryStore(Store):
         if run is None:
             raise RunNotFoundError(f"run '{run_id}' not found in memory://")
         return run
+
+
+class _Guarded:
+    """Reads of dict tables under the store's guard."""
+
+    __slots__ = ("_guard", "_tables")
+
+    def __init__(self, tables: DictTables, guard: threading.Lock) -> None:
+        self._tables, self._guard = tables, guard
+
+    def get(self, table: str, key: str) -> bytes | None:
+        with self._guard:
+            return self._tables.get(table, key)
+
+    def scan(self, table: str, prefix: str = "") -> Iterator[tuple[str, bytes]]:
+        with self._guard:
+            return self._tables.scan(table, prefix)
 
 
 class ThreadRunLocks:
