@@ -19,9 +19,9 @@ Every item is written as a type tag, a length and a payload, so:
   and are two keys); a list, tuple or deque keeps its order.
 - **Exact values.** A float is its IEEE 754 bits (``-0.0`` and ``0.0`` differ;
   every NaN is one NaN), as is each half of a complex; ints of any size; a
-  str is its UTF-8 (a lone surrogate is refused); a Decimal is its ``str``
-  (``1.0`` and ``1.00`` differ; every quiet NaN is one, every signalling
-  NaN another); a Fraction its numerator and denominator.
+  str is its UTF-8 (a lone surrogate is refused); a Decimal is its sign,
+  digits and exponent (``1.0`` and ``1.00`` differ; every quiet NaN is one,
+  every signalling NaN another); a Fraction its numerator and denominator.
 - **Dates and times as written**: their fields, ``fold`` and their timezone
   (naive and aware differ, and so do one instant in two zones); the tzinfo
   must be a `datetime.timezone` or a keyed `zoneinfo.ZoneInfo`, as in the codec.
@@ -355,9 +355,14 @@ def _time(value: time, path: str) -> bytes:
 
 
 def _decimal(value: Decimal, path: str) -> bytes:
+    # Not str(value): it follows the context (``capitals``); the tuple is exact and context-free.
     if value.is_nan():  # a NaN's sign and payload do not count, as a float's do not
         return b"sNaN" if value.is_snan() else b"NaN"
-    return str(value).encode()
+    if value.is_infinite():
+        return b"-Infinity" if value.is_signed() else b"Infinity"
+    sign, digits, exponent = value.as_tuple()
+    assert type(exponent) is int
+    return _ints(sign, exponent) + _item(b"s", "".join(map(str, digits)).encode())
 
 
 def _numpy(np: Any, value: Any, path: str) -> bytes:

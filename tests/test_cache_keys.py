@@ -18,7 +18,7 @@ import sys
 from collections import Counter, OrderedDict, defaultdict, deque
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from fractions import Fraction
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -88,7 +88,8 @@ DISTINCT: list[Any] = [
     # numbers
     2, -1, 2**64, -(2**64), 2**64 + 1, 1.5, math.inf, -math.inf, math.nan,
     complex(1, 0), complex(0, 1), complex(-0.0, 0), Decimal("1"), Decimal("1.0"),
-    Decimal("-0"), Decimal("NaN"), Decimal("sNaN"), Decimal("Infinity"), Fraction(1),
+    Decimal("-0"), Decimal("NaN"), Decimal("sNaN"), Decimal("Infinity"), Decimal("-Infinity"),
+    Decimal("1E+5"), Decimal("100000"), Fraction(1),
     Fraction(1, 2), 0.5,
     # framing: the same characters split another way
     "ab", ("a", "b"), ("ab",), ["a", "b"], [["a"], "b"], [["a", "b"]], b"ab", (b"a", b"b"),
@@ -151,6 +152,13 @@ def test_the_distinct_values_are_distinct() -> None:
 @pytest.mark.parametrize(("a", "b"), EQUAL, ids=[repr(a)[:30] for a, _ in EQUAL])
 def test_equal_values_encode_alike(a: Any, b: Any) -> None:
     assert canonical(a) == canonical(b)
+
+
+def test_decimals_do_not_follow_the_context() -> None:
+    key = canonical([Decimal("1E+5"), Decimal("-Infinity")])
+    with localcontext() as context:
+        context.capitals = 0  # str() would now write 1e+5
+        assert canonical([Decimal("1E+5"), Decimal("-Infinity")]) == key
 
 
 def test_numpy_is_not_imported_for_plain_values() -> None:
