@@ -149,7 +149,9 @@ def test_the_distinct_values_are_distinct() -> None:
         encoded[key] = value
 
 
-@pytest.mark.parametrize(("a", "b"), EQUAL, ids=[repr(a)[:30] for a, _ in EQUAL])
+@pytest.mark.parametrize(
+    ("a", "b"), EQUAL, ids=[f"{i}-{type(a).__name__}" for i, (a, _) in enumerate(EQUAL)]
+)
 def test_equal_values_encode_alike(a: Any, b: Any) -> None:
     assert canonical(a) == canonical(b)
 
