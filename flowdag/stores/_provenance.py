@@ -16,7 +16,7 @@ all eight keys; it is still read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from datetime import datetime
 from itertools import chain
 from types import MappingProxyType
@@ -37,6 +37,9 @@ __all__ = ["provenance_record", "read_provenance"]
 def provenance_record(provenance: Provenance) -> list[Any]:
     """A node's provenance as its meta record's eighth field (see the module docstring).
 
+    Once per committed node: the documents many nodes share are packed once
+    (the memos are keyed by what goes into them) and checked when packed.
+
     Raises:
         InvalidArgumentTypeError: a field of the wrong type.
     """
@@ -44,25 +47,47 @@ def provenance_record(provenance: Provenance) -> list[Any]:
         raise InvalidArgumentTypeError(
             f"node provenance must be a Provenance, not {type(provenance).__name__}"
         )
+    output = provenance.output
+    if output is not None and type(output) is not str:
+        raise InvalidArgumentTypeError(f"provenance out must be a str, not {output!r}")
+    code_key = (provenance.fingerprint, provenance.source, tuple(provenance.parts.items()))
+    context_key = (
+        tuple(provenance.inputs.items()),
+        provenance.reason,
+        provenance.manual,
+        provenance.audit,
+    )
+    try:
+        known = _PACKED_CODES.get(code_key, _UNKNOWN)
+        context = _PACKED_CONTEXTS.get(context_key, _UNKNOWN)
+    except TypeError:  # an unhashable field: the checks below name it
+        return [_code_document(provenance), _context_document(provenance), output]
+    if known is _UNKNOWN:
+        known = _remember(_PACKED_CODES, code_key, _code_document(provenance))
+    if context is _UNKNOWN:
+        context = _remember(_PACKED_CONTEXTS, context_key, _context_document(provenance))
+    return [known, context, output]
+
+
+_PACKED_CODES: dict[tuple[Any, ...], bytes | None] = {}
+_PACKED_CONTEXTS: dict[tuple[Any, ...], bytes | None] = {}
+_UNKNOWN = b"unknown"
+
+
+def _code_document(provenance: Provenance) -> bytes | None:
     code: dict[str, Any] = {}
+    for key, value in (("fp", provenance.fingerprint), ("src", provenance.source)):
+        if value is not None:
+            if type(value) is not str:
+                raise InvalidArgumentTypeError(f"provenance {key} must be a str, not {value!r}")
+            code[key] = value
+    _put_mapping(code, "parts", provenance.parts)
+    return _packed(code)
+
+
+def _context_document(provenance: Provenance) -> bytes | None:
     context: dict[str, Any] = {}
-    for record, key, value in (
-        (code, "fp", provenance.fingerprint),
-        (code, "src", provenance.source),
-        (None, "out", provenance.output),
-    ):
-        if value is not None and type(value) is not str:
-            raise InvalidArgumentTypeError(f"provenance {key} must be a str, not {value!r}")
-        if value is not None and record is not None:
-            record[key] = value
-    for record, key, mapping in (
-        (code, "parts", provenance.parts),
-        (context, "in", provenance.inputs),
-    ):
-        if mapping:
-            if not _all_str(mapping) or not _all_str(mapping.values()):
-                raise InvalidArgumentTypeError(f"provenance {key} must map str to str")
-            record[key] = dict(mapping)
+    _put_mapping(context, "in", provenance.inputs)
     reason = provenance.reason
     if reason is not None:
         if type(reason) is not Reason or not _all_str((reason.code, reason.detail)):
@@ -72,7 +97,14 @@ def provenance_record(provenance: Provenance) -> list[Any]:
         context["pin"] = True
     if provenance.audit:
         context["audit"] = _audit_record(provenance.audit)
-    return [_packed(code), _packed(context), provenance.output]
+    return _packed(context)
+
+
+def _put_mapping(document: dict[str, Any], key: str, mapping: Mapping[str, str]) -> None:
+    if mapping:
+        if not _all_str(mapping) or not _all_str(mapping.values()):
+            raise InvalidArgumentTypeError(f"provenance {key} must map str to str")
+        document[key] = dict(mapping)
 
 
 def _packed(document: dict[str, Any]) -> bytes | None:
@@ -137,7 +169,7 @@ _CONTEXTS: dict[bytes | None, _Context] = {}
 _MAX_MEMO = 4096
 
 
-def _remember(memo: dict[Any, Any], key: bytes | None, value: Any) -> Any:
+def _remember(memo: dict[Any, Any], key: Hashable, value: Any) -> Any:
     if len(memo) >= _MAX_MEMO:
         memo.clear()
     memo[key] = value

@@ -39,6 +39,7 @@ from flowdag.state import (
 )
 from flowdag.stores import open_store
 from flowdag.stores._crypto import generate_key
+from flowdag.stores._provenance import provenance_record, read_provenance
 from flowdag.stores.base import Store, StoredNode, StoredRun
 from flowdag.stores.transfer import verify_run
 
@@ -396,3 +397,17 @@ def test_save_refuses_what_a_load_would_call_damaged(
     with pytest.raises(error):
         store.save(state)
     assert store.list_runs() == []
+
+
+def test_provenance_documents_follow_their_contents_not_the_objects_holding_them() -> None:
+    # Packed documents are remembered by what goes into them: a mapping changed in
+    # place, or an equal one in another object, packs as its contents say.
+    parts = {"function": "a" * 64}
+    first = provenance_record(Provenance("f" * 64, "s" * 64, parts, "o" * 64, {"x": "1" * 64}))
+    parts["helper h (h.py)"] = "b" * 64
+    second = provenance_record(Provenance("f" * 64, "s" * 64, parts, "o" * 64, {"x": "2" * 64}))
+    assert read_provenance(first).parts == {"function": "a" * 64}
+    assert read_provenance(second).parts == parts
+    assert read_provenance(second).inputs == {"x": "2" * 64}
+    again = provenance_record(Provenance("f" * 64, "s" * 64, dict(parts), None, {"x": "2" * 64}))
+    assert again[:2] == second[:2] and again[2] is None
