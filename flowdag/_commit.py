@@ -17,16 +17,17 @@ lose to that record in `Store.commit` anyway.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from queue import Empty, SimpleQueue
 
 from flowdag.attempt import Attempt, Outcome
 from flowdag.scheduler import TimerHeap
 from flowdag.state import ErrorInfo, NodeRecord, NodeStatus
+from flowdag.stores._tables import TableTxn
 from flowdag.stores.base import Store
 
-__all__ = ["START_RECORD_DELAY", "Commits", "Committer", "Starts", "latest"]
+__all__ = ["START_RECORD_DELAY", "Commits", "Committer", "Starts", "commit_batch", "latest"]
 
 _RUNNING = NodeStatus.RUNNING
 #: An attempt still running this long (seconds) after its launch gets a start
@@ -81,6 +82,25 @@ def latest(batch: list[NodeRecord]) -> list[NodeRecord]:
         kept.append(record)
     kept.reverse()
     return kept
+
+
+def commit_batch(store: Store, run_id: str, batch: list[NodeRecord]) -> None:
+    """`Store.commit` of ``batch``, with the table writes its records carry (a cached
+    node's new entry) in the same transaction."""
+    if not any(record.tables for record in batch):
+        store.commit(run_id, batch)
+        return
+
+    def write_tables(txn: TableTxn, records: Sequence[NodeRecord]) -> Sequence[NodeRecord]:
+        for record in records:
+            for (table, key), value in (record.tables or {}).items():
+                if value is None:
+                    txn.delete(table, key)
+                else:
+                    txn.put(table, key, value)
+        return records
+
+    store.commit(run_id, batch, tables=write_tables)
 
 
 class Commits:
@@ -167,7 +187,7 @@ class Committer:
             try:
                 # The callbacks get the whole batch: dropped start records are
                 # acknowledged (or refused) with the records that superseded them.
-                self._store.commit(self._run_id, latest(batch))
+                commit_batch(self._store, self._run_id, latest(batch))
             except BaseException as exc:  # whatever it is: the driver waits for word
                 self._failed(batch, exc)
             else:

@@ -69,13 +69,15 @@ from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
 from typing import Any
 
-from flowdag._commit import Commits, Committer, Starts
+from flowdag._cache import RunCache, cached_reason, hit_record
+from flowdag._commit import Commits, Committer, Starts, commit_batch
 from flowdag._ledger import Ledger
 from flowdag.attempt import Attempt, Outcome, failure
 from flowdag.dag import DAG, RUN_DEFAULT
-from flowdag.errors import NodeTimeoutError
+from flowdag.errors import CacheKeyError, CorruptStateError, NodeTimeoutError
 from flowdag.executors import Executor
 from flowdag.launcher import Launcher
+from flowdag.refs import binding
 from flowdag.resume import Plan
 from flowdag.runner import EventKind, RunEvent, RunResult
 from flowdag.scheduler import PoolGate, ReadySet, Schedule, TimerHeap
@@ -114,8 +116,10 @@ class _Driver:
         pools: Mapping[str, int],
         on_event: Callable[[RunEvent], None] | None,
         inline_limit: int | None,
+        cache: RunCache | None = None,
     ) -> None:
         self.dag = dag
+        self.cache = cache  # None: no node is cached
         self.run_id = plan.state.run_id
         self.store = store
         self.codec = store.codec
@@ -170,6 +174,9 @@ class _Driver:
             )
 
     def wait_and_handle(self) -> None:
+        if self.commits.outbox:  # records dispatch made (cache hits): nothing to wait for
+            self.flush()
+            return
         events = self.events
         try:
             event = events.get(timeout=self.seconds_to_next_timer())
@@ -213,6 +220,8 @@ class _Driver:
             for name in names:
                 if self.provisional and name in self.provisional and self.cut_off(name):
                     continue  # done without running: it may have made more nodes ready
+                if self.cache is not None and name in self.cache.nodes and self.cached(name):
+                    continue  # completed from the cache, or its cache_key failed it
                 self.start(name)
                 started += 1
             if started == len(names):
@@ -232,9 +241,40 @@ class _Driver:
             self.emit(EventKind.NODE_FINISHED, name, stored.status, stored.attempts, None)
         return True
 
+    def cached(self, name: str) -> bool:
+        """Look ready ``name`` up in the cross-run cache (`flowdag._cache`): True if
+        a hit completed it, or its ``cache_key`` failed it; False to run it."""
+        assert self.cache is not None
+        ledger = self.ledger
+        try:
+            entry = self.cache.lookup(name, ledger.states, ledger.outputs)
+        except (CacheKeyError, CorruptStateError) as exc:
+            attempt = self.running[name] = self.attempt(name)
+            self.on_result(attempt, failure(exc, retryable=False))
+            return True
+        if entry is None:
+            return False
+        self.schedule.gate.release(name)  # it was seated in its pool by take()
+        now = datetime.now(UTC)
+        ledger.reasons[name] = cached_reason(entry)
+        with binding(self.ref_source, f"run '{self.run_id}', node '{name}' (cached)"):
+            value = self.codec.decode(entry.output)
+        self.commits.outcomes[name] = Outcome(now, now, value)
+        self.commits.add([hit_record(name, entry, ledger, now)])
+        return True
+
     # -- attempts -------------------------------------------------------------
 
     def start(self, name: str) -> None:
+        attempt = self.running[name] = self.attempt(name)
+        if self.starts is not None:
+            self.starts.add(attempt, time.monotonic())
+        if self.on_event is not None:
+            self.emit(EventKind.NODE_STARTED, name, NodeStatus.RUNNING, attempt.number, None)
+        self.launcher.launch(attempt)
+
+    def attempt(self, name: str) -> Attempt:
+        """A new attempt of ``name``, counted and numbered, not yet started."""
         number = self.ledger.next_attempt(name)
         spec = self.dag.specs[name]
         outputs = self.ledger.outputs
@@ -255,12 +295,7 @@ class _Driver:
             limit,
             self.ref_source,
         )
-        self.running[name] = attempt
-        if self.starts is not None:
-            self.starts.add(attempt, time.monotonic())
-        if self.on_event is not None:
-            self.emit(EventKind.NODE_STARTED, name, NodeStatus.RUNNING, number, None)
-        self.launcher.launch(attempt)
+        return attempt
 
     def on_result(self, attempt: Attempt, outcome: Outcome) -> None:
         if not self.is_running(attempt):
@@ -280,6 +315,12 @@ class _Driver:
             ledger.history(name, last) if ledger.failed or ledger.states[name].history else (last,)
         )
         provenance = ledger.provenance(name, attempt.spec.deps, outcome.digest)
+        cache = self.cache
+        tables = (
+            None
+            if cache is None or name not in cache.keys
+            else cache.entry_for(name, outcome.output, outcome.digest, outcome.blobs)
+        )
         self.commits.add(
             [
                 NodeRecord(
@@ -294,6 +335,7 @@ class _Driver:
                     history,
                     outcome.blobs,
                     provenance,
+                    tables,
                 )
             ]
         )
@@ -430,7 +472,7 @@ class _Driver:
             commits.committer.put(batch)
             return
         try:
-            self.store.commit(self.run_id, batch)
+            commit_batch(self.store, self.run_id, batch)
         except Exception as exc:
             self.on_commit_failed(batch, exc)
         else:
