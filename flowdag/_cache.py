@@ -147,6 +147,7 @@ class RunCache:
         self.refresh = refresh
         self.nodes = {name for name in dag.nodes if dag.specs[name].cache is not None}
         self.keys: dict[str, str] = {}  # node -> the key its completion writes
+        self.stale: set[str] = set()  # nodes whose key holds an unusable entry
 
     def lookup(
         self, name: str, states: Mapping[str, NodeState], outputs: Mapping[str, Any]
@@ -169,6 +170,7 @@ class RunCache:
             return None
         entry = read_entry(self.codec, key, raw)
         if not entry.usable(datetime.now(UTC), self._readable):
+            self.stale.add(name)  # replaced when the node completes, removed if it fails
             return None
         del self.keys[name]
         return entry
@@ -181,7 +183,8 @@ class RunCache:
         blobs: Mapping[str, datetime | None] | None,
     ) -> dict[tuple[str, str], bytes | None] | None:
         """The table write of ``name``'s completion: its new entry (None: no key)."""
-        key = self.keys.get(name)
+        key = self.keys.pop(name, None)
+        self.stale.discard(name)
         if key is None or output is None or digest is None:
             return None
         now = datetime.now(UTC)
@@ -197,6 +200,14 @@ class RunCache:
             dict(blobs or {}),
         )
         return {(TABLE, key): entry_record(self.codec, entry)}
+
+    def failed(self, name: str) -> dict[tuple[str, str], bytes | None] | None:
+        """The table write of ``name``'s failure: its stale entry removed, if it had one."""
+        key = self.keys.pop(name, None)
+        if key is None or name not in self.stale:
+            return None
+        self.stale.discard(name)
+        return {(TABLE, key): None}
 
     def _key(
         self, name: str, states: Mapping[str, NodeState], outputs: Mapping[str, Any]

@@ -391,6 +391,7 @@ class _Driver:
                 error,
                 history=ledger.history(spec.name, tried),
                 provenance=ledger.provenance(spec.name, spec.deps, None),
+                tables=None if self.cache is None else self.cache.failed(spec.name),
             )
         ]
         for name in self.schedule.ready.fail(spec.name):
