@@ -39,13 +39,16 @@ from flowdag.errors import (
 )
 from flowdag.state import NodeRecord, NodeState, NodeStatus, Reason
 from flowdag.stores._fields import moment, shown, to_micros
+from flowdag.stores._tables import TableTxn
 from flowdag.stores.base import Store
 
 __all__ = [
     "CacheEntry",
     "RunCache",
+    "cache_entries",
     "cached_reason",
     "check_refresh",
+    "clear_cache",
     "entry_record",
     "hit_record",
     "read_entry",
@@ -295,3 +298,36 @@ def check_refresh(dag: DAG, refresh: object) -> bool | frozenset[str]:
                 "or a cache_key, or leave it out of refresh"
             )
     return chosen
+
+
+def cache_entries(store: Store, node: str | None = None) -> list[tuple[str, CacheEntry]]:
+    """The store's cache entries (of ``node`` only, if given), by key: expired ones too.
+
+    Raises:
+        CorruptStateError: an entry is damaged.
+    """
+    entries = [(key, read_entry(store.codec, key, raw)) for key, raw in store.table_scan(TABLE)]
+    return [(key, entry) for key, entry in entries if node is None or entry.node == node]
+
+
+def clear_cache(store: Store, node: str | None = None) -> int:
+    """Remove the store's cache entries (of ``node`` only, if given); how many went.
+
+    One transaction: a run committing an entry meanwhile either lands before
+    (and is removed) or after (and stays). A damaged entry is removed too.
+    """
+
+    def clear(txn: TableTxn) -> int:
+        removed = 0
+        for key, raw in list(txn.scan(TABLE)):
+            if node is not None:
+                try:
+                    if read_entry(store.codec, key, raw).node != node:
+                        continue
+                except CorruptStateError:
+                    pass  # damaged: whichever node it was, it goes
+            txn.delete(TABLE, key)
+            removed += 1
+        return removed
+
+    return store.transact_tables(clear)

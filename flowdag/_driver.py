@@ -30,15 +30,10 @@ output a crash could still lose. A crash between a node's return and that
 acknowledgement loses the attempt, not the store: the node runs again on
 resume (at-least-once; see ``ctx.idempotency_key``).
 
-An attempt still running a moment after it started (`START_RECORD_DELAY`)
-also gets a *start record* (status running, its attempt number and start
-time), handed to the committer like any record but waited for by nothing. A
-durable store thus tells an attempt in flight at a crash (shown as
-*interrupted*) from a node that never started, and resume runs it again like a
-pending one. Nodes quicker than the delay get no start record at all, so a
-fan-out or a chain of small nodes commits no more than before; a start record
-is never committed after its node's finish record, since it is handed over
-first and the committer keeps order. Stores that keep nothing on disk get none.
+An attempt still running a moment after it started also gets a *start
+record* (see `flowdag._commit`), waited for by nothing, so a durable store
+tells an attempt in flight at a crash (*interrupted*) from a node that never
+started; nodes quicker than that get none.
 
 Attempts are counted over the run's whole life (``ctx.attempt``,
 `RunEvent.attempt` and ``NodeState.attempts`` agree across resumes), while
@@ -48,8 +43,10 @@ crash counts in the first, never in the second.
 
 On a resume, reused nodes (`flowdag.resume.plan_call`) start out done; a
 *provisional* node waits for its deps like any node, then runs only if an
-input it read came out different (`cut_off`). Every completed record
-carries its `Provenance`: code fingerprint, output and input digests, reason.
+input it read came out different (`cut_off`). A cached node, once ready, is
+looked up in the cross-run cache (`flowdag._cache`): a hit completes it with
+no attempt. Every completed record carries its `Provenance`: code
+fingerprint, output and input digests, reason.
 
 If a commit fails, the nodes of that batch are reported failed with the store's
 error (for a start record, the node whose attempt is still running: its result
