@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
 from flowdag.errors import InvalidArgumentError, RunNotFoundError
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
-from flowdag.stores import MemoryStore
 from flowdag.stores._tables import TableTxn
 from flowdag.stores.base import Store
+from tests.gc_stores import KINDS, open_kind
 
 
-@pytest.fixture
-def store() -> Iterator[Store]:
-    with MemoryStore() as opened:
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with open_kind(request.param, tmp_path) as opened:
         yield opened
 
 
