@@ -315,18 +315,12 @@ class JournaledStore(DirectoryStore):
         run_id: str | None,
         work: Callable[[TableTxn], tuple[Mapping[str, StoredNode], Mapping[str, bytes | None]]],
     ) -> None:
-        def check_run() -> None:
-            assert run_id is not None
+        def check_run(run_id: str) -> None:
             with self._guard, self._io(run_id, "commit to"):
                 self._writer(run_id)  # RunNotFoundError if there is no such run
 
-        def commit_run(
-            txid: bytes, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
-        ) -> None:
-            assert run_id is not None
-            self._commit(run_id, nodes, data, txid)
-
-        self._tables.transact(run_id, work, check_run, commit_run)
+        commit = self._commit  # with the txid: the transaction's commit point
+        self._tables.transact(run_id, work, check_run, commit)
         if run_id is not None:  # the transaction is settled: its journal may be folded
             self._maybe_compact(run_id)
 

@@ -2,10 +2,11 @@
 
 LMDB forbids opening one environment twice in a process, so stores on the
 same directory share one `Env` (reference counted, keyed by the directory's
-device and inode). One ``threading.Lock`` per environment serializes every use
+device and inode). One ``threading.RLock`` per environment serializes every use
 of it, since ``set_mapsize`` requires that no transaction is open in this
-process. The environment's files are made 0600; the store keeps a read-only
-descriptor on ``data.mdb`` to notice a file replaced under it.
+process (reentrant: a read may nest in a write transaction of the same thread).
+The environment's files are made 0600; the store keeps a read-only descriptor
+on ``data.mdb`` to notice a file replaced under it.
 
 Checked before mapping
 ----------------------

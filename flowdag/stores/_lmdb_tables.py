@@ -69,7 +69,9 @@ def _crc(table: str, key: str, value: bytes) -> int:
     return zlib.crc32(value, zlib.crc32(f"{table}\0{key}\0".encode(errors="surrogatepass")))
 
 
-def put_entry(txn: _Txn, db: lmdb._Database, seal: Seal, table: str, key: str, value: bytes) -> None:
+def put_entry(
+    txn: _Txn, db: lmdb._Database, seal: Seal, table: str, key: str, value: bytes
+) -> None:
     """Write ``value`` under ``key`` of ``table`` in ``txn``."""
     lmdb_key = _lmdb_key(table, _encode(key))
     packed: bytes = msgpack.packb([key, value, _crc(table, key, value)], use_bin_type=True)

@@ -170,8 +170,9 @@ class RunFiles:
                 continue  # folded meanwhile
             snapshot_id, offset = self.parse(run_id, path, read_header, content)
             stamp = Stamp(generation, snapshot_id)
+            start = seed(snapshot_id)
             payloads, _ = self.parse(
-                run_id, path, lambda c: replay(c, offset, seed(snapshot_id)), content
+                run_id, path, functools.partial(replay, pos=offset, start=start), content
             )
             for payload in payloads:
                 aad = self.record_aad(run_id, stamp, offset)

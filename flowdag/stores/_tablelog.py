@@ -199,7 +199,7 @@ class TableLog:
         elif kind == _BEGIN:
             self._pending[bytes(record[1])] = (str(record[2]), _writes(record[3]))
         elif kind in (_COMMIT, _ABORT):
-            run_id, writes = self._pending.pop(bytes(record[1]))
+            _, writes = self._pending.pop(bytes(record[1]))
             if kind == _COMMIT:
                 self._put(writes)
         else:
@@ -309,14 +309,16 @@ class TableLog:
         self,
         run_id: str | None,
         work: Work,
-        check_run: Callable[[], None],
-        commit_run: Callable[[bytes, Mapping[str, StoredNode], Mapping[str, bytes | None]], None],
+        check_run: Callable[[str], None],
+        commit_run: Callable[
+            [str, Mapping[str, StoredNode], Mapping[str, bytes | None], bytes], None
+        ],
     ) -> None:
         """One transaction (see the module docstring)."""
         with self._locked() as fd:
             self._recover(fd)
             if run_id is not None:
-                check_run()  # RunNotFoundError: nothing written
+                check_run(run_id)  # RunNotFoundError: nothing written
             staged = StagedTables(self._state)
             nodes, data = work(staged)
             writes = [(table, key, value) for (table, key), value in staged.writes.items()]
@@ -327,7 +329,7 @@ class TableLog:
             else:
                 self._append(fd, [_BEGIN, txid, run_id, writes])
                 try:
-                    commit_run(txid, nodes, data)
+                    commit_run(run_id, nodes, data, txid)
                 except BaseException:
                     with contextlib.suppress(OSError, StoreError):
                         self._recover(fd)  # the journal says whether it landed

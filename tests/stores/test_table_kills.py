@@ -40,7 +40,17 @@ from tests.stores.conformance import ROOT
 
 NODES = 5
 #: The calls a child is killed at: every one that changes what is on the disk.
-CALLS = ("write", "pwrite", "fsync", "fdatasync", "ftruncate", "rename", "replace", "link", "unlink")
+CALLS = (
+    "write",
+    "pwrite",
+    "fsync",
+    "fdatasync",
+    "ftruncate",
+    "rename",
+    "replace",
+    "link",
+    "unlink",
+)
 
 
 def store_options(kind: str) -> dict[str, Any]:

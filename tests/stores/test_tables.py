@@ -15,6 +15,7 @@ from flowdag.errors import CorruptStateError, InvalidArgumentError, RunNotFoundE
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores._tables import TableTxn
 from flowdag.stores.base import Store
+from flowdag.stores.transfer import check_tables, copy_tables
 from tests.gc_stores import KINDS, open_kind, options_of, url_of
 from tests.stores.conformance import ROOT
 
@@ -217,3 +218,24 @@ def test_a_reader_in_another_store_object_sees_new_commits(tmp_path: Path, kind:
         for i in range(3):
             writer.transact_tables(lambda txn, i=i: txn.put("kv", "n", b"%d" % i))
             assert reader.table_get("kv", "n") == b"%d" % i
+
+
+@pytest.mark.parametrize(("source", "destination"), [("json", "lmdb"), ("lmdb", "flatbuffers")])
+def test_tables_are_copied_between_codecs_and_checked(
+    tmp_path: Path, source: str, destination: str
+) -> None:
+    with open_kind(source, tmp_path) as src, open_kind(destination, tmp_path) as dst:
+        value = {"a": [1, 2.5, None], "b": "x"}
+        src.transact_tables(lambda txn: txn.put("kv", "k", src.codec.encode(value)))
+        src.transact_tables(lambda txn: txn.put("cache", "c", src.codec.encode(3)))
+        dst.transact_tables(lambda txn: txn.put("kv", "only-there", dst.codec.encode(1)))
+        assert copy_tables(src, dst) == 2
+        assert dst.codec.decode(dst.table_get("kv", "k") or b"") == value
+        assert dst.codec.decode(dst.table_get("cache", "c") or b"") == 3
+        assert [key for key, _ in dst.table_scan("kv")] == ["k", "only-there"]
+        assert check_tables(dst) is None
+    with open_kind(source, tmp_path) as src:
+        src.transact_tables(lambda txn: txn.put("kv", "k", b"secret-value"))
+    _damage(source, tmp_path)
+    with open_kind(source, tmp_path) as src:
+        assert "damaged" in (check_tables(src) or "")
