@@ -61,7 +61,13 @@ from typing import Any
 import msgpack
 
 from flowdag.errors import CorruptStateError, StoreError
-from flowdag.stores._files import atomic_write, make_private_dir, open_file, open_private
+from flowdag.stores._files import (
+    atomic_write,
+    make_private_dir,
+    open_file,
+    open_private,
+    remove_temp_files,
+)
 from flowdag.stores._framing import OVERHEAD, frame, replay
 from flowdag.stores._tables import DictTables, StagedTables, TableReader, TableTxn
 from flowdag.stores.base import StoredNode
@@ -243,6 +249,7 @@ class TableLog:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 with self._guard:
                     if not os.path.lexists(self.path):
+                        remove_temp_files(self.directory, root=self.root)  # a killed creator's
                         log_id = os.urandom(16)
                         atomic_write(self.path, _header(log_id), root=self.root)
                     size = self._refresh()
@@ -286,8 +293,8 @@ class TableLog:
     def settle(self, run_id: str) -> None:
         """Before a run's journal may be folded or removed: resolve its begun transactions.
 
-        Also syncs the log, so no decision already made rests on a journal record
-        that is about to go. Damage is left for the table readers to report.
+        Every record is synced when appended, so a decision made stays made.
+        Damage is left for the table readers to report.
         """
         try:
             with self._guard:
@@ -296,13 +303,7 @@ class TableLog:
             if open_question:
                 with self._locked() as fd:
                     self._recover(fd)
-            elif self._file is not None:
-                fd = open_file(self.path, root=self.root)
-                try:
-                    os.fdatasync(fd)
-                finally:
-                    os.close(fd)
-        except (CorruptStateError, FileNotFoundError):
+        except CorruptStateError:
             pass
 
     def transact(
@@ -361,6 +362,7 @@ class TableLog:
         )
         content = _header(log_id) + frame(payload, zlib.crc32(log_id))
         self._reset()
+        remove_temp_files(self.directory, root=self.root)  # a killed compactor's
         atomic_write(self.path, content, root=self.root)
 
 
