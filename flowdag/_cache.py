@@ -22,10 +22,10 @@ refs the output holds (gc keeps them while the entry lives).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowdag._cache_keys import cache_key, canonical
 from flowdag._ledger import Ledger
@@ -42,8 +42,12 @@ from flowdag.stores._fields import moment, shown, to_micros
 from flowdag.stores._tables import TableTxn
 from flowdag.stores.base import Store
 
+if TYPE_CHECKING:
+    from flowdag.gc import GCReport
+
 __all__ = [
     "CacheEntry",
+    "CacheHolder",
     "RunCache",
     "cache_entries",
     "cached_reason",
@@ -331,3 +335,36 @@ def clear_cache(store: Store, node: str | None = None) -> int:
         return removed
 
     return store.transact_tables(clear)
+
+
+class CacheHolder:
+    """gc's view of the cache (`flowdag.gc.Holder`): an unexpired entry holds the
+    blobs its output refers to; an expired one is deleted (counted in
+    ``GCReport.cache``; with ``dry_run``, only counted)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def held(self, now: datetime, report: GCReport) -> Iterator[str]:
+        codec = self.store.codec
+
+        def sweep(txn: TableTxn) -> tuple[list[str], int]:
+            live: list[str] = []
+            expired = 0
+            for key, raw in list(txn.scan(TABLE)):
+                try:
+                    entry = read_entry(codec, key, raw)
+                except CorruptStateError as exc:  # it may hold any blob: nothing is swept
+                    report.unreadable[f"cache entry {key}"] = str(exc)
+                    continue
+                if entry.expires_at is not None and now >= entry.expires_at:
+                    expired += 1
+                    if not report.dry_run:
+                        txn.delete(TABLE, key)
+                    continue
+                live += [sha for sha, at in entry.blobs.items() if at is None or now < at]
+            return live, expired
+
+        live, expired = self.store.transact_tables(sweep)
+        report.cache += expired
+        yield from live

@@ -126,9 +126,17 @@ class Holder(Protocol):
         ...
 
 
+def _cache_holders(store: Store) -> Iterable[Holder]:
+    # Imported here: flowdag._cache needs nothing of gc, and gc loads it only when it runs.
+    from flowdag._cache import CacheHolder
+
+    return [CacheHolder(store)]
+
+
 #: Makers of the holders of other record kinds: each is given the store and
-#: returns its holders. KV entries, cache entries and waits add theirs here.
-HOLDER_KINDS: list[Callable[[Store], Iterable[Holder]]] = []
+#: returns its holders. KV entries, cache entries (`flowdag._cache.CacheHolder`:
+#: live entries hold their blobs, expired ones are deleted) and waits add theirs here.
+HOLDER_KINDS: list[Callable[[Store], Iterable[Holder]]] = [_cache_holders]
 
 
 def gc(
