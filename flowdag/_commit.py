@@ -12,21 +12,32 @@ from a node that never started. Nothing waits for a start record: only finish
 records release dependents. A start record that a later record of the same node
 supersedes within one batch is dropped before the commit (`latest`); it would
 lose to that record in `Store.commit` anyway.
+
+A batch in which some node wrote to ``ctx.kv`` commits as a transaction over
+the store's tables too (`commit_batch`): each such node's writes are applied
+(its ``update`` functions run) against the latest committed entries, in the
+transaction that commits its completion. A node whose writes cannot be applied
+(an update function raised) is committed as failed instead, with none of its
+writes, and the rest of the batch commits. A batch without kv writes costs
+nothing more than before.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from queue import Empty, SimpleQueue
 
-from flowdag.attempt import Attempt, Outcome
+from flowdag._kv_entries import apply_ops
+from flowdag.attempt import Attempt, Outcome, failure
 from flowdag.scheduler import TimerHeap
 from flowdag.state import ErrorInfo, NodeRecord, NodeStatus
+from flowdag.stores._tables import StagedTables, TableTxn
 from flowdag.stores.base import Store
 
-__all__ = ["START_RECORD_DELAY", "Commits", "Committer", "Starts", "latest"]
+__all__ = ["START_RECORD_DELAY", "Commits", "Committer", "Starts", "commit_batch", "latest"]
 
 _RUNNING = NodeStatus.RUNNING
 #: An attempt still running this long (seconds) after its launch gets a start
@@ -81,6 +92,60 @@ def latest(batch: list[NodeRecord]) -> list[NodeRecord]:
         kept.append(record)
     kept.reverse()
     return kept
+
+
+def commit_batch(store: Store, run_id: str, batch: list[NodeRecord]) -> list[NodeRecord]:
+    """Commit ``batch`` (see `latest`); the batch as committed.
+
+    A completed node whose ``ctx.kv`` writes could not be applied is committed
+    failed: the batch returned holds that record in place of its own.
+    """
+    records = latest(batch)
+    if not any(record.kv for record in records):  # the usual batch: no kv writes
+        store.commit(run_id, records)
+        return batch
+    source = store.ref_source
+    failed: dict[int, NodeRecord] = {}  # id of a record -> the failure committed instead
+
+    def tables(txn: TableTxn, records: Sequence[NodeRecord]) -> list[NodeRecord]:
+        failed.clear()  # a backend may run this again (a retried transaction)
+        committed = []
+        for record in records:
+            if record.kv and record.status is NodeStatus.COMPLETED:
+                mine = StagedTables(txn)  # this node's writes, applied only if all of them apply
+                try:
+                    apply_ops(mine, record.kv, source, run_id, record.node)
+                except Exception as exc:
+                    record = failed[id(record)] = _kv_failure(record, exc)
+                else:
+                    for (table, key), value in mine.writes.items():
+                        if value is None:
+                            txn.delete(table, key)
+                        else:
+                            txn.put(table, key, value)
+            committed.append(record)
+        return committed
+
+    store.commit(run_id, records, tables=tables)
+    return [failed.get(id(record), record) for record in batch] if failed else batch
+
+
+def _kv_failure(record: NodeRecord, exc: Exception) -> NodeRecord:
+    """``record`` failed with ``exc``: no output, no ``ctx.data`` changes, no kv writes."""
+    error = failure(exc, record.started_at).error
+    history = record.history
+    if history:
+        history = (*history[:-1], replace(history[-1], error=error))
+    return replace(
+        record,
+        status=NodeStatus.FAILED,
+        error=error,
+        output=None,
+        data={},
+        history=history,
+        blobs=None,
+        kv=None,
+    )
 
 
 class Commits:
@@ -167,7 +232,7 @@ class Committer:
             try:
                 # The callbacks get the whole batch: dropped start records are
                 # acknowledged (or refused) with the records that superseded them.
-                self._store.commit(self._run_id, latest(batch))
+                batch = commit_batch(self._store, self._run_id, batch)
             except BaseException as exc:  # whatever it is: the driver waits for word
                 self._failed(batch, exc)
             else:

@@ -11,7 +11,7 @@ compare as they should.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -387,7 +387,8 @@ class NodeRecord:
     expires, or None for never; None when it refers to none): the store lists
     them in the node's meta record, so gc finds what is live without decoding
     outputs. ``provenance`` is what the output was computed from and why the
-    node ran (None: nothing known, as for a skipped node).
+    node ran (None: nothing known, as for a skipped node). ``kv`` is what the
+    node wrote to ``ctx.kv``, committed in the same transaction (None: nothing).
     """
 
     node: str
@@ -401,3 +402,4 @@ class NodeRecord:
     history: tuple[AttemptInfo, ...] = ()
     blobs: Mapping[str, datetime | None] | None = None
     provenance: Provenance | None = None
+    kv: Sequence[Any] | None = None

@@ -1,0 +1,330 @@
+"""KV entries as the ``kv`` table stores them, the writes (`KVOp`) that change them, and gc's view.
+
+An entry is one record encoded by the store's codec, with a version: the
+value (itself encoded, kept as bytes, so reading who wrote an entry never
+decodes its value), its kept-by-reference flag, the blobs it points at, when it
+was written and expires, and the run and node that wrote it. See `flowdag.kv`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from flowdag._units import Duration, parse_duration
+from flowdag.errors import (
+    CorruptStateError,
+    FlowdagError,
+    InvalidArgumentTypeError,
+    InvalidKeyError,
+    SerializationError,
+)
+from flowdag.refs import binding, start_collecting, stop_collecting
+
+if TYPE_CHECKING:
+    from flowdag.codec import ValueCodec
+    from flowdag.gc import GCReport
+    from flowdag.stores._blobs import RefSource
+    from flowdag.stores._tables import TableTxn
+    from flowdag.stores.base import Store
+
+__all__ = [
+    "ABSENT",
+    "INLINE_LIMIT",
+    "KVHolder",
+    "KVOp",
+    "UpdateFailedError",
+    "apply_ops",
+    "check_fn",
+    "check_key",
+    "committed_reader",
+    "encode_value",
+    "has_tables",
+    "keep_large",
+    "kv_holders",
+    "kv_reader",
+    "parse_entry",
+    "ttl_seconds",
+    "value_of",
+]
+
+TABLE = "kv"
+#: Values encoded above this many bytes are kept in the blob area (a run's default too).
+INLINE_LIMIT = 256 * 1024
+_ENTRY_VERSION = 1
+_KEY = re.compile(r"[A-Za-z0-9_:.-]{1,512}")
+#: What a read of an absent (or expired) key gives.
+ABSENT: Any = object()
+
+
+def check_key(key: object) -> str:
+    """``key`` if it is 1 to 512 of ``A-Z a-z 0-9 _ : . -``, else `InvalidKeyError`."""
+    if type(key) is not str or not _KEY.fullmatch(key):
+        shown = repr(key) if len(repr(key)) <= 80 else repr(key)[:77] + "..."
+        raise InvalidKeyError(
+            f"invalid kv key {shown}: use 1 to 512 characters of A-Z a-z 0-9 _ : . -"
+        )
+    return key
+
+
+def ttl_seconds(ttl: Duration | None) -> float | None:
+    """``ttl`` in seconds (None: never expires); see `flowdag._units.parse_duration`."""
+    return None if ttl is None else parse_duration(ttl, "ttl")
+
+
+@dataclass(slots=True)
+class KVOp:
+    """One write: ``set`` (``value`` encoded), ``delete``, or ``update`` (``fn`` of the old value).
+
+    ``by_ref``: ``value`` is the encoding of a `Ref` to the blob holding the
+    value; ``blobs``: the blobs ``value`` points at (sha256 -> expiry).
+    ``fn`` may travel cloudpickled as bytes (from a worker process).
+    """
+
+    kind: str
+    key: str
+    value: bytes | None = None
+    by_ref: bool = False
+    blobs: dict[str, datetime | None] | None = None
+    ttl: float | None = None
+    fn: Any = None
+    limit: int | None = INLINE_LIMIT
+
+
+# -- entries -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Stored:
+    """An entry as stored: the value still encoded."""
+
+    value: bytes
+    by_ref: bool
+    blobs: dict[str, datetime | None] | None
+    written_at: datetime
+    expires_at: datetime | None
+    run_id: str | None
+    node: str | None
+
+    def live(self, now: datetime) -> bool:
+        return self.expires_at is None or self.expires_at > now
+
+    def encode(self, codec: ValueCodec) -> bytes:
+        return codec.encode(
+            {
+                "version": _ENTRY_VERSION,
+                "value": self.value,
+                "ref": self.by_ref,
+                "blobs": self.blobs,
+                "written_at": self.written_at,
+                "expires_at": self.expires_at,
+                "run_id": self.run_id,
+                "node": self.node,
+            }
+        )
+
+
+def parse_entry(codec: ValueCodec, key: str, raw: bytes) -> Stored:
+    """The entry stored under ``key``; `CorruptStateError` if it is damaged."""
+    try:
+        record = codec.decode(raw)
+        if type(record) is not dict or record.get("version") != _ENTRY_VERSION:
+            raise ValueError(f"not a version {_ENTRY_VERSION} kv entry")
+        entry = Stored(
+            record["value"],
+            record["ref"],
+            record["blobs"],
+            record["written_at"],
+            record["expires_at"],
+            record["run_id"],
+            record["node"],
+        )
+        if type(entry.value) is not bytes or type(entry.written_at) is not datetime:
+            raise ValueError("its value or time is of the wrong type")
+    except Exception as exc:
+        raise CorruptStateError(
+            f"kv entry {key!r} is damaged ({type(exc).__name__}: {exc}); "
+            f"delete it (flowdag kv delete {key}) or restore the store from a backup"
+        ) from exc
+    return entry
+
+
+def value_of(entry: Stored, key: str, source: RefSource) -> Any:
+    """The value an entry holds, loaded from its blob when it was kept by reference."""
+    with binding(source, f"kv entry {key!r}"):
+        value = source.codec.decode(entry.value)
+    return value.load() if entry.by_ref else value
+
+
+def encode_value(
+    codec: ValueCodec, key: str, value: Any
+) -> tuple[bytes, dict[str, datetime | None] | None]:
+    """``value`` encoded, and the blobs of the refs in it; `SerializationError` names the key."""
+    token, seen = start_collecting()
+    try:
+        encoded = codec.encode(value)
+    except SerializationError as exc:
+        raise SerializationError(
+            f"kv value for key {key!r} ({type(value).__name__}) not storable: {exc}"
+        ) from None
+    finally:
+        stop_collecting(token)
+    return encoded, seen or None
+
+
+def keep_large(op: KVOp, source: RefSource, now: datetime) -> None:
+    """Put a ``set`` op's value in the blob area when it is above its limit (once)."""
+    assert op.value is not None
+    if op.by_ref or op.limit is None or source.codec.plain_size(op.value) <= op.limit:
+        return
+    expires_at = None if op.ttl is None else now + timedelta(seconds=op.ttl)
+    info = source.area.put(source.codec.plain(op.value))
+    ref = info.ref(expires_at=expires_at, encoding=source.codec.name)
+    blobs = dict(op.blobs or {})  # the blob holds the refs inside the value: keep them too
+    blobs[ref.sha256] = expires_at
+    op.value, op.by_ref, op.blobs = source.codec.encode(ref), True, blobs
+
+
+def apply_ops(
+    txn: TableTxn,
+    ops: Iterable[KVOp],
+    source: RefSource,
+    run_id: str | None = None,
+    node: str | None = None,
+) -> Any:
+    """Apply ``ops`` in order in ``txn`` (written by ``run_id``/``node``); the last result.
+
+    A ``set`` or ``update`` gives the new value, a ``delete`` whether a live entry
+    was there. An update function that raises fails the call, naming the key.
+    """
+    codec = source.codec
+    now = datetime.now(UTC)
+    result: Any = None
+    for op in ops:
+        raw = txn.get(TABLE, op.key)
+        old = None if raw is None else parse_entry(codec, op.key, raw)
+        if old is not None and not old.live(now):
+            old = None
+        if op.kind == "delete":
+            txn.delete(TABLE, op.key)
+            result = old is not None
+            continue
+        if op.kind == "update":
+            fn = op.fn
+            if type(fn) is bytes:  # sent cloudpickled from a worker process
+                import cloudpickle
+
+                fn = cloudpickle.loads(fn)
+            current = None if old is None else value_of(old, op.key, source)
+            try:
+                result = fn(current)
+            except Exception as exc:
+                raise UpdateFailedError(op.key, exc) from exc
+            op = KVOp("set", op.key, None, ttl=op.ttl, limit=op.limit)
+            op.value, op.blobs = encode_value(codec, op.key, result)
+        keep_large(op, source, now)
+        assert op.value is not None
+        expires_at = None if op.ttl is None else now + timedelta(seconds=op.ttl)
+        entry = Stored(op.value, op.by_ref, op.blobs, now, expires_at, run_id, node)
+        txn.put(TABLE, op.key, entry.encode(codec))
+    return result
+
+
+class UpdateFailedError(FlowdagError):
+    """A kv update function raised; the message names the key."""
+
+    def __init__(self, key: str, exc: BaseException) -> None:
+        super().__init__(
+            f"kv update of key {key!r} failed: {type(exc).__name__}: {exc}; "
+            "the node's kv writes were not applied"
+        )
+        self.key = key
+
+
+def check_fn(key: str, fn: object) -> None:
+    if not callable(fn):
+        raise InvalidArgumentTypeError(
+            f"kv update of key {key!r} needs a function of the old value, not {type(fn).__name__}"
+        )
+
+
+def committed_reader(store: Store) -> Callable[[str], Any]:
+    """What `StagedKV` reads committed values with, from ``store`` (in this process)."""
+
+    def read(key: str) -> Any:
+        raw = store.table_get(TABLE, key)
+        if raw is None:
+            return ABSENT
+        entry = parse_entry(store.codec, key, raw)
+        if not entry.live(datetime.now(UTC)):
+            return ABSENT
+        return value_of(entry, key, store.ref_source)
+
+    return read
+
+
+def kv_reader(store: Store) -> Callable[[str], Any] | str:
+    """What ``ctx.kv`` reads committed values with in this process, or why it cannot."""
+    if not has_tables(store):
+        return f"cannot read kv entries: a {type(store).__name__} keeps no tables yet"
+    return committed_reader(store)
+
+
+def has_tables(store: Store) -> bool:
+    """Whether ``store``'s backend keeps tables (every kind will)."""
+    from flowdag.stores.base import Store
+
+    return type(store)._transact_tables is not Store._transact_tables
+
+
+# -- gc ----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class KVHolder:
+    """gc's view of a store's kv table: live entries hold their blobs; expired ones go."""
+
+    store: Store
+    removed: list[str] = field(default_factory=list)
+
+    def held(self, now: datetime, report: GCReport) -> Iterator[str]:
+        if not has_tables(self.store):
+            return
+        codec = self.store.codec
+        expired: list[str] = []
+        for key, raw in self.store.table_scan(TABLE):
+            try:
+                entry = parse_entry(codec, key, raw)
+            except CorruptStateError as exc:
+                report.unreadable[f"kv:{key}"] = str(exc)
+                continue
+            if not entry.live(now):
+                expired.append(key)
+                continue
+            for sha256, expires_at in (entry.blobs or {}).items():
+                if expires_at is None or expires_at > now:
+                    yield sha256
+        if report.dry_run:
+            report.kv += len(expired)
+            return
+        report.kv += self.store.transact_tables(lambda txn: _remove_expired(txn, codec, expired))
+
+
+def _remove_expired(txn: TableTxn, codec: ValueCodec, keys: Sequence[str]) -> int:
+    """Delete the entries of ``keys`` still expired now (one may have been rewritten)."""
+    now = datetime.now(UTC)
+    removed = 0
+    for key in keys:
+        raw = txn.get(TABLE, key)
+        if raw is not None and not parse_entry(codec, key, raw).live(now):
+            txn.delete(TABLE, key)
+            removed += 1
+    return removed
+
+
+def kv_holders(store: Store) -> list[KVHolder]:
+    """gc's holders for kv entries (`flowdag.gc.HOLDER_KINDS`)."""
+    return [KVHolder(store)]
