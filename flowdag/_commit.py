@@ -116,7 +116,7 @@ def commit_batch(store: Store, run_id: str, batch: list[NodeRecord]) -> list[Nod
                 try:
                     apply_ops(mine, record.kv, source, run_id, record.node)
                 except Exception as exc:
-                    record = failed[id(record)] = _kv_failure(record, exc)
+                    failed[id(record)] = record = _kv_failure(record, exc)
                 else:
                     for (table, key), value in mine.writes.items():
                         if value is None:

@@ -8,6 +8,7 @@ was written and expires, and the run and node that wrote it. See `flowdag.kv`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ __all__ = [
     "INLINE_LIMIT",
     "KVHolder",
     "KVOp",
+    "StoreReader",
     "UpdateFailedError",
     "apply_ops",
     "check_fn",
@@ -47,6 +49,7 @@ __all__ = [
     "kv_holders",
     "kv_reader",
     "parse_entry",
+    "remote_reader",
     "ttl_seconds",
     "value_of",
 ]
@@ -205,13 +208,13 @@ def apply_ops(
     result: Any = None
     for op in ops:
         raw = txn.get(TABLE, op.key)
+        if op.kind == "delete":  # a damaged entry can be deleted: it is not read
+            txn.delete(TABLE, op.key)
+            result = raw is not None and _live_or_damaged(codec, op.key, raw, now)
+            continue
         old = None if raw is None else parse_entry(codec, op.key, raw)
         if old is not None and not old.live(now):
             old = None
-        if op.kind == "delete":
-            txn.delete(TABLE, op.key)
-            result = old is not None
-            continue
         if op.kind == "update":
             fn = op.fn
             if type(fn) is bytes:  # sent cloudpickled from a worker process
@@ -231,6 +234,13 @@ def apply_ops(
         entry = Stored(op.value, op.by_ref, op.blobs, now, expires_at, run_id, node)
         txn.put(TABLE, op.key, entry.encode(codec))
     return result
+
+
+def _live_or_damaged(codec: ValueCodec, key: str, raw: bytes, now: datetime) -> bool:
+    try:
+        return parse_entry(codec, key, raw).live(now)
+    except CorruptStateError:
+        return True
 
 
 class UpdateFailedError(FlowdagError):
@@ -270,7 +280,58 @@ def kv_reader(store: Store) -> Callable[[str], Any] | str:
     """What ``ctx.kv`` reads committed values with in this process, or why it cannot."""
     if not has_tables(store):
         return f"cannot read kv entries: a {type(store).__name__} keeps no tables yet"
-    return committed_reader(store)
+    path = getattr(store, "path", None)
+    portable = path is not None and store.blobs.portable  # a disk store, not encrypted
+    return _Reader(store, f"{store.scheme}://{path}" if portable else None)
+
+
+class _Reader:
+    """`committed_reader` of one store, which a worker process can open by its URL."""
+
+    __slots__ = ("read", "url")
+
+    def __init__(self, store: Store, url: str | None) -> None:
+        self.read = committed_reader(store)
+        self.url = url  # None: the store cannot be opened elsewhere (memory, encrypted)
+
+    def __call__(self, key: str) -> Any:
+        return self.read(key)
+
+
+def remote_reader(read: Callable[[str], Any] | str) -> Callable[[str], Any] | str:
+    """What a worker process reads committed kv values with: a picklable `StoreReader`,
+    or why it cannot (the store lives in this process, or its key must not travel)."""
+    if isinstance(read, _Reader) and read.url is not None:
+        return StoreReader(read.url)
+    if isinstance(read, str):
+        return read
+    return (
+        "cannot read kv entries in a worker process from a store it cannot open "
+        "(a memory or encrypted store): use a disk store, or the threads or asyncio executor"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreReader:
+    """Reads committed kv values from the store at ``url``, opened once per worker process."""
+
+    url: str
+
+    def __call__(self, key: str) -> Any:
+        return _opened(self.url)(key)
+
+
+@functools.lru_cache(maxsize=4)
+def _opened(url: str) -> Callable[[str], Any]:
+    from flowdag.stores import open_store
+
+    try:
+        return committed_reader(open_store(url, create=False))
+    except Exception as exc:
+        raise FlowdagError(
+            f"cannot read kv entries in this worker: opening {url} failed "
+            f"({type(exc).__name__}: {exc}); use the threads or asyncio executor"
+        ) from exc
 
 
 def has_tables(store: Store) -> bool:
