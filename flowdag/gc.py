@@ -126,9 +126,18 @@ class Holder(Protocol):
         ...
 
 
+def _kv_holders(store: Store) -> Iterable[Holder]:
+    # Imported here: flowdag.kv needs nothing of gc, and gc loads it only when it runs.
+    from flowdag._kv_entries import kv_holders
+
+    return kv_holders(store)
+
+
 #: Makers of the holders of other record kinds: each is given the store and
-#: returns its holders. KV entries, cache entries and waits add theirs here.
-HOLDER_KINDS: list[Callable[[Store], Iterable[Holder]]] = []
+#: returns its holders. KV entries (`flowdag._kv_entries.KVHolder`: live entries
+#: hold their blobs, and expired entries are deleted as they are read), cache
+#: entries and waits add theirs here.
+HOLDER_KINDS: list[Callable[[Store], Iterable[Holder]]] = [_kv_holders]
 
 
 def gc(
@@ -180,8 +189,9 @@ def gc(
         with _siblings(store, report) as others:
             holders: list[Holder] = [RunHolder(store, kept, doomed)]
             holders += [RunHolder(other) for other in others]
-            for make in HOLDER_KINDS:
-                holders += make(store)
+            for make in HOLDER_KINDS:  # the siblings' records share the blob area too
+                for each in (store, *others):
+                    holders += make(each)
             for holder in holders:
                 marked.update(holder.held(now, report))
         if report.swept:
