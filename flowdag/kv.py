@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from flowdag.codec import ValueCodec
     from flowdag.stores.base import Store
 
-__all__ = ["KV", "KVEntry", "StagedKV"]
+__all__ = ["KV", "KVEntry", "StagedKV", "check_key"]
 
 
 @dataclass(frozen=True, slots=True)
