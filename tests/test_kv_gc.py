@@ -5,8 +5,11 @@ from __future__ import annotations
 import flowdag
 from flowdag import Context, Workflow
 from flowdag.stores.base import Store
+from tests import kv_stores
 from tests.gc_stores import age_all
-from tests.kv_stores import store  # noqa: F401  # the fixture
+
+store = kv_stores.store  # fixtures: every store kind
+
 
 BIG = list(range(100_000))  # above the 256 KiB inline limit
 OTHER = list(range(1, 100_001))

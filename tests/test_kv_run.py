@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,12 @@ import pytest
 import flowdag
 from flowdag import Context, NodeStatus, Workflow
 from flowdag.stores.base import Store
-from tests.kv_stores import disk_store, open_kind, store  # noqa: F401  # fixtures
+from tests import kv_stores
+from tests.kv_stores import open_kind
+from tests.stores.conformance import ROOT
+
+store, disk_store = kv_stores.store, kv_stores.disk_store  # fixtures: every store kind
+
 
 BIG = list(range(100_000))  # above the 256 KiB inline limit
 
@@ -222,18 +230,14 @@ def test_a_large_value_from_a_node_becomes_a_blob(store: Store) -> None:
 def test_process_workers_send_back_writes_and_lambda_updates(tmp_path: Path) -> None:
     # A disk store once it keeps tables (the worker then reads committed values too).
     with open_kind("memory", tmp_path) as store:
-        result = flowdag.run(
-            counter_workflow(4), store=store, executor="processes", max_workers=2
-        )
+        result = flowdag.run(counter_workflow(4), store=store, executor="processes", max_workers=2)
         assert result.status == "completed"
         assert store.kv().get("count") == 4
 
 
 def test_process_workers_read_committed_values(disk_store: Store) -> None:
     disk_store.kv().set("base", 10)
-    result = flowdag.run(
-        reader_workflow(), store=disk_store, executor="processes", max_workers=1
-    )
+    result = flowdag.run(reader_workflow(), store=disk_store, executor="processes", max_workers=1)
     assert result.status == "completed"
     assert disk_store.kv().get("copy") == 11
 
@@ -252,3 +256,45 @@ def reader_workflow() -> Workflow:
 def test_every_in_process_executor(store: Store, executor: str) -> None:
     assert flowdag.run(counter_workflow(10), store=store, executor=executor).status == "completed"
     assert store.kv().get("count") == 10
+
+
+# Runs 100 nodes, each adding 1 to "count", in its own run of the store at argv[1].
+COUNT_IN_A_PROCESS = """
+import sys
+import flowdag
+from flowdag.stores import open_store
+wf = flowdag.Workflow("counter")
+for i in range(100):
+    wf.add_node(f"n{i}", lambda ctx: ctx.kv.update("count", lambda old: (old or 0) + 1))
+print("ready", flush=True)
+sys.stdin.readline()  # both start together
+with open_store(sys.argv[1]) as store:
+    print(flowdag.run(wf, store=store, max_workers=4).status, flush=True)
+"""
+
+
+def test_two_processes_updating_one_key_compose(disk_store: Store) -> None:
+    url = f"{disk_store.scheme}://{disk_store.path}"  # type: ignore[attr-defined]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", COUNT_IN_A_PROCESS, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        for _ in range(2)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert outputs == ["completed\n", "completed\n"]
+    assert disk_store.kv().get("count") == 200
