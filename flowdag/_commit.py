@@ -30,11 +30,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from queue import Empty, SimpleQueue
 
-from flowdag._kv_entries import apply_ops
+from flowdag._kv_entries import KVWrites
 from flowdag.attempt import Attempt, Outcome, failure
 from flowdag.scheduler import TimerHeap
 from flowdag.state import ErrorInfo, NodeRecord, NodeStatus
-from flowdag.stores._tables import StagedTables, TableTxn
+from flowdag.stores._tables import TableTxn
 from flowdag.stores.base import Store
 
 __all__ = ["START_RECORD_DELAY", "Commits", "Committer", "Starts", "commit_batch", "latest"]
@@ -109,21 +109,19 @@ def commit_batch(store: Store, run_id: str, batch: list[NodeRecord]) -> list[Nod
 
     def tables(txn: TableTxn, records: Sequence[NodeRecord]) -> list[NodeRecord]:
         failed.clear()  # a backend may run this again (a retried transaction)
+        batch = KVWrites(txn, source, datetime.now(UTC))
         committed = []
         for record in records:
             if record.kv and record.status is NodeStatus.COMPLETED:
-                mine = StagedTables(txn)  # this node's writes, applied only if all of them apply
+                mine = KVWrites(batch, source, batch.now)  # kept only if all of them apply
                 try:
-                    apply_ops(mine, record.kv, source, run_id, record.node)
+                    mine.apply(record.kv, run_id, record.node)
                 except Exception as exc:
                     failed[id(record)] = record = _kv_failure(record, exc)
                 else:
-                    for (table, key), value in mine.writes.items():
-                        if value is None:
-                            txn.delete(table, key)
-                        else:
-                            txn.put(table, key, value)
+                    batch.changed.update(mine.changed)
             committed.append(record)
+        batch.flush(txn)
         return committed
 
     store.commit(run_id, records, tables=tables)

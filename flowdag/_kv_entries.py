@@ -37,6 +37,7 @@ __all__ = [
     "INLINE_LIMIT",
     "KVHolder",
     "KVOp",
+    "KVWrites",
     "StoreReader",
     "UpdateFailedError",
     "apply_ops",
@@ -191,6 +192,97 @@ def keep_large(op: KVOp, source: RefSource, now: datetime) -> None:
     op.value, op.by_ref, op.blobs = source.codec.encode(ref), True, blobs
 
 
+#: Values an update function cannot change in place: kept decoded between the
+#: writes of one transaction, so a counter updated by every node of a batch is
+#: decoded once, not once per node.
+_IMMUTABLE = frozenset({int, float, bool, str, bytes, type(None)})
+
+
+class KVWrites:
+    """The kv entries a transaction changes, kept as entries until `flush` encodes them.
+
+    Reads go to ``base`` (the transaction, or the writes of the whole batch for
+    the writes of one node), so one node's writes can be dropped alone.
+    """
+
+    __slots__ = ("_base", "changed", "now", "source")
+
+    def __init__(self, base: KVWrites | TableTxn, source: RefSource, now: datetime) -> None:
+        self._base = base
+        self.source = source
+        self.now = now
+        # key -> (entry, or None once deleted; its value when known, else ABSENT)
+        self.changed: dict[str, tuple[Stored | None, Any]] = {}
+
+    def read(self, key: str) -> tuple[Stored | None, Any]:
+        """The live entry under ``key`` (None: none) and its value if known (else ABSENT)."""
+        found = self.changed.get(key)
+        if found is not None:
+            entry = found[0]
+            return found if entry is None or entry.live(self.now) else (None, ABSENT)
+        if isinstance(self._base, KVWrites):
+            return self._base.read(key)
+        raw = self._base.get(TABLE, key)
+        if raw is None:
+            return None, ABSENT
+        entry = parse_entry(self.source.codec, key, raw)
+        return (entry if entry.live(self.now) else None), ABSENT
+
+    def apply(self, ops: Iterable[KVOp], run_id: str | None, node: str | None) -> Any:
+        """Apply ``ops`` in order (written by ``run_id``/``node``); the last result.
+
+        A ``set`` or ``update`` gives the new value, a ``delete`` whether a live
+        entry was there. An update function that raises fails the call, naming the key.
+        """
+        source, now = self.source, self.now
+        codec = source.codec
+        result: Any = None
+        for op in ops:
+            key = op.key
+            if op.kind == "delete":
+                try:
+                    result = self.read(key)[0] is not None
+                except CorruptStateError:  # a damaged entry can be deleted
+                    result = True
+                self.changed[key] = (None, ABSENT)
+                continue
+            value: Any = ABSENT
+            if op.kind == "update":
+                entry, value = self.read(key)
+                if entry is None:
+                    value = None
+                elif value is ABSENT:
+                    value = value_of(entry, key, source)
+                fn = op.fn
+                if type(fn) is bytes:  # sent cloudpickled from a worker process
+                    import cloudpickle
+
+                    fn = cloudpickle.loads(fn)
+                try:
+                    value = result = fn(value)
+                except Exception as exc:
+                    raise UpdateFailedError(key, exc) from exc
+                op = KVOp("set", key, None, ttl=op.ttl, limit=op.limit)
+                op.value, op.blobs = encode_value(codec, key, value)
+                if type(value) not in _IMMUTABLE:
+                    value = ABSENT  # decoded again if read: the function may change it in place
+            keep_large(op, source, now)
+            assert op.value is not None
+            expires_at = None if op.ttl is None else now + timedelta(seconds=op.ttl)
+            entry = Stored(op.value, op.by_ref, op.blobs, now, expires_at, run_id, node)
+            self.changed[key] = (entry, value if not op.by_ref else ABSENT)
+        return result
+
+    def flush(self, txn: TableTxn) -> None:
+        """Write the changed entries to ``txn``, each encoded once."""
+        encode = self.source.codec
+        for key, (entry, _) in self.changed.items():
+            if entry is None:
+                txn.delete(TABLE, key)
+            else:
+                txn.put(TABLE, key, entry.encode(encode))
+
+
 def apply_ops(
     txn: TableTxn,
     ops: Iterable[KVOp],
@@ -198,49 +290,11 @@ def apply_ops(
     run_id: str | None = None,
     node: str | None = None,
 ) -> Any:
-    """Apply ``ops`` in order in ``txn`` (written by ``run_id``/``node``); the last result.
-
-    A ``set`` or ``update`` gives the new value, a ``delete`` whether a live entry
-    was there. An update function that raises fails the call, naming the key.
-    """
-    codec = source.codec
-    now = datetime.now(UTC)
-    result: Any = None
-    for op in ops:
-        raw = txn.get(TABLE, op.key)
-        if op.kind == "delete":  # a damaged entry can be deleted: it is not read
-            txn.delete(TABLE, op.key)
-            result = raw is not None and _live_or_damaged(codec, op.key, raw, now)
-            continue
-        old = None if raw is None else parse_entry(codec, op.key, raw)
-        if old is not None and not old.live(now):
-            old = None
-        if op.kind == "update":
-            fn = op.fn
-            if type(fn) is bytes:  # sent cloudpickled from a worker process
-                import cloudpickle
-
-                fn = cloudpickle.loads(fn)
-            current = None if old is None else value_of(old, op.key, source)
-            try:
-                result = fn(current)
-            except Exception as exc:
-                raise UpdateFailedError(op.key, exc) from exc
-            op = KVOp("set", op.key, None, ttl=op.ttl, limit=op.limit)
-            op.value, op.blobs = encode_value(codec, op.key, result)
-        keep_large(op, source, now)
-        assert op.value is not None
-        expires_at = None if op.ttl is None else now + timedelta(seconds=op.ttl)
-        entry = Stored(op.value, op.by_ref, op.blobs, now, expires_at, run_id, node)
-        txn.put(TABLE, op.key, entry.encode(codec))
+    """Apply ``ops`` in ``txn`` (see `KVWrites.apply`); the last result."""
+    writes = KVWrites(txn, source, datetime.now(UTC))
+    result = writes.apply(ops, run_id, node)
+    writes.flush(txn)
     return result
-
-
-def _live_or_damaged(codec: ValueCodec, key: str, raw: bytes, now: datetime) -> bool:
-    try:
-        return parse_entry(codec, key, raw).live(now)
-    except CorruptStateError:
-        return True
 
 
 class UpdateFailedError(FlowdagError):
