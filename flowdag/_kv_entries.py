@@ -179,16 +179,17 @@ def encode_value(
     return encoded, seen or None
 
 
-def keep_large(op: KVOp, source: RefSource, now: datetime) -> None:
+def keep_large(op: KVOp, source: RefSource) -> None:
     """Put a ``set`` op's value in the blob area when it is above its limit (once)."""
     assert op.value is not None
     if op.by_ref or op.limit is None or source.codec.plain_size(op.value) <= op.limit:
         return
-    expires_at = None if op.ttl is None else now + timedelta(seconds=op.ttl)
     info = source.area.put(source.codec.plain(op.value))
-    ref = info.ref(expires_at=expires_at, encoding=source.codec.name)
+    # The ref never expires by itself: the entry's expiry, known at the commit, is
+    # what ends it (gc keeps the blobs of live entries only).
+    ref = info.ref(encoding=source.codec.name)
     blobs = dict(op.blobs or {})  # the blob holds the refs inside the value: keep them too
-    blobs[ref.sha256] = expires_at
+    blobs[ref.sha256] = None
     op.value, op.by_ref, op.blobs = source.codec.encode(ref), True, blobs
 
 
@@ -266,7 +267,7 @@ class KVWrites:
                 op.value, op.blobs = encode_value(codec, key, value)
                 if type(value) not in _IMMUTABLE:
                     value = ABSENT  # decoded again if read: the function may change it in place
-            keep_large(op, source, now)
+            keep_large(op, source)
             assert op.value is not None
             expires_at = None if op.ttl is None else now + timedelta(seconds=op.ttl)
             entry = Stored(op.value, op.by_ref, op.blobs, now, expires_at, run_id, node)

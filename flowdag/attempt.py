@@ -276,10 +276,9 @@ def _finish(attempt: Attempt, started_at: datetime, value: Any, ctx: Context | N
         }
         kv = ctx.kv.ops or None
         if kv is not None and attempt.source is not None:  # large values to blobs, off the driver
-            now = datetime.now(UTC)
             for op in kv:
                 if op.kind == "set":
-                    keep_large(op, attempt.source, now)
+                    keep_large(op, attempt.source)
     except NODE_ERRORS as exc:
         _discard_output(ctx)
         return failure(exc, started_at)

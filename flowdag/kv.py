@@ -3,15 +3,15 @@
 Design
 ------
 Entries live in the store's ``kv`` table (`flowdag.stores._tables`), one per
-key: a record encoded by the store's codec (`_ENTRY_VERSION`) holding the
+key: a record encoded by the store's codec, with a version, holding the
 value (encoded too, kept as bytes: reading who wrote an entry never decodes
 its value), when it was written and expires, the run and node that wrote it,
 and the blobs it points at. A value whose encoding is above the inline limit
 goes to the store's blob area and the entry holds its `Ref`, as outputs do;
-gc reads ``blobs`` to keep those alive (`KVHolder`) and deletes expired
-entries.
+gc reads ``blobs`` to keep those alive and deletes expired entries
+(`flowdag._kv_entries.KVHolder`).
 
-Every change is a `KVOp`, applied by `apply_ops` inside one table transaction,
+Every change is a `KVOp`, applied (`KVWrites`) inside one table transaction,
 so it reads the latest committed entry. Outside runs each call of `KV` is its
 own transaction. Inside a node, ``ctx.kv`` (`StagedKV`) only records ops; they
 travel back with the attempt's outcome and the committer applies them in the
@@ -106,7 +106,7 @@ class KV:
         """Set ``key`` to ``value``, expiring ``ttl`` from now (None: never)."""
         op = KVOp("set", check_key(key), ttl=ttl_seconds(ttl), limit=self._limit)
         op.value, op.blobs = encode_value(self._store.codec, key, value)
-        keep_large(op, self._store.ref_source, datetime.now(UTC))  # before the transaction
+        keep_large(op, self._store.ref_source)  # before the transaction
         self._apply(op)
 
     def delete(self, key: str) -> bool:
