@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from flowdag._fingerprint import Fingerprinter, node_fingerprints
+from flowdag._gcpause import cyclic_gc_paused
 from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag.dag import DAG, check_pools
 from flowdag.errors import (
@@ -220,7 +221,6 @@ def run(
     limit = None if inline_limit is None else parse_size(inline_limit, "inline_limit")
     lifetime = None if ttl is None else _ttl(ttl)
     check_rerun(dag, on_code_change, rerun, rerun_from)
-    fingerprints = node_fingerprints(dag, Fingerprinter())  # one fingerprinter per call
     # Whatever is opened here is closed on the way out, even when the next step fails.
     with ExitStack() as opened:
         run_store = _open(store)
@@ -231,25 +231,26 @@ def run(
             opened.callback(pool.shutdown, wait=False)
         workers = max_workers or capabilities_of(pool).max_workers or default_workers()
         with run_store.lock(run_id):
-            plan = plan_call(
-                dag,
-                _load_or_none(run_store, run_id),
-                run_id,
-                allow_changes=allow_changes,
-                fingerprints=fingerprints,
-                on_code_change=on_code_change,
-                rerun=rerun,
-                rerun_from=rerun_from,
-                readable=blob_reader(run_store),
-            )
-            for warning in plan.warnings:
-                logger.warning("run %s: %s", run_id, warning)
-            if plan.state.ttl != lifetime:
-                plan.state.ttl = lifetime
-                plan.needs_save = True
-            if plan.needs_save:
-                run_store.save(plan.state)
-            driver = _Driver(dag, plan, run_store, pool, workers, pools, on_event, limit)
+            with cyclic_gc_paused():  # a few acyclic objects per node (see flowdag._gcpause)
+                plan = plan_call(
+                    dag,
+                    _load_or_none(run_store, run_id),
+                    run_id,
+                    allow_changes=allow_changes,
+                    fingerprints=node_fingerprints(dag, Fingerprinter()),  # one per call
+                    on_code_change=on_code_change,
+                    rerun=rerun,
+                    rerun_from=rerun_from,
+                    readable=blob_reader(run_store),
+                )
+                for warning in plan.warnings:
+                    logger.warning("run %s: %s", run_id, warning)
+                if plan.state.ttl != lifetime:
+                    plan.state.ttl = lifetime
+                    plan.needs_save = True
+                if plan.needs_save:
+                    run_store.save(plan.state)
+                driver = _Driver(dag, plan, run_store, pool, workers, pools, on_event, limit)
             driver.drive()
     result = driver.result()
     watching = runs_at_import.get()

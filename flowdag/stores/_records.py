@@ -19,16 +19,15 @@ node's last attempt is the one its status comes from), so a node that ran once
 costs one small int more than before. ``blobs`` lists the blobs the node's
 output refers to (`flowdag.Ref`), each ``[sha256, expires_us]`` (None: never),
 so that gc marks what is live from meta records alone; with it, ``history``
-may be None (no attempts). ``provenance`` (`flowdag.state.Provenance`) is a
-dict of short keys, each left out when empty: ``fp``, ``src`` (code digests),
-``parts`` (part name -> digest), ``out`` (output digest), ``in`` (dep ->
-digest), ``why`` (``[code, detail]``), ``pin`` (True), ``audit`` (a list of
-``[action, by, at_us, reason]``); with it, ``history`` and ``blobs`` may be
-None. Header format 4 (this release) may hold any of the four; format 3 (the
-release before) the first three and an optional ``ttl_us`` (the run's ttl);
-format 2 the first two; format 1 (which kept no history) only the first, which
-loads with an empty history. A checksum, or on an
-encrypted store the key, vouches that a blob is the one written; neither
+may be None (no attempts). ``provenance`` (`flowdag.state.Provenance`) is
+``[code, context, out]`` (see ``_provenance.py``: the code digests and the
+inputs, reason, pin and audit as two small documents many nodes share, then
+the output digest); with it, ``history`` and ``blobs`` may be None. Header
+format 5 (this release) may hold any of the four; format 4 (the release
+before) wrote the provenance as one dict; format 3 the first three and an
+optional ``ttl_us`` (the run's ttl); format 2 the first two; format 1 (which
+kept no history) only the first, which loads with an empty history. A
+checksum, or on an encrypted store the key, vouches that a blob is the one written; neither
 vouches for its shape, since anyone who can write a plain store (or holds the
 key) can write a well-formed blob of any value. So every decoded record is
 checked here before it becomes a `RunState`: a value out of shape (a status
@@ -94,11 +93,12 @@ __all__ = [
     "to_micros",
 ]
 
-#: Version of the run header and of the meta records under it: 4 added each
+#: Version of the run header and of the meta records under it: 5 made the
+#: provenance a list of shared documents (see ``_provenance.py``), 4 added each
 #: node's provenance, 3 the run's ttl and the blobs of refs, 2 the attempt
 #: history; 1 to 3 are still read.
-HEADER_FORMAT = 4
-_HEADER_FORMATS = frozenset({1, 2, 3, HEADER_FORMAT})
+HEADER_FORMAT = 5
+_HEADER_FORMATS = frozenset({1, 2, 3, 4, HEADER_FORMAT})
 MAX_ATTEMPTS = 2**63 - 1  # what msgpack holds without an extension type
 
 _STATUSES = {status.value: status for status in NodeStatus}

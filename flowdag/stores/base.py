@@ -39,6 +39,7 @@ from functools import cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Self, TypeVar
 
+from flowdag._gcpause import cyclic_gc_paused
 from flowdag.codec import Codec, ValueCodec
 from flowdag.errors import (
     CorruptStateError,
@@ -486,6 +487,16 @@ class Store(ABC):
         return self._decode_run(run_id, run.header, run.nodes, run.data)
 
     def _decode_run(
+        self,
+        run_id: str,
+        header_blob: bytes,
+        nodes: Mapping[str, StoredNode],
+        data: Mapping[str, bytes],
+    ) -> RunState:
+        with cyclic_gc_paused():  # many small acyclic objects (see flowdag._gcpause)
+            return self._decode_nodes(run_id, header_blob, nodes, data)
+
+    def _decode_nodes(
         self,
         run_id: str,
         header_blob: bytes,

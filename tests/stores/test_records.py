@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgpack import packb
 
 import flowdag
 from flowdag.errors import (
@@ -38,6 +39,7 @@ from flowdag.state import (
 )
 from flowdag.stores import open_store
 from flowdag.stores._crypto import generate_key
+from flowdag.stores._provenance import provenance_record, read_provenance
 from flowdag.stores.base import Store, StoredNode, StoredRun
 from flowdag.stores.transfer import verify_run
 
@@ -198,6 +200,25 @@ FORGED_METAS: dict[str, Any] = {
     "provenance pin a str": [*GOOD_META, [1], None, {"pin": "yes"}],
     "provenance audit time a str": [*GOOD_META, [1], None, {"audit": [["m", "me", "now", ""]]}],
     "provenance audit short": [*GOOD_META, [1], None, {"audit": [["m", "me", T0_MICROS]]}],
+    # Since format 5: [code, context, out], code and context msgpack documents.
+    "provenance of two": [*GOOD_META, [1], None, [None, None]],
+    "provenance code a str": [*GOOD_META, [1], None, ["fp", None, None]],
+    "provenance code not msgpack": [*GOOD_META, [1], None, [b"\xc1", None, None]],
+    "provenance code trailing bytes": [
+        *GOOD_META,
+        [1],
+        None,
+        [packb({"fp": "ab"}) + b"x", None, None],
+    ],
+    "provenance code a list": [*GOOD_META, [1], None, [packb(["ab"]), None, None]],
+    "provenance code empty": [*GOOD_META, [1], None, [packb({}), None, None]],
+    "provenance code unknown key": [*GOOD_META, [1], None, [packb({"in": {}}), None, None]],
+    "provenance code fp an int": [*GOOD_META, [1], None, [packb({"fp": 1}), None, None]],
+    "provenance parts of ints": [*GOOD_META, [1], None, [packb({"parts": {"f": 1}}), None, None]],
+    "provenance context why of one": [*GOOD_META, [1], None, [None, packb({"why": ["new"]}), None]],
+    "provenance context pin 1": [*GOOD_META, [1], None, [None, packb({"pin": 1}), None]],
+    "provenance context audit a dict": [*GOOD_META, [1], None, [None, packb({"audit": {}}), None]],
+    "provenance out an int": [*GOOD_META, [1], None, [None, None, 5]],
     "blob expiry a str": [*GOOD_META, [1], [["a" * 64, "soon"]]],
     "meta None": None,
     # The attempt history (a 6th field since header format 2).
@@ -233,7 +254,7 @@ FORGED_HEADERS: dict[str, Any] = {
     "metadata None": header_with(metadata=None),
     "metadata a list": header_with(metadata=[1]),
     "format True": header_with(format=True),
-    "format 5": header_with(format=5),
+    "format 6": header_with(format=6),
     "ttl a float": header_with(format=3, ttl_us=1.5),
     "ttl zero": header_with(format=3, ttl_us=0),
     "ttl a str": header_with(format=3, ttl_us="30d"),
@@ -376,3 +397,17 @@ def test_save_refuses_what_a_load_would_call_damaged(
     with pytest.raises(error):
         store.save(state)
     assert store.list_runs() == []
+
+
+def test_provenance_documents_follow_their_contents_not_the_objects_holding_them() -> None:
+    # Packed documents are remembered by what goes into them: a mapping changed in
+    # place, or an equal one in another object, packs as its contents say.
+    parts = {"function": "a" * 64}
+    first = provenance_record(Provenance("f" * 64, "s" * 64, parts, "o" * 64, {"x": "1" * 64}))
+    parts["helper h (h.py)"] = "b" * 64
+    second = provenance_record(Provenance("f" * 64, "s" * 64, parts, "o" * 64, {"x": "2" * 64}))
+    assert read_provenance(first).parts == {"function": "a" * 64}
+    assert read_provenance(second).parts == parts
+    assert read_provenance(second).inputs == {"x": "2" * 64}
+    again = provenance_record(Provenance("f" * 64, "s" * 64, dict(parts), None, {"x": "2" * 64}))
+    assert again[:2] == second[:2] and again[2] is None
