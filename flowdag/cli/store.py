@@ -22,7 +22,7 @@ from flowdag.cli.render import output_console, plural, runs, say_run, size_text
 from flowdag.errors import BlobMissingError, CorruptStateError, FlowdagError, RunNotFoundError
 from flowdag.stores import Store, parse_store_url
 from flowdag.stores.base import check_run_id
-from flowdag.stores.transfer import Copied, check_run, copy_run
+from flowdag.stores.transfer import Copied, check_run, check_tables, copy_run, copy_tables
 
 __all__ = ["cmd_store_convert", "cmd_store_verify"]
 
@@ -73,8 +73,9 @@ def cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
                     blobs += done.written
                     written += done.bytes_written
                     say_run(out, run_id, f"[green]copied[/]{_copied_text(done)}")
+            tables = None if wanted else _copy_tables(out, src, dst)  # the whole store only
     total = copied + damaged + failed + expired
-    problems = []
+    problems = [] if tables is None else [tables]
     if damaged:
         problems.append(f"{damaged} damaged in the source")
     if failed:
@@ -88,6 +89,24 @@ def cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
         soft_wrap=True,
     )
     return Exit.FAILED if problems else Exit.OK
+
+
+def _copy_tables(out: Console, src: Store, dst: Store) -> str | None:
+    """Copy the store-wide tables (kv, cache); None, or the problem."""
+    try:
+        entries = copy_tables(src, dst)
+    except CorruptStateError as exc:
+        out.print(
+            f"tables: [bold red]damaged in the source, not copied[/]: {escape(flatten(str(exc)))}"
+        )
+        return "tables damaged in the source"
+    except FlowdagError as exc:
+        out.print(f"tables: [bold red]not copied[/]: {escape(flatten(str(exc)))}")
+        return "tables not copied"
+    if entries:
+        noun = "entry" if entries == 1 else "entries"
+        out.print(f"tables: [green]copied[/] ({entries} {noun})")
+    return None
 
 
 def _copied_text(done: Copied) -> str:
@@ -146,6 +165,10 @@ def cmd_store_verify(args: argparse.Namespace, err: Console) -> int:
                     out.print(f"  {escape(flatten(problem))}", soft_wrap=True)
             else:
                 say_run(out, run_id, f"[green]ok[/]{shown}")
+        tables = check_tables(store)
+        if tables is not None:
+            damaged += 1
+            out.print(f"tables: [bold red]damaged[/]: {escape(flatten(tables))}", soft_wrap=True)
     verdict = f"{damaged} damaged" if damaged else "all ok"
     bad_blobs = sum(problem is not None for problem in seen.values())
     if bad_blobs:

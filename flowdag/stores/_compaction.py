@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Compaction", "compact_lmdb", "compact_runs"]
 
-_DATABASES = (b"runs", b"nodes", b"outputs", b"data")
+_DATABASES = (b"runs", b"nodes", b"outputs", b"data", b"tables")
 _TEMP_PREFIX = ".compact-"
 
 

@@ -92,6 +92,8 @@ from flowdag.stores._lineage import (
     tidy,
 )
 from flowdag.stores._runfiles import RunFiles
+from flowdag.stores._tablelog import TX_MARK, TableLog
+from flowdag.stores._tables import TableReader, TableTxn
 from flowdag.stores.base import RunLock, StoredNode, StoredRun
 
 __all__ = ["COMPACT_MIN_BYTES", "Commit", "JournaledStore", "RunFormat"]
@@ -245,9 +247,15 @@ class JournaledStore(DirectoryStore):
             return self._files.read(run_id, metas_only, apply_metas)
 
     def _commit(
-        self, run_id: str, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
+        self,
+        run_id: str,
+        nodes: Mapping[str, StoredNode],
+        data: Mapping[str, bytes | None],
+        txid: bytes = b"",
     ) -> None:
         payload = self.format.dump_commit(nodes, data)
+        if txid:  # the commit point of a table transaction (see _tablelog.py)
+            payload = TX_MARK + txid + payload
         with self._guard, self._io(run_id, "commit to"):
             writer = self._writer(run_id)
             if not writer.stamp.id:  # the previous release's format: move the run on first
@@ -265,15 +273,56 @@ class JournaledStore(DirectoryStore):
                 raise
             writer.journal_size += len(record)
             writer.run.apply(nodes, data)
-            if writer.journal_size > max(writer.snapshot_size, self.compact_min_bytes):
-                try:
-                    self._compact(run_id, writer)
-                except (OSError, ValueError, StoreError) as exc:
-                    # The record is durable in the journal, so the commit stands;
-                    # compaction only saves replay time and is tried again later.
-                    # The files may be half switched: the next commit reopens them.
-                    _logger.warning("run %s: compaction failed, will retry: %s", run_id, exc)
-                    self._drop_writer(run_id)
+            if not txid:
+                self._maybe_compact(run_id)
+
+    def _maybe_compact(self, run_id: str) -> None:
+        """Fold the run's journal into a new snapshot if it has grown past its snapshot."""
+        with self._guard:
+            writer = self._writers.get(run_id)
+            if writer is None or writer.journal_size <= max(
+                writer.snapshot_size, self.compact_min_bytes
+            ):
+                return
+            try:
+                self._compact(run_id, writer)
+            except (OSError, ValueError, StoreError) as exc:
+                # The record is durable in the journal, so the commit stands;
+                # compaction only saves replay time and is tried again later.
+                # The files may be half switched: the next commit reopens them.
+                _logger.warning("run %s: compaction failed, will retry: %s", run_id, exc)
+                self._drop_writer(run_id)
+
+    # -- tables (see _tablelog.py) ----------------------------------------------
+
+    @functools.cached_property
+    def _tables(self) -> TableLog:
+        return TableLog(
+            self.path,
+            self.format.suffix,
+            self.scheme,
+            self._seal,
+            self._unseal,
+            self._files.has_txid,
+            lambda: self.compact_min_bytes,
+        )
+
+    def _table_reader(self) -> TableReader:
+        return self._tables.reader()
+
+    def _transact_tables(
+        self,
+        run_id: str | None,
+        work: Callable[[TableTxn], tuple[Mapping[str, StoredNode], Mapping[str, bytes | None]]],
+    ) -> None:
+        def check_run(run_id: str) -> None:
+            with self._guard, self._io(run_id, "commit to"):
+                self._writer(run_id)  # RunNotFoundError if there is no such run
+
+        commit = self._commit  # with the txid: the transaction's commit point
+        self._tables.transact(run_id, work, check_run, commit)
+        if run_id is not None:  # the transaction is settled: its journal may be folded
+            self._maybe_compact(run_id)
 
     def _list_runs(self) -> list[str]:
         with self._guard, self._io("", "list runs of"):
@@ -290,6 +339,7 @@ class JournaledStore(DirectoryStore):
             ]
 
     def _delete(self, run_id: str) -> bool:
+        self._tables.settle(run_id)  # its table transactions, before its journals go
         with self._guard, self._io(run_id, "delete"):
             self._drop_writer(run_id)
             directory = self._files.run_dir(run_id)
@@ -306,6 +356,7 @@ class JournaledStore(DirectoryStore):
         try:
             with self._io(run_id, "lock"):
                 remove_temp_files(self._files.run_dir(run_id), root=self.path)
+                self._tables.settle(run_id)  # before its journal may be folded
         except BaseException:
             held.release()
             raise
@@ -321,7 +372,10 @@ class JournaledStore(DirectoryStore):
                 self._drop_writer(run_id)
 
     def _compact_store(self) -> Compaction:
-        return compact_runs(self, self._fold)
+        report = compact_runs(self, self._fold)
+        with self._io("", "compact the tables of"):
+            self._tables.compact()
+        return report
 
     def _fold(self, run_id: str) -> bool:
         """Fold the run's journal into a new snapshot (caller holds the run's lock)."""

@@ -2,10 +2,11 @@
 
 LMDB forbids opening one environment twice in a process, so stores on the
 same directory share one `Env` (reference counted, keyed by the directory's
-device and inode). One ``threading.Lock`` per environment serializes every use
+device and inode). One ``threading.RLock`` per environment serializes every use
 of it, since ``set_mapsize`` requires that no transaction is open in this
-process. The environment's files are made 0600; the store keeps a read-only
-descriptor on ``data.mdb`` to notice a file replaced under it.
+process (reentrant: a read may nest in a write transaction of the same thread).
+The environment's files are made 0600; the store keeps a read-only descriptor
+on ``data.mdb`` to notice a file replaced under it.
 
 Checked before mapping
 ----------------------
@@ -51,6 +52,8 @@ from flowdag.stores._files import (
 __all__ = ["CORRUPT", "MAX_RETRIES", "Env", "acquire_env", "check_data_file", "release_env"]
 
 _FILES = ("data.mdb", "lock.mdb")
+#: The named sub-databases of an environment.
+_DATABASES = (b"runs", b"nodes", b"outputs", b"data", b"tables")
 #: Resizes per open or write before giving up (2**64 bytes of doublings: never).
 MAX_RETRIES = 64
 #: What shows that a directory held an LMDB store: the codec record
@@ -85,7 +88,8 @@ class Env:
     nodes: lmdb._Database
     outputs: lmdb._Database
     data: lmdb._Database
-    guard: threading.Lock  # held for every use of env
+    tables: lmdb._Database  # store-wide tables (see lmdb_store.py)
+    guard: threading.RLock  # held for every use of env (a read may nest in a write)
     key: tuple[int, int]
     data_file: int  # fd on data.mdb as opened: a replaced file is detected by commits
     users: int = 1
@@ -138,7 +142,7 @@ def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> Env:
             try:
                 if env is None:
                     env = _open_lmdb(path, map_size)
-                dbs = [env.open_db(name) for name in (b"runs", b"nodes", b"outputs", b"data")]
+                dbs = [env.open_db(name) for name in _DATABASES]
                 break
             except lmdb.MapResizedError:
                 # Another process grew the map past ours since LMDB read the file
@@ -163,9 +167,17 @@ def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> Env:
         if isinstance(exc, lmdb.Error | OSError):
             raise StoreError(f"cannot open LMDB store at {path}: {exc}") from exc
         raise
-    runs, nodes, outputs, data = dbs
+    runs, nodes, outputs, data, tables = dbs
     return Env(
-        env, runs, nodes, outputs, data, guard=threading.Lock(), key=key, data_file=data_file
+        env,
+        runs,
+        nodes,
+        outputs,
+        data,
+        tables,
+        guard=threading.RLock(),
+        key=key,
+        data_file=data_file,
     )
 
 
@@ -176,7 +188,7 @@ def _open_lmdb(path: Path, map_size: int) -> lmdb.Environment:
         subdir=True,
         create=False,  # the directory exists (made 0700 above)
         mode=0o700,  # data.mdb and lock.mdb get this minus execute bits: 0600
-        max_dbs=4,
+        max_dbs=len(_DATABASES),
         sync=True,  # durable: a commit returns after fsync
         metasync=True,
         max_spare_txns=0,

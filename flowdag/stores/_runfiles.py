@@ -17,10 +17,17 @@ from pathlib import Path
 from typing import TypeVar
 
 from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
-from flowdag.stores._files import read_file
+from flowdag.stores._files import list_names, read_file
 from flowdag.stores._format import RunFormat, Stamp
 from flowdag.stores._framing import OVERHEAD, read_header, replay, seed
-from flowdag.stores._lineage import JournalFile, missing_snapshot, read_journals, refuse_foreign
+from flowdag.stores._lineage import (
+    JournalFile,
+    journal_generation,
+    missing_snapshot,
+    read_journals,
+    refuse_foreign,
+)
+from flowdag.stores._tablelog import split_txid
 from flowdag.stores.base import StoredNode
 
 __all__ = ["RunFiles"]
@@ -141,8 +148,39 @@ class RunFiles:
             aad = self.record_aad(run_id, stamp, offset)
             plain = self._unseal(payload, aad, where)
             offset += OVERHEAD + len(payload)
+            plain = split_txid(plain)[1]  # a transaction's txid (see _tablelog.py) aside
             apply(*self.parse(run_id, journal, self.format.load_commit, plain))
         return end
+
+    def has_txid(self, run_id: str, txid: bytes) -> bool:
+        """Whether a whole record of one of the run's journals carries ``txid``.
+
+        Every journal file of the run is looked at, set aside or not: the record
+        is the commit point of a table transaction (see ``_tablelog.py``).
+        """
+        directory = self.run_dir(run_id)
+        for name in list_names(directory, root=self.root):
+            generation = journal_generation(name, self.format.suffix)
+            if generation is None:
+                continue
+            path = directory / name
+            try:
+                content = read_file(path, root=self.root)
+            except FileNotFoundError:
+                continue  # folded meanwhile
+            snapshot_id, offset = self.parse(run_id, path, read_header, content)
+            stamp = Stamp(generation, snapshot_id)
+            start = seed(snapshot_id)
+            payloads, _ = self.parse(
+                run_id, path, functools.partial(replay, pos=offset, start=start), content
+            )
+            for payload in payloads:
+                aad = self.record_aad(run_id, stamp, offset)
+                plain = self._unseal(payload, aad, f"run '{run_id}': {path}")
+                offset += OVERHEAD + len(payload)
+                if split_txid(plain)[0] == txid:
+                    return True
+        return False
 
     def current_stamp(self, run_id: str) -> Stamp | None:
         """The stamp of the run's snapshot; None if there is none or it cannot be read."""

@@ -260,11 +260,11 @@ class Store(ABC):
         result: list[T] = []
 
         def staged(txn: TableTxn) -> tuple[dict[str, StoredNode], dict[str, bytes | None]]:
-            result.append(work(txn))
+            result.append(work(txn))  # the last run counts: a backend may retry
             return {}, {}
 
         self._transact_tables(None, staged)
-        return result[0]
+        return result[-1]
 
     def list_runs(self) -> list[str]:
         """The ids of all stored runs, sorted."""

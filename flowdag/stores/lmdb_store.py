@@ -2,12 +2,13 @@
 
 Design
 ------
-One environment per store directory, with four named sub-databases::
+One environment per store directory, with five named sub-databases::
 
     runs     run_id                       -> header blob
     nodes    run_id 0x00 blake2b16(name)  -> msgpack [name, meta blob]
     outputs  run_id 0x00 blake2b16(name)  -> msgpack [name, output blob]
     data     run_id 0x00 blake2b16(key)   -> msgpack [key, value blob]
+    tables   table 0x00 key               -> the store-wide tables (``_lmdb_tables.py``)
 
 Keys hash the node name (or ``ctx.data`` key) so LMDB's 511-byte key limit
 never bites, and put a run's entries next to each other: a prefix scan on
@@ -65,6 +66,8 @@ from flowdag.stores._lmdb_env import (
     check_data_file,
     release_env,
 )
+from flowdag.stores._lmdb_tables import LMDBTables, delete_entry, put_entry
+from flowdag.stores._tables import StagedTables, TableReader, TableTxn
 from flowdag.stores.base import StoredNode, StoredRun
 
 __all__ = ["LMDBStore"]
@@ -200,28 +203,68 @@ class LMDBStore(DirectoryStore):
     def _commit(
         self, run_id: str, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
     ) -> None:
-        prefix = _prefix(run_id)
-
         def write(txn: _Txn, env: Env) -> None:
-            # Touches only these nodes' and keys' entries: cost independent of run size.
             self._header(txn, env, run_id)  # RunNotFoundError aborts the transaction
-            seal = self._seal_entry
-            for name, node in nodes.items():
-                key = prefix + _digest(name)
-                txn.put(key, seal(b"node", key, _pack(name, node.meta)), db=env.nodes)
-                if node.output is None:
-                    txn.delete(key, db=env.outputs)  # a re-run that failed has no output
-                else:
-                    txn.put(key, seal(b"output", key, _pack(name, node.output)), db=env.outputs)
-            for name, value in data.items():
-                key = prefix + _digest(name)
-                if value is None:
-                    txn.delete(key, db=env.data)
-                else:
-                    txn.put(key, seal(b"data", key, _pack(name, value)), db=env.data)
+            self._put_commit(txn, env, run_id, nodes, data)
 
         self._transact(run_id, write, write=True)
         self._check_same_file(run_id)
+
+    def _put_commit(
+        self,
+        txn: _Txn,
+        env: Env,
+        run_id: str,
+        nodes: Mapping[str, StoredNode],
+        data: Mapping[str, bytes | None],
+    ) -> None:
+        """Write a commit's entries: only these nodes' and keys', whatever the run's size."""
+        prefix = _prefix(run_id)
+        seal = self._seal_entry
+        for name, node in nodes.items():
+            key = prefix + _digest(name)
+            txn.put(key, seal(b"node", key, _pack(name, node.meta)), db=env.nodes)
+            if node.output is None:
+                txn.delete(key, db=env.outputs)  # a re-run that failed has no output
+            else:
+                txn.put(key, seal(b"output", key, _pack(name, node.output)), db=env.outputs)
+        for name, value in data.items():
+            key = prefix + _digest(name)
+            if value is None:
+                txn.delete(key, db=env.data)
+            else:
+                txn.put(key, seal(b"data", key, _pack(name, value)), db=env.data)
+
+    def _table_reader(self) -> TableReader:
+        return _Reader(self)
+
+    def _transact_tables(
+        self,
+        run_id: str | None,
+        work: Callable[[TableTxn], tuple[Mapping[str, StoredNode], Mapping[str, bytes | None]]],
+    ) -> None:
+        # One LMDB write transaction: exclusive across processes, and the run's
+        # commit and the table writes are fsynced together. A write that needs a
+        # bigger map is aborted and done again from the start, ``work`` included.
+        def write(txn: _Txn, env: Env) -> None:
+            if run_id is not None:
+                self._header(txn, env, run_id)  # RunNotFoundError aborts the transaction
+            staged = StagedTables(self._tables_in(txn, env))
+            nodes, data = work(staged)
+            if run_id is not None and (nodes or data):
+                self._put_commit(txn, env, run_id, nodes, data)
+            for (table, key), value in staged.writes.items():
+                if value is None:
+                    delete_entry(txn, env.tables, table, key)
+                else:
+                    put_entry(txn, env.tables, self._seal_table, table, key, value)
+
+        self._transact(run_id, write, write=True)
+        if run_id is not None:
+            self._check_same_file(run_id)
+
+    def _tables_in(self, txn: _Txn, env: Env) -> LMDBTables:
+        return LMDBTables(txn, env.tables, self._open_table, str(self._data_path))
 
     def _list_runs(self) -> list[str]:
         def read(txn: _Txn, env: Env) -> list[str]:
@@ -377,6 +420,12 @@ class LMDBStore(DirectoryStore):
         # a value cannot be moved to another entry or run.
         return self._seal(value, b"flowdag\0lmdb\0" + entry + b"\0" + key)
 
+    def _seal_table(self, value: bytes, lmdb_key: bytes) -> bytes:
+        return self._seal(value, b"flowdag\0lmdb\0table\0" + lmdb_key)
+
+    def _open_table(self, value: bytes, lmdb_key: bytes, where: str) -> bytes:
+        return self._unseal(value, b"flowdag\0lmdb\0table\0" + lmdb_key, where)
+
     def _open_entry(self, run_id: str, entry: bytes, key: bytes, value: bytes, kind: str) -> bytes:
         where = f"run '{run_id}' in {self._data_path} ({kind} entry)"
         return self._unseal(value, b"flowdag\0lmdb\0" + entry + b"\0" + key, where)
@@ -399,6 +448,27 @@ class LMDBStore(DirectoryStore):
                 "while the store had it open; the commit went to the old file. Close the "
                 "store and open it again, then resume the run"
             )
+
+
+class _Reader:
+    """The committed tables of an `LMDBStore`: each read is one read transaction."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: LMDBStore) -> None:
+        self._store = store
+
+    def get(self, table: str, key: str) -> bytes | None:
+        store = self._store
+        return store._transact(None, lambda txn, env: store._tables_in(txn, env).get(table, key))
+
+    def scan(self, table: str, prefix: str = "") -> Iterator[tuple[str, bytes]]:
+        store = self._store
+
+        def read(txn: _Txn, env: Env) -> list[tuple[str, bytes]]:
+            return list(store._tables_in(txn, env).scan(table, prefix))
+
+        return iter(store._transact(None, read))
 
 
 # -- keys and values --------------------------------------------------------------

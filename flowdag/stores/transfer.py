@@ -41,9 +41,19 @@ from flowdag.refs import RAW, Ref, collecting
 from flowdag.state import AttemptInfo, NodeState, RunState
 from flowdag.stores._blobs import BlobInfo
 from flowdag.stores._refwalk import refs_in, replace_refs
+from flowdag.stores._tables import TABLES, TableTxn
 from flowdag.stores.base import Store, StoredRun
 
-__all__ = ["Copied", "RunCheck", "check_run", "copy_run", "same_value", "verify_run"]
+__all__ = [
+    "Copied",
+    "RunCheck",
+    "check_run",
+    "check_tables",
+    "copy_run",
+    "copy_tables",
+    "same_value",
+    "verify_run",
+]
 
 
 @dataclass(slots=True)
@@ -408,3 +418,56 @@ def _same_array(expected: Any, actual: Any) -> bool:
         return False
     equal_nan = expected.dtype.kind in "fc"
     return bool(np.array_equal(expected, actual, equal_nan=equal_nan))
+
+
+def copy_tables(src: Store, dst: Store) -> int:
+    """Copy every entry of ``src``'s tables (kv, cache) to ``dst``, in one transaction; how many.
+
+    Entries are bytes the layer above encoded with the store's codec: between
+    stores of different codecs (JSON <-> msgpack) each is decoded with the
+    source's and encoded with the destination's. Entries ``dst`` has and
+    ``src`` has not are kept. The copy is read back and compared before the
+    transaction commits, so a destination never holds a copy that differs.
+
+    Raises:
+        CorruptStateError: an entry is damaged in ``src``; nothing was written.
+        StoreError: an entry cannot be stored in ``dst``, or reads back otherwise.
+    """
+    recode = src.codec.name != dst.codec.name
+    entries: list[tuple[str, str, bytes]] = []
+    for table in TABLES:
+        for key, value in src.table_scan(table):
+            if recode:
+                try:
+                    value = dst.codec.encode(src.codec.decode(value))
+                except SerializationError as exc:
+                    raise StoreError(
+                        f"table {table!r} entry {key!r} cannot be stored in {dst.describe('')}: "
+                        f"{exc}; no table entry was copied"
+                    ) from exc
+            entries.append((table, key, value))
+
+    def write(txn: TableTxn) -> None:
+        for table, key, value in entries:
+            txn.put(table, key, value)
+        for table, key, value in entries:
+            if txn.get(table, key) != value:
+                raise StoreError(f"table {table!r} entry {key!r} reads back otherwise")
+
+    dst.transact_tables(write)
+    return len(entries)
+
+
+def check_tables(store: Store) -> str | None:
+    """Read every table entry (each is checked as it is read); None if all is well, else why.
+
+    Raises:
+        StoreError: the store cannot be read at all (I/O error, closed store);
+            damage is returned, not raised.
+    """
+    try:
+        for table in TABLES:
+            store.table_scan(table)
+    except CorruptStateError as exc:
+        return str(exc)
+    return None

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
-from flowdag.errors import InvalidArgumentError, RunNotFoundError
+from flowdag.errors import CorruptStateError, InvalidArgumentError, RunNotFoundError
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
-from flowdag.stores import MemoryStore
 from flowdag.stores._tables import TableTxn
 from flowdag.stores.base import Store
+from flowdag.stores.transfer import check_tables, copy_tables
+from tests.gc_stores import KINDS, open_kind, options_of, url_of
+from tests.stores.conformance import ROOT
 
 
-@pytest.fixture
-def store() -> Iterator[Store]:
-    with MemoryStore() as opened:
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with open_kind(request.param, tmp_path) as opened:
         yield opened
 
 
@@ -111,3 +117,125 @@ def test_a_commit_with_tables_to_a_missing_run_writes_nothing(store: Store) -> N
     with pytest.raises(RunNotFoundError):
         store.commit("absent", [NodeRecord("a", NodeStatus.COMPLETED, 1)], tables=tables)
     assert store.table_get("kv", "count") is None
+
+
+# -- disk stores: processes, reopening, damage, compaction -----------------------------
+
+DISK = [kind for kind in KINDS if kind != "memory"] + ["flatbuffers-encrypted"]
+
+ADD = """
+import sys
+from flowdag.stores import open_store
+options = {} if sys.argv[2] == "-" else {"key": sys.argv[2]}
+store = open_store(sys.argv[1], **options)
+def add_one(txn):
+    txn.put("kv", "n", str(int(txn.get("kv", "n") or b"0") + 1).encode())
+for _ in range(100):
+    store.transact_tables(add_one)
+"""
+
+
+@pytest.mark.parametrize("kind", DISK)
+def test_two_processes_read_modify_write_one_key(tmp_path: Path, kind: str) -> None:
+    with open_kind(kind, tmp_path):
+        pass
+    key = options_of(kind).get("key", "-")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-c", ADD, url_of(kind, tmp_path), key]
+    procs = [subprocess.Popen(args, env=env) for _ in range(2)]
+    assert [proc.wait(timeout=120) for proc in procs] == [0, 0]
+    with open_kind(kind, tmp_path) as store:
+        assert store.table_get("kv", "n") == b"200"
+
+
+@pytest.mark.parametrize("kind", DISK)
+def test_a_reopened_store_sees_committed_entries(tmp_path: Path, kind: str) -> None:
+    long_key = "k" * 480 + ":" + "x" * 31  # 512 characters: over LMDB's key limit
+    with open_kind(kind, tmp_path) as store:
+        store.transact_tables(
+            lambda txn: [txn.put("kv", long_key, b"long"), txn.put("kv", "a", b"")]
+        )
+        store.transact_tables(lambda txn: txn.put("cache", "a", b"\x00\xff"))
+        store.transact_tables(lambda txn: txn.delete("kv", "a"))
+    with open_kind(kind, tmp_path) as store:
+        assert store.table_scan("kv") == [(long_key, b"long")]
+        assert store.table_scan("kv", "k" * 481) == []
+        assert store.table_get("kv", long_key) == b"long"
+        assert store.table_get("cache", "a") == b"\x00\xff"
+
+
+def _damage(kind: str, root: Path) -> Path:
+    """Change one byte of the table entries' bytes on the disk; the file changed."""
+    if kind.startswith("lmdb"):
+        path = root / kind / "data.mdb"
+    else:
+        path = root / kind / "tables" / f"tables.{'json' if kind.startswith('json') else 'fb'}.log"
+    content = bytearray(path.read_bytes())
+    at = content.find(b"secret-value" if not kind.endswith("encrypted") else b"FDX1")
+    if kind.endswith("encrypted") and not kind.startswith("lmdb"):
+        at = len(content) - 12  # inside the last record's sealed payload
+    elif kind.endswith("encrypted"):
+        at = content.rfind(b"FDX1") + 20
+    assert at > 0
+    content[at] ^= 0x55
+    path.write_bytes(bytes(content))
+    return path
+
+
+@pytest.mark.parametrize("kind", DISK)
+def test_a_damaged_table_entry_is_reported_never_read(tmp_path: Path, kind: str) -> None:
+    with open_kind(kind, tmp_path) as store:
+        store.transact_tables(lambda txn: txn.put("kv", "a", b"secret-value"))
+    _damage(kind, tmp_path)
+    with open_kind(kind, tmp_path) as store, pytest.raises(CorruptStateError):
+        store.table_get("kv", "a")
+
+
+@pytest.mark.parametrize("kind", ["json", "flatbuffers-encrypted"])
+def test_the_table_log_is_compacted_and_keeps_every_entry(tmp_path: Path, kind: str) -> None:
+    with open_kind(kind, tmp_path, compact_min_bytes=1000) as store:
+        for i in range(60):
+            store.transact_tables(lambda txn, i=i: txn.put("kv", f"k{i % 5}", b"%d" % i))
+        log = next((tmp_path / kind / "tables").glob("*.log"))
+        assert log.stat().st_size < 2000  # 60 records rewritten as one snapshot along the way
+        expected = [(f"k{i}", b"%d" % (55 + i)) for i in range(5)]
+        assert store.table_scan("kv") == expected
+    with open_kind(kind, tmp_path) as store:  # the default floor: no compaction by itself
+        for _ in range(5):
+            store.transact_tables(lambda txn: txn.put("kv", "big", b"x" * 5000))
+        store.transact_tables(lambda txn: txn.delete("kv", "big"))
+        before = log.stat().st_size
+        store.compact()
+        assert log.stat().st_size < before
+        assert store.table_scan("kv") == expected
+    with open_kind(kind, tmp_path) as store:
+        assert store.table_scan("kv") == expected
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "json"])
+def test_a_reader_in_another_store_object_sees_new_commits(tmp_path: Path, kind: str) -> None:
+    with open_kind(kind, tmp_path) as writer, open_kind(kind, tmp_path) as reader:
+        for i in range(3):
+            writer.transact_tables(lambda txn, i=i: txn.put("kv", "n", b"%d" % i))
+            assert reader.table_get("kv", "n") == b"%d" % i
+
+
+@pytest.mark.parametrize(("source", "destination"), [("json", "lmdb"), ("lmdb", "flatbuffers")])
+def test_tables_are_copied_between_codecs_and_checked(
+    tmp_path: Path, source: str, destination: str
+) -> None:
+    with open_kind(source, tmp_path) as src, open_kind(destination, tmp_path) as dst:
+        value = {"a": [1, 2.5, None], "b": "x"}
+        src.transact_tables(lambda txn: txn.put("kv", "k", src.codec.encode(value)))
+        src.transact_tables(lambda txn: txn.put("cache", "c", src.codec.encode(3)))
+        dst.transact_tables(lambda txn: txn.put("kv", "only-there", dst.codec.encode(1)))
+        assert copy_tables(src, dst) == 2
+        assert dst.codec.decode(dst.table_get("kv", "k") or b"") == value
+        assert dst.codec.decode(dst.table_get("cache", "c") or b"") == 3
+        assert [key for key, _ in dst.table_scan("kv")] == ["k", "only-there"]
+        assert check_tables(dst) is None
+    with open_kind(source, tmp_path) as src:
+        src.transact_tables(lambda txn: txn.put("kv", "k", b"secret-value"))
+    _damage(source, tmp_path)
+    with open_kind(source, tmp_path) as src:
+        assert "damaged" in (check_tables(src) or "")
