@@ -3,8 +3,12 @@
 A child process runs `workflow` (each node adds 1 to ``count`` and sets
 ``done:NODE``) and kills itself at the N-th call of any step that changes the
 disk (``write``, ``fsync``, ``rename``...) or of the store's table transaction
-(before it, and again after it returns), for N = 1, 2, ... until the run
-finishes. After each kill, from the store opened afresh in this process:
+(before it, and again after it returns). A first child runs to the end and
+counts those steps; then N goes over them, every one where they are at most
+`POINTS` (LMDB), else `POINTS` evenly spread over the run (the journal stores
+make hundreds; every one of their steps is killed in
+``tests/stores/test_table_kills.py``). After each kill, from the store opened
+afresh in this process:
 
 - ``count`` equals the number of completed nodes in the stored run, and
   ``done:NODE`` is there exactly for those nodes: a node's kv writes are
@@ -32,7 +36,8 @@ from flowdag.errors import RunNotFoundError
 from tests.kv_stores import DISK_KINDS, open_kind, url_of
 from tests.stores.conformance import ROOT
 
-NODES = 24
+NODES = 10
+POINTS = 24
 CALLS = ("write", "pwrite", "fsync", "fdatasync", "ftruncate", "rename", "replace", "unlink")
 
 
@@ -49,8 +54,9 @@ def workflow() -> Workflow:
     return wf
 
 
-# Reads one JSON request a line ({"url", "kill_at"}), forks a child that runs the
-# workflow and kills itself at the kill_at-th step, answers its exit code (or -signal).
+# Reads one JSON request a line ({"url", "kill_at", "steps"}), forks a child that runs
+# the workflow and kills itself at the kill_at-th step (0: never; it then writes how many
+# steps it made to the "steps" file), answers its exit code (or -signal).
 SERVER = """
 import json, os, signal, sys
 import flowdag
@@ -81,6 +87,8 @@ def child(request):
     for name in CALLS:
         setattr(os, name, killing(getattr(os, name)))
     flowdag.run(workflow(), run_id="r", store=store, max_workers=1)
+    with open(request["steps"], "w") as steps:
+        steps.write(str(state["calls"]))
     os._exit(0)
 
 print("ready", flush=True)
@@ -114,9 +122,10 @@ def server() -> Iterator[subprocess.Popen[str]]:
     proc.wait(timeout=60)
 
 
-def ask(server: subprocess.Popen[str], url: str, kill_at: int) -> int:
+def ask(server: subprocess.Popen[str], url: str, kill_at: int, steps: Path) -> int:
     assert server.stdin is not None and server.stdout is not None
-    server.stdin.write(json.dumps({"url": url, "kill_at": kill_at}) + "\n")
+    request = {"url": url, "kill_at": kill_at, "steps": str(steps)}
+    server.stdin.write(json.dumps(request) + "\n")
     server.stdin.flush()
     return int(json.loads(server.stdout.readline()))
 
@@ -125,13 +134,18 @@ def ask(server: subprocess.Popen[str], url: str, kill_at: int) -> int:
 def test_kv_writes_land_exactly_once_at_every_kill(
     server: subprocess.Popen[str], tmp_path: Path, kind: str
 ) -> None:
-    kill_at = 0
-    while True:
-        kill_at += 1
+    with open_kind(kind, tmp_path / "whole"):  # a new store (skipped while it keeps no tables)
+        pass
+    assert ask(server, url_of(kind, tmp_path / "whole"), 0, tmp_path / "steps") == 0
+    total = int((tmp_path / "steps").read_text())
+    assert total > 2 * NODES  # two per node's transaction at least
+    points = sorted({1 + i * (total - 1) // (POINTS - 1) for i in range(POINTS)})
+    for kill_at in points:
         root = tmp_path / str(kill_at)
-        with open_kind(kind, root):  # a new store (skipped while the kind keeps no tables)
+        with open_kind(kind, root):
             pass
-        code = ask(server, url_of(kind, root), kill_at)
+        code = ask(server, url_of(kind, root), kill_at, tmp_path / "steps")
+        assert code == -9, f"the child exited {code} at kill point {kill_at} of {total}"
         with open_kind(kind, root) as store:
             try:
                 nodes = store.load("r").nodes
@@ -143,8 +157,3 @@ def test_kv_writes_land_exactly_once_at_every_kill(
             assert {key for key, _ in kv.items("done:")} == {f"done:{n}" for n in completed}
             assert flowdag.run(workflow(), run_id="r", store=store).status == "completed"
             assert kv.get("count") == NODES, f"kill at {kill_at}"
-        if code == 0:
-            break
-        assert code == -9, f"the child exited {code} at kill point {kill_at}"
-        assert kill_at < 400, "the run never finished"
-    assert kill_at > NODES  # kills fell all along the run, not only before it

@@ -228,7 +228,7 @@ def test_a_large_value_from_a_node_becomes_a_blob(store: Store) -> None:
 
 
 def test_process_workers_send_back_writes_and_lambda_updates(tmp_path: Path) -> None:
-    # A disk store once it keeps tables (the worker then reads committed values too).
+    # A memory store: the workers cannot read it, yet their writes and lambdas come back.
     with open_kind("memory", tmp_path) as store:
         result = flowdag.run(counter_workflow(4), store=store, executor="processes", max_workers=2)
         assert result.status == "completed"
