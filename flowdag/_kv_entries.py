@@ -47,6 +47,7 @@ __all__ = [
     "encode_value",
     "has_tables",
     "keep_large",
+    "keep_plain",
     "kv_holders",
     "kv_reader",
     "parse_entry",
@@ -60,6 +61,10 @@ TABLE = "kv"
 INLINE_LIMIT = 256 * 1024
 _ENTRY_VERSION = 1
 _KEY = re.compile(r"[A-Za-z0-9_:.-]{1,512}")
+#: Values nothing can change in place: carried as they are, and kept decoded between
+#: the writes of one transaction (a counter updated by every node of a batch is
+#: decoded once, not once per node).
+_IMMUTABLE = frozenset({int, float, bool, str, bytes, type(None)})
 #: What a read of an absent (or expired) key gives.
 ABSENT: Any = object()
 
@@ -86,6 +91,8 @@ class KVOp:
     ``by_ref``: ``value`` is the encoding of a `Ref` to the blob holding the
     value; ``blobs``: the blobs ``value`` points at (sha256 -> expiry).
     ``fn`` may travel cloudpickled as bytes (from a worker process).
+    ``plain``: the value itself when ``has_plain`` (immutable values only, so
+    that the commit need not decode ``value`` again).
     """
 
     kind: str
@@ -96,6 +103,8 @@ class KVOp:
     ttl: float | None = None
     fn: Any = None
     limit: int | None = INLINE_LIMIT
+    plain: Any = None
+    has_plain: bool = False
 
 
 # -- entries -----------------------------------------------------------------------------------
@@ -103,9 +112,13 @@ class KVOp:
 
 @dataclass(slots=True)
 class Stored:
-    """An entry as stored: the value still encoded."""
+    """An entry as stored: the value (a `Ref` to its blob when ``by_ref``) and its facts.
 
-    value: bytes
+    The value is part of the entry's record, so a store converted to another
+    codec re-encodes the whole entry as it does any record.
+    """
+
+    value: Any
     by_ref: bool
     blobs: dict[str, datetime | None] | None
     written_at: datetime
@@ -131,10 +144,12 @@ class Stored:
         )
 
 
-def parse_entry(codec: ValueCodec, key: str, raw: bytes) -> Stored:
-    """The entry stored under ``key``; `CorruptStateError` if it is damaged."""
+def parse_entry(source: RefSource, key: str, raw: bytes) -> Stored:
+    """The entry stored under ``key`` (its refs bound to ``source``); `CorruptStateError`
+    if it is damaged."""
     try:
-        record = codec.decode(raw)
+        with binding(source, f"kv entry {key!r}"):
+            record = source.codec.decode(raw)
         if type(record) is not dict or record.get("version") != _ENTRY_VERSION:
             raise ValueError(f"not a version {_ENTRY_VERSION} kv entry")
         entry = Stored(
@@ -146,8 +161,8 @@ def parse_entry(codec: ValueCodec, key: str, raw: bytes) -> Stored:
             record["run_id"],
             record["node"],
         )
-        if type(entry.value) is not bytes or type(entry.written_at) is not datetime:
-            raise ValueError("its value or time is of the wrong type")
+        if type(entry.written_at) is not datetime or (entry.by_ref and not _is_ref(entry.value)):
+            raise ValueError("its time or value is of the wrong type")
     except Exception as exc:
         raise CorruptStateError(
             f"kv entry {key!r} is damaged ({type(exc).__name__}: {exc}); "
@@ -156,11 +171,15 @@ def parse_entry(codec: ValueCodec, key: str, raw: bytes) -> Stored:
     return entry
 
 
-def value_of(entry: Stored, key: str, source: RefSource) -> Any:
+def _is_ref(value: Any) -> bool:
+    from flowdag.refs import Ref
+
+    return type(value) is Ref
+
+
+def value_of(entry: Stored) -> Any:
     """The value an entry holds, loaded from its blob when it was kept by reference."""
-    with binding(source, f"kv entry {key!r}"):
-        value = source.codec.decode(entry.value)
-    return value.load() if entry.by_ref else value
+    return entry.value.load() if entry.by_ref else entry.value
 
 
 def encode_value(
@@ -179,6 +198,12 @@ def encode_value(
     return encoded, seen or None
 
 
+def keep_plain(op: KVOp, value: Any) -> None:
+    """Let ``op`` carry ``value`` itself when nothing can change it (see `KVOp`)."""
+    if type(value) in _IMMUTABLE:
+        op.plain, op.has_plain = value, True
+
+
 def keep_large(op: KVOp, source: RefSource) -> None:
     """Put a ``set`` op's value in the blob area when it is above its limit (once)."""
     assert op.value is not None
@@ -191,16 +216,11 @@ def keep_large(op: KVOp, source: RefSource) -> None:
     blobs = dict(op.blobs or {})  # the blob holds the refs inside the value: keep them too
     blobs[ref.sha256] = None
     op.value, op.by_ref, op.blobs = source.codec.encode(ref), True, blobs
-
-
-#: Values an update function cannot change in place: kept decoded between the
-#: writes of one transaction, so a counter updated by every node of a batch is
-#: decoded once, not once per node.
-_IMMUTABLE = frozenset({int, float, bool, str, bytes, type(None)})
+    op.plain, op.has_plain = None, False
 
 
 class KVWrites:
-    """The kv entries a transaction changes, kept as entries until `flush` encodes them.
+    """The kv entries a transaction changes, each encoded as it is written.
 
     Reads go to ``base`` (the transaction, or the writes of the whole batch for
     the writes of one node), so one node's writes can be dropped alone.
@@ -212,22 +232,23 @@ class KVWrites:
         self._base = base
         self.source = source
         self.now = now
-        # key -> (entry, or None once deleted; its value when known, else ABSENT)
-        self.changed: dict[str, tuple[Stored | None, Any]] = {}
+        # key -> (entry, or None once deleted; its record; its value if immutable, else ABSENT)
+        self.changed: dict[str, tuple[Stored | None, bytes | None, Any]] = {}
 
-    def read(self, key: str) -> tuple[Stored | None, Any]:
-        """The live entry under ``key`` (None: none) and its value if known (else ABSENT)."""
+    def read(self, key: str) -> tuple[Stored | None, bytes | None, Any]:
+        """The live entry under ``key`` (None: none), its record if written here (None:
+        the entry was just read, its value is its own), and its value if known."""
         found = self.changed.get(key)
         if found is not None:
             entry = found[0]
-            return found if entry is None or entry.live(self.now) else (None, ABSENT)
+            return found if entry is None or entry.live(self.now) else (None, None, ABSENT)
         if isinstance(self._base, KVWrites):
             return self._base.read(key)
         raw = self._base.get(TABLE, key)
         if raw is None:
-            return None, ABSENT
-        entry = parse_entry(self.source.codec, key, raw)
-        return (entry if entry.live(self.now) else None), ABSENT
+            return None, None, ABSENT
+        entry = parse_entry(self.source, key, raw)
+        return (entry if entry.live(self.now) else None), None, ABSENT
 
     def apply(self, ops: Iterable[KVOp], run_id: str | None, node: str | None) -> Any:
         """Apply ``ops`` in order (written by ``run_id``/``node``); the last result.
@@ -245,15 +266,14 @@ class KVWrites:
                     result = self.read(key)[0] is not None
                 except CorruptStateError:  # a damaged entry can be deleted
                     result = True
-                self.changed[key] = (None, ABSENT)
+                self.changed[key] = (None, None, ABSENT)
                 continue
-            value: Any = ABSENT
             if op.kind == "update":
-                entry, value = self.read(key)
+                entry, raw, value = self.read(key)
                 if entry is None:
                     value = None
-                elif value is ABSENT:
-                    value = value_of(entry, key, source)
+                elif value is ABSENT:  # decoded afresh: the function may change it in place
+                    value = value_of(entry if raw is None else parse_entry(source, key, raw))
                 fn = op.fn
                 if type(fn) is bytes:  # sent cloudpickled from a worker process
                     import cloudpickle
@@ -265,23 +285,27 @@ class KVWrites:
                     raise UpdateFailedError(key, exc) from exc
                 op = KVOp("set", key, None, ttl=op.ttl, limit=op.limit)
                 op.value, op.blobs = encode_value(codec, key, value)
-                if type(value) not in _IMMUTABLE:
-                    value = ABSENT  # decoded again if read: the function may change it in place
+                op.plain, op.has_plain = value, True  # the record is encoded right below
             keep_large(op, source)
             assert op.value is not None
+            if op.has_plain and not op.by_ref:
+                stored = op.plain
+            else:
+                with binding(source, f"kv entry {key!r}"):
+                    stored = codec.decode(op.value)
             expires_at = None if op.ttl is None else now + timedelta(seconds=op.ttl)
-            entry = Stored(op.value, op.by_ref, op.blobs, now, expires_at, run_id, node)
-            self.changed[key] = (entry, value if not op.by_ref else ABSENT)
+            entry = Stored(stored, op.by_ref, op.blobs, now, expires_at, run_id, node)
+            known = stored if type(stored) in _IMMUTABLE else ABSENT
+            self.changed[key] = (entry, entry.encode(codec), known)
         return result
 
     def flush(self, txn: TableTxn) -> None:
-        """Write the changed entries to ``txn``, each encoded once."""
-        encode = self.source.codec
-        for key, (entry, _) in self.changed.items():
-            if entry is None:
+        """Write the changed entries to ``txn``."""
+        for key, (_, raw, _) in self.changed.items():
+            if raw is None:
                 txn.delete(TABLE, key)
             else:
-                txn.put(TABLE, key, entry.encode(encode))
+                txn.put(TABLE, key, raw)
 
 
 def apply_ops(
@@ -323,10 +347,10 @@ def committed_reader(store: Store) -> Callable[[str], Any]:
         raw = store.table_get(TABLE, key)
         if raw is None:
             return ABSENT
-        entry = parse_entry(store.codec, key, raw)
+        entry = parse_entry(store.ref_source, key, raw)
         if not entry.live(datetime.now(UTC)):
             return ABSENT
-        return value_of(entry, key, store.ref_source)
+        return value_of(entry)
 
     return read
 
@@ -409,11 +433,11 @@ class KVHolder:
     def held(self, now: datetime, report: GCReport) -> Iterator[str]:
         if not has_tables(self.store):
             return
-        codec = self.store.codec
+        source = self.store.ref_source
         expired: list[str] = []
         for key, raw in self.store.table_scan(TABLE):
             try:
-                entry = parse_entry(codec, key, raw)
+                entry = parse_entry(source, key, raw)
             except CorruptStateError as exc:
                 report.unreadable[f"kv:{key}"] = str(exc)
                 continue
@@ -426,16 +450,16 @@ class KVHolder:
         if report.dry_run:
             report.kv += len(expired)
             return
-        report.kv += self.store.transact_tables(lambda txn: _remove_expired(txn, codec, expired))
+        report.kv += self.store.transact_tables(lambda txn: _remove_expired(txn, source, expired))
 
 
-def _remove_expired(txn: TableTxn, codec: ValueCodec, keys: Sequence[str]) -> int:
+def _remove_expired(txn: TableTxn, source: RefSource, keys: Sequence[str]) -> int:
     """Delete the entries of ``keys`` still expired now (one may have been rewritten)."""
     now = datetime.now(UTC)
     removed = 0
     for key in keys:
         raw = txn.get(TABLE, key)
-        if raw is not None and not parse_entry(codec, key, raw).live(now):
+        if raw is not None and not parse_entry(source, key, raw).live(now):
             txn.delete(TABLE, key)
             removed += 1
     return removed

@@ -42,6 +42,7 @@ from flowdag._kv_entries import (
     check_key,
     encode_value,
     keep_large,
+    keep_plain,
     parse_entry,
     ttl_seconds,
     value_of,
@@ -93,19 +94,20 @@ class KV:
     def get(self, key: str, default: Any = None) -> Any:
         """The value under ``key``, or ``default`` when it is absent or expired."""
         entry = self._stored(check_key(key))
-        return default if entry is None else value_of(entry, key, self._store.ref_source)
+        return default if entry is None else value_of(entry)
 
     def entry(self, key: str) -> KVEntry | None:
         """The entry under ``key`` with who wrote it and when, or None."""
         entry = self._stored(check_key(key))
         if entry is None:
             return None
-        return _public(entry, value_of(entry, key, self._store.ref_source))
+        return _public(entry, value_of(entry))
 
     def set(self, key: str, value: Any, *, ttl: Duration | None = None) -> None:
         """Set ``key`` to ``value``, expiring ``ttl`` from now (None: never)."""
         op = KVOp("set", check_key(key), ttl=ttl_seconds(ttl), limit=self._limit)
         op.value, op.blobs = encode_value(self._store.codec, key, value)
+        keep_plain(op, value)
         keep_large(op, self._store.ref_source)  # before the transaction
         self._apply(op)
 
@@ -129,19 +131,19 @@ class KV:
     def entries(self, prefix: str = "") -> list[tuple[str, KVEntry]]:
         """Every live entry whose key starts with ``prefix``, with who wrote it, sorted by key."""
         now = datetime.now(UTC)
-        store, codec = self._store, self._store.codec
+        store = self._store
         found = []
         for key, raw in store.table_scan(TABLE, prefix):
-            entry = parse_entry(codec, key, raw)
+            entry = parse_entry(store.ref_source, key, raw)
             if entry.live(now):
-                found.append((key, _public(entry, value_of(entry, key, store.ref_source))))
+                found.append((key, _public(entry, value_of(entry))))
         return found
 
     def _stored(self, key: str) -> Stored | None:
         raw = self._store.table_get(TABLE, key)
         if raw is None:
             return None
-        entry = parse_entry(self._store.codec, key, raw)
+        entry = parse_entry(self._store.ref_source, key, raw)
         return entry if entry.live(datetime.now(UTC)) else None
 
     def _apply(self, op: KVOp) -> Any:
@@ -190,6 +192,7 @@ class StagedKV:
         """Stage ``key`` = ``value`` (expiring ``ttl`` after the commit)."""
         op = KVOp("set", check_key(key), ttl=ttl_seconds(ttl), limit=self._limit)
         op.value, op.blobs = encode_value(self._codec, key, value)
+        keep_plain(op, value)
         self.ops.append(op)
         self._values.append(value)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -196,3 +197,20 @@ def test_a_damaged_entry_is_refused_by_name(store: Store) -> None:
 def test_kv_is_exported() -> None:
     assert issubclass(flowdag.InvalidKeyError, ValueError)
     assert "InvalidKeyError" in flowdag.__all__
+
+
+def test_entries_survive_a_conversion_to_another_codec(tmp_path: Path) -> None:
+    from flowdag.stores import open_store
+    from flowdag.stores.transfer import copy_tables
+
+    values = {"n": 1, "t": (1, "x"), "when": datetime(2026, 1, 2, tzinfo=UTC), "d": {"a": [1]}}
+    with (
+        open_store(f"lmdb://{tmp_path / 'src'}") as src,
+        open_store(f"json://{tmp_path / 'dst'}") as dst,
+    ):
+        assert src.codec.name != dst.codec.name
+        for key, value in values.items():
+            src.kv().set(key, value, ttl="1h")
+        copy_tables(src, dst)
+        assert dst.kv().items() == src.kv().items() == sorted(values.items())
+        assert dst.kv().entry("n") == src.kv().entry("n")
