@@ -1,9 +1,9 @@
 """KV entries as the ``kv`` table stores them, the writes (`KVOp`) that change them, and gc's view.
 
 An entry is one record encoded by the store's codec, with a version: the
-value (itself encoded, kept as bytes, so reading who wrote an entry never
-decodes its value), its kept-by-reference flag, the blobs it points at, when it
-was written and expires, and the run and node that wrote it. See `flowdag.kv`.
+value (or a `Ref` to the blob holding it), its kept-by-reference flag, the
+blobs it points at, when it was written and expires, and the run and node that
+wrote it. See `flowdag.kv`.
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 Design
 ------
 Entries live in the store's ``kv`` table (`flowdag.stores._tables`), one per
-key: a record encoded by the store's codec, with a version, holding the
-value (encoded too, kept as bytes: reading who wrote an entry never decodes
-its value), when it was written and expires, the run and node that wrote it,
-and the blobs it points at. A value whose encoding is above the inline limit
+key: one record encoded by the store's codec, with a version, holding the
+value, when it was written and expires, the run and node that wrote it, and
+the blobs it points at (so converting a store to another codec re-encodes an
+entry as it does any record). A value whose encoding is above the inline limit
 goes to the store's blob area and the entry holds its `Ref`, as outputs do;
 gc reads ``blobs`` to keep those alive and deletes expired entries
 (`flowdag._kv_entries.KVHolder`).
