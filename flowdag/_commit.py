@@ -95,13 +95,15 @@ def latest(batch: list[NodeRecord]) -> list[NodeRecord]:
 
 
 def commit_batch(store: Store, run_id: str, batch: list[NodeRecord]) -> list[NodeRecord]:
-    """Commit ``batch`` (see `latest`); the batch as committed.
+    """Commit ``batch`` (see `latest`) with the table writes its records carry (a cached
+    node's new entry, a node's ``ctx.kv`` writes) in the same transaction; the batch
+    as committed.
 
     A completed node whose ``ctx.kv`` writes could not be applied is committed
     failed: the batch returned holds that record in place of its own.
     """
     records = latest(batch)
-    if not any(record.kv for record in records):  # the usual batch: no kv writes
+    if not any(record.kv or record.tables for record in records):  # the usual batch
         store.commit(run_id, records)
         return batch
     source = store.ref_source
@@ -109,19 +111,24 @@ def commit_batch(store: Store, run_id: str, batch: list[NodeRecord]) -> list[Nod
 
     def tables(txn: TableTxn, records: Sequence[NodeRecord]) -> list[NodeRecord]:
         failed.clear()  # a backend may run this again (a retried transaction)
-        batch = KVWrites(txn, source, datetime.now(UTC))
+        kv = KVWrites(txn, source, datetime.now(UTC))
         committed = []
         for record in records:
             if record.kv and record.status is NodeStatus.COMPLETED:
-                mine = KVWrites(batch, source, batch.now)  # kept only if all of them apply
+                mine = KVWrites(kv, source, kv.now)  # kept only if all of them apply
                 try:
                     mine.apply(record.kv, run_id, record.node)
                 except Exception as exc:
                     failed[id(record)] = record = _kv_failure(record, exc)
                 else:
-                    batch.changed.update(mine.changed)
+                    kv.changed.update(mine.changed)
+            for (table, key), value in (record.tables or {}).items():
+                if value is None:
+                    txn.delete(table, key)
+                else:
+                    txn.put(table, key, value)
             committed.append(record)
-        batch.flush(txn)
+        kv.flush(txn)
         return committed
 
     store.commit(run_id, records, tables=tables)
@@ -129,7 +136,7 @@ def commit_batch(store: Store, run_id: str, batch: list[NodeRecord]) -> list[Nod
 
 
 def _kv_failure(record: NodeRecord, exc: Exception) -> NodeRecord:
-    """``record`` failed with ``exc``: no output, no ``ctx.data`` changes, no kv writes."""
+    """``record`` failed with ``exc``: no output, no ``ctx.data`` changes, no kv or cache writes."""
     error = failure(exc, record.started_at).error
     history = record.history
     if history:
@@ -143,6 +150,7 @@ def _kv_failure(record: NodeRecord, exc: Exception) -> NodeRecord:
         history=history,
         blobs=None,
         kv=None,
+        tables=None,
     )
 
 

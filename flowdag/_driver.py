@@ -30,15 +30,10 @@ output a crash could still lose. A crash between a node's return and that
 acknowledgement loses the attempt, not the store: the node runs again on
 resume (at-least-once; see ``ctx.idempotency_key``).
 
-An attempt still running a moment after it started (`START_RECORD_DELAY`)
-also gets a *start record* (status running, its attempt number and start
-time), handed to the committer like any record but waited for by nothing. A
-durable store thus tells an attempt in flight at a crash (shown as
-*interrupted*) from a node that never started, and resume runs it again like a
-pending one. Nodes quicker than the delay get no start record at all, so a
-fan-out or a chain of small nodes commits no more than before; a start record
-is never committed after its node's finish record, since it is handed over
-first and the committer keeps order. Stores that keep nothing on disk get none.
+An attempt still running a moment after it started also gets a *start
+record* (see `flowdag._commit`), waited for by nothing, so a durable store
+tells an attempt in flight at a crash (*interrupted*) from a node that never
+started; nodes quicker than that get none.
 
 Attempts are counted over the run's whole life (``ctx.attempt``,
 `RunEvent.attempt` and ``NodeState.attempts`` agree across resumes), while
@@ -48,8 +43,10 @@ crash counts in the first, never in the second.
 
 On a resume, reused nodes (`flowdag.resume.plan_call`) start out done; a
 *provisional* node waits for its deps like any node, then runs only if an
-input it read came out different (`cut_off`). Every completed record
-carries its `Provenance`: code fingerprint, output and input digests, reason.
+input it read came out different (`cut_off`). A cached node, once ready, is
+looked up in the cross-run cache (`flowdag._cache`): a hit completes it with
+no attempt. Every completed record carries its `Provenance`: code
+fingerprint, output and input digests, reason.
 
 If a commit fails, the nodes of that batch are reported failed with the store's
 error (for a start record, the node whose attempt is still running: its result
@@ -69,14 +66,16 @@ from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
 from typing import Any
 
+from flowdag._cache import RunCache, cached_reason, hit_record
 from flowdag._commit import Commits, Committer, Starts, commit_batch
 from flowdag._kv_entries import kv_reader
 from flowdag._ledger import Ledger
 from flowdag.attempt import Attempt, Outcome, failure
 from flowdag.dag import DAG, RUN_DEFAULT
-from flowdag.errors import NodeTimeoutError
+from flowdag.errors import CacheKeyError, CorruptStateError, NodeTimeoutError
 from flowdag.executors import Executor
 from flowdag.launcher import Launcher
+from flowdag.refs import binding
 from flowdag.resume import Plan
 from flowdag.runner import EventKind, RunEvent, RunResult
 from flowdag.scheduler import PoolGate, ReadySet, Schedule, TimerHeap
@@ -115,8 +114,10 @@ class _Driver:
         pools: Mapping[str, int],
         on_event: Callable[[RunEvent], None] | None,
         inline_limit: int | None,
+        cache: RunCache | None = None,
     ) -> None:
         self.dag = dag
+        self.cache = cache  # None: no node is cached
         self.run_id = plan.state.run_id
         self.store = store
         self.codec = store.codec
@@ -172,6 +173,9 @@ class _Driver:
             )
 
     def wait_and_handle(self) -> None:
+        if self.commits.outbox:  # records dispatch made (cache hits): nothing to wait for
+            self.flush()
+            return
         events = self.events
         try:
             event = events.get(timeout=self.seconds_to_next_timer())
@@ -215,6 +219,8 @@ class _Driver:
             for name in names:
                 if self.provisional and name in self.provisional and self.cut_off(name):
                     continue  # done without running: it may have made more nodes ready
+                if self.cache is not None and name in self.cache.nodes and self.cached(name):
+                    continue  # completed from the cache, or its cache_key failed it
                 self.start(name)
                 started += 1
             if started == len(names):
@@ -234,9 +240,40 @@ class _Driver:
             self.emit(EventKind.NODE_FINISHED, name, stored.status, stored.attempts, None)
         return True
 
+    def cached(self, name: str) -> bool:
+        """Look ready ``name`` up in the cross-run cache (`flowdag._cache`): True if
+        a hit completed it, or its ``cache_key`` failed it; False to run it."""
+        assert self.cache is not None
+        ledger = self.ledger
+        try:
+            entry = self.cache.lookup(name, ledger.states, ledger.outputs)
+        except (CacheKeyError, CorruptStateError) as exc:
+            attempt = self.running[name] = self.attempt(name)
+            self.on_result(attempt, failure(exc, retryable=False))
+            return True
+        if entry is None:
+            return False
+        self.schedule.gate.release(name)  # it was seated in its pool by take()
+        now = datetime.now(UTC)
+        ledger.reasons[name] = cached_reason(entry)
+        with binding(self.ref_source, f"run '{self.run_id}', node '{name}' (cached)"):
+            value = self.codec.decode(entry.output)
+        self.commits.outcomes[name] = Outcome(now, now, value)
+        self.commits.add([hit_record(name, entry, ledger, now)])
+        return True
+
     # -- attempts -------------------------------------------------------------
 
     def start(self, name: str) -> None:
+        attempt = self.running[name] = self.attempt(name)
+        if self.starts is not None:
+            self.starts.add(attempt, time.monotonic())
+        if self.on_event is not None:
+            self.emit(EventKind.NODE_STARTED, name, NodeStatus.RUNNING, attempt.number, None)
+        self.launcher.launch(attempt)
+
+    def attempt(self, name: str) -> Attempt:
+        """A new attempt of ``name``, counted and numbered, not yet started."""
         number = self.ledger.next_attempt(name)
         spec = self.dag.specs[name]
         outputs = self.ledger.outputs
@@ -258,12 +295,7 @@ class _Driver:
             self.ref_source,
             self.kv_read,
         )
-        self.running[name] = attempt
-        if self.starts is not None:
-            self.starts.add(attempt, time.monotonic())
-        if self.on_event is not None:
-            self.emit(EventKind.NODE_STARTED, name, NodeStatus.RUNNING, number, None)
-        self.launcher.launch(attempt)
+        return attempt
 
     def on_result(self, attempt: Attempt, outcome: Outcome) -> None:
         if not self.is_running(attempt):
@@ -283,6 +315,12 @@ class _Driver:
             ledger.history(name, last) if ledger.failed or ledger.states[name].history else (last,)
         )
         provenance = ledger.provenance(name, attempt.spec.deps, outcome.digest)
+        cache = self.cache
+        tables = (
+            None
+            if cache is None or name not in cache.keys
+            else cache.entry_for(name, outcome.output, outcome.digest, outcome.blobs)
+        )
         self.commits.add(
             [
                 NodeRecord(
@@ -297,6 +335,7 @@ class _Driver:
                     history,
                     outcome.blobs,
                     provenance,
+                    tables,
                     outcome.kv,
                 )
             ]
@@ -353,6 +392,7 @@ class _Driver:
                 error,
                 history=ledger.history(spec.name, tried),
                 provenance=ledger.provenance(spec.name, spec.deps, None),
+                tables=None if self.cache is None else self.cache.failed(spec.name),
             )
         ]
         self.commits.add(records + self.skip_downstream(spec.name))

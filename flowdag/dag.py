@@ -19,7 +19,7 @@ from flowdag.errors import (
     MissingDependencyError,
 )
 
-__all__ = ["CODE_CHANGE_POLICIES", "DAG", "RUN_DEFAULT", "NodeSpec", "check_pools"]
+__all__ = ["CODE_CHANGE_POLICIES", "DAG", "RUN_DEFAULT", "CacheOptions", "NodeSpec", "check_pools"]
 
 
 class _RunDefault(Enum):
@@ -36,6 +36,16 @@ RUN_DEFAULT: Final = _RunDefault.RUN_DEFAULT
 #: What a resume may do with a completed node whose code changed (``on_code_change=``):
 #: run it again, reuse its output with a warning, or reuse it silently.
 CODE_CHANGE_POLICIES = ("rerun", "warn", "ignore")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheOptions:
+    """A node's cross-run caching (`flowdag._cache`): ``cache_key``, ``cache_ttl``,
+    ``cache_version`` as declared."""
+
+    key: Callable[..., Any] | None = None
+    ttl: timedelta | None = None
+    version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +77,8 @@ class NodeSpec:
     #: What a resume does when the node's code changed ("rerun", "warn", "ignore");
     #: None: ``run(on_code_change=...)``'s.
     on_code_change: str | None = None
+    #: Its cross-run caching (`flowdag._cache`); None: not cached.
+    cache: CacheOptions | None = None
 
     def retry_wait(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1-based), before jitter."""

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 __all__ = [
     "BlobMissingError",
+    "CacheKeyError",
     "CodecMismatchError",
     "CorruptStateError",
     "CycleError",
@@ -96,6 +97,10 @@ class NodeTimeoutError(NodeError, TimeoutError):
 
 class SerializationError(NodeError, TypeError):
     """A value cannot be stored: its type is not one flowdag can round-trip."""
+
+
+class CacheKeyError(NodeError):
+    """A node's ``cache_key`` raised, or returned a value that cannot be a key."""
 
 
 class InvalidArgumentError(FlowdagError, ValueError):

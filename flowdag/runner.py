@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from flowdag._cache import RunCache, check_refresh
 from flowdag._fingerprint import Fingerprinter, node_fingerprints
 from flowdag._gcpause import cyclic_gc_paused
 from flowdag._units import Duration, Size, parse_duration, parse_size
@@ -162,6 +163,7 @@ def run(
     on_code_change: str = "rerun",
     rerun: str | None = None,
     rerun_from: Iterable[str] = (),
+    refresh: bool | Iterable[str] = False,
 ) -> RunResult:
     """Run a DAG, or resume it when ``store`` already holds ``run_id``.
 
@@ -193,6 +195,8 @@ def run(
         rerun: ``"failed"`` runs the failed and skipped nodes again and reuses
             every completed one, even one whose code changed.
         rerun_from: node names: these and all their descendants run again.
+        refresh: True, or names of cached nodes: they run without looking in the
+            cross-run cache, and their new outputs replace its entries.
 
     Returns:
         The `RunResult`; node failures are in it, not raised.
@@ -221,6 +225,7 @@ def run(
     limit = None if inline_limit is None else parse_size(inline_limit, "inline_limit")
     lifetime = None if ttl is None else _ttl(ttl)
     check_rerun(dag, on_code_change, rerun, rerun_from)
+    refreshed = check_refresh(dag, refresh)
     # Whatever is opened here is closed on the way out, even when the next step fails.
     with ExitStack() as opened:
         run_store = _open(store)
@@ -250,7 +255,12 @@ def run(
                     plan.needs_save = True
                 if plan.needs_save:
                     run_store.save(plan.state)
-                driver = _Driver(dag, plan, run_store, pool, workers, pools, on_event, limit)
+                cache = (
+                    RunCache(dag, run_store, run_id, plan.fingerprints, refreshed)
+                    if any(spec.cache is not None for spec in dag.specs.values())
+                    else None
+                )
+                driver = _Driver(dag, plan, run_store, pool, workers, pools, on_event, limit, cache)
             driver.drive()
     result = driver.result()
     watching = runs_at_import.get()

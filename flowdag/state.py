@@ -402,4 +402,7 @@ class NodeRecord:
     history: tuple[AttemptInfo, ...] = ()
     blobs: Mapping[str, datetime | None] | None = None
     provenance: Provenance | None = None
+    #: Writes to the store's tables that commit with the record, (table, key) ->
+    #: entry bytes (None deletes): a cached node's new cache entry.
+    tables: Mapping[tuple[str, str], bytes | None] | None = None
     kv: Sequence[Any] | None = None

@@ -10,7 +10,15 @@ from typing import Any, TypedDict, TypeVar, Unpack, overload
 
 from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag._values import text_problem
-from flowdag.dag import CODE_CHANGE_POLICIES, DAG, RUN_DEFAULT, NodeSpec, _RunDefault, check_pools
+from flowdag.dag import (
+    CODE_CHANGE_POLICIES,
+    DAG,
+    RUN_DEFAULT,
+    CacheOptions,
+    NodeSpec,
+    _RunDefault,
+    check_pools,
+)
 from flowdag.errors import DAGError, InvalidArgumentError, InvalidArgumentTypeError, SignatureError
 from flowdag.refs import Ref
 
@@ -35,6 +43,10 @@ class _NodeOptions(TypedDict, total=False):
     ttl: Duration | None
     version: str | int | None
     on_code_change: str | None
+    cache: bool
+    cache_key: Callable[..., Any] | None
+    cache_ttl: Duration | None
+    cache_version: str | int | None
 
 
 class Workflow:
@@ -123,6 +135,10 @@ class Workflow:
         ttl: Duration | None = None,
         version: str | int | None = None,
         on_code_change: str | None = None,
+        cache: bool = False,
+        cache_key: Callable[..., Any] | None = None,
+        cache_ttl: Duration | None = None,
+        cache_version: str | int | None = None,
     ) -> NodeSpec:
         """Add a node imperatively.
 
@@ -155,6 +171,15 @@ class Workflow:
             on_code_change: what a resume does when the node's code changed
                 since its output was stored: ``"rerun"``, ``"warn"`` (reuse it,
                 with a warning) or ``"ignore"``; None: ``run(on_code_change=...)``'s.
+            cache: reuse the output of any earlier run (of any run id) whose node
+                had the same code and the same inputs, without calling the node;
+                see README "Cross-run cache".
+            cache_key: called with the node's inputs (as keyword arguments) to key
+                the cache instead of the inputs' content; it implies ``cache``.
+                Its value counts with its types; None means "do not cache this call".
+            cache_ttl: a cached output is reused for this long after it was stored.
+            cache_version: a str or int in the key: change it to leave earlier
+                entries behind.
 
         Raises:
             DAGError: an option is out of range.
@@ -172,6 +197,7 @@ class Workflow:
                     f"not {type(hook).__name__}"
                 )
         _check_code_options(name, version, on_code_change)
+        caching = _cache_options(name, cache, cache_key, cache_ttl, cache_version)
         spec = NodeSpec(
             name=name,
             fn=fn,
@@ -192,6 +218,7 @@ class Workflow:
             ref_deps=_ref_params(fn, kwarg_deps),
             version=version,
             on_code_change=on_code_change,
+            cache=caching,
         )
         self._specs.append(spec)
         return spec
@@ -272,11 +299,40 @@ def _inline_limit(name: str, value: object) -> int | _RunDefault | None:
         raise DAGError(f"node '{name}': {exc}") from None
 
 
-def _ttl(name: str, value: object) -> timedelta:
-    seconds = _seconds(name, "ttl", value)
+def _ttl(name: str, value: object, option: str = "ttl") -> timedelta:
+    seconds = _seconds(name, option, value)
     if seconds <= 0:
-        raise DAGError(f"node '{name}': ttl must be above 0 or None, not {value!r}; e.g. '7d'")
+        raise DAGError(f"node '{name}': {option} must be above 0 or None, not {value!r}; e.g. '7d'")
     return timedelta(seconds=seconds)
+
+
+def _cache_options(
+    name: str, cache: object, key: object, ttl: object, version: object
+) -> CacheOptions | None:
+    if not isinstance(cache, bool):
+        raise InvalidArgumentTypeError(
+            f"node '{name}': cache must be True or False, not {type(cache).__name__}"
+        )
+    if key is not None and not callable(key):
+        raise InvalidArgumentTypeError(
+            f"node '{name}': cache_key must be a function of the node's inputs or None, "
+            f"not {type(key).__name__}"
+        )
+    if version is not None and (isinstance(version, bool) or not isinstance(version, str | int)):
+        raise InvalidArgumentTypeError(
+            f"node '{name}': cache_version must be a str or an int, not {type(version).__name__}"
+        )
+    if not cache and key is None:
+        if ttl is not None or version is not None:
+            raise InvalidArgumentError(
+                f"node '{name}': cache_ttl and cache_version need cache=True or a cache_key"
+            )
+        return None
+    return CacheOptions(
+        key,
+        None if ttl is None else _ttl(name, ttl, "cache_ttl"),
+        "" if version is None else f"{type(version).__name__}:{version}",
+    )
 
 
 def _ref_params(fn: object, deps: tuple[str, ...]) -> frozenset[str]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
+from flowdag.cli import cache as cache_command
 from flowdag.cli import explain as explain_command
 from flowdag.cli import gc as gc_command
 from flowdag.cli import graph, kv, overrides, run, runs, show
@@ -82,6 +83,7 @@ def make_parser() -> argparse.ArgumentParser:
     graph.add_parser(commands)
     gc_command.add_parser(commands)
     overrides.add_parsers(commands)
+    cache_command.add_parsers(commands)
     kv.add_parsers(commands)
     return parser
 

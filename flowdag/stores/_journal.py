@@ -277,21 +277,20 @@ class JournaledStore(DirectoryStore):
                 self._maybe_compact(run_id)
 
     def _maybe_compact(self, run_id: str) -> None:
-        """Fold the run's journal into a new snapshot if it has grown past its snapshot."""
-        with self._guard:
-            writer = self._writers.get(run_id)
-            if writer is None or writer.journal_size <= max(
-                writer.snapshot_size, self.compact_min_bytes
-            ):
-                return
-            try:
-                self._compact(run_id, writer)
-            except (OSError, ValueError, StoreError) as exc:
-                # The record is durable in the journal, so the commit stands;
-                # compaction only saves replay time and is tried again later.
-                # The files may be half switched: the next commit reopens them.
-                _logger.warning("run %s: compaction failed, will retry: %s", run_id, exc)
-                self._drop_writer(run_id)
+        """Fold the run's journal into a new snapshot if it has grown (caller holds the guard)."""
+        writer = self._writers.get(run_id)
+        if writer is None or writer.journal_size <= max(
+            writer.snapshot_size, self.compact_min_bytes
+        ):
+            return
+        try:
+            self._compact(run_id, writer)
+        except (OSError, ValueError, StoreError) as exc:
+            # The record is durable in the journal, so the commit stands;
+            # compaction only saves replay time and is tried again later.
+            # The files may be half switched: the next commit reopens them.
+            _logger.warning("run %s: compaction failed, will retry: %s", run_id, exc)
+            self._drop_writer(run_id)
 
     # -- tables (see _tablelog.py) ----------------------------------------------
 
@@ -322,7 +321,8 @@ class JournaledStore(DirectoryStore):
         commit = self._commit  # with the txid: the transaction's commit point
         self._tables.transact(run_id, work, check_run, commit)
         if run_id is not None:  # the transaction is settled: its journal may be folded
-            self._maybe_compact(run_id)
+            with self._guard:
+                self._maybe_compact(run_id)
 
     def _list_runs(self) -> list[str]:
         with self._guard, self._io("", "list runs of"):

@@ -61,7 +61,13 @@ from typing import Any
 import msgpack
 
 from flowdag.errors import CorruptStateError, StoreError
-from flowdag.stores._files import atomic_write, make_private_dir, open_file, open_private
+from flowdag.stores._files import (
+    atomic_write,
+    make_private_dir,
+    open_file,
+    open_private,
+    remove_temp_files,
+)
 from flowdag.stores._framing import OVERHEAD, frame, replay
 from flowdag.stores._tables import DictTables, StagedTables, TableReader, TableTxn
 from flowdag.stores.base import StoredNode
@@ -154,6 +160,8 @@ class TableLog:
         except FileNotFoundError:
             self._reset()
             return 0
+        except OSError as exc:
+            raise self._failed("read", exc) from exc
         try:
             stat = os.fstat(fd)
             if self._file != (stat.st_dev, stat.st_ino) or stat.st_size < self._end:
@@ -162,6 +170,8 @@ class TableLog:
             if stat.st_size > self._end:
                 self._read(_read_from(fd, self._end, stat.st_size))
             return stat.st_size
+        except OSError as exc:
+            raise self._failed("read", exc) from exc
         finally:
             os.close(fd)
 
@@ -215,6 +225,9 @@ class TableLog:
                 tables[table][key] = value
                 self._live += len(key) + len(value)
 
+    def _failed(self, action: str, exc: OSError) -> StoreError:
+        return StoreError(f"cannot {action} the table log {self.path}: {exc}")
+
     def damaged(self, why: object) -> CorruptStateError:
         return CorruptStateError(
             f"table log {self.path} is damaged ({why}); restore it from a backup, "
@@ -237,20 +250,30 @@ class TableLog:
     def _locked(self) -> Iterator[int]:
         """Hold the log's lock; yield an fd open for appending, the cache read up to date."""
         with self._writing:
-            make_private_dir(self.directory, root=self.root)
-            lock = open_private(self._lock_path, os.O_RDWR, root=self.root)
+            try:
+                make_private_dir(self.directory, root=self.root)
+                lock = open_private(self._lock_path, os.O_RDWR, root=self.root)
+            except OSError as exc:
+                raise self._failed("lock", exc) from exc
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 with self._guard:
-                    if not os.path.lexists(self.path):
-                        log_id = os.urandom(16)
-                        atomic_write(self.path, _header(log_id), root=self.root)
-                    size = self._refresh()
-                    fd = open_private(self.path, os.O_RDWR, root=self.root)
+                    try:
+                        if not os.path.lexists(self.path):
+                            remove_temp_files(self.directory, root=self.root)  # killed creator's
+                            atomic_write(self.path, _header(os.urandom(16)), root=self.root)
+                        size = self._refresh()
+                        fd = open_private(self.path, os.O_RDWR, root=self.root)
+                    except OSError as exc:
+                        raise self._failed("open", exc) from exc
                 try:
                     if size != self._end:  # a torn tail: never acknowledged, cut it
                         os.ftruncate(fd, self._end)
                         os.fsync(fd)
+                except OSError as exc:
+                    os.close(fd)
+                    raise self._failed("repair", exc) from exc
+                try:
                     yield fd
                 finally:
                     os.close(fd)
@@ -258,6 +281,8 @@ class TableLog:
                 os.close(lock)  # drops the flock
 
     def _append(self, fd: int, record: list[Any], *, sync: bool = True) -> None:
+        if self._file is None:  # a failed append reset the cache: where the end is is unknown
+            raise StoreError(f"table log {self.path} could not be written; try again")
         offset = self._end
         payload = msgpack.packb(record, use_bin_type=True)
         payload = self._seal(payload, self._aad(offset))
@@ -268,10 +293,12 @@ class TableLog:
                 view = view[os.pwrite(fd, view, offset + len(data) - len(view)) :]
             if sync:
                 os.fdatasync(fd)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, offset)  # never acknowledged: take it back
             self._reset()  # read afresh next time
+            if isinstance(exc, OSError):
+                raise self._failed("append to", exc) from exc
             raise
         with self._guard:
             self._end = offset + len(data)
@@ -286,8 +313,8 @@ class TableLog:
     def settle(self, run_id: str) -> None:
         """Before a run's journal may be folded or removed: resolve its begun transactions.
 
-        Also syncs the log, so no decision already made rests on a journal record
-        that is about to go. Damage is left for the table readers to report.
+        Every record is synced when appended, so a decision made stays made.
+        Damage is left for the table readers to report.
         """
         try:
             with self._guard:
@@ -296,13 +323,7 @@ class TableLog:
             if open_question:
                 with self._locked() as fd:
                     self._recover(fd)
-            elif self._file is not None:
-                fd = open_file(self.path, root=self.root)
-                try:
-                    os.fdatasync(fd)
-                finally:
-                    os.close(fd)
-        except (CorruptStateError, FileNotFoundError):
+        except CorruptStateError:
             pass
 
     def transact(
@@ -334,7 +355,9 @@ class TableLog:
                     with contextlib.suppress(OSError, StoreError):
                         self._recover(fd)  # the journal says whether it landed
                     raise
-                with contextlib.suppress(OSError):  # the commit stands: recovery finishes it
+                with contextlib.suppress(
+                    OSError, StoreError
+                ):  # the commit stands: recovery ends it
                     self._append(fd, [_COMMIT, txid])
             if self._end > max(_GROWTH * (self._live + 64), self._min_bytes()):
                 with contextlib.suppress(OSError, StoreError):
@@ -361,6 +384,7 @@ class TableLog:
         )
         content = _header(log_id) + frame(payload, zlib.crc32(log_id))
         self._reset()
+        remove_temp_files(self.directory, root=self.root)  # a killed compactor's
         atomic_write(self.path, content, root=self.root)
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flowdag.errors import CorruptStateError, InvalidArgumentError, RunNotFoundError
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
-from flowdag.stores._tables import TableTxn
+from flowdag.stores._tables import TABLES, TableTxn
 from flowdag.stores.base import Store
 from flowdag.stores.transfer import check_tables, copy_tables
 from tests.gc_stores import KINDS, open_kind, options_of, url_of
@@ -239,3 +243,65 @@ def test_tables_are_copied_between_codecs_and_checked(
     _damage(source, tmp_path)
     with open_kind(source, tmp_path) as src:
         assert "damaged" in (check_tables(src) or "")
+
+
+_KEYS = st.sampled_from(["a", "a:b", "b", "k" * 450, "k" * 450 + "z"])
+_STEP = st.tuples(
+    st.sampled_from(["put", "delete", "raise", "reopen"]),
+    st.sampled_from(TABLES),
+    _KEYS,
+    st.binary(max_size=8),
+)
+
+
+def _apply(
+    transaction: list[tuple[str, str, str, bytes]],
+    staged: dict[tuple[str, str], bytes],
+    txn: TableTxn,
+) -> None:
+    """Make ``transaction``'s changes in ``txn`` and in the model ``staged``."""
+    for action, table, key, value in transaction:
+        if action == "raise":
+            raise RuntimeError("abandoned")
+        if action == "delete":
+            txn.delete(table, key)
+            staged.pop((table, key), None)
+        elif action == "put":
+            txn.put(table, key, value)
+            staged[table, key] = value
+        assert txn.get(table, key) == staged.get((table, key))
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "json", "flatbuffers-encrypted"])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=st.lists(st.lists(_STEP, min_size=1, max_size=4), max_size=8))
+def test_tables_follow_a_dict_model(
+    tmp_path: Path, kind: str, steps: list[list[tuple[str, str, str, bytes]]]
+) -> None:
+    root = tmp_path / uuid.uuid4().hex
+    model: dict[tuple[str, str], bytes] = {}
+    store = open_kind(kind, root, **({} if kind == "lmdb" else {"compact_min_bytes": 200}))
+    try:
+        for transaction in steps:
+            if transaction[0][0] == "reopen":
+                store.close()
+                store = open_kind(kind, root)
+                continue
+            staged = dict(model)
+
+            try:
+                store.transact_tables(functools.partial(_apply, transaction, staged))
+            except RuntimeError:
+                pass
+            else:
+                model = staged
+            for table in TABLES:
+                expected = sorted((k, v) for (t, k), v in model.items() if t == table)
+                assert store.table_scan(table) == expected
+                assert store.table_scan(table, "k" * 450) == [
+                    e for e in expected if e[0].startswith("k")
+                ]
+    finally:
+        store.close()

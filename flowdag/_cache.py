@@ -1,0 +1,333 @@
+"""The cross-run cache: entries in the store's ``cache`` table, looked up before a node runs.
+
+A node with ``cache=True`` (or a ``cache_key=``) is keyed on its workflow, its
+name, its code fingerprint, its ``cache_version`` and either each input's
+stored digest (the digests the store already has: no input is encoded again)
+or the canonical form of what ``cache_key`` returns (`flowdag._cache_keys`).
+Before the node runs, the driver looks the key up: a *hit* completes the node
+with the entry's output, as stored (a blob output's entry holds its Ref, so no
+bytes are copied), without calling it; a *miss* runs it, and its completion
+record carries the new entry into the same transaction (`NodeRecord.tables`),
+so the entry rides the group commit. An entry that expired, or whose blob is
+gone or expired, is a miss that the new entry replaces.
+
+An entry is one record, encoded by the store's codec::
+
+    [1, workflow, node, run_id, output, digest, created_us, expires_us, blobs]
+
+``output`` is the node's output as stored (bytes), ``digest`` its output
+digest, ``expires_us`` None for never, ``blobs`` {sha256: expires_us} of the
+refs the output holds (gc keeps them while the entry lives).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from flowdag._cache_keys import cache_key, canonical
+from flowdag._ledger import Ledger
+from flowdag.codec import ValueCodec
+from flowdag.dag import DAG
+from flowdag.errors import (
+    CacheKeyError,
+    CorruptStateError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+)
+from flowdag.state import NodeRecord, NodeState, NodeStatus, Reason
+from flowdag.stores._fields import moment, shown, to_micros
+from flowdag.stores._tables import TableTxn
+from flowdag.stores.base import Store
+
+__all__ = [
+    "CacheEntry",
+    "RunCache",
+    "cache_entries",
+    "cached_reason",
+    "check_refresh",
+    "clear_cache",
+    "entry_record",
+    "hit_record",
+    "read_entry",
+]
+
+TABLE = "cache"
+_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """One cached output: where it came from, the output as stored, and its lifetime."""
+
+    workflow: str
+    node: str
+    run_id: str
+    output: bytes
+    digest: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    blobs: Mapping[str, datetime | None] = field(default_factory=dict)
+
+    def usable(self, now: datetime, readable: Callable[[str, datetime | None], bool]) -> bool:
+        """Unexpired, and every blob its output refers to still readable."""
+        if self.expires_at is not None and now >= self.expires_at:
+            return False
+        return all(readable(sha256, expires) for sha256, expires in self.blobs.items())
+
+
+def entry_record(codec: ValueCodec, entry: CacheEntry) -> bytes:
+    """``entry`` as the bytes the cache table keeps (see the module docstring)."""
+    return codec.encode(
+        [
+            _FORMAT,
+            entry.workflow,
+            entry.node,
+            entry.run_id,
+            entry.output,
+            entry.digest,
+            to_micros(entry.created_at),
+            None if entry.expires_at is None else to_micros(entry.expires_at),
+            {sha: None if at is None else to_micros(at) for sha, at in entry.blobs.items()},
+        ]
+    )
+
+
+def read_entry(codec: ValueCodec, key: str, raw: bytes) -> CacheEntry:
+    """The entry stored under ``key``, checked.
+
+    Raises:
+        CorruptStateError: it is not an entry this release wrote.
+    """
+    try:
+        record = codec.decode(raw)
+        if type(record) is not list or len(record) != 9 or record[0] != _FORMAT:
+            raise CorruptStateError(f"it is {shown(record)}, not a cache entry")
+        _, workflow, node, run_id, output, digest, created, expires, blobs = record
+        texts = (workflow, node, run_id, digest)
+        if not all(type(t) is str for t in texts) or type(output) is not bytes:
+            raise CorruptStateError("a field has the wrong type")
+        if type(blobs) is not dict or not all(type(sha) is str for sha in blobs):
+            raise CorruptStateError(f"its blobs are {shown(blobs)}, not sha256 -> expiry")
+        return CacheEntry(
+            workflow,
+            node,
+            run_id,
+            output,
+            digest,
+            moment(created, "cache entry created"),
+            None if expires is None else moment(expires, "cache entry expires"),
+            {sha: None if at is None else moment(at, "blob expiry") for sha, at in blobs.items()},
+        )
+    except (CorruptStateError, ValueError, TypeError) as exc:
+        raise CorruptStateError(
+            f"cache entry {key} is damaged ({exc}); `flowdag cache clear` removes the cache"
+        ) from exc
+
+
+class RunCache:
+    """The cache as one call of `flowdag.run` uses it (on the driver's thread).
+
+    `lookup` decides a ready node: a hit (its entry), or None to run it; the
+    entry a completed node writes is made by `entry_for`.
+    """
+
+    def __init__(
+        self,
+        dag: DAG,
+        store: Store,
+        run_id: str,
+        fingerprints: Mapping[str, Any],
+        refresh: bool | frozenset[str],
+    ) -> None:
+        self.dag = dag
+        self.store = store
+        self.codec = store.codec
+        self.run_id = run_id
+        self.fingerprints = fingerprints
+        self.refresh = refresh
+        self.nodes = {name for name in dag.nodes if dag.specs[name].cache is not None}
+        self.keys: dict[str, str] = {}  # node -> the key its completion writes
+        self.stale: set[str] = set()  # nodes whose key holds an unusable entry
+
+    def lookup(
+        self, name: str, states: Mapping[str, NodeState], outputs: Mapping[str, Any]
+    ) -> CacheEntry | None:
+        """A usable entry for ready ``name``, or None to run it (its completion then
+        writes the entry, unless it has no key).
+
+        Raises:
+            CacheKeyError: the node's ``cache_key`` raised or gave no valid key.
+            CorruptStateError: the entry under its key is damaged.
+        """
+        key = self._key(name, states, outputs)
+        if key is None:
+            return None
+        self.keys[name] = key
+        if self.refresh is True or (self.refresh and name in self.refresh):
+            return None
+        raw = self.store.table_get(TABLE, key)
+        if raw is None:
+            return None
+        entry = read_entry(self.codec, key, raw)
+        if not entry.usable(datetime.now(UTC), self._readable):
+            self.stale.add(name)  # replaced when the node completes, removed if it fails
+            return None
+        del self.keys[name]
+        return entry
+
+    def entry_for(
+        self,
+        name: str,
+        output: bytes | None,
+        digest: str | None,
+        blobs: Mapping[str, datetime | None] | None,
+    ) -> dict[tuple[str, str], bytes | None] | None:
+        """The table write of ``name``'s completion: its new entry (None: no key)."""
+        key = self.keys.pop(name, None)
+        self.stale.discard(name)
+        if key is None or output is None or digest is None:
+            return None
+        now = datetime.now(UTC)
+        ttl = self.dag.specs[name].cache.ttl  # type: ignore[union-attr]  # a cached node
+        entry = CacheEntry(
+            self.dag.name,
+            name,
+            self.run_id,
+            output,
+            digest,
+            now,
+            None if ttl is None else now + ttl,
+            dict(blobs or {}),
+        )
+        return {(TABLE, key): entry_record(self.codec, entry)}
+
+    def failed(self, name: str) -> dict[tuple[str, str], bytes | None] | None:
+        """The table write of ``name``'s failure: its stale entry removed, if it had one."""
+        key = self.keys.pop(name, None)
+        if key is None or name not in self.stale:
+            return None
+        self.stale.discard(name)
+        return {(TABLE, key): None}
+
+    def _key(
+        self, name: str, states: Mapping[str, NodeState], outputs: Mapping[str, Any]
+    ) -> str | None:
+        spec = self.dag.specs[name]
+        options = spec.cache
+        assert options is not None
+        fingerprint = self.fingerprints[name].digest
+        if options.key is None:
+            inputs = {}
+            for dep in spec.deps:
+                digest = states[dep].output_digest
+                if digest is None:
+                    return None  # a dep stored by an older release: no digest to key on
+                inputs[dep] = digest
+            return cache_key(self.dag.name, name, fingerprint, options.version, inputs, None)
+        arguments = {dep: outputs[dep] for dep in spec.kwarg_deps}
+        try:
+            value = options.key(**arguments)
+        except Exception as exc:
+            raise CacheKeyError(
+                f"node '{name}': its cache_key raised {type(exc).__name__}: {exc}; fix it, "
+                "or return None to run the node without the cache"
+            ) from exc
+        if value is None:
+            return None
+        try:
+            user_key = canonical(value, name=f"cache_key of node '{name}'")
+        except (InvalidArgumentTypeError, InvalidArgumentError) as exc:
+            raise CacheKeyError(str(exc)) from exc
+        return cache_key(self.dag.name, name, fingerprint, options.version, None, user_key)
+
+    def _readable(self, sha256: str, expires_at: datetime | None) -> bool:
+        if expires_at is not None and datetime.now(UTC) >= expires_at:
+            return False
+        return self.store.blobs.exists(sha256)
+
+
+def cached_reason(entry: CacheEntry) -> Reason:
+    """Why a node completed from ``entry``: ``cached``, naming the run it came from."""
+    when = entry.created_at.isoformat(timespec="seconds")
+    return Reason("cached", f"output of run '{entry.run_id}' (stored {when})")
+
+
+def hit_record(name: str, entry: CacheEntry, ledger: Ledger, now: datetime) -> NodeRecord:
+    """The record of ``name`` completed from ``entry``: its output as stored, no attempt."""
+    state = ledger.states[name]
+    return NodeRecord(
+        name,
+        NodeStatus.COMPLETED,
+        state.attempts,
+        now,
+        now,
+        None,
+        entry.output,
+        {},
+        state.history,
+        dict(entry.blobs) or None,
+        ledger.provenance(name, state.deps, entry.digest),
+    )
+
+
+def check_refresh(dag: DAG, refresh: object) -> bool | frozenset[str]:
+    """``run(refresh=...)`` checked: True, False, or the cached nodes to refresh.
+
+    Raises:
+        InvalidArgumentTypeError: not a bool or node names.
+        InvalidArgumentError: a name that is no cached node of ``dag``.
+    """
+    if isinstance(refresh, bool):
+        return refresh
+    names = (refresh,) if isinstance(refresh, str) else refresh
+    if not isinstance(names, Iterable) or not all(isinstance(n, str) for n in names):
+        raise InvalidArgumentTypeError(
+            f"refresh must be True, False or node names, not {refresh!r}"
+        )
+    chosen = frozenset(names)
+    for name in sorted(chosen):
+        if name not in dag:
+            known = ", ".join(f"'{n}'" for n in dag.nodes[:5])
+            raise InvalidArgumentError(f"refresh names unknown node '{name}'; nodes: {known}")
+        if dag.specs[name].cache is None:
+            raise InvalidArgumentError(
+                f"refresh names node '{name}', which is not cached; give it cache=True "
+                "or a cache_key, or leave it out of refresh"
+            )
+    return chosen
+
+
+def cache_entries(store: Store, node: str | None = None) -> list[tuple[str, CacheEntry]]:
+    """The store's cache entries (of ``node`` only, if given), by key: expired ones too.
+
+    Raises:
+        CorruptStateError: an entry is damaged.
+    """
+    entries = [(key, read_entry(store.codec, key, raw)) for key, raw in store.table_scan(TABLE)]
+    return [(key, entry) for key, entry in entries if node is None or entry.node == node]
+
+
+def clear_cache(store: Store, node: str | None = None) -> int:
+    """Remove the store's cache entries (of ``node`` only, if given); how many went.
+
+    One transaction: a run committing an entry meanwhile either lands before
+    (and is removed) or after (and stays). A damaged entry is removed too.
+    """
+
+    def clear(txn: TableTxn) -> int:
+        removed = 0
+        for key, raw in list(txn.scan(TABLE)):
+            if node is not None:
+                try:
+                    if read_entry(store.codec, key, raw).node != node:
+                        continue
+                except CorruptStateError:
+                    pass  # damaged: whichever node it was, it goes
+            txn.delete(TABLE, key)
+            removed += 1
+        return removed
+
+    return store.transact_tables(clear)
