@@ -67,9 +67,10 @@ def workflow(step: Step, calls: list[str], outage: dict[str, bool]) -> Workflow:
 
 
 def check(store: Store, plan: list[Step]) -> None:
-    # The model: (variant, rows, big) -> the run whose output the entry holds.
+    # The model: (variant, rows, big) -> the run whose output the entry holds, and
+    # the blobs present (a big output's content depends on its variant only).
     entries: dict[tuple[int, int, bool], str] = {}
-    lost: set[tuple[int, int, bool]] = set()  # entries whose blob is gone
+    present: set[int] = set()
     outage = {"down": False}
     for number, step in enumerate(plan):
         run_id = f"r{number}"
@@ -77,9 +78,9 @@ def check(store: Store, plan: list[Step]) -> None:
         if step.lose_blobs:
             for blob in list(store.blobs.entries()):
                 store.blobs.delete(blob.name)
-        if step.lose_blobs:  # entries of lost blobs are unusable until replaced
-            lost |= {k for k in entries if k[2]}
-        hit = key in entries and key not in lost and not step.refresh
+            present.clear()
+        usable = key in entries and (not step.big or step.variant in present)
+        hit = usable and not step.refresh
         calls: list[str] = []
         outage["down"] = step.fails
         result = flowdag.run(
@@ -94,12 +95,12 @@ def check(store: Store, plan: list[Step]) -> None:
             assert calls == ["work"]
             if step.fails:
                 assert node.status is NodeStatus.FAILED
-                if key in lost and not step.refresh:
+                if key in entries and not usable and not step.refresh:
                     del entries[key]  # an unusable entry it looked up goes with the failure
-                    lost.discard(key)
             else:
                 entries[key] = run_id
-                lost.discard(key)
+                if step.big:
+                    present.add(step.variant)
         if node.status is NodeStatus.COMPLETED:
             expected = (
                 ("a" if step.variant == 0 else "b") * BIG

@@ -233,9 +233,13 @@ def test_tables_are_copied_between_codecs_and_checked(
         src.transact_tables(lambda txn: txn.put("kv", "k", src.codec.encode(value)))
         src.transact_tables(lambda txn: txn.put("cache", "c", src.codec.encode(3)))
         dst.transact_tables(lambda txn: txn.put("kv", "only-there", dst.codec.encode(1)))
-        assert copy_tables(src, dst) == 2
+        recoded = src.codec.name != dst.codec.name
+        assert copy_tables(src, dst) == (1 if recoded else 2)
         assert dst.codec.decode(dst.table_get("kv", "k") or b"") == value
-        assert dst.codec.decode(dst.table_get("cache", "c") or b"") == 3
+        # The cache is left behind between codecs: its entries hold the source's
+        # encodings and are keyed on their digests.
+        cached = dst.table_get("cache", "c")
+        assert cached is None if recoded else dst.codec.decode(cached or b"") == 3
         assert [key for key, _ in dst.table_scan("kv")] == ["k", "only-there"]
         assert check_tables(dst) is None
     with open_kind(source, tmp_path) as src:
