@@ -12,16 +12,26 @@ from a node that never started. Nothing waits for a start record: only finish
 records release dependents. A start record that a later record of the same node
 supersedes within one batch is dropped before the commit (`latest`); it would
 lose to that record in `Store.commit` anyway.
+
+A batch in which some node wrote to ``ctx.kv`` commits as a transaction over
+the store's tables too (`commit_batch`): each such node's writes are applied
+(its ``update`` functions run) against the latest committed entries, in the
+transaction that commits its completion. A node whose writes cannot be applied
+(an update function raised) is committed as failed instead, with none of its
+writes, and the rest of the batch commits. A batch without kv writes costs
+nothing more than before.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from queue import Empty, SimpleQueue
 
-from flowdag.attempt import Attempt, Outcome
+from flowdag._kv_entries import KVWrites
+from flowdag.attempt import Attempt, Outcome, failure
 from flowdag.scheduler import TimerHeap
 from flowdag.state import ErrorInfo, NodeRecord, NodeStatus
 from flowdag.stores._tables import TableTxn
@@ -84,23 +94,64 @@ def latest(batch: list[NodeRecord]) -> list[NodeRecord]:
     return kept
 
 
-def commit_batch(store: Store, run_id: str, batch: list[NodeRecord]) -> None:
-    """`Store.commit` of ``batch``, with the table writes its records carry (a cached
-    node's new entry) in the same transaction."""
-    if not any(record.tables for record in batch):
-        store.commit(run_id, batch)
-        return
+def commit_batch(store: Store, run_id: str, batch: list[NodeRecord]) -> list[NodeRecord]:
+    """Commit ``batch`` (see `latest`) with the table writes its records carry (a cached
+    node's new entry, a node's ``ctx.kv`` writes) in the same transaction; the batch
+    as committed.
 
-    def write_tables(txn: TableTxn, records: Sequence[NodeRecord]) -> Sequence[NodeRecord]:
+    A completed node whose ``ctx.kv`` writes could not be applied is committed
+    failed: the batch returned holds that record in place of its own.
+    """
+    records = latest(batch)
+    if not any(record.kv or record.tables for record in records):  # the usual batch
+        store.commit(run_id, records)
+        return batch
+    source = store.ref_source
+    failed: dict[int, NodeRecord] = {}  # id of a record -> the failure committed instead
+
+    def tables(txn: TableTxn, records: Sequence[NodeRecord]) -> list[NodeRecord]:
+        failed.clear()  # a backend may run this again (a retried transaction)
+        kv = KVWrites(txn, source, datetime.now(UTC))
+        committed = []
         for record in records:
+            if record.kv and record.status is NodeStatus.COMPLETED:
+                mine = KVWrites(kv, source, kv.now)  # kept only if all of them apply
+                try:
+                    mine.apply(record.kv, run_id, record.node)
+                except Exception as exc:
+                    failed[id(record)] = record = _kv_failure(record, exc)
+                else:
+                    kv.changed.update(mine.changed)
             for (table, key), value in (record.tables or {}).items():
                 if value is None:
                     txn.delete(table, key)
                 else:
                     txn.put(table, key, value)
-        return records
+            committed.append(record)
+        kv.flush(txn)
+        return committed
 
-    store.commit(run_id, batch, tables=write_tables)
+    store.commit(run_id, records, tables=tables)
+    return [failed.get(id(record), record) for record in batch] if failed else batch
+
+
+def _kv_failure(record: NodeRecord, exc: Exception) -> NodeRecord:
+    """``record`` failed with ``exc``: no output, no ``ctx.data`` changes, no kv or cache writes."""
+    error = failure(exc, record.started_at).error
+    history = record.history
+    if history:
+        history = (*history[:-1], replace(history[-1], error=error))
+    return replace(
+        record,
+        status=NodeStatus.FAILED,
+        error=error,
+        output=None,
+        data={},
+        history=history,
+        blobs=None,
+        kv=None,
+        tables=None,
+    )
 
 
 class Commits:
@@ -187,7 +238,7 @@ class Committer:
             try:
                 # The callbacks get the whole batch: dropped start records are
                 # acknowledged (or refused) with the records that superseded them.
-                commit_batch(self._store, self._run_id, latest(batch))
+                batch = commit_batch(self._store, self._run_id, batch)
             except BaseException as exc:  # whatever it is: the driver waits for word
                 self._failed(batch, exc)
             else:

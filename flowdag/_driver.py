@@ -68,6 +68,7 @@ from typing import Any
 
 from flowdag._cache import RunCache, cached_reason, hit_record
 from flowdag._commit import Commits, Committer, Starts, commit_batch
+from flowdag._kv_entries import kv_reader
 from flowdag._ledger import Ledger
 from flowdag.attempt import Attempt, Outcome, failure
 from flowdag.dag import DAG, RUN_DEFAULT
@@ -122,6 +123,7 @@ class _Driver:
         self.codec = store.codec
         self.inline_limit = inline_limit
         self.ref_source = store.ref_source
+        self.kv_read = kv_reader(store)
         self.limit = limit
         self.on_event = on_event
         self.events: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
@@ -291,6 +293,7 @@ class _Driver:
             None,
             limit,
             self.ref_source,
+            self.kv_read,
         )
         return attempt
 
@@ -333,6 +336,7 @@ class _Driver:
                     outcome.blobs,
                     provenance,
                     tables,
+                    outcome.kv,
                 )
             ]
         )
@@ -391,10 +395,13 @@ class _Driver:
                 tables=None if self.cache is None else self.cache.failed(spec.name),
             )
         ]
-        for name in self.schedule.ready.fail(spec.name):
-            self.provisional.discard(name)
-            records.append(ledger.skipped(name, spec.name))
-        self.commits.add(records)
+        self.commits.add(records + self.skip_downstream(spec.name))
+
+    def skip_downstream(self, failed: str) -> list[NodeRecord]:
+        """The records of the nodes that a failure of ``failed`` skips."""
+        skipped = self.schedule.ready.fail(failed)
+        self.provisional.difference_update(skipped)
+        return [self.ledger.skipped(name, failed) for name in skipped]
 
     # -- timers -------------------------------------------------------------
 
@@ -470,12 +477,14 @@ class _Driver:
             commits.committer.put(batch)
             return
         try:
-            commit_batch(self.store, self.run_id, batch)
+            batch = commit_batch(self.store, self.run_id, batch)
         except Exception as exc:
             self.on_commit_failed(batch, exc)
         else:
             for record in batch:
                 self.acknowledge(record)
+            if commits.outbox:  # the skipped dependents of a node whose kv update failed
+                self.flush()
 
     def acknowledge(self, record: NodeRecord) -> None:
         """A record is durable: the node is done, and dependents may start."""
@@ -496,6 +505,8 @@ class _Driver:
             self.schedule.ready.done(name)
         else:
             ledger.settle(record, record.error)
+            if self.commits.outcomes.pop(name, None) is not None:  # its kv update failed
+                self.commits.add(self.skip_downstream(name))
         ledger.done += 1
         if self.on_event is not None:
             self.emit(EventKind.NODE_FINISHED, name, record.status, record.attempts, record.error)

@@ -29,11 +29,13 @@ from typing import Any
 
 from flowdag._byref import by_reference, streamed
 from flowdag._digests import output_digest
+from flowdag._kv_entries import INLINE_LIMIT, keep_large
 from flowdag._values import text_problem
 from flowdag.codec import ValueCodec
 from flowdag.context import Context, DataView
 from flowdag.dag import NodeSpec
 from flowdag.errors import FlowdagError, SerializationError
+from flowdag.kv import StagedKV
 from flowdag.refs import LoadedOnRead, Ref, start_collecting, stop_collecting
 from flowdag.state import ErrorInfo
 from flowdag.stores._blobs import RefSource
@@ -80,6 +82,9 @@ class Attempt:
     #: The store's blob area and codec, where such outputs go; None: not from here
     #: (a worker with no reachable area: the driver puts the blob, see `received`).
     source: RefSource | None = None
+    #: Reads committed kv values for ``ctx.kv`` (`flowdag._kv_entries.committed_reader`),
+    #: or says why none can be read here.
+    kv_read: Callable[[str], Any] | str = "cannot read the store's kv entries here"
 
     @property
     def node(self) -> str:
@@ -110,6 +115,8 @@ class Outcome:
     blobs: dict[str, datetime | None] | None = None
     #: The output's digest (`flowdag._digests.output_digest`), made where it was encoded.
     digest: str | None = None
+    #: The attempt's ``ctx.kv`` writes (`flowdag._kv_entries.KVOp`), None if it made none.
+    kv: list[Any] | None = None
 
 
 def execute(attempt: Attempt) -> Outcome:
@@ -211,6 +218,7 @@ def _arguments(attempt: Attempt) -> tuple[dict[str, Any], Context | None]:
         LoadedOnRead(loaded),
         DataView(attempt.data),
         _output_opener(attempt),
+        StagedKV(attempt.kv_read, attempt.codec, spec.name, _kv_limit(attempt)),
     )
     kwargs["ctx"] = ctx
     return kwargs, ctx
@@ -266,12 +274,24 @@ def _finish(attempt: Attempt, started_at: datetime, value: Any, ctx: Context | N
             key: _encode(codec, new, f"node '{name}': ctx.data[{key!r}] is") if present else None
             for key, (present, new) in changes.items()
         }
+        kv = ctx.kv.ops or None
+        if kv is not None and attempt.source is not None:  # large values to blobs, off the driver
+            for op in kv:
+                if op.kind == "set":
+                    keep_large(op, attempt.source)
     except NODE_ERRORS as exc:
         _discard_output(ctx)
         return failure(exc, started_at)
-    return Outcome(
+    outcome = Outcome(
         started_at, datetime.now(UTC), value, output, changes, encoded, blobs=blobs, digest=digest
     )
+    outcome.kv = kv
+    return outcome
+
+
+def _kv_limit(attempt: Attempt) -> int | None:
+    """The inline limit of the node's kv values: its outputs' limit, or the default."""
+    return INLINE_LIMIT if attempt.inline_limit is None else attempt.inline_limit
 
 
 def _output(attempt: Attempt, value: Any) -> tuple[bytes, Any, dict[str, datetime | None] | None]:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from flowdag.errors import FlowdagError
+
+if TYPE_CHECKING:
+    from flowdag.kv import StagedKV
 
 __all__ = ["Context", "DataView", "idempotency_key"]
 
@@ -87,9 +90,11 @@ class Context:
         data: custom data shared by the run and persisted with each node.
         idempotency_key: stable for this run id and node across attempts and
             resumes; use it to make side effects that may repeat safe.
+        kv: the store's key-value state (`flowdag.kv`): ``get``, ``set``,
+            ``delete``, ``update``; writes commit with the node's completion.
     """
 
-    __slots__ = ("_open_output", "attempt", "data", "inputs", "node", "output", "run_id")
+    __slots__ = ("_open_output", "attempt", "data", "inputs", "kv", "node", "output", "run_id")
 
     def __init__(
         self,
@@ -99,6 +104,7 @@ class Context:
         inputs: Mapping[str, Any],
         data: DataView,
         open_output: Callable[[], Any] | str = "has no blob area to write to here",
+        kv: StagedKV | None = None,
     ) -> None:
         self.run_id = run_id
         self.node = node
@@ -108,6 +114,7 @@ class Context:
         # What opens the output file, or why there is none here.
         self._open_output = open_output
         self.output: Any = None  # the file output_file() gave, once it was called
+        self.kv: StagedKV = kv  # type: ignore[assignment]  # every attempt gives one
 
     def output_file(self) -> BinaryIO:
         """A binary file in the store's blob area: what is written becomes the output.

@@ -12,7 +12,8 @@ Every error flowdag raises on purpose derives from `FlowdagError`::
     │   ├── NodeTimeoutError
     │   └── SerializationError        (also a TypeError)
     ├── InvalidArgumentError          (also a ValueError) an argument flowdag cannot use
-    │   └── InvalidArgumentTypeError  (also a TypeError) an argument of the wrong type
+    │   ├── InvalidArgumentTypeError  (also a TypeError) an argument of the wrong type
+    │   └── InvalidKeyError           a key-value key of the wrong shape
     ├── OptionalDependencyError       (also an ImportError) an extra is not installed
     ├── MainGuardError                (also a RuntimeError) worker processes would re-run
     │                                 the main file: it needs `if __name__ == "__main__":`
@@ -45,6 +46,7 @@ __all__ = [
     "FlowdagError",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
+    "InvalidKeyError",
     "InvalidRunIdError",
     "MainGuardError",
     "MissingDependencyError",
@@ -103,6 +105,10 @@ class CacheKeyError(NodeError):
 
 class InvalidArgumentError(FlowdagError, ValueError):
     """An argument flowdag cannot use: the message names it and what it accepts."""
+
+
+class InvalidKeyError(InvalidArgumentError):
+    """A key-value key is not 1 to 512 of ``A-Z a-z 0-9 _ : . -``."""
 
 
 class InvalidArgumentTypeError(InvalidArgumentError, TypeError):

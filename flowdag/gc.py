@@ -126,17 +126,25 @@ class Holder(Protocol):
         ...
 
 
+def _kv_holders(store: Store) -> Iterable[Holder]:
+    # Imported here: flowdag.kv needs nothing of gc, and gc loads it only when it runs.
+    from flowdag._kv_entries import kv_holders
+
+    return kv_holders(store)
+
+
 def _cache_holders(store: Store) -> Iterable[Holder]:
-    # Imported here: flowdag._cache needs nothing of gc, and gc loads it only when it runs.
+    # Imported here, likewise.
     from flowdag._cache import CacheHolder
 
     return [CacheHolder(store)]
 
 
 #: Makers of the holders of other record kinds: each is given the store and
-#: returns its holders. KV entries, cache entries (`flowdag._cache.CacheHolder`:
-#: live entries hold their blobs, expired ones are deleted) and waits add theirs here.
-HOLDER_KINDS: list[Callable[[Store], Iterable[Holder]]] = [_cache_holders]
+#: returns its holders. KV entries (`flowdag._kv_entries.KVHolder`) and cache
+#: entries (`flowdag._cache.CacheHolder`): live entries hold their blobs, and
+#: expired entries are deleted as they are read. Waits add theirs here.
+HOLDER_KINDS: list[Callable[[Store], Iterable[Holder]]] = [_kv_holders, _cache_holders]
 
 
 def gc(
@@ -188,8 +196,9 @@ def gc(
         with _siblings(store, report) as others:
             holders: list[Holder] = [RunHolder(store, kept, doomed)]
             holders += [RunHolder(other) for other in others]
-            for make in HOLDER_KINDS:
-                holders += make(store)
+            for make in HOLDER_KINDS:  # the siblings' records share the blob area too
+                for each in (store, *others):
+                    holders += make(each)
             for holder in holders:
                 marked.update(holder.held(now, report))
         if report.swept:

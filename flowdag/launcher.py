@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from flowdag._kv_entries import remote_reader
 from flowdag.attempt import (
     NODE_ERRORS,
     Attempt,
@@ -64,6 +65,7 @@ class RemoteAttempt:
     codec: bytes  # the store's codec, pickled: a worker builds it once (`_worker_codec`)
     inline_limit: int | None = None
     area: bytes | None = None  # the store's blob area, pickled, when the worker can reach it
+    kv_read: Any = None  # reads committed kv values there (`flowdag._kv_entries.StoreReader`)
 
     @property
     def node(self) -> str:
@@ -96,11 +98,38 @@ def execute_remote(task: RemoteAttempt) -> Outcome:
     if task.area is not None:  # outputs above the limit go to the blob area from here
         attempt.inline_limit = task.inline_limit
         attempt.source = RefSource(_worker_area(task.area), codec)
+    if task.kv_read is not None:
+        attempt.kv_read = task.kv_read
     outcome = execute(attempt)
     # The encoded bytes are what the driver stores; the values would only cross twice.
     outcome.value = None
     outcome.changes = {}
+    if outcome.kv:
+        _pickle_updates(outcome, task.node)
     return outcome
+
+
+def _pickle_updates(outcome: Outcome, node: str) -> None:
+    """Send ``ctx.kv.update`` functions cloudpickled (a lambda too); the commit loads them."""
+    from flowdag.executors._pickling import dumps
+
+    assert outcome.kv is not None
+    for op in outcome.kv:
+        if op.kind == "update" and type(op.fn) is not bytes:
+            try:
+                op.fn = dumps(op.fn)
+            except Exception as exc:
+                failed = failure(
+                    SerializationError(
+                        f"node '{node}': its kv update function for key "
+                        f"{op.key!r} cannot be sent back ({type(exc).__name__}: {exc})"
+                    ),
+                    outcome.started_at,
+                    retryable=False,
+                )
+                outcome.error, outcome.output, outcome.kv = failed.error, None, None
+                outcome.retryable = False
+                return
 
 
 @functools.lru_cache(maxsize=8)
@@ -282,6 +311,7 @@ class Launcher:
             self._pickled_codec,
             attempt.inline_limit,
             area,
+            remote_reader(attempt.kv_read) if spec.wants_ctx else None,
         )
 
     def _area_for_workers(self, attempt: Attempt) -> bytes | None:

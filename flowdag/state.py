@@ -11,7 +11,7 @@ compare as they should.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -387,7 +387,8 @@ class NodeRecord:
     expires, or None for never; None when it refers to none): the store lists
     them in the node's meta record, so gc finds what is live without decoding
     outputs. ``provenance`` is what the output was computed from and why the
-    node ran (None: nothing known, as for a skipped node).
+    node ran (None: nothing known, as for a skipped node). ``kv`` is what the
+    node wrote to ``ctx.kv``, committed in the same transaction (None: nothing).
     """
 
     node: str
@@ -404,3 +405,4 @@ class NodeRecord:
     #: Writes to the store's tables that commit with the record, (table, key) ->
     #: entry bytes (None deletes): a cached node's new cache entry.
     tables: Mapping[tuple[str, str], bytes | None] | None = None
+    kv: Sequence[Any] | None = None

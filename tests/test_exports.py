@@ -29,6 +29,7 @@ EXPORTED = [
     "GCReport",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
+    "InvalidKeyError",
     "InvalidRunIdError",
     "JSONStore",
     "LMDBStore",

@@ -15,7 +15,7 @@ from rich.markup import escape
 from flowdag.cli import cache as cache_command
 from flowdag.cli import explain as explain_command
 from flowdag.cli import gc as gc_command
-from flowdag.cli import graph, overrides, run, runs, show
+from flowdag.cli import graph, kv, overrides, run, runs, show
 from flowdag.cli.base import CLIError, Command, Exit, flatten, log
 from flowdag.cli.bench import command as bench
 from flowdag.errors import FlowdagError, RunLockedError, WorkflowChangedError
@@ -84,6 +84,7 @@ def make_parser() -> argparse.ArgumentParser:
     gc_command.add_parser(commands)
     overrides.add_parsers(commands)
     cache_command.add_parsers(commands)
+    kv.add_parsers(commands)
     return parser
 
 

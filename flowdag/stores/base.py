@@ -69,6 +69,7 @@ from flowdag.stores._stored import (
 from flowdag.stores._tables import TableReader, TableTxn, check_table
 
 if TYPE_CHECKING:
+    from flowdag.kv import KV
     from flowdag.stores._blobs import BlobArea, RefSource
 
 __all__ = ["RunLife", "RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
@@ -231,6 +232,12 @@ class Store(ABC):
             nodes[record.node] = StoredNode(meta, record.output)
             data.update(record.data)
         return nodes, data
+
+    def kv(self) -> KV:
+        """The store's key-value state, shared by every run and workflow (`flowdag.kv`)."""
+        from flowdag.kv import KV
+
+        return KV(self)
 
     def table_get(self, table: str, key: str) -> bytes | None:
         """The committed entry under ``key`` in ``table`` (see `flowdag.stores._tables`)."""
