@@ -91,8 +91,9 @@ def summary(report: GCReport) -> str:
     """``deleted 3 runs, 12 blobs, 1 temp file (4.0 MiB freed); 1 run skipped``."""
     verb = "would delete" if report.dry_run else "deleted"
     parts = [runs(report.runs), _count(report.blobs, "blob")]
-    if report.kv:
-        parts.append(f"{report.kv} expired kv {'entry' if report.kv == 1 else 'entries'}")
+    for count, what in ((report.kv, "kv"), (report.cache, "cache")):
+        if count:
+            parts.append(f"{count} expired {what} {'entry' if count == 1 else 'entries'}")
     if report.temp:
         parts.append(_count(report.temp, "temp file"))
     freed = "would free" if report.dry_run else "freed"
