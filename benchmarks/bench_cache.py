@@ -56,14 +56,14 @@ def _with_index(leaf: Callable[..., int], i: int) -> Callable[[int], int]:
 
 @pytest.mark.benchmark(group="cache-cold-10k")
 @pytest.mark.parametrize("cache", [False, True], ids=["no-cache", "cache-cold"])
-def test_cold_cache_costs_little(benchmark: Any, tmp_dirs: DirMaker, cache: bool) -> None:
+def test_cold_cache_costs_little(benchmark: Any, fresh_dir: DirMaker, cache: bool) -> None:
     dag = cached_fanout(WIDTH, cache)
     benchmark.extra_info.update(
         label="cache-cold" if cache else "no-cache", baseline=not cache, nodes=len(dag)
     )
 
     def setup() -> tuple[tuple[str], dict[str, Any]]:
-        return (f"lmdb://{tmp_dirs()}",), {}
+        return (f"lmdb://{fresh_dir()}",), {}
 
     def run(url: str) -> flowdag.RunResult:
         return flowdag.run(dag, run_id="cold", store=url, max_workers=WORKERS)
@@ -74,18 +74,18 @@ def test_cold_cache_costs_little(benchmark: Any, tmp_dirs: DirMaker, cache: bool
 
 @pytest.mark.benchmark(group="cache-warm-10k")
 @pytest.mark.parametrize("warm", [False, True], ids=["computed", "cache-warm"])
-def test_warm_cache_skips_the_work(benchmark: Any, tmp_dirs: DirMaker, warm: bool) -> None:
+def test_warm_cache_skips_the_work(benchmark: Any, fresh_dir: DirMaker, warm: bool) -> None:
     dag = cached_fanout(WIDTH, True, WORK_SECONDS)
     benchmark.extra_info.update(
         label="cache-warm" if warm else "computed", baseline=not warm, nodes=len(dag)
     )
-    warm_url = f"lmdb://{tmp_dirs()}"
+    warm_url = f"lmdb://{fresh_dir()}"
     if warm:
         assert flowdag.run(dag, run_id="fill", store=warm_url, max_workers=8).ok
     counter = iter(range(1_000_000))
 
     def setup() -> tuple[tuple[str, str], dict[str, Any]]:
-        url = warm_url if warm else f"lmdb://{tmp_dirs()}"
+        url = warm_url if warm else f"lmdb://{fresh_dir()}"
         return (url, f"r{next(counter)}"), {}
 
     def run(url: str, run_id: str) -> flowdag.RunResult:

@@ -35,6 +35,8 @@ import os
 import struct
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,10 +91,82 @@ class Env:
     outputs: lmdb._Database
     data: lmdb._Database
     tables: lmdb._Database  # store-wide tables (see lmdb_store.py)
-    guard: threading.RLock  # held for every use of env (a read may nest in a write)
+    guard: EnvGuard  # shared by transactions; resizing and closing need it alone
     key: tuple[int, int]
     data_file: int  # fd on data.mdb as opened: a replaced file is detected by commits
     users: int = 1
+
+
+class EnvGuard:
+    """Who may use an environment now, among this process's threads.
+
+    Transactions share it (`shared`): LMDB lets readers run beside a writer, so
+    a read (a cache lookup, a ``ctx.kv`` get) never waits for a commit's fsync,
+    and writers queue on `write_lock` (and on LMDB's own lock across
+    processes). Resizing the map and closing need it alone (`exclusive`): LMDB
+    allows them only with no transaction active in the process. New sharers
+    wait behind a thread waiting to go alone, so it is not starved. Reentrant
+    per thread: a thread already inside (a read nested in a write) enters again
+    at once, and may not then ask to go alone.
+    """
+
+    __slots__ = ("_alone", "_changed", "_local", "_sharing", "_waiting", "write_lock")
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._sharing = 0  # threads inside, sharing
+        self._alone = False  # a thread inside alone
+        self._waiting = 0  # threads waiting to go alone
+        self._local = threading.local()
+        self.write_lock = threading.RLock()  # one write transaction of this process at a time
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        local = self._local
+        if getattr(local, "depth", 0):
+            local.depth += 1
+            try:
+                yield
+            finally:
+                local.depth -= 1
+            return
+        with self._changed:
+            while self._alone or self._waiting:
+                self._changed.wait()
+            self._sharing += 1
+        local.depth = 1
+        try:
+            yield
+        finally:
+            local.depth = 0
+            with self._changed:
+                self._sharing -= 1
+                if not self._sharing:
+                    self._changed.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        local = self._local
+        if getattr(local, "depth", 0):
+            raise RuntimeError(
+                "flowdag bug: an LMDB environment resized or closed inside a transaction"
+            )
+        with self._changed:
+            self._waiting += 1
+            try:
+                while self._alone or self._sharing:
+                    self._changed.wait()
+            finally:
+                self._waiting -= 1
+            self._alone = True
+        local.depth = 1  # what it calls may read (a nested shared entry)
+        try:
+            yield
+        finally:
+            local.depth = 0
+            with self._changed:
+                self._alone = False
+                self._changed.notify_all()
 
 
 _OPEN: dict[tuple[int, int], Env] = {}  # (st_dev, st_ino) of the directory -> env
@@ -175,7 +249,7 @@ def _open_env(path: Path, map_size: int, key: tuple[int, int]) -> Env:
         outputs,
         data,
         tables,
-        guard=threading.RLock(),
+        guard=EnvGuard(),
         key=key,
         data_file=data_file,
     )
@@ -325,6 +399,6 @@ def release_env(shared: Env) -> None:
         # Close before another store can open the directory again: LMDB refuses
         # a second open environment on the same files.
         del _OPEN[shared.key]
-        with shared.guard:  # waits for a call in progress
+        with shared.guard.exclusive():  # waits for the transactions in progress
             shared.env.close()
             os.close(shared.data_file)

@@ -48,6 +48,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, Unpack
 
@@ -329,26 +330,33 @@ class LMDBStore(DirectoryStore):
     def _transact(
         self, run_id: str | None, fn: Callable[[_Txn, Env], _T], *, write: bool = False
     ) -> _T:
-        """Run ``fn`` in one transaction, growing the map and retrying as needed."""
-        shared = self._shared
-        if shared is None:
-            raise StoreError(f"{type(self).__name__} is closed; open a new store")
-        with shared.guard:
-            if self._shared is None:  # closed while we waited
+        """Run ``fn`` in one transaction, growing the map and retrying as needed.
+
+        Transactions share the environment (reads never wait for a commit's
+        fsync); growing the map needs it alone, so that happens between tries.
+        """
+        for _ in range(MAX_RETRIES):
+            shared = self._shared
+            if shared is None:
                 raise StoreError(f"{type(self).__name__} is closed; open a new store")
-            env = shared.env
+            with shared.guard.shared(), shared.guard.write_lock if write else nullcontext():
+                if self._shared is None:  # closed while we waited
+                    raise StoreError(f"{type(self).__name__} is closed; open a new store")
+                env = shared.env
+                try:
+                    # Leaving the block commits (and, for writes, fsyncs) or,
+                    # on an exception, aborts: nothing half-written is visible.
+                    with env.begin(write=write) as txn:
+                        return fn(txn, shared)
+                except lmdb.MapFullError:
+                    grow = True  # the aborted write needs more room: double the map
+                except lmdb.MapResizedError:
+                    grow = False  # another process grew it: adopt its size
+                except lmdb.Error as exc:
+                    raise self._wrap(exc, run_id) from exc
             try:
-                for _ in range(MAX_RETRIES):
-                    try:
-                        # Leaving the block commits (and, for writes, fsyncs) or,
-                        # on an exception, aborts: nothing half-written is visible.
-                        with env.begin(write=write) as txn:
-                            return fn(txn, shared)
-                    except lmdb.MapFullError:
-                        # The aborted write needs more room: double the map, redo it.
-                        env.set_mapsize(env.info()["map_size"] * 2)
-                    except lmdb.MapResizedError:
-                        env.set_mapsize(0)  # another process grew it: adopt its size
+                with shared.guard.exclusive():
+                    env.set_mapsize(env.info()["map_size"] * 2 if grow else 0)
             except lmdb.Error as exc:
                 raise self._wrap(exc, run_id) from exc
         raise StoreError(

@@ -309,3 +309,29 @@ def test_tables_follow_a_dict_model(
                 ]
     finally:
         store.close()
+
+
+def test_an_lmdb_read_does_not_wait_for_a_write_in_progress(tmp_path: Path) -> None:
+    # A cache lookup or ctx.kv read must not queue behind a commit (and its fsync).
+    with open_kind("lmdb", tmp_path) as store:
+        store.transact_tables(lambda txn: txn.put("kv", "k", b"old"))
+        inside, release = threading.Event(), threading.Event()
+        seen: list[bytes | None] = []
+
+        def slow_write(txn: TableTxn) -> None:
+            txn.put("kv", "k", b"new")
+            inside.set()
+            assert release.wait(30)
+
+        writer = threading.Thread(target=store.transact_tables, args=(slow_write,))
+        writer.start()
+        try:
+            assert inside.wait(30)
+            reader = threading.Thread(target=lambda: seen.append(store.table_get("kv", "k")))
+            reader.start()
+            reader.join(30)
+            assert seen == [b"old"]  # read while the write was open: the committed value
+        finally:
+            release.set()
+            writer.join(30)
+        assert store.table_get("kv", "k") == b"new"
