@@ -112,6 +112,7 @@ class Fingerprinter:
         self._keep: list[Any] = []  # the digested objects stay alive, so ids stay theirs
         self._shapes: dict[tuple[Any, ...], Fingerprint] = {}  # see `_shape`
         self._installed = _installed_prefixes()
+        self._local_files: dict[str, bool] = {}  # file name -> whether project-local
 
     def fingerprint(self, fn: Callable[..., Any], *, extra: str = "") -> Fingerprint:
         """The fingerprint of node function ``fn``; ``extra`` (e.g. a version) counts too."""
@@ -274,10 +275,15 @@ class Fingerprinter:
         path = _file_of(obj)
         if path is None:  # built at run time, or in __main__ read from stdin: the user's
             return True
-        path = str(Path(path).resolve())
-        if self._root is not None:
-            return path.startswith(self._root)
-        return not any(path.startswith(prefix) for prefix in self._installed)
+        local = self._local_files.get(path)
+        if local is None:  # resolving a path costs a system call per component: once a file
+            resolved = str(Path(path).resolve())
+            if self._root is not None:
+                local = resolved.startswith(self._root)
+            else:
+                local = not any(resolved.startswith(prefix) for prefix in self._installed)
+            self._local_files[path] = local
+        return local
 
 
 def node_fingerprints(
