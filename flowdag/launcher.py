@@ -286,7 +286,10 @@ class Launcher:
         sent = self._remote_specs.get(spec.name)
         if sent is None:
             sent = self._remote_specs[spec.name] = (
-                dataclasses.replace(spec, fn=_sent_separately, extract=None, preview=None),
+                # The cache is the driver's business: its cache_key need not travel.
+                dataclasses.replace(
+                    spec, fn=_sent_separately, extract=None, preview=None, cache=None
+                ),
                 _pickled_function(spec),
             )
         if spec.wants_ctx:  # ctx.inputs holds every input, ctx.data the run's data

@@ -268,3 +268,15 @@ def test_a_resume_of_a_run_with_a_hit_reuses_it(store: Store) -> None:
     flowdag.run(pipeline(), run_id="r2", store=store)
     again = flowdag.run(pipeline(), run_id="r2", store=store)
     assert again.reasons["total"].code == "reused" and CALLS == ["total"]
+
+
+def test_cached_nodes_with_a_lambda_key_run_in_processes(tmp_path: Path) -> None:
+    # The cache is looked up by the driver: a cache_key lambda never travels.
+    url = f"lmdb://{tmp_path / 'store'}"
+    wf = Workflow("procs")
+    wf.add_node("src", lambda: [1, 2, 3])
+    wf.add_node("total", lambda src: sum(src), deps=["src"], cache_key=lambda src: len(src))
+    first = flowdag.run(wf, run_id="a", store=url, executor="processes", max_workers=2)
+    second = flowdag.run(wf, run_id="b", store=url, executor="processes", max_workers=2)
+    assert first.ok and second.ok and second.nodes["total"].output == 6
+    assert (first.reasons["total"].code, second.reasons["total"].code) == ("new", "cached")
