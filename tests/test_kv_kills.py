@@ -1,22 +1,24 @@
-"""SIGKILL at every step of a run whose nodes write kv entries: each write lands exactly once.
+"""SIGKILL at every step of a run whose nodes update kv counters: each update lands exactly once.
 
-A child process runs `workflow` (each node adds 1 to the counters of
-`COUNTERS` it is one of the updaters of, each counter updated by its own
-set of nodes, and sets ``done:NODE``) and kills itself at the N-th call of any step that changes the
-disk (``write``, ``fsync``, ``rename``...), of the store's table transaction
-(before it, and again after it returns) or, for LMDB (which writes and syncs
-in its C library), of its record writer, commit writer and post-commit check. A first child runs to the end and
-counts those steps; then N goes over them, every one where they are at most
-`POINTS`, else `POINTS` evenly spread over the run (the journal stores make
-hundreds; every one of their steps is killed in
-``tests/stores/test_table_kills.py``): at least 50 kill points per store kind. After each kill, from the store opened
+A child process runs `workflow`: each node adds 1 to every counter of
+`COUNTERS` it is an updater of (each counter has its own set of nodes) and
+sets ``done:NODE``. The child kills itself at the N-th call of any step that
+changes the disk (``write``, ``fsync``, ``rename``...), of the store's table
+transaction (before it, and again after it returns) or, for LMDB (which
+writes and syncs in its C library), of its record writer, commit writer and
+post-commit check. A first child runs to the end and counts those steps;
+then N goes over them, every one where they are at most `POINTS`, else
+`POINTS` evenly spread over the run: at least 50 kill points per disk store
+kind (every step of the journal stores' table transactions is killed in
+``tests/stores/test_table_kills.py``). After each kill, from the store opened
 afresh in this process:
 
 - each counter equals the number of completed nodes (in the stored run)
   that update it, and ``done:NODE`` is there exactly for the completed nodes:
   a node's kv writes are durable exactly when its completion is;
-- a resume completes the run, and then each counter is the number of nodes
-  that update it: one update per node, none lost or applied twice.
+- a resume (a child that is not killed) completes the run, and then each
+  counter is the number of nodes that update it: one update per node, none
+  lost or applied twice.
 
 The children are forked from one server process that imported flowdag once,
 so a kill point costs a fork, not an interpreter start; a child counts its
