@@ -111,7 +111,7 @@ def _copy_tables(out: Console, src: Store, dst: Store) -> str | None:
         noun = "entry" if done.entries == 1 else "entries"
         notes = [f"{done.entries} {noun}"]
         if done.blobs.blobs:
-            notes[0] += _copied_text(done.blobs)
+            notes.append(_copied_text(done.blobs)[2:-1])  # without its parentheses
         if done.left:
             noun = "entry" if done.left == 1 else "entries"
             notes.append(f"{done.left} cache {noun} left behind")
