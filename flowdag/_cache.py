@@ -44,6 +44,7 @@ from flowdag.stores.base import Store
 
 if TYPE_CHECKING:
     from flowdag.gc import GCReport
+    from flowdag.stores._blobcopy import BlobCopier
 
 __all__ = [
     "CacheEntry",
@@ -53,6 +54,7 @@ __all__ = [
     "cached_reason",
     "check_refresh",
     "clear_cache",
+    "convert_entry",
     "entry_record",
     "hit_record",
     "read_entry",
@@ -368,3 +370,34 @@ class CacheHolder:
         live, expired = self.store.transact_tables(sweep)
         report.cache += expired
         yield from live
+
+
+def convert_entry(copier: BlobCopier, key: str, raw: bytes) -> bytes | None:
+    """The entry ``raw`` for ``copier.dst``, its blobs copied first; None to leave it behind.
+
+    It is left behind between codecs (its output is the source codec's
+    encoding, and its key hashes such encodings: see `flowdag.stores.transfer.copy_tables`)
+    and when it is a miss in the source already (expired, or a blob of its
+    output expired or gone): the cache fills again as runs go.
+
+    Raises:
+        CorruptStateError: the entry, or a blob of its output, is damaged in the source.
+    """
+    from flowdag.stores._blobcopy import Subject
+
+    if copier.recoding:
+        return None
+    entry = read_entry(copier.src.codec, key, raw)
+    now = copier.now
+    blobs = copier.src.blobs
+
+    def readable(sha256: str, expires_at: datetime | None) -> bool:
+        return (expires_at is None or now < expires_at) and blobs.exists(sha256)
+
+    if not entry.usable(now, readable):
+        return None
+    subject = Subject(
+        f"cache entry {key}", "", "no table entry was copied", "clear the cache", alone=False
+    )
+    copier.blobs(subject, [("its output", sha, at) for sha, at in sorted(entry.blobs.items())])
+    return raw

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from flowdag.refs import binding, start_collecting, stop_collecting
 if TYPE_CHECKING:
     from flowdag.codec import ValueCodec
     from flowdag.gc import GCReport
+    from flowdag.stores._blobcopy import BlobCopier
     from flowdag.stores._blobs import RefSource
     from flowdag.stores._tables import TableTxn
     from flowdag.stores.base import Store
@@ -44,6 +45,7 @@ __all__ = [
     "check_fn",
     "check_key",
     "committed_reader",
+    "convert_entry",
     "encode_value",
     "has_tables",
     "keep_large",
@@ -418,6 +420,44 @@ def has_tables(store: Store) -> bool:
     from flowdag.stores.base import Store
 
     return type(store)._transact_tables is not Store._transact_tables
+
+
+# -- store convert ---------------------------------------------------------------------------
+
+
+def convert_entry(copier: BlobCopier, key: str, raw: bytes) -> bytes:
+    """The entry ``raw`` as ``copier.dst`` must hold it, once the blobs it refers to are there.
+
+    A blob of a ref in the value (kept by reference, or inside) is copied as
+    it is or, between codecs, re-encoded into a new blob the entry then holds;
+    other blobs it lists (refs inside a blob) are copied as they are. An
+    expired entry is converted without its blobs.
+
+    Raises:
+        CorruptStateError: the entry, or a blob it refers to, is damaged in the source.
+        BlobMissingError: a blob the live entry refers to is missing from the source.
+        SerializationError: the entry cannot be encoded with the destination's codec.
+    """
+    from flowdag.stores._blobcopy import Subject
+    from flowdag.stores._refwalk import refs_in, replace_refs
+
+    entry = parse_entry(copier.src.ref_source, key, raw)
+    subject = Subject(
+        f"kv entry {key!r}", "", "no table entry was copied", "delete the key", alone=False
+    )
+    refs = refs_in(entry.value) if entry.live(copier.now) else []
+    new = copier.refs(subject, [("its value", ref) for ref in refs])
+    if refs:
+        inside = (entry.blobs or {}).keys() - {ref.sha256 for ref in refs}
+        held = [("a ref in its value", sha, (entry.blobs or {})[sha]) for sha in sorted(inside)]
+        copier.blobs(subject, held)
+    if not new and not copier.recoding:
+        return raw  # the same codec and the same blobs: the entry as it is
+    blobs = dict(entry.blobs or {})
+    for old, ref in new.items():  # the entry holds the re-encoded blobs now
+        blobs[ref.sha256] = blobs.pop(old.sha256, ref.expires_at)
+    value = replace_refs(entry.value, new) if new else entry.value
+    return replace(entry, value=value, blobs=blobs or None).encode(copier.dst.codec)
 
 
 # -- gc ----------------------------------------------------------------------------------------

@@ -16,7 +16,11 @@ left behind, then is started afresh). Then the gc rounds (``--gc-runs``, see
 ``tests/torture/gc_torture.py``) and the edit rounds (``--edit-runs``, see
 ``tests/torture/edit_torture.py``): a completed run whose code is edited is
 resumed under kills, and must run exactly the edited nodes and those whose
-inputs changed, early cutoff included.
+inputs changed, early cutoff included. Then the kv rounds (``--kv-runs``,
+see ``tests/torture/kv_torture.py``): runs whose nodes update shared kv
+counters are killed at random moments; after every kill each counter must
+equal the number of completed nodes that update it, and at the end the
+number of its updaters.
 Prints the figures per store and exits 1 if any check failed.
 """
 
@@ -34,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.torture import edit_torture, gc_torture, harness  # noqa: E402
+from tests.torture import edit_torture, gc_torture, harness, kv_torture  # noqa: E402
 
 
 def main() -> int:
@@ -58,12 +62,19 @@ def main() -> int:
         default=10,
         help="runs per store whose code is edited, then resumed under kills (default 10)",
     )
+    parser.add_argument(
+        "--kv-runs",
+        type=int,
+        default=10,
+        help="runs per store updating kv counters, killed at random (default 10)",
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
     totals = {scheme: harness.Stats() for scheme in args.stores}
     gc_totals = {scheme: gc_torture.GCStats() for scheme in args.stores}
     edit_totals = {scheme: edit_torture.EditStats() for scheme in args.stores}
+    kv_totals = {scheme: kv_torture.KVStats() for scheme in args.stores}
     with tempfile.TemporaryDirectory(prefix="flowdag-torture-") as tmp:
 
         def one(job: tuple[str, int]) -> tuple[str, harness.Stats]:
@@ -125,6 +136,26 @@ def main() -> int:
                 for text in edit_stats.violations:
                     print(f"VIOLATION {text}", flush=True)
 
+        def one_kv(job: tuple[str, int]) -> tuple[str, kv_torture.KVStats]:
+            scheme, seed = job
+            where = Path(tmp) / f"kv-{scheme}-{seed}"
+            stats = kv_torture.kv_torture(
+                scheme,
+                seed,
+                where,
+                kills=args.kills,
+                encrypt=seed % 2 == 1,
+                max_nodes=args.max_nodes,
+            )
+            return scheme, stats
+
+        kv_jobs = [(scheme, args.seed + n) for n in range(args.kv_runs) for scheme in args.stores]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for scheme, kv_stats in pool.map(one_kv, kv_jobs):
+                kv_totals[scheme].add(kv_stats)
+                for text in kv_stats.violations:
+                    print(f"VIOLATION {text}", flush=True)
+
     grand = _table(
         f"{'store':<12} {'runs':>5} {'nodes':>6} {'kills':>6} {'not saved':>9} "
         f"{'mid-compaction':>14} {'torn tail':>9} {'in flight':>9} {'interrupted':>11} "
@@ -151,13 +182,24 @@ def main() -> int:
             edit_grand,
             _edit_row,
         )
+    kv_grand = kv_torture.KVStats()
+    if args.kv_runs:
+        kv_grand = _table(
+            f"{'kv store':<12} {'runs':>5} {'nodes':>6} {'updates':>7} {'kills':>6} "
+            f"{'checked':>7} {'big read':>8} {'violations':>10}",
+            kv_totals,
+            kv_grand,
+            _kv_row,
+        )
     print(f"{time.monotonic() - started:.0f} s")
     if args.json:
         figures: dict[str, Any] = _figures([*totals.items(), ("total", grand)])
         figures["gc"] = _figures([*gc_totals.items(), ("total", gc_grand)])
         figures["edit"] = _figures([*edit_totals.items(), ("total", edit_grand)])
+        figures["kv"] = _figures([*kv_totals.items(), ("total", kv_grand)])
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    return 1 if grand.violations or gc_grand.violations or edit_grand.violations else 0
+    failed = grand.violations or gc_grand.violations or edit_grand.violations
+    return 1 if failed or kv_grand.violations else 0
 
 
 def _table(header: str, totals: dict[str, Any], grand: Any, row: Any) -> Any:
@@ -199,6 +241,13 @@ def _edit_row(name: str, s: edit_torture.EditStats) -> str:
     return (
         f"{name:<12} {s.runs:>5} {s.nodes:>6} {s.edited:>6} {s.must_run:>8} "
         f"{s.cut_off:>7} {s.kills:>6} {len(s.violations):>10}"
+    )
+
+
+def _kv_row(name: str, s: kv_torture.KVStats) -> str:
+    return (
+        f"{name:<12} {s.runs:>5} {s.nodes:>6} {s.updates:>7} {s.kills:>6} "
+        f"{s.checked:>7} {s.big:>8} {len(s.violations):>10}"
     )
 
 

@@ -36,7 +36,11 @@ def cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
     blob already there is not copied again). A run that cannot be copied (damaged,
     a blob missing or damaged in the source) gets one line saying why and is not
     kept (blobs copied for it stay unreferenced until gc); the others are still
-    copied, and the exit status is 1. Expired runs are not copied.
+    copied, and the exit status is 1. Expired runs are not copied. When the whole
+    store is converted, its kv and cache entries are copied too, after the blobs
+    they refer to (between JSON and msgpack stores, kv values are re-encoded and
+    the cache is left behind); a blob a kv entry needs that is missing from the
+    source stops that copy (no entry is written, exit status 1).
     """
     # Bad input fails before anything is opened or written.
     wanted = [check_run_id(run_id) for run_id in dict.fromkeys(args.run_ids or [])]
@@ -94,8 +98,8 @@ def cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
 def _copy_tables(out: Console, src: Store, dst: Store) -> str | None:
     """Copy the store-wide tables (kv, cache); None, or the problem."""
     try:
-        entries = copy_tables(src, dst)
-    except CorruptStateError as exc:
+        done = copy_tables(src, dst)
+    except (CorruptStateError, BlobMissingError) as exc:
         out.print(
             f"tables: [bold red]damaged in the source, not copied[/]: {escape(flatten(str(exc)))}"
         )
@@ -103,9 +107,15 @@ def _copy_tables(out: Console, src: Store, dst: Store) -> str | None:
     except FlowdagError as exc:
         out.print(f"tables: [bold red]not copied[/]: {escape(flatten(str(exc)))}")
         return "tables not copied"
-    if entries:
-        noun = "entry" if entries == 1 else "entries"
-        out.print(f"tables: [green]copied[/] ({entries} {noun})")
+    if done.entries or done.left:
+        noun = "entry" if done.entries == 1 else "entries"
+        notes = [f"{done.entries} {noun}"]
+        if done.blobs.blobs:
+            notes.append(_copied_text(done.blobs)[2:-1])  # without its parentheses
+        if done.left:
+            noun = "entry" if done.left == 1 else "entries"
+            notes.append(f"{done.left} cache {noun} left behind")
+        out.print(f"tables: [green]copied[/] ({'; '.join(notes)})", soft_wrap=True)
     return None
 
 

@@ -17,11 +17,14 @@ removes them), never a record whose blob is missing. A ref whose value is
 encoded with the source's codec is re-encoded when the destination reads
 with another (JSON <-> msgpack): a store decodes refs with its own codec.
 `check_run` reads every blob a run refers to and checks its hash.
+
+Tables: `copy_tables` copies the store-wide entries (kv, cache) the same way,
+blobs first (`flowdag.stores._blobcopy`), each entry converted by the layer
+that owns its table (`TABLE_CONVERTERS`), then all entries in one transaction.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -32,21 +35,22 @@ from typing import Any
 from flowdag._equality import equal
 from flowdag._frames import is_frame
 from flowdag.errors import (
-    BlobMissingError,
     CorruptStateError,
     SerializationError,
     StoreError,
 )
-from flowdag.refs import RAW, Ref, collecting
+from flowdag.refs import Ref, collecting
 from flowdag.state import AttemptInfo, NodeState, RunState
-from flowdag.stores._blobs import BlobInfo
+from flowdag.stores._blobcopy import BlobCopier, Copied, Subject
 from flowdag.stores._refwalk import refs_in, replace_refs
 from flowdag.stores._tables import TABLES, TableTxn
 from flowdag.stores.base import Store, StoredRun
 
 __all__ = [
+    "TABLE_CONVERTERS",
     "Copied",
     "RunCheck",
+    "TablesCopied",
     "check_run",
     "check_tables",
     "copy_run",
@@ -54,17 +58,6 @@ __all__ = [
     "same_value",
     "verify_run",
 ]
-
-
-@dataclass(slots=True)
-class Copied:
-    """What `copy_run` did with the blobs of a run's refs."""
-
-    blobs: int = 0  # live blobs the copy refers to, each counted once
-    written: int = 0  # of them, copied (the others were there already)
-    bytes_written: int = 0  # what the copied ones take in the destination
-    recoded: int = 0  # refs whose value was re-encoded with the destination's codec
-    expired: int = 0  # refs past their expires_at, whose blobs were not copied
 
 
 def copy_run(src: Store, dst: Store, run_id: str) -> Copied:
@@ -112,7 +105,10 @@ def copy_run(src: Store, dst: Store, run_id: str) -> Copied:
     with dst.lock(run_id):
         if where:
             # Blobs first, the record last: a crash in between leaves orphans only.
-            new = _copy_blobs(src, dst, run_id, where, done)
+            subject = Subject(
+                f"run '{run_id}'", run_id, "the run was not copied", "run the node again"
+            )
+            new = BlobCopier(src, dst, done).refs(subject, where)
             if new:
                 state = _with_refs(state, new, where)
                 stored = _stored(dst, state, run_id)
@@ -145,74 +141,6 @@ def _node_place(name: str) -> str:
 
 def _data_place(key: str) -> str:
     return f"ctx.data {key!r}"
-
-
-def _live(ref: Ref, now: datetime) -> bool:
-    return ref.expires_at is None or ref.expires_at > now
-
-
-def _copy_blobs(
-    src: Store, dst: Store, run_id: str, where: list[tuple[str, Ref]], done: Copied
-) -> dict[Ref, Ref]:
-    """Copy the live blobs of ``where`` to ``dst``; the refs that had to be re-encoded."""
-    now = datetime.now(UTC)
-    live = [(place, ref) for place, ref in where if _live(ref, now)]
-    done.expired = len(where) - len(live)
-    for place, ref in live:  # a missing blob stops the copy before anything is written
-        if not src.blobs.exists(ref.sha256):
-            raise BlobMissingError(
-                f"run '{run_id}', {place}: blob {ref.uri} is missing from {src.describe(run_id)} "
-                f"({src.blobs.locate(src.blobs.name_of(ref.sha256))}); the run was not copied "
-                f"and {dst.describe(run_id)} was not changed: restore the blob, or run the "
-                "node again"
-            )
-    new: dict[Ref, Ref] = {}
-    copied: set[str] = set()
-    for place, ref in live:
-        recoded = _recoded(ref, src, dst)
-        if (ref in new) if recoded else (ref.sha256 in copied):
-            continue  # the same blob held twice is copied once
-        try:
-            if recoded:
-                data = dst.codec.encode(ref.load())  # read through the source, checked
-                there = dst.blobs.exists(hashlib.sha256(data).hexdigest())
-                info = dst.blobs.put(data)
-                new[ref] = _recode(ref, info, dst)
-                done.recoded += 1
-            else:
-                there = dst.blobs.exists(ref.sha256)
-                info = dst.blobs.copy_from(src.blobs, ref.sha256, size=ref.size)
-                copied.add(ref.sha256)
-            done.written += not there
-            done.bytes_written += 0 if there else info.stored_size
-        except (CorruptStateError, BlobMissingError) as exc:
-            raise type(exc)(
-                f"run '{run_id}', {place}: {exc}; the run was not copied (blobs copied before "
-                "this one stay unreferenced in the destination until gc)"
-            ) from exc
-        except SerializationError as exc:
-            raise StoreError(
-                f"run '{run_id}', {place}: the value of ref {ref.uri} cannot be stored in "
-                f"{dst.describe(run_id)}: {exc}; the run was not copied"
-            ) from exc
-    done.blobs = len(copied | {ref.sha256 for ref in new.values()})
-    return new
-
-
-def _recoded(ref: Ref, src: Store, dst: Store) -> bool:
-    """Whether ``ref`` holds a value ``src`` encoded and ``dst`` would decode otherwise."""
-    return ref.encoding != RAW and ref.encoding == src.codec.name != dst.codec.name
-
-
-def _recode(ref: Ref, info: BlobInfo, dst: Store) -> Ref:
-    """``ref`` for its value re-encoded with ``dst``'s codec into the blob ``info``."""
-    return info.ref(
-        expires_at=ref.expires_at,
-        extracted=ref.extracted,
-        preview=ref.preview,
-        preview_truncated=ref.preview_truncated,
-        encoding=dst.codec.name,
-    )
 
 
 def _with_refs(state: RunState, new: dict[Ref, Ref], where: list[tuple[str, Ref]]) -> RunState:
@@ -290,7 +218,7 @@ def check_run(store: Store, run_id: str, seen: dict[str, str | None] | None = No
     verdicts = {} if seen is None else seen
     now = datetime.now(UTC)
     for place, ref in where:
-        if not _live(ref, now):
+        if ref.expires_at is not None and ref.expires_at <= now:
             result.expired += 1
             continue
         if ref.sha256 not in verdicts:
@@ -420,37 +348,81 @@ def _same_array(expected: Any, actual: Any) -> bool:
     return bool(np.array_equal(expected, actual, equal_nan=equal_nan))
 
 
-def copy_tables(src: Store, dst: Store) -> int:
-    """Copy every entry of ``src``'s tables (kv, cache) to ``dst``, in one transaction; how many.
+@dataclass(slots=True)
+class TablesCopied:
+    """What `copy_tables` did: entries copied, entries left behind, and their blobs."""
 
-    Entries are bytes the layer above encoded with the store's codec: between
-    stores of different codecs (JSON <-> msgpack) each is decoded with the
-    source's and encoded with the destination's, except the cache's, which are
-    left behind: an entry holds its output as the source codec stored it, and
-    is keyed on digests of the source codec's encodings, which no run on the
-    destination would compute (the cache fills again as it runs). Entries ``dst`` has and
-    ``src`` has not are kept. The copy is read back and compared before the
-    transaction commits, so a destination never holds a copy that differs.
+    entries: int = 0
+    left: int = 0  # cache entries not copied (another codec, or a blob gone: misses anyway)
+    blobs: Copied = field(default_factory=Copied)
+
+
+#: What converts one table entry for another store: given the blob copier (which
+#: knows both stores), the entry's key and its bytes in the source, it copies the
+#: blobs the entry refers to (re-encoding them between codecs) and returns the
+#: entry's bytes for the destination, or None to leave it behind. The layer that
+#: owns a table's entries owns its converter (kv: `flowdag._kv_entries`, cache:
+#: `flowdag._cache`); transfer never reads an entry itself.
+Converter = Callable[[BlobCopier, str, bytes], bytes | None]
+
+
+def _kv_entry(copier: BlobCopier, key: str, raw: bytes) -> bytes | None:
+    from flowdag._kv_entries import convert_entry  # imported here: kv needs nothing of this
+
+    return convert_entry(copier, key, raw)
+
+
+def _cache_entry(copier: BlobCopier, key: str, raw: bytes) -> bytes | None:
+    from flowdag._cache import convert_entry  # likewise
+
+    return convert_entry(copier, key, raw)
+
+
+TABLE_CONVERTERS: dict[str, Converter] = {"kv": _kv_entry, "cache": _cache_entry}
+
+
+def copy_tables(src: Store, dst: Store) -> TablesCopied:
+    """Copy the entries of ``src``'s tables (kv, cache), and their blobs, to ``dst`` at once.
+
+    Each entry goes through its table's converter (`TABLE_CONVERTERS`): the
+    blobs an entry refers to (a kv value kept by reference, a cached output
+    kept as a ref) are copied first, each checked against its hash, so the
+    entries that are then written never point at a missing blob; between
+    codecs (JSON <-> msgpack) a kv entry is re-encoded, and so is the value in
+    its blob (into a new blob, which the entry then holds). Cache entries are
+    left behind between codecs: an entry holds its output as the source codec
+    stored it, and is keyed on digests of the source codec's encodings, which
+    no run on the destination would compute (the cache fills again as it
+    runs); a cache entry whose blob is gone is left behind too (it is a miss
+    in the source already). Expired entries are copied, their blobs not.
+    Entries ``dst`` has and ``src`` has not are kept. The copy is read back
+    and compared before the transaction commits, so a destination never holds
+    a copy that differs.
 
     Raises:
-        CorruptStateError: an entry is damaged in ``src``; nothing was written.
+        CorruptStateError: an entry, or a blob it refers to, is damaged in ``src``;
+            no entry was written (blobs copied before stay unreferenced until gc).
+        BlobMissingError: a blob a live kv entry refers to is missing from ``src``;
+            no entry was written (likewise).
         StoreError: an entry cannot be stored in ``dst``, or reads back otherwise.
     """
-    recode = src.codec.name != dst.codec.name
+    copier = BlobCopier(src, dst)
+    done = TablesCopied(blobs=copier.done)
     entries: list[tuple[str, str, bytes]] = []
     for table in TABLES:
-        if recode and table == "cache":
-            continue  # see above
+        convert = TABLE_CONVERTERS[table]
         for key, value in src.table_scan(table):
-            if recode:
-                try:
-                    value = dst.codec.encode(src.codec.decode(value))
-                except SerializationError as exc:
-                    raise StoreError(
-                        f"table {table!r} entry {key!r} cannot be stored in {dst.describe('')}: "
-                        f"{exc}; no table entry was copied"
-                    ) from exc
-            entries.append((table, key, value))
+            try:
+                converted = convert(copier, key, value)
+            except SerializationError as exc:
+                raise StoreError(
+                    f"table {table!r} entry {key!r} cannot be stored in {dst.describe('')}: "
+                    f"{exc}; no table entry was copied"
+                ) from exc
+            if converted is None:
+                done.left += 1
+            else:
+                entries.append((table, key, converted))
 
     def write(txn: TableTxn) -> None:
         for table, key, value in entries:
@@ -460,7 +432,8 @@ def copy_tables(src: Store, dst: Store) -> int:
                 raise StoreError(f"table {table!r} entry {key!r} reads back otherwise")
 
     dst.transact_tables(write)
-    return len(entries)
+    done.entries = len(entries)
+    return done
 
 
 def check_tables(store: Store) -> str | None:

@@ -9,12 +9,14 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowdag._cache import CacheEntry, entry_record, read_entry
 from flowdag.errors import CorruptStateError, InvalidArgumentError, RunNotFoundError
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores._tables import TABLES, TableTxn
@@ -230,16 +232,18 @@ def test_tables_are_copied_between_codecs_and_checked(
 ) -> None:
     with open_kind(source, tmp_path) as src, open_kind(destination, tmp_path) as dst:
         value = {"a": [1, 2.5, None], "b": "x"}
-        src.transact_tables(lambda txn: txn.put("kv", "k", src.codec.encode(value)))
-        src.transact_tables(lambda txn: txn.put("cache", "c", src.codec.encode(3)))
-        dst.transact_tables(lambda txn: txn.put("kv", "only-there", dst.codec.encode(1)))
+        src.kv().set("k", value)
+        entry = CacheEntry("wf", "n", "r", src.codec.encode(3), "d", datetime.now(UTC))
+        src.transact_tables(lambda txn: txn.put("cache", "c", entry_record(src.codec, entry)))
+        dst.kv().set("only-there", 1)
         recoded = src.codec.name != dst.codec.name
-        assert copy_tables(src, dst) == (1 if recoded else 2)
-        assert dst.codec.decode(dst.table_get("kv", "k") or b"") == value
+        done = copy_tables(src, dst)
+        assert (done.entries, done.left) == ((1, 1) if recoded else (2, 0))
+        assert dst.kv().get("k") == value
         # The cache is left behind between codecs: its entries hold the source's
         # encodings and are keyed on their digests.
         cached = dst.table_get("cache", "c")
-        assert cached is None if recoded else dst.codec.decode(cached or b"") == 3
+        assert cached is None if recoded else read_entry(dst.codec, "c", cached or b"") == entry
         assert [key for key, _ in dst.table_scan("kv")] == ["k", "only-there"]
         assert check_tables(dst) is None
     with open_kind(source, tmp_path) as src:
