@@ -47,14 +47,26 @@ def serve() -> None:
 
     ``{"target": "module:name", "args": [...], "out": path, "err": path}`` forks
     a child and replies ``{"pid": pid}``; ``{"wait": pid}`` replies
-    ``{"status": code}`` once that child has ended.
+    ``{"status": code}`` once that child has ended; ``{"poll": pid}`` replies at once,
+    ``{"status": null}`` while it runs.
     """
+    ended: dict[int, int] = {}  # reaped by a poll, not yet waited for: their exit codes
     print("ready", flush=True)
     for line in sys.stdin:
         request = json.loads(line)
+        reply: dict[str, Any]
         if "wait" in request:
-            _, status = os.waitpid(request["wait"], 0)
-            reply = {"status": os.waitstatus_to_exitcode(status)}
+            pid = request["wait"]
+            if pid not in ended:
+                ended[pid] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            reply = {"status": ended.pop(pid)}
+        elif "poll" in request:
+            pid = request["poll"]
+            if pid not in ended:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    ended[pid] = os.waitstatus_to_exitcode(status)
+            reply = {"status": ended.get(pid)}
         else:
             module, _, name = request["target"].partition(":")
             target = getattr(importlib.import_module(module), name)  # before the fork
@@ -107,6 +119,11 @@ class Child:
     def kill(self) -> None:
         """SIGKILL the child (if it has not ended yet: it is reaped in `wait` only)."""
         os.kill(self.pid, signal.SIGKILL)
+
+    def poll(self) -> int | None:
+        """The child's return code if it has ended, else None (as `subprocess.Popen.poll`)."""
+        status: int | None = self.server._request({"poll": self.pid})["status"]
+        return status
 
     def wait(self, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
         """Wait for the child to end (SIGKILLing it after ``timeout``, which fails the test)."""

@@ -20,6 +20,7 @@ from flowdag.errors import CorruptStateError, StoreError
 from flowdag.state import NodeRecord, NodeStatus
 from flowdag.stores import LMDBStore, open_store
 from flowdag.stores._lmdb_env import _lock_file_left
+from tests.forkserver import ForkServer
 from tests.stores.conformance import make_state, pending_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,40 +211,33 @@ def test_new_stores_still_open(tmp_path: Path) -> None:
             assert store.list_runs() == ["r"]
 
 
-# Waits for the go file, then creates (or opens) the store and saves one run.
-CREATE = """
-import os, sys, time
-from flowdag.stores import LMDBStore
-from tests.stores.conformance import pending_state
-go = sys.argv[2]
-while not os.path.exists(go):
-    time.sleep(0.001)
-with LMDBStore(sys.argv[1]) as store:
-    store.save(pending_state(f"r{sys.argv[3]}", "a"))
-print("saved", flush=True)
-"""
+def create_job(store: str, go: str, i: int) -> None:
+    """In a forked child: says it waits, waits for the go file, creates (or opens) the store
+    and saves one run."""
+    print("waiting", flush=True)
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    with LMDBStore(store) as opened:
+        opened.save(pending_state(f"r{i}", "a"))
+    print("saved", flush=True)
 
 
-def test_processes_creating_one_store_see_no_damage(tmp_path: Path) -> None:
+def test_processes_creating_one_store_see_no_damage(
+    tmp_path: Path, fork_server: ForkServer
+) -> None:
     """lock.mdb before data.mdb while another process creates the store is no damage."""
-    env = child_env()
     for attempt in range(4):
         store, go = tmp_path / f"store-{attempt}", tmp_path / f"go-{attempt}"
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", CREATE, str(store), str(go), str(i)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            for i in range(6)
+        children = [
+            fork_server.start(create_job, str(store), str(go), i, stream=True) for i in range(6)
         ]
-        time.sleep(1.0)  # every process imported flowdag and waits
+        for child in children:  # every process waits for the go file
+            assert child.stdout is not None
+            assert child.stdout.readline() == "waiting\n"
         go.touch()
-        for proc in procs:
-            out, err = proc.communicate(timeout=60)
-            assert (proc.returncode, out.strip()) == (0, "saved"), err
+        for child in children:
+            proc = child.wait(timeout=60)
+            assert (proc.returncode, proc.stdout.strip()) == (0, "saved"), proc.stderr
         with LMDBStore(store, create=False) as again:
             assert again.list_runs() == [f"r{i}" for i in range(6)]
 
