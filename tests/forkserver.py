@@ -35,6 +35,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
+#: What the server imports at its start: what most jobs use. (A job's own module is
+#: imported, with all it imports, before its fork.)
+PRELOAD = ("flowdag", "flowdag.stores", "flowdag.cli")
 #: How long a job may take before the test stops waiting and fails.
 TIMEOUT = 120.0
 
@@ -50,6 +53,8 @@ def serve() -> None:
     ``{"status": code}`` once that child has ended; ``{"poll": pid}`` replies at once,
     ``{"status": null}`` while it runs.
     """
+    for module in PRELOAD:
+        importlib.import_module(module)
     ended: dict[int, int] = {}  # reaped by a poll, not yet waited for: their exit codes
     print("ready", flush=True)
     for line in sys.stdin:
@@ -101,6 +106,12 @@ def _child(target: Callable[..., object], request: dict[str, Any]) -> None:
             with contextlib.suppress(BaseException):  # exiting anyway
                 stream.flush()
         os._exit(code)
+
+
+def exec_code(code: str, *argv: str) -> None:
+    """A job running ``code`` as ``python -c code *argv`` would, in the forked child."""
+    sys.argv = ["-c", *argv]
+    exec(compile(code, "<string>", "exec"), {"__name__": "__main__"})
 
 
 # -- the test's side -----------------------------------------------------------------------
