@@ -33,7 +33,8 @@ def crash_workflow(nodes: int, calls: str) -> flowdag.Workflow:
                 log.write(f"n{i}\n")
             time.sleep(0.004 * (1 + i % 3))
             ctx.data[f"k{i}"] = i * i
-            return i + sum(ctx.inputs.values())
+            total: int = i + sum(ctx.inputs.values())
+            return total
 
         return node
 

@@ -57,6 +57,7 @@ def writer_job(root: str, key: str, kill_at: int, actions: str, count: int) -> N
             with area.writer() as writer:
                 for start in range(0, len(data), 65536):
                     writer.write(data[start : start + 65536])
+            assert writer.info is not None
             print("ok", writer.info.sha256, flush=True)
         else:
             print("ok", area.put(data).sha256, flush=True)

@@ -42,7 +42,7 @@ def killed_write_job(url: str, key: str, action: str, kill_at: int) -> None:
     ``key`` is "-" for none; the child SIGKILLs itself at the ``kill_at``-th sync, rename,
     link, unlink or truncate.
     """
-    options = {} if key == "-" else {"key": key}
+    options: dict[str, Any] = {} if key == "-" else {"key": key}
     kill = KillAt(kill_at)
     with open_store(url, compact_min_bytes=0, **options) as store:
         run_id = store.list_runs()[0] if action == "commit" else "r"

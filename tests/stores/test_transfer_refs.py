@@ -341,7 +341,7 @@ def killed_copy_job(src_url: str, dst_url: str, kill_at: int, key: str) -> None:
     The steps: blob and record writes alike (write, sync, rename, link, unlink, utime), and
     the check of the copy read back; ``key`` is the source's ("-": none).
     """
-    options = {"key": key} if key != "-" else {}
+    options: dict[str, Any] = {"key": key} if key != "-" else {}
     kill = KillAt(kill_at)
     with open_store(src_url, **options) as src, open_store(dst_url) as dst:
         calls = ("write", "fsync", "fdatasync", "replace", "rename", "link", "unlink", "utime")
