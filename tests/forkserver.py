@@ -35,9 +35,22 @@ from pathlib import Path
 from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
-#: What the server imports at its start: what most jobs use. (A job's own module is
-#: imported, with all it imports, before its fork.)
-PRELOAD = ("flowdag", "flowdag.stores", "flowdag.cli")
+#: What the server imports at its start: flowdag, its CLI and what its stores import
+#: lazily, so that no child pays for it. (A job's own module is imported, with all it
+#: imports, before its fork.)
+PRELOAD = (
+    "flowdag",
+    "flowdag.cli",
+    "flowdag.stores",
+    "flowdag.stores.lmdb_store",
+    "flowdag.stores.json_store",
+    "flowdag.stores.flatbuffers_store",
+    "flowdag.stores._blobdir",
+    "cryptography.exceptions",
+    "cryptography.hazmat.primitives.ciphers.aead",
+    "cryptography.hazmat.primitives.hashes",
+    "cryptography.hazmat.primitives.kdf.hkdf",
+)
 #: How long a job may take before the test stops waiting and fails.
 TIMEOUT = 120.0
 
