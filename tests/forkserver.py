@@ -102,6 +102,7 @@ def _child(target: Callable[..., object], request: dict[str, Any]) -> None:
     try:
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
+        os.close(null)
         for fd, path in ((1, request["out"]), (2, request["err"])):
             # A regular file is created; a FIFO (stream=True) is opened for its reader.
             opened = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -163,6 +164,7 @@ class Child:
             status = self.server._request({"wait": self.pid})["status"]
         finally:
             timer.cancel()
+        self.server.running.discard(self.pid)
         if self.stdout is not None:
             out = self.stdout.read()
             self.stdout.close()
@@ -182,6 +184,7 @@ class ForkServer:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="flowdag-forkserver-"))
         self.jobs = 0
+        self.running: set[int] = set()  # children not waited for yet
         path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from tests.forkserver import serve; serve()"],
@@ -212,8 +215,12 @@ class ForkServer:
         if stream:
             os.mkfifo(out, 0o600)
         name = f"{fn.__module__}:{fn.__name__}"
+        assert getattr(sys.modules[fn.__module__], fn.__name__, None) is fn, (
+            f"{name}: a job is a module-level function"
+        )
         request = {"target": name, "args": list(args), "out": str(out), "err": str(err)}
-        pid = self._request(request)["pid"]
+        pid: int = self._request(request)["pid"]
+        self.running.add(pid)
         return Child(self, name, pid, out, err)
 
     def run(
@@ -223,6 +230,10 @@ class ForkServer:
         return self.start(fn, *args).wait(timeout)
 
     def close(self) -> None:
+        """Stop the server, first SIGKILLing the children a failed test left running."""
+        for pid in self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait(timeout=60)
