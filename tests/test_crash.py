@@ -1,4 +1,4 @@
-"""Crash safety: a real run in a subprocess, killed with SIGKILL, then resumed.
+"""Crash safety: a real run in a child process, killed with SIGKILL, then resumed.
 
 After every kill the store must load, and no node that the store held as
 completed may be called again; after the final resume every output and
@@ -7,50 +7,50 @@ completed may be called again; after the final resume every output and
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
 import sys
-import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import flowdag
+from tests.forkserver import ForkServer
 
-WORKFLOW = textwrap.dedent(
-    """
-    import os, random, sys, time
-    import flowdag
 
-    NODES = int(os.environ["CRASH_NODES"])
-    CALLS = os.environ["CRASH_CALLS"]
+def deps_of(i: int) -> list[int]:
+    rng = random.Random(i)
+    return sorted(rng.sample(range(i), min(i, rng.randint(0, 3))))
 
-    def deps_of(i):
-        rng = random.Random(i)
-        return sorted(rng.sample(range(i), min(i, rng.randint(0, 3))))
 
-    def make(i):
-        def node(ctx):
-            with open(CALLS, "a") as log:
-                log.write(f"n{i}\\n")
+def crash_workflow(nodes: int, calls: str) -> flowdag.Workflow:
+    """``nodes`` nodes on random deps; each node appends its name to the file ``calls``."""
+
+    def make(i: int) -> Callable[[flowdag.Context], int]:
+        def node(ctx: flowdag.Context) -> int:
+            with open(calls, "a") as log:
+                log.write(f"n{i}\n")
             time.sleep(0.004 * (1 + i % 3))
             ctx.data[f"k{i}"] = i * i
-            return i + sum(ctx.inputs.values())
+            total: int = i + sum(ctx.inputs.values())
+            return total
+
         return node
 
     wf = flowdag.Workflow("crash")
-    for i in range(NODES):
+    for i in range(nodes):
         wf.add_node(f"n{i}", make(i), deps=[f"n{d}" for d in deps_of(i)])
+    return wf
 
-    if __name__ == "__main__":
-        store = flowdag.open_store(sys.argv[1])
-        result = flowdag.run(wf, run_id="crash-run", store=store, max_workers=4)
-        sys.exit(0 if result.ok else 1)
-    """
-)
+
+def crash_job(url: str, nodes: int, calls: str) -> None:
+    """In a forked child: run (or resume) the workflow; exit 0 if the run is ok, else 1."""
+    store = flowdag.open_store(url)
+    result = flowdag.run(
+        crash_workflow(nodes, calls), run_id="crash-run", store=store, max_workers=4
+    )
+    sys.exit(0 if result.ok else 1)
 
 
 def expected(nodes: int) -> tuple[dict[str, int], dict[str, int]]:
@@ -68,20 +68,19 @@ def calls(log: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("store_scheme", ["lmdb", "json", "flatbuffers"])
-def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path: Path, store_scheme: str) -> None:
+def test_sigkill_mid_run_then_resume_loses_nothing(
+    tmp_path: Path, fork_server: ForkServer, store_scheme: str
+) -> None:
     nodes = 60
-    script = tmp_path / "crash_flow.py"
-    script.write_text(WORKFLOW)
     log = tmp_path / "calls.log"
     url = f"{store_scheme}://{tmp_path / 'store'}"
-    env = {**os.environ, "CRASH_NODES": str(nodes), "CRASH_CALLS": str(log)}
     outputs, data = expected(nodes)
     rng = random.Random(7)
     kills = 0
     stored_done: set[str] = set()  # completed in the store before this process started
     for _ in range(30):  # kill repeatedly, each run a few nodes further in
         mark = len(calls(log))
-        proc = subprocess.Popen([sys.executable, str(script), url], env=env)
+        proc = fork_server.start(crash_job, url, nodes, str(log))
         target = mark + rng.randint(2, 10)
         deadline = time.monotonic() + 60
         while len(calls(log)) < target and proc.poll() is None:
@@ -89,9 +88,9 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path: Path, store_scheme:
             time.sleep(0.001)
         finished = proc.poll() is not None
         if not finished:
-            proc.send_signal(signal.SIGKILL)
+            proc.kill()
             kills += 1
-        proc.wait()
+        returncode = proc.wait().returncode
 
         ran = set(calls(log)[mark:])
         assert not ran & stored_done, f"completed nodes ran again: {sorted(ran & stored_done)}"
@@ -104,11 +103,11 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path: Path, store_scheme:
             assert state.data[f"k{name[1:]}"] == data[f"k{name[1:]}"]
         stored_done = done
         if finished:
-            assert proc.returncode == 0
+            assert returncode == 0
             break
     else:
-        final = subprocess.run([sys.executable, str(script), url], env=env, timeout=120)
-        assert final.returncode == 0
+        final = fork_server.run(crash_job, url, nodes, str(log), timeout=120)
+        assert final.returncode == 0, final.stderr
 
     assert kills >= 3
     with flowdag.open_store(url) as store:
@@ -119,6 +118,6 @@ def test_sigkill_mid_run_then_resume_loses_nothing(tmp_path: Path, store_scheme:
 
     # A completed run re-run calls nothing.
     called = len(calls(log))
-    again = subprocess.run([sys.executable, str(script), url], env=env, timeout=60)
-    assert again.returncode == 0
+    again = fork_server.run(crash_job, url, nodes, str(log), timeout=60)
+    assert again.returncode == 0, again.stderr
     assert len(calls(log)) == called

@@ -1,11 +1,12 @@
 """SIGKILL of real processes writing and deleting blobs: what is left is whole or temp.
 
-A subprocess writes deterministic values into a blob area (by ``put`` and by a
-streaming writer, with repeats, so dedup is in the mix) and prints each blob's
-hash once its write returned; it is killed with SIGKILL either after a random
-delay (many kills on one area, so leftovers pile up) or at the N-th system call
-of the write order (``write``, ``fsync``, ``rename``, ``link``, ``unlink``,
-``utime``), for every N until the work finishes. Afterwards:
+A child process (forked from `tests.forkserver`) writes deterministic values
+into a blob area (by ``put`` and by a streaming writer, with repeats, so dedup
+is in the mix) and prints each blob's hash once its write returned; it is
+killed with SIGKILL either after a random delay (many kills on one area, so
+leftovers pile up) or at the N-th system call of the write order (``write``,
+``fsync``, ``rename``, ``link``, ``unlink``, ``utime``), for every N until the
+work finishes. Afterwards:
 
 - every blob under a final name is one of the values and reads back verified;
 - every blob whose write returned is there (its rename was durable first);
@@ -19,8 +20,6 @@ import hashlib
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,57 +27,41 @@ import pytest
 
 from flowdag.stores._blobdir import DirectoryBlobs
 from flowdag.stores._crypto import Cipher, generate_key
+from tests.forkserver import ForkServer
 from tests.stores.blob_values import VALUES, value
-from tests.stores.conformance import ROOT
+from tests.stores.kill_steps import KillAt
 
 KEY = generate_key()
 #: Random-moment kills of the plain area (half as many encrypted); more: FLOWDAG_BLOB_KILLS=50.
 KILLS = int(os.environ.get("FLOWDAG_BLOB_KILLS", "12"))
 
-# argv: root, key ("-": none), kill_at (0: never; else the N-th watched call), actions.
-WRITER = """
-import itertools, os, signal, sys
-from flowdag.stores._blobdir import DirectoryBlobs
-from flowdag.stores._crypto import Cipher
-from tests.stores.blob_values import VALUES, value
 
-root, key, kill_at, actions = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-area = DirectoryBlobs(root, cipher=None if key == "-" else Cipher(key))
-calls = itertools.count(1)  # the watched calls made so far
+def writer_job(root: str, key: str, kill_at: int, actions: str, count: int) -> None:
+    """In a forked child: ``count`` writes (with ``actions`` "delete", every other one deleted).
 
-def watched(real):
-    # Dies at the kill_at-th watched call, before making it.
-    die = lambda: os.kill(os.getpid(), signal.SIGKILL)
-    return lambda *a, **k: next(calls) == kill_at and die() or real(*a, **k)
-
-for name in ("write", "fsync", "rename", "link", "unlink", "utime") if kill_at else ():
-    setattr(os, name, watched(getattr(os, name)))
-print("ready", flush=True)
-for i in range(int(sys.argv[5])):
-    data = value(i % VALUES)
-    if actions == "delete" and i % 2:
-        area.delete(area.name_of(area.put(data).sha256))
-        print("deleted", flush=True)
-    elif i % 3 == 1:
-        with area.writer() as writer:
-            for start in range(0, len(data), 65536):
-                writer.write(data[start : start + 65536])
-        print("ok", writer.info.sha256, flush=True)
-    else:
-        print("ok", area.put(data).sha256, flush=True)
-print("done", next(calls) - 1, flush=True)
-"""
-
-
-def spawn(root: Path, key: str, kill_at: int, actions: str, count: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(root), key, str(kill_at), actions, str(count)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    ``key`` is "-" for none; ``kill_at`` 0 for never, else the child SIGKILLs itself at the
+    ``kill_at``-th watched call (write, fsync, rename, link, unlink, utime), before making it.
+    Prints "ready", then each blob's hash once its write returned.
+    """
+    area = DirectoryBlobs(root, cipher=None if key == "-" else Cipher(key))
+    kill = KillAt(kill_at)
+    if kill_at:
+        kill.patch(os, "write", "fsync", "rename", "link", "unlink", "utime")
+    print("ready", flush=True)
+    for i in range(count):
+        data = value(i % VALUES)
+        if actions == "delete" and i % 2:
+            area.delete(area.name_of(area.put(data).sha256))
+            print("deleted", flush=True)
+        elif i % 3 == 1:
+            with area.writer() as writer:
+                for start in range(0, len(data), 65536):
+                    writer.write(data[start : start + 65536])
+            assert writer.info is not None
+            print("ok", writer.info.sha256, flush=True)
+        else:
+            print("ok", area.put(data).sha256, flush=True)
+    print("done", kill.calls, flush=True)
 
 
 def area_of(root: Path, key: str) -> DirectoryBlobs:
@@ -113,24 +96,26 @@ def key(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.mark.slow
-def test_kill_at_random_moments_of_writes(tmp_path: Path, key: str) -> None:
+def test_kill_at_random_moments_of_writes(
+    tmp_path: Path, fork_server: ForkServer, key: str
+) -> None:
     kills = KILLS if key == "-" else max(1, KILLS // 2)
     rng = random.Random(1234)
     area = area_of(tmp_path, key)
     returned: set[str] = set()
     for kill in range(kills):
-        proc = spawn(tmp_path, key, 0, "write", 10_000)
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "ready\n", proc.stderr.read() if proc.stderr else ""
+        child = fork_server.start(writer_job, str(tmp_path), key, 0, "write", 10_000, stream=True)
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n"
         # One write returned first, however loaded the machine: the kill then
         # lands anywhere in the writes after it.
-        first = proc.stdout.readline()
+        first = child.stdout.readline()
         assert first.startswith("ok "), first
         time.sleep(rng.uniform(0, 0.35))
-        proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == -signal.SIGKILL, err
-        lines = [first, *out.splitlines()]
+        child.kill()
+        proc = child.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        lines = [first, *proc.stdout.splitlines()]
         returned |= {line.split()[1] for line in lines if line.startswith("ok ")}
         check_area(area, returned)
         # One writer at a time: at most one leftover per kill.
@@ -148,7 +133,7 @@ def test_kill_at_random_moments_of_writes(tmp_path: Path, key: str) -> None:
     ids=["plain-write", "plain-delete", "encrypted-write"],
 )
 def test_kill_at_every_step_of_the_write_order(
-    tmp_path: Path, encrypted: bool, actions: str
+    tmp_path: Path, fork_server: ForkServer, encrypted: bool, actions: str
 ) -> None:
     key = KEY if encrypted else "-"
     # Four values: a put, a streamed write, a put again (dedup: a refresh, no write)...;
@@ -160,11 +145,10 @@ def test_kill_at_every_step_of_the_write_order(
         root.mkdir()
         area = area_of(root, key)
         area.put(value(0))  # already there: the third write dedups against it
-        proc = spawn(root, key, kill_at, actions, count)
-        out, err = proc.communicate(timeout=120)
+        proc = fork_server.run(writer_job, str(root), key, kill_at, actions, count)
         finished = proc.returncode == 0
-        assert finished or proc.returncode == -signal.SIGKILL, err
-        returned = {line.split()[1] for line in out.splitlines() if line.startswith("ok ")}
+        assert finished or proc.returncode == -signal.SIGKILL, proc.stderr
+        returned = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("ok ")}
         check_area(area, returned | {hashlib.sha256(value(0)).hexdigest()})
         assert len(area.temp_entries()) <= 1
         sweep_temp(area)

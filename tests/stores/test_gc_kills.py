@@ -1,7 +1,8 @@
 """SIGKILL at every step of ``store compact`` and of ``gc``: the store always loads after.
 
-A subprocess compacts (or collects) a store and kills itself at the N-th
-system call that changes the disk (``fsync``, ``rename``, ``unlink``,
+A child process (forked from `tests.forkserver`: a kill point costs a fork)
+compacts (or collects) a store and kills itself at the N-th system call that
+changes the disk (``fsync``, ``rename``, ``unlink``,
 ``ftruncate``...), for N = 1, 2, ... until the work finishes. After each kill:
 
 - the store opens and every run that was there loads, equal to what it was;
@@ -14,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,10 +23,12 @@ import pytest
 
 import flowdag
 from flowdag.state import RunState
+from flowdag.stores import open_store
 from flowdag.stores.base import Store
+from tests.forkserver import ForkServer
 from tests.gc_stores import HOUR, age_all, open_kind, options_of, url_of
-from tests.stores.conformance import ROOT, assert_same_state
-from tests.stores.kill_steps import KILLING
+from tests.stores.conformance import assert_same_state
+from tests.stores.kill_steps import KillAt
 from tests.test_gc_compact import fill
 from tests.test_gc_runs import outputs, start
 
@@ -35,43 +37,32 @@ T = TypeVar("T")
 #: The calls a child is killed at: every one that changes what is on the disk.
 CALLS = ("fsync", "fdatasync", "ftruncate", "rename", "replace", "link", "unlink", "rmdir", "mkdir")
 
-# argv: url, key ("-": none), kill_at, action ("compact" or "gc").
-KILLED = (
+
+def killed_job(url: str, key: str, kill_at: int, action: str) -> None:
+    """In a forked child: compact (``action`` "compact") or collect the store at ``url``.
+
+    ``key`` is "-" for none; the child SIGKILLs itself at the ``kill_at``-th call of `CALLS`.
     """
-import os, signal, sys
-import flowdag
-from flowdag.stores import open_store
-
-url, key, kill_at, action = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-options = {} if key == "-" else {"key": key}
-calls = 0
-"""
-    + KILLING
-    + f"""
-with open_store(url, create=False, **options) as store:
-    for name in {CALLS!r}:
-        setattr(os, name, killing(getattr(os, name)))
-    if action == "compact":
-        store.compact()
-    else:
-        flowdag.gc(store)
-print("done", calls)
-"""
-)
+    options = {} if key == "-" else {"key": key}
+    kill = KillAt(kill_at)
+    with open_store(url, create=False, **options) as store:
+        kill.patch(os, *CALLS)
+        if action == "compact":
+            store.compact()
+        else:
+            flowdag.gc(store)
+    print("done", kill.calls)
 
 
-def killed(kind: str, root: Path, kill_at: int, action: str) -> subprocess.CompletedProcess[str]:
+def killed(
+    server: ForkServer, kind: str, root: Path, kill_at: int, action: str
+) -> subprocess.CompletedProcess[str]:
     key = options_of(kind).get("key", "-")
-    return subprocess.run(
-        [sys.executable, "-c", KILLED, url_of(kind, root), key, str(kill_at), action],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
+    return server.run(killed_job, url_of(kind, root), key, kill_at, action)
 
 
 def every_kill(
+    server: ForkServer,
     kind: str,
     tmp_path: Path,
     action: str,
@@ -87,7 +78,7 @@ def every_kill(
     for kill_at in range(1, 400, stride):
         root = tmp_path / f"k{kill_at}"
         expected = make(root)
-        proc = killed(kind, root, kill_at, action)
+        proc = killed(server, kind, root, kill_at, action)
         finished = proc.returncode == 0
         assert finished or proc.returncode == -signal.SIGKILL, proc.stderr
         with open_kind(kind, root, create=False) as store:
@@ -110,7 +101,7 @@ def check_loads(store: Store, expected: dict[str, RunState]) -> None:
 @pytest.mark.parametrize(
     "kind", ["lmdb", "json", "flatbuffers", "lmdb-encrypted", "json-encrypted"]
 )
-def test_compact_killed_at_every_step(tmp_path: Path, kind: str) -> None:
+def test_compact_killed_at_every_step(tmp_path: Path, fork_server: ForkServer, kind: str) -> None:
     def check(store: Store, expected: dict[str, RunState], finished: bool) -> None:
         check_loads(store, expected)
         store.compact()  # the next compaction finishes...
@@ -126,7 +117,7 @@ def test_compact_killed_at_every_step(tmp_path: Path, kind: str) -> None:
         with open_kind(kind, root) as store:
             return fill(store, runs=6)
 
-    steps = every_kill(kind, tmp_path, "compact", make, check)
+    steps = every_kill(fork_server, kind, tmp_path, "compact", make, check)
     assert steps >= (6 if kind.startswith("lmdb") else 10)
 
 
@@ -172,7 +163,7 @@ def check_collected(store: Store, live: dict[str, dict[str, Any]]) -> None:
 @pytest.mark.parametrize(
     "kind", ["lmdb", "json", "flatbuffers", "lmdb-encrypted", "json-encrypted"]
 )
-def test_gc_killed_at_every_step(tmp_path: Path, kind: str) -> None:
+def test_gc_killed_at_every_step(tmp_path: Path, fork_server: ForkServer, kind: str) -> None:
     template = tmp_path / "template"
     live = gc_template(kind, template)
 
@@ -190,5 +181,5 @@ def test_gc_killed_at_every_step(tmp_path: Path, kind: str) -> None:
         again = flowdag.gc(store)  # ...and a gc after it finds nothing
         assert (again.runs, again.blobs, again.temp, again.bytes_freed) == (0, 0, 0, 0)
 
-    steps = every_kill(kind, tmp_path, "gc", make, check)
+    steps = every_kill(fork_server, kind, tmp_path, "gc", make, check)
     assert steps >= 50

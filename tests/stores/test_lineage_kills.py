@@ -1,9 +1,10 @@
 """SIGKILL at every step of the write orders that bind journals to snapshots.
 
-A subprocess does one write (a commit that compacts, the first commit to a run
-of the previous release, a save over a run whose snapshot was lost or rolled
-back) and kills itself at the N-th sync, rename, link, unlink or truncate; the
-test then checks what is on the disk, for N = 1, 2, ... until the write finishes:
+A child process (forked from `tests.forkserver`: a kill point costs a fork)
+does one write (a commit that compacts, the first commit to a run of the
+previous release, a save over a run whose snapshot was lost or rolled back) and
+kills itself at the N-th sync, rename, link, unlink or truncate; the test then
+checks what is on the disk, for N = 1, 2, ... until the write finishes:
 
 - a load gives the state before the write or after it, or (where the run was
   already damaged) refuses it; never another state, never a crash;
@@ -16,8 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,64 +28,51 @@ from flowdag.errors import CorruptStateError, RunNotFoundError
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
 from flowdag.stores.base import Store
+from tests.forkserver import ForkServer
 from tests.stores.fixtures.legacy import KEY, build
-from tests.stores.kill_steps import KILLING
+from tests.stores.kill_steps import KillAt
 
-ROOT = Path(__file__).resolve().parents[2]
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 SCHEMES = ("json", "flatbuffers")
 
-# argv: url, key ("-": none), action ("commit" or "save"), kill_at.
-KILLED_WRITE = (
+
+def killed_write_job(url: str, key: str, action: str, kill_at: int) -> None:
+    """In a forked child: one write (``action`` "commit" or "save"), killed at its N-th step.
+
+    ``key`` is "-" for none; the child SIGKILLs itself at the ``kill_at``-th sync, rename,
+    link, unlink or truncate.
     """
-import os, signal, sys
-from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
-from flowdag.stores import open_store
-
-url, key, action, kill_at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-options = {} if key == "-" else {"key": key}
-calls = 0
-"""
-    + KILLING
-    + """
-with open_store(url, compact_min_bytes=0, **options) as store:
-    run_id = store.list_runs()[0] if action == "commit" else "r"
-    with store.lock(run_id):
-        if action == "commit":
-            store.load(run_id)
-        for name in ("fsync", "fdatasync", "replace", "rename", "link", "unlink", "ftruncate"):
-            setattr(os, name, killing(getattr(os, name)))
-        if action == "commit":
-            record = NodeRecord(
-                "transform", NodeStatus.COMPLETED, 2, output=store.codec.encode([2, 4, 6] * 400)
-            )
-            store.commit(run_id, [record])
-        else:
-            store.save(RunState("r", "new", nodes={"fresh": NodeState()}))
-print("done", calls)
-"""
-)
-
-
-def killed_write(url: str, key: str, action: str, kill_at: int) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", KILLED_WRITE, url, key, action, str(kill_at)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
+    options: dict[str, Any] = {} if key == "-" else {"key": key}
+    kill = KillAt(kill_at)
+    with open_store(url, compact_min_bytes=0, **options) as store:
+        run_id = store.list_runs()[0] if action == "commit" else "r"
+        with store.lock(run_id):
+            if action == "commit":
+                store.load(run_id)
+            kill.patch(os, "fsync", "fdatasync", "replace", "rename", "link", "unlink", "ftruncate")
+            if action == "commit":
+                record = NodeRecord(
+                    "transform", NodeStatus.COMPLETED, 2, output=store.codec.encode([2, 4, 6] * 400)
+                )
+                store.commit(run_id, [record])
+            else:
+                store.save(RunState("r", "new", nodes={"fresh": NodeState()}))
+    print("done", kill.calls)
 
 
 def every_kill(
-    make: Callable[[Path], str], key: str, action: str, check: Callable[[str, Path, bool], None]
+    server: ForkServer,
+    make: Callable[[Path], str],
+    key: str,
+    action: str,
+    check: Callable[[str, Path, bool], None],
 ) -> list[int]:
     """Kill ``action`` at each step in a fresh copy made by ``make``; ``check`` each outcome."""
     steps = []
     for kill_at in range(1, 60):
         where = Path(make(Path(f"k{kill_at}")))
         url = f"{where.name.split('-')[0]}://{where}"
-        proc = killed_write(url, key, action, kill_at)
+        proc = server.run(killed_write_job, url, key, action, kill_at)
         finished = proc.returncode == 0
         assert finished or proc.returncode == -signal.SIGKILL, proc.stderr
         check(url, where, finished)
@@ -114,7 +100,7 @@ def key(request: pytest.FixtureRequest) -> str:
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_first_commit_to_a_legacy_run_killed_at_every_step(
-    tmp_path: Path, scheme: str, key: str
+    tmp_path: Path, fork_server: ForkServer, scheme: str, key: str
 ) -> None:
     source = LEGACY / (scheme if key == "-" else f"{scheme}-encrypted")
 
@@ -138,7 +124,7 @@ def test_first_commit_to_a_legacy_run_killed_at_every_step(
             result = flowdag.run(build(fail=False, calls=calls), run_id="legacy", store=store)
         assert result.ok and "extract" not in calls
 
-    steps = every_kill(make, key, "commit", check)
+    steps = every_kill(fork_server, make, key, "commit", check)
     assert len(steps) >= 6  # the snapshot, the journal, the old journal's removal, the record
 
 
@@ -146,7 +132,9 @@ def test_first_commit_to_a_legacy_run_killed_at_every_step(
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_compacting_commit_killed_at_every_step(tmp_path: Path, scheme: str, key: str) -> None:
+def test_compacting_commit_killed_at_every_step(
+    tmp_path: Path, fork_server: ForkServer, scheme: str, key: str
+) -> None:
     def make(name: Path) -> str:
         where = tmp_path / f"{scheme}-{name}"
         with open_keyed(f"{scheme}://{where}", key) as store:
@@ -169,7 +157,7 @@ def test_compacting_commit_killed_at_every_step(tmp_path: Path, scheme: str, key
             assert store.load("r").nodes["other"].attempts == 2
             assert store.load("r").nodes["transform"].status is transform.status
 
-    steps = every_kill(make, key, "commit", check)
+    steps = every_kill(fork_server, make, key, "commit", check)
     assert len(steps) >= 6
 
 
@@ -203,7 +191,11 @@ def _rolled_back(where: Path, scheme: str, key: str) -> bytes:
 @pytest.mark.parametrize("damage", [_lost_snapshot, _rolled_back], ids=["lost", "rolled-back"])
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_save_over_a_foreign_journal_killed_at_every_step(
-    tmp_path: Path, scheme: str, key: str, damage: Callable[[Path, str, str], bytes]
+    tmp_path: Path,
+    fork_server: ForkServer,
+    scheme: str,
+    key: str,
+    damage: Callable[[Path, str, str], bytes],
 ) -> None:
     kept: dict[Path, bytes] = {}
 
@@ -239,5 +231,5 @@ def test_save_over_a_foreign_journal_killed_at_every_step(
             assert store.load("r").nodes["fresh"].output == 4
         assert kept[where] in files_of(run_dir)
 
-    steps = every_kill(make, key, "save", check)
+    steps = every_kill(fork_server, make, key, "save", check)
     assert len(steps) >= 4

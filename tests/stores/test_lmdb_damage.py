@@ -1,7 +1,8 @@
 """LMDBStore on damaged or shared files: cut-short and lost data.mdb, maps resized on open.
 
-Each reader of a damaged store runs in its own process: on such files LMDB
-used to kill its process with SIGBUS, which must fail the test, not end pytest.
+Each reader of a damaged store runs in its own process (forked from
+`tests.forkserver`): on such files LMDB used to kill its process with SIGBUS,
+which must fail the test, not end pytest.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 import lmdb
 import pytest
 
+from flowdag.cli import main
 from flowdag.errors import CorruptStateError, StoreError
 from flowdag.state import NodeRecord, NodeStatus
 from flowdag.stores import LMDBStore, open_store
 from flowdag.stores._lmdb_env import _lock_file_left
+from tests.forkserver import ForkServer, exec_code
 from tests.stores.conformance import make_state, pending_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,20 +39,20 @@ def child_env() -> dict[str, str]:
     }
 
 
-def run_python(code: str, *args: object, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter (this checkout first on its path)."""
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=timeout,
-    )
+def run_python(
+    server: ForkServer, code: str, *args: object, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a child forked from the fork server, as ``python -c`` would."""
+    return server.run(exec_code, code, *map(str, args), timeout=timeout)
 
 
-def flowdag_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "import sys; from flowdag.cli import main; sys.exit(main(sys.argv[1:]))"
-    return run_python(code, *args)
+def cli_job(*args: str) -> None:
+    """In a forked child: the flowdag CLI with ``args``."""
+    sys.exit(main(list(args)))
+
+
+def flowdag_cli(server: ForkServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return server.run(cli_job, *args)
 
 
 # Opens the store, lists and loads every run; exit 3 on CorruptStateError.
@@ -112,7 +115,9 @@ def truncated_sizes(size: int, page: int) -> dict[str, int]:
     }
 
 
-def test_truncated_data_file_is_refused_not_a_crash(full_store: Path, tmp_path: Path) -> None:
+def test_truncated_data_file_is_refused_not_a_crash(
+    full_store: Path, tmp_path: Path, fork_server: ForkServer
+) -> None:
     size = (full_store / "data.mdb").stat().st_size
     page = os.sysconf("SC_PAGE_SIZE")
     assert size > 20 * page  # enough pages that a cut leaves some out
@@ -120,28 +125,30 @@ def test_truncated_data_file_is_refused_not_a_crash(full_store: Path, tmp_path: 
         for create in ("create", "no-create"):
             store = copy_store(full_store, tmp_path / f"{name}-{create}".replace(" ", "-"))
             os.truncate(store / "data.mdb", cut)
-            result = run_python(READ_ALL, store, create)
+            result = run_python(fork_server, READ_ALL, store, create)
             assert_refused(result, store / "data.mdb")
             if cut >= page:  # (shorter ones are not LMDB files at all: LMDB says so)
                 assert "truncated" in result.stdout, (name, result.stdout)
             assert (store / "data.mdb").stat().st_size == cut, name  # left as it was
 
 
-def test_truncated_data_file_in_the_cli(full_store: Path, tmp_path: Path) -> None:
+def test_truncated_data_file_in_the_cli(
+    full_store: Path, tmp_path: Path, fork_server: ForkServer
+) -> None:
     store = copy_store(full_store, tmp_path / "store")
     os.truncate(store / "data.mdb", (store / "data.mdb").stat().st_size // 2)
     for command in (["list"], ["status", "run-1"]):
-        result = flowdag_cli(*command, "--store", f"lmdb://{store}")
+        result = flowdag_cli(fork_server, *command, "--store", f"lmdb://{store}")
         assert result.returncode > 0, (command, result.returncode)
         assert "truncated" in result.stderr and str(store / "data.mdb") in result.stderr
-    result = flowdag_cli("store", "verify", f"lmdb://{store}")
+    result = flowdag_cli(fork_server, "store", "verify", f"lmdb://{store}")
     assert result.returncode > 0 and "all ok" not in result.stdout
     assert "truncated" in result.stderr
 
 
-def test_whole_store_still_reads(full_store: Path, tmp_path: Path) -> None:
+def test_whole_store_still_reads(full_store: Path, tmp_path: Path, fork_server: ForkServer) -> None:
     store = copy_store(full_store, tmp_path / "store")
-    result = run_python(READ_ALL, store, "no-create")
+    result = run_python(fork_server, READ_ALL, store, "no-create")
     assert (result.returncode, result.stdout.strip()) == (0, "read all"), result.stderr
     with LMDBStore(store, create=False) as again:
         assert again.load("run-3") == make_state("run-3")
@@ -161,7 +168,7 @@ MARKERS = {
 @pytest.mark.parametrize("emptied", [False, True], ids=["deleted", "emptied"])
 @pytest.mark.parametrize("left", sorted(MARKERS))
 def test_lost_data_file_is_damage_not_a_new_store(
-    full_store: Path, tmp_path: Path, left: str, emptied: bool
+    full_store: Path, tmp_path: Path, fork_server: ForkServer, left: str, emptied: bool
 ) -> None:
     store = copy_store(full_store, tmp_path / "store")
     data_file = store / "data.mdb"
@@ -180,11 +187,11 @@ def test_lost_data_file_is_damage_not_a_new_store(
         assert str(data_file) in message and state in message, message
         assert "restore" in message, message
     for url in (f"lmdb://{store}",):
-        result = flowdag_cli("store", "verify", url)
+        result = flowdag_cli(fork_server, "store", "verify", url)
         assert result.returncode > 0, result.stdout
         assert "all ok" not in result.stdout and "checked 0 runs" not in result.stdout
         assert str(data_file) in result.stderr and state in result.stderr, result.stderr
-        result = flowdag_cli("list", "--store", url)
+        result = flowdag_cli(fork_server, "list", "--store", url)
         assert result.returncode > 0 and str(data_file) in result.stderr, result.stderr
     # Nothing was recreated in its place.
     assert data_file.exists() is emptied
@@ -210,40 +217,33 @@ def test_new_stores_still_open(tmp_path: Path) -> None:
             assert store.list_runs() == ["r"]
 
 
-# Waits for the go file, then creates (or opens) the store and saves one run.
-CREATE = """
-import os, sys, time
-from flowdag.stores import LMDBStore
-from tests.stores.conformance import pending_state
-go = sys.argv[2]
-while not os.path.exists(go):
-    time.sleep(0.001)
-with LMDBStore(sys.argv[1]) as store:
-    store.save(pending_state(f"r{sys.argv[3]}", "a"))
-print("saved", flush=True)
-"""
+def create_job(store: str, go: str, i: int) -> None:
+    """In a forked child: says it waits, waits for the go file, creates (or opens) the store
+    and saves one run."""
+    print("waiting", flush=True)
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    with LMDBStore(store) as opened:
+        opened.save(pending_state(f"r{i}", "a"))
+    print("saved", flush=True)
 
 
-def test_processes_creating_one_store_see_no_damage(tmp_path: Path) -> None:
+def test_processes_creating_one_store_see_no_damage(
+    tmp_path: Path, fork_server: ForkServer
+) -> None:
     """lock.mdb before data.mdb while another process creates the store is no damage."""
-    env = child_env()
     for attempt in range(4):
         store, go = tmp_path / f"store-{attempt}", tmp_path / f"go-{attempt}"
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", CREATE, str(store), str(go), str(i)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            for i in range(6)
+        children = [
+            fork_server.start(create_job, str(store), str(go), i, stream=True) for i in range(6)
         ]
-        time.sleep(1.0)  # every process imported flowdag and waits
+        for child in children:  # every process waits for the go file
+            assert child.stdout is not None
+            assert child.stdout.readline() == "waiting\n"
         go.touch()
-        for proc in procs:
-            out, err = proc.communicate(timeout=60)
-            assert (proc.returncode, out.strip()) == (0, "saved"), err
+        for child in children:
+            proc = child.wait(timeout=60)
+            assert (proc.returncode, proc.stdout.strip()) == (0, "saved"), proc.stderr
         with LMDBStore(store, create=False) as again:
             assert again.list_runs() == [f"r{i}" for i in range(6)]
 
@@ -333,7 +333,9 @@ print(opens, len(errors), errors[:1], flush=True)
 """
 
 
-def test_processes_with_other_map_sizes_open_a_growing_store(tmp_path: Path) -> None:
+def test_processes_with_other_map_sizes_open_a_growing_store(
+    tmp_path: Path, fork_server: ForkServer
+) -> None:
     path = tmp_path / "store"
     writer = subprocess.Popen(
         [sys.executable, "-c", GROW, str(path)], stdout=subprocess.PIPE, text=True, env=child_env()
@@ -341,7 +343,7 @@ def test_processes_with_other_map_sizes_open_a_growing_store(tmp_path: Path) -> 
     try:
         assert writer.stdout is not None
         assert writer.stdout.readline().strip() == "ready"
-        result = run_python(REOPEN, path)
+        result = run_python(fork_server, REOPEN, path)
         assert writer.stdout.readline().strip() == "done"
     finally:
         writer.kill()

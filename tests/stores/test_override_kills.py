@@ -15,8 +15,8 @@ After each kill, from the store opened afresh in this process:
   run's records list is there: a blob is durable before its record;
 - the run's lock is free again.
 
-The children are forked from one server process that imported flowdag once,
-so a kill point costs a fork, not an interpreter start.
+The children are forked from `tests.forkserver`, a process that imported
+flowdag once, so a kill point costs a fork, not an interpreter start.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,9 +34,11 @@ import pytest
 
 import flowdag
 from flowdag import NodeStatus, Ref
+from flowdag.stores import open_store
 from flowdag.stores.base import Store
+from tests.forkserver import ForkServer
 from tests.gc_stores import open_kind, options_of, url_of
-from tests.stores.conformance import ROOT
+from tests.stores.kill_steps import KillAt
 from tests.test_overrides import workflow
 
 #: The calls a child is killed at: every one that changes what is on the disk.
@@ -72,99 +72,22 @@ def _sequence() -> list[Callable[[Store], Any]]:
 
 SEQUENCE = _sequence()
 
-# Reads one JSON request a line: {"url", "key", "kill_at", "progress"}; forks a child that
-# makes the overrides of SEQUENCE, noting each one finished in the progress file, and
-# dies at the kill_at-th call of CALLS or _commit; answers the child's exit status (or
-# -signal) and how many of those calls it made.
-SERVER = """
-import json, os, shutil, signal, sys, tempfile
-from pathlib import Path
-from flowdag.stores import open_store
-from tests.gc_stores import open_kind
-from tests.stores.kill_steps import KILLING
-from tests.stores.test_override_kills import CALLS, SEQUENCE, template
 
-def child(request):
-    steps = {"os": os, "signal": signal, "calls": 0, "kill_at": request["kill_at"]}
-    exec(KILLING, steps)
-    killing = steps["killing"]
-    options = {"key": request["key"]} if request["key"] else {}
-    store = open_store(request["url"], create=False, **options)
-    cls = type(store)
-    cls._commit = killing(cls._commit)
-    for name in CALLS:
-        setattr(os, name, killing(getattr(os, name)))
-    with open(request["progress"], "a") as progress:
+def overrides_job(url: str, key: str, kill_at: int, progress_path: str) -> None:
+    """In a forked child: the overrides of `SEQUENCE`, each noted in the progress file when
+    finished; dies at the ``kill_at``-th call of `CALLS` or of the store's ``_commit``."""
+    kill = KillAt(kill_at)
+    options = {"key": key} if key else {}
+    store = open_store(url, create=False, **options)
+    kill.patch(type(store), "_commit")
+    kill.patch(os, *CALLS)
+    with open(progress_path, "a") as progress:
         for override in SEQUENCE:
             override(store)
-            progress.write("done\\n")
+            progress.write("done\n")
             progress.flush()  # the C file object: no os.write, no kill point
-        progress.write(f"calls {steps['calls']}\\n")
+        progress.write(f"calls {kill.calls}\n")
     os._exit(0)
-
-# Warm up: what an override imports lazily (store modules, zstd, AES) is imported here
-# once, not in every child.
-warm = tempfile.mkdtemp()
-for kind in ("lmdb", "json", "flatbuffers", "lmdb-encrypted"):
-    template(kind, Path(warm))
-    with open_kind(kind, Path(warm), create=False) as store:
-        for override in SEQUENCE:
-            override(store)
-shutil.rmtree(warm)
-print("ready", flush=True)
-for line in sys.stdin:
-    request = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            child(request)
-        finally:
-            os._exit(3)
-    _, status = os.waitpid(pid, 0)
-    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    print(json.dumps({"status": code}), flush=True)
-"""
-
-
-class Server:
-    """The forking server: `kill` makes the overrides in a fresh child, killed at one step."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        assert self._line() == "ready"
-
-    def _line(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, "the kill server died"
-        return line.strip()
-
-    def kill(self, url: str, key: str, kill_at: int, progress: Path) -> int:
-        assert self.proc.stdin is not None
-        request = {"url": url, "key": key, "kill_at": kill_at, "progress": str(progress)}
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        status: int = json.loads(self._line())["status"]
-        assert status in (0, -signal.SIGKILL), f"the overrides failed (exit status {status})"
-        return status
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    started = Server()
-    yield started
-    started.close()
 
 
 @pytest.fixture
@@ -239,7 +162,7 @@ def check_whole(store: Store) -> None:
 @pytest.mark.parametrize(
     "kind", ["lmdb", "json", "flatbuffers", "lmdb-encrypted", "json-encrypted"]
 )
-def test_overrides_killed_at_every_step(scratch: Path, server: Server, kind: str) -> None:
+def test_overrides_killed_at_every_step(scratch: Path, fork_server: ForkServer, kind: str) -> None:
     base = scratch / "template"
     template(kind, base)
     shutil.copytree(base, scratch / "expected")
@@ -254,7 +177,9 @@ def test_overrides_killed_at_every_step(scratch: Path, server: Server, kind: str
         root = scratch / f"k{kill_at}"
         shutil.copytree(base, root)
         progress = root / "progress"
-        status = server.kill(url_of(kind, root), key, kill_at, progress)
+        job = fork_server.run(overrides_job, url_of(kind, root), key, kill_at, str(progress))
+        status = job.returncode
+        assert status in (0, -signal.SIGKILL), f"the overrides failed: {job.stderr}"
         lines = progress.read_text().splitlines() if progress.exists() else []
         done = lines.count("done")
         with open_kind(kind, root, create=False) as store:

@@ -14,29 +14,28 @@ until it finishes. After each kill, from the store opened afresh here:
   left open on the disk), and that transaction commits.
 
 Journaled stores run with a small compaction floor, so run journals and the
-table log are compacted along the way. The children are forked from one server
-process that imported flowdag once: a kill point costs a fork.
+table log are compacted along the way. The children are forked from
+`tests.forkserver`, a process that imported flowdag once: a kill point costs a fork.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
+from flowdag.stores import lmdb_store, open_store
 from flowdag.stores._tables import TableTxn
 from flowdag.stores.base import Store
+from tests.forkserver import ForkServer
 from tests.gc_stores import open_kind, options_of, url_of
-from tests.stores.conformance import ROOT
+from tests.stores.kill_steps import KillAt
 
 NODES = 5
 #: The calls a child is killed at: every one that changes what is on the disk.
@@ -80,80 +79,16 @@ def steps(store: Store) -> None:
         store.transact_tables(bump)
 
 
-SERVER = """
-import json, os, signal, sys
-from flowdag.stores import open_store
-from tests.stores.kill_steps import KILLING
-from tests.stores.test_table_kills import CALLS, steps
-
-def child(request):
-    space = {"os": os, "signal": signal, "calls": 0, "kill_at": request["kill_at"]}
-    exec(KILLING, space)
-    killing = space["killing"]
-    store = open_store(request["url"], create=False, **request["options"])
-    cls = type(store)
-    if request["url"].startswith("lmdb"):  # LMDB writes and syncs in C: kill around it
-        import flowdag.stores.lmdb_store as lmdb_store
-        lmdb_store.put_entry = killing(lmdb_store.put_entry)
-        for name in ("_header", "_put_commit", "_check_same_file"):
-            setattr(cls, name, killing(getattr(cls, name)))
-    for name in CALLS:
-        setattr(os, name, killing(getattr(os, name)))
+def killed_job(url: str, options: dict[str, Any], kill_at: int) -> None:
+    """In a forked child: `steps`, SIGKILLing itself at the ``kill_at``-th call of `CALLS`."""
+    kill = KillAt(kill_at)
+    store = open_store(url, create=False, **options)
+    if url.startswith("lmdb"):  # LMDB writes and syncs in C: kill around it
+        kill.patch(lmdb_store, "put_entry")
+        kill.patch(type(store), "_header", "_put_commit", "_check_same_file")
+    kill.patch(os, *CALLS)
     steps(store)
     os._exit(0)
-
-print("ready", flush=True)
-for line in sys.stdin:
-    request = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            child(request)
-        finally:
-            os._exit(3)
-    _, status = os.waitpid(pid, 0)
-    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    print(json.dumps({"status": code}), flush=True)
-"""
-
-
-class Server:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        assert self._line() == "ready"
-
-    def _line(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, "the kill server died"
-        return line.strip()
-
-    def kill(self, url: str, options: dict[str, Any], kill_at: int) -> int:
-        assert self.proc.stdin is not None
-        request = {"url": url, "options": options, "kill_at": kill_at}
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        status: int = json.loads(self._line())["status"]
-        assert status in (0, -signal.SIGKILL), f"the child failed (exit status {status})"
-        return status
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    started = Server()
-    yield started
-    started.close()
 
 
 def template(kind: str, root: Path) -> None:
@@ -175,7 +110,9 @@ def check(store: Store) -> int:
 
 
 @pytest.mark.parametrize("kind", ["lmdb", "json", "flatbuffers", "json-encrypted"])
-def test_table_commits_killed_at_every_step(tmp_path: Path, server: Server, kind: str) -> None:
+def test_table_commits_killed_at_every_step(
+    tmp_path: Path, fork_server: ForkServer, kind: str
+) -> None:
     base = tmp_path / "template"
     template(kind, base)
     options = {**options_of(kind), **store_options(kind)}
@@ -184,7 +121,8 @@ def test_table_commits_killed_at_every_step(tmp_path: Path, server: Server, kind
         kill_at += 1
         work = tmp_path / f"at-{kill_at}"
         shutil.copytree(base, work)
-        status = server.kill(url_of(kind, work), options, kill_at)
+        status = fork_server.run(killed_job, url_of(kind, work), options, kill_at).returncode
+        assert status in (0, -signal.SIGKILL), f"the child failed (exit status {status})"
         with open_kind(kind, work, create=False, **store_options(kind)) as store:
             done = check(store)  # before any recovery on the disk: readers resolve in memory
             if status == 0:

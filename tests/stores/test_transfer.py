@@ -6,8 +6,7 @@ import math
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -21,17 +20,17 @@ from flowdag.codec import Codec
 from flowdag.errors import CorruptStateError, RunLockedError, RunNotFoundError, StoreError
 from flowdag.json_codec import JSONCodec
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
-from flowdag.stores import FlatBuffersStore, JSONStore, LMDBStore, MemoryStore, open_store
+from flowdag.stores import FlatBuffersStore, JSONStore, LMDBStore, MemoryStore, open_store, transfer
 from flowdag.stores.base import Store, StoredRun
 from flowdag.stores.transfer import copy_run, same_value, verify_run
+from tests.forkserver import ForkServer
 from tests.stores.conformance import (
-    ROOT,
     assert_same_state,
     files_under,
     make_state,
     pending_state,
 )
-from tests.stores.kill_steps import KILLING
+from tests.stores.kill_steps import KillAt
 
 
 @pytest.fixture
@@ -306,41 +305,32 @@ def test_copy_names_the_nodes_that_differ(src: JSONStore) -> None:
 
 # -- a copy killed at any point ----------------------------------------------------------
 
-# Copies run "r" from argv[1] to argv[2] and SIGKILLs itself at the argv[3]-th call of
-# any step of the copy: each sync, rename or link, and the check of the copy read back.
-KILLED_COPY = (
-    """
-import os, signal, sys
-from flowdag.stores import open_store, transfer
 
-src_url, dst_url, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-calls = 0
-"""
-    + KILLING
-    + """
-with open_store(src_url) as src, open_store(dst_url) as dst:
-    for name in ("fsync", "fdatasync", "replace", "rename", "link", "unlink"):
-        setattr(os, name, killing(getattr(os, name)))
-    transfer._difference = killing(transfer._difference)
-    transfer.copy_run(src, dst, "r")
-print("copied", calls)
-"""
-)
+def killed_copy_job(src_url: str, dst_url: str, kill_at: int) -> None:
+    """In a forked child: copy run "r", SIGKILLing itself at the ``kill_at``-th step.
+
+    The steps: each sync, rename or link, and the check of the copy read back.
+    """
+    kill = KillAt(kill_at)
+    with open_store(src_url) as src, open_store(dst_url) as dst:
+        kill.patch(os, "fsync", "fdatasync", "replace", "rename", "link", "unlink")
+        kill.patch(transfer, "_difference")
+        transfer.copy_run(src, dst, "r")
+    print("copied", kill.calls)
 
 
 def killed_copy(
-    script: str, src_url: str, dst_url: str, kill_at: int, *more: str
+    server: ForkServer,
+    job: Callable[..., None],
+    src_url: str,
+    dst_url: str,
+    kill_at: int,
+    *more: str,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` (a copy that kills itself at its ``kill_at``-th step) into a new store."""
+    """Run ``job`` (a copy that kills itself at its ``kill_at``-th step) into a new store."""
     with open_store(dst_url):
         pass  # created before the copy, as `flowdag store convert` does
-    return subprocess.run(
-        [sys.executable, "-c", script, src_url, dst_url, str(kill_at), *more],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-    )
+    return server.run(job, src_url, dst_url, kill_at, *more)
 
 
 def copy_finished(proc: subprocess.CompletedProcess[str]) -> bool:
@@ -356,7 +346,7 @@ def copy_finished(proc: subprocess.CompletedProcess[str]) -> bool:
     ("json", "lmdb"), ("lmdb", "json"), ("lmdb", "flatbuffers"),
 ])  # fmt: skip
 def test_copy_killed_at_any_point_leaves_no_run_or_a_checked_one(
-    tmp_path: Path, src_scheme: str, dst_scheme: str
+    tmp_path: Path, fork_server: ForkServer, src_scheme: str, dst_scheme: str
 ) -> None:
     src_url = f"{src_scheme}://{tmp_path / 'src'}"
     state = make_state("r")
@@ -366,7 +356,7 @@ def test_copy_killed_at_any_point_leaves_no_run_or_a_checked_one(
     outcomes = []
     for kill_at in range(1, 40):
         dst_url = f"{dst_scheme}://{tmp_path / f'dst-{kill_at}'}"
-        proc = killed_copy(KILLED_COPY, src_url, dst_url, kill_at)
+        proc = killed_copy(fork_server, killed_copy_job, src_url, dst_url, kill_at)
         with open_store(dst_url) as dst:
             if dst.list_runs():
                 assert dst.list_runs() == ["r"]

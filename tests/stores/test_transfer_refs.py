@@ -11,6 +11,7 @@ blob is missing.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,11 +25,12 @@ from hypothesis import strategies as st
 from flowdag import BlobMissingError, Ref
 from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
 from flowdag.state import NodeState, RunState
-from flowdag.stores import generate_key, open_store
+from flowdag.stores import generate_key, open_store, transfer
 from flowdag.stores._refwalk import load_brief, refs_in, replace_refs
 from flowdag.stores.base import Store, StoredRun
 from flowdag.stores.transfer import check_run, copy_run, verify_run
-from tests.stores.kill_steps import KILLING
+from tests.forkserver import ForkServer
+from tests.stores.kill_steps import KillAt
 from tests.stores.test_store_refs import completed, stored_ref
 from tests.stores.test_transfer import copy_finished, killed_copy
 
@@ -332,27 +334,21 @@ def test_load_brief_gives_refs_and_no_inline_output(src: Store) -> None:
 
 # -- a copy killed at any step --------------------------------------------------------------------
 
-# Copies run "r" from argv[1] to argv[2] and SIGKILLs itself at the argv[3]-th call of any
-# step of the copy: blob and record writes alike (write, sync, rename, link, unlink, utime).
-KILLED_COPY = (
-    """
-import os, signal, sys
-from flowdag.stores import open_store, transfer
 
-src_url, dst_url, kill_at, key = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-options = {"key": key} if key != "-" else {}
-calls = 0
-"""
-    + KILLING
-    + """
-with open_store(src_url, **options) as src, open_store(dst_url) as dst:
-    for name in ("write", "fsync", "fdatasync", "replace", "rename", "link", "unlink", "utime"):
-        setattr(os, name, killing(getattr(os, name)))
-    transfer._difference = killing(transfer._difference)
-    transfer.copy_run(src, dst, "r")
-print("copied", calls)
-"""
-)
+def killed_copy_job(src_url: str, dst_url: str, kill_at: int, key: str) -> None:
+    """In a forked child: copy run "r", SIGKILLing itself at the ``kill_at``-th step.
+
+    The steps: blob and record writes alike (write, sync, rename, link, unlink, utime), and
+    the check of the copy read back; ``key`` is the source's ("-": none).
+    """
+    options: dict[str, Any] = {"key": key} if key != "-" else {}
+    kill = KillAt(kill_at)
+    with open_store(src_url, **options) as src, open_store(dst_url) as dst:
+        calls = ("write", "fsync", "fdatasync", "replace", "rename", "link", "unlink", "utime")
+        kill.patch(os, *calls)
+        kill.patch(transfer, "_difference")
+        transfer.copy_run(src, dst, "r")
+    print("copied", kill.calls)
 
 
 def held_blobs_are_there(store: Store, run_id: str) -> None:
@@ -368,7 +364,7 @@ def held_blobs_are_there(store: Store, run_id: str) -> None:
     ("json", "lmdb"), ("lmdb-encrypted", "json"), ("lmdb", "flatbuffers"),
 ])  # fmt: skip
 def test_copy_with_refs_killed_at_any_step_leaves_no_record_without_its_blob(
-    tmp_path: Path, src_kind: str, dst_kind: str
+    tmp_path: Path, fork_server: ForkServer, src_kind: str, dst_kind: str
 ) -> None:
     src_url = url_of(src_kind, tmp_path / "src")
     key = KEY if src_kind.endswith("encrypted") else "-"
@@ -379,7 +375,7 @@ def test_copy_with_refs_killed_at_any_step_leaves_no_record_without_its_blob(
     outcomes = []
     for kill_at in range(1, 400):
         dst_url = url_of(dst_kind, tmp_path / f"dst-{kill_at}")
-        proc = killed_copy(KILLED_COPY, src_url, dst_url, kill_at, key)
+        proc = killed_copy(fork_server, killed_copy_job, src_url, dst_url, kill_at, key)
         with open_store(dst_url) as dst:
             if dst.list_runs():
                 assert dst.list_runs() == ["r"]
