@@ -156,6 +156,11 @@ class RunCache:
         self.refresh = refresh
         self.nodes = {name for name in dag.nodes if dag.specs[name].cache is not None}
         self.keys: dict[str, str] = {}  # node -> the key its completion writes
+        # The keys in the cache when the run first looks (None: not read yet). A
+        # key not among them is a miss without a store read: a lookup per node cost
+        # a read transaction, and under a busy run each waits for the GIL.
+        # Entries other processes store meanwhile are not seen by this run.
+        self.present: frozenset[str] | None = None
         self.stale: set[str] = set()  # nodes whose key holds an unusable entry
 
     def lookup(
@@ -173,6 +178,10 @@ class RunCache:
             return None
         self.keys[name] = key
         if self.refresh is True or (self.refresh and name in self.refresh):
+            return None
+        if self.present is None:
+            self.present = frozenset(self.store.table_keys(TABLE))
+        if key not in self.present:
             return None
         raw = self.store.table_get(TABLE, key)
         if raw is None:

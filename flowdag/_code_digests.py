@@ -14,6 +14,7 @@ import fractions
 import functools
 import hashlib
 import inspect
+import os
 import re
 import sys
 import sysconfig
@@ -191,7 +192,7 @@ def _name_of(obj: Any) -> str:
         module = loaded.group(1)
     qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", repr(obj))
     file = _file_of(obj)
-    where = f" ({Path(file).name})" if file and not file.startswith("<") else ""
+    where = f" ({os.path.basename(file)})" if file and not file.startswith("<") else ""
     return f"{module}.{qualname}{where}" if module else f"{qualname}{where}"
 
 

@@ -122,6 +122,27 @@ class LMDBTables:
         found.sort()  # a cut key sorts by its hash in LMDB, by itself here
         return iter(found)
 
+    def keys(self, table: str, prefix: str = "") -> list[str]:
+        """The keys of ``table`` that start with ``prefix``, sorted, values unread
+        (but a cut key's, which holds the whole key). Unchecked: `get` checks an entry."""
+        head = _lmdb_key(check_table(table), b"")
+        start = _lmdb_key(table, _encode(prefix)[:_KEPT])
+        cursor = self._txn.cursor(self._db)
+        found: list[str] = []
+        if cursor.set_range(start):
+            for lmdb_key in cursor.iternext(values=False):
+                if not lmdb_key.startswith(start):
+                    break
+                stored = lmdb_key[len(head) :]
+                if len(stored) > _KEPT:  # cut to fit LMDB: the whole key is in the value
+                    key = self._entry(table, lmdb_key, cursor.value())[0]
+                else:
+                    key = stored.decode(errors="surrogateescape")
+                if key.startswith(prefix):
+                    found.append(key)
+        found.sort()
+        return found
+
     def _entry(self, table: str, lmdb_key: bytes, value: bytes) -> tuple[str, bytes]:
         """(key, value) of an entry, checked against its LMDB key and its checksum."""
         shown = lmdb_key[len(table) + 1 :].decode(errors="replace")

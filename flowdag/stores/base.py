@@ -249,6 +249,15 @@ class Store(ABC):
         self._check_open()
         return list(self._table_reader().scan(check_table(table), prefix))
 
+    def table_keys(self, table: str, prefix: str = "") -> list[str]:
+        """The keys of ``table`` that start with ``prefix``, sorted, without reading values."""
+        self._check_open()
+        return self._table_keys(check_table(table), prefix)
+
+    def _table_keys(self, table: str, prefix: str) -> list[str]:
+        """Override where a backend can list keys without reading the values."""
+        return [key for key, _ in self._table_reader().scan(table, prefix)]
+
     def transact_tables(self, work: Callable[[TableTxn], T]) -> T:
         """Run ``work`` as one transaction over the store's tables and return its result.
 

@@ -264,6 +264,9 @@ class LMDBStore(DirectoryStore):
         if run_id is not None:
             self._check_same_file(run_id)
 
+    def _table_keys(self, table: str, prefix: str) -> list[str]:
+        return self._transact(None, lambda txn, env: self._tables_in(txn, env).keys(table, prefix))
+
     def _tables_in(self, txn: _Txn, env: Env) -> LMDBTables:
         return LMDBTables(txn, env.tables, self._open_table, str(self._data_path))
 

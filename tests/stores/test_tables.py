@@ -339,3 +339,16 @@ def test_an_lmdb_read_does_not_wait_for_a_write_in_progress(tmp_path: Path) -> N
             release.set()
             writer.join(30)
         assert store.table_get("kv", "k") == b"new"
+
+
+def test_table_keys_list_keys_without_values(tmp_path: Path) -> None:
+    long = "k" * 450  # cut to fit an LMDB key: read back whole
+    for kind in ("memory", "lmdb", "json"):
+        with open_kind(kind, tmp_path / kind) as store:
+            store.transact_tables(
+                lambda txn: [txn.put("cache", k, b"v") for k in ("b", "a:1", long, "a:2")]
+            )
+            store.transact_tables(lambda txn: txn.put("kv", "a:3", b"v"))
+            assert store.table_keys("cache") == sorted(["b", "a:1", long, "a:2"])
+            assert store.table_keys("cache", "a:") == ["a:1", "a:2"]
+            assert store.table_keys("kv") == ["a:3"]
