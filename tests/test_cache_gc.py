@@ -12,7 +12,8 @@ import pytest
 import flowdag
 from flowdag._cache import TABLE
 from flowdag.stores.base import Store
-from tests.test_cache_run import CALLS, big_pipeline, open_kind, rewrite_entries
+from tests.test_cache_run import CALLS, big_pipeline, rewrite_entries
+from tests.test_provenance_run import open_kind
 
 
 @pytest.fixture(params=["memory", "lmdb", "json", "flatbuffers-encrypted"])

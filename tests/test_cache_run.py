@@ -14,19 +14,11 @@ import flowdag
 from flowdag import NodeStatus, Ref, Workflow
 from flowdag._cache import TABLE, entry_record, read_entry
 from flowdag.errors import DAGError, InvalidArgumentError, InvalidArgumentTypeError
-from flowdag.stores import generate_key, open_store
 from flowdag.stores.base import Store
+from tests.test_provenance_run import KINDS, open_kind
 
 CALLS: list[str] = []  # the nodes called, in order
-KINDS = ["memory", "lmdb", "json", "flatbuffers", "lmdb-encrypted"]
 BIG = 300_000  # characters: over the default inline limit, so kept by reference
-
-
-def open_kind(kind: str, root: Path) -> Store:
-    scheme, _, encrypted = kind.partition("-")
-    if scheme == "memory":
-        return open_store("memory://")
-    return open_store(f"{scheme}://{root}", **({"key": generate_key()} if encrypted else {}))
 
 
 @pytest.fixture(params=KINDS)
