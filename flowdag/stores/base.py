@@ -26,6 +26,8 @@ finished: from then on `load` says so (`RunNotFoundError`), and gc deletes it.
 Beside its runs a store keeps store-wide *tables* of bytes under string keys
 (`flowdag.stores._tables`: key-value state and the cross-run cache), changed in
 transactions that may carry a run's commit, so both become durable together.
+The table methods (`Store.table_get`, `Store.transact_tables`, `Store.kv`...)
+and their hooks live in the mixin `flowdag.stores._storetables.StoreTables`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from flowdag._gcpause import cyclic_gc_paused
 from flowdag.codec import Codec, ValueCodec
@@ -66,18 +68,16 @@ from flowdag.stores._stored import (
     StoredRun,
     check_run_id,
 )
-from flowdag.stores._tables import TableReader, TableTxn, check_table
+from flowdag.stores._storetables import StoreTables
+from flowdag.stores._tables import TableTxn
 
 if TYPE_CHECKING:
-    from flowdag.kv import KV
     from flowdag.stores._blobs import BlobArea, RefSource
 
 __all__ = ["RunLife", "RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
 
-T = TypeVar("T")
 
-
-class Store(ABC):
+class Store(StoreTables, ABC):
     """Base of every store. Subclasses implement the ``_hooks``; users call the rest.
 
     Stores are context managers and safe to use from several threads.
@@ -233,48 +233,6 @@ class Store(ABC):
             data.update(record.data)
         return nodes, data
 
-    def kv(self) -> KV:
-        """The store's key-value state, shared by every run and workflow (`flowdag.kv`)."""
-        from flowdag.kv import KV
-
-        return KV(self)
-
-    def table_get(self, table: str, key: str) -> bytes | None:
-        """The committed entry under ``key`` in ``table`` (see `flowdag.stores._tables`)."""
-        self._check_open()
-        return self._table_reader().get(check_table(table), key)
-
-    def table_scan(self, table: str, prefix: str = "") -> list[tuple[str, bytes]]:
-        """The committed entries of ``table`` whose keys start with ``prefix``, in key order."""
-        self._check_open()
-        return list(self._table_reader().scan(check_table(table), prefix))
-
-    def table_keys(self, table: str, prefix: str = "") -> list[str]:
-        """The keys of ``table`` that start with ``prefix``, sorted, without reading values."""
-        self._check_open()
-        return self._table_keys(check_table(table), prefix)
-
-    def _table_keys(self, table: str, prefix: str) -> list[str]:
-        """Override where a backend can list keys without reading the values."""
-        return [key for key, _ in self._table_reader().scan(table, prefix)]
-
-    def transact_tables(self, work: Callable[[TableTxn], T]) -> T:
-        """Run ``work`` as one transaction over the store's tables and return its result.
-
-        Exclusive across the threads and processes sharing the store, atomic and
-        durable: ``work`` reads the latest committed entries (and its own writes),
-        and its writes commit together when it returns, or not at all when it raises.
-        """
-        self._check_open()
-        result: list[T] = []
-
-        def staged(txn: TableTxn) -> tuple[dict[str, StoredNode], dict[str, bytes | None]]:
-            result.append(work(txn))  # the last run counts: a backend may retry
-            return {}, {}
-
-        self._transact_tables(None, staged)
-        return result[-1]
-
     def list_runs(self) -> list[str]:
         """The ids of all stored runs, sorted."""
         self._check_open()
@@ -378,23 +336,6 @@ class Store(ABC):
         Raise `RunNotFoundError` if the run was never saved.
         """
 
-    def _table_reader(self) -> TableReader:
-        """The committed state of the tables (each call reads afresh)."""
-        raise StoreError(f"{type(self).__name__} keeps no tables")
-
-    def _transact_tables(
-        self,
-        run_id: str | None,
-        work: Callable[[TableTxn], tuple[Mapping[str, StoredNode], Mapping[str, bytes | None]]],
-    ) -> None:
-        """Run ``work`` in one exclusive, atomic, durable transaction over the tables.
-
-        ``work`` stages table writes and returns the nodes and data to commit to
-        run ``run_id`` in the same transaction (none when ``run_id`` is None);
-        raise `RunNotFoundError` if that run was never saved.
-        """
-        raise StoreError(f"{type(self).__name__} keeps no tables")
-
     @abstractmethod
     def _list_runs(self) -> list[str]: ...
 
@@ -414,7 +355,7 @@ class Store(ABC):
 
         return MemoryBlobs()
 
-    def _close(self) -> None:  # noqa: B027 - optional hook
+    def _close(self) -> None:
         """Release backend resources."""
 
     def _compact_store(self) -> Compaction:
