@@ -13,7 +13,9 @@ deadline). Its state is in a few objects, each with one job:
 - `Ledger` (`flowdag._ledger`): what the run knows: node states, outputs,
   ``ctx.data``, attempts and their history;
 - `Commits` and the `Committer` thread (`flowdag._commit`): records on their
-  way to the store.
+  way to the store;
+- `Settler` (`flowdag._settle`): the commit side of the loop: hands records
+  to the committer and, as the store answers, settles or fails their nodes.
 
 Each node goes through the same steps: start an attempt on the executor; when
 it returns, either schedule a retry or build one `NodeRecord` (status, attempts,
@@ -67,9 +69,10 @@ from queue import Empty, SimpleQueue
 from typing import Any
 
 from flowdag._cache import RunCache, cached_reason, hit_record
-from flowdag._commit import Commits, Committer, Starts, commit_batch
+from flowdag._commit import Commits, Committer, Starts
 from flowdag._kv_entries import kv_reader
 from flowdag._ledger import Ledger
+from flowdag._settle import Settler
 from flowdag.attempt import Attempt, Outcome, failure
 from flowdag.dag import DAG, RUN_DEFAULT
 from flowdag.errors import CacheKeyError, CorruptStateError, NodeTimeoutError
@@ -151,6 +154,16 @@ class _Driver:
             lambda batch, exc: put((_COMMIT_FAILED, batch, exc)),
         )
         self.commits = Commits(store, committer)
+        self.settler = Settler(
+            store,
+            self.run_id,
+            self.commits,
+            self.ledger,
+            self.schedule,
+            self.running,
+            self.skip_downstream,
+            None if on_event is None else self.emit,
+        )
 
     # -- loop ---------------------------------------------------------------
 
@@ -174,7 +187,7 @@ class _Driver:
 
     def wait_and_handle(self) -> None:
         if self.commits.outbox:  # records dispatch made (cache hits): nothing to wait for
-            self.flush()
+            self.settler.flush()
             return
         events = self.events
         try:
@@ -189,15 +202,16 @@ class _Driver:
                 break
         self.fire_timers()
         if self.commits.outbox:
-            self.flush()
+            self.settler.flush()
 
     def handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
         if kind == _RESULT:
             self.on_result(event[1], event[2])
         elif kind == _COMMITTED:
+            acknowledge = self.settler.acknowledge
             for record in event[1]:
-                self.acknowledge(record)
+                acknowledge(record)
         elif kind == _STARTED:
             attempt = event[1]
             if self.is_running(attempt):
@@ -205,7 +219,7 @@ class _Driver:
                 timeout = self.dag.specs[attempt.node].timeout
                 self.deadlines.push(event[2] + timeout, attempt)
         else:
-            self.on_commit_failed(event[1], event[2])
+            self.settler.on_commit_failed(event[1], event[2])
 
     def dispatch(self) -> None:
         if self.commits.error is not None:
@@ -455,82 +469,6 @@ class _Driver:
         self.schedule.gate.release(attempt.node)
         # The store refused its start record: the node already failed with the store's error.
         return self.commits.error is None or attempt.node not in self.commits.refused
-
-    # -- commits ------------------------------------------------------------
-
-    def flush(self) -> None:
-        """Hand this wake-up's records to the committer (or commit them now)."""
-        commits = self.commits
-        batch = commits.take()
-        # With no attempt in flight, none that could start, and the committer
-        # idle, nothing can finish while this commit runs, so there is nothing
-        # to group: committing here spares two thread hops per node (a chain's
-        # whole overhead). Ready nodes must not wait behind the sync, or a
-        # fan-out falls into small batches. The idle committer keeps commits
-        # in order.
-        idle = (
-            not self.running
-            and commits.unacknowledged == len(batch)
-            and not self.schedule.has_startable()
-        )
-        if not (commits.inline or idle):
-            commits.committer.put(batch)
-            return
-        try:
-            batch = commit_batch(self.store, self.run_id, batch)
-        except Exception as exc:
-            self.on_commit_failed(batch, exc)
-        else:
-            for record in batch:
-                self.acknowledge(record)
-            if commits.outbox:  # the skipped dependents of a node whose kv update failed
-                self.flush()
-
-    def acknowledge(self, record: NodeRecord) -> None:
-        """A record is durable: the node is done, and dependents may start."""
-        self.commits.unacknowledged -= 1
-        if record.status is NodeStatus.RUNNING:
-            return  # a start record: nothing waits for it
-        ledger = self.ledger
-        name = record.node
-        if record.status is NodeStatus.COMPLETED:
-            outcome = self.commits.outcomes.pop(name)
-            ledger.settle(record, None, outcome.value)
-            data = ledger.data
-            for key, (present, value) in outcome.changes.items():
-                if present:
-                    data[key] = value
-                else:
-                    data.pop(key, None)
-            self.schedule.ready.done(name)
-        else:
-            ledger.settle(record, record.error)
-            if self.commits.outcomes.pop(name, None) is not None:  # its kv update failed
-                self.commits.add(self.skip_downstream(name))
-        ledger.done += 1
-        if self.on_event is not None:
-            self.emit(EventKind.NODE_FINISHED, name, record.status, record.attempts, record.error)
-
-    def on_commit_failed(self, records: list[NodeRecord], exc: BaseException) -> None:
-        """The store refused a batch: fail its nodes, start nothing new."""
-        logger.error("run %s: checkpoint failed, stopping the run: %s", self.run_id, exc)
-        error = failure(exc).error
-        assert error is not None
-        self.commits.error = error
-        self.schedule.cancel_retries()
-        for record in records:
-            self.commits.unacknowledged -= 1
-            if record.status is NodeStatus.RUNNING:
-                attempt = self.running.get(record.node)
-                if attempt is None or attempt.number != record.attempts:
-                    continue  # that attempt has returned: its finish record decides
-                self.commits.refused.add(record.node)
-            self.commits.outcomes.pop(record.node, None)
-            self.ledger.settle(record, error)
-            if self.on_event is not None:
-                self.emit(
-                    EventKind.NODE_FINISHED, record.node, NodeStatus.FAILED, record.attempts, error
-                )
 
     # -- reporting ----------------------------------------------------------
 
