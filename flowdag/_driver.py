@@ -70,7 +70,7 @@ from typing import Any
 
 from flowdag._cache import RunCache, cached_reason, hit_record
 from flowdag._commit import Commits, Committer, Starts
-from flowdag._kv_entries import kv_reader
+from flowdag._kv_readers import kv_reader
 from flowdag._ledger import Ledger
 from flowdag._settle import Settler
 from flowdag.attempt import Attempt, Outcome, failure

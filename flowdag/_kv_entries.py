@@ -3,14 +3,14 @@
 An entry is one record encoded by the store's codec, with a version: the
 value (or a `Ref` to the blob holding it), its kept-by-reference flag, the
 blobs it points at, when it was written and expires, and the run and node that
-wrote it. See `flowdag.kv`.
+wrote it. See `flowdag.kv`. How attempts read committed entries, in this
+process or in a worker, is `flowdag._kv_readers`.
 """
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -39,21 +39,17 @@ __all__ = [
     "KVHolder",
     "KVOp",
     "KVWrites",
-    "StoreReader",
     "UpdateFailedError",
     "apply_ops",
     "check_fn",
     "check_key",
-    "committed_reader",
     "convert_entry",
     "encode_value",
     "has_tables",
     "keep_large",
     "keep_plain",
     "kv_holders",
-    "kv_reader",
     "parse_entry",
-    "remote_reader",
     "ttl_seconds",
     "value_of",
 ]
@@ -340,79 +336,6 @@ def check_fn(key: str, fn: object) -> None:
         raise InvalidArgumentTypeError(
             f"kv update of key {key!r} needs a function of the old value, not {type(fn).__name__}"
         )
-
-
-def committed_reader(store: Store) -> Callable[[str], Any]:
-    """What `StagedKV` reads committed values with, from ``store`` (in this process)."""
-
-    def read(key: str) -> Any:
-        raw = store.table_get(TABLE, key)
-        if raw is None:
-            return ABSENT
-        entry = parse_entry(store.ref_source, key, raw)
-        if not entry.live(datetime.now(UTC)):
-            return ABSENT
-        return value_of(entry)
-
-    return read
-
-
-def kv_reader(store: Store) -> Callable[[str], Any] | str:
-    """What ``ctx.kv`` reads committed values with in this process, or why it cannot."""
-    if not has_tables(store):
-        return f"cannot read kv entries: a {type(store).__name__} keeps no tables yet"
-    path = getattr(store, "path", None)
-    portable = path is not None and store.blobs.portable  # a disk store, not encrypted
-    return _Reader(store, f"{store.scheme}://{path}" if portable else None)
-
-
-class _Reader:
-    """`committed_reader` of one store, which a worker process can open by its URL."""
-
-    __slots__ = ("read", "url")
-
-    def __init__(self, store: Store, url: str | None) -> None:
-        self.read = committed_reader(store)
-        self.url = url  # None: the store cannot be opened elsewhere (memory, encrypted)
-
-    def __call__(self, key: str) -> Any:
-        return self.read(key)
-
-
-def remote_reader(read: Callable[[str], Any] | str) -> Callable[[str], Any] | str:
-    """What a worker process reads committed kv values with: a picklable `StoreReader`,
-    or why it cannot (the store lives in this process, or its key must not travel)."""
-    if isinstance(read, _Reader) and read.url is not None:
-        return StoreReader(read.url)
-    if isinstance(read, str):
-        return read
-    return (
-        "cannot read kv entries in a worker process from a store it cannot open "
-        "(a memory or encrypted store): use a disk store, or the threads or asyncio executor"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class StoreReader:
-    """Reads committed kv values from the store at ``url``, opened once per worker process."""
-
-    url: str
-
-    def __call__(self, key: str) -> Any:
-        return _opened(self.url)(key)
-
-
-@functools.lru_cache(maxsize=4)
-def _opened(url: str) -> Callable[[str], Any]:
-    from flowdag.stores import open_store
-
-    try:
-        return committed_reader(open_store(url, create=False))
-    except Exception as exc:
-        raise FlowdagError(
-            f"cannot read kv entries in this worker: opening {url} failed "
-            f"({type(exc).__name__}: {exc}); use the threads or asyncio executor"
-        ) from exc
 
 
 def has_tables(store: Store) -> bool:

@@ -82,7 +82,7 @@ class Attempt:
     #: The store's blob area and codec, where such outputs go; None: not from here
     #: (a worker with no reachable area: the driver puts the blob, see `received`).
     source: RefSource | None = None
-    #: Reads committed kv values for ``ctx.kv`` (`flowdag._kv_entries.committed_reader`),
+    #: Reads committed kv values for ``ctx.kv`` (`flowdag._kv_readers.committed_reader`),
     #: or says why none can be read here.
     kv_read: Callable[[str], Any] | str = "cannot read the store's kv entries here"
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from flowdag._kv_entries import remote_reader
+from flowdag._kv_readers import remote_reader
 from flowdag.attempt import (
     NODE_ERRORS,
     Attempt,
@@ -65,7 +65,7 @@ class RemoteAttempt:
     codec: bytes  # the store's codec, pickled: a worker builds it once (`_worker_codec`)
     inline_limit: int | None = None
     area: bytes | None = None  # the store's blob area, pickled, when the worker can reach it
-    kv_read: Any = None  # reads committed kv values there (`flowdag._kv_entries.StoreReader`)
+    kv_read: Any = None  # reads committed kv values there (`flowdag._kv_readers.StoreReader`)
 
     @property
     def node(self) -> str:
