@@ -15,7 +15,8 @@ never bites, and put a run's entries next to each other: a prefix scan on
 ``run_id 0x00`` finds them (run ids contain no NUL, so no run's prefix is
 another's). Because keys are hashed, each value carries its name; on load the
 name is hashed again and checked against the key, so a damaged entry raises
-`CorruptStateError` instead of showing up under the wrong name.
+`CorruptStateError` instead of showing up under the wrong name. The keys and
+values are made in ``_lmdb_keys.py``.
 
 `commit` writes only the committed nodes' and data keys in one write
 transaction, so its cost does not grow with the run. The environment is opened
@@ -67,6 +68,13 @@ from flowdag.stores._lmdb_env import (
     check_data_file,
     release_env,
 )
+from flowdag.stores._lmdb_keys import (
+    DIGEST_SIZE,
+    delete_range,
+    name_digest,
+    pack_entry,
+    run_prefix,
+)
 from flowdag.stores._lmdb_tables import LMDBTables, delete_entry, put_entry
 from flowdag.stores._tables import StagedTables, TableReader, TableTxn
 from flowdag.stores.base import StoredNode, StoredRun
@@ -78,7 +86,6 @@ _T = TypeVar("_T")
 #: Initial map size. Virtual address space only (the file grows as data is
 #: written), and doubled automatically whenever a write needs more.
 DEFAULT_MAP_SIZE = 1 << 30
-_DIGEST_SIZE = 16
 _REOPEN_TRIES = 5
 _FULL_DISK_BYTES = 1 << 20  # less free space than this on a failed write: say the disk is full
 if TYPE_CHECKING:
@@ -146,25 +153,25 @@ class LMDBStore(DirectoryStore):
     ) -> None:
         # One write transaction: the check reads the run back in it, before the
         # commit, and an exception aborts it, so nothing unchecked is published.
-        prefix = _prefix(run_id)
+        prefix = run_prefix(run_id)
 
         def write(txn: _Txn, env: Env) -> None:
-            _delete_range(txn, env.nodes, prefix)
-            _delete_range(txn, env.outputs, prefix)
-            _delete_range(txn, env.data, prefix)
+            delete_range(txn, env.nodes, prefix)
+            delete_range(txn, env.outputs, prefix)
+            delete_range(txn, env.data, prefix)
             seal = self._seal_entry
             txn.put(run_id.encode(), seal(b"run", run_id.encode(), run.header), db=env.runs)
             metas: list[tuple[bytes, bytes]] = []
             outputs: list[tuple[bytes, bytes]] = []
             for name, node in run.nodes.items():
-                key = prefix + _digest(name)
-                metas.append((key, seal(b"node", key, _pack(name, node.meta))))
+                key = prefix + name_digest(name)
+                metas.append((key, seal(b"node", key, pack_entry(name, node.meta))))
                 if node.output is not None:
-                    outputs.append((key, seal(b"output", key, _pack(name, node.output))))
+                    outputs.append((key, seal(b"output", key, pack_entry(name, node.output))))
             data = []
             for name, value in run.data.items():
-                key = prefix + _digest(name)
-                data.append((key, seal(b"data", key, _pack(name, value))))
+                key = prefix + name_digest(name)
+                data.append((key, seal(b"data", key, pack_entry(name, value))))
             txn.cursor(env.nodes).putmulti(metas)
             txn.cursor(env.outputs).putmulti(outputs)
             txn.cursor(env.data).putmulti(data)
@@ -177,7 +184,7 @@ class LMDBStore(DirectoryStore):
         return self._transact(run_id, lambda txn, env: self._read_run(txn, env, run_id))
 
     def _read_run(self, txn: _Txn, env: Env, run_id: str) -> StoredRun:
-        prefix = _prefix(run_id)
+        prefix = run_prefix(run_id)
         header = self._header(txn, env, run_id)
         nodes = {
             name: StoredNode(meta)
@@ -192,7 +199,7 @@ class LMDBStore(DirectoryStore):
         return StoredRun(header, nodes, data)
 
     def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
-        prefix = _prefix(run_id)
+        prefix = run_prefix(run_id)
 
         def read(txn: _Txn, env: Env) -> tuple[bytes, dict[str, bytes]]:
             # Only runs + nodes: outputs are never read here.
@@ -220,21 +227,21 @@ class LMDBStore(DirectoryStore):
         data: Mapping[str, bytes | None],
     ) -> None:
         """Write a commit's entries: only these nodes' and keys', whatever the run's size."""
-        prefix = _prefix(run_id)
+        prefix = run_prefix(run_id)
         seal = self._seal_entry
         for name, node in nodes.items():
-            key = prefix + _digest(name)
-            txn.put(key, seal(b"node", key, _pack(name, node.meta)), db=env.nodes)
+            key = prefix + name_digest(name)
+            txn.put(key, seal(b"node", key, pack_entry(name, node.meta)), db=env.nodes)
             if node.output is None:
                 txn.delete(key, db=env.outputs)  # a re-run that failed has no output
             else:
-                txn.put(key, seal(b"output", key, _pack(name, node.output)), db=env.outputs)
+                txn.put(key, seal(b"output", key, pack_entry(name, node.output)), db=env.outputs)
         for name, value in data.items():
-            key = prefix + _digest(name)
+            key = prefix + name_digest(name)
             if value is None:
                 txn.delete(key, db=env.data)
             else:
-                txn.put(key, seal(b"data", key, _pack(name, value)), db=env.data)
+                txn.put(key, seal(b"data", key, pack_entry(name, value)), db=env.data)
 
     def _table_reader(self) -> TableReader:
         return _Reader(self)
@@ -284,14 +291,14 @@ class LMDBStore(DirectoryStore):
         return self._transact(None, read)
 
     def _delete(self, run_id: str) -> bool:
-        prefix = _prefix(run_id)
+        prefix = run_prefix(run_id)
 
         def write(txn: _Txn, env: Env) -> bool:
             if not txn.delete(run_id.encode(), db=env.runs):
                 return False
-            _delete_range(txn, env.nodes, prefix)
-            _delete_range(txn, env.outputs, prefix)
-            _delete_range(txn, env.data, prefix)
+            delete_range(txn, env.nodes, prefix)
+            delete_range(txn, env.outputs, prefix)
+            delete_range(txn, env.data, prefix)
             return True
 
         return self._transact(run_id, write, write=True)
@@ -416,7 +423,7 @@ class LMDBStore(DirectoryStore):
             value = self._open_entry(run_id, entry, key, value, kind)
             try:
                 name, blob = unpack(value, raw=False, use_list=False)
-                digest = blake2b(name.encode(), digest_size=_DIGEST_SIZE).digest()
+                digest = blake2b(name.encode(), digest_size=DIGEST_SIZE).digest()
             except (ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
                 raise self._damaged(run_id, f"unreadable {kind} entry: {exc}") from exc
             # The key was hashed from the name: a mismatch means a damaged name.
@@ -480,29 +487,3 @@ class _Reader:
             return list(store._tables_in(txn, env).scan(table, prefix))
 
         return iter(store._transact(None, read))
-
-
-# -- keys and values --------------------------------------------------------------
-
-
-def _prefix(run_id: str) -> bytes:
-    return run_id.encode() + b"\x00"
-
-
-def _digest(name: str) -> bytes:
-    return hashlib.blake2b(name.encode(), digest_size=_DIGEST_SIZE).digest()
-
-
-def _pack(name: str, blob: bytes) -> bytes:
-    packed: bytes = msgpack.packb([name, blob], use_bin_type=True)
-    return packed
-
-
-def _delete_range(txn: _Txn, db: lmdb._Database, prefix: bytes) -> None:
-    cursor = txn.cursor(db)
-    if not cursor.set_range(prefix):
-        return
-    # delete() moves the cursor to the next entry (key() is b"" past the end).
-    while cursor.key().startswith(prefix):
-        if not cursor.delete():
-            break
