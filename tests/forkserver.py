@@ -35,11 +35,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
-#: What the server imports at its start: flowdag, its CLI and what its stores import
-#: lazily, so that no child pays for it. (A job's own module is imported, with all it
+#: What the server imports at its start: flowdag, its CLI and what its runs and stores
+#: import lazily, so that no child pays for it. (A job's own module is imported, with all it
 #: imports, before its fork.)
 PRELOAD = (
     "flowdag",
+    "flowdag._commit",
+    "flowdag._driver",
+    "flowdag.launcher",
+    "flowdag.scheduler",
     "flowdag.cli",
     "flowdag.stores",
     "flowdag.stores.lmdb_store",
@@ -212,8 +216,12 @@ class ForkServer:
         """Fork a child calling ``fn(*args)``; with ``stream``, read its stdout as it goes."""
         self.jobs += 1
         out, err = self.dir / f"{self.jobs}.out", self.dir / f"{self.jobs}.err"
+        # Made here, so that a child killed before it opened them leaves them empty.
         if stream:
             os.mkfifo(out, 0o600)
+        else:
+            out.touch(0o600)
+        err.touch(0o600)
         name = f"{fn.__module__}:{fn.__name__}"
         assert getattr(sys.modules[fn.__module__], fn.__name__, None) is fn, (
             f"{name}: a job is a module-level function"
