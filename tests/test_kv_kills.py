@@ -38,6 +38,7 @@ import pytest
 
 import flowdag
 from flowdag import Context, NodeStatus, Workflow
+from flowdag._fingerprint import Fingerprinter, node_fingerprints
 from flowdag.errors import RunNotFoundError
 from flowdag.stores import lmdb_store, open_store
 from tests.forkserver import ForkServer
@@ -79,6 +80,11 @@ def workflow() -> Workflow:
     return wf
 
 
+def warm_job() -> None:
+    """In the fork server, once: what every run computes first (its nodes' fingerprints)."""
+    node_fingerprints(workflow().build(), Fingerprinter())
+
+
 def killing_after(kill: KillAt, real: Callable[..., Any]) -> Callable[..., Any]:
     """``real`` wrapped so that ``kill`` counts a step before the call and again after it."""
     before, after = kill.wrap(real), kill.wrap(lambda result: result)
@@ -116,6 +122,7 @@ def test_kv_writes_land_exactly_once_at_every_kill(
     with open_kind(kind, tmp_path / "template"):  # a new store (skipped while it keeps no tables)
         pass
     shutil.copytree(tmp_path / "template", tmp_path / "whole")
+    fork_server.warm(warm_job)  # the children inherit what it read
     whole = fork_server.run(run_job, url_of(kind, tmp_path / "whole"), 0)
     assert whole.returncode == 0, whole.stderr
     total = int(whole.stdout.split()[-1])

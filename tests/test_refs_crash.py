@@ -49,6 +49,7 @@ import pytest
 
 import flowdag
 from flowdag import NodeStatus, Ref
+from flowdag._fingerprint import Fingerprinter, node_fingerprints
 from flowdag.errors import RunNotFoundError
 from flowdag.stores import _blobdir, generate_key, open_store
 from flowdag.stores._blobdir import DirectoryBlobs
@@ -204,6 +205,11 @@ def run_job(url: str, key: str, run_id: str, kill: list[Any] | None, executor: s
     assert result.ok, f"the run failed: {result.errors}"
 
 
+def warm_job() -> None:
+    """In the fork server, once: what every run computes first (its nodes' fingerprints)."""
+    node_fingerprints(build([]).build(), Fingerprinter())
+
+
 @dataclass
 class Ran:
     """How a run in a child ended: its exit status (0, or -SIGKILL), how long it took."""
@@ -316,6 +322,7 @@ def clean_run(
     server: ForkServer, kind: str, directory: Path, executor: str = "threads"
 ) -> tuple[set[str], Ran]:
     """The uninterrupted run: its blobs, and how it ran (how often it made each killed call)."""
+    server.warm(warm_job)  # the children inherit what it read
     url, key = url_of(kind, directory)
     ran = run_child(server, url, key, executor=executor)
     assert ran.status == 0
