@@ -11,6 +11,8 @@ exits 0 when it returns (1 on an exception, its traceback on stderr); its
 stdout and stderr go to files, or its stdout to a FIFO the test reads as it
 goes (``stream=True``). `Child.wait` gives a ``subprocess.CompletedProcess``,
 its return code ``-9`` when the child was SIGKILLed, as `subprocess.run` does.
+``ForkServer.warm(fn, *args)`` calls ``fn(*args)`` in the server itself, once,
+for what every child would compute again (the sources a run's fingerprints read).
 
 The server itself starts no thread (it checks before every fork: forking
 after threads exist is unsafe) and opens no store: what a job imports is
@@ -35,11 +37,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
-#: What the server imports at its start: flowdag, its CLI and what its stores import
-#: lazily, so that no child pays for it. (A job's own module is imported, with all it
+#: What the server imports at its start: flowdag, its CLI and what its runs and stores
+#: import lazily, so that no child pays for it. (A job's own module is imported, with all it
 #: imports, before its fork.)
 PRELOAD = (
     "flowdag",
+    "flowdag._commit",
+    "flowdag._driver",
+    "flowdag.launcher",
+    "flowdag.scheduler",
     "flowdag.cli",
     "flowdag.stores",
     "flowdag.stores.lmdb_store",
@@ -64,7 +70,8 @@ def serve() -> None:
     ``{"target": "module:name", "args": [...], "out": path, "err": path}`` forks
     a child and replies ``{"pid": pid}``; ``{"wait": pid}`` replies
     ``{"status": code}`` once that child has ended; ``{"poll": pid}`` replies at once,
-    ``{"status": null}`` while it runs.
+    ``{"status": null}`` while it runs; ``{"warm": "module:name", "args": [...]}`` calls
+    it in the server itself and replies ``{"error": traceback or null}``.
     """
     for module in PRELOAD:
         importlib.import_module(module)
@@ -78,6 +85,12 @@ def serve() -> None:
             if pid not in ended:
                 ended[pid] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
             reply = {"status": ended.pop(pid)}
+        elif "warm" in request:
+            try:
+                _target(request["warm"])(*request["args"])
+                reply = {"error": None}
+            except Exception:
+                reply = {"error": traceback.format_exc()}
         elif "poll" in request:
             pid = request["poll"]
             if pid not in ended:
@@ -86,14 +99,19 @@ def serve() -> None:
                     ended[pid] = os.waitstatus_to_exitcode(status)
             reply = {"status": ended.get(pid)}
         else:
-            module, _, name = request["target"].partition(":")
-            target = getattr(importlib.import_module(module), name)  # before the fork
+            target = _target(request["target"])  # imported before the fork
             assert threading.active_count() == 1, "the fork server must not start threads"
             pid = os.fork()
             if pid == 0:
                 _child(target, request)
             reply = {"pid": pid}
         print(json.dumps(reply), flush=True)
+
+
+def _target(name: str) -> Callable[..., object]:
+    module, _, attribute = name.partition(":")
+    target: Callable[..., object] = getattr(importlib.import_module(module), attribute)
+    return target
 
 
 def _child(target: Callable[..., object], request: dict[str, Any]) -> None:
@@ -129,6 +147,14 @@ def exec_code(code: str, *argv: str) -> None:
 
 
 # -- the test's side -----------------------------------------------------------------------
+
+
+def _name(fn: Callable[..., object]) -> str:
+    name = f"{fn.__module__}:{fn.__name__}"
+    assert getattr(sys.modules[fn.__module__], fn.__name__, None) is fn, (
+        f"{name}: a job is a module-level function"
+    )
+    return name
 
 
 class Child:
@@ -212,16 +238,26 @@ class ForkServer:
         """Fork a child calling ``fn(*args)``; with ``stream``, read its stdout as it goes."""
         self.jobs += 1
         out, err = self.dir / f"{self.jobs}.out", self.dir / f"{self.jobs}.err"
+        # Made here, so that a child killed before it opened them leaves them empty.
         if stream:
             os.mkfifo(out, 0o600)
-        name = f"{fn.__module__}:{fn.__name__}"
-        assert getattr(sys.modules[fn.__module__], fn.__name__, None) is fn, (
-            f"{name}: a job is a module-level function"
-        )
+        else:
+            out.touch(0o600)
+        err.touch(0o600)
+        name = _name(fn)
         request = {"target": name, "args": list(args), "out": str(out), "err": str(err)}
         pid: int = self._request(request)["pid"]
         self.running.add(pid)
         return Child(self, name, pid, out, err)
+
+    def warm(self, fn: Callable[..., object], *args: Any) -> None:
+        """Call ``fn(*args)`` in the server itself, to fill caches every child then inherits.
+
+        ``fn`` fills what a job computes once per process (the sources a run's
+        fingerprints read, say); it must leave no thread and no store open.
+        """
+        error = self._request({"warm": _name(fn), "args": list(args)})["error"]
+        assert error is None, f"warming the fork server failed:\n{error}"
 
     def run(
         self, fn: Callable[..., object], *args: Any, timeout: float = TIMEOUT

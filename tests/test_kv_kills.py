@@ -20,27 +20,30 @@ afresh in this process:
   counter is the number of nodes that update it: one update per node, none
   lost or applied twice.
 
-The children are forked from one server process that imported flowdag once,
-so a kill point costs a fork, not an interpreter start; a child counts its
+The children are forked from `tests.forkserver`, a process that imported
+flowdag once, so a kill point costs a fork, not an interpreter start; a child counts its
 syncs as kill points but does not make them (a SIGKILL, unlike a power loss,
 loses nothing the kernel has), which keeps the file cheap.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import flowdag
 from flowdag import Context, NodeStatus, Workflow
+from flowdag._fingerprint import Fingerprinter, node_fingerprints
 from flowdag.errors import RunNotFoundError
+from flowdag.stores import lmdb_store, open_store
+from tests.forkserver import ForkServer
 from tests.kv_stores import DISK_KINDS, open_kind, url_of
-from tests.stores.conformance import ROOT
+from tests.stores.kill_steps import KillAt
 
 NODES = 6
 POINTS = 56
@@ -77,106 +80,59 @@ def workflow() -> Workflow:
     return wf
 
 
-# Reads one JSON request a line ({"url", "kill_at", "steps"}), forks a child that runs
-# the workflow and kills itself at the kill_at-th step (0: never; it then writes how many
-# steps it made to the "steps" file), answers its exit code (or -signal).
-SERVER = """
-import json, os, signal, sys
-import flowdag
-from flowdag.stores import open_store
-from tests.test_kv_kills import CALLS, workflow
+def warm_job() -> None:
+    """In the fork server, once: what every run computes first (its nodes' fingerprints)."""
+    node_fingerprints(workflow().build(), Fingerprinter())
 
-def child(request):
-    state = {"calls": 0}
-    def step():
-        state["calls"] += 1
-        if state["calls"] == request["kill_at"]:
-            os.kill(os.getpid(), signal.SIGKILL)
-    def killing(real):
-        def wrapped(*args, **kwargs):
-            step()
-            return real(*args, **kwargs)
-        return wrapped
-    def killing_after(real):  # killed before the call, and again after it returned
-        def wrapped(*args, **kwargs):
-            step()
-            result = real(*args, **kwargs)
-            step()
-            return result
-        return wrapped
-    store = open_store(request["url"], create=False)
+
+def killing_after(kill: KillAt, real: Callable[..., Any]) -> Callable[..., Any]:
+    """``real`` wrapped so that ``kill`` counts a step before the call and again after it."""
+    before, after = kill.wrap(real), kill.wrap(lambda result: result)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        return after(before(*args, **kwargs))
+
+    return wrapped
+
+
+def run_job(url: str, kill_at: int) -> None:
+    """In a forked child: run `workflow`, SIGKILLing itself at the ``kill_at``-th step.
+
+    With ``kill_at`` 0 it is never killed, and prints how many steps it made.
+    """
+    kill = KillAt(kill_at)
+    store = open_store(url, create=False)
     cls = type(store)
-    cls._transact_tables = killing_after(cls._transact_tables)
-    if request["url"].startswith("lmdb"):  # LMDB writes and syncs in C: kill around it
-        import flowdag.stores.lmdb_store as lmdb_store
-        lmdb_store.put_entry = killing(lmdb_store.put_entry)
-        for name in ("_header", "_put_commit", "_check_same_file"):
-            setattr(cls, name, killing(getattr(cls, name)))
+    cls._transact_tables = killing_after(kill, cls._transact_tables)  # type: ignore[method-assign]
+    if url.startswith("lmdb"):  # LMDB writes and syncs in C: kill around it
+        kill.patch(lmdb_store, "put_entry")
+        kill.patch(cls, "_header", "_put_commit", "_check_same_file")
     # A SIGKILL loses nothing the kernel has: the syncs are kill points, but are not
     # made (only a power loss tells a made one apart, and they cost most of the time).
     os.fsync = os.fdatasync = lambda fd: None
-    for name in CALLS:
-        setattr(os, name, killing(getattr(os, name)))
+    kill.patch(os, *CALLS)
     flowdag.run(workflow(), run_id="r", store=store, max_workers=1)
-    with open(request["steps"], "w") as steps:
-        steps.write(str(state["calls"]))
-    os._exit(0)
-
-print("ready", flush=True)
-for line in sys.stdin:
-    request = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            child(request)
-        finally:
-            os._exit(3)
-    _, status = os.waitpid(pid, 0)
-    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    print(json.dumps(code), flush=True)
-"""
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-    )
-    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-    yield proc
-    proc.kill()
-    proc.wait(timeout=60)
-
-
-def ask(server: subprocess.Popen[str], url: str, kill_at: int, steps: Path) -> int:
-    assert server.stdin is not None and server.stdout is not None
-    request = {"url": url, "kill_at": kill_at, "steps": str(steps)}
-    server.stdin.write(json.dumps(request) + "\n")
-    server.stdin.flush()
-    return int(json.loads(server.stdout.readline()))
+    print("steps", kill.calls)
 
 
 @pytest.mark.parametrize("kind", DISK_KINDS)
 def test_kv_writes_land_exactly_once_at_every_kill(
-    server: subprocess.Popen[str], tmp_path: Path, kind: str
+    fork_server: ForkServer, tmp_path: Path, kind: str
 ) -> None:
     with open_kind(kind, tmp_path / "template"):  # a new store (skipped while it keeps no tables)
         pass
     shutil.copytree(tmp_path / "template", tmp_path / "whole")
-    assert ask(server, url_of(kind, tmp_path / "whole"), 0, tmp_path / "steps") == 0
-    total = int((tmp_path / "steps").read_text())
+    fork_server.warm(warm_job)  # the children inherit what it read
+    whole = fork_server.run(run_job, url_of(kind, tmp_path / "whole"), 0)
+    assert whole.returncode == 0, whole.stderr
+    total = int(whole.stdout.split()[-1])
     assert total > 2 * NODES  # two per node's transaction at least
     points = sorted({1 + i * (total - 1) // (POINTS - 1) for i in range(POINTS)})
     assert len(points) >= 50, f"only {len(points)} kill points of {total} steps"
     for kill_at in points:
         root = tmp_path / str(kill_at)
         shutil.copytree(tmp_path / "template", root)  # a new store, copied: cheaper than made
-        code = ask(server, url_of(kind, root), kill_at, tmp_path / "steps")
+        code = fork_server.run(run_job, url_of(kind, root), kill_at).returncode
         assert code == -9, f"the child exited {code} at kill point {kill_at} of {total}"
         with open_kind(kind, root) as store:
             try:
@@ -189,7 +145,8 @@ def test_kv_writes_land_exactly_once_at_every_kill(
             assert counts == expected(completed), f"kill at {kill_at} of {total}"
             assert {key for key, _ in kv.items("done:")} == {f"done:{n}" for n in completed}
         # The resume runs in a child too (it runs to the end: kill point 0).
-        assert ask(server, url_of(kind, root), 0, tmp_path / "steps") == 0
+        resumed = fork_server.run(run_job, url_of(kind, root), 0)
+        assert resumed.returncode == 0, resumed.stderr
         with open_kind(kind, root) as store:
             assert store.load("r").status == "completed"
             kv = store.kv()

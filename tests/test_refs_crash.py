@@ -26,8 +26,8 @@ After every kill, from a store opened afresh in this process:
 - a resume calls no completed node again and ends with every output equal to
   the uninterrupted run's.
 
-The killed processes are forked from one server process that imported flowdag
-once, so a kill costs a fork, not an interpreter start.
+The killed processes are forked from `tests.forkserver`, a process that
+imported flowdag once, so a kill costs a fork, not an interpreter start.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,14 @@ import pytest
 
 import flowdag
 from flowdag import NodeStatus, Ref
+from flowdag._fingerprint import Fingerprinter, node_fingerprints
 from flowdag.errors import RunNotFoundError
 from flowdag.stores import _blobdir, generate_key, open_store
 from flowdag.stores._blobdir import DirectoryBlobs
 from flowdag.stores.base import Store
-from tests.stores.kill_steps import KILLING
+from tests.forkserver import ForkServer
+from tests.stores.kill_steps import KillAt
 
-ROOT = Path(__file__).resolve().parents[1]
 KINDS = ["lmdb", "json", "flatbuffers", "lmdb-encrypted"]
 KEY = generate_key()
 RUN_ID = "refs-crash"
@@ -171,135 +172,76 @@ def refs_in(value: Any) -> list[Ref]:
     return []
 
 
-# -- the killed processes: forked from a server that imported everything once -----------
+# -- the killed processes: forked from `tests.forkserver` ----------------------------------
 
-# Reads one JSON request a line: {"url", "key", "run_id", "kill": [call, n] | null,
-# "after": s | null, "trace": path | null, "executor": name}; forks a child that runs the workflow
-# (resuming what the store holds) and dies at the n-th call of ``call``, or is killed
-# ``after`` seconds in; answers {"status": the child's exit status or -signal,
-# "seconds": how long it ran}.
-SERVER = """
-import json, os, signal, sys, tempfile, time
-import flowdag
-from flowdag.stores import generate_key, open_store
-from tests.test_refs_crash import KILLED, LIMIT, build
 
-def child(request):
+def run_job(url: str, key: str, run_id: str, kill: list[Any] | None, executor: str) -> None:
+    """In a forked child: run the workflow (resuming what the store holds).
+
+    With ``kill`` ``[call, n]``, the child SIGKILLs itself at the n-th call of
+    ``call`` (one of `KILLED`). A run that ends prints how often it made each call.
+    """
     counts = dict.fromkeys(KILLED, 0)
-    kill = request["kill"]
 
-    def killing(name, real):
-        def step(*args, **kwargs):
+    def killing(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def step(*args: Any, **kwargs: Any) -> Any:
             counts[name] += 1
             if kill is not None and kill[0] == name and counts[name] == kill[1]:
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(*args, **kwargs)
+
         return step
 
-    options = {"key": request["key"]} if request["key"] else {}
-    store = open_store(request["url"], **options)
+    store = opened(url, key)
     cls = type(store)
-    cls._commit = killing("_commit", cls._commit)
+    cls._commit = killing("_commit", cls._commit)  # type: ignore[method-assign]
     for name in KILLED[:-1]:
         setattr(os, name, killing(name, getattr(os, name)))
     result = flowdag.run(
-        build([]),
-        run_id=request["run_id"],
-        store=store,
-        inline_limit=LIMIT,
-        max_workers=2,
-        executor=request["executor"],
+        build([]), run_id=run_id, store=store, inline_limit=LIMIT, max_workers=2, executor=executor
     )
     store.close()
-    if request["trace"]:
-        with open(request["trace"], "w") as out:
-            json.dump(counts, out)
-    os._exit(0 if result.ok else 1)
+    print(json.dumps(counts))
+    assert result.ok, f"the run failed: {result.errors}"
 
-# Warm up: what a run imports lazily (store modules, zstd, AES) is imported here once,
-# not in every child.
-with tempfile.TemporaryDirectory() as warm:
-    for scheme in ("lmdb", "json", "flatbuffers"):
-        with open_store(f"{scheme}://{warm}/{scheme}", key=generate_key()) as store:
-            flowdag.run(build([]), store=store, inline_limit=LIMIT)
-print("ready", flush=True)
-for line in sys.stdin:
-    request = json.loads(line)
+
+def warm_job() -> None:
+    """In the fork server, once: what every run computes first (its nodes' fingerprints)."""
+    node_fingerprints(build([]).build(), Fingerprinter())
+
+
+@dataclass
+class Ran:
+    """How a run in a child ended: its exit status (0, or -SIGKILL), how long it took."""
+
+    status: int
+    seconds: float
+    counts: dict[str, int]  # how often it made each killed call, if it ended
+
+
+def run_child(
+    server: ForkServer,
+    url: str,
+    key: str,
+    *,
+    run_id: str = RUN_ID,
+    kill: tuple[str, int] | None = None,
+    after: float | None = None,
+    executor: str = "threads",
+) -> Ran:
+    """Run the workflow in a fresh child, killed at ``kill`` or ``after`` seconds in."""
     started = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            child(request)
-        finally:
-            os._exit(3)
-    if request["after"] is not None:
-        time.sleep(request["after"])
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-    print(json.dumps({"status": code, "seconds": time.monotonic() - started}), flush=True)
-"""
-
-
-class Server:
-    """The forking server: `run` runs the workflow in a fresh child and says how it ended."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", SERVER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        assert self._line() == "ready"
-
-    def _line(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, "the kill server died"
-        return line.strip()
-
-    def run(
-        self,
-        url: str,
-        key: str,
-        *,
-        run_id: str = RUN_ID,
-        kill: tuple[str, int] | None = None,
-        after: float | None = None,
-        trace: Path | None = None,
-        executor: str = "threads",
-    ) -> int:
-        assert self.proc.stdin is not None
-        request = {
-            "url": url,
-            "key": key,
-            "run_id": run_id,
-            "kill": kill,
-            "after": after,
-            "trace": trace,
-            "executor": executor,
-        }
-        self.proc.stdin.write(json.dumps(request, default=str) + "\n")
-        self.proc.stdin.flush()
-        answer = json.loads(self._line())
-        status: int = answer["status"]
-        assert status in (0, -signal.SIGKILL), f"the run failed (exit status {status})"
-        self.seconds: float = answer["seconds"]
-        return status
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    started = Server()
-    yield started
-    started.close()
+    child = server.start(run_job, url, key, run_id, kill, executor)
+    if after is not None:
+        time.sleep(after)
+        child.kill()
+    proc = child.wait()
+    seconds = time.monotonic() - started
+    assert proc.returncode in (0, -signal.SIGKILL), (
+        f"the run failed (exit status {proc.returncode}): {proc.stderr}"
+    )
+    counts = json.loads(proc.stdout.splitlines()[-1]) if proc.returncode == 0 else {}
+    return Ran(proc.returncode, seconds, counts)
 
 
 @pytest.fixture
@@ -377,18 +319,18 @@ def check_resume(url: str, key: str, done: set[str], blobs: set[str], run_id: st
 
 
 def clean_run(
-    server: Server, kind: str, directory: Path, executor: str = "threads"
-) -> tuple[set[str], dict[str, int]]:
-    """The uninterrupted run: its blobs, and how often it makes each killed call."""
+    server: ForkServer, kind: str, directory: Path, executor: str = "threads"
+) -> tuple[set[str], Ran]:
+    """The uninterrupted run: its blobs, and how it ran (how often it made each killed call)."""
+    server.warm(warm_job)  # the children inherit what it read
     url, key = url_of(kind, directory)
-    trace = directory.parent / f"{directory.name}.calls.json"
-    assert server.run(url, key, trace=trace, executor=executor) == 0
+    ran = run_child(server, url, key, executor=executor)
+    assert ran.status == 0
     with opened(url, key) as store:
         blobs = set(store.life(RUN_ID).blobs)
         assert {n: meaning(s.output) for n, s in store.load(RUN_ID).nodes.items()} == expected()
     assert len(blobs) == 6  # a (= twin), b, dump, c, d, tail
-    counts: dict[str, int] = json.loads(trace.read_text())
-    return blobs, counts
+    return blobs, ran
 
 
 # -- the tests ---------------------------------------------------------------------------
@@ -397,9 +339,10 @@ def clean_run(
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_kill_at_the_steps_of_blob_writes_and_commits(
-    server: Server, scratch: Path, kind: str
+    fork_server: ForkServer, scratch: Path, kind: str
 ) -> None:
-    blobs, counts = clean_run(server, kind, scratch / "clean")
+    blobs, clean = clean_run(fork_server, kind, scratch / "clean")
+    counts = clean.counts
     assert counts["rename"] >= 3 and counts["_commit"] >= 4 and counts["utime"] >= 1
     points = [(call, n) for call in KILLED for n in range(1, counts[call] + 1)]
     killed = 0
@@ -407,7 +350,7 @@ def test_kill_at_the_steps_of_blob_writes_and_commits(
         directory = scratch / f"{call}-{n}"
         url, key = url_of(kind, directory)
         # Two workers, so the steps interleave: the run may end before the n-th call.
-        killed += server.run(url, key, kill=(call, n)) != 0
+        killed += run_child(fork_server, url, key, kill=(call, n)).status != 0
         done = check_store(url, key, blobs)
         check_resume(url, key, done, blobs)
         shutil.rmtree(directory)
@@ -416,23 +359,25 @@ def test_kill_at_the_steps_of_blob_writes_and_commits(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lmdb", "json"])
-def test_kill_at_the_steps_of_a_run_reusing_blobs(server: Server, scratch: Path, kind: str) -> None:
+def test_kill_at_the_steps_of_a_run_reusing_blobs(
+    fork_server: ForkServer, scratch: Path, kind: str
+) -> None:
     # The store already holds every blob (an earlier run): the run refreshes and
     # syncs them instead of writing, and is killed at each step of that.
-    blobs, _ = clean_run(server, kind, scratch / "clean")
+    blobs, _ = clean_run(fork_server, kind, scratch / "clean")
     template = scratch / "clean"
     traced = scratch / "traced"
     shutil.copytree(template, traced)
-    trace = scratch / "traced.calls.json"
-    assert server.run(*url_of(kind, traced), run_id="again", trace=trace) == 0
-    counts = json.loads(trace.read_text())
+    again = run_child(fork_server, *url_of(kind, traced), run_id="again")
+    assert again.status == 0
+    counts = again.counts
     assert counts["utime"] >= 6  # every blob is there already
     points = [(call, n) for call in KILLED for n in range(1, counts[call] + 1)]
     for call, n in points:
         directory = scratch / f"{call}-{n}"
         shutil.copytree(template, directory)
         url, key = url_of(kind, directory)
-        server.run(url, key, run_id="again", kill=(call, n))
+        run_child(fork_server, url, key, run_id="again", kill=(call, n))
         assert check_store(url, key, blobs) == set(expected())  # the earlier run is whole
         done = check_store(url, key, blobs, "again")
         check_resume(url, key, done, blobs, "again")
@@ -448,11 +393,11 @@ def test_kill_at_the_steps_of_a_run_reusing_blobs(server: Server, scratch: Path,
     [*((kind, "threads") for kind in KINDS), ("json", "processes")],
 )
 def test_kill_at_random_moments_then_resume(
-    server: Server, scratch: Path, kind: str, executor: str
+    fork_server: ForkServer, scratch: Path, kind: str, executor: str
 ) -> None:
     # One store killed again and again, each run resuming the last: leftovers pile up.
-    blobs, _ = clean_run(server, kind, scratch / "clean", executor)
-    whole = server.seconds  # how long a run takes here: the kills land within it
+    blobs, clean = clean_run(fork_server, kind, scratch / "clean", executor)
+    whole = clean.seconds  # how long a run takes here: the kills land within it
     url, key = url_of(kind, scratch / "store")
     rng = random.Random(f"random-{kind}-{executor}")
     run = kills = 0
@@ -460,7 +405,9 @@ def test_kill_at_random_moments_then_resume(
     for _ in range(16 if executor == "threads" else 6):
         run_id = f"r{run}"
         after = rng.uniform(0.0, 0.8 * whole)
-        status = server.run(url, key, run_id=run_id, after=after, executor=executor)
+        status = run_child(
+            fork_server, url, key, run_id=run_id, after=after, executor=executor
+        ).status
         kills += status != 0
         now = check_store(url, key, blobs, run_id)
         assert done <= now, f"completed nodes were lost: {sorted(done - now)}"
@@ -478,32 +425,17 @@ def test_kill_at_random_moments_then_resume(
 # or a mkdir and the fsync of its directory leaves an entry that a power loss
 # may still drop. Whoever next relies on such an entry must sync it first.
 
-# argv: the store directory, kill_at (the N-th os.fsync), the byte the value repeats.
-KILLED_PUT = (
-    """
-import os, signal, sys
-from flowdag.stores._blobdir import DirectoryBlobs
 
-calls = 0
-kill_at = int(sys.argv[2])
-"""
-    + KILLING
-    + """
-os.fsync = killing(os.fsync)
-DirectoryBlobs(sys.argv[1]).put(bytes.fromhex(sys.argv[3]) * 1000)
-print("done", calls)
-"""
-)
+def put_job(root: str, kill_at: int, byte: str) -> None:
+    """In a forked child: put a value of ``byte`` repeated, killed at the ``kill_at``-th fsync."""
+    kill = KillAt(kill_at)
+    kill.patch(os, "fsync")
+    DirectoryBlobs(root).put(bytes.fromhex(byte) * 1000)
+    print("done", kill.calls)
 
 
-def killed_put(root: Path, kill_at: int, byte: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", KILLED_PUT, str(root), str(kill_at), byte],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=60,
-    )
+def killed_put(server: ForkServer, root: Path, kill_at: int, byte: str) -> None:
+    done = server.run(put_job, str(root), kill_at, byte, timeout=60)
     assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
 
 
@@ -530,11 +462,11 @@ def synced_by(monkeypatch: pytest.MonkeyPatch, action: Any) -> set[int]:
 
 
 def test_a_blob_a_killed_writer_renamed_is_synced_by_the_next_put_of_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork_server: ForkServer
 ) -> None:
     # Killed at its third fsync: blobs/ (in the store directory) and the file were
     # synced, the file renamed into its shard, the shard not synced.
-    killed_put(tmp_path, 3, "01")
+    killed_put(fork_server, tmp_path, 3, "01")
     data = b"\x01" * 1000
     area = DirectoryBlobs(tmp_path)
     sha256 = hashlib.sha256(data).hexdigest()
@@ -547,10 +479,10 @@ def test_a_blob_a_killed_writer_renamed_is_synced_by_the_next_put_of_it(
 
 
 def test_a_blob_area_a_killed_writer_made_is_synced_by_the_next_writer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork_server: ForkServer
 ) -> None:
     # Killed at its first fsync: blobs/ made in the store directory, not synced.
-    killed_put(tmp_path, 1, "02")
+    killed_put(fork_server, tmp_path, 1, "02")
     area = DirectoryBlobs(tmp_path)
     assert area.entries() == []
     synced = synced_by(monkeypatch, lambda: area.put(b"\x03" * 1000))
