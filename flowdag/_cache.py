@@ -22,7 +22,7 @@ refs the output holds (gc keeps them while the entry lives).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ from flowdag.errors import (
     InvalidArgumentTypeError,
 )
 from flowdag.state import NodeRecord, NodeState, NodeStatus, Reason
+from flowdag.stores._blobs import BlobArea
 from flowdag.stores._fields import moment, shown, to_micros
 from flowdag.stores._tables import TableTxn
 from flowdag.stores.base import Store
@@ -77,11 +78,14 @@ class CacheEntry:
     expires_at: datetime | None = None
     blobs: Mapping[str, datetime | None] = field(default_factory=dict)
 
-    def usable(self, now: datetime, readable: Callable[[str, datetime | None], bool]) -> bool:
-        """Unexpired, and every blob its output refers to still readable."""
+    def usable(self, now: datetime, blobs: BlobArea) -> bool:
+        """Unexpired, and every blob its output refers to unexpired and in ``blobs``."""
         if self.expires_at is not None and now >= self.expires_at:
             return False
-        return all(readable(sha256, expires) for sha256, expires in self.blobs.items())
+        return all(
+            (expires is None or now < expires) and blobs.exists(sha256)
+            for sha256, expires in self.blobs.items()
+        )
 
 
 def entry_record(codec: ValueCodec, entry: CacheEntry) -> bytes:
@@ -187,7 +191,7 @@ class RunCache:
         if raw is None:
             return None
         entry = read_entry(self.codec, key, raw)
-        if not entry.usable(datetime.now(UTC), self._readable):
+        if not entry.usable(datetime.now(UTC), self.store.blobs):
             self.stale.add(name)  # replaced when the node completes, removed if it fails
             return None
         del self.keys[name]
@@ -257,11 +261,6 @@ class RunCache:
         except (InvalidArgumentTypeError, InvalidArgumentError) as exc:
             raise CacheKeyError(str(exc)) from exc
         return cache_key(self.dag.name, name, fingerprint, options.version, None, user_key)
-
-    def _readable(self, sha256: str, expires_at: datetime | None) -> bool:
-        if expires_at is not None and datetime.now(UTC) >= expires_at:
-            return False
-        return self.store.blobs.exists(sha256)
 
 
 def cached_reason(entry: CacheEntry) -> Reason:
@@ -397,13 +396,7 @@ def convert_entry(copier: BlobCopier, key: str, raw: bytes) -> bytes | None:
     if copier.recoding:
         return None
     entry = read_entry(copier.src.codec, key, raw)
-    now = copier.now
-    blobs = copier.src.blobs
-
-    def readable(sha256: str, expires_at: datetime | None) -> bool:
-        return (expires_at is None or now < expires_at) and blobs.exists(sha256)
-
-    if not entry.usable(now, readable):
+    if not entry.usable(copier.now, copier.src.blobs):
         return None
     subject = Subject(
         f"cache entry {key}", "", "no table entry was copied", "clear the cache", alone=False
