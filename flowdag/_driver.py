@@ -64,6 +64,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
 from typing import Any
@@ -72,8 +73,9 @@ from flowdag._cache import RunCache, cached_reason, hit_record
 from flowdag._commit import Commits, Committer, Starts
 from flowdag._kv_readers import kv_reader
 from flowdag._ledger import Ledger
+from flowdag._run_waits import RunWaits
 from flowdag._settle import Settler
-from flowdag.attempt import Attempt, Outcome, failure
+from flowdag.attempt import Attempt, Outcome, failure, given
 from flowdag.dag import DAG, RUN_DEFAULT
 from flowdag.errors import CacheKeyError, CorruptStateError, NodeTimeoutError
 from flowdag.executors import Executor
@@ -118,9 +120,11 @@ class _Driver:
         on_event: Callable[[RunEvent], None] | None,
         inline_limit: int | None,
         cache: RunCache | None = None,
+        waits: RunWaits | None = None,
     ) -> None:
         self.dag = dag
         self.cache = cache  # None: no node is cached
+        self.waits = waits  # None: the DAG has no input node
         self.run_id = plan.state.run_id
         self.store = store
         self.codec = store.codec
@@ -171,14 +175,20 @@ class _Driver:
         self.commits.committer.start()
         try:
             self.dispatch()
-            while self.running or self.schedule.retries or self.commits.unacknowledged:
+            while (
+                self.running
+                or self.schedule.retries
+                or self.commits.unacknowledged
+                or self.settled_waits()
+            ):
                 self.wait_and_handle()
                 self.dispatch()
         finally:
             # Records already handed over are committed even if we stop early:
             # they are finished work, and committing them spares a re-run.
             self.commits.committer.close()
-        if self.commits.error is None and (stuck := self.ledger.unsettled()):
+        waiting = self.waits is not None and self.waits.open  # their dependents wait too
+        if self.commits.error is None and not waiting and (stuck := self.ledger.unsettled()):
             raise RuntimeError(  # never a silent FAILED with no error: see the docstring
                 f"flowdag bug: run '{self.run_id}' has nothing left in flight, yet nodes "
                 f"{', '.join(stuck[:10])} neither ran nor failed; their state in the store "
@@ -233,6 +243,9 @@ class _Driver:
             for name in names:
                 if self.provisional and name in self.provisional and self.cut_off(name):
                     continue  # done without running: it may have made more nodes ready
+                if self.waits is not None and name in self.waits.inputs:
+                    self.take_input(name)
+                    continue  # it waits, or settled with no attempt to run
                 if self.cache is not None and name in self.cache.nodes and self.cached(name):
                     continue  # completed from the cache, or its cache_key failed it
                 self.start(name)
@@ -275,6 +288,41 @@ class _Driver:
         self.commits.outcomes[name] = Outcome(now, now, value)
         self.commits.add([hit_record(name, entry, ledger, now)])
         return True
+
+    def take_input(self, name: str) -> None:
+        """Input node ``name`` is ready: it waits for a value, or settles (`flowdag._run_waits`)."""
+        assert self.waits is not None
+        self.schedule.gate.release(name)  # it was seated in its pool by take(); it runs nothing
+        try:
+            settled = self.waits.ready(name, self.ledger.outputs)
+        except Exception as exc:  # its prompt raised, or the store failed
+            attempt = self.running[name] = self.attempt(name)
+            self.on_result(attempt, failure(exc, retryable=False))
+            return
+        if settled is None:
+            state = self.ledger.states[name]
+            self.ledger.states[name] = replace(state, status=NodeStatus.WAITING)
+            if self.on_event is not None:
+                self.emit(EventKind.NODE_WAITING, name, NodeStatus.WAITING, state.attempts, None)
+            return
+        assert settled.reason is not None or settled.error is not None
+        if settled.reason is not None:
+            self.ledger.reasons[name] = settled.reason
+        attempt = self.running[name] = self.attempt(name)
+        if settled.error is not None:
+            outcome = failure(settled.error, settled.started_at, retryable=False)
+        else:
+            outcome = given(attempt, settled.started_at, settled.value)
+        self.on_result(attempt, outcome)
+
+    def settled_waits(self) -> bool:
+        """With nothing else to do, look at the waits again: True if one settled meanwhile."""
+        if self.waits is None or not self.waits.open or self.commits.error is not None:
+            return False
+        waiting = self.waits.recheck()
+        for name in waiting:
+            self.take_input(name)
+        return len(self.waits.open) < len(waiting)
 
     # -- attempts -------------------------------------------------------------
 
@@ -335,6 +383,8 @@ class _Driver:
             if cache is None or name not in cache.keys
             else cache.entry_for(name, outcome.output, outcome.digest, outcome.blobs)
         )
+        if self.waits is not None and name in self.waits.ending:
+            tables = self.waits.clearing(name)  # input nodes are never cached
         self.commits.add(
             [
                 NodeRecord(
@@ -406,10 +456,16 @@ class _Driver:
                 error,
                 history=ledger.history(spec.name, tried),
                 provenance=ledger.provenance(spec.name, spec.deps, None),
-                tables=None if self.cache is None else self.cache.failed(spec.name),
+                tables=self.failed_tables(spec.name),
             )
         ]
         self.commits.add(records + self.skip_downstream(spec.name))
+
+    def failed_tables(self, name: str) -> dict[tuple[str, str], bytes | None] | None:
+        """The table writes of ``name``'s failure: its wait ends, its cache entry goes."""
+        if self.waits is not None and name in self.waits.ending:
+            return self.waits.clearing(name)  # input nodes are never cached
+        return None if self.cache is None else self.cache.failed(name)
 
     def skip_downstream(self, failed: str) -> list[NodeRecord]:
         """The records of the nodes that a failure of ``failed`` skips."""
@@ -488,6 +544,9 @@ class _Driver:
         states = self.ledger.states
         statuses = {state.status for state in states.values()}
         status = RunStatus.COMPLETED if statuses <= {NodeStatus.COMPLETED} else RunStatus.FAILED
+        waits = {} if self.waits is None else dict(self.waits.open)
+        if waits and self.commits.error is None:
+            status = RunStatus.SUSPENDED
         return RunResult(
-            self.run_id, self.dag.name, status, states, self.ledger.data, self.ledger.reasons
+            self.run_id, self.dag.name, status, states, self.ledger.data, self.ledger.reasons, waits
         )

@@ -19,7 +19,15 @@ from flowdag.errors import (
     MissingDependencyError,
 )
 
-__all__ = ["CODE_CHANGE_POLICIES", "DAG", "RUN_DEFAULT", "CacheOptions", "NodeSpec", "check_pools"]
+__all__ = [
+    "CODE_CHANGE_POLICIES",
+    "DAG",
+    "RUN_DEFAULT",
+    "CacheOptions",
+    "InputOptions",
+    "NodeSpec",
+    "check_pools",
+]
 
 
 class _RunDefault(Enum):
@@ -46,6 +54,22 @@ class CacheOptions:
     key: Callable[..., Any] | None = None
     ttl: timedelta | None = None
     version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InputOptions:
+    """An input node's wait (``Workflow.add_input``; see `flowdag.waits`).
+
+    ``schema`` is the JSON Schema a value must fit (``schema_digest`` its
+    canonical digest), ``timeout`` the seconds from the wait's start to its
+    deadline (None: none), ``default`` a one-item tuple with the JSON value
+    taken at the deadline, or empty: then the node fails.
+    """
+
+    schema: dict[str, Any]
+    schema_digest: str
+    timeout: float | None = None
+    default: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +103,8 @@ class NodeSpec:
     on_code_change: str | None = None
     #: Its cross-run caching (`flowdag._cache`); None: not cached.
     cache: CacheOptions | None = None
+    #: An input node's wait; its ``fn`` then makes the prompt. None: a node that runs.
+    input: InputOptions | None = None
 
     def retry_wait(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1-based), before jitter."""
