@@ -43,6 +43,7 @@ __all__ = [
     "hash_key",
     "index_key",
     "new_key",
+    "now",
     "run_prefix",
     "wait_key",
 ]
@@ -86,6 +87,15 @@ class WaitEntry:
     def expired(self, now: datetime) -> bool:
         """Whether the deadline has passed at ``now`` (an answered wait never expires)."""
         return self.state == OPEN and self.expires_at is not None and now >= self.expires_at
+
+
+def now() -> datetime:
+    """The time deadlines are fixed and checked by: every reader of waits asks here.
+
+    One place, so that a test can move time (``monkeypatch.setattr`` of this
+    module's ``now``) instead of sleeping until a deadline.
+    """
+    return datetime.now(UTC)
 
 
 def new_key() -> str:

@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from flowdag import _wait_entries
 from flowdag._schemas import json_form, validate
 from flowdag._wait_entries import (
     OPEN,
@@ -76,7 +77,7 @@ class Wait:
         """Whether the deadline has passed (at ``now``, default: now) with no value given."""
         if self.expires_at is None or self.provided_at is not None:
             return False
-        return (now or datetime.now(UTC)) >= self.expires_at
+        return (now or _wait_entries.now()) >= self.expires_at
 
     @property
     def state(self) -> str:
@@ -129,13 +130,13 @@ def provide_input(store: Store | str, key: str, value: Any) -> Wait:
         raise InvalidArgumentTypeError(f"key must be text, not {type(key).__name__}")
     hashed = hash_key(key)
     with _opened(store) as opened:
-        entry = _entry_for(opened.table_get, hashed, datetime.now(UTC))
+        entry = _entry_for(opened.table_get, hashed, _wait_entries.now())
         where = f"input for node '{entry.node}' of run '{entry.run_id}'"
         answer = json_form(value, where)
         validate(entry.schema, answer, node=entry.node)
 
         def record(txn: TableTxn) -> WaitEntry:
-            now = datetime.now(UTC)
+            now = _wait_entries.now()
             current = _entry_for(txn.get, hashed, now)  # the winner of a race deleted the key
             answered = replace(current, state=PROVIDED, value=answer, provided_at=now)
             txn.put(TABLE, wait_key(current.run_id, current.node), encode_entry(answered))
@@ -171,7 +172,7 @@ def reissue_key(store: Store | str, run_id: str, node: str) -> Wait:
         where = wait_key(run_id, node)
         raw = txn.get(TABLE, where)
         entry = None if raw is None else decode_entry(raw, _where(where))
-        now = datetime.now(UTC)
+        now = _wait_entries.now()
         if entry is None or entry.state != OPEN or entry.expired(now):
             what = (
                 "its wait expired"
