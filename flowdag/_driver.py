@@ -301,6 +301,8 @@ class _Driver:
             return
         if settled is None:
             state = self.ledger.states[name]
+            if state.status is NodeStatus.WAITING:
+                return  # still waiting at the end-of-drive recheck: reported already
             self.ledger.states[name] = replace(state, status=NodeStatus.WAITING)
             if self.on_event is not None:
                 self.emit(EventKind.NODE_WAITING, name, NodeStatus.WAITING, state.attempts, None)
