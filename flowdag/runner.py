@@ -267,9 +267,9 @@ def run(
                     if any(spec.cache is not None for spec in specs)
                     else None
                 )
-                waits = (
+                waits = (  # with accepted changes too: a removed input node's wait is dropped
                     RunWaits(dag, run_store, run_id, frozenset(plan.completed))
-                    if any(spec.input is not None for spec in specs)
+                    if plan.changes or any(spec.input is not None for spec in specs)
                     else None
                 )
                 driver = _Driver(
