@@ -63,7 +63,10 @@ class RunWaits:
 
     __slots__ = ("dag", "ending", "inputs", "keys", "open", "run_id", "store")
 
-    def __init__(self, dag: DAG, store: Store, run_id: str, completed: frozenset[str]) -> None:
+    def __init__(
+        self, dag: DAG, store: Store, run_id: str, completed: frozenset[str], *, new: bool = False
+    ) -> None:
+        """``new``: the store held no run ``run_id``: a wait under its id is a deleted run's."""
         self.dag = dag
         self.store = store
         self.run_id = run_id
@@ -73,7 +76,7 @@ class RunWaits:
         self.open: dict[str, Wait] = {}  # waiting nodes: what `RunResult.waits` shows
         self.ending: dict[str, WaitEntry] = {}  # settling nodes: the wait their record ends
         self.keys: dict[str, str] = {}  # the keys of the waits this call started, shown once
-        self._drop_stale(completed)
+        self._drop_stale(completed, new)
 
     def ready(self, name: str, outputs: Mapping[str, Any]) -> Settled | None:
         """Input node ``name``'s deps are done: None if it waits, else how it settled.
@@ -156,13 +159,17 @@ class RunWaits:
                 kwargs[dep] = value.load()
         return spec.fn(**kwargs)
 
-    def _drop_stale(self, completed: frozenset[str]) -> None:
-        """End the waits of this run that no node of it waits on (completed, or gone)."""
+    def _drop_stale(self, completed: frozenset[str], new: bool) -> None:
+        """End the waits of this run that no node of it waits on (completed, or gone).
+
+        A new run has none: waits under its id are those of a deleted run of that
+        id, and its answers are not this run's.
+        """
         prefix = run_prefix(self.run_id)
         stale = [
             key
             for key in self.store.table_keys(TABLE, prefix)
-            if (node := key[len(prefix) :]) in completed or node not in self.inputs
+            if new or (node := key[len(prefix) :]) in completed or node not in self.inputs
         ]
         if not stale:
             return

@@ -243,9 +243,10 @@ def run(
         workers = max_workers or capabilities_of(pool).max_workers or default_workers()
         with run_store.lock(run_id):
             with cyclic_gc_paused():  # a few acyclic objects per node (see flowdag._gcpause)
+                stored = _load_or_none(run_store, run_id)
                 plan = plan_call(
                     dag,
-                    _load_or_none(run_store, run_id),
+                    stored,
                     run_id,
                     allow_changes=allow_changes,
                     fingerprints=node_fingerprints(dag, Fingerprinter()),  # one per call
@@ -268,7 +269,7 @@ def run(
                     else None
                 )
                 waits = (  # with accepted changes too: a removed input node's wait is dropped
-                    RunWaits(dag, run_store, run_id, frozenset(plan.completed))
+                    RunWaits(dag, run_store, run_id, frozenset(plan.completed), new=stored is None)
                     if plan.changes or any(spec.input is not None for spec in specs)
                     else None
                 )

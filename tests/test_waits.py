@@ -460,3 +460,16 @@ def test_keys_stay_out_of_logs(store: Store, caplog: pytest.LogCaptureFixture) -
         flowdag.provide_input(store, wait.key, YES)
         flowdag.run(po_workflow(), run_id=RUN, store=store)
     assert wait.key not in caplog.text
+
+
+def test_a_new_run_under_a_deleted_runs_id_asks_again(store: Store) -> None:
+    old = suspend(store)
+    assert old.key is not None
+    flowdag.provide_input(store, old.key, YES)
+    assert store.delete(RUN)
+    # The deleted run's answer is not the new run's: it gets its own wait.
+    new = suspend(store)
+    assert new.key is not None and new.key != old.key and new.provided_at is None
+    assert [w.state for w in flowdag.list_waits(store)] == ["waiting"]
+    flowdag.provide_input(store, new.key, NO)
+    assert flowdag.run(po_workflow(), run_id=RUN, store=store).outputs["approval"] == NO
