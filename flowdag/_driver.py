@@ -64,23 +64,22 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
 from typing import Any
 
-from flowdag._cache import RunCache, cached_reason, hit_record
+from flowdag._cache import RunCache
 from flowdag._commit import Commits, Committer, Starts
 from flowdag._kv_readers import kv_reader
 from flowdag._ledger import Ledger
+from flowdag._ready_hooks import ReadyHooks
 from flowdag._run_waits import RunWaits
 from flowdag._settle import Settler
-from flowdag.attempt import Attempt, Outcome, failure, given
+from flowdag.attempt import Attempt, Outcome, failure
 from flowdag.dag import DAG, RUN_DEFAULT
-from flowdag.errors import CacheKeyError, CorruptStateError, NodeTimeoutError
+from flowdag.errors import NodeTimeoutError
 from flowdag.executors import Executor
 from flowdag.launcher import Launcher
-from flowdag.refs import binding
 from flowdag.resume import Plan
 from flowdag.runner import EventKind, RunEvent, RunResult
 from flowdag.scheduler import PoolGate, ReadySet, Schedule, TimerHeap
@@ -106,7 +105,7 @@ _RESULT, _STARTED, _COMMITTED, _COMMIT_FAILED = range(4)
 _LOST_ATTEMPT_RETRIES = 3  # retries of attempts an executor lost (a worker died)
 
 
-class _Driver:
+class _Driver(ReadyHooks):
     """The loop that runs one DAG; see the module docstring."""
 
     def __init__(
@@ -254,78 +253,6 @@ class _Driver:
                 return  # the usual case: every slot given out; nothing new became ready
             free -= started
 
-    def cut_off(self, name: str) -> bool:
-        """Decide provisional ``name``, its deps done: True if its stored output holds
-        (early cutoff: done with no attempt and no commit, its record stays valid)."""
-        self.provisional.discard(name)
-        stored = self.ledger.cut_off(name)
-        if stored is None:
-            return False
-        self.schedule.gate.release(name)  # it was seated in its pool by take()
-        self.schedule.ready.done(name)
-        if self.on_event is not None:
-            self.emit(EventKind.NODE_FINISHED, name, stored.status, stored.attempts, None)
-        return True
-
-    def cached(self, name: str) -> bool:
-        """Look ready ``name`` up in the cross-run cache (`flowdag._cache`): True if
-        a hit completed it, or its ``cache_key`` failed it; False to run it."""
-        assert self.cache is not None
-        ledger = self.ledger
-        try:
-            entry = self.cache.lookup(name, ledger.states, ledger.outputs)
-        except (CacheKeyError, CorruptStateError) as exc:
-            attempt = self.running[name] = self.attempt(name)
-            self.on_result(attempt, failure(exc, retryable=False))
-            return True
-        if entry is None:
-            return False
-        self.schedule.gate.release(name)  # it was seated in its pool by take()
-        now = datetime.now(UTC)
-        ledger.reasons[name] = cached_reason(entry)
-        with binding(self.ref_source, f"run '{self.run_id}', node '{name}' (cached)"):
-            value = self.codec.decode(entry.output)
-        self.commits.outcomes[name] = Outcome(now, now, value)
-        self.commits.add([hit_record(name, entry, ledger, now)])
-        return True
-
-    def take_input(self, name: str) -> None:
-        """Input node ``name`` is ready: it waits for a value, or settles (`flowdag._run_waits`)."""
-        assert self.waits is not None
-        self.schedule.gate.release(name)  # it was seated in its pool by take(); it runs nothing
-        try:
-            settled = self.waits.ready(name, self.ledger.outputs)
-        except Exception as exc:  # its prompt raised, or the store failed
-            attempt = self.running[name] = self.attempt(name)
-            self.on_result(attempt, failure(exc, retryable=False))
-            return
-        if settled is None:
-            state = self.ledger.states[name]
-            if state.status is NodeStatus.WAITING:
-                return  # still waiting at the end-of-drive recheck: reported already
-            self.ledger.states[name] = replace(state, status=NodeStatus.WAITING)
-            if self.on_event is not None:
-                self.emit(EventKind.NODE_WAITING, name, NodeStatus.WAITING, state.attempts, None)
-            return
-        assert settled.reason is not None or settled.error is not None
-        if settled.reason is not None:
-            self.ledger.reasons[name] = settled.reason
-        attempt = self.running[name] = self.attempt(name)
-        if settled.error is not None:
-            outcome = failure(settled.error, settled.started_at, retryable=False)
-        else:
-            outcome = given(attempt, settled.started_at, settled.value)
-        self.on_result(attempt, outcome)
-
-    def settled_waits(self) -> bool:
-        """With nothing else to do, look at the waits again: True if one settled meanwhile."""
-        if self.waits is None or not self.waits.open or self.commits.error is not None:
-            return False
-        waiting = self.waits.recheck()
-        for name in waiting:
-            self.take_input(name)
-        return len(self.waits.open) < len(waiting)
-
     # -- attempts -------------------------------------------------------------
 
     def start(self, name: str) -> None:
@@ -462,12 +389,6 @@ class _Driver:
             )
         ]
         self.commits.add(records + self.skip_downstream(spec.name))
-
-    def failed_tables(self, name: str) -> dict[tuple[str, str], bytes | None] | None:
-        """The table writes of ``name``'s failure: its wait ends, its cache entry goes."""
-        if self.waits is not None and name in self.waits.ending:
-            return self.waits.clearing(name)  # input nodes are never cached
-        return None if self.cache is None else self.cache.failed(name)
 
     def skip_downstream(self, failed: str) -> list[NodeRecord]:
         """The records of the nodes that a failure of ``failed`` skips."""

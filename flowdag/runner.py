@@ -130,10 +130,15 @@ class RunResult:
         return dict(self.reasons)
 
     def raise_on_failure(self) -> None:
-        """Raise `RunFailedError` naming the failed nodes, unless the run completed."""
+        """Raise `RunFailedError` naming the failed nodes, if any node failed.
+
+        A run that completed, or is suspended with no node failed, raises nothing.
+        """
         if self.ok:
             return
         failed = [n for n, s in self.nodes.items() if s.status is NodeStatus.FAILED]
+        if not failed and self.status is RunStatus.SUSPENDED:
+            return
         detail = "; ".join(f"{n}: {self.nodes[n].error}" for n in failed[:5])
         more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
         raise RunFailedError(
