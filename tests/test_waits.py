@@ -52,6 +52,8 @@ from tests.waits_workflows import (
 __all__ = ["clock"]  # a fixture
 
 RUN = "po-17"
+# For what does not depend on the store: a plain, a disk and an encrypted one.
+SOME_KINDS = pytest.mark.parametrize("kind", ["memory", "lmdb", "json-encrypted"], indirect=True)
 
 
 @pytest.fixture(params=KINDS)
@@ -294,6 +296,7 @@ def test_a_value_given_during_the_run_is_taken_by_that_run(store: Store) -> None
     assert result.waits == {} and flowdag.list_waits(store) == []
 
 
+@SOME_KINDS
 def test_waiting_is_reported_once_per_run(store: Store) -> None:
     events: list[tuple[str, str]] = []
     flowdag.run(
@@ -310,6 +313,7 @@ def test_waiting_is_reported_once_per_run(store: Store) -> None:
 # -- code changed since the wait started --------------------------------------------------
 
 
+@SOME_KINDS
 def test_a_changed_schema_keeps_the_stored_one(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -326,6 +330,7 @@ def test_a_changed_schema_keeps_the_stored_one(
     assert warning.levelno == logging.WARNING and "approval" in warning.getMessage()
 
 
+@SOME_KINDS
 def test_a_changed_schema_checks_values_against_the_stored_one(store: Store) -> None:
     wait = suspend(store)
     assert wait.key is not None
@@ -337,6 +342,7 @@ def test_a_changed_schema_checks_values_against_the_stored_one(store: Store) -> 
         flowdag.provide_input(store, wait.key, {"anything": 1})
 
 
+@SOME_KINDS
 def test_a_wait_whose_node_was_marked_done_is_dropped(store: Store) -> None:
     wait = suspend(store)
     assert wait.key is not None
@@ -348,6 +354,7 @@ def test_a_wait_whose_node_was_marked_done_is_dropped(store: Store) -> None:
         flowdag.provide_input(store, wait.key, YES)
 
 
+@SOME_KINDS
 def test_a_wait_whose_node_was_removed_is_dropped(store: Store) -> None:
     wait = suspend(store)
     assert wait.key is not None
@@ -372,6 +379,7 @@ def broken_prompt(draft: dict[str, Any]) -> str:
     raise PromptBroken(f"no template for {draft['id']}")
 
 
+@SOME_KINDS
 def test_a_prompt_that_raises_fails_the_node(store: Store) -> None:
     result = flowdag.run(po_workflow(prompt=broken_prompt), run_id=RUN, store=store)
     assert result.status is RunStatus.FAILED and result.waits == {}
@@ -383,6 +391,7 @@ def test_a_prompt_that_raises_fails_the_node(store: Store) -> None:
     assert suspend(store).prompt == {"text": PROMPT_TEXT, "total": 120}
 
 
+@SOME_KINDS
 def test_a_prompt_that_is_not_json_fails_the_node(store: Store) -> None:
     result = flowdag.run(po_workflow(prompt=lambda draft: {1, 2}), run_id=RUN, store=store)
     assert result.status is RunStatus.FAILED
@@ -409,9 +418,18 @@ def test_a_large_input_is_kept_by_reference(store: Store) -> None:
     assert type(stored) is Ref and stored.load() == big
 
 
-@pytest.mark.parametrize("target", ["memory", "json", "lmdb-encrypted"])
-def test_convert_copies_open_waits(kind: Opened, target: str, tmp_path: Path) -> None:
-    with kind.open() as src:
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        ("memory", "json"),
+        ("lmdb", "flatbuffers-encrypted"),
+        ("json-encrypted", "lmdb"),
+        ("flatbuffers", "lmdb-encrypted"),
+        ("lmdb-encrypted", "memory"),
+    ],
+)
+def test_convert_copies_open_waits(source: str, target: str, tmp_path: Path) -> None:
+    with opener(source, tmp_path).open() as src:
         wait = suspend(src)
         assert wait.key is not None
         dst_kind = opener(target, tmp_path / "converted")
@@ -453,6 +471,7 @@ def test_no_key_on_the_disk(kind_name: str, tmp_path: Path) -> None:
         assert key is not None and key.encode() not in disk
 
 
+@SOME_KINDS
 def test_keys_stay_out_of_logs(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG):
         wait = suspend(store)
@@ -462,6 +481,7 @@ def test_keys_stay_out_of_logs(store: Store, caplog: pytest.LogCaptureFixture) -
     assert wait.key not in caplog.text
 
 
+@SOME_KINDS
 def test_a_new_run_under_a_deleted_runs_id_asks_again(store: Store) -> None:
     old = suspend(store)
     assert old.key is not None
