@@ -173,7 +173,11 @@ def test_reissue_revokes_the_old_key(store: Store) -> None:
     assert wait.key is not None
     fresh = flowdag.reissue_key(store, RUN, "approval")
     assert fresh.key is not None and fresh.key != wait.key
-    assert (fresh.node, fresh.prompt, fresh.started_at) == ("approval", wait.prompt, wait.started_at)
+    assert (fresh.node, fresh.prompt, fresh.started_at) == (
+        "approval",
+        wait.prompt,
+        wait.started_at,
+    )
     with pytest.raises(InputNotFoundError):
         flowdag.provide_input(store, wait.key, YES)
     again = flowdag.reissue_key(store, RUN, "approval")
@@ -438,7 +442,11 @@ def test_convert_copies_open_waits(source: str, target: str, tmp_path: Path) -> 
             copy_run(src, dst, RUN)
             copy_tables(src, dst)
             [listed] = flowdag.list_waits(dst)
-            assert (listed.node, listed.prompt, listed.schema) == ("approval", wait.prompt, APPROVAL)
+            assert (listed.node, listed.prompt, listed.schema) == (
+                "approval",
+                wait.prompt,
+                APPROVAL,
+            )
             flowdag.provide_input(dst, wait.key, YES)  # the same key answers the copy
             done = flowdag.run(po_workflow(), run_id=RUN, store=dst)
             assert done.outputs["send"] == "PO-1 sent"

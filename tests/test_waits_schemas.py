@@ -14,10 +14,9 @@ import dataclasses
 import datetime
 from typing import Any, Literal
 
-from typing_extensions import TypedDict
-
 import pydantic
 import pytest
+from typing_extensions import TypedDict
 
 import flowdag
 from flowdag import InputValidationError, NodeStatus, RunStatus, Workflow
