@@ -43,10 +43,13 @@ from tests.waits_workflows import (
     Clock,
     Opened,
     all_bytes,
+    ask,
+    audit,
     clock,
     draft,
     opener,
     po_workflow,
+    send,
 )
 
 __all__ = ["clock"]  # a fixture
@@ -501,3 +504,49 @@ def test_a_new_run_under_a_deleted_runs_id_asks_again(store: Store) -> None:
     assert [w.state for w in flowdag.list_waits(store)] == ["waiting"]
     flowdag.provide_input(store, new.key, NO)
     assert flowdag.run(po_workflow(), run_id=RUN, store=store).outputs["approval"] == NO
+
+
+# -- input nodes among others -------------------------------------------------------------
+
+
+def test_an_input_after_an_input_waits_in_turn() -> None:
+    store = flowdag.MemoryStore()
+    wf = Workflow("chain")
+    wf.add_input("first", schema={"type": "integer"})
+    wf.add_input("second", schema={"type": "integer"}, deps=["first"], prompt=lambda first: first)
+    wf.add_node("total", lambda first, second: first + second, deps=["first", "second"])
+    one = flowdag.run(wf, run_id=RUN, store=store)
+    assert set(one.waits) == {"first"} and one.node_status["second"] is NodeStatus.PENDING
+    assert one.waits["first"].key is not None
+    flowdag.provide_input(store, one.waits["first"].key, 2)
+    two = flowdag.run(wf, run_id=RUN, store=store)  # first completes, second starts waiting
+    assert two.status is RunStatus.SUSPENDED and set(two.waits) == {"second"}
+    wait = two.waits["second"]
+    assert wait.key is not None and wait.prompt == 2
+    flowdag.provide_input(store, wait.key, 40)
+    assert flowdag.run(wf, run_id=RUN, store=store).outputs["total"] == 42
+
+
+def bigger_draft() -> dict[str, Any]:
+    return {"id": "PO-1", "total": 990}
+
+
+def test_a_changed_order_is_asked_again() -> None:
+    store = flowdag.MemoryStore()
+    first = suspend(store)
+    assert first.key is not None
+    flowdag.provide_input(store, first.key, YES)
+    assert flowdag.run(po_workflow(), run_id=RUN, store=store).ok
+    # The draft's code and output change: the approval given was for another order.
+    changed = Workflow("po")
+    changed.add_node("draft", bigger_draft)
+    changed.add_node("audit", audit)
+    changed.add_input("approval", deps=["draft"], schema=APPROVAL, prompt=ask)
+    changed.add_node("send", send, deps=["draft", "approval"])
+    again = flowdag.run(changed, run_id=RUN, store=store)
+    assert again.status is RunStatus.SUSPENDED
+    wait = again.waits["approval"]
+    assert wait.key is not None and wait.prompt["total"] == 990
+    flowdag.provide_input(store, wait.key, NO)
+    done = flowdag.run(changed, run_id=RUN, store=store)
+    assert done.outputs["send"] == "PO-1 dropped"
