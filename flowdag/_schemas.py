@@ -56,6 +56,9 @@ _KINDS = "a pydantic model class, a dataclass, a TypedDict or a JSON Schema dict
 _JSON_KINDS = "dict with str keys, list, tuple, str, int, float, bool, None"
 # Keywords whose values are data, not subschemas: a "$ref" in there is not a reference.
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+_NAMED_SUBSCHEMAS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
 
 
 def json_schema_of(schema: object, where: str) -> dict[str, Any]:
@@ -210,14 +213,19 @@ def _validator_class(schema: Mapping[str, Any], where: str) -> type[Validator]:
     return found
 
 
-def _refs(node: Any) -> Iterator[str]:
-    """Every ``$ref`` string in a schema, skipping values that are data."""
+def _refs(node: Any, names: bool = False) -> Iterator[str]:
+    """Every ``$ref`` string in a schema, skipping values that are data.
+
+    `names` says the dict's keys are names (of properties, of definitions), not keywords.
+    """
     if isinstance(node, dict):
         for key, item in node.items():
-            if key == "$ref" and isinstance(item, str):
+            if names:
+                yield from _refs(item)
+            elif key == "$ref" and isinstance(item, str):
                 yield item
             elif key not in _DATA_KEYWORDS:
-                yield from _refs(item)
+                yield from _refs(item, names=key in _NAMED_SUBSCHEMAS)
     elif isinstance(node, list):
         for item in node:
             yield from _refs(item)

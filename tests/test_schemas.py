@@ -182,6 +182,10 @@ def test_bad_schemas(bad: object, error: type[Exception], match: str) -> None:
 def test_a_ref_in_data_is_not_a_reference() -> None:
     schema = {"const": {"$ref": "https://example.com"}, "default": {"$ref": "x"}}
     assert json_schema_of(schema, WHERE) == schema
+    # ... but one in a property named like a keyword is.
+    named = {"properties": {"const": {"$ref": "https://example.com"}}}
+    with pytest.raises(InvalidArgumentError, match="only local references"):
+        json_schema_of(named, WHERE)
 
 
 def test_pydantic_cannot_describe() -> None:
