@@ -31,7 +31,7 @@ import math
 import re
 import sys
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flowdag.errors import (
@@ -56,6 +56,9 @@ _KINDS = "a pydantic model class, a dataclass, a TypedDict or a JSON Schema dict
 _JSON_KINDS = "dict with str keys, list, tuple, str, int, float, bool, None"
 # Keywords whose values are data, not subschemas: a "$ref" in there is not a reference.
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+_NAMED_SUBSCHEMAS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)
 
 
 def json_schema_of(schema: object, where: str) -> dict[str, Any]:
@@ -147,9 +150,9 @@ def validate(schema: Mapping[str, Any], value: Any, *, node: str | None = None) 
     try:
         errors = list(validator.iter_errors(value))
     except Unresolvable as exc:
+        what = "this input" if node is None else f"input node {node!r}"
         raise InvalidArgumentError(
-            f"the schema of {_node_name(node)} has a $ref that cannot be resolved ({exc}); "
-            "fix the schema in the workflow"
+            f"the schema of {what} has a $ref that cannot be resolved ({exc}); fix the schema"
         ) from exc
     if errors:
         problems = [problem for error in errors for problem in _problems(error)]
@@ -171,8 +174,9 @@ def _checked_dict(schema: Any, where: str) -> dict[str, Any]:
         cls.check_schema(schema)
     except SchemaError as exc:
         at = "" if not exc.path else f" at {exc.json_path}"
+        dialect = cls.__name__.removesuffix("Validator")
         raise InvalidArgumentError(
-            f"{where}: schema is not a valid JSON Schema ({_dialect(cls)}){at}: "
+            f"{where}: schema is not a valid JSON Schema ({dialect}){at}: "
             f"{_short(exc.message)}; fix the schema"
         ) from None
     for ref in _refs(schema):
@@ -209,14 +213,19 @@ def _validator_class(schema: Mapping[str, Any], where: str) -> type[Validator]:
     return found
 
 
-def _refs(node: Any) -> Iterator[str]:
-    """Every ``$ref`` string in a schema, skipping values that are data."""
+def _refs(node: Any, names: bool = False) -> Iterator[str]:
+    """Every ``$ref`` string in a schema, skipping values that are data.
+
+    `names` says the dict's keys are names (of properties, of definitions), not keywords.
+    """
     if isinstance(node, dict):
         for key, item in node.items():
-            if key == "$ref" and isinstance(item, str):
+            if names:
+                yield from _refs(item)
+            elif key == "$ref" and isinstance(item, str):
                 yield item
             elif key not in _DATA_KEYWORDS:
-                yield from _refs(item)
+                yield from _refs(item, names=key in _NAMED_SUBSCHEMAS)
     elif isinstance(node, list):
         for item in node:
             yield from _refs(item)
@@ -272,15 +281,11 @@ def _canonical(schema: Mapping[str, Any]) -> str:
     return json.dumps(schema, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
-def _dialect(cls: type[Validator]) -> str:
-    return cls.__name__.removesuffix("Validator")
-
-
 # --- JSON form ----------------------------------------------------------------------
 
 
 def _json(value: object, path: str, seen: frozenset[int]) -> Any:
-    # Exact types first: the common case costs one dict lookup-free type test.
+    # Exact types first: they are nearly every value, and need no conversion.
     kind = type(value)
     if value is None or kind is bool or kind is str or kind is int:
         return value
@@ -288,8 +293,6 @@ def _json(value: object, path: str, seen: frozenset[int]) -> Any:
         return _finite(value, path)  # type: ignore[arg-type]
     if isinstance(value, enum.Enum):
         return _json(value.value, path, seen)
-    if isinstance(value, bool):  # before int: bool is an int
-        return bool(value)
     if isinstance(value, str):
         return str.__str__(value)  # a plain str, whatever the subclass's __str__ does
     if isinstance(value, int):
@@ -303,7 +306,7 @@ def _json(value: object, path: str, seen: frozenset[int]) -> Any:
         if isinstance(value, Mapping):
             out: dict[str, Any] = {}
             for key, item in value.items():
-                if not isinstance(key, str) or isinstance(key, enum.Enum):
+                if not isinstance(key, str):  # a StrEnum key is a str: its value
                     raise InvalidArgumentTypeError(
                         f"{path} has the key {_short(repr(key))} of type "
                         f"{type(key).__name__}; JSON object keys are str: convert the keys"
@@ -334,29 +337,30 @@ def _dump_object(value: object, path: str, seen: frozenset[int]) -> Any:
     inner = seen | {id(value)}
     base = getattr(sys.modules.get("pydantic"), "BaseModel", None)
     if base is not None and isinstance(value, base):
-        return _json(_pydantic_dump(lambda: value.model_dump(mode="json"), path), path, inner)
+        import pydantic_core
+
+        try:
+            dumped = typing.cast(Any, value).model_dump(mode="json")
+        except pydantic_core.PydanticSerializationError as exc:
+            raise InvalidArgumentTypeError(
+                f"{path} cannot be written as JSON by pydantic: {_first_line(str(exc))}"
+            ) from None
+        return _json(dumped, path, inner)
     if not dataclasses.is_dataclass(value) or isinstance(value, type):
         return _NO_DUMP
     adapter = _dataclass_adapter(type(value))
     if adapter is not None:
-        dumped = _pydantic_dump(lambda: adapter.dump_python(value, mode="json"), path)
-        return _json(dumped, path, inner)
-    # Without pydantic: field by field, so a failure names the field's path.
+        import pydantic_core
+
+        try:
+            return _json(adapter.dump_python(value, mode="json"), path, inner)
+        except pydantic_core.PydanticSerializationError:
+            pass  # field by field below, to name the field pydantic cannot write
+    # Without pydantic (or past its failure): field by field, naming a failing field's path.
     return {
         field.name: _json(getattr(value, field.name), f"{path}.{field.name}", inner)
         for field in dataclasses.fields(value)
     }
-
-
-def _pydantic_dump(dump: Callable[[], Any], path: str) -> Any:
-    import pydantic_core
-
-    try:
-        return dump()
-    except pydantic_core.PydanticSerializationError as exc:
-        raise InvalidArgumentTypeError(
-            f"{path} cannot be written as JSON by pydantic: {_first_line(str(exc))}"
-        ) from None
 
 
 @functools.lru_cache(maxsize=256)
@@ -483,10 +487,6 @@ def _field_name(path: list[Any]) -> str:
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
-
-
-def _node_name(node: str | None) -> str:
-    return "this input" if node is None else f"input node {node!r}"
 
 
 def _short(text: str) -> str:

@@ -283,6 +283,12 @@ def run(
                 )
             driver.drive()
     result = driver.result()
+    if store is None and result.waits:
+        logger.warning(
+            "run %s is suspended on an in-memory store that is gone now, with its waits; "
+            "pass store= (e.g. flowdag.LMDBStore(DIR)) to answer them later",
+            run_id,
+        )
     watching = runs_at_import.get()
     if watching is not None:
         watching.append(result)
