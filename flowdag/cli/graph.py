@@ -21,7 +21,9 @@ from flowdag.cli.base import (
 )
 from flowdag.cli.loader import load_dag
 from flowdag.cli.runs import liveness
+from flowdag.cli.waits import waiting_nodes, with_waiting
 from flowdag.stores.base import check_run_id
+from flowdag.waits import list_waits
 
 __all__ = ["add_parser", "cmd_graph"]
 
@@ -80,8 +82,11 @@ def cmd_graph(args: argparse.Namespace, err: Console) -> int:
     if args.run_id is not None:
         with open_store(args.store or DEFAULT_STORE, create=False) as store:
             state = store.load_statuses(args.run_id)
+            waits = list_waits(store, args.run_id)
+            waiting = waiting_nodes(state, (wait.node for wait in waits))
             # Running nodes of a run no live process holds were in flight at a crash.
-            interrupted = liveness(store, state).interrupted
+            interrupted = liveness(store, state, waiting).interrupted
+            state = with_waiting(state, waiting)  # stored as pending; the waits table knows
         if state.workflow != dag.name:
             log.warning(
                 "run %s belongs to workflow %r, not %r; statuses are shown where node names match",

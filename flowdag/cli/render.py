@@ -59,6 +59,7 @@ _STATUS_STYLE = {  # node and run statuses alike
     "failed": "bold red",
     "skipped": "yellow",
     "suspended": "yellow",
+    "waiting": "yellow",  # an input node waiting for a value (flowdag provide)
     "running": "cyan",
     "pending": "dim",
     "damaged": "bold red",  # a run that cannot be read (flowdag list)
