@@ -108,6 +108,7 @@ def test_suspend_provide_continue(capsys: pytest.CaptureFixture[str], flow: str,
     assert re.search(r"run po1 suspended .*1 waiting|run po1 suspended .*2 waiting", out)
     assert "continue with: flowdag run" in out
     assert not any(key in err for key in keys.values())  # never in the log
+    assert err.count("node approve waits for input") == 1
 
     # Again: still suspended; the keys are not shown again (they are not stored).
     code, out, _ = cli(capsys, "run", flow, "--run-id", "po1", "--store", url)
@@ -151,6 +152,10 @@ def test_suspend_provide_continue(capsys: pytest.CaptureFixture[str], flow: str,
     assert {wait["node"] for wait in document["waits"]} == {"approve", "note"}
     code, out, _ = cli(capsys, "list", "--store", url)
     assert "suspended" in out and "2 waiting" in out
+    code, out, _ = cli(capsys, "show", "po1", "--store", url)
+    assert "suspended" in out.splitlines()[0] and re.search(r"^approve +waiting", out, re.M)
+    code, out, _ = cli(capsys, "explain", "po1", "--store", url, "--json")
+    assert json.loads(out)["status"] == "suspended"
     code, out, _ = cli(capsys, "list", "--store", url, "--json")
     (row,) = json.loads(out)
     assert row["status"] == "suspended" and row["nodes"]["waiting"] == 2

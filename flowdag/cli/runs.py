@@ -69,6 +69,7 @@ __all__ = [
     "liveness",
     "node_json",
     "ref_json",
+    "shown_state",
     "state_json",
 ]
 
@@ -165,6 +166,14 @@ def liveness(store: Store, state: RunState, waiting: frozenset[str] = frozenset(
         running = any(node.status is NodeStatus.RUNNING for node in state.nodes.values())
         return Liveness(SUSPENDED if waiting and not running else INTERRUPTED, None, last)
     return Liveness(str(RunStatus.RUNNING), holder, last)
+
+
+def shown_state(store: Store, state: RunState) -> tuple[RunState, Liveness]:
+    """``state`` as shown, its waiting nodes `NodeStatus.WAITING` (the waits table
+    says which; the run stores them pending), and its `Liveness`."""
+    waits = list_waits(store, state.run_id)
+    waiting = waiting_nodes(state, (wait.node for wait in waits))
+    return with_waiting(state, waiting), liveness(store, state, waiting)
 
 
 # -- flowdag status ----------------------------------------------------------------------
