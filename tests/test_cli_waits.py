@@ -16,13 +16,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flowdag._wait_entries import TABLE, decode_entry, encode_entry, run_prefix
 from flowdag.cli import main
 from flowdag.cli.base import open_store as cli_store
+from flowdag.cli.waits import wait_json
 from flowdag.stores import open_store
 from flowdag.stores._crypto import generate_key
 from flowdag.stores._tables import TableTxn
+from flowdag.waits import Wait
 
 KINDS = ["lmdb", "json", "flatbuffers", "lmdb-encrypted"]
 KEY = generate_key()
@@ -320,3 +324,32 @@ def test_a_held_waiting_run_is_running_and_a_gone_one_is_not_listed(
         store.delete("po1")
     code, out, err = cli(capsys, "waits", "--store", url)
     assert (code, out) == (0, "") and "no waits" in err  # gone with its run; gc removes them
+
+
+@given(
+    provided=st.booleans(),
+    deadline=st.one_of(st.none(), st.integers(-10_000, 10_000)),
+    has_default=st.booleans(),
+    key=st.one_of(st.none(), st.just("fdw_" + "k" * 32)),
+)
+def test_a_wait_as_listed_agrees_with_its_state(
+    provided: bool, deadline: int | None, has_default: bool, key: str | None
+) -> None:
+    now = datetime.now(UTC)
+    started = now - timedelta(hours=1)
+    expires = None if deadline is None else now + timedelta(seconds=deadline)
+    wait = Wait("r", "n", key, "p", {}, started, expires, has_default, now if provided else None)
+    record = wait_json(wait, now)
+    assert record["state"] == (
+        "provided" if provided else "expired" if wait.expired(now) else "waiting"
+    )
+    expected = {
+        "provided": "the next run takes it",
+        "waiting": "waits for input",
+        "expired": "default applies on the next run" if has_default else "fails on the next run",
+    }
+    assert record["next_run"] == expected[record["state"]]
+    assert "key" not in record and "fdw_" not in json.dumps(record)
+    for moment in ("started_at", "expires_at", "provided_at"):
+        text = record[moment]
+        assert text is None or datetime.fromisoformat(text).utcoffset() == timedelta(0)
