@@ -22,6 +22,7 @@ STATUS_COLORS: dict[str | None, str] = {
     NodeStatus.SKIPPED: "#ffe08a",
     NodeStatus.PENDING: "#f8f9fa",
     NodeStatus.RUNNING: "#a9c9f5",
+    NodeStatus.WAITING: "#ffd6a5",
     INTERRUPTED: "#e2c6f5",
     None: "#e9edf2",
 }
@@ -32,15 +33,17 @@ STROKES: dict[str | None, str] = {
     NodeStatus.SKIPPED: "#9c7a00",
     NodeStatus.PENDING: "#6c757d",
     NodeStatus.RUNNING: "#1f5fbf",
+    NodeStatus.WAITING: "#c05600",
     INTERRUPTED: "#7b2cbf",
     None: "#5c6b7a",
 }
 #: Statuses in the order counts are listed (titles, groups, the PNG legend).
-ORDER = ("pending", "running", INTERRUPTED, "completed", "failed", "skipped")
+ORDER = ("pending", "waiting", "running", INTERRUPTED, "completed", "failed", "skipped")
 #: Which nodes of a crowded layer stay visible: the ones that explain the run first.
 PRIORITY: dict[str | None, int] = {
     NodeStatus.FAILED: 0,
     NodeStatus.RUNNING: 1,
+    NodeStatus.WAITING: 1,
     INTERRUPTED: 1,
     NodeStatus.SKIPPED: 2,
     NodeStatus.PENDING: 3,

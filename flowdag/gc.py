@@ -19,7 +19,8 @@ against the writers running beside it and against a ``kill -9`` at any moment:
    deletes a run atomically). A run that is running, or locked by any live
    process, is skipped and reported (`GCReport.skipped_runs`). Expired means
    `Store.life` says so, or, with ``older_than``, the run's last node finished
-   longer ago than that.
+   longer ago than that and none of its input waits is live (`flowdag._wait_gc`).
+   After the mark, the waits of runs that are gone are removed.
 4. **Mark.** Every `Holder` yields the sha256 of each blob a live record points
    at: runs now (`Store.life`: records only, no output decoded, no blob
    read), and later KV entries, cache entries and waits, which plug in as
@@ -54,6 +55,7 @@ from pathlib import Path
 from typing import Protocol
 
 from flowdag._units import Duration, parse_duration
+from flowdag._wait_gc import keeps_run, sweep_orphans
 from flowdag.errors import (
     CorruptStateError,
     FlowdagError,
@@ -82,6 +84,7 @@ class GCReport:
         blobs: unreferenced blobs deleted.
         kv: expired KV entries deleted.
         cache: expired cache entries deleted.
+        waits: input waits deleted (with their keys) because their run is gone.
         temp: leftover temp files of the blob area removed.
         bytes_freed: bytes of the blobs and temp files removed (a run's own
             records are not counted: ``flowdag store compact`` gives their
@@ -99,6 +102,7 @@ class GCReport:
     blobs: int = 0
     kv: int = 0
     cache: int = 0
+    waits: int = 0
     temp: int = 0
     bytes_freed: int = 0
     skipped: int = 0
@@ -143,7 +147,7 @@ def _cache_holders(store: Store) -> Iterable[Holder]:
 #: Makers of the holders of other record kinds: each is given the store and
 #: returns its holders. KV entries (`flowdag._kv_entries.KVHolder`) and cache
 #: entries (`flowdag._cache.CacheHolder`): live entries hold their blobs, and
-#: expired entries are deleted as they are read. Waits add theirs here.
+#: expired entries are deleted as they are read. Waits hold no blobs (JSON only).
 HOLDER_KINDS: list[Callable[[Store], Iterable[Holder]]] = [_kv_holders, _cache_holders]
 
 
@@ -201,6 +205,8 @@ def gc(
                     holders += make(each)
             for holder in holders:
                 marked.update(holder.held(now, report))
+            if report.swept:  # an unreadable run or store may own any wait: none goes
+                report.waits = sweep_orphans(store, [store, *others], doomed, dry_run)
         if report.swept:
             _sweep(area, candidates, marked, cutoff, dry_run, report)
     report.skipped = len(report.skipped_runs)
@@ -310,15 +316,17 @@ def _expired(
         return True
     if older_s is None:
         return False
-    # Hook for waits (a later issue): a run waiting for input whose wait has not
-    # expired is kept, however old.
     state = store.load_statuses(run_id)
     finished = [node.finished_at for node in state.nodes.values() if node.finished_at]
     if not finished:
         return False  # nothing ever finished: no age to judge it by
     # A run that is running now is not judged here: its lock, which the delete
     # takes, refuses it (and it is reported as skipped).
-    return max(finished) <= now - timedelta(seconds=older_s)
+    if max(finished) > now - timedelta(seconds=older_s):
+        return False
+    # An old run waiting for input (a wait open and before its deadline, or
+    # answered) is kept however old. Asked again under the run's lock.
+    return not keeps_run(store, run_id, now)
 
 
 def _held_by(run_id: str, pid: int) -> str:

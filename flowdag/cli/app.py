@@ -16,6 +16,7 @@ from flowdag.cli import cache as cache_command
 from flowdag.cli import explain as explain_command
 from flowdag.cli import gc as gc_command
 from flowdag.cli import graph, kv, overrides, run, runs, show
+from flowdag.cli import waits as waits_command
 from flowdag.cli.base import CLIError, Command, Exit, flatten, log
 from flowdag.cli.bench import command as bench
 from flowdag.errors import FlowdagError, RunLockedError, WorkflowChangedError
@@ -85,6 +86,7 @@ def make_parser() -> argparse.ArgumentParser:
     overrides.add_parsers(commands)
     cache_command.add_parsers(commands)
     kv.add_parsers(commands)
+    waits_command.add_parsers(commands)
     return parser
 
 

@@ -40,6 +40,7 @@ class Exit(IntEnum):
     OK = 0  # the run completed, or the command worked
     FAILED = 1  # the run failed; store convert/verify: some run was not copied or is damaged
     USAGE = 2  # bad usage or bad input
+    SUSPENDED = 3  # flowdag run: the run waits for input (flowdag provide), nothing else to do
     BROKEN_PIPE = 141  # stdout was closed early (`| head`): 128 + SIGPIPE, as a shell reports
 
 

@@ -47,7 +47,7 @@ from flowdag.cli.base import (
 )
 from flowdag.cli.loader import load_dag
 from flowdag.cli.render import local_time, output_console, styled, text_table
-from flowdag.cli.runs import liveness
+from flowdag.cli.runs import shown_state
 from flowdag.dag import DAG
 from flowdag.errors import StoreError
 from flowdag.explain import Explanation, PlannedRun, explain_state, plan_stored, topological
@@ -129,7 +129,7 @@ def cmd_explain(args: argparse.Namespace, err: Console) -> int:
     check_run_id(args.run_id)  # before the store: a bad id is the error, not a missing store
     with open_store(args.store, create=False) as store:
         state = store.load_statuses(args.run_id)  # no output is read
-        live = liveness(store, state)
+        live = shown_state(store, state)[1]  # suspended, when its input nodes wait
     explained = explain_state(state, live=live.pid is not None)
     if args.json:
         document = {

@@ -94,6 +94,8 @@ def summary(report: GCReport) -> str:
     for count, what in ((report.kv, "kv"), (report.cache, "cache")):
         if count:
             parts.append(f"{count} expired {what} {'entry' if count == 1 else 'entries'}")
+    if report.waits:
+        parts.append(_count(report.waits, "wait") + " of gone runs")
     if report.temp:
         parts.append(_count(report.temp, "temp file"))
     freed = "would free" if report.dry_run else "freed"

@@ -20,7 +20,7 @@ from flowdag.cli.base import (
     positive_int,
 )
 from flowdag.cli.loader import load_dag
-from flowdag.cli.runs import liveness
+from flowdag.cli.runs import shown_state
 from flowdag.stores.base import check_run_id
 
 __all__ = ["add_parser", "cmd_graph"]
@@ -79,9 +79,10 @@ def cmd_graph(args: argparse.Namespace, err: Console) -> int:
     interrupted = False
     if args.run_id is not None:
         with open_store(args.store or DEFAULT_STORE, create=False) as store:
-            state = store.load_statuses(args.run_id)
+            # Waiting nodes are stored pending: the waits table says they wait.
+            state, live = shown_state(store, store.load_statuses(args.run_id))
             # Running nodes of a run no live process holds were in flight at a crash.
-            interrupted = liveness(store, state).interrupted
+            interrupted = live.interrupted
         if state.workflow != dag.name:
             log.warning(
                 "run %s belongs to workflow %r, not %r; statuses are shown where node names match",

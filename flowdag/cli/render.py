@@ -59,6 +59,7 @@ _STATUS_STYLE = {  # node and run statuses alike
     "failed": "bold red",
     "skipped": "yellow",
     "suspended": "yellow",
+    "waiting": "yellow",  # an input node waiting for a value (flowdag provide)
     "running": "cyan",
     "pending": "dim",
     "damaged": "bold red",  # a run that cannot be read (flowdag list)
@@ -341,6 +342,7 @@ class RunProgress(LiveBar):
         self.ran: set[str] = set()  # nodes this process started (the rest were restored)
         self._running: dict[str, None] = {}  # insertion-ordered set
         self._started: dict[str, float] = {}  # node -> monotonic time of its first start here
+        self._waiting: set[str] = set()  # input nodes said to wait
 
     def update(self, event: RunEvent) -> None:
         """Handle one `flowdag.RunEvent`; called on the runner's driver thread."""
@@ -353,6 +355,10 @@ class RunProgress(LiveBar):
         elif event.kind == "node_finished":
             self._running.pop(event.node, None)
             self._finished(event)
+        elif event.kind == "node_waiting":
+            if event.node not in self._waiting:  # told again when the run looks once more
+                self._waiting.add(event.node)
+                self._say("", f"node {event.node} waits for input")  # its key: stdout, at the end
         elif event.kind == "node_retrying":
             why = error_text(event.error)
             text = f"node {event.node} attempt {event.attempt} failed: {why}"

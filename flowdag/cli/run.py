@@ -33,8 +33,10 @@ from flowdag.cli.render import (
     summary_table,
 )
 from flowdag.cli.tracebacks import add_verbose_option, print_tracebacks
+from flowdag.cli.waits import print_waits
 from flowdag.executors import Executor
 from flowdag.runner import RunResult, new_run_id
+from flowdag.state import RunStatus
 from flowdag.stores import parse_store_url
 from flowdag.stores.base import check_run_id
 
@@ -109,7 +111,11 @@ def add_parser(commands: Commands) -> None:
 def cmd_run(args: argparse.Namespace, err: Console) -> int:
     """Run (or resume) a workflow from a Python file.
 
-    Run a workflow; run again with the same --run-id to resume it.
+    Run a workflow; run again with the same --run-id to resume it. Exit code:
+    0 completed, 1 failed, 2 bad input, 3 suspended: input nodes wait for
+    values and nothing else can run; each wait is printed with the command
+    that answers it (flowdag provide KEY ...; the key is shown this once), and
+    the next run with the same --run-id continues.
     """
     if args.run_id is not None:
         check_run_id(args.run_id)  # before importing the file: bad input fails fast
@@ -186,6 +192,16 @@ def _report(
         return Exit.OK
     counts = count(result.nodes.values())
     command = None if args is None else resume_command(args)
+    if result.status is RunStatus.SUSPENDED:
+        # Keys go to stdout only, here, once: never to the log on stderr.
+        print_waits(out, result.waits, None if args is None else args.store)
+        hint = "" if command is None else f"; once given, continue with: {escape(command)}"
+        out.print(
+            f"run {escape(result.run_id)} {styled(result.status)} "
+            f"({describe_counts(counts)}){hint}",
+            soft_wrap=True,
+        )
+        return Exit.SUSPENDED
     hint = "" if command is None else f"; fix and resume with: {escape(command)}"
     out.print(
         f"run {escape(result.run_id)} {styled(result.status)} ({describe_counts(counts)}){hint}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,7 @@ from flowdag.cli.render import (
 )
 from flowdag.cli.store import cmd_store_convert, cmd_store_verify
 from flowdag.cli.tracebacks import add_verbose_option, print_tracebacks
+from flowdag.cli.waits import wait_json, waiting_nodes, waits_by_run, with_waiting
 from flowdag.errors import FlowdagError, RunNotFoundError
 from flowdag.json_codec import JSONCodec
 from flowdag.refs import Ref
@@ -53,6 +55,7 @@ from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores import Store
 from flowdag.stores._refwalk import load_brief
 from flowdag.stores.base import check_run_id
+from flowdag.waits import list_waits
 
 __all__ = [
     "Liveness",
@@ -66,6 +69,7 @@ __all__ = [
     "liveness",
     "node_json",
     "ref_json",
+    "shown_state",
     "state_json",
 ]
 
@@ -108,13 +112,15 @@ def add_parsers(commands: Commands) -> None:
 
 #: Shown for a run (or a node) left unfinished by a process that is gone.
 INTERRUPTED = "interrupted"
+#: Shown for a run no process holds whose input nodes wait (`flowdag waits`).
+SUSPENDED = str(RunStatus.SUSPENDED)
 
 
 @dataclass(frozen=True, slots=True)
 class Liveness:
     """A stored run as an operator needs it: is someone still running it?"""
 
-    status: str  # the stored status, or "interrupted" when no live process holds the run
+    status: str  # the stored status; "interrupted" or "suspended" when no live process holds it
     pid: int | None  # the live holder's pid (0: held, holder not named)
     last_commit: datetime | None  # when the newest node finished
 
@@ -142,8 +148,13 @@ class Liveness:
         return str(status)
 
 
-def liveness(store: Store, state: RunState) -> Liveness:
-    """Whether a live process still runs ``state``; see `Liveness`."""
+def liveness(store: Store, state: RunState, waiting: frozenset[str] = frozenset()) -> Liveness:
+    """Whether a live process still runs ``state``; see `Liveness`.
+
+    ``waiting``: its nodes that wait for input (`flowdag.cli.waits.waiting_nodes`);
+    with some, and no node left running by a dead process, a run no one holds
+    is suspended, not interrupted.
+    """
     finished = [node.finished_at for node in state.nodes.values() if node.finished_at]
     last = max(finished, default=None)
     if state.status not in (RunStatus.PENDING, RunStatus.RUNNING):
@@ -152,8 +163,17 @@ def liveness(store: Store, state: RunState) -> Liveness:
     # the run's lock can (the OS drops it with its process, even on kill -9).
     holder = store.lock_holder(state.run_id)
     if holder is None:
-        return Liveness(INTERRUPTED, None, last)
+        running = any(node.status is NodeStatus.RUNNING for node in state.nodes.values())
+        return Liveness(SUSPENDED if waiting and not running else INTERRUPTED, None, last)
     return Liveness(str(RunStatus.RUNNING), holder, last)
+
+
+def shown_state(store: Store, state: RunState) -> tuple[RunState, Liveness]:
+    """``state`` as shown, its waiting nodes `NodeStatus.WAITING` (the waits table
+    says which; the run stores them pending), and its `Liveness`."""
+    waits = list_waits(store, state.run_id)
+    waiting = waiting_nodes(state, (wait.node for wait in waits))
+    return with_waiting(state, waiting), liveness(store, state, waiting)
 
 
 # -- flowdag status ----------------------------------------------------------------------
@@ -178,9 +198,15 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
         # and always read, never their blobs); user types as UserValue, without
         # importing their modules.
         state = store.load(args.run_id) if args.outputs else load_brief(store, args.run_id)
-        live = liveness(store, state)
+        waits = list_waits(store, args.run_id)
+        waiting = waiting_nodes(state, (wait.node for wait in waits))
+        live = liveness(store, state, waiting)
+    # A waiting node is stored as pending: the waits table says it waits.
+    state = with_waiting(state, waiting)
     if args.json:
-        print(json.dumps(state_json(state, live, values=args.outputs), indent=2))
+        document = state_json(state, live, values=args.outputs)
+        document["waits"] = [wait_json(wait) for wait in waits if wait.node in waiting]
+        print(json.dumps(document, indent=2))
         return Exit.OK
     out = output_console()
     counts = count(state.nodes.values())
@@ -348,7 +374,12 @@ def cmd_list(args: argparse.Namespace, err: Console) -> int:
     """
     out = output_console()
     with open_store(args.store, create=False) as store:
-        rows = [row for run_id in store.list_runs() if (row := _list_row(store, run_id))]
+        waits = waits_by_run(list_waits(store))  # one scan of the waits table, not one per run
+        rows = [
+            row
+            for run_id in store.list_runs()
+            if (row := _list_row(store, run_id, waits.get(run_id, ())))
+        ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return Exit.OK
@@ -365,8 +396,10 @@ def cmd_list(args: argparse.Namespace, err: Console) -> int:
     return Exit.OK
 
 
-def _list_row(store: Store, run_id: str) -> dict[str, Any] | None:
+def _list_row(store: Store, run_id: str, waits: Iterable[str]) -> dict[str, Any] | None:
     """One run as `flowdag list --json` shows it; a damaged run says so and why.
+
+    ``waits``: the nodes of the run that have a wait (those still pending wait).
 
     None for a run that expired (gone for every reader: gc deletes it) or was
     deleted since the store listed it.
@@ -380,8 +413,9 @@ def _list_row(store: Store, run_id: str) -> dict[str, Any] | None:
         log.warning("%s", why)
         return {"run_id": run_id, "workflow": None, "status": "damaged", "pid": None,
                 "last_commit": None, "nodes": None, "error": why}  # fmt: skip
-    live = liveness(store, state)
-    counts = count(state.nodes.values())
+    waiting = waiting_nodes(state, waits)
+    live = liveness(store, state, waiting)
+    counts = count(with_waiting(state, waiting).nodes.values())
     nodes = {live.shown(status): number for status, number in counts.items() if number}
     nodes["total"] = len(state.nodes)
     return {"run_id": run_id, "workflow": state.workflow, "status": live.status,

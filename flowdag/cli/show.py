@@ -35,8 +35,8 @@ from flowdag.cli.runs import (
     Liveness,
     attempts_table,
     json_value,
-    liveness,
     node_json,
+    shown_state,
     state_json,
 )
 from flowdag.refs import Ref
@@ -83,8 +83,7 @@ def cmd_show(args: argparse.Namespace, err: Console) -> int:
         raise CLIError("--value goes with NODE: flowdag show RUN NODE --value")
     # User types come back as UserValue (name and fields): their modules are never imported.
     with open_store(args.store, create=False) as store, neutral_user_types():
-        state = store.load(args.run_id)
-        live = liveness(store, state)
+        state, live = shown_state(store, store.load(args.run_id))
         if args.node is not None and args.node not in state.nodes:
             names = ", ".join(state.nodes) or "none"
             raise CLIError(f"run {args.run_id!r} has no node {args.node!r}; its nodes: {names}")
