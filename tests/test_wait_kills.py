@@ -131,6 +131,15 @@ def killing_store(url: str, options: dict[str, Any], kill_at: int) -> tuple[Stor
     return store, kill
 
 
+def waiting_store(fork_server: ForkServer, kind: str, root: Path) -> str:
+    """A store at ``root`` whose run ``r`` waits at ``ask`` for `KEY`; its URL."""
+    with open_kind(kind, root):
+        pass
+    done = fork_server.run(run_job, url_of(kind, root), options_of(kind), 0)
+    assert done.returncode == 0 and done.stdout.startswith("suspended"), done.stderr
+    return url_of(kind, root)
+
+
 def run_job(url: str, options: dict[str, Any], kill_at: int) -> None:
     """In a forked child: run `workflow` (killed at the ``kill_at``-th step; 0: never)."""
     store, kill = killing_store(url, options, kill_at)
@@ -264,3 +273,90 @@ def test_a_wait_and_its_value_survive_every_kill(
     assert sum(points.values()) >= MIN_POINTS, f"only {points} kill points"
     assert all(points.get(phase, 0) >= 1 for phase in PHASES), points
     print(kind, points)
+
+
+RACERS = 4
+
+
+def race_job(url: str, options: dict[str, Any], go: str, value: int) -> None:
+    """In a forked child: once ``go`` exists, give ``{"v": value}`` with `KEY`; say who won."""
+    with open_store(url, create=False, **options) as store:
+        while not os.path.exists(go):  # all start together: the file is their barrier
+            time.sleep(0.0005)
+        try:
+            flowdag.provide_input(store, KEY, {"v": value})
+        except InputNotFoundError:
+            print("lost")
+        else:
+            print("won")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_concurrent_providers_in_processes_have_one_winner(
+    fork_server: ForkServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    fork_server.warm(warm_job)
+    url, go = waiting_store(fork_server, kind, tmp_path / "store"), tmp_path / "go"
+    racers = [
+        fork_server.start(race_job, url, options_of(kind), str(go), value)
+        for value in range(RACERS)
+    ]
+    go.touch()
+    said = [racer.wait() for racer in racers]
+    assert all(done.returncode == 0 for done in said), [done.stderr for done in said]
+    outcomes = [done.stdout.strip() for done in said]
+    assert sorted(outcomes) == ["lost"] * (RACERS - 1) + ["won"], outcomes
+    winner = outcomes.index("won")
+    with open_kind(kind, tmp_path / "store", create=False) as store:
+        result = flowdag.run(workflow(), run_id="r", store=store, max_workers=1)
+        assert result.status == "completed"
+        assert result.outputs["ask"] == {"v": winner} and result.outputs["b"] == 2 * winner
+        assert store.table_keys(TABLE) == []
+
+
+def held_run_job(url: str, options: dict[str, Any], release: str) -> None:
+    """In a forked child: run the workflow with `hold`, which keeps it until ``release`` exists."""
+    os.environ["HOLD_FILE"] = release
+    waits_module.new_key = lambda: KEY  # type: ignore[assignment]  # the test knows it
+    with open_store(url, create=False, **options) as store:
+        result = flowdag.run(workflow(holding=True), run_id="r", store=store, max_workers=2)
+    print(result.status)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_value_given_while_another_process_holds_the_run_lands_once(
+    fork_server: ForkServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    fork_server.warm(warm_job)
+    with open_kind(kind, tmp_path):
+        pass
+    release = tmp_path / "release"
+    child = fork_server.start(held_run_job, url_of(kind, tmp_path), options_of(kind), str(release))
+    try:
+        with open_kind(kind, tmp_path, create=False) as store:
+            deadline = time.monotonic() + 60
+            while not flowdag.list_waits(store, "r"):  # the child recorded the wait
+                assert child.poll() is None and time.monotonic() < deadline, "no wait recorded"
+                time.sleep(0.002)
+            assert store.lock_holder("r") == child.pid  # the run is held while we provide
+            flowdag.provide_input(store, KEY, VALUE)
+            with pytest.raises(InputNotFoundError):
+                flowdag.provide_input(store, KEY, {"v": 99})
+    finally:
+        release.touch()
+    done = child.wait()
+    assert done.returncode == 0, done.stderr
+    # The child's end-of-drive recheck takes the value, or else the next run does.
+    assert done.stdout.strip() in ("completed", "suspended"), done.stdout
+    with open_kind(kind, tmp_path, create=False) as store:
+        if done.stdout.strip() == "suspended":
+            monkeypatch.setenv("HOLD_FILE", str(release))
+            again = flowdag.run(workflow(holding=True), run_id="r", store=store, max_workers=2)
+            assert again.status == "completed"
+        state = store.load("r")
+        assert state.nodes["ask"].status is NodeStatus.COMPLETED
+        assert state.nodes["ask"].output == VALUE and state.nodes["b"].output == 2 * VALUE["v"]
+        assert state.nodes["ask"].attempts == 1  # given once, taken once
+        assert store.table_keys(TABLE) == []
+        result = flowdag.run(workflow(holding=True), run_id="r", store=store, max_workers=2)
+        assert result.outputs["ask"] == VALUE and result.status == "completed"
