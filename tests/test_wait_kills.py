@@ -127,7 +127,7 @@ def killing_store(url: str, options: dict[str, Any], kill_at: int) -> tuple[Stor
     # A SIGKILL loses nothing the kernel has: the syncs are kill points, but are not made.
     os.fsync = os.fdatasync = lambda fd: None
     kill.patch(os, *CALLS)
-    waits_module.new_key = lambda: KEY  # type: ignore[assignment]  # the test knows it
+    setattr(waits_module, "new_key", lambda: KEY)  # noqa: B010  # the test knows it
     return store, kill
 
 
@@ -317,7 +317,7 @@ def test_concurrent_providers_in_processes_have_one_winner(
 def held_run_job(url: str, options: dict[str, Any], release: str) -> None:
     """In a forked child: run the workflow with `hold`, which keeps it until ``release`` exists."""
     os.environ["HOLD_FILE"] = release
-    waits_module.new_key = lambda: KEY  # type: ignore[assignment]  # the test knows it
+    setattr(waits_module, "new_key", lambda: KEY)  # noqa: B010  # the test knows it
     with open_store(url, create=False, **options) as store:
         result = flowdag.run(workflow(holding=True), run_id="r", store=store, max_workers=2)
     print(result.status)
