@@ -62,7 +62,9 @@ class RunWaits:
 
     __slots__ = ("dag", "ending", "inputs", "keys", "open", "run_id", "store")
 
-    def __init__(self, dag: DAG, store: Store, run_id: str, completed: frozenset[str]) -> None:
+    def __init__(
+        self, dag: DAG, store: Store, run_id: str, completed: frozenset[str], new: bool
+    ) -> None:
         self.dag = dag
         self.store = store
         self.run_id = run_id
@@ -72,7 +74,7 @@ class RunWaits:
         self.open: dict[str, Wait] = {}  # waiting nodes: what `RunResult.waits` shows
         self.ending: dict[str, WaitEntry] = {}  # settling nodes: the wait their record ends
         self.keys: dict[str, str] = {}  # the keys of the waits this call started, shown once
-        self._drop_stale(completed)
+        self._drop_stale(completed, new)
 
     def ready(self, name: str, outputs: Mapping[str, Any]) -> Settled | None:
         """Input node ``name``'s deps are done: None if it waits, else how it settled.
@@ -155,13 +157,19 @@ class RunWaits:
                 kwargs[dep] = value.load()
         return spec.fn(**kwargs)
 
-    def _drop_stale(self, completed: frozenset[str]) -> None:
-        """End the waits of this run that no node of it waits on (completed, or gone)."""
+    def _drop_stale(self, completed: frozenset[str], new: bool) -> None:
+        """End the waits of this run that no node of it waits on (completed, or gone).
+
+        A ``new`` run (none was stored under its id) has no wait yet: what the
+        table holds under its id was left by a deleted run, and its values and
+        deadlines are not this run's. Called before a new run is first saved, so
+        a crash in between leaves them to the next call, which is new too.
+        """
         prefix = run_prefix(self.run_id)
         stale = [
             key
             for key in self.store.table_keys(TABLE, prefix)
-            if (node := key[len(prefix) :]) in completed or node not in self.inputs
+            if new or (node := key[len(prefix) :]) in completed or node not in self.inputs
         ]
         if not stale:
             return

@@ -243,9 +243,10 @@ def run(
         workers = max_workers or capabilities_of(pool).max_workers or default_workers()
         with run_store.lock(run_id):
             with cyclic_gc_paused():  # a few acyclic objects per node (see flowdag._gcpause)
+                stored = _load_or_none(run_store, run_id)
                 plan = plan_call(
                     dag,
-                    _load_or_none(run_store, run_id),
+                    stored,
                     run_id,
                     allow_changes=allow_changes,
                     fingerprints=node_fingerprints(dag, Fingerprinter()),  # one per call
@@ -259,17 +260,18 @@ def run(
                 if plan.state.ttl != lifetime:
                     plan.state.ttl = lifetime
                     plan.needs_save = True
+                specs = dag.specs.values()
+                # Before the save: a new run drops the waits a deleted run of its id left.
+                waits = (
+                    RunWaits(dag, run_store, run_id, frozenset(plan.completed), stored is None)
+                    if any(spec.input is not None for spec in specs)
+                    else None
+                )
                 if plan.needs_save:
                     run_store.save(plan.state)
-                specs = dag.specs.values()
                 cache = (
                     RunCache(dag, run_store, run_id, plan.fingerprints, refreshed)
                     if any(spec.cache is not None for spec in specs)
-                    else None
-                )
-                waits = (
-                    RunWaits(dag, run_store, run_id, frozenset(plan.completed))
-                    if any(spec.input is not None for spec in specs)
                     else None
                 )
                 driver = _Driver(

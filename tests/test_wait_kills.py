@@ -360,3 +360,20 @@ def test_a_value_given_while_another_process_holds_the_run_lands_once(
         assert store.table_keys(TABLE) == []
         result = flowdag.run(workflow(holding=True), run_id="r", store=store, max_workers=2)
         assert result.outputs["ask"] == VALUE and result.status == "completed"
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb", "json", "flatbuffers"])
+def test_a_deleted_runs_waits_do_not_reach_a_new_run_of_its_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    monkeypatch.setattr(waits_module, "new_key", lambda: KEY)
+    with open_kind(kind, tmp_path) as store:
+        assert flowdag.run(workflow(), run_id="r", store=store).status == "suspended"
+        flowdag.provide_input(store, KEY, VALUE)  # answered, then the run is deleted
+        store.delete("r")
+        again = flowdag.run(workflow(), run_id="r", store=store)
+        assert again.status == "suspended"  # a new wait: not the old run's value
+        assert again.waits["ask"].key == KEY and again.waits["ask"].provided_at is None
+        assert [wait.state for wait in flowdag.list_waits(store)] == ["waiting"]
+        flowdag.provide_input(store, KEY, {"v": 5})
+        assert flowdag.run(workflow(), run_id="r", store=store).outputs["b"] == 10
