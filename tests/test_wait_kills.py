@@ -24,8 +24,10 @@ works) or not at all (the key still works and the value is given again). Then
 the run is finished here and must output exactly that value, and the key, in
 plain text, is in no file of the store.
 
-Two more tests: providers racing in separate processes have exactly one
-winner, and a value given while another process holds the run lands once.
+More tests: providers racing in separate processes have exactly one
+winner; a value given while another process holds the run lands once; a new
+run of a deleted run's id drops the waits that run left (answered ones too)
+before it is first saved, checked at every kill point of that first run.
 """
 
 from __future__ import annotations
@@ -377,3 +379,45 @@ def test_a_deleted_runs_waits_do_not_reach_a_new_run_of_its_id(
         assert [wait.state for wait in flowdag.list_waits(store)] == ["waiting"]
         flowdag.provide_input(store, KEY, {"v": 5})
         assert flowdag.run(workflow(), run_id="r", store=store).outputs["b"] == 10
+
+
+OLD = {"v": 3}
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "json"])
+def test_a_new_run_drops_a_deleted_runs_waits_at_every_kill(
+    fork_server: ForkServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The first run of an id whose deleted run left an answered wait: never takes its value."""
+    monkeypatch.setattr(waits_module, "new_key", lambda: KEY)
+    for sync in ("fsync", "fdatasync"):
+        monkeypatch.setattr(os, sync, lambda fd: None)
+    fork_server.warm(warm_job)
+    options = options_of(kind)
+    template = tmp_path / "template"
+    waiting_store(fork_server, kind, template)
+    with open_kind(kind, template, create=False) as store:
+        flowdag.provide_input(store, KEY, OLD)
+        store.delete("r")  # its answered wait stays in the table, for the new run to drop
+    kill_at = 0
+    while True:
+        kill_at += 1
+        root = tmp_path / str(kill_at)
+        shutil.copytree(template, root)
+        done = fork_server.run(run_job, url_of(kind, root), options, kill_at)
+        assert done.returncode in (0, -9), done.stderr
+        with open_kind(kind, root, create=False) as store:
+            saved = "r" in store.list_runs()
+            waits = [(wait.state, wait.provided_at is None) for wait in flowdag.list_waits(store)]
+            # The old answer goes before the new run is saved; a new wait is open.
+            assert waits in ([], [("waiting", True)]) or (
+                not saved and waits == [("provided", False)]
+            ), (kill_at, saved, waits)
+            result = flowdag.run(workflow(), run_id="r", store=store, max_workers=1)
+            assert result.status == "suspended", f"kill at {kill_at}: {result.status}"
+            flowdag.provide_input(store, KEY, VALUE)
+            assert flowdag.run(workflow(), run_id="r", store=store).outputs["ask"] == VALUE
+        shutil.rmtree(root)
+        if done.returncode == 0:
+            break
+    assert kill_at > 10, f"only {kill_at - 1} kill points"
