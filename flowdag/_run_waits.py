@@ -22,10 +22,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flowdag import _wait_entries
 from flowdag._schemas import json_form
 from flowdag._wait_entries import (
     PROVIDED,
@@ -64,9 +63,8 @@ class RunWaits:
     __slots__ = ("dag", "ending", "inputs", "keys", "open", "run_id", "store")
 
     def __init__(
-        self, dag: DAG, store: Store, run_id: str, completed: frozenset[str], *, new: bool = False
+        self, dag: DAG, store: Store, run_id: str, completed: frozenset[str], new: bool
     ) -> None:
-        """``new``: the store held no run ``run_id``: a wait under its id is a deleted run's."""
         self.dag = dag
         self.store = store
         self.run_id = run_id
@@ -85,7 +83,7 @@ class RunWaits:
         """
         options = self.inputs[name]
         entry = read_wait(self.store, self.run_id, name)
-        now = _wait_entries.now()
+        now = datetime.now(UTC)
         if entry is None:
             prompt = json_form(self._prompt(name, outputs), f"input node '{name}': prompt")
             deadline = None if options.timeout is None else now + timedelta(seconds=options.timeout)
@@ -162,8 +160,10 @@ class RunWaits:
     def _drop_stale(self, completed: frozenset[str], new: bool) -> None:
         """End the waits of this run that no node of it waits on (completed, or gone).
 
-        A new run has none: waits under its id are those of a deleted run of that
-        id, and its answers are not this run's.
+        A ``new`` run (none was stored under its id) has no wait yet: what the
+        table holds under its id was left by a deleted run, and its values and
+        deadlines are not this run's. Called before a new run is first saved, so
+        a crash in between leaves them to the next call, which is new too.
         """
         prefix = run_prefix(self.run_id)
         stale = [

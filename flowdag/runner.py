@@ -265,17 +265,19 @@ def run(
                 if plan.state.ttl != lifetime:
                     plan.state.ttl = lifetime
                     plan.needs_save = True
+                specs = dag.specs.values()
+                # Before the save: a new run drops the waits a deleted run of its id left;
+                # with accepted changes too: a removed input node's wait is dropped.
+                waits = (
+                    RunWaits(dag, run_store, run_id, frozenset(plan.completed), stored is None)
+                    if plan.changes or any(spec.input is not None for spec in specs)
+                    else None
+                )
                 if plan.needs_save:
                     run_store.save(plan.state)
-                specs = dag.specs.values()
                 cache = (
                     RunCache(dag, run_store, run_id, plan.fingerprints, refreshed)
                     if any(spec.cache is not None for spec in specs)
-                    else None
-                )
-                waits = (  # with accepted changes too: a removed input node's wait is dropped
-                    RunWaits(dag, run_store, run_id, frozenset(plan.completed), new=stored is None)
-                    if plan.changes or any(spec.input is not None for spec in specs)
                     else None
                 )
                 driver = _Driver(

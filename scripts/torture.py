@@ -20,7 +20,11 @@ inputs changed, early cutoff included. Then the kv rounds (``--kv-runs``,
 see ``tests/torture/kv_torture.py``): runs whose nodes update shared kv
 counters are killed at random moments; after every kill each counter must
 equal the number of completed nodes that update it, and at the end the
-number of its updaters.
+number of its updaters. The wait rounds (``--waits N``, none by default, see
+``tests/torture/wait_torture.py``): runs with input nodes and the processes
+that provide their values are killed at random; after every kill a value is
+recorded whole or not at all, a wait ends only with its node's completion,
+and no key is stored in plain text.
 Prints the figures per store and exits 1 if any check failed.
 """
 
@@ -38,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.torture import edit_torture, gc_torture, harness, kv_torture  # noqa: E402
+from tests.torture import edit_torture, gc_torture, harness, kv_torture, wait_torture  # noqa: E402
 
 
 def main() -> int:
@@ -68,6 +72,14 @@ def main() -> int:
         default=10,
         help="runs per store updating kv counters, killed at random (default 10)",
     )
+    parser.add_argument(
+        "--waits",
+        type=int,
+        default=0,
+        dest="wait_runs",
+        metavar="N",
+        help="runs per store with input nodes and providers, killed at random (default 0)",
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -75,6 +87,7 @@ def main() -> int:
     gc_totals = {scheme: gc_torture.GCStats() for scheme in args.stores}
     edit_totals = {scheme: edit_torture.EditStats() for scheme in args.stores}
     kv_totals = {scheme: kv_torture.KVStats() for scheme in args.stores}
+    wait_totals = {scheme: wait_torture.WaitStats() for scheme in args.stores}
     with tempfile.TemporaryDirectory(prefix="flowdag-torture-") as tmp:
 
         def one(job: tuple[str, int]) -> tuple[str, harness.Stats]:
@@ -156,6 +169,28 @@ def main() -> int:
                 for text in kv_stats.violations:
                     print(f"VIOLATION {text}", flush=True)
 
+        def one_wait(job: tuple[str, int]) -> tuple[str, wait_torture.WaitStats]:
+            scheme, seed = job
+            where = Path(tmp) / f"wait-{scheme}-{seed}"
+            stats = wait_torture.wait_torture(
+                scheme,
+                seed,
+                where,
+                kills=args.kills,
+                encrypt=seed % 2 == 1,
+                max_nodes=args.max_nodes,
+            )
+            return scheme, stats
+
+        wait_jobs = [
+            (scheme, args.seed + n) for n in range(args.wait_runs) for scheme in args.stores
+        ]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for scheme, wait_stats in pool.map(one_wait, wait_jobs):
+                wait_totals[scheme].add(wait_stats)
+                for text in wait_stats.violations:
+                    print(f"VIOLATION {text}", flush=True)
+
     grand = _table(
         f"{'store':<12} {'runs':>5} {'nodes':>6} {'kills':>6} {'not saved':>9} "
         f"{'mid-compaction':>14} {'torn tail':>9} {'in flight':>9} {'interrupted':>11} "
@@ -191,15 +226,26 @@ def main() -> int:
             kv_grand,
             _kv_row,
         )
+    wait_grand = wait_torture.WaitStats()
+    if args.wait_runs:
+        wait_grand = _table(
+            f"{'wait store':<12} {'runs':>5} {'nodes':>6} {'inputs':>6} {'kills':>6} "
+            f"{'provides':>8} {'prov kills':>10} {'checked':>7} {'violations':>10}",
+            wait_totals,
+            wait_grand,
+            _wait_row,
+        )
     print(f"{time.monotonic() - started:.0f} s")
     if args.json:
         figures: dict[str, Any] = _figures([*totals.items(), ("total", grand)])
         figures["gc"] = _figures([*gc_totals.items(), ("total", gc_grand)])
         figures["edit"] = _figures([*edit_totals.items(), ("total", edit_grand)])
         figures["kv"] = _figures([*kv_totals.items(), ("total", kv_grand)])
+        if args.wait_runs:
+            figures["waits"] = _figures([*wait_totals.items(), ("total", wait_grand)])
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     failed = grand.violations or gc_grand.violations or edit_grand.violations
-    return 1 if failed or kv_grand.violations else 0
+    return 1 if failed or kv_grand.violations or wait_grand.violations else 0
 
 
 def _table(header: str, totals: dict[str, Any], grand: Any, row: Any) -> Any:
@@ -248,6 +294,13 @@ def _kv_row(name: str, s: kv_torture.KVStats) -> str:
     return (
         f"{name:<12} {s.runs:>5} {s.nodes:>6} {s.updates:>7} {s.kills:>6} "
         f"{s.checked:>7} {s.big:>8} {len(s.violations):>10}"
+    )
+
+
+def _wait_row(name: str, s: wait_torture.WaitStats) -> str:
+    return (
+        f"{name:<12} {s.runs:>5} {s.nodes:>6} {s.inputs:>6} {s.kills:>6} {s.provides:>8} "
+        f"{s.provider_kills:>10} {s.checked:>7} {len(s.violations):>10}"
     )
 
 
