@@ -22,9 +22,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from flowdag import _wait_entries
 from flowdag._schemas import json_form
 from flowdag._wait_entries import (
     PROVIDED,
@@ -83,7 +84,7 @@ class RunWaits:
         """
         options = self.inputs[name]
         entry = read_wait(self.store, self.run_id, name)
-        now = datetime.now(UTC)
+        now = _wait_entries.now()
         if entry is None:
             prompt = json_form(self._prompt(name, outputs), f"input node '{name}': prompt")
             deadline = None if options.timeout is None else now + timedelta(seconds=options.timeout)
