@@ -590,24 +590,18 @@ def test_binding_is_pythons_or_a_signature_error(
     else:
         if listed is None:
             keywords.update({param: NODES[node] for param, node in mapping.items()})
-        try:
-            bound = signature.bind(*positional, **keywords)
+        try:  # the function only returns its arguments: a TypeError is Python refusing the call
+            expected = fn(*positional, **keywords)
         except TypeError:
             expected = None
-        else:
-            bound.apply_defaults()
-            expected = dict(bound.arguments)
+    event("refused" if expected is None else "bound")
     wf = Workflow("prop")
     for node, value in NODES.items():
         wf.add_node(node, (lambda v: lambda: v)(value))
-    event("refused" if expected is None else "bound")
     if expected is None:
         with pytest.raises(SignatureError):
             wf.add_node("node", fn, deps=deps, args=tuple(args), kwargs=kwargs, **options)
         return
     wf.add_node("node", fn, deps=deps, args=tuple(args), kwargs=kwargs, **options)
     got = flowdag.run(wf).outputs["node"]
-    if "rest" in expected:
-        got["rest"] = tuple(got["rest"])  # the codec keeps a tuple as a tuple or list
-        expected["rest"] = tuple(expected["rest"])
     assert got == expected
