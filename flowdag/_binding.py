@@ -22,12 +22,13 @@ digested is refused here, at build time.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import keyword
 import typing
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from flowdag._cache_keys import _Refused, _Walk
@@ -59,15 +60,14 @@ class Shape:
     params: tuple[tuple[str, inspect._ParameterKind, bool], ...] | None  # (name, kind, default?)
     is_async: bool
     ref_params: frozenset[str]  # parameters annotated `flowdag.Ref`
-
-    @property
-    def takes_kwargs(self) -> bool:
-        return self.params is not None and any(k is _VAR_KEYWORD for _, k, _ in self.params)
-
-    @property
-    def varargs(self) -> str | None:
-        """The name of its ``*args`` parameter, if it has one."""
-        return next((n for n, k, _ in self.params or () if k is _VAR_POSITIONAL), None)
+    by_name: dict[str, tuple[inspect._ParameterKind, bool]] = field(default_factory=dict)
+    positionals: tuple[str, ...] = ()  # the parameters a positional argument can fill, in order
+    varargs: str | None = None  # the name of its ``*args``, if it has one
+    takes_kwargs: bool = False  # it has a ``**kwargs``
+    wants_ctx: bool = False  # a parameter ``ctx`` that a keyword can reach: the Context
+    #: Checked bindings (`_layout`), without their nodes and values: nodes bound
+    #: alike are checked once.
+    layouts: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False)
 
 
 # Weak: a function made per node (a lambda in a loop) is not kept alive by its shape.
@@ -94,7 +94,17 @@ def _inspect(fn: Any) -> Shape:
     params = tuple(
         (p.name, p.kind, p.default is not p.empty) for p in signature.parameters.values()
     )
-    return Shape(params, is_async, _ref_params(fn, signature))
+    ctx = signature.parameters.get("ctx")
+    return Shape(
+        params,
+        is_async,
+        _ref_params(fn, signature),
+        {p: (kind, default) for p, kind, default in params},
+        tuple(p for p, kind, _ in params if kind in _POSITIONAL),
+        next((p for p, kind, _ in params if kind is _VAR_POSITIONAL), None),
+        any(kind is _VAR_KEYWORD for _, kind, _ in params),
+        ctx is not None and ctx.kind is not _POSITIONAL_ONLY,
+    )
 
 
 def _ref_params(fn: Any, signature: inspect.Signature) -> frozenset[str]:
@@ -178,9 +188,15 @@ def bind(
     constants = _constant_args(name, args)
     keywords = {} if kwargs is None else _names(name, "kwargs", kwargs)
     if mapping is None and not constants and not keywords and inputs == "kwargs":
-        kwarg_deps, wants_ctx = _by_dep_name(name, shape, dep_names)
-        refs = frozenset(d for d in kwarg_deps if d in shape.ref_params)
-        return Bound(dep_names, kwarg_deps, wants_ctx, shape.is_async, refs, None)
+        key = ("by name", dep_names)  # nodes with the same deps are checked once
+        known = shape.layouts.get(key)
+        if known is None:
+            kwarg_deps, wants_ctx = _by_dep_name(name, shape, dep_names)
+            refs = frozenset(d for d in kwarg_deps if d in shape.ref_params)
+            known = Bound(dep_names, kwarg_deps, wants_ctx, shape.is_async, refs, None)
+            if len(shape.layouts) < _MAX_LAYOUTS:
+                shape.layouts[key] = known
+        return known
     return _explicit(name, fn, shape, dep_names, mapping, constants, keywords, inputs == "list")
 
 
@@ -254,38 +270,77 @@ def _explicit(
     listed: bool,
 ) -> Bound:
     """A binding with a mapping of deps, constants or an input list, checked."""
-    check = _Check(name, fn, shape)
-    arg_params = [check.positional(f"args[{i}]") for i in range(len(args))]
-    if listed:
-        check.positional("the input list (inputs='list')")
-    pairs: list[tuple[str, str]] = []
+    # The check depends on parameter names and counts only, not on the nodes bound
+    # or the constants' values: a fan-out of nodes bound alike is checked once.
+    key = (
+        None if mapping is None else tuple(mapping),
+        deps if mapping is None and not listed else None,
+        len(args),
+        tuple(kwargs),
+        listed,
+    )
+    layout = shape.layouts.get(key)
+    if layout is None:
+        layout = _layout(name, fn, shape, deps, mapping, len(args), kwargs, listed)
+        if len(shape.layouts) < _MAX_LAYOUTS:
+            shape.layouts[key] = layout
     if mapping is not None:
-        for param, dep in mapping.items():
-            check.keyword(param, f"deps (node '{dep}')")
-            pairs.append((param, dep))
+        pairs = tuple(zip(layout.params, mapping.values(), strict=True))
         passed = tuple(dict.fromkeys(mapping.values()))
-    elif listed:
-        passed = tuple(dict.fromkeys(deps))
-    else:  # deps by name, beside constants: as the default binding passes them
-        for dep in deps:
-            if check.accepts(dep):
-                check.keyword(dep, "deps")
-                pairs.append((dep, dep))
-        passed = tuple(dep for _, dep in pairs)
-    for param in kwargs:
-        check.keyword(param, "kwargs")
-    check.complete()
+    else:
+        pairs = tuple((dep, dep) for dep in layout.params)
+        passed = tuple(dict.fromkeys(deps)) if listed else layout.params
     binding = Binding(
         args,
         kwargs,
-        tuple(pairs),
+        pairs,
         deps if listed else None,
-        _parts(name, arg_params, args, kwargs, pairs, deps if listed else None),
+        _parts(name, layout.arg_parts, args, kwargs, pairs, deps if listed else None),
     )
     refs = frozenset(dep for param, dep in pairs if param in shape.ref_params)
-    return Bound(
-        deps if mapping is None else passed, passed, check.wants_ctx, shape.is_async, refs, binding
-    )
+    declared = deps if mapping is None else passed
+    return Bound(declared, passed, shape.wants_ctx, shape.is_async, refs, binding)
+
+
+_MAX_LAYOUTS = 256  # per function: deps bound by their own names can vary without end
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """A checked binding, without its nodes and values."""
+
+    arg_parts: tuple[str, ...]  # the fingerprint part of each constant positional argument
+    params: tuple[str, ...]  # the keyword parameters deps go to (mapping keys, or dep names)
+
+
+def _layout(
+    name: str,
+    fn: object,
+    shape: Shape,
+    deps: tuple[str, ...],
+    mapping: dict[str, str] | None,
+    nargs: int,
+    kwargs: dict[str, Any],
+    listed: bool,
+) -> _Layout:
+    check = _Check(name, fn, shape)
+    arg_parts = tuple(check.positional(f"args[{i}]") for i in range(nargs))
+    if listed:
+        check.positional("the input list (inputs='list')")
+    params: list[str] = []
+    if mapping is not None:
+        for param, dep in mapping.items():
+            check.keyword(param, f"deps (node '{dep}')")
+            params.append(param)
+    elif not listed:  # deps by name, beside constants: as the default binding passes them
+        for dep in deps:
+            if check.accepts(dep):
+                check.keyword(dep, "deps")
+                params.append(dep)
+    for param in kwargs:
+        check.keyword(param, "kwargs")
+    check.complete()
+    return _Layout(arg_parts, tuple(params))
 
 
 class _Check:
@@ -295,12 +350,11 @@ class _Check:
         self.node = name
         self.fn = getattr(fn, "__qualname__", None) or type(fn).__name__
         self.params = shape.params
-        self.by_name = {p: (kind, default) for p, kind, default in shape.params or ()}
-        self.positionals = [p for p, kind, _ in shape.params or () if kind in _POSITIONAL]
+        self.by_name = shape.by_name
+        self.positionals = shape.positionals
         self.varargs = shape.varargs
         self.takes_kwargs = shape.takes_kwargs
-        ctx = self.by_name.get("ctx")
-        self.wants_ctx = ctx is not None and ctx[0] is not _POSITIONAL_ONLY
+        self.wants_ctx = shape.wants_ctx
         self.bound: dict[str, str] = {}  # named parameter -> what binds it
         self.extra: dict[str, str] = {}  # keyword going to **kwargs -> what binds it
         self.count = 0  # positional arguments so far
@@ -388,10 +442,10 @@ class _Check:
 
 def _parts(
     name: str,
-    arg_params: list[str],
+    arg_params: tuple[str, ...],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    pairs: list[tuple[str, str]],
+    pairs: tuple[tuple[str, str], ...],
     listed: tuple[str, ...] | None,
 ) -> tuple[tuple[str, str], ...]:
     """The fingerprint parts of a binding: each constant, and where the inputs go."""
@@ -409,10 +463,15 @@ def _parts(
             )
         )
     if listed is not None:
-        parts.append(("input binding", _digest(repr(("list", listed)).encode())))
+        parts.append(("input binding", _layout_digest(("list", *listed))))
     elif any(param != dep for param, dep in pairs):
-        parts.append(("input binding", _digest(repr(sorted(pairs)).encode())))
+        parts.append(("input binding", _layout_digest(tuple(sorted(pairs)))))
     return tuple(sorted(parts))
+
+
+@functools.lru_cache(maxsize=1024)  # a fan-out binds many nodes alike: one digest
+def _layout_digest(layout: tuple[Any, ...]) -> str:
+    return _digest(repr(layout).encode())
 
 
 def _constant_digest(name: str, where: str, value: Any) -> str:
