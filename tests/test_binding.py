@@ -7,7 +7,7 @@ import asyncio
 import inspect
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ from flowdag import (
     Workflow,
 )
 from flowdag._binding import shape_of
+from flowdag.stores.base import Store
+from tests.test_provenance_run import KINDS, open_kind
 
 # -- node functions (module level: the processes executor imports them) ----------------
 
@@ -129,6 +131,7 @@ def features() -> tuple[Workflow, dict[str, Any]]:
     wf.add_node("variadic", variadic, deps={"extra": "source"}, args=(1, 2, 3), kwargs={"k": 4})
     wf.add_node("rule", apply_rule, deps={"src": "source"}, kwargs={"rule": Rule("cap", 7)})
     wf.add_node("local", lambda k, source: k.n + source, deps=["source"], args=(Local(5),))
+    wf.add_node("twice", lambda a, b: [a, b], deps={"a": "source", "b": "source"})
     wf.add_node("big", big, inline_limit=100)
     wf.add_node("route", ref_size, deps={"blob": "big"}, kwargs={"tag": "r"})
     wf.add_node("use", value_size, deps={"blob": "big"}, kwargs={"tag": "v"})
@@ -145,6 +148,7 @@ def features() -> tuple[Workflow, dict[str, Any]]:
         "variadic": [1, [2, 3], {"extra": 10, "k": 4}],
         "rule": ["cap", 7],
         "local": 15,
+        "twice": [10, 10],
         "use": ["bytes", 5000, "v"],
     }
     return wf, expected
@@ -268,7 +272,7 @@ def test_the_signature_is_inspected_once_per_function() -> None:
     assert shape_of(fn) is shape_of(fn)
 
 
-def test_an_unhashable_callable_is_inspected_each_time() -> None:
+def test_an_unhashable_callable_is_bound_too() -> None:
     @dataclass
     class Unhashable:  # eq without frozen: __hash__ is None
         n: int
@@ -475,8 +479,13 @@ def _constants(factor: int, swap: bool = False) -> Workflow:
     return wf
 
 
-def test_a_changed_constant_reruns_just_that_node(tmp_path: Path) -> None:
-    store = f"lmdb://{tmp_path / 'db'}"
+@pytest.fixture(params=KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with open_kind(request.param, tmp_path) as opened:
+        yield opened
+
+
+def test_a_changed_constant_reruns_just_that_node(store: Store) -> None:
     first = flowdag.run(_constants(2), run_id="r", store=store)
     assert first.outputs["sink"] == 70
     again = flowdag.run(_constants(2), run_id="r", store=store)
@@ -490,8 +499,7 @@ def test_a_changed_constant_reruns_just_that_node(tmp_path: Path) -> None:
     assert changed.outputs["sink"] == 90
 
 
-def test_a_changed_binding_reruns_that_node(tmp_path: Path) -> None:
-    store = f"lmdb://{tmp_path / 'db'}"
+def test_a_changed_binding_reruns_that_node(store: Store) -> None:
     flowdag.run(_constants(2), run_id="r", store=store)
     swapped = flowdag.run(_constants(2, swap=True), run_id="r", store=store)
     reasons = swapped.explain()
