@@ -20,6 +20,9 @@ from flowdag.errors import (
     DecryptionError,
     DuplicateNodeError,
     FlowdagError,
+    InputNotFoundError,
+    InputTimeoutError,
+    InputValidationError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     InvalidKeyError,
@@ -51,7 +54,8 @@ from flowdag.state import (
     RunStatus,
 )
 from flowdag.stores import LMDBStore, MemoryStore, Store, open_store
-from flowdag.workflow import Workflow
+from flowdag.waits import Wait, list_waits, provide_input, reissue_key
+from flowdag.workflow import NO_DEFAULT, Workflow
 
 if typing.TYPE_CHECKING:
     from flowdag.stores import FlatBuffersStore, JSONStore
@@ -60,6 +64,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DAG",
+    "NO_DEFAULT",
     "AttemptInfo",
     "BlobMissingError",
     "CodecMismatchError",
@@ -74,6 +79,9 @@ __all__ = [
     "FlatBuffersStore",
     "FlowdagError",
     "GCReport",
+    "InputNotFoundError",
+    "InputTimeoutError",
+    "InputValidationError",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "InvalidKeyError",
@@ -101,13 +109,17 @@ __all__ = [
     "SignatureError",
     "Store",
     "StoreError",
+    "Wait",
     "Workflow",
     "WorkflowChangedError",
     "gc",
     "invalidate",
+    "list_waits",
     "mark_done",
     "open_store",
+    "provide_input",
     "register_types",
+    "reissue_key",
     "run",
 ]
 

@@ -68,17 +68,18 @@ from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
 from typing import Any
 
-from flowdag._cache import RunCache, cached_reason, hit_record
+from flowdag._cache import RunCache
 from flowdag._commit import Commits, Committer, Starts
 from flowdag._kv_readers import kv_reader
 from flowdag._ledger import Ledger
+from flowdag._ready_hooks import ReadyHooks
+from flowdag._run_waits import RunWaits
 from flowdag._settle import Settler
 from flowdag.attempt import Attempt, Outcome, failure
 from flowdag.dag import DAG, RUN_DEFAULT
-from flowdag.errors import CacheKeyError, CorruptStateError, NodeTimeoutError
+from flowdag.errors import NodeTimeoutError
 from flowdag.executors import Executor
 from flowdag.launcher import Launcher
-from flowdag.refs import binding
 from flowdag.resume import Plan
 from flowdag.runner import EventKind, RunEvent, RunResult
 from flowdag.scheduler import PoolGate, ReadySet, Schedule, TimerHeap
@@ -104,7 +105,7 @@ _RESULT, _STARTED, _COMMITTED, _COMMIT_FAILED = range(4)
 _LOST_ATTEMPT_RETRIES = 3  # retries of attempts an executor lost (a worker died)
 
 
-class _Driver:
+class _Driver(ReadyHooks):
     """The loop that runs one DAG; see the module docstring."""
 
     def __init__(
@@ -118,9 +119,11 @@ class _Driver:
         on_event: Callable[[RunEvent], None] | None,
         inline_limit: int | None,
         cache: RunCache | None = None,
+        waits: RunWaits | None = None,
     ) -> None:
         self.dag = dag
         self.cache = cache  # None: no node is cached
+        self.waits = waits  # None: the DAG has no input node
         self.run_id = plan.state.run_id
         self.store = store
         self.codec = store.codec
@@ -171,14 +174,20 @@ class _Driver:
         self.commits.committer.start()
         try:
             self.dispatch()
-            while self.running or self.schedule.retries or self.commits.unacknowledged:
+            while (
+                self.running
+                or self.schedule.retries
+                or self.commits.unacknowledged
+                or self.settled_waits()
+            ):
                 self.wait_and_handle()
                 self.dispatch()
         finally:
             # Records already handed over are committed even if we stop early:
             # they are finished work, and committing them spares a re-run.
             self.commits.committer.close()
-        if self.commits.error is None and (stuck := self.ledger.unsettled()):
+        waiting = self.waits is not None and self.waits.open  # their dependents wait too
+        if self.commits.error is None and not waiting and (stuck := self.ledger.unsettled()):
             raise RuntimeError(  # never a silent FAILED with no error: see the docstring
                 f"flowdag bug: run '{self.run_id}' has nothing left in flight, yet nodes "
                 f"{', '.join(stuck[:10])} neither ran nor failed; their state in the store "
@@ -233,6 +242,9 @@ class _Driver:
             for name in names:
                 if self.provisional and name in self.provisional and self.cut_off(name):
                     continue  # done without running: it may have made more nodes ready
+                if self.waits is not None and name in self.waits.inputs:
+                    self.take_input(name)
+                    continue  # it waits, or settled with no attempt to run
                 if self.cache is not None and name in self.cache.nodes and self.cached(name):
                     continue  # completed from the cache, or its cache_key failed it
                 self.start(name)
@@ -240,41 +252,6 @@ class _Driver:
             if started == len(names):
                 return  # the usual case: every slot given out; nothing new became ready
             free -= started
-
-    def cut_off(self, name: str) -> bool:
-        """Decide provisional ``name``, its deps done: True if its stored output holds
-        (early cutoff: done with no attempt and no commit, its record stays valid)."""
-        self.provisional.discard(name)
-        stored = self.ledger.cut_off(name)
-        if stored is None:
-            return False
-        self.schedule.gate.release(name)  # it was seated in its pool by take()
-        self.schedule.ready.done(name)
-        if self.on_event is not None:
-            self.emit(EventKind.NODE_FINISHED, name, stored.status, stored.attempts, None)
-        return True
-
-    def cached(self, name: str) -> bool:
-        """Look ready ``name`` up in the cross-run cache (`flowdag._cache`): True if
-        a hit completed it, or its ``cache_key`` failed it; False to run it."""
-        assert self.cache is not None
-        ledger = self.ledger
-        try:
-            entry = self.cache.lookup(name, ledger.states, ledger.outputs)
-        except (CacheKeyError, CorruptStateError) as exc:
-            attempt = self.running[name] = self.attempt(name)
-            self.on_result(attempt, failure(exc, retryable=False))
-            return True
-        if entry is None:
-            return False
-        self.schedule.gate.release(name)  # it was seated in its pool by take()
-        now = datetime.now(UTC)
-        ledger.reasons[name] = cached_reason(entry)
-        with binding(self.ref_source, f"run '{self.run_id}', node '{name}' (cached)"):
-            value = self.codec.decode(entry.output)
-        self.commits.outcomes[name] = Outcome(now, now, value)
-        self.commits.add([hit_record(name, entry, ledger, now)])
-        return True
 
     # -- attempts -------------------------------------------------------------
 
@@ -335,6 +312,8 @@ class _Driver:
             if cache is None or name not in cache.keys
             else cache.entry_for(name, outcome.output, outcome.digest, outcome.blobs)
         )
+        if self.waits is not None and name in self.waits.ending:
+            tables = self.waits.clearing(name)  # input nodes are never cached
         self.commits.add(
             [
                 NodeRecord(
@@ -406,7 +385,7 @@ class _Driver:
                 error,
                 history=ledger.history(spec.name, tried),
                 provenance=ledger.provenance(spec.name, spec.deps, None),
-                tables=None if self.cache is None else self.cache.failed(spec.name),
+                tables=self.failed_tables(spec.name),
             )
         ]
         self.commits.add(records + self.skip_downstream(spec.name))
@@ -488,6 +467,9 @@ class _Driver:
         states = self.ledger.states
         statuses = {state.status for state in states.values()}
         status = RunStatus.COMPLETED if statuses <= {NodeStatus.COMPLETED} else RunStatus.FAILED
+        waits = {} if self.waits is None else dict(self.waits.open)
+        if waits and self.commits.error is None:
+            status = RunStatus.SUSPENDED
         return RunResult(
-            self.run_id, self.dag.name, status, states, self.ledger.data, self.ledger.reasons
+            self.run_id, self.dag.name, status, states, self.ledger.data, self.ledger.reasons, waits
         )

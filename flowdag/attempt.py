@@ -46,6 +46,7 @@ __all__ = [
     "execute",
     "execute_async",
     "failure",
+    "given",
     "keep_by_reference",
     "origin_of",
 ]
@@ -136,6 +137,11 @@ async def execute_async(attempt: Attempt) -> Outcome:
         except NODE_ERRORS as exc:
             value = _Failed(failure(exc, started_at))
     return _finish(attempt, started_at, value, ctx)
+
+
+def given(attempt: Attempt, started_at: datetime, value: Any) -> Outcome:
+    """The outcome of ``attempt`` as if its node had returned ``value`` (an input node's)."""
+    return _finish(attempt, started_at, value, None)
 
 
 @dataclass(slots=True)

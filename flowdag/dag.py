@@ -25,6 +25,7 @@ __all__ = [
     "RUN_DEFAULT",
     "Binding",
     "CacheOptions",
+    "InputOptions",
     "NodeSpec",
     "check_pools",
 ]
@@ -78,6 +79,22 @@ class Binding:
 
 
 @dataclass(frozen=True, slots=True)
+class InputOptions:
+    """An input node's wait (``Workflow.add_input``; see `flowdag.waits`).
+
+    ``schema`` is the JSON Schema a value must fit (``schema_digest`` its
+    canonical digest), ``timeout`` the seconds from the wait's start to its
+    deadline (None: none), ``default`` a one-item tuple with the JSON value
+    taken at the deadline, or empty: then the node fails.
+    """
+
+    schema: dict[str, Any]
+    schema_digest: str
+    timeout: float | None = None
+    default: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSpec:
     """One node as declared: its function, dependencies and run options."""
 
@@ -112,6 +129,8 @@ class NodeSpec:
     #: Constant arguments, inputs bound to other parameters or passed as a list;
     #: None: each input goes as the keyword argument of its dep's name.
     binding: Binding | None = None
+    #: An input node's wait; its ``fn`` then makes the prompt. None: a node that runs.
+    input: InputOptions | None = None
 
     def retry_wait(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1-based), before jitter."""

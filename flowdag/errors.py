@@ -14,6 +14,10 @@ Every error flowdag raises on purpose derives from `FlowdagError`::
     ├── InvalidArgumentError          (also a ValueError) an argument flowdag cannot use
     │   ├── InvalidArgumentTypeError  (also a TypeError) an argument of the wrong type
     │   └── InvalidKeyError           a key-value key of the wrong shape
+    ├── InputNotFoundError            (also a LookupError) a wrong, used or expired input key
+    ├── InputValidationError          (also a ValueError) a provided input does not fit the
+    │                                 wait's schema; `.fields` names each failing field
+    ├── InputTimeoutError             an input wait ran out and the node has no default
     ├── OptionalDependencyError       (also an ImportError) an extra is not installed
     ├── MainGuardError                (also a RuntimeError) worker processes would re-run
     │                                 the main file: it needs `if __name__ == "__main__":`
@@ -34,6 +38,8 @@ call to ``Exception.__init__``) because errors cross process and Dask boundaries
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 __all__ = [
     "BlobMissingError",
     "CacheKeyError",
@@ -43,7 +49,11 @@ __all__ = [
     "DAGError",
     "DecryptionError",
     "DuplicateNodeError",
+    "FieldProblem",
     "FlowdagError",
+    "InputNotFoundError",
+    "InputTimeoutError",
+    "InputValidationError",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "InvalidKeyError",
@@ -113,6 +123,44 @@ class InvalidKeyError(InvalidArgumentError):
 
 class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
     """An argument of the wrong type: the message names it and the types it accepts."""
+
+
+class InputNotFoundError(FlowdagError, LookupError):
+    """No open wait has that input key: it is wrong, was used already, or has expired."""
+
+
+class InputTimeoutError(FlowdagError):
+    """An input wait ran past its deadline and its node has no ``default``."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One field of a provided input that does not fit the schema.
+
+    ``field`` is a path such as ``"approved"``, ``"items[2].qty"`` or ``"(value)"`` for
+    the whole value; ``message`` says what is wrong with it.
+    """
+
+    field: str
+    message: str
+
+
+class InputValidationError(FlowdagError, ValueError):
+    """A provided input does not fit the schema stored with its wait.
+
+    ``fields`` holds every failing field (sorted by path); the wait stays open, so a
+    corrected value can be provided with the same key.
+    """
+
+    def __init__(self, node: str | None, fields: tuple[FieldProblem, ...]) -> None:
+        self.node = node
+        self.fields = tuple(fields)
+        super().__init__(node, self.fields)  # plain args: pickles as cls(node, fields)
+
+    def __str__(self) -> str:
+        what = "input" if self.node is None else f"input for node {self.node!r}"
+        problems = "; ".join(f"{p.field}: {p.message}" for p in self.fields)
+        return f"{what} is invalid: {problems or 'it does not fit the schema'}"
 
 
 class OptionalDependencyError(FlowdagError, ImportError):

@@ -35,6 +35,7 @@ from flowdag.refs import LoadedOnRead, Ref
 from flowdag.resume import check_rerun, plan_call
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, Reason, RunState, RunStatus
 from flowdag.stores.base import Store, check_run_id
+from flowdag.waits import Wait
 from flowdag.workflow import Workflow
 
 __all__ = ["EventKind", "RunEvent", "RunResult", "blob_reader", "new_run_id", "run"]
@@ -48,6 +49,7 @@ class EventKind(StrEnum):
     NODE_STARTED = "node_started"  # an attempt starts
     NODE_RETRYING = "node_retrying"  # an attempt failed; the node will be retried
     NODE_FINISHED = "node_finished"  # the node completed, failed or was skipped, durably
+    NODE_WAITING = "node_waiting"  # an input node waits for a value (`flowdag.provide_input`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,9 @@ class RunResult:
     data: dict[str, Any] = field(default_factory=dict)
     #: Node -> why it ran or was reused in this call (see `explain`).
     reasons: dict[str, Reason] = field(default_factory=dict)
+    #: Input node -> its open `flowdag.Wait` (status ``SUSPENDED``); the key is
+    #: set only for a wait that started in this call.
+    waits: dict[str, Wait] = field(default_factory=dict)
     _outputs: LoadedOnRead | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -125,10 +130,15 @@ class RunResult:
         return dict(self.reasons)
 
     def raise_on_failure(self) -> None:
-        """Raise `RunFailedError` naming the failed nodes, unless the run completed."""
+        """Raise `RunFailedError` naming the failed nodes, if any node failed.
+
+        A run that completed, or is suspended with no node failed, raises nothing.
+        """
         if self.ok:
             return
         failed = [n for n, s in self.nodes.items() if s.status is NodeStatus.FAILED]
+        if not failed and self.status is RunStatus.SUSPENDED:
+            return
         detail = "; ".join(f"{n}: {self.nodes[n].error}" for n in failed[:5])
         more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
         raise RunFailedError(
@@ -212,6 +222,7 @@ def run(
     """
     # Imported here: flowdag._driver imports RunEvent and RunResult from this module.
     from flowdag._driver import _Driver
+    from flowdag._run_waits import RunWaits
 
     dag = dag_or_workflow.build() if isinstance(dag_or_workflow, Workflow) else dag_or_workflow
     if not isinstance(dag, DAG):
@@ -255,14 +266,28 @@ def run(
                     plan.needs_save = True
                 if plan.needs_save:
                     run_store.save(plan.state)
+                specs = dag.specs.values()
                 cache = (
                     RunCache(dag, run_store, run_id, plan.fingerprints, refreshed)
-                    if any(spec.cache is not None for spec in dag.specs.values())
+                    if any(spec.cache is not None for spec in specs)
                     else None
                 )
-                driver = _Driver(dag, plan, run_store, pool, workers, pools, on_event, limit, cache)
+                waits = (
+                    RunWaits(dag, run_store, run_id, frozenset(plan.completed))
+                    if any(spec.input is not None for spec in specs)
+                    else None
+                )
+                driver = _Driver(
+                    dag, plan, run_store, pool, workers, pools, on_event, limit, cache, waits
+                )
             driver.drive()
     result = driver.result()
+    if store is None and result.waits:
+        logger.warning(
+            "run %s is suspended on an in-memory store that is gone now, with its waits; "
+            "pass store= (e.g. flowdag.LMDBStore(DIR)) to answer them later",
+            run_id,
+        )
     watching = runs_at_import.get()
     if watching is not None:
         watching.append(result)

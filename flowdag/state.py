@@ -44,6 +44,7 @@ class NodeStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"  # not run because an upstream node failed
+    WAITING = "waiting"  # an input node waiting for a value (`flowdag.provide_input`)
 
 
 class RunStatus(StrEnum):
@@ -53,7 +54,7 @@ class RunStatus(StrEnum):
     RUNNING = "running"  # some nodes finished, others have not (or a crash stopped it)
     COMPLETED = "completed"
     FAILED = "failed"
-    SUSPENDED = "suspended"
+    SUSPENDED = "suspended"  # input nodes wait for values; nothing else could progress
 
 
 @dataclass(frozen=True, slots=True)

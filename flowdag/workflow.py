@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import timedelta
-from typing import Any, TypedDict, TypeVar, Unpack, overload
+from enum import Enum
+from typing import Any, Final, TypedDict, TypeVar, Unpack, overload
 
 from flowdag._binding import bind
 from flowdag._units import Duration, Size, parse_duration, parse_size
@@ -14,15 +17,27 @@ from flowdag.dag import (
     DAG,
     RUN_DEFAULT,
     CacheOptions,
+    InputOptions,
     NodeSpec,
     _RunDefault,
     check_pools,
 )
 from flowdag.errors import DAGError, InvalidArgumentError, InvalidArgumentTypeError, SignatureError
 
-__all__ = ["Workflow"]
+__all__ = ["NO_DEFAULT", "Workflow"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _NoDefault(Enum):
+    NO_DEFAULT = "no default"
+
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+
+#: ``add_input(default=...)`` left out: at its deadline the input node fails.
+NO_DEFAULT: Final = _NoDefault.NO_DEFAULT
 
 
 class _NodeOptions(TypedDict, total=False):
@@ -235,6 +250,92 @@ class Workflow:
         self._specs.append(spec)
         return spec
 
+    def add_input(
+        self,
+        name: str,
+        *,
+        schema: object,
+        deps: Iterable[str] | str = (),
+        timeout: Duration | None = None,
+        default: Any = NO_DEFAULT,
+        prompt: Callable[..., Any] | None = None,
+    ) -> NodeSpec:
+        """Add an input node: its output is a value someone gives (`flowdag.provide_input`).
+
+        When its deps are done the run records a wait and goes on with what does
+        not depend on it; with nothing else to do it returns ``SUSPENDED``, the
+        wait's one-time key in ``result.waits[name]`` (see README "Waiting for
+        input"). The node's output is the given value in JSON form.
+
+        Args:
+            name: unique node name.
+            schema: what the value must fit: a pydantic model, a dataclass, a
+                TypedDict or a JSON Schema dict. It is stored with the wait as
+                JSON Schema, and a value is checked against the stored one.
+            deps: nodes that must be done before the wait starts; their outputs
+                go to ``prompt``.
+            timeout: time from the wait's start to its deadline (fixed then);
+                None: it never expires.
+            default: the value the node takes at the deadline (checked against
+                the schema now); without one the node fails with `InputTimeoutError`.
+            prompt: called with the deps' outputs (as keyword arguments, like a
+                node); its JSON value is stored with the wait for whoever answers.
+
+        Raises:
+            DAGError: ``timeout`` is not above 0.
+            InvalidArgumentTypeError, InvalidArgumentError: ``schema`` is not one
+                of those kinds, or ``default`` is not JSON or does not fit it.
+            SignatureError: ``prompt`` needs an argument it will not get.
+        """
+        from flowdag._schemas import json_form, json_schema_of, schema_digest, validate
+
+        where = f"input node '{name}'"
+        json_schema = json_schema_of(schema, where)
+        digest = schema_digest(json_schema)
+        defaults: tuple[Any, ...] = ()
+        if default is not NO_DEFAULT:
+            defaults = (json_form(default, f"{where}: default"),)
+            validate(json_schema, defaults[0], node=name)
+        seconds = None if timeout is None else _seconds(name, "timeout", timeout)
+        if seconds is not None and seconds <= 0:
+            raise DAGError(f"{where}: timeout must be above 0 or None, not {timeout!r}")
+        fn = _no_prompt if prompt is None else prompt
+        if prompt is not None and inspect.iscoroutinefunction(prompt):
+            raise SignatureError(f"{where}: prompt must be a plain function, not async")
+        # The schema is in the fingerprint: a changed schema asks again on resume.
+        spec = self.add_node(name, fn, deps=deps, version=f"input schema {digest[:16]}")
+        spec = replace(spec, input=InputOptions(json_schema, digest, seconds, defaults))
+        self._specs[-1] = spec
+        return spec
+
+    def input(
+        self,
+        *,
+        schema: object,
+        name: str | None = None,
+        deps: Iterable[str] | str = (),
+        timeout: Duration | None = None,
+        default: Any = NO_DEFAULT,
+    ) -> Callable[[F], F]:
+        """`add_input` as a decorator of the prompt function; the name defaults to its name.
+
+        >>> wf = Workflow("po")
+        >>> @wf.input(schema={"type": "boolean"})
+        ... def approved():
+        ...     return "Send the order?"
+        """
+
+        def register(prompt: F) -> F:
+            node_name = name if name is not None else getattr(prompt, "__name__", None)
+            if node_name is None:
+                raise SignatureError(f"{prompt!r} has no __name__; pass name= to @wf.input")
+            self.add_input(
+                node_name, schema=schema, deps=deps, timeout=timeout, default=default, prompt=prompt
+            )
+            return prompt
+
+        return register
+
     @property
     def specs(self) -> tuple[NodeSpec, ...]:
         """The nodes in the order they were added."""
@@ -251,6 +352,11 @@ class Workflow:
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, nodes={len(self._specs)})"
+
+
+def _no_prompt() -> None:
+    """The prompt of an input node declared without one: there is nothing to show."""
+    return None
 
 
 def _check_options(

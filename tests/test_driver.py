@@ -315,7 +315,12 @@ def test_run_needs_a_dag_or_a_workflow() -> None:
 
 def test_event_kinds_are_a_str_enum() -> None:
     assert issubclass(EventKind, StrEnum)
-    assert [kind.value for kind in EventKind] == ["node_started", "node_retrying", "node_finished"]
+    assert [kind.value for kind in EventKind] == [
+        "node_started",
+        "node_retrying",
+        "node_finished",
+        "node_waiting",
+    ]
     events: list[RunEvent] = []
     wf = Workflow("w")
     wf.add_node("a", lambda: 1)

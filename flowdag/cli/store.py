@@ -96,7 +96,7 @@ def cmd_store_convert(args: argparse.Namespace, err: Console) -> int:
 
 
 def _copy_tables(out: Console, src: Store, dst: Store) -> str | None:
-    """Copy the store-wide tables (kv, cache); None, or the problem."""
+    """Copy the store-wide tables (kv, cache, waits); None, or the problem."""
     try:
         done = copy_tables(src, dst)
     except (CorruptStateError, BlobMissingError) as exc:

@@ -69,7 +69,7 @@ from flowdag.stores._files import (
     remove_temp_files,
 )
 from flowdag.stores._framing import OVERHEAD, frame, replay
-from flowdag.stores._tables import DictTables, StagedTables, TableReader, TableTxn
+from flowdag.stores._tables import TABLES, DictTables, StagedTables, TableReader, TableTxn
 from flowdag.stores.base import StoredNode
 
 __all__ = ["TX_MARK", "TableLog", "split_txid"]
@@ -413,7 +413,7 @@ def _header(log_id: bytes) -> bytes:
 def _writes(items: Any) -> Writes:
     writes: Writes = []
     for table, key, value in items:
-        if table not in ("kv", "cache") or type(key) is not str:
+        if table not in TABLES or type(key) is not str:
             raise ValueError(f"bad entry {table!r} {key!r}")
         if value is not None and type(value) is not bytes:
             raise ValueError(f"bad value of {table!r} {key!r}")

@@ -1,9 +1,10 @@
 """Store-wide tables: bytes under string keys, shared by every run of a store.
 
 Beside its runs a store keeps a few named *tables* (`TABLES`): ``kv`` for
-cross-run key-value state (`flowdag.kv`) and ``cache`` for the cross-run
-cache. A backend keeps bytes only, as it does for runs; what an entry means
-(its value, ttl, writer) is the business of the layer above.
+cross-run key-value state (`flowdag.kv`), ``cache`` for the cross-run cache
+and ``waits`` for input nodes waiting for values (`flowdag.waits`). A backend
+keeps bytes only, as it does for runs; what an entry means (its value, ttl,
+writer) is the business of the layer above.
 
 Every change to tables is one transaction (`TableTxn`): exclusive across the
 threads and processes sharing the store, atomic (all of it or none of it, also
@@ -27,7 +28,7 @@ from flowdag.errors import InvalidArgumentError
 __all__ = ["TABLES", "StagedTables", "TableReader", "TableTxn", "check_table"]
 
 #: The tables a store keeps.
-TABLES = ("kv", "cache")
+TABLES = ("kv", "cache", "waits")
 
 
 def check_table(table: str) -> str:

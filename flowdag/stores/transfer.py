@@ -18,7 +18,7 @@ encoded with the source's codec is re-encoded when the destination reads
 with another (JSON <-> msgpack): a store decodes refs with its own codec.
 `check_run` reads every blob a run refers to and checks its hash.
 
-Tables: `copy_tables` copies the store-wide entries (kv, cache) the same way,
+Tables: `copy_tables` copies the store-wide entries (kv, cache, waits) the same way,
 blobs first (`flowdag.stores._blobcopy`), each entry converted by the layer
 that owns its table (`TABLE_CONVERTERS`), then all entries in one transaction.
 """
@@ -378,11 +378,19 @@ def _cache_entry(copier: BlobCopier, key: str, raw: bytes) -> bytes | None:
     return convert_entry(copier, key, raw)
 
 
-TABLE_CONVERTERS: dict[str, Converter] = {"kv": _kv_entry, "cache": _cache_entry}
+def _wait_entry(copier: BlobCopier, key: str, raw: bytes) -> bytes:
+    return raw  # JSON values only (`flowdag._wait_entries`): the same in every codec
+
+
+TABLE_CONVERTERS: dict[str, Converter] = {
+    "kv": _kv_entry,
+    "cache": _cache_entry,
+    "waits": _wait_entry,
+}
 
 
 def copy_tables(src: Store, dst: Store) -> TablesCopied:
-    """Copy the entries of ``src``'s tables (kv, cache), and their blobs, to ``dst`` at once.
+    """Copy the entries of ``src``'s tables (kv, cache, waits), and their blobs, to ``dst`` at once.
 
     Each entry goes through its table's converter (`TABLE_CONVERTERS`): the
     blobs an entry refers to (a kv value kept by reference, a cached output
