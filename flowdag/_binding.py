@@ -290,14 +290,16 @@ def _explicit(
     else:
         pairs = tuple((dep, dep) for dep in layout.params)
         passed = tuple(dict.fromkeys(deps)) if listed else layout.params
+    ref_params = frozenset(param for param, _ in pairs if param in shape.ref_params)
     binding = Binding(
         args,
         kwargs,
         pairs,
         deps if listed else None,
         _parts(name, layout.arg_parts, args, kwargs, pairs, deps if listed else None),
+        ref_params,
     )
-    refs = frozenset(dep for param, dep in pairs if param in shape.ref_params)
+    refs = frozenset(dep for param, dep in pairs if param in ref_params)
     declared = deps if mapping is None else passed
     return Bound(declared, passed, shape.wants_ctx, shape.is_async, refs, binding)
 

@@ -239,7 +239,9 @@ def _bound_arguments(attempt: Attempt) -> tuple[tuple[Any, ...], dict[str, Any],
         args = (*args, [values[dep] for dep in binding.listed])
     kwargs = dict(binding.kwargs)
     for param, dep in binding.params:
-        kwargs[param] = values[dep]
+        value = values[dep]
+        # A dep kept as a Ref for one parameter annotated Ref, loaded for another.
+        kwargs[param] = value.load() if type(value) is Ref and param not in binding.refs else value
     ctx = None
     if spec.wants_ctx:
         kwargs["ctx"] = ctx = _context(attempt, values)

@@ -76,6 +76,8 @@ class Binding:
     #: The fingerprint parts of the constants and of the binding itself
     #: (``"argument n"`` -> digest, ``"input binding"`` -> digest), in a fixed order.
     parts: tuple[tuple[str, str], ...] = ()
+    #: The parameters of ``params`` annotated `flowdag.Ref`: they get the Ref itself.
+    refs: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,6 +92,10 @@ def ref_size(blob: flowdag.Ref, tag: str) -> list[Any]:
     return [type(blob).__name__, blob.size, tag]
 
 
+def ref_and_value(ref: flowdag.Ref, value: bytes) -> list[str]:
+    return [type(ref).__name__, type(value).__name__]
+
+
 def value_size(blob: bytes, tag: str) -> list[Any]:
     return [type(blob).__name__, len(blob), tag]
 
@@ -135,6 +139,7 @@ def features() -> tuple[Workflow, dict[str, Any]]:
     wf.add_node("big", big, inline_limit=100)
     wf.add_node("route", ref_size, deps={"blob": "big"}, kwargs={"tag": "r"})
     wf.add_node("use", value_size, deps={"blob": "big"}, kwargs={"tag": "v"})
+    wf.add_node("both", ref_and_value, deps={"ref": "big", "value": "big"})
     expected = {
         "leaf0": 0,
         "leaf1": 10,
@@ -150,6 +155,7 @@ def features() -> tuple[Workflow, dict[str, Any]]:
         "local": 15,
         "twice": [10, 10],
         "use": ["bytes", 5000, "v"],
+        "both": ["Ref", "bytes"],
     }
     return wf, expected
 
