@@ -27,9 +27,10 @@ first time a process counts a function's global or captured value by type,
 logger ``"flowdag"`` warns once, naming it and its type.
 
 A node's fingerprint (`node_fingerprints`) is its function's, salted with its
-``version=`` and the fingerprints of its ``extract`` and ``preview`` hooks
-(they shape the stored output); options that do not change the output
-(retries, timeout, pool) do not count.
+``version=``, the fingerprints of its ``extract`` and ``preview`` hooks
+(they shape the stored output), and its constant arguments and input binding
+(`flowdag._binding`: parts ``"argument n"``, ``"input binding"``); options
+that do not change the output (retries, timeout, pool) do not count.
 
 Pure: reads source files through `inspect` and the objects it is given; no
 other I/O. Each object is digested once per `Fingerprinter` (a run makes one).
@@ -294,6 +295,8 @@ def node_fingerprints(
     The function's fingerprint, salted with the node's ``version=`` (part
     ``"version"``) and with its ``extract`` and ``preview`` hooks (parts
     ``"extract: ..."``, ``"preview: ..."``): they change the stored output.
+    Constant arguments and a binding of inputs add their parts (``"argument n"``,
+    ``"input binding"``, digested when the node was added).
     Nodes sharing a function and those options share one `Fingerprint`.
     """
     fingerprinter = Fingerprinter() if fingerprinter is None else fingerprinter
@@ -301,17 +304,20 @@ def node_fingerprints(
     out: dict[str, Fingerprint] = {}
     for name, spec in dag.specs.items():
         version, extract, preview = spec.version, spec.extract, spec.preview
-        key: tuple[Any, ...] = (spec.fn, version, extract, preview)
+        bound = () if spec.binding is None else spec.binding.parts
+        key: tuple[Any, ...] = (spec.fn, version, extract, preview, bound)
         try:
             found = shared.get(key)
         except TypeError:  # an unhashable callable object: by identity
-            key = (id(spec.fn), version, id(extract), id(preview))
+            key = (id(spec.fn), version, id(extract), id(preview), bound)
             found = shared.get(key)
         if found is None:
             extra = "" if version is None else f"{type(version).__name__}:{version}"
             found = fingerprinter.fingerprint(spec.fn, extra=extra)
             if extract is not None or preview is not None:
                 found = _with_hooks(fingerprinter, found, extract=extract, preview=preview)
+            if bound:
+                found = _with_parts(found, bound)
             shared[key] = found
         out[name] = found
     return out
@@ -329,6 +335,13 @@ def _with_hooks(
         for part, digest in found.parts.items():
             parts[f"{label}: {part}"] = digest
         source_parts[label] = found.source_digest
+    return Fingerprint(_combine(parts), _combine(source_parts), parts)
+
+
+def _with_parts(base: Fingerprint, added: tuple[tuple[str, str], ...]) -> Fingerprint:
+    """``base`` with more parts: a node's constants count in its source digest too."""
+    parts = {**base.parts, **dict(added)}
+    source_parts = {"function": base.source_digest, **dict(added)}
     return Fingerprint(_combine(parts), _combine(source_parts), parts)
 
 

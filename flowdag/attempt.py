@@ -158,8 +158,11 @@ def _call(attempt: Attempt) -> tuple[datetime, Any, Context | None]:
     started_at = datetime.now(UTC)
     ctx = None
     try:
-        kwargs, ctx = _arguments(attempt)
-        return started_at, attempt.spec.fn(**kwargs), ctx
+        if attempt.spec.binding is None:  # the usual call: inputs by keyword, no constants
+            kwargs, ctx = _arguments(attempt)
+            return started_at, attempt.spec.fn(**kwargs), ctx
+        args, kwargs, ctx = _bound_arguments(attempt)
+        return started_at, attempt.spec.fn(*args, **kwargs), ctx
     except NODE_ERRORS as exc:
         _discard_output(ctx)
         return started_at, _Failed(failure(exc, started_at)), ctx
@@ -216,18 +219,48 @@ def _arguments(attempt: Attempt) -> tuple[dict[str, Any], Context | None]:
             kwargs[dep] = value.load()
     if not spec.wants_ctx:
         return kwargs, None
-    loaded = {dep: kwargs.get(dep, value) for dep, value in inputs.items()}
-    ctx = Context(
+    kwargs["ctx"] = ctx = _context(attempt, kwargs)
+    return kwargs, ctx
+
+
+def _bound_arguments(attempt: Attempt) -> tuple[tuple[Any, ...], dict[str, Any], Context | None]:
+    """The call of a node with a `flowdag.dag.Binding`: constants, a list, renamed inputs."""
+    spec = attempt.spec
+    binding = spec.binding
+    assert binding is not None
+    inputs = attempt.inputs
+    values = {}
+    for dep in spec.kwarg_deps:
+        value = inputs[dep]
+        # An output kept by reference is loaded now, unless the parameter asks for the Ref.
+        values[dep] = value.load() if type(value) is Ref and dep not in spec.ref_deps else value
+    args = binding.args
+    if binding.listed is not None:
+        args = (*args, [values[dep] for dep in binding.listed])
+    kwargs = dict(binding.kwargs)
+    for param, dep in binding.params:
+        value = values[dep]
+        # A dep kept as a Ref for one parameter annotated Ref, loaded for another.
+        kwargs[param] = value.load() if type(value) is Ref and param not in binding.refs else value
+    ctx = None
+    if spec.wants_ctx:
+        kwargs["ctx"] = ctx = _context(attempt, values)
+    return args, kwargs, ctx
+
+
+def _context(attempt: Attempt, loaded: Mapping[str, Any]) -> Context:
+    """The node's ``ctx``; ``loaded`` holds the inputs read already (by dep name)."""
+    spec = attempt.spec
+    inputs = {dep: loaded.get(dep, value) for dep, value in attempt.inputs.items()}
+    return Context(
         attempt.run_id,
         spec.name,
         attempt.number,
-        LoadedOnRead(loaded),
+        LoadedOnRead(inputs),
         DataView(attempt.data),
         _output_opener(attempt),
         StagedKV(attempt.kv_read, attempt.codec, spec.name, _kv_limit(attempt)),
     )
-    kwargs["ctx"] = ctx
-    return kwargs, ctx
 
 
 def _output_opener(attempt: Attempt) -> Callable[[], Any] | str:

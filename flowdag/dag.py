@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
 from typing import Any, Final
@@ -23,6 +23,7 @@ __all__ = [
     "CODE_CHANGE_POLICIES",
     "DAG",
     "RUN_DEFAULT",
+    "Binding",
     "CacheOptions",
     "InputOptions",
     "NodeSpec",
@@ -57,6 +58,29 @@ class CacheOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class Binding:
+    """How a node's function is called when that is more than ``dep=output`` keywords.
+
+    The call is ``fn(*args, [listed outputs], **kwargs, **{param: output of dep},
+    ctx=...)``: the constants first, then (``inputs="list"``) one list of the
+    ``listed`` deps' outputs in declared order, then each ``(param, dep)`` of
+    ``params`` by keyword. `flowdag._binding` checks it against the signature.
+    """
+
+    args: tuple[Any, ...] = ()  # constant leading positional arguments
+    kwargs: dict[str, Any] = field(default_factory=dict)  # constant keyword arguments
+    #: (parameter, dep): the dep's output passed as that keyword argument.
+    params: tuple[tuple[str, str], ...] = ()
+    #: ``inputs="list"``: these deps' outputs, as one positional list after ``args``.
+    listed: tuple[str, ...] | None = None
+    #: The fingerprint parts of the constants and of the binding itself
+    #: (``"argument n"`` -> digest, ``"input binding"`` -> digest), in a fixed order.
+    parts: tuple[tuple[str, str], ...] = ()
+    #: The parameters of ``params`` annotated `flowdag.Ref`: they get the Ref itself.
+    refs: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class InputOptions:
     """An input node's wait (``Workflow.add_input``; see `flowdag.waits`).
 
@@ -85,7 +109,8 @@ class NodeSpec:
     max_retry_delay: float = 60.0
     timeout: float | None = None
     pool: str | None = None
-    #: Dependencies passed as keyword arguments (all of them when fn takes **kwargs).
+    #: Dependencies whose outputs the function receives: as keyword arguments of
+    #: their own name (all of them when fn takes **kwargs), or as ``binding`` says.
     kwarg_deps: tuple[str, ...] = ()
     wants_ctx: bool = False
     is_async: bool = False  # an ``async def`` function
@@ -103,6 +128,9 @@ class NodeSpec:
     on_code_change: str | None = None
     #: Its cross-run caching (`flowdag._cache`); None: not cached.
     cache: CacheOptions | None = None
+    #: Constant arguments, inputs bound to other parameters or passed as a list;
+    #: None: each input goes as the keyword argument of its dep's name.
+    binding: Binding | None = None
     #: An input node's wait; its ``fn`` then makes the prompt. None: a node that runs.
     input: InputOptions | None = None
 

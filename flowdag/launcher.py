@@ -57,7 +57,7 @@ class RemoteAttempt:
     """An attempt in picklable form, for another process or machine."""
 
     spec: NodeSpec  # its functions are stand-ins: they travel as ``fn``
-    fn: bytes  # cloudpickle of the node function, and of its extract and preview
+    fn: bytes  # cloudpickle of the node function, its extract and preview, and its binding
     run_id: str
     number: int
     inputs: dict[str, Any]  # only those the function takes, unless it takes ctx
@@ -83,7 +83,7 @@ def execute_remote(task: RemoteAttempt) -> Outcome:
     started_at = datetime.now(UTC)
     what = "its function"
     try:
-        fn, extract, preview = cloudpickle.loads(task.fn)
+        fn, extract, preview, binding = cloudpickle.loads(task.fn)
         what = "the store's codec"
         codec = _worker_codec(task.codec)
     except Exception as exc:  # e.g. it refers to a module the worker cannot import
@@ -93,7 +93,7 @@ def execute_remote(task: RemoteAttempt) -> Outcome:
         )
         error.__cause__ = exc
         return failure(error, started_at, retryable=False)
-    spec = dataclasses.replace(task.spec, fn=fn, extract=extract, preview=preview)
+    spec = dataclasses.replace(task.spec, fn=fn, extract=extract, preview=preview, binding=binding)
     attempt = Attempt(spec, task.run_id, task.number, task.inputs, task.data, codec)
     if task.area is not None:  # outputs above the limit go to the blob area from here
         attempt.inline_limit = task.inline_limit
@@ -288,7 +288,7 @@ class Launcher:
             sent = self._remote_specs[spec.name] = (
                 # The cache is the driver's business: its cache_key need not travel.
                 dataclasses.replace(
-                    spec, fn=_sent_separately, extract=None, preview=None, cache=None
+                    spec, fn=_sent_separately, extract=None, preview=None, cache=None, binding=None
                 ),
                 _pickled_function(spec),
             )
@@ -331,10 +331,12 @@ def _pickled_function(spec: NodeSpec) -> bytes:
     from flowdag.executors._pickling import dumps  # imports cloudpickle: remote runs only
 
     try:  # with the file names of their code, for tracebacks
-        return dumps((spec.fn, spec.extract, spec.preview))
+        # The constants travel with the function: cloudpickle sends what pickle cannot.
+        return dumps((spec.fn, spec.extract, spec.preview, spec.binding))
     except Exception as exc:
         raise SerializationError(
-            f"node '{spec.name}': its function cannot be sent to another process "
+            f"node '{spec.name}': its function (or a constant argument) cannot be sent "
+            "to another process "
             f"({type(exc).__name__}: {exc}); define it at module level, or use "
             "the threads executor"
         ) from exc

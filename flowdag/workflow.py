@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import inspect
-import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from enum import Enum
 from typing import Any, Final, TypedDict, TypeVar, Unpack, overload
 
+from flowdag._binding import bind
 from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag._values import text_problem
 from flowdag.dag import (
@@ -23,7 +23,6 @@ from flowdag.dag import (
     check_pools,
 )
 from flowdag.errors import DAGError, InvalidArgumentError, InvalidArgumentTypeError, SignatureError
-from flowdag.refs import Ref
 
 __all__ = ["NO_DEFAULT", "Workflow"]
 
@@ -44,7 +43,10 @@ NO_DEFAULT: Final = _NoDefault.NO_DEFAULT
 class _NodeOptions(TypedDict, total=False):
     """The options of `Workflow.node`, as keyword arguments of `Workflow.add_node`."""
 
-    deps: Iterable[str] | str
+    deps: Iterable[str] | Mapping[str, str] | str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any] | None
+    inputs: str
     retries: int
     retry_delay: Duration
     backoff: float
@@ -136,7 +138,10 @@ class Workflow:
         name: str,
         fn: Callable[..., Any],
         *,
-        deps: Iterable[str] | str = (),
+        deps: Iterable[str] | Mapping[str, str] | str = (),
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        inputs: str = "kwargs",
         retries: int = 0,
         retry_delay: Duration = 0.0,
         backoff: float = 2.0,
@@ -161,7 +166,13 @@ class Workflow:
             fn: called with each dependency's output as the keyword argument of the
                 same name (when it has such a parameter or ``**kwargs``) and with
                 ``ctx`` (a `Context`) when it has a parameter named ``ctx``.
-            deps: names of the nodes whose outputs this node needs.
+            deps: names of the nodes whose outputs this node needs, or a mapping
+                ``{parameter: node}``: that node's output goes as that parameter.
+            args: constant arguments for the leading positional parameters; they
+                count in the node's code fingerprint (a change runs it again on resume).
+            kwargs: constant keyword arguments, counted likewise.
+            inputs: ``"kwargs"`` (each output by keyword, as above) or ``"list"``:
+                the deps' outputs as one positional list in declared order, after ``args``.
             retries: extra attempts after the first, in each call of `run`
                 (a resume gives a failed node its retries again).
             retry_delay: time before the first retry; later ones wait
@@ -199,11 +210,12 @@ class Workflow:
             DAGError: an option is out of range.
             InvalidArgumentTypeError: ``version`` is neither a str nor an int.
             InvalidArgumentError: ``on_code_change`` is not one of the three.
-            SignatureError: ``fn`` is not callable or needs an argument it will not get.
+            SignatureError: ``fn`` is not callable, needs an argument it will not
+                get, or a parameter is bound twice or not taken (named in the message).
+            InvalidArgumentTypeError: a constant that cannot be part of a fingerprint.
         """
-        dep_names = (deps,) if isinstance(deps, str) else tuple(deps)
-        _check_options(name, dep_names, retries, backoff)
-        kwarg_deps, wants_ctx = _bind(name, fn, dep_names)
+        bound = bind(name, fn, deps, args, kwargs, inputs)
+        _check_options(name, bound.deps, retries, backoff)
         for option, hook in (("extract", extract), ("preview", preview)):
             if hook is not None and not callable(hook):
                 raise DAGError(
@@ -215,24 +227,25 @@ class Workflow:
         spec = NodeSpec(
             name=name,
             fn=fn,
-            deps=dep_names,
+            deps=bound.deps,
             retries=retries,
             retry_delay=_seconds(name, "retry_delay", retry_delay),
             backoff=float(backoff),
             max_retry_delay=_seconds(name, "max_retry_delay", max_retry_delay),
             timeout=_timeout(name, timeout),
             pool=pool,
-            kwarg_deps=kwarg_deps,
-            wants_ctx=wants_ctx,
-            is_async=inspect.iscoroutinefunction(fn),
+            kwarg_deps=bound.kwarg_deps,
+            wants_ctx=bound.wants_ctx,
+            is_async=bound.is_async,
             inline_limit=_inline_limit(name, inline_limit),
             extract=extract,
             preview=preview,
             ttl=None if ttl is None else _ttl(name, ttl),
-            ref_deps=_ref_params(fn, kwarg_deps),
+            ref_deps=bound.ref_deps,
             version=version,
             on_code_change=on_code_change,
             cache=caching,
+            binding=bound.binding,
         )
         self._specs.append(spec)
         return spec
@@ -440,27 +453,6 @@ def _cache_options(
     )
 
 
-def _ref_params(fn: object, deps: tuple[str, ...]) -> frozenset[str]:
-    """The deps whose parameter is annotated `flowdag.Ref`: they receive the Ref itself."""
-    try:
-        params = inspect.signature(fn).parameters  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return frozenset()
-    annotated = {dep: params[dep].annotation for dep in deps if dep in params}
-    if not any(a is not inspect.Parameter.empty for a in annotated.values()):
-        return frozenset()
-    try:  # string annotations (from __future__ import annotations) resolved
-        hints = typing.get_type_hints(fn)
-    except Exception:  # a name the function's module cannot resolve: read the strings
-        hints = {}
-    return frozenset(
-        dep
-        for dep, annotation in annotated.items()
-        if hints.get(dep, annotation) is Ref
-        or (isinstance(annotation, str) and annotation.rpartition(".")[2] == "Ref")
-    )
-
-
 def _check_text(what: str, name: str) -> None:
     # Stores keep names as UTF-8: a name none can store is refused here, not at the first save.
     problem = text_problem(name)
@@ -470,39 +462,3 @@ def _check_text(what: str, name: str) -> None:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
-
-
-_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-
-
-def _bind(name: str, fn: object, deps: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
-    """Which deps ``fn`` takes as keyword arguments, and whether it wants ``ctx``."""
-    if not callable(fn):
-        raise SignatureError(f"node '{name}' is not callable: got {type(fn).__name__}")
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return (), False  # some builtins have no signature: call them without arguments
-    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    kwarg_deps = []
-    for param in params.values():
-        if param.name == "ctx" and param.kind is not param.POSITIONAL_ONLY:
-            continue
-        if param.name in deps and param.kind is not param.POSITIONAL_ONLY:
-            kwarg_deps.append(param.name)
-        elif param.kind is param.POSITIONAL_ONLY and param.default is param.empty:
-            raise SignatureError(
-                f"node '{name}': parameter '{param.name}' is positional-only (before '/'), "
-                "but dependencies and ctx are passed by keyword; remove the '/' "
-                "or give it a default"
-            )
-        elif param.default is param.empty and param.kind not in _VARIADIC:
-            known = ", ".join(deps) if deps else "none"
-            raise SignatureError(
-                f"node '{name}': parameter '{param.name}' is neither a dependency "
-                f"(deps: {known}) nor 'ctx'; add it to deps, give it a default, or remove it"
-            )
-    if takes_kwargs:
-        # A parameter named ctx always gets the Context; a dep named ctx is in ctx.inputs.
-        return tuple(d for d in deps if d != "ctx"), "ctx" in params
-    return tuple(kwarg_deps), "ctx" in params

@@ -1,0 +1,489 @@
+"""How a node's function is called: its inputs and constants checked against its signature.
+
+Design
+------
+By default each dependency's output goes as the keyword argument of the
+dependency's name (when the function has such a parameter or ``**kwargs``),
+and ``ctx`` gets the `Context`. `bind` also takes a mapping ``{parameter:
+node}``, constant ``args``/``kwargs``, and ``inputs="list"`` (the deps'
+outputs as one positional list, after ``args``), and checks all of it against
+the signature at build time, as Python would bind the call: a parameter
+bound twice, one the function does not take, one left without a value, or
+too many positional arguments is a `SignatureError` naming it. A node that
+uses none of these gets no `Binding` and is called as before.
+
+A signature is inspected once per distinct function object (`shape_of`,
+memoised weakly): a fan-out of a million nodes over one function inspects it
+once. Constants count in the node's code fingerprint, each by the digest of
+its canonical typed encoding (`flowdag._cache_keys`): a changed constant
+makes a resume run the node again, naming the argument; one that cannot be
+digested is refused here, at build time.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import keyword
+import typing
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from flowdag._cache_keys import _Refused, _Walk
+from flowdag._code_digests import _digest
+from flowdag.dag import Binding
+from flowdag.errors import InvalidArgumentError, InvalidArgumentTypeError, SignatureError
+from flowdag.refs import Ref
+
+__all__ = ["INPUT_MODES", "Bound", "Shape", "bind", "shape_of"]
+
+#: What ``inputs=`` takes: each output as a keyword argument, or all as one list.
+INPUT_MODES: Final = ("kwargs", "list")
+
+_POSITIONAL_ONLY = inspect.Parameter.POSITIONAL_ONLY
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_VAR_POSITIONAL = inspect.Parameter.VAR_POSITIONAL
+_VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
+_VARIADIC = (_VAR_POSITIONAL, _VAR_KEYWORD)
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What binding needs of a function's signature, read once per function.
+
+    ``params`` is None when the function has no signature to read (some
+    builtins): it is then called with what it is given, unchecked.
+    """
+
+    params: tuple[tuple[str, inspect._ParameterKind, bool], ...] | None  # (name, kind, default?)
+    is_async: bool
+    ref_params: frozenset[str]  # parameters annotated `flowdag.Ref`
+    by_name: dict[str, tuple[inspect._ParameterKind, bool]] = field(default_factory=dict)
+    positionals: tuple[str, ...] = ()  # the parameters a positional argument can fill, in order
+    varargs: str | None = None  # the name of its ``*args``, if it has one
+    takes_kwargs: bool = False  # it has a ``**kwargs``
+    wants_ctx: bool = False  # a parameter ``ctx`` that a keyword can reach: the Context
+    #: Checked bindings (`_layout`), without their nodes and values: nodes bound
+    #: alike are checked once.
+    layouts: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False)
+
+
+# Weak: a function made per node (a lambda in a loop) is not kept alive by its shape.
+_SHAPES: weakref.WeakKeyDictionary[Any, Shape] = weakref.WeakKeyDictionary()
+
+
+def shape_of(fn: Any) -> Shape:
+    """The `Shape` of ``fn``'s signature; inspected once per function object."""
+    try:
+        known = _SHAPES.get(fn)
+    except TypeError:  # unhashable, or no weak reference to it (a builtin): not memoised
+        return _inspect(fn)
+    if known is None:
+        known = _SHAPES[fn] = _inspect(fn)
+    return known
+
+
+def _inspect(fn: Any) -> Shape:
+    is_async = inspect.iscoroutinefunction(fn)
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return Shape(None, is_async, frozenset())
+    params = tuple(
+        (p.name, p.kind, p.default is not p.empty) for p in signature.parameters.values()
+    )
+    ctx = signature.parameters.get("ctx")
+    return Shape(
+        params,
+        is_async,
+        _ref_params(fn, signature),
+        {p: (kind, default) for p, kind, default in params},
+        tuple(p for p, kind, _ in params if kind in _POSITIONAL),
+        next((p for p, kind, _ in params if kind is _VAR_POSITIONAL), None),
+        any(kind is _VAR_KEYWORD for _, kind, _ in params),
+        ctx is not None and ctx.kind is not _POSITIONAL_ONLY,
+    )
+
+
+def _ref_params(fn: Any, signature: inspect.Signature) -> frozenset[str]:
+    """The parameters annotated `flowdag.Ref`: they receive the Ref, not the value."""
+    annotated = {
+        p.name: p.annotation
+        for p in signature.parameters.values()
+        if p.annotation is not p.empty and p.kind not in _VARIADIC
+    }
+    if not annotated:
+        return frozenset()
+    try:  # string annotations (from __future__ import annotations) resolved
+        hints = typing.get_type_hints(fn)
+    except Exception:  # a name the function's module cannot resolve: read the strings
+        hints = {}
+    return frozenset(
+        param
+        for param, annotation in annotated.items()
+        if hints.get(param, annotation) is Ref
+        or (isinstance(annotation, str) and annotation.rpartition(".")[2] == "Ref")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """How one node is called: the `NodeSpec` fields `bind` fills in."""
+
+    deps: tuple[str, ...]
+    kwarg_deps: tuple[str, ...]
+    wants_ctx: bool
+    is_async: bool
+    ref_deps: frozenset[str]
+    binding: Binding | None
+
+
+def bind(
+    name: str,
+    fn: object,
+    deps: Iterable[str] | Mapping[str, str] | str,
+    args: object = (),
+    kwargs: object = None,
+    inputs: object = "kwargs",
+) -> Bound:
+    """Check how node ``name`` calls ``fn`` and say how to call it.
+
+    Args:
+        deps: dep names (each output as the keyword of its name), or a mapping
+            ``{parameter: node}``.
+        args, kwargs: constant arguments: ``args`` fill the leading positional
+            parameters, ``kwargs`` named ones.
+        inputs: ``"kwargs"`` or ``"list"`` (the deps' outputs as one positional
+            list, in declared order, after ``args``).
+
+    Raises:
+        SignatureError: ``fn`` is not callable, or a parameter is bound twice,
+            not taken, or left without a value.
+        InvalidArgumentError: ``inputs`` is not one of `INPUT_MODES`, or a
+            mapping of deps with ``inputs="list"``.
+        InvalidArgumentTypeError: ``args``/``kwargs``/``deps`` of the wrong
+            type, or a constant that cannot be digested.
+    """
+    if not callable(fn):
+        raise SignatureError(f"node '{name}' is not callable: got {type(fn).__name__}")
+    if inputs not in INPUT_MODES:
+        raise InvalidArgumentError(
+            f"node '{name}': inputs must be one of {', '.join(map(repr, INPUT_MODES))}, "
+            f"not {inputs!r}"
+        )
+    shape = shape_of(fn)
+    if isinstance(deps, Mapping):
+        if inputs == "list":
+            raise InvalidArgumentError(
+                f"node '{name}': inputs='list' passes the deps' outputs as one list in "
+                "declared order: give deps as a list of names, not a mapping"
+            )
+        mapping = _names(name, "deps", deps)
+        dep_names = tuple(mapping.values())
+    else:
+        mapping = None
+        dep_names = (deps,) if isinstance(deps, str) else tuple(deps)
+    constants = _constant_args(name, args)
+    keywords = {} if kwargs is None else _names(name, "kwargs", kwargs)
+    if mapping is None and not constants and not keywords and inputs == "kwargs":
+        key = ("by name", dep_names)  # nodes with the same deps are checked once
+        known = shape.layouts.get(key)
+        if known is None:
+            kwarg_deps, wants_ctx = _by_dep_name(name, shape, dep_names)
+            refs = frozenset(d for d in kwarg_deps if d in shape.ref_params)
+            known = Bound(dep_names, kwarg_deps, wants_ctx, shape.is_async, refs, None)
+            if len(shape.layouts) < _MAX_LAYOUTS:
+                shape.layouts[key] = known
+        return known
+    return _explicit(name, fn, shape, dep_names, mapping, constants, keywords, inputs == "list")
+
+
+def _names(name: str, option: str, given: object) -> dict[str, Any]:
+    """``deps=``/``kwargs=`` as a dict whose keys are parameter names."""
+    if not isinstance(given, Mapping):
+        raise InvalidArgumentTypeError(
+            f"node '{name}': {option} must be a mapping of parameter names, e.g. "
+            f"{option}={{'src': 'source'}}, not {type(given).__name__}"
+        )
+    for key in given:
+        if not isinstance(key, str):
+            raise InvalidArgumentTypeError(
+                f"node '{name}': {option} keys must be parameter names (str), not {key!r}"
+            )
+        if not key.isidentifier() or keyword.iskeyword(key):
+            raise SignatureError(
+                f"node '{name}': {option} key {key!r} is not a valid parameter name; "
+                "use the name of one of the function's parameters"
+            )
+    return dict(given)
+
+
+def _constant_args(name: str, args: object) -> tuple[Any, ...]:
+    if isinstance(args, tuple | list):
+        return tuple(args)
+    raise InvalidArgumentTypeError(
+        f"node '{name}': args must be a tuple of constant arguments, e.g. args=(3,), "
+        f"not {type(args).__name__}"
+    )
+
+
+def _by_dep_name(name: str, shape: Shape, deps: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+    """The default binding: which deps go as keywords of their name, and whether ``ctx``."""
+    params = shape.params
+    if params is None:
+        return (), False  # some builtins have no signature: call them without arguments
+    kwarg_deps = []
+    for param, kind, has_default in params:
+        if param == "ctx" and kind is not _POSITIONAL_ONLY:
+            continue
+        if param in deps and kind is not _POSITIONAL_ONLY:
+            kwarg_deps.append(param)
+        elif kind is _POSITIONAL_ONLY and not has_default:
+            raise SignatureError(
+                f"node '{name}': parameter '{param}' is positional-only (before '/'), "
+                "but dependencies and ctx are passed by keyword; remove the '/', "
+                "give it a default, or pass it with args="
+            )
+        elif not has_default and kind not in _VARIADIC:
+            known = ", ".join(deps) if deps else "none"
+            raise SignatureError(
+                f"node '{name}': parameter '{param}' is neither a dependency "
+                f"(deps: {known}) nor 'ctx'; add it to deps, give it a default, or remove it"
+            )
+    wants_ctx = any(param == "ctx" for param, _, _ in params)
+    if shape.takes_kwargs:
+        # A parameter named ctx always gets the Context; a dep named ctx is in ctx.inputs.
+        return tuple(d for d in deps if d != "ctx"), wants_ctx
+    return tuple(kwarg_deps), wants_ctx
+
+
+def _explicit(
+    name: str,
+    fn: object,
+    shape: Shape,
+    deps: tuple[str, ...],
+    mapping: dict[str, str] | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    listed: bool,
+) -> Bound:
+    """A binding with a mapping of deps, constants or an input list, checked."""
+    # The check depends on parameter names and counts only, not on the nodes bound
+    # or the constants' values: a fan-out of nodes bound alike is checked once.
+    key = (
+        None if mapping is None else tuple(mapping),
+        deps if mapping is None and not listed else None,
+        len(args),
+        tuple(kwargs),
+        listed,
+    )
+    layout = shape.layouts.get(key)
+    if layout is None:
+        layout = _layout(name, fn, shape, deps, mapping, len(args), kwargs, listed)
+        if len(shape.layouts) < _MAX_LAYOUTS:
+            shape.layouts[key] = layout
+    if mapping is not None:
+        pairs = tuple(zip(layout.params, mapping.values(), strict=True))
+        passed = tuple(dict.fromkeys(mapping.values()))
+    else:
+        pairs = tuple((dep, dep) for dep in layout.params)
+        passed = tuple(dict.fromkeys(deps)) if listed else layout.params
+    ref_params = frozenset(param for param, _ in pairs if param in shape.ref_params)
+    binding = Binding(
+        args,
+        kwargs,
+        pairs,
+        deps if listed else None,
+        _parts(name, layout.arg_parts, args, kwargs, pairs, deps if listed else None),
+        ref_params,
+    )
+    refs = frozenset(dep for param, dep in pairs if param in ref_params)
+    declared = deps if mapping is None else passed
+    return Bound(declared, passed, shape.wants_ctx, shape.is_async, refs, binding)
+
+
+_MAX_LAYOUTS = 256  # per function: deps bound by their own names can vary without end
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """A checked binding, without its nodes and values."""
+
+    arg_parts: tuple[str, ...]  # the fingerprint part of each constant positional argument
+    params: tuple[str, ...]  # the keyword parameters deps go to (mapping keys, or dep names)
+
+
+def _layout(
+    name: str,
+    fn: object,
+    shape: Shape,
+    deps: tuple[str, ...],
+    mapping: dict[str, str] | None,
+    nargs: int,
+    kwargs: dict[str, Any],
+    listed: bool,
+) -> _Layout:
+    check = _Check(name, fn, shape)
+    arg_parts = tuple(check.positional(f"args[{i}]") for i in range(nargs))
+    if listed:
+        check.positional("the input list (inputs='list')")
+    params: list[str] = []
+    if mapping is not None:
+        for param, dep in mapping.items():
+            check.keyword(param, f"deps (node '{dep}')")
+            params.append(param)
+    elif not listed:  # deps by name, beside constants: as the default binding passes them
+        for dep in deps:
+            if check.accepts(dep):
+                check.keyword(dep, "deps")
+                params.append(dep)
+    for param in kwargs:
+        check.keyword(param, "kwargs")
+    check.complete()
+    return _Layout(arg_parts, tuple(params))
+
+
+class _Check:
+    """Binds a call's arguments to parameters one by one, as Python would, refusing conflicts."""
+
+    def __init__(self, name: str, fn: object, shape: Shape) -> None:
+        self.node = name
+        self.fn = getattr(fn, "__qualname__", None) or type(fn).__name__
+        self.params = shape.params
+        self.by_name = shape.by_name
+        self.positionals = shape.positionals
+        self.varargs = shape.varargs
+        self.takes_kwargs = shape.takes_kwargs
+        self.wants_ctx = shape.wants_ctx
+        self.bound: dict[str, str] = {}  # named parameter -> what binds it
+        self.extra: dict[str, str] = {}  # keyword going to **kwargs -> what binds it
+        self.count = 0  # positional arguments so far
+
+    def positional(self, what: str) -> str:
+        """Bind the next positional argument; the name of its fingerprint part."""
+        index = self.count
+        self.count += 1
+        if self.params is None:
+            return f"argument #{index}"
+        if index < len(self.positionals):
+            param = self.positionals[index]
+            if param == "ctx" and self.wants_ctx:
+                self._twice(param, what, "the Context (ctx)")
+            self.bound[param] = what
+            return f"argument {param}"
+        if self.varargs is None:
+            shown = ", ".join(self.positionals) or "none"
+            raise SignatureError(
+                f"node '{self.node}': {what} has no parameter to go to: {self.fn} takes "
+                f"{len(self.positionals)} positional parameter(s) ({shown}); pass fewer "
+                "args, or name the parameter with kwargs="
+            )
+        return f"argument *{self.varargs}[{index - len(self.positionals)}]"
+
+    def accepts(self, param: str) -> bool:
+        """Whether a dep named ``param`` is passed by name (the default binding's rule)."""
+        if param == "ctx":
+            return False  # ctx is the Context; a dep named ctx is in ctx.inputs
+        found = self.by_name.get(param)
+        if found is not None and found[0] not in _VARIADIC and found[0] is not _POSITIONAL_ONLY:
+            return True
+        return self.takes_kwargs
+
+    def keyword(self, param: str, what: str) -> None:
+        """Bind keyword argument ``param``."""
+        if param == "ctx":
+            raise SignatureError(
+                f"node '{self.node}': {what} binds parameter 'ctx', which is reserved for "
+                "the Context; rename that parameter"
+            )
+        if self.params is None:
+            self._bind_once(self.extra, param, what)
+            return
+        found = self.by_name.get(param)
+        if found is None or found[0] in _VARIADIC or found[0] is _POSITIONAL_ONLY:
+            if self.takes_kwargs:  # Python sends it to **kwargs
+                self._bind_once(self.extra, param, what)
+                return
+            if found is not None and found[0] is _POSITIONAL_ONLY:
+                raise SignatureError(
+                    f"node '{self.node}': {what} binds parameter '{param}' by keyword, but it "
+                    f"is positional-only (before '/'); pass it with args= or remove the '/'"
+                )
+            shown = ", ".join(p for p, k, _ in self.params if k not in _VARIADIC) or "none"
+            raise SignatureError(
+                f"node '{self.node}': {what} binds parameter '{param}', which {self.fn} "
+                f"does not take (its parameters: {shown}); fix the name or add the parameter"
+            )
+        self._bind_once(self.bound, param, what)
+
+    def _bind_once(self, bound: dict[str, str], param: str, what: str) -> None:
+        if param in bound:
+            self._twice(param, bound[param], what)
+        bound[param] = what
+
+    def _twice(self, param: str, first: str, second: str) -> typing.NoReturn:
+        raise SignatureError(
+            f"node '{self.node}': parameter '{param}' is bound twice, by {first} and by "
+            f"{second}; bind it once"
+        )
+
+    def complete(self) -> None:
+        """Refuse a parameter left without a value."""
+        for param, kind, has_default in self.params or ():
+            if has_default or kind in _VARIADIC or param in self.bound:
+                continue
+            if param == "ctx" and self.wants_ctx:
+                continue
+            raise SignatureError(
+                f"node '{self.node}': parameter '{param}' gets no value; bind it with "
+                f"deps={{'{param}': NODE}}, args= or kwargs=, give it a default, or remove it"
+            )
+
+
+def _parts(
+    name: str,
+    arg_params: tuple[str, ...],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    pairs: tuple[tuple[str, str], ...],
+    listed: tuple[str, ...] | None,
+) -> tuple[tuple[str, str], ...]:
+    """The fingerprint parts of a binding: each constant, and where the inputs go."""
+    parts = [
+        (part, _constant_digest(name, f"args[{i}]", value))
+        for i, (part, value) in enumerate(zip(arg_params, args, strict=True))
+    ]
+    taken = {part for part, _ in parts}
+    for key, value in kwargs.items():
+        part = f"argument {key}"  # a positional-only one of that name may be in args
+        parts.append(
+            (
+                part if part not in taken else f"{part} (by keyword)",
+                _constant_digest(name, f"kwargs[{key!r}]", value),
+            )
+        )
+    if listed is not None:
+        parts.append(("input binding", _layout_digest(("list", *listed))))
+    elif any(param != dep for param, dep in pairs):
+        parts.append(("input binding", _layout_digest(tuple(sorted(pairs)))))
+    return tuple(sorted(parts))
+
+
+@functools.lru_cache(maxsize=1024)  # a fan-out binds many nodes alike: one digest
+def _layout_digest(layout: tuple[Any, ...]) -> str:
+    return _digest(repr(layout).encode())
+
+
+def _constant_digest(name: str, where: str, value: Any) -> str:
+    """The digest of a constant argument's canonical typed encoding."""
+    try:
+        return _digest(_Walk().encode(value, "", 0))
+    except _Refused as exc:
+        why = f" ({exc.reason})" if exc.reason else ""
+        raise InvalidArgumentTypeError(
+            f"node '{name}': constant {where}{exc.path} is a {type(exc.value).__qualname__}, "
+            f"which cannot be part of the node's code fingerprint{why}; pass plain values "
+            "(numbers, strings, tuples, lists, dicts, dataclasses), or make it inside the node"
+        ) from None
