@@ -339,10 +339,8 @@ def check_fn(key: str, fn: object) -> None:
 
 
 def has_tables(store: Store) -> bool:
-    """Whether ``store``'s backend keeps tables (every kind will)."""
-    from flowdag.stores.base import Store
-
-    return type(store)._transact_tables is not Store._transact_tables
+    """Whether ``store``'s backend keeps tables (every kind does)."""
+    return store._keeps_tables()
 
 
 # -- store convert ---------------------------------------------------------------------------

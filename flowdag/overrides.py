@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flowdag._byref import by_reference
+from flowdag._commit import commit_batch
 from flowdag._digests import output_digest
 from flowdag._override_plans import downstream_whys, plan_invalidate, plan_mark_done
 from flowdag._units import Size, parse_size
@@ -54,6 +55,7 @@ from flowdag.state import (
     RunState,
 )
 from flowdag.stores import Store, open_store
+from flowdag.waits import ending_waits
 
 __all__ = [
     "Change",
@@ -176,7 +178,7 @@ def mark_done(
                 for name in after
             ]
             if not dry_run:
-                opened.commit(run_id, records)
+                _commit_ending_waits(opened, run_id, records)
             return replace(_result(state, "mark_done", after, why, by, at, dry_run), blob=blob)
 
 
@@ -235,8 +237,19 @@ def invalidate(
                 entry = Override("invalidate", by, at, said)
                 records.append(_pending(name, state.nodes[name], entry, forced))
             if not dry_run:
-                opened.commit(run_id, records)
+                _commit_ending_waits(opened, run_id, records)
             return _result(state, "invalidate", after, why, by, at, dry_run)
+
+
+def _commit_ending_waits(store: Store, run_id: str, records: list[NodeRecord]) -> None:
+    """Commit ``records``; a node among them that waits for input waits no more (same commit)."""
+    ending = ending_waits(store, run_id, (record.node for record in records))
+    if ending:
+        records = [
+            replace(record, tables=ending[record.node]) if record.node in ending else record
+            for record in records
+        ]
+    commit_batch(store, run_id, records)
 
 
 # -- audit -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ shows it expired.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -41,7 +41,7 @@ from flowdag._wait_entries import (
     run_prefix,
     wait_key,
 )
-from flowdag.errors import InputNotFoundError, InvalidArgumentTypeError
+from flowdag.errors import CorruptStateError, InputNotFoundError, InvalidArgumentTypeError
 
 if TYPE_CHECKING:
     from flowdag.stores._tables import TableTxn
@@ -224,6 +224,44 @@ def clearing(entry: WaitEntry) -> dict[tuple[str, str], bytes | None]:
         (TABLE, wait_key(entry.run_id, entry.node)): None,
         (TABLE, index_key(entry.key_hash)): None,
     }
+
+
+def ending_waits(
+    store: Store, run_id: str, nodes: Iterable[str]
+) -> dict[str, dict[tuple[str, str], bytes | None]]:
+    """Node -> the table writes that end its wait, for those of ``nodes`` that have one.
+
+    An operator override (`flowdag.mark_done`, `flowdag.invalidate`) commits them
+    with the node's record: a node it settles or resets waits no more, and its
+    key stops working at once.
+    """
+    wanted = set(nodes)
+    prefix = run_prefix(run_id)
+    return {
+        node: clearing(decode_entry(raw, _where(key)))
+        for key, raw in store.table_scan(TABLE, prefix)
+        if (node := key[len(prefix) :]) in wanted
+    }
+
+
+def drop_waits(store: Store, run_id: str) -> int:
+    """End every wait of run ``run_id`` (it was deleted); how many there were."""
+    prefix = run_prefix(run_id)
+    if not store.table_keys(TABLE, prefix):
+        return 0  # the usual case: one read, no transaction
+
+    def drop(txn: TableTxn) -> int:
+        found = list(txn.scan(TABLE, prefix))
+        for key, raw in found:
+            txn.delete(TABLE, key)
+            try:
+                entry = decode_entry(raw, _where(key))
+            except CorruptStateError:
+                continue  # its key entry, if any, goes with gc's sweep
+            txn.delete(TABLE, index_key(entry.key_hash))
+        return len(found)
+
+    return store.transact_tables(drop)
 
 
 # -- helpers --------------------------------------------------------------------------------

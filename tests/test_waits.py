@@ -354,6 +354,10 @@ def test_a_wait_whose_node_was_marked_done_is_dropped(store: Store) -> None:
     wait = suspend(store)
     assert wait.key is not None
     flowdag.mark_done(store, RUN, "approval", output=NO, reason="approved on paper")
+    # Its key stops working with the override itself, not only at the next run.
+    assert flowdag.list_waits(store) == []
+    with pytest.raises(InputNotFoundError):
+        flowdag.provide_input(store, wait.key, YES)
     done = flowdag.run(po_workflow(), run_id=RUN, store=store)
     assert done.ok and done.outputs["send"] == "PO-1 dropped"
     assert flowdag.list_waits(store) == []
@@ -493,6 +497,26 @@ def test_keys_stay_out_of_logs(store: Store, caplog: pytest.LogCaptureFixture) -
 
 
 @SOME_KINDS
+def test_an_invalidated_waiting_node_asks_again_with_a_new_key(store: Store) -> None:
+    wait = suspend(store)
+    assert wait.key is not None
+    flowdag.invalidate(store, RUN, "approval", reason="the order changed")
+    assert flowdag.list_waits(store) == []
+    with pytest.raises(InputNotFoundError):
+        flowdag.provide_input(store, wait.key, YES)
+    again = suspend(store)
+    assert again.key != wait.key
+
+
+def test_deleting_a_run_ends_its_waits(store: Store) -> None:
+    wait = suspend(store)
+    assert wait.key is not None
+    assert store.delete(RUN)
+    assert flowdag.list_waits(store) == []
+    with pytest.raises(InputNotFoundError):
+        flowdag.provide_input(store, wait.key, YES)
+
+
 def test_a_new_run_under_a_deleted_runs_id_asks_again(store: Store) -> None:
     old = suspend(store)
     assert old.key is not None

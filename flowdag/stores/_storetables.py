@@ -76,6 +76,10 @@ class StoreTables(ABC):
         self._transact_tables(None, staged)
         return result[-1]
 
+    def _keeps_tables(self) -> bool:
+        """Whether this store's backend keeps tables (every kind here does)."""
+        return type(self)._transact_tables is not StoreTables._transact_tables
+
     # -- backend hooks --------------------------------------------------------
 
     def _table_keys(self, table: str, prefix: str) -> list[str]:

@@ -249,7 +249,12 @@ class Store(StoreTables, ABC):
         self._check_open()
         # Under the run's lock: a run being written is never deleted under its writer.
         with self.lock(run_id):
-            return self._delete(run_id)
+            existed = self._delete(run_id)
+            if self._keeps_tables():  # its waits end too (gc sweeps any a crash left)
+                from flowdag.waits import drop_waits  # waits build on stores: not at the top
+
+                drop_waits(self, run_id)
+            return existed
 
     @contextmanager
     def lock(self, run_id: str) -> Iterator[None]:
