@@ -124,6 +124,8 @@ class ReadyHooks:
         if settled.reason is not None:
             self.ledger.reasons[name] = settled.reason
         attempt = self.running[name] = self.attempt(name)
+        if self.on_event is not None:  # taking the value is the node's attempt
+            self.emit(EventKind.NODE_STARTED, name, NodeStatus.RUNNING, attempt.number, None)
         if settled.error is not None:
             outcome = failure(settled.error, settled.started_at, retryable=False)
         else:

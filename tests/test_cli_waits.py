@@ -188,6 +188,8 @@ def test_suspend_provide_continue(capsys: pytest.CaptureFixture[str], flow: str,
     assert code == 0
     code, out, _ = cli(capsys, "run", flow, "--run-id", "po1", "--store", url)
     assert code == 0 and "completed" in out.splitlines()[-1]
+    # order and side were completed before; the two inputs and send ran in this call.
+    assert "2 of 5 nodes were already completed" in out.splitlines()[-1]
     code, out, err = cli(capsys, "waits", "--store", url)
     assert (code, out) == (0, "") and "no waits" in err
     code, out, _ = cli(capsys, "status", "po1", "--store", url)

@@ -147,9 +147,12 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
                 on_event=progress.update,
                 **lifetimes,
             )
-    return _report(
-        result, args, restored=len(result.nodes) - len(progress.ran), verbose=args.verbose
+    restored = sum(  # completed before this call: not started by it
+        1
+        for name, node in result.nodes.items()
+        if node.status == "completed" and name not in progress.ran
     )
+    return _report(result, args, restored=restored, verbose=args.verbose)
 
 
 def _lifetimes(args: argparse.Namespace) -> dict[str, Any]:
