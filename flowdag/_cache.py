@@ -22,12 +22,13 @@ refs the output holds (gc keeps them while the entry lives).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from flowdag._cache_keys import cache_key, canonical
+from flowdag._cache_keys import KeyHeads, canonical, inputs_digest, user_key_digest
 from flowdag._ledger import Ledger
 from flowdag.codec import ValueCodec
 from flowdag.dag import DAG
@@ -63,6 +64,7 @@ __all__ = [
 
 TABLE = "cache"
 _FORMAT = 1
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,19 +92,35 @@ class CacheEntry:
 
 def entry_record(codec: ValueCodec, entry: CacheEntry) -> bytes:
     """``entry`` as the bytes the cache table keeps (see the module docstring)."""
-    return codec.encode(
-        [
-            _FORMAT,
-            entry.workflow,
-            entry.node,
-            entry.run_id,
-            entry.output,
-            entry.digest,
-            to_micros(entry.created_at),
-            None if entry.expires_at is None else to_micros(entry.expires_at),
-            {sha: None if at is None else to_micros(at) for sha, at in entry.blobs.items()},
-        ]
+    created = to_micros(entry.created_at)
+    assert created is not None
+    return _record(
+        codec,
+        entry.workflow,
+        entry.node,
+        entry.run_id,
+        entry.output,
+        entry.digest,
+        created,
+        to_micros(entry.expires_at),
+        {sha: to_micros(at) for sha, at in entry.blobs.items()},
     )
+
+
+def _record(
+    codec: ValueCodec,
+    workflow: str,
+    node: str,
+    run_id: str,
+    output: bytes,
+    digest: str,
+    created_us: int,
+    expires_us: int | None,
+    blobs_us: Mapping[str, int | None],
+) -> bytes:
+    # One layout for every writer: the fields in order, times in microseconds.
+    fields = (workflow, node, run_id, output, digest, created_us, expires_us, blobs_us)
+    return codec.encode([_FORMAT, *fields])
 
 
 def read_entry(codec: ValueCodec, key: str, raw: bytes) -> CacheEntry:
@@ -166,6 +184,7 @@ class RunCache:
         # Entries other processes store meanwhile are not seen by this run.
         self.present: frozenset[str] | None = None
         self.stale: set[str] = set()  # nodes whose key holds an unusable entry
+        self.heads = KeyHeads(dag.name)
 
     def lookup(
         self, name: str, states: Mapping[str, NodeState], outputs: Mapping[str, Any]
@@ -209,19 +228,16 @@ class RunCache:
         self.stale.discard(name)
         if key is None or output is None or digest is None:
             return None
-        now = datetime.now(UTC)
+        # The record written straight from the fields (a CacheEntry, and datetimes
+        # only to turn back into microseconds, cost the driver's thread as much again).
+        created = time.time_ns() // 1000
         ttl = self.dag.specs[name].cache.ttl  # type: ignore[union-attr]  # a cached node
-        entry = CacheEntry(
-            self.dag.name,
-            name,
-            self.run_id,
-            output,
-            digest,
-            now,
-            None if ttl is None else now + ttl,
-            dict(blobs or {}),
+        expires = None if ttl is None else created + ttl // _MICROSECOND
+        held = {sha: to_micros(at) for sha, at in blobs.items()} if blobs else {}
+        record = _record(
+            self.codec, self.dag.name, name, self.run_id, output, digest, created, expires, held
         )
-        return {(TABLE, key): entry_record(self.codec, entry)}
+        return {(TABLE, key): record}
 
     def failed(self, name: str) -> dict[tuple[str, str], bytes | None] | None:
         """The table write of ``name``'s failure: its stale entry removed, if it had one."""
@@ -237,7 +253,7 @@ class RunCache:
         spec = self.dag.specs[name]
         options = spec.cache
         assert options is not None
-        fingerprint = self.fingerprints[name].digest
+        head = self.heads.head(name, self.fingerprints[name].digest, options.version)
         if options.key is None:
             inputs = {}
             for dep in spec.deps:
@@ -245,7 +261,7 @@ class RunCache:
                 if digest is None:
                     return None  # a dep stored by an older release: no digest to key on
                 inputs[dep] = digest
-            return cache_key(self.dag.name, name, fingerprint, options.version, inputs, None)
+            return inputs_digest(head, self.heads.names(spec.deps), inputs)
         arguments = {dep: outputs[dep] for dep in spec.kwarg_deps}
         try:
             value = options.key(**arguments)
@@ -260,7 +276,7 @@ class RunCache:
             user_key = canonical(value, name=f"cache_key of node '{name}'")
         except (InvalidArgumentTypeError, InvalidArgumentError) as exc:
             raise CacheKeyError(str(exc)) from exc
-        return cache_key(self.dag.name, name, fingerprint, options.version, None, user_key)
+        return user_key_digest(head, user_key)
 
 
 def cached_reason(entry: CacheEntry) -> Reason:

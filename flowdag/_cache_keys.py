@@ -60,7 +60,7 @@ import math
 import struct
 import sys
 from collections import Counter, OrderedDict, defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -75,7 +75,16 @@ from flowdag._values import Unsupported, _hint, short_repr, tz_spec
 from flowdag.errors import InvalidArgumentError, InvalidArgumentTypeError
 from flowdag.refs import Ref
 
-__all__ = ["MAX_DEPTH", "cache_key", "canonical"]
+__all__ = [
+    "MAX_DEPTH",
+    "KeyHeads",
+    "cache_key",
+    "canonical",
+    "input_names",
+    "inputs_digest",
+    "key_head",
+    "user_key_digest",
+]
 
 MAX_DEPTH = 100  # containers inside containers; deeper keys are refused, not a RecursionError
 _LENGTH = struct.Struct(">Q")
@@ -140,39 +149,104 @@ def cache_key(
             "cache_key takes either inputs (the deps' digests) or user_key (a canonical "
             "key), exactly one of them"
         )
-    h = hashlib.sha256(_KEY_FORMAT)
-    for label, part in (
-        ("workflow", workflow),
-        ("node", node),
-        ("fingerprint", fingerprint),
-        ("version", version),
-    ):
-        _add(h, _text(label, part))
+    head = key_head(workflow, node, fingerprint, version)
     if user_key is not None:
-        if type(user_key) is not bytes:
-            raise InvalidArgumentTypeError(
-                f"cache_key: user_key must be bytes (from canonical()), not "
-                f"{type(user_key).__qualname__}"
-            )
-        h.update(b"U")  # the form marker: fixed place, after four length-prefixed parts
-        _add(h, user_key)
-    else:
-        assert inputs is not None
-        if not isinstance(inputs, Mapping):
-            raise InvalidArgumentTypeError(
-                f"cache_key: inputs must be a mapping of dep name to digest, not "
-                f"{type(inputs).__qualname__}"
-            )
-        named = [
-            (_text("input name", dep), _text(f"digest of {dep!r}", d)) for dep, d in inputs.items()
-        ]
-        named.sort()
-        h.update(b"I")
-        h.update(_LENGTH.pack(len(named)))
-        for dep, digest in named:
-            _add(h, dep)
-            _add(h, digest)
-    return h.hexdigest()
+        return user_key_digest(head, user_key)
+    assert inputs is not None
+    if not isinstance(inputs, Mapping):
+        raise InvalidArgumentTypeError(
+            f"cache_key: inputs must be a mapping of dep name to digest, not "
+            f"{type(inputs).__qualname__}"
+        )
+    return inputs_digest(head, input_names(inputs), inputs)
+
+
+def key_head(workflow: str, node: str, fingerprint: str, version: str) -> bytes:
+    """What every key of one node's entries starts with: the format, then its four
+    fixed parts, each length prefixed (see `cache_key`).
+
+    Raises:
+        InvalidArgumentTypeError: a part that is not a str.
+    """
+    return KeyHeads(workflow).head(node, fingerprint, version)
+
+
+class KeyHeads:
+    """`key_head` and `input_names` for the nodes of one workflow, the parts nodes
+    share (the workflow, a fingerprint and version, a list of deps) framed once."""
+
+    __slots__ = ("_names", "_tails", "_workflow")
+
+    def __init__(self, workflow: str) -> None:
+        self._workflow = _KEY_FORMAT + _framed("workflow", workflow)
+        self._tails: dict[tuple[str, str], bytes] = {}
+        self._names: dict[tuple[str, ...], tuple[tuple[str, bytes], ...]] = {}
+
+    def head(self, node: str, fingerprint: str, version: str) -> bytes:
+        """`key_head` of ``node`` of this workflow."""
+        tail = self._tails.get((fingerprint, version))
+        if tail is None:
+            tail = _framed("fingerprint", fingerprint) + _framed("version", version)
+            self._tails[fingerprint, version] = tail
+        return self._workflow + _framed("node", node) + tail
+
+    def names(self, deps: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:
+        """`input_names` of ``deps``."""
+        names = self._names.get(deps)
+        if names is None:
+            names = self._names[deps] = input_names(deps)
+        return names
+
+
+def input_names(deps: Iterable[str]) -> tuple[tuple[str, bytes], ...]:
+    """``deps`` in the order their digests are hashed, each with its framed name:
+    what `inputs_digest` takes, computed once per node.
+
+    Raises:
+        InvalidArgumentTypeError: a dep name that is not a str.
+    """
+    named = sorted((_text("input name", dep), dep) for dep in deps)
+    return tuple((dep, _LENGTH.pack(len(data)) + data) for data, dep in named)
+
+
+def inputs_digest(
+    head: bytes, names: Sequence[tuple[str, bytes]], inputs: Mapping[str, str]
+) -> str:
+    """The key of the entry of the node `key_head` gave ``head``, on ``inputs``
+    (dep name -> stored output digest; ``names`` from `input_names` of its deps).
+
+    Raises:
+        InvalidArgumentTypeError: a digest that is not a str.
+    """
+    parts = [head, b"I", _LENGTH.pack(len(names))]
+    for dep, framed in names:
+        digest = inputs[dep]
+        if type(digest) is not str:
+            _text(f"digest of {dep!r}", digest)  # raises, naming the dep
+        data = digest.encode("utf-8", "surrogatepass")
+        parts += (framed, _LENGTH.pack(len(data)), data)
+    return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def user_key_digest(head: bytes, user_key: bytes) -> str:
+    """The key of the entry of the node `key_head` gave ``head``, on ``user_key``
+    (`canonical` of what its ``cache_key`` returned).
+
+    Raises:
+        InvalidArgumentTypeError: ``user_key`` is not bytes.
+    """
+    if type(user_key) is not bytes:
+        raise InvalidArgumentTypeError(
+            f"cache_key: user_key must be bytes (from canonical()), not "
+            f"{type(user_key).__qualname__}"
+        )
+    # The form marker: a fixed place, after four length-prefixed parts.
+    return hashlib.sha256(head + b"U" + _LENGTH.pack(len(user_key)) + user_key).hexdigest()
+
+
+def _framed(label: str, value: Any) -> bytes:
+    data = _text(label, value)
+    return _LENGTH.pack(len(data)) + data
 
 
 def _text(label: str, value: Any) -> bytes:
@@ -181,11 +255,6 @@ def _text(label: str, value: Any) -> bytes:
             f"cache_key: {label} must be a str, not {type(value).__qualname__}"
         )
     return value.encode("utf-8", "surrogatepass")  # injective; names were checked upstream
-
-
-def _add(h: Any, data: bytes) -> None:
-    h.update(_LENGTH.pack(len(data)))
-    h.update(data)
 
 
 def _item(tag: bytes, payload: bytes) -> bytes:
