@@ -11,6 +11,12 @@ record carries the new entry into the same transaction (`NodeRecord.tables`),
 so the entry rides the group commit. An entry that expired, or whose blob is
 gone or expired, is a miss that the new entry replaces.
 
+An entry is stored under ``workflow/node/digest`` (`flowdag._cache_keys.entry_key`),
+its key's digest after the names that keep a commit's entries together. The
+first release stored it under the bare digest: such an entry is still found
+(and replaced under the new key when it is stale); one that a refresh or a
+newer entry shadows stays until its ttl, gc or ``flowdag cache clear``.
+
 An entry is one record, encoded by the store's codec::
 
     [1, workflow, node, run_id, output, digest, created_us, expires_us, blobs]
@@ -28,7 +34,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from flowdag._cache_keys import KeyHeads, canonical, inputs_digest, user_key_digest
+from flowdag._cache_keys import (
+    KeyHeads,
+    canonical,
+    entry_key,
+    inputs_digest,
+    user_key_digest,
+)
 from flowdag._ledger import Ledger
 from flowdag.codec import ValueCodec
 from flowdag.dag import DAG
@@ -183,7 +195,7 @@ class RunCache:
         # a read transaction, and under a busy run each waits for the GIL.
         # Entries other processes store meanwhile are not seen by this run.
         self.present: frozenset[str] | None = None
-        self.stale: set[str] = set()  # nodes whose key holds an unusable entry
+        self.stale: dict[str, str] = {}  # node -> the key of its unusable entry
         self.heads = KeyHeads(dag.name)
 
     def lookup(
@@ -196,22 +208,25 @@ class RunCache:
             CacheKeyError: the node's ``cache_key`` raised or gave no valid key.
             CorruptStateError: the entry under its key is damaged.
         """
-        key = self._key(name, states, outputs)
-        if key is None:
+        digest = self._digest(name, states, outputs)
+        if digest is None:
             return None
-        self.keys[name] = key
+        key = self.keys[name] = entry_key(self.dag.name, name, digest)
         if self.refresh is True or (self.refresh and name in self.refresh):
             return None
-        if self.present is None:
-            self.present = frozenset(self.store.table_keys(TABLE))
-        if key not in self.present:
+        present = self.present
+        if present is None:
+            present = self.present = frozenset(self.store.table_keys(TABLE))
+        # Under its key, or under the bare digest where the first release put it.
+        found = key if key in present else digest if digest in present else None
+        if found is None:
             return None
-        raw = self.store.table_get(TABLE, key)
+        raw = self.store.table_get(TABLE, found)
         if raw is None:
             return None
-        entry = read_entry(self.codec, key, raw)
+        entry = read_entry(self.codec, found, raw)
         if not entry.usable(datetime.now(UTC), self.store.blobs):
-            self.stale.add(name)  # replaced when the node completes, removed if it fails
+            self.stale[name] = found  # replaced when the node completes, removed if it fails
             return None
         del self.keys[name]
         return entry
@@ -225,7 +240,7 @@ class RunCache:
     ) -> dict[tuple[str, str], bytes | None] | None:
         """The table write of ``name``'s completion: its new entry (None: no key)."""
         key = self.keys.pop(name, None)
-        self.stale.discard(name)
+        stale = self.stale.pop(name, None)
         if key is None or output is None or digest is None:
             return None
         # The record written straight from the fields (a CacheEntry, and datetimes
@@ -237,19 +252,20 @@ class RunCache:
         record = _record(
             self.codec, self.dag.name, name, self.run_id, output, digest, created, expires, held
         )
+        if stale is not None and stale != key:  # a stale entry of the first release's
+            return {(TABLE, stale): None, (TABLE, key): record}
         return {(TABLE, key): record}
 
     def failed(self, name: str) -> dict[tuple[str, str], bytes | None] | None:
         """The table write of ``name``'s failure: its stale entry removed, if it had one."""
-        key = self.keys.pop(name, None)
-        if key is None or name not in self.stale:
-            return None
-        self.stale.discard(name)
-        return {(TABLE, key): None}
+        self.keys.pop(name, None)
+        stale = self.stale.pop(name, None)
+        return None if stale is None else {(TABLE, stale): None}
 
-    def _key(
+    def _digest(
         self, name: str, states: Mapping[str, NodeState], outputs: Mapping[str, Any]
     ) -> str | None:
+        """The `cache_key` digest of ready ``name`` (None: it has no key this time)."""
         spec = self.dag.specs[name]
         options = spec.cache
         assert options is not None

@@ -50,7 +50,8 @@ or nesting deeper than `MAX_DEPTH` levels is refused with
 (workflow, node, code fingerprint, ``cache_version``, and either each input's
 stored digest by dep name or the user's canonical key), each part length
 prefixed and the two forms told apart by a marker, so no two different sets of
-parts give one key.
+parts give one key. An entry is stored under `entry_key`: ``workflow/node/``
+then that digest (the digest alone decides; the names are for locality).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ __all__ = [
     "KeyHeads",
     "cache_key",
     "canonical",
+    "entry_key",
     "input_names",
     "inputs_digest",
     "key_head",
@@ -159,6 +161,20 @@ def cache_key(
             f"{type(inputs).__qualname__}"
         )
     return inputs_digest(head, input_names(inputs), inputs)
+
+
+def entry_key(workflow: str, node: str, digest: str) -> str:
+    """The table key of the entry whose `cache_key` is ``digest``: ``workflow/node/digest``.
+
+    The digest alone tells entries apart; the names in front are for locality.
+    A store keeping its tables in key order (LMDB's B-tree) puts the entries of
+    a group commit next to each other, as its nodes finish in the order of
+    their names (a DAG's order), rather than each on a page of its own that
+    the commit copies and writes (10,000 cached nodes: tens of MB written).
+    The first release stored entries under the bare digest; those are still
+    read (see `flowdag._cache.RunCache.lookup`).
+    """
+    return f"{workflow}/{node}/{digest}"
 
 
 def key_head(workflow: str, node: str, fingerprint: str, version: str) -> bytes:
