@@ -13,9 +13,8 @@ gone or expired, is a miss that the new entry replaces.
 
 An entry is stored under ``workflow/node/digest`` (`flowdag._cache_keys.entry_key`),
 its key's digest after the names that keep a commit's entries together. The
-first release stored it under the bare digest: such an entry is still found
-(and replaced under the new key when it is stale); one that a refresh or a
-newer entry shadows stays until its ttl, gc or ``flowdag cache clear``.
+first release stored it under the bare digest: such an entry is still found,
+and replaced under the new key when it is stale or refreshed.
 
 An entry is one record, encoded by the store's codec::
 
@@ -212,13 +211,15 @@ class RunCache:
         if digest is None:
             return None
         key = self.keys[name] = entry_key(self.dag.name, name, digest)
-        if self.refresh is True or (self.refresh and name in self.refresh):
-            return None
         present = self.present
         if present is None:
             present = self.present = frozenset(self.store.table_keys(TABLE))
         # Under its key, or under the bare digest where the first release put it.
         found = key if key in present else digest if digest in present else None
+        if self.refresh is True or (self.refresh and name in self.refresh):
+            if found == digest:  # its completion writes the new key: the old one goes
+                self.stale[name] = digest
+            return None
         if found is None:
             return None
         raw = self.store.table_get(TABLE, found)

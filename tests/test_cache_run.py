@@ -256,6 +256,11 @@ def test_entries_are_keyed_by_workflow_and_node_and_the_first_releases_keys_are_
     assert CALLS == ["total"] * 2
     ((again, raw),) = store.table_scan(TABLE)
     assert again == key and read_entry(store.codec, again, raw).run_id == "r3"
+    # Refreshed, likewise.
+    store.transact_tables(as_first_release)
+    flowdag.run(pipeline(), run_id="r4", store=store, refresh=True)
+    ((again, raw),) = store.table_scan(TABLE)
+    assert again == key and read_entry(store.codec, again, raw).run_id == "r4"
 
 
 def test_a_failed_node_writes_no_entry(store: Store) -> None:
