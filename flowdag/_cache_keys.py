@@ -189,22 +189,23 @@ def key_head(workflow: str, node: str, fingerprint: str, version: str) -> bytes:
 
 class KeyHeads:
     """`key_head` and `input_names` for the nodes of one workflow, the parts nodes
-    share (the workflow, a fingerprint and version, a list of deps) framed once."""
+    share (the workflow, a ``cache_version``, a tuple of deps) framed once."""
 
-    __slots__ = ("_names", "_tails", "_workflow")
+    __slots__ = ("_names", "_versions", "_workflow")
 
     def __init__(self, workflow: str) -> None:
         self._workflow = _KEY_FORMAT + _framed("workflow", workflow)
-        self._tails: dict[tuple[str, str], bytes] = {}
+        self._versions: dict[str, bytes] = {}
         self._names: dict[tuple[str, ...], tuple[tuple[str, bytes], ...]] = {}
 
     def head(self, node: str, fingerprint: str, version: str) -> bytes:
         """`key_head` of ``node`` of this workflow."""
-        tail = self._tails.get((fingerprint, version))
+        tail = self._versions.get(version) if type(version) is str else None
         if tail is None:
-            tail = _framed("fingerprint", fingerprint) + _framed("version", version)
-            self._tails[fingerprint, version] = tail
-        return self._workflow + _framed("node", node) + tail
+            tail = self._versions[version] = _framed("version", version)  # or raises
+        return b"".join(
+            (self._workflow, _framed("node", node), _framed("fingerprint", fingerprint), tail)
+        )
 
     def names(self, deps: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:
         """`input_names` of ``deps``."""
