@@ -3,7 +3,8 @@
 A node with ``cache=True`` (or a ``cache_key=``) is keyed on its workflow, its
 name, its code fingerprint, its ``cache_version`` and either each input's
 stored digest (the digests the store already has: no input is encoded again)
-or the canonical form of what ``cache_key`` returns (`flowdag._cache_keys`).
+or the canonical form of what ``cache_key`` returns (`flowdag._cache_keys`,
+`flowdag._entry_keys`).
 Before the node runs, the driver looks the key up: a *hit* completes the node
 with the entry's output, as stored (a blob output's entry holds its Ref, so no
 bytes are copied), without calling it; a *miss* runs it, and its completion
@@ -11,7 +12,7 @@ record carries the new entry into the same transaction (`NodeRecord.tables`),
 so the entry rides the group commit. An entry that expired, or whose blob is
 gone or expired, is a miss that the new entry replaces.
 
-An entry is stored under ``workflow/node/digest`` (`flowdag._cache_keys.entry_key`),
+An entry is stored under ``workflow/node/digest`` (`flowdag._entry_keys.entry_key`),
 its key's digest after the names that keep a commit's entries together. The
 first release stored it under the bare digest: such an entry is still found,
 and replaced under the new key when it is stale or refreshed.
@@ -33,13 +34,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from flowdag._cache_keys import (
-    KeyHeads,
-    canonical,
-    entry_key,
-    inputs_digest,
-    user_key_digest,
-)
+from flowdag._cache_keys import canonical
+from flowdag._entry_keys import KeyHeads, entry_key, inputs_digest, user_key_digest
 from flowdag._ledger import Ledger
 from flowdag.codec import ValueCodec
 from flowdag.dag import DAG

@@ -31,15 +31,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowdag import Ref
-from flowdag._cache_keys import (
-    MAX_DEPTH,
-    KeyHeads,
-    cache_key,
-    canonical,
-    inputs_digest,
-    key_head,
-    user_key_digest,
-)
+from flowdag._cache_keys import MAX_DEPTH, canonical
+from flowdag._entry_keys import KeyHeads, cache_key, inputs_digest, key_head, user_key_digest
 from flowdag.errors import InvalidArgumentError, InvalidArgumentTypeError
 
 ROOT = Path(__file__).resolve().parent.parent
