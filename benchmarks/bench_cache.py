@@ -10,6 +10,7 @@ Groups:
   leaves -> sink`` whose leaves are trivial, with ``cache=False`` (baseline) and
   ``cache=True`` on an empty cache: every leaf is looked up, misses, and its
   entry rides its completion's commit. The goal: within 10% of the baseline.
+  ``cache-cold-10k-memory``: the same in a `MemoryStore`.
 - ``cache-warm-10k``: the same fan-out whose leaves each work 5 ms (a sleep,
   as an I/O-bound step would), computed in a new store (baseline) against a
   new run id over a warm cache (every leaf a hit, nothing called). The goal:
@@ -26,6 +27,8 @@ import pytest
 from _shapes import WORKERS, DirMaker
 
 import flowdag
+from flowdag.stores import Store
+from flowdag.stores.memory import MemoryStore
 
 WIDTH = 10_000
 WORK_SECONDS = 0.005
@@ -55,18 +58,23 @@ def _with_index(leaf: Callable[..., int], i: int) -> Callable[[int], int]:
 
 
 @pytest.mark.benchmark(group="cache-cold-10k")
+@pytest.mark.parametrize("kind", ["lmdb", "memory"])
 @pytest.mark.parametrize("cache", [False, True], ids=["no-cache", "cache-cold"])
-def test_cold_cache_costs_little(benchmark: Any, fresh_dir: DirMaker, cache: bool) -> None:
+def test_cold_cache_costs_little(
+    benchmark: Any, fresh_dir: DirMaker, cache: bool, kind: str
+) -> None:
     dag = cached_fanout(WIDTH, cache)
+    if kind != "lmdb":
+        benchmark.group = f"cache-cold-10k-{kind}"
     benchmark.extra_info.update(
         label="cache-cold" if cache else "no-cache", baseline=not cache, nodes=len(dag)
     )
 
-    def setup() -> tuple[tuple[str], dict[str, Any]]:
-        return (f"lmdb://{fresh_dir()}",), {}
+    def setup() -> tuple[tuple[Store | str], dict[str, Any]]:
+        return (MemoryStore() if kind == "memory" else f"lmdb://{fresh_dir()}",), {}
 
-    def run(url: str) -> flowdag.RunResult:
-        return flowdag.run(dag, run_id="cold", store=url, max_workers=WORKERS)
+    def run(store: Store | str) -> flowdag.RunResult:
+        return flowdag.run(dag, run_id="cold", store=store, max_workers=WORKERS)
 
     result = benchmark.pedantic(run, setup=setup, rounds=5, warmup_rounds=1)
     assert result.ok and result.nodes["sink"].output == WIDTH

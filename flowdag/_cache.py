@@ -3,13 +3,19 @@
 A node with ``cache=True`` (or a ``cache_key=``) is keyed on its workflow, its
 name, its code fingerprint, its ``cache_version`` and either each input's
 stored digest (the digests the store already has: no input is encoded again)
-or the canonical form of what ``cache_key`` returns (`flowdag._cache_keys`).
+or the canonical form of what ``cache_key`` returns (`flowdag._cache_keys`,
+`flowdag._entry_keys`).
 Before the node runs, the driver looks the key up: a *hit* completes the node
 with the entry's output, as stored (a blob output's entry holds its Ref, so no
 bytes are copied), without calling it; a *miss* runs it, and its completion
 record carries the new entry into the same transaction (`NodeRecord.tables`),
 so the entry rides the group commit. An entry that expired, or whose blob is
 gone or expired, is a miss that the new entry replaces.
+
+An entry is stored under ``workflow/node/digest`` (`flowdag._entry_keys.entry_key`),
+its key's digest after the names that keep a commit's entries together. The
+first release stored it under the bare digest: such an entry is still found,
+and replaced under the new key when it is stale or refreshed.
 
 An entry is one record, encoded by the store's codec::
 
@@ -22,12 +28,14 @@ refs the output holds (gc keeps them while the entry lives).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from flowdag._cache_keys import cache_key, canonical
+from flowdag._cache_keys import canonical
+from flowdag._entry_keys import KeyHeads, entry_key, inputs_digest, user_key_digest
 from flowdag._ledger import Ledger
 from flowdag.codec import ValueCodec
 from flowdag.dag import DAG
@@ -63,6 +71,7 @@ __all__ = [
 
 TABLE = "cache"
 _FORMAT = 1
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,19 +99,35 @@ class CacheEntry:
 
 def entry_record(codec: ValueCodec, entry: CacheEntry) -> bytes:
     """``entry`` as the bytes the cache table keeps (see the module docstring)."""
-    return codec.encode(
-        [
-            _FORMAT,
-            entry.workflow,
-            entry.node,
-            entry.run_id,
-            entry.output,
-            entry.digest,
-            to_micros(entry.created_at),
-            None if entry.expires_at is None else to_micros(entry.expires_at),
-            {sha: None if at is None else to_micros(at) for sha, at in entry.blobs.items()},
-        ]
+    created = to_micros(entry.created_at)
+    assert created is not None
+    return _record(
+        codec,
+        entry.workflow,
+        entry.node,
+        entry.run_id,
+        entry.output,
+        entry.digest,
+        created,
+        to_micros(entry.expires_at),
+        {sha: to_micros(at) for sha, at in entry.blobs.items()},
     )
+
+
+def _record(
+    codec: ValueCodec,
+    workflow: str,
+    node: str,
+    run_id: str,
+    output: bytes,
+    digest: str,
+    created_us: int,
+    expires_us: int | None,
+    blobs_us: Mapping[str, int | None],
+) -> bytes:
+    # One layout for every writer: the fields in order, times in microseconds.
+    fields = (workflow, node, run_id, output, digest, created_us, expires_us, blobs_us)
+    return codec.encode([_FORMAT, *fields])
 
 
 def read_entry(codec: ValueCodec, key: str, raw: bytes) -> CacheEntry:
@@ -165,7 +190,8 @@ class RunCache:
         # a read transaction, and under a busy run each waits for the GIL.
         # Entries other processes store meanwhile are not seen by this run.
         self.present: frozenset[str] | None = None
-        self.stale: set[str] = set()  # nodes whose key holds an unusable entry
+        self.stale: dict[str, str] = {}  # node -> the key of its unusable entry
+        self.heads = KeyHeads(dag.name)
 
     def lookup(
         self, name: str, states: Mapping[str, NodeState], outputs: Mapping[str, Any]
@@ -177,22 +203,27 @@ class RunCache:
             CacheKeyError: the node's ``cache_key`` raised or gave no valid key.
             CorruptStateError: the entry under its key is damaged.
         """
-        key = self._key(name, states, outputs)
-        if key is None:
+        digest = self._digest(name, states, outputs)
+        if digest is None:
             return None
-        self.keys[name] = key
+        key = self.keys[name] = entry_key(self.dag.name, name, digest)
+        present = self.present
+        if present is None:
+            present = self.present = frozenset(self.store.table_keys(TABLE))
+        # Under its key, or under the bare digest where the first release put it.
+        found = key if key in present else digest if digest in present else None
         if self.refresh is True or (self.refresh and name in self.refresh):
+            if found == digest:  # its completion writes the new key: the old one goes
+                self.stale[name] = digest
             return None
-        if self.present is None:
-            self.present = frozenset(self.store.table_keys(TABLE))
-        if key not in self.present:
+        if found is None:
             return None
-        raw = self.store.table_get(TABLE, key)
+        raw = self.store.table_get(TABLE, found)
         if raw is None:
             return None
-        entry = read_entry(self.codec, key, raw)
+        entry = read_entry(self.codec, found, raw)
         if not entry.usable(datetime.now(UTC), self.store.blobs):
-            self.stale.add(name)  # replaced when the node completes, removed if it fails
+            self.stale[name] = found  # replaced when the node completes, removed if it fails
             return None
         del self.keys[name]
         return entry
@@ -206,38 +237,36 @@ class RunCache:
     ) -> dict[tuple[str, str], bytes | None] | None:
         """The table write of ``name``'s completion: its new entry (None: no key)."""
         key = self.keys.pop(name, None)
-        self.stale.discard(name)
+        stale = self.stale.pop(name, None)
         if key is None or output is None or digest is None:
             return None
-        now = datetime.now(UTC)
+        # The record written straight from the fields (a CacheEntry, and datetimes
+        # only to turn back into microseconds, cost the driver's thread as much again).
+        created = time.time_ns() // 1000
         ttl = self.dag.specs[name].cache.ttl  # type: ignore[union-attr]  # a cached node
-        entry = CacheEntry(
-            self.dag.name,
-            name,
-            self.run_id,
-            output,
-            digest,
-            now,
-            None if ttl is None else now + ttl,
-            dict(blobs or {}),
+        expires = None if ttl is None else created + ttl // _MICROSECOND
+        held = {sha: to_micros(at) for sha, at in blobs.items()} if blobs else {}
+        record = _record(
+            self.codec, self.dag.name, name, self.run_id, output, digest, created, expires, held
         )
-        return {(TABLE, key): entry_record(self.codec, entry)}
+        if stale is not None and stale != key:  # a stale entry of the first release's
+            return {(TABLE, stale): None, (TABLE, key): record}
+        return {(TABLE, key): record}
 
     def failed(self, name: str) -> dict[tuple[str, str], bytes | None] | None:
         """The table write of ``name``'s failure: its stale entry removed, if it had one."""
-        key = self.keys.pop(name, None)
-        if key is None or name not in self.stale:
-            return None
-        self.stale.discard(name)
-        return {(TABLE, key): None}
+        self.keys.pop(name, None)
+        stale = self.stale.pop(name, None)
+        return None if stale is None else {(TABLE, stale): None}
 
-    def _key(
+    def _digest(
         self, name: str, states: Mapping[str, NodeState], outputs: Mapping[str, Any]
     ) -> str | None:
+        """The `cache_key` digest of ready ``name`` (None: it has no key this time)."""
         spec = self.dag.specs[name]
         options = spec.cache
         assert options is not None
-        fingerprint = self.fingerprints[name].digest
+        head = self.heads.head(name, self.fingerprints[name].digest, options.version)
         if options.key is None:
             inputs = {}
             for dep in spec.deps:
@@ -245,7 +274,7 @@ class RunCache:
                 if digest is None:
                     return None  # a dep stored by an older release: no digest to key on
                 inputs[dep] = digest
-            return cache_key(self.dag.name, name, fingerprint, options.version, inputs, None)
+            return inputs_digest(head, self.heads.names(spec.deps), inputs)
         arguments = {dep: outputs[dep] for dep in spec.kwarg_deps}
         try:
             value = options.key(**arguments)
@@ -260,7 +289,7 @@ class RunCache:
             user_key = canonical(value, name=f"cache_key of node '{name}'")
         except (InvalidArgumentTypeError, InvalidArgumentError) as exc:
             raise CacheKeyError(str(exc)) from exc
-        return cache_key(self.dag.name, name, fingerprint, options.version, None, user_key)
+        return user_key_digest(head, user_key)
 
 
 def cached_reason(entry: CacheEntry) -> Reason:

@@ -46,21 +46,16 @@ or nesting deeper than `MAX_DEPTH` levels is refused with
 `InvalidArgumentTypeError` naming the type and where it sits
 (``key[2]['x']: cannot make a cache key of a socket ...``).
 
-`cache_key` then makes the key of a cache entry: the hex sha256 of its parts
-(workflow, node, code fingerprint, ``cache_version``, and either each input's
-stored digest by dep name or the user's canonical key), each part length
-prefixed and the two forms told apart by a marker, so no two different sets of
-parts give one key.
+The key of a cache entry is made in `flowdag._entry_keys`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
 import sys
 from collections import Counter, OrderedDict, defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -72,16 +67,15 @@ from flowdag._code_digests import _LOADED
 from flowdag._stdtypes import IP_KINDS, PATH_KINDS, factory_name
 from flowdag._userkinds import kind_of, parts
 from flowdag._values import Unsupported, _hint, short_repr, tz_spec
-from flowdag.errors import InvalidArgumentError, InvalidArgumentTypeError
+from flowdag.errors import InvalidArgumentTypeError
 from flowdag.refs import Ref
 
-__all__ = ["MAX_DEPTH", "cache_key", "canonical"]
+__all__ = ["MAX_DEPTH", "canonical"]
 
 MAX_DEPTH = 100  # containers inside containers; deeper keys are refused, not a RecursionError
 _LENGTH = struct.Struct(">Q")
 _FLOAT = struct.Struct(">d")
 _NAN = _FLOAT.pack(math.nan)  # the one NaN every NaN is written as
-_KEY_FORMAT = b"flowdag cache key 1\x00"
 _FIX = "return a str, or a tuple of plain values (str, int, float, bytes, None), instead"
 
 
@@ -115,77 +109,6 @@ def canonical(value: Any, *, name: str = "key") -> bytes:
         raise InvalidArgumentTypeError(
             f"{name}{exc.path}: cannot make a cache key of a {what}{reason}; {_FIX}"
         ) from None
-
-
-def cache_key(
-    workflow: str,
-    node: str,
-    fingerprint: str,
-    version: str,
-    inputs: Mapping[str, str] | None,
-    user_key: bytes | None,
-) -> str:
-    """The key of a cache entry: 64 hex digits over all its parts.
-
-    Exactly one of ``inputs`` (each dep's stored output digest, by dep name;
-    ``{}`` for a node without deps) and ``user_key`` (`canonical` of what the
-    node's ``cache_key`` returned) is given.
-
-    Raises:
-        InvalidArgumentTypeError: a part of the wrong type.
-        InvalidArgumentError: both or neither of ``inputs`` and ``user_key``.
-    """
-    if (inputs is None) == (user_key is None):
-        raise InvalidArgumentError(
-            "cache_key takes either inputs (the deps' digests) or user_key (a canonical "
-            "key), exactly one of them"
-        )
-    h = hashlib.sha256(_KEY_FORMAT)
-    for label, part in (
-        ("workflow", workflow),
-        ("node", node),
-        ("fingerprint", fingerprint),
-        ("version", version),
-    ):
-        _add(h, _text(label, part))
-    if user_key is not None:
-        if type(user_key) is not bytes:
-            raise InvalidArgumentTypeError(
-                f"cache_key: user_key must be bytes (from canonical()), not "
-                f"{type(user_key).__qualname__}"
-            )
-        h.update(b"U")  # the form marker: fixed place, after four length-prefixed parts
-        _add(h, user_key)
-    else:
-        assert inputs is not None
-        if not isinstance(inputs, Mapping):
-            raise InvalidArgumentTypeError(
-                f"cache_key: inputs must be a mapping of dep name to digest, not "
-                f"{type(inputs).__qualname__}"
-            )
-        named = [
-            (_text("input name", dep), _text(f"digest of {dep!r}", d)) for dep, d in inputs.items()
-        ]
-        named.sort()
-        h.update(b"I")
-        h.update(_LENGTH.pack(len(named)))
-        for dep, digest in named:
-            _add(h, dep)
-            _add(h, digest)
-    return h.hexdigest()
-
-
-def _text(label: str, value: Any) -> bytes:
-    if type(value) is not str:
-        raise InvalidArgumentTypeError(
-            f"cache_key: {label} must be a str, not {type(value).__qualname__}"
-        )
-    return value.encode("utf-8", "surrogatepass")  # injective; names were checked upstream
-
-
-def _add(h: Any, data: bytes) -> None:
-    h.update(_LENGTH.pack(len(data)))
-    h.update(data)
 
 
 def _item(tag: bytes, payload: bytes) -> bytes:

@@ -108,13 +108,14 @@ def commit_batch(store: Store, run_id: str, batch: list[NodeRecord]) -> list[Nod
         return batch
     source = store.ref_source
     failed: dict[int, NodeRecord] = {}  # id of a record -> the failure committed instead
+    writes_kv = any(record.kv for record in records)  # else: cache entries only
 
     def tables(txn: TableTxn, records: Sequence[NodeRecord]) -> list[NodeRecord]:
         failed.clear()  # a backend may run this again (a retried transaction)
-        kv = KVWrites(txn, source, datetime.now(UTC))
+        kv = KVWrites(txn, source, datetime.now(UTC)) if writes_kv else None
         committed = []
         for record in records:
-            if record.kv and record.status is NodeStatus.COMPLETED:
+            if kv is not None and record.kv and record.status is NodeStatus.COMPLETED:
                 mine = KVWrites(kv, source, kv.now)  # kept only if all of them apply
                 try:
                     mine.apply(record.kv, run_id, record.node)
@@ -128,7 +129,8 @@ def commit_batch(store: Store, run_id: str, batch: list[NodeRecord]) -> list[Nod
                 else:
                     txn.put(table, key, value)
             committed.append(record)
-        kv.flush(txn)
+        if kv is not None:
+            kv.flush(txn)
         return committed
 
     store.commit(run_id, records, tables=tables)

@@ -31,7 +31,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowdag import Ref
-from flowdag._cache_keys import MAX_DEPTH, cache_key, canonical
+from flowdag._cache_keys import MAX_DEPTH, canonical
+from flowdag._entry_keys import KeyHeads, cache_key, inputs_digest, key_head, user_key_digest
 from flowdag.errors import InvalidArgumentError, InvalidArgumentTypeError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -478,3 +479,20 @@ def test_keys_are_stable_across_processes_and_hash_seeds() -> None:
         env=_env(seed),
     )
     assert json.loads(out.stdout) == _encode_all()
+
+
+def test_a_run_makes_the_keys_cache_key_makes() -> None:
+    # RunCache frames the parts nodes share once (KeyHeads): the same bytes, so the same keys.
+    heads = KeyHeads("wf")
+    inputs = {"b": "2" * 64, "a": "1" * 64, "é": "3"}
+    for node, fingerprint in (("n", "f" * 64), ("m", "f" * 64), ("n", "e" * 64)):
+        head = heads.head(node, fingerprint, "1")
+        assert head == key_head("wf", node, fingerprint, "1")
+        names = heads.names(tuple(inputs))
+        assert inputs_digest(head, names, inputs) == cache_key(
+            "wf", node, fingerprint, "1", inputs, None
+        )
+        user = canonical(("day", 1))
+        assert user_key_digest(head, user) == cache_key("wf", node, fingerprint, "1", None, user)
+    with pytest.raises(InvalidArgumentTypeError, match="digest of 'a' must be a str"):
+        inputs_digest(heads.head("n", "f", "1"), heads.names(("a",)), {"a": 1})  # type: ignore[dict-item]

@@ -233,6 +233,36 @@ def test_an_expired_entry_is_a_miss_and_a_failure_removes_it(store: Store) -> No
     assert CALLS == ["total"] * 3  # r4 hit r3's entry
 
 
+def test_entries_are_keyed_by_workflow_and_node_and_the_first_releases_keys_are_read(
+    store: Store,
+) -> None:
+    flowdag.run(pipeline(), run_id="r1", store=store)
+    ((key, raw),) = store.table_scan(TABLE)
+    workflow, node, digest = key.split("/")
+    assert (workflow, node) == ("cached", "total") and len(digest) == 64
+
+    def as_first_release(txn: Any) -> None:  # it stored an entry under the bare digest
+        txn.delete(TABLE, key)
+        txn.put(TABLE, digest, raw)
+
+    store.transact_tables(as_first_release)
+    hit = flowdag.run(pipeline(), run_id="r2", store=store)
+    assert hit.reasons["total"].code == "cached" and "run 'r1'" in hit.reasons["total"].detail
+    assert CALLS == ["total"]
+    # Stale, it is replaced under the new key: the old one goes in the same commit.
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    rewrite_entries(store, lambda e: replace(e, expires_at=past))
+    flowdag.run(pipeline(), run_id="r3", store=store)
+    assert CALLS == ["total"] * 2
+    ((again, raw),) = store.table_scan(TABLE)
+    assert again == key and read_entry(store.codec, again, raw).run_id == "r3"
+    # Refreshed, likewise.
+    store.transact_tables(as_first_release)
+    flowdag.run(pipeline(), run_id="r4", store=store, refresh=True)
+    ((again, raw),) = store.table_scan(TABLE)
+    assert again == key and read_entry(store.codec, again, raw).run_id == "r4"
+
+
 def test_a_failed_node_writes_no_entry(store: Store) -> None:
     def failing(src: list[int]) -> int:
         CALLS.append("total")
