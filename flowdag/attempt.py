@@ -159,6 +159,9 @@ def _call(attempt: Attempt) -> tuple[datetime, Any, Context | None]:
     ctx = None
     try:
         kwargs, ctx = _arguments(attempt)
+        over = attempt.spec.map_over
+        if over is not None:  # an item of a map node: the item comes first
+            return started_at, attempt.spec.fn(attempt.inputs[over], **kwargs), ctx
         return started_at, attempt.spec.fn(**kwargs), ctx
     except NODE_ERRORS as exc:
         _discard_output(ctx)

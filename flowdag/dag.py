@@ -105,6 +105,9 @@ class NodeSpec:
     cache: CacheOptions | None = None
     #: An input node's wait; its ``fn`` then makes the prompt. None: a node that runs.
     input: InputOptions | None = None
+    #: A map node (``Workflow.map``) and its items: the dep whose output is mapped
+    #: over; each item is passed as the first positional argument. None: not mapped.
+    map_over: str | None = None
 
     def retry_wait(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1-based), before jitter."""
@@ -121,6 +124,7 @@ class DAG:
         nodes: node names in a deterministic topological order (ties broken by name).
         specs: node name -> `NodeSpec`.
         pools: pool name -> cap, the workflow's defaults (``run(pools=)`` overrides).
+        maps: the map nodes (``Workflow.map``), whose items are added as a run goes.
     """
 
     def __init__(
@@ -138,6 +142,7 @@ class DAG:
         _check_acyclic(graph)
         self.graph = graph
         self.nodes: list[str] = list(nx.lexicographical_topological_sort(graph))
+        self.maps = frozenset(n for n, spec in self.specs.items() if spec.map_over is not None)
 
     def deps(self, node: str) -> tuple[str, ...]:
         """The names ``node`` depends on, as declared."""

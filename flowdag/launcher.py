@@ -295,7 +295,8 @@ class Launcher:
         if spec.wants_ctx:  # ctx.inputs holds every input, ctx.data the run's data
             inputs, data = attempt.inputs, dict(attempt.data)
         else:
-            inputs, data = {dep: attempt.inputs[dep] for dep in spec.kwarg_deps}, {}
+            taken = spec.kwarg_deps if spec.map_over is None else (*spec.kwarg_deps, spec.map_over)
+            inputs, data = {dep: attempt.inputs[dep] for dep in taken}, {}
         area = self._area_for_workers(attempt)
         if area is None and attempt.source is not None:
             # The worker cannot read the blob area (memory, or a key that must not

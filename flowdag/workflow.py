@@ -25,6 +25,9 @@ from flowdag.dag import (
 from flowdag.errors import DAGError, InvalidArgumentError, InvalidArgumentTypeError, SignatureError
 from flowdag.refs import Ref
 
+if typing.TYPE_CHECKING:
+    from flowdag._maps import MapOptions
+
 __all__ = ["NO_DEFAULT", "Workflow"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -235,6 +238,36 @@ class Workflow:
             cache=caching,
         )
         self._specs.append(spec)
+        return spec
+
+    def map(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        over: str,
+        deps: Iterable[str] | str = (),
+        **options: Unpack[MapOptions],
+    ) -> NodeSpec:
+        """Add a map node: ``fn(item, ...)`` runs once per item of ``over``'s output.
+
+        The items run as nodes ``name[0]``, ``name[1]``, ... (each with its own
+        attempts, retries, timeout, pool and checkpoint), with the other ``deps``
+        by keyword as for `add_node`, whose options they take; a node depending
+        on ``name`` gets the list of their results in item order (README
+        "Mapping over a list").
+
+        Raises:
+            SignatureError: ``fn`` takes no positional parameter for the item,
+                or needs an argument it will not get.
+            DAGError: as `add_node`; map nodes cannot be cached.
+        """
+        from flowdag._maps import map_spec, mapped_fn
+
+        others = (deps,) if isinstance(deps, str) else tuple(deps)
+        _check_options(name, (over,), 0, 2.0)
+        spec = self.add_node(name, mapped_fn(name, fn), deps=(over, *others), **options)
+        self._specs[-1] = spec = map_spec(spec, fn, over)
         return spec
 
     def add_input(
