@@ -195,7 +195,8 @@ class MapHooks:
             shown = ", ".join(expansion.failed[:3]) + (", ..." if len(expansion.failed) > 3 else "")
             error = NodeError(
                 f"map node '{name}': {len(expansion.failed)} of {len(expansion.items)} items "
-                f"failed ({shown}); see each with `flowdag show RUN '{expansion.failed[0]}'`; "
+                f"failed ({shown}); see each with "
+                f"`flowdag show {self.run_id} '{expansion.failed[0]}'`; "
                 "a resume runs only the items not completed"
             )
             self.fail_map(name, failure(error, expansion.started_at, retryable=False))

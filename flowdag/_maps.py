@@ -14,8 +14,9 @@ node of the run.
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from collections.abc import Callable, Container, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from flowdag._units import Duration, Size
@@ -24,7 +25,17 @@ from flowdag.errors import DAGError, NodeError, SignatureError
 if TYPE_CHECKING:
     from flowdag.dag import NodeSpec, _RunDefault
 
-__all__ = ["MapOptions", "item_name", "items_of", "map_items", "map_of", "map_spec", "mapped_fn"]
+__all__ = [
+    "ItemCounts",
+    "MapOptions",
+    "item_counts",
+    "item_name",
+    "items_of",
+    "map_items",
+    "map_of",
+    "map_spec",
+    "mapped_fn",
+]
 
 
 class MapOptions(TypedDict, total=False):
@@ -77,6 +88,38 @@ def map_items(stored: Iterable[str], nodes: Mapping[str, Any]) -> list[tuple[str
                 found.append((item, name))
     found.sort()
     return [(name, base) for (base, _), name in found]
+
+
+@dataclass(slots=True)
+class ItemCounts:
+    """The items of a run's map nodes, as ``flowdag status`` shows them."""
+
+    item_of: dict[str, str]  # item -> its map node
+    counts: dict[str, str]  # map node -> "8/10 items completed, 2 failed"
+
+    def __bool__(self) -> bool:
+        return bool(self.item_of)
+
+
+def item_counts(nodes: Mapping[str, Any]) -> ItemCounts:
+    """Count the stored items of each map node of ``nodes`` (name -> `NodeState`) by status."""
+    item_of: dict[str, str] = {}
+    statuses: dict[str, Counter[str]] = {}
+    for name, node in nodes.items():
+        item = map_of(name, nodes) if name.endswith("]") else None
+        if item is not None:
+            item_of[name] = item[0]
+            statuses.setdefault(item[0], Counter())[str(node.status)] += 1
+    counts = {}
+    for base, counter in statuses.items():
+        total = sum(counter.values())
+        others = ", ".join(
+            f"{n} {status}" for status, n in sorted(counter.items()) if status != "completed"
+        )
+        counts[base] = f"{counter['completed']}/{total} items completed" + (
+            f", {others}" if others else ""
+        )
+    return ItemCounts(item_of, counts)
 
 
 def mapped_fn(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
