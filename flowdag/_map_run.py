@@ -12,7 +12,8 @@
    completed from the same item (same digest at the same index), the same
    other inputs and the same code are reused; the others are added to the
    schedule (`ReadySet.expand`) and run as nodes of their own, with the
-   map's spec renamed. Stored items past the end of the list are dropped.
+   map's spec renamed; a map forced to run (``rerun_from=``) reuses none.
+   Stored items past the end of the list are dropped.
 2. when every item has completed or failed: it completes with the list of
    their results in item order (kept in its record too: a downstream node, a
    resume or ``flowdag show`` reads it from there), or fails naming the
@@ -155,11 +156,19 @@ class MapHooks:
             if dep != over and (digest := states[dep].output_digest) is not None
         }
         specs: dict[str, NodeSpec] = self.specs  # type: ignore[assignment]
+        # A map forced to run (rerun_from=, an invalidate) runs every item again;
+        # rerun="failed" forces only what did not complete.
+        why = ledger.reasons[name]
+        forced = why.code == "forced" and not why.detail.startswith("rerun='failed'")
         pending = []
         for index, digest in enumerate(digests):
             item = item_name(name, index)
             stored = self.stored.pop(item, None)
-            if stored is not None and _holds(stored, {**others, over: digest}, fingerprint):
+            if (
+                stored is not None
+                and not forced
+                and _holds(stored, {**others, over: digest}, fingerprint)
+            ):
                 states[item] = stored
                 ledger.outputs[item] = stored.output
                 ledger.reasons[item] = Reason("reused", f"item {index} of map '{name}' holds")

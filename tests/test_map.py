@@ -215,18 +215,37 @@ def test_a_changed_list_reruns_only_the_items_that_changed(store: Store, tmp_pat
     flaky = Flaky(tmp_path)
     items = tmp_path / "items"
     items.write_text("1 2 3 4")
-    wf = Workflow("w")
-    wf.add_node("extract", lambda: [int(x) for x in items.read_text().split()])
-    wf.map("work", flaky, over="extract")
-    assert flowdag.run(wf, run_id="r", store=store).outputs["work"] == [10, 20, 30, 40]
+
+    def workflow(version: int) -> Workflow:
+        wf = Workflow("w")
+        wf.add_node("extract", lambda: [int(x) for x in items.read_text().split()], version=version)
+        wf.map("work", flaky, over="extract")
+        return wf
+
+    assert flowdag.run(workflow(1), run_id="r", store=store).outputs["work"] == [10, 20, 30, 40]
     items.write_text("1 9 3")  # item 1 changed, item 3 gone
-    result = flowdag.run(wf, run_id="r", store=store, rerun_from=["extract"])
+    result = flowdag.run(workflow(2), run_id="r", store=store)
     assert result.outputs["work"] == [10, 90, 30]
     assert sorted(calls(flaky.log)) == sorted(
         ["work[0]", "work[1]", "work[2]", "work[3]", "work[1]"]
     )
     assert "work[3]" not in result.nodes
     assert result.status == "completed"
+
+
+def test_rerun_from_a_map_runs_its_items_again_and_rerun_failed_only_the_failed(
+    tmp_path: Path,
+) -> None:
+    flaky = Flaky(tmp_path)
+    flaky.bad.write_text("1")
+    wf = flaky_workflow(flaky, [0, 1, 2])
+    with open_store("memory://") as store:
+        assert flowdag.run(wf, run_id="r", store=store).node_status["work"] is F
+        flaky.bad.write_text("")
+        assert flowdag.run(wf, run_id="r", store=store, rerun="failed").status == "completed"
+        assert sorted(calls(flaky.log)) == ["work[0]", "work[1]", "work[2]"]
+        flowdag.run(wf, run_id="r", store=store, rerun_from=["work"])
+        assert len(calls(flaky.log)) == 6
 
 
 def test_bad_map_declarations_are_build_errors() -> None:
