@@ -293,3 +293,39 @@ def test_resumes_until_done_give_the_list_and_never_rerun_a_completed_item(
             assert len(done) == len(set(done)), "a completed item ran again"
         assert result.outputs["total"] == [i * 10 for i in range(size)]
         assert sorted(calls(flaky.log)) == sorted(f"work[{i}]" for i in range(size))
+
+
+def _big(item: int) -> list[int]:
+    return [item] * 100
+
+
+def test_item_outputs_kept_by_reference_stay_refs_in_the_list(tmp_path: Path) -> None:
+    wf = Workflow("w")
+    wf.add_node("extract", lambda: [1, 2])
+    wf.map("big", _big, over="extract", inline_limit=64)
+    wf.add_node("total", lambda big: sum(sum(ref.load()) for ref in big), deps=["big"])
+    url = f"lmdb://{tmp_path / 's'}"
+    result = flowdag.run(wf, run_id="r", store=url)
+    assert result.outputs["total"] == 300
+    with open_store(url) as store:
+        flowdag.gc(store, grace="0s")  # the map's record lists its items' blobs too
+        refs = store.load("r").nodes["big"].output
+        assert [ref.load() for ref in refs] == [[1] * 100, [2] * 100]
+
+
+def test_status_counts_a_maps_items(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flowdag.cli import main
+
+    flaky = Flaky(tmp_path)
+    flaky.bad.write_text("2")
+    url = f"lmdb://{tmp_path / 's'}"
+    flowdag.run(flaky_workflow(flaky, [0, 1, 2, 3]), run_id="r", store=url)
+    capsys.readouterr()
+    assert main(["status", "r", "--store", url]) == 0
+    out = capsys.readouterr().out
+    assert "3/4 items completed, 1 failed" in out
+    assert "work[1]" not in out.replace("work[2]", "")  # items are listed with -v only
+    assert main(["status", "r", "--store", url, "-v"]) == 0
+    assert "work[1]" in capsys.readouterr().out
+    assert main(["show", "r", "work[2]", "--store", url]) == 0
+    assert "bad item 2" in capsys.readouterr().out
