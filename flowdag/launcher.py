@@ -283,9 +283,11 @@ class Launcher:
         spec = attempt.spec
         if self._pickled_codec is None:
             self._pickled_codec = pickle.dumps(self._codec)
-        sent = self._remote_specs.get(spec.name)
+        # A map's items share its function: pickled once, under the map's name.
+        key = spec.name if spec.map_over is None else spec.name.rpartition("[")[0]
+        sent = self._remote_specs.get(key)
         if sent is None:
-            sent = self._remote_specs[spec.name] = (
+            sent = self._remote_specs[key] = (
                 # The cache is the driver's business: its cache_key need not travel.
                 dataclasses.replace(
                     spec, fn=_sent_separately, extract=None, preview=None, cache=None
@@ -306,7 +308,7 @@ class Launcher:
                 for dep, value in inputs.items()
             }
         return RemoteAttempt(
-            sent[0],
+            sent[0] if key is spec.name else dataclasses.replace(sent[0], name=spec.name),
             sent[1],
             attempt.run_id,
             attempt.number,

@@ -195,8 +195,8 @@ def test_an_item_that_overruns_its_timeout_fails_alone(release: threading.Event)
     assert result.node_status["m[0]"] is C and result.node_status["m[2]"] is C
 
 
-def _triple(item: int, k: int) -> int:
-    return item * 3 + k
+def _triple(item: int, k: int, ctx: Context) -> list[Any]:
+    return [item * 3 + k, ctx.node]
 
 
 @pytest.mark.parametrize("executor", ["threads", "processes"])
@@ -208,7 +208,7 @@ def test_items_run_on_every_executor(executor: str, tmp_path: Path) -> None:
     wf.add_node("total", lambda m: m, deps=["m"])
     store = f"lmdb://{tmp_path / 's'}"
     result = flowdag.run(wf, store=store, executor=executor, max_workers=2, pools={"p": 1})
-    assert result.outputs["total"] == [4, 7, 10, 13]
+    assert result.outputs["total"] == [[4, "m[0]"], [7, "m[1]"], [10, "m[2]"], [13, "m[3]"]]
 
 
 def test_a_changed_list_reruns_only_the_items_that_changed(store: Store, tmp_path: Path) -> None:
