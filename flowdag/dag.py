@@ -143,6 +143,8 @@ class DAG:
         self.graph = graph
         self.nodes: list[str] = list(nx.lexicographical_topological_sort(graph))
         self.maps = frozenset(n for n, spec in self.specs.items() if spec.map_over is not None)
+        if self.maps:
+            _check_item_names(self.specs, self.maps)
 
     def deps(self, node: str) -> tuple[str, ...]:
         """The names ``node`` depends on, as declared."""
@@ -181,6 +183,18 @@ def _check_deps(specs: Mapping[str, NodeSpec]) -> None:
                 problems.append(f"node '{spec.name}' depends on unknown node '{dep}'{suggestion}")
     if problems:
         raise MissingDependencyError("; ".join(problems))
+
+
+def _check_item_names(specs: Mapping[str, NodeSpec], maps: frozenset[str]) -> None:
+    from flowdag._maps import map_of
+
+    for name in specs:
+        item = map_of(name, maps)
+        if item is not None:
+            raise DuplicateNodeError(
+                f"node '{name}' has the name of item {item[1]} of map node '{item[0]}'; "
+                "rename one of them"
+            )
 
 
 def _check_acyclic(graph: nx.DiGraph) -> None:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import flowdag
 from flowdag import Context, NodeStatus, Workflow
-from flowdag.errors import DAGError, MissingDependencyError, SignatureError
+from flowdag.errors import DAGError, DuplicateNodeError, MissingDependencyError, SignatureError
 from flowdag.refs import Ref
 from flowdag.stores import open_store
 from flowdag.stores.base import Store
@@ -257,8 +257,33 @@ def test_bad_map_declarations_are_build_errors() -> None:
         Workflow("w").map("m", lambda *, item: item, over="a")
     with pytest.raises(SignatureError, match="'other'"):
         Workflow("w").map("m", lambda item, other: item, over="a")
+    clash = Workflow("w")
+    clash.add_node("a", lambda: [1])
+    clash.map("m", lambda item: item, over="a")
+    clash.add_node("m[0]", lambda: 1)
+    with pytest.raises(DuplicateNodeError, match=r"item 0 of map node 'm'"):
+        clash.build()
     with pytest.raises(DAGError, match="cache"):
         Workflow("w").map("m", lambda item: item, over="a", cache=True)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("name", "item"),
+    [
+        ("m[0]", ("m", 0)),
+        ("m[12]", ("m", 12)),
+        ("m[01]", None),
+        ("m[x]", None),
+        ("m", None),
+        ("n[0]", None),
+        ("m[0][1]", None),
+        ("m[-1]", None),
+    ],
+)
+def test_item_names(name: str, item: tuple[str, int] | None) -> None:
+    from flowdag._maps import map_of
+
+    assert map_of(name, {"m"}) == item
 
 
 def test_a_map_reached_with_its_item_named_like_its_upstream() -> None:
