@@ -354,3 +354,13 @@ def test_status_counts_a_maps_items(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "work[1]" in capsys.readouterr().out
     assert main(["show", "r", "work[2]", "--store", url]) == 0
     assert "bad item 2" in capsys.readouterr().out
+    graph = tmp_path / "flow.py"
+    graph.write_text(
+        "import flowdag\n"
+        "wf = flowdag.Workflow('flaky')\n"
+        "wf.add_node('extract', lambda: [0, 1, 2, 3])\n"
+        "wf.map('work', lambda item: item, over='extract')\n"
+        "wf.add_node('total', lambda work: work, deps=['work'])\n"
+    )
+    assert main(["graph", str(graph), "--run-id", "r", "--store", url]) == 0
+    assert "3/4 items completed, 1 failed" in capsys.readouterr().out
