@@ -15,8 +15,9 @@
    map's spec renamed; a map forced to run (``rerun_from=``) reuses none.
    Stored items past the end of the list are dropped.
 2. when every item has completed or failed: it completes with the list of
-   their results in item order (kept in its record too: a downstream node, a
-   resume or ``flowdag show`` reads it from there), or fails naming the
+   their results in item order (kept in its record too, by reference when it
+   is above the map's inline limit: a downstream node, a resume or ``flowdag
+   show`` reads it from there), or fails naming the
    failed items; then its downstream is skipped as for any failure. An item's
    failure does not stop the other items: a resume runs only the failed ones.
 
@@ -32,9 +33,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from flowdag._byref import by_reference
 from flowdag._digests import output_digest
 from flowdag._maps import item_name, items_of, map_of
 from flowdag.attempt import Outcome, failure
+from flowdag.dag import RUN_DEFAULT, _RunDefault
 from flowdag.errors import NodeError
 from flowdag.refs import Ref, start_collecting, stop_collecting
 from flowdag.state import NodeRecord, NodeState, NodeStatus, Reason
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from flowdag.codec import ValueCodec
     from flowdag.dag import DAG, NodeSpec
     from flowdag.scheduler import Schedule
+    from flowdag.stores._blobs import RefSource
 
 __all__ = ["Expansion", "MapHooks", "stored_items"]
 
@@ -69,8 +73,8 @@ def stored_items(dag: DAG, states: dict[str, NodeState], completed: set[str]) ->
             continue
         base, index = item
         if base in completed:
-            output = states[base].output
-            if isinstance(output, list) and index < len(output):
+            output = states[base].output  # the list of results, or a Ref to it
+            if not isinstance(output, list) or index < len(output):
                 continue
             del states[name]  # a stale item of a reused map
             continue
@@ -86,6 +90,8 @@ class MapHooks:
     dag: DAG
     specs: Mapping[str, NodeSpec]
     codec: ValueCodec
+    inline_limit: int | None  # the run's
+    ref_source: RefSource
     ledger: Ledger
     schedule: Schedule
     commits: Commits
@@ -216,9 +222,13 @@ class MapHooks:
         token, blobs = start_collecting()  # the refs inside, for gc
         try:
             output = self.codec.encode(value)
+            digest = output_digest(self.codec, output, value)
+            output, value = self.kept(name, output, value, blobs)
+        except Exception as exc:  # the blob area failed
+            self.fail_map(name, failure(exc, expansion.started_at, retryable=False))
+            return
         finally:
             stop_collecting(token)
-        digest = output_digest(self.codec, output, value)
         now = datetime.now(UTC)
         stored = ledger.states[name]
         self.commits.outcomes[name] = Outcome(expansion.started_at, now, value)
@@ -237,6 +247,24 @@ class MapHooks:
                 )
             ]
         )
+
+    def kept(
+        self, name: str, output: bytes, value: list[Any], blobs: dict[str, datetime | None]
+    ) -> tuple[bytes, Any]:
+        """The list of results as stored: by reference when it is above the map's
+        inline limit, as an output is (then ``blobs`` gets its blob)."""
+        spec = self.specs[name]
+        limit = self.inline_limit if spec.inline_limit is RUN_DEFAULT else spec.inline_limit
+        assert not isinstance(limit, _RunDefault)
+        if limit is None or self.codec.plain_size(output) <= limit:
+            return output, value
+        # extract= and preview= are the items' (each item's output), not the list's.
+        bare = replace(spec, extract=None, preview=None)
+        ref = by_reference(
+            bare, value, output, self.ref_source, f"run '{self.run_id}', node '{name}'"
+        )
+        blobs[ref.sha256] = ref.expires_at
+        return self.codec.encode(ref), ref
 
     def fail_map(self, name: str, outcome: Outcome) -> None:
         ledger = self.ledger

@@ -333,9 +333,22 @@ def test_item_outputs_kept_by_reference_stay_refs_in_the_list(tmp_path: Path) ->
     result = flowdag.run(wf, run_id="r", store=url)
     assert result.outputs["total"] == 300
     with open_store(url) as store:
-        flowdag.gc(store, grace="0s")  # the map's record lists its items' blobs too
-        refs = store.load("r").nodes["big"].output
-        assert [ref.load() for ref in refs] == [[1] * 100, [2] * 100]
+        flowdag.gc(store, grace="0s")  # the map's blob lists its items' blobs too
+        kept = store.load("r").nodes["big"].output
+        assert type(kept) is Ref  # the list itself is above the inline limit too
+        assert [ref.load() for ref in kept.load()] == [[1] * 100, [2] * 100]
+
+
+def test_a_long_list_of_results_is_kept_by_reference(store: Store) -> None:
+    wf = Workflow("w")
+    wf.add_node("extract", lambda: list(range(50)))
+    wf.map("m", lambda item: item * 1000, over="extract")
+    wf.add_node("total", lambda m: sum(m), deps=["m"])
+    result = flowdag.run(wf, run_id="r", store=store, inline_limit=100)
+    assert result.outputs["total"] == 1000 * sum(range(50))
+    assert type(store.load("r").nodes["m"].output) is Ref
+    again = flowdag.run(wf, run_id="r", store=store, inline_limit=100)  # reused, loaded
+    assert again.outputs["total"] == 1000 * sum(range(50))
 
 
 def test_status_counts_a_maps_items(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
