@@ -377,3 +377,24 @@ def test_status_counts_a_maps_items(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert main(["graph", str(graph), "--run-id", "r", "--store", url]) == 0
     assert "3/4 items completed, 1 failed" in capsys.readouterr().out
+
+
+def test_stores_load_the_records_of_items_the_header_does_not_list(store: Store) -> None:
+    from flowdag.state import NodeRecord, NodeState, RunState
+
+    store.save(RunState("r", "w", nodes={"src": NodeState(), "m": NodeState(deps=("src",))}))
+    encode = store.codec.encode
+    store.commit(
+        "r",
+        [
+            NodeRecord("m[1]", C, 1, output=encode("one")),
+            NodeRecord("m[0]", F, 2),
+            NodeRecord("other", C, 1, output=encode(0)),  # no item: not loaded, as before
+            NodeRecord("m[01]", C, 1, output=encode(0)),
+        ],
+    )
+    for state in (store.load("r"), store.load_statuses("r")):
+        assert list(state.nodes) == ["src", "m", "m[0]", "m[1]"]
+        assert state.nodes["m[1]"].deps == ("src",)
+        assert state.nodes["m[0]"].status is F and state.nodes["m[0]"].attempts == 2
+    assert store.load("r").nodes["m[1]"].output == "one"
