@@ -266,6 +266,10 @@ class Workflow:
 
         others = (deps,) if isinstance(deps, str) else tuple(deps)
         _check_options(name, (over,), 0, 2.0)
+        if over in others:
+            raise DAGError(
+                f"map node '{name}': '{over}' is over=, its items come first; drop it from deps"
+            )
         spec = self.add_node(name, mapped_fn(name, fn), deps=(over, *others), **options)
         self._specs[-1] = spec = map_spec(spec, fn, over)
         return spec

@@ -263,6 +263,8 @@ def test_bad_map_declarations_are_build_errors() -> None:
     clash.add_node("m[0]", lambda: 1)
     with pytest.raises(DuplicateNodeError, match=r"item 0 of map node 'm'"):
         clash.build()
+    with pytest.raises(DAGError, match="drop it from deps"):
+        Workflow("w").map("m", lambda item, a: item, over="a", deps=["a"])
     with pytest.raises(DAGError, match="cache"):
         Workflow("w").map("m", lambda item: item, over="a", cache=True)  # type: ignore[call-arg]
 
