@@ -31,6 +31,7 @@ __all__ = [
     "item_counts",
     "item_name",
     "items_of",
+    "map_deps",
     "map_items",
     "map_of",
     "map_spec",
@@ -120,6 +121,22 @@ def item_counts(nodes: Mapping[str, Any]) -> ItemCounts:
             f", {others}" if others else ""
         )
     return ItemCounts(item_of, counts)
+
+
+def map_deps(name: str, over: object, deps: Iterable[str] | str) -> tuple[str, ...]:
+    """The deps of map node ``name``: ``over`` first, then ``deps``.
+
+    Raises:
+        DAGError: ``over`` is no node name, or is in ``deps`` too.
+    """
+    if not isinstance(over, str) or not over:
+        raise DAGError(f"map node '{name}': over= must name a node, not {over!r}")
+    others = (deps,) if isinstance(deps, str) else tuple(deps)
+    if over in others:
+        raise DAGError(
+            f"map node '{name}': '{over}' is over=, its items come first; drop it from deps"
+        )
+    return (over, *others)
 
 
 def mapped_fn(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:

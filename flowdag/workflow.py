@@ -262,15 +262,9 @@ class Workflow:
                 or needs an argument it will not get.
             DAGError: as `add_node`; map nodes cannot be cached.
         """
-        from flowdag._maps import map_spec, mapped_fn
+        from flowdag._maps import map_deps, map_spec, mapped_fn
 
-        others = (deps,) if isinstance(deps, str) else tuple(deps)
-        _check_options(name, (over,), 0, 2.0)
-        if over in others:
-            raise DAGError(
-                f"map node '{name}': '{over}' is over=, its items come first; drop it from deps"
-            )
-        spec = self.add_node(name, mapped_fn(name, fn), deps=(over, *others), **options)
+        spec = self.add_node(name, mapped_fn(name, fn), deps=map_deps(name, over, deps), **options)
         self._specs[-1] = spec = map_spec(spec, fn, over)
         return spec
 
