@@ -1,6 +1,6 @@
 """A map over N items (``wf.map``) beside the same fan-out declared node by node.
 
-    PYTHONPATH=$PWD python benchmarks/bench_map.py [N]       # default 10000
+    PYTHONPATH=$PWD python benchmarks/compare_map_fanout.py [N]       # default 10000
 
 On LMDB, in a fresh store each: the map's first run (expansion, N item nodes,
 the list of results), the rerun of the completed run (load + plan, nothing
