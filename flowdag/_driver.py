@@ -72,6 +72,7 @@ from flowdag._cache import RunCache
 from flowdag._commit import Commits, Committer, Starts
 from flowdag._kv_readers import kv_reader
 from flowdag._ledger import Ledger
+from flowdag._map_run import Expansion, MapHooks, stored_items
 from flowdag._ready_hooks import ReadyHooks
 from flowdag._run_waits import RunWaits
 from flowdag._settle import Settler
@@ -105,7 +106,7 @@ _RESULT, _STARTED, _COMMITTED, _COMMIT_FAILED = range(4)
 _LOST_ATTEMPT_RETRIES = 3  # retries of attempts an executor lost (a worker died)
 
 
-class _Driver(ReadyHooks):
+class _Driver(ReadyHooks, MapHooks):
     """The loop that runs one DAG; see the module docstring."""
 
     def __init__(
@@ -122,6 +123,7 @@ class _Driver(ReadyHooks):
         waits: RunWaits | None = None,
     ) -> None:
         self.dag = dag
+        self.specs = dag.specs  # and map items, once a map node expands (`flowdag._map_run`)
         self.cache = cache  # None: no node is cached
         self.waits = waits  # None: the DAG has no input node
         self.run_id = plan.state.run_id
@@ -139,6 +141,10 @@ class _Driver(ReadyHooks):
         self.deadlines: TimerHeap[Attempt] = TimerHeap()  # stale ones are dropped lazily
         self.starts = Starts() if store.durable else None  # a store in memory gets none
         self.ledger = Ledger(plan)
+        self.expansions: dict[str, Expansion] = {}
+        self.stored = stored_items(dag, self.ledger.states, plan.completed) if dag.maps else {}
+        if dag.maps:
+            self.specs = dict(dag.specs)
         # Nodes whose verdict waits for their deps' new outputs (see `cut_off`).
         self.provisional = {n for n, v in plan.verdicts.items() if v.action == "provisional"}
         put = self.events.put
@@ -225,7 +231,7 @@ class _Driver(ReadyHooks):
             attempt = event[1]
             if self.is_running(attempt):
                 attempt.started_at = event[3]
-                timeout = self.dag.specs[attempt.node].timeout
+                timeout = self.specs[attempt.node].timeout
                 self.deadlines.push(event[2] + timeout, attempt)
         else:
             self.settler.on_commit_failed(event[1], event[2])
@@ -242,6 +248,9 @@ class _Driver(ReadyHooks):
             for name in names:
                 if self.provisional and name in self.provisional and self.cut_off(name):
                     continue  # done without running: it may have made more nodes ready
+                if self.dag.maps and name in self.dag.maps:
+                    self.on_map_ready(name)
+                    continue  # expanded into its items, or ended with their results
                 if self.waits is not None and name in self.waits.inputs:
                     self.take_input(name)
                     continue  # it waits, or settled with no attempt to run
@@ -266,9 +275,11 @@ class _Driver(ReadyHooks):
     def attempt(self, name: str) -> Attempt:
         """A new attempt of ``name``, counted and numbered, not yet started."""
         number = self.ledger.next_attempt(name)
-        spec = self.dag.specs[name]
+        spec = self.specs[name]
         outputs = self.ledger.outputs
         inputs = {dep: outputs[dep] for dep in spec.deps}
+        if spec.map_over is not None:  # a map's item: its item, not over's whole list
+            inputs[spec.map_over] = self.item_value(name)
         limit = spec.inline_limit
         if limit is RUN_DEFAULT:
             limit = self.inline_limit
@@ -335,7 +346,7 @@ class _Driver(ReadyHooks):
         )
 
     def on_failed_attempt(self, attempt: Attempt, outcome: Outcome) -> None:
-        spec = self.dag.specs[attempt.node]
+        spec = self.specs[attempt.node]
         error = outcome.error
         ledger = self.ledger
         # Kept whether or not it is retried; a lost attempt too, under the number
@@ -392,6 +403,8 @@ class _Driver(ReadyHooks):
 
     def skip_downstream(self, failed: str) -> list[NodeRecord]:
         """The records of the nodes that a failure of ``failed`` skips."""
+        if self.expansions and self.item_ended(failed):
+            return []  # a map's item: its map ends once all its items have
         skipped = self.schedule.ready.fail(failed)
         self.provisional.difference_update(skipped)
         return [self.ledger.skipped(name, failed) for name in skipped]
@@ -433,7 +446,7 @@ class _Driver(ReadyHooks):
         # A process pool terminates the worker, asyncio cancels the task, Dask
         # cancels it; a thread cannot be stopped and runs on, its result discarded.
         stopped = attempt.future is not None and attempt.future.cancel()
-        timeout = self.dag.specs[attempt.node].timeout
+        timeout = self.specs[attempt.node].timeout
         what = "it was cancelled" if stopped else "it was abandoned and runs on until it returns"
         error = NodeTimeoutError(
             f"node '{attempt.node}' attempt {attempt.number} exceeded its timeout of "
@@ -461,7 +474,7 @@ class _Driver(ReadyHooks):
     ) -> None:
         assert self.on_event is not None
         done = self.ledger.done
-        self.on_event(RunEvent(kind, node, status, attempt, error, done, len(self.dag)))
+        self.on_event(RunEvent(kind, node, status, attempt, error, done, len(self.specs)))
 
     def result(self) -> RunResult:
         states = self.ledger.states

@@ -54,6 +54,7 @@ class Ledger:
         "done",
         "failed",
         "fingerprints",
+        "items",
         "lost",
         "outputs",
         "reasons",
@@ -75,6 +76,9 @@ class Ledger:
         self.lost: dict[str, int] = {}  # attempts the executor lost (a worker died)
         # This call's failed attempts of nodes still retrying: most nodes never have one.
         self.failed: dict[str, tuple[AttemptInfo, ...]] = {}
+        # Map items (`flowdag._map_run`) -> the digest of their item, their input from
+        # the map's ``over`` (not ``over``'s whole output).
+        self.items: dict[str, tuple[str, str]] = {}
 
     def next_attempt(self, name: str) -> int:
         """Count a new attempt of ``name``; return its number over the run's life."""
@@ -99,6 +103,9 @@ class Ledger:
             if deps
             else _NO_INPUTS
         )
+        if self.items and name in self.items:
+            over, digest = self.items[name]
+            inputs = {**inputs, over: digest}
         stored = self.states[name].provenance
         if output is None and stored is not None:
             output = stored.output

@@ -158,11 +158,16 @@ def _call(attempt: Attempt) -> tuple[datetime, Any, Context | None]:
     started_at = datetime.now(UTC)
     ctx = None
     try:
-        if attempt.spec.binding is None:  # the usual call: inputs by keyword, no constants
+        spec = attempt.spec
+        if spec.binding is None:  # the usual call: inputs by keyword, no constants
             kwargs, ctx = _arguments(attempt)
-            return started_at, attempt.spec.fn(**kwargs), ctx
+            if spec.map_over is not None:  # an item of a map node: the item comes first
+                return started_at, spec.fn(attempt.inputs[spec.map_over], **kwargs), ctx
+            return started_at, spec.fn(**kwargs), ctx
         args, kwargs, ctx = _bound_arguments(attempt)
-        return started_at, attempt.spec.fn(*args, **kwargs), ctx
+        if spec.map_over is not None:
+            args = (attempt.inputs[spec.map_over], *args)
+        return started_at, spec.fn(*args, **kwargs), ctx
     except NODE_ERRORS as exc:
         _discard_output(ctx)
         return started_at, _Failed(failure(exc, started_at)), ctx

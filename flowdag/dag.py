@@ -133,6 +133,9 @@ class NodeSpec:
     binding: Binding | None = None
     #: An input node's wait; its ``fn`` then makes the prompt. None: a node that runs.
     input: InputOptions | None = None
+    #: A map node (``Workflow.map``) and its items: the dep whose output is mapped
+    #: over; each item is passed as the first positional argument. None: not mapped.
+    map_over: str | None = None
 
     def retry_wait(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1-based), before jitter."""
@@ -149,6 +152,7 @@ class DAG:
         nodes: node names in a deterministic topological order (ties broken by name).
         specs: node name -> `NodeSpec`.
         pools: pool name -> cap, the workflow's defaults (``run(pools=)`` overrides).
+        maps: the map nodes (``Workflow.map``), whose items are added as a run goes.
     """
 
     def __init__(
@@ -166,6 +170,9 @@ class DAG:
         _check_acyclic(graph)
         self.graph = graph
         self.nodes: list[str] = list(nx.lexicographical_topological_sort(graph))
+        self.maps = frozenset(n for n, spec in self.specs.items() if spec.map_over is not None)
+        if self.maps:
+            _check_item_names(self.specs, self.maps)
 
     def deps(self, node: str) -> tuple[str, ...]:
         """The names ``node`` depends on, as declared."""
@@ -204,6 +211,18 @@ def _check_deps(specs: Mapping[str, NodeSpec]) -> None:
                 problems.append(f"node '{spec.name}' depends on unknown node '{dep}'{suggestion}")
     if problems:
         raise MissingDependencyError("; ".join(problems))
+
+
+def _check_item_names(specs: Mapping[str, NodeSpec], maps: frozenset[str]) -> None:
+    from flowdag._maps import map_of
+
+    for name in specs:
+        item = map_of(name, maps)
+        if item is not None:
+            raise DuplicateNodeError(
+                f"node '{name}' has the name of item {item[1]} of map node '{item[0]}'; "
+                "rename one of them"
+            )
 
 
 def _check_acyclic(graph: nx.DiGraph) -> None:

@@ -41,6 +41,7 @@ from pathlib import Path
 import networkx as nx
 
 from flowdag._layout import Layout, layout
+from flowdag._maps import item_counts
 from flowdag._palette import (
     INTERRUPTED,
     ORDER,
@@ -264,7 +265,12 @@ def _node_lines(
     detail = [] if current == NodeStatus.COMPLETED else [str(current)]
     if duration is not None:
         detail.append(_seconds(duration))
-    return [name, " ".join(detail)] if detail else [name]
+    lines = [name, " ".join(detail)] if detail else [name]
+    if f"{name}[0]" in nodes:  # a map node (`flowdag._maps`): its items, counted
+        lines.append(
+            item_counts({n: s for n, s in nodes.items() if n.startswith(name)}).counts[name]
+        )
+    return lines
 
 
 def _group_lines(names: list[str], status: Mapping[str, str | None], head: str) -> list[str]:

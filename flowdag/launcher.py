@@ -283,9 +283,11 @@ class Launcher:
         spec = attempt.spec
         if self._pickled_codec is None:
             self._pickled_codec = pickle.dumps(self._codec)
-        sent = self._remote_specs.get(spec.name)
+        # A map's items share its function: pickled once, under the map's name.
+        key = spec.name if spec.map_over is None else spec.name.rpartition("[")[0]
+        sent = self._remote_specs.get(key)
         if sent is None:
-            sent = self._remote_specs[spec.name] = (
+            sent = self._remote_specs[key] = (
                 # The cache is the driver's business: its cache_key need not travel.
                 dataclasses.replace(
                     spec, fn=_sent_separately, extract=None, preview=None, cache=None, binding=None
@@ -295,7 +297,8 @@ class Launcher:
         if spec.wants_ctx:  # ctx.inputs holds every input, ctx.data the run's data
             inputs, data = attempt.inputs, dict(attempt.data)
         else:
-            inputs, data = {dep: attempt.inputs[dep] for dep in spec.kwarg_deps}, {}
+            taken = spec.kwarg_deps if spec.map_over is None else (*spec.kwarg_deps, spec.map_over)
+            inputs, data = {dep: attempt.inputs[dep] for dep in taken}, {}
         area = self._area_for_workers(attempt)
         if area is None and attempt.source is not None:
             # The worker cannot read the blob area (memory, or a key that must not
@@ -305,7 +308,7 @@ class Launcher:
                 for dep, value in inputs.items()
             }
         return RemoteAttempt(
-            sent[0],
+            sent[0] if key is spec.name else dataclasses.replace(sent[0], name=spec.name),
             sent[1],
             attempt.run_id,
             attempt.number,

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from flowdag._decide import Verdict, decide
 from flowdag._fingerprint import Fingerprint
+from flowdag._maps import map_of
 from flowdag.dag import CODE_CHANGE_POLICIES, DAG
 from flowdag.errors import InvalidArgumentError, InvalidArgumentTypeError, WorkflowChangedError
 from flowdag.refs import Ref
@@ -213,7 +214,8 @@ def _differences(dag: DAG, stored: RunState) -> tuple[list[str], dict[str, Reaso
     changes = []
     stale: dict[str, Reason] = {}
     for name in stored.nodes:
-        if name not in dag:
+        # A map's items are stored as nodes, and belong to their map node (`flowdag._maps`).
+        if name not in dag and not (dag.maps and map_of(name, dag.maps) is not None):
             changes.append(f"node '{name}' was removed")
     for name in dag.nodes:
         node = stored.nodes.get(name)

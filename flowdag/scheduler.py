@@ -78,6 +78,21 @@ class ReadySet:
             else:
                 waiting[successor] = left - 1
 
+    def expand(self, node: str, items: list[str]) -> None:
+        """Run ``items`` before ``node`` (a map node, taken already) ends.
+
+        Each item is ready now (its deps are ``node``'s, all done); ``node`` is
+        ready again once every item is reported: `done` for an item that
+        completed or one whose failure ``node`` decides on, `fail` to skip ``node``.
+        """
+        if not items:
+            self._ready.append(node)
+            return
+        for item in items:
+            self._successors[item] = [node]
+            self._ready.append(item)
+        self._waiting[node] = len(items)
+
     def fail(self, name: str) -> list[str]:
         """Record that ``name`` failed; return its descendants, now skipped."""
         self._closed.add(name)
@@ -136,6 +151,11 @@ class PoolGate:
         if pool is not None:
             self._seated[pool] -= 1
             self._update(pool)
+
+    def add(self, name: str, pool: str | None) -> None:
+        """A node added while the run goes (a map's item), in ``pool`` (or none)."""
+        if pool is not None and pool in self._caps:
+            self._pool_of[name] = pool
 
     def next_admissible(self) -> str | None:
         """Seat and return the oldest parked node of an open pool, or None if none is."""

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from enum import Enum
-from typing import Any, Final, TypedDict, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Final, TypedDict, TypeVar, Unpack, overload
 
 from flowdag._binding import bind
 from flowdag._units import Duration, Size, parse_duration, parse_size
@@ -23,6 +23,9 @@ from flowdag.dag import (
     check_pools,
 )
 from flowdag.errors import DAGError, InvalidArgumentError, InvalidArgumentTypeError, SignatureError
+
+if TYPE_CHECKING:
+    from flowdag._maps import MapOptions
 
 __all__ = ["NO_DEFAULT", "Workflow"]
 
@@ -248,6 +251,34 @@ class Workflow:
             binding=bound.binding,
         )
         self._specs.append(spec)
+        return spec
+
+    def map(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        over: str,
+        deps: Iterable[str] | Mapping[str, str] | str = (),
+        **options: Unpack[MapOptions],
+    ) -> NodeSpec:
+        """Add a map node: ``fn(item, ...)`` runs once per item of ``over``'s output.
+
+        The items run as nodes ``name[0]``, ``name[1]``, ... (each with its own
+        attempts, retries, timeout, pool and checkpoint), with the other ``deps``
+        by keyword as for `add_node`, whose options they take; a node depending
+        on ``name`` gets the list of their results in item order (README
+        "Mapping over a list").
+
+        Raises:
+            SignatureError: ``fn`` takes no positional parameter for the item,
+                or needs an argument it will not get.
+            DAGError: as `add_node`; map nodes cannot be cached.
+        """
+        from flowdag._maps import map_deps, map_spec, mapped_fn
+
+        spec = self.add_node(name, mapped_fn(name, fn), deps=map_deps(name, over, deps), **options)
+        self._specs[-1] = spec = map_spec(spec, fn, over)
         return spec
 
     def add_input(

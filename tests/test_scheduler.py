@@ -433,3 +433,36 @@ def test_schedule(steps: list[tuple[Any, ...]]) -> None:
         else:
             schedule.cancel_retries()
             assert not schedule.retries
+
+
+def test_expand_runs_items_before_their_map_node_is_ready_again() -> None:
+    ready = ReadySet(_dag({"src": [], "m": ["src"], "after": ["m"]}))
+    assert ready.take() == ["src"]
+    ready.done("src")
+    assert ready.take() == ["m"]
+    ready.expand("m", ["m[0]", "m[1]"])
+    assert ready.take() == ["m[0]", "m[1]"]
+    ready.done("m[1]")
+    assert not ready.has_ready()
+    ready.done("m[0]")  # a failed item is reported done: its map decides
+    assert ready.take() == ["m"]
+    assert ready.fail("m") == ["after"]
+
+
+def test_expand_with_no_items_makes_the_map_node_ready_again() -> None:
+    ready = ReadySet(_dag({"m": []}))
+    assert ready.take() == ["m"]
+    ready.expand("m", [])
+    assert ready.take() == ["m"]
+
+
+def test_pool_gate_seats_nodes_added_later() -> None:
+    gate = PoolGate({"p": 1}, {})
+    gate.add("m[0]", "p")
+    gate.add("m[1]", "p")
+    gate.add("free", None)
+    gate.add("other", "uncapped")
+    assert gate.admit("m[0]") and not gate.admit("m[1]")
+    assert gate.admit("free") and gate.admit("other")
+    gate.release("m[0]")
+    assert gate.next_admissible() == "m[1]"

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from flowdag._maps import item_counts
 from flowdag._usertypes import neutral_user_types
 from flowdag.cli.base import (
     CLIError,
@@ -223,10 +224,14 @@ def cmd_status(args: argparse.Namespace, err: Console) -> int:
     columns = ("node", "status", "attempts", "started", "duration", "error")
     for column in (*columns, "ref") if by_ref else columns:
         table.add_column(column, justify="right" if column in {"attempts", "duration"} else "left")
+    items = item_counts(state.nodes)  # a map's items: one line for them all, unless -v
     for name, node in state.nodes.items():
+        if items and not args.verbose and name in items.item_of:
+            continue
+        counted = items.counts.get(name) if items else None
         row = [
             escape(name),
-            styled(live.node_status(node)),
+            styled(live.node_status(node)) + ("" if counted is None else f"  {counted}"),
             str(node.attempts),
             local_time(node.started_at),
             seconds(node.duration),

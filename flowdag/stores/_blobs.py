@@ -68,7 +68,7 @@ from typing import Any, BinaryIO
 import zstandard
 
 from flowdag.errors import CorruptStateError, StoreError
-from flowdag.refs import RAW, Ref, sha256_of_uri
+from flowdag.refs import RAW, Ref, binding, sha256_of_uri
 from flowdag.stores._blobio import CHUNK, FileSink, Sealer, header
 from flowdag.stores._crypto import Cipher
 
@@ -436,4 +436,7 @@ class RefSource:
                 f"ref {ref.uri} holds a value encoded with {ref.encoding!r}, but the store "
                 f"reads with {name!r}: open the store with the codec that wrote it"
             )
-        return self.codec.decode(data)
+        # Refs inside (a list of outputs kept by reference, itself by reference)
+        # point into this same area: bound to it, they load too.
+        with binding(self, f"inside {ref.uri}"):
+            return self.codec.decode(data)

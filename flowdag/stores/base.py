@@ -42,6 +42,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from flowdag._gcpause import cyclic_gc_paused
+from flowdag._maps import map_items
 from flowdag.codec import Codec, ValueCodec
 from flowdag.errors import (
     CorruptStateError,
@@ -467,13 +468,20 @@ class Store(StoreTables, ABC):
         try:
             workflow, metadata, deps, ttl = run_header(decode(header_blob))
             state = RunState(run_id, workflow, metadata=metadata, ttl=ttl)
+            found = 0
             for name, node_deps in deps.items():
                 stored = nodes.get(name)
                 if stored is None:
                     state.nodes[name] = NodeState(deps=node_deps)
                     continue
+                found += 1
                 output = None if stored.output is None else decode(stored.output)
                 state.nodes[name] = node_state(decode(stored.meta), output, node_deps)
+            if found < len(nodes):  # records of nodes the header does not list: map items
+                for name, base in map_items(nodes, deps):
+                    stored = nodes[name]
+                    output = None if stored.output is None else decode(stored.output)
+                    state.nodes[name] = node_state(decode(stored.meta), output, deps[base])
             if data:
                 with binding(self.ref_source, f"run '{run_id}', ctx.data"):
                     state.data = {key: decode(blob) for key, blob in data.items()}
