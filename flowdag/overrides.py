@@ -54,7 +54,8 @@ from flowdag.state import (
     Reason,
     RunState,
 )
-from flowdag.stores import Store, open_store
+from flowdag.stores import Store
+from flowdag.stores import opened as opened_store
 from flowdag.waits import ending_waits
 
 __all__ = [
@@ -138,7 +139,7 @@ def mark_done(
     _check_text(node, "node")
     _check_text(reason, "reason")
     limit = None if inline_limit is None else parse_size(inline_limit, "inline_limit")
-    with _opened(store) as opened:
+    with opened_store(store) as opened:
         state = opened.load_statuses(run_id)
         _check_nodes(state, [node])
         encoded, blobs = _encode(opened, run_id, node, output)
@@ -221,7 +222,7 @@ def invalidate(
     if type(downstream) is not bool:
         raise InvalidArgumentTypeError(f"downstream must be True or False, not {downstream!r}")
     _check_text(reason, "reason")
-    with _opened(store) as opened:
+    with opened_store(store) as opened:
         _check_nodes(opened.load_statuses(run_id), names)
         with _locked(opened, run_id, "invalidate"):
             state = opened.load_statuses(run_id)
@@ -280,19 +281,6 @@ def audit_of(state: RunState) -> list[tuple[str, Override]]:
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-@contextmanager
-def _opened(store: Store | str) -> Iterator[Store]:
-    if isinstance(store, Store):
-        yield store
-        return
-    if not isinstance(store, str):
-        raise InvalidArgumentTypeError(
-            f"store must be a Store or a store URL, not {type(store).__name__}"
-        )
-    with open_store(store, create=False) as opened:
-        yield opened
 
 
 @contextmanager

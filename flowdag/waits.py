@@ -18,8 +18,7 @@ shows it expired.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -42,6 +41,7 @@ from flowdag._wait_entries import (
     wait_key,
 )
 from flowdag.errors import CorruptStateError, InputNotFoundError, InvalidArgumentTypeError
+from flowdag.stores import opened as opened_store
 
 if TYPE_CHECKING:
     from flowdag.stores._tables import TableTxn
@@ -129,7 +129,7 @@ def provide_input(store: Store | str, key: str, value: Any) -> Wait:
     if not isinstance(key, str):
         raise InvalidArgumentTypeError(f"key must be text, not {type(key).__name__}")
     hashed = hash_key(key)
-    with _opened(store) as opened:
+    with opened_store(store) as opened:
         entry = _entry_for(opened.table_get, hashed, _wait_entries.now())
         where = f"input for node '{entry.node}' of run '{entry.run_id}'"
         answer = json_form(value, where)
@@ -152,7 +152,7 @@ def list_waits(store: Store | str, run_id: str | None = None) -> list[Wait]:
     Expired and answered waits are listed too until a run settles them: see
     `Wait.state`.
     """
-    with _opened(store) as opened:
+    with opened_store(store) as opened:
         return [
             wait_of(decode_entry(raw, _where(key)))
             for key, raw in opened.table_scan(TABLE, run_prefix(run_id))
@@ -190,7 +190,7 @@ def reissue_key(store: Store | str, run_id: str, node: str) -> Wait:
         txn.put(TABLE, where, encode_entry(fresh))
         return fresh, key
 
-    with _opened(store) as opened:
+    with opened_store(store) as opened:
         entry, key = opened.transact_tables(reissue)
     return wait_of(entry, key)
 
@@ -298,22 +298,3 @@ def _entry_for(get: Callable[[str, str], bytes | None], hashed: str, now: dateti
 
 def _where(table_key: str) -> str:
     return "waits entry " + table_key.replace("\0", "/")
-
-
-@contextmanager
-def _opened(store: Store | str) -> Iterator[Store]:
-    from flowdag.stores import open_store
-    from flowdag.stores.base import Store
-
-    if isinstance(store, Store):
-        yield store
-        return
-    if not isinstance(store, str):
-        raise InvalidArgumentTypeError(
-            f"store must be a Store or a store URL, not {type(store).__name__}"
-        )
-    opened = open_store(store, create=False)
-    try:
-        yield opened
-    finally:
-        opened.close()

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowdag.errors import StoreError
+from flowdag.errors import InvalidArgumentTypeError, StoreError
 from flowdag.stores._crypto import Cipher, generate_key
 from flowdag.stores.base import Store
 
@@ -52,6 +53,7 @@ __all__ = [
     "Store",
     "generate_key",
     "open_store",
+    "opened",
     "parse_store_url",
 ]
 
@@ -63,6 +65,21 @@ _BACKENDS: dict[str, tuple[str, str, bool]] = {
     "memory": ("flowdag.stores.memory", "MemoryStore", False),
 }
 _LAZY = {cls: module for module, cls, _ in _BACKENDS.values()}
+
+
+@contextmanager
+def opened(store: Store | str) -> Iterator[Store]:
+    """``store`` for the block: a `Store` as it is, or the existing store a URL names,
+    opened for the block and closed after (what functions taking either use)."""
+    if isinstance(store, Store):
+        yield store
+        return
+    if not isinstance(store, str):
+        raise InvalidArgumentTypeError(
+            f"store must be a Store or a store URL, not {type(store).__name__}"
+        )
+    with open_store(store, create=False) as found:
+        yield found
 
 
 def open_store(url: str, *, create: bool = True, **kwargs: Any) -> Store:
