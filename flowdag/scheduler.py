@@ -37,9 +37,7 @@ class ReadySet:
 
     def __init__(self, dag: DAG, completed: Iterable[str] = ()) -> None:
         done = set(completed)
-        self._successors: dict[str, list[str]] = {
-            name: list(dag.graph.successors(name)) for name in dag.nodes
-        }
+        self._successors = dag.dependents  # node -> the nodes that depend on it
         # Number of not-yet-done dependencies of each node still to run.
         self._waiting: dict[str, int] = {}
         self._ready: deque[str] = deque()
@@ -68,7 +66,7 @@ class ReadySet:
         """Record that ``name`` completed; its dependents may become ready."""
         self._closed.add(name)
         waiting = self._waiting
-        for successor in self._successors[name]:
+        for successor in self._successors(name):
             left = waiting.get(successor)
             if left is None:
                 continue  # already skipped
@@ -82,7 +80,7 @@ class ReadySet:
         """Record that ``name`` failed; return its descendants, now skipped."""
         self._closed.add(name)
         skipped: list[str] = []
-        stack = list(self._successors[name])
+        stack = list(self._successors(name))
         while stack:
             node = stack.pop()
             if node in self._closed:
@@ -90,7 +88,7 @@ class ReadySet:
             self._closed.add(node)
             self._waiting.pop(node, None)
             skipped.append(node)
-            stack.extend(self._successors[node])
+            stack.extend(self._successors(node))
         return skipped
 
     @property

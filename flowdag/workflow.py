@@ -10,6 +10,7 @@ from datetime import timedelta
 from enum import Enum
 from typing import Any, Final, TypedDict, TypeVar, Unpack, overload
 
+from flowdag._signatures import signature_of
 from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag._values import text_problem
 from flowdag.dag import (
@@ -442,10 +443,10 @@ def _cache_options(
 
 def _ref_params(fn: object, deps: tuple[str, ...]) -> frozenset[str]:
     """The deps whose parameter is annotated `flowdag.Ref`: they receive the Ref itself."""
-    try:
-        params = inspect.signature(fn).parameters  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    signature = signature_of(fn)
+    if signature is None:
         return frozenset()
+    params = signature.parameters
     annotated = {dep: params[dep].annotation for dep in deps if dep in params}
     if not any(a is not inspect.Parameter.empty for a in annotated.values()):
         return frozenset()
@@ -479,10 +480,10 @@ def _bind(name: str, fn: object, deps: tuple[str, ...]) -> tuple[tuple[str, ...]
     """Which deps ``fn`` takes as keyword arguments, and whether it wants ``ctx``."""
     if not callable(fn):
         raise SignatureError(f"node '{name}' is not callable: got {type(fn).__name__}")
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
+    signature = signature_of(fn)  # inspected once per function (or code) in a workflow
+    if signature is None:
         return (), False  # some builtins have no signature: call them without arguments
+    params = signature.parameters
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
     kwarg_deps = []
     for param in params.values():

@@ -1,0 +1,63 @@
+"""A node function's signature, inspected once per code object or once per function.
+
+`inspect.signature` costs several microseconds, and a builder calls it for
+every node: a fan-out of a million nodes written as one lambda per node
+(``lambda root: ...`` in a loop) makes a million function objects over a
+single code object. For a plain function (a `types.FunctionType` with no
+attributes, so no ``__wrapped__``, ``__signature__`` or coroutine marker, and
+no annotations) the signature follows from three things only: its code
+object (parameter names, kinds, ``async``), how many positional parameters
+have defaults, and which keyword-only ones do. Those are the memo's key, so
+such a fan-out inspects one signature. Any other callable is inspected once
+per object (memoised weakly).
+
+The signature given back for a plain function carries the defaults of the
+first function seen with that key: callers may ask whether a parameter has a
+default (``param.default is param.empty``), never what it is.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import weakref
+from typing import Any
+
+__all__ = ["signature_of"]
+
+# code -> (positional defaults, keyword-only names with defaults) -> signature (None:
+# none to read). Weak on the code: a workflow's lambdas do not outlive it here.
+_BY_CODE: weakref.WeakKeyDictionary[types.CodeType, dict[Any, inspect.Signature | None]] = (
+    weakref.WeakKeyDictionary()
+)
+_BY_OBJECT: weakref.WeakKeyDictionary[Any, inspect.Signature | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def signature_of(fn: Any) -> inspect.Signature | None:
+    """``inspect.signature(fn)``, or None when it has none (some builtins); memoised."""
+    if type(fn) is types.FunctionType and not fn.__dict__ and not fn.__annotations__:
+        key = (len(fn.__defaults__ or ()), tuple(fn.__kwdefaults__ or ()))
+        by_defaults = _BY_CODE.get(fn.__code__)
+        if by_defaults is None:
+            by_defaults = _BY_CODE[fn.__code__] = {}
+        try:
+            return by_defaults[key]
+        except KeyError:
+            found = by_defaults[key] = _inspect(fn)
+            return found
+    try:
+        return _BY_OBJECT[fn]
+    except KeyError:
+        found = _BY_OBJECT[fn] = _inspect(fn)
+        return found
+    except TypeError:  # unhashable, or no weak reference to it (a builtin): not memoised
+        return _inspect(fn)
+
+
+def _inspect(fn: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
