@@ -25,11 +25,12 @@ from typing import Any
 
 __all__ = ["signature_of"]
 
-# code -> (positional defaults, keyword-only names with defaults) -> signature (None:
-# none to read). Weak on the code: a workflow's lambdas do not outlive it here.
-_BY_CODE: weakref.WeakKeyDictionary[types.CodeType, dict[Any, inspect.Signature | None]] = (
-    weakref.WeakKeyDictionary()
-)
+#: id(code) -> (the code, {(positional defaults, keyword-only names with defaults):
+#: signature or None}). Keyed by id, the code kept beside it: a code object's hash is
+#: recomputed from its contents at every lookup. Emptied when it grows past
+#: _MAX_CODES, so code compiled on the fly (exec) cannot pile up here.
+_BY_CODE: dict[int, tuple[types.CodeType, dict[Any, inspect.Signature | None]]] = {}
+_MAX_CODES = 1024
 _BY_OBJECT: weakref.WeakKeyDictionary[Any, inspect.Signature | None] = (
     weakref.WeakKeyDictionary()
 )
@@ -38,10 +39,14 @@ _BY_OBJECT: weakref.WeakKeyDictionary[Any, inspect.Signature | None] = (
 def signature_of(fn: Any) -> inspect.Signature | None:
     """``inspect.signature(fn)``, or None when it has none (some builtins); memoised."""
     if type(fn) is types.FunctionType and not fn.__dict__ and not fn.__annotations__:
+        code = fn.__code__
+        entry = _BY_CODE.get(id(code))
+        if entry is None or entry[0] is not code:
+            if len(_BY_CODE) >= _MAX_CODES:
+                _BY_CODE.clear()
+            entry = _BY_CODE[id(code)] = (code, {})
         key = (len(fn.__defaults__ or ()), tuple(fn.__kwdefaults__ or ()))
-        by_defaults = _BY_CODE.get(fn.__code__)
-        if by_defaults is None:
-            by_defaults = _BY_CODE[fn.__code__] = {}
+        by_defaults = entry[1]
         try:
             return by_defaults[key]
         except KeyError:
