@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  per round (memory/bare, lmdb/bare): {', '.join(ratios)}")
         print(f"import flowdag (-X importtime, cumulative): {import_time(base):.0f} ms")
         if status_url and args.store != "memory":
-            print(f"flowdag status of the 10k run, end to end: {status_time(base, status_url):.2f} s")
+            took = status_time(base, status_url)
+            print(f"flowdag status of the 10k run, end to end: {took:.2f} s")
 
 
 if __name__ == "__main__":

@@ -31,9 +31,7 @@ __all__ = ["signature_of"]
 #: _MAX_CODES, so code compiled on the fly (exec) cannot pile up here.
 _BY_CODE: dict[int, tuple[types.CodeType, dict[Any, inspect.Signature | None]]] = {}
 _MAX_CODES = 1024
-_BY_OBJECT: weakref.WeakKeyDictionary[Any, inspect.Signature | None] = (
-    weakref.WeakKeyDictionary()
-)
+_BY_OBJECT: weakref.WeakKeyDictionary[Any, inspect.Signature | None] = weakref.WeakKeyDictionary()
 
 
 def signature_of(fn: Any) -> inspect.Signature | None:

@@ -160,10 +160,11 @@ class DAG:
             KeyError: ``node`` is not a node of the DAG (as `deps`).
         """
         found = self._dependents.get(node)
-        if found is None:
-            self.specs[node]  # noqa: B018 - an unknown node raises KeyError, as in deps()
+        if found is not None:
+            return found
+        if node in self.specs:
             return ()
-        return found
+        raise KeyError(node)
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -215,9 +216,7 @@ def _dependents(
                 _check_deps(specs)  # raises, naming every missing dep
     # One tuple per distinct list: the leaves of a fan-out share their sink's.
     shared: dict[tuple[str, ...], tuple[str, ...]] = {}
-    return {
-        name: shared.setdefault(key, key) for name, key in zip(found, map(tuple, found.values()))
-    }, waiting
+    return {name: shared.setdefault(t := tuple(names), t) for name, names in found.items()}, waiting
 
 
 def _check_deps(specs: Mapping[str, NodeSpec]) -> None:
