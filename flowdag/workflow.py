@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
+import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -382,9 +384,16 @@ def _check_code_options(name: str, version: object, on_code_change: object) -> N
 def _seconds(name: str, option: str, value: object) -> float:
     """A duration option in seconds (``2``, ``timedelta(minutes=1)``, ``"90s"``)."""
     try:
+        if type(value) in _DURATION_TYPES:  # hashable, so parsed once per value
+            return _parsed_duration(value, option)
         return parse_duration(value, option)
     except InvalidArgumentError as exc:  # a DAGError, as every other bad node option
         raise DAGError(f"node '{name}': {exc}") from None
+
+
+# Every node of a large workflow passes the same few durations (the defaults at least).
+_DURATION_TYPES = frozenset({int, float, str, timedelta})  # exact types: no bool
+_parsed_duration = functools.lru_cache(maxsize=256, typed=True)(parse_duration)
 
 
 def _timeout(name: str, value: object) -> float | None:
@@ -443,6 +452,8 @@ def _cache_options(
 
 def _ref_params(fn: object, deps: tuple[str, ...]) -> frozenset[str]:
     """The deps whose parameter is annotated `flowdag.Ref`: they receive the Ref itself."""
+    if type(fn) is types.FunctionType and not fn.__annotations__:
+        return frozenset()  # the fast path: a function without annotations
     signature = signature_of(fn)
     if signature is None:
         return frozenset()
