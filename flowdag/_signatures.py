@@ -11,9 +11,10 @@ have defaults, and which keyword-only ones do. Those are the memo's key, so
 such a fan-out inspects one signature. Any other callable is inspected once
 per object (memoised weakly).
 
-The signature given back for a plain function carries the defaults of the
-first function seen with that key: callers may ask whether a parameter has a
-default (``param.default is param.empty``), never what it is.
+In the signature given back for a plain function, each default is the
+placeholder `DEFAULT`: functions of one code have defaults of their own, so
+callers may ask whether a parameter has one (``param.default is
+param.empty``), never what it is.
 """
 
 from __future__ import annotations
@@ -21,9 +22,18 @@ from __future__ import annotations
 import inspect
 import types
 import weakref
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["signature_of"]
+__all__ = ["DEFAULT", "signature_of"]
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+#: The default of a parameter in a signature memoised by code: it has one.
+DEFAULT: Final = _Default()
 
 #: id(code) -> (the code, {(positional defaults, keyword-only names with defaults):
 #: signature or None}). Keyed by id, the code kept beside it: a code object's hash is
@@ -48,7 +58,7 @@ def signature_of(fn: Any) -> inspect.Signature | None:
         try:
             return by_defaults[key]
         except KeyError:
-            found = by_defaults[key] = _inspect(fn)
+            found = by_defaults[key] = _placeholders(_inspect(fn))
             return found
     try:
         return _BY_OBJECT[fn]
@@ -64,3 +74,14 @@ def _inspect(fn: Any) -> inspect.Signature | None:
         return inspect.signature(fn)
     except (TypeError, ValueError):
         return None
+
+
+def _placeholders(signature: inspect.Signature | None) -> inspect.Signature | None:
+    if signature is None:
+        return None
+    return signature.replace(
+        parameters=[
+            p if p.default is p.empty else p.replace(default=DEFAULT)
+            for p in signature.parameters.values()
+        ]
+    )
