@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import inspect
 import keyword
+import types
 import typing
 import weakref
 from collections.abc import Iterable, Mapping
@@ -74,8 +75,29 @@ class Shape:
 _SHAPES: weakref.WeakKeyDictionary[Any, Shape] = weakref.WeakKeyDictionary()
 
 
+#: id(code) -> (the code, {(positional defaults, keyword-only names with defaults):
+#: Shape}): plain functions of one code (a lambda per node in a loop) share a shape.
+#: Keyed by id, the code kept beside it (a code object's hash is recomputed from its
+#: contents at every lookup); emptied past 1024 codes, so code made by exec cannot pile up.
+_BY_CODE: dict[int, tuple[types.CodeType, dict[Any, Shape]]] = {}
+
+
 def shape_of(fn: Any) -> Shape:
-    """The `Shape` of ``fn``'s signature; inspected once per function object."""
+    """The `Shape` of ``fn``'s signature; inspected once per code (plain functions)
+    or once per function object (any other callable)."""
+    if type(fn) is types.FunctionType and not fn.__dict__ and not fn.__annotations__:
+        # Nothing but its code and which parameters have defaults shapes its signature.
+        code = fn.__code__
+        entry = _BY_CODE.get(id(code))
+        if entry is None or entry[0] is not code:
+            if len(_BY_CODE) >= 1024:
+                _BY_CODE.clear()
+            entry = _BY_CODE[id(code)] = (code, {})
+        key = (len(fn.__defaults__ or ()), tuple(fn.__kwdefaults__ or ()))
+        shape = entry[1].get(key)
+        if shape is None:
+            shape = entry[1][key] = _inspect(fn)
+        return shape
     try:
         known = _SHAPES.get(fn)
     except TypeError:  # unhashable, or no weak reference to it (a builtin): not memoised

@@ -34,8 +34,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import networkx as nx
-
 from flowdag._fingerprint import Fingerprint
 from flowdag.dag import DAG
 from flowdag.state import NodeState, NodeStatus, Reason, RunState
@@ -239,8 +237,12 @@ def _forced_from(name: str, rerun_from: Collection[str]) -> Reason:
 
 def _with_descendants(dag: DAG, names: Collection[str]) -> set[str]:
     found = set(names)
-    for name in names:
-        found.update(nx.descendants(dag.graph, name))
+    stack = list(found)
+    while stack:  # a walk down the dependents: no networkx graph to make
+        for dependent in dag.dependents(stack.pop()):
+            if dependent not in found:
+                found.add(dependent)
+                stack.append(dependent)
     return found
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import networkx as nx
-
+from flowdag._fastinit import slot_init
+from flowdag._gcpause import cyclic_gc_paused
 from flowdag.errors import (
     CycleError,
     DuplicateNodeError,
@@ -18,6 +19,9 @@ from flowdag.errors import (
     InvalidArgumentTypeError,
     MissingDependencyError,
 )
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 __all__ = [
     "CODE_CHANGE_POLICIES",
@@ -142,13 +146,16 @@ class NodeSpec:
         return float(min(self.max_retry_delay, self.retry_delay * self.backoff ** (retry - 1)))
 
 
+slot_init(NodeSpec)  # the builder makes one per node: set its slots directly, twice as fast
+
+
 class DAG:
     """A workflow's nodes, validated: no duplicates, no missing deps, no cycles.
 
     Attributes:
         name: the workflow's name.
         graph: a `networkx.DiGraph` with an edge ``dep -> node`` per dependency
-            and each node's `NodeSpec` in its ``spec`` attribute.
+            and each node's `NodeSpec` in its ``spec`` attribute (made on first use).
         nodes: node names in a deterministic topological order (ties broken by name).
         specs: node name -> `NodeSpec`.
         pools: pool name -> cap, the workflow's defaults (``run(pools=)`` overrides).
@@ -160,23 +167,43 @@ class DAG:
     ) -> None:
         self.name = name
         self.pools: Mapping[str, int] = check_pools(pools)
-        self.specs: Mapping[str, NodeSpec] = _unique(specs)
-        _check_deps(self.specs)
-        graph: nx.DiGraph = nx.DiGraph()
-        for spec in self.specs.values():
-            graph.add_node(spec.name, spec=spec)
-        for spec in self.specs.values():
-            graph.add_edges_from((dep, spec.name) for dep in spec.deps)
-        _check_acyclic(graph)
-        self.graph = graph
-        self.nodes: list[str] = list(nx.lexicographical_topological_sort(graph))
+        # A few objects per node and none in a cycle, and no user code runs here: at a
+        # million nodes the collector's passes would cost more than the build.
+        with cyclic_gc_paused():
+            self.specs: Mapping[str, NodeSpec] = _unique(specs)
+            self._dependents, waiting = _dependents(self.specs)
+            self.nodes: list[str] = _order(self.specs, self._dependents, waiting)
+        self._graph: nx.DiGraph | None = None
         self.maps = frozenset(n for n, spec in self.specs.items() if spec.map_over is not None)
         if self.maps:
             _check_item_names(self.specs, self.maps)
 
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The `networkx.DiGraph`, made on first use: running a workflow needs none."""
+        graph = self._graph
+        if graph is None:  # two threads may both make it: equal graphs, one is kept
+            graph = self._graph = _graph_of(self.specs)
+        return graph
+
     def deps(self, node: str) -> tuple[str, ...]:
         """The names ``node`` depends on, as declared."""
         return self.specs[node].deps
+
+    def dependents(self, node: str) -> tuple[str, ...]:
+        """The names of the nodes that depend on ``node``, each once, in the order added.
+
+        The same as ``tuple(dag.graph.successors(node))``, without making the graph.
+
+        Raises:
+            KeyError: ``node`` is not a node of the DAG (as `deps`).
+        """
+        found = self._dependents.get(node)
+        if found is not None:
+            return found
+        if node in self.specs:
+            return ()
+        raise KeyError(node)
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -199,6 +226,36 @@ def _unique(specs: Iterable[NodeSpec]) -> dict[str, NodeSpec]:
         names = ", ".join(f"'{n}'" for n in duplicates)
         raise DuplicateNodeError(f"duplicate node names: {names}; give each node a unique name")
     return by_name
+
+
+def _dependents(
+    specs: Mapping[str, NodeSpec],
+) -> tuple[dict[str, tuple[str, ...]], dict[str, int]]:
+    """(node -> its dependents, node -> how many distinct deps it has, for those with any).
+
+    Raises:
+        MissingDependencyError: a dep names no node.
+    """
+    found: dict[str, list[str]] = {}
+    waiting: dict[str, int] = {}
+    for name, spec in specs.items():
+        deps = spec.deps
+        if not deps:
+            continue
+        if len(deps) > 1 and len(set(deps)) < len(deps):
+            deps = tuple(dict.fromkeys(deps))  # a dep listed twice is one edge
+        waiting[name] = len(deps)
+        for dep in deps:
+            dependents = found.get(dep)
+            if dependents is not None:
+                dependents.append(name)
+            elif dep in specs:
+                found[dep] = [name]
+            else:
+                _check_deps(specs)  # raises, naming every missing dep
+    # One tuple per distinct list: the leaves of a fan-out share their sink's.
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+    return {name: shared.setdefault(t := tuple(names), t) for name, names in found.items()}, waiting
 
 
 def _check_deps(specs: Mapping[str, NodeSpec]) -> None:
@@ -225,7 +282,51 @@ def _check_item_names(specs: Mapping[str, NodeSpec], maps: frozenset[str]) -> No
             )
 
 
+def _order(
+    specs: Mapping[str, NodeSpec],
+    dependents: Mapping[str, tuple[str, ...]],
+    waiting: dict[str, int],
+) -> list[str]:
+    """The nodes in topological order, the smallest name first among those ready.
+
+    Kahn's algorithm with a heap of names: the order of
+    ``networkx.lexicographical_topological_sort``, without its per-node key
+    tuples. ``waiting`` (consumed) counts each node's deps not yet placed.
+
+    Raises:
+        CycleError: some nodes are never ready; the message shows one cycle.
+    """
+    ready = [name for name in specs if name not in waiting]
+    heapq.heapify(ready)
+    order: list[str] = []
+    place, pop, push = order.append, heapq.heappop, heapq.heappush
+    while ready:
+        name = pop(ready)
+        place(name)
+        for dependent in dependents.get(name, ()):
+            left = waiting[dependent] - 1
+            if left:
+                waiting[dependent] = left
+            else:
+                push(ready, dependent)
+    if len(order) < len(specs):
+        _check_acyclic(_graph_of(specs))  # raises: the cycle, from the same search as before
+    return order
+
+
+def _graph_of(specs: Mapping[str, NodeSpec]) -> nx.DiGraph:
+    import networkx as nx  # imported here: running a workflow needs no graph
+
+    graph = nx.DiGraph()
+    with cyclic_gc_paused():
+        graph.add_nodes_from((name, {"spec": spec}) for name, spec in specs.items())
+        graph.add_edges_from((dep, name) for name, spec in specs.items() for dep in spec.deps)
+    return graph
+
+
 def _check_acyclic(graph: nx.DiGraph) -> None:
+    import networkx as nx
+
     try:
         edges = nx.find_cycle(graph)
     except nx.NetworkXNoCycle:

@@ -251,7 +251,6 @@ def _lost_blobs(
 ) -> list[tuple[str, str]]:
     """Reused or provisional nodes whose output's blob is unreadable while a node that
     may run needs it, walking back through the nodes that run: (node, why) each."""
-    graph = dag.graph
     # Only what a node that may run reads can be needed: none when all is reused.
     running = [name for name, verdict in verdicts.items() if verdict.action != "reuse"]
     if not running:
@@ -260,7 +259,7 @@ def _lost_blobs(
     reused = {n for n, v in verdicts.items() if v.action == "reuse"}
     nodes = state.nodes
     lost: list[tuple[str, str]] = []
-    needed = sorted({dep for name in running for dep in graph.pred[name] if dep in kept})
+    needed = sorted({dep for name in running for dep in dag.deps(name) if dep in kept})
     while needed:
         name = needed.pop()
         if name not in kept:
@@ -272,7 +271,7 @@ def _lost_blobs(
             continue
         kept.discard(name)
         reused.discard(name)
-        waiting = sorted(s for s in graph.succ[name] if s not in reused)
+        waiting = sorted(s for s in dag.dependents(name) if s not in reused)
         lost.append(
             (
                 name,
@@ -280,5 +279,5 @@ def _lost_blobs(
                 f"{', '.join(repr(s) for s in waiting[:3])} need it",
             )
         )
-        needed.extend(p for p in graph.pred[name] if p in kept)
+        needed.extend(p for p in dict.fromkeys(dag.deps(name)) if p in kept)
     return lost

@@ -33,13 +33,12 @@ T = TypeVar("T")
 class ReadySet:
     """Tracks readiness of a DAG's nodes while a run makes progress."""
 
-    __slots__ = ("_closed", "_ready", "_successors", "_waiting")
+    __slots__ = ("_closed", "_dependents", "_items", "_ready", "_waiting")
 
     def __init__(self, dag: DAG, completed: Iterable[str] = ()) -> None:
         done = set(completed)
-        self._successors: dict[str, list[str]] = {
-            name: list(dag.graph.successors(name)) for name in dag.nodes
-        }
+        self._dependents = dag.dependents  # node -> the nodes that depend on it
+        self._items: dict[str, tuple[str, ...]] = {}  # a map's item -> (its map node,)
         # Number of not-yet-done dependencies of each node still to run.
         self._waiting: dict[str, int] = {}
         self._ready: deque[str] = deque()
@@ -68,7 +67,7 @@ class ReadySet:
         """Record that ``name`` completed; its dependents may become ready."""
         self._closed.add(name)
         waiting = self._waiting
-        for successor in self._successors[name]:
+        for successor in self._successors(name):
             left = waiting.get(successor)
             if left is None:
                 continue  # already skipped
@@ -89,15 +88,22 @@ class ReadySet:
             self._ready.append(node)
             return
         for item in items:
-            self._successors[item] = [node]
+            self._items[item] = (node,)
             self._ready.append(item)
         self._waiting[node] = len(items)
+
+    def _successors(self, name: str) -> tuple[str, ...]:
+        if self._items:
+            found = self._items.get(name)
+            if found is not None:
+                return found
+        return self._dependents(name)
 
     def fail(self, name: str) -> list[str]:
         """Record that ``name`` failed; return its descendants, now skipped."""
         self._closed.add(name)
         skipped: list[str] = []
-        stack = list(self._successors[name])
+        stack = list(self._successors(name))
         while stack:
             node = stack.pop()
             if node in self._closed:
@@ -105,7 +111,7 @@ class ReadySet:
             self._closed.add(node)
             self._waiting.pop(node, None)
             skipped.append(node)
-            stack.extend(self._successors[node])
+            stack.extend(self._successors(node))
         return skipped
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -425,9 +426,16 @@ def _check_code_options(name: str, version: object, on_code_change: object) -> N
 def _seconds(name: str, option: str, value: object) -> float:
     """A duration option in seconds (``2``, ``timedelta(minutes=1)``, ``"90s"``)."""
     try:
+        if type(value) in _DURATION_TYPES:  # hashable, so parsed once per value
+            return _parsed_duration(value, option)
         return parse_duration(value, option)
     except InvalidArgumentError as exc:  # a DAGError, as every other bad node option
         raise DAGError(f"node '{name}': {exc}") from None
+
+
+# Every node of a large workflow passes the same few durations (the defaults at least).
+_DURATION_TYPES = frozenset({int, float, str, timedelta})  # exact types: no bool
+_parsed_duration = functools.lru_cache(maxsize=256, typed=True)(parse_duration)
 
 
 def _timeout(name: str, value: object) -> float | None:
