@@ -42,6 +42,7 @@ from flowdag._wait_entries import (
 )
 from flowdag.errors import CorruptStateError, InputNotFoundError, InvalidArgumentTypeError
 from flowdag.stores import opened as opened_store
+from flowdag.stores.base import check_run_id
 
 if TYPE_CHECKING:
     from flowdag.stores._tables import TableTxn
@@ -152,6 +153,7 @@ def list_waits(store: Store | str, run_id: str | None = None) -> list[Wait]:
     Expired and answered waits are listed too until a run settles them: see
     `Wait.state`.
     """
+    run_id = None if run_id is None else check_run_id(run_id)
     with opened_store(store) as opened:
         return [
             wait_of(decode_entry(raw, _where(key)))
@@ -166,7 +168,10 @@ def reissue_key(store: Store | str, run_id: str, node: str) -> Wait:
 
     Raises:
         InputNotFoundError: that node of that run has no open, unexpired wait.
+        InvalidRunIdError: ``run_id`` cannot be a run id.
     """
+
+    run_id = check_run_id(run_id)
 
     def reissue(txn: TableTxn) -> tuple[WaitEntry, str]:
         where = wait_key(run_id, node)

@@ -574,3 +574,10 @@ def test_a_changed_order_is_asked_again() -> None:
     flowdag.provide_input(store, wait.key, NO)
     done = flowdag.run(changed, run_id=RUN, store=store)
     assert done.outputs["send"] == "PO-1 dropped"
+
+
+def test_a_bad_run_id_is_refused_before_any_table_is_read() -> None:
+    with pytest.raises(flowdag.InvalidRunIdError):
+        flowdag.reissue_key("memory://", "a\0b", "approval")
+    with pytest.raises(flowdag.InvalidRunIdError):
+        flowdag.list_waits("memory://", run_id="../up")
