@@ -322,6 +322,11 @@ class Workflow:
         from flowdag._schemas import json_form, json_schema_of, schema_digest, validate
 
         where = f"input node '{name}'"
+        if isinstance(deps, Mapping):
+            raise InvalidArgumentTypeError(
+                f"{where}: deps must be node names (the prompt gets each output as the "
+                "keyword of its node's name), not a mapping"
+            )
         json_schema = json_schema_of(schema, where)
         digest = schema_digest(json_schema)
         defaults: tuple[Any, ...] = ()

@@ -581,3 +581,10 @@ def test_a_bad_run_id_is_refused_before_any_table_is_read() -> None:
         flowdag.reissue_key("memory://", "a\0b", "approval")
     with pytest.raises(flowdag.InvalidRunIdError):
         flowdag.list_waits("memory://", run_id="../up")
+
+
+def test_an_input_node_takes_dep_names_not_a_mapping() -> None:
+    wf = Workflow("w")
+    wf.add_node("draft", lambda: 1)
+    with pytest.raises(flowdag.InvalidArgumentTypeError, match="not a mapping"):
+        wf.add_input("ok", deps={"d": "draft"}, schema={"type": "boolean"})
