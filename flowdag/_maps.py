@@ -40,7 +40,8 @@ __all__ = [
 
 
 class MapOptions(TypedDict, total=False):
-    """The options of `Workflow.map`: those of `Workflow.add_node` but ``deps``."""
+    """The options of `Workflow.map`: those of `Workflow.add_node` but ``deps``,
+    ``inputs`` and caching (`flowdag.workflow._NodeOptions` adds them)."""
 
     retries: int
     retry_delay: Duration

@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final, TypedDict, TypeVar, Unpack, overload
+from typing import Any, Final, TypeVar, Unpack, overload
 
 from flowdag._binding import bind
+from flowdag._maps import MapOptions
 from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag._values import text_problem
 from flowdag.dag import (
@@ -24,9 +25,6 @@ from flowdag.dag import (
     check_pools,
 )
 from flowdag.errors import DAGError, InvalidArgumentError, InvalidArgumentTypeError, SignatureError
-
-if TYPE_CHECKING:
-    from flowdag._maps import MapOptions
 
 __all__ = ["NO_DEFAULT", "Workflow"]
 
@@ -44,25 +42,12 @@ class _NoDefault(Enum):
 NO_DEFAULT: Final = _NoDefault.NO_DEFAULT
 
 
-class _NodeOptions(TypedDict, total=False):
-    """The options of `Workflow.node`, as keyword arguments of `Workflow.add_node`."""
+class _NodeOptions(MapOptions, total=False):
+    """The options of `Workflow.node`, as keyword arguments of `Workflow.add_node`:
+    those a map takes too (`flowdag._maps.MapOptions`), and these."""
 
     deps: Iterable[str] | Mapping[str, str] | str
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any] | None
     inputs: str
-    retries: int
-    retry_delay: Duration
-    backoff: float
-    max_retry_delay: Duration
-    timeout: Duration | None
-    pool: str | None
-    inline_limit: Size | _RunDefault | None
-    extract: Callable[[Any], Any] | None
-    preview: Callable[[Any], Any] | None
-    ttl: Duration | None
-    version: str | int | None
-    on_code_change: str | None
     cache: bool
     cache_key: Callable[..., Any] | None
     cache_ttl: Duration | None
