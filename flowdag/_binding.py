@@ -12,142 +12,39 @@ bound twice, one the function does not take, one left without a value, or
 too many positional arguments is a `SignatureError` naming it. A node that
 uses none of these gets no `Binding` and is called as before.
 
-A signature is inspected once per distinct function object (`shape_of`,
-memoised weakly): a fan-out of a million nodes over one function inspects it
-once. Constants count in the node's code fingerprint, each by the digest of
-its canonical typed encoding (`flowdag._cache_keys`): a changed constant
-makes a resume run the node again, naming the argument; one that cannot be
-digested is refused here, at build time.
+A signature is read once per function, or once per code object for plain
+functions (`flowdag._shapes.shape_of`): a fan-out of a million nodes over one
+function, or one lambda per node, inspects it once. Constants count in the
+node's code fingerprint, each by the digest of its canonical typed encoding
+(`flowdag._cache_keys`): a changed constant makes a resume run the node
+again, naming the argument; one that cannot be digested is refused here, at
+build time.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import keyword
-import types
 import typing
-import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from flowdag._cache_keys import _Refused, _Walk
 from flowdag._code_digests import _digest
+from flowdag._shapes import (
+    _POSITIONAL_ONLY,
+    _VARIADIC,
+    Shape,
+    shape_of,
+)
 from flowdag.dag import Binding
 from flowdag.errors import InvalidArgumentError, InvalidArgumentTypeError, SignatureError
-from flowdag.refs import Ref
 
-__all__ = ["INPUT_MODES", "Bound", "Shape", "bind", "shape_of"]
+__all__ = ["INPUT_MODES", "Bound", "bind"]
 
 #: What ``inputs=`` takes: each output as a keyword argument, or all as one list.
 INPUT_MODES: Final = ("kwargs", "list")
-
-_POSITIONAL_ONLY = inspect.Parameter.POSITIONAL_ONLY
-_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-_VAR_POSITIONAL = inspect.Parameter.VAR_POSITIONAL
-_VAR_KEYWORD = inspect.Parameter.VAR_KEYWORD
-_VARIADIC = (_VAR_POSITIONAL, _VAR_KEYWORD)
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """What binding needs of a function's signature, read once per function.
-
-    ``params`` is None when the function has no signature to read (some
-    builtins): it is then called with what it is given, unchecked.
-    """
-
-    params: tuple[tuple[str, inspect._ParameterKind, bool], ...] | None  # (name, kind, default?)
-    is_async: bool
-    ref_params: frozenset[str]  # parameters annotated `flowdag.Ref`
-    by_name: dict[str, tuple[inspect._ParameterKind, bool]] = field(default_factory=dict)
-    positionals: tuple[str, ...] = ()  # the parameters a positional argument can fill, in order
-    varargs: str | None = None  # the name of its ``*args``, if it has one
-    takes_kwargs: bool = False  # it has a ``**kwargs``
-    wants_ctx: bool = False  # a parameter ``ctx`` that a keyword can reach: the Context
-    #: Checked bindings (`_layout`), without their nodes and values: nodes bound
-    #: alike are checked once.
-    layouts: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False)
-
-
-# Weak: a function made per node (a lambda in a loop) is not kept alive by its shape.
-_SHAPES: weakref.WeakKeyDictionary[Any, Shape] = weakref.WeakKeyDictionary()
-
-
-#: id(code) -> (the code, {(positional defaults, keyword-only names with defaults):
-#: Shape}): plain functions of one code (a lambda per node in a loop) share a shape.
-#: Keyed by id, the code kept beside it (a code object's hash is recomputed from its
-#: contents at every lookup); emptied past 1024 codes, so code made by exec cannot pile up.
-_BY_CODE: dict[int, tuple[types.CodeType, dict[Any, Shape]]] = {}
-
-
-def shape_of(fn: Any) -> Shape:
-    """The `Shape` of ``fn``'s signature; inspected once per code (plain functions)
-    or once per function object (any other callable)."""
-    if type(fn) is types.FunctionType and not fn.__dict__ and not fn.__annotations__:
-        # Nothing but its code and which parameters have defaults shapes its signature.
-        code = fn.__code__
-        entry = _BY_CODE.get(id(code))
-        if entry is None or entry[0] is not code:
-            if len(_BY_CODE) >= 1024:
-                _BY_CODE.clear()
-            entry = _BY_CODE[id(code)] = (code, {})
-        key = (len(fn.__defaults__ or ()), tuple(fn.__kwdefaults__ or ()))
-        shape = entry[1].get(key)
-        if shape is None:
-            shape = entry[1][key] = _inspect(fn)
-        return shape
-    try:
-        known = _SHAPES.get(fn)
-    except TypeError:  # unhashable, or no weak reference to it (a builtin): not memoised
-        return _inspect(fn)
-    if known is None:
-        known = _SHAPES[fn] = _inspect(fn)
-    return known
-
-
-def _inspect(fn: Any) -> Shape:
-    is_async = inspect.iscoroutinefunction(fn)
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return Shape(None, is_async, frozenset())
-    params = tuple(
-        (p.name, p.kind, p.default is not p.empty) for p in signature.parameters.values()
-    )
-    ctx = signature.parameters.get("ctx")
-    return Shape(
-        params,
-        is_async,
-        _ref_params(fn, signature),
-        {p: (kind, default) for p, kind, default in params},
-        tuple(p for p, kind, _ in params if kind in _POSITIONAL),
-        next((p for p, kind, _ in params if kind is _VAR_POSITIONAL), None),
-        any(kind is _VAR_KEYWORD for _, kind, _ in params),
-        ctx is not None and ctx.kind is not _POSITIONAL_ONLY,
-    )
-
-
-def _ref_params(fn: Any, signature: inspect.Signature) -> frozenset[str]:
-    """The parameters annotated `flowdag.Ref`: they receive the Ref, not the value."""
-    annotated = {
-        p.name: p.annotation
-        for p in signature.parameters.values()
-        if p.annotation is not p.empty and p.kind not in _VARIADIC
-    }
-    if not annotated:
-        return frozenset()
-    try:  # string annotations (from __future__ import annotations) resolved
-        hints = typing.get_type_hints(fn)
-    except Exception:  # a name the function's module cannot resolve: read the strings
-        hints = {}
-    return frozenset(
-        param
-        for param, annotation in annotated.items()
-        if hints.get(param, annotation) is Ref
-        or (isinstance(annotation, str) and annotation.rpartition(".")[2] == "Ref")
-    )
 
 
 @dataclass(frozen=True, slots=True)

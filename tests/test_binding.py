@@ -25,7 +25,7 @@ from flowdag import (
     SignatureError,
     Workflow,
 )
-from flowdag._binding import shape_of
+from flowdag._shapes import shape_of
 from flowdag.stores.base import Store
 from tests.test_provenance_run import KINDS, open_kind
 

@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowdag import CycleError, MissingDependencyError, Workflow
-from flowdag._binding import _inspect, shape_of
 from flowdag._fastinit import slot_init
+from flowdag._shapes import _inspect, shape_of
 from flowdag.dag import DAG, RUN_DEFAULT, NodeSpec
 
 
