@@ -344,6 +344,8 @@ class _Driver(ReadyHooks, MapHooks):
                 )
             ]
         )
+        if cache is not None and cache.parked:  # items that share its key complete now
+            self.release_parked(name)
 
     def on_failed_attempt(self, attempt: Attempt, outcome: Outcome) -> None:
         spec = self.specs[attempt.node]

@@ -43,6 +43,7 @@ from flowdag.refs import Ref, start_collecting, stop_collecting
 from flowdag.state import NodeRecord, NodeState, NodeStatus, Reason
 
 if TYPE_CHECKING:
+    from flowdag._cache import RunCache
     from flowdag._commit import Commits
     from flowdag._fingerprint import Fingerprint
     from flowdag._ledger import Ledger
@@ -97,6 +98,7 @@ class MapHooks:
     commits: Commits
     expansions: dict[str, Expansion]
     stored: dict[str, NodeState]  # items of earlier calls, taken as their map expands
+    cache: RunCache | None
     on_event: Callable[..., None] | None
 
     def skip_downstream(self, failed: str) -> list[NodeRecord]:
@@ -203,6 +205,8 @@ class MapHooks:
                 )
             ]
         )
+        if self.cache is not None and spec.cache is not None:
+            self.cache.add_items(name, pending)  # each looked up on its own item
         self.schedule.ready.expand(name, pending)
 
     def end_map(self, name: str, expansion: Expansion) -> None:

@@ -40,8 +40,9 @@ __all__ = [
 
 
 class MapOptions(TypedDict, total=False):
-    """The options of `Workflow.map`: those of `Workflow.add_node` but ``deps``,
-    ``inputs`` and caching (`flowdag.workflow._NodeOptions` adds them)."""
+    """The options of `Workflow.map`: those of `Workflow.add_node` but ``deps``
+    and ``inputs`` (`flowdag.workflow._NodeOptions` adds them). Caching keys
+    each item on its own item (`flowdag._cache.RunCache.lookup`)."""
 
     retries: int
     retry_delay: Duration
@@ -57,6 +58,10 @@ class MapOptions(TypedDict, total=False):
     on_code_change: str | None
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any] | None
+    cache: bool
+    cache_key: Callable[..., Any] | None
+    cache_ttl: Duration | None
+    cache_version: str | int | None
 
 
 #: Types refused as the list a map goes over: iterating them is most likely a mistake.
@@ -173,13 +178,8 @@ def map_spec(spec: NodeSpec, fn: Callable[..., Any], over: str) -> NodeSpec:
     made for ``mapped_fn(fn)``: its function is ``fn``, and ``over`` is no keyword input.
 
     Raises:
-        DAGError: the node asks for caching, which map nodes do not support.
+        DAGError: the node is an input node.
     """
-    if spec.cache is not None:
-        raise DAGError(
-            f"map node '{spec.name}': cache=/cache_key= are not supported on map nodes; "
-            "cache the function the items call instead"
-        )
     if spec.input is not None:
         raise DAGError(f"map node '{spec.name}' cannot be an input node")
     kwarg_deps = tuple(dep for dep in spec.kwarg_deps if dep != over)

@@ -13,14 +13,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flowdag._cache import cached_reason, hit_record
+from flowdag._cache_entries import CacheEntry
 from flowdag.attempt import Attempt, Outcome, failure, given
 from flowdag.errors import CacheKeyError, CorruptStateError
 from flowdag.refs import binding
 from flowdag.runner import EventKind
-from flowdag.state import ErrorInfo, NodeStatus
+from flowdag.state import ErrorInfo, NodeStatus, Reason
 
 if TYPE_CHECKING:
     from flowdag._cache import RunCache
@@ -50,6 +51,7 @@ class ReadyHooks:
     cache: RunCache | None
     waits: RunWaits | None
     on_event: Callable[[RunEvent], None] | None
+    item_value: Callable[[str], Any]  # a map item's item (`flowdag._map_run.MapHooks`)
 
     def attempt(self, name: str) -> Attempt:
         raise NotImplementedError  # the driver's
@@ -83,10 +85,13 @@ class ReadyHooks:
     def cached(self, name: str) -> bool:
         """Look ready ``name`` up in the cross-run cache (`flowdag._cache`): True if
         a hit completed it, or its ``cache_key`` failed it; False to run it."""
-        assert self.cache is not None
+        cache = self.cache
+        assert cache is not None
         ledger = self.ledger
+        mapped = ledger.items.get(name) if cache.maps else None  # a map's item: (over, digest)
+        item = None if mapped is None else (mapped[1], self.item_value(name))
         try:
-            entry = self.cache.lookup(name, ledger.states, ledger.outputs)
+            entry = cache.lookup(name, ledger.states, ledger.outputs, item)
         except (CacheKeyError, CorruptStateError) as exc:
             attempt = self.running[name] = self.attempt(name)
             self.on_result(attempt, failure(exc, retryable=False))
@@ -94,13 +99,32 @@ class ReadyHooks:
         if entry is None:
             return False
         self.schedule.gate.release(name)  # it was seated in its pool by take()
-        now = datetime.now(UTC)
+        if isinstance(entry, str):
+            return True  # parked behind the item computing its key: see `release_parked`
         ledger.reasons[name] = cached_reason(entry)
+        self.complete_from(name, entry)
+        return True
+
+    def complete_from(self, name: str, entry: CacheEntry) -> None:
+        """Complete ``name`` with ``entry``'s output, without calling it."""
+        now = datetime.now(UTC)
         with binding(self.ref_source, f"run '{self.run_id}', node '{name}' (cached)"):
             value = self.codec.decode(entry.output)
         self.commits.outcomes[name] = Outcome(now, now, value)
-        self.commits.add([hit_record(name, entry, ledger, now)])
-        return True
+        self.commits.add([hit_record(name, entry, self.ledger, now)])
+
+    def release_parked(self, name: str) -> None:
+        """``name`` ended: the items parked behind it (same map, same key) complete
+        from the entry it made, or, if it made none, are looked up again."""
+        assert self.cache is not None
+        entry, parked = self.cache.release(name)
+        for item in parked:
+            if entry is None:
+                self.schedule.retry(item, 0.0)  # due at once: dispatched, looked up again
+                continue
+            why = f"same cache key as '{name}', computed in this run"
+            self.ledger.reasons[item] = Reason("cached", why)
+            self.complete_from(item, entry)
 
     def take_input(self, name: str) -> None:
         """Input node ``name`` is ready: it waits for a value, or settles (`flowdag._run_waits`)."""
@@ -145,4 +169,9 @@ class ReadyHooks:
         """The table writes of ``name``'s failure: its wait ends, its cache entry goes."""
         if self.waits is not None and name in self.waits.ending:
             return self.waits.clearing(name)  # input nodes are never cached
-        return None if self.cache is None else self.cache.failed(name)
+        if self.cache is None:
+            return None
+        tables = self.cache.failed(name)
+        if self.cache.parked:
+            self.release_parked(name)
+        return tables

@@ -139,7 +139,7 @@ def _kv_holders(store: Store) -> Iterable[Holder]:
 
 def _cache_holders(store: Store) -> Iterable[Holder]:
     # Imported here, likewise.
-    from flowdag._cache import CacheHolder
+    from flowdag._cache_entries import CacheHolder
 
     return [CacheHolder(store)]
 

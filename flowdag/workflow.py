@@ -48,10 +48,6 @@ class _NodeOptions(MapOptions, total=False):
 
     deps: Iterable[str] | Mapping[str, str] | str
     inputs: str
-    cache: bool
-    cache_key: Callable[..., Any] | None
-    cache_ttl: Duration | None
-    cache_version: str | int | None
 
 
 class Workflow:
@@ -254,12 +250,14 @@ class Workflow:
         attempts, retries, timeout, pool and checkpoint), with the other ``deps``
         by keyword as for `add_node`, whose options they take; a node depending
         on ``name`` gets the list of their results in item order (README
-        "Mapping over a list").
+        "Mapping over a list"). With ``cache=True`` each item is keyed on its
+        own item (``cache_key`` is called as ``cache_key(item, **inputs)``), so
+        equal items share an entry and compute once per run.
 
         Raises:
             SignatureError: ``fn`` takes no positional parameter for the item,
                 or needs an argument it will not get.
-            DAGError: as `add_node`; map nodes cannot be cached.
+            DAGError: as `add_node`.
         """
         from flowdag._maps import map_deps, map_spec, mapped_fn
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import flowdag
-from flowdag._cache import TABLE
+from flowdag._cache_entries import TABLE
 from flowdag.stores.base import Store
 from tests.test_cache_run import CALLS, big_pipeline, rewrite_entries
 from tests.test_provenance_run import open_kind

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import flowdag
 from flowdag import NodeStatus, Workflow
-from flowdag._cache import TABLE, read_entry
+from flowdag._cache_entries import TABLE, read_entry
 from flowdag.stores import MemoryStore
 from flowdag.stores.base import Store
 

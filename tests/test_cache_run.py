@@ -12,7 +12,7 @@ import pytest
 
 import flowdag
 from flowdag import NodeStatus, Ref, Workflow
-from flowdag._cache import TABLE, entry_record, read_entry
+from flowdag._cache_entries import TABLE, entry_record, read_entry
 from flowdag.errors import DAGError, InvalidArgumentError, InvalidArgumentTypeError
 from flowdag.stores.base import Store
 from tests.test_provenance_run import KINDS, open_kind

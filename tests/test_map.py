@@ -292,8 +292,6 @@ def test_bad_map_declarations_are_build_errors() -> None:
         clash.build()
     with pytest.raises(DAGError, match="drop it from deps"):
         Workflow("w").map("m", lambda item, a: item, over="a", deps=["a"])
-    with pytest.raises(DAGError, match="cache"):
-        Workflow("w").map("m", lambda item: item, over="a", cache=True)  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from rich.console import Console
 from rich.markup import escape
 
-from flowdag._cache import CacheEntry, cache_entries, clear_cache
+from flowdag._cache_entries import CacheEntry, cache_entries, clear_cache
 from flowdag.cli.base import Commands, Exit, add_command, add_store_option, open_store
 from flowdag.cli.gc import size_text
 from flowdag.cli.render import output_console

@@ -373,7 +373,7 @@ def _kv_entry(copier: BlobCopier, key: str, raw: bytes) -> bytes | None:
 
 
 def _cache_entry(copier: BlobCopier, key: str, raw: bytes) -> bytes | None:
-    from flowdag._cache import convert_entry  # likewise
+    from flowdag._cache_entries import convert_entry  # likewise
 
     return convert_entry(copier, key, raw)
 

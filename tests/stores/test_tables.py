@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowdag._cache import CacheEntry, entry_record, read_entry
+from flowdag._cache_entries import CacheEntry, entry_record, read_entry
 from flowdag.errors import CorruptStateError, InvalidArgumentError, RunNotFoundError
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores._tables import TABLES, TableTxn
