@@ -118,7 +118,7 @@ class RunCache:
             return None
         key = entry_key(self.dag.name, base, digest)
         first = self.computing.get(key) if self.computing else None
-        if first is not None:
+        if first is not None and first != name:  # (itself: a retry of the one computing)
             self.parked.setdefault(first, []).append(name)
             return first
         if base != name:  # only a map's items can share a key

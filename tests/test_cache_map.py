@@ -98,6 +98,23 @@ def test_an_item_that_fails_hands_its_key_to_the_next_equal_item() -> None:
     assert Counter({"bad": 1}) == CALLS
 
 
+def test_a_retried_item_computes_its_key_again() -> None:
+    def flaky(item: str, ctx: flowdag.Context) -> str:
+        with _LOCK:
+            CALLS[item] += 1
+        if ctx.attempt < 2:
+            raise RuntimeError("flaky first attempt")
+        return item + "!"
+
+    wf = Workflow("cached-map")
+    wf.add_node("urls", lambda: ["a", "a"])
+    wf.map("fetch", flaky, over="urls", cache=True, retries=1)
+    result = flowdag.run(wf, run_id="r", store=MemoryStore(), max_workers=2)
+    assert result.ok
+    assert result.outputs["fetch"] == ["a!", "a!"]
+    assert Counter({"a": 2}) == CALLS  # the first item's two attempts; the other waited
+
+
 def test_a_cache_key_takes_the_item_first() -> None:
     dag = fetching(["A", "a", "b"], cache_key=lambda item, suffix: (item.lower(), suffix))
     result = flowdag.run(dag, run_id="r", store=MemoryStore(), max_workers=2)
