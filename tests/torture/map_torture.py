@@ -321,7 +321,8 @@ def _check(
             if node is not None and node.status == "completed":
                 if not same_value(want, node.output):
                     problems.append(f"map {mp.name} completed with a wrong list")
-                if len(records) != len(items) or len(done_values) != len(set(map(value_key, items))):
+                done = [i for i, state in records.items() if state.status == "completed"]
+                if len(done) != len(items):
                     problems.append(f"map {mp.name} completed without all its items completed")
             if not mp.cached:
                 continue
@@ -342,9 +343,10 @@ def _check(
                     "completed values"
                 )
             seen.entries[mp.name] = set(found)
-        if "final" in nodes and nodes["final"].status == "completed":
-            if nodes["final"].output != final_output(plan, lists):
-                problems.append("node final got wrong lists")
+        final = nodes.get("final")
+        got = final_output(plan, lists)
+        if final is not None and final.status == "completed" and final.output != got:
+            problems.append("node final got wrong lists")
     return seen, problems
 
 
@@ -376,6 +378,7 @@ def map_torture(
     encrypt: bool = False,
     max_nodes: int = 300,
     timeout: float = 120.0,
+    rerun: bool = True,
 ) -> MapStats:
     """One map torture run (see the module docstring); violations are collected."""
     plan = make_plan(seed, max_items=max_nodes)
@@ -400,6 +403,7 @@ def map_torture(
     def command(run_id: str) -> list[str]:
         return [sys.executable, str(HERE), "worker", url, str(seed), run_id, str(log), key or ""]
 
+    may_fail = any(n > mp.retries for mp in plan.maps for _, n in mp.fails)
     before, planned, returned = _Seen(), kills, set[str]()
     for _ in range(kills + 2 * max(1, len(plan.maps)) + 4):
         mark = len(_log_lines(log))
@@ -448,6 +452,8 @@ def map_torture(
             continue
         if proc.returncode == 1:
             stats.failed_runs += 1  # a map failed (an item past its retries): resume it
+            if not may_fail:
+                violation("a map failed though every item fails within its retries")
             continue
         if proc.returncode != 0:
             last = (err or "").strip().splitlines()[-1:] or [""]
@@ -457,7 +463,9 @@ def map_torture(
     else:
         violation("the run did not complete")
         return stats
-    _final(plan, lists, url, options, log, command, env, timeout, returned, stats, violation)
+    _final(plan, lists, url, options, returned, stats, violation)
+    if rerun:
+        _rerun(plan, lists, url, options, log, command, env, timeout, violation)
     return stats
 
 
@@ -466,16 +474,11 @@ def _final(
     lists: dict[str, list[Any]],
     url: str,
     options: dict[str, Any],
-    log: Path,
-    command: Any,
-    env: dict[str, str],
-    timeout: float,
     returned: set[str],
     stats: MapStats,
     violation: Any,
 ) -> None:
-    """The end: everything completed, one entry per distinct value; a re-run calls
-    nothing, a new run id calls no cached item."""
+    """The end: everything completed, one entry per distinct value."""
     import flowdag
     from flowdag.stores.transfer import same_value
 
@@ -497,6 +500,22 @@ def _final(
                 violation(f"map {mp.name} has not one cache entry per distinct item")
             names = {f"{mp.name}[{i}]" for i in range(len(lists[mp.over]))}
             stats.hits += len(names - returned)
+
+
+def _rerun(
+    plan: Plan,
+    lists: dict[str, list[Any]],
+    url: str,
+    options: dict[str, Any],
+    log: Path,
+    command: Any,
+    env: dict[str, str],
+    timeout: float,
+    violation: Any,
+) -> None:
+    """The completed run re-run calls nothing; a new run id calls no item of a cached
+    map (each a hit) and leaves the cache entries as they were."""
+    before, _ = _check(url, options, plan, lists, harness.RUN_ID)
     for run_id in (harness.RUN_ID, AGAIN):
         mark = len(_log_lines(log))
         done = subprocess.run(command(run_id), env=env, cwd=ROOT, timeout=timeout)
@@ -511,7 +530,7 @@ def _final(
     after, problems = _check(url, options, plan, lists, AGAIN)
     for problem in problems:
         violation(f"run id {AGAIN!r}: {problem}")
-    if after.entries != seen.entries:
+    if after.entries != before.entries:
         violation("a new run id changed the cache entries")
 
 
