@@ -282,7 +282,7 @@ def main() -> int:
     if args.map_runs:
         map_grand = _table(
             f"{'map store':<12} {'runs':>5} {'maps':>5} {'items':>6} {'cached':>6} "
-            f"{'repeats':>7} {'kills':>6} {'calls':>6} {'computed':>8} {'hits':>5} "
+            f"{'repeats':>7} {'empty':>5} {'kills':>6} {'calls':>6} {'computed':>8} {'hits':>5} "
             f"{'failed':>6} {'checked':>7} {'violations':>10}",
             map_totals,
             map_grand,
@@ -363,7 +363,7 @@ def _wait_row(name: str, s: wait_torture.WaitStats) -> str:
 def _map_row(name: str, s: map_torture.MapStats) -> str:
     return (
         f"{name:<12} {s.runs:>5} {s.maps:>5} {s.items:>6} {s.cached:>6} {s.repeats:>7} "
-        f"{s.kills:>6} {s.calls:>6} {s.computed:>8} {s.hits:>5} {s.failed_runs:>6} "
+        f"{s.empty:>5} {s.kills:>6} {s.calls:>6} {s.computed:>8} {s.hits:>5} {s.failed_runs:>6} "
         f"{s.checked:>7} {len(s.violations):>10}"
     )
 

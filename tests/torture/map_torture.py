@@ -2,14 +2,15 @@
 
 One *map torture run* is one seed on one store: a seeded plan (`make_plan`) of
 a few source nodes, each returning a list (empty now and then) whose items
-repeat, and a few maps over them or over earlier maps (maps of maps), some with
-``cache=True``, some with retries and a constant dep; a few items fail on their
-first attempts (within their retries, or one more: the map fails and a resume
-runs them again), and at least one such retried item is in a cached map when
-the plan has one. A final node gets every map's list. The run goes in a
-subprocess killed with SIGKILL at random moments ``kills`` times, and is
-resumed until it completes. Every item call is logged (an ``O_APPEND`` line when
-it is called, another when it returns).
+repeat, and a few maps over them (each source has one) or over earlier maps
+(maps of maps), some with ``cache=True``, some with retries and a constant
+dep; a few items fail on their first attempts (within their retries, or one
+more: the map fails and a resume runs them again), and at least one such
+retried item is in a cached map when the plan has one, the first of its value.
+A final node gets every map's list. The run goes in a subprocess killed with
+SIGKILL at random moments ``kills`` times, and is resumed until it completes.
+Every item call is logged (an ``O_APPEND`` line when it is called, another
+when it returns).
 
 After every process, from the store opened afresh:
 
@@ -88,17 +89,17 @@ class Plan:
 
 def _pool(rng: random.Random, size: int) -> list[Any]:
     """``size`` distinct items of mixed types (ints, strings, small lists)."""
-    kinds = [lambda k: k, lambda k: f"s{k}", lambda k: [k, k % 3]]
-    return [kinds[k % 3](k) for k in rng.sample(range(1000), size)]
+    return [(k, f"s{k}", [k, k % 3])[k % 3] for k in rng.sample(range(1000), size)]
 
 
 def make_plan(seed: int, max_items: int = 300) -> Plan:
     """A random map workflow, the same for the same seed; at most about ``max_items`` items."""
     rng = random.Random(seed ^ 0x3A95)
-    maps_count = rng.randint(2, 6)
+    sources_count = rng.randint(1, 3)
+    maps_count = rng.randint(max(2, sources_count), 6)
     per_list = max(1, min(60, max_items // maps_count))
     sources = []
-    for s in range(rng.randint(1, 3)):
+    for s in range(sources_count):
         length = 0 if rng.random() < 0.12 else rng.randint(1, per_list)
         pool = _pool(rng, max(1, length // rng.choice((1, 2, 3, 5))))
         sources.append((f"src{s}", tuple(rng.choice(pool) for _ in range(length))))
@@ -108,7 +109,9 @@ def make_plan(seed: int, max_items: int = 300) -> Plan:
     maps: list[MapPlan] = []
     for m in range(maps_count):
         deeper = [p.name for p in maps if depth[p.name] < 3]
-        if deeper and rng.random() < 0.4:
+        if m < sources_count:
+            over = sources[m][0]  # each source has a map, an empty list's too
+        elif deeper and rng.random() < 0.4:
             over = rng.choice(deeper)  # a map of a map
         else:
             over = rng.choice([name for name, _ in sources])
@@ -143,8 +146,8 @@ def make_plan(seed: int, max_items: int = 300) -> Plan:
         items = dict(sources)[root[chosen.over]]
         firsts = sorted({value_key(x): i for i, x in reversed(list(enumerate(items)))}.values())
         index = firsts[random.Random(seed ^ 0x3E8).randrange(len(firsts))]
-        fails = (*(f for f in chosen.fails if f[0] != index), (index, 1))
-        maps[maps.index(chosen)] = dataclasses.replace(chosen, fails=fails)
+        retried = (*(f for f in chosen.fails if f[0] != index), (index, 1))
+        maps[maps.index(chosen)] = dataclasses.replace(chosen, fails=retried)
     return Plan(tuple(sources), tuple(maps))
 
 
@@ -240,6 +243,7 @@ class MapStats:
     items: int = 0
     cached: int = 0  # items of cached maps
     repeats: int = 0  # of those, items equal to an earlier item of their map
+    empty: int = 0  # maps over an empty list
     kills: int = 0
     calls: int = 0  # item calls, failed attempts included
     computed: int = 0  # calls of cached maps' items that returned
@@ -385,6 +389,7 @@ def map_torture(
     lists = expected_lists(plan)
     stats = MapStats(1, len(plan.maps), sum(len(lists[mp.name]) for mp in plan.maps))
     for mp in plan.maps:
+        stats.empty += not lists[mp.over]
         if mp.cached:
             keys = [value_key(x) for x in lists[mp.over]]
             stats.cached += len(keys)
