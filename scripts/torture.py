@@ -24,7 +24,14 @@ number of its updaters. The wait rounds (``--waits N``, none by default, see
 ``tests/torture/wait_torture.py``): runs with input nodes and the processes
 that provide their values are killed at random; after every kill a value is
 recorded whole or not at all, a wait ends only with its node's completion,
-and no key is stored in plain text.
+and no key is stored in plain text. The map rounds (``--maps N``, none by
+default, see ``tests/torture/map_torture.py``): runs with ``wf.map`` (cached
+maps over repeated items, maps of maps, items failing some attempts, empty
+lists) are killed at random and resumed until they complete; after every
+kill each map node's record holds its expansion, no completed item is called
+again, a cached map holds one entry per value of its completed items and
+computes no value twice in one process, and at the end each list is its
+function on each item, in order.
 Prints the figures per store and exits 1 if any check failed.
 """
 
@@ -42,7 +49,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.torture import edit_torture, gc_torture, harness, kv_torture, wait_torture  # noqa: E402
+from tests.torture import (  # noqa: E402
+    edit_torture,
+    gc_torture,
+    harness,
+    kv_torture,
+    map_torture,
+    wait_torture,
+)
 
 
 def main() -> int:
@@ -80,6 +94,14 @@ def main() -> int:
         metavar="N",
         help="runs per store with input nodes and providers, killed at random (default 0)",
     )
+    parser.add_argument(
+        "--maps",
+        type=int,
+        default=0,
+        dest="map_runs",
+        metavar="N",
+        help="runs per store with maps, cached ones too, killed at random (default 0)",
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
@@ -88,6 +110,7 @@ def main() -> int:
     edit_totals = {scheme: edit_torture.EditStats() for scheme in args.stores}
     kv_totals = {scheme: kv_torture.KVStats() for scheme in args.stores}
     wait_totals = {scheme: wait_torture.WaitStats() for scheme in args.stores}
+    map_totals = {scheme: map_torture.MapStats() for scheme in args.stores}
     with tempfile.TemporaryDirectory(prefix="flowdag-torture-") as tmp:
 
         def one(job: tuple[str, int]) -> tuple[str, harness.Stats]:
@@ -191,6 +214,26 @@ def main() -> int:
                 for text in wait_stats.violations:
                     print(f"VIOLATION {text}", flush=True)
 
+        def one_map(job: tuple[str, int]) -> tuple[str, map_torture.MapStats]:
+            scheme, seed = job
+            where = Path(tmp) / f"map-{scheme}-{seed}"
+            stats = map_torture.map_torture(
+                scheme,
+                seed,
+                where,
+                kills=args.kills,
+                encrypt=seed % 2 == 1,
+                max_nodes=args.max_nodes,
+            )
+            return scheme, stats
+
+        map_jobs = [(scheme, args.seed + n) for n in range(args.map_runs) for scheme in args.stores]
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for scheme, map_stats in pool.map(one_map, map_jobs):
+                map_totals[scheme].add(map_stats)
+                for text in map_stats.violations:
+                    print(f"VIOLATION {text}", flush=True)
+
     grand = _table(
         f"{'store':<12} {'runs':>5} {'nodes':>6} {'kills':>6} {'not saved':>9} "
         f"{'mid-compaction':>14} {'torn tail':>9} {'in flight':>9} {'interrupted':>11} "
@@ -235,6 +278,16 @@ def main() -> int:
             wait_grand,
             _wait_row,
         )
+    map_grand = map_torture.MapStats()
+    if args.map_runs:
+        map_grand = _table(
+            f"{'map store':<12} {'runs':>5} {'maps':>5} {'items':>6} {'cached':>6} "
+            f"{'repeats':>7} {'empty':>5} {'kills':>6} {'calls':>6} {'computed':>8} {'hits':>5} "
+            f"{'failed':>6} {'checked':>7} {'violations':>10}",
+            map_totals,
+            map_grand,
+            _map_row,
+        )
     print(f"{time.monotonic() - started:.0f} s")
     if args.json:
         figures: dict[str, Any] = _figures([*totals.items(), ("total", grand)])
@@ -243,9 +296,12 @@ def main() -> int:
         figures["kv"] = _figures([*kv_totals.items(), ("total", kv_grand)])
         if args.wait_runs:
             figures["waits"] = _figures([*wait_totals.items(), ("total", wait_grand)])
+        if args.map_runs:
+            figures["maps"] = _figures([*map_totals.items(), ("total", map_grand)])
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     failed = grand.violations or gc_grand.violations or edit_grand.violations
-    return 1 if failed or kv_grand.violations or wait_grand.violations else 0
+    failed = failed or kv_grand.violations or wait_grand.violations
+    return 1 if failed or map_grand.violations else 0
 
 
 def _table(header: str, totals: dict[str, Any], grand: Any, row: Any) -> Any:
@@ -301,6 +357,14 @@ def _wait_row(name: str, s: wait_torture.WaitStats) -> str:
     return (
         f"{name:<12} {s.runs:>5} {s.nodes:>6} {s.inputs:>6} {s.kills:>6} {s.provides:>8} "
         f"{s.provider_kills:>10} {s.checked:>7} {len(s.violations):>10}"
+    )
+
+
+def _map_row(name: str, s: map_torture.MapStats) -> str:
+    return (
+        f"{name:<12} {s.runs:>5} {s.maps:>5} {s.items:>6} {s.cached:>6} {s.repeats:>7} "
+        f"{s.empty:>5} {s.kills:>6} {s.calls:>6} {s.computed:>8} {s.hits:>5} {s.failed_runs:>6} "
+        f"{s.checked:>7} {len(s.violations):>10}"
     )
 
 
