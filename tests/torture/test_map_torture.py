@@ -13,11 +13,6 @@ from tests.torture import harness
 from tests.torture.conftest import DEFAULT_RUNS
 from tests.torture.map_torture import MapStats, map_torture
 
-#: What a run of the known bug says: the retry of a cached map's item, due, is looked up
-#: again and parked behind itself (`flowdag._cache.RunCache.lookup`), so the run stops with
-#: "flowdag bug: ... has nothing left in flight"; a resume completes it.
-KNOWN_BUG = "has nothing left in flight"
-
 
 @pytest.mark.parametrize("scheme", harness.STORES)
 def test_map_sigkill_torture(tmp_path: Path, scheme: str, torture_runs: int) -> None:
@@ -38,7 +33,4 @@ def test_map_sigkill_torture(tmp_path: Path, scheme: str, torture_runs: int) -> 
         )
     print(f"\n{scheme}: {total}")
     assert total.maps >= 2 * torture_runs
-    known = [text for text in total.violations if KNOWN_BUG in text]
-    assert [text for text in total.violations if text not in known] == []
-    if known:
-        pytest.xfail(f"flowdag bug, a cached map's item retried parks behind itself: {known[0]}")
+    assert total.violations == []
