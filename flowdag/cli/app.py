@@ -15,7 +15,7 @@ from rich.markup import escape
 from flowdag.cli import cache as cache_command
 from flowdag.cli import explain as explain_command
 from flowdag.cli import gc as gc_command
-from flowdag.cli import graph, kv, overrides, run, runs, show
+from flowdag.cli import graph, kv, overrides, run, runs, show, status
 from flowdag.cli import waits as waits_command
 from flowdag.cli.base import CLIError, Command, Exit, flatten, log
 from flowdag.cli.bench import command as bench
@@ -77,6 +77,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     run.add_parser(commands)
+    status.add_parser(commands)
     runs.add_parsers(commands)
     show.add_parser(commands)
     explain_command.add_parser(commands)

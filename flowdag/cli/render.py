@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import reprlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Self
 
@@ -196,7 +196,12 @@ def plain_table(**options: Any) -> Table:
 
 
 def text_table(
-    out: Console, header: Sequence[str], rows: Iterable[Sequence[str]], *, status: int
+    out: Console,
+    header: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    status: int | None,
+    right: Container[int] = (),
 ) -> str:
     """Rows as aligned text lines, for tables of thousands of rows.
 
@@ -204,7 +209,8 @@ def text_table(
     without rich's layout, which costs about half a millisecond a row. Cells
     are plain text; control characters are shown escaped. On a terminal the
     header is bold and column ``status`` coloured by status; elsewhere (pipes,
-    files) the lines are plain. No line is wrapped or cut.
+    files) the lines are plain. No line is wrapped or cut. Columns ``right``
+    are flush right, header included.
     """
     table = [[_printable(cell) for cell in row] for row in (header, *rows)]
     widths = [0] * len(header)
@@ -230,8 +236,11 @@ def text_table(
         cells = []
         for column, cell in enumerate(row):
             style = "bold" if index == 0 else _status_style(cell) if column == status else None
-            pad = "" if column == last else " " * (widths[column] - _width(cell))
-            cells.append(painted(cell, style) + pad)
+            pad = " " * (widths[column] - _width(cell))
+            if column in right:
+                cells.append(pad + painted(cell, style))
+            else:
+                cells.append(painted(cell, style) + ("" if column == last else pad))
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
 
