@@ -1,42 +1,27 @@
-"""Shared rendering: statuses, counts, durations, the node table and live progress bars.
+"""Shared rendering: statuses, counts, durations and tables (progress: ``progress.py``).
 
-Everything here builds text or `rich` renderables; only the progress bars draw,
-and only on a terminal (stderr), so results on stdout stay plain.
+Everything here builds text or `rich` renderables; nothing draws.
 """
 
 from __future__ import annotations
 
 import reprlib
-import time
 from collections.abc import Container, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any
 
 from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.style import Style
-from rich.table import Column, Table
+from rich.table import Table
 from rich.text import Text
 
 from flowdag.cli.base import flatten
 from flowdag.refs import Ref
-from flowdag.runner import RunEvent
 from flowdag.state import ErrorInfo, NodeState, NodeStatus
 
 __all__ = [
-    "BenchBar",
-    "LiveBar",
-    "RunProgress",
     "count",
     "describe_counts",
     "error_text",
@@ -270,138 +255,3 @@ def summary_table(nodes: dict[str, NodeState]) -> Table:
             row.append(escape(error_text(node.error)))
         table.add_row(*row)
     return table
-
-
-# -- progress --------------------------------------------------------------------------
-
-
-class LiveBar:
-    """A transient rich progress bar on stderr, drawn only when it is a terminal.
-
-    The bar is green; `fail` turns it red. The description is cut to the room
-    the terminal leaves, so the counts and the elapsed time always show whole.
-    """
-
-    _BAR_WIDTH = 40
-
-    def __init__(self, err: Console) -> None:
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-        if err.is_terminal:
-            # rich's default "complete" colour is a pinkish red: green until something fails.
-            self._bar_width = max(10, min(self._BAR_WIDTH, err.width - 40))
-            self._bar_column = BarColumn(
-                bar_width=self._bar_width,
-                complete_style="green",
-                finished_style="green",
-                table_column=Column(no_wrap=True),
-            )
-            fixed = Column(no_wrap=True)
-            self._bar = Progress(
-                SpinnerColumn(table_column=fixed),
-                self._bar_column,
-                MofNCompleteColumn(table_column=fixed),
-                TimeElapsedColumn(table_column=fixed),
-                TextColumn("{task.description}", table_column=Column(no_wrap=True)),
-                console=err,
-                transient=True,
-            )
-
-    def __enter__(self) -> Self:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def fail(self) -> None:
-        """Paint the bar red: something failed."""
-        if self._bar is not None:
-            self._bar_column.complete_style = self._bar_column.finished_style = "red"
-
-    def _draw(self, done: int, total: int, description: str) -> None:
-        if self._bar is None:
-            return
-        if self._task is None:
-            self._task = self._bar.add_task("", total=total)
-        # Spinner, bar, "done/total" and "H:MM:SS" (8 cells from 10 hours), one space apart:
-        # rich would otherwise shrink every column, the elapsed time included, to fit.
-        used = 1 + self._bar_width + 2 * len(str(total)) + 1 + 8 + 4 + 1
-        room = max(0, self._bar.console.width - used)
-        if cell_len(description) > room:
-            text = Text(description)
-            text.truncate(room, overflow="ellipsis")
-            description = text.plain
-        self._bar.update(self._task, completed=done, total=total, description=escape(description))
-
-
-class RunProgress(LiveBar):
-    """Turns `flowdag.RunEvent`s into live progress (terminal) or one line per event.
-
-    Outside a terminal (CI, pipes) every start, retry and finish is one line on
-    stderr, never wrapped, so a log shows what ran, what was retried and why,
-    and how long each node took.
-    """
-
-    def __init__(self, err: Console) -> None:
-        super().__init__(err)
-        self._err = err
-        self.ran: set[str] = set()  # nodes this process started (the rest were restored)
-        self._running: dict[str, None] = {}  # insertion-ordered set
-        self._started: dict[str, float] = {}  # node -> monotonic time of its first start here
-        self._waiting: set[str] = set()  # input nodes said to wait
-
-    def update(self, event: RunEvent) -> None:
-        """Handle one `flowdag.RunEvent`; called on the runner's driver thread."""
-        if event.kind == "node_started":
-            self.ran.add(event.node)
-            self._running[event.node] = None
-            self._started.setdefault(event.node, time.monotonic())
-            if self._bar is None:
-                self._say("", f"node {event.node} started (attempt {event.attempt})")
-        elif event.kind == "node_finished":
-            self._running.pop(event.node, None)
-            self._finished(event)
-        elif event.kind == "node_waiting":
-            if event.node not in self._waiting:  # told again when the run looks once more
-                self._waiting.add(event.node)
-                self._say("", f"node {event.node} waits for input")  # its key: stdout, at the end
-        elif event.kind == "node_retrying":
-            why = error_text(event.error)
-            text = f"node {event.node} attempt {event.attempt} failed: {why}"
-            self._say("[yellow]↻[/]", text + ("" if self._bar is not None else "; retrying"))
-        if self._bar is not None:
-            names = list(self._running)
-            running = ", ".join(names[:4]) + (f" +{len(names) - 4}" if len(names) > 4 else "")
-            self._draw(event.done, event.total, f"running: {running}")
-
-    def _finished(self, event: RunEvent) -> None:
-        if event.status == NodeStatus.FAILED:
-            self.fail()
-            self._say("[bold red]✗[/]", f"node {event.node} failed: {error_text(event.error)}")
-        elif self._bar is not None:
-            return  # the bar shows completions; only failures are printed above it
-        elif event.status == NodeStatus.COMPLETED:
-            # Measured here, from the first start this process saw: retries and
-            # their waits count, as in the summary table's duration.
-            started = self._started.get(event.node)
-            took = "" if started is None else f" in {seconds(time.monotonic() - started)}"
-            self._say("", f"node {event.node} completed{took}")
-        else:
-            self._say("", f"node {event.node} {event.status}")
-
-    def _say(self, mark: str, text: str) -> None:
-        if self._bar is not None:
-            self._bar.console.print(f"{mark} {escape(text)}", soft_wrap=True)  # above the bar
-        else:
-            self._err.print(f"flowdag: {escape(text)}", soft_wrap=True)
-
-
-class BenchBar(LiveBar):
-    """A transient progress bar for `flowdag.cli.bench.run_bench` (terminal only)."""
-
-    def update(self, step: Any) -> None:
-        """Show one `flowdag.cli.bench.BenchProgress`."""
-        self._draw(step.done, step.total, step.what)

@@ -24,8 +24,8 @@ from flowdag.cli.base import (
     positive_int,
 )
 from flowdag.cli.loader import load_dag
+from flowdag.cli.progress import RunProgress
 from flowdag.cli.render import (
-    RunProgress,
     count,
     describe_counts,
     output_console,
