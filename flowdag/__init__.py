@@ -172,6 +172,14 @@ _LAZY = {
 def __getattr__(name: str) -> typing.Any:
     module = _LAZY.get(name)
     if module is None:
+        if not name.startswith("_"):
+            # A public submodule (``flowdag.executors.ProcessExecutor`` after
+            # ``import flowdag``), as when this package imported them all.
+            try:
+                return importlib.import_module(f"{__name__}.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{__name__}.{name}":
+                    raise
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
