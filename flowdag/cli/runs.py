@@ -349,9 +349,12 @@ def _status_cell(row: dict[str, Any]) -> str:
     return str(row["status"])
 
 
+_STATUSES = tuple(NodeStatus)
+
+
 def _counts_text(nodes: dict[str, int] | None) -> str:
     if nodes is None:
         return ""
-    counts = {status: nodes.get(str(status), 0) for status in NodeStatus}
+    counts = {status: nodes.get(status, 0) for status in _STATUSES}
     counts[NodeStatus.RUNNING] += nodes.get(INTERRUPTED, 0)
     return describe_counts(counts, interrupted=INTERRUPTED in nodes)
