@@ -10,6 +10,8 @@ item, and a line when the map finishes, with its items counted by status.
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Self
 
 from rich.cells import cell_len
@@ -27,7 +29,8 @@ from rich.progress import (
 from rich.table import Column
 from rich.text import Text
 
-from flowdag.cli.render import error_text, seconds
+from flowdag._maps import map_of
+from flowdag.cli.render import error_text, plural, seconds
 from flowdag.state import NodeStatus
 
 if TYPE_CHECKING:
@@ -103,28 +106,45 @@ class RunProgress(LiveBar):
 
     Outside a terminal (CI, pipes) every start, retry and finish is one line on
     stderr, never wrapped, so a log shows what ran, what was retried and why,
-    and how long each node took.
+    and how long each node took. The items of a map node (``maps``) are the
+    exception: a line when the first one starts, a line per failed item, and
+    the map's own line at the end counts them by status.
     """
 
-    def __init__(self, err: Console) -> None:
+    def __init__(self, err: Console, maps: Collection[str] = ()) -> None:
         super().__init__(err)
         self._err = err
+        self._maps = maps
         self.ran: set[str] = set()  # nodes this process started (the rest were restored)
         self._running: dict[str, None] = {}  # insertion-ordered set
         self._started: dict[str, float] = {}  # node -> monotonic time of its first start here
         self._waiting: set[str] = set()  # input nodes said to wait
+        self._items: dict[str, Counter[str]] = {}  # map -> its items finished here, by status
 
     def update(self, event: RunEvent) -> None:
         """Handle one `flowdag.RunEvent`; called on the runner's driver thread."""
+        item_of = self._map_of(event.node)
         if event.kind == "node_started":
             self.ran.add(event.node)
             self._running[event.node] = None
             self._started.setdefault(event.node, time.monotonic())
-            if self._bar is None:
+            if item_of is not None:
+                if item_of not in self._started:  # its first item: the map starts now
+                    self._started[item_of] = time.monotonic()
+                    self._items.setdefault(item_of, Counter())
+                    self._say("", f"map {item_of} started its items")
+            elif self._bar is None:
                 self._say("", f"node {event.node} started (attempt {event.attempt})")
         elif event.kind == "node_finished":
             self._running.pop(event.node, None)
-            self._finished(event)
+            if item_of is None:
+                self._finished(event)
+            else:
+                self._items.setdefault(item_of, Counter())[str(event.status)] += 1
+                if event.status == NodeStatus.FAILED:
+                    self.fail()
+                    why = error_text(event.error)
+                    self._say("[bold red]✗[/]", f"node {event.node} failed: {why}")
         elif event.kind == "node_waiting":
             if event.node not in self._waiting:  # told again when the run looks once more
                 self._waiting.add(event.node)
@@ -134,14 +154,36 @@ class RunProgress(LiveBar):
             text = f"node {event.node} attempt {event.attempt} failed: {why}"
             self._say("[yellow]↻[/]", text + ("" if self._bar is not None else "; retrying"))
         if self._bar is not None:
-            names = list(self._running)
-            running = ", ".join(names[:4]) + (f" +{len(names) - 4}" if len(names) > 4 else "")
-            self._draw(event.done, event.total, f"running: {running}")
+            self._draw(event.done, event.total, f"running: {self._running_text()}")
+
+    def _map_of(self, name: str) -> str | None:
+        if not self._maps or not name.endswith("]"):
+            return None
+        found = map_of(name, self._maps)
+        return None if found is None else found[0]
+
+    def _running_text(self) -> str:
+        """The nodes running, a map's items as one: ``extract, transform (12 items)``."""
+        shown: dict[str, int] = {}  # node, or map -> its items running
+        for name in self._running:
+            item_of = self._map_of(name)
+            if item_of is None:
+                shown[name] = 0
+            else:
+                shown[item_of] = shown.get(item_of, 0) + 1
+        names = [
+            name if not items else f"{name} ({plural(items, 'item')})"
+            for name, items in shown.items()
+        ]
+        return ", ".join(names[:4]) + (f" +{len(names) - 4}" if len(names) > 4 else "")
 
     def _finished(self, event: RunEvent) -> None:
+        items = self._items.pop(event.node, None)
+        counted = "" if not items else f" ({_items_text(items)})"
         if event.status == NodeStatus.FAILED:
             self.fail()
-            self._say("[bold red]✗[/]", f"node {event.node} failed: {error_text(event.error)}")
+            why = error_text(event.error)
+            self._say("[bold red]✗[/]", f"node {event.node} failed: {why}{counted}")
         elif self._bar is not None:
             return  # the bar shows completions; only failures are printed above it
         elif event.status == NodeStatus.COMPLETED:
@@ -149,15 +191,21 @@ class RunProgress(LiveBar):
             # their waits count, as in the summary table's duration.
             started = self._started.get(event.node)
             took = "" if started is None else f" in {seconds(time.monotonic() - started)}"
-            self._say("", f"node {event.node} completed{took}")
+            self._say("", f"node {event.node} completed{took}{counted}")
         else:
-            self._say("", f"node {event.node} {event.status}")
+            self._say("", f"node {event.node} {event.status}{counted}")
 
     def _say(self, mark: str, text: str) -> None:
         if self._bar is not None:
             self._bar.console.print(f"{mark} {escape(text)}", soft_wrap=True)  # above the bar
         else:
             self._err.print(f"flowdag: {escape(text)}", soft_wrap=True)
+
+
+def _items_text(items: Counter[str]) -> str:
+    """``items run here: 9 completed, 1 failed``."""
+    parts = ", ".join(f"{number} {status}" for status, number in sorted(items.items()))
+    return f"items run here: {parts}"
 
 
 class BenchBar(LiveBar):

@@ -6,7 +6,7 @@ Everything here builds text or `rich` renderables; nothing draws.
 from __future__ import annotations
 
 import reprlib
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
+from flowdag._maps import item_counts
 from flowdag.cli.base import flatten
 from flowdag.refs import Ref
 from flowdag.state import ErrorInfo, NodeState, NodeStatus
@@ -26,16 +27,17 @@ __all__ = [
     "describe_counts",
     "error_text",
     "local_time",
+    "node_rows",
     "output_console",
     "plain_table",
     "plural",
+    "print_table",
     "ref_text",
     "runs",
     "say_run",
     "seconds",
     "size_text",
     "styled",
-    "summary_table",
     "text_table",
 ]
 
@@ -241,19 +243,112 @@ def _width(text: str) -> int:
     return len(text) if text.isascii() else cell_len(text)
 
 
-def summary_table(nodes: dict[str, NodeState]) -> Table:
-    """The nodes of a finished run: status, attempts, duration, and errors if any."""
-    failed = any(node.error is not None for node in nodes.values())
-    table = plain_table(title=None)
-    table.add_column("node")
-    table.add_column("status")
-    table.add_column("attempts", justify="right")
-    table.add_column("duration", justify="right")
-    if failed:
-        table.add_column("error", overflow="fold")
-    for name, node in nodes.items():
-        row = [escape(name), styled(node.status), str(node.attempts), seconds(node.duration)]
-        if failed:
-            row.append(escape(error_text(node.error)))
-        table.add_row(*row)
-    return table
+#: Lines of a node table shown by default; a run with more shows the nodes not completed.
+ROWS = 50
+#: A table of more lines is written as plain lines (`text_table`), not laid out by rich.
+RICH_ROWS = 200
+
+#: The order the nodes not completed are listed in when they are too many: what
+#: needs a look first. Statuses as shown (``interrupted`` included).
+_URGENCY = {"failed": 0, "interrupted": 1, "running": 2, "waiting": 3, "skipped": 4, "pending": 5}
+
+
+def _stored_status(node: NodeState) -> str:
+    return str(node.status)
+
+
+def node_rows(
+    nodes: Mapping[str, NodeState],
+    shown: Callable[[NodeState], str] = _stored_status,
+    *,
+    items: bool = True,
+    every: bool = False,
+    limit: int = ROWS,
+    started: bool = True,
+    hint: str = "--all lists every node; --json gives everything",
+) -> tuple[tuple[str, ...], list[list[str]], list[str]]:
+    """The node table of ``status`` and ``run``: its header, its rows (plain text)
+    and the lines saying what was left out (the last one: ``hint``).
+
+    ``shown``: a node's status as shown (`flowdag.cli.runs.Liveness.node_status`).
+    ``items``: a map's items are counted on its line rather than listed.
+    ``every``: every node; otherwise, above ``limit`` lines, the nodes not
+    completed, those that need a look first, at most ``limit``. ``started``: a
+    column for when each node started. Columns with nothing in them (errors,
+    refs) are left out.
+    """
+    grouped = item_counts(nodes) if items else None
+    names = [
+        name for name in nodes if grouped is None or name not in grouped.item_of
+    ]  # a map's items: one line for them all
+    statuses = {name: shown(nodes[name]) for name in names}
+    left_out: list[str] = []
+    if not every and len(names) > limit:
+        completed = sum(1 for name in names if statuses[name] == "completed")
+        open_ = [name for name in names if statuses[name] != "completed"]
+        open_.sort(key=lambda name: _URGENCY.get(statuses[name], len(_URGENCY)))  # stable
+        names = open_[:limit]
+        rest = open_[limit:]
+        if rest:
+            by_status: dict[str, int] = {}
+            for name in rest:
+                by_status[statuses[name]] = by_status.get(statuses[name], 0) + 1
+            what = ", ".join(f"{number} {status}" for status, number in by_status.items())
+            left_out.append(f"and {len(rest)} more nodes not completed ({what})")
+        if completed:
+            left_out.append(f"{completed} completed nodes not shown")
+        left_out.append(hint)
+    chosen = [(name, nodes[name]) for name in names]
+    # A column for outputs kept by reference, when there are some: size and extracted fields.
+    by_ref = any(type(node.output) is Ref for _, node in chosen)
+    errors = started or any(node.error is not None for _, node in chosen)
+    header = ["node", "status", "attempts"]
+    header += ["started", "duration"] if started else ["duration"]
+    header += ["error"] if errors else []
+    rows = []
+    for name, node in chosen:
+        counted = grouped.counts.get(name) if grouped else None
+        row = [
+            name,
+            statuses[name] + ("" if counted is None else f"  {counted}"),
+            str(node.attempts),
+        ]
+        if started:
+            row.append(local_time(node.started_at))
+        row.append(seconds(node.duration))
+        if errors:
+            row.append(error_text(node.error))
+        if by_ref:
+            ref = node.output
+            row.append(ref_text(ref, label=False) if type(ref) is Ref else "")
+        rows.append(row)
+    return (*header, "ref") if by_ref else tuple(header), rows, left_out
+
+
+def print_table(
+    out: Console,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: set[int],
+    status: int | None,
+) -> None:
+    """Rows of plain text as a table, column ``status`` in its colour: through rich
+    when they are few, as plain lines when they are many."""
+    if len(rows) > RICH_ROWS:
+        out.file.write(text_table(out, header, rows, status=status, right=right))
+        out.file.flush()
+        return
+    table = plain_table()
+    for column, name in enumerate(header):
+        table.add_column(name, justify="right" if column in right else "left")
+    for row in rows:
+        table.add_row(*(_cell(cell, column == status) for column, cell in enumerate(row)))
+    out.print(table)
+
+
+def _cell(cell: str, status: bool) -> str:
+    if not status:
+        return escape(cell)
+    shown, space, rest = cell.partition(" ")  # "failed  9/10 items completed, 1 failed"
+    return styled(shown) + escape(space + rest)
