@@ -224,15 +224,16 @@ def _items_in_order(explained: Sequence[Explanation], state: RunState) -> list[E
     grouped = item_counts(state.nodes)
     if not grouped:
         return list(explained)
+    present = {item.node for item in explained}  # --node m[3] without m: m[3] stays
     items: dict[str, list[tuple[int, Explanation]]] = {}
     for item in explained:
         base = grouped.item_of.get(item.node)
-        if base is not None:
+        if base in present:
             index = int(item.node[len(base) + 1 : -1])  # "m[12]"
             items.setdefault(base, []).append((index, item))
     ordered = []
     for item in explained:
-        if item.node not in grouped.item_of:
+        if grouped.item_of.get(item.node) not in present:
             ordered.append(item)
             ordered.extend(one for _, one in sorted(items.get(item.node, ()), key=_first))
     return ordered
