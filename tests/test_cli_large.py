@@ -4,6 +4,7 @@ input node that ``explain`` says waits. In process (`flowdag.cli.main`), small s
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -211,3 +212,24 @@ def test_run_result_outputs_are_built_once() -> None:
     assert outputs is result.outputs  # the same mapping, not rebuilt on each access
     result.nodes.clear()  # what a rebuild would read
     assert result.outputs is outputs and dict(result.outputs) == {"a": 1, "b": 2}
+
+
+def test_a_command_imports_only_its_own_module(tmp_path: Path) -> None:
+    # `flowdag status` pays for the status command, not for the runner, asyncio,
+    # the pools or the other commands; `flowdag --help` still lists every command.
+    script = (
+        "import contextlib, io, sys\n"
+        "from flowdag.cli import main\n"
+        f"main(['status', 'r', '--store', 'lmdb://{tmp_path / 'none'}'])\n"
+        "heavy = ['asyncio', 'flowdag.runner', 'flowdag.cli.run', 'flowdag.cli.explain']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    main(['--help'])\n"
+        "assert 'mark-done' in out.getvalue() and 'provide' in out.getvalue()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert "no store at" in done.stderr
