@@ -334,8 +334,10 @@ def print_table(
     status: int | None,
 ) -> None:
     """Rows of plain text as a table, column ``status`` in its colour: through rich
-    when they are few, as plain lines when they are many."""
-    if len(rows) > RICH_ROWS:
+    on a terminal when they are few (rich wraps a long error to the terminal's
+    width), as plain lines when they are many or go to a pipe or a file, where
+    rich would not wrap them either (`output_console`) and the lines are the same."""
+    if len(rows) > RICH_ROWS or not out.is_terminal:
         out.file.write(text_table(out, header, rows, status=status, right=right))
         out.file.flush()
         return
