@@ -154,6 +154,8 @@ def test_explain_groups_a_maps_items(map_run: str, capsys: pytest.CaptureFixture
 
     assert main(["explain", "m", "--store", map_run, "--node", "nope"]) == 2
     assert "has no node 'nope'" in capsys.readouterr().err
+    assert main(["explain", "--plan", "flow.py", "--run-id", "m", "--node", "work"]) == 2
+    assert "--node explains a stored run" in capsys.readouterr().err
 
 
 def test_status_and_the_run_summary_show_a_map_as_one_line(

@@ -290,6 +290,8 @@ def _cmd_plan(args: argparse.Namespace, err: Console) -> int:
         raise CLIError(
             f"two run ids: RUN_ID {args.run_id!r} and --run-id {args.plan_run_id!r}; give one"
         )
+    if args.nodes:
+        raise CLIError("--node explains a stored run: flowdag explain RUN_ID --node NAME")
     run_id = args.plan_run_id or args.run_id
     if run_id is None:
         raise CLIError("--plan needs the run to plan: flowdag explain --plan FILE.py --run-id ID")
