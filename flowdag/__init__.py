@@ -6,11 +6,9 @@ finished node durably, and resume a crashed run where it stopped.
 
 from __future__ import annotations
 
+import importlib
 import typing
 
-from flowdag._usertypes import register_types
-from flowdag.context import Context
-from flowdag.dag import DAG
 from flowdag.errors import (
     BlobMissingError,
     CodecMismatchError,
@@ -40,25 +38,37 @@ from flowdag.errors import (
     StoreError,
     WorkflowChangedError,
 )
+
+# Imported here, not on first use: importing the submodule ``flowdag.gc`` would
+# otherwise replace the function ``flowdag.gc`` with the module.
 from flowdag.gc import GCReport, gc
-from flowdag.overrides import invalidate, mark_done
-from flowdag.refs import Ref
-from flowdag.runner import EventKind, RunEvent, RunResult, run
-from flowdag.state import (
-    AttemptInfo,
-    ErrorInfo,
-    NodeState,
-    NodeStatus,
-    Reason,
-    RunState,
-    RunStatus,
-)
-from flowdag.stores import LMDBStore, MemoryStore, Store, open_store
-from flowdag.waits import Wait, list_waits, provide_input, reissue_key
-from flowdag.workflow import NO_DEFAULT, Workflow
 
 if typing.TYPE_CHECKING:
-    from flowdag.stores import FlatBuffersStore, JSONStore
+    from flowdag._usertypes import register_types
+    from flowdag.context import Context
+    from flowdag.dag import DAG
+    from flowdag.overrides import invalidate, mark_done
+    from flowdag.refs import Ref
+    from flowdag.runner import EventKind, RunEvent, RunResult, run
+    from flowdag.state import (
+        AttemptInfo,
+        ErrorInfo,
+        NodeState,
+        NodeStatus,
+        Reason,
+        RunState,
+        RunStatus,
+    )
+    from flowdag.stores import (
+        FlatBuffersStore,
+        JSONStore,
+        LMDBStore,
+        MemoryStore,
+        Store,
+        open_store,
+    )
+    from flowdag.waits import Wait, list_waits, provide_input, reissue_key
+    from flowdag.workflow import NO_DEFAULT, Workflow
 
 __version__ = "0.1.0"
 
@@ -123,17 +133,55 @@ __all__ = [
     "run",
 ]
 
-# Loaded on first use, as in flowdag.stores: a program that never opens a JSON or
-# FlatBuffers store does not import their formats (the JSON codec alone is ~10 ms).
-_LAZY = {"FlatBuffersStore", "JSONStore"}
+# Loaded on first use (PEP 562): ``import flowdag`` costs the errors and the
+# store layer, not the runner (asyncio, the pools), the builder or the formats
+# of stores a program never opens. Every name is its defining module's object.
+_LAZY = {
+    "register_types": "flowdag._usertypes",
+    "Context": "flowdag.context",
+    "DAG": "flowdag.dag",
+    "invalidate": "flowdag.overrides",
+    "mark_done": "flowdag.overrides",
+    "Ref": "flowdag.refs",
+    "EventKind": "flowdag.runner",
+    "RunEvent": "flowdag.runner",
+    "RunResult": "flowdag.runner",
+    "run": "flowdag.runner",
+    "AttemptInfo": "flowdag.state",
+    "ErrorInfo": "flowdag.state",
+    "NodeState": "flowdag.state",
+    "NodeStatus": "flowdag.state",
+    "Reason": "flowdag.state",
+    "RunState": "flowdag.state",
+    "RunStatus": "flowdag.state",
+    "FlatBuffersStore": "flowdag.stores",
+    "JSONStore": "flowdag.stores",
+    "LMDBStore": "flowdag.stores",
+    "MemoryStore": "flowdag.stores",
+    "Store": "flowdag.stores",
+    "open_store": "flowdag.stores",
+    "Wait": "flowdag.waits",
+    "list_waits": "flowdag.waits",
+    "provide_input": "flowdag.waits",
+    "reissue_key": "flowdag.waits",
+    "NO_DEFAULT": "flowdag.workflow",
+    "Workflow": "flowdag.workflow",
+}
 
 
 def __getattr__(name: str) -> typing.Any:
-    if name not in _LAZY:
+    module = _LAZY.get(name)
+    if module is None:
+        if not name.startswith("_"):
+            # A public submodule (``flowdag.executors.ProcessExecutor`` after
+            # ``import flowdag``), as when this package imported them all.
+            try:
+                return importlib.import_module(f"{__name__}.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{__name__}.{name}":
+                    raise
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from flowdag import stores
-
-    value = getattr(stores, name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function
     return value
 

@@ -18,7 +18,6 @@ raises, and the paths that run user code catch everything.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import traceback
@@ -124,6 +123,8 @@ def execute(attempt: Attempt) -> Outcome:
     """Run ``attempt`` here and now (on a worker thread)."""
     started_at, value, ctx = _call(attempt)
     if inspect.iscoroutine(value):
+        import asyncio  # here: a program without coroutine nodes never pays its import
+
         value = _resolved(asyncio.run, value, started_at)
     return _finish(attempt, started_at, value, ctx)
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from flowdag.dag import DAG
@@ -43,6 +43,7 @@ from flowdag.stores.base import Store, check_run_id
 
 if TYPE_CHECKING:
     from flowdag.resume import Plan
+    from flowdag.waits import Wait
 
 __all__ = [
     "INTERRUPTED",
@@ -77,17 +78,29 @@ class Explanation:
     finished_at: datetime | None
 
 
-def explain_state(state: RunState, *, live: bool = False) -> list[Explanation]:
+def explain_state(
+    state: RunState, *, live: bool = False, waits: Mapping[str, Wait] | None = None
+) -> list[Explanation]:
     """Explain every node of ``state``, in topological order, ties by name (`topological`).
 
     ``live``: a live process holds the run, so a node stored as running is
-    running now (else it was interrupted by a crash).
+    running now (else it was interrupted by a crash). ``waits``: the run's open
+    waits by node (`flowdag.list_waits`); a pending node with one waits for
+    input (its status ``waiting``), and its detail says since when and until when.
     """
-    return [
-        Explanation(name, _status(node, live), _reason(state, name, live), node.finished_at)
-        for name in topological(state)
-        for node in (state.nodes[name],)
-    ]
+    waits = waits or {}
+    explained = []
+    for name in topological(state):
+        node = state.nodes[name]
+        wait = waits.get(name)
+        if wait is not None and node.status in (NodeStatus.PENDING, NodeStatus.WAITING):
+            explained.append(Explanation(name, "waiting", _waiting(wait), node.finished_at))
+        else:
+            status = _status(node, live)
+            explained.append(
+                Explanation(name, status, _reason(state, name, live), node.finished_at)
+            )
+    return explained
 
 
 def explain_stored(store: Store, run_id: str) -> dict[str, Reason | None]:
@@ -97,9 +110,12 @@ def explain_stored(store: Store, run_id: str) -> dict[str, Reason | None]:
         RunNotFoundError: the store holds no such run, or it expired.
         CorruptStateError: the run's records are damaged.
     """
+    from flowdag.waits import list_waits
+
     state = store.load_statuses(run_id)
     live = store.lock_holder(state.run_id) is not None
-    return {item.node: item.reason for item in explain_state(state, live=live)}
+    waits = {wait.node: wait for wait in list_waits(store, state.run_id)}
+    return {item.node: item.reason for item in explain_state(state, live=live, waits=waits)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +260,23 @@ def _reason(state: RunState, name: str, live: bool) -> Reason | None:
     if node.attempts:
         return Reason("new", "it has no completed output")
     return Reason("new", "it never ran")
+
+
+def _waiting(wait: Wait) -> Reason:
+    """An input node waiting for a value: since when, and what its deadline does."""
+    since = f"waiting for input since {_utc(wait.started_at)}"
+    if wait.provided_at is not None:
+        return Reason(
+            "new", f"{since}; a value came at {_utc(wait.provided_at)}: the next run takes it"
+        )
+    if wait.expires_at is None:
+        return Reason("new", f"{since}; no deadline (flowdag provide answers it)")
+    then = "it takes its default" if wait.has_default else "it fails (InputTimeoutError)"
+    return Reason("new", f"{since}; deadline {_utc(wait.expires_at)}, then {then}")
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _failed_upstream(state: RunState, name: str) -> list[str]:

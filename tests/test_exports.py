@@ -129,3 +129,23 @@ def test_exported_name_is_importable(name: str) -> None:
 def test_version() -> None:
     assert isinstance(flowdag.__version__, str)
     assert flowdag.__version__
+
+
+def test_names_and_submodules_load_on_first_use() -> None:
+    # `import flowdag` pays for the errors and the store layer, not the runner
+    # (asyncio, the pools) nor the builder; a public name or submodule loads when touched.
+    script = (
+        "import sys, flowdag\n"
+        "heavy = ['asyncio', 'multiprocessing.connection', 'flowdag.runner', 'flowdag.workflow']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "assert flowdag.executors.ProcessExecutor.__name__ == 'ProcessExecutor'\n"
+        "assert flowdag.run.__module__ == 'flowdag.runner' and 'run' in vars(flowdag)\n"
+        "assert callable(flowdag.gc)  # the function, not the submodule flowdag.gc\n"
+        "import flowdag.gc\n"
+        "assert callable(flowdag.gc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

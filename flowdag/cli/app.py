@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
 from rich.markup import escape
 
-from flowdag.cli import cache as cache_command
-from flowdag.cli import explain as explain_command
-from flowdag.cli import gc as gc_command
-from flowdag.cli import graph, kv, overrides, run, runs, show
-from flowdag.cli import waits as waits_command
-from flowdag.cli.base import CLIError, Command, Exit, flatten, log
-from flowdag.cli.bench import command as bench
+from flowdag.cli.base import CLIError, Command, Commands, Exit, flatten, log
 from flowdag.errors import FlowdagError, RunLockedError, WorkflowChangedError
 
 __all__ = ["main", "make_parser"]
@@ -30,10 +25,28 @@ _HINTS: tuple[tuple[type[Exception], str, str], ...] = (
     (RunLockedError, "--run-id", "the command line takes another with --run-id"),
 )
 
+#: The commands, in the order ``flowdag --help`` lists them: the names a module's
+#: function adds to the parser. A command line naming one imports only its module
+#: (``flowdag status`` never imports the runner, asyncio or the pools).
+_COMMANDS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("run",), "flowdag.cli.run", "add_parser"),
+    (("status",), "flowdag.cli.status", "add_parser"),
+    (("list", "store"), "flowdag.cli.runs", "add_parsers"),
+    (("show",), "flowdag.cli.show", "add_parser"),
+    (("explain",), "flowdag.cli.explain", "add_parser"),
+    (("bench",), "flowdag.cli.bench.command", "add_parser"),
+    (("graph",), "flowdag.cli.graph", "add_parser"),
+    (("gc",), "flowdag.cli.gc", "add_parser"),
+    (("mark-done", "invalidate"), "flowdag.cli.overrides", "add_parsers"),
+    (("cache",), "flowdag.cli.cache", "add_parsers"),
+    (("kv",), "flowdag.cli.kv", "add_parsers"),
+    (("waits", "provide"), "flowdag.cli.waits", "add_parsers"),
+)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``flowdag`` command line and return its exit code."""
-    parser = make_parser()
+    parser = make_parser(_command_named(sys.argv[1:] if argv is None else argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # usage error (2) or --help (0): report, don't exit
@@ -66,8 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.setLevel(old_level)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    """The ``flowdag`` argument parser, every command included."""
+def make_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``flowdag`` argument parser: every command, or only ``command`` (and the
+    commands its module adds with it), which then imports no other command's module."""
     parser = argparse.ArgumentParser(
         prog="flowdag",
         description="Run DAG workflows that checkpoint every node and resume after crashes.",
@@ -76,18 +90,19 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    run.add_parser(commands)
-    runs.add_parsers(commands)
-    show.add_parser(commands)
-    explain_command.add_parser(commands)
-    bench.add_parser(commands)
-    graph.add_parser(commands)
-    gc_command.add_parser(commands)
-    overrides.add_parsers(commands)
-    cache_command.add_parsers(commands)
-    kv.add_parsers(commands)
-    waits_command.add_parsers(commands)
+    for names, module, adds in _COMMANDS:
+        if command is None or command in names:
+            add: Callable[[Commands], None] = getattr(importlib.import_module(module), adds)
+            add(commands)
     return parser
+
+
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names, if it is one; None for ``--help``, a typo, ..."""
+    for word in argv:
+        if not word.startswith("-"):  # the options before a command take no value
+            return word if any(word in names for names, _, _ in _COMMANDS) else None
+    return None
 
 
 def one_line(exc: Exception) -> str:
@@ -101,8 +116,9 @@ def one_line(exc: Exception) -> str:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
-    if getattr(args, "command", None) is run.cmd_run and getattr(args, "run_id", None):
-        command = run.resume_command(args)
+    run = sys.modules.get("flowdag.cli.run")  # imported if the command is `flowdag run`
+    if run is not None and getattr(args, "command", None) is run.cmd_run and args.run_id:
+        command: str | None = run.resume_command(args)
         return "" if command is None else f"; resume with: {command}"
     return ""
 

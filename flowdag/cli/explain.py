@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from flowdag._maps import item_counts
 from flowdag.cli.base import (
     CLIError,
     Commands,
@@ -47,13 +48,16 @@ from flowdag.cli.base import (
 )
 from flowdag.cli.loader import load_dag
 from flowdag.cli.render import local_time, output_console, styled, text_table
-from flowdag.cli.runs import shown_state
+from flowdag.cli.runs import liveness
+from flowdag.cli.tracebacks import add_verbose_option
+from flowdag.cli.waits import waiting_nodes
 from flowdag.dag import DAG
 from flowdag.errors import StoreError
 from flowdag.explain import Explanation, PlannedRun, explain_state, plan_stored, topological
 from flowdag.runner import RunResult
 from flowdag.state import NodeState, RunState
 from flowdag.stores.base import check_run_id
+from flowdag.waits import list_waits
 
 if TYPE_CHECKING:
     from flowdag._decide import Verdict
@@ -67,6 +71,15 @@ def add_parser(commands: Commands) -> None:
     explain.add_argument("run_id", metavar="RUN_ID", nargs="?", help="the stored run to explain")
     add_store_option(explain)
     explain.add_argument("--json", action="store_true", help="machine-readable output")
+    explain.add_argument(
+        "--node",
+        dest="nodes",
+        action="append",
+        metavar="NAME",
+        help="explain only this node (a map: with each of its items; or one item, 'm[3]'); "
+        "repeat for several",
+    )
+    add_verbose_option(explain, help="list every item of a map, not one line per kind of item")
     plan = explain.add_argument_group(
         "planning (--plan): what `flowdag run FILE.py --run-id ID` would do, run nothing"
     )
@@ -129,8 +142,14 @@ def cmd_explain(args: argparse.Namespace, err: Console) -> int:
     check_run_id(args.run_id)  # before the store: a bad id is the error, not a missing store
     with open_store(args.store, create=False) as store:
         state = store.load_statuses(args.run_id)  # no output is read
-        live = shown_state(store, state)[1]  # suspended, when its input nodes wait
-    explained = explain_state(state, live=live.pid is not None)
+        waits = {wait.node: wait for wait in list_waits(store, args.run_id)}
+        waiting = waiting_nodes(state, waits)
+        live = liveness(store, state, waiting)  # suspended, when its input nodes wait
+    explained = explain_state(
+        state, live=live.pid is not None, waits={node: waits[node] for node in waiting}
+    )
+    if args.nodes:
+        explained = _only(explained, args.nodes, state)
     if args.json:
         document = {
             "run_id": state.run_id,
@@ -147,20 +166,98 @@ def cmd_explain(args: argparse.Namespace, err: Console) -> int:
         f"{styled(live.status)}{escape(live.text()[len(live.status) :])}",
         soft_wrap=True,
     )
-    rows = [
-        [
-            item.node,
-            item.status,
-            "-" if item.reason is None else item.reason.code,
-            local_time(item.finished_at),
-            _detail(item),
-        ]
-        for item in explained
-    ]
+    every = args.nodes or getattr(args, "verbose", False)
+    rows = (
+        [_row(item) for item in _items_in_order(explained, state)]
+        if every
+        else grouped_rows(explained, state)
+    )
     header = ("node", "status", "code", "ran at", "why")
     out.file.write(text_table(out, header, rows, status=1))
     out.file.flush()
     return Exit.OK
+
+
+def _row(item: Explanation) -> list[str]:
+    code = "-" if item.reason is None else item.reason.code
+    return [item.node, item.status, code, local_time(item.finished_at), _detail(item)]
+
+
+def grouped_rows(explained: Sequence[Explanation], state: RunState) -> list[list[str]]:
+    """Table rows with a map's items grouped: after the map's own row, one row per
+    kind of item (status and code), saying how many and naming the first few; an
+    item alone of its kind gets its own row."""
+    grouped = item_counts(state.nodes)
+    rows: list[list[str]] = []
+    kinds: dict[tuple[str, str | None], list[Explanation]] = {}
+    base = None
+    for item in [*_items_in_order(explained, state), None]:
+        item_of = None if item is None else grouped.item_of.get(item.node)
+        if item_of is None and kinds:  # the items of map ``base`` end here
+            rows.extend(_kind_row(base or "", kind, items) for kind, items in kinds.items())
+            kinds = {}
+        if item is None:
+            break
+        if item_of is None:
+            rows.append(_row(item))
+            continue
+        base = item_of
+        code = None if item.reason is None else item.reason.code
+        kinds.setdefault((item.status, code), []).append(item)
+    return rows
+
+
+def _kind_row(base: str, kind: tuple[str, str | None], items: list[Explanation]) -> list[str]:
+    if len(items) == 1:
+        return _row(items[0])
+    status, code = kind
+    names = ", ".join(one.node for one in items[:3]) + (", ..." if len(items) > 3 else "")
+    details = {_detail(one) for one in items}
+    detail = _detail(items[0]) if len(details) == 1 else f"e.g. {_detail(items[0])}"
+    last = max((one.finished_at for one in items if one.finished_at), default=None)
+    why = f"{len(items)} items ({names}): {detail}"
+    return [f"{base}[...]", status, "-" if code is None else code, local_time(last), why]
+
+
+def _items_in_order(explained: Sequence[Explanation], state: RunState) -> list[Explanation]:
+    """``explained`` with each map's items right after the map, by index."""
+    grouped = item_counts(state.nodes)
+    if not grouped:
+        return list(explained)
+    present = {item.node for item in explained}  # --node m[3] without m: m[3] stays
+    items: dict[str, list[tuple[int, Explanation]]] = {}
+    for item in explained:
+        base = grouped.item_of.get(item.node)
+        if base in present:
+            index = int(item.node[len(base) + 1 : -1])  # "m[12]"
+            items.setdefault(base, []).append((index, item))
+    ordered = []
+    for item in explained:
+        if grouped.item_of.get(item.node) not in present:
+            ordered.append(item)
+            ordered.extend(one for _, one in sorted(items.get(item.node, ()), key=_first))
+    return ordered
+
+
+def _first(pair: tuple[int, Explanation]) -> int:
+    return pair[0]
+
+
+def _only(explained: list[Explanation], names: Sequence[str], state: RunState) -> list[Explanation]:
+    """The explanations of ``names``; a map's name brings its items along."""
+    unknown = [name for name in names if name not in state.nodes]
+    if unknown:
+        known = ", ".join(repr(name) for name in list(state.nodes)[:5])
+        raise CLIError(
+            f"run {state.run_id!r} has no node {unknown[0]!r}; its nodes include {known}"
+        )
+    grouped = item_counts(state.nodes)
+    wanted = set(names)
+    return [
+        item
+        for item in explained
+        if item.node in wanted or grouped.item_of.get(item.node) in wanted
+    ]
 
 
 def explanation_json(item: Explanation) -> dict[str, Any]:
@@ -193,6 +290,8 @@ def _cmd_plan(args: argparse.Namespace, err: Console) -> int:
         raise CLIError(
             f"two run ids: RUN_ID {args.run_id!r} and --run-id {args.plan_run_id!r}; give one"
         )
+    if args.nodes:
+        raise CLIError("--node explains a stored run: flowdag explain RUN_ID --node NAME")
     run_id = args.plan_run_id or args.run_id
     if run_id is None:
         raise CLIError("--plan needs the run to plan: flowdag explain --plan FILE.py --run-id ID")

@@ -13,7 +13,7 @@ import argparse
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -22,9 +22,11 @@ from flowdag.cli.base import CLIError, Commands, Exit, add_command, add_store_op
 from flowdag.cli.render import output_console, styled
 from flowdag.errors import CorruptStateError, RunLockedError
 from flowdag.json_codec import JSONCodec
-from flowdag.overrides import OverrideResult, audit_of, invalidate, mark_done
 from flowdag.state import NodeState, RunState
 from flowdag.stores.base import check_run_id
+
+if TYPE_CHECKING:
+    from flowdag.overrides import OverrideResult
 
 __all__ = ["add_parsers", "audit_json", "cmd_invalidate", "cmd_mark_done", "reason_json"]
 
@@ -76,6 +78,8 @@ def cmd_mark_done(args: argparse.Namespace, err: Console) -> int:
     check_run_id(args.run_id)
     value = _value(args.value)
     with open_store(args.store, create=False) as store, _operator_words():
+        from flowdag.overrides import mark_done  # the override machinery: only when used
+
         result = mark_done(
             store, args.run_id, args.node, output=value, reason=args.reason, dry_run=args.dry_run
         )
@@ -93,6 +97,8 @@ def cmd_invalidate(args: argparse.Namespace, err: Console) -> int:
     """
     check_run_id(args.run_id)
     with open_store(args.store, create=False) as store, _operator_words():
+        from flowdag.overrides import invalidate
+
         result = invalidate(
             store,
             args.run_id,
@@ -155,6 +161,8 @@ _JSON = JSONCodec()
 
 def audit_json(state: RunState) -> list[dict[str, Any]]:
     """The run's audit as ``status --json`` prints it: every override, oldest first."""
+    from flowdag.overrides import audit_of  # only when a status is printed as JSON
+
     return [
         {
             "node": node,

@@ -1,56 +1,43 @@
-"""Shared rendering: statuses, counts, durations, the node table and live progress bars.
+"""Shared rendering: statuses, counts, durations and tables (progress: ``progress.py``).
 
-Everything here builds text or `rich` renderables; only the progress bars draw,
-and only on a terminal (stderr), so results on stdout stay plain.
+Everything here builds text or `rich` renderables; nothing draws.
 """
 
 from __future__ import annotations
 
 import reprlib
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any
 
 from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.style import Style
-from rich.table import Column, Table
+from rich.table import Table
 from rich.text import Text
 
+from flowdag._maps import item_counts
 from flowdag.cli.base import flatten
 from flowdag.refs import Ref
-from flowdag.runner import RunEvent
 from flowdag.state import ErrorInfo, NodeState, NodeStatus
 
 __all__ = [
-    "BenchBar",
-    "LiveBar",
-    "RunProgress",
     "count",
     "describe_counts",
     "error_text",
     "local_time",
+    "node_rows",
     "output_console",
     "plain_table",
     "plural",
+    "print_table",
     "ref_text",
     "runs",
     "say_run",
     "seconds",
     "size_text",
     "styled",
-    "summary_table",
     "text_table",
 ]
 
@@ -65,6 +52,8 @@ _STATUS_STYLE = {  # node and run statuses alike
     "damaged": "bold red",  # a run that cannot be read (flowdag list)
     "interrupted": "magenta",  # a run (or node) whose process died before it finished
 }
+#: Every node status, in order: iterating an enum is slow, and list counts 10,000 runs.
+_STATUSES = tuple(NodeStatus)
 #: Control characters, shown escaped in text tables: a name never moves the cursor.
 _CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)]}
 
@@ -74,7 +63,7 @@ _CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7F, 0xA0)
 
 def count(nodes: Iterable[NodeState]) -> dict[NodeStatus, int]:
     """How many nodes have each status."""
-    counts = dict.fromkeys(NodeStatus, 0)
+    counts = dict.fromkeys(_STATUSES, 0)
     for node in nodes:
         counts[node.status] += 1
     return counts
@@ -84,7 +73,7 @@ def describe_counts(counts: dict[NodeStatus, int], *, interrupted: bool = False)
     """``2/3 completed, 1 failed``; ``interrupted``: running nodes are called so."""
     total = sum(counts.values())
     parts = [f"{counts[NodeStatus.COMPLETED]}/{total} completed"]
-    for status in NodeStatus:
+    for status in _STATUSES:
         if status is not NodeStatus.COMPLETED and counts[status]:
             shown = "interrupted" if interrupted and status is NodeStatus.RUNNING else status
             parts.append(f"{counts[status]} {shown}")
@@ -196,7 +185,12 @@ def plain_table(**options: Any) -> Table:
 
 
 def text_table(
-    out: Console, header: Sequence[str], rows: Iterable[Sequence[str]], *, status: int
+    out: Console,
+    header: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    status: int | None,
+    right: Container[int] = (),
 ) -> str:
     """Rows as aligned text lines, for tables of thousands of rows.
 
@@ -204,7 +198,8 @@ def text_table(
     without rich's layout, which costs about half a millisecond a row. Cells
     are plain text; control characters are shown escaped. On a terminal the
     header is bold and column ``status`` coloured by status; elsewhere (pipes,
-    files) the lines are plain. No line is wrapped or cut.
+    files) the lines are plain. No line is wrapped or cut. Columns ``right``
+    are flush right, header included.
     """
     table = [[_printable(cell) for cell in row] for row in (header, *rows)]
     widths = [0] * len(header)
@@ -230,8 +225,11 @@ def text_table(
         cells = []
         for column, cell in enumerate(row):
             style = "bold" if index == 0 else _status_style(cell) if column == status else None
-            pad = "" if column == last else " " * (widths[column] - _width(cell))
-            cells.append(painted(cell, style) + pad)
+            pad = " " * (widths[column] - _width(cell))
+            if column in right:
+                cells.append(pad + painted(cell, style))
+            else:
+                cells.append(painted(cell, style) + ("" if column == last else pad))
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
 
@@ -245,154 +243,114 @@ def _width(text: str) -> int:
     return len(text) if text.isascii() else cell_len(text)
 
 
-def summary_table(nodes: dict[str, NodeState]) -> Table:
-    """The nodes of a finished run: status, attempts, duration, and errors if any."""
-    failed = any(node.error is not None for node in nodes.values())
-    table = plain_table(title=None)
-    table.add_column("node")
-    table.add_column("status")
-    table.add_column("attempts", justify="right")
-    table.add_column("duration", justify="right")
-    if failed:
-        table.add_column("error", overflow="fold")
-    for name, node in nodes.items():
-        row = [escape(name), styled(node.status), str(node.attempts), seconds(node.duration)]
-        if failed:
-            row.append(escape(error_text(node.error)))
-        table.add_row(*row)
-    return table
+#: Lines of a node table shown by default; a run with more shows the nodes not completed.
+ROWS = 50
+#: A table of more lines is written as plain lines (`text_table`), not laid out by rich.
+RICH_ROWS = 200
+
+#: The order the nodes not completed are listed in when they are too many: what
+#: needs a look first. Statuses as shown (``interrupted`` included).
+_URGENCY = {"failed": 0, "interrupted": 1, "running": 2, "waiting": 3, "skipped": 4, "pending": 5}
 
 
-# -- progress --------------------------------------------------------------------------
+def _stored_status(node: NodeState) -> str:
+    return str(node.status)
 
 
-class LiveBar:
-    """A transient rich progress bar on stderr, drawn only when it is a terminal.
+def node_rows(
+    nodes: Mapping[str, NodeState],
+    shown: Callable[[NodeState], str] = _stored_status,
+    *,
+    items: bool = True,
+    every: bool = False,
+    limit: int = ROWS,
+    started: bool = True,
+    hint: str = "--all lists every node; --json gives everything",
+) -> tuple[tuple[str, ...], list[list[str]], list[str]]:
+    """The node table of ``status`` and ``run``: its header, its rows (plain text)
+    and the lines saying what was left out (the last one: ``hint``).
 
-    The bar is green; `fail` turns it red. The description is cut to the room
-    the terminal leaves, so the counts and the elapsed time always show whole.
+    ``shown``: a node's status as shown (`flowdag.cli.runs.Liveness.node_status`).
+    ``items``: a map's items are counted on its line rather than listed.
+    ``every``: every node; otherwise, above ``limit`` lines, the nodes not
+    completed, those that need a look first, at most ``limit``. ``started``: a
+    column for when each node started. Columns with nothing in them (errors,
+    refs) are left out.
     """
-
-    _BAR_WIDTH = 40
-
-    def __init__(self, err: Console) -> None:
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-        if err.is_terminal:
-            # rich's default "complete" colour is a pinkish red: green until something fails.
-            self._bar_width = max(10, min(self._BAR_WIDTH, err.width - 40))
-            self._bar_column = BarColumn(
-                bar_width=self._bar_width,
-                complete_style="green",
-                finished_style="green",
-                table_column=Column(no_wrap=True),
-            )
-            fixed = Column(no_wrap=True)
-            self._bar = Progress(
-                SpinnerColumn(table_column=fixed),
-                self._bar_column,
-                MofNCompleteColumn(table_column=fixed),
-                TimeElapsedColumn(table_column=fixed),
-                TextColumn("{task.description}", table_column=Column(no_wrap=True)),
-                console=err,
-                transient=True,
-            )
-
-    def __enter__(self) -> Self:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def fail(self) -> None:
-        """Paint the bar red: something failed."""
-        if self._bar is not None:
-            self._bar_column.complete_style = self._bar_column.finished_style = "red"
-
-    def _draw(self, done: int, total: int, description: str) -> None:
-        if self._bar is None:
-            return
-        if self._task is None:
-            self._task = self._bar.add_task("", total=total)
-        # Spinner, bar, "done/total" and "H:MM:SS" (8 cells from 10 hours), one space apart:
-        # rich would otherwise shrink every column, the elapsed time included, to fit.
-        used = 1 + self._bar_width + 2 * len(str(total)) + 1 + 8 + 4 + 1
-        room = max(0, self._bar.console.width - used)
-        if cell_len(description) > room:
-            text = Text(description)
-            text.truncate(room, overflow="ellipsis")
-            description = text.plain
-        self._bar.update(self._task, completed=done, total=total, description=escape(description))
+    grouped = item_counts(nodes) if items else None
+    names = [
+        name for name in nodes if grouped is None or name not in grouped.item_of
+    ]  # a map's items: one line for them all
+    statuses = {name: shown(nodes[name]) for name in names}
+    left_out: list[str] = []
+    if not every and len(names) > limit:
+        completed = sum(1 for name in names if statuses[name] == "completed")
+        open_ = [name for name in names if statuses[name] != "completed"]
+        open_.sort(key=lambda name: _URGENCY.get(statuses[name], len(_URGENCY)))  # stable
+        names = open_[:limit]
+        rest = open_[limit:]
+        if rest:
+            by_status: dict[str, int] = {}
+            for name in rest:
+                by_status[statuses[name]] = by_status.get(statuses[name], 0) + 1
+            what = ", ".join(f"{number} {status}" for status, number in by_status.items())
+            left_out.append(f"and {len(rest)} more nodes not completed ({what})")
+        if completed:
+            left_out.append(f"{completed} completed nodes not shown")
+        left_out.append(hint)
+    chosen = [(name, nodes[name]) for name in names]
+    # A column for outputs kept by reference, when there are some: size and extracted fields.
+    by_ref = any(type(node.output) is Ref for _, node in chosen)
+    errors = started or any(node.error is not None for _, node in chosen)
+    header = ["node", "status", "attempts"]
+    header += ["started", "duration"] if started else ["duration"]
+    header += ["error"] if errors else []
+    rows = []
+    for name, node in chosen:
+        counted = grouped.counts.get(name) if grouped else None
+        row = [
+            name,
+            statuses[name] + ("" if counted is None else f"  {counted}"),
+            str(node.attempts),
+        ]
+        if started:
+            row.append(local_time(node.started_at))
+        row.append(seconds(node.duration))
+        if errors:
+            row.append(error_text(node.error))
+        if by_ref:
+            ref = node.output
+            row.append(ref_text(ref, label=False) if type(ref) is Ref else "")
+        rows.append(row)
+    return (*header, "ref") if by_ref else tuple(header), rows, left_out
 
 
-class RunProgress(LiveBar):
-    """Turns `flowdag.RunEvent`s into live progress (terminal) or one line per event.
-
-    Outside a terminal (CI, pipes) every start, retry and finish is one line on
-    stderr, never wrapped, so a log shows what ran, what was retried and why,
-    and how long each node took.
-    """
-
-    def __init__(self, err: Console) -> None:
-        super().__init__(err)
-        self._err = err
-        self.ran: set[str] = set()  # nodes this process started (the rest were restored)
-        self._running: dict[str, None] = {}  # insertion-ordered set
-        self._started: dict[str, float] = {}  # node -> monotonic time of its first start here
-        self._waiting: set[str] = set()  # input nodes said to wait
-
-    def update(self, event: RunEvent) -> None:
-        """Handle one `flowdag.RunEvent`; called on the runner's driver thread."""
-        if event.kind == "node_started":
-            self.ran.add(event.node)
-            self._running[event.node] = None
-            self._started.setdefault(event.node, time.monotonic())
-            if self._bar is None:
-                self._say("", f"node {event.node} started (attempt {event.attempt})")
-        elif event.kind == "node_finished":
-            self._running.pop(event.node, None)
-            self._finished(event)
-        elif event.kind == "node_waiting":
-            if event.node not in self._waiting:  # told again when the run looks once more
-                self._waiting.add(event.node)
-                self._say("", f"node {event.node} waits for input")  # its key: stdout, at the end
-        elif event.kind == "node_retrying":
-            why = error_text(event.error)
-            text = f"node {event.node} attempt {event.attempt} failed: {why}"
-            self._say("[yellow]↻[/]", text + ("" if self._bar is not None else "; retrying"))
-        if self._bar is not None:
-            names = list(self._running)
-            running = ", ".join(names[:4]) + (f" +{len(names) - 4}" if len(names) > 4 else "")
-            self._draw(event.done, event.total, f"running: {running}")
-
-    def _finished(self, event: RunEvent) -> None:
-        if event.status == NodeStatus.FAILED:
-            self.fail()
-            self._say("[bold red]✗[/]", f"node {event.node} failed: {error_text(event.error)}")
-        elif self._bar is not None:
-            return  # the bar shows completions; only failures are printed above it
-        elif event.status == NodeStatus.COMPLETED:
-            # Measured here, from the first start this process saw: retries and
-            # their waits count, as in the summary table's duration.
-            started = self._started.get(event.node)
-            took = "" if started is None else f" in {seconds(time.monotonic() - started)}"
-            self._say("", f"node {event.node} completed{took}")
-        else:
-            self._say("", f"node {event.node} {event.status}")
-
-    def _say(self, mark: str, text: str) -> None:
-        if self._bar is not None:
-            self._bar.console.print(f"{mark} {escape(text)}", soft_wrap=True)  # above the bar
-        else:
-            self._err.print(f"flowdag: {escape(text)}", soft_wrap=True)
+def print_table(
+    out: Console,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: set[int],
+    status: int | None,
+) -> None:
+    """Rows of plain text as a table, column ``status`` in its colour: through rich
+    on a terminal when they are few (rich wraps a long error to the terminal's
+    width), as plain lines when they are many or go to a pipe or a file, where
+    rich would not wrap them either (`output_console`) and the lines are the same."""
+    if len(rows) > RICH_ROWS or not out.is_terminal:
+        out.file.write(text_table(out, header, rows, status=status, right=right))
+        out.file.flush()
+        return
+    table = plain_table()
+    for column, name in enumerate(header):
+        table.add_column(name, justify="right" if column in right else "left")
+    for row in rows:
+        table.add_row(*(_cell(cell, column == status) for column, cell in enumerate(row)))
+    out.print(table)
 
 
-class BenchBar(LiveBar):
-    """A transient progress bar for `flowdag.cli.bench.run_bench` (terminal only)."""
-
-    def update(self, step: Any) -> None:
-        """Show one `flowdag.cli.bench.BenchProgress`."""
-        self._draw(step.done, step.total, step.what)
+def _cell(cell: str, status: bool) -> str:
+    if not status:
+        return escape(cell)
+    shown, space, rest = cell.partition(" ")  # "failed  9/10 items completed, 1 failed"
+    return styled(shown) + escape(space + rest)

@@ -24,13 +24,14 @@ from flowdag.cli.base import (
     positive_int,
 )
 from flowdag.cli.loader import load_dag
+from flowdag.cli.progress import RunProgress
 from flowdag.cli.render import (
-    RunProgress,
     count,
     describe_counts,
+    node_rows,
     output_console,
+    print_table,
     styled,
-    summary_table,
 )
 from flowdag.cli.tracebacks import add_verbose_option, print_tracebacks
 from flowdag.cli.waits import print_waits
@@ -132,7 +133,7 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
             args.run_id = new_run_id()
             # Printed before the run starts, so the id is known even if it is killed.
             err.print(f"flowdag: run id {args.run_id}", soft_wrap=True)
-        with RunProgress(err) as progress:
+        with RunProgress(err, dag.maps) as progress:
             result = flowdag.run(
                 dag,
                 run_id=args.run_id,
@@ -186,7 +187,15 @@ def _report(
 ) -> int:
     """Print the summary table, failed nodes' tracebacks and the last line; the exit code."""
     out = output_console()
-    out.print(summary_table(result.nodes))
+    header, rows, left_out = node_rows(
+        result.nodes,
+        items=not verbose,  # a map: one line, its items counted (-v lists them)
+        started=False,
+        hint=f"flowdag status {result.run_id} --all lists every node",
+    )
+    print_table(out, header, rows, right={2, 3}, status=1)
+    for line in left_out:
+        out.print(line, soft_wrap=True, highlight=False, markup=False)
     if print_tracebacks(out, result.run_id, result.nodes, verbose=verbose):
         out.print()  # the verdict stands apart from the last traceback
     note = f"; {restored} of {len(result.nodes)} nodes were already completed" if restored else ""

@@ -1,10 +1,11 @@
-"""``flowdag status`` and ``list``: look at stored runs (and the ``store`` command's parsers).
+"""``flowdag list``, and what ``status``, ``show`` and ``graph`` share: is a run
+live, and a run as JSON (and the ``store`` command's parsers).
 
-None of these runs a workflow. ``status`` and ``list`` only read, and never
-create a store (a missing one is an error, exit 2). ``status`` shows an output
-kept by reference by its ref (size, extracted fields) and reads no blob. The
-``store convert|verify`` commands are in ``store.py``. Each command's
-docstring is its ``--help`` text.
+None of these runs a workflow. ``status`` (`flowdag.cli.status`) and ``list``
+only read, and never create a store (a missing one is an error, exit 2).
+``status`` shows an output kept by reference by its ref (size, extracted
+fields) and reads no blob. The ``store convert|verify`` commands are in
+``store.py``. Each command's docstring is its ``--help`` text.
 """
 
 from __future__ import annotations
@@ -20,10 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flowdag._maps import item_counts
-from flowdag._usertypes import neutral_user_types
 from flowdag.cli.base import (
-    CLIError,
     Commands,
     Exit,
     add_command,
@@ -41,21 +39,16 @@ from flowdag.cli.render import (
     local_time,
     output_console,
     plain_table,
-    ref_text,
     seconds,
-    styled,
     text_table,
 )
 from flowdag.cli.store import cmd_store_convert, cmd_store_verify
-from flowdag.cli.tracebacks import add_verbose_option, print_tracebacks
-from flowdag.cli.waits import wait_json, waiting_nodes, waits_by_run, with_waiting
+from flowdag.cli.waits import waiting_nodes, waits_by_run, with_waiting
 from flowdag.errors import FlowdagError, RunNotFoundError
 from flowdag.json_codec import JSONCodec
 from flowdag.refs import Ref
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, RunState, RunStatus
 from flowdag.stores import Store
-from flowdag.stores._refwalk import load_brief
-from flowdag.stores.base import check_run_id
 from flowdag.waits import list_waits
 
 __all__ = [
@@ -63,7 +56,6 @@ __all__ = [
     "add_parsers",
     "attempts_table",
     "cmd_list",
-    "cmd_status",
     "cmd_store_convert",
     "cmd_store_verify",
     "json_value",
@@ -76,18 +68,7 @@ __all__ = [
 
 
 def add_parsers(commands: Commands) -> None:
-    """Add ``flowdag status``, ``list`` and ``store`` to ``commands``."""
-    status = add_command(commands, "status", cmd_status)
-    status.add_argument("run_id", metavar="RUN_ID")
-    add_store_option(status)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument(
-        "--outputs",
-        action="store_true",
-        help="with --json: each node's output and the run's ctx.data too",
-    )
-    add_verbose_option(status)
-
+    """Add ``flowdag list`` and ``store`` to ``commands`` (``status``: `flowdag.cli.status`)."""
     listing = add_command(commands, "list", cmd_list)
     add_store_option(listing)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -177,77 +158,7 @@ def shown_state(store: Store, state: RunState) -> tuple[RunState, Liveness]:
     return with_waiting(state, waiting), liveness(store, state, waiting)
 
 
-# -- flowdag status ----------------------------------------------------------------------
-
-
-def cmd_status(args: argparse.Namespace, err: Console) -> int:
-    """Show the nodes of one run, every failed attempt, and failed nodes' last frames.
-
-    One line per node: status, attempts, start, duration (of all its
-    attempts) and error. Then one line per failed attempt, retried or not,
-    earlier calls of run included: node, attempt number, start, duration and
-    error. Then the last frames of each failed node's traceback; -v shows every
-    traceback in full. With --json, every attempt with its full traceback.
-    """
-    check_run_id(args.run_id)  # before the store: a bad id is the error, not a missing store
-    if args.outputs and not args.json:
-        raise CLIError(
-            "--outputs goes with --json; to see one node's output: flowdag show RUN NODE"
-        )
-    with open_store(args.store, create=False) as store, neutral_user_types():
-        # Outputs are read only when asked for: they may be large (refs are small
-        # and always read, never their blobs); user types as UserValue, without
-        # importing their modules.
-        state = store.load(args.run_id) if args.outputs else load_brief(store, args.run_id)
-        waits = list_waits(store, args.run_id)
-        waiting = waiting_nodes(state, (wait.node for wait in waits))
-        live = liveness(store, state, waiting)
-    # A waiting node is stored as pending: the waits table says it waits.
-    state = with_waiting(state, waiting)
-    if args.json:
-        document = state_json(state, live, values=args.outputs)
-        document["waits"] = [wait_json(wait) for wait in waits if wait.node in waiting]
-        print(json.dumps(document, indent=2))
-        return Exit.OK
-    out = output_console()
-    counts = count(state.nodes.values())
-    out.print(
-        f"run {escape(state.run_id)}  workflow {escape(state.workflow)}  "
-        f"{styled(live.status)}{escape(live.text()[len(live.status) :])}"
-        f"  ({describe_counts(counts, interrupted=live.interrupted)})"
-        + (f"  expires {local_time(state.expires_at)}" if state.expires_at else ""),
-        soft_wrap=True,
-    )
-    table = plain_table()
-    # A column for outputs kept by reference, when there are some: size and extracted fields.
-    by_ref = any(type(node.output) is Ref for node in state.nodes.values())
-    columns = ("node", "status", "attempts", "started", "duration", "error")
-    for column in (*columns, "ref") if by_ref else columns:
-        table.add_column(column, justify="right" if column in {"attempts", "duration"} else "left")
-    items = item_counts(state.nodes)  # a map's items: one line for them all, unless -v
-    for name, node in state.nodes.items():
-        if items and not args.verbose and name in items.item_of:
-            continue
-        counted = items.counts.get(name) if items else None
-        row = [
-            escape(name),
-            styled(live.node_status(node)) + ("" if counted is None else f"  {counted}"),
-            str(node.attempts),
-            local_time(node.started_at),
-            seconds(node.duration),
-            escape(error_text(node.error)),
-        ]
-        if by_ref:
-            ref = node.output
-            row.append(escape(ref_text(ref, label=False)) if type(ref) is Ref else "")
-        table.add_row(*row)
-    out.print(table)
-    failures = attempts_table(state, failed_only=True)
-    if failures is not None:
-        out.print("failed attempts:")
-        out.print(failures)
-    print_tracebacks(out, state.run_id, state.nodes, verbose=args.verbose)
-    return Exit.OK
+# -- the JSON of flowdag status (its text: status.py) ---------------------------------
 
 
 def attempts_table(
@@ -438,9 +349,12 @@ def _status_cell(row: dict[str, Any]) -> str:
     return str(row["status"])
 
 
+_STATUSES = tuple(NodeStatus)
+
+
 def _counts_text(nodes: dict[str, int] | None) -> str:
     if nodes is None:
         return ""
-    counts = {status: nodes.get(str(status), 0) for status in NodeStatus}
+    counts = {status: nodes.get(status, 0) for status in _STATUSES}
     counts[NodeStatus.RUNNING] += nodes.get(INTERRUPTED, 0)
     return describe_counts(counts, interrupted=INTERRUPTED in nodes)

@@ -44,7 +44,10 @@ _PACKAGE = Path(flowdag.__file__).resolve().parent
 _INSTALLED = re.compile(r"[/\\](?:site|dist)-packages[/\\]flowdag[/\\]")
 
 
-def add_verbose_option(parser: argparse.ArgumentParser) -> None:
+def add_verbose_option(
+    parser: argparse.ArgumentParser,
+    help: str = "full tracebacks of failed nodes, and progress details",
+) -> None:
     """``-v``/``--verbose`` after the command too (``flowdag run FILE -v``), as before it."""
     parser.add_argument(
         "-v",
@@ -52,7 +55,7 @@ def add_verbose_option(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         # Not set unless given: ``flowdag -v run FILE`` keeps the value set before the command.
         default=argparse.SUPPRESS,
-        help="full tracebacks of failed nodes, and progress details",
+        help=help,
     )
 
 

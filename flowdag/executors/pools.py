@@ -21,12 +21,14 @@ import struct
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from multiprocessing.connection import Connection
 from queue import SimpleQueue
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flowdag.executors._main_guard import check_main_guard
 from flowdag.executors.base import Capabilities, ExecutorBase
+
+if TYPE_CHECKING:  # multiprocessing.connection costs ~5 ms: imported with a process pool only
+    from multiprocessing.connection import Connection
 
 __all__ = ["ProcessExecutor", "ThreadExecutor", "default_workers"]
 

@@ -14,7 +14,8 @@ from flowdag._units import parse_size
 from flowdag.cli.base import Commands, Exit, add_command, int_list
 from flowdag.cli.bench.chart import write_chart
 from flowdag.cli.bench.measure import DEFAULT_INLINE_LIMIT, STORES, BenchResults, run_bench
-from flowdag.cli.render import BenchBar, plain_table
+from flowdag.cli.progress import BenchBar
+from flowdag.cli.render import plain_table
 from flowdag.errors import FlowdagError
 
 __all__ = ["add_parser", "cmd_bench"]
