@@ -22,10 +22,12 @@ is opened in the child.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -144,6 +146,38 @@ def exec_code(code: str, *argv: str) -> None:
     """A job running ``code`` as ``python -c code *argv`` would, in the forked child."""
     sys.argv = ["-c", *argv]
     exec(compile(code, "<string>", "exec"), {"__name__": "__main__"})
+
+
+def python_m(module: str, cwd: str, env: dict[str, str], *argv: str) -> None:
+    """A job running ``python -m module *argv`` in ``cwd`` with the environment ``env``.
+
+    As a fresh interpreter would: ``sys.path`` starts with ``cwd`` then the
+    ``PYTHONPATH`` of ``env`` (in place of the server's); at the end, the threads
+    left running are joined and the atexit handlers run, as at an interpreter's
+    exit. What the server preloaded stays imported (see `PRELOAD`).
+    """
+    server_path = set(os.environ.get("PYTHONPATH", "").split(os.pathsep))
+    base = [entry for entry in sys.path[1:] if entry not in server_path]
+    extra = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path[:] = [os.getcwd(), *extra, *base]
+    sys.argv = [module, *argv]  # run_module puts the module's file first, as -m does
+    code: int = 0
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:  # a message: the interpreter prints it and exits 1
+            print(exc.code, file=sys.stderr)
+            code = 1
+    finally:
+        getattr(threading, "_shutdown")()  # noqa: B009 - what the interpreter calls at exit
+        atexit._run_exitfuncs()
+    if code:
+        raise SystemExit(code)
 
 
 # -- the test's side -----------------------------------------------------------------------
