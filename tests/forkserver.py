@@ -310,3 +310,25 @@ class ForkServer:
         for leftover in self.dir.iterdir():
             leftover.unlink()
         self.dir.rmdir()
+
+
+_shared: ForkServer | None = None
+
+
+def shared() -> ForkServer:
+    """This process's fork server, started at the first call (the ``fork_server`` fixture's).
+
+    For helpers that are not fixtures; conftest closes it at the end of the session.
+    """
+    global _shared
+    if _shared is None:
+        _shared = ForkServer()
+    return _shared
+
+
+def close_shared() -> None:
+    """Close the server `shared` started, if it did."""
+    global _shared
+    if _shared is not None:
+        _shared.close()
+        _shared = None
