@@ -156,17 +156,44 @@ def python_m(module: str, cwd: str, env: dict[str, str], *argv: str) -> None:
     left running are joined and the atexit handlers run, as at an interpreter's
     exit. What the server preloaded stays imported (see `PRELOAD`).
     """
+    _as_interpreter(
+        cwd,
+        env,
+        os.path.abspath(cwd),
+        [module, *argv],
+        lambda: runpy.run_module(module, run_name="__main__", alter_sys=True),
+    )
+
+
+def python_script(script: str, cwd: str, env: dict[str, str], *argv: str) -> None:
+    """A job running ``python script *argv`` in ``cwd`` with ``env``, as `python_m` does.
+
+    ``sys.path`` starts with the script's folder, as for ``python script``.
+    """
+    path = os.path.abspath(os.path.join(cwd, script))
+    _as_interpreter(
+        cwd,
+        env,
+        os.path.dirname(path),
+        [script, *argv],
+        lambda: runpy.run_path(path, run_name="__main__"),
+    )
+
+
+def _as_interpreter(
+    cwd: str, env: dict[str, str], first: str, argv: list[str], run: Callable[[], object]
+) -> None:
     server_path = set(os.environ.get("PYTHONPATH", "").split(os.pathsep))
     base = [entry for entry in sys.path[1:] if entry not in server_path]
     extra = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    sys.path[:] = [os.getcwd(), *extra, *base]
-    sys.argv = [module, *argv]  # run_module puts the module's file first, as -m does
+    sys.path[:] = [first, *extra, *base]
+    sys.argv = argv
     code: int = 0
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        run()
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
