@@ -180,6 +180,17 @@ def python_script(script: str, cwd: str, env: dict[str, str], *argv: str) -> Non
     )
 
 
+def python_c(code: str, cwd: str, env: dict[str, str], *argv: str) -> None:
+    """A job running ``python -c code *argv`` in ``cwd`` with ``env``, as `python_m` does."""
+    _as_interpreter(
+        cwd,
+        env,
+        "",
+        ["-c", *argv],
+        lambda: exec(compile(code, "<string>", "exec"), {"__name__": "__main__"}),
+    )
+
+
 def _as_interpreter(
     cwd: str, env: dict[str, str], first: str, argv: list[str], run: Callable[[], object]
 ) -> None:
@@ -190,6 +201,7 @@ def _as_interpreter(
     os.environ.clear()
     os.environ.update(env)
     sys.path[:] = [first, *extra, *base]
+    sys.dont_write_bytecode = bool(env.get("PYTHONDONTWRITEBYTECODE"))
     sys.argv = argv
     code: int = 0
     try:
