@@ -2,9 +2,10 @@
 
 A `Project` is a folder of Python files (a workflow module ``flow.py`` defining
 ``wf`` and the helper modules it imports) and a disk store beside it. Each
-`Project.run` is one fresh ``python`` process, so every run imports the edited
-files anew, as a user's resume after an edit does: no module, function or
-fingerprint survives from one run to the next. The process prints one line of
+`Project.run` is one new ``python`` process (forked from the fork server,
+tests/forkserver.py, which imported flowdag but never a project's files), so every
+run imports the edited files anew, as a user's resume after an edit does: no module,
+function or fingerprint survives from one run to the next. The process prints one line of
 JSON: the run's status, the nodes whose attempts started, each node's reason
 (`RunResult.explain`), its outputs, the warnings it raised or logged, and the
 plan made before the run (as ``flowdag explain --plan`` makes it), which
@@ -17,16 +18,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.forkserver import python_c, python_m, shared
+
 ROOT = Path(__file__).resolve().parents[1]
 MARK = "@@outcome "
 
-# Runs in the fresh process: argv = project dir, store URL, run id, run() options as JSON.
+# Runs in the new process: argv = project dir, store URL, run id, run() options as JSON.
 # It first plans the run as `flowdag explain --plan` does (reading the store only), then runs it.
 _RUNNER = f"""
 import json, logging, sys, warnings
@@ -145,16 +147,10 @@ class Project:
         (self.folder / name).write_text(text.replace(old, new))
 
     def cli(self, *args: str, store: bool = True) -> str:
-        """Run ``flowdag ARGS [--store URL]`` in a fresh process, which must succeed; its stdout."""
+        """Run ``flowdag ARGS [--store URL]`` in a new process, which must succeed; its stdout."""
         where = ["--store", self.store_url] if store else []
-        done = subprocess.run(
-            [sys.executable, "-m", "flowdag", *args, *where],
-            cwd=self.folder,
-            env=_environment(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        folder = str(self.folder)
+        done = shared().run(python_m, "flowdag", folder, _environment(), *args, *where, timeout=120)
         assert done.returncode == 0, f"flowdag {' '.join(args)}: exit {done.returncode}\n{done}"
         return done.stdout
 
@@ -164,7 +160,7 @@ class Project:
         return found
 
     def run(self, run_id: str = "r1", **options: Any) -> Outcome:
-        """Run (or resume) ``run_id`` in a fresh process; ``options`` go to `flowdag.run`."""
+        """Run (or resume) ``run_id`` in a new process; ``options`` go to `flowdag.run`."""
         done = self._process(run_id, options)
         lines = [line for line in done.stdout.splitlines() if line.startswith(MARK)]
         assert done.returncode == 0 and lines, (
@@ -178,29 +174,16 @@ class Project:
         return outcome
 
     def crash(self, run_id: str = "r1", **options: Any) -> None:
-        """Run ``run_id`` in a fresh process that a node kills (SIGKILL) before it ends."""
+        """Run ``run_id`` in a new process that a node kills (SIGKILL) before it ends."""
         done = self._process(run_id, options)
         assert done.returncode == -signal.SIGKILL, (
             f"run {run_id} was not killed: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
         )
 
     def _process(self, run_id: str, options: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                _RUNNER,
-                str(self.folder),
-                self.store_url,
-                run_id,
-                json.dumps(options),
-            ],
-            cwd=self.folder,
-            env=_environment(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        folder = str(self.folder)
+        argv = (folder, self.store_url, run_id, json.dumps(options))
+        return shared().run(python_c, _RUNNER, folder, _environment(), *argv, timeout=120)
 
 
 def _environment() -> dict[str, str]:

@@ -22,10 +22,12 @@ is opened in the child.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import json
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -144,6 +146,77 @@ def exec_code(code: str, *argv: str) -> None:
     """A job running ``code`` as ``python -c code *argv`` would, in the forked child."""
     sys.argv = ["-c", *argv]
     exec(compile(code, "<string>", "exec"), {"__name__": "__main__"})
+
+
+def python_m(module: str, cwd: str, env: dict[str, str], *argv: str) -> None:
+    """A job running ``python -m module *argv`` in ``cwd`` with the environment ``env``.
+
+    As a fresh interpreter would: ``sys.path`` starts with ``cwd`` then the
+    ``PYTHONPATH`` of ``env`` (in place of the server's); at the end, the threads
+    left running are joined and the atexit handlers run, as at an interpreter's
+    exit. What the server preloaded stays imported (see `PRELOAD`).
+    """
+    _as_interpreter(
+        cwd,
+        env,
+        os.path.abspath(cwd),
+        [module, *argv],
+        lambda: runpy.run_module(module, run_name="__main__", alter_sys=True),
+    )
+
+
+def python_script(script: str, cwd: str, env: dict[str, str], *argv: str) -> None:
+    """A job running ``python script *argv`` in ``cwd`` with ``env``, as `python_m` does.
+
+    ``sys.path`` starts with the script's folder, as for ``python script``.
+    """
+    path = os.path.abspath(os.path.join(cwd, script))
+    _as_interpreter(
+        cwd,
+        env,
+        os.path.dirname(path),
+        [script, *argv],
+        lambda: runpy.run_path(path, run_name="__main__"),
+    )
+
+
+def python_c(code: str, cwd: str, env: dict[str, str], *argv: str) -> None:
+    """A job running ``python -c code *argv`` in ``cwd`` with ``env``, as `python_m` does."""
+    _as_interpreter(
+        cwd,
+        env,
+        "",
+        ["-c", *argv],
+        lambda: exec(compile(code, "<string>", "exec"), {"__name__": "__main__"}),
+    )
+
+
+def _as_interpreter(
+    cwd: str, env: dict[str, str], first: str, argv: list[str], run: Callable[[], object]
+) -> None:
+    server_path = set(os.environ.get("PYTHONPATH", "").split(os.pathsep))
+    base = [entry for entry in sys.path[1:] if entry not in server_path]
+    extra = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    sys.path[:] = [first, *extra, *base]
+    sys.dont_write_bytecode = bool(env.get("PYTHONDONTWRITEBYTECODE"))
+    sys.argv = argv
+    code: int = 0
+    try:
+        run()
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:  # a message: the interpreter prints it and exits 1
+            print(exc.code, file=sys.stderr)
+            code = 1
+    finally:
+        getattr(threading, "_shutdown")()  # noqa: B009 - what the interpreter calls at exit
+        atexit._run_exitfuncs()
+    if code:
+        raise SystemExit(code)
 
 
 # -- the test's side -----------------------------------------------------------------------
@@ -276,3 +349,25 @@ class ForkServer:
         for leftover in self.dir.iterdir():
             leftover.unlink()
         self.dir.rmdir()
+
+
+_shared: ForkServer | None = None
+
+
+def shared() -> ForkServer:
+    """This process's fork server, started at the first call (the ``fork_server`` fixture's).
+
+    For helpers that are not fixtures; conftest closes it at the end of the session.
+    """
+    global _shared
+    if _shared is None:
+        _shared = ForkServer()
+    return _shared
+
+
+def close_shared() -> None:
+    """Close the server `shared` started, if it did."""
+    global _shared
+    if _shared is not None:
+        _shared.close()
+        _shared = None

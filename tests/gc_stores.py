@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from flowdag.stores._blobmem import MemoryBlobs
 from flowdag.stores._blobs import BlobArea
 from flowdag.stores._crypto import generate_key
 from flowdag.stores.base import Store
+from tests.forkserver import python_m, shared
 from tests.stores.conformance import ROOT, spawn
 
 HOUR = 3600.0
@@ -70,14 +70,12 @@ def held_elsewhere(kind: str, root: Path, run_id: str | None = None) -> Iterator
 
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """``flowdag ARGS`` in a real process (this checkout), with ``env`` added."""
-    return subprocess.run(
-        [sys.executable, "-m", "flowdag", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **env},
-    )
+    """``flowdag ARGS`` in a real process (this checkout), with ``env`` added.
+
+    ``python -m flowdag``, forked from the fork server (which imported flowdag once).
+    """
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **env}
+    return shared().run(python_m, "flowdag", os.getcwd(), environment, *args, timeout=120)
 
 
 # -- fixtures: import them into a test module to parametrise it over every kind ---------

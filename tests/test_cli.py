@@ -26,6 +26,7 @@ from flowdag.state import NodeRecord
 from flowdag.stores import open_store
 from flowdag.stores.base import StoredNode, StoredRun
 from flowdag.stores.transfer import same_value
+from tests.forkserver import python_m, shared
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "etl_pipeline.py"
@@ -551,12 +552,17 @@ def test_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def run_cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
+    *args: str, cwd: Path, env: dict[str, str] | None = None, fresh: bool = False
 ) -> subprocess.CompletedProcess[str]:
+    """``python -m flowdag *args``: forked from the fork server (which imported flowdag
+    once), or with ``fresh`` a new interpreter."""
+    environment = {**os.environ, "COLUMNS": "200", **(env or {})}
+    if not fresh:
+        return shared().run(python_m, "flowdag", str(cwd), environment, *args, timeout=120)
     return subprocess.run(
         [sys.executable, "-m", "flowdag", *args],
         cwd=cwd,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        env=environment,
         capture_output=True,
         text=True,
         timeout=120,
@@ -565,12 +571,13 @@ def run_cli(
 
 def test_python_dash_m_flowdag(tmp_path: Path) -> None:
     path = write(tmp_path, PIPELINE)
-    done = run_cli("run", str(path), "--run-id", "p1", "--store", store_url(tmp_path), cwd=tmp_path)
+    url = store_url(tmp_path)
+    done = run_cli("run", str(path), "--run-id", "p1", "--store", url, cwd=tmp_path, fresh=True)
     assert done.returncode == 0, done.stderr
     assert "completed" in done.stdout
     assert calls(tmp_path) == ["a", "b", "c"]
 
-    bad = run_cli("status", "nobody", "--store", store_url(tmp_path), cwd=tmp_path)
+    bad = run_cli("status", "nobody", "--store", url, cwd=tmp_path, fresh=True)
     assert bad.returncode == 2
     assert_one_error_line(bad.stderr, "nobody")
 
@@ -1031,7 +1038,7 @@ def after(broken):
 def test_run_piped_prints_one_line_per_node_event(tmp_path: Path) -> None:
     path = write(tmp_path, EVENTS)
     args = ("run", str(path), "--run-id", "ci", "--store", store_url(tmp_path))
-    done = run_cli(*args, cwd=tmp_path, env={"COLUMNS": "80"})  # stderr is a pipe
+    done = run_cli(*args, cwd=tmp_path, env={"COLUMNS": "80"})  # stderr is no terminal
     assert done.returncode == 1, done.stderr
     lines = [line.removeprefix("flowdag: ") for line in done.stderr.splitlines()]
     events = [line for line in lines if line.startswith("node ")]

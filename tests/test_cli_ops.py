@@ -1,5 +1,6 @@
 """The operator's command line, each through a real ``flowdag`` process: pipes closed early,
-pools, dead and live runs."""
+pools, dead and live runs. Most are ``python -m flowdag`` forked from the fork server
+(tests/forkserver.py); a closed stdout, a terminal and Ctrl-C get fresh interpreters."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests import forkserver
+from tests.forkserver import Child, python_m
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,9 +47,8 @@ def env() -> dict[str, str]:
 
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        flowdag_cmd(*args), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120
-    )
+    """``python -m flowdag *args``, forked from the fork server (which imported flowdag once)."""
+    return forkserver.shared().run(python_m, "flowdag", str(tmp_path), env(), *args, timeout=120)
 
 
 def write(tmp_path: Path, source: str, name: str = "pipeline.py") -> Path:
@@ -168,7 +171,7 @@ def b(a):
 """
 
 
-def wait_for_b(tmp_path: Path, proc: subprocess.Popen[Any]) -> None:
+def wait_for_b(tmp_path: Path, proc: subprocess.Popen[Any] | Child) -> None:
     """Until node ``b`` of `SLOW` has started (``a`` is committed by then)."""
     deadline = time.monotonic() + 60
     while not (tmp_path / "b-started").exists():
@@ -188,9 +191,9 @@ def test_live_run_shows_its_pid_and_a_killed_one_is_interrupted(
 ) -> None:
     write(tmp_path, SLOW)
     store = f"{scheme}://s"
-    runner = subprocess.Popen(
-        flowdag_cmd("run", "pipeline.py", "--run-id", "r", "--store", store),
-        cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    runner = forkserver.shared().start(
+        python_m, "flowdag", str(tmp_path), env(), "run", "pipeline.py", "--run-id", "r",
+        "--store", store,
     )  # fmt: skip
     try:
         wait_for_b(tmp_path, runner)
@@ -206,7 +209,7 @@ def test_live_run_shows_its_pid_and_a_killed_one_is_interrupted(
         # The probe never takes the lock from the runner: it is still running.
         assert runner.poll() is None
     finally:
-        runner.send_signal(signal.SIGKILL)
+        runner.kill()
         runner.wait(timeout=30)
     dead = status_json(tmp_path, store)
     assert (dead["status"], dead["pid"]) == ("interrupted", None)

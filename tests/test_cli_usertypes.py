@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import run_cli
+from tests.forkserver import ForkServer, python_m
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,11 +70,15 @@ def big():
 """
 
 
-cli = run_cli  # a real ``python -m flowdag`` process
-
-
 @pytest.mark.parametrize("kind", ["json", "lmdb", "flatbuffers"])
-def test_commands_show_user_types_without_importing_them(kind: str, tmp_path: Path) -> None:
+def test_commands_show_user_types_without_importing_them(
+    kind: str, tmp_path: Path, fork_server: ForkServer
+) -> None:
+    def cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        # A real ``python -m flowdag`` process, forked from the fork server (which never
+        # imports the user's module): its import would leave the marker all the same.
+        return fork_server.run(python_m, "flowdag", str(cwd), env, *args, timeout=120)
+
     project = tmp_path / "project"
     project.mkdir()
     (project / "shopmodels.py").write_text(MODELS)

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 import flowdag
 from flowdag import AttemptInfo, NodeState, NodeStatus, RunState
 from flowdag.stores import open_store
+from tests.forkserver import python_m, python_script, shared
 
 SCHEMES = ["memory", "lmdb", "json", "flatbuffers"]
 
@@ -205,17 +205,17 @@ def test_kill_9_during_retries_then_resume(tmp_path: Path, scheme: str, mark: st
     url = f"{scheme}://{tmp_path / 'store'}"
     env = {**os.environ, "HISTORY_MARKS": str(marks), "HISTORY_HANG": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[1]), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen([sys.executable, str(script), url], env=env)
+    proc = shared().start(python_script, str(script), str(tmp_path), env, url)
     try:
         deadline = time.monotonic() + 30
         while not (marks / mark).exists():
             assert proc.poll() is None, "the run ended before the kill"
             assert time.monotonic() < deadline, f"{mark} never appeared"
             time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
+        proc.kill()
     finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+        killed = proc.wait()
+    assert killed.returncode == -signal.SIGKILL
     with open_store(url) as store:
         crashed = store.load("k")
     steady = crashed.nodes["steady"]
@@ -228,7 +228,7 @@ def test_kill_9_during_retries_then_resume(tmp_path: Path, scheme: str, mark: st
     assert all(attempt.error is not None for attempt in crashed.nodes["shaky"].history)
 
     env["HISTORY_HANG"] = "0"
-    done = subprocess.run([sys.executable, str(script), url], env=env, timeout=60)
+    done = shared().run(python_script, str(script), str(tmp_path), env, url, timeout=60)
     assert done.returncode == 0
     with open_store(url) as store:
         resumed = store.load("k")
@@ -273,7 +273,7 @@ def test_a_failed_attempt_is_kept_by_a_kill_while_its_retry_waits(
     script.write_text(WAITING)
     url = f"{scheme}://{tmp_path / 'store'}"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    proc = subprocess.Popen([sys.executable, str(script), url], env=env)
+    proc = shared().start(python_script, str(script), str(tmp_path), env, url)
     try:
         deadline = time.monotonic() + 30
         while True:  # until the store holds the failed attempt: then kill mid-wait
@@ -283,7 +283,7 @@ def test_a_failed_attempt_is_kept_by_a_kill_while_its_retry_waits(
                 if store.load("w").nodes["fetch"].history:
                     break
             time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
+        proc.kill()
     finally:
         proc.wait()
     with open_store(url) as store:
@@ -292,7 +292,7 @@ def test_a_failed_attempt_is_kept_by_a_kill_while_its_retry_waits(
     assert [(a.number, a.error.message if a.error else None) for a in crashed.history] == [
         (1, "upstream said 503")
     ]
-    done = subprocess.run([sys.executable, str(script), url], env=env, timeout=60)
+    done = shared().run(python_script, str(script), str(tmp_path), env, url, timeout=60)
     assert done.returncode == 0  # a resume retries at once: its wait died with its process
     with open_store(url) as store:
         fetch = store.load("w").nodes["fetch"]
@@ -300,7 +300,7 @@ def test_a_failed_attempt_is_kept_by_a_kill_while_its_retry_waits(
     assert [a.number for a in fetch.history] == [1, 2] and fetch.history[0].error is not None
 
 
-# -- the command line, through real processes ---------------------------------------------
+# -- the command line, through real processes (forked from the fork server) ----------------
 
 FLOW = textwrap.dedent(
     """
@@ -323,10 +323,9 @@ FLOW = textwrap.dedent(
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(Path(__file__).parents[1])}
-    return subprocess.run(
-        [sys.executable, "-m", "flowdag", *args, "--store", "lmdb://s"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return shared().run(
+        python_m, "flowdag", str(tmp_path), env, *args, "--store", "lmdb://s", timeout=120
+    )
 
 
 def rows(text: str, title: str) -> list[list[str]]:
@@ -388,13 +387,11 @@ def test_status_and_show_list_every_attempt(tmp_path: Path) -> None:
     # store verify accepts the histories; store convert carries them exactly.
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     for command in (["store", "verify", "lmdb://s"], ["store", "convert", "lmdb://s", "json://j"]):
-        done = subprocess.run([sys.executable, "-m", "flowdag", *command], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        done = shared().run(python_m, "flowdag", str(tmp_path), env, *command, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
-    converted = subprocess.run(
-        [sys.executable, "-m", "flowdag", "status", "r", "--json", "--store", "json://j"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    converted = shared().run(
+        python_m, "flowdag", str(tmp_path), env, "status", "r", "--json", "--store", "json://j"
+    )
     assert json.loads(converted.stdout)["nodes"] == document["nodes"]
 
 

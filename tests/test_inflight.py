@@ -2,7 +2,9 @@
 
 The kill tests SIGKILL a real ``flowdag run`` while a node sleeps mid-attempt,
 then read the run back through the real CLI (``status``, ``status --json``,
-``list``, ``show``, ``graph --run-id``) in subprocesses, and resume it.
+``list``, ``show``, ``graph --run-id``) in other processes, and resume it. These
+processes are ``python -m flowdag`` forked from the fork server (tests/forkserver.py),
+which imported flowdag once, instead of fresh interpreters that would each import it.
 """
 
 from __future__ import annotations
@@ -10,9 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -31,6 +31,7 @@ from flowdag.attempt import Attempt
 from flowdag.errors import StoreError
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import JSONStore, LMDBStore, MemoryStore, open_store
+from tests.forkserver import ForkServer, python_m
 
 ROOT = Path(__file__).resolve().parents[1]
 DISK_STORES = ["json", "flatbuffers", "lmdb"]
@@ -70,19 +71,16 @@ WORKFLOW = textwrap.dedent(
 )
 
 
-def flowdag_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "flowdag", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def flowdag_cli(
+    server: ForkServer, *args: str, env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    return server.run(python_m, "flowdag", str(cwd), env, *args, timeout=60)
 
 
-def status_json(run_id: str, url: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    done = flowdag_cli("status", run_id, "--json", "--store", url, env=env, cwd=cwd)
+def status_json(
+    server: ForkServer, run_id: str, url: str, env: dict[str, str], cwd: Path
+) -> dict[str, Any]:
+    done = flowdag_cli(server, "status", run_id, "--json", "--store", url, env=env, cwd=cwd)
     assert done.returncode == 0, done.stderr
     document: dict[str, Any] = json.loads(done.stdout)
     return document
@@ -90,7 +88,7 @@ def status_json(run_id: str, url: str, env: dict[str, str], cwd: Path) -> dict[s
 
 @pytest.mark.parametrize("scheme", DISK_STORES)
 def test_sigkill_mid_attempt_shows_the_node_interrupted_and_resume_runs_it_once(
-    tmp_path: Path, scheme: str
+    tmp_path: Path, scheme: str, fork_server: ForkServer
 ) -> None:
     workflow = tmp_path / "wf.py"
     workflow.write_text(WORKFLOW)
@@ -105,13 +103,7 @@ def test_sigkill_mid_attempt_shows_the_node_interrupted_and_resume_runs_it_once(
     }
     url = f"{scheme}://{tmp_path / 'store'}"
     run = ["run", str(workflow), "--run-id", "r1", "--store", url, "--workers", "2"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flowdag", *run],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = fork_server.start(python_m, "flowdag", str(tmp_path), env, *run)
     try:
         # While the process lives, the node is running, and so is the run (with its pid).
         deadline = time.monotonic() + 30
@@ -119,17 +111,17 @@ def test_sigkill_mid_attempt_shows_the_node_interrupted_and_resume_runs_it_once(
             assert proc.poll() is None, "the run ended before it was killed"
             assert time.monotonic() < deadline, "the start record never reached the store"
             if "slow 1" in (calls.read_text() if calls.exists() else ""):
-                live = status_json("r1", url, env, tmp_path)
+                live = status_json(fork_server, "r1", url, env, tmp_path)
                 if live["nodes"]["slow"]["status"] == "running":
                     break
             time.sleep(0.05)
         assert (live["status"], live["pid"]) == ("running", proc.pid)
     finally:
-        proc.send_signal(signal.SIGKILL)
+        proc.kill()
         proc.wait()
 
     # The process is gone: the node in flight is interrupted, with its start time.
-    document = status_json("r1", url, env, tmp_path)
+    document = status_json(fork_server, "r1", url, env, tmp_path)
     assert document["status"] == "interrupted" and document["pid"] is None
     slow = document["nodes"]["slow"]
     assert slow["status"] == "interrupted"
@@ -139,7 +131,7 @@ def test_sigkill_mid_attempt_shows_the_node_interrupted_and_resume_runs_it_once(
     assert document["nodes"]["first"]["status"] == "completed"
     assert document["nodes"]["last"]["status"] == "pending"
 
-    text = flowdag_cli("status", "r1", "--store", url, env=env, cwd=tmp_path)
+    text = flowdag_cli(fork_server, "status", "r1", "--store", url, env=env, cwd=tmp_path)
     assert text.returncode == 0, text.stderr
     header, *rows = text.stdout.splitlines()
     assert "interrupted (last commit" in header and "1 interrupted" in header
@@ -147,21 +139,21 @@ def test_sigkill_mid_attempt_shows_the_node_interrupted_and_resume_runs_it_once(
     row = next(line for line in rows if line.split()[:1] == ["slow"])
     assert row.split()[1:3] == ["interrupted", "1"]
 
-    listing = flowdag_cli("list", "--json", "--store", url, env=env, cwd=tmp_path)
+    listing = flowdag_cli(fork_server, "list", "--json", "--store", url, env=env, cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr
     (entry,) = json.loads(listing.stdout)
     assert entry["status"] == "interrupted"
     assert entry["nodes"] == {"completed": 1, "pending": 1, "interrupted": 1, "total": 3}
-    listing = flowdag_cli("list", "--store", url, env=env, cwd=tmp_path)
+    listing = flowdag_cli(fork_server, "list", "--store", url, env=env, cwd=tmp_path)
     assert "1/3 completed, 1 pending, 1 interrupted" in listing.stdout
 
-    shown = flowdag_cli("show", "r1", "--store", url, env=env, cwd=tmp_path)
+    shown = flowdag_cli(fork_server, "show", "r1", "--store", url, env=env, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     row = next(line for line in shown.stdout.splitlines() if line.split()[:1] == ["slow"])
     assert "interrupted" in row and "started" in row
 
     graph = flowdag_cli(
-        "graph", str(workflow), "--run-id", "r1", "--store", url, env=env, cwd=tmp_path
+        fork_server, "graph", str(workflow), "--run-id", "r1", "--store", url, env=env, cwd=tmp_path
     )
     assert graph.returncode == 0, graph.stderr
     assert "slow<br/>interrupted" in graph.stdout
@@ -170,10 +162,10 @@ def test_sigkill_mid_attempt_shows_the_node_interrupted_and_resume_runs_it_once(
 
     # Resume: the interrupted node (retries=0) runs again, once, as attempt 2.
     hang.unlink()
-    resumed = flowdag_cli(*run, env=env, cwd=tmp_path)
+    resumed = flowdag_cli(fork_server, *run, env=env, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert calls.read_text().split("\n") == ["first", "slow 1", "slow 2", "last", ""]
-    document = status_json("r1", url, env, tmp_path)
+    document = status_json(fork_server, "r1", url, env, tmp_path)
     assert document["status"] == "completed"
     assert {name: node["status"] for name, node in document["nodes"].items()} == {
         "first": "completed",

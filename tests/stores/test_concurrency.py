@@ -8,17 +8,18 @@
 
 from __future__ import annotations
 
+import os
 import re
-import subprocess
-import sys
 import textwrap
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
 import flowdag
 from flowdag.stores.transfer import same_value
+from tests.forkserver import Child, python_script, shared
 
 STORES = ["lmdb", "json", "flatbuffers"]
 LOCKED_EXIT = 3
@@ -44,6 +45,7 @@ WORKER = textwrap.dedent(
     for i in range(nodes):
         wf.add_node(f"n{i}", make(i), deps=[f"n{j}" for j in (i - 1, i // 3) if 0 <= j < i])
 
+    open(f"{go}.ready.{os.getpid()}", "w").close()
     while not os.path.exists(go):  # start together
         time.sleep(0.001)
     options = {"compact_min_bytes": 512} if url.startswith(("json", "flatbuffers")) else {}
@@ -67,17 +69,23 @@ def expected(run_id: str, nodes: int) -> tuple[dict[str, str], dict[str, list[ob
     return outputs, {f"k{i}": [run_id, i] for i in range(nodes)}
 
 
-def start(tmp_path: Path, url: str, run_id: str, nodes: int, sleep: float) -> subprocess.Popen[str]:
+def start(tmp_path: Path, url: str, run_id: str, nodes: int, sleep: float) -> Child:
+    """``python worker.py ...``, forked from the fork server (which imported flowdag once)."""
     script = tmp_path / "worker.py"
     if not script.exists():
         script.write_text(WORKER)
     args = [url, run_id, str(tmp_path / "calls.log"), str(tmp_path / "go"), str(nodes), str(sleep)]
-    return subprocess.Popen(
-        [sys.executable, str(script), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return shared().start(python_script, str(script), str(tmp_path), dict(os.environ), *args)
+
+
+def go(tmp_path: Path, procs: Iterable[Child]) -> None:
+    """Once every process waits at the start line, let them all start together."""
+    waiting = {tmp_path / f"go.ready.{proc.pid}" for proc in procs}
+    deadline = time.monotonic() + 60
+    while not all(path.exists() for path in waiting):
+        assert time.monotonic() < deadline, "a process never reached the start line"
+        time.sleep(0.002)
+    (tmp_path / "go").touch()
 
 
 def calls(tmp_path: Path) -> list[tuple[str, str, str]]:
@@ -91,9 +99,8 @@ def test_same_run_id_in_two_processes_runs_once(tmp_path: Path, scheme: str) -> 
     url = f"{scheme}://{tmp_path / 'store'}"
     nodes = 6
     procs = [start(tmp_path, url, "same", nodes, 0.1) for _ in range(2)]
-    time.sleep(0.3)  # both are waiting at the start line
-    (tmp_path / "go").touch()
-    done = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    go(tmp_path, procs)
+    done = [(d.returncode, d.stdout, d.stderr) for d in (p.wait(timeout=120) for p in procs)]
     codes = sorted(code for code, _, _ in done)
     assert codes == [0, LOCKED_EXIT], done
     locked_out = next(out for code, out, _ in done if code == LOCKED_EXIT)
@@ -116,11 +123,10 @@ def test_many_runs_in_parallel_processes_on_one_store(tmp_path: Path, scheme: st
     nodes = 20
     run_ids = [f"run-{n}" for n in range(4)]
     procs = {run_id: start(tmp_path, url, run_id, nodes, 0.002) for run_id in run_ids}
-    time.sleep(0.3)
-    (tmp_path / "go").touch()
+    go(tmp_path, procs.values())
     for run_id, proc in procs.items():
-        code = proc.wait(timeout=120)
-        assert code == 0, (run_id, proc.communicate())
+        done = proc.wait(timeout=120)
+        assert done.returncode == 0, (run_id, done)
     with flowdag.open_store(url) as store:
         assert store.list_runs() == sorted(run_ids)
         for run_id in run_ids:

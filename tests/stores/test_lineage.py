@@ -1,16 +1,14 @@
 """A journal belongs to one snapshot: lost, rolled back or foreign files are refused, never adopted.
 
-Real files and real processes: the runs are made by subprocesses (killed with
-SIGKILL where the scenario says so) and the files moved as an operator would.
+Real files and real processes: the runs are made by other processes (forked from the
+fork server, tests/forkserver.py; killed with SIGKILL where the scenario says so) and
+the files moved as an operator would.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from flowdag.stores._framing import HEADER_SIZE
 from flowdag.stores._journal import JournaledStore
 from flowdag.stores.flatbuffers_store import FlatBuffersStore
 from flowdag.stores.json_store import JSONStore
+from tests.forkserver import python_m, python_script, shared
 from tests.stores.fixtures.legacy import KEY, build
 from tests.stores.test_journal import complete, new_run, run_dir
 
@@ -36,22 +35,19 @@ SUFFIX = {"json": ".json", "flatbuffers": ".fb"}
 
 def run_script(url: str, key: str, which: str, marker: Path | None = None) -> str:
     """Run workflow ``which`` as run ``daily``; with ``marker``, SIGKILL it inside ``fetch``."""
-    args = [sys.executable, str(SCRIPT), url, key, which]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # ``python SCRIPT ...``, forked from the fork server (which imported flowdag once).
+    args = [str(SCRIPT), str(ROOT), {**os.environ, "PYTHONPATH": str(ROOT)}, url, key, which]
     if marker is None:
-        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+        done = shared().run(python_script, *args, timeout=120)
         assert done.returncode == 0, done.stderr
         return done.stdout
-    proc = subprocess.Popen(
-        [*args, str(marker)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = shared().start(python_script, *args, str(marker))
     deadline = time.monotonic() + 60
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    out, _ = proc.communicate(timeout=60)
-    return out
+        proc.kill()
+    return proc.wait(timeout=60).stdout
 
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
@@ -110,13 +106,8 @@ def test_a_journal_without_its_snapshot_is_damage_not_absence(tmp_path: Path, sc
     run_script(url, "-", "A")
     (snapshot,) = (tmp_path / "store" / "runs" / "daily").glob("snapshot.*")
     snapshot.unlink()
-    verify = subprocess.run(
-        [sys.executable, "-m", "flowdag", "store", "verify", url],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    verify = shared().run(python_m, "flowdag", str(ROOT), env, "store", "verify", url, timeout=120)
     assert verify.returncode == 1, verify.stdout + verify.stderr
     assert "daily: damaged" in verify.stdout and snapshot.name in verify.stdout
     with open_store(url) as store:

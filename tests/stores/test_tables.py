@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -22,6 +20,7 @@ from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores._tables import TABLES, TableTxn
 from flowdag.stores.base import Store
 from flowdag.stores.transfer import check_tables, copy_tables
+from tests.forkserver import python_c, shared
 from tests.gc_stores import KINDS, open_kind, options_of, url_of
 from tests.stores.conformance import ROOT
 
@@ -147,9 +146,11 @@ def test_two_processes_read_modify_write_one_key(tmp_path: Path, kind: str) -> N
         pass
     key = options_of(kind).get("key", "-")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-c", ADD, url_of(kind, tmp_path), key]
-    procs = [subprocess.Popen(args, env=env) for _ in range(2)]
-    assert [proc.wait(timeout=120) for proc in procs] == [0, 0]
+    # Two ``python -c ADD`` processes, forked from the fork server (which imported flowdag).
+    args = (ADD, str(tmp_path), env, url_of(kind, tmp_path), key)
+    procs = [shared().start(python_c, *args) for _ in range(2)]
+    done = [proc.wait(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in done] == [0, 0], done
     with open_kind(kind, tmp_path) as store:
         assert store.table_get("kv", "n") == b"200"
 
