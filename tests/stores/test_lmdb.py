@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import stat
@@ -101,8 +102,11 @@ def test_stores_on_one_directory_share_the_environment(tmp_path: Path) -> None:
 
 
 def test_key_layout(tmp_path: Path) -> None:
+    long_name = "n" * 300
+    state = make_state("run-1")
     with LMDBStore(tmp_path / "s") as store:
-        store.save(make_state("run-1"))
+        store.save(state)
+        store.commit("run-1", [NodeRecord(long_name, NodeStatus.COMPLETED, output=b"x")])
     prefix = b"run-1\x00"
     with raw_env(tmp_path / "s") as env:
         runs = env.open_db(b"runs", create=False)
@@ -111,16 +115,29 @@ def test_key_layout(tmp_path: Path) -> None:
         data = env.open_db(b"data", create=False)
         with env.begin() as txn:
             assert [key for key, _ in txn.cursor(runs)] == [b"run-1"]
+            # The run's layout marker sorts first, then entries keyed by name, in name order.
+            assert txn.get(prefix, db=nodes) == msgpack.packb({"layout": 2})
             names = set()
             for db in (nodes, outputs, data):
+                keys = []
                 for key, value in txn.cursor(db):
-                    assert key.startswith(prefix) and len(key) == len(prefix) + 16
+                    if key == prefix:
+                        continue
                     name, blob = msgpack.unpackb(value, raw=False)
                     assert isinstance(blob, bytes)
+                    raw = name.encode()
+                    if len(raw) <= 256:
+                        assert key == prefix + b"\x01" + raw
+                    else:  # cut and hashed to stay under LMDB's 511 bytes
+                        digest = hashlib.blake2b(raw, digest_size=16).digest()
+                        assert key == prefix + b"\x01" + raw[:256] + digest
+                    keys.append(key)
                     names.add(name)
+                assert keys == sorted(keys)
     with LMDBStore(tmp_path / "s") as store:
         stored = store._to_stored(make_state("run-1"))  # never-run nodes get no entry
-    assert names == set(stored.nodes) | set(stored.data)
+        assert long_name in store._load("run-1").nodes  # read back from its cut key
+    assert names == set(stored.nodes) | set(stored.data) | {long_name}
 
 
 def test_crash_never_loses_a_reported_commit(tmp_path: Path) -> None:
@@ -303,8 +320,11 @@ def damage(path: Path, db_name: bytes, how: str, run_id: str = "run-1") -> None:
     with raw_env(path) as env:
         db = env.open_db(db_name, create=False)
         with env.begin(write=True) as txn:
-            key, value = next(
-                (key, value) for key, value in txn.cursor(db) if key.startswith(run_id.encode())
+            prefix = run_id.encode() + b"\x00"
+            key, value = next(  # an entry of a node or key (not the run's layout marker)
+                (key, value)
+                for key, value in txn.cursor(db)
+                if key.startswith(prefix) and key != prefix or key == run_id.encode()
             )
             if how == "blob":  # last byte: inside the codec's payload
                 bad = value[:-1] + bytes([value[-1] ^ 0x55])
