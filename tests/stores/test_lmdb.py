@@ -324,7 +324,7 @@ def damage(path: Path, db_name: bytes, how: str, run_id: str = "run-1") -> None:
             key, value = next(  # an entry of a node or key (not the run's layout marker)
                 (key, value)
                 for key, value in txn.cursor(db)
-                if key.startswith(prefix) and key != prefix or key == run_id.encode()
+                if (key.startswith(prefix) and key != prefix) or key == run_id.encode()
             )
             if how == "blob":  # last byte: inside the codec's payload
                 bad = value[:-1] + bytes([value[-1] ^ 0x55])

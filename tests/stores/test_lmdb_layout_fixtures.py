@@ -22,7 +22,7 @@ import pytest
 
 import flowdag
 from flowdag.state import NodeStatus, RunState
-from flowdag.stores import _lmdb_runs, lmdb_store, open_store
+from flowdag.stores import _lmdb_runs, open_store
 from flowdag.stores.transfer import copy_run, verify_run
 from tests.forkserver import ForkServer
 from tests.stores.fixtures import legacy7

@@ -1,0 +1,144 @@
+"""The LMDB store's run layouts (``_lmdb_keys.py``): keys, the marker, moving a run.
+
+Layout 2 keys entries by the name (cut and hashed past 256 bytes): keys must
+be distinct for distinct names, fit LMDB's 511 bytes with the longest run id,
+and sort in name order. A run of layout 1 (written here as that release wrote
+it) with any names and ``ctx.data`` keys (empty, NUL, long, not ASCII) reads
+back the same before and after a commit moves it to layout 2, that commit's
+changes applied. A damaged marker, or one of a later layout, is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowdag.errors import CorruptStateError
+from flowdag.stores import LMDBStore
+from flowdag.stores._lmdb_env import Env
+from flowdag.stores._lmdb_keys import KEPT, entry_key, name_digest, pack_entry, run_prefix
+from flowdag.stores._stored import StoredNode, StoredRun
+
+KEY = "6c6567616379206669787475726573206f6620666c6f77646167207374726573"
+NAMES = st.one_of(
+    st.text(max_size=12),
+    st.text(alphabet="ab\x00é", min_size=KEPT - 2, max_size=KEPT + 40),  # around the cut
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(NAMES, unique=True, max_size=30))
+def test_keys_are_distinct_fit_lmdb_and_keep_name_order(names: list[str]) -> None:
+    prefix = run_prefix("r" * 200)  # the longest run id
+    keys = [entry_key(prefix, name) for name in names]
+    assert len(set(keys)) == len(keys)
+    assert all(key.startswith(prefix) and len(key) <= 511 for key in keys)
+    assert prefix not in keys  # the marker's key
+    whole = sorted(name.encode() for name in names if len(name.encode()) <= KEPT)
+    assert sorted(entry_key(prefix, name.decode()) for name in whole) == [
+        entry_key(prefix, name.decode()) for name in whole
+    ]
+
+
+def write_layout1(store: LMDBStore, run_id: str, run: StoredRun) -> None:
+    """Write ``run`` as the release of layout 1 did: keys ``run_id 0x00 blake2b16(name)``."""
+    prefix = run_prefix(run_id)
+
+    def write(txn: Any, env: Env) -> None:
+        seal = store._seal_entry
+        txn.put(run_id.encode(), seal(b"run", run_id.encode(), run.header), db=env.runs)
+        for name, node in run.nodes.items():
+            key = prefix + name_digest(name)
+            txn.put(key, seal(b"node", key, pack_entry(name, node.meta)), db=env.nodes)
+            if node.output is not None:
+                txn.put(key, seal(b"output", key, pack_entry(name, node.output)), db=env.outputs)
+        for name, value in run.data.items():
+            key = prefix + name_digest(name)
+            txn.put(key, seal(b"data", key, pack_entry(name, value)), db=env.data)
+
+    store._transact(run_id, write, write=True)
+
+
+def marker(store: LMDBStore, run_id: str) -> bytes | None:
+    def read(txn: Any, env: Env) -> bytes | None:
+        value: bytes | None = txn.get(run_prefix(run_id), db=env.nodes)
+        return value
+
+    return store._transact(run_id, read)
+
+
+BLOBS = st.binary(max_size=20)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    nodes=st.dictionaries(NAMES, st.tuples(BLOBS, st.none() | BLOBS), max_size=8),
+    data=st.dictionaries(NAMES, BLOBS, max_size=4),
+    commit=st.dictionaries(NAMES, st.tuples(BLOBS, st.none() | BLOBS), max_size=4),
+    changes=st.dictionaries(NAMES, st.none() | BLOBS, max_size=4),
+    encrypted=st.booleans(),
+)
+def test_a_layout1_run_reads_the_same_before_and_after_a_commit_moves_it(
+    tmp_path_factory: pytest.TempPathFactory,
+    nodes: dict[str, tuple[bytes, bytes | None]],
+    data: dict[str, bytes],
+    commit: dict[str, tuple[bytes, bytes | None]],
+    changes: dict[str, bytes | None],
+    encrypted: bool,
+) -> None:
+    path = tmp_path_factory.mktemp("s")
+    run = StoredRun(b"header", {n: StoredNode(*v) for n, v in nodes.items()}, dict(data))
+    with LMDBStore(path, key=KEY if encrypted else None) as store:
+        write_layout1(store, "r", run)
+        write_layout1(store, "other", run)
+        assert store._load("r") == run and marker(store, "r") is None
+        assert store._load_metas("r") == (b"header", {n: v[0] for n, v in nodes.items()})
+        store._commit("r", {n: StoredNode(*v) for n, v in commit.items()}, changes)
+        assert marker(store, "r") is not None
+        expected = StoredRun(
+            b"header",
+            {**run.nodes, **{n: StoredNode(*v) for n, v in commit.items()}},
+            {k: v for k, v in {**data, **changes}.items() if v is not None},
+        )
+        assert store._load("r") == expected
+        assert store._load("other") == run and marker(store, "other") is None
+        store._save_checked("other", expected, None)  # a save writes layout 2
+        assert store._load("other") == expected and marker(store, "other") is not None
+
+
+def damage_marker(path: Path, value: bytes) -> None:
+    with lmdb.open(str(path), max_dbs=5, create=False) as env:
+        nodes = env.open_db(b"nodes", create=False)
+        with env.begin(write=True) as txn:
+            assert txn.get(b"r\x00", db=nodes) is not None
+            txn.put(b"r\x00", value, db=nodes)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (b"\xc1junk", "unreadable layout marker"),
+        (b"\x81\xa6layout\x03", "LMDB layout 3, which this flowdag cannot read"),
+        (b"\x81\xa6layout\x01", "unreadable layout marker"),
+    ],
+    ids=["junk", "later", "one"],
+)
+def test_a_bad_marker_is_refused(tmp_path: Path, value: bytes, message: str) -> None:
+    run = StoredRun(b"header", {"a": StoredNode(b"meta", b"out")}, {})
+    with LMDBStore(tmp_path / "s") as store:
+        store._save_checked("r", run, None)
+    damage_marker(tmp_path / "s", value)
+    with LMDBStore(tmp_path / "s") as store:
+        for call in (store._load, store._load_metas):
+            with pytest.raises(CorruptStateError, match=message):
+                call("r")
+        with pytest.raises(CorruptStateError, match=message):  # and no write goes through
+            store._commit("r", {"b": StoredNode(b"meta")}, {})
+        assert store.delete("r")  # a damaged run can be removed
