@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 from flowdag.errors import CorruptStateError
 from flowdag.stores import LMDBStore
 from flowdag.stores._lmdb_env import Env
-from flowdag.stores._lmdb_keys import KEPT, entry_key, name_digest, pack_entry, run_prefix
+from flowdag.stores._lmdb_keys import KEPT, entry_key, run_prefix
 from flowdag.stores._stored import StoredNode, StoredRun
+from tests.stores.lmdb_layout1 import write_layout1
 
 KEY = "6c6567616379206669787475726573206f6620666c6f77646167207374726573"
 NAMES = st.one_of(
@@ -43,25 +44,6 @@ def test_keys_are_distinct_fit_lmdb_and_keep_name_order(names: list[str]) -> Non
     assert sorted(entry_key(prefix, name.decode()) for name in whole) == [
         entry_key(prefix, name.decode()) for name in whole
     ]
-
-
-def write_layout1(store: LMDBStore, run_id: str, run: StoredRun) -> None:
-    """Write ``run`` as the release of layout 1 did: keys ``run_id 0x00 blake2b16(name)``."""
-    prefix = run_prefix(run_id)
-
-    def write(txn: Any, env: Env) -> None:
-        seal = store._seal_entry
-        txn.put(run_id.encode(), seal(b"run", run_id.encode(), run.header), db=env.runs)
-        for name, node in run.nodes.items():
-            key = prefix + name_digest(name)
-            txn.put(key, seal(b"node", key, pack_entry(name, node.meta)), db=env.nodes)
-            if node.output is not None:
-                txn.put(key, seal(b"output", key, pack_entry(name, node.output)), db=env.outputs)
-        for name, value in run.data.items():
-            key = prefix + name_digest(name)
-            txn.put(key, seal(b"data", key, pack_entry(name, value)), db=env.data)
-
-    store._transact(run_id, write, write=True)
 
 
 def marker(store: LMDBStore, run_id: str) -> bytes | None:
