@@ -2,11 +2,25 @@
 
 `RunEntries` is mixed into `LMDBStore` (``lmdb_store.py``, which owns the
 environment and its transactions): given a transaction, it reads a run's
-header, layout marker and entries, checking each entry's name against its key
-(see ``_lmdb_keys.py`` for both layouts), and writes a whole run, or one
-commit's entries. A commit to a run of layout 1 (a previous release's) first
-moves the whole run to layout 2, in the commit's transaction: the run is never
-half in one layout, and a crash leaves it as it was.
+header, marker and entries, checking each (see ``_lmdb_keys.py`` for both
+layouts), and writes a whole run, or one commit's entries.
+
+Numbers
+-------
+A commit needs the number of each name it writes. The store keeps each run's
+numbers (`Numbers`) in memory, with the marker they go with, as stored: a
+write first reads the stored marker and uses the numbers kept only if it is
+the same bytes. Every write that numbers a new name (and every save) writes
+a new marker with a fresh nonce, so another process's or store's writes, a
+save, or this store's own transaction that was aborted after it numbered
+names all show as another marker, and the numbers are read again from the
+run's entries (one scan). Reads of the run keep the numbers they scanned
+(with the data keys' only when they read the data). Writes of one process
+are serialized (``EnvGuard.write_lock``), and only writes change numbers.
+
+A commit to a run of layout 1 (a previous release's) first moves the whole
+run to layout 2, in the commit's transaction: the run is never half in one
+layout, and a crash leaves it as it was.
 
 With a key, every value is sealed (``_crypto.py``), its associated data naming
 the sub-database and the key, which starts with the run id: a value cannot be
@@ -16,21 +30,25 @@ moved to another entry or run.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgpack
 
-from flowdag.errors import CorruptStateError, RunNotFoundError
+from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
 from flowdag.stores._lmdb_keys import (
     LAYOUT,
-    LAYOUT_MARKER,
+    MAX_NUMBER,
     delete_range,
     entry_key,
-    layout_of,
+    entry_number,
     name_digest,
-    pack_entry,
+    pack_marker,
+    pack_named,
     run_prefix,
+    unpack_marker,
+    unpack_named,
 )
 from flowdag.stores._stored import StoredNode, StoredRun
 
@@ -41,7 +59,19 @@ if TYPE_CHECKING:
 
     _Txn = lmdb.Transaction[bytes]  # the stubs' generic; not subscriptable at runtime
 
-__all__ = ["RunEntries"]
+__all__ = ["Numbers", "RunEntries"]
+
+_KEPT_RUNS = 4  # runs whose numbers a store keeps in memory
+
+
+@dataclass(slots=True)
+class Numbers:
+    """A run's numbers as of the marker ``token`` (its stored, sealed bytes)."""
+
+    token: bytes
+    next: int
+    nodes: dict[str, int]
+    data: dict[str, int] | None  # None: not read yet
 
 
 class RunEntries:
@@ -50,26 +80,150 @@ class RunEntries:
     __slots__ = ()
     path: Path
     _data_path: Path
+    _numbers: dict[str, Numbers]  # run id -> its numbers (see the module docstring)
     if TYPE_CHECKING:  # provided by DirectoryStore
 
         def _seal(self, content: bytes | memoryview, aad: bytes) -> bytes: ...
         def _unseal(self, content: bytes, aad: bytes, where: str) -> bytes: ...
 
+    # -- reading --------------------------------------------------------------------------
+
     def _read_run(self, txn: _Txn, env: Env, run_id: str) -> StoredRun:
         prefix = run_prefix(run_id)
         header = self._header(txn, env, run_id)
-        layout = self._layout(txn, env, run_id, prefix)
+        token = txn.get(prefix, db=env.nodes)
+        if token is None:
+            return self._read_layout1(txn, env, run_id, prefix, header)
+        next_number = self._marker(run_id, prefix, token)
+        nodes: dict[str, StoredNode] = {}
+        numbers: dict[str, int] = {}
+        for number, name, meta in self._scan(txn, env.nodes, run_id, prefix, "node", next_number):
+            if numbers.setdefault(name, number) != number:
+                raise self._damaged(run_id, f"node {name!r} has two entries")
+            nodes[name] = StoredNode(meta)
+        for number, name, output in self._scan(
+            txn, env.outputs, run_id, prefix, "output", next_number
+        ):
+            if numbers.get(name) != number:
+                raise self._damaged(run_id, f"output of node {name!r} has no node entry")
+            nodes[name].output = output
+        data, data_numbers = self._read_data(txn, env, run_id, prefix, next_number)
+        self._keep(run_id, Numbers(token, next_number, numbers, data_numbers))
+        return StoredRun(header, nodes, data)
+
+    def _read_metas(self, txn: _Txn, env: Env, run_id: str) -> tuple[bytes, dict[str, bytes]]:
+        """Header, node -> meta blob: ``runs`` and ``nodes`` only, outputs never read."""
+        prefix = run_prefix(run_id)
+        header = self._header(txn, env, run_id)
+        token = txn.get(prefix, db=env.nodes)
+        if token is None:
+            return header, dict(self._scan_layout1(txn, env.nodes, run_id, prefix, "node"))
+        next_number = self._marker(run_id, prefix, token)
+        metas: dict[str, bytes] = {}
+        numbers: dict[str, int] = {}
+        for number, name, meta in self._scan(txn, env.nodes, run_id, prefix, "node", next_number):
+            if numbers.setdefault(name, number) != number:
+                raise self._damaged(run_id, f"node {name!r} has two entries")
+            metas[name] = meta
+        self._keep(run_id, Numbers(token, next_number, numbers, None))
+        return header, metas
+
+    def _read_data(
+        self, txn: _Txn, env: Env, run_id: str, prefix: bytes, next_number: int
+    ) -> tuple[dict[str, bytes], dict[str, int]]:
+        data: dict[str, bytes] = {}
+        numbers: dict[str, int] = {}
+        for number, key, value in self._scan(txn, env.data, run_id, prefix, "data", next_number):
+            if key in data:
+                raise self._damaged(run_id, f"data key {key!r} has two entries")
+            data[key], numbers[key] = value, number
+        return data, numbers
+
+    def _read_layout1(
+        self, txn: _Txn, env: Env, run_id: str, prefix: bytes, header: bytes
+    ) -> StoredRun:
         nodes = {
             name: StoredNode(meta)
-            for name, meta in self._scan(txn, env.nodes, run_id, prefix, "node", layout)
+            for name, meta in self._scan_layout1(txn, env.nodes, run_id, prefix, "node")
         }
-        for name, output in self._scan(txn, env.outputs, run_id, prefix, "output", layout):
+        for name, output in self._scan_layout1(txn, env.outputs, run_id, prefix, "output"):
             node = nodes.get(name)
             if node is None:
                 raise self._damaged(run_id, f"output of node {name!r} has no node entry")
             node.output = output
-        data = dict(self._scan(txn, env.data, run_id, prefix, "data", layout))
+        data = dict(self._scan_layout1(txn, env.data, run_id, prefix, "data"))
         return StoredRun(header, nodes, data)
+
+    def _scan(
+        self, txn: _Txn, db: lmdb._Database, run_id: str, prefix: bytes, kind: str, end: int
+    ) -> Iterator[tuple[int, str, bytes]]:
+        """Yield (number, name, blob) for the run's layout 2 entries in ``db``, checked."""
+        cursor = txn.cursor(db)
+        if not cursor.set_range(prefix):
+            return
+        start = len(prefix)
+        entry = kind.encode()
+        for key, value in cursor.iternext():
+            if not key.startswith(prefix):
+                return
+            if key == prefix and kind == "node":
+                continue  # the marker, read by _marker
+            number = entry_number(start, key)
+            if number is None or number >= end:
+                raise self._damaged(run_id, f"a {kind} entry has a malformed key")
+            value = self._open_entry(run_id, entry, key, value, kind)
+            try:
+                name, blob = unpack_named(value)
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                raise self._damaged(run_id, f"unreadable {kind} entry: {exc}") from exc
+            yield number, name, blob
+
+    def _scan_layout1(
+        self, txn: _Txn, db: lmdb._Database, run_id: str, prefix: bytes, kind: str
+    ) -> Iterator[tuple[str, bytes]]:
+        """Yield (name, blob) for the run's layout 1 entries in ``db``, checking each name."""
+        cursor = txn.cursor(db)
+        if not cursor.set_range(prefix):
+            return
+        unpack = msgpack.unpackb  # hot loop: one lookup
+        entry = kind.encode()
+        for key, value in cursor.iternext():
+            if not key.startswith(prefix):
+                return
+            value = self._open_entry(run_id, entry, key, value, kind)
+            try:
+                name, blob = unpack(value, raw=False, use_list=False)
+                made = prefix + name_digest(name)
+            except (ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
+                raise self._damaged(run_id, f"unreadable {kind} entry: {exc}") from exc
+            # The key was hashed from the name: a mismatch means a damaged name.
+            if made != key or not isinstance(blob, bytes):
+                raise self._damaged(run_id, f"{kind} entry does not match its key")
+            yield name, blob
+
+    def _marker(self, run_id: str, prefix: bytes, token: bytes) -> int:
+        """The next free number a run's stored marker names, checked."""
+        marker = self._open_entry(run_id, b"node", prefix, token, "marker")
+        try:
+            layout, next_number = unpack_marker(marker)
+        except (ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
+            raise self._damaged(run_id, f"unreadable layout marker: {exc}") from exc
+        if layout > LAYOUT:
+            raise CorruptStateError(
+                f"run '{run_id}' in {self._data_path} has LMDB layout {layout}, which this "
+                f"flowdag cannot read (it reads 1 and {LAYOUT}); use the flowdag version that "
+                "wrote it"
+            )
+        return next_number
+
+    def _keep(self, run_id: str, numbers: Numbers) -> None:
+        kept = self._numbers
+        kept.pop(run_id, None)
+        while len(kept) >= _KEPT_RUNS:
+            del kept[next(iter(kept))]  # the least recently kept
+        kept[run_id] = numbers
+
+    # -- writing --------------------------------------------------------------------------
 
     def _put_commit(
         self,
@@ -81,49 +235,107 @@ class RunEntries:
     ) -> None:
         """Write a commit's entries: only these nodes' and keys', whatever the run's size."""
         prefix = run_prefix(run_id)
-        if self._layout(txn, env, run_id, prefix) == 1:
-            self._move_to_layout(txn, env, run_id, prefix)
-        seal = self._seal_entry
+        numbers = self._numbers_in(txn, env, run_id, prefix)
+        self._check_room(run_id, numbers.next, len(nodes) + len(data))
+        named, seal, put, delete = numbers.nodes, self._seal_entry, txn.put, txn.delete
+        first = numbers.next
         for name, node in nodes.items():
-            key = entry_key(prefix, name)
-            txn.put(key, seal(b"node", key, pack_entry(name, node.meta)), db=env.nodes)
+            number = named.get(name)
+            if number is None:  # first written now: the next number, appended at the end
+                number = named[name] = numbers.next
+                numbers.next += 1
+            key = entry_key(prefix, number)
+            put(key, seal(b"node", key, pack_named(name, node.meta)), db=env.nodes)
             if node.output is None:
-                txn.delete(key, db=env.outputs)  # a re-run that failed has no output
+                delete(key, db=env.outputs)  # a re-run that failed has no output
             else:
-                txn.put(key, seal(b"output", key, pack_entry(name, node.output)), db=env.outputs)
-        for name, value in data.items():
-            key = entry_key(prefix, name)
-            if value is None:
-                txn.delete(key, db=env.data)
-            else:
-                txn.put(key, seal(b"data", key, pack_entry(name, value)), db=env.data)
+                put(key, seal(b"output", key, pack_named(name, node.output)), db=env.outputs)
+        if data:
+            keys = numbers.data
+            if keys is None:
+                keys = numbers.data = self._read_data(txn, env, run_id, prefix, numbers.next)[1]
+            for name, value in data.items():
+                number = keys.get(name)
+                if value is None:
+                    if number is not None:
+                        delete(entry_key(prefix, number), db=env.data)
+                    continue
+                if number is None:
+                    number = keys[name] = numbers.next
+                    numbers.next += 1
+                key = entry_key(prefix, number)
+                put(key, seal(b"data", key, pack_named(name, value)), db=env.data)
+        if numbers.next != first:
+            self._put_marker(txn, env, run_id, prefix, numbers)
+
+    def _numbers_in(self, txn: _Txn, env: Env, run_id: str, prefix: bytes) -> Numbers:
+        """The run's numbers as stored in ``txn`` (moving a layout 1 run to layout 2)."""
+        token = txn.get(prefix, db=env.nodes)
+        if token is None:
+            return self._move_to_layout(txn, env, run_id, prefix)
+        numbers = self._numbers.get(run_id)
+        if numbers is not None and numbers.token == token:
+            return numbers
+        next_number = self._marker(run_id, prefix, token)
+        named: dict[str, int] = {}
+        for number, name, _ in self._scan(txn, env.nodes, run_id, prefix, "node", next_number):
+            if named.setdefault(name, number) != number:
+                raise self._damaged(run_id, f"node {name!r} has two entries")
+        numbers = Numbers(token, next_number, named, None)
+        self._keep(run_id, numbers)
+        return numbers
+
+    def _check_room(self, run_id: str, next_number: int, more: int) -> None:
+        if next_number + more > MAX_NUMBER:
+            raise StoreError(
+                f"run '{run_id}' in {self._data_path} would number more than {MAX_NUMBER} "
+                "node names and data keys, more than an LMDB run holds; split the workflow"
+            )
+
+    def _put_marker(
+        self, txn: _Txn, env: Env, run_id: str, prefix: bytes, numbers: Numbers
+    ) -> None:
+        # Set before the transaction commits: if it aborts, the stored marker differs
+        # from this token, and the numbers are read again (see the module docstring).
+        numbers.token = self._seal_entry(b"node", prefix, pack_marker(numbers.next))
+        txn.put(prefix, numbers.token, db=env.nodes)
 
     def _put_entries(
         self,
         txn: _Txn,
         env: Env,
+        run_id: str,
         prefix: bytes,
         nodes: Mapping[str, StoredNode],
         data: Mapping[str, bytes],
-    ) -> None:
-        """Write a whole run's entries and its layout marker (its range is empty)."""
+    ) -> Numbers:
+        """Write a whole run's entries and its marker (its range is empty), numbered in order."""
         seal = self._seal_entry
-        metas = [(prefix, seal(b"node", prefix, LAYOUT_MARKER))]
+        metas: list[tuple[bytes, bytes]] = []
         outputs: list[tuple[bytes, bytes]] = []
-        for name, node in nodes.items():
-            key = entry_key(prefix, name)
-            metas.append((key, seal(b"node", key, pack_entry(name, node.meta))))
+        entries: list[tuple[bytes, bytes]] = []
+        self._check_room(run_id, 0, len(nodes) + len(data))
+        keys: dict[str, int] = {}
+        numbers = Numbers(b"", 0, {}, keys)
+        for number, (name, node) in enumerate(nodes.items()):
+            key = entry_key(prefix, number)
+            numbers.nodes[name] = number
+            metas.append((key, seal(b"node", key, pack_named(name, node.meta))))
             if node.output is not None:
-                outputs.append((key, seal(b"output", key, pack_entry(name, node.output))))
-        entries = []
-        for name, value in data.items():
-            key = entry_key(prefix, name)
-            entries.append((key, seal(b"data", key, pack_entry(name, value))))
+                outputs.append((key, seal(b"output", key, pack_named(name, node.output))))
+        for number, (name, value) in enumerate(data.items(), len(nodes)):
+            key = entry_key(prefix, number)
+            keys[name] = number
+            entries.append((key, seal(b"data", key, pack_named(name, value))))
+        numbers.next = len(nodes) + len(data)
+        self._put_marker(txn, env, run_id, prefix, numbers)
         txn.cursor(env.nodes).putmulti(metas)
         txn.cursor(env.outputs).putmulti(outputs)
         txn.cursor(env.data).putmulti(entries)
+        self._keep(run_id, numbers)
+        return numbers
 
-    def _move_to_layout(self, txn: _Txn, env: Env, run_id: str, prefix: bytes) -> None:
+    def _move_to_layout(self, txn: _Txn, env: Env, run_id: str, prefix: bytes) -> Numbers:
         """Rewrite a run of layout 1 in this release's layout, in the write's transaction.
 
         Read (and checked) whole first, then written anew: a crash at any point
@@ -133,7 +345,9 @@ class RunEntries:
         delete_range(txn, env.nodes, prefix)
         delete_range(txn, env.outputs, prefix)
         delete_range(txn, env.data, prefix)
-        self._put_entries(txn, env, prefix, run.nodes, run.data)
+        return self._put_entries(txn, env, run_id, prefix, run.nodes, run.data)
+
+    # -- the header, errors ---------------------------------------------------------------
 
     def _damaged(self, run_id: str, why: object) -> CorruptStateError:
         return CorruptStateError(
@@ -149,50 +363,6 @@ class RunEntries:
             )
         return self._open_entry(run_id, b"run", run_id.encode(), header, "header")
 
-    def _layout(self, txn: _Txn, env: Env, run_id: str, prefix: bytes) -> int:
-        """The layout of the run's entries (see ``_lmdb_keys.py``): 1, or `LAYOUT`."""
-        marker = txn.get(prefix, db=env.nodes)
-        if marker is not None:
-            marker = self._open_entry(run_id, b"node", prefix, marker, "layout marker")
-        try:
-            layout = layout_of(marker)
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            raise self._damaged(run_id, f"unreadable layout marker: {exc}") from exc
-        if layout > LAYOUT:
-            raise CorruptStateError(
-                f"run '{run_id}' in {self._data_path} has LMDB layout {layout}, which this "
-                f"flowdag cannot read (it reads 1 and {LAYOUT}); use the flowdag version that "
-                "wrote it"
-            )
-        return layout
-
-    def _scan(
-        self, txn: _Txn, db: lmdb._Database, run_id: str, prefix: bytes, kind: str, layout: int
-    ) -> Iterator[tuple[str, bytes]]:
-        """Yield (name, blob) for the run's entries in ``db``, checking each name."""
-        cursor = txn.cursor(db)
-        if not cursor.set_range(prefix):
-            return
-        key_of = entry_key if layout == LAYOUT else _layout1_key
-        unpack = msgpack.unpackb  # hot loop: one lookup
-        entry = kind.encode()
-        marker = kind == "node" and layout == LAYOUT
-        for key, value in cursor.iternext():
-            if not key.startswith(prefix):
-                return
-            if marker and key == prefix:
-                continue  # the layout marker, read by _layout
-            value = self._open_entry(run_id, entry, key, value, kind)
-            try:
-                name, blob = unpack(value, raw=False, use_list=False)
-                made = key_of(prefix, name)
-            except (ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
-                raise self._damaged(run_id, f"unreadable {kind} entry: {exc}") from exc
-            # The key was made from the name: a mismatch means a damaged name.
-            if made != key or not isinstance(blob, bytes):
-                raise self._damaged(run_id, f"{kind} entry does not match its key")
-            yield name, blob
-
     # -- encryption at rest (see _crypto.py) -------------------------------------------
 
     def _seal_entry(self, entry: bytes, key: bytes, value: bytes) -> bytes:
@@ -203,7 +373,3 @@ class RunEntries:
     def _open_entry(self, run_id: str, entry: bytes, key: bytes, value: bytes, kind: str) -> bytes:
         where = f"run '{run_id}' in {self._data_path} ({kind} entry)"
         return self._unseal(value, b"flowdag\0lmdb\0" + entry + b"\0" + key, where)
-
-
-def _layout1_key(prefix: bytes, name: str) -> bytes:
-    return prefix + name_digest(name)

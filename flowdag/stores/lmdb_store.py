@@ -4,22 +4,24 @@ Design
 ------
 One environment per store directory, with five named sub-databases::
 
-    runs     run_id                   -> header blob
-    nodes    run_id 0x00 0x01 name    -> msgpack [name, meta blob]  (and the layout marker)
-    outputs  run_id 0x00 0x01 name    -> msgpack [name, output blob]
-    data     run_id 0x00 0x01 key     -> msgpack [key, value blob]
-    tables   table 0x00 key           -> the store-wide tables (``_lmdb_tables.py``)
+    runs     run_id                     -> header blob
+    nodes    run_id 0x00                -> the run's marker (layout, next number, nonce)
+    nodes    run_id 0x00 0x01 number    -> msgpack [name, meta blob, crc32(name)]
+    outputs  run_id 0x00 0x01 number    -> msgpack [name, output blob, crc32(name)]
+    data     run_id 0x00 0x01 number    -> msgpack [key, value blob, crc32(key)]
+    tables   table 0x00 key             -> the store-wide tables (``_lmdb_tables.py``)
 
 A run's entries sit next to each other (a prefix scan on ``run_id 0x00`` finds
-them; run ids contain no NUL, so no run's prefix is another's) and in name
-order, so one group commit of nodes with neighbouring names writes a few
-neighbouring B-tree pages. A name too long for LMDB's 511-byte keys is cut and
-hashed; each value carries its name, and on load the key is made again from it
-and checked, so a damaged entry raises `CorruptStateError` instead of showing
-up under the wrong name. The keys, values and the run's layout marker (runs of
-a previous release keyed entries by a hash of the name: layout 1, still read,
-and moved to layout 2 by their first write) are in ``_lmdb_keys.py``; reading
-and writing a run's entries in ``_lmdb_runs.py``.
+them; run ids contain no NUL, so no run's prefix is another's). Each node name
+and ``ctx.data`` key gets the run's next number when first written, so the
+entries a group commit adds are appended side by side whatever the names, and
+one commit writes a few neighbouring B-tree pages, not one page per node. Each
+value carries its name and a CRC32 of it, checked on load, so a damaged entry
+raises `CorruptStateError` instead of showing up under the wrong name. The
+keys, values and marker are in ``_lmdb_keys.py`` (runs of a previous release
+keyed entries by a hash of the name: layout 1, still read, and moved to layout
+2 by their first write); reading and writing a run's entries, and keeping each
+run's numbers in memory, in ``_lmdb_runs.py``.
 
 `commit` writes only the committed nodes' and data keys in one write
 transaction, so its cost does not grow with the run. The environment is opened
@@ -122,6 +124,7 @@ class LMDBStore(DirectoryStore, RunEntries):
         self._data_path = Path(os.path.abspath(path)) / "data.mdb"
         self._map_size = map_size
         self._shared: Env | None = None
+        self._numbers = {}
         super().__init__(path, **options)
 
     def describe(self, run_id: str) -> str:
@@ -158,7 +161,7 @@ class LMDBStore(DirectoryStore, RunEntries):
             txn.put(
                 run_id.encode(), self._seal_entry(b"run", run_id.encode(), run.header), db=env.runs
             )
-            self._put_entries(txn, env, prefix, run.nodes, run.data)
+            self._put_entries(txn, env, run_id, prefix, run.nodes, run.data)
             if check is not None:  # reads the run back inside the transaction
                 check(lambda: self._read_run(txn, env, run_id))
 
@@ -168,15 +171,7 @@ class LMDBStore(DirectoryStore, RunEntries):
         return self._transact(run_id, lambda txn, env: self._read_run(txn, env, run_id))
 
     def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
-        prefix = run_prefix(run_id)
-
-        def read(txn: _Txn, env: Env) -> tuple[bytes, dict[str, bytes]]:
-            # Only runs + nodes: outputs are never read here.
-            header = self._header(txn, env, run_id)
-            layout = self._layout(txn, env, run_id, prefix)
-            return header, dict(self._scan(txn, env.nodes, run_id, prefix, "node", layout))
-
-        return self._transact(run_id, read)
+        return self._transact(run_id, lambda txn, env: self._read_metas(txn, env, run_id))
 
     def _commit(
         self, run_id: str, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
@@ -244,6 +239,7 @@ class LMDBStore(DirectoryStore, RunEntries):
             delete_range(txn, env.nodes, prefix)
             delete_range(txn, env.outputs, prefix)
             delete_range(txn, env.data, prefix)
+            self._numbers.pop(run_id, None)
             return True
 
         return self._transact(run_id, write, write=True)

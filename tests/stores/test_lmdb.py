@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import stat
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,7 +102,7 @@ def test_stores_on_one_directory_share_the_environment(tmp_path: Path) -> None:
 
 
 def test_key_layout(tmp_path: Path) -> None:
-    long_name = "n" * 300
+    long_name = "n" * 600  # longer than an LMDB key: only its number is in one
     state = make_state("run-1")
     with LMDBStore(tmp_path / "s") as store:
         store.save(state)
@@ -115,29 +115,28 @@ def test_key_layout(tmp_path: Path) -> None:
         data = env.open_db(b"data", create=False)
         with env.begin() as txn:
             assert [key for key, _ in txn.cursor(runs)] == [b"run-1"]
-            # The run's layout marker sorts first, then entries keyed by name, in name order.
-            assert txn.get(prefix, db=nodes) == msgpack.packb({"layout": 2})
-            names = set()
+            # The run's marker sorts first: the layout and the next number.
+            marker = msgpack.unpackb(txn.get(prefix, db=nodes))
+            assert (marker["layout"], len(marker["nonce"])) == (2, 8)
+            names: dict[str, int] = {}
             for db in (nodes, outputs, data):
-                keys = []
                 for key, value in txn.cursor(db):
                     if key == prefix:
                         continue
-                    name, blob = msgpack.unpackb(value, raw=False)
-                    assert isinstance(blob, bytes)
-                    raw = name.encode()
-                    if len(raw) <= 256:
-                        assert key == prefix + b"\x01" + raw
-                    else:  # cut and hashed to stay under LMDB's 511 bytes
-                        digest = hashlib.blake2b(raw, digest_size=16).digest()
-                        assert key == prefix + b"\x01" + raw[:256] + digest
-                    keys.append(key)
-                    names.add(name)
-                assert keys == sorted(keys)
+                    assert key.startswith(prefix + b"\x01") and len(key) == len(prefix) + 5
+                    name, blob, crc = msgpack.unpackb(value, raw=False)
+                    assert isinstance(blob, bytes) and crc == zlib.crc32(name.encode())
+                    number = int.from_bytes(key[-4:], "big")
+                    if db is not outputs:
+                        names[name] = number
+                    else:
+                        assert names[name] == number  # an output is keyed as its node
     with LMDBStore(tmp_path / "s") as store:
         stored = store._to_stored(make_state("run-1"))  # never-run nodes get no entry
-        assert long_name in store._load("run-1").nodes  # read back from its cut key
-    assert names == set(stored.nodes) | set(stored.data) | {long_name}
+        assert long_name in store._load("run-1").nodes
+    # Numbered in order: the saved nodes, then the saved data keys, then the committed node.
+    assert sorted(names, key=names.__getitem__) == [*stored.nodes, *stored.data, long_name]
+    assert sorted(names.values()) == list(range(len(names))) and marker["next"] == len(names)
 
 
 def test_crash_never_loses_a_reported_commit(tmp_path: Path) -> None:

@@ -1,11 +1,13 @@
-"""The LMDB store's run layouts (``_lmdb_keys.py``): keys, the marker, moving a run.
+"""The LMDB store's run layouts (``_lmdb_keys.py``): numbered entries, the marker, moving a run.
 
-Layout 2 keys entries by the name (cut and hashed past 256 bytes): keys must
-be distinct for distinct names, fit LMDB's 511 bytes with the longest run id,
-and sort in name order. A run of layout 1 (written here as that release wrote
-it) with any names and ``ctx.data`` keys (empty, NUL, long, not ASCII) reads
-back the same before and after a commit moves it to layout 2, that commit's
-changes applied. A damaged marker, or one of a later layout, is refused.
+Layout 2 numbers each name in order of first write. Two stores on one
+directory (each keeping its own numbers in memory, as two processes do),
+committing, saving and growing the map (a write aborted after it numbered
+names, then tried again) in any order, must always read back what was
+written. A run of layout 1 (written here as that release wrote it) with any
+names and ``ctx.data`` keys (empty, NUL, long, not ASCII) reads back the same
+before and after a commit moves it to layout 2, that commit's changes
+applied. A damaged marker, or one of a later layout, is refused.
 """
 
 from __future__ import annotations
@@ -21,29 +23,58 @@ from hypothesis import strategies as st
 from flowdag.errors import CorruptStateError
 from flowdag.stores import LMDBStore
 from flowdag.stores._lmdb_env import Env
-from flowdag.stores._lmdb_keys import KEPT, entry_key, run_prefix
+from flowdag.stores._lmdb_keys import run_prefix
 from flowdag.stores._stored import StoredNode, StoredRun
 from tests.stores.lmdb_layout1 import write_layout1
 
 KEY = "6c6567616379206669787475726573206f6620666c6f77646167207374726573"
-NAMES = st.one_of(
-    st.text(max_size=12),
-    st.text(alphabet="ab\x00é", min_size=KEPT - 2, max_size=KEPT + 40),  # around the cut
+NAMES = st.one_of(st.text(max_size=12), st.text(alphabet="ab\x00é", min_size=500, max_size=600))
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["commit", "save", "big", "load"]),
+        st.integers(0, 1),  # which store
+        st.dictionaries(st.sampled_from("abcdef"), st.none() | st.binary(max_size=4), max_size=3),
+        st.dictionaries(st.sampled_from("xyz"), st.none() | st.binary(max_size=4), max_size=2),
+    ),
+    max_size=12,
 )
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(NAMES, unique=True, max_size=30))
-def test_keys_are_distinct_fit_lmdb_and_keep_name_order(names: list[str]) -> None:
-    prefix = run_prefix("r" * 200)  # the longest run id
-    keys = [entry_key(prefix, name) for name in names]
-    assert len(set(keys)) == len(keys)
-    assert all(key.startswith(prefix) and len(key) <= 511 for key in keys)
-    assert prefix not in keys  # the marker's key
-    whole = sorted(name.encode() for name in names if len(name.encode()) <= KEPT)
-    assert sorted(entry_key(prefix, name.decode()) for name in whole) == [
-        entry_key(prefix, name.decode()) for name in whole
-    ]
+@settings(max_examples=30, deadline=None)
+@given(ops=OPS)
+def test_two_stores_writing_one_run_keep_it_right(tmp_path_factory: Any, ops: list[Any]) -> None:
+    path = tmp_path_factory.mktemp("s")
+    nodes: dict[str, StoredNode] = {}
+    data: dict[str, bytes] = {}
+    stores = [LMDBStore(path, map_size=64 * 1024), LMDBStore(path, map_size=64 * 1024)]
+    try:
+        stores[0]._save_checked("r", StoredRun(b"h", {}, {}), None)
+        for step, (op, which, changed, keys) in enumerate(ops):
+            store = stores[which]
+            if op == "load":
+                assert store._load("r") == StoredRun(b"h", nodes, data)
+                assert store._load_metas("r") == (b"h", {n: v.meta for n, v in nodes.items()})
+                continue
+            size = 100 * 1024 if op == "big" else 0  # grows the map: aborted, then done again
+            written = {
+                name: StoredNode(b"m%d" % step, None if out is None else out + b"o" * size)
+                for name, out in changed.items()
+            }
+            if op == "save":
+                nodes = {**nodes, **written}
+                data = {k: v for k, v in {**data, **keys}.items() if v is not None}
+                store._save_checked("r", StoredRun(b"h", nodes, data), None)
+            else:
+                store._commit("r", written, keys)
+                nodes.update(written)
+                data = {k: v for k, v in {**data, **keys}.items() if v is not None}
+        for store in stores:
+            assert store._load("r") == StoredRun(b"h", nodes, data)
+    finally:
+        for store in stores:
+            store.close()
 
 
 def marker(store: LMDBStore, run_id: str) -> bytes | None:
@@ -109,8 +140,9 @@ def damage_marker(path: Path, value: bytes) -> None:
         (b"\xc1junk", "unreadable layout marker"),
         (b"\x81\xa6layout\x03", "LMDB layout 3, which this flowdag cannot read"),
         (b"\x81\xa6layout\x01", "unreadable layout marker"),
+        (b"\x82\xa6layout\x02\xa4next\x00", "a node entry has a malformed key"),
     ],
-    ids=["junk", "later", "one"],
+    ids=["junk", "later", "one", "behind"],
 )
 def test_a_bad_marker_is_refused(tmp_path: Path, value: bytes, message: str) -> None:
     run = StoredRun(b"header", {"a": StoredNode(b"meta", b"out")}, {})

@@ -147,7 +147,7 @@ def killed_resume(url: str, kill_at: int) -> None:
     commit: the moving of the run, and every commit of the resume.
     """
     kill = KillAt(kill_at)
-    kill.patch(_lmdb_runs, "pack_entry", "delete_range")
+    kill.patch(_lmdb_runs, "pack_named", "delete_range")
     store = open_store(url, create=False)
     kill.patch(type(store), "_move_to_layout", "_check_same_file")
     result = flowdag.run(legacy7.build(), run_id=legacy7.RUN_ID, store=store)
