@@ -238,7 +238,9 @@ class RunEntries:
         numbers = self._numbers_in(txn, env, run_id, prefix)
         self._check_room(run_id, numbers.next, len(nodes) + len(data))
         named, seal, put, delete = numbers.nodes, self._seal_entry, txn.put, txn.delete
-        first = numbers.next
+        # Until the marker is written below, the numbers kept match no stored marker: if
+        # this transaction is aborted (a full map, an error), they are read again.
+        first, token, numbers.token = numbers.next, numbers.token, b""
         for name, node in nodes.items():
             number = named.get(name)
             if number is None:  # first written now: the next number, appended at the end
@@ -267,6 +269,8 @@ class RunEntries:
                 put(key, seal(b"data", key, pack_named(name, value)), db=env.data)
         if numbers.next != first:
             self._put_marker(txn, env, run_id, prefix, numbers)
+        else:
+            numbers.token = token  # nothing numbered: the stored marker stays
 
     def _numbers_in(self, txn: _Txn, env: Env, run_id: str, prefix: bytes) -> Numbers:
         """The run's numbers as stored in ``txn`` (moving a layout 1 run to layout 2)."""

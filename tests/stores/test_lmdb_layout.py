@@ -17,7 +17,7 @@ from typing import Any
 
 import lmdb
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from flowdag.errors import CorruptStateError
@@ -44,6 +44,10 @@ OPS = st.lists(
 
 @settings(max_examples=30, deadline=None)
 @given(ops=OPS)
+@example(ops=[("big", 0, {"a": b""}, {})])  # aborted (full map) after numbering "a"
+@example(
+    ops=[("commit", 0, {"a": b""}, {}), ("commit", 1, {"b": None}, {"x": b""}), ("load", 0, {}, {})]
+)
 def test_two_stores_writing_one_run_keep_it_right(tmp_path_factory: Any, ops: list[Any]) -> None:
     path = tmp_path_factory.mktemp("s")
     nodes: dict[str, StoredNode] = {}
