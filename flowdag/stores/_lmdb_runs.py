@@ -29,6 +29,7 @@ moved to another entry or run.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,7 @@ class RunEntries:
     path: Path
     _data_path: Path
     _numbers: dict[str, Numbers]  # run id -> its numbers (see the module docstring)
+    _numbers_lock: threading.Lock
     if TYPE_CHECKING:  # provided by DirectoryStore
 
         def _seal(self, content: bytes | memoryview, aad: bytes) -> bytes: ...
@@ -218,10 +220,11 @@ class RunEntries:
 
     def _keep(self, run_id: str, numbers: Numbers) -> None:
         kept = self._numbers
-        kept.pop(run_id, None)
-        while len(kept) >= _KEPT_RUNS:
-            del kept[next(iter(kept))]  # the least recently kept
-        kept[run_id] = numbers
+        with self._numbers_lock:  # reads keep numbers too, from any thread
+            kept.pop(run_id, None)
+            while len(kept) >= _KEPT_RUNS:
+                del kept[next(iter(kept))]  # the least recently kept
+            kept[run_id] = numbers
 
     # -- writing --------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ left), not a ``stat`` of the path.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
@@ -125,6 +126,7 @@ class LMDBStore(DirectoryStore, RunEntries):
         self._map_size = map_size
         self._shared: Env | None = None
         self._numbers = {}
+        self._numbers_lock = threading.Lock()
         super().__init__(path, **options)
 
     def describe(self, run_id: str) -> str:
