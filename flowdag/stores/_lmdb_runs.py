@@ -14,9 +14,10 @@ the same bytes. Every write that numbers a new name (and every save) writes
 a new marker with a fresh nonce, so another process's or store's writes, a
 save, or this store's own transaction that was aborted after it numbered
 names all show as another marker, and the numbers are read again from the
-run's entries (one scan). Reads of the run keep the numbers they scanned
-(with the data keys' only when they read the data). Writes of one process
-are serialized (``EnvGuard.write_lock``), and only writes change numbers.
+run's entries (one scan). A read of the run keeps the numbers it scanned
+(the data keys' only when it read the data) if none are kept, so a resume's
+first commit does not scan again. Writes of one process are serialized
+(``EnvGuard.write_lock``), and only writes change numbers.
 
 A commit to a run of layout 1 (a previous release's) first moves the whole
 run to layout 2, in the commit's transaction: the run is never half in one
@@ -110,7 +111,7 @@ class RunEntries:
                 raise self._damaged(run_id, f"output of node {name!r} has no node entry")
             nodes[name].output = output
         data, data_numbers = self._read_data(txn, env, run_id, prefix, next_number)
-        self._keep(run_id, Numbers(token, next_number, numbers, data_numbers))
+        self._keep(run_id, Numbers(token, next_number, numbers, data_numbers), read=True)
         return StoredRun(header, nodes, data)
 
     def _read_metas(self, txn: _Txn, env: Env, run_id: str) -> tuple[bytes, dict[str, bytes]]:
@@ -127,7 +128,7 @@ class RunEntries:
             if numbers.setdefault(name, number) != number:
                 raise self._damaged(run_id, f"node {name!r} has two entries")
             metas[name] = meta
-        self._keep(run_id, Numbers(token, next_number, numbers, None))
+        self._keep(run_id, Numbers(token, next_number, numbers, None), read=True)
         return header, metas
 
     def _read_data(
@@ -218,9 +219,12 @@ class RunEntries:
             )
         return next_number
 
-    def _keep(self, run_id: str, numbers: Numbers) -> None:
+    def _keep(self, run_id: str, numbers: Numbers, *, read: bool = False) -> None:
+        """Keep a run's numbers; ``read``: only if none are kept (a write's are newer)."""
         kept = self._numbers
         with self._numbers_lock:  # reads keep numbers too, from any thread
+            if read and run_id in kept:
+                return
             kept.pop(run_id, None)
             while len(kept) >= _KEPT_RUNS:
                 del kept[next(iter(kept))]  # the least recently kept
