@@ -8,19 +8,21 @@ Each run is one seed on one store: a random DAG of 20-300 nodes, run in a
 subprocess, killed with SIGKILL at random moments ``--kills`` times, checked
 after every kill, then resumed to the end and compared with an uninterrupted
 run (see ``tests/torture/harness.py``); a few nodes per DAG return 300 KiB,
-kept by reference, and after every kill each completed one is read through
-its ref and compared. Odd seeds use an encrypted store;
-on the JSON and FlatBuffers stores, every third seed also loses its snapshot
-once after a kill (the run must be refused, never resumed from the journal
-left behind, then is started afresh). Then the gc rounds (``--gc-runs``, see
-``tests/torture/gc_torture.py``) and the edit rounds (``--edit-runs``, see
+kept by reference, and after every kill each completed one is read through its
+ref and compared. Odd seeds use an encrypted store; on the JSON and FlatBuffers
+stores, every third seed also loses its snapshot once after a kill (the run
+must be refused, never resumed from the journal left behind, then is started
+afresh); on LMDB, every third seed has its run rewritten once after a kill in
+the previous release's layout (keys hashed from the names), which the next
+resume moves to the new one, under kills. Then the gc rounds (``--gc-runs``,
+see ``tests/torture/gc_torture.py``) and the edit rounds (``--edit-runs``, see
 ``tests/torture/edit_torture.py``): a completed run whose code is edited is
 resumed under kills, and must run exactly the edited nodes and those whose
-inputs changed, early cutoff included. Then the kv rounds (``--kv-runs``,
-see ``tests/torture/kv_torture.py``): runs whose nodes update shared kv
-counters are killed at random moments; after every kill each counter must
-equal the number of completed nodes that update it, and at the end the
-number of its updaters. The wait rounds (``--waits N``, none by default, see
+inputs changed, early cutoff included. Then the kv rounds (``--kv-runs``, see
+``tests/torture/kv_torture.py``): runs whose nodes update shared kv counters
+are killed at random moments; after every kill each counter must equal the
+number of completed nodes that update it, and at the end the number of its
+updaters. The wait rounds (``--waits N``, none by default, see
 ``tests/torture/wait_torture.py``): runs with input nodes and the processes
 that provide their values are killed at random; after every kill a value is
 recorded whole or not at all, a wait ends only with its node's completion,
@@ -237,7 +239,7 @@ def main() -> int:
     grand = _table(
         f"{'store':<12} {'runs':>5} {'nodes':>6} {'kills':>6} {'not saved':>9} "
         f"{'mid-compaction':>14} {'torn tail':>9} {'in flight':>9} {'interrupted':>11} "
-        f"{'lost snap':>9} {'refs read':>9} {'violations':>10}",
+        f"{'lost snap':>9} {'old layout':>10} {'refs read':>9} {'violations':>10}",
         totals,
         harness.Stats(),
         _row,
@@ -327,7 +329,7 @@ def _row(name: str, s: harness.Stats) -> str:
     return (
         f"{name:<12} {s.runs:>5} {s.nodes:>6} {s.kills:>6} {s.not_saved_yet:>9} "
         f"{s.mid_compaction:>14} {s.torn_tails:>9} {s.in_flight:>9} {s.interrupted:>11} "
-        f"{s.lost_snapshots:>9} {s.refs:>9} "
+        f"{s.lost_snapshots:>9} {s.old_layouts:>10} {s.refs:>9} "
         f"{len(s.violations):>10}"
     )
 

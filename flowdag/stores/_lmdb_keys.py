@@ -1,15 +1,44 @@
 """The keys and values of a run's entries in an `LMDBStore` (see ``lmdb_store.py``).
 
-An entry of the ``nodes``, ``outputs`` and ``data`` sub-databases is keyed
-``run_id 0x00 blake2b16(name)``: hashing the node name (or ``ctx.data`` key)
-keeps LMDB's 511-byte key limit from biting, and the run's prefix keeps its
-entries together for a prefix scan. The value is ``msgpack [name, blob]``, so
-a reader hashes the name again and checks it against the key.
+Layout 2 (this release)
+-----------------------
+Each node name and each ``ctx.data`` key of a run gets a number, the next one
+free, the first time it is written (node names and data keys count apart,
+from one counter). An entry of the ``nodes``, ``outputs`` and ``data``
+sub-databases is keyed by that number, so the entries a group commit adds
+are appended side by side at the end of the run's range, whatever the
+names: one commit writes a few neighbouring B-tree pages, not one page per
+node::
+
+    run_id 0x00                  (nodes only) the run's marker: layout, next number, nonce
+    run_id 0x00 0x01 number      msgpack [name, blob, crc32(name)]; number: 4 bytes, big-endian
+
+Run ids hold no NUL, so no run's prefix is another's; keys are short whatever
+the name (LMDB's limit is 511 bytes), and a name is never part of a key or a
+path, so names stay hidden under encryption. The value carries its name and a
+CRC32 of it, checked on load: a damaged name raises `CorruptStateError`
+instead of showing up as another node (with a key, the sealing checks it
+too). The marker sorts first in the run's range; it is rewritten, with a
+fresh random nonce, by every write that numbers a new name, so a writer that
+keeps a run's numbers in memory knows them current while the stored marker
+is the one it read or wrote (``_lmdb_runs.py``). A release of layout 1
+reading a run of layout 2 fails on the marker (its key is no hash) instead
+of seeing an empty run.
+
+Layout 1 (the releases before)
+------------------------------
+Keys were ``run_id 0x00 blake2b16(name)``, values ``msgpack [name, blob]``:
+a reader hashed the name again and checked it against the key. The hashes
+scattered a commit over the B-tree. Such runs are still read as they are;
+the first write to one moves the whole run to layout 2 in the transaction of
+that write (``_lmdb_runs.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import zlib
 from typing import TYPE_CHECKING
 
 import msgpack
@@ -19,10 +48,33 @@ if TYPE_CHECKING:
 
     _Txn = lmdb.Transaction[bytes]  # the stubs' generic; not subscriptable at runtime
 
-__all__ = ["DIGEST_SIZE", "delete_range", "name_digest", "pack_entry", "run_prefix"]
+__all__ = [
+    "DIGEST_SIZE",
+    "LAYOUT",
+    "MAX_NUMBER",
+    "Marker",
+    "delete_range",
+    "entry_key",
+    "entry_number",
+    "name_digest",
+    "pack_entry",
+    "pack_marker",
+    "pack_named",
+    "run_prefix",
+    "unpack_marker",
+    "unpack_named",
+]
 
-#: Bytes of the blake2b hash of a name in an entry's key.
+#: The layout this release writes (the version in every run's marker).
+LAYOUT = 2
+#: Bytes of the blake2b hash of a name in a layout 1 key.
 DIGEST_SIZE = 16
+_TAG = b"\x01"  # before every number: no entry's key is the marker's
+_NUMBER_SIZE = 4
+#: Numbers a run can give out (names and data keys together).
+MAX_NUMBER = 1 << (8 * _NUMBER_SIZE)
+#: (layout, next free number) of a run's marker.
+Marker = tuple[int, int]
 
 
 def run_prefix(run_id: str) -> bytes:
@@ -30,13 +82,70 @@ def run_prefix(run_id: str) -> bytes:
     return run_id.encode() + b"\x00"
 
 
+def entry_key(prefix: bytes, number: int) -> bytes:
+    """The layout 2 key of the entry numbered ``number`` in the run of ``prefix``."""
+    return prefix + _TAG + number.to_bytes(_NUMBER_SIZE, "big")
+
+
+def entry_number(start: int, key: bytes) -> int | None:
+    """The number in a layout 2 key whose run prefix is ``start`` bytes, or None if malformed."""
+    if len(key) != start + 1 + _NUMBER_SIZE or key[start : start + 1] != _TAG:
+        return None
+    return int.from_bytes(key[start + 1 :], "big")
+
+
+def pack_named(name: str, blob: bytes) -> bytes:
+    """A layout 2 entry's value: its name (the key holds a number), blob, CRC32 of the name."""
+    raw = name.encode()
+    packed: bytes = msgpack.packb([name, blob, zlib.crc32(raw)], use_bin_type=True)
+    return packed
+
+
+def unpack_named(value: bytes) -> tuple[str, bytes]:
+    """(name, blob) of a layout 2 entry's value.
+
+    Raises:
+        ValueError: the value is not one `pack_named` made, or its name fails its CRC32.
+    """
+    name, blob, crc = msgpack.unpackb(value, raw=False, use_list=False)
+    if type(name) is not str or type(blob) is not bytes or zlib.crc32(name.encode()) != crc:
+        raise ValueError("its name does not match its checksum")
+    return name, blob
+
+
+def pack_marker(next_number: int) -> bytes:
+    """A run's marker: this layout, the next free number, and a fresh nonce."""
+    packed: bytes = msgpack.packb(
+        {"layout": LAYOUT, "next": next_number, "nonce": os.urandom(8)}, use_bin_type=True
+    )
+    return packed
+
+
+def unpack_marker(marker: bytes) -> Marker:
+    """(layout, next free number) of an (opened) marker.
+
+    Raises:
+        ValueError: the marker is not one a release wrote.
+    """
+    fields = msgpack.unpackb(marker, raw=False)
+    layout = fields.get("layout") if isinstance(fields, dict) else None
+    if type(layout) is not int or layout < 2:
+        raise ValueError(f"bad layout marker {marker!r}")
+    if layout > LAYOUT:
+        return layout, 0  # a later release's: the caller refuses it
+    next_number = fields.get("next")
+    if type(next_number) is not int or not 0 <= next_number <= MAX_NUMBER:
+        raise ValueError(f"bad layout marker {marker!r}")
+    return layout, next_number
+
+
 def name_digest(name: str) -> bytes:
-    """The hash of a node name or ``ctx.data`` key that ends its entry's key."""
+    """The hash of a node name or ``ctx.data`` key that ends its layout 1 key."""
     return hashlib.blake2b(name.encode(), digest_size=DIGEST_SIZE).digest()
 
 
 def pack_entry(name: str, blob: bytes) -> bytes:
-    """An entry's value: its name (the key holds only a hash of it) and its blob."""
+    """A layout 1 entry's value: its name (the key holds only a hash of it) and its blob."""
     packed: bytes = msgpack.packb([name, blob], use_bin_type=True)
     return packed
 

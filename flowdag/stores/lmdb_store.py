@@ -4,19 +4,24 @@ Design
 ------
 One environment per store directory, with five named sub-databases::
 
-    runs     run_id                       -> header blob
-    nodes    run_id 0x00 blake2b16(name)  -> msgpack [name, meta blob]
-    outputs  run_id 0x00 blake2b16(name)  -> msgpack [name, output blob]
-    data     run_id 0x00 blake2b16(key)   -> msgpack [key, value blob]
-    tables   table 0x00 key               -> the store-wide tables (``_lmdb_tables.py``)
+    runs     run_id                     -> header blob
+    nodes    run_id 0x00                -> the run's marker (layout, next number, nonce)
+    nodes    run_id 0x00 0x01 number    -> msgpack [name, meta blob, crc32(name)]
+    outputs  run_id 0x00 0x01 number    -> msgpack [name, output blob, crc32(name)]
+    data     run_id 0x00 0x01 number    -> msgpack [key, value blob, crc32(key)]
+    tables   table 0x00 key             -> the store-wide tables (``_lmdb_tables.py``)
 
-Keys hash the node name (or ``ctx.data`` key) so LMDB's 511-byte key limit
-never bites, and put a run's entries next to each other: a prefix scan on
-``run_id 0x00`` finds them (run ids contain no NUL, so no run's prefix is
-another's). Because keys are hashed, each value carries its name; on load the
-name is hashed again and checked against the key, so a damaged entry raises
-`CorruptStateError` instead of showing up under the wrong name. The keys and
-values are made in ``_lmdb_keys.py``.
+A run's entries sit next to each other (a prefix scan on ``run_id 0x00`` finds
+them; run ids contain no NUL, so no run's prefix is another's). Each node name
+and ``ctx.data`` key gets the run's next number when first written, so the
+entries a group commit adds are appended side by side whatever the names, and
+one commit writes a few neighbouring B-tree pages, not one page per node. Each
+value carries its name and a CRC32 of it, checked on load, so a damaged entry
+raises `CorruptStateError` instead of showing up under the wrong name. The
+keys, values and marker are in ``_lmdb_keys.py`` (runs of a previous release
+keyed entries by a hash of the name: layout 1, still read, and moved to layout
+2 by their first write); reading and writing a run's entries, and keeping each
+run's numbers in memory, in ``_lmdb_runs.py``.
 
 `commit` writes only the committed nodes' and data keys in one write
 transaction, so its cost does not grow with the run. The environment is opened
@@ -45,8 +50,8 @@ left), not a ``stat`` of the path.
 
 from __future__ import annotations
 
-import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
@@ -54,9 +59,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, Unpack
 
 import lmdb
-import msgpack
 
-from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
+from flowdag.errors import CorruptStateError, StoreError
 from flowdag.stores._compaction import Compaction, compact_lmdb
 from flowdag.stores._directory import DirectoryStore, StoreOptions
 from flowdag.stores._files import check_files
@@ -68,13 +72,8 @@ from flowdag.stores._lmdb_env import (
     check_data_file,
     release_env,
 )
-from flowdag.stores._lmdb_keys import (
-    DIGEST_SIZE,
-    delete_range,
-    name_digest,
-    pack_entry,
-    run_prefix,
-)
+from flowdag.stores._lmdb_keys import delete_range, run_prefix
+from flowdag.stores._lmdb_runs import RunEntries
 from flowdag.stores._lmdb_tables import LMDBTables, delete_entry, put_entry
 from flowdag.stores._tables import StagedTables, TableReader, TableTxn
 from flowdag.stores.base import StoredNode, StoredRun
@@ -92,7 +91,7 @@ if TYPE_CHECKING:
     _Txn = lmdb.Transaction[bytes]  # the stubs' generic; not subscriptable at runtime
 
 
-class LMDBStore(DirectoryStore):
+class LMDBStore(DirectoryStore, RunEntries):
     """Runs in an LMDB environment under ``path`` (created 0700, files 0600).
 
     Args:
@@ -126,6 +125,8 @@ class LMDBStore(DirectoryStore):
         self._data_path = Path(os.path.abspath(path)) / "data.mdb"
         self._map_size = map_size
         self._shared: Env | None = None
+        self._numbers = {}
+        self._numbers_lock = threading.Lock()
         super().__init__(path, **options)
 
     def describe(self, run_id: str) -> str:
@@ -156,25 +157,13 @@ class LMDBStore(DirectoryStore):
         prefix = run_prefix(run_id)
 
         def write(txn: _Txn, env: Env) -> None:
-            delete_range(txn, env.nodes, prefix)
+            delete_range(txn, env.nodes, prefix)  # either layout: both keys start so
             delete_range(txn, env.outputs, prefix)
             delete_range(txn, env.data, prefix)
-            seal = self._seal_entry
-            txn.put(run_id.encode(), seal(b"run", run_id.encode(), run.header), db=env.runs)
-            metas: list[tuple[bytes, bytes]] = []
-            outputs: list[tuple[bytes, bytes]] = []
-            for name, node in run.nodes.items():
-                key = prefix + name_digest(name)
-                metas.append((key, seal(b"node", key, pack_entry(name, node.meta))))
-                if node.output is not None:
-                    outputs.append((key, seal(b"output", key, pack_entry(name, node.output))))
-            data = []
-            for name, value in run.data.items():
-                key = prefix + name_digest(name)
-                data.append((key, seal(b"data", key, pack_entry(name, value))))
-            txn.cursor(env.nodes).putmulti(metas)
-            txn.cursor(env.outputs).putmulti(outputs)
-            txn.cursor(env.data).putmulti(data)
+            txn.put(
+                run_id.encode(), self._seal_entry(b"run", run_id.encode(), run.header), db=env.runs
+            )
+            self._put_entries(txn, env, run_id, prefix, run.nodes, run.data)
             if check is not None:  # reads the run back inside the transaction
                 check(lambda: self._read_run(txn, env, run_id))
 
@@ -183,30 +172,8 @@ class LMDBStore(DirectoryStore):
     def _load(self, run_id: str) -> StoredRun:
         return self._transact(run_id, lambda txn, env: self._read_run(txn, env, run_id))
 
-    def _read_run(self, txn: _Txn, env: Env, run_id: str) -> StoredRun:
-        prefix = run_prefix(run_id)
-        header = self._header(txn, env, run_id)
-        nodes = {
-            name: StoredNode(meta)
-            for name, meta in self._scan(txn, env.nodes, run_id, prefix, "node")
-        }
-        for name, output in self._scan(txn, env.outputs, run_id, prefix, "output"):
-            node = nodes.get(name)
-            if node is None:
-                raise self._damaged(run_id, f"output of node {name!r} has no node entry")
-            node.output = output
-        data = dict(self._scan(txn, env.data, run_id, prefix, "data"))
-        return StoredRun(header, nodes, data)
-
     def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
-        prefix = run_prefix(run_id)
-
-        def read(txn: _Txn, env: Env) -> tuple[bytes, dict[str, bytes]]:
-            # Only runs + nodes: outputs are never read here.
-            header = self._header(txn, env, run_id)
-            return header, dict(self._scan(txn, env.nodes, run_id, prefix, "node"))
-
-        return self._transact(run_id, read)
+        return self._transact(run_id, lambda txn, env: self._read_metas(txn, env, run_id))
 
     def _commit(
         self, run_id: str, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes | None]
@@ -217,31 +184,6 @@ class LMDBStore(DirectoryStore):
 
         self._transact(run_id, write, write=True)
         self._check_same_file(run_id)
-
-    def _put_commit(
-        self,
-        txn: _Txn,
-        env: Env,
-        run_id: str,
-        nodes: Mapping[str, StoredNode],
-        data: Mapping[str, bytes | None],
-    ) -> None:
-        """Write a commit's entries: only these nodes' and keys', whatever the run's size."""
-        prefix = run_prefix(run_id)
-        seal = self._seal_entry
-        for name, node in nodes.items():
-            key = prefix + name_digest(name)
-            txn.put(key, seal(b"node", key, pack_entry(name, node.meta)), db=env.nodes)
-            if node.output is None:
-                txn.delete(key, db=env.outputs)  # a re-run that failed has no output
-            else:
-                txn.put(key, seal(b"output", key, pack_entry(name, node.output)), db=env.outputs)
-        for name, value in data.items():
-            key = prefix + name_digest(name)
-            if value is None:
-                txn.delete(key, db=env.data)
-            else:
-                txn.put(key, seal(b"data", key, pack_entry(name, value)), db=env.data)
 
     def _table_reader(self) -> TableReader:
         return _Reader(self)
@@ -299,6 +241,7 @@ class LMDBStore(DirectoryStore):
             delete_range(txn, env.nodes, prefix)
             delete_range(txn, env.outputs, prefix)
             delete_range(txn, env.data, prefix)
+            self._numbers.pop(run_id, None)
             return True
 
         return self._transact(run_id, write, write=True)
@@ -393,60 +336,11 @@ class LMDBStore(DirectoryStore):
             return ""
         return f" (No space left on device: {free} bytes free on its disk)"
 
-    def _damaged(self, run_id: str, why: object) -> CorruptStateError:
-        return CorruptStateError(
-            f"run '{run_id}' in {self._data_path} is damaged ({why}); "
-            "restore it from a backup or delete it and run again"
-        )
-
-    def _header(self, txn: _Txn, env: Env, run_id: str) -> bytes:
-        header = txn.get(run_id.encode(), db=env.runs)
-        if header is None:
-            raise RunNotFoundError(
-                f"run '{run_id}' not found in {self.path}; `flowdag list` shows the stored runs"
-            )
-        return self._open_entry(run_id, b"run", run_id.encode(), header, "header")
-
-    def _scan(
-        self, txn: _Txn, db: lmdb._Database, run_id: str, prefix: bytes, kind: str
-    ) -> Iterator[tuple[str, bytes]]:
-        """Yield (name, blob) for the run's entries in ``db``, checking each name."""
-        cursor = txn.cursor(db)
-        if not cursor.set_range(prefix):
-            return
-        start = len(prefix)
-        unpack, blake2b = msgpack.unpackb, hashlib.blake2b  # hot loop: one lookup each
-        entry = kind.encode()
-        for key, value in cursor.iternext():
-            if not key.startswith(prefix):
-                return
-            value = self._open_entry(run_id, entry, key, value, kind)
-            try:
-                name, blob = unpack(value, raw=False, use_list=False)
-                digest = blake2b(name.encode(), digest_size=DIGEST_SIZE).digest()
-            except (ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
-                raise self._damaged(run_id, f"unreadable {kind} entry: {exc}") from exc
-            # The key was hashed from the name: a mismatch means a damaged name.
-            if digest != key[start:] or not isinstance(blob, bytes):
-                raise self._damaged(run_id, f"{kind} entry does not match its key")
-            yield name, blob
-
-    # -- encryption at rest (see _crypto.py) ------------------------------------
-
-    def _seal_entry(self, entry: bytes, key: bytes, value: bytes) -> bytes:
-        # Bound to the sub-database and the key, which starts with the run id:
-        # a value cannot be moved to another entry or run.
-        return self._seal(value, b"flowdag\0lmdb\0" + entry + b"\0" + key)
-
     def _seal_table(self, value: bytes, lmdb_key: bytes) -> bytes:
         return self._seal(value, b"flowdag\0lmdb\0table\0" + lmdb_key)
 
     def _open_table(self, value: bytes, lmdb_key: bytes, where: str) -> bytes:
         return self._unseal(value, b"flowdag\0lmdb\0table\0" + lmdb_key, where)
-
-    def _open_entry(self, run_id: str, entry: bytes, key: bytes, value: bytes, kind: str) -> bytes:
-        where = f"run '{run_id}' in {self._data_path} ({kind} entry)"
-        return self._unseal(value, b"flowdag\0lmdb\0" + entry + b"\0" + key, where)
 
     def _check_same_file(self, run_id: str) -> None:
         """Raise if ``data.mdb`` was replaced or removed since the store opened it.

@@ -398,19 +398,21 @@ def test_lmdb_encrypted_values_cannot_be_swapped(lmdb_run: Any) -> None:
     directory, key, _, entries = lmdb_run
     if key is None:
         pytest.skip("plain stores do not authenticate entries")
-    nodes = [(k, v) for db, k, v in entries if db == b"nodes"]
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in ("data.mdb", "lock.mdb"):
-            (Path(tmp) / name).write_bytes((directory / name).read_bytes())
-        env = lmdb.open(tmp, max_dbs=4, subdir=True)
-        with env.begin(write=True) as txn:
-            txn.put(nodes[0][0], nodes[1][1], db=env.open_db(b"nodes", txn=txn))
-        env.close()
-        with open_store(f"lmdb://{tmp}", key=key) as store:
-            from flowdag.errors import DecryptionError
+    marker = RUN_ID.encode() + b"\x00"  # the run's marker (layout, next number)
+    nodes = [(k, v) for db, k, v in entries if db == b"nodes" and k != marker]
+    for target, what in ((nodes[0][0], "node entry"), (marker, "marker entry")):
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ("data.mdb", "lock.mdb"):
+                (Path(tmp) / name).write_bytes((directory / name).read_bytes())
+            env = lmdb.open(tmp, max_dbs=4, subdir=True)
+            with env.begin(write=True) as txn:
+                txn.put(target, nodes[1][1], db=env.open_db(b"nodes", txn=txn))
+            env.close()
+            with open_store(f"lmdb://{tmp}", key=key) as store:
+                from flowdag.errors import DecryptionError
 
-            with pytest.raises(DecryptionError, match="node entry"):
-                store.load(RUN_ID)
+                with pytest.raises(DecryptionError, match=what):
+                    store.load(RUN_ID)
 
 
 # -- codec blobs ----------------------------------------------------------------------

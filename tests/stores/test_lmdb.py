@@ -7,6 +7,7 @@ import signal
 import stat
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,8 +102,11 @@ def test_stores_on_one_directory_share_the_environment(tmp_path: Path) -> None:
 
 
 def test_key_layout(tmp_path: Path) -> None:
+    long_name = "n" * 600  # longer than an LMDB key: only its number is in one
+    state = make_state("run-1")
     with LMDBStore(tmp_path / "s") as store:
-        store.save(make_state("run-1"))
+        store.save(state)
+        store.commit("run-1", [NodeRecord(long_name, NodeStatus.COMPLETED, output=b"x")])
     prefix = b"run-1\x00"
     with raw_env(tmp_path / "s") as env:
         runs = env.open_db(b"runs", create=False)
@@ -111,16 +115,28 @@ def test_key_layout(tmp_path: Path) -> None:
         data = env.open_db(b"data", create=False)
         with env.begin() as txn:
             assert [key for key, _ in txn.cursor(runs)] == [b"run-1"]
-            names = set()
+            # The run's marker sorts first: the layout and the next number.
+            marker = msgpack.unpackb(txn.get(prefix, db=nodes))
+            assert (marker["layout"], len(marker["nonce"])) == (2, 8)
+            names: dict[str, int] = {}
             for db in (nodes, outputs, data):
                 for key, value in txn.cursor(db):
-                    assert key.startswith(prefix) and len(key) == len(prefix) + 16
-                    name, blob = msgpack.unpackb(value, raw=False)
-                    assert isinstance(blob, bytes)
-                    names.add(name)
+                    if key == prefix:
+                        continue
+                    assert key.startswith(prefix + b"\x01") and len(key) == len(prefix) + 5
+                    name, blob, crc = msgpack.unpackb(value, raw=False)
+                    assert isinstance(blob, bytes) and crc == zlib.crc32(name.encode())
+                    number = int.from_bytes(key[-4:], "big")
+                    if db is not outputs:
+                        names[name] = number
+                    else:
+                        assert names[name] == number  # an output is keyed as its node
     with LMDBStore(tmp_path / "s") as store:
         stored = store._to_stored(make_state("run-1"))  # never-run nodes get no entry
-    assert names == set(stored.nodes) | set(stored.data)
+        assert long_name in store._load("run-1").nodes
+    # Numbered in order: the saved nodes, then the saved data keys, then the committed node.
+    assert sorted(names, key=names.__getitem__) == [*stored.nodes, *stored.data, long_name]
+    assert sorted(names.values()) == list(range(len(names))) and marker["next"] == len(names)
 
 
 def test_crash_never_loses_a_reported_commit(tmp_path: Path) -> None:
@@ -303,8 +319,11 @@ def damage(path: Path, db_name: bytes, how: str, run_id: str = "run-1") -> None:
     with raw_env(path) as env:
         db = env.open_db(db_name, create=False)
         with env.begin(write=True) as txn:
-            key, value = next(
-                (key, value) for key, value in txn.cursor(db) if key.startswith(run_id.encode())
+            prefix = run_id.encode() + b"\x00"
+            key, value = next(  # an entry of a node or key (not the run's layout marker)
+                (key, value)
+                for key, value in txn.cursor(db)
+                if (key.startswith(prefix) and key != prefix) or key == run_id.encode()
             )
             if how == "blob":  # last byte: inside the codec's payload
                 bad = value[:-1] + bytes([value[-1] ^ 0x55])

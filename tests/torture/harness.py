@@ -30,6 +30,10 @@ once, after a kill that left completed nodes, as a lost or half-restored file
 would be: the run must then be listed and refused (`CorruptStateError`), and a
 resume must fail without calling any node (never adopting the journal left
 behind); the run is then deleted and started afresh, and checked as above.
+On LMDB, the same flag rewrites the run once, after such a kill, in the
+layout of the release before (LMDB layout 1, keys hashed from the names):
+the next resume moves it to layout 2 in its first commit, under kills, and is
+checked as above.
 
 Evidence of where kills landed is counted from the files a kill leaves: a
 journal with a torn tail (killed mid-commit) and a leftover snapshot temp file
@@ -247,6 +251,7 @@ class Stats:
     in_flight: int = 0  # nodes called but not completed when killed: run again (at-least-once)
     interrupted: int = 0  # of those, nodes whose start record was stored (shown interrupted)
     lost_snapshots: int = 0  # snapshots deleted after a kill, refused as they must be
+    old_layouts: int = 0  # LMDB runs rewritten in the previous release's layout after a kill
     refs: int = 0  # completed outputs kept by reference, read through their Ref after kills
     violations: list[str] = dataclasses.field(default_factory=list)
 
@@ -341,6 +346,15 @@ def _snapshot_lost(
     with flowdag.open_store(url, **options) as store:
         store.delete(RUN_ID)
     return True
+
+
+def _to_old_layout(url: str, options: dict[str, Any]) -> None:
+    """Rewrite the LMDB run as the release of layout 1 left its runs (hashed keys)."""
+    from flowdag.stores import open_store
+    from tests.stores.lmdb_layout1 import to_layout1
+
+    with open_store(url, create=False, **options) as store:
+        to_layout1(store, RUN_ID)  # type: ignore[arg-type]
 
 
 def _load(url: str, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -462,6 +476,10 @@ def torture(
                 if by_ref != (plans_by_name[name].kind == 6):
                     violation(f"node {name} is kept {'by reference' if by_ref else 'inline'}")
         stored_done = done
+        if killed and lose_snapshot and done and scheme == "lmdb":
+            lose_snapshot = False  # the next resume moves the run to layout 2, under kills
+            stats.old_layouts += 1
+            _to_old_layout(url, options)
         if killed and lose_snapshot and done and scheme != "lmdb":
             lose_snapshot = False
             stats.lost_snapshots += 1
