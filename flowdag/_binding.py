@@ -87,6 +87,14 @@ def bind(
     """
     if not callable(fn):
         raise SignatureError(f"node '{name}' is not callable: got {type(fn).__name__}")
+    if (
+        (type(deps) is list or type(deps) is tuple)
+        and type(args) is tuple
+        and not args
+        and kwargs is None
+        and inputs == "kwargs"
+    ):  # the default binding, as most nodes have it: the steps below, in short
+        return _by_name(name, shape_of(fn), tuple(deps))
     if inputs not in INPUT_MODES:
         raise InvalidArgumentError(
             f"node '{name}': inputs must be one of {', '.join(map(repr, INPUT_MODES))}, "
@@ -107,16 +115,21 @@ def bind(
     constants = _constant_args(name, args)
     keywords = {} if kwargs is None else _names(name, "kwargs", kwargs)
     if mapping is None and not constants and not keywords and inputs == "kwargs":
-        key = ("by name", dep_names)  # nodes with the same deps are checked once
-        known = shape.layouts.get(key)
-        if known is None:
-            kwarg_deps, wants_ctx = _by_dep_name(name, shape, dep_names)
-            refs = frozenset(d for d in kwarg_deps if d in shape.ref_params)
-            known = Bound(dep_names, kwarg_deps, wants_ctx, shape.is_async, refs, None)
-            if len(shape.layouts) < _MAX_LAYOUTS:
-                shape.layouts[key] = known
-        return known
+        return _by_name(name, shape, dep_names)
     return _explicit(name, fn, shape, dep_names, mapping, constants, keywords, inputs == "list")
+
+
+def _by_name(name: str, shape: Shape, deps: tuple[Any, ...]) -> Bound:
+    """The default binding, checked once per function and tuple of deps."""
+    key = ("by name", deps)
+    known: Bound | None = shape.layouts.get(key)
+    if known is None:
+        kwarg_deps, wants_ctx = _by_dep_name(name, shape, deps)
+        refs = frozenset(d for d in kwarg_deps if d in shape.ref_params)
+        known = Bound(deps, kwarg_deps, wants_ctx, shape.is_async, refs, None)
+        if len(shape.layouts) < _MAX_LAYOUTS:
+            shape.layouts[key] = known
+    return known
 
 
 def _names(name: str, option: str, given: object) -> dict[str, Any]:

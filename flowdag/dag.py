@@ -174,7 +174,7 @@ class DAG:
             self._dependents, waiting = _dependents(self.specs)
             self.nodes: list[str] = _order(self.specs, self._dependents, waiting)
         self._graph: nx.DiGraph | None = None
-        self.maps = frozenset(n for n, spec in self.specs.items() if spec.map_over is not None)
+        self.maps = frozenset([n for n, spec in self.specs.items() if spec.map_over is not None])
         if self.maps:
             _check_item_names(self.specs, self.maps)
 
@@ -216,13 +216,16 @@ class DAG:
 
 
 def _unique(specs: Iterable[NodeSpec]) -> dict[str, NodeSpec]:
-    by_name: dict[str, NodeSpec] = {}
-    duplicates: list[str] = []
-    for spec in specs:
-        if spec.name in by_name and spec.name not in duplicates:
-            duplicates.append(spec.name)
-        by_name[spec.name] = spec
-    if duplicates:
+    if not isinstance(specs, list | tuple):
+        specs = list(specs)
+    by_name = {spec.name: spec for spec in specs}
+    if len(by_name) < len(specs):
+        seen: set[str] = set()
+        duplicates: dict[str, None] = {}  # in the order each is seen a second time
+        for spec in specs:
+            if spec.name in seen:
+                duplicates[spec.name] = None
+            seen.add(spec.name)
         names = ", ".join(f"'{n}'" for n in duplicates)
         raise DuplicateNodeError(f"duplicate node names: {names}; give each node a unique name")
     return by_name
@@ -231,7 +234,7 @@ def _unique(specs: Iterable[NodeSpec]) -> dict[str, NodeSpec]:
 def _dependents(
     specs: Mapping[str, NodeSpec],
 ) -> tuple[dict[str, tuple[str, ...]], dict[str, int]]:
-    """(node -> its dependents, node -> how many distinct deps it has, for those with any).
+    """(node -> its dependents, node -> how many distinct deps it has, for those with two or more).
 
     Raises:
         MissingDependencyError: a dep names no node.
@@ -242,9 +245,11 @@ def _dependents(
         deps = spec.deps
         if not deps:
             continue
-        if len(deps) > 1 and len(set(deps)) < len(deps):
-            deps = tuple(dict.fromkeys(deps))  # a dep listed twice is one edge
-        waiting[name] = len(deps)
+        if len(deps) > 1:
+            if len(set(deps)) < len(deps):
+                deps = tuple(dict.fromkeys(deps))  # a dep listed twice is one edge
+            if len(deps) > 1:
+                waiting[name] = len(deps)
         for dep in deps:
             dependents = found.get(dep)
             if dependents is not None:
@@ -289,26 +294,47 @@ def _order(
 ) -> list[str]:
     """The nodes in topological order, the smallest name first among those ready.
 
-    Kahn's algorithm with a heap of names: the order of
-    ``networkx.lexicographical_topological_sort``, without its per-node key
-    tuples. ``waiting`` (consumed) counts each node's deps not yet placed.
+    Kahn's algorithm, in the order of ``networkx.lexicographical_topological_sort``
+    without a heap over all nodes: the nodes ready at the start, and those a
+    placed node makes ready, each form a sorted *run*; the next node placed is
+    the smallest head of the runs (a heap of runs, by head). A fan-out's N
+    leaves are one run, placed in one sort and a walk. ``waiting`` (consumed)
+    counts the distinct deps not yet placed of each node with two or more.
 
     Raises:
         CycleError: some nodes are never ready; the message shows one cycle.
     """
-    ready = [name for name in specs if name not in waiting]
-    heapq.heapify(ready)
+    first = sorted(name for name, spec in specs.items() if not spec.deps)
+    runs: list[tuple[str, int, list[str]]] = [(first[0], 0, first)] if first else []
     order: list[str] = []
-    place, pop, push = order.append, heapq.heappop, heapq.heappush
-    while ready:
-        name = pop(ready)
-        place(name)
-        for dependent in dependents.get(name, ()):
-            left = waiting[dependent] - 1
-            if left:
-                waiting[dependent] = left
-            else:
-                push(ready, dependent)
+    place, get = order.append, dependents.get
+    while runs:
+        _, at, run = runs[0]
+        end = len(run)
+        # The top run may go on while its next name is below every other run's head.
+        bound = None
+        if len(runs) > 1:
+            bound = runs[1][0] if len(runs) == 2 else min(runs[1][0], runs[2][0])
+        released: list[str] = []
+        while True:
+            name = run[at]
+            at += 1
+            place(name)
+            for dependent in get(name, ()):
+                left = waiting.get(dependent, 1) - 1
+                if left:
+                    waiting[dependent] = left
+                else:
+                    released.append(dependent)
+            if released or at == end or (bound is not None and run[at] > bound):
+                break
+        if at < end:
+            heapq.heapreplace(runs, (run[at], at, run))
+        else:
+            heapq.heappop(runs)
+        if released:
+            released.sort()
+            heapq.heappush(runs, (released[0], 0, released))
     if len(order) < len(specs):
         _check_acyclic(_graph_of(specs))  # raises: the cycle, from the same search as before
     return order
