@@ -18,9 +18,10 @@ added later needs no change here.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["slot_init"]
+__all__ = ["slot_init", "slot_new"]
 
 T = TypeVar("T")
 
@@ -33,24 +34,10 @@ def slot_init(cls: type[T]) -> type[T]:
     Only for plain classes: no ``__post_init__``, no ``InitVar``, every field in
     ``__init__``, no base class but `object`.
     """
-    if not dataclasses.is_dataclass(cls) or "__slots__" not in vars(cls):
-        raise TypeError(f"{cls.__name__} is not a slots dataclass")
-    if hasattr(cls, "__post_init__"):
-        raise TypeError(f"{cls.__name__} has a __post_init__: slot_init would skip it")
-    if cls.__bases__ != (object,):
-        raise TypeError(f"{cls.__name__} has a base class: slot_init cannot copy its layout")
-    # Same slots in the same order on the same base: the layout __class__ assignment needs.
-    twin = type(f"_{cls.__name__}Init", (), {"__slots__": vars(cls)["__slots__"]})
-    names: dict[str, Any] = {
-        "_FACTORY": _FACTORY,
-        "_cls": cls,
-        "_twin": twin,
-        "_become": object.__setattr__,
-    }
+    fields = _fields(cls)
+    names: dict[str, Any] = {"_FACTORY": _FACTORY, "_become": object.__setattr__}
     params, body = [], ["_become(self, '__class__', _twin)"]
-    for field in dataclasses.fields(cls):
-        if not field.init:
-            raise TypeError(f"{cls.__name__}.{field.name} is not an __init__ field")
+    for field in fields:
         name = field.name
         if field.default is not dataclasses.MISSING:
             names[f"_default_{name}"] = field.default
@@ -61,13 +48,61 @@ def slot_init(cls: type[T]) -> type[T]:
             body.append(f"if {name} is _FACTORY: {name} = _factory_{name}()")
         else:
             params.append(name)
-        body.append(f"self.{name} = {name}")
-    body.append("self.__class__ = _cls")
-    source = f"def __init__(self, {', '.join(params)}):\n    " + "\n    ".join(body)
-    exec(source, names)  # code written above from the class's own field names
-    init = names["__init__"]
+    init = _written(cls, "__init__", ["self", *params], body, names)
     init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__module__ = cls.__module__
     init.__doc__ = cls.__init__.__doc__
     cls.__init__ = init  # type: ignore[method-assign]
     return cls
+
+
+def slot_new(cls: type[T]) -> Callable[..., T]:
+    """A function making an instance of ``cls`` (as `slot_init`) from every field, by position.
+
+    Quicker than calling ``cls``: no defaults to fill in, no ``__init__`` to look up.
+    """
+    _fields(cls)
+    return _written(
+        cls,
+        f"new_{cls.__name__}",
+        [*(field.name for field in dataclasses.fields(cls)), "/"],  # type: ignore[arg-type]
+        ["self = _new(_twin)"],
+        {"_new": object.__new__},
+        returns=True,
+    )
+
+
+def _fields(cls: type[Any]) -> tuple[dataclasses.Field[Any], ...]:
+    if not dataclasses.is_dataclass(cls) or "__slots__" not in vars(cls):
+        raise TypeError(f"{cls.__name__} is not a slots dataclass")
+    if hasattr(cls, "__post_init__"):
+        raise TypeError(f"{cls.__name__} has a __post_init__: slot_init would skip it")
+    if cls.__bases__ != (object,):
+        raise TypeError(f"{cls.__name__} has a base class: slot_init cannot copy its layout")
+    fields = dataclasses.fields(cls)
+    for field in fields:
+        if not field.init:
+            raise TypeError(f"{cls.__name__}.{field.name} is not an __init__ field")
+    return fields
+
+
+def _written(
+    cls: type[Any],
+    function: str,
+    params: list[str],
+    head: list[str],
+    names: dict[str, Any],
+    returns: bool = False,
+) -> Any:
+    """A function that sets every field of ``cls`` on its twin, then makes it a ``cls``."""
+    # Same slots in the same order on the same base: the layout __class__ assignment needs.
+    twin = type(f"_{cls.__name__}Init", (), {"__slots__": vars(cls)["__slots__"]})
+    names = {**names, "_cls": cls, "_twin": twin}
+    body = [*head, *(f"self.{f.name} = {f.name}" for f in dataclasses.fields(cls))]
+    body.append("self.__class__ = _cls")
+    if returns:
+        body.append("return self")
+    source = f"def {function}({', '.join(params)}):\n    " + "\n    ".join(body)
+    exec(source, names)  # code written above from the class's own field names
+    written = names[function]
+    written.__module__ = cls.__module__
+    return written

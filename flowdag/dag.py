@@ -10,7 +10,7 @@ from datetime import timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final
 
-from flowdag._fastinit import slot_init
+from flowdag._fastinit import slot_init, slot_new
 from flowdag._gcpause import cyclic_gc_paused
 from flowdag.errors import (
     CycleError,
@@ -147,6 +147,8 @@ class NodeSpec:
 
 
 slot_init(NodeSpec)  # the builder makes one per node: set its slots directly, twice as fast
+#: NodeSpec from every field, by position: what the builder calls once per node.
+_new_spec = slot_new(NodeSpec)
 
 
 class DAG:

@@ -17,6 +17,7 @@ from flowdag.dag import (
     RUN_DEFAULT,
     InputOptions,
     NodeSpec,
+    _new_spec,
     _RunDefault,
     check_pools,
 )
@@ -235,7 +236,7 @@ class Workflow:
             cache_ttl,
             cache_version,
         )
-        spec = NodeSpec(  # positional, in field order: the fastest call
+        spec = _new_spec(  # every field, in order
             name,
             fn,
             bound.deps,
@@ -257,6 +258,8 @@ class Workflow:
             on_code_change,
             caching,
             bound.binding,
+            None,
+            None,
         )
         self._specs.append(spec)
         return spec
