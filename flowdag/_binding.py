@@ -121,6 +121,10 @@ def bind(
 
 def _by_name(name: str, shape: Shape, deps: tuple[Any, ...]) -> Bound:
     """The default binding, checked once per function and tuple of deps."""
+    global _last
+    last = _last  # one tuple, read once: another thread may replace it meanwhile
+    if shape is last[0] and deps == last[1]:
+        return last[2]  # a fan-out: node after node of one function over the same deps
     key = ("by name", deps)
     known: Bound | None = shape.layouts.get(key)
     if known is None:
@@ -129,7 +133,12 @@ def _by_name(name: str, shape: Shape, deps: tuple[Any, ...]) -> Bound:
         known = Bound(deps, kwarg_deps, wants_ctx, shape.is_async, refs, None)
         if len(shape.layouts) < _MAX_LAYOUTS:
             shape.layouts[key] = known
+    _last = (shape, deps, known)
     return known
+
+
+#: The last default binding: (Shape, deps, Bound).
+_last: tuple[Any, tuple[Any, ...], Any] = (None, (), None)
 
 
 def _names(name: str, option: str, given: object) -> dict[str, Any]:

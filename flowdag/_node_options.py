@@ -137,10 +137,13 @@ def check_names(name: object, deps: tuple[Any, ...]) -> None:
     Raises:
         DAGError: naming the node (and the dependency).
     """
+    global _checked_deps
     if type(name) is not str or not name or not name.isascii():
         if not isinstance(name, str) or not name:
             raise DAGError(f"node name must be a non-empty string, not {name!r}")
         check_text("node name", name)
+    if deps is _checked_deps:  # nodes bound alike share their deps tuple: checked once
+        return
     for dep in deps:
         if type(dep) is not str or not dep or not dep.isascii():
             if not isinstance(dep, str) or not dep:
@@ -148,6 +151,11 @@ def check_names(name: object, deps: tuple[Any, ...]) -> None:
                     f"node '{name}': dependency names must be non-empty strings: {dep!r}"
                 )
             check_text(f"node '{name}': dependency name", dep)
+    _checked_deps = deps
+
+
+#: The last deps tuple `check_names` passed (kept alive here, so never another's id).
+_checked_deps: tuple[Any, ...] = ()
 
 
 def check_text(what: str, name: str) -> None:
