@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import heapq
 from collections.abc import Callable, Iterable, Mapping
@@ -300,43 +301,56 @@ def _order(
     without a heap over all nodes: the nodes ready at the start, and those a
     placed node makes ready, each form a sorted *run*; the next node placed is
     the smallest head of the runs (a heap of runs, by head). A fan-out's N
-    leaves are one run, placed in one sort and a walk. ``waiting`` (consumed)
+    leaves are one run, placed in one sort and one slice. ``waiting`` (consumed)
     counts the distinct deps not yet placed of each node with two or more.
 
     Raises:
         CycleError: some nodes are never ready; the message shows one cycle.
     """
-    first = sorted(name for name, spec in specs.items() if not spec.deps)
-    runs: list[tuple[str, int, list[str]]] = [(first[0], 0, first)] if first else []
     order: list[str] = []
     place, get = order.append, dependents.get
+    runs: list[tuple[str, int, list[str], bool]] = []  # (head, its index, run, ends?)
+
+    def add_run(run: list[str]) -> None:
+        run.sort()
+        # A long run of nodes without dependents is placed by slices (a fan-out's leaves).
+        ends = len(run) > 8 and not dependents.keys() & run
+        heapq.heappush(runs, (run[0], 0, run, ends))
+
+    first = [name for name, spec in specs.items() if not spec.deps]
+    if first:
+        add_run(first)
     while runs:
-        _, at, run = runs[0]
+        _, at, run, ends = runs[0]
         end = len(run)
         # The top run may go on while its next name is below every other run's head.
         bound = None
         if len(runs) > 1:
             bound = runs[1][0] if len(runs) == 2 else min(runs[1][0], runs[2][0])
         released: list[str] = []
-        while True:
-            name = run[at]
-            at += 1
-            place(name)
-            for dependent in get(name, ()):
-                left = waiting.get(dependent, 1) - 1
-                if left:
-                    waiting[dependent] = left
-                else:
-                    released.append(dependent)
-            if released or at == end or (bound is not None and run[at] > bound):
-                break
+        if ends:  # none makes another ready: up to the bound at once
+            stop = end if bound is None else bisect.bisect_right(run, bound, at)
+            order += run[at:stop]
+            at = stop
+        else:
+            while True:
+                name = run[at]
+                at += 1
+                place(name)
+                for dependent in get(name, ()):
+                    left = waiting.get(dependent, 1) - 1
+                    if left:
+                        waiting[dependent] = left
+                    else:
+                        released.append(dependent)
+                if released or at == end or (bound is not None and run[at] > bound):
+                    break
         if at < end:
-            heapq.heapreplace(runs, (run[at], at, run))
+            heapq.heapreplace(runs, (run[at], at, run, ends))
         else:
             heapq.heappop(runs)
         if released:
-            released.sort()
-            heapq.heappush(runs, (released[0], 0, released))
+            add_run(released)
     if len(order) < len(specs):
         _check_acyclic(_graph_of(specs))  # raises: the cycle, from the same search as before
     return order
