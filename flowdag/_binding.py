@@ -138,7 +138,11 @@ def _by_name(name: str, shape: Shape, deps: tuple[Any, ...]) -> Bound:
 
 
 #: The last default binding: (Shape, deps, Bound).
-_last: tuple[Any, tuple[Any, ...], Any] = (None, (), None)
+_last: tuple[Shape | None, tuple[Any, ...], Bound] = (
+    None,
+    (),
+    Bound((), (), False, False, frozenset(), None),
+)
 
 
 def _names(name: str, option: str, given: object) -> dict[str, Any]:

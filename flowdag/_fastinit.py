@@ -61,7 +61,7 @@ def slot_new(cls: type[T]) -> Callable[..., T]:
     Quicker than calling ``cls``: no defaults to fill in, no ``__init__`` to look up.
     """
     _fields(cls)
-    return _written(
+    made: Callable[..., T] = _written(
         cls,
         f"new_{cls.__name__}",
         [*(field.name for field in dataclasses.fields(cls)), "/"],  # type: ignore[arg-type]
@@ -69,6 +69,7 @@ def slot_new(cls: type[T]) -> Callable[..., T]:
         {"_new": object.__new__},
         returns=True,
     )
+    return made
 
 
 def _fields(cls: type[Any]) -> tuple[dataclasses.Field[Any], ...]:

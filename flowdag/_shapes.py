@@ -98,7 +98,7 @@ def shape_of(fn: Any) -> Shape:
 
 #: The last plain function without keyword-only defaults: (its code, how many
 #: positional defaults, its Shape). A loop adding a lambda per node asks for one shape.
-_last: tuple[Any, int, Any] = (None, -1, None)
+_last: tuple[Any, int, Shape] = (None, -1, Shape(None, False, frozenset()))
 
 
 def _inspect(fn: Any) -> Shape:
