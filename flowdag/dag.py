@@ -85,6 +85,9 @@ class Binding:
     refs: frozenset[str] = frozenset()
 
 
+slot_init(Binding)  # one per node bound with constants or a mapping
+
+
 @dataclass(frozen=True, slots=True)
 class InputOptions:
     """An input node's wait (``Workflow.add_input``; see `flowdag.waits`).
