@@ -32,11 +32,17 @@ def slot_init(cls: type[T]) -> type[T]:
     """Give the frozen slots dataclass ``cls`` an ``__init__`` that sets its slots directly.
 
     Only for plain classes: no ``__post_init__``, no ``InitVar``, every field in
-    ``__init__``, no base class but `object`.
+    ``__init__``, no base class but `object`. An instance of a subclass is set up
+    by the dataclass's own ``__init__``, as before.
     """
     fields = _fields(cls)
-    names: dict[str, Any] = {"_FACTORY": _FACTORY, "_become": object.__setattr__}
-    params, body = [], ["_become(self, '__class__', _twin)"]
+    names: dict[str, Any] = {
+        "_FACTORY": _FACTORY,
+        "_become": object.__setattr__,
+        "_own": cls.__init__,  # the dataclass's: for a subclass, whose layout may differ
+    }
+    params: list[str] = []
+    body: list[str] = []
     for field in fields:
         name = field.name
         if field.default is not dataclasses.MISSING:
@@ -48,6 +54,9 @@ def slot_init(cls: type[T]) -> type[T]:
             body.append(f"if {name} is _FACTORY: {name} = _factory_{name}()")
         else:
             params.append(name)
+    every = ", ".join(field.name for field in fields)
+    body.append(f"if type(self) is not _cls: return _own(self, {every})")
+    body.append("_become(self, '__class__', _twin)")
     init = _written(cls, "__init__", ["self", *params], body, names)
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__doc__ = cls.__init__.__doc__

@@ -289,3 +289,18 @@ def test_slot_new_makes_the_same_spec_as_the_class() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.name = "m"  # type: ignore[misc]
     assert pickle.loads(pickle.dumps(made)) == made
+
+
+def test_a_subclass_of_a_slot_init_class_keeps_its_own_class() -> None:
+    @slot_init
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+        b: list[int] = dataclasses.field(default_factory=list)
+
+    class Sub(Base):  # not a dataclass: Base's __init__, on another layout
+        __slots__ = ("extra",)
+
+    made = Sub(1)
+    assert type(made) is Sub and (made.a, made.b) == (1, [])
+    assert type(Base(2)) is Base and Base(2) == Base(2, [])
