@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from flowdag._cache_keys import _Refused, _Walk
 from flowdag._code_digests import _digest
+from flowdag._fastinit import slot_init
 from flowdag._shapes import (
     _POSITIONAL_ONLY,
     _VARIADIC,
@@ -57,6 +58,9 @@ class Bound:
     is_async: bool
     ref_deps: frozenset[str]
     binding: Binding | None
+
+
+slot_init(Bound)  # one per node bound with constants or a mapping
 
 
 def bind(
@@ -87,13 +91,21 @@ def bind(
     """
     if not callable(fn):
         raise SignatureError(f"node '{name}' is not callable: got {type(fn).__name__}")
+    if (
+        (type(deps) is list or type(deps) is tuple)
+        and type(args) is tuple
+        and not args
+        and kwargs is None
+        and inputs == "kwargs"
+    ):  # the default binding, as most nodes have it: the steps below, in short
+        return _by_name(name, shape_of(fn), tuple(deps))
     if inputs not in INPUT_MODES:
         raise InvalidArgumentError(
             f"node '{name}': inputs must be one of {', '.join(map(repr, INPUT_MODES))}, "
             f"not {inputs!r}"
         )
     shape = shape_of(fn)
-    if isinstance(deps, Mapping):
+    if type(deps) is dict or isinstance(deps, Mapping):
         if inputs == "list":
             raise InvalidArgumentError(
                 f"node '{name}': inputs='list' passes the deps' outputs as one list in "
@@ -105,23 +117,45 @@ def bind(
         mapping = None
         dep_names = (deps,) if isinstance(deps, str) else tuple(deps)
     constants = _constant_args(name, args)
-    keywords = {} if kwargs is None else _names(name, "kwargs", kwargs)
+    keywords = _NO_KWARGS if kwargs is None else _names(name, "kwargs", kwargs)
     if mapping is None and not constants and not keywords and inputs == "kwargs":
-        key = ("by name", dep_names)  # nodes with the same deps are checked once
-        known = shape.layouts.get(key)
-        if known is None:
-            kwarg_deps, wants_ctx = _by_dep_name(name, shape, dep_names)
-            refs = frozenset(d for d in kwarg_deps if d in shape.ref_params)
-            known = Bound(dep_names, kwarg_deps, wants_ctx, shape.is_async, refs, None)
-            if len(shape.layouts) < _MAX_LAYOUTS:
-                shape.layouts[key] = known
-        return known
+        return _by_name(name, shape, dep_names)
     return _explicit(name, fn, shape, dep_names, mapping, constants, keywords, inputs == "list")
+
+
+def _by_name(name: str, shape: Shape, deps: tuple[Any, ...]) -> Bound:
+    """The default binding, checked once per function and tuple of deps."""
+    global _last
+    last = _last  # one tuple, read once: another thread may replace it meanwhile
+    if shape is last[0] and deps == last[1]:
+        return last[2]  # a fan-out: node after node of one function over the same deps
+    key = ("by name", deps)
+    known: Bound | None = shape.layouts.get(key)
+    if known is None:
+        kwarg_deps, wants_ctx = _by_dep_name(name, shape, deps)
+        refs = frozenset(d for d in kwarg_deps if d in shape.ref_params)
+        known = Bound(deps, kwarg_deps, wants_ctx, shape.is_async, refs, None)
+        if len(shape.layouts) < _MAX_LAYOUTS:
+            shape.layouts[key] = known
+    _last = (shape, deps, known)
+    return known
+
+
+#: The last default binding: (Shape, deps, Bound).
+_last: tuple[Shape | None, tuple[Any, ...], Bound] = (
+    None,
+    (),
+    Bound((), (), False, False, frozenset(), None),
+)
+
+
+#: The constant keyword arguments of a node given none: one dict for all (never changed).
+_NO_KWARGS: dict[str, Any] = {}
 
 
 def _names(name: str, option: str, given: object) -> dict[str, Any]:
     """``deps=``/``kwargs=`` as a dict whose keys are parameter names."""
-    if not isinstance(given, Mapping):
+    if type(given) is not dict and not isinstance(given, Mapping):
         raise InvalidArgumentTypeError(
             f"node '{name}': {option} must be a mapping of parameter names, e.g. "
             f"{option}={{'src': 'source'}}, not {type(given).__name__}"
@@ -140,6 +174,8 @@ def _names(name: str, option: str, given: object) -> dict[str, Any]:
 
 
 def _constant_args(name: str, args: object) -> tuple[Any, ...]:
+    if type(args) is tuple:
+        return args
     if isinstance(args, tuple | list):
         return tuple(args)
     raise InvalidArgumentTypeError(
@@ -203,6 +239,43 @@ def _explicit(
         layout = _layout(name, fn, shape, deps, mapping, len(args), kwargs, listed)
         if len(shape.layouts) < _MAX_LAYOUTS:
             shape.layouts[key] = layout
+    global _last_derived
+    last = _last_derived  # one tuple, read once: another thread may replace it meanwhile
+    if layout is last[0] and deps == last[1]:
+        derived = last[2]  # a fan-out: nodes bound alike over the same deps
+    else:
+        derived = _derive(shape, layout, deps, mapping, listed)
+        _last_derived = (layout, deps, derived)
+    pairs, passed, ref_params, refs, input_part = derived
+    parts = [
+        (part, _constant_digest(name, "args", i, value))
+        for i, (part, value) in enumerate(zip(layout.arg_parts, args, strict=True))
+    ]
+    if kwargs:
+        taken = {part for part, _ in parts}
+        for param, value in kwargs.items():
+            part = f"argument {param}"  # a positional-only one of that name may be in args
+            if part in taken:
+                part = f"{part} (by keyword)"
+            parts.append((part, _constant_digest(name, "kwargs", param, value)))
+    if input_part is not None:
+        parts.append(input_part)
+    binding = Binding(
+        args, kwargs, pairs, deps if listed else None, tuple(sorted(parts)), ref_params
+    )
+    declared = deps if mapping is None else passed
+    return Bound(declared, passed, shape.wants_ctx, shape.is_async, refs, binding)
+
+
+def _derive(
+    shape: Shape,
+    layout: _Layout,
+    deps: tuple[str, ...],
+    mapping: dict[str, str] | None,
+    listed: bool,
+) -> tuple[Any, ...]:
+    """What a binding's layout and deps fix, whatever its constants: (pairs, the deps
+    passed, the parameters and the deps that get a Ref, the input binding's part)."""
     if mapping is not None:
         pairs = tuple(zip(layout.params, mapping.values(), strict=True))
         passed = tuple(dict.fromkeys(mapping.values()))
@@ -210,17 +283,19 @@ def _explicit(
         pairs = tuple((dep, dep) for dep in layout.params)
         passed = tuple(dict.fromkeys(deps)) if listed else layout.params
     ref_params = frozenset(param for param, _ in pairs if param in shape.ref_params)
-    binding = Binding(
-        args,
-        kwargs,
-        pairs,
-        deps if listed else None,
-        _parts(name, layout.arg_parts, args, kwargs, pairs, deps if listed else None),
-        ref_params,
-    )
     refs = frozenset(dep for param, dep in pairs if param in ref_params)
-    declared = deps if mapping is None else passed
-    return Bound(declared, passed, shape.wants_ctx, shape.is_async, refs, binding)
+    input_part = None
+    if listed:
+        input_part = ("input binding", _layout_digest(("list", *deps)))
+    elif any(param != dep for param, dep in pairs):
+        input_part = ("input binding", _layout_digest(tuple(sorted(pairs))))
+    return pairs, passed, ref_params or _NO_REFS, refs or _NO_REFS, input_part
+
+
+_NO_REFS: frozenset[str] = frozenset()  # shared by every binding without a Ref parameter
+
+#: The last explicit binding's (layout, deps, what `_derive` made of them).
+_last_derived: tuple[Any, tuple[Any, ...], tuple[Any, ...]] = (None, (), ())
 
 
 _MAX_LAYOUTS = 256  # per function: deps bound by their own names can vary without end
@@ -361,48 +436,20 @@ class _Check:
             )
 
 
-def _parts(
-    name: str,
-    arg_params: tuple[str, ...],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    pairs: tuple[tuple[str, str], ...],
-    listed: tuple[str, ...] | None,
-) -> tuple[tuple[str, str], ...]:
-    """The fingerprint parts of a binding: each constant, and where the inputs go."""
-    parts = [
-        (part, _constant_digest(name, f"args[{i}]", value))
-        for i, (part, value) in enumerate(zip(arg_params, args, strict=True))
-    ]
-    taken = {part for part, _ in parts}
-    for key, value in kwargs.items():
-        part = f"argument {key}"  # a positional-only one of that name may be in args
-        parts.append(
-            (
-                part if part not in taken else f"{part} (by keyword)",
-                _constant_digest(name, f"kwargs[{key!r}]", value),
-            )
-        )
-    if listed is not None:
-        parts.append(("input binding", _layout_digest(("list", *listed))))
-    elif any(param != dep for param, dep in pairs):
-        parts.append(("input binding", _layout_digest(tuple(sorted(pairs)))))
-    return tuple(sorted(parts))
-
-
 @functools.lru_cache(maxsize=1024)  # a fan-out binds many nodes alike: one digest
 def _layout_digest(layout: tuple[Any, ...]) -> str:
     return _digest(repr(layout).encode())
 
 
-def _constant_digest(name: str, where: str, value: Any) -> str:
-    """The digest of a constant argument's canonical typed encoding."""
+def _constant_digest(name: str, option: str, at: object, value: Any) -> str:
+    """The digest of a constant argument's canonical typed encoding (``option[at]``)."""
     try:
         return _digest(_Walk().encode(value, "", 0))
     except _Refused as exc:
         why = f" ({exc.reason})" if exc.reason else ""
         raise InvalidArgumentTypeError(
-            f"node '{name}': constant {where}{exc.path} is a {type(exc.value).__qualname__}, "
+            f"node '{name}': constant {option}[{at!r}]{exc.path} is a "
+            f"{type(exc.value).__qualname__}, "
             f"which cannot be part of the node's code fingerprint{why}; pass plain values "
             "(numbers, strings, tuples, lists, dicts, dataclasses), or make it inside the node"
         ) from None

@@ -64,18 +64,28 @@ _BY_CODE: dict[int, tuple[types.CodeType, dict[Any, Shape]]] = {}
 def shape_of(fn: Any) -> Shape:
     """The `Shape` of ``fn``'s signature; inspected once per code (plain functions)
     or once per function object (any other callable)."""
+    global _last
     if type(fn) is types.FunctionType and not fn.__dict__ and not fn.__annotations__:
         # Nothing but its code and which parameters have defaults shapes its signature.
-        code = fn.__code__
+        code, defaults, kwdefaults = fn.__code__, fn.__defaults__, fn.__kwdefaults__
+        last = _last  # one tuple, read once: another thread may replace it meanwhile
+        if (
+            code is last[0]
+            and kwdefaults is None
+            and (0 if defaults is None else len(defaults)) == last[1]
+        ):
+            return last[2]  # the same code as the last function: a lambda per node
         entry = _BY_CODE.get(id(code))
         if entry is None or entry[0] is not code:
             if len(_BY_CODE) >= 1024:
                 _BY_CODE.clear()
             entry = _BY_CODE[id(code)] = (code, {})
-        key = (len(fn.__defaults__ or ()), tuple(fn.__kwdefaults__ or ()))
+        key = (len(defaults or ()), tuple(kwdefaults or ()))
         shape = entry[1].get(key)
         if shape is None:
             shape = entry[1][key] = _inspect(fn)
+        if kwdefaults is None:
+            _last = (code, key[0], shape)
         return shape
     try:
         known = _SHAPES.get(fn)
@@ -84,6 +94,11 @@ def shape_of(fn: Any) -> Shape:
     if known is None:
         known = _SHAPES[fn] = _inspect(fn)
     return known
+
+
+#: The last plain function without keyword-only defaults: (its code, how many
+#: positional defaults, its Shape). A loop adding a lambda per node asks for one shape.
+_last: tuple[Any, int, Shape] = (None, -1, Shape(None, False, frozenset()))
 
 
 def _inspect(fn: Any) -> Shape:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import heapq
 from collections.abc import Callable, Iterable, Mapping
@@ -10,7 +11,7 @@ from datetime import timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final
 
-from flowdag._fastinit import slot_init
+from flowdag._fastinit import slot_init, slot_new
 from flowdag._gcpause import cyclic_gc_paused
 from flowdag.errors import (
     CycleError,
@@ -84,6 +85,9 @@ class Binding:
     refs: frozenset[str] = frozenset()
 
 
+slot_init(Binding)  # one per node bound with constants or a mapping
+
+
 @dataclass(frozen=True, slots=True)
 class InputOptions:
     """An input node's wait (``Workflow.add_input``; see `flowdag.waits`).
@@ -147,6 +151,8 @@ class NodeSpec:
 
 
 slot_init(NodeSpec)  # the builder makes one per node: set its slots directly, twice as fast
+#: NodeSpec from every field, by position: what the builder calls once per node.
+_new_spec = slot_new(NodeSpec)
 
 
 class DAG:
@@ -174,7 +180,7 @@ class DAG:
             self._dependents, waiting = _dependents(self.specs)
             self.nodes: list[str] = _order(self.specs, self._dependents, waiting)
         self._graph: nx.DiGraph | None = None
-        self.maps = frozenset(n for n, spec in self.specs.items() if spec.map_over is not None)
+        self.maps = frozenset([n for n, spec in self.specs.items() if spec.map_over is not None])
         if self.maps:
             _check_item_names(self.specs, self.maps)
 
@@ -216,13 +222,16 @@ class DAG:
 
 
 def _unique(specs: Iterable[NodeSpec]) -> dict[str, NodeSpec]:
-    by_name: dict[str, NodeSpec] = {}
-    duplicates: list[str] = []
-    for spec in specs:
-        if spec.name in by_name and spec.name not in duplicates:
-            duplicates.append(spec.name)
-        by_name[spec.name] = spec
-    if duplicates:
+    if not isinstance(specs, list | tuple):
+        specs = list(specs)
+    by_name = {spec.name: spec for spec in specs}
+    if len(by_name) < len(specs):
+        seen: set[str] = set()
+        duplicates: dict[str, None] = {}  # in the order each is seen a second time
+        for spec in specs:
+            if spec.name in seen:
+                duplicates[spec.name] = None
+            seen.add(spec.name)
         names = ", ".join(f"'{n}'" for n in duplicates)
         raise DuplicateNodeError(f"duplicate node names: {names}; give each node a unique name")
     return by_name
@@ -231,7 +240,7 @@ def _unique(specs: Iterable[NodeSpec]) -> dict[str, NodeSpec]:
 def _dependents(
     specs: Mapping[str, NodeSpec],
 ) -> tuple[dict[str, tuple[str, ...]], dict[str, int]]:
-    """(node -> its dependents, node -> how many distinct deps it has, for those with any).
+    """(node -> its dependents, node -> how many distinct deps it has, for those with two or more).
 
     Raises:
         MissingDependencyError: a dep names no node.
@@ -242,9 +251,11 @@ def _dependents(
         deps = spec.deps
         if not deps:
             continue
-        if len(deps) > 1 and len(set(deps)) < len(deps):
-            deps = tuple(dict.fromkeys(deps))  # a dep listed twice is one edge
-        waiting[name] = len(deps)
+        if len(deps) > 1:
+            if len(set(deps)) < len(deps):
+                deps = tuple(dict.fromkeys(deps))  # a dep listed twice is one edge
+            if len(deps) > 1:
+                waiting[name] = len(deps)
         for dep in deps:
             dependents = found.get(dep)
             if dependents is not None:
@@ -289,26 +300,60 @@ def _order(
 ) -> list[str]:
     """The nodes in topological order, the smallest name first among those ready.
 
-    Kahn's algorithm with a heap of names: the order of
-    ``networkx.lexicographical_topological_sort``, without its per-node key
-    tuples. ``waiting`` (consumed) counts each node's deps not yet placed.
+    Kahn's algorithm, in the order of ``networkx.lexicographical_topological_sort``
+    without a heap over all nodes: the nodes ready at the start, and those a
+    placed node makes ready, each form a sorted *run*; the next node placed is
+    the smallest head of the runs (a heap of runs, by head). A fan-out's N
+    leaves are one run, placed in one sort and one slice. ``waiting`` (consumed)
+    counts the distinct deps not yet placed of each node with two or more.
 
     Raises:
         CycleError: some nodes are never ready; the message shows one cycle.
     """
-    ready = [name for name in specs if name not in waiting]
-    heapq.heapify(ready)
     order: list[str] = []
-    place, pop, push = order.append, heapq.heappop, heapq.heappush
-    while ready:
-        name = pop(ready)
-        place(name)
-        for dependent in dependents.get(name, ()):
-            left = waiting[dependent] - 1
-            if left:
-                waiting[dependent] = left
-            else:
-                push(ready, dependent)
+    place, get = order.append, dependents.get
+    runs: list[tuple[str, int, list[str], bool]] = []  # (head, its index, run, ends?)
+
+    def add_run(run: list[str]) -> None:
+        run.sort()
+        # A long run of nodes without dependents is placed by slices (a fan-out's leaves).
+        ends = len(run) > 8 and not dependents.keys() & run
+        heapq.heappush(runs, (run[0], 0, run, ends))
+
+    first = [name for name, spec in specs.items() if not spec.deps]
+    if first:
+        add_run(first)
+    while runs:
+        _, at, run, ends = runs[0]
+        end = len(run)
+        # The top run may go on while its next name is below every other run's head.
+        bound = None
+        if len(runs) > 1:
+            bound = runs[1][0] if len(runs) == 2 else min(runs[1][0], runs[2][0])
+        released: list[str] = []
+        if ends:  # none makes another ready: up to the bound at once
+            stop = end if bound is None else bisect.bisect_right(run, bound, at)
+            order += run[at:stop]
+            at = stop
+        else:
+            while True:
+                name = run[at]
+                at += 1
+                place(name)
+                for dependent in get(name, ()):
+                    left = waiting.get(dependent, 1) - 1
+                    if left:
+                        waiting[dependent] = left
+                    else:
+                        released.append(dependent)
+                if released or at == end or (bound is not None and run[at] > bound):
+                    break
+        if at < end:
+            heapq.heapreplace(runs, (run[at], at, run, ends))
+        else:
+            heapq.heappop(runs)
+        if released:
+            add_run(released)
     if len(order) < len(specs):
         _check_acyclic(_graph_of(specs))  # raises: the cycle, from the same search as before
     return order

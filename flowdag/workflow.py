@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from datetime import timedelta
 from enum import Enum
 from typing import Any, Final, TypeVar, Unpack, overload
 
 from flowdag._binding import bind
 from flowdag._maps import MapOptions
-from flowdag._units import Duration, Size, parse_duration, parse_size
-from flowdag._values import text_problem
+from flowdag._node_options import RunOptions, check_names, check_text, seconds
+from flowdag._units import Duration, Size
 from flowdag.dag import (
-    CODE_CHANGE_POLICIES,
     DAG,
     RUN_DEFAULT,
-    CacheOptions,
     InputOptions,
     NodeSpec,
+    _new_spec,
     _RunDefault,
     check_pools,
 )
-from flowdag.errors import DAGError, InvalidArgumentError, InvalidArgumentTypeError, SignatureError
+from flowdag.errors import DAGError, InvalidArgumentTypeError, SignatureError
 
 __all__ = ["NO_DEFAULT", "Workflow"]
 
@@ -78,10 +75,11 @@ class Workflow:
         """
         if not isinstance(name, str) or not name:
             raise DAGError(f"workflow name must be a non-empty string, not {name!r}")
-        _check_text("workflow name", name)
+        check_text("workflow name", name)
         self.name = name
         self.pools = check_pools(pools)
         self._specs: list[NodeSpec] = []
+        self._options = RunOptions()
 
     @overload
     def node(self, fn: F, /) -> F: ...
@@ -200,37 +198,64 @@ class Workflow:
             InvalidArgumentTypeError: a constant that cannot be part of a fingerprint.
         """
         bound = bind(name, fn, deps, args, kwargs, inputs)
-        _check_options(name, bound.deps, retries, backoff)
-        for option, hook in (("extract", extract), ("preview", preview)):
-            if hook is not None and not callable(hook):
-                raise DAGError(
-                    f"node '{name}': {option} must be a function of the output or None, "
-                    f"not {type(hook).__name__}"
-                )
-        _check_code_options(name, version, on_code_change)
-        caching = _cache_options(name, cache, cache_key, cache_ttl, cache_version)
-        spec = NodeSpec(
-            name=name,
-            fn=fn,
-            deps=bound.deps,
-            retries=retries,
-            retry_delay=_seconds(name, "retry_delay", retry_delay),
-            backoff=float(backoff),
-            max_retry_delay=_seconds(name, "max_retry_delay", max_retry_delay),
-            timeout=_timeout(name, timeout),
-            pool=pool,
-            kwarg_deps=bound.kwarg_deps,
-            wants_ctx=bound.wants_ctx,
-            is_async=bound.is_async,
-            inline_limit=_inline_limit(name, inline_limit),
-            extract=extract,
-            preview=preview,
-            ttl=None if ttl is None else _ttl(name, ttl),
-            ref_deps=bound.ref_deps,
-            version=version,
-            on_code_change=on_code_change,
-            cache=caching,
-            binding=bound.binding,
+        check_names(name, bound.deps)
+        (
+            retries,
+            delay,
+            backoff,
+            max_delay,
+            per_attempt,
+            pool,
+            limit,
+            extract,
+            preview,
+            lifetime,
+            version,
+            on_code_change,
+            caching,
+        ) = self._options.check(
+            name,
+            retries,
+            retry_delay,
+            backoff,
+            max_retry_delay,
+            timeout,
+            pool,
+            inline_limit,
+            extract,
+            preview,
+            ttl,
+            version,
+            on_code_change,
+            cache,
+            cache_key,
+            cache_ttl,
+            cache_version,
+        )
+        spec = _new_spec(  # every field, in order
+            name,
+            fn,
+            bound.deps,
+            retries,
+            delay,
+            backoff,
+            max_delay,
+            per_attempt,
+            pool,
+            bound.kwarg_deps,
+            bound.wants_ctx,
+            bound.is_async,
+            limit,
+            extract,
+            preview,
+            lifetime,
+            bound.ref_deps,
+            version,
+            on_code_change,
+            caching,
+            bound.binding,
+            None,
+            None,
         )
         self._specs.append(spec)
         return spec
@@ -316,15 +341,15 @@ class Workflow:
         if default is not NO_DEFAULT:
             defaults = (json_form(default, f"{where}: default"),)
             validate(json_schema, defaults[0], node=name)
-        seconds = None if timeout is None else _seconds(name, "timeout", timeout)
-        if seconds is not None and seconds <= 0:
+        wait = None if timeout is None else seconds(name, "timeout", timeout)
+        if wait is not None and wait <= 0:
             raise DAGError(f"{where}: timeout must be above 0 or None, not {timeout!r}")
         fn = _no_prompt if prompt is None else prompt
         if prompt is not None and inspect.iscoroutinefunction(prompt):
             raise SignatureError(f"{where}: prompt must be a plain function, not async")
         # The schema is in the fingerprint: a changed schema asks again on resume.
         spec = self.add_node(name, fn, deps=deps, version=f"input schema {digest[:16]}")
-        spec = replace(spec, input=InputOptions(json_schema, digest, seconds, defaults))
+        spec = replace(spec, input=InputOptions(json_schema, digest, wait, defaults))
         self._specs[-1] = spec
         return spec
 
@@ -377,115 +402,3 @@ class Workflow:
 def _no_prompt() -> None:
     """The prompt of an input node declared without one: there is nothing to show."""
     return None
-
-
-def _check_options(
-    name: object,
-    deps: tuple[Any, ...],
-    retries: object,
-    backoff: object,
-) -> None:
-    if not isinstance(name, str) or not name:
-        raise DAGError(f"node name must be a non-empty string, not {name!r}")
-    _check_text("node name", name)
-    for dep in deps:
-        if not isinstance(dep, str) or not dep:
-            raise DAGError(f"node '{name}': dependency names must be non-empty strings: {dep!r}")
-        _check_text(f"node '{name}': dependency name", dep)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise DAGError(f"node '{name}': retries must be a whole number >= 0, not {retries!r}")
-    if not _is_number(backoff) or backoff < 1:  # type: ignore[operator]
-        raise DAGError(f"node '{name}': backoff must be a number >= 1, not {backoff!r}")
-
-
-def _check_code_options(name: str, version: object, on_code_change: object) -> None:
-    if version is not None and (isinstance(version, bool) or not isinstance(version, str | int)):
-        raise InvalidArgumentTypeError(
-            f"node '{name}': version must be a str or an int (e.g. version=2), "
-            f"not {type(version).__name__}"
-        )
-    if on_code_change is not None and on_code_change not in CODE_CHANGE_POLICIES:
-        raise InvalidArgumentError(
-            f"node '{name}': on_code_change must be one of "
-            f"{', '.join(map(repr, CODE_CHANGE_POLICIES))} or None, not {on_code_change!r}"
-        )
-
-
-def _seconds(name: str, option: str, value: object) -> float:
-    """A duration option in seconds (``2``, ``timedelta(minutes=1)``, ``"90s"``)."""
-    try:
-        if type(value) in _DURATION_TYPES:  # hashable, so parsed once per value
-            return _parsed_duration(value, option)
-        return parse_duration(value, option)
-    except InvalidArgumentError as exc:  # a DAGError, as every other bad node option
-        raise DAGError(f"node '{name}': {exc}") from None
-
-
-# Every node of a large workflow passes the same few durations (the defaults at least).
-_DURATION_TYPES = frozenset({int, float, str, timedelta})  # exact types: no bool
-_parsed_duration = functools.lru_cache(maxsize=256, typed=True)(parse_duration)
-
-
-def _timeout(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    seconds = _seconds(name, "timeout", value)
-    if seconds == 0:
-        raise DAGError(f"node '{name}': timeout must be above 0 or None, not {value!r}")
-    return seconds
-
-
-def _inline_limit(name: str, value: object) -> int | _RunDefault | None:
-    if value is None or value is RUN_DEFAULT:
-        return value
-    try:
-        return parse_size(value, "inline_limit")
-    except InvalidArgumentError as exc:
-        raise DAGError(f"node '{name}': {exc}") from None
-
-
-def _ttl(name: str, value: object, option: str = "ttl") -> timedelta:
-    seconds = _seconds(name, option, value)
-    if seconds <= 0:
-        raise DAGError(f"node '{name}': {option} must be above 0 or None, not {value!r}; e.g. '7d'")
-    return timedelta(seconds=seconds)
-
-
-def _cache_options(
-    name: str, cache: object, key: object, ttl: object, version: object
-) -> CacheOptions | None:
-    if not isinstance(cache, bool):
-        raise InvalidArgumentTypeError(
-            f"node '{name}': cache must be True or False, not {type(cache).__name__}"
-        )
-    if key is not None and not callable(key):
-        raise InvalidArgumentTypeError(
-            f"node '{name}': cache_key must be a function of the node's inputs or None, "
-            f"not {type(key).__name__}"
-        )
-    if version is not None and (isinstance(version, bool) or not isinstance(version, str | int)):
-        raise InvalidArgumentTypeError(
-            f"node '{name}': cache_version must be a str or an int, not {type(version).__name__}"
-        )
-    if not cache and key is None:
-        if ttl is not None or version is not None:
-            raise InvalidArgumentError(
-                f"node '{name}': cache_ttl and cache_version need cache=True or a cache_key"
-            )
-        return None
-    return CacheOptions(
-        key,
-        None if ttl is None else _ttl(name, ttl, "cache_ttl"),
-        "" if version is None else f"{type(version).__name__}:{version}",
-    )
-
-
-def _check_text(what: str, name: str) -> None:
-    # Stores keep names as UTF-8: a name none can store is refused here, not at the first save.
-    problem = text_problem(name)
-    if problem is not None:
-        raise DAGError(f"{what} {name!r} is not valid: {problem}; rename it")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value

@@ -19,10 +19,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowdag import CycleError, MissingDependencyError, Workflow
+from flowdag import CycleError, DAGError, MissingDependencyError, SignatureError, Workflow
 from flowdag._fastinit import slot_init
 from flowdag._shapes import _inspect, shape_of
-from flowdag.dag import DAG, RUN_DEFAULT, NodeSpec
+from flowdag.dag import DAG, RUN_DEFAULT, NodeSpec, _new_spec
+from flowdag.errors import InvalidArgumentTypeError
 
 
 def _any(**kwargs: Any) -> int:
@@ -190,3 +191,116 @@ def test_a_function_given_a_signature_later_is_not_confused_with_its_code() -> N
     fns[1].__signature__ = inspect.Signature()  # type: ignore[attr-defined]
     assert shape_of(fns[0]) == _inspect(fns[0])
     assert shape_of(fns[1]) == _inspect(fns[1]) != shape_of(fns[0])
+
+
+# -- a wide graph's order: runs of ready nodes, placed by slices -------------------------
+
+WIDE_NAMES = st.sampled_from([f"{c}{i}" for c in "abmz" for i in range(15)])
+
+
+@st.composite
+def wide_graphs(draw: st.DrawFn) -> dict[str, list[str]]:
+    """12 to 60 nodes: a few hubs, and nodes that need one or two of them
+    and that nothing needs: runs longer than 8 of nodes without dependents."""
+    names = draw(st.lists(WIDE_NAMES, min_size=12, max_size=60, unique=True))
+    hubs = names[: draw(st.integers(1, 4))]
+    deps: dict[str, list[str]] = {
+        hub: draw(st.lists(st.sampled_from(hubs[:i]), max_size=1)) if i else []
+        for i, hub in enumerate(hubs)
+    }
+    for name in names[len(hubs) :]:
+        deps[name] = draw(st.lists(st.sampled_from(hubs), min_size=1, max_size=2))
+    order = draw(st.permutations(names))
+    return {name: deps[name] for name in order}
+
+
+@settings(max_examples=80, deadline=None)
+@given(wide_graphs())
+def test_the_order_of_a_wide_graph_is_networkx_s(deps: dict[str, list[str]]) -> None:
+    reference = _reference_graph(deps)
+    assert _dag(deps).nodes == list(nx.lexicographical_topological_sort(reference))
+
+
+def test_a_fan_out_in_and_out_is_ordered_as_networkx_orders_it() -> None:
+    deps: dict[str, list[str]] = {"root": [], "sink": [f"n{i}" for i in range(50)]}
+    deps.update((f"n{i}", ["root"]) for i in range(50))
+    deps.update((f"late{i}", []) for i in range(20))  # a second run of roots, interleaved
+    expected = list(nx.lexicographical_topological_sort(_reference_graph(deps)))
+    assert _dag(deps).nodes == expected
+
+
+# -- options checked once per distinct set, errors for every node --------------------------
+
+
+def test_nodes_with_the_same_options_share_their_checked_objects() -> None:
+    wf = Workflow("w")
+    first = wf.add_node("a", _any, cache=True, cache_ttl="1d", ttl="2h", retry_delay="5s")
+    again = wf.add_node("b", _any, cache=True, cache_ttl="1d", ttl="2h", retry_delay="5s")
+    assert again.cache is first.cache and again.ttl is first.ttl
+    assert (again.retry_delay, again.name) == (5.0, "b")
+
+
+@pytest.mark.parametrize(
+    ("good", "bad", "error"),
+    [
+        ({"retries": 1}, {"retries": True}, DAGError),  # equal to 1, but a bool
+        ({"retries": 0}, {"retries": 0.0}, DAGError),
+        ({"version": 1}, {"version": True}, InvalidArgumentTypeError),
+        ({"cache": False}, {"cache": 0}, InvalidArgumentTypeError),
+        ({"backoff": 2.0}, {"backoff": float("nan")}, DAGError),
+    ],
+)
+def test_an_option_equal_to_a_checked_one_but_not_valid_is_refused(
+    good: dict[str, Any], bad: dict[str, Any], error: type[Exception]
+) -> None:
+    wf = Workflow("w")
+    wf.add_node("a", _any, **good)
+    with pytest.raises(error, match="node 'b'"):
+        wf.add_node("b", _any, **bad)
+
+
+def test_equal_options_of_other_types_are_normalised_alike() -> None:
+    wf = Workflow("w")
+    one = wf.add_node("a", _any, retry_delay=1, backoff=3)
+    other = wf.add_node("b", _any, retry_delay=1.0, backoff=3.0)
+    assert (one.retry_delay, one.backoff) == (other.retry_delay, other.backoff) == (1.0, 3.0)
+    assert type(one.backoff) is float
+
+
+def test_a_refused_node_is_refused_again_naming_each_node() -> None:
+    wf = Workflow("w")
+    for name in ("a", "b"):
+        with pytest.raises(DAGError, match=f"node '{name}': retries"):
+            wf.add_node(name, _any, retries=-1)
+        with pytest.raises(DAGError, match=f"node '{name}': dependency names"):
+            wf.add_node(name, _any, deps=["ok", ""])
+        with pytest.raises(SignatureError, match=f"node '{name}': parameter 'x'"):
+            wf.add_node(name, lambda x: x, deps=["source"])
+    wf.add_node("source", _any)
+    wf.add_node("c", lambda source: source, deps=["source"])
+    assert wf.build().nodes == ["source", "c"]
+
+
+def test_slot_new_makes_the_same_spec_as_the_class() -> None:
+    fields = [f.name for f in dataclasses.fields(NodeSpec)]
+    values = [f"v{i}" for i in range(len(fields))]
+    made = _new_spec(*values)
+    assert type(made) is NodeSpec and made == NodeSpec(*values)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.name = "m"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(made)) == made
+
+
+def test_a_subclass_of_a_slot_init_class_keeps_its_own_class() -> None:
+    @slot_init
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+        b: list[int] = dataclasses.field(default_factory=list)
+
+    class Sub(Base):  # not a dataclass: Base's __init__, on another layout
+        __slots__ = ("extra",)
+
+    made = Sub(1)
+    assert type(made) is Sub and (made.a, made.b) == (1, [])
+    assert type(Base(2)) is Base and Base(2) == Base(2, [])
