@@ -91,6 +91,7 @@ from flowdag.state import (
     NodeStatus,
     RunStatus,
     new_attempt,
+    new_record,
 )
 from flowdag.stores.base import Store
 
@@ -104,6 +105,7 @@ _JITTER = 0.1  # retry delays vary by +-10% so that retries of many nodes spread
 # Event kinds on the driver's queue.
 _RESULT, _STARTED, _COMMITTED, _COMMIT_FAILED = range(4)
 _LOST_ATTEMPT_RETRIES = 3  # retries of attempts an executor lost (a worker died)
+_COMPLETED = NodeStatus.COMPLETED
 
 
 class _Driver(ReadyHooks, MapHooks):
@@ -224,9 +226,7 @@ class _Driver(ReadyHooks, MapHooks):
         if kind == _RESULT:
             self.on_result(event[1], event[2])
         elif kind == _COMMITTED:
-            acknowledge = self.settler.acknowledge
-            for record in event[1]:
-                acknowledge(record)
+            self.settler.acknowledge(event[1])
         elif kind == _STARTED:
             attempt = event[1]
             if self.is_running(attempt):
@@ -300,15 +300,22 @@ class _Driver(ReadyHooks, MapHooks):
         return attempt
 
     def on_result(self, attempt: Attempt, outcome: Outcome) -> None:
-        if not self.is_running(attempt):
+        # Once per node: `is_running` and `returned` inlined, the record built fast.
+        name = attempt.spec.name
+        running = self.running
+        if running.get(name) is not attempt:
             return  # an abandoned (timed-out) attempt: its result is discarded
-        if not self.returned(attempt):
-            return
+        del running[name]
+        schedule = self.schedule
+        if schedule.gate.capped:
+            schedule.gate.release(name)
+        commits = self.commits
+        if commits.error is not None and name in commits.refused:
+            return  # its start record was refused: the node failed with the store's error
         if outcome.error is not None:
             self.on_failed_attempt(attempt, outcome)
             return
-        name = attempt.node
-        self.commits.outcomes[name] = outcome
+        commits.outcomes[name] = outcome
         started_at, finished_at = outcome.started_at, outcome.finished_at
         last = new_attempt(attempt.number, started_at, finished_at)
         ledger = self.ledger
@@ -317,32 +324,29 @@ class _Driver(ReadyHooks, MapHooks):
             ledger.history(name, last) if ledger.failed or ledger.states[name].history else (last,)
         )
         provenance = ledger.provenance(name, attempt.spec.deps, outcome.digest)
+        tables = None
         cache = self.cache
-        tables = (
-            None
-            if cache is None or name not in cache.keys
-            else cache.entry_for(name, outcome.output, outcome.digest, outcome.blobs)
-        )
-        if self.waits is not None and name in self.waits.ending:
-            tables = self.waits.clearing(name)  # input nodes are never cached
-        self.commits.add(
-            [
-                NodeRecord(
-                    name,
-                    NodeStatus.COMPLETED,
-                    attempt.number,
-                    started_at,
-                    finished_at,
-                    None,
-                    outcome.output,
-                    outcome.encoded_changes,
-                    history,
-                    outcome.blobs,
-                    provenance,
-                    tables,
-                    outcome.kv,
-                )
-            ]
+        if cache is not None and name in cache.keys:
+            tables = cache.entry_for(name, outcome.output, outcome.digest, outcome.blobs)
+        waits = self.waits
+        if waits is not None and name in waits.ending:
+            tables = waits.clearing(name)  # input nodes are never cached
+        commits.unacknowledged += 1
+        commits.outbox.append(
+            new_record(
+                name,
+                _COMPLETED,
+                attempt.number,
+                started_at,
+                finished_at,
+                outcome.output,
+                outcome.encoded_changes,
+                history,
+                outcome.blobs,
+                provenance,
+                tables,
+                outcome.kv,
+            )
         )
         if cache is not None and cache.parked:  # items that share its key complete now
             self.release_parked(name)
@@ -461,7 +465,7 @@ class _Driver(ReadyHooks, MapHooks):
         """Take ``attempt`` off those running; False if its outcome no longer counts."""
         del self.running[attempt.node]
         self.schedule.gate.release(attempt.node)
-        # The store refused its start record: the node already failed with the store's error.
+        # (`on_result` does the same inline.) The store refused its start record: the node already failed with the store's error.
         return self.commits.error is None or attempt.node not in self.commits.refused
 
     # -- reporting ----------------------------------------------------------

@@ -25,6 +25,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import CoroutineType
 from typing import Any
 
 from flowdag._byref import by_reference, streamed
@@ -123,7 +124,7 @@ class Outcome:
 def execute(attempt: Attempt) -> Outcome:
     """Run ``attempt`` here and now (on a worker thread)."""
     started_at, value, ctx = _call(attempt)
-    if inspect.iscoroutine(value):
+    if isinstance(value, CoroutineType):  # inspect.iscoroutine, without its call
         value = _resolved(asyncio.run, value, started_at)
     return _finish(attempt, started_at, value, ctx)
 
@@ -340,16 +341,15 @@ def _kv_limit(attempt: Attempt) -> int | None:
 
 def _output(attempt: Attempt, value: Any) -> tuple[bytes, Any, dict[str, datetime | None] | None]:
     """The output encoded (a Ref to it when above the limit), the value the run keeps, its blobs."""
-    what = f"node '{attempt.spec.name}': output is"
     seen: dict[str, datetime | None] = {}
     if type(value) in _HOLDS_NO_REF:
         # Fast path: no Ref can be inside, so the refs need no collecting (a
         # context variable set and reset per output, a tenth of a node's own cost).
-        output = _encode(attempt.codec, value, what)
+        output = _encode(attempt.codec, value, None, attempt)
     else:
         token, seen = start_collecting()  # the refs inside the value, for gc
         try:
-            output = _encode(attempt.codec, value, what)
+            output = _encode(attempt.codec, value, None, attempt)
         finally:
             stop_collecting(token)
     limit, source = attempt.inline_limit, attempt.source
@@ -401,8 +401,12 @@ def origin_of(attempt: Attempt) -> str:
     return f"run '{attempt.run_id}', node '{attempt.spec.name}'"
 
 
-def _encode(codec: ValueCodec, value: Any, what: str) -> bytes:
+def _encode(codec: ValueCodec, value: Any, what: str | None, output_of: Any = None) -> bytes:
+    """``value`` encoded; ``what`` it is names it in the error (None: the output of
+    attempt ``output_of``, named only if it fails, not on every node's path)."""
     try:
         return codec.encode(value)
     except SerializationError as exc:
+        if what is None:
+            what = f"node '{output_of.spec.name}': output is"
         raise SerializationError(f"{what} not storable: {exc}") from None

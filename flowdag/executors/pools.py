@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
 from flowdag.executors._main_guard import check_main_guard
@@ -57,7 +57,9 @@ class ThreadExecutor(ExecutorBase):
         )
         self._prefix = thread_name_prefix
         self._work: SimpleQueue[_Work | None] = SimpleQueue()
-        self._idle = threading.Semaphore(0)
+        # One token per idle thread: a queue of tokens, not a Semaphore, whose
+        # acquire and release are Python code (a Condition) on every node's path.
+        self._idle: SimpleQueue[None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._shutdown = False
@@ -80,7 +82,9 @@ class ThreadExecutor(ExecutorBase):
             if self._shutdown:
                 raise RuntimeError("cannot submit to a ThreadExecutor after shutdown")
             self._work.put(work)
-            if not self._idle.acquire(blocking=False):
+            try:
+                self._idle.get_nowait()  # an idle thread will take it
+            except Empty:
                 self._start_thread()
 
     def shutdown(self, wait: bool = True) -> None:
@@ -101,6 +105,7 @@ class ThreadExecutor(ExecutorBase):
 
     def _serve(self) -> None:
         work = self._work
+        idle = self._idle.put
         while True:
             item = work.get()
             if item is None:
@@ -121,7 +126,7 @@ class ThreadExecutor(ExecutorBase):
                 else:
                     future.set_result(result)
             del future, fn, args
-            self._idle.release()
+            idle(None)
 
 
 class ProcessExecutor(ExecutorBase):
