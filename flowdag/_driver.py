@@ -149,6 +149,9 @@ class _Driver(ReadyHooks, MapHooks):
             self.specs = dict(dag.specs)
         # Nodes whose verdict waits for their deps' new outputs (see `cut_off`).
         self.provisional = {n for n, v in plan.verdicts.items() if v.action == "provisional"}
+        # Every ready node just starts (`dispatch`): none is provisional (they only
+        # ever go), a map, an input or cached.
+        self.plain = not (self.provisional or dag.maps or waits is not None or cache is not None)
         put = self.events.put
         # Starts attempts as the executor's capabilities allow; each outcome, and the
         # real start of an attempt with a timeout, come back on the events queue.
@@ -211,12 +214,10 @@ class _Driver(ReadyHooks, MapHooks):
             event = events.get(timeout=self.seconds_to_next_timer())
         except Empty:
             event = None
-        while event is not None:
+        if event is not None:
             self.handle(event)
-            try:
-                event = events.get_nowait()
-            except Empty:
-                break
+            while not events.empty():  # only this thread takes: no Empty to raise and catch
+                self.handle(events.get_nowait())
         self.fire_timers()
         if self.commits.outbox:
             self.settler.flush()
@@ -243,6 +244,10 @@ class _Driver(ReadyHooks, MapHooks):
         while free > 0:
             names = self.schedule.take(free)
             if not names:
+                return
+            if self.plain:  # no node may end without an attempt: start them all
+                for name in names:
+                    self.start(name)
                 return
             started = 0
             for name in names:
@@ -465,7 +470,8 @@ class _Driver(ReadyHooks, MapHooks):
         """Take ``attempt`` off those running; False if its outcome no longer counts."""
         del self.running[attempt.node]
         self.schedule.gate.release(attempt.node)
-        # (`on_result` does the same inline.) The store refused its start record: the node already failed with the store's error.
+        # The store refused its start record: the node already failed with the store's
+        # error. (`on_result` does the same inline.)
         return self.commits.error is None or attempt.node not in self.commits.refused
 
     # -- reporting ----------------------------------------------------------
