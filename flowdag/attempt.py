@@ -25,7 +25,6 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import CoroutineType
 from typing import Any
 
 from flowdag._byref import by_reference, streamed
@@ -124,7 +123,7 @@ class Outcome:
 def execute(attempt: Attempt) -> Outcome:
     """Run ``attempt`` here and now (on a worker thread)."""
     started_at, value, ctx = _call(attempt)
-    if isinstance(value, CoroutineType):  # inspect.iscoroutine, without its call
+    if inspect.iscoroutine(value):
         value = _resolved(asyncio.run, value, started_at)
     return _finish(attempt, started_at, value, ctx)
 

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
-from queue import Empty, SimpleQueue
+from queue import SimpleQueue
 from typing import Any, TypeVar
 
 from flowdag.executors._main_guard import check_main_guard
@@ -82,10 +82,11 @@ class ThreadExecutor(ExecutorBase):
             if self._shutdown:
                 raise RuntimeError("cannot submit to a ThreadExecutor after shutdown")
             self._work.put(work)
-            try:
-                self._idle.get_nowait()  # an idle thread will take it
-            except Empty:
+            # Only this method takes tokens, under the lock: an idle thread stays idle.
+            if self._idle.empty():
                 self._start_thread()
+            else:
+                self._idle.get_nowait()  # an idle thread will take the work
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
