@@ -88,7 +88,10 @@ def latest(batch: list[NodeRecord]) -> list[NodeRecord]:
     ``ctx.data`` changes, so committing the result is committing ``batch``:
     only the encoding of records nobody would read is saved.
     """
-    if not any(record.status is _RUNNING for record in batch):
+    for record in batch:
+        if record.status is _RUNNING:
+            break
+    else:
         return batch  # the usual batch: finish records only
     later: set[str] = set()
     kept: list[NodeRecord] = []
@@ -110,7 +113,10 @@ def commit_batch(store: Store, run_id: str, batch: list[NodeRecord]) -> list[Nod
     failed: the batch returned holds that record in place of its own.
     """
     records = latest(batch)
-    if not any(record.kv or record.tables for record in records):  # the usual batch
+    for record in records:
+        if record.kv or record.tables:
+            break
+    else:  # the usual batch: no table writes
         store.commit(run_id, records)
         return batch
     source = store.ref_source

@@ -282,7 +282,9 @@ class _Driver(ReadyHooks, MapHooks):
         number = self.ledger.next_attempt(name)
         spec = self.specs[name]
         outputs = self.ledger.outputs
-        inputs = {dep: outputs[dep] for dep in spec.deps}
+        inputs = {}
+        for dep in spec.deps:  # a loop, not a comprehension: most nodes have one or two
+            inputs[dep] = outputs[dep]
         if spec.map_over is not None:  # a map's item: its item, not over's whole list
             inputs[spec.map_over] = self.item_value(name)
         limit = spec.inline_limit
@@ -427,13 +429,20 @@ class _Driver(ReadyHooks, MapHooks):
         # Deadlines of attempts that already returned are dropped lazily, here.
         while deadlines and not self.is_running(deadlines.first()):
             deadlines.pop()
-        times = [self.schedule.retries.next_at(), deadlines.next_at()]
+        # Once per wake-up: most runs have no retry nor deadline, and a memory store no starts.
+        soonest = deadlines.next_at() if deadlines else None
+        retries = self.schedule.retries
+        if retries:
+            at = retries.next_at()
+            if at is not None and (soonest is None or at < soonest):
+                soonest = at
         if self.starts is not None:
-            times.append(self.starts.next_at(self.running))
-        due = [t for t in times if t is not None]
-        if not due:
+            at = self.starts.next_at(self.running)
+            if at is not None and (soonest is None or at < soonest):
+                soonest = at
+        if soonest is None:
             return None
-        return max(0.0, min(due) - time.monotonic())
+        return max(0.0, soonest - time.monotonic())
 
     def is_running(self, attempt: Attempt) -> bool:
         return self.running.get(attempt.node) is attempt

@@ -217,11 +217,13 @@ def _safely(show: Callable[[], str], fallback: str) -> str:
 def _arguments(attempt: Attempt) -> tuple[dict[str, Any], Context | None]:
     spec = attempt.spec
     inputs = attempt.inputs
-    kwargs = {dep: inputs[dep] for dep in spec.kwarg_deps}
-    for dep, value in kwargs.items():
+    kwargs = {}
+    for dep in spec.kwarg_deps:  # one loop, no comprehension: once per node
+        value = inputs[dep]
         # An output kept by reference is loaded now, unless the parameter asks for the Ref.
         if type(value) is Ref and dep not in spec.ref_deps:
-            kwargs[dep] = value.load()
+            value = value.load()
+        kwargs[dep] = value
     if not spec.wants_ctx:
         return kwargs, None
     kwargs["ctx"] = ctx = _context(attempt, kwargs)
