@@ -43,11 +43,16 @@ class ReadySet:
         self._waiting: dict[str, int] = {}
         self._ready: deque[str] = deque()
         self._closed: set[str] = set(done)  # done, failed or skipped
+        specs = dag.specs
         for name in dag.nodes:
             if name in done:
                 continue
+            deps = specs[name].deps
             # set(): a dep listed twice is one edge, released by one done().
-            missing = sum(1 for dep in set(dag.specs[name].deps) if dep not in done)
+            if done:
+                missing = sum(1 for dep in set(deps) if dep not in done)
+            else:  # a new run: every dep is missing (no set for one dep)
+                missing = len(deps) if len(deps) < 2 else len(set(deps))
             if missing:
                 self._waiting[name] = missing
             else:
