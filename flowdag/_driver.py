@@ -149,8 +149,7 @@ class _Driver(ReadyHooks, MapHooks):
             self.specs = dict(dag.specs)
         # Nodes whose verdict waits for their deps' new outputs (see `cut_off`).
         self.provisional = {n for n, v in plan.verdicts.items() if v.action == "provisional"}
-        # Every ready node just starts (`dispatch`): none is provisional (they only
-        # ever go), a map, an input or cached.
+        # Every ready node just starts (`dispatch`): none is provisional, a map, an input, cached.
         self.plain = not (self.provisional or dag.maps or waits is not None or cache is not None)
         put = self.events.put
         # Starts attempts as the executor's capabilities allow; each outcome, and the
@@ -282,9 +281,7 @@ class _Driver(ReadyHooks, MapHooks):
         number = self.ledger.next_attempt(name)
         spec = self.specs[name]
         outputs = self.ledger.outputs
-        inputs = {}
-        for dep in spec.deps:  # a loop, not a comprehension: most nodes have one or two
-            inputs[dep] = outputs[dep]
+        inputs = {dep: outputs[dep] for dep in spec.deps}
         if spec.map_over is not None:  # a map's item: its item, not over's whole list
             inputs[spec.map_over] = self.item_value(name)
         limit = spec.inline_limit
@@ -313,9 +310,8 @@ class _Driver(ReadyHooks, MapHooks):
         if running.get(name) is not attempt:
             return  # an abandoned (timed-out) attempt: its result is discarded
         del running[name]
-        schedule = self.schedule
-        if schedule.gate.capped:
-            schedule.gate.release(name)
+        if self.schedule.gate.capped:  # else release() frees nothing
+            self.schedule.gate.release(name)
         commits = self.commits
         if commits.error is not None and name in commits.refused:
             return  # its start record was refused: the node failed with the store's error
@@ -429,13 +425,10 @@ class _Driver(ReadyHooks, MapHooks):
         # Deadlines of attempts that already returned are dropped lazily, here.
         while deadlines and not self.is_running(deadlines.first()):
             deadlines.pop()
-        # Once per wake-up: most runs have no retry nor deadline, and a memory store no starts.
-        soonest = deadlines.next_at() if deadlines else None
-        retries = self.schedule.retries
-        if retries:
-            at = retries.next_at()
-            if at is not None and (soonest is None or at < soonest):
-                soonest = at
+        soonest = deadlines.next_at()  # once per wake-up: no lists built
+        at = self.schedule.retries.next_at()
+        if at is not None and (soonest is None or at < soonest):
+            soonest = at
         if self.starts is not None:
             at = self.starts.next_at(self.running)
             if at is not None and (soonest is None or at < soonest):
@@ -479,8 +472,7 @@ class _Driver(ReadyHooks, MapHooks):
         """Take ``attempt`` off those running; False if its outcome no longer counts."""
         del self.running[attempt.node]
         self.schedule.gate.release(attempt.node)
-        # The store refused its start record: the node already failed with the store's
-        # error. (`on_result` does the same inline.)
+        # The store refused its start record: the node already failed with the store's error.
         return self.commits.error is None or attempt.node not in self.commits.refused
 
     # -- reporting ----------------------------------------------------------
