@@ -5,7 +5,10 @@ A prebuilt fan-out (`bench_scale.leaves`) run by a bare ``ThreadPoolExecutor``
 LMDB store, in turn, ROUNDS rounds after a dropped warm-up; medians per node
 and their ratios to the bare pool. Alternate trees in one sitting::
 
-    PYTHONPATH=<tree> python benchmarks/compare_run_cpu.py 10000 3
+    PYTHONPATH=<tree> python benchmarks/compare_run_cpu.py 10000 3 [leaves|fanout]
+
+The shape is `bench_scale.leaves` (a lambda per node) unless ``fanout`` is
+given (``flowdag bench``'s 1 -> N -> 1, one function for the middle nodes).
 
 CPU time is the whole process's (every thread): on a shared, loaded machine it
 moves less than wall time.
@@ -36,8 +39,8 @@ def _since(start: tuple[float, float]) -> tuple[float, float]:
     return wall - start[0], cpu - start[1]
 
 
-def main(size: int, rounds: int) -> None:
-    dag = bench_scale.leaves(size)
+def main(size: int, rounds: int, shape: str = "leaves") -> None:
+    dag = bench_scale.SHAPES[shape][0](size)
     times: dict[str, list[tuple[float, float]]] = {"bare": [], "memory": [], "lmdb": []}
     with tempfile.TemporaryDirectory() as where:
         for i in range(rounds + 1):  # the first round warms up and is dropped
@@ -69,4 +72,4 @@ def main(size: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]))
+    main(int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:4])
