@@ -25,6 +25,7 @@ nothing more than before.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -32,7 +33,6 @@ from queue import Empty, SimpleQueue
 
 from flowdag._kv_entries import KVWrites
 from flowdag.attempt import Attempt, Outcome, failure
-from flowdag.scheduler import TimerHeap
 from flowdag.state import ErrorInfo, NodeRecord, NodeStatus
 from flowdag.stores._tables import TableTxn
 from flowdag.stores.base import Store
@@ -48,30 +48,37 @@ START_RECORD_DELAY = 0.05
 class Starts:
     """Attempts due a start record once they have run `START_RECORD_DELAY` seconds."""
 
-    __slots__ = ("_heap",)
+    __slots__ = ("_queue",)
 
     def __init__(self) -> None:
-        # (launch time, attempt); those that returned meanwhile are dropped lazily.
-        self._heap: TimerHeap[tuple[float, Attempt]] = TimerHeap()
+        # (due time, launch time, attempt); those that returned meanwhile are dropped
+        # lazily. The delay is one constant and launch times never go back (the
+        # monotonic clock), so they fall due in the order added: a FIFO, not a heap.
+        self._queue: deque[tuple[float, float, Attempt]] = deque()
 
     def add(self, attempt: Attempt, now: float) -> None:
-        self._heap.push(now + START_RECORD_DELAY, (now, attempt))
+        self._queue.append((now + START_RECORD_DELAY, now, attempt))
 
     def next_at(self, running: Mapping[str, Attempt]) -> float | None:
         """When the next attempt in ``running`` is due a start record."""
-        heap = self._heap
-        while heap and running.get((attempt := heap.first()[1]).node) is not attempt:
-            heap.pop()
-        return heap.next_at()
+        queue = self._queue
+        while queue and running.get((attempt := queue[0][2]).node) is not attempt:
+            queue.popleft()
+        return queue[0][0] if queue else None
 
     def due(self, now: float, running: Mapping[str, Attempt]) -> list[tuple[Attempt, datetime]]:
         """The attempts in ``running`` due a start record by ``now``, with their start times."""
+        queue = self._queue
+        if not queue or queue[0][0] > now:
+            return []
         wall = datetime.now(UTC)
-        return [
-            (attempt, attempt.started_at or wall - timedelta(seconds=now - launched))
-            for launched, attempt in self._heap.pop_due(now)
-            if running.get(attempt.node) is attempt
-        ]
+        found = []
+        while queue and queue[0][0] <= now:
+            _, launched, attempt = queue.popleft()
+            if running.get(attempt.node) is attempt:
+                started = attempt.started_at or wall - timedelta(seconds=now - launched)
+                found.append((attempt, started))
+        return found
 
 
 def latest(batch: list[NodeRecord]) -> list[NodeRecord]:
@@ -81,7 +88,10 @@ def latest(batch: list[NodeRecord]) -> list[NodeRecord]:
     ``ctx.data`` changes, so committing the result is committing ``batch``:
     only the encoding of records nobody would read is saved.
     """
-    if not any(record.status is _RUNNING for record in batch):
+    for record in batch:
+        if record.status is _RUNNING:
+            break
+    else:
         return batch  # the usual batch: finish records only
     later: set[str] = set()
     kept: list[NodeRecord] = []
@@ -103,7 +113,10 @@ def commit_batch(store: Store, run_id: str, batch: list[NodeRecord]) -> list[Nod
     failed: the batch returned holds that record in place of its own.
     """
     records = latest(batch)
-    if not any(record.kv or record.tables for record in records):  # the usual batch
+    for record in records:
+        if record.kv or record.tables:
+            break
+    else:  # the usual batch: no table writes
         store.commit(run_id, records)
         return batch
     source = store.ref_source

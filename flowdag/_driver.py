@@ -91,6 +91,7 @@ from flowdag.state import (
     NodeStatus,
     RunStatus,
     new_attempt,
+    new_record,
 )
 from flowdag.stores.base import Store
 
@@ -104,6 +105,7 @@ _JITTER = 0.1  # retry delays vary by +-10% so that retries of many nodes spread
 # Event kinds on the driver's queue.
 _RESULT, _STARTED, _COMMITTED, _COMMIT_FAILED = range(4)
 _LOST_ATTEMPT_RETRIES = 3  # retries of attempts an executor lost (a worker died)
+_COMPLETED = NodeStatus.COMPLETED
 
 
 class _Driver(ReadyHooks, MapHooks):
@@ -147,6 +149,8 @@ class _Driver(ReadyHooks, MapHooks):
             self.specs = dict(dag.specs)
         # Nodes whose verdict waits for their deps' new outputs (see `cut_off`).
         self.provisional = {n for n, v in plan.verdicts.items() if v.action == "provisional"}
+        # Every ready node just starts (`dispatch`): none is provisional, a map, an input, cached.
+        self.plain = not (self.provisional or dag.maps or waits is not None or cache is not None)
         put = self.events.put
         # Starts attempts as the executor's capabilities allow; each outcome, and the
         # real start of an attempt with a timeout, come back on the events queue.
@@ -209,12 +213,10 @@ class _Driver(ReadyHooks, MapHooks):
             event = events.get(timeout=self.seconds_to_next_timer())
         except Empty:
             event = None
-        while event is not None:
+        if event is not None:
             self.handle(event)
-            try:
-                event = events.get_nowait()
-            except Empty:
-                break
+            while not events.empty():  # only this thread takes: no Empty to raise and catch
+                self.handle(events.get_nowait())
         self.fire_timers()
         if self.commits.outbox:
             self.settler.flush()
@@ -224,9 +226,7 @@ class _Driver(ReadyHooks, MapHooks):
         if kind == _RESULT:
             self.on_result(event[1], event[2])
         elif kind == _COMMITTED:
-            acknowledge = self.settler.acknowledge
-            for record in event[1]:
-                acknowledge(record)
+            self.settler.acknowledge(event[1])
         elif kind == _STARTED:
             attempt = event[1]
             if self.is_running(attempt):
@@ -243,6 +243,10 @@ class _Driver(ReadyHooks, MapHooks):
         while free > 0:
             names = self.schedule.take(free)
             if not names:
+                return
+            if self.plain:  # no node may end without an attempt: start them all
+                for name in names:
+                    self.start(name)
                 return
             started = 0
             for name in names:
@@ -300,15 +304,21 @@ class _Driver(ReadyHooks, MapHooks):
         return attempt
 
     def on_result(self, attempt: Attempt, outcome: Outcome) -> None:
-        if not self.is_running(attempt):
+        # Once per node: `is_running` and `returned` inlined, the record built fast.
+        name = attempt.spec.name
+        running = self.running
+        if running.get(name) is not attempt:
             return  # an abandoned (timed-out) attempt: its result is discarded
-        if not self.returned(attempt):
-            return
+        del running[name]
+        if self.schedule.gate.capped:  # else release() frees nothing
+            self.schedule.gate.release(name)
+        commits = self.commits
+        if commits.error is not None and name in commits.refused:
+            return  # its start record was refused: the node failed with the store's error
         if outcome.error is not None:
             self.on_failed_attempt(attempt, outcome)
             return
-        name = attempt.node
-        self.commits.outcomes[name] = outcome
+        commits.outcomes[name] = outcome
         started_at, finished_at = outcome.started_at, outcome.finished_at
         last = new_attempt(attempt.number, started_at, finished_at)
         ledger = self.ledger
@@ -317,32 +327,29 @@ class _Driver(ReadyHooks, MapHooks):
             ledger.history(name, last) if ledger.failed or ledger.states[name].history else (last,)
         )
         provenance = ledger.provenance(name, attempt.spec.deps, outcome.digest)
+        tables = None
         cache = self.cache
-        tables = (
-            None
-            if cache is None or name not in cache.keys
-            else cache.entry_for(name, outcome.output, outcome.digest, outcome.blobs)
-        )
-        if self.waits is not None and name in self.waits.ending:
-            tables = self.waits.clearing(name)  # input nodes are never cached
-        self.commits.add(
-            [
-                NodeRecord(
-                    name,
-                    NodeStatus.COMPLETED,
-                    attempt.number,
-                    started_at,
-                    finished_at,
-                    None,
-                    outcome.output,
-                    outcome.encoded_changes,
-                    history,
-                    outcome.blobs,
-                    provenance,
-                    tables,
-                    outcome.kv,
-                )
-            ]
+        if cache is not None and name in cache.keys:
+            tables = cache.entry_for(name, outcome.output, outcome.digest, outcome.blobs)
+        waits = self.waits
+        if waits is not None and name in waits.ending:
+            tables = waits.clearing(name)  # input nodes are never cached
+        commits.unacknowledged += 1
+        commits.outbox.append(
+            new_record(
+                name,
+                _COMPLETED,
+                attempt.number,
+                started_at,
+                finished_at,
+                outcome.output,
+                outcome.encoded_changes,
+                history,
+                outcome.blobs,
+                provenance,
+                tables,
+                outcome.kv,
+            )
         )
         if cache is not None and cache.parked:  # items that share its key complete now
             self.release_parked(name)
@@ -418,13 +425,17 @@ class _Driver(ReadyHooks, MapHooks):
         # Deadlines of attempts that already returned are dropped lazily, here.
         while deadlines and not self.is_running(deadlines.first()):
             deadlines.pop()
-        times = [self.schedule.retries.next_at(), deadlines.next_at()]
+        soonest = deadlines.next_at()  # once per wake-up: no lists built
+        at = self.schedule.retries.next_at()
+        if at is not None and (soonest is None or at < soonest):
+            soonest = at
         if self.starts is not None:
-            times.append(self.starts.next_at(self.running))
-        due = [t for t in times if t is not None]
-        if not due:
+            at = self.starts.next_at(self.running)
+            if at is not None and (soonest is None or at < soonest):
+                soonest = at
+        if soonest is None:
             return None
-        return max(0.0, min(due) - time.monotonic())
+        return max(0.0, soonest - time.monotonic())
 
     def is_running(self, attempt: Attempt) -> bool:
         return self.running.get(attempt.node) is attempt

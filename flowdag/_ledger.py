@@ -35,6 +35,7 @@ from flowdag.state import (
     NodeRecord,
     NodeState,
     NodeStatus,
+    Override,
     Provenance,
     Reason,
     new_provenance,
@@ -43,6 +44,7 @@ from flowdag.state import (
 __all__ = ["Ledger"]
 
 _SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED})
+_COMPLETED, _FAILED = NodeStatus.COMPLETED, NodeStatus.FAILED
 _NO_INPUTS: dict[str, str] = {}  # shared by the records of nodes with no deps; never changed
 
 
@@ -98,18 +100,25 @@ class Ledger:
         """
         fingerprint = self.fingerprints[name]
         states = self.states  # its deps are done: their states hold the outputs it read
-        inputs = (
-            {dep: digest for dep in deps if (digest := states[dep].output_digest) is not None}
-            if deps
-            else _NO_INPUTS
-        )
+        if deps:
+            inputs: dict[str, str] = {}
+            for dep in deps:
+                read = states[dep].provenance  # as `NodeState.output_digest`, inlined
+                if read is not None and (digest := read.output) is not None:
+                    inputs[dep] = digest
+        else:
+            inputs = _NO_INPUTS
         if self.items and name in self.items:
             over, digest = self.items[name]
             inputs = {**inputs, over: digest}
-        stored = self.states[name].provenance
-        if output is None and stored is not None:
-            output = stored.output
-        made = new_provenance(
+        stored = states[name].provenance
+        if stored is None:
+            audit: tuple[Override, ...] = ()
+        else:
+            audit = stored.audit
+            if output is None:
+                output = stored.output
+        return new_provenance(
             fingerprint.digest,
             fingerprint.source_digest,
             fingerprint.parts,
@@ -117,9 +126,8 @@ class Ledger:
             inputs,
             self.reasons[name],
             False,
-            () if stored is None else stored.audit,
+            audit,
         )
-        return made
 
     def cut_off(self, name: str) -> NodeState | None:
         """Resolve provisional ``name`` (`flowdag._decide.resolve`), its deps done.
@@ -193,7 +201,7 @@ class Ledger:
     def settle(self, record: NodeRecord, error: ErrorInfo | None, value: Any = None) -> None:
         """Set a node's state from its acknowledged (or refused) record."""
         name = record.node
-        status = NodeStatus.FAILED if error is not None else record.status
+        status = _FAILED if error is not None else record.status
         state = NodeState(
             status,
             record.attempts,
@@ -205,7 +213,7 @@ class Ledger:
             record.history,
             record.provenance,
         )
-        if status is NodeStatus.COMPLETED:
+        if status is _COMPLETED:
             state.output = self.outputs[name] = value
         self.states[name] = state
 

@@ -26,6 +26,8 @@ __all__ = ["Settler"]
 
 logger = logging.getLogger("flowdag")
 
+_RUNNING, _COMPLETED = NodeStatus.RUNNING, NodeStatus.COMPLETED
+
 #: Reports a node's event: kind, node, status, attempt number, error.
 Emit = Callable[[EventKind, str, NodeStatus, int, ErrorInfo | None], None]
 
@@ -78,35 +80,42 @@ class Settler:
         except Exception as exc:
             self.on_commit_failed(batch, exc)
         else:
-            for record in batch:
-                self.acknowledge(record)
+            self.acknowledge(batch)
             if commits.outbox:  # the skipped dependents of a node whose kv update failed
                 self.flush()
 
-    def acknowledge(self, record: NodeRecord) -> None:
-        """A record is durable: the node is done, and dependents may start."""
-        self.commits.unacknowledged -= 1
-        if record.status is NodeStatus.RUNNING:
-            return  # a start record: nothing waits for it
+    def acknowledge(self, records: list[NodeRecord]) -> None:
+        """Records are durable: their nodes are done, and dependents may start."""
+        commits = self.commits
+        commits.unacknowledged -= len(records)
+        outcomes = commits.outcomes
         ledger = self.ledger
-        name = record.node
-        if record.status is NodeStatus.COMPLETED:
-            outcome = self.commits.outcomes.pop(name)
-            ledger.settle(record, None, outcome.value)
-            data = ledger.data
-            for key, (present, value) in outcome.changes.items():
-                if present:
-                    data[key] = value
-                else:
-                    data.pop(key, None)
-            self.schedule.ready.done(name)
-        else:
-            ledger.settle(record, record.error)
-            if self.commits.outcomes.pop(name, None) is not None:  # its kv update failed
-                self.commits.add(self.skip(name))
-        ledger.done += 1
-        if self.emit is not None:
-            self.emit(EventKind.NODE_FINISHED, name, record.status, record.attempts, record.error)
+        settle = ledger.settle
+        done = self.schedule.ready.done
+        emit = self.emit
+        for record in records:
+            status = record.status
+            if status is _RUNNING:
+                continue  # a start record: nothing waits for it
+            name = record.node
+            if status is _COMPLETED:
+                outcome = outcomes.pop(name)
+                settle(record, None, outcome.value)
+                if outcome.changes:
+                    data = ledger.data
+                    for key, (present, value) in outcome.changes.items():
+                        if present:
+                            data[key] = value
+                        else:
+                            data.pop(key, None)
+                done(name)
+            else:
+                settle(record, record.error)
+                if outcomes.pop(name, None) is not None:  # its kv update failed
+                    commits.add(self.skip(name))
+            ledger.done += 1
+            if emit is not None:
+                emit(EventKind.NODE_FINISHED, name, status, record.attempts, record.error)
 
     def on_commit_failed(self, records: list[NodeRecord], exc: BaseException) -> None:
         """The store refused a batch: fail its nodes, start nothing new."""

@@ -218,11 +218,13 @@ def _safely(show: Callable[[], str], fallback: str) -> str:
 def _arguments(attempt: Attempt) -> tuple[dict[str, Any], Context | None]:
     spec = attempt.spec
     inputs = attempt.inputs
-    kwargs = {dep: inputs[dep] for dep in spec.kwarg_deps}
-    for dep, value in kwargs.items():
+    kwargs = {}
+    for dep in spec.kwarg_deps:  # one loop, no comprehension: once per node
+        value = inputs[dep]
         # An output kept by reference is loaded now, unless the parameter asks for the Ref.
         if type(value) is Ref and dep not in spec.ref_deps:
-            kwargs[dep] = value.load()
+            value = value.load()
+        kwargs[dep] = value
     if not spec.wants_ctx:
         return kwargs, None
     kwargs["ctx"] = ctx = _context(attempt, kwargs)
@@ -341,16 +343,15 @@ def _kv_limit(attempt: Attempt) -> int | None:
 
 def _output(attempt: Attempt, value: Any) -> tuple[bytes, Any, dict[str, datetime | None] | None]:
     """The output encoded (a Ref to it when above the limit), the value the run keeps, its blobs."""
-    what = f"node '{attempt.spec.name}': output is"
     seen: dict[str, datetime | None] = {}
     if type(value) in _HOLDS_NO_REF:
         # Fast path: no Ref can be inside, so the refs need no collecting (a
         # context variable set and reset per output, a tenth of a node's own cost).
-        output = _encode(attempt.codec, value, what)
+        output = _encode(attempt.codec, value, None, attempt)
     else:
         token, seen = start_collecting()  # the refs inside the value, for gc
         try:
-            output = _encode(attempt.codec, value, what)
+            output = _encode(attempt.codec, value, None, attempt)
         finally:
             stop_collecting(token)
     limit, source = attempt.inline_limit, attempt.source
@@ -402,8 +403,12 @@ def origin_of(attempt: Attempt) -> str:
     return f"run '{attempt.run_id}', node '{attempt.spec.name}'"
 
 
-def _encode(codec: ValueCodec, value: Any, what: str) -> bytes:
+def _encode(codec: ValueCodec, value: Any, what: str | None, output_of: Any = None) -> bytes:
+    """``value`` encoded; ``what`` it is names it in the error (None: the output of
+    attempt ``output_of``, named only if it fails, not on every node's path)."""
     try:
         return codec.encode(value)
     except SerializationError as exc:
+        if what is None:
+            what = f"node '{output_of.spec.name}': output is"
         raise SerializationError(f"{what} not storable: {exc}") from None

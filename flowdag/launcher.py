@@ -219,7 +219,11 @@ class Launcher:
         self._runs_coroutines = capabilities.runs_coroutines
         # In-process executors may run a callable without a Future: the attempt then
         # reports its own outcome, which spares the Future's locks on the hot path.
-        self._run_soon = cast(RunsSoon, executor).run_soon if capabilities.run_soon else None
+        self._run_soon = (
+            cast(RunsSoon, executor).run_soon
+            if capabilities.run_soon and capabilities.in_process
+            else None
+        )
         self._submit_reporting_start = (
             cast(ReportsStart, executor).submit_reporting_start
             if capabilities.reports_start
@@ -232,7 +236,11 @@ class Launcher:
     def launch(self, attempt: Attempt) -> None:
         """Start ``attempt``; its outcome comes to ``on_outcome``."""
         try:
-            self._launch(attempt)
+            if self._run_soon is not None and attempt.spec.timeout is None:
+                # The usual node on a thread (`_launch`'s first case, once per node).
+                self._run_soon(_execute_and_report, attempt, self._on_outcome)
+            else:
+                self._launch(attempt)
         except Exception as exc:  # the executor refused it: shut down, broken, unreachable
             self._on_outcome(attempt, failure(exc, infrastructure=True))
 

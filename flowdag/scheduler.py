@@ -43,11 +43,16 @@ class ReadySet:
         self._waiting: dict[str, int] = {}
         self._ready: deque[str] = deque()
         self._closed: set[str] = set(done)  # done, failed or skipped
+        specs = dag.specs
         for name in dag.nodes:
             if name in done:
                 continue
+            deps = specs[name].deps
             # set(): a dep listed twice is one edge, released by one done().
-            missing = sum(1 for dep in set(dag.specs[name].deps) if dep not in done)
+            if done:
+                missing = sum(1 for dep in set(deps) if dep not in done)
+            else:  # a new run: every dep is missing (no set for one dep)
+                missing = len(deps) if len(deps) < 2 else len(set(deps))
             if missing:
                 self._waiting[name] = missing
             else:
@@ -67,7 +72,11 @@ class ReadySet:
         """Record that ``name`` completed; its dependents may become ready."""
         self._closed.add(name)
         waiting = self._waiting
-        for successor in self._successors(name):
+        items = self._items  # `_successors`, inlined: once per node
+        successors = items.get(name) if items else None
+        if successors is None:
+            successors = self._dependents(name)
+        for successor in successors:
             left = waiting.get(successor)
             if left is None:
                 continue  # already skipped
@@ -129,11 +138,13 @@ class PoolGate:
     Nodes with no pool, or a pool without a cap, are always admitted.
     """
 
-    __slots__ = ("_caps", "_open", "_parked", "_pool_of", "_seated")
+    __slots__ = ("_caps", "_open", "_parked", "_pool_of", "_seated", "capped")
 
     def __init__(self, caps: Mapping[str, int], pool_of: Mapping[str, str | None]) -> None:
         """``caps``: pool -> seats; ``pool_of``: node -> its pool (or None)."""
         self._caps = dict(caps)
+        #: Whether any pool has a cap: if not, `admit` admits and `release` frees nothing.
+        self.capped = bool(self._caps)
         self._pool_of = {node: pool for node, pool in pool_of.items() if pool in self._caps}
         self._seated = dict.fromkeys(self._caps, 0)
         self._parked: dict[str, deque[str]] = {pool: deque() for pool in self._caps}
@@ -249,8 +260,10 @@ class Schedule:
 
     def take(self, free: int) -> list[str]:
         """Up to ``free`` nodes to start now, in priority order, each seated in its pool."""
-        names: list[str] = []
         due, gate, ready = self._due, self.gate, self.ready
+        if not due and not gate.capped:  # the usual case: no retry due, no pool capped
+            return ready.take(free)
+        names: list[str] = []
         while free > 0 and due:
             name = due.popleft()
             if gate.admit(name):

@@ -59,7 +59,9 @@ class ThreadExecutor(ExecutorBase):
         )
         self._prefix = thread_name_prefix
         self._work: SimpleQueue[_Work | None] = SimpleQueue()
-        self._idle = threading.Semaphore(0)
+        # One token per idle thread: a queue of tokens, not a Semaphore, whose
+        # acquire and release are Python code (a Condition) on every node's path.
+        self._idle: SimpleQueue[None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._shutdown = False
@@ -82,8 +84,11 @@ class ThreadExecutor(ExecutorBase):
             if self._shutdown:
                 raise RuntimeError("cannot submit to a ThreadExecutor after shutdown")
             self._work.put(work)
-            if not self._idle.acquire(blocking=False):
+            # Only this method takes tokens, under the lock: an idle thread stays idle.
+            if self._idle.empty():
                 self._start_thread()
+            else:
+                self._idle.get_nowait()  # an idle thread will take the work
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
@@ -103,6 +108,7 @@ class ThreadExecutor(ExecutorBase):
 
     def _serve(self) -> None:
         work = self._work
+        idle = self._idle.put
         while True:
             item = work.get()
             if item is None:
@@ -123,7 +129,7 @@ class ThreadExecutor(ExecutorBase):
                 else:
                     future.set_result(result)
             del future, fn, args
-            self._idle.release()
+            idle(None)
 
 
 class ProcessExecutor(ExecutorBase):

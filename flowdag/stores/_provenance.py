@@ -16,6 +16,7 @@ all eight keys; it is still read.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Mapping
 from datetime import datetime
 from itertools import chain
@@ -50,28 +51,33 @@ def provenance_record(provenance: Provenance) -> list[Any]:
     output = provenance.output
     if output is not None and type(output) is not str:
         raise InvalidArgumentTypeError(f"provenance out must be a str, not {output!r}")
-    code_key = (provenance.fingerprint, provenance.source, tuple(provenance.parts.items()))
-    context_key = (
-        tuple(provenance.inputs.items()),
-        provenance.reason,
-        provenance.manual,
-        provenance.audit,
-    )
+    # The code memo is keyed by the digests and checked against the parts on a hit:
+    # with a lambda per node every code differs, and a key of all its parts cost
+    # more than it ever saved. A Reason is keyed by its fields: its __hash__ is Python.
+    code_key = (provenance.fingerprint, provenance.source)
+    reason = provenance.reason
+    why = (reason.code, reason.detail) if type(reason) is Reason else (reason,)
+    context_key = (tuple(provenance.inputs.items()), why, provenance.manual, provenance.audit)
+    parts = provenance.parts
     try:
-        known = _PACKED_CODES.get(code_key, _UNKNOWN)
+        known = _PACKED_CODES.get(code_key, _UNKNOWN_CODE)
         context = _PACKED_CONTEXTS.get(context_key, _UNKNOWN)
+        if known is not _UNKNOWN_CODE and known[0] != parts:
+            known = _UNKNOWN_CODE  # the same digests over other parts (a forged provenance)
     except TypeError:  # an unhashable field: the checks below name it
         return [_code_document(provenance), _context_document(provenance), output]
-    if known is _UNKNOWN:
-        known = _remember(_PACKED_CODES, code_key, _code_document(provenance))
+    if known is _UNKNOWN_CODE:
+        known = _remember(_PACKED_CODES, code_key, (dict(parts), _code_document(provenance)))
     if context is _UNKNOWN:
         context = _remember(_PACKED_CONTEXTS, context_key, _context_document(provenance))
-    return [known, context, output]
+    return [known[1], context, output]
 
 
-_PACKED_CODES: dict[tuple[Any, ...], bytes | None] = {}
+#: (fingerprint, source) -> (parts, code document); context key -> context document.
+_PACKED_CODES: dict[tuple[Any, ...], tuple[Mapping[str, str], bytes | None]] = {}
 _PACKED_CONTEXTS: dict[tuple[Any, ...], bytes | None] = {}
 _UNKNOWN = b"unknown"
+_UNKNOWN_CODE: tuple[Mapping[str, str], bytes | None] = ({}, _UNKNOWN)
 
 
 def _code_document(provenance: Provenance) -> bytes | None:
@@ -102,13 +108,31 @@ def _context_document(provenance: Provenance) -> bytes | None:
 
 def _put_mapping(document: dict[str, Any], key: str, mapping: Mapping[str, str]) -> None:
     if mapping:
-        if not _all_str(mapping) or not _all_str(mapping.values()):
+        if type(mapping) in _MAPPINGS:
+            # A plain loop: the mappings are small (a node's parts, its deps), where
+            # two sets of types (`_all_str`) cost four times as much.
+            for name, value in mapping.items():
+                if type(name) is not str or type(value) is not str:
+                    raise InvalidArgumentTypeError(f"provenance {key} must map str to str")
+        elif not _all_str(mapping) or not _all_str(mapping.values()):
             raise InvalidArgumentTypeError(f"provenance {key} must map str to str")
         document[key] = dict(mapping)
 
 
 def _packed(document: dict[str, Any]) -> bytes | None:
-    return msgpack.packb(document, use_bin_type=True) if document else None
+    if not document:
+        return None
+    # One Packer per thread: msgpack.packb makes (and allocates the buffer of) a
+    # new one per call, most of the cost of a small document.
+    try:
+        packer = _LOCAL.packer
+    except AttributeError:
+        packer = _LOCAL.packer = msgpack.Packer(use_bin_type=True)
+    packed: bytes = packer.pack(document)
+    return packed
+
+
+_LOCAL = threading.local()
 
 
 def _audit_record(audit: tuple[Override, ...]) -> list[list[Any]]:

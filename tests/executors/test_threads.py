@@ -69,8 +69,8 @@ def test_run_soon_task_that_raises_does_not_kill_its_thread() -> None:
     [record] = records
     assert record.exc_info is not None
     assert str(record.exc_info[1]) == "escaped the task"
-    assert pool._idle.acquire(timeout=5)  # the thread went back to idle ...
-    pool._idle.release()
+    pool._idle.get(timeout=5)  # the thread went back to idle ...
+    pool._idle.put(None)
     done = threading.Event()
     [thread] = pool._threads
     pool.run_soon(done.set)  # served by the same thread, which lives on
