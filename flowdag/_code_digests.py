@@ -146,14 +146,22 @@ def _captured(fn: Any) -> tuple[tuple[int, ...], tuple[Any, ...], tuple[Any, ...
     return cells, values, defaults
 
 
+# The two below build ``repr(_value_key(...))`` of `_EXACT` values as text (the
+# type names of `_EXACT` need no quoting): the same digests, at a third of the cost.
+
+
 def _cell_digest(value: Any) -> str:
-    """``_digest(repr(_value_key(value)))`` of a value of an `_EXACT` type, built directly."""
-    return _digest(repr(((type(value).__name__, value),)).encode())
+    """``_digest(repr(_value_key(value)))`` of a value of an `_EXACT` type."""
+    return _digest(f"(('{type(value).__name__}', {value!r}),)".encode())
 
 
 def _defaults_digest(defaults: tuple[Any, ...]) -> str:
-    """``_digest(repr(_value_key(defaults)))`` of a tuple of `_EXACT` values, built directly."""
-    return _digest(repr((("tuple", tuple((type(v).__name__, v) for v in defaults)),)).encode())
+    """``_digest(repr(_value_key(defaults)))`` of a non-empty tuple of `_EXACT` values."""
+    if len(defaults) == 1:  # the usual: ``lambda x, i=i: ...``
+        (value,) = defaults
+        return _digest(f"(('tuple', (('{type(value).__name__}', {value!r}),)),)".encode())
+    items = ", ".join(f"('{type(value).__name__}', {value!r})" for value in defaults)
+    return _digest(f"(('tuple', ({items})),)".encode())
 
 
 class _Template:
