@@ -222,7 +222,9 @@ class _Template:
         return {**self.fixed, **dict(zip(self.names, own, strict=True))}
 
 
-def _segments(fixed: dict[str, str], names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+def _segments(
+    fixed: dict[str, str], names: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """The text `_combine` hashes, cut around the digests of ``names``, and their order in it."""
     index = {name: i for i, name in enumerate(names)}
     segments: list[str] = []

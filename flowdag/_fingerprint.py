@@ -93,7 +93,7 @@ class Fingerprint:
     def __init__(self, digest: str, source_digest: str, parts: dict[str, str] | None = None):
         self.digest = digest
         self._source_digest: str | None = source_digest
-        self._parts = {} if parts is None else parts
+        self._parts: dict[str, str] | None = {} if parts is None else parts
         self._template: _Template | None = None
         self._own: Any = None
 
@@ -198,7 +198,7 @@ class Fingerprinter:
 
     def _captured(
         self,
-        fn: types.FunctionType,
+        fn: Any,
         extra: str,
         cells: tuple[int, ...],
         values: tuple[Any, ...],

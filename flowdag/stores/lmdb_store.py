@@ -58,6 +58,7 @@ import msgpack
 
 from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
 from flowdag.stores._compaction import Compaction, compact_lmdb
+from flowdag.stores._decoding import RunDecoder
 from flowdag.stores._directory import DirectoryStore, StoreOptions
 from flowdag.stores._files import check_files
 from flowdag.stores._lmdb_env import (
@@ -197,6 +198,21 @@ class LMDBStore(DirectoryStore):
             node.output = output
         data = dict(self._scan(txn, env.data, run_id, prefix, "data"))
         return StoredRun(header, nodes, data)
+
+    def _load_into(self, run_id: str, decoder: RunDecoder) -> None:
+        # Entry by entry, in one read transaction: each blob is decoded as read and
+        # freed, never all of a run's blobs beside all of its decoded nodes.
+        prefix = run_prefix(run_id)
+
+        def read(txn: _Txn, env: Env) -> None:
+            decoder.header(self._header(txn, env, run_id))  # a retry starts over here
+            for name, meta in self._scan(txn, env.nodes, run_id, prefix, "node"):
+                decoder.node(name, meta)
+            for name, output in self._scan(txn, env.outputs, run_id, prefix, "output"):
+                decoder.output(name, output)
+            decoder.data(dict(self._scan(txn, env.data, run_id, prefix, "data")))
+
+        self._transact(run_id, read)
 
     def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
         prefix = run_prefix(run_id)
