@@ -42,11 +42,12 @@ import functools
 import inspect
 import logging
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowdag._code_digests import (
+    _captured,
     _class_source,
     _code_digest,
     _combine,
@@ -56,7 +57,6 @@ from flowdag._code_digests import (
     _module_name,
     _name_of,
     _names_used,
-    _captured,
     _source_digest,
     _Template,
     _value_key,
@@ -128,6 +128,12 @@ class Fingerprint:
             found = self._parts = self._template.parts(self._template.own(self._own))
         return found
 
+    def parts_view(self) -> Mapping[str, str]:
+        """``parts`` as a record keeps them: made again on each read and never kept,
+        when they come from a template (a node's provenance holds this: a run of
+        a million nodes keeps no dict of parts per node)."""
+        return self._parts if self._parts is not None else _PartsView(self)
+
     def changed_parts(self, before: Fingerprint) -> list[str]:
         """The names of parts that differ from ``before`` (new, gone or edited), sorted."""
         now, then = self.parts, before.parts
@@ -155,6 +161,35 @@ class Fingerprint:
             f"Fingerprint(digest={self.digest!r}, source_digest={self.source_digest!r}, "
             f"parts={self.parts!r})"
         )
+
+
+class _PartsView(Mapping[str, str]):
+    """The parts of a template's `Fingerprint`, made on each read (see `parts_view`)."""
+
+    __slots__ = ("_fingerprint",)
+
+    def __init__(self, fingerprint: Fingerprint) -> None:
+        self._fingerprint = fingerprint
+
+    def _made(self) -> dict[str, str]:
+        found = self._fingerprint
+        if found._parts is not None:
+            return found._parts
+        template = found._template
+        assert template is not None
+        return template.parts(template.own(found._own))
+
+    def __getitem__(self, name: str) -> str:
+        return self._made()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._made())
+
+    def __len__(self) -> int:
+        return len(self._made())
+
+    def __repr__(self) -> str:
+        return repr(self._made())
 
 
 class Fingerprinter:
