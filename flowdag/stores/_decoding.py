@@ -23,7 +23,7 @@ from flowdag._gcpause import cyclic_gc_paused
 from flowdag._maps import map_items
 from flowdag.errors import CorruptStateError
 from flowdag.refs import binding, start_binding, stop_binding
-from flowdag.state import NodeState, RunState
+from flowdag.state import NodeState, Provenance, RunState, new_provenance
 from flowdag.stores._records import node_state, run_header
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ class RunDecoder:
         "_state",
         "_token",
         "damaged",
+        "known",
     )
 
     def __init__(
@@ -81,6 +82,10 @@ class RunDecoder:
         self._outputs: dict[str, Any] = {}  # their outputs
         self._token: Any = None
         self._gc: Any = None
+        #: Node -> the `flowdag._fingerprint.Fingerprint` of the code about to run, if
+        #: known: a stored provenance of that very code then holds its digest and
+        #: parts, one string and a view instead of a decoded copy per node.
+        self.known: Mapping[str, Any] | None = None
 
     def __enter__(self) -> RunDecoder:
         run_id = self._run_id
@@ -120,7 +125,9 @@ class RunDecoder:
             if deps is None:  # not in the header: a map's item, placed in `finish`
                 self._items[name] = decoded
             else:
-                self._nodes[name] = node_state(decoded, None, deps)
+                node = self._nodes[name] = node_state(decoded, None, deps)
+                if self.known is not None and node.provenance is not None:
+                    node.provenance = _same_code(node.provenance, self.known.get(name))
         except _DAMAGE as exc:
             raise self.damaged(exc) from exc
 
@@ -182,3 +189,20 @@ class RunDecoder:
             if stored.output is not None:
                 self.output(name, stored.output)
         self.data(data)
+
+
+def _same_code(provenance: Provenance, known: Any) -> Provenance:
+    """``provenance``, holding the digest and parts of ``known`` when it digests the
+    same code (equal digests: equal parts, the digest being made from them)."""
+    if known is None or provenance.fingerprint != known.digest:
+        return provenance
+    return new_provenance(
+        known.digest,
+        provenance.source,
+        known.parts_view(),
+        provenance.output,
+        provenance.inputs,
+        provenance.reason,
+        provenance.manual,
+        provenance.audit,
+    )

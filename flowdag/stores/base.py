@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from flowdag.codec import Codec, ValueCodec
 from flowdag.errors import (
@@ -127,9 +127,15 @@ class Store(StoreTables, ABC):
             RunNotFoundError: the store holds no such run.
             CorruptStateError: the run's data is damaged (never wrong data).
         """
+        return self._load_known(run_id, {})
+
+    def _load_known(self, run_id: str, known: Mapping[str, Any]) -> RunState:
+        """`load`, for a run about to resume with code whose fingerprints are ``known``
+        (node -> `flowdag._fingerprint.Fingerprint`): see `RunDecoder.known`."""
         run_id = check_run_id(run_id)
         self._check_open()
         with self._decoder(run_id) as decoder:
+            decoder.known = known or None
             self._load_into(run_id, decoder)
             state = decoder.finish()
         return self._unexpired(state)
