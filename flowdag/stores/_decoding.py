@@ -23,7 +23,7 @@ from flowdag._gcpause import cyclic_gc_paused
 from flowdag._maps import map_items
 from flowdag.errors import CorruptStateError
 from flowdag.refs import binding, start_binding, stop_binding
-from flowdag.state import NodeState, Provenance, RunState, new_provenance
+from flowdag.state import _SET_FINGERPRINT, _SET_PARTS, NodeState, Provenance, RunState
 from flowdag.stores._records import node_state, run_header
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ class RunDecoder:
             else:
                 node = self._nodes[name] = node_state(decoded, None, deps)
                 if self.known is not None and node.provenance is not None:
-                    node.provenance = _same_code(node.provenance, self.known.get(name))
+                    _same_code(node.provenance, self.known.get(name))
         except _DAMAGE as exc:
             raise self.damaged(exc) from exc
 
@@ -191,18 +191,10 @@ class RunDecoder:
         self.data(data)
 
 
-def _same_code(provenance: Provenance, known: Any) -> Provenance:
-    """``provenance``, holding the digest and parts of ``known`` when it digests the
-    same code (equal digests: equal parts, the digest being made from them)."""
-    if known is None or provenance.fingerprint != known.digest:
-        return provenance
-    return new_provenance(
-        known.digest,
-        provenance.source,
-        known.parts_view(),
-        provenance.output,
-        provenance.inputs,
-        provenance.reason,
-        provenance.manual,
-        provenance.audit,
-    )
+def _same_code(provenance: Provenance, known: Any) -> None:
+    """Let ``provenance`` (just decoded, this node's own) hold the digest and parts
+    of ``known`` when it digests the same code (equal digests: equal parts, the
+    digest being made from them); set through the slots, as `new_provenance` does."""
+    if known is not None and provenance.fingerprint == known.digest:
+        _SET_FINGERPRINT(provenance, known.digest)
+        _SET_PARTS(provenance, known.parts_view())
