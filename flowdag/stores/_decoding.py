@@ -23,7 +23,7 @@ from flowdag._gcpause import cyclic_gc_paused
 from flowdag._maps import map_items
 from flowdag.errors import CorruptStateError
 from flowdag.refs import binding, start_binding, stop_binding
-from flowdag.state import _SET_FINGERPRINT, _SET_PARTS, NodeState, Provenance, RunState
+from flowdag.state import _SET_FINGERPRINT, _SET_PARTS, NodeState, RunState
 from flowdag.stores._records import node_state, run_header
 
 if TYPE_CHECKING:
@@ -126,8 +126,16 @@ class RunDecoder:
                 self._items[name] = decoded
             else:
                 node = self._nodes[name] = node_state(decoded, None, deps)
-                if self.known is not None and node.provenance is not None:
-                    _same_code(node.provenance, self.known.get(name))
+                known = self.known
+                provenance = node.provenance
+                if known is not None and provenance is not None:
+                    fingerprint = known.get(name)
+                    if fingerprint is not None and provenance.fingerprint == fingerprint.digest:
+                        # Equal digests, equal parts (the digest is made from them):
+                        # set through the slots (as new_provenance does) on the
+                        # node's own provenance, just decoded.
+                        _SET_FINGERPRINT(provenance, fingerprint.digest)
+                        _SET_PARTS(provenance, fingerprint.parts_view())
         except _DAMAGE as exc:
             raise self.damaged(exc) from exc
 
@@ -189,12 +197,3 @@ class RunDecoder:
             if stored.output is not None:
                 self.output(name, stored.output)
         self.data(data)
-
-
-def _same_code(provenance: Provenance, known: Any) -> None:
-    """Let ``provenance`` (just decoded, this node's own) hold the digest and parts
-    of ``known`` when it digests the same code (equal digests: equal parts, the
-    digest being made from them); set through the slots, as `new_provenance` does."""
-    if known is not None and provenance.fingerprint == known.digest:
-        _SET_FINGERPRINT(provenance, known.digest)
-        _SET_PARTS(provenance, known.parts_view())

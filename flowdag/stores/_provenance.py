@@ -196,21 +196,7 @@ def _code(document: dict[str, Any]) -> _Code:
     for key, value in (("fp", fingerprint), ("src", source)):
         if type(value) not in _TEXT_OR_NONE:
             raise CorruptStateError(f"node provenance {key} is {_shown(value)}, not a str")
-    parts = _mapping(document, "parts")
-    if parts:
-        # The digests of the parts many nodes share (their function, its helpers),
-        # one string each: a fan-out of lambdas has one own part per node.
-        digests = _DIGESTS
-        if len(digests) >= _MAX_DIGESTS:
-            digests.clear()
-        decoded = document["parts"]  # the dict under the proxy, just checked: str -> str
-        for name, digest in decoded.items():
-            decoded[name] = digests.setdefault(digest, digest)
-    return fingerprint, source, parts
-
-
-_DIGESTS: dict[str, str] = {}
-_MAX_DIGESTS = 65_536
+    return fingerprint, source, _mapping(document, "parts")
 
 
 def _context(document: dict[str, Any]) -> _Context:
