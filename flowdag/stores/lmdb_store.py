@@ -200,18 +200,15 @@ class LMDBStore(DirectoryStore):
         return StoredRun(header, nodes, data)
 
     def _load_into(self, run_id: str, decoder: RunDecoder) -> None:
-        # Entry by entry, in one read transaction: each blob is decoded as read and
-        # freed, never all of a run's blobs beside all of its decoded nodes.
-        prefix = run_prefix(run_id)
-
-        def read(txn: _Txn, env: Env) -> None:
-            decoder.header(self._header(txn, env, run_id))  # a retry starts over here
+        def read(txn: _Txn, env: Env) -> None:  # each blob decoded as read (a retry: anew)
+            decoder.header(self._header(txn, env, run_id))
             for name, meta in self._scan(txn, env.nodes, run_id, prefix, "node"):
                 decoder.node(name, meta)
             for name, output in self._scan(txn, env.outputs, run_id, prefix, "output"):
                 decoder.output(name, output)
             decoder.data(dict(self._scan(txn, env.data, run_id, prefix, "data")))
 
+        prefix = run_prefix(run_id)
         self._transact(run_id, read)
 
     def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
