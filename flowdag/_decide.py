@@ -88,14 +88,26 @@ def decide(
     shaped = structural or {}
     forced = _with_descendants(dag, rerun_from)
     verdicts: dict[str, Verdict] = {}
+    nodes = state.nodes
+    completed = NodeStatus.COMPLETED
     for name in dag.nodes:
-        node = state.nodes[name]
-        if name in shaped:
+        node = nodes[name]
+        if shaped and name in shaped:
             verdict = Verdict("run", shaped[name])
-        elif name in forced:
+        elif forced and name in forced:
             verdict = Verdict("run", _forced_from(name, rerun_from))
-        elif node.status is not NodeStatus.COMPLETED:
+        elif node.status is not completed:
             verdict = Verdict("run", _unfinished(node, rerun))
+        elif (
+            # The usual node of a resume, decided here: same code, inputs as read.
+            rerun is None
+            and (provenance := node.provenance) is not None
+            and (fingerprint := fingerprints.get(name)) is not None
+            and provenance.fingerprint == fingerprint.digest
+            and not provenance.manual
+            and _same_inputs(node.deps, provenance.inputs, verdicts, nodes)
+        ):
+            verdict = _UNCHANGED
         else:
             verdict = _completed(
                 dag,
@@ -109,6 +121,25 @@ def decide(
             )
         verdicts[name] = verdict
     return verdicts
+
+
+def _same_inputs(
+    deps: tuple[str, ...],
+    recorded: Mapping[str, str],
+    verdicts: Mapping[str, Verdict],
+    nodes: Mapping[str, NodeState],
+) -> bool:
+    """Whether every dep is reused and holds the output the node read (as `_completed`)."""
+    for dep in deps:
+        verdict = verdicts[dep]
+        if verdict is not _UNCHANGED and verdict.action != "reuse":
+            return False
+        read = recorded.get(dep)
+        if read is not None:
+            now = nodes[dep].output_digest
+            if now is not None and now != read:
+                return False
+    return True
 
 
 def resolve(name: str, node: NodeState, digests: Mapping[str, str | None]) -> Verdict:

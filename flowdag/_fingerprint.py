@@ -43,11 +43,11 @@ import inspect
 import logging
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowdag._code_digests import (
+    _captured,
     _class_source,
     _code_digest,
     _combine,
@@ -57,10 +57,11 @@ from flowdag._code_digests import (
     _module_name,
     _name_of,
     _names_used,
-    _shape,
     _source_digest,
+    _Template,
     _value_key,
 )
+from flowdag._fingerprint_value import Fingerprint
 
 if TYPE_CHECKING:
     from flowdag.dag import DAG
@@ -72,29 +73,6 @@ logger = logging.getLogger("flowdag")
 _MAX_DEPTH = 50  # helpers calling helpers: deeper chains are cut, by name
 #: (function, part) pairs already warned about as counted by type: one warning per process.
 _WARNED: set[tuple[str, str]] = set()
-
-
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
-    """A node's code digest, and the digest of each named part it is made of.
-
-    ``parts`` maps a part's name (``"function load"``, ``"helper clean_rows
-    (etl/helpers.py)"``, ``"global RATE"``, ``"closure n"``) to its digest;
-    ``source_digest`` covers the parts' normalised sources only (no bytecode).
-    """
-
-    digest: str
-    source_digest: str
-    parts: dict[str, str] = field(default_factory=dict)
-
-    def changed_parts(self, before: Fingerprint) -> list[str]:
-        """The names of parts that differ from ``before`` (new, gone or edited), sorted."""
-        names = self.parts.keys() | before.parts.keys()
-        return sorted(n for n in names if self.parts.get(n) != before.parts.get(n))
-
-    def source_only(self, before: Fingerprint) -> bool:
-        """Whether only bytecode differs from ``before`` (same normalised source)."""
-        return self.digest != before.digest and self.source_digest == before.source_digest
 
 
 class Fingerprinter:
@@ -111,24 +89,19 @@ class Fingerprinter:
         self._done: dict[int, tuple[str, str, tuple[frozenset[str], frozenset[str]]]] = {}
         self._nodes: dict[tuple[int, str], Fingerprint] = {}  # (id(fn), extra) -> fingerprint
         self._keep: list[Any] = []  # the digested objects stay alive, so ids stay theirs
-        self._shapes: dict[tuple[Any, ...], Fingerprint] = {}  # see `_shape`
+        # (id(code), id(globals), extra, filled cells, has defaults) -> what such functions share.
+        self._templates: dict[tuple[Any, ...], tuple[_Template, Fingerprint | None]] = {}
         self._installed = _installed_prefixes()
         self._local_files: dict[str, bool] = {}  # file name -> whether project-local
 
     def fingerprint(self, fn: Callable[..., Any], *, extra: str = "") -> Fingerprint:
         """The fingerprint of node function ``fn``; ``extra`` (e.g. a version) counts too."""
+        captured = _captured(fn)
+        if captured is not None:
+            return self._captured(fn, extra, *captured)
         known = self._nodes.get((id(fn), extra))
         if known is not None:  # many nodes share a function: one walk each
             return known
-        # Functions one line makes in a loop (lambdas, closures over the loop's
-        # values) share code, globals and, often, captured values: one walk each.
-        shape = _shape(fn, extra)
-        if shape is not None:
-            known = self._shapes.get(shape)
-            if known is not None:
-                self._nodes[(id(fn), extra)] = known
-                self._keep.append(fn)
-                return known
         parts: dict[str, str] = {}
         sources: dict[str, str] = {}
         # The node's own function is "function": renaming it changes nothing computed.
@@ -138,10 +111,43 @@ class Fingerprinter:
         found = self._nodes[(id(fn), extra)] = Fingerprint(
             _combine(parts), _combine(sources), parts
         )
-        if shape is not None:
-            self._shapes[shape] = found
         self._keep.append(fn)
         return found
+
+    def _captured(
+        self,
+        fn: Any,
+        extra: str,
+        cells: tuple[int, ...],
+        values: tuple[Any, ...],
+        defaults: tuple[Any, ...],
+    ) -> Fingerprint:
+        """A plain function capturing values that count by value (`_captured`).
+
+        The functions one line makes in a loop (lambdas, closures over the loop's
+        values) share code and globals, and differ only in what they capture: the
+        rest is walked once per code and globals (a `_Template`), and each
+        function costs the digests of its values and one hash.
+        """
+        code = fn.__code__
+        key = (id(code), id(fn.__globals__), extra, cells, bool(defaults))
+        known = self._templates.get(key)
+        if known is None:
+            parts: dict[str, str] = {}
+            sources: dict[str, str] = {}
+            self._function(fn, "function", parts, sources, 0, captured=False)
+            if extra:
+                parts["version"] = sources["version"] = _digest(extra.encode())
+            names = tuple(f"function: closure {code.co_freevars[i]}" for i in cells)
+            if defaults:
+                names += ("function: defaults",)
+            template = _Template(parts, sources, names, captured=True)
+            # Capturing nothing: one fingerprint for all of them.
+            shared = None if names else Fingerprint(_combine(parts), _combine(sources), parts)
+            known = self._templates[key] = (template, shared)
+            self._keep.append((code, fn.__globals__))
+        template, shared = known
+        return shared if shared is not None else Fingerprint._of(template, (values, defaults))
 
     # -- functions and what they reach ------------------------------------------------------
 
@@ -152,7 +158,11 @@ class Fingerprinter:
         parts: dict[str, str],
         sources: dict[str, str],
         depth: int,
+        *,
+        captured: bool = True,
     ) -> None:
+        """Digest function ``fn`` as part ``name``, and what it reaches; without
+        ``captured``, leave out its closure cells and defaults (see `_captured`)."""
         if name in parts:
             return
         fn = inspect.unwrap(fn) if callable(fn) else fn
@@ -181,6 +191,28 @@ class Fingerprinter:
         parts[name], sources[name], (global_names, attributes) = cached
         if depth >= _MAX_DEPTH:
             return
+        if captured:
+            self._values_of(fn, code, name, parts, sources, depth)
+        module_globals = getattr(fn, "__globals__", {})
+        for global_name in sorted(global_names):
+            if global_name not in module_globals:
+                continue  # a builtin
+            value = module_globals[global_name]
+            if isinstance(value, types.ModuleType):  # helpers.clean(...): follow the attribute
+                self._members(value, attributes, parts, sources, depth + 1, {value})
+                continue
+            self._value(value, f"global {global_name}", parts, sources, depth + 1, fn)
+
+    def _values_of(
+        self,
+        fn: Any,
+        code: types.CodeType,
+        name: str,
+        parts: dict[str, str],
+        sources: dict[str, str],
+        depth: int,
+    ) -> None:
+        """The values ``fn`` captures: its closure cells and its defaults."""
         for cell_name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=False):
             try:
                 value = cell.cell_contents
@@ -191,15 +223,6 @@ class Fingerprinter:
         defaults = (*(fn.__defaults__ or ()), *sorted((fn.__kwdefaults__ or {}).items()))
         if defaults:
             self._value(defaults, f"{name}: defaults", parts, sources, depth + 1, fn)
-        module_globals = getattr(fn, "__globals__", {})
-        for global_name in sorted(global_names):
-            if global_name not in module_globals:
-                continue  # a builtin
-            value = module_globals[global_name]
-            if isinstance(value, types.ModuleType):  # helpers.clean(...): follow the attribute
-                self._members(value, attributes, parts, sources, depth + 1, {value})
-                continue
-            self._value(value, f"global {global_name}", parts, sources, depth + 1, fn)
 
     def _members(
         self,
@@ -301,24 +324,45 @@ def node_fingerprints(
     """
     fingerprinter = Fingerprinter() if fingerprinter is None else fingerprinter
     shared: dict[tuple[Any, ...], Fingerprint] = {}
+    # (id(fingerprint of the function), names of the parts bound) -> what such nodes share.
+    templates: dict[tuple[int, tuple[str, ...]], _Template] = {}
     out: dict[str, Fingerprint] = {}
+    last_fn: Any = None
+    last: Fingerprint | None = None
     for name, spec in dag.specs.items():
-        version, extract, preview = spec.version, spec.extract, spec.preview
-        bound = () if spec.binding is None else spec.binding.parts
-        key: tuple[Any, ...] = (spec.fn, version, extract, preview, bound)
+        fn, version, extract, preview, binding = (
+            spec.fn,
+            spec.version,
+            spec.extract,
+            spec.preview,
+            spec.binding,
+        )
+        if version is None and extract is None and preview is None and binding is None:
+            # The usual node: its function alone. A loop's nodes often share one.
+            if fn is not last_fn or last is None:
+                last_fn, last = fn, fingerprinter.fingerprint(fn)
+            out[name] = last
+            continue
+        bound = () if binding is None else binding.parts
+        key: tuple[Any, ...] = (fn, version, extract, preview)
         try:
             found = shared.get(key)
         except TypeError:  # an unhashable callable object: by identity
-            key = (id(spec.fn), version, id(extract), id(preview), bound)
+            key = (id(fn), version, id(extract), id(preview))
             found = shared.get(key)
         if found is None:
             extra = "" if version is None else f"{type(version).__name__}:{version}"
-            found = fingerprinter.fingerprint(spec.fn, extra=extra)
+            found = fingerprinter.fingerprint(fn, extra=extra)
             if extract is not None or preview is not None:
                 found = _with_hooks(fingerprinter, found, extract=extract, preview=preview)
-            if bound:
-                found = _with_parts(found, bound)
             shared[key] = found
+        if bound:
+            # A constant per node (``args=(i,)``): the function's parts are shared.
+            names = tuple(part for part, _ in bound)
+            template = templates.get((id(found), names))
+            if template is None:
+                template = templates[(id(found), names)] = _bound_template(found, names)
+            found = Fingerprint._of(template, tuple(digest for _, digest in bound))
         out[name] = found
     return out
 
@@ -338,11 +382,11 @@ def _with_hooks(
     return Fingerprint(_combine(parts), _combine(source_parts), parts)
 
 
-def _with_parts(base: Fingerprint, added: tuple[tuple[str, str], ...]) -> Fingerprint:
-    """``base`` with more parts: a node's constants count in its source digest too."""
-    parts = {**base.parts, **dict(added)}
-    source_parts = {"function": base.source_digest, **dict(added)}
-    return Fingerprint(_combine(parts), _combine(source_parts), parts)
+def _bound_template(base: Fingerprint, names: tuple[str, ...]) -> _Template:
+    """``base`` with parts ``names`` added: a node's constants count in its source digest too."""
+    fixed = {part: digest for part, digest in base.parts.items() if part not in names}
+    sources = {"function": base.source_digest} if "function" not in names else {}
+    return _Template(fixed, sources, names, captured=False)
 
 
 def _warn_by_type(owner: Any, name: str, key: Any) -> None:

@@ -121,7 +121,7 @@ class Ledger:
         return new_provenance(
             fingerprint.digest,
             fingerprint.source_digest,
-            fingerprint.parts,
+            fingerprint.parts_view(),  # no dict of parts kept per node
             output,
             inputs,
             self.reasons[name],

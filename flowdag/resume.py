@@ -213,18 +213,20 @@ def _differences(dag: DAG, stored: RunState) -> tuple[list[str], dict[str, Reaso
     """
     changes = []
     stale: dict[str, Reason] = {}
-    for name in stored.nodes:
-        # A map's items are stored as nodes, and belong to their map node (`flowdag._maps`).
-        if name not in dag and not (dag.maps and map_of(name, dag.maps) is not None):
-            changes.append(f"node '{name}' was removed")
+    specs, nodes = dag.specs, stored.nodes
+    if len(nodes) != len(specs) or not specs.keys() >= nodes.keys():  # all at once, in C
+        for name in nodes:
+            # A map's items are stored as nodes, and belong to their map node (`flowdag._maps`).
+            if name not in specs and not (dag.maps and map_of(name, dag.maps) is not None):
+                changes.append(f"node '{name}' was removed")
     for name in dag.nodes:
-        node = stored.nodes.get(name)
+        node = nodes.get(name)
         if node is None:
             changes.append(f"node '{name}' is new")
             stale[name] = Reason("new", "a node the stored run did not have (allow_changes=True)")
-        elif set(node.deps) != set(dag.deps(name)):
+        elif node.deps != (deps := specs[name].deps) and set(node.deps) != set(deps):
             before = ", ".join(sorted(node.deps)) or "none"
-            after = ", ".join(sorted(dag.deps(name))) or "none"
+            after = ", ".join(sorted(deps)) or "none"
             changes.append(f"node '{name}' depended on [{before}], now on [{after}]")
             stale[name] = Reason(
                 "code_changed",

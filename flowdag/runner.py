@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from flowdag._cache import RunCache, check_refresh
-from flowdag._fingerprint import Fingerprinter, node_fingerprints
+from flowdag._fingerprint import Fingerprint, Fingerprinter, node_fingerprints
 from flowdag._gcpause import cyclic_gc_paused
 from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag.dag import DAG, check_pools
@@ -248,13 +248,14 @@ def run(
         workers = max_workers or capabilities_of(pool).max_workers or default_workers()
         with run_store.lock(run_id):
             with cyclic_gc_paused():  # a few acyclic objects per node (see flowdag._gcpause)
-                stored = _load_or_none(run_store, run_id)
+                fingerprints = node_fingerprints(dag, Fingerprinter())  # one per call
+                stored = _load_or_none(run_store, run_id, fingerprints)
                 plan = plan_call(
                     dag,
                     stored,
                     run_id,
                     allow_changes=allow_changes,
-                    fingerprints=node_fingerprints(dag, Fingerprinter()),  # one per call
+                    fingerprints=fingerprints,
                     on_code_change=on_code_change,
                     rerun=rerun,
                     rerun_from=rerun_from,
@@ -330,8 +331,11 @@ def _open(store: Store | str | None) -> Store:
     return store
 
 
-def _load_or_none(store: Store, run_id: str) -> RunState | None:
+def _load_or_none(
+    store: Store, run_id: str, fingerprints: Mapping[str, Fingerprint]
+) -> RunState | None:
     try:
-        return store.load(run_id)
+        # The stored provenance of unchanged code shares the fingerprints' strings.
+        return store._load_known(run_id, fingerprints)
     except RunNotFoundError:
         return None

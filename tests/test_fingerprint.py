@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from flowdag._fingerprint import Fingerprint, Fingerprinter
+from flowdag import Workflow
+from flowdag._code_digests import _combine, _digest
+from flowdag._fingerprint import Fingerprint, Fingerprinter, node_fingerprints
 
 HELPERS = """
 RATE = 3
@@ -220,3 +222,83 @@ def test_a_partial_counts_its_bound_arguments_by_value() -> None:
     two, three = functools.partial(scale, k=2), functools.partial(scale, k=3)
     assert fingerprint(two).digest != fingerprint(three).digest
     assert fingerprint(functools.partial(scale, k=2)).digest == fingerprint(two).digest
+
+
+#: Values a lambda made in a loop captures, each counted by value (`_captured`).
+CAPTURED = [
+    0,
+    -7,
+    2**80,
+    True,
+    False,
+    None,
+    1.5,
+    -0.0,
+    float("nan"),
+    float("inf"),
+    "",
+    "é'\"\n",
+    b"",
+    b"\x00'",
+]
+
+
+def _walked(fn: Callable[..., Any], extra: str = "") -> Fingerprint:
+    """The fingerprint of ``fn`` by the full walk, which the shared templates stand in for."""
+    fingerprinter = Fingerprinter()
+    parts: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    fingerprinter._function(fn, "function", parts, sources, 0)
+    if extra:
+        parts["version"] = sources["version"] = _digest(extra.encode())
+    return Fingerprint(_combine(parts), _combine(sources), parts)
+
+
+def _closure(value: Any, other: Any) -> Callable[[int], Any]:
+    def node(source: int) -> Any:
+        return (value, other, source)
+
+    return node
+
+
+def test_functions_sharing_code_get_the_digests_of_a_full_walk() -> None:
+    """Lambdas in a loop share a template of their parts: same digests as walking each."""
+    made: list[Callable[..., Any]] = []
+    for value in CAPTURED:
+        made.append(lambda source, v=value: (v, source))
+        made.append(lambda source, v=value, w=(): (v, w, source))  # a tuple: walked
+        count = len(made)
+        made.append(lambda source, v=value, k=count: (v, k, source))
+        made.append(_closure(value, len(made)))
+    fingerprinter = Fingerprinter()
+    for fn in made:
+        for extra in ("", "int:2"):
+            shared, walked = fingerprinter.fingerprint(fn, extra=extra), _walked(fn, extra)
+            assert (shared.digest, shared.source_digest, shared.parts) == (
+                walked.digest,
+                walked.source_digest,
+                walked.parts,
+            )
+            assert shared == walked
+
+
+def test_constant_arguments_share_the_function_parts() -> None:
+    """``args=(i,)`` per node: each node's fingerprint is its function's plus its constant."""
+    wf = Workflow("constants")
+    wf.add_node("source", lambda: 1)
+    for i, value in enumerate(CAPTURED):
+        wf.add_node(f"n{i}", _add, args=(value,), deps={"source": "source"})
+    fingerprints = node_fingerprints(wf.build())
+    for i in range(len(CAPTURED)):
+        found = fingerprints[f"n{i}"]
+        base = fingerprint(_add)
+        assert set(found.parts) == {*base.parts, "argument value"}
+        assert found.digest == _combine(found.parts)
+        assert found.source_digest == _combine(
+            {"function": base.source_digest, "argument value": found.parts["argument value"]}
+        )
+    assert len({fp.digest for fp in fingerprints.values()}) == len(CAPTURED) + 1
+
+
+def _add(value: Any, source: int) -> tuple[Any, int]:
+    return (value, source)

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgpack
 
@@ -92,27 +92,35 @@ class RunEntries:
     # -- reading --------------------------------------------------------------------------
 
     def _read_run(self, txn: _Txn, env: Env, run_id: str) -> StoredRun:
+        whole = _WholeRun()
+        self._feed_run(txn, env, run_id, whole)
+        return StoredRun(whole.blob, whole.nodes, whole.values)
+
+    def _feed_run(self, txn: _Txn, env: Env, run_id: str, sink: RunSink) -> None:
+        """Feed ``sink`` the run's entries as they are read (header, metas, outputs, data)."""
         prefix = run_prefix(run_id)
         header = self._header(txn, env, run_id)
         token = txn.get(prefix, db=env.nodes)
         if token is None:
-            return self._read_layout1(txn, env, run_id, prefix, header)
+            run = self._read_layout1(txn, env, run_id, prefix, header)
+            sink.feed(run.header, run.nodes, run.data)
+            return
         next_number = self._marker(run_id, prefix, token)
-        nodes: dict[str, StoredNode] = {}
+        sink.header(header)
         numbers: dict[str, int] = {}
         for number, name, meta in self._scan(txn, env.nodes, run_id, prefix, "node", next_number):
             if numbers.setdefault(name, number) != number:
                 raise self._damaged(run_id, f"node {name!r} has two entries")
-            nodes[name] = StoredNode(meta)
+            sink.node(name, meta)
         for number, name, output in self._scan(
             txn, env.outputs, run_id, prefix, "output", next_number
         ):
             if numbers.get(name) != number:
                 raise self._damaged(run_id, f"output of node {name!r} has no node entry")
-            nodes[name].output = output
+            sink.output(name, output)
         data, data_numbers = self._read_data(txn, env, run_id, prefix, next_number)
+        sink.data(data)
         self._keep(run_id, Numbers(token, next_number, numbers, data_numbers), read=True)
-        return StoredRun(header, nodes, data)
 
     def _read_metas(self, txn: _Txn, env: Env, run_id: str) -> tuple[bytes, dict[str, bytes]]:
         """Header, node -> meta blob: ``runs`` and ``nodes`` only, outputs never read."""
@@ -384,3 +392,42 @@ class RunEntries:
     def _open_entry(self, run_id: str, entry: bytes, key: bytes, value: bytes, kind: str) -> bytes:
         where = f"run '{run_id}' in {self._data_path} ({kind} entry)"
         return self._unseal(value, b"flowdag\0lmdb\0" + entry + b"\0" + key, where)
+
+
+class RunSink(Protocol):
+    """What `RunEntries._feed_run` feeds: a `flowdag.stores._decoding.RunDecoder`,
+    or `_WholeRun` to keep the run as stored."""
+
+    def header(self, blob: bytes) -> None: ...
+    def node(self, name: str, meta: bytes) -> None: ...
+    def output(self, name: str, blob: bytes) -> None: ...
+    def data(self, values: Mapping[str, bytes]) -> None: ...
+    def feed(
+        self, header: bytes, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes]
+    ) -> None: ...
+
+
+class _WholeRun:
+    """A run's entries kept as read (`StoredRun`'s parts)."""
+
+    def __init__(self) -> None:
+        self.blob = b""
+        self.nodes: dict[str, StoredNode] = {}
+        self.values: dict[str, bytes] = {}
+
+    def header(self, blob: bytes) -> None:
+        self.blob = blob
+
+    def node(self, name: str, meta: bytes) -> None:
+        self.nodes[name] = StoredNode(meta)
+
+    def output(self, name: str, blob: bytes) -> None:
+        self.nodes[name].output = blob
+
+    def data(self, values: Mapping[str, bytes]) -> None:
+        self.values = dict(values)
+
+    def feed(
+        self, header: bytes, nodes: Mapping[str, StoredNode], data: Mapping[str, bytes]
+    ) -> None:
+        self.blob, self.nodes, self.values = header, dict(nodes), dict(data)

@@ -375,7 +375,8 @@ def run_header(
         if type(ttl) is not int or not 0 < ttl <= _MAX_MICROS or version < 3:
             raise CorruptStateError(f"header: ttl_us is {_shown(ttl)}, not a duration")
         ttl = timedelta(microseconds=ttl)
-    deps = {name: tuple(node_deps) for name, node_deps in stored.items()}
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # equal deps, one tuple (a fan-out)
+    deps = {n: shared.setdefault(d, d) for n, d in ((n, tuple(d)) for n, d in stored.items())}
     return workflow, metadata, deps, ttl
 
 

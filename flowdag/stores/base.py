@@ -39,10 +39,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from flowdag._gcpause import cyclic_gc_paused
-from flowdag._maps import map_items
 from flowdag.codec import Codec, ValueCodec
 from flowdag.errors import (
     CorruptStateError,
@@ -50,9 +48,10 @@ from flowdag.errors import (
     RunNotFoundError,
     StoreError,
 )
-from flowdag.refs import binding, collecting, hold, start_binding, stop_binding
+from flowdag.refs import collecting, hold
 from flowdag.state import NO_BLOBS, NodeRecord, NodeState, NodeStatus, RunState, check_times
 from flowdag.stores._compaction import Compaction
+from flowdag.stores._decoding import RunDecoder
 from flowdag.stores._records import (
     check_names,
     check_state,
@@ -128,9 +127,18 @@ class Store(StoreTables, ABC):
             RunNotFoundError: the store holds no such run.
             CorruptStateError: the run's data is damaged (never wrong data).
         """
+        return self._load_known(run_id, {})
+
+    def _load_known(self, run_id: str, known: Mapping[str, Any]) -> RunState:
+        """`load`, for a run about to resume with code whose fingerprints are ``known``
+        (node -> `flowdag._fingerprint.Fingerprint`): see `RunDecoder.known`."""
         run_id = check_run_id(run_id)
         self._check_open()
-        return self._unexpired(self._from_stored(run_id, self._load(run_id)))
+        with self._decoder(run_id) as decoder:
+            decoder.known = known or None
+            self._load_into(run_id, decoder)
+            state = decoder.finish()
+        return self._unexpired(state)
 
     def load_statuses(self, run_id: str) -> RunState:
         """Read a run without outputs or data: statuses, attempts, times, errors.
@@ -328,6 +336,14 @@ class Store(StoreTables, ABC):
     def _load(self, run_id: str) -> StoredRun:
         """Read the whole run; raise `RunNotFoundError` if absent."""
 
+    def _load_into(self, run_id: str, decoder: RunDecoder) -> None:
+        """Feed the whole run to ``decoder``; override to feed entries as they are read.
+
+        Raise `RunNotFoundError` if absent. See `flowdag.stores._decoding`.
+        """
+        run = self._load(run_id)
+        decoder.feed(run.header, run.nodes, run.data)
+
     def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
         """Read the header and every node's meta blob; override to skip outputs."""
         run = self._load(run_id)
@@ -449,47 +465,14 @@ class Store(StoreTables, ABC):
         nodes: Mapping[str, StoredNode],
         data: Mapping[str, bytes],
     ) -> RunState:
-        with cyclic_gc_paused():  # many small acyclic objects (see flowdag._gcpause)
-            return self._decode_nodes(run_id, header_blob, nodes, data)
+        with self._decoder(run_id) as decoder:
+            decoder.feed(header_blob, nodes, data)
+            return decoder.finish()
 
-    def _decode_nodes(
-        self,
-        run_id: str,
-        header_blob: bytes,
-        nodes: Mapping[str, StoredNode],
-        data: Mapping[str, bytes],
-    ) -> RunState:
-        decode = self.codec.decode
-        name = ""
-        # Refs read through this store and name their node when they fail. Bound
-        # once per run (the origin is made only for a Ref), not per node: a
-        # binding per node was a fifth of a load that holds no ref at all.
-        token = start_binding(self.ref_source, lambda: f"run '{run_id}', node '{name}'")
-        try:
-            workflow, metadata, deps, ttl = run_header(decode(header_blob))
-            state = RunState(run_id, workflow, metadata=metadata, ttl=ttl)
-            found = 0
-            for name, node_deps in deps.items():
-                stored = nodes.get(name)
-                if stored is None:
-                    state.nodes[name] = NodeState(deps=node_deps)
-                    continue
-                found += 1
-                output = None if stored.output is None else decode(stored.output)
-                state.nodes[name] = node_state(decode(stored.meta), output, node_deps)
-            if found < len(nodes):  # records of nodes the header does not list: map items
-                for name, base in map_items(nodes, deps):
-                    stored = nodes[name]
-                    output = None if stored.output is None else decode(stored.output)
-                    state.nodes[name] = node_state(decode(stored.meta), output, deps[base])
-            if data:
-                with binding(self.ref_source, f"run '{run_id}', ctx.data"):
-                    state.data = {key: decode(blob) for key, blob in data.items()}
-        except (CorruptStateError, KeyError, TypeError, ValueError) as exc:
-            raise self._damaged(run_id, exc) from exc
-        finally:
-            stop_binding(token)
-        return state
+    def _decoder(self, run_id: str) -> RunDecoder:
+        return RunDecoder(
+            run_id, self.codec.decode, self.ref_source, lambda why: self._damaged(run_id, why)
+        )
 
     def _damaged(self, run_id: str, why: object) -> CorruptStateError:
         return CorruptStateError(

@@ -62,6 +62,7 @@ import lmdb
 
 from flowdag.errors import CorruptStateError, StoreError
 from flowdag.stores._compaction import Compaction, compact_lmdb
+from flowdag.stores._decoding import RunDecoder
 from flowdag.stores._directory import DirectoryStore, StoreOptions
 from flowdag.stores._files import check_files
 from flowdag.stores._lmdb_env import (
@@ -171,6 +172,10 @@ class LMDBStore(DirectoryStore, RunEntries):
 
     def _load(self, run_id: str) -> StoredRun:
         return self._transact(run_id, lambda txn, env: self._read_run(txn, env, run_id))
+
+    def _load_into(self, run_id: str, decoder: RunDecoder) -> None:
+        # Each entry decoded as it is read, in the read transaction (a retry feeds anew).
+        self._transact(run_id, lambda txn, env: self._feed_run(txn, env, run_id, decoder))
 
     def _load_metas(self, run_id: str) -> tuple[bytes, dict[str, bytes]]:
         return self._transact(run_id, lambda txn, env: self._read_metas(txn, env, run_id))

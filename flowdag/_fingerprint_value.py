@@ -1,0 +1,136 @@
+"""A code fingerprint's value: its digest and named parts (see `flowdag._fingerprint`).
+
+Fingerprints that differ only in a few parts (the lambdas one line makes in a
+loop, a constant per node) share a `flowdag._code_digests._Template` of the
+other parts and keep only what their own are digested from; their
+``source_digest`` and ``parts`` are made when first read, which a resume that
+reuses every node never does, and a node's provenance holds a view of the parts
+(`Fingerprint.parts_view`) rather than a dict of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from flowdag._code_digests import _Template
+
+__all__ = ["Fingerprint"]
+
+
+class Fingerprint:
+    """A node's code digest, and the digest of each named part it is made of.
+
+    ``parts`` maps a part's name (``"function load"``, ``"helper clean_rows
+    (etl/helpers.py)"``, ``"global RATE"``, ``"closure n"``) to its digest;
+    ``source_digest`` covers the parts' normalised sources only (no bytecode).
+
+    Fingerprints that differ only in a few parts (the lambdas one line makes in a
+    loop, a constant per node) share a `_Template` of the others and keep only
+    what their own parts are digested from: ``source_digest`` and ``parts`` are
+    made when first read, which a resume that reuses every node never does. A
+    million of them fit in a few hundred bytes each.
+    """
+
+    __slots__ = ("_own", "_parts", "_source_digest", "_template", "digest")
+
+    def __init__(self, digest: str, source_digest: str, parts: dict[str, str] | None = None):
+        self.digest = digest
+        self._source_digest: str | None = source_digest
+        self._parts: dict[str, str] | None = {} if parts is None else parts
+        self._template: _Template | None = None
+        self._own: Any = None
+
+    @classmethod
+    def _of(cls, template: _Template, own: Any) -> Fingerprint:
+        """The fingerprint of ``template``'s fixed parts and ``own`` (see `_Template.own`)."""
+        made = cls.__new__(cls)
+        made.digest = template.digest(template.own(own))
+        made._source_digest = None
+        made._parts = None
+        made._template = template
+        made._own = own
+        return made
+
+    @property
+    def source_digest(self) -> str:
+        """The digest of the parts' normalised sources (no bytecode)."""
+        found = self._source_digest
+        if found is None:
+            assert self._template is not None
+            found = self._source_digest = self._template.source_digest(
+                self._template.own(self._own)
+            )
+        return found
+
+    @property
+    def parts(self) -> dict[str, str]:
+        """Part name -> its digest."""
+        found = self._parts
+        if found is None:
+            assert self._template is not None
+            found = self._parts = self._template.parts(self._template.own(self._own))
+        return found
+
+    def parts_view(self) -> Mapping[str, str]:
+        """``parts`` as a record keeps them: made again on each read and never kept,
+        when they come from a template (a node's provenance holds this: a run of
+        a million nodes keeps no dict of parts per node)."""
+        return self._parts if self._parts is not None else _PartsView(self)
+
+    def changed_parts(self, before: Fingerprint) -> list[str]:
+        """The names of parts that differ from ``before`` (new, gone or edited), sorted."""
+        now, then = self.parts, before.parts
+        names = now.keys() | then.keys()
+        return sorted(n for n in names if now.get(n) != then.get(n))
+
+    def source_only(self, before: Fingerprint) -> bool:
+        """Whether only bytecode differs from ``before`` (same normalised source)."""
+        return self.digest != before.digest and self.source_digest == before.source_digest
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Fingerprint):
+            return NotImplemented
+        return (self.digest, self.source_digest, self.parts) == (
+            other.digest,
+            other.source_digest,
+            other.parts,
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def __repr__(self) -> str:
+        return (
+            f"Fingerprint(digest={self.digest!r}, source_digest={self.source_digest!r}, "
+            f"parts={self.parts!r})"
+        )
+
+
+class _PartsView(Mapping[str, str]):
+    """The parts of a template's `Fingerprint`, made on each read (see `parts_view`)."""
+
+    __slots__ = ("_fingerprint",)
+
+    def __init__(self, fingerprint: Fingerprint) -> None:
+        self._fingerprint = fingerprint
+
+    def _made(self) -> dict[str, str]:
+        found = self._fingerprint
+        if found._parts is not None:
+            return found._parts
+        template = found._template
+        assert template is not None
+        return template.parts(template.own(found._own))
+
+    def __getitem__(self, name: str) -> str:
+        return self._made()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._made())
+
+    def __len__(self) -> int:
+        return len(self._made())
+
+    def __repr__(self) -> str:
+        return repr(self._made())
