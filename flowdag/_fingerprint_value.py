@@ -10,7 +10,7 @@ reuses every node never does, and a node's provenance holds a view of the parts
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
 from flowdag._code_digests import _Template
@@ -125,6 +125,21 @@ class _PartsView(Mapping[str, str]):
 
     def __getitem__(self, name: str) -> str:
         return self._made()[name]
+
+    # Each made from one `_made` (the Mapping mixins would make the parts per key).
+    def items(self) -> ItemsView[str, str]:
+        return self._made().items()
+
+    def keys(self) -> KeysView[str]:
+        return self._made().keys()
+
+    def values(self) -> ValuesView[str]:
+        return self._made().values()
+
+    def __eq__(self, other: object) -> bool:
+        return self._made() == other
+
+    __hash__ = None  # type: ignore[assignment]  # a mapping, as dict
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._made())

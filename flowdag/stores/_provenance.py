@@ -59,15 +59,18 @@ def provenance_record(provenance: Provenance) -> list[Any]:
     why = (reason.code, reason.detail) if type(reason) is Reason else (reason,)
     context_key = (tuple(provenance.inputs.items()), why, provenance.manual, provenance.audit)
     parts = provenance.parts
+    if type(parts) is not dict and type(parts) is not MappingProxyType:
+        # A fingerprint's parts view makes the parts on each read: once here.
+        parts = dict(parts.items())
     try:
         known = _PACKED_CODES.get(code_key, _UNKNOWN_CODE)
         context = _PACKED_CONTEXTS.get(context_key, _UNKNOWN)
         if known is not _UNKNOWN_CODE and known[0] != parts:
             known = _UNKNOWN_CODE  # the same digests over other parts (a forged provenance)
     except TypeError:  # an unhashable field: the checks below name it
-        return [_code_document(provenance), _context_document(provenance), output]
+        return [_code_document(provenance, parts), _context_document(provenance), output]
     if known is _UNKNOWN_CODE:
-        known = _remember(_PACKED_CODES, code_key, (dict(parts), _code_document(provenance)))
+        known = _remember(_PACKED_CODES, code_key, (dict(parts), _code_document(provenance, parts)))
     if context is _UNKNOWN:
         context = _remember(_PACKED_CONTEXTS, context_key, _context_document(provenance))
     return [known[1], context, output]
@@ -80,14 +83,14 @@ _UNKNOWN = b"unknown"
 _UNKNOWN_CODE: tuple[Mapping[str, str], bytes | None] = ({}, _UNKNOWN)
 
 
-def _code_document(provenance: Provenance) -> bytes | None:
+def _code_document(provenance: Provenance, parts: Mapping[str, str]) -> bytes | None:
     code: dict[str, Any] = {}
     for key, value in (("fp", provenance.fingerprint), ("src", provenance.source)):
         if value is not None:
             if type(value) is not str:
                 raise InvalidArgumentTypeError(f"provenance {key} must be a str, not {value!r}")
             code[key] = value
-    _put_mapping(code, "parts", provenance.parts)
+    _put_mapping(code, "parts", parts)
     return _packed(code)
 
 
