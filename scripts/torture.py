@@ -45,6 +45,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -115,126 +116,39 @@ def main() -> int:
     map_totals = {scheme: map_torture.MapStats() for scheme in args.stores}
     with tempfile.TemporaryDirectory(prefix="flowdag-torture-") as tmp:
 
-        def one(job: tuple[str, int]) -> tuple[str, harness.Stats]:
-            scheme, seed = job
-            stats = harness.torture(
-                scheme,
-                seed,
-                Path(tmp) / f"{scheme}-{seed}",
-                kills=args.kills,
-                encrypt=seed % 2 == 1,
-                max_nodes=args.max_nodes,
-                lose_snapshot=seed % 3 == 0,
-            )
-            return scheme, stats
+        def rounds(kind: str, totals: dict[str, Any], runs: int, torture: Any) -> None:
+            """``runs`` runs per store of ``torture(scheme, seed, where, encrypt=...)``
+            (odd seeds encrypted), side by side: their figures added to ``totals``,
+            their violations printed as they come."""
 
-        jobs = [(scheme, args.seed + n) for n in range(args.runs) for scheme in args.stores]
-        with ThreadPoolExecutor(args.jobs) as pool:  # each run waits on its subprocess
-            for done, (scheme, stats) in enumerate(pool.map(one, jobs), 1):
-                totals[scheme].add(stats)
-                for text in stats.violations:
-                    print(f"VIOLATION {text}", flush=True)
-                if done % 10 == 0 or done == len(jobs):
-                    print(f"{done}/{len(jobs)} runs", file=sys.stderr, flush=True)
+            def one(job: tuple[str, int]) -> tuple[str, Any]:
+                scheme, seed = job
+                where = Path(tmp) / f"{kind}-{scheme}-{seed}"
+                return scheme, torture(scheme, seed, where, encrypt=seed % 2 == 1)
 
-        def one_gc(job: tuple[str, int]) -> tuple[str, gc_torture.GCStats]:
-            scheme, seed = job
-            where = Path(tmp) / f"gc-{scheme}-{seed}"
-            stats = gc_torture.gc_torture(
-                scheme, seed, where, kills=args.gc_kills, encrypt=seed % 2 == 1
-            )
-            return scheme, stats
+            jobs = [(scheme, args.seed + n) for n in range(runs) for scheme in args.stores]
+            with ThreadPoolExecutor(args.jobs) as pool:  # each run waits on its subprocess
+                for done, (scheme, stats) in enumerate(pool.map(one, jobs), 1):
+                    totals[scheme].add(stats)
+                    for text in stats.violations:
+                        print(f"VIOLATION {text}", flush=True)
+                    if done % 10 == 0 or done == len(jobs):
+                        print(f"{done}/{len(jobs)} {kind} runs", file=sys.stderr, flush=True)
 
-        gc_jobs = [(scheme, args.seed + n) for n in range(args.gc_runs) for scheme in args.stores]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            for scheme, gc_stats in pool.map(one_gc, gc_jobs):
-                gc_totals[scheme].add(gc_stats)
-                for text in gc_stats.violations:
-                    print(f"VIOLATION {text}", flush=True)
-
-        def one_edit(job: tuple[str, int]) -> tuple[str, edit_torture.EditStats]:
-            scheme, seed = job
-            where = Path(tmp) / f"edit-{scheme}-{seed}"
-            stats = edit_torture.edit_torture(
-                scheme,
-                seed,
-                where,
-                kills=args.kills,
-                encrypt=seed % 2 == 1,
-                max_nodes=args.max_nodes,
-            )
-            return scheme, stats
-
-        edit_jobs = [
-            (scheme, args.seed + n) for n in range(args.edit_runs) for scheme in args.stores
-        ]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            for scheme, edit_stats in pool.map(one_edit, edit_jobs):
-                edit_totals[scheme].add(edit_stats)
-                for text in edit_stats.violations:
-                    print(f"VIOLATION {text}", flush=True)
-
-        def one_kv(job: tuple[str, int]) -> tuple[str, kv_torture.KVStats]:
-            scheme, seed = job
-            where = Path(tmp) / f"kv-{scheme}-{seed}"
-            stats = kv_torture.kv_torture(
-                scheme,
-                seed,
-                where,
-                kills=args.kills,
-                encrypt=seed % 2 == 1,
-                max_nodes=args.max_nodes,
-            )
-            return scheme, stats
-
-        kv_jobs = [(scheme, args.seed + n) for n in range(args.kv_runs) for scheme in args.stores]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            for scheme, kv_stats in pool.map(one_kv, kv_jobs):
-                kv_totals[scheme].add(kv_stats)
-                for text in kv_stats.violations:
-                    print(f"VIOLATION {text}", flush=True)
-
-        def one_wait(job: tuple[str, int]) -> tuple[str, wait_torture.WaitStats]:
-            scheme, seed = job
-            where = Path(tmp) / f"wait-{scheme}-{seed}"
-            stats = wait_torture.wait_torture(
-                scheme,
-                seed,
-                where,
-                kills=args.kills,
-                encrypt=seed % 2 == 1,
-                max_nodes=args.max_nodes,
-            )
-            return scheme, stats
-
-        wait_jobs = [
-            (scheme, args.seed + n) for n in range(args.wait_runs) for scheme in args.stores
-        ]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            for scheme, wait_stats in pool.map(one_wait, wait_jobs):
-                wait_totals[scheme].add(wait_stats)
-                for text in wait_stats.violations:
-                    print(f"VIOLATION {text}", flush=True)
-
-        def one_map(job: tuple[str, int]) -> tuple[str, map_torture.MapStats]:
-            scheme, seed = job
-            where = Path(tmp) / f"map-{scheme}-{seed}"
-            stats = map_torture.map_torture(
-                scheme,
-                seed,
-                where,
-                kills=args.kills,
-                encrypt=seed % 2 == 1,
-                max_nodes=args.max_nodes,
-            )
-            return scheme, stats
-
-        map_jobs = [(scheme, args.seed + n) for n in range(args.map_runs) for scheme in args.stores]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            for scheme, map_stats in pool.map(one_map, map_jobs):
-                map_totals[scheme].add(map_stats)
-                for text in map_stats.violations:
-                    print(f"VIOLATION {text}", flush=True)
+        sized = {"kills": args.kills, "max_nodes": args.max_nodes}
+        rounds(
+            "run",
+            totals,
+            args.runs,
+            lambda scheme, seed, where, encrypt: harness.torture(
+                scheme, seed, where, encrypt=encrypt, lose_snapshot=seed % 3 == 0, **sized
+            ),
+        )
+        rounds("gc", gc_totals, args.gc_runs, partial(gc_torture.gc_torture, kills=args.gc_kills))
+        rounds("edit", edit_totals, args.edit_runs, partial(edit_torture.edit_torture, **sized))
+        rounds("kv", kv_totals, args.kv_runs, partial(kv_torture.kv_torture, **sized))
+        rounds("wait", wait_totals, args.wait_runs, partial(wait_torture.wait_torture, **sized))
+        rounds("map", map_totals, args.map_runs, partial(map_torture.map_torture, **sized))
 
     grand = _table(
         f"{'store':<12} {'runs':>5} {'nodes':>6} {'kills':>6} {'not saved':>9} "
