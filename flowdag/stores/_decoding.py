@@ -24,7 +24,7 @@ from flowdag._maps import map_items
 from flowdag.errors import CorruptStateError
 from flowdag.refs import binding, start_binding, stop_binding
 from flowdag.state import _SET_FINGERPRINT, _SET_PARTS, NodeState, RunState
-from flowdag.stores._records import node_state, run_header
+from flowdag.stores._record_reads import node_state, run_header
 
 if TYPE_CHECKING:
     from types import TracebackType

@@ -1,4 +1,4 @@
-"""A run's header and node meta records: their shapes, written and checked back.
+"""A run's header and node meta records: their shapes, and writing them.
 
 A store keeps each run as a header (workflow, metadata, every node's deps) and
 per node a small meta record (status, attempts, times, error, attempt history),
@@ -30,31 +30,24 @@ kept no history) only the first, which loads with an empty history. A
 checksum, or on an encrypted store the key, vouches that a blob is the one written; neither
 vouches for its shape, since anyone who can write a plain store (or holds the
 key) can write a well-formed blob of any value. So every decoded record is
-checked here before it becomes a `RunState`: a value out of shape (a status
+checked (`flowdag.stores._record_reads`) before it becomes a `RunState`: a value out of shape (a status
 that is no status, ``attempts = inf``, a time past year 9999, ``deps`` as a
 list, ``workflow = None``) raises `CorruptStateError`, which the store words
 with the run and its file. Decoding never trusts a field's type by calling it.
 
 What is checked on the way back is also refused on the way in (`check_state`,
 `meta_record`), so a store never writes a run it would call damaged.
-
-Cost: `node_state` runs once per node on every load, so it is a handful of
-exact type tests and one constructor call; the header is checked once per
-load, in time linear in its size.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from itertools import chain
 from typing import Any
 
 from flowdag._values import text_problem
 from flowdag.errors import (
-    CorruptStateError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     SerializationError,
@@ -68,16 +61,9 @@ from flowdag.state import (
     NodeStatus,
     RunState,
 )
-from flowdag.stores._fields import EPOCH as _EPOCH
-from flowdag.stores._fields import MAX_MICROS as _MAX_MICROS
 from flowdag.stores._fields import MICROSECOND as _MICROSECOND
-from flowdag.stores._fields import MIN_MICROS as _MIN_MICROS
-from flowdag.stores._fields import all_str as _all_str
-from flowdag.stores._fields import bad_time as _bad_time
-from flowdag.stores._fields import moment as _moment
-from flowdag.stores._fields import shown as _shown
 from flowdag.stores._fields import to_micros
-from flowdag.stores._provenance import provenance_record, read_provenance
+from flowdag.stores._provenance import provenance_record
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -85,11 +71,8 @@ __all__ = [
     "check_state",
     "encode_meta",
     "header_record",
-    "meta_blobs",
     "meta_record",
-    "node_state",
     "provenance_record",
-    "run_header",
     "to_micros",
 ]
 
@@ -98,13 +81,9 @@ __all__ = [
 #: node's provenance, 3 the run's ttl and the blobs of refs, 2 the attempt
 #: history; 1 to 3 are still read.
 HEADER_FORMAT = 5
-_HEADER_FORMATS = frozenset({1, 2, 3, 4, HEADER_FORMAT})
 MAX_ATTEMPTS = 2**63 - 1  # what msgpack holds without an extension type
 
 _STATUSES = {status.value: status for status in NodeStatus}
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_STR = {str}
-_LIST = {list}
 
 
 # -- writing --------------------------------------------------------------------------
@@ -336,168 +315,3 @@ def _attempt_record(attempt: Any, short_errors: bool) -> list[Any]:
             )
         times.append(to_micros(moment))
     return [number, times[0], times[1], _error_record(error, short_errors)]
-
-
-# -- checking what was read -----------------------------------------------------------
-
-
-def run_header(
-    header: Any,
-) -> tuple[str, dict[str, Any], dict[str, tuple[str, ...]], timedelta | None]:
-    """The workflow, metadata, deps and ttl of a decoded header, checked.
-
-    Raises:
-        CorruptStateError: the header is not one `header_record` writes.
-    """
-    if type(header) is not dict:
-        raise CorruptStateError(f"run header is {_shown(header)}, not a dict")
-    version = header.get("format")
-    if type(version) is not int or version not in _HEADER_FORMATS:  # exact type: True == 1
-        raise CorruptStateError(f"unknown run header format {_shown(version)}")
-    workflow = header.get("workflow")
-    if type(workflow) is not str:
-        raise CorruptStateError(f"header: workflow is {_shown(workflow)}, not a str")
-    metadata = header.get("metadata")
-    if type(metadata) is not dict:
-        raise CorruptStateError(f"header: metadata is {_shown(metadata)}, not a dict")
-    stored = header.get("deps")
-    if type(stored) is not dict:
-        raise CorruptStateError(f"header: deps is {_shown(stored)}, not a dict")
-    # All the names at once, in C: this runs on every load, over every edge.
-    if not (
-        _all_str(stored)
-        and set(map(type, stored.values())) <= _LIST
-        and _all_str(chain.from_iterable(stored.values()))
-    ):
-        raise CorruptStateError(f"header: {_deps_problem(stored)}")
-    ttl = header.get("ttl_us")
-    if ttl is not None:
-        if type(ttl) is not int or not 0 < ttl <= _MAX_MICROS or version < 3:
-            raise CorruptStateError(f"header: ttl_us is {_shown(ttl)}, not a duration")
-        ttl = timedelta(microseconds=ttl)
-    shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # equal deps, one tuple (a fan-out)
-    deps = {n: shared.setdefault(d, d) for n, d in ((n, tuple(d)) for n, d in stored.items())}
-    return workflow, metadata, deps, ttl
-
-
-def node_state(meta: Any, output: Any, deps: tuple[str, ...]) -> NodeState:
-    """The `NodeState` of a decoded meta record, checked.
-
-    Raises:
-        CorruptStateError: the record is not one `meta_record` writes.
-    """
-    # Run once per node on every load: exact type tests, one constructor call.
-    size = len(meta) if type(meta) is list else 0
-    if not 5 <= size <= 8:
-        raise CorruptStateError(f"node meta is {_shown(meta)}, not a list of 5 to 8 fields")
-    status, attempts, started, finished, error = meta[:5]
-    if type(status) is not str or status not in _STATUSES:
-        raise CorruptStateError(f"node status is {_shown(status)}, not a node status")
-    if type(attempts) is not int or not 0 <= attempts <= MAX_ATTEMPTS:
-        raise CorruptStateError(f"node attempts is {_shown(attempts)}, not a count")
-    if started is not None:
-        if type(started) is not int or not _MIN_MICROS <= started <= _MAX_MICROS:
-            raise _bad_time("started_at", started)
-        started = _EPOCH + timedelta(0, 0, started)
-    if finished is not None:
-        if type(finished) is not int or not _MIN_MICROS <= finished <= _MAX_MICROS:
-            raise _bad_time("finished_at", finished)
-        finished = _EPOCH + timedelta(0, 0, finished)
-    if error is not None:
-        error = _error_info(error, "node error")
-    if size == 7 or (size == 8 and meta[6] is not None):
-        meta_blobs(meta)  # checked here too: a load never passes damage on
-    provenance = None if size < 8 else read_provenance(meta[7])
-    if size == 5 or (size > 6 and meta[5] is None):  # 6 fields: the history is there
-        return NodeState(
-            _STATUSES[status], attempts, started, finished, output, error, deps, (), provenance
-        )
-    history = _history(meta[5], started, finished, error)
-    return NodeState(
-        _STATUSES[status], attempts, started, finished, output, error, deps, history, provenance
-    )
-
-
-def meta_blobs(meta: Any) -> dict[str, datetime | None]:
-    """The blobs a decoded meta record lists: sha256 -> expiry (None: never), checked.
-
-    Raises:
-        CorruptStateError: the record or its blobs field is not one `meta_record` writes.
-    """
-    if type(meta) is not list or not 5 <= len(meta) <= 8:
-        raise CorruptStateError(f"node meta is {_shown(meta)}, not a list of 5 to 8 fields")
-    if len(meta) < 7 or (len(meta) == 8 and meta[6] is None):  # 7 fields: blobs are there
-        return {}
-    entries = meta[6]
-    if type(entries) is not list or not entries:
-        raise CorruptStateError(f"node blobs are {_shown(entries)}, not a non-empty list")
-    blobs: dict[str, datetime | None] = {}
-    for entry in entries:
-        if (
-            type(entry) is not list
-            or len(entry) != 2
-            or type(entry[0]) is not str
-            or not _SHA256.fullmatch(entry[0])
-        ):
-            raise CorruptStateError(f"node blobs hold {_shown(entry)}, not [sha256, expires_us]")
-        blobs[entry[0]] = None if entry[1] is None else _moment(entry[1], "blob expires_at")
-    return blobs
-
-
-def _error_info(error: Any, what: str) -> ErrorInfo:
-    if type(error) is not list or len(error) != 3 or not _all_str(error):
-        raise CorruptStateError(f"{what} is {_shown(error)}, not [type, message, traceback]")
-    return ErrorInfo(*error)
-
-
-def _history(
-    entries: Any, started: datetime | None, finished: datetime | None, error: ErrorInfo | None
-) -> tuple[AttemptInfo, ...]:
-    """The history of a decoded meta record, checked; see the module docstring."""
-    if type(entries) is not list or not entries:
-        raise CorruptStateError(f"node history is {_shown(entries)}, not a non-empty list")
-    if len(entries) == 1 and started is not None and finished is not None:  # the usual: [1]
-        number = entries[0]
-        if type(number) is int and 1 <= number <= MAX_ATTEMPTS:
-            return (AttemptInfo(number, started, finished, error),)
-    history = []
-    last = len(entries) - 1
-    for i, entry in enumerate(entries):
-        if type(entry) is int and i == last:  # the node's own attempt, by its number
-            if started is None or finished is None:
-                raise CorruptStateError(
-                    "node history ends with the node's own attempt, but the node has no times"
-                )
-            history.append(AttemptInfo(_stored_number(entry, i), started, finished, error))
-            continue
-        if type(entry) is not list or len(entry) != 4:
-            raise CorruptStateError(
-                f"node history[{i}] is {_shown(entry)}, "
-                "not [number, started_us, finished_us, error]"
-            )
-        number, begun, ended, failed = entry
-        history.append(
-            AttemptInfo(
-                _stored_number(number, i),
-                _moment(begun, f"history[{i}] started_at"),
-                _moment(ended, f"history[{i}] finished_at"),
-                None if failed is None else _error_info(failed, f"node history[{i}] error"),
-            )
-        )
-    return tuple(history)
-
-
-def _stored_number(number: Any, i: int) -> int:
-    if type(number) is not int or not 1 <= number <= MAX_ATTEMPTS:
-        raise CorruptStateError(f"node history[{i}] number is {_shown(number)}, not a count")
-    return number
-
-
-def _deps_problem(deps: dict[Any, Any]) -> str:
-    """What is wrong with a header's deps (known to be wrong): the first culprit."""
-    for name, node_deps in deps.items():
-        if type(name) is not str:
-            return f"node name {_shown(name)} is not a str"
-        if type(node_deps) is not list or not _all_str(node_deps):
-            return f"deps of node {name!r} are {_shown(node_deps)}, not a list of names"
-    return "deps are not a dict of node name -> list of names"  # pragma: no cover

@@ -27,7 +27,7 @@ from typing import Any
 from flowdag.errors import CorruptStateError, StoreError
 from flowdag.refs import Ref
 from flowdag.state import RunState
-from flowdag.stores._records import meta_blobs
+from flowdag.stores._record_reads import meta_blobs
 from flowdag.stores.base import Store, StoredNode, check_run_id
 
 __all__ = ["load_brief", "refs_in", "replace_refs"]

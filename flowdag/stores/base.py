@@ -52,15 +52,8 @@ from flowdag.refs import collecting, hold
 from flowdag.state import NO_BLOBS, NodeRecord, NodeState, NodeStatus, RunState, check_times
 from flowdag.stores._compaction import Compaction
 from flowdag.stores._decoding import RunDecoder
-from flowdag.stores._records import (
-    check_names,
-    check_state,
-    encode_meta,
-    header_record,
-    meta_blobs,
-    node_state,
-    run_header,
-)
+from flowdag.stores._record_reads import meta_blobs, node_state, run_header
+from flowdag.stores._records import check_names, check_state, encode_meta, header_record
 from flowdag.stores._stored import (
     RunLife,
     RunLock,
