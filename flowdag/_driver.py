@@ -287,7 +287,7 @@ class _Driver(ReadyHooks, MapHooks):
         limit = spec.inline_limit
         if limit is RUN_DEFAULT:
             limit = self.inline_limit
-        attempt = Attempt(
+        return Attempt(
             spec,
             self.run_id,
             number,
@@ -301,7 +301,6 @@ class _Driver(ReadyHooks, MapHooks):
             self.ref_source,
             self.kv_read,
         )
-        return attempt
 
     def on_result(self, attempt: Attempt, outcome: Outcome) -> None:
         # Once per node: `is_running` and `returned` inlined, the record built fast.
