@@ -6,7 +6,8 @@ load as they are (a read never rewrites a run), resume running only what did
 not complete (the resume's first commit moves the run to layout 2, all in its
 transaction), and be copied, compacted, collected and deleted like any run. A
 kill -9 at any step of the resume leaves the run whole, in one layout or the
-other, and the resume then finishes it.
+other, and the resume then finishes it. The same release's JSON and
+FlatBuffers stores (their format unchanged) load and resume too.
 """
 
 from __future__ import annotations
@@ -187,3 +188,23 @@ def test_a_resume_killed_at_every_step_leaves_the_run_whole(
         if status == 0:
             break
     assert seen == {1, 2} and kill_at > 10  # killed before, inside and after the move
+
+
+@ENCRYPTED
+@pytest.mark.parametrize("kind", ["json", "flatbuffers"])
+def test_journal_stores_of_that_release_load_and_resume(
+    tmp_path: Path, kind: str, encrypted: bool
+) -> None:
+    """The same runs in that release's JSON and FlatBuffers stores (their format is
+    unchanged): they load, and the failed one resumes running only what failed."""
+    url = copy_fixture(tmp_path, "legacy7", kind, encrypted)
+    with open_store(url, create=False, **_options(encrypted)) as store:
+        assert sorted(store.list_runs()) == sorted([legacy7.RUN_ID, legacy7.DONE_ID])
+        check_failed_run(store.load(legacy7.RUN_ID))
+        check_outputs(store.load(legacy7.DONE_ID), set(legacy7.NODES))
+        calls: list[str] = []
+        result = flowdag.run(legacy7.build(calls), run_id=legacy7.RUN_ID, store=store)
+        assert result.ok, result.errors
+        assert sorted(calls) == ["after", "flaky"]
+        check_outputs(store.load(legacy7.RUN_ID), set(legacy7.NODES))
+        assert verify_run(store, legacy7.DONE_ID) is None
