@@ -18,22 +18,23 @@ its ``number`` when its times and error are the node's own (the usual case: a
 node's last attempt is the one its status comes from), so a node that ran once
 costs one small int more than before. ``blobs`` lists the blobs the node's
 output refers to (`flowdag.Ref`), each ``[sha256, expires_us]`` (None: never),
-so that gc marks what is live from meta records alone; with it, ``history``
-may be None (no attempts). ``provenance`` (`flowdag.state.Provenance`) is
-``[code, context, out]`` (see ``_provenance.py``: the code digests and the
-inputs, reason, pin and audit as two small documents many nodes share, then
-the output digest); with it, ``history`` and ``blobs`` may be None. Header
-format 5 (this release) may hold any of the four; format 4 (the release
-before) wrote the provenance as one dict; format 3 the first three and an
-optional ``ttl_us`` (the run's ttl); format 2 the first two; format 1 (which
-kept no history) only the first, which loads with an empty history. A
-checksum, or on an encrypted store the key, vouches that a blob is the one written; neither
-vouches for its shape, since anyone who can write a plain store (or holds the
-key) can write a well-formed blob of any value. So every decoded record is
-checked (`flowdag.stores._record_reads`) before it becomes a `RunState`: a value out of shape (a status
-that is no status, ``attempts = inf``, a time past year 9999, ``deps`` as a
-list, ``workflow = None``) raises `CorruptStateError`, which the store words
-with the run and its file. Decoding never trusts a field's type by calling it.
+so that gc marks what is live from meta records alone; with it, ``history`` may
+be None (no attempts). ``provenance`` (`flowdag.state.Provenance`) is ``[code,
+context, out]`` (see ``_provenance.py``: the code digests and the inputs,
+reason, pin and audit as two small documents many nodes share, then the output
+digest); with it, ``history`` and ``blobs`` may be None. Header format 5 (this
+release) may hold any of the four; format 4 (the release before) wrote the
+provenance as one dict; format 3 the first three and an optional ``ttl_us``
+(the run's ttl); format 2 the first two; format 1 (which kept no history) only
+the first, which loads with an empty history. A checksum, or on an encrypted
+store the key, vouches that a blob is the one written; neither vouches for its
+shape, since anyone who can write a plain store (or holds the key) can write a
+well-formed blob of any value. So every decoded record is checked
+(`flowdag.stores._record_reads`) before it becomes a `RunState`: a value out of
+shape (a status that is no status, ``attempts = inf``, a time past year 9999,
+``deps`` as a list, ``workflow = None``) raises `CorruptStateError`, which the
+store words with the run and its file. Decoding never trusts a field's type by
+calling it.
 
 What is checked on the way back is also refused on the way in (`check_state`,
 `meta_record`), so a store never writes a run it would call damaged.
