@@ -134,8 +134,9 @@ def reuse_sealed(
     if expires is not None and datetime.now(UTC).timestamp() >= expires:
         return None  # expired: gone for every reader, and a new run starts
     run = SealedRun(store, run_id, token, dag.nodes)
+    nodes, data = SealedNodes(run, "nodes"), _Read[Any](run, "data")
     reasons = dict.fromkeys(dag.nodes, UNCHANGED.reason)
-    return RunResult(run_id, dag.name, RunStatus.COMPLETED, run.nodes, run.data, reasons)
+    return RunResult(run_id, dag.name, RunStatus.COMPLETED, nodes, data, reasons)
 
 
 class SealedRun:
@@ -153,8 +154,6 @@ class SealedRun:
         "_state",
         "_store",
         "_token",
-        "data",
-        "nodes",
         "run_id",
     )
 
@@ -164,9 +163,7 @@ class SealedRun:
         self._state: RunState | None = None
         self._error: FlowdagError | None = None
         self._guard = threading.Lock()  # the store's committer thread may read it too
-        self.nodes = SealedNodes(self, "nodes")
-        self.data: _Read[Any] = _Read(self, "data")
-        store._unread.add(self)
+        store._unread.add(self)  # weakly: held by its nodes and data only (no cycle)
 
     def state(self) -> RunState:
         """The run as stored (read once).

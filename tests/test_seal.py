@@ -295,3 +295,33 @@ def test_a_seal_is_used_exactly_when_a_full_plan_reuses_every_node(steps: list[S
         # A completed run whose full plan reuses every node is sealed (nothing forgotten).
         elif result.ok and not options and action != "fail":
             assert not full_plan_reuses_all(store, dag.build(), "r")
+
+
+def test_flowdag_run_of_a_large_sealed_run_reads_no_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flowdag.cli import main
+
+    job_file = tmp_path / "wide.py"
+    job_file.write_text(
+        "import flowdag\n"
+        "wf = flowdag.Workflow('wide')\n"
+        "wf.add_node('src', lambda: 1)\n"
+        "for i in range(60):\n"
+        "    wf.add_node(f'n{i}', lambda src, i=i: src + i, deps=['src'])\n"
+    )
+    command = ["run", str(job_file), "--run-id", "w", "--store", f"lmdb://{tmp_path / 'db'}"]
+    assert main(command) == 0
+    capsys.readouterr()
+    assert main(command) == 0
+    read_all = capsys.readouterr().out
+
+    def no_load(self: Store, run_id: str) -> Any:
+        raise AssertionError("a sealed run was read")
+
+    monkeypatch.setattr(Store, "load", no_load)
+    assert main(command) == 0
+    # The same report, with nothing read: every node completed, too many to list.
+    assert capsys.readouterr().out == read_all
+    assert "61 completed nodes not shown" in read_all
+    assert "61 of 61 nodes were already completed" in read_all

@@ -51,6 +51,7 @@ def run_job(url: str, kill_at: int, fail: bool) -> None:
     store = open_store(url, create=False)
     kill.patch(lmdb_store, "put_entry")
     kill.patch(RunEntries, "_header", "_put_commit", "_put_marker")
+    kill.patch(type(store), "_close")  # a step after the seal: a kill there leaves it
     result = flowdag.run(workflow(), run_id="r", store=store, max_workers=1)
     store.close()
     print("steps", kill.calls, result.status)
@@ -97,4 +98,4 @@ def test_a_seal_written_is_always_the_truth(fork_server: ForkServer, tmp_path: P
         shutil.rmtree(root)
     # Group commit batches as the thread goes: a run may make fewer steps than the first.
     assert killed >= total * 3 // 4, f"killed at {killed} of {total} points only"
-    assert sealed >= 1  # killed after the seal's own write
+    assert sealed >= 1  # killed after the seal's own write, at least
