@@ -41,17 +41,20 @@ def workflow() -> Workflow:
     return wf
 
 
-def run_job(url: str, kill_at: int, fail: bool) -> None:
-    """In a forked child: run `workflow`, SIGKILLing itself at the ``kill_at``-th step."""
+def run_job(url: str, kill_at: int, fail: bool, at_close: bool = False) -> None:
+    """In a forked child: run `workflow`, SIGKILLing itself at the ``kill_at``-th step
+    (``at_close``: at the store's close, after the run and its seal)."""
     if fail:
         os.environ["FLOWDAG_SEAL_FAIL"] = "1"
     else:
         os.environ.pop("FLOWDAG_SEAL_FAIL", None)
     kill = KillAt(kill_at)
     store = open_store(url, create=False)
-    kill.patch(lmdb_store, "put_entry")
-    kill.patch(RunEntries, "_header", "_put_commit", "_put_marker")
-    kill.patch(type(store), "_close")  # a step after the seal: a kill there leaves it
+    if at_close:
+        kill.patch(type(store), "_close")
+    else:
+        kill.patch(lmdb_store, "put_entry")
+        kill.patch(RunEntries, "_header", "_put_commit", "_put_marker")
     result = flowdag.run(workflow(), run_id="r", store=store, max_workers=1)
     store.close()
     print("steps", kill.calls, result.status)
@@ -76,11 +79,12 @@ def test_a_seal_written_is_always_the_truth(fork_server: ForkServer, tmp_path: P
     assert whole.returncode == 0 and "completed" in whole.stdout, whole.stderr
     total = int(whole.stdout.split()[1])
     killed = sealed = 0
-    for kill_at in range(1, total + 1):
+    for kill_at in range(total + 1):  # 0: killed as the store closes, after the seal
         root = tmp_path / str(kill_at)
         shutil.copytree(tmp_path / "template", root)
         url = f"lmdb://{root}"
-        code = fork_server.run(run_job, url, kill_at, False).returncode
+        at_close = kill_at == 0
+        code = fork_server.run(run_job, url, kill_at or 1, False, at_close).returncode
         assert code in (-9, 0), f"the child exited {code} at kill point {kill_at} of {total}"
         killed += code == -9
         with open_store(url, create=False) as store:
@@ -98,4 +102,4 @@ def test_a_seal_written_is_always_the_truth(fork_server: ForkServer, tmp_path: P
         shutil.rmtree(root)
     # Group commit batches as the thread goes: a run may make fewer steps than the first.
     assert killed >= total * 3 // 4, f"killed at {killed} of {total} points only"
-    assert sealed >= 1  # killed after the seal's own write, at least
+    assert sealed >= 1  # killed at close, after the seal's write, at least
