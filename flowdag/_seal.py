@@ -231,6 +231,9 @@ class _Read(Mapping[str, _V]):
     def __repr__(self) -> str:
         return repr(self._read())
 
+    def __reduce__(self) -> tuple[type[dict[str, _V]], tuple[dict[str, _V]]]:
+        return dict, (dict(self._read()),)  # pickled and copied as what it reads
+
 
 class SealedNodes(_Read[NodeState]):
     """A sealed run's nodes (`RunResult.nodes` of a call that reused a seal)."""

@@ -83,6 +83,19 @@ def test_a_completed_run_run_again_calls_nothing_and_says_the_same(store: Store)
     assert again.errors == {}
 
 
+def test_a_sealed_result_pickles_and_copies_as_what_it_reads(store: Store) -> None:
+    import copy
+    import pickle
+
+    dag = job([]).build()
+    flowdag.run(dag, run_id="r", store=store)
+    again = flowdag.run(dag, run_id="r", store=store)
+    assert type(again.nodes) is SealedNodes
+    for made in (pickle.loads(pickle.dumps(again)), copy.deepcopy(again)):
+        assert type(made.nodes) is dict and made.nodes == store.load("r").nodes
+        assert made.outputs["c"] == [3, 6] and made.data == again.data
+
+
 def test_edited_code_misses_the_seal_and_runs(store: Store) -> None:
     calls: list[str] = []
     flowdag.run(job(calls).build(), run_id="r", store=store)
