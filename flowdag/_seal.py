@@ -69,12 +69,16 @@ def run_digest(dag: DAG, fingerprints: Mapping[str, Fingerprint], ttl: timedelta
     return digest.digest()
 
 
+def _planned_alone(dag: DAG) -> bool:
+    """Whether a plan of ``dag`` is all a call decides: no map (its items are added
+    as the run goes) and no input node (its wait is decided as the run goes)."""
+    return not dag.maps and all(spec.input is None for spec in dag.specs.values())
+
+
 def sealable(dag: DAG, state: RunState, fingerprints: Mapping[str, Fingerprint]) -> bool:
     """Whether a run that ended as ``state`` may be sealed: a plan of it with
     ``fingerprints`` reuses every node unchanged, and no node is a map or an input."""
-    if dag.maps or any(spec.input is not None for spec in dag.specs.values()):
-        return False
-    if len(state.nodes) != len(dag):
+    if not _planned_alone(dag) or len(state.nodes) != len(dag):
         return False
     verdicts = decide(dag, state, fingerprints)
     return all(verdict is UNCHANGED for verdict in verdicts.values())
@@ -115,7 +119,7 @@ def reuse_sealed(
     ``dag``, its ``fingerprints`` and ``ttl``; else None (plan as usual). Its lock is held."""
     from flowdag.runner import RunResult  # flowdag.runner imports this module
 
-    if dag.maps:
+    if not _planned_alone(dag):
         return None
     try:
         sealed = store._sealed(run_id)
@@ -134,7 +138,7 @@ def reuse_sealed(
     if expires is not None and datetime.now(UTC).timestamp() >= expires:
         return None  # expired: gone for every reader, and a new run starts
     run = SealedRun(store, run_id, token, dag.nodes)
-    nodes, data = SealedNodes(run, "nodes"), _Read[Any](run, "data")
+    nodes, data = SealedNodes(run, "nodes"), _Read[Any](run, "data")  # hold the run
     reasons = dict.fromkeys(dag.nodes, UNCHANGED.reason)
     return RunResult(run_id, dag.name, RunStatus.COMPLETED, nodes, data, reasons)
 
@@ -219,13 +223,9 @@ class _Read(Mapping[str, _V]):
         return iter(self._read())
 
     def __len__(self) -> int:
-        if self._part == "nodes":
-            return len(self._run._names)
         return len(self._read())
 
     def __contains__(self, name: object) -> bool:
-        if self._part == "nodes":
-            return name in self._run._names
         return name in self._read()
 
     def __repr__(self) -> str:
@@ -239,6 +239,13 @@ class SealedNodes(_Read[NodeState]):
     """A sealed run's nodes (`RunResult.nodes` of a call that reused a seal)."""
 
     __slots__ = ()
+
+    # The names are the DAG's: known without reading the run.
+    def __len__(self) -> int:
+        return len(self._run._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._run._names
 
     def statuses(self) -> dict[str, NodeStatus]:
         """Node -> its status, without reading the run: every node completed."""
