@@ -24,15 +24,20 @@ from flowdag._decide import UNCHANGED
 from flowdag._fingerprint import node_fingerprints
 from flowdag._seal import SealedNodes
 from flowdag.resume import plan_call
-from flowdag.stores import LMDBStore, MemoryStore, Store, open_store
+from flowdag.stores import LMDBStore, MemoryStore, Store, generate_key, open_store
 
-SEALING = ["memory", "lmdb"]
+SEALING = ["memory", "lmdb", "lmdb-encrypted"]
+KEY = generate_key()
 
 
 @pytest.fixture(params=SEALING)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = "memory://" if request.param == "memory" else f"lmdb://{tmp_path / 'db'}"
-    with open_store(url) as opened:
+    if request.param == "memory":
+        opened: Store = MemoryStore()
+    else:
+        key = KEY if request.param == "lmdb-encrypted" else None
+        opened = LMDBStore(tmp_path / "db", key=key)
+    with opened:
         yield opened
 
 
