@@ -13,8 +13,9 @@ as stored now, with the code that just ran, reuses every node unchanged
 (`sealable`), it gives the store a *seal*: the digest of the DAG's shape and
 code fingerprints and the run's ttl (`run_digest`), and when the run expires.
 The store keeps it with the run until the run's next write of any kind drops
-it (LMDB: in the run's marker, which every write rewrites; memory: beside the
-run; the journal stores keep none and always plan).
+it (LMDB: in the run's marker, which every write rewrites; the journal stores:
+in a file beside the run's files, good while they are the same; memory: beside
+the run).
 
 A later call (`reuse_sealed`) with a seal whose digest is the DAG's now, and
 nothing that changes the plan (``rerun``, ``rerun_from``, ``refresh``, another

@@ -24,19 +24,19 @@ from flowdag._decide import UNCHANGED
 from flowdag._fingerprint import node_fingerprints
 from flowdag._seal import SealedNodes
 from flowdag.resume import plan_call
-from flowdag.stores import LMDBStore, MemoryStore, Store, generate_key, open_store
+from flowdag.stores import MemoryStore, Store, generate_key, open_store
 
-SEALING = ["memory", "lmdb", "lmdb-encrypted"]
+KINDS = ["memory", "lmdb", "json", "flatbuffers"]
 KEY = generate_key()
 
 
-@pytest.fixture(params=SEALING)
+@pytest.fixture(params=[*KINDS, "lmdb-encrypted", "json-encrypted"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "memory":
-        opened: Store = MemoryStore()
+    kind, _, encrypted = request.param.partition("-")
+    if kind == "memory":
+        opened = open_store("memory://")
     else:
-        key = KEY if request.param == "lmdb-encrypted" else None
-        opened = LMDBStore(tmp_path / "db", key=key)
+        opened = open_store(f"{kind}://{tmp_path / kind}", key=KEY if encrypted else None)
     with opened:
         yield opened
 
@@ -182,23 +182,27 @@ def test_a_result_not_read_yet_is_read_before_its_run_changes(store: Store) -> N
     assert store.load("r").nodes["c"].output == [3, 21]
 
 
-def test_a_result_not_read_yet_is_read_before_its_store_closes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["lmdb", "json", "flatbuffers"])
+def test_a_result_not_read_yet_is_read_before_its_store_closes(tmp_path: Path, kind: str) -> None:
     calls: list[str] = []
     dag = job(calls).build()
-    with LMDBStore(tmp_path / "db") as store:
+    url = f"{kind}://{tmp_path / kind}"
+    with open_store(url) as store:
         flowdag.run(dag, run_id="r", store=store)
         again = flowdag.run(dag, run_id="r", store=store)
+        assert type(again.nodes) is SealedNodes
     assert again.outputs["c"] == [3, 6] and again.data["b_seen"] == 1
     # Opened from a URL by run() itself, and closed by it.
-    url = f"lmdb://{tmp_path / 'db'}"
     assert flowdag.run(dag, run_id="r", store=url).outputs["b"] == 6
     assert calls == ["a", "b", "c"]
 
 
-def test_a_change_by_another_store_is_refused_not_shown(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["lmdb", "json", "flatbuffers"])
+def test_a_change_by_another_store_is_refused_not_shown(tmp_path: Path, kind: str) -> None:
     calls: list[str] = []
     dag = job(calls).build()
-    with LMDBStore(tmp_path / "db") as ours, LMDBStore(tmp_path / "db") as theirs:
+    url = f"{kind}://{tmp_path / kind}"
+    with open_store(url) as ours, open_store(url) as theirs:
         flowdag.run(dag, run_id="r", store=ours)
         again = flowdag.run(dag, run_id="r", store=ours)
         flowdag.run(job(calls, factor=7).build(), run_id="r", store=theirs)
@@ -246,14 +250,22 @@ def test_maps_and_input_nodes_are_never_sealed(store: Store) -> None:
 
 
 @pytest.mark.parametrize("kind", ["json", "flatbuffers"])
-def test_journal_stores_keep_no_seal_and_plan(tmp_path: Path, kind: str) -> None:
+def test_a_journal_seal_goes_with_the_files_and_its_own_format(tmp_path: Path, kind: str) -> None:
     calls: list[str] = []
     dag = job(calls).build()
-    with open_store(f"{kind}://{tmp_path / kind}") as store:
+    url = f"{kind}://{tmp_path / 'shared'}"  # JSON and FlatBuffers stores may share runs/
+    other = f"{'flatbuffers' if kind == 'json' else 'json'}://{tmp_path / 'shared'}"
+    with open_store(url) as store, open_store(other) as neighbour:
         flowdag.run(dag, run_id="r", store=store)
+        flowdag.run(dag, run_id="r", store=neighbour)
+        assert store._sealed("r") is not None and neighbour._sealed("r") is not None
+        seal = next((tmp_path / "shared" / "runs" / "r").glob(f"seal{store.format.suffix}"))
+        assert seal.stat().st_mode & 0o777 == 0o600
+        seal.write_bytes(seal.read_bytes()[:-3])  # torn: ignored, planned
         assert store._sealed("r") is None
-        again = flowdag.run(dag, run_id="r", store=store)
-        assert type(again.nodes) is dict and calls == ["a", "b", "c"]
+        assert type(flowdag.run(dag, run_id="r", store=store).nodes) is dict
+        assert store._sealed("r") is not None  # sealed anew by that call
+        assert calls == ["a", "b", "c"] * 2
 
 
 # -- a property: a seal is found only where a full plan reuses every node ------------------
