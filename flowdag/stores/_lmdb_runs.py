@@ -14,9 +14,9 @@ the same bytes. Every write writes a new marker with a fresh nonce, so
 another process's or store's writes, a save, or this store's own transaction
 that was aborted all show as another marker, and the numbers are read again
 from the run's entries (one scan). The same makes a seal in the marker
-(`_write_seal`) hold only until the run's next write. A read of the run keeps the numbers it scanned
-(the data keys' only when it read the data) if none are kept, so a resume's
-first commit does not scan again. Writes of one process are serialized
+(`_write_seal`) hold only until the run's next write. A read of the run keeps
+the numbers it scanned (the data keys' only when it read the data) if none
+are kept, so a resume's first commit does not scan again. Writes of one process are serialized
 (``EnvGuard.write_lock``), and only writes change numbers.
 
 A commit to a run of layout 1 (a previous release's) first moves the whole
