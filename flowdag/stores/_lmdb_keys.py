@@ -24,9 +24,9 @@ fresh random nonce, by every write to the run, so a writer that keeps a run's
 numbers in memory knows them current while the stored marker is the one it
 read or wrote (``_lmdb_runs.py``), and a seal in the marker (written by
 `LMDBStore._put_seal`) goes with the run's entries as they were when it was
-written: the next write drops it. A release of layout 1
-reading a run of layout 2 fails on the marker (its key is no hash) instead
-of seeing an empty run.
+written: the next write drops it. A release of layout 1 reading a run of
+layout 2 fails on the marker (its key is no hash) instead of seeing an empty
+run.
 
 Layout 1 (the releases before)
 ------------------------------
@@ -76,7 +76,7 @@ _TAG = b"\x01"  # before every number: no entry's key is the marker's
 _NUMBER_SIZE = 4
 #: Numbers a run can give out (names and data keys together).
 MAX_NUMBER = 1 << (8 * _NUMBER_SIZE)
-#: (layout, next free number) of a run's marker.
+#: (layout, next free number, seal or None) of a run's marker.
 Marker = tuple[int, int, bytes | None]
 
 
