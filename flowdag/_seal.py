@@ -60,13 +60,13 @@ def run_digest(dag: DAG, fingerprints: Mapping[str, Fingerprint], ttl: timedelta
     pack = msgpack.Packer(use_bin_type=True).pack
     ttl_micros = None if ttl is None else ttl // timedelta(microseconds=1)
     digest = hashlib.sha256(pack((_VERSION, dag.name, ttl_micros)))
-    update, deps_of = digest.update, dag.deps
-    for name in dag.nodes:  # topological, deterministic
+    update = digest.update
+    for name, spec in dag.specs.items():  # as they were added: the same for the same code
         fingerprint = fingerprints[name]
         try:
-            update(pack((name, deps_of(name), fingerprint.identity())))
+            update(pack((name, spec.deps, fingerprint.identity())))
         except OverflowError:  # a captured int past 64 bits: the digest, always for it
-            update(pack((name, deps_of(name), fingerprint.digest)))
+            update(pack((name, spec.deps, fingerprint.digest)))
     return digest.digest()
 
 
