@@ -355,3 +355,20 @@ def test_flowdag_run_of_a_large_sealed_run_reads_no_node(
     assert capsys.readouterr().out == read_all
     assert "61 completed nodes not shown" in read_all
     assert "61 of 61 nodes were already completed" in read_all
+
+
+BIG_CALLS: list[int] = []
+
+
+def test_a_captured_int_past_64_bits_seals_by_its_digest(store: Store) -> None:
+    # Its value alone is captured (a template's fingerprint), and msgpack cannot pack it.
+    BIG_CALLS.clear()
+    wf = Workflow("big-int")
+    wf.add_node("big", lambda n=2**70: BIG_CALLS.append(n) or n)
+    flowdag.run(wf, run_id="r", store=store)
+    again = flowdag.run(wf, run_id="r", store=store)
+    assert type(again.nodes) is SealedNodes and again.outputs["big"] == 2**70
+    edited = Workflow("big-int")
+    edited.add_node("big", lambda n=2**70 + 1: BIG_CALLS.append(n) or n)
+    assert flowdag.run(edited, run_id="r", store=store).outputs["big"] == 2**70 + 1
+    assert BIG_CALLS == [2**70, 2**70 + 1]
