@@ -23,8 +23,9 @@ ttl), returns the plan the seal stands for without reading a node: the run as
 stored is the run as sealed, and `flowdag._decide.decide` is a function of it,
 the DAG and the fingerprints. Maps and input nodes are never sealed (their
 items and waits are decided as the run goes). The result's nodes and data are
-read from the store when first read (`SealedRun`), and refused with
-`RunChangedError` if the run changed in the store meanwhile.
+read from the store when first read (`SealedRun`; a disk store closed
+meanwhile is opened anew), and refused with `RunChangedError` if the run
+changed in the store meanwhile.
 """
 
 from __future__ import annotations
@@ -147,8 +148,9 @@ def reuse_sealed(
 class SealedRun:
     """A sealed run's nodes and data, read from the store together when first read.
 
-    The store reads it first, before it writes the run or closes (`UnreadRuns`),
-    so the result stays the run as it was returned.
+    The store reads it first, before it writes the run (`UnreadRuns`), so the
+    result stays the run as it was returned; a disk store closed meanwhile is
+    opened anew to read it (a store in memory reads it as it closes).
     """
 
     __slots__ = (
@@ -190,11 +192,15 @@ class SealedRun:
 
     def _read(self) -> RunState:
         store, run_id = self._store, self.run_id
+        reopened = store._reopened() if store._closed else None  # closed since: as it was
         try:
-            state = store.load(run_id)
-            now = store._sealed(run_id)  # the load saw the sealed run iff it is there still
+            state = (reopened or store).load(run_id)
+            now = (reopened or store)._sealed(run_id)  # the load saw the sealed run iff so
         except RunNotFoundError:
             now = None
+        finally:
+            if reopened is not None:
+                reopened.close()
         if now is None or now[0] != self._token:
             raise RunChangedError(
                 f"run '{run_id}' changed in {store.describe(run_id)} (written by another "

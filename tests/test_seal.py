@@ -183,18 +183,39 @@ def test_a_result_not_read_yet_is_read_before_its_run_changes(store: Store) -> N
 
 
 @pytest.mark.parametrize("kind", ["lmdb", "json", "flatbuffers"])
-def test_a_result_not_read_yet_is_read_before_its_store_closes(tmp_path: Path, kind: str) -> None:
+def test_a_result_not_read_yet_is_read_after_its_store_closes(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[str] = []
     dag = job(calls).build()
     url = f"{kind}://{tmp_path / kind}"
+    loads: list[str] = []
+    load = Store.load
+
+    def counted(self: Store, run_id: str) -> Any:
+        loads.append(run_id)
+        return load(self, run_id)
+
+    monkeypatch.setattr(Store, "load", counted)
     with open_store(url) as store:
         flowdag.run(dag, run_id="r", store=store)
         again = flowdag.run(dag, run_id="r", store=store)
         assert type(again.nodes) is SealedNodes
+    assert loads == []  # closing read nothing: the store is opened anew when it is read
     assert again.outputs["c"] == [3, 6] and again.data["b_seen"] == 1
+    assert loads == ["r"]
     # Opened from a URL by run() itself, and closed by it.
     assert flowdag.run(dag, run_id="r", store=url).outputs["b"] == 6
     assert calls == ["a", "b", "c"]
+
+
+def test_a_memory_store_reads_its_unread_results_as_it_closes() -> None:
+    dag = job([]).build()
+    with MemoryStore() as store:
+        flowdag.run(dag, run_id="r", store=store)
+        again = flowdag.run(dag, run_id="r", store=store)
+        assert type(again.nodes) is SealedNodes
+    assert again.outputs["c"] == [3, 6]  # what it held is gone with it, but not from this
 
 
 @pytest.mark.parametrize("kind", ["lmdb", "json", "flatbuffers"])

@@ -156,7 +156,8 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
             if status is NodeStatus.COMPLETED and name not in progress.ran
         )
         code = _report(result, args, restored=restored, verbose=args.verbose)
-        # Before the store closes: a sealed run's nodes, never read here, are not read then.
+        # Before the store closes: a sealed run's nodes, never read here, are not read then
+        # (a memory store reads its unread results as it closes).
         del result
     return code
 

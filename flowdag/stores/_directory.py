@@ -132,6 +132,9 @@ class DirectoryStore(Store):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
 
+    def _reopened(self) -> DirectoryStore:
+        return type(self)(self.path, codec=self.codec, key=self._cipher, create=False)
+
     def describe(self, run_id: str) -> str:
         """The store directory (backends name the file that holds the run)."""
         return str(self.path)

@@ -1,5 +1,6 @@
 """Results that read their run from the store when first read (`flowdag._seal`), kept
-by their store so that it reads them before it writes their run or closes.
+by their store so that it reads them before it writes their run (or, for a store
+that cannot be opened anew, `Store._reopened`, before it closes).
 
 A result that read nothing yet is a promise that the run as stored is the run
 as it was returned; the store keeps that promise by reading the run into the

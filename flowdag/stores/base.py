@@ -306,7 +306,8 @@ class Store(StoreTables, ABC):
     def close(self) -> None:
         """Release the store's resources; further calls raise `StoreError`."""
         if not self._closed:
-            self._unread.read()  # while they can still be read
+            if type(self)._reopened is Store._reopened:  # nothing to read them from after
+                self._unread.read()
             self._closed = True
             self._close()
 
@@ -365,6 +366,11 @@ class Store(StoreTables, ABC):
 
     def _put_seal(self, run_id: str, seal: bytes) -> None:
         """Seal the run as stored now (its lock held); its next write drops the seal."""
+
+    def _reopened(self) -> Store | None:
+        """This store opened anew, for a result to read its run from after `close`;
+        None: what it holds goes with it, so `close` reads such results first."""
+        return None
 
     @abstractmethod
     def _list_runs(self) -> list[str]: ...
