@@ -179,6 +179,7 @@ class _Template:
     __slots__ = (
         "captured",
         "digest_text",
+        "distinct",
         "fixed",
         "fixed_sources",
         "names",
@@ -198,6 +199,9 @@ class _Template:
         self.fixed = fixed
         self.fixed_sources = fixed_sources
         self.names = names
+        # Whether ``parts`` is ``fixed`` then ``names`` as they are (no name twice):
+        # a store may then write the shared parts once and each fingerprint's own after.
+        self.distinct = len(set(names)) == len(names) and not fixed.keys() & set(names)
         self.digest_text, self.order = _segments(fixed, names)
         self.source_text, _ = _segments(fixed_sources, names)
 

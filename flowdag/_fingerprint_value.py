@@ -4,8 +4,10 @@ Fingerprints that differ only in a few parts (the lambdas one line makes in a
 loop, a constant per node) share a `flowdag._code_digests._Template` of the
 other parts and keep only what their own are digested from; their
 ``source_digest`` and ``parts`` are made when first read, which a resume that
-reuses every node never does, and a node's provenance holds a view of the parts
-(`Fingerprint.parts_view`) rather than a dict of them.
+reuses every node never does (the digests of their own parts are made once then,
+and kept), and a node's provenance holds a view of the parts
+(`Fingerprint.parts_view`) rather than a dict of them, which a store writes from
+the template's shared parts and the node's own (`_PartsView.shared`).
 """
 
 from __future__ import annotations
@@ -52,15 +54,27 @@ class Fingerprint:
         made._own = own
         return made
 
+    def _own_digests(self) -> tuple[str, ...]:
+        """The digests of the template's ``names``: made once, when ``source_digest`` or
+        the parts are first read (a run reads both of every node it runs), then kept
+        in place of what they were made from."""
+        template = self._template
+        assert template is not None
+        own = self._own
+        if not template.captured:
+            return own  # type: ignore[no-any-return]  # the digests themselves
+        if type(own) is _Digests:
+            return own
+        digests = self._own = _Digests(template.own(own))
+        return digests
+
     @property
     def source_digest(self) -> str:
         """The digest of the parts' normalised sources (no bytecode)."""
         found = self._source_digest
         if found is None:
             assert self._template is not None
-            found = self._source_digest = self._template.source_digest(
-                self._template.own(self._own)
-            )
+            found = self._source_digest = self._template.source_digest(self._own_digests())
         return found
 
     @property
@@ -69,7 +83,7 @@ class Fingerprint:
         found = self._parts
         if found is None:
             assert self._template is not None
-            found = self._parts = self._template.parts(self._template.own(self._own))
+            found = self._parts = self._template.parts(self._own_digests())
         return found
 
     def parts_view(self) -> Mapping[str, str]:
@@ -107,6 +121,12 @@ class Fingerprint:
         )
 
 
+class _Digests(tuple[str, ...]):
+    """A captured fingerprint's own digests, kept in place of the values they digest."""
+
+    __slots__ = ()
+
+
 class _PartsView(Mapping[str, str]):
     """The parts of a template's `Fingerprint`, made on each read (see `parts_view`)."""
 
@@ -121,7 +141,18 @@ class _PartsView(Mapping[str, str]):
             return found._parts
         template = found._template
         assert template is not None
-        return template.parts(template.own(found._own))
+        return template.parts(found._own_digests())
+
+    def shared(self) -> tuple[_Template, tuple[str, ...]] | None:
+        """The template these parts come from and the fingerprint's own digests (of
+        its ``names``, in order), when the parts are the template's ``fixed`` then
+        its names (`_Template.distinct`); else None. A store writes them from this
+        without making the parts (`flowdag.stores._provenance`)."""
+        found = self._fingerprint
+        template = found._template
+        if found._parts is not None or template is None or not template.distinct:
+            return None
+        return template, found._own_digests()
 
     def __getitem__(self, name: str) -> str:
         return self._made()[name]

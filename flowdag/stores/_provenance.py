@@ -60,7 +60,24 @@ def provenance_record(provenance: Provenance) -> list[Any]:
     context_key = (tuple(provenance.inputs.items()), why, provenance.manual, provenance.audit)
     parts = provenance.parts
     if type(parts) is not dict and type(parts) is not MappingProxyType:
-        # A fingerprint's parts view makes the parts on each read: once here.
+        # A fingerprint's parts view (`Fingerprint.parts_view`): with a lambda per
+        # node, each node's code differs from all others in its own parts only, so
+        # the shared parts are packed once per template and the rest joined to them.
+        shared = getattr(parts, "shared", None)
+        split = None if shared is None else shared()
+        if split is not None:
+            code = _template_code(provenance.fingerprint, provenance.source, *split)
+            if code is not None:
+                try:
+                    context = _PACKED_CONTEXTS.get(context_key, _UNKNOWN)
+                except TypeError:  # an unhashable field: the checks below name it
+                    return [code, _context_document(provenance), output]
+                if context is _UNKNOWN:
+                    context = _remember(
+                        _PACKED_CONTEXTS, context_key, _context_document(provenance)
+                    )
+                return [code, context, output]
+        # Else the view makes the parts on each read: once here.
         parts = dict(parts.items())
     try:
         known = _PACKED_CODES.get(code_key, _UNKNOWN_CODE)
@@ -81,6 +98,53 @@ _PACKED_CODES: dict[tuple[Any, ...], tuple[Mapping[str, str], bytes | None]] = {
 _PACKED_CONTEXTS: dict[tuple[Any, ...], bytes | None] = {}
 _UNKNOWN = b"unknown"
 _UNKNOWN_CODE: tuple[Mapping[str, str], bytes | None] = ({}, _UNKNOWN)
+
+
+def _template_code(
+    fingerprint: Any, source: Any, template: Any, own: tuple[Any, ...]
+) -> bytes | None:
+    """The code document of a fingerprint made from ``template`` (a `_Template`:
+    ``fixed`` parts, then ``names`` with digests ``own``), as `_code_document`
+    packs it; None when it must be made the long way (a field to check and word).
+
+    A msgpack map is its header, then each key and value packed in turn: the
+    bytes are those of packing the whole document.
+    """
+    if type(fingerprint) is not str or type(source) is not str:
+        return None
+    packed = _PACKED_TEMPLATES.get(template)
+    if packed is None:
+        packed = _remember(_PACKED_TEMPLATES, template, _template_parts(template))
+    if not packed:
+        return None
+    packer = _packer()
+    pack = packer.pack
+    pieces = [_FP_KEY, pack(fingerprint), _SRC_KEY, pack(source), packed[0]]
+    for name, digest in zip(packed[1], own, strict=True):
+        if type(digest) is not str:
+            return None
+        pieces.append(name)
+        pieces.append(pack(digest))
+    return b"".join(pieces)
+
+
+def _template_parts(template: Any) -> tuple[bytes, tuple[bytes, ...]] | tuple[()]:
+    """``parts`` of a template's documents up to its first own digest, and its own
+    names, packed; () when any is not a str (checked once per template here)."""
+    fixed, names = template.fixed, template.names
+    if not (_all_str(fixed) and _all_str(fixed.values()) and _all_str(names)):
+        return ()
+    packer = _packer()
+    pack = packer.pack
+    head = [_PARTS_KEY, packer.pack_map_header(len(fixed) + len(names))]
+    for name, digest in fixed.items():
+        head.append(pack(name))
+        head.append(pack(digest))
+    return b"".join(head), tuple(map(pack, names))
+
+
+#: A `_Template` -> what `_template_parts` packed of it.
+_PACKED_TEMPLATES: dict[Any, tuple[bytes, tuple[bytes, ...]] | tuple[()]] = {}
 
 
 def _code_document(provenance: Provenance, parts: Mapping[str, str]) -> bytes | None:
@@ -125,17 +189,25 @@ def _put_mapping(document: dict[str, Any], key: str, mapping: Mapping[str, str])
 def _packed(document: dict[str, Any]) -> bytes | None:
     if not document:
         return None
-    # One Packer per thread: msgpack.packb makes (and allocates the buffer of) a
-    # new one per call, most of the cost of a small document.
-    try:
-        packer = _LOCAL.packer
-    except AttributeError:
-        packer = _LOCAL.packer = msgpack.Packer(use_bin_type=True)
-    packed: bytes = packer.pack(document)
+    packed: bytes = _packer().pack(document)
     return packed
 
 
+def _packer() -> msgpack.Packer:
+    # One Packer per thread: msgpack.packb makes (and allocates the buffer of) a
+    # new one per call, most of the cost of a small document.
+    try:
+        packer: msgpack.Packer = _LOCAL.packer
+    except AttributeError:
+        packer = _LOCAL.packer = msgpack.Packer(use_bin_type=True)
+    return packer
+
+
 _LOCAL = threading.local()
+#: The code document's map header (fp, src, parts) and its first key.
+_FP_KEY = msgpack.Packer().pack_map_header(3) + msgpack.packb("fp")
+_SRC_KEY = msgpack.packb("src")
+_PARTS_KEY = msgpack.packb("parts")
 
 
 def _audit_record(audit: tuple[Override, ...]) -> list[list[Any]]:
