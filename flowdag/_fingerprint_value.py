@@ -57,16 +57,20 @@ class Fingerprint:
     def _own_digests(self) -> tuple[str, ...]:
         """The digests of the template's ``names``: made once, when ``source_digest`` or
         the parts are first read (a run reads both of every node it runs), then kept
-        in place of what they were made from."""
+        in place of the values they digest.
+
+        Kept as a plain tuple of str, which the cyclic garbage collector stops
+        tracking (a marked tuple, or one more object per fingerprint, would be
+        walked at each collection for as long as the run lasts); a captured
+        function's ``(values, defaults)`` holds tuples, never a str first. One
+        assignment: a thread reading meanwhile sees one or the other, both right.
+        """
         template = self._template
         assert template is not None
         own = self._own
-        if not template.captured:
-            return own  # type: ignore[no-any-return]  # the digests themselves
-        if type(own) is _Digests:
-            return own
-        digests = self._own = _Digests(template.own(own))
-        return digests
+        if template.captured and type(own[0]) is not str:
+            own = self._own = template.own(own)
+        return own  # type: ignore[no-any-return]
 
     @property
     def source_digest(self) -> str:
@@ -119,12 +123,6 @@ class Fingerprint:
             f"Fingerprint(digest={self.digest!r}, source_digest={self.source_digest!r}, "
             f"parts={self.parts!r})"
         )
-
-
-class _Digests(tuple[str, ...]):
-    """A captured fingerprint's own digests, kept in place of the values they digest."""
-
-    __slots__ = ()
 
 
 class _PartsView(Mapping[str, str]):
