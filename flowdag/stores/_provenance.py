@@ -51,13 +51,28 @@ def provenance_record(provenance: Provenance) -> list[Any]:
     output = provenance.output
     if output is not None and type(output) is not str:
         raise InvalidArgumentTypeError(f"provenance out must be a str, not {output!r}")
-    # The code memo is keyed by the digests and checked against the parts on a hit:
-    # with a lambda per node every code differs, and a key of all its parts cost
-    # more than it ever saved. A Reason is keyed by its fields: its __hash__ is Python.
-    code_key = (provenance.fingerprint, provenance.source)
-    reason = provenance.reason
-    why = (reason.code, reason.detail) if type(reason) is Reason else (reason,)
-    context_key = (tuple(provenance.inputs.items()), why, provenance.manual, provenance.audit)
+    code = _code_packed(provenance)
+    # The nodes of a fan-out share their context: the last one packed is tried first.
+    inputs, reason, manual, audit = (
+        provenance.inputs,
+        provenance.reason,
+        provenance.manual,
+        provenance.audit,
+    )
+    last = _LAST_CONTEXT
+    if (
+        reason is last[1]  # a Reason is frozen, as the audit tuple is: same object, same value
+        and manual is last[2]
+        and audit is last[3]
+        and type(inputs) is dict
+        and inputs == last[0]
+    ):
+        return [code, last[4], output]
+    return [code, _context_packed(provenance), output]
+
+
+def _code_packed(provenance: Provenance) -> bytes | None:
+    """The code document of ``provenance``, packed once per code (see `provenance_record`)."""
     parts = provenance.parts
     if type(parts) is not dict and type(parts) is not MappingProxyType:
         # A fingerprint's parts view (`Fingerprint.parts_view`): with a lambda per
@@ -68,29 +83,48 @@ def provenance_record(provenance: Provenance) -> list[Any]:
         if split is not None:
             code = _template_code(provenance.fingerprint, provenance.source, *split)
             if code is not None:
-                try:
-                    context = _PACKED_CONTEXTS.get(context_key, _UNKNOWN)
-                except TypeError:  # an unhashable field: the checks below name it
-                    return [code, _context_document(provenance), output]
-                if context is _UNKNOWN:
-                    context = _remember(
-                        _PACKED_CONTEXTS, context_key, _context_document(provenance)
-                    )
-                return [code, context, output]
+                return code
         # Else the view makes the parts on each read: once here.
         parts = dict(parts.items())
+    # The code memo is keyed by the digests and checked against the parts on a hit:
+    # with a lambda per node every code differs, and a key of all its parts cost
+    # more than it ever saved.
+    key = (provenance.fingerprint, provenance.source)
     try:
-        known = _PACKED_CODES.get(code_key, _UNKNOWN_CODE)
-        context = _PACKED_CONTEXTS.get(context_key, _UNKNOWN)
+        known = _PACKED_CODES.get(key, _UNKNOWN_CODE)
         if known is not _UNKNOWN_CODE and known[0] != parts:
             known = _UNKNOWN_CODE  # the same digests over other parts (a forged provenance)
     except TypeError:  # an unhashable field: the checks below name it
-        return [_code_document(provenance, parts), _context_document(provenance), output]
+        return _code_document(provenance, parts)
     if known is _UNKNOWN_CODE:
-        known = _remember(_PACKED_CODES, code_key, (dict(parts), _code_document(provenance, parts)))
+        known = _remember(_PACKED_CODES, key, (dict(parts), _code_document(provenance, parts)))
+    return known[1]
+
+
+def _context_packed(provenance: Provenance) -> bytes | None:
+    """The context document of ``provenance``, from the memo keyed by what goes into it."""
+    global _LAST_CONTEXT
+    reason = provenance.reason
+    # A Reason is keyed by its fields: its __hash__ is Python.
+    why = (reason.code, reason.detail) if type(reason) is Reason else (reason,)
+    inputs = provenance.inputs
+    key = (tuple(inputs.items()), why, provenance.manual, provenance.audit)
+    try:
+        context = _PACKED_CONTEXTS.get(key, _UNKNOWN)
+    except TypeError:  # an unhashable field: the checks below name it
+        return _context_document(provenance)
     if context is _UNKNOWN:
-        context = _remember(_PACKED_CONTEXTS, context_key, _context_document(provenance))
-    return [known[1], context, output]
+        context = _remember(_PACKED_CONTEXTS, key, _context_document(provenance))
+    if type(inputs) is dict:  # checked (packed or found): the next node may share it
+        # One tuple, replaced whole: a thread reading meanwhile sees one or the other.
+        _LAST_CONTEXT = (
+            dict(inputs),
+            reason,
+            provenance.manual,
+            provenance.audit,
+            context,
+        )
+    return context
 
 
 #: (fingerprint, source) -> (parts, code document); context key -> context document.
@@ -98,6 +132,8 @@ _PACKED_CODES: dict[tuple[Any, ...], tuple[Mapping[str, str], bytes | None]] = {
 _PACKED_CONTEXTS: dict[tuple[Any, ...], bytes | None] = {}
 _UNKNOWN = b"unknown"
 _UNKNOWN_CODE: tuple[Mapping[str, str], bytes | None] = ({}, _UNKNOWN)
+#: The context last packed or found: (inputs, reason, manual, audit, document).
+_LAST_CONTEXT: tuple[Any, ...] = ({}, _UNKNOWN, None, None, None)
 
 
 def _template_code(
