@@ -64,7 +64,7 @@ def provenance_record(provenance: Provenance) -> list[Any]:
         reason is last[1]  # a Reason is frozen, as the audit tuple is: same object, same value
         and manual is last[2]
         and audit is last[3]
-        and type(inputs) is dict
+        and type(inputs) in _MAPPINGS
         and inputs == last[0]
     ):
         return [code, last[4], output]
@@ -115,7 +115,7 @@ def _context_packed(provenance: Provenance) -> bytes | None:
         return _context_document(provenance)
     if context is _UNKNOWN:
         context = _remember(_PACKED_CONTEXTS, key, _context_document(provenance))
-    if type(inputs) is dict:  # checked (packed or found): the next node may share it
+    if type(inputs) in _MAPPINGS:  # checked (packed or found): the next node may share it
         # One tuple, replaced whole: a thread reading meanwhile sees one or the other.
         _LAST_CONTEXT = (
             dict(inputs),
