@@ -59,17 +59,22 @@ class Fingerprint:
         the parts are first read (a run reads both of every node it runs), then kept
         in place of the values they digest.
 
-        Kept as a plain tuple of str, which the cyclic garbage collector stops
-        tracking (a marked tuple, or one more object per fingerprint, would be
-        walked at each collection for as long as the run lasts); a captured
-        function's ``(values, defaults)`` holds tuples, never a str first. One
-        assignment: a thread reading meanwhile sees one or the other, both right.
+        Kept as the one digest (a str) when there is one, else a plain tuple of str,
+        which the cyclic garbage collector stops tracking (a marked tuple, or one
+        more object per fingerprint, would be walked at each collection for as long
+        as the run lasts); a captured function's ``(values, defaults)`` holds
+        tuples, never a str first. One assignment: a thread reading meanwhile sees
+        one or the other, both right.
         """
         template = self._template
         assert template is not None
         own = self._own
+        if type(own) is str:
+            return (own,)
         if template.captured and type(own[0]) is not str:
-            own = self._own = template.own(own)
+            digests = template.own(own)
+            self._own = digests[0] if len(digests) == 1 else digests
+            return digests
         return own  # type: ignore[no-any-return]
 
     @property
