@@ -116,10 +116,11 @@ class Ledger:
             # are shared, read-only (as a load shares them), not kept once per node.
             last = self._last_inputs
             if read_now == last[0]:
-                inputs = last[1]
-                if inputs is None:
-                    inputs = MappingProxyType(dict(read_now))
-                    self._last_inputs = (last[0], inputs)
+                shared = last[1]
+                if shared is None:
+                    shared = MappingProxyType(dict(read_now))
+                    self._last_inputs = (last[0], shared)
+                inputs = shared
             else:
                 inputs = read_now
                 self._last_inputs = (read_now, None)
