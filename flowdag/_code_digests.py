@@ -184,6 +184,7 @@ class _Template:
         "distinct",
         "fixed",
         "fixed_sources",
+        "key",
         "names",
         "order",
         "source_text",
@@ -206,6 +207,10 @@ class _Template:
         self.distinct = len(set(names)) == len(names) and not fixed.keys() & set(names)
         self.digest_text, self.order = _segments(fixed, names)
         self.source_text, _ = _segments(fixed_sources, names)
+        # Equal for two templates only if they make the same digests of the same own parts.
+        self.key = _digest(
+            repr((self.digest_text, self.order, self.source_text, captured)).encode()
+        )
 
     def own(self, raw: Any) -> tuple[str, ...]:
         """The digests of ``names`` from what a fingerprint keeps: with ``captured``,

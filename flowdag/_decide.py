@@ -38,7 +38,7 @@ from flowdag._fingerprint import Fingerprint
 from flowdag.dag import DAG
 from flowdag.state import NodeState, NodeStatus, Reason, RunState
 
-__all__ = ["ON_CODE_CHANGE", "Verdict", "decide", "resolve"]
+__all__ = ["ON_CODE_CHANGE", "UNCHANGED", "Verdict", "decide", "resolve"]
 
 #: What ``on_code_change`` may say: run the node again, keep it with a warning, keep it.
 ON_CODE_CHANGE = ("rerun", "warn", "ignore")
@@ -59,7 +59,8 @@ class Verdict:
     warning: str | None = None
 
 
-_UNCHANGED = Verdict("reuse", Reason("reused", "its code and inputs are unchanged"))
+#: The verdict of an unchanged completed node: one object, told by identity (`flowdag._seal`).
+UNCHANGED = Verdict("reuse", Reason("reused", "its code and inputs are unchanged"))
 
 
 def decide(
@@ -107,7 +108,7 @@ def decide(
             and not provenance.manual
             and _same_inputs(node.deps, provenance.inputs, verdicts, nodes)
         ):
-            verdict = _UNCHANGED
+            verdict = UNCHANGED
         else:
             verdict = _completed(
                 dag,
@@ -132,7 +133,7 @@ def _same_inputs(
     """Whether every dep is reused and holds the output the node read (as `_completed`)."""
     for dep in deps:
         verdict = verdicts[dep]
-        if verdict is not _UNCHANGED and verdict.action != "reuse":
+        if verdict is not UNCHANGED and verdict.action != "reuse":
             return False
         read = recorded.get(dep)
         if read is not None:
@@ -234,7 +235,7 @@ def _completed(
             warning,
         )
     if not note and warning is None:
-        return _UNCHANGED  # the usual verdict on a resume: one object for every node
+        return UNCHANGED  # the usual verdict on a resume: one object for every node
     return Verdict("reuse", Reason("reused", f"its code and inputs are unchanged{note}"), warning)
 
 

@@ -34,10 +34,10 @@ class Fingerprint:
     million of them fit in a few hundred bytes each.
     """
 
-    __slots__ = ("_own", "_parts", "_source_digest", "_template", "digest")
+    __slots__ = ("_digest", "_own", "_parts", "_source_digest", "_template")
 
     def __init__(self, digest: str, source_digest: str, parts: dict[str, str] | None = None):
-        self.digest = digest
+        self._digest: str | None = digest
         self._source_digest: str | None = source_digest
         self._parts: dict[str, str] | None = {} if parts is None else parts
         self._template: _Template | None = None
@@ -47,7 +47,7 @@ class Fingerprint:
     def _of(cls, template: _Template, own: Any) -> Fingerprint:
         """The fingerprint of ``template``'s fixed parts and ``own`` (see `_Template.own`)."""
         made = cls.__new__(cls)
-        made.digest = template.digest(template.own(own))
+        made._digest = None  # made when first read: a resume that finds a seal never does
         made._source_digest = None
         made._parts = None
         made._template = template
@@ -76,6 +76,24 @@ class Fingerprint:
             self._own = digests[0] if len(digests) == 1 else digests
             return digests
         return own  # type: ignore[no-any-return]
+
+    @property
+    def digest(self) -> str:
+        """The digest of the code and everything it reaches (see `flowdag._fingerprint`)."""
+        found = self._digest
+        if found is None:
+            assert self._template is not None
+            found = self._digest = self._template.digest(self._template.own(self._own))
+        return found
+
+    def identity(self) -> Any:
+        """A value equal for two fingerprints only if their digests are: the digest,
+        or, for a template's, the template's key and what this one's own parts are
+        digested from (packable with msgpack), so that no digest is made."""
+        template = self._template
+        if template is None:
+            return self.digest
+        return (template.key, self._own)
 
     @property
     def source_digest(self) -> str:

@@ -27,6 +27,7 @@ Every error flowdag raises on purpose derives from `FlowdagError`::
         ├── InvalidRunIdError         (also a ValueError)
         ├── RunNotFoundError          (also a KeyError)
         ├── RunLockedError
+        ├── RunChangedError           a result read lazily after its run changed
         ├── CodecMismatchError        the store was written with another codec
         ├── BlobMissingError          a ref's blob is missing or expired
         └── CorruptStateError
@@ -63,6 +64,7 @@ __all__ = [
     "NodeError",
     "NodeTimeoutError",
     "OptionalDependencyError",
+    "RunChangedError",
     "RunFailedError",
     "RunLockedError",
     "RunNotFoundError",
@@ -201,6 +203,10 @@ class RunNotFoundError(StoreError, KeyError):
 
 class RunLockedError(StoreError):
     """Another process (or run in this process) is running that run id."""
+
+
+class RunChangedError(StoreError):
+    """A result whose nodes were left in the store is read after the run changed there."""
 
 
 class CodecMismatchError(StoreError):

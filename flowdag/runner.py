@@ -21,6 +21,7 @@ from typing import Any
 from flowdag._cache import RunCache, check_refresh
 from flowdag._fingerprint import Fingerprint, Fingerprinter, node_fingerprints
 from flowdag._gcpause import cyclic_gc_paused
+from flowdag._seal import SealedNodes, reuse_sealed, seal_completed
 from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag.dag import DAG, check_pools
 from flowdag.errors import (
@@ -28,11 +29,12 @@ from flowdag.errors import (
     InvalidArgumentTypeError,
     RunFailedError,
     RunNotFoundError,
+    StoreError,
 )
 from flowdag.executors import Executor, capabilities_of, make_executor
 from flowdag.executors.pools import default_workers
 from flowdag.refs import LoadedOnRead, Ref
-from flowdag.resume import check_rerun, plan_call
+from flowdag.resume import Plan, check_rerun, plan_call
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, Reason, RunState, RunStatus
 from flowdag.stores.base import Store, check_run_id
 from flowdag.waits import Wait
@@ -80,8 +82,10 @@ class RunResult:
     run_id: str
     workflow: str
     status: RunStatus
-    nodes: dict[str, NodeState]
-    data: dict[str, Any] = field(default_factory=dict)
+    #: Node -> its state. A completed run run again with the same code and
+    #: options reads them (and ``data``) from the store when first read.
+    nodes: Mapping[str, NodeState]
+    data: Mapping[str, Any] = field(default_factory=dict)
     #: Node -> why it ran or was reused in this call (see `explain`).
     reasons: dict[str, Reason] = field(default_factory=dict)
     #: Input node -> its open `flowdag.Wait` (status ``SUSPENDED``); the key is
@@ -115,6 +119,8 @@ class RunResult:
     @property
     def node_status(self) -> dict[str, NodeStatus]:
         """Node -> its status."""
+        if type(self.nodes) is SealedNodes:  # all completed: no need to read them
+            return self.nodes.statuses()
         return {n: s.status for n, s in self.nodes.items()}
 
     @property
@@ -242,13 +248,20 @@ def run(
         run_store = _open(store)
         if store is not None and not isinstance(store, Store):
             opened.callback(run_store.close)  # opened from a URL: ours to close
-        pool = make_executor(executor, max_workers) if isinstance(executor, str) else executor
-        if isinstance(executor, str):
-            opened.callback(pool.shutdown, wait=False)
-        workers = max_workers or capabilities_of(pool).max_workers or default_workers()
         with run_store.lock(run_id):
             with cyclic_gc_paused():  # a few acyclic objects per node (see flowdag._gcpause)
                 fingerprints = node_fingerprints(dag, Fingerprinter())  # one per call
+                if rerun is None and not rerun_from and not refreshed:
+                    # A completed run sealed with this code: nothing to load or plan.
+                    sealed = reuse_sealed(run_store, dag, run_id, fingerprints, lifetime)
+                    if sealed is not None:  # (a store closed on the way out reads it first)
+                        return _returned(sealed)
+                pool = (
+                    make_executor(executor, max_workers) if isinstance(executor, str) else executor
+                )
+                if isinstance(executor, str):
+                    opened.callback(pool.shutdown, wait=False)
+                workers = max_workers or capabilities_of(pool).max_workers or default_workers()
                 stored = _load_or_none(run_store, run_id, fingerprints)
                 plan = plan_call(
                     dag,
@@ -285,17 +298,35 @@ def run(
                     dag, plan, run_store, pool, workers, pools, on_event, limit, cache, waits
                 )
             driver.drive()
-    result = driver.result()
+            result = driver.result()
+            # A store of this call only (store=None) is gone with it: nothing to seal.
+            if result.ok and store is not None and driver.commits.error is None:
+                _seal(run_store, dag, plan, result)
     if store is None and result.waits:
         logger.warning(
             "run %s is suspended on an in-memory store that is gone now, with its waits; "
             "pass store= (e.g. flowdag.LMDBStore(DIR)) to answer them later",
             run_id,
         )
+    return _returned(result)
+
+
+def _returned(result: RunResult) -> RunResult:
     watching = runs_at_import.get()
     if watching is not None:
         watching.append(result)
     return result
+
+
+def _seal(store: Store, dag: DAG, plan: Plan, result: RunResult) -> None:
+    """Seal a run that completed (`flowdag._seal`); a store that cannot changes nothing."""
+    state = RunState(
+        result.run_id, dag.name, dict(result.nodes), dict(result.data), ttl=plan.state.ttl
+    )
+    try:
+        seal_completed(store, dag, state, plan.fingerprints)
+    except StoreError as exc:  # the run is complete and durable; the next call plans it
+        logger.debug("run %s: not sealed: %s", result.run_id, exc)
 
 
 def _ttl(value: Duration) -> timedelta:

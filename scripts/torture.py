@@ -153,7 +153,7 @@ def main() -> int:
     grand = _table(
         f"{'store':<12} {'runs':>5} {'nodes':>6} {'kills':>6} {'not saved':>9} "
         f"{'mid-compaction':>14} {'torn tail':>9} {'in flight':>9} {'interrupted':>11} "
-        f"{'lost snap':>9} {'old layout':>10} {'refs read':>9} {'violations':>10}",
+        f"{'lost snap':>9} {'old layout':>10} {'refs read':>9} {'sealed':>7} {'violations':>10}",
         totals,
         harness.Stats(),
         _row,
@@ -243,7 +243,7 @@ def _row(name: str, s: harness.Stats) -> str:
     return (
         f"{name:<12} {s.runs:>5} {s.nodes:>6} {s.kills:>6} {s.not_saved_yet:>9} "
         f"{s.mid_compaction:>14} {s.torn_tails:>9} {s.in_flight:>9} {s.interrupted:>11} "
-        f"{s.lost_snapshots:>9} {s.old_layouts:>10} {s.refs:>9} "
+        f"{s.lost_snapshots:>9} {s.old_layouts:>10} {s.refs:>9} {s.sealed:>7} "
         f"{len(s.violations):>10}"
     )
 

@@ -47,6 +47,7 @@ EXPORTED = [
     "Reason",
     "Ref",
     "RunEvent",
+    "RunChangedError",
     "RunFailedError",
     "RunLockedError",
     "RunNotFoundError",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def _is_flowdag(line: str) -> bool:
 
 
 def print_tracebacks(
-    out: Console, run_id: str, nodes: dict[str, NodeState], *, verbose: bool
+    out: Console, run_id: str, nodes: Mapping[str, NodeState], *, verbose: bool
 ) -> bool:
     """Print the traceback of each failed node: its last frames, or all with ``verbose``.
 

@@ -10,7 +10,8 @@ are appended side by side at the end of the run's range, whatever the
 names: one commit writes a few neighbouring B-tree pages, not one page per
 node::
 
-    run_id 0x00                  (nodes only) the run's marker: layout, next number, nonce
+    run_id 0x00                  (nodes only) the run's marker: layout, next number, nonce,
+                                 and the run's seal, if any (`flowdag._seal`)
     run_id 0x00 0x01 number      msgpack [name, blob, crc32(name)]; number: 4 bytes, big-endian
 
 Run ids hold no NUL, so no run's prefix is another's; keys are short whatever
@@ -19,9 +20,11 @@ path, so names stay hidden under encryption. The value carries its name and a
 CRC32 of it, checked on load: a damaged name raises `CorruptStateError`
 instead of showing up as another node (with a key, the sealing checks it
 too). The marker sorts first in the run's range; it is rewritten, with a
-fresh random nonce, by every write that numbers a new name, so a writer that
-keeps a run's numbers in memory knows them current while the stored marker
-is the one it read or wrote (``_lmdb_runs.py``). A release of layout 1
+fresh random nonce, by every write to the run, so a writer that keeps a run's
+numbers in memory knows them current while the stored marker is the one it
+read or wrote (``_lmdb_runs.py``), and a seal in the marker (written by
+`LMDBStore._put_seal`) goes with the run's entries as they were when it was
+written: the next write drops it. A release of layout 1
 reading a run of layout 2 fails on the marker (its key is no hash) instead
 of seeing an empty run.
 
@@ -74,7 +77,7 @@ _NUMBER_SIZE = 4
 #: Numbers a run can give out (names and data keys together).
 MAX_NUMBER = 1 << (8 * _NUMBER_SIZE)
 #: (layout, next free number) of a run's marker.
-Marker = tuple[int, int]
+Marker = tuple[int, int, bytes | None]
 
 
 def run_prefix(run_id: str) -> bytes:
@@ -113,16 +116,17 @@ def unpack_named(value: bytes) -> tuple[str, bytes]:
     return name, blob
 
 
-def pack_marker(next_number: int) -> bytes:
-    """A run's marker: this layout, the next free number, and a fresh nonce."""
-    packed: bytes = msgpack.packb(
-        {"layout": LAYOUT, "next": next_number, "nonce": os.urandom(8)}, use_bin_type=True
-    )
+def pack_marker(next_number: int, seal: bytes | None = None) -> bytes:
+    """A run's marker: this layout, the next free number, a fresh nonce, and ``seal``."""
+    fields: dict[str, object] = {"layout": LAYOUT, "next": next_number, "nonce": os.urandom(8)}
+    if seal is not None:
+        fields["seal"] = seal
+    packed: bytes = msgpack.packb(fields, use_bin_type=True)
     return packed
 
 
 def unpack_marker(marker: bytes) -> Marker:
-    """(layout, next free number) of an (opened) marker.
+    """(layout, next free number, seal or None) of an (opened) marker.
 
     Raises:
         ValueError: the marker is not one a release wrote.
@@ -132,11 +136,14 @@ def unpack_marker(marker: bytes) -> Marker:
     if type(layout) is not int or layout < 2:
         raise ValueError(f"bad layout marker {marker!r}")
     if layout > LAYOUT:
-        return layout, 0  # a later release's: the caller refuses it
+        return layout, 0, None  # a later release's: the caller refuses it
     next_number = fields.get("next")
+    seal = fields.get("seal")
     if type(next_number) is not int or not 0 <= next_number <= MAX_NUMBER:
         raise ValueError(f"bad layout marker {marker!r}")
-    return layout, next_number
+    if seal is not None and type(seal) is not bytes:
+        raise ValueError(f"bad seal in layout marker {marker!r}")
+    return layout, next_number, seal
 
 
 def name_digest(name: str) -> bytes:

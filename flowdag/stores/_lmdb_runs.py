@@ -10,11 +10,11 @@ Numbers
 A commit needs the number of each name it writes. The store keeps each run's
 numbers (`Numbers`) in memory, with the marker they go with, as stored: a
 write first reads the stored marker and uses the numbers kept only if it is
-the same bytes. Every write that numbers a new name (and every save) writes
-a new marker with a fresh nonce, so another process's or store's writes, a
-save, or this store's own transaction that was aborted after it numbered
-names all show as another marker, and the numbers are read again from the
-run's entries (one scan). A read of the run keeps the numbers it scanned
+the same bytes. Every write writes a new marker with a fresh nonce, so
+another process's or store's writes, a save, or this store's own transaction
+that was aborted all show as another marker, and the numbers are read again
+from the run's entries (one scan). The same makes a seal in the marker
+(`_write_seal`) hold only until the run's next write. A read of the run keeps the numbers it scanned
 (the data keys' only when it read the data) if none are kept, so a resume's
 first commit does not scan again. Writes of one process are serialized
 (``EnvGuard.write_lock``), and only writes change numbers.
@@ -105,7 +105,7 @@ class RunEntries:
             run = self._read_layout1(txn, env, run_id, prefix, header)
             sink.feed(run.header, run.nodes, run.data)
             return
-        next_number = self._marker(run_id, prefix, token)
+        next_number = self._marker(run_id, prefix, token)[0]
         sink.header(header)
         numbers: dict[str, int] = {}
         for number, name, meta in self._scan(txn, env.nodes, run_id, prefix, "node", next_number):
@@ -129,7 +129,7 @@ class RunEntries:
         token = txn.get(prefix, db=env.nodes)
         if token is None:
             return header, dict(self._scan_layout1(txn, env.nodes, run_id, prefix, "node"))
-        next_number = self._marker(run_id, prefix, token)
+        next_number = self._marker(run_id, prefix, token)[0]
         metas: dict[str, bytes] = {}
         numbers: dict[str, int] = {}
         for number, name, meta in self._scan(txn, env.nodes, run_id, prefix, "node", next_number):
@@ -212,11 +212,11 @@ class RunEntries:
                 raise self._damaged(run_id, f"{kind} entry does not match its key")
             yield name, blob
 
-    def _marker(self, run_id: str, prefix: bytes, token: bytes) -> int:
-        """The next free number a run's stored marker names, checked."""
+    def _marker(self, run_id: str, prefix: bytes, token: bytes) -> tuple[int, bytes | None]:
+        """The next free number a run's stored marker names, and its seal, checked."""
         marker = self._open_entry(run_id, b"node", prefix, token, "marker")
         try:
-            layout, next_number = unpack_marker(marker)
+            layout, next_number, seal = unpack_marker(marker)
         except (ValueError, TypeError, AttributeError, msgpack.UnpackException) as exc:
             raise self._damaged(run_id, f"unreadable layout marker: {exc}") from exc
         if layout > LAYOUT:
@@ -225,7 +225,7 @@ class RunEntries:
                 f"flowdag cannot read (it reads 1 and {LAYOUT}); use the flowdag version that "
                 "wrote it"
             )
-        return next_number
+        return next_number, seal
 
     def _keep(self, run_id: str, numbers: Numbers, *, read: bool = False) -> None:
         """Keep a run's numbers; ``read``: only if none are kept (a write's are newer)."""
@@ -255,7 +255,7 @@ class RunEntries:
         named, seal, put, delete = numbers.nodes, self._seal_entry, txn.put, txn.delete
         # Until the marker is written below, the numbers kept match no stored marker: if
         # this transaction is aborted (a full map, an error), they are read again.
-        first, token, numbers.token = numbers.next, numbers.token, b""
+        numbers.token = b""
         for name, node in nodes.items():
             number = named.get(name)
             if number is None:  # first written now: the next number, appended at the end
@@ -282,10 +282,7 @@ class RunEntries:
                     numbers.next += 1
                 key = entry_key(prefix, number)
                 put(key, seal(b"data", key, pack_named(name, value)), db=env.data)
-        if numbers.next != first:
-            self._put_marker(txn, env, run_id, prefix, numbers)
-        else:
-            numbers.token = token  # nothing numbered: the stored marker stays
+        self._put_marker(txn, env, run_id, prefix, numbers)  # every write: a seal goes
 
     def _numbers_in(self, txn: _Txn, env: Env, run_id: str, prefix: bytes) -> Numbers:
         """The run's numbers as stored in ``txn`` (moving a layout 1 run to layout 2)."""
@@ -295,7 +292,7 @@ class RunEntries:
         numbers = self._numbers.get(run_id)
         if numbers is not None and numbers.token == token:
             return numbers
-        next_number = self._marker(run_id, prefix, token)
+        next_number = self._marker(run_id, prefix, token)[0]
         named: dict[str, int] = {}
         for number, name, _ in self._scan(txn, env.nodes, run_id, prefix, "node", next_number):
             if named.setdefault(name, number) != number:
@@ -312,12 +309,37 @@ class RunEntries:
             )
 
     def _put_marker(
-        self, txn: _Txn, env: Env, run_id: str, prefix: bytes, numbers: Numbers
+        self,
+        txn: _Txn,
+        env: Env,
+        run_id: str,
+        prefix: bytes,
+        numbers: Numbers,
+        seal: bytes | None = None,
     ) -> None:
         # Set before the transaction commits: if it aborts, the stored marker differs
         # from this token, and the numbers are read again (see the module docstring).
-        numbers.token = self._seal_entry(b"node", prefix, pack_marker(numbers.next))
+        numbers.token = self._seal_entry(b"node", prefix, pack_marker(numbers.next, seal))
         txn.put(prefix, numbers.token, db=env.nodes)
+
+    # -- seals (`flowdag._seal`) ------------------------------------------------------------
+
+    def _read_seal(self, txn: _Txn, env: Env, run_id: str) -> tuple[bytes, bytes] | None:
+        """(marker, seal) of a run whose marker holds a seal; None for any other run."""
+        prefix = run_prefix(run_id)
+        self._header(txn, env, run_id)  # RunNotFoundError
+        token = txn.get(prefix, db=env.nodes)
+        if token is None:  # layout 1: never sealed
+            return None
+        seal = self._marker(run_id, prefix, token)[1]
+        return None if seal is None else (token, seal)
+
+    def _write_seal(self, txn: _Txn, env: Env, run_id: str, seal: bytes) -> None:
+        """Put ``seal`` in the run's marker: it holds until the run's next write."""
+        prefix = run_prefix(run_id)
+        self._header(txn, env, run_id)  # RunNotFoundError aborts the transaction
+        numbers = self._numbers_in(txn, env, run_id, prefix)
+        self._put_marker(txn, env, run_id, prefix, numbers, seal)
 
     def _put_entries(
         self,

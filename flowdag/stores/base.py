@@ -63,6 +63,7 @@ from flowdag.stores._stored import (
 )
 from flowdag.stores._storetables import StoreTables
 from flowdag.stores._tables import TableTxn
+from flowdag.stores._unread import UnreadRuns
 
 if TYPE_CHECKING:
     from flowdag.stores._blobs import BlobArea, RefSource
@@ -89,6 +90,7 @@ class Store(StoreTables, ABC):
     def __init__(self, *, codec: ValueCodec | None = None) -> None:
         self.codec: ValueCodec = codec if codec is not None else self._default_codec()
         self._closed = False
+        self._unread = UnreadRuns()  # results to read before their run changes here
         self._check_codec_kind()
 
     def _default_codec(self) -> ValueCodec:
@@ -111,6 +113,7 @@ class Store(StoreTables, ABC):
         run_id = check_run_id(state.run_id)
         check_times(state)  # and check_state, in _to_stored
         self._check_open()
+        self._unread.read(run_id)
         self._save(run_id, self._to_stored(state))
 
     def load(self, run_id: str) -> RunState:
@@ -211,6 +214,7 @@ class Store(StoreTables, ABC):
         """
         run_id = check_run_id(run_id)
         self._check_open()
+        self._unread.read(run_id)
         if tables is None:
             nodes, data = self._stored_records(run_id, records)
             if nodes:
@@ -255,6 +259,7 @@ class Store(StoreTables, ABC):
         self._check_open()
         # Under the run's lock: a run being written is never deleted under its writer.
         with self.lock(run_id):
+            self._unread.read(run_id)
             existed = self._delete(run_id)
             if self._keeps_tables():  # its waits end too (gc sweeps any a crash left)
                 from flowdag.waits import drop_waits  # waits build on stores: not at the top
@@ -305,6 +310,7 @@ class Store(StoreTables, ABC):
     def close(self) -> None:
         """Release the store's resources; further calls raise `StoreError`."""
         if not self._closed:
+            self._unread.read()  # while they can still be read
             self._closed = True
             self._close()
 
@@ -354,6 +360,15 @@ class Store(StoreTables, ABC):
 
         Raise `RunNotFoundError` if the run was never saved.
         """
+
+    # Seals (`flowdag._seal`): a completed run's plan, good until the run's next write.
+    def _sealed(self, run_id: str) -> tuple[bytes, bytes] | None:
+        """(token, seal) if the run as stored carries a seal, else None (also for a
+        store that keeps none); the token changes with every write to the run."""
+        return None
+
+    def _put_seal(self, run_id: str, seal: bytes) -> None:
+        """Seal the run as stored now (its lock held); its next write drops the seal."""
 
     @abstractmethod
     def _list_runs(self) -> list[str]: ...

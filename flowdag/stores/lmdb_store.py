@@ -190,6 +190,14 @@ class LMDBStore(DirectoryStore, RunEntries):
         self._transact(run_id, write, write=True)
         self._check_same_file(run_id)
 
+    def _sealed(self, run_id: str) -> tuple[bytes, bytes] | None:
+        return self._transact(run_id, lambda txn, env: self._read_seal(txn, env, run_id))
+
+    def _put_seal(self, run_id: str, seal: bytes) -> None:
+        self._transact(
+            run_id, lambda txn, env: self._write_seal(txn, env, run_id, seal), write=True
+        )
+
     def _table_reader(self) -> TableReader:
         return _Reader(self)
 

@@ -30,6 +30,7 @@ class MemoryStore(Store):
         super().__init__(codec=codec)
         self._guard = threading.Lock()
         self._runs: dict[str, StoredRun] = {}
+        self._seals: dict[str, tuple[bytes, bytes]] = {}  # run id -> (token, seal); writes drop
         self._tables = DictTables()
         self._locks = ThreadRunLocks()
         self._tables_guard = threading.Lock()
@@ -38,6 +39,7 @@ class MemoryStore(Store):
         copy = run.copy()
         with self._guard:
             self._runs[run_id] = copy
+            self._seals.pop(run_id, None)
 
     def _load(self, run_id: str) -> StoredRun:
         with self._guard:
@@ -53,6 +55,7 @@ class MemoryStore(Store):
     ) -> None:
         with self._guard:
             self._get(run_id).apply(nodes, data)
+            self._seals.pop(run_id, None)
 
     def _table_reader(self) -> TableReader:
         return _Guarded(self._tables, self._guard)
@@ -70,6 +73,8 @@ class MemoryStore(Store):
             with self._guard:
                 if run is not None:
                     run.apply(nodes, data)
+                if run_id is not None:
+                    self._seals.pop(run_id, None)
                 self._tables.apply(txn.writes)
 
     def _list_runs(self) -> list[str]:
@@ -78,7 +83,18 @@ class MemoryStore(Store):
 
     def _delete(self, run_id: str) -> bool:
         with self._guard:
+            self._seals.pop(run_id, None)
             return self._runs.pop(run_id, None) is not None
+
+    def _sealed(self, run_id: str) -> tuple[bytes, bytes] | None:
+        with self._guard:
+            self._get(run_id)
+            return self._seals.get(run_id)
+
+    def _put_seal(self, run_id: str, seal: bytes) -> None:
+        with self._guard:
+            self._get(run_id)
+            self._seals[run_id] = (os.urandom(8), seal)
 
     def _lock(self, run_id: str) -> RunLock:
         return self._locks.acquire(run_id)
@@ -89,6 +105,7 @@ class MemoryStore(Store):
     def _close(self) -> None:
         with self._guard:
             self._runs.clear()
+            self._seals.clear()
 
     def _get(self, run_id: str) -> StoredRun:
         # Caller holds self._guard.

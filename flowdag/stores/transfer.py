@@ -112,6 +112,7 @@ def copy_run(src: Store, dst: Store, run_id: str) -> Copied:
             if new:
                 state = _with_refs(state, new, where)
                 stored = _stored(dst, state, run_id)
+        dst._unread.read(run_id)
         dst._save_checked(run_id, stored, check)
     return done
 

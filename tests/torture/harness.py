@@ -253,6 +253,7 @@ class Stats:
     lost_snapshots: int = 0  # snapshots deleted after a kill, refused as they must be
     old_layouts: int = 0  # LMDB runs rewritten in the previous release's layout after a kill
     refs: int = 0  # completed outputs kept by reference, read through their Ref after kills
+    sealed: int = 0  # kills after which the run was sealed (`flowdag._seal`): all completed
     violations: list[str] = dataclasses.field(default_factory=list)
 
     def add(self, other: Stats) -> None:
@@ -355,6 +356,17 @@ def _to_old_layout(url: str, options: dict[str, Any]) -> None:
 
     with open_store(url, create=False, **options) as store:
         to_layout1(store, RUN_ID)  # type: ignore[arg-type]
+
+
+def _sealed(url: str, options: dict[str, Any]) -> bool:
+    """Whether the store holds a seal of the run (LMDB and memory keep them)."""
+    import flowdag
+
+    with flowdag.open_store(url, **options) as store:
+        try:
+            return store._sealed(RUN_ID) is not None
+        except flowdag.RunNotFoundError:
+            return False
 
 
 def _load(url: str, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -462,6 +474,10 @@ def torture(
             done: set[str] = set()
         else:
             done = {n for n, s in state.nodes.items() if s.status == "completed"}
+            if _sealed(url, options):  # a seal says a full plan would run nothing
+                stats.sealed += 1
+                if len(done) != len(plans):
+                    violation("a seal on a run that is not completed")
             if killed:
                 stats.in_flight += len(set(ran) - done)
                 _check_interrupted(state, _calls(log), stats, violation)
@@ -508,6 +524,8 @@ def torture(
         violation("the final outputs differ from an uninterrupted run")
     if not same_value(state.data, data):
         violation("the final ctx.data differs from an uninterrupted run")
+    if scheme == "lmdb" and not _sealed(url, options):
+        violation("the completed run is not sealed")
     if not rerun:
         return stats
     # A completed run re-run calls nothing.
