@@ -34,7 +34,7 @@ class Fingerprint:
     million of them fit in a few hundred bytes each.
     """
 
-    __slots__ = ("_digest", "_own", "_parts", "_source_digest", "_template")
+    __slots__ = ("_digest", "_digests", "_own", "_parts", "_source_digest", "_template")
 
     def __init__(self, digest: str, source_digest: str, parts: dict[str, str] | None = None):
         self._digest: str | None = digest
@@ -42,6 +42,7 @@ class Fingerprint:
         self._parts: dict[str, str] | None = {} if parts is None else parts
         self._template: _Template | None = None
         self._own: Any = None
+        self._digests: Any = None
 
     @classmethod
     def _of(cls, template: _Template, own: Any) -> Fingerprint:
@@ -52,38 +53,34 @@ class Fingerprint:
         made._parts = None
         made._template = template
         made._own = own
+        made._digests = None
         return made
 
     def _own_digests(self) -> tuple[str, ...]:
-        """The digests of the template's ``names``: made once, when ``source_digest`` or
-        the parts are first read (a run reads both of every node it runs), then kept
-        in place of the values they digest.
-
-        Kept as the one digest (a str) when there is one, else a plain tuple of str,
-        which the cyclic garbage collector stops tracking (a marked tuple, or one
-        more object per fingerprint, would be walked at each collection for as long
-        as the run lasts); a captured function's ``(values, defaults)`` holds
-        tuples, never a str first. One assignment: a thread reading meanwhile sees
-        one or the other, both right.
-        """
-        template = self._template
-        assert template is not None
-        own = self._own
-        if type(own) is str:
-            return (own,)
-        if template.captured and type(own[0]) is not str:
-            digests = template.own(own)
-            self._own = digests[0] if len(digests) == 1 else digests
+        """The digests of the template's ``names``, made once, when ``source_digest``
+        or the parts are first read (a run reads both of every node it runs), and kept
+        beside what they digest (which `identity` gives): the one digest alone (a
+        str) when there is one, else a tuple of str; either is a single assignment,
+        and a thread reading meanwhile makes them again, the same."""
+        found = self._digests
+        if found is None:
+            assert self._template is not None
+            digests = self._template.own(self._own)
+            self._digests = digests[0] if len(digests) == 1 else digests
             return digests
-        return own  # type: ignore[no-any-return]
+        return (found,) if type(found) is str else found  # type: ignore[no-any-return]
 
     @property
     def digest(self) -> str:
         """The digest of the code and everything it reaches (see `flowdag._fingerprint`)."""
         found = self._digest
         if found is None:
-            assert self._template is not None
-            found = self._digest = self._template.digest(self._template.own(self._own))
+            template = self._template
+            assert template is not None
+            # Own digests kept already, or made for this alone: a resume that compares
+            # digests keeps nothing more per node.
+            own = template.own(self._own) if self._digests is None else self._own_digests()
+            found = self._digest = template.digest(own)
         return found
 
     def identity(self) -> Any:

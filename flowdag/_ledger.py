@@ -136,9 +136,10 @@ class Ledger:
             audit = stored.audit
             if output is None:
                 output = stored.output
+        source = fingerprint.source_digest  # first: it keeps the own digests the digest takes
         return new_provenance(
             fingerprint.digest,
-            fingerprint.source_digest,
+            source,
             fingerprint.parts_view(),  # no dict of parts kept per node
             output,
             inputs,
