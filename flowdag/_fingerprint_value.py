@@ -68,7 +68,7 @@ class Fingerprint:
             digests = self._template.own(self._own)
             self._digests = digests[0] if len(digests) == 1 else digests
             return digests
-        return (found,) if type(found) is str else found  # type: ignore[no-any-return]
+        return (found,) if type(found) is str else found
 
     @property
     def digest(self) -> str:
