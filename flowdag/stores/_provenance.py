@@ -151,12 +151,12 @@ def _template_code(
     packed = _PACKED_TEMPLATES.get(template)
     if packed is None:
         packed = _remember(_PACKED_TEMPLATES, template, _template_parts(template))
-    if not packed:
+    if not packed or len(own) != len(packed[1]):
         return None
-    packer = _packer()
-    pack = packer.pack
+    pack = _packer().pack
     pieces = [_FP_KEY, pack(fingerprint), _SRC_KEY, pack(source), packed[0]]
-    for name, digest in zip(packed[1], own, strict=True):
+    for i, name in enumerate(packed[1]):  # not zip(strict=): a keyword call is slow
+        digest = own[i]
         if type(digest) is not str:
             return None
         pieces.append(name)
