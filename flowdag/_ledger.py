@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any
 
 from flowdag._decide import resolve
@@ -113,12 +112,13 @@ class Ledger:
                 if read is not None and (digest := read.output) is not None:
                     read_now[dep] = digest
             # The nodes of a fan-out read the same inputs: those of the node before
-            # are shared, read-only (as a load shares them), not kept once per node.
+            # are shared (a copy, never changed, as `_NO_INPUTS`), not kept once per
+            # node. A plain dict: a result's states still pickle and deep-copy.
             last = self._last_inputs
             if read_now == last[0]:
                 shared = last[1]
                 if shared is None:
-                    shared = MappingProxyType(dict(read_now))
+                    shared = dict(read_now)
                     self._last_inputs = (last[0], shared)
                 inputs = shared
             else:
