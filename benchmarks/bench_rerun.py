@@ -10,8 +10,11 @@ source, i=i: leaf(i, source)`` each), runs it on a fresh LMDB store, then runs
 it again on the completed run, and prints:
 
 - the CPU time (``time.process_time``, every thread) of the rerun, and of its
-  phases: the load (``Store._load_known``, or ``Store.load`` in trees before
-  it), the code fingerprints, the plan, the driver;
+  phases: the code fingerprints, the seal (``reuse_sealed``: the digest of the
+  DAG's code and shape checked against the run's seal, `flowdag._seal`), and,
+  without a seal (the journal stores, or trees before seals), the load
+  (``Store._load_known``, or ``Store.load`` in trees before it), the plan, the
+  driver;
 - ``VmRSS``/``RssAnon``/``RssFile`` of the process after build, run and rerun,
   and its peak (``VmHWM``): ``RssFile`` is the LMDB map's pages;
 - with ``--trace``: what the rerun allocated and still holds at its end
@@ -76,6 +79,7 @@ def main() -> None:
     print(f"build  cpu {time.process_time() - start:6.2f} s   {_memory()}")
     times: dict[str, float] = {}
     for module, name, label in (
+        (runner, "reuse_sealed", "seal"),
         (runner, "_load_or_none", "load"),
         (runner, "node_fingerprints", "fingerprints"),
         (runner, "plan_call", "plan"),
@@ -99,7 +103,8 @@ def main() -> None:
         assert again.ok, again.status
         phases = ", ".join(f"{label} {value:.2f} s" for label, value in times.items())
         print(f"rerun  cpu {took:6.2f} s   {_memory()}   (wall {wall:.2f} s)")
-        print(f"rerun phases (cpu): {phases}")
+        sealed = type(again.nodes).__name__ == "SealedNodes"  # nothing loaded (`flowdag._seal`)
+        print(f"rerun phases (cpu): {phases}; {'sealed' if sealed else 'loaded and planned'}")
         if args.trace:
             gc.collect()
             snapshot = tracemalloc.take_snapshot()

@@ -13,8 +13,9 @@ as stored now, with the code that just ran, reuses every node unchanged
 (`sealable`), it gives the store a *seal*: the digest of the DAG's shape and
 code fingerprints and the run's ttl (`run_digest`), and when the run expires.
 The store keeps it with the run until the run's next write of any kind drops
-it (LMDB: in the run's marker, which every write rewrites; memory: beside the
-run; the journal stores keep none and always plan).
+it (LMDB: in the run's marker, which every write rewrites; the journal stores:
+in a file beside the run's files, good while they are the same; memory: beside
+the run).
 
 A later call (`reuse_sealed`) with a seal whose digest is the DAG's now, and
 nothing that changes the plan (``rerun``, ``rerun_from``, ``refresh``, another
@@ -69,12 +70,16 @@ def run_digest(dag: DAG, fingerprints: Mapping[str, Fingerprint], ttl: timedelta
     return digest.digest()
 
 
+def _planned_alone(dag: DAG) -> bool:
+    """Whether a plan of ``dag`` is all a call decides: no map (its items are added
+    as the run goes) and no input node (its wait is decided as the run goes)."""
+    return not dag.maps and all(spec.input is None for spec in dag.specs.values())
+
+
 def sealable(dag: DAG, state: RunState, fingerprints: Mapping[str, Fingerprint]) -> bool:
     """Whether a run that ended as ``state`` may be sealed: a plan of it with
     ``fingerprints`` reuses every node unchanged, and no node is a map or an input."""
-    if dag.maps or any(spec.input is not None for spec in dag.specs.values()):
-        return False
-    if len(state.nodes) != len(dag):
+    if not _planned_alone(dag) or len(state.nodes) != len(dag):
         return False
     verdicts = decide(dag, state, fingerprints)
     return all(verdict is UNCHANGED for verdict in verdicts.values())
@@ -115,7 +120,7 @@ def reuse_sealed(
     ``dag``, its ``fingerprints`` and ``ttl``; else None (plan as usual). Its lock is held."""
     from flowdag.runner import RunResult  # flowdag.runner imports this module
 
-    if dag.maps:
+    if not _planned_alone(dag):
         return None
     try:
         sealed = store._sealed(run_id)
@@ -134,8 +139,9 @@ def reuse_sealed(
     if expires is not None and datetime.now(UTC).timestamp() >= expires:
         return None  # expired: gone for every reader, and a new run starts
     run = SealedRun(store, run_id, token, dag.nodes)
+    nodes, data = SealedNodes(run, "nodes"), _Read[Any](run, "data")  # hold the run
     reasons = dict.fromkeys(dag.nodes, UNCHANGED.reason)
-    return RunResult(run_id, dag.name, RunStatus.COMPLETED, run.nodes, run.data, reasons)
+    return RunResult(run_id, dag.name, RunStatus.COMPLETED, nodes, data, reasons)
 
 
 class SealedRun:
@@ -153,8 +159,6 @@ class SealedRun:
         "_state",
         "_store",
         "_token",
-        "data",
-        "nodes",
         "run_id",
     )
 
@@ -164,9 +168,7 @@ class SealedRun:
         self._state: RunState | None = None
         self._error: FlowdagError | None = None
         self._guard = threading.Lock()  # the store's committer thread may read it too
-        self.nodes = SealedNodes(self, "nodes")
-        self.data: _Read[Any] = _Read(self, "data")
-        store._unread.add(self)
+        store._unread.add(self)  # weakly: held by its nodes and data only (no cycle)
 
     def state(self) -> RunState:
         """The run as stored (read once).
@@ -222,23 +224,29 @@ class _Read(Mapping[str, _V]):
         return iter(self._read())
 
     def __len__(self) -> int:
-        if self._part == "nodes":
-            return len(self._run._names)
         return len(self._read())
 
     def __contains__(self, name: object) -> bool:
-        if self._part == "nodes":
-            return name in self._run._names
         return name in self._read()
 
     def __repr__(self) -> str:
         return repr(self._read())
+
+    def __reduce__(self) -> tuple[type[dict[str, _V]], tuple[dict[str, _V]]]:
+        return dict, (dict(self._read()),)  # pickled and copied as what it reads
 
 
 class SealedNodes(_Read[NodeState]):
     """A sealed run's nodes (`RunResult.nodes` of a call that reused a seal)."""
 
     __slots__ = ()
+
+    # The names are the DAG's: known without reading the run.
+    def __len__(self) -> int:
+        return len(self._run._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._run._names
 
     def statuses(self) -> dict[str, NodeStatus]:
         """Node -> its status, without reading the run: every node completed."""

@@ -65,7 +65,7 @@ def shape_of(fn: Any) -> Shape:
     """The `Shape` of ``fn``'s signature; inspected once per code (plain functions)
     or once per function object (any other callable)."""
     global _last
-    if type(fn) is types.FunctionType and not fn.__dict__ and not fn.__annotations__:
+    if type(fn) is types.FunctionType and _plain(fn):
         # Nothing but its code and which parameters have defaults shapes its signature.
         code, defaults, kwdefaults = fn.__code__, fn.__defaults__, fn.__kwdefaults__
         last = _last  # one tuple, read once: another thread may replace it meanwhile
@@ -94,6 +94,19 @@ def shape_of(fn: Any) -> Shape:
     if known is None:
         known = _SHAPES[fn] = _inspect(fn)
     return known
+
+
+def _plain(fn: types.FunctionType) -> bool:
+    """Whether a function's signature is its code's: no annotations, nothing
+    ``inspect.signature`` follows instead (``__wrapped__``, ``__signature__``).
+
+    Read without ``fn.__dict__`` and, for a lambda (which has no annotations),
+    ``fn.__annotations__``: each gives the function an empty dict it keeps (64
+    bytes a node, for a lambda per node).
+    """
+    if fn.__code__.co_name != "<lambda>" and fn.__annotations__:
+        return False
+    return not (hasattr(fn, "__wrapped__") or hasattr(fn, "__signature__"))
 
 
 #: The last plain function without keyword-only defaults: (its code, how many

@@ -152,6 +152,20 @@ class Provenance:
     manual: bool = False
     audit: tuple[Override, ...] = ()
 
+    def __reduce__(self) -> tuple[type[Provenance], tuple[Any, ...]]:
+        # Its mappings may be read-only views (a load shares them) or a view of a
+        # fingerprint's parts, neither picklable: pickled as the dicts they show.
+        return Provenance, (
+            self.fingerprint,
+            self.source,
+            dict(self.parts),
+            self.output,
+            dict(self.inputs),
+            self.reason,
+            self.manual,
+            self.audit,
+        )
+
 
 def new_provenance(
     fingerprint: str | None,

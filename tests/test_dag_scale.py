@@ -304,3 +304,34 @@ def test_a_subclass_of_a_slot_init_class_keeps_its_own_class() -> None:
     made = Sub(1)
     assert type(made) is Sub and (made.a, made.b) == (1, [])
     assert type(Base(2)) is Base and Base(2) == Base(2, [])
+
+
+def test_a_lambda_per_node_gets_no_dict_of_its_own_from_the_build() -> None:
+    import gc
+
+    fns = [lambda source, i=i: i + source for i in range(3)]
+    wf = Workflow("no-dicts")
+    wf.add_node("source", lambda: 1)
+    for i, fn in enumerate(fns):
+        wf.add_node(f"leaf{i}", fn, deps=["source"])
+    wf.build()
+    # An empty __dict__ or __annotations__ read into being would be referred to by fn
+    # (the first of a code is read by inspect.signature once, for them all).
+    shared = (fns[0].__globals__, fns[0].__builtins__)
+    owned = [r for fn in fns[1:] for r in gc.get_referents(fn) if type(r) is dict]
+    assert not [r for r in owned if all(r is not d for d in shared)]
+
+
+def test_what_inspect_follows_instead_of_the_code_still_counts() -> None:
+    def inner(source: int) -> int:
+        return source
+
+    @functools.wraps(inner)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        return inner(*args, **kwargs)
+
+    assert shape_of(wrapper) == _inspect(wrapper)
+    assert shape_of(wrapper).params != shape_of(lambda *args, **kwargs: 0).params
+    told = lambda *args: 0  # noqa: E731
+    told.__signature__ = inspect.signature(inner)  # type: ignore[attr-defined]
+    assert shape_of(told) == _inspect(told) == shape_of(inner)

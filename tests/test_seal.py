@@ -24,15 +24,20 @@ from flowdag._decide import UNCHANGED
 from flowdag._fingerprint import node_fingerprints
 from flowdag._seal import SealedNodes
 from flowdag.resume import plan_call
-from flowdag.stores import LMDBStore, MemoryStore, Store, open_store
+from flowdag.stores import MemoryStore, Store, generate_key, open_store
 
-SEALING = ["memory", "lmdb"]
+KINDS = ["memory", "lmdb", "json", "flatbuffers"]
+KEY = generate_key()
 
 
-@pytest.fixture(params=SEALING)
+@pytest.fixture(params=[*KINDS, "lmdb-encrypted", "json-encrypted"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = "memory://" if request.param == "memory" else f"lmdb://{tmp_path / 'db'}"
-    with open_store(url) as opened:
+    kind, _, encrypted = request.param.partition("-")
+    if kind == "memory":
+        opened = open_store("memory://")
+    else:
+        opened = open_store(f"{kind}://{tmp_path / kind}", key=KEY if encrypted else None)
+    with opened:
         yield opened
 
 
@@ -81,6 +86,19 @@ def test_a_completed_run_run_again_calls_nothing_and_says_the_same(store: Store)
     assert dict(again.data) == stored.data == {"a_seen": 0, "b_seen": 1, "c_seen": 2}
     assert dict(again.outputs) == {"a": 3, "b": 6, "c": [3, 6]}
     assert again.errors == {}
+
+
+def test_a_sealed_result_pickles_and_copies_as_what_it_reads(store: Store) -> None:
+    import copy
+    import pickle
+
+    dag = job([]).build()
+    flowdag.run(dag, run_id="r", store=store)
+    again = flowdag.run(dag, run_id="r", store=store)
+    assert type(again.nodes) is SealedNodes
+    for made in (pickle.loads(pickle.dumps(again)), copy.deepcopy(again)):
+        assert type(made.nodes) is dict and made.nodes == store.load("r").nodes
+        assert made.outputs["c"] == [3, 6] and made.data == again.data
 
 
 def test_edited_code_misses_the_seal_and_runs(store: Store) -> None:
@@ -164,23 +182,27 @@ def test_a_result_not_read_yet_is_read_before_its_run_changes(store: Store) -> N
     assert store.load("r").nodes["c"].output == [3, 21]
 
 
-def test_a_result_not_read_yet_is_read_before_its_store_closes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["lmdb", "json", "flatbuffers"])
+def test_a_result_not_read_yet_is_read_before_its_store_closes(tmp_path: Path, kind: str) -> None:
     calls: list[str] = []
     dag = job(calls).build()
-    with LMDBStore(tmp_path / "db") as store:
+    url = f"{kind}://{tmp_path / kind}"
+    with open_store(url) as store:
         flowdag.run(dag, run_id="r", store=store)
         again = flowdag.run(dag, run_id="r", store=store)
+        assert type(again.nodes) is SealedNodes
     assert again.outputs["c"] == [3, 6] and again.data["b_seen"] == 1
     # Opened from a URL by run() itself, and closed by it.
-    url = f"lmdb://{tmp_path / 'db'}"
     assert flowdag.run(dag, run_id="r", store=url).outputs["b"] == 6
     assert calls == ["a", "b", "c"]
 
 
-def test_a_change_by_another_store_is_refused_not_shown(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["lmdb", "json", "flatbuffers"])
+def test_a_change_by_another_store_is_refused_not_shown(tmp_path: Path, kind: str) -> None:
     calls: list[str] = []
     dag = job(calls).build()
-    with LMDBStore(tmp_path / "db") as ours, LMDBStore(tmp_path / "db") as theirs:
+    url = f"{kind}://{tmp_path / kind}"
+    with open_store(url) as ours, open_store(url) as theirs:
         flowdag.run(dag, run_id="r", store=ours)
         again = flowdag.run(dag, run_id="r", store=ours)
         flowdag.run(job(calls, factor=7).build(), run_id="r", store=theirs)
@@ -228,14 +250,22 @@ def test_maps_and_input_nodes_are_never_sealed(store: Store) -> None:
 
 
 @pytest.mark.parametrize("kind", ["json", "flatbuffers"])
-def test_journal_stores_keep_no_seal_and_plan(tmp_path: Path, kind: str) -> None:
+def test_a_journal_seal_goes_with_the_files_and_its_own_format(tmp_path: Path, kind: str) -> None:
     calls: list[str] = []
     dag = job(calls).build()
-    with open_store(f"{kind}://{tmp_path / kind}") as store:
+    url = f"{kind}://{tmp_path / 'shared'}"  # JSON and FlatBuffers stores may share runs/
+    other = f"{'flatbuffers' if kind == 'json' else 'json'}://{tmp_path / 'shared'}"
+    with open_store(url) as store, open_store(other) as neighbour:
         flowdag.run(dag, run_id="r", store=store)
+        flowdag.run(dag, run_id="r", store=neighbour)
+        assert store._sealed("r") is not None and neighbour._sealed("r") is not None
+        seal = next((tmp_path / "shared" / "runs" / "r").glob(f"seal{store.format.suffix}"))
+        assert seal.stat().st_mode & 0o777 == 0o600
+        seal.write_bytes(seal.read_bytes()[:-3])  # torn: ignored, planned
         assert store._sealed("r") is None
-        again = flowdag.run(dag, run_id="r", store=store)
-        assert type(again.nodes) is dict and calls == ["a", "b", "c"]
+        assert type(flowdag.run(dag, run_id="r", store=store).nodes) is dict
+        assert store._sealed("r") is not None  # sealed anew by that call
+        assert calls == ["a", "b", "c"] * 2
 
 
 # -- a property: a seal is found only where a full plan reuses every node ------------------
@@ -295,3 +325,33 @@ def test_a_seal_is_used_exactly_when_a_full_plan_reuses_every_node(steps: list[S
         # A completed run whose full plan reuses every node is sealed (nothing forgotten).
         elif result.ok and not options and action != "fail":
             assert not full_plan_reuses_all(store, dag.build(), "r")
+
+
+def test_flowdag_run_of_a_large_sealed_run_reads_no_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flowdag.cli import main
+
+    job_file = tmp_path / "wide.py"
+    job_file.write_text(
+        "import flowdag\n"
+        "wf = flowdag.Workflow('wide')\n"
+        "wf.add_node('src', lambda: 1)\n"
+        "for i in range(60):\n"
+        "    wf.add_node(f'n{i}', lambda src, i=i: src + i, deps=['src'])\n"
+    )
+    command = ["run", str(job_file), "--run-id", "w", "--store", f"lmdb://{tmp_path / 'db'}"]
+    assert main(command) == 0
+    capsys.readouterr()
+    assert main(command) == 0
+    read_all = capsys.readouterr().out
+
+    def no_load(self: Store, run_id: str) -> Any:
+        raise AssertionError("a sealed run was read")
+
+    monkeypatch.setattr(Store, "load", no_load)
+    assert main(command) == 0
+    # The same report, with nothing read: every node completed, too many to list.
+    assert capsys.readouterr().out == read_all
+    assert "61 completed nodes not shown" in read_all
+    assert "61 of 61 nodes were already completed" in read_all

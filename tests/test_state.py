@@ -198,3 +198,24 @@ def test_nan_equality_without_numpy_imported() -> None:
     if "numpy" in result.stderr and "AssertionError" in result.stderr:
         pytest.skip("something imported by flowdag.state imports numpy")
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb", "json", "flatbuffers"])
+def test_a_loaded_state_and_a_resumed_result_pickle(kind: str, tmp_path: Path) -> None:
+    import pickle
+
+    import flowdag
+
+    wf = flowdag.Workflow("pickled")
+    wf.add_node("a", lambda: 1)
+    wf.add_node("b", lambda a: a + 1, deps=["a"])
+    url = "memory://" if kind == "memory" else f"{kind}://{tmp_path / kind}"
+    with flowdag.open_store(url) as store:
+        first = flowdag.run(wf, run_id="r", store=store)
+        state = store.load("r")  # its provenance holds read-only mappings
+        assert pickle.loads(pickle.dumps(state)) == state
+        again = flowdag.run(wf, run_id="r", store=store)
+        for result in (first, again):
+            copied = pickle.loads(pickle.dumps(result))
+            assert dict(copied.nodes) == dict(result.nodes)
+            assert copied.outputs["b"] == 2

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import flowdag
+from flowdag._seal import SealedNodes
 from flowdag._units import parse_duration, parse_size
 from flowdag.cli.base import (
     DEFAULT_STORE,
@@ -26,6 +27,7 @@ from flowdag.cli.base import (
 from flowdag.cli.loader import load_dag
 from flowdag.cli.progress import RunProgress
 from flowdag.cli.render import (
+    ROWS,
     count,
     describe_counts,
     node_rows,
@@ -37,7 +39,7 @@ from flowdag.cli.tracebacks import add_verbose_option, print_tracebacks
 from flowdag.cli.waits import print_waits
 from flowdag.executors import Executor
 from flowdag.runner import RunResult, new_run_id
-from flowdag.state import RunStatus
+from flowdag.state import NodeStatus, RunStatus
 from flowdag.stores import parse_store_url
 from flowdag.stores.base import check_run_id
 
@@ -148,12 +150,15 @@ def cmd_run(args: argparse.Namespace, err: Console) -> int:
                 on_event=progress.update,
                 **lifetimes,
             )
-    restored = sum(  # completed before this call: not started by it
-        1
-        for name, node in result.nodes.items()
-        if node.status == "completed" and name not in progress.ran
-    )
-    return _report(result, args, restored=restored, verbose=args.verbose)
+        restored = sum(  # completed before this call: not started by it
+            1
+            for name, status in result.node_status.items()
+            if status is NodeStatus.COMPLETED and name not in progress.ran
+        )
+        code = _report(result, args, restored=restored, verbose=args.verbose)
+        # Before the store closes: a sealed run's nodes, never read here, are not read then.
+        del result
+    return code
 
 
 def _lifetimes(args: argparse.Namespace) -> dict[str, Any]:
@@ -187,16 +192,22 @@ def _report(
 ) -> int:
     """Print the summary table, failed nodes' tracebacks and the last line; the exit code."""
     out = output_console()
-    header, rows, left_out = node_rows(
-        result.nodes,
-        items=not verbose,  # a map: one line, its items counted (-v lists them)
-        started=False,
-        hint=f"flowdag status {result.run_id} --all lists every node",
-    )
+    hint = f"flowdag status {result.run_id} --all lists every node"
+    sealed = type(result.nodes) is SealedNodes  # every node completed: none failed
+    if sealed and len(result.nodes) > ROWS:  # and too many to list: nothing to read
+        header, rows, left_out = node_rows({}, started=False)
+        left_out = [f"{len(result.nodes)} completed nodes not shown", hint]
+    else:
+        header, rows, left_out = node_rows(
+            result.nodes,
+            items=not verbose,  # a map: one line, its items counted (-v lists them)
+            started=False,
+            hint=hint,
+        )
     print_table(out, header, rows, right={2, 3}, status=1)
     for line in left_out:
         out.print(line, soft_wrap=True, highlight=False, markup=False)
-    if print_tracebacks(out, result.run_id, result.nodes, verbose=verbose):
+    if not sealed and print_tracebacks(out, result.run_id, result.nodes, verbose=verbose):
         out.print()  # the verdict stands apart from the last traceback
     note = f"; {restored} of {len(result.nodes)} nodes were already completed" if restored else ""
     if result.ok:

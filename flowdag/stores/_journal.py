@@ -64,9 +64,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Unpack
 
-from flowdag.errors import (
-    StoreError,
-)
+from flowdag.errors import StoreError
 from flowdag.stores._compaction import Compaction, compact_runs
 from flowdag.stores._directory import DirectoryStore, StoreOptions
 from flowdag.stores._files import (
@@ -82,6 +80,7 @@ from flowdag.stores._files import (
 )
 from flowdag.stores._format import Commit, RunFormat, Stamp
 from flowdag.stores._framing import frame, journal_header, seed
+from flowdag.stores._journal_seals import JournalSeals
 from flowdag.stores._lineage import (
     journal_generation,
     journal_names,
@@ -116,7 +115,7 @@ class _Writer:
     snapshot_size: int
 
 
-class JournaledStore(DirectoryStore):
+class JournaledStore(JournalSeals, DirectoryStore):
     """A store of one directory per run: an atomic snapshot plus a journal.
 
     Subclasses name a `RunFormat`; everything else (framing, fsync, compaction,

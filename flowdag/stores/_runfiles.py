@@ -97,6 +97,13 @@ class RunFiles:
     def open_snapshot(self, run_id: str, path: Path, content: bytes) -> bytes:
         return self._unseal(content, self._aad(run_id, b"snapshot"), f"run '{run_id}': {path}")
 
+    def seal_seal(self, run_id: str, content: bytes) -> bytes:
+        """A run's seal file (`flowdag.stores._journal_seals`), sealed with a key."""
+        return self._seal(content, self._aad(run_id, b"seal"))
+
+    def open_seal(self, run_id: str, path: Path, content: bytes) -> bytes:
+        return self._unseal(content, self._aad(run_id, b"seal"), f"run '{run_id}': {path}")
+
     # -- reading --------------------------------------------------------------
 
     def read(
