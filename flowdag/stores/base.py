@@ -238,9 +238,8 @@ class Store(StoreTables, ABC):
                 check_names(run_id, (name,), "node name")
             if changes:
                 check_names(run_id, changes, "ctx.data key")
-            nodes[name] = StoredNode(encode_meta(encode, record, record.blobs), record.output)
-            if changes:
                 data.update(changes)
+            nodes[name] = StoredNode(encode_meta(encode, record, record.blobs), record.output)
         return nodes, data
 
     def list_runs(self) -> list[str]:
