@@ -125,8 +125,9 @@ def _captured(fn: Any) -> tuple[tuple[int, ...], tuple[Any, ...], tuple[Any, ...
     defaults, or capturing anything but None, bool, int, float, str or bytes,
     gives None and is walked). The lambdas one line makes in a loop differ only here.
     """
-    if type(fn) is not types.FunctionType or fn.__kwdefaults__ or fn.__dict__:
-        return None  # keyword defaults, or attributes: ``__wrapped__`` is walked instead
+    # Not ``fn.__dict__``: reading it gives every function a dict it keeps (64 bytes).
+    if type(fn) is not types.FunctionType or fn.__kwdefaults__ or hasattr(fn, "__wrapped__"):
+        return None  # keyword defaults, or a wrapper: what it wraps is walked instead
     defaults = fn.__defaults__ or ()
     closure = fn.__closure__
     cells: tuple[int, ...] = ()
@@ -159,7 +160,8 @@ def _defaults_digest(defaults: tuple[Any, ...]) -> str:
     """``_digest(repr(_value_key(defaults)))`` of a non-empty tuple of `_EXACT` values."""
     if len(defaults) == 1:  # the usual: ``lambda x, i=i: ...``
         (value,) = defaults
-        return _digest(f"(('tuple', (('{type(value).__name__}', {value!r}),)),)".encode())
+        text = f"(('tuple', (('{type(value).__name__}', {value!r}),)),)"
+        return hashlib.sha256(text.encode()).hexdigest()  # `_digest`, inlined
     items = ", ".join(f"('{type(value).__name__}', {value!r})" for value in defaults)
     return _digest(f"(('tuple', ({items})),)".encode())
 
@@ -179,6 +181,7 @@ class _Template:
     __slots__ = (
         "captured",
         "digest_text",
+        "distinct",
         "fixed",
         "fixed_sources",
         "key",
@@ -199,6 +202,9 @@ class _Template:
         self.fixed = fixed
         self.fixed_sources = fixed_sources
         self.names = names
+        # Whether ``parts`` is ``fixed`` then ``names`` as they are (no name twice):
+        # a store may then write the shared parts once and each fingerprint's own after.
+        self.distinct = len(set(names)) == len(names) and not fixed.keys() & set(names)
         self.digest_text, self.order = _segments(fixed, names)
         self.source_text, _ = _segments(fixed_sources, names)
         # Equal for two templates only if they make the same digests of the same own parts.
@@ -212,11 +218,16 @@ class _Template:
         if not self.captured:
             return tuple(raw)
         values, defaults = raw
+        if not values:  # the usual: a lambda's defaults (``lambda x, i=i: ...``)
+            return (_defaults_digest(defaults),) if defaults else ()
         found = tuple(map(_cell_digest, values))
         return (*found, _defaults_digest(defaults)) if defaults else found
 
     def digest(self, own: tuple[str, ...]) -> str:
         """`_combine` of the fixed parts and ``own`` (the digests of ``names``, in order)."""
+        if len(own) == 1:  # `_joined` of the usual one own part, inlined (once per node)
+            text = self.digest_text
+            return hashlib.sha256((text[0] + own[0] + text[1]).encode()).hexdigest()
         return _digest(_joined(self.digest_text, self.order, own).encode())
 
     def source_digest(self, own: tuple[str, ...]) -> str:

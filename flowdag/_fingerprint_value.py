@@ -4,8 +4,10 @@ Fingerprints that differ only in a few parts (the lambdas one line makes in a
 loop, a constant per node) share a `flowdag._code_digests._Template` of the
 other parts and keep only what their own are digested from; their
 ``source_digest`` and ``parts`` are made when first read, which a resume that
-reuses every node never does, and a node's provenance holds a view of the parts
-(`Fingerprint.parts_view`) rather than a dict of them.
+reuses every node never does (the digests of their own parts are made once then,
+and kept), and a node's provenance holds a view of the parts
+(`Fingerprint.parts_view`) rather than a dict of them, which a store writes from
+the template's shared parts and the node's own (`_PartsView.shared`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Fingerprint:
     million of them fit in a few hundred bytes each.
     """
 
-    __slots__ = ("_digest", "_own", "_parts", "_source_digest", "_template")
+    __slots__ = ("_digest", "_digests", "_own", "_parts", "_source_digest", "_template")
 
     def __init__(self, digest: str, source_digest: str, parts: dict[str, str] | None = None):
         self._digest: str | None = digest
@@ -40,6 +42,7 @@ class Fingerprint:
         self._parts: dict[str, str] | None = {} if parts is None else parts
         self._template: _Template | None = None
         self._own: Any = None
+        self._digests: Any = None
 
     @classmethod
     def _of(cls, template: _Template, own: Any) -> Fingerprint:
@@ -50,15 +53,34 @@ class Fingerprint:
         made._parts = None
         made._template = template
         made._own = own
+        made._digests = None
         return made
+
+    def _own_digests(self) -> tuple[str, ...]:
+        """The digests of the template's ``names``, made once, when ``source_digest``
+        or the parts are first read (a run reads both of every node it runs), and kept
+        beside what they digest (which `identity` gives): the one digest alone (a
+        str) when there is one, else a tuple of str; either is a single assignment,
+        and a thread reading meanwhile makes them again, the same."""
+        found = self._digests
+        if found is None:
+            assert self._template is not None
+            digests = self._template.own(self._own)
+            self._digests = digests[0] if len(digests) == 1 else digests
+            return digests
+        return (found,) if type(found) is str else found
 
     @property
     def digest(self) -> str:
         """The digest of the code and everything it reaches (see `flowdag._fingerprint`)."""
         found = self._digest
         if found is None:
-            assert self._template is not None
-            found = self._digest = self._template.digest(self._template.own(self._own))
+            template = self._template
+            assert template is not None
+            # Own digests kept already, or made for this alone: a resume that compares
+            # digests keeps nothing more per node.
+            own = template.own(self._own) if self._digests is None else self._own_digests()
+            found = self._digest = template.digest(own)
         return found
 
     def identity(self) -> Any:
@@ -76,9 +98,7 @@ class Fingerprint:
         found = self._source_digest
         if found is None:
             assert self._template is not None
-            found = self._source_digest = self._template.source_digest(
-                self._template.own(self._own)
-            )
+            found = self._source_digest = self._template.source_digest(self._own_digests())
         return found
 
     @property
@@ -87,7 +107,7 @@ class Fingerprint:
         found = self._parts
         if found is None:
             assert self._template is not None
-            found = self._parts = self._template.parts(self._template.own(self._own))
+            found = self._parts = self._template.parts(self._own_digests())
         return found
 
     def parts_view(self) -> Mapping[str, str]:
@@ -139,7 +159,18 @@ class _PartsView(Mapping[str, str]):
             return found._parts
         template = found._template
         assert template is not None
-        return template.parts(template.own(found._own))
+        return template.parts(found._own_digests())
+
+    def shared(self) -> tuple[_Template, tuple[str, ...]] | None:
+        """The template these parts come from and the fingerprint's own digests (of
+        its ``names``, in order), when the parts are the template's ``fixed`` then
+        its names (`_Template.distinct`); else None. A store writes them from this
+        without making the parts (`flowdag.stores._provenance`)."""
+        found = self._fingerprint
+        template = found._template
+        if found._parts is not None or template is None or not template.distinct:
+            return None
+        return template, found._own_digests()
 
     def __getitem__(self, name: str) -> str:
         return self._made()[name]

@@ -23,6 +23,7 @@ record names the digest of every input it read, and early cutoff compares them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +53,7 @@ class Ledger:
     """What the run knows: each node's state, the outputs, ``ctx.data``, attempt counts."""
 
     __slots__ = (
+        "_last_inputs",
         "data",
         "done",
         "failed",
@@ -81,6 +83,8 @@ class Ledger:
         # Map items (`flowdag._map_run`) -> the digest of their item, their input from
         # the map's ``over`` (not ``over``'s whole output).
         self.items: dict[str, tuple[str, str]] = {}
+        # The inputs the last node read, and a read-only copy the next may share.
+        self._last_inputs: tuple[dict[str, str], Mapping[str, str] | None] = ({}, None)
 
     def next_attempt(self, name: str) -> int:
         """Count a new attempt of ``name``; return its number over the run's life."""
@@ -100,12 +104,26 @@ class Ledger:
         """
         fingerprint = self.fingerprints[name]
         states = self.states  # its deps are done: their states hold the outputs it read
+        inputs: Mapping[str, str]
         if deps:
-            inputs: dict[str, str] = {}
+            read_now: dict[str, str] = {}
             for dep in deps:
                 read = states[dep].provenance  # as `NodeState.output_digest`, inlined
                 if read is not None and (digest := read.output) is not None:
-                    inputs[dep] = digest
+                    read_now[dep] = digest
+            # The nodes of a fan-out read the same inputs: those of the node before
+            # are shared (a copy, never changed, as `_NO_INPUTS`), not kept once per
+            # node. A plain dict: a result's states still pickle and deep-copy.
+            last = self._last_inputs
+            if read_now == last[0]:
+                shared = last[1]
+                if shared is None:
+                    shared = dict(read_now)
+                    self._last_inputs = (last[0], shared)
+                inputs = shared
+            else:
+                inputs = read_now
+                self._last_inputs = (read_now, None)
         else:
             inputs = _NO_INPUTS
         if self.items and name in self.items:
@@ -118,9 +136,10 @@ class Ledger:
             audit = stored.audit
             if output is None:
                 output = stored.output
+        source = fingerprint.source_digest  # first: it keeps the own digests the digest takes
         return new_provenance(
             fingerprint.digest,
-            fingerprint.source_digest,
+            source,
             fingerprint.parts_view(),  # no dict of parts kept per node
             output,
             inputs,

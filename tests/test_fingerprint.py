@@ -20,6 +20,8 @@ import pytest
 from flowdag import Workflow
 from flowdag._code_digests import _combine, _digest
 from flowdag._fingerprint import Fingerprint, Fingerprinter, node_fingerprints
+from flowdag.state import Provenance
+from flowdag.stores._provenance import _code_document, provenance_record
 
 HELPERS = """
 RATE = 3
@@ -285,6 +287,7 @@ def test_functions_sharing_code_get_the_digests_of_a_full_walk() -> None:
             assert sorted(view.keys()) == sorted(walked.parts.keys())
             assert sorted(view.values()) == sorted(walked.parts.values())
             assert len(view) == len(walked.parts) and all(n in view for n in walked.parts)
+            _assert_packs_as_its_parts(shared)
 
 
 def test_constant_arguments_share_the_function_parts() -> None:
@@ -302,7 +305,18 @@ def test_constant_arguments_share_the_function_parts() -> None:
         assert found.source_digest == _combine(
             {"function": base.source_digest, "argument value": found.parts["argument value"]}
         )
+        _assert_packs_as_its_parts(found)
     assert len({fp.digest for fp in fingerprints.values()}) == len(CAPTURED) + 1
+
+
+def _assert_packs_as_its_parts(found: Fingerprint) -> None:
+    """A record holding a fingerprint's parts view packs as one holding a dict of them."""
+    view = found.parts_view()
+    provenance = Provenance(found.digest, found.source_digest, view, "o" * 64)
+    record = provenance_record(provenance)
+    as_dict = Provenance(found.digest, found.source_digest, dict(view), "o" * 64)
+    assert record[0] == _code_document(as_dict, as_dict.parts)
+    assert record == provenance_record(as_dict)
 
 
 def _add(value: Any, source: int) -> tuple[Any, int]:

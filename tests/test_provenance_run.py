@@ -568,3 +568,24 @@ def test_a_kill_while_nodes_are_provisional_then_resume(tmp_path: Path) -> None:
         "below": [True],
         "join": [20, [True]],
     }
+
+
+def test_a_fan_out_s_states_record_the_inputs_each_read_and_pickle() -> None:
+    # The leaves of a fan-out share one mapping of the inputs they read: equal to
+    # what each read, and the result's states still pickle and copy as plain data.
+    import copy
+    import pickle
+
+    wf = Workflow("fan")
+    wf.add_node("source", lambda: 1)
+    for i in range(5):
+        wf.add_node(f"leaf{i}", lambda source, i=i: source + i, deps=["source"])
+    result = flowdag.run(wf.build(), store="memory://")
+    nodes = dict(result.nodes)
+    source = nodes["source"].provenance
+    assert source is not None and source.output is not None
+    read = {"source": source.output}
+    for i in range(5):
+        provenance = nodes[f"leaf{i}"].provenance
+        assert provenance is not None and dict(provenance.inputs) == read
+    assert pickle.loads(pickle.dumps(nodes)) == nodes == copy.deepcopy(nodes)

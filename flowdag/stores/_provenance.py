@@ -51,29 +51,80 @@ def provenance_record(provenance: Provenance) -> list[Any]:
     output = provenance.output
     if output is not None and type(output) is not str:
         raise InvalidArgumentTypeError(f"provenance out must be a str, not {output!r}")
-    # The code memo is keyed by the digests and checked against the parts on a hit:
-    # with a lambda per node every code differs, and a key of all its parts cost
-    # more than it ever saved. A Reason is keyed by its fields: its __hash__ is Python.
-    code_key = (provenance.fingerprint, provenance.source)
-    reason = provenance.reason
-    why = (reason.code, reason.detail) if type(reason) is Reason else (reason,)
-    context_key = (tuple(provenance.inputs.items()), why, provenance.manual, provenance.audit)
+    code = _code_packed(provenance)
+    # The nodes of a fan-out share their context: the last one packed is tried first.
+    inputs, reason, manual, audit = (
+        provenance.inputs,
+        provenance.reason,
+        provenance.manual,
+        provenance.audit,
+    )
+    last = _LAST_CONTEXT
+    if (
+        reason is last[1]  # a Reason is frozen, as the audit tuple is: same object, same value
+        and manual is last[2]
+        and audit is last[3]
+        and type(inputs) in _MAPPINGS
+        and inputs == last[0]
+    ):
+        return [code, last[4], output]
+    return [code, _context_packed(provenance), output]
+
+
+def _code_packed(provenance: Provenance) -> bytes | None:
+    """The code document of ``provenance``, packed once per code (see `provenance_record`)."""
     parts = provenance.parts
     if type(parts) is not dict and type(parts) is not MappingProxyType:
-        # A fingerprint's parts view makes the parts on each read: once here.
+        # A fingerprint's parts view (`Fingerprint.parts_view`): with a lambda per
+        # node, each node's code differs from all others in its own parts only, so
+        # the shared parts are packed once per template and the rest joined to them.
+        shared = getattr(parts, "shared", None)
+        split = None if shared is None else shared()
+        if split is not None:
+            code = _template_code(provenance.fingerprint, provenance.source, *split)
+            if code is not None:
+                return code
+        # Else the view makes the parts on each read: once here.
         parts = dict(parts.items())
+    # The code memo is keyed by the digests and checked against the parts on a hit:
+    # with a lambda per node every code differs, and a key of all its parts cost
+    # more than it ever saved.
+    key = (provenance.fingerprint, provenance.source)
     try:
-        known = _PACKED_CODES.get(code_key, _UNKNOWN_CODE)
-        context = _PACKED_CONTEXTS.get(context_key, _UNKNOWN)
+        known = _PACKED_CODES.get(key, _UNKNOWN_CODE)
         if known is not _UNKNOWN_CODE and known[0] != parts:
             known = _UNKNOWN_CODE  # the same digests over other parts (a forged provenance)
     except TypeError:  # an unhashable field: the checks below name it
-        return [_code_document(provenance, parts), _context_document(provenance), output]
+        return _code_document(provenance, parts)
     if known is _UNKNOWN_CODE:
-        known = _remember(_PACKED_CODES, code_key, (dict(parts), _code_document(provenance, parts)))
+        known = _remember(_PACKED_CODES, key, (dict(parts), _code_document(provenance, parts)))
+    return known[1]
+
+
+def _context_packed(provenance: Provenance) -> bytes | None:
+    """The context document of ``provenance``, from the memo keyed by what goes into it."""
+    global _LAST_CONTEXT
+    reason = provenance.reason
+    # A Reason is keyed by its fields: its __hash__ is Python.
+    why = (reason.code, reason.detail) if type(reason) is Reason else (reason,)
+    inputs = provenance.inputs
+    key = (tuple(inputs.items()), why, provenance.manual, provenance.audit)
+    try:
+        context = _PACKED_CONTEXTS.get(key, _UNKNOWN)
+    except TypeError:  # an unhashable field: the checks below name it
+        return _context_document(provenance)
     if context is _UNKNOWN:
-        context = _remember(_PACKED_CONTEXTS, context_key, _context_document(provenance))
-    return [known[1], context, output]
+        context = _remember(_PACKED_CONTEXTS, key, _context_document(provenance))
+    if type(inputs) in _MAPPINGS:  # checked (packed or found): the next node may share it
+        # One tuple, replaced whole: a thread reading meanwhile sees one or the other.
+        _LAST_CONTEXT = (
+            dict(inputs),
+            reason,
+            provenance.manual,
+            provenance.audit,
+            context,
+        )
+    return context
 
 
 #: (fingerprint, source) -> (parts, code document); context key -> context document.
@@ -81,6 +132,55 @@ _PACKED_CODES: dict[tuple[Any, ...], tuple[Mapping[str, str], bytes | None]] = {
 _PACKED_CONTEXTS: dict[tuple[Any, ...], bytes | None] = {}
 _UNKNOWN = b"unknown"
 _UNKNOWN_CODE: tuple[Mapping[str, str], bytes | None] = ({}, _UNKNOWN)
+#: The context last packed or found: (inputs, reason, manual, audit, document).
+_LAST_CONTEXT: tuple[Any, ...] = ({}, _UNKNOWN, None, None, None)
+
+
+def _template_code(
+    fingerprint: Any, source: Any, template: Any, own: tuple[Any, ...]
+) -> bytes | None:
+    """The code document of a fingerprint made from ``template`` (a `_Template`:
+    ``fixed`` parts, then ``names`` with digests ``own``), as `_code_document`
+    packs it; None when it must be made the long way (a field to check and word).
+
+    A msgpack map is its header, then each key and value packed in turn: the
+    bytes are those of packing the whole document.
+    """
+    if type(fingerprint) is not str or type(source) is not str:
+        return None
+    packed = _PACKED_TEMPLATES.get(template)
+    if packed is None:
+        packed = _remember(_PACKED_TEMPLATES, template, _template_parts(template))
+    if not packed or len(own) != len(packed[1]):
+        return None
+    pack = _packer().pack
+    pieces = [_FP_KEY, pack(fingerprint), _SRC_KEY, pack(source), packed[0]]
+    for i, name in enumerate(packed[1]):  # not zip(strict=): a keyword call is slow
+        digest = own[i]
+        if type(digest) is not str:
+            return None
+        pieces.append(name)
+        pieces.append(pack(digest))
+    return b"".join(pieces)
+
+
+def _template_parts(template: Any) -> tuple[bytes, tuple[bytes, ...]] | tuple[()]:
+    """``parts`` of a template's documents up to its first own digest, and its own
+    names, packed; () when any is not a str (checked once per template here)."""
+    fixed, names = template.fixed, template.names
+    if not (_all_str(fixed) and _all_str(fixed.values()) and _all_str(names)):
+        return ()
+    packer = _packer()
+    pack = packer.pack
+    head = [_PARTS_KEY, packer.pack_map_header(len(fixed) + len(names))]
+    for name, digest in fixed.items():
+        head.append(pack(name))
+        head.append(pack(digest))
+    return b"".join(head), tuple(map(pack, names))
+
+
+#: A `_Template` -> what `_template_parts` packed of it.
+_PACKED_TEMPLATES: dict[Any, tuple[bytes, tuple[bytes, ...]] | tuple[()]] = {}
 
 
 def _code_document(provenance: Provenance, parts: Mapping[str, str]) -> bytes | None:
@@ -125,17 +225,25 @@ def _put_mapping(document: dict[str, Any], key: str, mapping: Mapping[str, str])
 def _packed(document: dict[str, Any]) -> bytes | None:
     if not document:
         return None
-    # One Packer per thread: msgpack.packb makes (and allocates the buffer of) a
-    # new one per call, most of the cost of a small document.
-    try:
-        packer = _LOCAL.packer
-    except AttributeError:
-        packer = _LOCAL.packer = msgpack.Packer(use_bin_type=True)
-    packed: bytes = packer.pack(document)
+    packed: bytes = _packer().pack(document)
     return packed
 
 
+def _packer() -> msgpack.Packer:
+    # One Packer per thread: msgpack.packb makes (and allocates the buffer of) a
+    # new one per call, most of the cost of a small document.
+    try:
+        packer: msgpack.Packer = _LOCAL.packer
+    except AttributeError:
+        packer = _LOCAL.packer = msgpack.Packer(use_bin_type=True)
+    return packer
+
+
 _LOCAL = threading.local()
+#: The code document's map header (fp, src, parts) and its first key.
+_FP_KEY = msgpack.Packer().pack_map_header(3) + msgpack.packb("fp")
+_SRC_KEY = msgpack.packb("src")
+_PARTS_KEY = msgpack.packb("parts")
 
 
 def _audit_record(audit: tuple[Override, ...]) -> list[list[Any]]:

@@ -62,6 +62,7 @@ from flowdag.state import (
     NodeStatus,
     RunState,
 )
+from flowdag.stores._fields import EPOCH as _EPOCH
 from flowdag.stores._fields import MICROSECOND as _MICROSECOND
 from flowdag.stores._fields import to_micros
 from flowdag.stores._provenance import provenance_record
@@ -183,13 +184,29 @@ def meta_record(
     meta = [
         str(node.status),
         attempts,
-        to_micros(started),
-        to_micros(finished),
+        None if started is None else (started - _EPOCH) // _MICROSECOND,  # `to_micros`
+        None if finished is None else (finished - _EPOCH) // _MICROSECOND,
         None if error is None else _error_record(error, short_errors),
     ]
     history = node.history
     if history:
-        meta.append(_history_record(history, started, finished, error, short_errors))
+        last = history[-1]
+        if (
+            len(history) == 1
+            and type(history) is tuple
+            and type(last) is AttemptInfo
+            and last.started_at is started
+            and last.finished_at is finished
+            and last.error is error
+            and type(last.number) is int
+            and 0 < last.number <= MAX_ATTEMPTS
+            and started is not None
+        ):
+            # Fast path of `_history_record`: a node that ran once, its one attempt
+            # built from the very objects of the record (as the runner does).
+            meta.append([last.number])
+        else:
+            meta.append(_history_record(history, started, finished, error, short_errors))
     elif type(history) is not tuple:
         raise InvalidArgumentTypeError(
             f"node history must be a tuple of AttemptInfo, not {type(history).__name__}"

@@ -231,12 +231,15 @@ class Store(StoreTables, ABC):
     ) -> tuple[dict[str, StoredNode], dict[str, bytes | None]]:
         nodes: dict[str, StoredNode] = {}
         data: dict[str, bytes | None] = {}
+        encode = self.codec.encode
         for record in records:
-            check_names(run_id, (record.node,), "node name")
-            check_names(run_id, record.data, "ctx.data key")
-            meta = encode_meta(self.codec.encode, record, record.blobs)
-            nodes[record.node] = StoredNode(meta, record.output)
-            data.update(record.data)
+            name, changes = record.node, record.data
+            if type(name) is not str or not name.isascii():  # else nothing to refuse
+                check_names(run_id, (name,), "node name")
+            if changes:
+                check_names(run_id, changes, "ctx.data key")
+                data.update(changes)
+            nodes[name] = StoredNode(encode_meta(encode, record, record.blobs), record.output)
         return nodes, data
 
     def list_runs(self) -> list[str]:

@@ -411,3 +411,19 @@ def test_provenance_documents_follow_their_contents_not_the_objects_holding_them
     assert read_provenance(second).inputs == {"x": "2" * 64}
     again = provenance_record(Provenance("f" * 64, "s" * 64, dict(parts), None, {"x": "2" * 64}))
     assert again[:2] == second[:2] and again[2] is None
+
+
+def test_a_context_is_packed_from_its_contents_when_the_same_objects_come_again() -> None:
+    # The last context packed is reused for the next node with equal fields: an
+    # inputs dict changed in place since is not equal, and packs as it now says.
+    reason = Reason("new", "first run")
+    inputs = {"x": "1" * 64}
+    first = provenance_record(Provenance("f" * 64, "s" * 64, {}, None, inputs, reason))
+    again = provenance_record(Provenance("g" * 64, "s" * 64, {}, None, dict(inputs), reason))
+    assert again[1] is first[1]
+    inputs["x"] = "2" * 64
+    changed = provenance_record(Provenance("f" * 64, "s" * 64, {}, None, inputs, reason))
+    assert read_provenance(changed).inputs == {"x": "2" * 64}
+    assert read_provenance(first).inputs == {"x": "1" * 64}
+    pinned = provenance_record(Provenance("f" * 64, "s" * 64, {}, None, inputs, reason, True))
+    assert read_provenance(pinned).manual and not read_provenance(changed).manual
