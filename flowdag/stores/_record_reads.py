@@ -10,11 +10,13 @@ once per load, in time linear in its size.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any
 
 from flowdag.errors import CorruptStateError
+from flowdag.refs import collecting, hold
 from flowdag.state import AttemptInfo, ErrorInfo, NodeState, NodeStatus
 from flowdag.stores._fields import EPOCH as _EPOCH
 from flowdag.stores._fields import MAX_MICROS as _MAX_MICROS
@@ -25,8 +27,9 @@ from flowdag.stores._fields import moment as _moment
 from flowdag.stores._fields import shown as _shown
 from flowdag.stores._provenance import read_provenance
 from flowdag.stores._records import HEADER_FORMAT, MAX_ATTEMPTS
+from flowdag.stores._stored import RunLife, StoredRun
 
-__all__ = ["meta_blobs", "node_state", "run_header"]
+__all__ = ["meta_blobs", "node_state", "run_header", "run_life"]
 
 _HEADER_FORMATS = frozenset({1, 2, 3, 4, HEADER_FORMAT})  # the formats still read
 _STATUSES = {status.value: status for status in NodeStatus}
@@ -197,3 +200,24 @@ def _deps_problem(deps: dict[Any, Any]) -> str:
         if type(node_deps) is not list or not _all_str(node_deps):
             return f"deps of node {name!r} are {_shown(node_deps)}, not a list of names"
     return "deps are not a dict of node name -> list of names"  # pragma: no cover
+
+
+def run_life(run: StoredRun, decode: Callable[[bytes], Any]) -> RunLife:
+    """`Store.life` of a run's bytes: when it expires, the blobs its records hold.
+
+    Raises:
+        CorruptStateError, KeyError, TypeError, ValueError: a damaged record.
+    """
+    ttl = run_header(decode(run.header))[3]
+    last: datetime | None = None
+    with collecting() as blobs:  # a ctx.data value may hold refs too
+        for value in run.data.values():
+            decode(value)
+    for node in run.nodes.values():
+        meta = decode(node.meta)
+        for sha256, expires_at in meta_blobs(meta).items():
+            hold(blobs, sha256, expires_at)
+        finished = node_state(meta, None, ()).finished_at
+        if finished is not None and (last is None or finished > last):
+            last = finished
+    return RunLife(None if ttl is None or last is None else last + ttl, blobs)

@@ -48,11 +48,11 @@ from flowdag.errors import (
     RunNotFoundError,
     StoreError,
 )
-from flowdag.refs import collecting, hold
+from flowdag.refs import collecting
 from flowdag.state import NO_BLOBS, NodeRecord, NodeState, NodeStatus, RunState, check_times
 from flowdag.stores._compaction import Compaction
 from flowdag.stores._decoding import RunDecoder
-from flowdag.stores._record_reads import meta_blobs, node_state, run_header
+from flowdag.stores._record_reads import run_life
 from flowdag.stores._records import check_names, check_state, encode_meta, header_record
 from flowdag.stores._stored import (
     RunLife,
@@ -164,23 +164,10 @@ class Store(StoreTables, ABC):
         run_id = check_run_id(run_id)
         self._check_open()
         run = self._load(run_id)
-        decode = self.codec.decode
         try:
-            ttl = run_header(decode(run.header))[3]
-            last: datetime | None = None
-            with collecting() as blobs:  # a ctx.data value may hold refs too
-                for value in run.data.values():
-                    decode(value)
-            for node in run.nodes.values():
-                meta = decode(node.meta)
-                for sha256, expires_at in meta_blobs(meta).items():
-                    hold(blobs, sha256, expires_at)
-                finished = node_state(meta, None, ()).finished_at
-                if finished is not None and (last is None or finished > last):
-                    last = finished
+            return run_life(run, self.codec.decode)
         except (CorruptStateError, KeyError, TypeError, ValueError) as exc:
             raise self._damaged(run_id, exc) from exc
-        return RunLife(None if ttl is None or last is None else last + ttl, blobs)
 
     @cached_property
     def blobs(self) -> BlobArea:
