@@ -74,7 +74,7 @@ def run_digest(dag: DAG, fingerprints: Mapping[str, Fingerprint], ttl: timedelta
 def _planned_alone(dag: DAG) -> bool:
     """Whether a plan of ``dag`` is all a call decides: no map (its items are added
     as the run goes) and no input node (its wait is decided as the run goes)."""
-    return not dag.maps and all(spec.input is None for spec in dag.specs.values())
+    return not dag.maps and not dag.inputs
 
 
 def sealable(dag: DAG, state: RunState, fingerprints: Mapping[str, Fingerprint]) -> bool:
@@ -139,7 +139,7 @@ def reuse_sealed(
         return None
     if expires is not None and datetime.now(UTC).timestamp() >= expires:
         return None  # expired: gone for every reader, and a new run starts
-    run = SealedRun(store, run_id, token, dag.nodes)
+    run = SealedRun(store, run_id, token, dag.specs)
     nodes, data = SealedNodes(run, "nodes"), _Read[Any](run, "data")  # hold the run
     reasons = dict.fromkeys(dag.nodes, UNCHANGED.reason)
     return RunResult(run_id, dag.name, RunStatus.COMPLETED, nodes, data, reasons)
@@ -164,9 +164,11 @@ class SealedRun:
         "run_id",
     )
 
-    def __init__(self, store: Store, run_id: str, token: bytes, names: list[str]) -> None:
+    def __init__(
+        self, store: Store, run_id: str, token: bytes, names: Mapping[str, object]
+    ) -> None:
         self._store, self.run_id, self._token = store, run_id, token
-        self._names = dict.fromkeys(names)
+        self._names = names  # the DAG's specs: the sealed run's nodes, by name
         self._state: RunState | None = None
         self._error: FlowdagError | None = None
         self._guard = threading.Lock()  # the store's committer thread may read it too

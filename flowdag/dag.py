@@ -166,6 +166,7 @@ class DAG:
         specs: node name -> `NodeSpec`.
         pools: pool name -> cap, the workflow's defaults (``run(pools=)`` overrides).
         maps: the map nodes (``Workflow.map``), whose items are added as a run goes.
+        inputs: the input nodes (``Workflow.add_input``), which wait for a value.
     """
 
     def __init__(
@@ -181,6 +182,7 @@ class DAG:
             self.nodes: list[str] = _order(self.specs, self._dependents, waiting)
         self._graph: nx.DiGraph | None = None
         self.maps = frozenset([n for n, spec in self.specs.items() if spec.map_over is not None])
+        self.inputs = frozenset([n for n, spec in self.specs.items() if spec.input is not None])
         if self.maps:
             _check_item_names(self.specs, self.maps)
 

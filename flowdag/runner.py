@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowdag._cache import RunCache, check_refresh
 from flowdag._fingerprint import Fingerprint, Fingerprinter, node_fingerprints
@@ -39,6 +39,9 @@ from flowdag.state import ErrorInfo, NodeState, NodeStatus, Reason, RunState, Ru
 from flowdag.stores.base import Store, check_run_id
 from flowdag.waits import Wait
 from flowdag.workflow import Workflow
+
+if TYPE_CHECKING:
+    from flowdag._ledger import Ledger
 
 __all__ = ["EventKind", "RunEvent", "RunResult", "blob_reader", "new_run_id", "run"]
 
@@ -284,7 +287,7 @@ def run(
                 # with accepted changes too: a removed input node's wait is dropped.
                 waits = (
                     RunWaits(dag, run_store, run_id, frozenset(plan.completed), stored is None)
-                    if plan.changes or any(spec.input is not None for spec in specs)
+                    if plan.changes or dag.inputs
                     else None
                 )
                 if plan.needs_save:
@@ -301,7 +304,7 @@ def run(
             result = driver.result()
             # A store of this call only (store=None) is gone with it: nothing to seal.
             if result.ok and store is not None and driver.commits.error is None:
-                _seal(run_store, dag, plan, result)
+                _seal(run_store, dag, plan, driver.ledger)
     if store is None and result.waits:
         logger.warning(
             "run %s is suspended on an in-memory store that is gone now, with its waits; "
@@ -318,15 +321,14 @@ def _returned(result: RunResult) -> RunResult:
     return result
 
 
-def _seal(store: Store, dag: DAG, plan: Plan, result: RunResult) -> None:
+def _seal(store: Store, dag: DAG, plan: Plan, ledger: Ledger) -> None:
     """Seal a run that completed (`flowdag._seal`); a store that cannot changes nothing."""
-    state = RunState(
-        result.run_id, dag.name, dict(result.nodes), dict(result.data), ttl=plan.state.ttl
-    )
+    run_id = plan.state.run_id
+    state = RunState(run_id, dag.name, ledger.states, ledger.data, ttl=plan.state.ttl)
     try:
         seal_completed(store, dag, state, plan.fingerprints)
     except StoreError as exc:  # the run is complete and durable; the next call plans it
-        logger.debug("run %s: not sealed: %s", result.run_id, exc)
+        logger.debug("run %s: not sealed: %s", run_id, exc)
 
 
 def _ttl(value: Duration) -> timedelta:
