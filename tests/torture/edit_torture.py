@@ -28,7 +28,6 @@ import dataclasses
 import logging
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -101,7 +100,7 @@ def _worker(url: str, seed: int, log: str, key: str | None, edited_code: bool) -
 
 
 @dataclasses.dataclass
-class EditStats:
+class EditStats(harness.Summed):
     """What edit torture runs did and found."""
 
     runs: int = 0
@@ -111,13 +110,6 @@ class EditStats:
     cut_off: int = 0  # nodes below an edited node that were kept: early cutoff
     kills: int = 0
     violations: list[str] = dataclasses.field(default_factory=list)
-
-    def add(self, other: EditStats) -> None:
-        for field in dataclasses.fields(self):
-            if field.name == "violations":
-                self.violations.extend(other.violations)
-            else:
-                setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
 def edit_torture(
@@ -143,12 +135,9 @@ def edit_torture(
     graph = nx.DiGraph([(dep, plan.name) for plan in plans for dep in plan.deps])
     below = set().union(*(nx.descendants(graph, n) for n in edited if n in graph))
     stats = EditStats(1, len(plans), len(edited), len(needed), len(below - needed))
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "calls.log"
-    url = f"{scheme}://{workdir / 'store'}"
-    key = harness.TEST_KEY if encrypt else None
-    options = harness.store_options(scheme, seed, key)
-    env = {**os.environ, "TORTURE_MAX_NODES": str(max_nodes)}
+    _, log, url, key, options, env = harness.place(
+        scheme, seed, workdir, encrypt=encrypt, max_nodes=max_nodes
+    )
     rng = random.Random(seed ^ 0xC0DE)
 
     def violation(text: str) -> None:
@@ -167,18 +156,11 @@ def edit_torture(
     planned = kills
     while True:
         proc = subprocess.Popen(command(True), env=env, cwd=ROOT)
-        if planned:
-            target = len(harness._calls(log)) + rng.randint(1, max(1, len(needed) // 2))
-            deadline = time.monotonic() + rng.uniform(0.05, 1.5)
-            while proc.poll() is None and time.monotonic() < deadline:
-                if len(harness._calls(log)) >= target:
-                    break
-                time.sleep(0.0005)
-            time.sleep(rng.choice((0.0, 0.001, 0.005)))
-        killed = False
-        if planned and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed, planned = True, planned - 1
+        killed = bool(planned) and harness.kill_after_some(
+            proc, rng, lambda: len(harness._calls(log)), len(harness._calls(log)), len(needed) // 2
+        )
+        if killed:
+            planned -= 1
             stats.kills += 1
         try:
             proc.wait(timeout=timeout)

@@ -55,7 +55,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Self
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[2]
@@ -237,8 +237,66 @@ def _worker(url: str, seed: int, log: str, key: str | None) -> int:
 # -- the parent ---------------------------------------------------------------------
 
 
+class Summed:
+    """Figures of torture runs (a dataclass of counts and ``violations``), added up."""
+
+    violations: list[str]
+
+    def add(self, other: Self) -> None:
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]  # a dataclass's
+            if field.name == "violations":
+                self.violations.extend(other.violations)
+            else:
+                setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+class Place(NamedTuple):
+    """Where one torture run keeps its store and call log, and how its processes open it."""
+
+    store_dir: Path
+    log: Path
+    url: str
+    key: str | None
+    options: dict[str, Any]
+    env: dict[str, str]
+
+
+def place(scheme: str, seed: int, workdir: Path, *, encrypt: bool, max_nodes: int) -> Place:
+    """The `Place` of a run in ``workdir`` (made here), its key if ``encrypt``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    store_dir = workdir / "store"
+    key = TEST_KEY if encrypt else None
+    return Place(
+        store_dir,
+        workdir / "calls.log",
+        f"{scheme}://{store_dir}",
+        key,
+        store_options(scheme, seed, key),
+        {**os.environ, "TORTURE_MAX_NODES": str(max_nodes)},
+    )
+
+
+def kill_after_some(
+    proc: subprocess.Popen[Any], rng: random.Random, made: Callable[[], int], start: int, most: int
+) -> bool:
+    """SIGKILL ``proc`` once ``made()`` (calls so far) reaches ``start`` and 1 to ``most``
+    more, or at a random moment of up to 1.5 s, a few milliseconds later; whether it
+    was killed (it may have ended first)."""
+    target = start + rng.randint(1, max(1, most))
+    deadline = time.monotonic() + rng.uniform(0.05, 1.5)
+    while proc.poll() is None and time.monotonic() < deadline:
+        if made() >= target:
+            break
+        time.sleep(0.0005)
+    time.sleep(rng.choice((0.0, 0.001, 0.005)))
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    return True
+
+
 @dataclasses.dataclass
-class Stats:
+class Stats(Summed):
     """What torture runs did and found."""
 
     runs: int = 0
@@ -255,13 +313,6 @@ class Stats:
     refs: int = 0  # completed outputs kept by reference, read through their Ref after kills
     sealed: int = 0  # kills after which the run was sealed (`flowdag._seal`): all completed
     violations: list[str] = dataclasses.field(default_factory=list)
-
-    def add(self, other: Stats) -> None:
-        for field in dataclasses.fields(self):
-            if field.name == "violations":
-                self.violations.extend(other.violations)
-            else:
-                setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
 def _calls(log: Path) -> list[str]:
@@ -405,14 +456,10 @@ def torture(
     plans_by_name = {plan.name: plan for plan in plans}
     outputs, data = expected(plans)
     stats = Stats(runs=1, nodes=len(plans))
-    workdir.mkdir(parents=True, exist_ok=True)
-    store_dir = workdir / "store"
-    log = workdir / "calls.log"
-    url = f"{scheme}://{store_dir}"
-    key = TEST_KEY if encrypt else None
-    options = store_options(scheme, seed, key)
+    store_dir, log, url, key, options, env = place(
+        scheme, seed, workdir, encrypt=encrypt, max_nodes=max_nodes
+    )
     rng = random.Random(seed ^ 0x5EED)
-    env = {**os.environ, "TORTURE_MAX_NODES": str(max_nodes)}
     command = [sys.executable, str(HERE), "worker", url, str(seed), str(log), key or ""]
     violations = stats.violations
 

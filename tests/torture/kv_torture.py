@@ -25,7 +25,6 @@ import dataclasses
 import logging
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -103,7 +102,7 @@ def _worker(url: str, seed: int, log: str, key: str | None) -> int:
 
 
 @dataclasses.dataclass
-class KVStats:
+class KVStats(harness.Summed):
     """What kv torture runs did and found."""
 
     runs: int = 0
@@ -113,13 +112,6 @@ class KVStats:
     checked: int = 0  # counters checked after kills
     big: int = 0  # big values read back through their blobs after kills
     violations: list[str] = dataclasses.field(default_factory=list)
-
-    def add(self, other: KVStats) -> None:
-        for field in dataclasses.fields(self):
-            if field.name == "violations":
-                self.violations.extend(other.violations)
-            else:
-                setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
 def _check(
@@ -163,12 +155,9 @@ def kv_torture(
     plans = harness.make_dag(seed, max_nodes=max_nodes)
     updates, big = plan_updates(seed, plans), big_nodes(seed, plans)
     stats = KVStats(1, len(plans), sum(map(len, updates.values())))
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "calls.log"
-    url = f"{scheme}://{workdir / 'store'}"
-    key = harness.TEST_KEY if encrypt else None
-    options = harness.store_options(scheme, seed, key)
-    env = {**os.environ, "TORTURE_MAX_NODES": str(max_nodes)}
+    _, log, url, key, options, env = harness.place(
+        scheme, seed, workdir, encrypt=encrypt, max_nodes=max_nodes
+    )
     command = [sys.executable, str(HERE), "worker", url, str(seed), str(log), key or ""]
     rng = random.Random(seed ^ 0x7E57)
 
@@ -178,18 +167,11 @@ def kv_torture(
     planned = kills
     while True:
         proc = subprocess.Popen(command, env=env, cwd=ROOT)
-        if planned:
-            target = len(harness._calls(log)) + rng.randint(1, max(1, len(plans) // 3))
-            deadline = time.monotonic() + rng.uniform(0.05, 1.5)
-            while proc.poll() is None and time.monotonic() < deadline:
-                if len(harness._calls(log)) >= target:
-                    break
-                time.sleep(0.0005)
-            time.sleep(rng.choice((0.0, 0.001, 0.005)))
-        killed = False
-        if planned and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed, planned = True, planned - 1
+        killed = bool(planned) and harness.kill_after_some(
+            proc, rng, lambda: len(harness._calls(log)), len(harness._calls(log)), len(plans) // 3
+        )
+        if killed:
+            planned -= 1
             stats.kills += 1
         try:
             proc.wait(timeout=timeout)

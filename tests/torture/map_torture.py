@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -235,7 +234,7 @@ def _worker(url: str, seed: int, run_id: str, log: str, key: str | None) -> int:
 
 
 @dataclasses.dataclass
-class MapStats:
+class MapStats(harness.Summed):
     """What map torture runs did and found."""
 
     runs: int = 0
@@ -251,13 +250,6 @@ class MapStats:
     failed_runs: int = 0  # processes that ended with a failed map (then resumed)
     checked: int = 0  # stores checked after a process ended
     violations: list[str] = dataclasses.field(default_factory=list)
-
-    def add(self, other: MapStats) -> None:
-        for field in dataclasses.fields(self):
-            if field.name == "violations":
-                self.violations.extend(other.violations)
-            else:
-                setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
 @dataclasses.dataclass
@@ -394,12 +386,9 @@ def map_torture(
             keys = [value_key(x) for x in lists[mp.over]]
             stats.cached += len(keys)
             stats.repeats += len(keys) - len(set(keys))
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "calls.log"
-    url = f"{scheme}://{workdir / 'store'}"
-    key = harness.TEST_KEY if encrypt else None
-    options = harness.store_options(scheme, seed, key)
-    env = {**os.environ, "TORTURE_MAX_NODES": str(max_nodes)}
+    _, log, url, key, options, env = harness.place(
+        scheme, seed, workdir, encrypt=encrypt, max_nodes=max_nodes
+    )
     rng = random.Random(seed ^ 0x3A9)
 
     def violation(text: str) -> None:
@@ -415,18 +404,11 @@ def map_torture(
         proc = subprocess.Popen(
             command(harness.RUN_ID), env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True
         )
-        if planned:
-            target = mark + rng.randint(1, max(1, stats.items // 3))
-            deadline = time.monotonic() + rng.uniform(0.05, 1.5)
-            while proc.poll() is None and time.monotonic() < deadline:
-                if len(_log_lines(log)) >= target:
-                    break
-                time.sleep(0.0005)
-            time.sleep(rng.choice((0.0, 0.001, 0.005)))
-        killed = False
-        if planned and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed, planned = True, planned - 1
+        killed = bool(planned) and harness.kill_after_some(
+            proc, rng, lambda: len(_log_lines(log)), mark, stats.items // 3
+        )
+        if killed:
+            planned -= 1
             stats.kills += 1
         try:
             _, err = proc.communicate(timeout=timeout)

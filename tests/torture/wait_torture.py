@@ -164,7 +164,7 @@ def _provider(url: str, node: str, value: str, kill_at: int, key: str | None) ->
 
 
 @dataclasses.dataclass
-class WaitStats:
+class WaitStats(harness.Summed):
     """What wait torture runs did and found."""
 
     runs: int = 0
@@ -175,13 +175,6 @@ class WaitStats:
     provider_kills: int = 0  # providers that killed themselves mid-way
     checked: int = 0  # waits checked after a round
     violations: list[str] = dataclasses.field(default_factory=list)
-
-    def add(self, other: WaitStats) -> None:
-        for field in dataclasses.fields(self):
-            if field.name == "violations":
-                self.violations.extend(other.violations)
-            else:
-                setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
 @dataclasses.dataclass
@@ -272,13 +265,10 @@ def wait_torture(
     plans = harness.make_dag(seed, max_nodes=max_nodes)
     inputs = input_nodes(seed, plans)
     stats = WaitStats(1, len(plans), len(inputs))
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "calls.log"
-    store_dir = workdir / "store"
-    url = f"{scheme}://{store_dir}"
-    key = harness.TEST_KEY if encrypt else None
-    options = harness.store_options(scheme, seed, key)
-    env = {**os.environ, "TORTURE_MAX_NODES": str(max_nodes), "PYTHONPATH": str(ROOT)}
+    store_dir, log, url, key, options, env = harness.place(
+        scheme, seed, workdir, encrypt=encrypt, max_nodes=max_nodes
+    )
+    env["PYTHONPATH"] = str(ROOT)
     worker = [sys.executable, str(HERE), "worker", url, str(seed), str(log), key or ""]
     rng = random.Random(seed ^ 0x3A17)
     seen, shown = _Seen(), set[str]()
@@ -319,18 +309,11 @@ def wait_torture(
     for _ in range(4 * (kills + len(inputs)) + 10):
         proc = subprocess.Popen(worker, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         along = providers() if open_waits and rng.random() < 0.5 else []  # while it holds the run
-        if planned:
-            target = len(harness._calls(log)) + rng.randint(1, max(1, len(plans) // 3))
-            deadline = time.monotonic() + rng.uniform(0.05, 1.5)
-            while proc.poll() is None and time.monotonic() < deadline:
-                if len(harness._calls(log)) >= target:
-                    break
-                time.sleep(0.0005)
-            time.sleep(rng.choice((0.0, 0.001, 0.005)))
-        killed = False
-        if planned and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            killed, planned = True, planned - 1
+        killed = bool(planned) and harness.kill_after_some(
+            proc, rng, lambda: len(harness._calls(log)), len(harness._calls(log)), len(plans) // 3
+        )
+        if killed:
+            planned -= 1
             stats.kills += 1
         code = ended(proc, "worker")
         if code is None:
