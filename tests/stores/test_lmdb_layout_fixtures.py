@@ -208,3 +208,26 @@ def test_journal_stores_of_that_release_load_and_resume(
         assert sorted(calls) == ["after", "flaky"]
         check_outputs(store.load(legacy7.RUN_ID), set(legacy7.NODES))
         assert verify_run(store, legacy7.DONE_ID) is None
+
+
+@ENCRYPTED
+@pytest.mark.parametrize("kind", ["lmdb", "json", "flatbuffers"])
+def test_runs_of_that_release_hold_no_seal_and_are_planned_as_before(
+    tmp_path: Path, kind: str, encrypted: bool
+) -> None:
+    """That release wrote no seals (`flowdag._seal`), and its workflow has a map,
+    which is never sealed: every call of its runs is loaded and planned, and a
+    completed one calls nothing."""
+    url = copy_fixture(tmp_path, "legacy7", kind, encrypted)
+    with open_store(url, create=False, **_options(encrypted)) as store:
+        for run_id in (legacy7.DONE_ID, legacy7.RUN_ID):
+            assert store._sealed(run_id) is None
+            calls: list[str] = []
+            first = flowdag.run(legacy7.build(calls), run_id=run_id, store=store)
+            assert first.ok and sorted(calls) == (
+                [] if run_id == legacy7.DONE_ID else ["after", "flaky"]
+            )
+            again = flowdag.run(legacy7.build(calls), run_id=run_id, store=store)
+            assert type(again.nodes) is dict and dict(again.nodes) == store.load(run_id).nodes
+            assert store._sealed(run_id) is None
+            check_outputs(store.load(run_id), set(legacy7.NODES))
