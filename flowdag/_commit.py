@@ -46,15 +46,21 @@ START_RECORD_DELAY = 0.05
 
 
 class Starts:
-    """Attempts due a start record once they have run `START_RECORD_DELAY` seconds."""
+    """Attempts due a start record once they have run `START_RECORD_DELAY` seconds.
 
-    __slots__ = ("_queue",)
+    With ``queued`` (the executor queues attempts, `Capabilities.queues`), an
+    attempt whose worker has not taken it yet (no ``started_at``) is not due:
+    it is looked at again a delay later.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_queue", "_queued")
+
+    def __init__(self, queued: bool = False) -> None:
         # (due time, launch time, attempt); those that returned meanwhile are dropped
         # lazily. The delay is one constant and launch times never go back (the
         # monotonic clock), so they fall due in the order added: a FIFO, not a heap.
         self._queue: deque[tuple[float, float, Attempt]] = deque()
+        self._queued = queued
 
     def add(self, attempt: Attempt, now: float) -> None:
         self._queue.append((now + START_RECORD_DELAY, now, attempt))
@@ -73,11 +79,17 @@ class Starts:
             return []
         wall = datetime.now(UTC)
         found = []
+        waiting = []
         while queue and queue[0][0] <= now:
             _, launched, attempt = queue.popleft()
             if running.get(attempt.node) is attempt:
+                if self._queued and attempt.started_at is None:
+                    waiting.append(attempt)  # still queued: nothing ran, nothing to record
+                    continue
                 started = attempt.started_at or wall - timedelta(seconds=now - launched)
                 found.append((attempt, started))
+        for attempt in waiting:  # due after every entry left: the FIFO stays in order
+            self.add(attempt, now)
         return found
 
 

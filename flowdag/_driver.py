@@ -17,6 +17,14 @@ deadline). Its state is in a few objects, each with one job:
 - `Settler` (`flowdag._settle`): the commit side of the loop: hands records
   to the committer and, as the store answers, settles or fails their nodes.
 
+At most ``max_workers`` attempts run at once. An executor that queues
+attempts (`Capabilities.queues`: the thread pool a run makes for itself) is
+handed `_AHEAD` times as many more, which wait in its queue: a worker that
+finishes one takes the next at once, as a bare thread pool's would, instead of
+sleeping until the driver wakes, handles the outcome and hands it another.
+Such an attempt is counted as started (``NODE_STARTED``) when handed over, but
+its timeout and its start record count from when a worker takes it.
+
 Each node goes through the same steps: start an attempt on the executor; when
 it returns, either schedule a retry or build one `NodeRecord` (status, attempts,
 times, output or error, ``ctx.data`` changes) and hand it to the *committer*.
@@ -106,6 +114,7 @@ _JITTER = 0.1  # retry delays vary by +-10% so that retries of many nodes spread
 _RESULT, _STARTED, _COMMITTED, _COMMIT_FAILED = range(4)
 _LOST_ATTEMPT_RETRIES = 3  # retries of attempts an executor lost (a worker died)
 _COMPLETED = NodeStatus.COMPLETED
+_AHEAD = 3  # attempts queued ahead per worker, in an executor that queues them
 
 
 class _Driver(ReadyHooks, MapHooks):
@@ -134,14 +143,12 @@ class _Driver(ReadyHooks, MapHooks):
         self.inline_limit = inline_limit
         self.ref_source = store.ref_source
         self.kv_read = kv_reader(store)
-        self.limit = limit
         self.on_event = on_event
         self.events: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
         gate = PoolGate(pools, {name: dag.specs[name].pool for name in dag.nodes} if pools else {})
         self.schedule = Schedule(ReadySet(dag, plan.completed), gate)
         self.running: dict[str, Attempt] = {}
         self.deadlines: TimerHeap[Attempt] = TimerHeap()  # stale ones are dropped lazily
-        self.starts = Starts() if store.durable else None  # a store in memory gets none
         self.ledger = Ledger(plan)
         self.expansions: dict[str, Expansion] = {}
         self.stored = stored_items(dag, self.ledger.states, plan.completed) if dag.maps else {}
@@ -160,6 +167,11 @@ class _Driver(ReadyHooks, MapHooks):
             lambda attempt, outcome: put((_RESULT, attempt, outcome)),
             lambda attempt: put((_STARTED, attempt, time.monotonic(), datetime.now(UTC))),
         )
+        queues = self.launcher.capabilities.queues
+        # Attempts in flight: ``limit`` running, and as many again waiting in an
+        # executor that queues them, so that its workers never sleep between attempts.
+        self.slots = limit * (1 + _AHEAD) if queues else limit
+        self.starts = Starts(queues) if store.durable else None  # a store in memory gets none
         committer = Committer(
             store,
             self.run_id,
@@ -239,7 +251,7 @@ class _Driver(ReadyHooks, MapHooks):
     def dispatch(self) -> None:
         if self.commits.error is not None:
             return
-        free = self.limit - len(self.running)
+        free = self.slots - len(self.running)
         while free > 0:
             names = self.schedule.take(free)
             if not names:
@@ -458,6 +470,8 @@ class _Driver(ReadyHooks, MapHooks):
         # A process pool terminates the worker, asyncio cancels the task, Dask
         # cancels it; a thread cannot be stopped and runs on, its result discarded.
         stopped = attempt.future is not None and attempt.future.cancel()
+        if not stopped:
+            self.launcher.abandoned()  # a pool that queues must not queue behind it
         timeout = self.specs[attempt.node].timeout
         what = "it was cancelled" if stopped else "it was abandoned and runs on until it returns"
         error = NodeTimeoutError(

@@ -156,7 +156,8 @@ def _call(attempt: Attempt) -> tuple[datetime, Any, Context | None]:
     """Report the start, then call the node: (start time, value or `_Failed`, its ctx)."""
     if attempt.on_start is not None:
         attempt.on_start()
-    started_at = datetime.now(UTC)
+    # Set here too: an attempt queued behind busy workers gets no start record until now.
+    attempt.started_at = started_at = datetime.now(UTC)
     ctx = None
     try:
         spec = attempt.spec

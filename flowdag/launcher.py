@@ -45,7 +45,7 @@ from flowdag.attempt import (
 from flowdag.codec import ValueCodec
 from flowdag.dag import NodeSpec
 from flowdag.errors import SerializationError
-from flowdag.executors.base import Executor, ReportsStart, RunsSoon, capabilities_of
+from flowdag.executors.base import Executor, Queues, ReportsStart, RunsSoon, capabilities_of
 from flowdag.refs import Ref, binding
 from flowdag.stores._blobs import RefSource
 
@@ -243,6 +243,12 @@ class Launcher:
                 self._launch(attempt)
         except Exception as exc:  # the executor refused it: shut down, broken, unreachable
             self._on_outcome(attempt, failure(exc, infrastructure=True))
+
+    def abandoned(self) -> None:
+        """An attempt in this process overran its timeout and runs on (a thread
+        cannot be stopped): an executor that queues gets a worker in its place."""
+        if self.capabilities.queues:
+            cast(Queues, self._executor).abandoned()
 
     def _launch(self, attempt: Attempt) -> None:
         spec = attempt.spec

@@ -40,6 +40,7 @@ from flowdag import (
     Workflow,
     open_store,
 )
+from flowdag.executors import ThreadExecutor
 from flowdag.runner import EventKind
 from flowdag.scheduler import PoolGate
 
@@ -72,6 +73,7 @@ class Workload:
     caps: dict[str, int]
     max_workers: int
     durable: bool
+    own_pool: bool  # the run's own pool (capped: attempts queue ahead in it), else an instance
 
 
 @st.composite
@@ -107,7 +109,7 @@ def workloads(draw: st.DrawFn) -> Workload:
     if draw(st.booleans()):
         caps["api"] = draw(st.integers(1, 3))
     max_workers = draw(st.sampled_from((1, 2, 2, 2, 3, 4)))
-    return Workload(tuple(nodes), caps, max_workers, draw(st.booleans()))
+    return Workload(tuple(nodes), caps, max_workers, draw(st.booleans()), draw(st.booleans()))
 
 
 class Probe:
@@ -165,7 +167,11 @@ def check_run(load: Workload) -> None:
             retry_delay=plan.retry_delay,
         )
     store = DurableMemoryStore() if load.durable else MemoryStore()
-    result = flowdag.run(wf, store=store, max_workers=load.max_workers, pools=load.caps)
+    if load.own_pool:
+        result = flowdag.run(wf, store=store, max_workers=load.max_workers, pools=load.caps)
+    else:
+        with ThreadExecutor(load.max_workers) as pool:
+            result = flowdag.run(wf, store=store, executor=pool, pools=load.caps)
 
     # What each node must end as: fails iff it failed more attempts than its
     # retries allow; skipped iff an ancestor failed (checked in topological order).

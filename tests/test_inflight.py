@@ -358,6 +358,26 @@ def test_starts_are_due_after_the_delay_only_for_attempts_still_running() -> Non
     assert starts.next_at(running) is None
 
 
+def test_an_attempt_queued_in_the_executor_is_due_a_start_record_only_once_taken() -> None:
+    wf = flowdag.Workflow("w")
+    for name in "ab":
+        wf.add_node(name, lambda: 1)
+    dag, codec = wf.build(), MemoryStore().codec
+    a, b = (Attempt(dag.specs[name], "r", 1, {}, {}, codec) for name in "ab")
+    starts = Starts(queued=True)
+    starts.add(a, 100.0)
+    starts.add(b, 100.0)
+    running = {"a": a, "b": b}
+    taken = datetime.now(UTC)
+    a.started_at = taken  # a worker took a; b still waits in the executor's queue
+    assert starts.due(101.0, running) == [(a, taken)]
+    assert starts.next_at(running) == 101.0 + START_RECORD_DELAY  # b: looked at again
+    assert starts.due(101.0 + START_RECORD_DELAY / 2, running) == []
+    b.started_at = later = datetime.now(UTC)
+    assert starts.due(102.0, running) == [(b, later)]
+    assert starts.next_at(running) is None
+
+
 # -- dropping superseded start records (pure) -----------------------------------------------
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

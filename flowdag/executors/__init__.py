@@ -44,8 +44,8 @@ _LAZY = {cls: module for module, cls in _KINDS.values()}
 
 def make_executor(kind: str, max_workers: int | None) -> Executor:
     """The executor for a ``run(executor=...)`` name."""
-    if kind == "threads":  # the common case, without a lookup
-        return ThreadExecutor(max_workers or default_workers())
+    if kind == "threads":  # the common case, without a lookup; the run's own: capped
+        return ThreadExecutor(max_workers or default_workers(), capped=True)
     if kind not in _KINDS:
         raise InvalidArgumentError(
             f"unknown executor {kind!r}; choose one of: {', '.join(_KINDS)} "

@@ -25,6 +25,7 @@ __all__ = [
     "Capabilities",
     "Executor",
     "ExecutorBase",
+    "Queues",
     "ReportsStart",
     "RunsSoon",
     "capabilities_of",
@@ -50,6 +51,10 @@ class Capabilities:
             no Future, whose function reports its own outcome.
         reports_start: it has ``submit_reporting_start`` (see `ReportsStart`),
             so that a node's timeout counts from when a worker takes the attempt.
+        queues: it runs at most ``max_workers`` callables at once and queues the
+            rest in order, and has ``abandoned()`` (see `Queues`): the driver
+            keeps attempts waiting in it, so that a worker that finishes one
+            takes the next without waiting for the driver.
     """
 
     max_workers: int | None = None
@@ -57,6 +62,7 @@ class Capabilities:
     runs_coroutines: bool = False
     run_soon: bool = False
     reports_start: bool = False
+    queues: bool = False
 
 
 #: What an executor without a ``capabilities`` attribute can do: submit, nothing more.
@@ -96,6 +102,15 @@ class ReportsStart(Protocol):
         self, on_start: Callable[[], None], fn: Callable[..., T], /, *args: Any
     ) -> Future[T]:
         """`submit`, calling ``on_start()`` (once, from any thread) when a worker takes it."""
+        ...
+
+
+class Queues(Protocol):
+    """An executor with ``Capabilities.queues``."""
+
+    def abandoned(self) -> None:
+        """An attempt it runs was abandoned past its timeout and runs on: run one
+        more callable at once from now on, so that nothing queues behind it."""
         ...
 
 

@@ -2,13 +2,22 @@
 
 `ThreadExecutor` is a thread pool that never runs short.
 
-Unlike `concurrent.futures.ThreadPoolExecutor` it has no cap of its own: the
-runner's driver caps how many attempts are in flight. That matters for
-timeouts. Python cannot stop a thread, so an attempt that overruns its timeout
-is *abandoned*: the driver fails (or retries) it at once and discards its result
-when it comes, but its thread runs on until the function returns. A capped pool
-would then queue new work behind it; this one starts a fresh thread whenever
-no thread is idle, so an abandoned attempt costs a thread, not a worker slot.
+Python cannot stop a thread, so an attempt that overruns its timeout is
+*abandoned*: the driver fails (or retries) it at once and discards its result
+when it comes, but its thread runs on until the function returns. A pool that
+queued new work behind it could stall, so an abandoned attempt costs a thread,
+never a worker slot:
+
+- *uncapped* (an instance a caller makes, the default): the pool starts a
+  thread whenever no thread is idle, and the runner's driver caps how many
+  attempts are in flight on it;
+- *capped* (the pool `flowdag.run` makes for itself, ``capped=True``): it runs
+  at most ``max_workers`` callables at once and queues the rest in order, and
+  each attempt the driver `abandoned` raises that cap by one. The driver then
+  keeps attempts queued ahead of free threads (`Capabilities.queues`), so a
+  thread that finishes one takes the next at once instead of sleeping until
+  the driver hands it one.
+
 Threads are daemons so that an abandoned attempt cannot keep the process alive.
 """
 
@@ -46,22 +55,30 @@ def default_workers() -> int:
 class ThreadExecutor(ExecutorBase):
     """Runs each submitted callable on an idle thread, starting one if none is idle.
 
-    ``max_workers`` is how many attempts the driver keeps in flight on it (the
-    pool itself has no cap). Attempts run in this process, so they report their
+    Uncapped (the default), ``max_workers`` is how many attempts the driver
+    keeps in flight on it and the pool itself has no cap. ``capped=True``: at
+    most ``max_workers`` callables run at once (plus one per `abandoned` call),
+    the rest wait in order. Attempts run in this process, so they report their
     own start, and it can run a callable with no Future (``run_soon``).
     """
 
-    def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "flowdag") -> None:
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "flowdag",
+        *,
+        capped: bool = False,
+    ) -> None:
+        workers = max_workers if max_workers is not None else default_workers()
         self.capabilities = Capabilities(
-            max_workers=max_workers if max_workers is not None else default_workers(),
-            in_process=True,
-            run_soon=True,
+            max_workers=workers, in_process=True, run_soon=True, queues=capped
         )
         self._prefix = thread_name_prefix
         self._work: SimpleQueue[_Work | None] = SimpleQueue()
-        # One token per idle thread: a queue of tokens, not a Semaphore, whose
-        # acquire and release are Python code (a Condition) on every node's path.
-        self._idle: SimpleQueue[None] = SimpleQueue()
+        self._cap = workers if capped else None  # threads at most; None: no cap
+        # Callables put and not yet returned, under the lock: a plain counter, not
+        # a Semaphore, whose acquire and release are Python code on every node's path.
+        self._busy = 0
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._shutdown = False
@@ -79,16 +96,26 @@ class ThreadExecutor(ExecutorBase):
         """
         self._put((None, fn, args))
 
+    def abandoned(self) -> None:
+        """One callable was abandoned and runs on: a capped pool may start a thread more."""
+        with self._lock:
+            if self._cap is not None:
+                self._cap += 1
+                self._grow()
+
     def _put(self, work: _Work) -> None:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot submit to a ThreadExecutor after shutdown")
             self._work.put(work)
-            # Only this method takes tokens, under the lock: an idle thread stays idle.
-            if self._idle.empty():
-                self._start_thread()
-            else:
-                self._idle.get_nowait()  # an idle thread will take the work
+            self._busy += 1
+            self._grow()
+
+    def _grow(self) -> None:
+        """Start a thread if work waits with every thread busy, within the cap (lock held)."""
+        threads = len(self._threads)
+        if self._busy > threads and (self._cap is None or threads < self._cap):
+            self._start_thread()
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
@@ -108,7 +135,7 @@ class ThreadExecutor(ExecutorBase):
 
     def _serve(self) -> None:
         work = self._work
-        idle = self._idle.put
+        lock = self._lock
         while True:
             item = work.get()
             if item is None:
@@ -129,7 +156,8 @@ class ThreadExecutor(ExecutorBase):
                 else:
                     future.set_result(result)
             del future, fn, args
-            idle(None)
+            with lock:
+                self._busy -= 1
 
 
 class ProcessExecutor(ExecutorBase):
