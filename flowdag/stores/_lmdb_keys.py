@@ -12,7 +12,10 @@ node::
 
     run_id 0x00                  (nodes only) the run's marker: layout, next number, nonce,
                                  and the run's seal, if any (`flowdag._seal`)
-    run_id 0x00 0x01 number      msgpack [name, blob, crc32(name)]; number: 4 bytes, big-endian
+    run_id 0x00 0x01 number      msgpack [name, blob, crc32(name)]; number: 4 bytes, big-endian;
+                                 a node's entry also holds its output, 4th, when it
+                                 is at most SMALL_OUTPUT bytes (then it has no
+                                 ``outputs`` entry): one write per node of a fan-out
 
 Run ids hold no NUL, so no run's prefix is another's; keys are short whatever
 the name (LMDB's limit is 511 bytes), and a name is never part of a key or a
@@ -55,6 +58,7 @@ __all__ = [
     "DIGEST_SIZE",
     "LAYOUT",
     "MAX_NUMBER",
+    "SMALL_OUTPUT",
     "Marker",
     "delete_range",
     "entry_key",
@@ -70,6 +74,9 @@ __all__ = [
 
 #: The layout this release writes (the version in every run's marker).
 LAYOUT = 2
+#: Outputs of at most this many bytes go in their node's entry, not in ``outputs``:
+#: one write per node, and a load of statuses copies at most this much more each.
+SMALL_OUTPUT = 1024
 #: Bytes of the blake2b hash of a name in a layout 1 key.
 DIGEST_SIZE = 16
 _TAG = b"\x01"  # before every number: no entry's key is the marker's
@@ -97,23 +104,32 @@ def entry_number(start: int, key: bytes) -> int | None:
     return int.from_bytes(key[start + 1 :], "big")
 
 
-def pack_named(name: str, blob: bytes) -> bytes:
-    """A layout 2 entry's value: its name (the key holds a number), blob, CRC32 of the name."""
-    raw = name.encode()
-    packed: bytes = msgpack.packb([name, blob, zlib.crc32(raw)], use_bin_type=True)
+def pack_named(name: str, blob: bytes, output: bytes | None = None) -> bytes:
+    """A layout 2 entry's value: its name (the key holds a number), blob, CRC32 of the
+    name, and for a node entry its output when at most `SMALL_OUTPUT` bytes."""
+    fields = [name, blob, zlib.crc32(name.encode())]
+    if output is not None:
+        fields.append(output)
+    packed: bytes = msgpack.packb(fields, use_bin_type=True)
     return packed
 
 
-def unpack_named(value: bytes) -> tuple[str, bytes]:
-    """(name, blob) of a layout 2 entry's value.
+def unpack_named(value: bytes) -> tuple[str, bytes, bytes | None]:
+    """(name, blob, output in the entry or None) of a layout 2 entry's value.
 
     Raises:
         ValueError: the value is not one `pack_named` made, or its name fails its CRC32.
     """
-    name, blob, crc = msgpack.unpackb(value, raw=False, use_list=False)
+    fields = msgpack.unpackb(value, raw=False, use_list=False)
+    if len(fields) == 3:
+        (name, blob, crc), output = fields, None
+    else:
+        name, blob, crc, output = fields
+        if type(output) is not bytes:
+            raise ValueError("its output is not bytes")
     if type(name) is not str or type(blob) is not bytes or zlib.crc32(name.encode()) != crc:
         raise ValueError("its name does not match its checksum")
-    return name, blob
+    return name, blob, output
 
 
 def pack_marker(next_number: int, seal: bytes | None = None) -> bytes:

@@ -42,6 +42,7 @@ from flowdag.errors import CorruptStateError, RunNotFoundError, StoreError
 from flowdag.stores._lmdb_keys import (
     LAYOUT,
     MAX_NUMBER,
+    SMALL_OUTPUT,
     delete_range,
     entry_key,
     entry_number,
@@ -108,15 +109,21 @@ class RunEntries:
         next_number = self._marker(run_id, prefix, token)[0]
         sink.header(header)
         numbers: dict[str, int] = {}
-        for number, name, meta in self._scan(txn, env.nodes, run_id, prefix, "node", next_number):
+        small: set[str] = set()  # nodes whose output is in their entry
+        nodes = self._scan(txn, env.nodes, run_id, prefix, "node", next_number)
+        for number, name, meta, output in nodes:
             if numbers.setdefault(name, number) != number:
                 raise self._damaged(run_id, f"node {name!r} has two entries")
             sink.node(name, meta)
-        for number, name, output in self._scan(
-            txn, env.outputs, run_id, prefix, "output", next_number
-        ):
+            if output is not None:
+                small.add(name)
+                sink.output(name, output)
+        outputs = self._scan(txn, env.outputs, run_id, prefix, "output", next_number)
+        for number, name, output, _ in outputs:
             if numbers.get(name) != number:
                 raise self._damaged(run_id, f"output of node {name!r} has no node entry")
+            if name in small:
+                raise self._damaged(run_id, f"node {name!r} has two outputs")
             sink.output(name, output)
         data, data_numbers = self._read_data(txn, env, run_id, prefix, next_number)
         sink.data(data)
@@ -132,7 +139,9 @@ class RunEntries:
         next_number = self._marker(run_id, prefix, token)[0]
         metas: dict[str, bytes] = {}
         numbers: dict[str, int] = {}
-        for number, name, meta in self._scan(txn, env.nodes, run_id, prefix, "node", next_number):
+        for number, name, meta, _ in self._scan(
+            txn, env.nodes, run_id, prefix, "node", next_number
+        ):
             if numbers.setdefault(name, number) != number:
                 raise self._damaged(run_id, f"node {name!r} has two entries")
             metas[name] = meta
@@ -144,7 +153,7 @@ class RunEntries:
     ) -> tuple[dict[str, bytes], dict[str, int]]:
         data: dict[str, bytes] = {}
         numbers: dict[str, int] = {}
-        for number, key, value in self._scan(txn, env.data, run_id, prefix, "data", next_number):
+        for number, key, value, _ in self._scan(txn, env.data, run_id, prefix, "data", next_number):
             if key in data:
                 raise self._damaged(run_id, f"data key {key!r} has two entries")
             data[key], numbers[key] = value, number
@@ -167,8 +176,9 @@ class RunEntries:
 
     def _scan(
         self, txn: _Txn, db: lmdb._Database, run_id: str, prefix: bytes, kind: str, end: int
-    ) -> Iterator[tuple[int, str, bytes]]:
-        """Yield (number, name, blob) for the run's layout 2 entries in ``db``, checked."""
+    ) -> Iterator[tuple[int, str, bytes, bytes | None]]:
+        """Yield (number, name, blob, output in the entry) for the run's layout 2
+        entries in ``db``, checked; only a node's entry may hold an output."""
         cursor = txn.cursor(db)
         if not cursor.set_range(prefix):
             return
@@ -184,10 +194,12 @@ class RunEntries:
                 raise self._damaged(run_id, f"a {kind} entry has a malformed key")
             value = self._open_entry(run_id, entry, key, value, kind)
             try:
-                name, blob = unpack_named(value)
+                name, blob, output = unpack_named(value)
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
                 raise self._damaged(run_id, f"unreadable {kind} entry: {exc}") from exc
-            yield number, name, blob
+            if output is not None and kind != "node":
+                raise self._damaged(run_id, f"a {kind} entry holds an output")
+            yield number, name, blob, output
 
     def _scan_layout1(
         self, txn: _Txn, db: lmdb._Database, run_id: str, prefix: bytes, kind: str
@@ -258,15 +270,22 @@ class RunEntries:
         numbers.token = b""
         for name, node in nodes.items():
             number = named.get(name)
+            earlier = number is not None  # else no entry of it exists: nothing to delete
             if number is None:  # first written now: the next number, appended at the end
                 number = named[name] = numbers.next
                 numbers.next += 1
             key = entry_key(prefix, number)
+            output = node.output
+            if output is not None and len(output) <= SMALL_OUTPUT:  # one write per node
+                put(key, seal(b"node", key, pack_named(name, node.meta, output)), db=env.nodes)
+                if earlier:
+                    delete(key, db=env.outputs)  # a larger output it had
+                continue
             put(key, seal(b"node", key, pack_named(name, node.meta)), db=env.nodes)
-            if node.output is None:
+            if output is not None:
+                put(key, seal(b"output", key, pack_named(name, output)), db=env.outputs)
+            elif earlier:
                 delete(key, db=env.outputs)  # a re-run that failed has no output
-            else:
-                put(key, seal(b"output", key, pack_named(name, node.output)), db=env.outputs)
         if data:
             keys = numbers.data
             if keys is None:
@@ -294,7 +313,8 @@ class RunEntries:
             return numbers
         next_number = self._marker(run_id, prefix, token)[0]
         named: dict[str, int] = {}
-        for number, name, _ in self._scan(txn, env.nodes, run_id, prefix, "node", next_number):
+        nodes = self._scan(txn, env.nodes, run_id, prefix, "node", next_number)
+        for number, name, _, _ in nodes:
             if named.setdefault(name, number) != number:
                 raise self._damaged(run_id, f"node {name!r} has two entries")
         numbers = Numbers(token, next_number, named, None)
@@ -361,9 +381,13 @@ class RunEntries:
         for number, (name, node) in enumerate(nodes.items()):
             key = entry_key(prefix, number)
             numbers.nodes[name] = number
+            output = node.output
+            if output is not None and len(output) <= SMALL_OUTPUT:
+                metas.append((key, seal(b"node", key, pack_named(name, node.meta, output))))
+                continue
             metas.append((key, seal(b"node", key, pack_named(name, node.meta))))
-            if node.output is not None:
-                outputs.append((key, seal(b"output", key, pack_named(name, node.output))))
+            if output is not None:
+                outputs.append((key, seal(b"output", key, pack_named(name, output))))
         for number, (name, value) in enumerate(data.items(), len(nodes)):
             key = entry_key(prefix, number)
             keys[name] = number

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import stat
 import subprocess
@@ -19,9 +20,10 @@ from flowdag.errors import CorruptStateError, RunLockedError, RunNotFoundError, 
 from flowdag.state import NodeRecord, NodeState, NodeStatus, RunState
 from flowdag.stores import LMDBStore, MemoryStore, open_store
 from flowdag.stores._files import atomic_write, make_private_dir, open_private
+from flowdag.stores._lmdb_keys import SMALL_OUTPUT, pack_named
 from flowdag.stores._locks import lock_run_file
 from flowdag.stores.base import Store
-from tests.stores.conformance import StoreTests, make_state, pending_state
+from tests.stores.conformance import PLAIN_VALUES, StoreTests, make_state, pending_state
 
 ROOT = Path(__file__).resolve().parents[2]
 KIB = 1024
@@ -103,10 +105,12 @@ def test_stores_on_one_directory_share_the_environment(tmp_path: Path) -> None:
 
 def test_key_layout(tmp_path: Path) -> None:
     long_name = "n" * 600  # longer than an LMDB key: only its number is in one
+    big = b"y" * (SMALL_OUTPUT + 1)  # an output too large for its node's entry
     state = make_state("run-1")
     with LMDBStore(tmp_path / "s") as store:
         store.save(state)
         store.commit("run-1", [NodeRecord(long_name, NodeStatus.COMPLETED, output=b"x")])
+        store.commit("run-1", [NodeRecord("big", NodeStatus.COMPLETED, output=big)])
     prefix = b"run-1\x00"
     with raw_env(tmp_path / "s") as env:
         runs = env.open_db(b"runs", create=False)
@@ -119,24 +123,74 @@ def test_key_layout(tmp_path: Path) -> None:
             marker = msgpack.unpackb(txn.get(prefix, db=nodes))
             assert (marker["layout"], len(marker["nonce"])) == (2, 8)
             names: dict[str, int] = {}
+            in_entry: dict[str, bytes] = {}  # small outputs, held by their node's entry
+            in_outputs: dict[str, bytes] = {}
             for db in (nodes, outputs, data):
                 for key, value in txn.cursor(db):
                     if key == prefix:
                         continue
                     assert key.startswith(prefix + b"\x01") and len(key) == len(prefix) + 5
-                    name, blob, crc = msgpack.unpackb(value, raw=False)
+                    name, blob, crc, *output = msgpack.unpackb(value, raw=False)
                     assert isinstance(blob, bytes) and crc == zlib.crc32(name.encode())
                     number = int.from_bytes(key[-4:], "big")
+                    if db is nodes and output:
+                        in_entry[name] = output[0]
+                    assert not output or db is nodes  # only a node's entry holds an output
                     if db is not outputs:
                         names[name] = number
                     else:
                         assert names[name] == number  # an output is keyed as its node
+                        in_outputs[name] = blob
+    assert in_entry[long_name] == b"x" and long_name not in in_outputs
+    assert in_outputs["big"] == big and "big" not in in_entry
     with LMDBStore(tmp_path / "s") as store:
         stored = store._to_stored(make_state("run-1"))  # never-run nodes get no entry
         assert long_name in store._load("run-1").nodes
     # Numbered in order: the saved nodes, then the saved data keys, then the committed node.
-    assert sorted(names, key=names.__getitem__) == [*stored.nodes, *stored.data, long_name]
+    assert sorted(names, key=names.__getitem__) == [*stored.nodes, *stored.data, long_name, "big"]
     assert sorted(names.values()) == list(range(len(names))) and marker["next"] == len(names)
+
+
+def _outputs_entries(path: Path) -> int:
+    with raw_env(path) as env:
+        outputs = env.open_db(b"outputs", create=False)
+        with env.begin() as txn:
+            return sum(1 for _ in txn.cursor(outputs))
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_an_output_moves_between_its_entry_and_outputs_as_its_size_changes(
+    tmp_path: Path, encrypted: bool
+) -> None:
+    """A re-run that makes a small output after a large one (or the reverse, or none)
+    leaves one output of the node, the latest, wherever it is kept."""
+    key = os.urandom(32).hex() if encrypted else None
+    small, large = b"s", b"L" * (SMALL_OUTPUT + 1)
+    with LMDBStore(tmp_path / "s", key=key) as store:
+        store.save(pending_state("r", "a"))
+    for output, entries in ((large, 1), (small, 0), (large, 1), (None, 0), (small, 0)):
+        status = NodeStatus.FAILED if output is None else NodeStatus.COMPLETED
+        with LMDBStore(tmp_path / "s", key=key) as store:
+            store.commit("r", [NodeRecord("a", status, output=output)])
+            assert store._load("r").nodes["a"].output == output
+        with LMDBStore(tmp_path / "s", key=key) as store:  # as read afresh
+            assert store._load("r").nodes["a"].output == output
+        assert _outputs_entries(tmp_path / "s") == entries
+
+
+def test_a_node_with_an_output_in_its_entry_and_in_outputs_is_damaged(tmp_path: Path) -> None:
+    with LMDBStore(tmp_path / "s") as store:
+        store.save(pending_state("r", "a"))
+        one = store.codec.encode(1)
+        store.commit("r", [NodeRecord("a", NodeStatus.COMPLETED, output=one)])
+    with raw_env(tmp_path / "s") as env:
+        nodes = env.open_db(b"nodes", create=False)
+        outputs = env.open_db(b"outputs", create=False)
+        with env.begin(write=True) as txn:
+            [key] = [k for k, v in txn.cursor(nodes) if k != b"r\x00" and len(v) > 8]
+            txn.put(key, pack_named("a", one), db=outputs)
+    with LMDBStore(tmp_path / "s") as store, pytest.raises(CorruptStateError, match="two outputs"):
+        store.load("r")
 
 
 def test_crash_never_loses_a_reported_commit(tmp_path: Path) -> None:
@@ -336,6 +390,10 @@ def damage(path: Path, db_name: bytes, how: str, run_id: str = "run-1") -> None:
             txn.put(key, bad, db=db)
 
 
+#: The first node's output is too large for its entry: it has an ``outputs`` entry, and
+#: its node entry holds no output (which `damage` would hit instead of the meta).
+LARGE_FIRST = {"large": random.Random(0).randbytes(2 * SMALL_OUTPUT).hex(), **PLAIN_VALUES}
+
 DAMAGE = [
     (db_name, how)
     for db_name in (b"nodes", b"outputs", b"data", b"runs")
@@ -348,7 +406,7 @@ DAMAGE = [
 def test_damaged_value(tmp_path: Path, db_name: bytes, how: str) -> None:
     path = tmp_path / "s"
     with LMDBStore(path) as store:
-        store.save(make_state("run-1"))
+        store.save(make_state("run-1", LARGE_FIRST))
         store.save(make_state("intact"))
     damage(path, db_name, how)
     with LMDBStore(path) as store:
@@ -367,7 +425,7 @@ def test_damaged_value(tmp_path: Path, db_name: bytes, how: str) -> None:
 def test_load_statuses_never_reads_outputs(tmp_path: Path) -> None:
     path = tmp_path / "s"
     with LMDBStore(path) as store:
-        store.save(make_state())
+        store.save(make_state("run-1", LARGE_FIRST))
     damage(path, b"outputs", "blob")
     with LMDBStore(path) as store:
         assert store.load_statuses("run-1") == store.load_statuses("run-1")
