@@ -17,13 +17,10 @@ deadline). Its state is in a few objects, each with one job:
 - `Settler` (`flowdag._settle`): the commit side of the loop: hands records
   to the committer and, as the store answers, settles or fails their nodes.
 
-At most ``max_workers`` attempts run at once. An executor that queues
-attempts (`Capabilities.queues`: the thread pool a run makes for itself) is
-handed `_AHEAD` times as many more, which wait in its queue: a worker that
-finishes one takes the next at once, as a bare thread pool's would, instead of
-sleeping until the driver wakes, handles the outcome and hands it another.
-Such an attempt is counted as started (``NODE_STARTED``) when handed over, but
-its timeout and its start record count from when a worker takes it.
+At most ``max_workers`` attempts run at once. An executor that queues them
+(`Capabilities.queues`: a run's own thread pool) holds `_AHEAD` times as many
+more, so a worker that finishes one takes the next at once instead of sleeping
+until the driver hands it one; their timeouts and start records count from then.
 
 Each node goes through the same steps: start an attempt on the executor; when
 it returns, either schedule a retry or build one `NodeRecord` (status, attempts,
@@ -168,9 +165,7 @@ class _Driver(ReadyHooks, MapHooks):
             lambda attempt: put((_STARTED, attempt, time.monotonic(), datetime.now(UTC))),
         )
         queues = self.launcher.capabilities.queues
-        # Attempts in flight: ``limit`` running, and as many again waiting in an
-        # executor that queues them, so that its workers never sleep between attempts.
-        self.slots = limit * (1 + _AHEAD) if queues else limit
+        self.slots = limit * (1 + _AHEAD) if queues else limit  # in flight: see the docstring
         self.starts = Starts(queues) if store.durable else None  # a store in memory gets none
         committer = Committer(
             store,
