@@ -90,7 +90,7 @@ class Fingerprint:
         template = self._template
         if template is None:
             return self.digest
-        return (template.key, self._own)
+        return (template.key, template.captured_of(self._own))
 
     @property
     def source_digest(self) -> str:

@@ -67,7 +67,9 @@ class Ledger:
     )
 
     def __init__(self, plan: Plan) -> None:
-        self.states = states = dict(plan.state.nodes)
+        # The plan's own: made for this call (a new run's, or the run as just loaded),
+        # so taken, not copied: a state replaced here is freed, not kept by the plan.
+        self.states = states = plan.state.nodes
         self.outputs = {name: states[name].output for name in plan.completed}
         self.data = dict(plan.state.data)
         self.done = len(plan.completed)  # finished nodes, those of earlier calls included
