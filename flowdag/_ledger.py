@@ -237,6 +237,8 @@ class Ledger:
         if status is _COMPLETED:
             state.output = self.outputs[name] = value
         self.states[name] = state
+        # Its attempts are counted in its state now: only nodes in flight keep a count.
+        self.tries.pop(name, None)
 
     def unsettled(self) -> list[str]:
         """Nodes neither completed, failed nor skipped."""
