@@ -85,6 +85,10 @@ class ReadySet:
                 self._ready.append(successor)
             else:
                 waiting[successor] = left - 1
+        if successors and not waiting:
+            # All ready (a fan-out's source done): a dict emptied keeps its table,
+            # a slot per node it held, for the rest of the run.
+            self._waiting = {}
 
     def expand(self, node: str, items: list[str]) -> None:
         """Run ``items`` before ``node`` (a map node, taken already) ends.
