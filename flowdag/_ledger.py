@@ -24,6 +24,7 @@ record names the digest of every input it read, and early cutoff compares them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -45,7 +46,7 @@ from flowdag.state import (
 __all__ = ["Ledger"]
 
 _SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED})
-_COMPLETED, _FAILED = NodeStatus.COMPLETED, NodeStatus.FAILED
+_COMPLETED, _FAILED, _PENDING = NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.PENDING
 _NO_INPUTS: dict[str, str] = {}  # shared by the records of nodes with no deps; never changed
 
 
@@ -239,6 +240,15 @@ class Ledger:
         self.states[name] = state
         # Its attempts are counted in its state now: only nodes in flight keep a count.
         self.tries.pop(name, None)
+
+    def own_pending(self) -> None:
+        """Give each node still pending a state of its own: a new run's nodes share
+        one per deps (`flowdag.resume`), which a caller changing one state of a
+        result must not see change in another."""
+        states = self.states
+        for name, state in states.items():
+            if state.status is _PENDING:
+                states[name] = replace(state)
 
     def unsettled(self) -> list[str]:
         """Nodes neither completed, failed nor skipped."""

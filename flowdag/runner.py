@@ -305,6 +305,8 @@ def run(
                 del plan, stored
             driver.drive()
             result = driver.result()
+            if not result.ok:  # some node may be pending still: its state, its own
+                driver.ledger.own_pending()
             # A store of this call only (store=None) is gone with it: nothing to seal.
             if result.ok and store is not None and driver.commits.error is None:
                 _seal(run_store, dag, run_id, lifetime, fingerprints, driver.ledger)
