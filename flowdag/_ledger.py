@@ -139,7 +139,7 @@ class Ledger:
             audit = stored.audit
             if output is None:
                 output = stored.output
-        source = fingerprint.source_digest  # first: it keeps the own digests the digest takes
+        source = fingerprint.source_digest  # first: it makes the digest too, from one own digest
         return new_provenance(
             fingerprint.digest,
             source,
