@@ -880,5 +880,6 @@ def test_each_node_of_a_result_has_a_state_of_its_own() -> None:
     assert len({id(state) for state in result.nodes.values()}) == len(result.nodes)
     result.nodes["after0"].attempts = 7  # a caller's change stays in its node
     result.nodes["late0"].output = "changed"
-    assert [result.nodes[n].attempts for n in pending] == [7 if n == "after0" else 0 for n in pending]
+    attempts = [result.nodes[n].attempts for n in pending]
+    assert attempts == [7 if n == "after0" else 0 for n in pending]
     assert [n for n in pending if result.nodes[n].output is not None] == ["late0"]
