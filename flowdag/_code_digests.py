@@ -166,6 +166,10 @@ def _defaults_digest(defaults: tuple[Any, ...]) -> str:
     return _digest(f"(('tuple', ({items})),)".encode())
 
 
+#: What a captured template's fingerprints keep of their function (`_Template.held`).
+HOLDS_VALUES, HOLDS_DEFAULTS, HOLDS_BOTH = 1, 2, 3
+
+
 class _Template:
     """The digests of the parts many fingerprints share, and where the others go.
 
@@ -184,6 +188,7 @@ class _Template:
         "distinct",
         "fixed",
         "fixed_sources",
+        "holds",
         "key",
         "names",
         "order",
@@ -197,8 +202,10 @@ class _Template:
         names: tuple[str, ...],
         *,
         captured: bool,
+        holds: int = HOLDS_BOTH,
     ) -> None:
         self.captured = captured
+        self.holds = holds
         self.fixed = fixed
         self.fixed_sources = fixed_sources
         self.names = names
@@ -214,14 +221,34 @@ class _Template:
 
     def own(self, raw: Any) -> tuple[str, ...]:
         """The digests of ``names`` from what a fingerprint keeps: with ``captured``,
-        a function's ``(values, defaults)`` (`_captured`), else the digests themselves."""
+        what `held` says of a function's values and defaults (`_captured`), else
+        the digests themselves."""
         if not self.captured:
             return tuple(raw)
+        holds = self.holds
+        if holds == HOLDS_DEFAULTS:  # the usual: a lambda's defaults (``lambda x, i=i: ...``)
+            return (_defaults_digest(raw),)
+        if holds == HOLDS_VALUES:
+            return tuple(map(_cell_digest, raw))
         values, defaults = raw
-        if not values:  # the usual: a lambda's defaults (``lambda x, i=i: ...``)
-            return (_defaults_digest(defaults),) if defaults else ()
-        found = tuple(map(_cell_digest, values))
-        return (*found, _defaults_digest(defaults)) if defaults else found
+        return (*map(_cell_digest, values), _defaults_digest(defaults))
+
+    def held(self, values: tuple[Any, ...], defaults: tuple[Any, ...]) -> Any:
+        """What a fingerprint of a function with these captured ``values`` (of its
+        filled cells) and ``defaults`` keeps: the one of them this template's
+        functions have (the defaults, the function's own tuple: nothing per node),
+        or both as ``(values, defaults)``."""
+        holds = self.holds
+        if holds == HOLDS_DEFAULTS:
+            return defaults
+        return values if holds == HOLDS_VALUES else (values, defaults)
+
+    def captured_of(self, raw: Any) -> Any:
+        """``(values, defaults)`` of what `held` gave (the fingerprint's identity)."""
+        holds = self.holds
+        if not self.captured or holds == HOLDS_BOTH:
+            return raw
+        return ((), raw) if holds == HOLDS_DEFAULTS else (raw, ())
 
     def digest(self, own: tuple[str, ...]) -> str:
         """`_combine` of the fixed parts and ``own`` (the digests of ``names``, in order)."""

@@ -47,6 +47,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowdag._code_digests import (
+    HOLDS_BOTH,
+    HOLDS_DEFAULTS,
+    HOLDS_VALUES,
     _captured,
     _class_source,
     _code_digest,
@@ -141,13 +144,16 @@ class Fingerprinter:
             names = tuple(f"function: closure {code.co_freevars[i]}" for i in cells)
             if defaults:
                 names += ("function: defaults",)
-            template = _Template(parts, sources, names, captured=True)
+            holds = HOLDS_BOTH if cells and defaults else HOLDS_VALUES if cells else HOLDS_DEFAULTS
+            template = _Template(parts, sources, names, captured=True, holds=holds)
             # Capturing nothing: one fingerprint for all of them.
             shared = None if names else Fingerprint(_combine(parts), _combine(sources), parts)
             known = self._templates[key] = (template, shared)
             self._keep.append((code, fn.__globals__))
         template, shared = known
-        return shared if shared is not None else Fingerprint._of(template, (values, defaults))
+        if shared is not None:
+            return shared
+        return Fingerprint._of(template, template.held(values, defaults))
 
     # -- functions and what they reach ------------------------------------------------------
 

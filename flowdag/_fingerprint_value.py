@@ -4,8 +4,9 @@ Fingerprints that differ only in a few parts (the lambdas one line makes in a
 loop, a constant per node) share a `flowdag._code_digests._Template` of the
 other parts and keep only what their own are digested from; their
 ``source_digest`` and ``parts`` are made when first read, which a resume that
-reuses every node never does (the digests of their own parts are made once then,
-and kept), and a node's provenance holds a view of the parts
+reuses every node never does (the digests of their own parts are made for each,
+and not kept: the provenance holds the digests made of them), and a node's
+provenance holds a view of the parts
 (`Fingerprint.parts_view`) rather than a dict of them, which a store writes from
 the template's shared parts and the node's own (`_PartsView.shared`).
 """
@@ -34,7 +35,7 @@ class Fingerprint:
     million of them fit in a few hundred bytes each.
     """
 
-    __slots__ = ("_digest", "_digests", "_own", "_parts", "_source_digest", "_template")
+    __slots__ = ("_digest", "_own", "_parts", "_source_digest", "_template")
 
     def __init__(self, digest: str, source_digest: str, parts: dict[str, str] | None = None):
         self._digest: str | None = digest
@@ -42,7 +43,6 @@ class Fingerprint:
         self._parts: dict[str, str] | None = {} if parts is None else parts
         self._template: _Template | None = None
         self._own: Any = None
-        self._digests: Any = None
 
     @classmethod
     def _of(cls, template: _Template, own: Any) -> Fingerprint:
@@ -53,22 +53,16 @@ class Fingerprint:
         made._parts = None
         made._template = template
         made._own = own
-        made._digests = None
         return made
 
     def _own_digests(self) -> tuple[str, ...]:
-        """The digests of the template's ``names``, made once, when ``source_digest``
-        or the parts are first read (a run reads both of every node it runs), and kept
-        beside what they digest (which `identity` gives): the one digest alone (a
-        str) when there is one, else a tuple of str; either is a single assignment,
-        and a thread reading meanwhile makes them again, the same."""
-        found = self._digests
-        if found is None:
-            assert self._template is not None
-            digests = self._template.own(self._own)
-            self._digests = digests[0] if len(digests) == 1 else digests
-            return digests
-        return (found,) if type(found) is str else found
+        """The digests of the template's ``names``, made on each call and not kept:
+        the digests made of them are, and a node's provenance holds those, so a
+        run of a million nodes keeps no third digest per node. A store writing
+        the node's parts makes them once more (`_PartsView.shared`)."""
+        template = self._template
+        assert template is not None
+        return template.own(self._own)
 
     @property
     def digest(self) -> str:
@@ -77,10 +71,8 @@ class Fingerprint:
         if found is None:
             template = self._template
             assert template is not None
-            # Own digests kept already, or made for this alone: a resume that compares
-            # digests keeps nothing more per node.
-            own = template.own(self._own) if self._digests is None else self._own_digests()
-            found = self._digest = template.digest(own)
+            # Made alone: a resume that compares digests keeps nothing more per node.
+            found = self._digest = template.digest(template.own(self._own))
         return found
 
     def identity(self) -> Any:
@@ -90,15 +82,20 @@ class Fingerprint:
         template = self._template
         if template is None:
             return self.digest
-        return (template.key, self._own)
+        return (template.key, template.captured_of(self._own))
 
     @property
     def source_digest(self) -> str:
         """The digest of the parts' normalised sources (no bytecode)."""
         found = self._source_digest
         if found is None:
-            assert self._template is not None
-            found = self._source_digest = self._template.source_digest(self._own_digests())
+            template = self._template
+            assert template is not None
+            own = template.own(self._own)
+            # A run reads both, for each node it runs: from one making of the own digests.
+            if self._digest is None:
+                self._digest = template.digest(own)
+            found = self._source_digest = template.source_digest(own)
         return found
 
     @property
@@ -159,7 +156,7 @@ class _PartsView(Mapping[str, str]):
             return found._parts
         template = found._template
         assert template is not None
-        return template.parts(found._own_digests())
+        return template.parts(template.own(found._own))
 
     def shared(self) -> tuple[_Template, tuple[str, ...]] | None:
         """The template these parts come from and the fingerprint's own digests (of

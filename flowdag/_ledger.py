@@ -24,11 +24,13 @@ record names the digest of every input it read, and early cutoff compares them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from flowdag._decide import resolve
 from flowdag.attempt import Attempt
+from flowdag.dag import DAG
 from flowdag.resume import Plan
 from flowdag.state import (
     AttemptInfo,
@@ -45,7 +47,7 @@ from flowdag.state import (
 __all__ = ["Ledger"]
 
 _SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED})
-_COMPLETED, _FAILED = NodeStatus.COMPLETED, NodeStatus.FAILED
+_COMPLETED, _FAILED, _PENDING = NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.PENDING
 _NO_INPUTS: dict[str, str] = {}  # shared by the records of nodes with no deps; never changed
 
 
@@ -53,7 +55,9 @@ class Ledger:
     """What the run knows: each node's state, the outputs, ``ctx.data``, attempt counts."""
 
     __slots__ = (
+        "_dependents",
         "_last_inputs",
+        "_specs",
         "data",
         "done",
         "failed",
@@ -66,9 +70,14 @@ class Ledger:
         "tries",
     )
 
-    def __init__(self, plan: Plan) -> None:
-        self.states = states = dict(plan.state.nodes)
-        self.outputs = {name: states[name].output for name in plan.completed}
+    def __init__(self, plan: Plan, dag: DAG) -> None:
+        # The plan's own: made for this call (a new run's, or the run as just loaded),
+        # so taken, not copied: a state replaced here is freed, not kept by the plan.
+        self.states = states = plan.state.nodes
+        self._specs, self._dependents = dag.specs, dag.dependents
+        # The outputs nodes read, apart from the states for the hot path: those of the
+        # nodes with dependents (and of map items). A sink's is in its state alone.
+        self.outputs = {name: states[name].output for name in plan.completed if self.read(name)}
         self.data = dict(plan.state.data)
         self.done = len(plan.completed)  # finished nodes, those of earlier calls included
         self.fingerprints = plan.fingerprints
@@ -85,6 +94,11 @@ class Ledger:
         self.items: dict[str, tuple[str, str]] = {}
         # The inputs the last node read, and a read-only copy the next may share.
         self._last_inputs: tuple[dict[str, str], Mapping[str, str] | None] = ({}, None)
+
+    def read(self, name: str) -> bool:
+        """Whether another node may read ``name``'s output: it has dependents, or it
+        is a map's item (not the DAG's: its map reads it)."""
+        return name not in self._specs or bool(self._dependents(name))
 
     def next_attempt(self, name: str) -> int:
         """Count a new attempt of ``name``; return its number over the run's life."""
@@ -136,7 +150,7 @@ class Ledger:
             audit = stored.audit
             if output is None:
                 output = stored.output
-        source = fingerprint.source_digest  # first: it keeps the own digests the digest takes
+        source = fingerprint.source_digest  # first: it makes the digest too, from one own digest
         return new_provenance(
             fingerprint.digest,
             source,
@@ -159,7 +173,8 @@ class Ledger:
         self.reasons[name] = verdict.reason
         if verdict.action != "reuse":
             return None
-        self.outputs[name] = stored.output
+        if self.read(name):
+            self.outputs[name] = stored.output
         self.done += 1
         return stored
 
@@ -233,8 +248,21 @@ class Ledger:
             record.provenance,
         )
         if status is _COMPLETED:
-            state.output = self.outputs[name] = value
+            state.output = value
+            if name not in self._specs or self._dependents(name):  # `read`, inlined
+                self.outputs[name] = value
         self.states[name] = state
+        # Its attempts are counted in its state now: only nodes in flight keep a count.
+        self.tries.pop(name, None)
+
+    def own_pending(self) -> None:
+        """Give each node still pending a state of its own: a new run's nodes share
+        one per deps (`flowdag.resume`), which a caller changing one state of a
+        result must not see change in another."""
+        states = self.states
+        for name, state in states.items():
+            if state.status is _PENDING:
+                states[name] = replace(state)
 
     def unsettled(self) -> list[str]:
         """Nodes neither completed, failed nor skipped."""

@@ -162,7 +162,7 @@ def plan_run(dag: DAG, run_id: str, stored: RunState | None, *, allow_changes: b
         state = RunState(
             run_id,
             dag.name,
-            nodes={name: NodeState(deps=dag.deps(name)) for name in dag.nodes},
+            nodes=_pending(dag),
             metadata={"created_at": datetime.now(UTC).isoformat(timespec="seconds")},
         )
         return Plan(state, needs_save=True)
@@ -196,6 +196,23 @@ def plan_run(dag: DAG, run_id: str, stored: RunState | None, *, allow_changes: b
         )
     completed = {n for n, node in state.nodes.items() if node.status is NodeStatus.COMPLETED}
     return Plan(state, completed, changes, needs_save=bool(changes), structural=stale)
+
+
+def _pending(dag: DAG) -> dict[str, NodeState]:
+    """Node -> its state in a new run: pending, one state shared by the nodes with
+    the same deps (a fan-out's leaves share one). Nothing changes a `NodeState`
+    in place: a node's next state replaces it, and a result gives each node still
+    pending its own (`flowdag._ledger.Ledger.own_pending`)."""
+    shared: dict[tuple[str, ...], NodeState] = {}
+    nodes = {}
+    specs = dag.specs
+    for name in dag.nodes:  # in the order the run's states keep
+        deps = specs[name].deps
+        state = shared.get(deps)
+        if state is None:
+            state = shared[deps] = NodeState(deps=deps)
+        nodes[name] = state
+    return nodes
 
 
 def _reset(dag: DAG, name: str, stored: NodeState | None) -> NodeState:

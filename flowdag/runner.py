@@ -34,7 +34,7 @@ from flowdag.errors import (
 from flowdag.executors import Executor, capabilities_of, make_executor
 from flowdag.executors.pools import default_workers
 from flowdag.refs import LoadedOnRead, Ref
-from flowdag.resume import Plan, check_rerun, plan_call
+from flowdag.resume import check_rerun, plan_call
 from flowdag.state import ErrorInfo, NodeState, NodeStatus, Reason, RunState, RunStatus
 from flowdag.stores.base import Store, check_run_id
 from flowdag.waits import Wait
@@ -300,11 +300,16 @@ def run(
                 driver = _Driver(
                     dag, plan, run_store, pool, workers, pools, on_event, limit, cache, waits
                 )
+                # The driver has what it needs of them; the plan's verdicts and the
+                # stored run would be kept for the whole run, a few dicts of every node.
+                del plan, stored
             driver.drive()
             result = driver.result()
+            if not result.ok:  # some node may be pending still: its state, its own
+                driver.ledger.own_pending()
             # A store of this call only (store=None) is gone with it: nothing to seal.
             if result.ok and store is not None and driver.commits.error is None:
-                _seal(run_store, dag, plan, driver.ledger)
+                _seal(run_store, dag, run_id, lifetime, fingerprints, driver.ledger)
     if store is None and result.waits:
         logger.warning(
             "run %s is suspended on an in-memory store that is gone now, with its waits; "
@@ -321,12 +326,18 @@ def _returned(result: RunResult) -> RunResult:
     return result
 
 
-def _seal(store: Store, dag: DAG, plan: Plan, ledger: Ledger) -> None:
+def _seal(
+    store: Store,
+    dag: DAG,
+    run_id: str,
+    ttl: timedelta | None,
+    fingerprints: Mapping[str, Fingerprint],
+    ledger: Ledger,
+) -> None:
     """Seal a run that completed (`flowdag._seal`); a store that cannot changes nothing."""
-    run_id = plan.state.run_id
-    state = RunState(run_id, dag.name, ledger.states, ledger.data, ttl=plan.state.ttl)
+    state = RunState(run_id, dag.name, ledger.states, ledger.data, ttl=ttl)
     try:
-        seal_completed(store, dag, state, plan.fingerprints)
+        seal_completed(store, dag, state, fingerprints)
     except StoreError as exc:  # the run is complete and durable; the next call plans it
         logger.debug("run %s: not sealed: %s", run_id, exc)
 

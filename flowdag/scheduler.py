@@ -33,16 +33,17 @@ T = TypeVar("T")
 class ReadySet:
     """Tracks readiness of a DAG's nodes while a run makes progress."""
 
-    __slots__ = ("_closed", "_dependents", "_items", "_ready", "_waiting")
+    __slots__ = ("_dependents", "_items", "_ready", "_waiting")
 
     def __init__(self, dag: DAG, completed: Iterable[str] = ()) -> None:
         done = set(completed)
         self._dependents = dag.dependents  # node -> the nodes that depend on it
         self._items: dict[str, tuple[str, ...]] = {}  # a map's item -> (its map node,)
-        # Number of not-yet-done dependencies of each node still to run.
+        # Number of not-yet-done dependencies of each node still to run. A node
+        # that depends on one not done is here until it is ready or skipped: no
+        # set of the nodes done is kept (one entry per node a run ends with).
         self._waiting: dict[str, int] = {}
         self._ready: deque[str] = deque()
-        self._closed: set[str] = set(done)  # done, failed or skipped
         specs = dag.specs
         for name in dag.nodes:
             if name in done:
@@ -70,7 +71,6 @@ class ReadySet:
 
     def done(self, name: str) -> None:
         """Record that ``name`` completed; its dependents may become ready."""
-        self._closed.add(name)
         waiting = self._waiting
         items = self._items  # `_successors`, inlined: once per node
         successors = items.get(name) if items else None
@@ -85,6 +85,10 @@ class ReadySet:
                 self._ready.append(successor)
             else:
                 waiting[successor] = left - 1
+        if successors and not waiting:
+            # All ready (a fan-out's source done): a dict emptied keeps its table,
+            # a slot per node it held, for the rest of the run.
+            self._waiting = {}
 
     def expand(self, node: str, items: list[str]) -> None:
         """Run ``items`` before ``node`` (a map node, taken already) ends.
@@ -110,15 +114,15 @@ class ReadySet:
 
     def fail(self, name: str) -> list[str]:
         """Record that ``name`` failed; return its descendants, now skipped."""
-        self._closed.add(name)
+        waiting = self._waiting
         skipped: list[str] = []
         stack = list(self._successors(name))
         while stack:
             node = stack.pop()
-            if node in self._closed:
+            # A descendant of a node not done waits, unless skipped already; one
+            # that does not (done before this call, or skipped) ends the walk there.
+            if waiting.pop(node, None) is None:
                 continue
-            self._closed.add(node)
-            self._waiting.pop(node, None)
             skipped.append(node)
             stack.extend(self._successors(node))
         return skipped

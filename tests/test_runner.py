@@ -849,3 +849,37 @@ def test_second_concurrent_run_of_one_run_id_is_locked(
     # Another function under the same name: "ignore" keeps the stored output.
     again = flowdag.run(quick, run_id="r", store=store_factory(), on_code_change="ignore")
     assert again.outputs == {"block": "done"}
+
+
+def test_each_node_of_a_result_has_a_state_of_its_own() -> None:
+    """A new run's pending nodes share one state per deps while it runs; a result
+    gives each node its own, after waits, a map, the cache and a retry ran."""
+    calls: Counter[str] = Counter()
+
+    def flaky(source: list[int]) -> int:
+        calls["flaky"] += 1
+        if calls["flaky"] == 1:
+            raise ValueError("first attempt fails")
+        return len(source)
+
+    wf = Workflow("own-states")
+    wf.add_node("source", lambda: [1, 2])
+    wf.map("each", lambda item: item * 2, over="source")
+    wf.add_node("counted", lambda source: len(source), deps=["source"], cache=True)
+    wf.add_node("flaky", flaky, deps=["source"], retries=1)
+    wf.add_input("approval", schema={"type": "boolean"}, deps=["source"])
+    for i in range(3):  # waiting for the approval: pending, two groups of equal deps
+        wf.add_node(f"after{i}", lambda approval, i=i: i, deps=["approval"])
+        wf.add_node(f"late{i}", lambda approval, flaky, i=i: i, deps=["approval", "flaky"])
+    with MemoryStore() as store:
+        result = flowdag.run(wf, run_id="r", store=store)
+    assert result.status is RunStatus.SUSPENDED
+    assert calls["flaky"] == 2
+    pending = [n for n, s in result.nodes.items() if s.status is NodeStatus.PENDING]
+    assert sorted(pending) == sorted(f"{kind}{i}" for kind in ("after", "late") for i in range(3))
+    assert len({id(state) for state in result.nodes.values()}) == len(result.nodes)
+    result.nodes["after0"].attempts = 7  # a caller's change stays in its node
+    result.nodes["late0"].output = "changed"
+    attempts = [result.nodes[n].attempts for n in pending]
+    assert attempts == [7 if n == "after0" else 0 for n in pending]
+    assert [n for n in pending if result.nodes[n].output is not None] == ["late0"]

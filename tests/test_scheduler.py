@@ -78,6 +78,16 @@ CASES: list[tuple[str, dict[str, list[str]], set[str], set[str], list[list[str]]
         {"g"},
     ),
     (
+        # b completed before this call; a runs again and fails: the skip walk
+        # stops at b (c, ready from the start, runs), and takes d through a.
+        "reused-node-below-a-failure",
+        {"a": [], "b": ["a"], "c": ["b"], "d": ["a", "c"]},
+        {"b"},
+        {"a"},
+        [["a", "c"]],
+        {"d"},
+    ),
+    (
         "double-diamond-resumed-from-d",
         DOUBLE_DIAMOND,
         {"a", "b", "c", "d", "solo"},

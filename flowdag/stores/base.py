@@ -447,8 +447,12 @@ class Store(StoreTables, ABC):
         # A node that never ran needs no entry: the header lists it, and a node
         # without an entry loads as pending. Saving a new run then costs O(header).
         nodes = {}
+        pending = None  # a new run's nodes share a pending state per deps: compared once
         for name, node in state.nodes.items():
+            if node is pending:
+                continue
             if node == NodeState(deps=node.deps):
+                pending = node
                 continue
             output = None
             blobs: Mapping[str, datetime | None] = NO_BLOBS
