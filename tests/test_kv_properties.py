@@ -2,9 +2,10 @@
 
 Random nodes each make random get/set/delete/update calls over a few keys, then
 succeed, raise, or stage an update whose function raises at commit. The nodes
-run one at a time, so the model is sequential: a node sees the committed state
-plus its own writes; a node that completes applies its writes in order; one
-that fails, or whose update fails at commit, applies none.
+run one at a time, each after the one before committed, so the model is
+sequential: a node sees the committed state plus its own writes; a node that
+completes applies its writes in order; one that fails, or whose update fails
+at commit, applies none.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 import flowdag
 from flowdag import Context, NodeStatus, Workflow
+from flowdag.executors import ThreadExecutor
 from flowdag.stores import MemoryStore
 
 KEYS = ["a", "b", "c"]
@@ -91,8 +93,12 @@ def test_committed_state_follows_the_model(nodes: list[tuple[list[Any], bool]]) 
         seen: list[list[Any]] = [[] for _ in nodes]
         for i, (calls, fails) in enumerate(nodes):
             wf.add_node(f"n{i}", body(calls, fails, seen[i]))
-        # One at a time, in declaration order: the model is sequential.
-        result = flowdag.run(wf, store=store, max_workers=1)
+        # One at a time, in declaration order, each after the one before committed:
+        # the model is sequential. Nodes without deps are promised no more than
+        # committed reads; a pool of one thread that queues nothing ahead, on a
+        # store that commits before the next start, gives this order.
+        with ThreadExecutor(1) as one:
+            result = flowdag.run(wf, store=store, executor=one)
 
         committed: dict[str, Any] = {}
         for i, (calls, fails) in enumerate(nodes):
