@@ -449,9 +449,7 @@ class Store(StoreTables, ABC):
         nodes = {}
         pending = None  # a new run's nodes share a pending state per deps: compared once
         for name, node in state.nodes.items():
-            if node is pending:
-                continue
-            if node == NodeState(deps=node.deps):
+            if node is pending or node == NodeState(deps=node.deps):
                 pending = node
                 continue
             output = None
