@@ -11,7 +11,7 @@ deadline). Its state is in a few objects, each with one job:
   then nodes a full pool parked, then newly ready ones;
 - ``running`` and ``deadlines``: the attempts in flight and when they overrun;
 - `Ledger` (`flowdag._ledger`): what the run knows: node states, outputs,
-  ``ctx.data``, attempts and their history;
+  ``ctx.data``, attempts (over the run's life) and their history;
 - `Commits` and the `Committer` thread (`flowdag._commit`): records on their
   way to the store;
 - `Settler` (`flowdag._settle`): the commit side of the loop: hands records
@@ -38,29 +38,20 @@ acknowledgement loses the attempt, not the store: the node runs again on
 resume (at-least-once; see ``ctx.idempotency_key``).
 
 An attempt still running a moment after it started also gets a *start
-record* (see `flowdag._commit`), waited for by nothing, so a durable store
-tells an attempt in flight at a crash (*interrupted*) from a node that never
-started; nodes quicker than that get none.
-
-Attempts are counted over the run's whole life (``ctx.attempt``,
-`RunEvent.attempt` and ``NodeState.attempts`` agree across resumes), while
-each call of `run()` gives a node its ``retries`` afresh: the retry budget and
-the backoff count the attempts of this call only. An attempt interrupted by a
-crash counts in the first, never in the second.
+record* (`flowdag._commit.Starts`), so a durable store tells an attempt in
+flight at a crash (*interrupted*) from a node that never started.
 
 On a resume, reused nodes (`flowdag.resume.plan_call`) start out done; a
-*provisional* node waits for its deps like any node, then runs only if an
-input it read came out different (`cut_off`). A cached node, once ready, is
-looked up in the cross-run cache (`flowdag._cache`): a hit completes it with
-no attempt. Every completed record carries its `Provenance`: code
-fingerprint, output and input digests, reason.
+*provisional* node waits for its deps, then runs only if an input it read came
+out different (`cut_off`). A cached node, once ready, is looked up in the
+cross-run cache (`flowdag._cache`): a hit completes it with no attempt. Every
+completed record carries its `Provenance` (code and data digests, reason).
 
-If a commit fails, the nodes of that batch are reported failed with the store's
-error (for a start record, the node whose attempt is still running: its result
-will be discarded), nothing new is started, and the run ends once its attempts return; the
-store still loads and a later resume finishes the run. Otherwise a run ends
-with every node completed, failed or skipped; anything else is a bug in the
-driver, raised as such rather than returned as a silent failure.
+If a commit fails, the nodes of that batch fail with the store's error (for a
+start record, the node still running: its result is discarded), nothing new
+starts, and the run ends once its attempts return; a later resume finishes it.
+Otherwise a run ends with every node completed, failed or skipped; anything
+else is a driver bug, raised as such rather than returned as a silent failure.
 """
 
 from __future__ import annotations

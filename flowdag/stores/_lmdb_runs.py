@@ -275,17 +275,12 @@ class RunEntries:
                 number = named[name] = numbers.next
                 numbers.next += 1
             key = entry_key(prefix, number)
-            output = node.output
-            if output is not None and len(output) <= SMALL_OUTPUT:  # one write per node
-                put(key, seal(b"node", key, pack_named(name, node.meta, output)), db=env.nodes)
-                if earlier:
-                    delete(key, db=env.outputs)  # a larger output it had
-                continue
-            put(key, seal(b"node", key, pack_named(name, node.meta)), db=env.nodes)
-            if output is not None:
-                put(key, seal(b"output", key, pack_named(name, output)), db=env.outputs)
-            elif earlier:
-                delete(key, db=env.outputs)  # a re-run that failed has no output
+            entry, apart = self._node_entries(key, name, node)
+            put(key, entry, db=env.nodes)
+            if apart is not None:
+                put(key, apart, db=env.outputs)
+            elif earlier:  # an output it had apart: now in its entry, or none (a failure)
+                delete(key, db=env.outputs)
         if data:
             keys = numbers.data
             if keys is None:
@@ -302,6 +297,15 @@ class RunEntries:
                 key = entry_key(prefix, number)
                 put(key, seal(b"data", key, pack_named(name, value)), db=env.data)
         self._put_marker(txn, env, run_id, prefix, numbers)  # every write: a seal goes
+
+    def _node_entries(self, key: bytes, name: str, node: StoredNode) -> tuple[bytes, bytes | None]:
+        """A node's ``nodes`` value, and its ``outputs`` value if its output is too
+        large for its entry (`SMALL_OUTPUT`; a small one costs no write of its own)."""
+        output, seal = node.output, self._seal_entry
+        if output is not None and len(output) <= SMALL_OUTPUT:
+            return seal(b"node", key, pack_named(name, node.meta, output)), None
+        entry = seal(b"node", key, pack_named(name, node.meta))
+        return entry, None if output is None else seal(b"output", key, pack_named(name, output))
 
     def _numbers_in(self, txn: _Txn, env: Env, run_id: str, prefix: bytes) -> Numbers:
         """The run's numbers as stored in ``txn`` (moving a layout 1 run to layout 2)."""
@@ -381,13 +385,10 @@ class RunEntries:
         for number, (name, node) in enumerate(nodes.items()):
             key = entry_key(prefix, number)
             numbers.nodes[name] = number
-            output = node.output
-            if output is not None and len(output) <= SMALL_OUTPUT:
-                metas.append((key, seal(b"node", key, pack_named(name, node.meta, output))))
-                continue
-            metas.append((key, seal(b"node", key, pack_named(name, node.meta))))
-            if output is not None:
-                outputs.append((key, seal(b"output", key, pack_named(name, output))))
+            entry, apart = self._node_entries(key, name, node)
+            metas.append((key, entry))
+            if apart is not None:
+                outputs.append((key, apart))
         for number, (name, value) in enumerate(data.items(), len(nodes)):
             key = entry_key(prefix, number)
             keys[name] = number

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -70,9 +71,7 @@ def test_run_soon_task_that_raises_does_not_kill_its_thread() -> None:
     [record] = records
     assert record.exc_info is not None
     assert str(record.exc_info[1]) == "escaped the task"
-    deadline = time.monotonic() + 5
-    while pool._busy and time.monotonic() < deadline:  # the thread went back to idle ...
-        time.sleep(0.01)
+    assert _wait_for(lambda: not pool._busy)  # the thread went back to idle ...
     done = threading.Event()
     [thread] = pool._threads
     pool.run_soon(done.set)  # served by the same thread, which lives on
@@ -82,12 +81,25 @@ def test_run_soon_task_that_raises_does_not_kill_its_thread() -> None:
     pool.shutdown()
 
 
-def _blocking(started: list[int], gates: list[threading.Event], i: int) -> Any:
-    def work() -> None:
+@contextlib.contextmanager
+def _blocked(pool: ThreadExecutor, count: int) -> Iterator[tuple[list[int], list[threading.Event]]]:
+    """Put ``count`` callables on ``pool``, each noting its start in order, then
+    waiting for its gate; on the way out every gate opens and the pool shuts down."""
+    started: list[int] = []
+    gates = [threading.Event() for _ in range(count)]
+
+    def blocking(i: int) -> None:
         started.append(i)
         gates[i].wait(10)
 
-    return work
+    try:
+        for i in range(count):
+            pool.run_soon(blocking, i)
+        yield started, gates
+    finally:
+        for gate in gates:
+            gate.set()
+        pool.shutdown()
 
 
 def _wait_for(condition: Any) -> bool:
@@ -100,11 +112,7 @@ def _wait_for(condition: Any) -> bool:
 def test_a_capped_pool_runs_max_workers_at_once_and_the_rest_in_order() -> None:
     pool = ThreadExecutor(max_workers=2, capped=True)
     assert pool.capabilities.queues
-    started: list[int] = []
-    gates = [threading.Event() for _ in range(6)]
-    try:
-        for i in range(6):
-            pool.run_soon(_blocking(started, gates, i))
+    with _blocked(pool, 6) as (started, gates):
         assert _wait_for(lambda: len(started) == 2)
         time.sleep(0.05)  # nothing more starts while both threads are busy
         assert sorted(started) == [0, 1]
@@ -113,46 +121,26 @@ def test_a_capped_pool_runs_max_workers_at_once_and_the_rest_in_order() -> None:
             assert _wait_for(lambda i=i: len(started) >= min(i + 3, 6))
         assert started[2:] == [2, 3, 4, 5]
         assert len(pool._threads) == 2
-    finally:
-        for gate in gates:
-            gate.set()
-        pool.shutdown()
 
 
 def test_an_abandoned_callable_gives_a_capped_pool_a_thread_in_its_place() -> None:
     pool = ThreadExecutor(max_workers=1, capped=True)
-    started: list[int] = []
-    gates = [threading.Event() for _ in range(3)]
-    try:
-        for i in range(3):
-            pool.run_soon(_blocking(started, gates, i))
+    with _blocked(pool, 3) as (started, gates):
         assert _wait_for(lambda: started == [0])
         pool.abandoned()  # 0 runs on, abandoned: 1 must not wait behind it
         assert _wait_for(lambda: started == [0, 1])
         gates[1].set()
         assert _wait_for(lambda: started == [0, 1, 2])
         assert len(pool._threads) == 2
-    finally:
-        for gate in gates:
-            gate.set()
-        pool.shutdown()
 
 
 def test_an_uncapped_pool_starts_a_thread_whenever_none_is_idle() -> None:
     pool = ThreadExecutor(max_workers=1)
     assert not pool.capabilities.queues
-    started: list[int] = []
-    gates = [threading.Event() for _ in range(3)]
-    try:
-        for i in range(3):
-            pool.run_soon(_blocking(started, gates, i))
+    with _blocked(pool, 3) as (started, _):
         assert _wait_for(lambda: sorted(started) == [0, 1, 2])
         pool.abandoned()  # nothing to do: it never queues
         assert len(pool._threads) == 3
-    finally:
-        for gate in gates:
-            gate.set()
-        pool.shutdown()
 
 
 def test_nodes_queued_behind_attempts_abandoned_past_their_timeout_still_run() -> None:
