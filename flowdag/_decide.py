@@ -30,7 +30,7 @@ runs again, when it runs too (nothing tells its old input from the new).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -72,6 +72,7 @@ def decide(
     rerun: str | None = None,
     rerun_from: Collection[str] = (),
     structural: Mapping[str, Reason] | None = None,
+    names: Iterable[str] | None = None,
 ) -> dict[str, Verdict]:
     """The verdict of every node of ``dag`` resumed from ``state`` (see the module docstring).
 
@@ -84,6 +85,8 @@ def decide(
             completed nodes keep their output whatever their code.
         rerun_from: these nodes and their descendants run (``forced``).
         structural: node -> why it runs because the DAG's shape changed.
+        names: the nodes to decide, in topological order, each with its deps
+            (default: all of ``dag``'s).
     """
     modes = on_code_change or {}
     shaped = structural or {}
@@ -91,7 +94,7 @@ def decide(
     verdicts: dict[str, Verdict] = {}
     nodes = state.nodes
     completed = NodeStatus.COMPLETED
-    for name in dag.nodes:
+    for name in dag.nodes if names is None else names:
         node = nodes[name]
         if shaped and name in shaped:
             verdict = Verdict("run", shaped[name])

@@ -137,7 +137,7 @@ class _Driver(ReadyHooks, MapHooks):
         self.schedule = Schedule(ReadySet(dag, plan.completed), gate)
         self.running: dict[str, Attempt] = {}
         self.deadlines: TimerHeap[Attempt] = TimerHeap()  # stale ones are dropped lazily
-        self.ledger = Ledger(plan, dag)
+        self.ledger = Ledger(plan, dag, forgets=store._reads_back)
         self.expansions: dict[str, Expansion] = {}
         self.stored = stored_items(dag, self.ledger.states, plan.completed) if dag.maps else {}
         if dag.maps:

@@ -98,6 +98,18 @@ class Fingerprint:
             found = self._source_digest = template.source_digest(own)
         return found
 
+    def digests(self) -> tuple[str, str]:
+        """`digest` and `source_digest`, from one making of the own digests; made
+        ones are not kept (a node's record holds them, which a ledger may let go
+        of: `flowdag._ledger`), so a run of a million nodes keeps none per node."""
+        digest, source = self._digest, self._source_digest
+        if digest is not None and source is not None:
+            return digest, source
+        template = self._template
+        assert template is not None
+        own = template.own(self._own)
+        return digest or template.digest(own), source or template.source_digest(own)
+
     @property
     def parts(self) -> dict[str, str]:
         """Part name -> its digest."""

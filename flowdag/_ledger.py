@@ -19,6 +19,13 @@ while the retry budget counts the attempts of this call only (``tries``).
 Each completed node's state holds its output's digest (``NodeState.output_digest``:
 stored ones from their provenance, new ones as made by their attempt): a node's
 record names the digest of every input it read, and early cutoff compares them.
+
+A ledger that *forgets* (on a store on disk, `Store._reads_back`) keeps no state
+of a node completed in this call that no other node reads, once its record is
+stored: `FORGOTTEN` stands in for it (completed, nothing else known), and the
+result reads it back from the store (`flowdag.runner`). A run of a million
+leaves would otherwise hold a million states, each about a kilobyte, until it
+ends. `recall` puts the stored states back in place of `FORGOTTEN`.
 """
 
 from __future__ import annotations
@@ -41,14 +48,19 @@ from flowdag.state import (
     Override,
     Provenance,
     Reason,
+    RunState,
     new_provenance,
 )
 
-__all__ = ["Ledger"]
+__all__ = ["FORGOTTEN", "Ledger"]
 
 _SETTLED = frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.SKIPPED})
 _COMPLETED, _FAILED, _PENDING = NodeStatus.COMPLETED, NodeStatus.FAILED, NodeStatus.PENDING
 _NO_INPUTS: dict[str, str] = {}  # shared by the records of nodes with no deps; never changed
+
+#: The state of a node a forgetting ledger let go of: completed, its record stored.
+#: `flowdag._decide.decide` finds it unchanged (no provenance to compare, no deps).
+FORGOTTEN = NodeState(NodeStatus.COMPLETED)
 
 
 class Ledger:
@@ -62,6 +74,8 @@ class Ledger:
         "done",
         "failed",
         "fingerprints",
+        "forgets",
+        "forgotten",
         "items",
         "lost",
         "outputs",
@@ -70,7 +84,7 @@ class Ledger:
         "tries",
     )
 
-    def __init__(self, plan: Plan, dag: DAG) -> None:
+    def __init__(self, plan: Plan, dag: DAG, *, forgets: bool = False) -> None:
         # The plan's own: made for this call (a new run's, or the run as just loaded),
         # so taken, not copied: a state replaced here is freed, not kept by the plan.
         self.states = states = plan.state.nodes
@@ -80,6 +94,8 @@ class Ledger:
         self.outputs = {name: states[name].output for name in plan.completed if self.read(name)}
         self.data = dict(plan.state.data)
         self.done = len(plan.completed)  # finished nodes, those of earlier calls included
+        self.forgets = forgets  # see the module docstring
+        self.forgotten = 0  # nodes whose state is `FORGOTTEN`
         self.fingerprints = plan.fingerprints
         # Why each node runs or was reused in this call: cut-offs and skips update it.
         self.reasons: dict[str, Reason] = {name: v.reason for name, v in plan.verdicts.items()}
@@ -150,9 +166,9 @@ class Ledger:
             audit = stored.audit
             if output is None:
                 output = stored.output
-        source = fingerprint.source_digest  # first: it makes the digest too, from one own digest
+        digest, source = fingerprint.digests()
         return new_provenance(
-            fingerprint.digest,
+            digest,
             source,
             fingerprint.parts_view(),  # no dict of parts kept per node
             output,
@@ -236,6 +252,14 @@ class Ledger:
         """Set a node's state from its acknowledged (or refused) record."""
         name = record.node
         status = _FAILED if error is not None else record.status
+        if status is _COMPLETED:
+            if name not in self._specs or self._dependents(name):  # `read`, inlined
+                self.outputs[name] = value
+            elif self.forgets:  # stored, and nothing reads it: see the module docstring
+                self.states[name] = FORGOTTEN
+                self.forgotten += 1
+                self.tries.pop(name, None)
+                return
         state = NodeState(
             status,
             record.attempts,
@@ -249,11 +273,17 @@ class Ledger:
         )
         if status is _COMPLETED:
             state.output = value
-            if name not in self._specs or self._dependents(name):  # `read`, inlined
-                self.outputs[name] = value
         self.states[name] = state
         # Its attempts are counted in its state now: only nodes in flight keep a count.
         self.tries.pop(name, None)
+
+    def recall(self, stored: RunState) -> None:
+        """Put back the states of forgotten nodes, from the run as ``stored`` now."""
+        states, nodes = self.states, stored.nodes
+        for name, state in states.items():
+            if state is FORGOTTEN:
+                states[name] = nodes[name]
+        self.forgotten = 0
 
     def own_pending(self) -> None:
         """Give each node still pending a state of its own: a new run's nodes share

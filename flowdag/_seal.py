@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgpack
 
 from flowdag._decide import UNCHANGED, decide
+from flowdag._ledger import FORGOTTEN
 from flowdag.errors import FlowdagError, RunChangedError, RunNotFoundError
-from flowdag.state import NodeState, NodeStatus, RunState, RunStatus
+from flowdag.state import NodeState, NodeStatus, Reason, RunState, RunStatus
 
 if TYPE_CHECKING:
     from flowdag._fingerprint import Fingerprint
@@ -48,7 +49,15 @@ if TYPE_CHECKING:
     from flowdag.runner import RunResult
     from flowdag.stores.base import Store
 
-__all__ = ["SealedNodes", "SealedRun", "reuse_sealed", "run_digest", "seal_completed", "sealable"]
+__all__ = [
+    "SealedNodes",
+    "SealedRun",
+    "reuse_sealed",
+    "run_digest",
+    "seal_completed",
+    "sealable",
+    "sealed_result",
+]
 
 _VERSION = 1  # of the seal's fields and of `run_digest`
 _V = TypeVar("_V")
@@ -80,9 +89,13 @@ def _planned_alone(dag: DAG) -> bool:
 def sealable(dag: DAG, state: RunState, fingerprints: Mapping[str, Fingerprint]) -> bool:
     """Whether a run that ended as ``state`` may be sealed: a plan of it with
     ``fingerprints`` reuses every node unchanged, and no node is a map or an input."""
-    if not _planned_alone(dag) or len(state.nodes) != len(dag):
+    nodes = state.nodes
+    if not _planned_alone(dag) or len(nodes) != len(dag):
         return False
-    verdicts = decide(dag, state, fingerprints)
+    # A node the ledger forgot completed in this call, from these fingerprints, and
+    # no node reads it: unchanged, and no verdict is kept for it (a million leaves).
+    kept = [name for name in dag.nodes if nodes[name] is not FORGOTTEN]
+    verdicts = decide(dag, state, fingerprints, names=kept)
     return all(verdict is UNCHANGED for verdict in verdicts.values())
 
 
@@ -91,23 +104,23 @@ def seal_completed(
     dag: DAG,
     state: RunState,
     fingerprints: Mapping[str, Fingerprint],
-) -> bool:
-    """Seal a run that just completed, if `sealable`; whether it was. Its lock is held."""
+) -> bytes | None:
+    """Seal a run that just completed, if `sealable`: the token the store keeps it
+    with (`Store._sealed`), or None if it was not sealed. Its lock is held."""
     if not sealable(dag, state, fingerprints):
-        return False
+        return None
     expires = state.expires_at
-    store._put_seal(
-        state.run_id,
-        msgpack.packb(
-            {
-                "v": _VERSION,
-                "digest": run_digest(dag, fingerprints, state.ttl),
-                "expires": None if expires is None else expires.timestamp(),
-            },
-            use_bin_type=True,
-        ),
+    seal = msgpack.packb(
+        {
+            "v": _VERSION,
+            "digest": run_digest(dag, fingerprints, state.ttl),
+            "expires": None if expires is None else expires.timestamp(),
+        },
+        use_bin_type=True,
     )
-    return True
+    store._put_seal(state.run_id, seal)
+    found = store._sealed(state.run_id)
+    return found[0] if found is not None and found[1] == seal else None
 
 
 def reuse_sealed(
@@ -119,8 +132,6 @@ def reuse_sealed(
 ) -> RunResult | None:
     """The result of running sealed run ``run_id`` again, if its seal holds for
     ``dag``, its ``fingerprints`` and ``ttl``; else None (plan as usual). Its lock is held."""
-    from flowdag.runner import RunResult  # flowdag.runner imports this module
-
     if not _planned_alone(dag):
         return None
     try:
@@ -139,10 +150,25 @@ def reuse_sealed(
         return None
     if expires is not None and datetime.now(UTC).timestamp() >= expires:
         return None  # expired: gone for every reader, and a new run starts
+    return sealed_result(store, dag, run_id, token, dict.fromkeys(dag.nodes, UNCHANGED.reason))
+
+
+def sealed_result(
+    store: Store,
+    dag: DAG,
+    run_id: str,
+    token: bytes,
+    reasons: dict[str, Reason],
+    data: Mapping[str, Any] | None = None,
+) -> RunResult:
+    """The result of sealed run ``run_id`` (sealed as ``token``): its nodes, and its
+    ``data`` unless given, read from the store when first read."""
+    from flowdag.runner import RunResult  # flowdag.runner imports this module
+
     run = SealedRun(store, run_id, token, dag.specs)
-    nodes, data = SealedNodes(run, "nodes"), _Read[Any](run, "data")  # hold the run
-    reasons = dict.fromkeys(dag.nodes, UNCHANGED.reason)
-    return RunResult(run_id, dag.name, RunStatus.COMPLETED, nodes, data, reasons)
+    nodes = SealedNodes(run, "nodes")  # holds the run, as its data does
+    read = _Read[Any](run, "data") if data is None else data
+    return RunResult(run_id, dag.name, RunStatus.COMPLETED, nodes, read, reasons)
 
 
 class SealedRun:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from flowdag._cache import RunCache, check_refresh
 from flowdag._fingerprint import Fingerprint, Fingerprinter, node_fingerprints
 from flowdag._gcpause import cyclic_gc_paused
-from flowdag._seal import SealedNodes, reuse_sealed, seal_completed
+from flowdag._seal import SealedNodes, reuse_sealed, seal_completed, sealed_result
 from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag.dag import DAG, check_pools
 from flowdag.errors import (
@@ -85,8 +85,10 @@ class RunResult:
     run_id: str
     workflow: str
     status: RunStatus
-    #: Node -> its state. A completed run run again with the same code and
-    #: options reads them (and ``data``) from the store when first read.
+    #: Node -> its state. On a store on disk, a run that completes reads them from
+    #: the store when first read (run again with the same code and options, its
+    #: ``data`` too), as they were returned: `RunChangedError` if another process
+    #: or store wrote the run meanwhile.
     nodes: Mapping[str, NodeState]
     data: Mapping[str, Any] = field(default_factory=dict)
     #: Node -> why it ran or was reused in this call (see `explain`).
@@ -305,11 +307,20 @@ def run(
                 del plan, stored
             driver.drive()
             result = driver.result()
+            ledger = driver.ledger
             if not result.ok:  # some node may be pending still: its state, its own
-                driver.ledger.own_pending()
+                ledger.own_pending()
             # A store of this call only (store=None) is gone with it: nothing to seal.
+            token = None
             if result.ok and store is not None and driver.commits.error is None:
-                _seal(run_store, dag, run_id, lifetime, fingerprints, driver.ledger)
+                token = _seal(run_store, dag, run_id, lifetime, fingerprints, ledger)
+            if ledger.forgotten:  # states it let go of (`flowdag._ledger`): read back
+                if token is not None:  # when first read, as a sealed run's are
+                    result = sealed_result(
+                        run_store, dag, run_id, token, ledger.reasons, ledger.data
+                    )
+                else:
+                    ledger.recall(run_store.load(run_id))
     if store is None and result.waits:
         logger.warning(
             "run %s is suspended on an in-memory store that is gone now, with its waits; "
@@ -333,13 +344,15 @@ def _seal(
     ttl: timedelta | None,
     fingerprints: Mapping[str, Fingerprint],
     ledger: Ledger,
-) -> None:
-    """Seal a run that completed (`flowdag._seal`); a store that cannot changes nothing."""
+) -> bytes | None:
+    """Seal a run that completed (`flowdag._seal`): the seal's token, or None if it
+    was not sealed; a store that cannot changes nothing."""
     state = RunState(run_id, dag.name, ledger.states, ledger.data, ttl=ttl)
     try:
-        seal_completed(store, dag, state, fingerprints)
+        return seal_completed(store, dag, state, fingerprints)
     except StoreError as exc:  # the run is complete and durable; the next call plans it
         logger.debug("run %s: not sealed: %s", run_id, exc)
+        return None
 
 
 def _ttl(value: Duration) -> timedelta:

@@ -19,6 +19,7 @@ before each run (as ``flowdag explain --plan`` makes it) must agree.
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -193,19 +194,24 @@ def scripts(draw: st.DrawFn) -> Script:
     return Script(deps, passes, runs)
 
 
-def replay(script: Script, *, plan: bool) -> None:
+def replay(script: Script, *, plan: bool, store: Store | None = None) -> None:
     """Run every version of ``script`` in turn and hold each run to the model.
 
     With ``plan``, each run is first planned as ``flowdag explain --plan`` does,
     and the plan must agree: nodes to run ran (unless an upstream failure
     skipped them), nodes to reuse did not, provisional nodes ran iff one of
     their inputs came back changed.
+
+    By default on a memory store: the records go through the codec as on disk,
+    without fsyncs (the disk stores are the end-to-end tests', in
+    tests/test_change_edits.py). On a store on disk, each result must also be
+    the run as stored: the runner keeps no state of a node that nothing reads,
+    and the result reads it back (`flowdag._ledger`).
     """
     model = Model(script)
     calls: list[str] = []
-    # A memory store: the records go through the codec as on disk, without fsyncs; the
-    # disk stores are the end-to-end tests' (tests/test_change_edits.py).
-    with MemoryStore() as store:
+    on_disk = store is not None
+    with store or MemoryStore() as store:
         for i, (versions, options) in enumerate(script.runs):
             calls.clear()
             want = model.step(versions, options)
@@ -216,6 +222,8 @@ def replay(script: Script, *, plan: bool) -> None:
                 warnings.simplefilter("ignore")  # "warn" warns: not what this test is about
                 result = flowdag.run(dag, run_id="r", store=store, **options.kwargs())
             assert sorted(calls) == sorted(want.ran), where
+            if on_disk:
+                assert dict(result.nodes) == store.load("r").nodes, where
             assert {n: str(s) for n, s in result.node_status.items()} == want.statuses, where
             assert {n: result.outputs[n] for n in want.outputs} == want.outputs, where
             reasons = result.explain()
@@ -266,3 +274,14 @@ def planned(dag: flowdag.DAG, store: Store, options: Options) -> dict[str, Any]:
 @given(script=scripts())
 def test_resume_runs_what_the_model_and_the_plan_say(script: Script) -> None:
     replay(script, plan=True)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(script=scripts())
+def test_results_on_disk_read_back_what_the_model_says(script: Script) -> None:
+    with tempfile.TemporaryDirectory() as where:
+        replay(script, plan=False, store=flowdag.LMDBStore(where))

@@ -95,6 +95,9 @@ class DirectoryStore(Store):
 
     #: The store's name in messages, e.g. "LMDB".
     kind: ClassVar[str] = ""
+    # A run's result reads back what no node of the run reads (`flowdag._ledger`):
+    # it is on disk, and a store closed meanwhile is opened anew to read it.
+    _reads_back = True
 
     def __init__(
         self,

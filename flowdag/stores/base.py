@@ -82,6 +82,8 @@ class Store(StoreTables, ABC):
     #: Whether a commit waits for the disk. The runner commits to durable stores
     #: from a background thread, grouping the nodes that finish meanwhile.
     durable: bool = True
+    #: Whether a run may read back from the store what it stored, instead of holding it.
+    _reads_back: ClassVar[bool] = False
 
     #: What codec the store's files need: "json" (a `JSONCodec`), "binary"
     #: (any codec but a `JSONCodec`), or "" (any codec).

@@ -1,0 +1,139 @@
+"""On a store on disk, a run holds no state of a node nothing reads; its result reads it back.
+
+What a user relies on: the result of a run is the run as stored when the call
+returned, whatever the run's outcome, read now (a failed run) or when first
+read (a completed run, as a sealed run run again is), from a store closed
+meanwhile too; a change by another store is refused, never shown. The ledger
+(`flowdag._ledger`) lets go of the state of a completed node that no other
+node reads once its record is stored, and keeps every state another node needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import flowdag
+from flowdag import NodeStatus, RunChangedError, Workflow
+from flowdag._fingerprint import node_fingerprints
+from flowdag._ledger import FORGOTTEN, Ledger
+from flowdag._seal import SealedNodes
+from flowdag.resume import plan_call
+from flowdag.state import NodeRecord, RunState
+from flowdag.stores import Store, generate_key, open_store
+
+KEY = generate_key()
+
+
+@pytest.fixture(params=["lmdb", "json", "flatbuffers", "lmdb-encrypted"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    kind, _, encrypted = request.param.partition("-")
+    with open_store(f"{kind}://{tmp_path / kind}", key=KEY if encrypted else None) as opened:
+        yield opened
+
+
+def fan(fail: str = "", x_factor: int = 3) -> Workflow:
+    """``root`` read by three leaves (one may fail) and a ``sink`` that reads ``x``."""
+    wf = Workflow("fan")
+    wf.add_node("root", lambda: 2)
+
+    def leaf(name: str, factor: int) -> Any:
+        def run(ctx: flowdag.Context, root: int) -> int:
+            if name == fail:
+                raise RuntimeError(f"{name} fails")
+            ctx.data[name] = factor
+            return root * factor
+
+        return run
+
+    for name, factor in (("x", x_factor), ("y", 5), ("z", 7)):
+        wf.add_node(name, leaf(name, factor), deps=["root"])
+    wf.add_node("sink", lambda x: [x], deps=["x"])
+    return wf
+
+
+def test_a_completed_run_reads_its_nodes_back_when_first_read(store: Store) -> None:
+    result = flowdag.run(fan(), run_id="r", store=store)
+    assert result.ok and type(result.nodes) is SealedNodes
+    assert result.node_status == dict.fromkeys(["root", "x", "y", "z", "sink"], "completed")
+    assert dict(result.outputs) == {"root": 2, "x": 6, "y": 10, "z": 14, "sink": [6]}
+    assert dict(result.nodes) == store.load("r").nodes
+    assert dict(result.data) == {"x": 3, "y": 5, "z": 7}
+    assert {name: reason.code for name, reason in result.explain().items()} == dict.fromkeys(
+        ["root", "x", "y", "z", "sink"], "new"
+    )
+
+
+def test_a_failed_run_holds_every_state_as_stored(store: Store) -> None:
+    result = flowdag.run(fan(fail="y"), run_id="r", store=store)
+    assert not result.ok and type(result.nodes) is dict
+    assert result.nodes == store.load("r").nodes
+    assert result.node_status["z"] is NodeStatus.COMPLETED and result.outputs["z"] == 14
+    assert result.node_status["y"] is NodeStatus.FAILED and "y fails" in result.errors["y"].message
+    assert result.outputs["sink"] == [6]
+
+
+def test_a_completed_run_that_is_not_sealed_holds_every_state(store: Store) -> None:
+    flowdag.run(fan(), run_id="r", store=store)
+    flowdag.invalidate(store, "r", "z")
+    # x's code changed and is kept: a plan would not reuse it unchanged, so no seal.
+    result = flowdag.run(fan(x_factor=4), run_id="r", store=store, on_code_change="ignore")
+    assert result.ok and store._sealed("r") is None and type(result.nodes) is dict
+    assert result.nodes == store.load("r").nodes
+    assert result.outputs["z"] == 14 and result.outputs["x"] == 6
+
+
+def test_a_result_is_read_from_a_store_closed_meanwhile(tmp_path: Path) -> None:
+    url = f"lmdb://{tmp_path / 'store'}"
+    result = flowdag.run(fan(), run_id="r", store=url)  # opened and closed by run()
+    assert type(result.nodes) is SealedNodes
+    assert result.outputs["z"] == 14 and result.nodes["sink"].output == [6]
+
+
+def test_a_change_by_another_store_is_refused(tmp_path: Path) -> None:
+    url = f"lmdb://{tmp_path / 'store'}"
+    with open_store(url) as ours, open_store(url) as theirs:
+        result = flowdag.run(fan(), run_id="r", store=ours)
+        flowdag.invalidate(theirs, "r", "z")
+        with pytest.raises(RunChangedError, match=r"changed in .* after the call of run"):
+            result.outputs["z"]
+
+
+def test_a_write_by_the_same_store_reads_the_result_first(store: Store) -> None:
+    result = flowdag.run(fan(), run_id="r", store=store)
+    flowdag.invalidate(store, "r", "z")
+    assert result.node_status["z"] is NodeStatus.COMPLETED and result.outputs["z"] == 14
+    assert store.load("r").nodes["z"].status is NodeStatus.PENDING
+
+
+# -- the ledger itself -------------------------------------------------------------------
+
+
+def test_the_ledger_lets_go_of_what_no_node_reads_and_recalls_it() -> None:
+    dag = fan().build()
+    plan = plan_call(dag, None, "r", allow_changes=False, fingerprints=node_fingerprints(dag))
+    ledger = Ledger(plan, dag, forgets=True)
+    for name, value in (("root", 2), ("x", 6), ("z", 14), ("sink", [6])):
+        ledger.settle(NodeRecord(name, NodeStatus.COMPLETED, 1), None, value)
+    ledger.settle(NodeRecord("y", NodeStatus.COMPLETED, 1), flowdag.ErrorInfo("E", "m", ""))
+    # Read by others: kept, with their outputs. Nothing reads z or sink: let go of.
+    assert ledger.states["root"].output == 2 and ledger.states["x"].output == 6
+    assert ledger.outputs == {"root": 2, "x": 6}
+    assert ledger.states["z"] is FORGOTTEN and ledger.states["sink"] is FORGOTTEN
+    assert ledger.states["y"].status is NodeStatus.FAILED  # only completed nodes
+    assert ledger.forgotten == 2 and ledger.unsettled() == []
+    stored = {name: flowdag.NodeState(NodeStatus.COMPLETED, 1, output=name) for name in dag.nodes}
+    ledger.recall(RunState("r", dag.name, stored))
+    assert ledger.states["z"].output == "z" and ledger.states["sink"].output == "sink"
+    assert ledger.states["root"].output == 2 and ledger.forgotten == 0
+
+
+def test_a_ledger_that_does_not_forget_keeps_every_state() -> None:
+    dag = fan().build()
+    plan = plan_call(dag, None, "r", allow_changes=False, fingerprints=node_fingerprints(dag))
+    ledger = Ledger(plan, dag)
+    ledger.settle(NodeRecord("z", NodeStatus.COMPLETED, 1), None, 14)
+    assert ledger.states["z"].output == 14 and ledger.forgotten == 0
