@@ -158,6 +158,34 @@ def _outputs_entries(path: Path) -> int:
             return sum(1 for _ in txn.cursor(outputs))
 
 
+def test_new_nodes_fill_their_pages_and_other_runs_stay_whole(tmp_path: Path) -> None:
+    """A run's new node entries are appended, so LMDB leaves full pages behind (an
+    insert would split each in half); with another run's entries after them, they
+    are inserted, and both runs read back whole."""
+    nodes = 300
+    with LMDBStore(tmp_path / "s") as store:
+        for run_id in ("b", "a"):  # "a" sorts first: its entries are never the last keys
+            store.save(RunState(run_id, "wf", {f"n{i}": NodeState() for i in range(nodes)}))
+        for i in range(nodes):
+            for run_id in ("b", "a"):
+                output = bytes([i % 251]) * 600
+                store.commit(run_id, [NodeRecord(f"n{i}", NodeStatus.COMPLETED, 1, output=output)])
+        for run_id in ("a", "b"):
+            loaded = store._load(run_id).nodes
+            assert [loaded[f"n{i}"].output for i in range(nodes)] == [
+                bytes([i % 251]) * 600 for i in range(nodes)
+            ]
+    with LMDBStore(tmp_path / "alone") as store:
+        store.save(RunState("r", "wf", {f"n{i}": NodeState() for i in range(nodes)}))
+        for i in range(nodes):
+            store.commit("r", [NodeRecord(f"n{i}", NodeStatus.COMPLETED, 1, output=b"x" * 600)])
+    with raw_env(tmp_path / "alone") as env, env.begin() as txn:
+        db = env.open_db(b"nodes", txn=txn, create=False)
+        sizes = [8 + len(key) + len(value) + 2 for key, value in txn.cursor(db)]
+        per_page = (4096 - 16) // max(sizes)
+        assert txn.stat(db)["leaf_pages"] <= -(-len(sizes) // per_page) + 1
+
+
 @pytest.mark.parametrize("encrypted", [False, True])
 def test_an_output_moves_between_its_entry_and_outputs_as_its_size_changes(
     tmp_path: Path, encrypted: bool
