@@ -88,27 +88,24 @@ class Fingerprint:
     def source_digest(self) -> str:
         """The digest of the parts' normalised sources (no bytecode)."""
         found = self._source_digest
-        if found is None:
-            template = self._template
-            assert template is not None
-            own = template.own(self._own)
-            # A run reads both, for each node it runs: from one making of the own digests.
-            if self._digest is None:
-                self._digest = template.digest(own)
-            found = self._source_digest = template.source_digest(own)
-        return found
+        # A run reads both, for each node it runs: from one making of the own digests.
+        return found if found is not None else self.digests()[1]
 
-    def digests(self) -> tuple[str, str]:
-        """`digest` and `source_digest`, from one making of the own digests; made
-        ones are not kept (a node's record holds them, which a ledger may let go
-        of: `flowdag._ledger`), so a run of a million nodes keeps none per node."""
+    def digests(self, *, keep: bool = True) -> tuple[str, str]:
+        """`digest` and `source_digest`, from one making of the own digests. Not
+        ``keep``: made ones are not kept, for a caller that lets go of the record
+        holding them (a ledger that forgets: `flowdag._ledger`), so that a run of a
+        million nodes keeps none per node."""
         digest, source = self._digest, self._source_digest
         if digest is not None and source is not None:
             return digest, source
         template = self._template
         assert template is not None
         own = template.own(self._own)
-        return digest or template.digest(own), source or template.source_digest(own)
+        digest, source = digest or template.digest(own), source or template.source_digest(own)
+        if keep:
+            self._digest, self._source_digest = digest, source
+        return digest, source
 
     @property
     def parts(self) -> dict[str, str]:

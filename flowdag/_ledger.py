@@ -166,7 +166,7 @@ class Ledger:
             audit = stored.audit
             if output is None:
                 output = stored.output
-        digest, source = fingerprint.digests()
+        digest, source = fingerprint.digests(keep=not self.forgets)
         return new_provenance(
             digest,
             source,
