@@ -3,15 +3,19 @@
 See `flowdag.stores._records` for the record around it and
 `flowdag.state.Provenance` for what each field means.
 
-Format 5 (this release) writes ``[code, context, out]``: ``out`` the output's
-digest (or None), ``code`` and ``context`` each a small msgpack document held
-as bytes (None when empty): ``code`` = ``{"fp", "src", "parts"}`` and
-``context`` = ``{"in", "why", "pin", "audit"}``, keys as in format 4 and each
-left out when empty. Most nodes of a run share their code, and the nodes of a
-fan-out their context too, so a load decodes and checks each distinct document
-once (the bytes are the memo's key) and every other node costs two dict
-lookups: that halved the load of a 100k-node run. Format 4 wrote one dict of
-all eight keys; it is still read.
+Format 5 writes ``[code, context, out]``: ``out`` the output's digest (or
+None), ``code`` and ``context`` each a small msgpack document held as bytes
+(None when empty): ``code`` = ``{"fp", "src", "parts"}`` and ``context`` =
+``{"in", "why", "pin", "audit"}``, keys as in format 4 and each left out when
+empty. Most nodes of a run share their code, and the nodes of a fan-out their
+context too, so a load decodes and checks each distinct document once (the
+bytes are the memo's key) and every other node costs two dict lookups: that
+halved the load of a 100k-node run. Format 6 (this release) is format 5 with
+each digest in the documents (``fp``, ``src``, the values of ``parts`` and
+``in``) that is a sha256 in lowercase hex kept as its 32 bytes (`packed_digest`):
+a node of a fan-out holds six, so its record is a third smaller. Any other
+text stays text, and a read takes either (a run of format 5 resumed by this
+release holds both). Format 4 wrote one dict of all eight keys; it is still read.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from flowdag.stores._fields import moment as _moment
 from flowdag.stores._fields import shown as _shown
 from flowdag.stores._fields import to_micros
 
-__all__ = ["provenance_record", "read_provenance"]
+__all__ = ["digest_text", "packed_digest", "provenance_record", "read_provenance"]
 
 
 def provenance_record(provenance: Provenance) -> list[Any]:
@@ -154,13 +158,19 @@ def _template_code(
     if not packed or len(own) != len(packed[1]):
         return None
     pack = _packer().pack
-    pieces = [_FP_KEY, pack(fingerprint), _SRC_KEY, pack(source), packed[0]]
+    pieces = [
+        _FP_KEY,
+        pack(packed_digest(fingerprint)),
+        _SRC_KEY,
+        pack(packed_digest(source)),
+        packed[0],
+    ]
     for i, name in enumerate(packed[1]):  # not zip(strict=): a keyword call is slow
         digest = own[i]
         if type(digest) is not str:
             return None
         pieces.append(name)
-        pieces.append(pack(digest))
+        pieces.append(pack(packed_digest(digest)))
     return b"".join(pieces)
 
 
@@ -175,7 +185,7 @@ def _template_parts(template: Any) -> tuple[bytes, tuple[bytes, ...]] | tuple[()
     head = [_PARTS_KEY, packer.pack_map_header(len(fixed) + len(names))]
     for name, digest in fixed.items():
         head.append(pack(name))
-        head.append(pack(digest))
+        head.append(pack(packed_digest(digest)))
     return b"".join(head), tuple(map(pack, names))
 
 
@@ -189,7 +199,7 @@ def _code_document(provenance: Provenance, parts: Mapping[str, str]) -> bytes | 
         if value is not None:
             if type(value) is not str:
                 raise InvalidArgumentTypeError(f"provenance {key} must be a str, not {value!r}")
-            code[key] = value
+            code[key] = packed_digest(value)
     _put_mapping(code, "parts", parts)
     return _packed(code)
 
@@ -219,7 +229,26 @@ def _put_mapping(document: dict[str, Any], key: str, mapping: Mapping[str, str])
                     raise InvalidArgumentTypeError(f"provenance {key} must map str to str")
         elif not _all_str(mapping) or not _all_str(mapping.values()):
             raise InvalidArgumentTypeError(f"provenance {key} must map str to str")
-        document[key] = dict(mapping)
+        document[key] = {name: packed_digest(value) for name, value in mapping.items()}
+
+
+def packed_digest(text: str) -> str | bytes:
+    """``text`` as stored in a document: a sha256 in lowercase hex as its 32 bytes
+    (half the size), any other text as it is (`digest_text` reads either back)."""
+    if len(text) == 64:
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            return text
+        if raw.hex() == text:  # not upper case: read back as it was written
+            return raw
+    return text
+
+
+def digest_text(value: Any) -> Any:
+    """A digest as read from a document: 32 bytes as lowercase hex, anything else as
+    it is (for the caller to check)."""
+    return value.hex() if type(value) is bytes and len(value) == 32 else value
 
 
 def _packed(document: dict[str, Any]) -> bytes | None:
@@ -327,7 +356,7 @@ def _document(packed: Any, what: str, keys: frozenset[str]) -> dict[str, Any]:
 
 
 def _code(document: dict[str, Any]) -> _Code:
-    fingerprint, source = document.get("fp"), document.get("src")
+    fingerprint, source = digest_text(document.get("fp")), digest_text(document.get("src"))
     for key, value in (("fp", fingerprint), ("src", source)):
         if type(value) not in _TEXT_OR_NONE:
             raise CorruptStateError(f"node provenance {key} is {_shown(value)}, not a str")
@@ -351,6 +380,8 @@ def _mapping(document: dict[str, Any], key: str) -> Mapping[str, str]:
     mapping = document.get(key)
     if mapping is None:
         return _NO_MAPPING
+    if type(mapping) is dict and not _all_str(mapping.values()):
+        mapping = {name: digest_text(value) for name, value in mapping.items()}
     if type(mapping) is not dict or not (_all_str(mapping) and _all_str(mapping.values())):
         raise CorruptStateError(f"node provenance {key} is {_shown(mapping)}, not str -> str")
     return MappingProxyType(mapping)

@@ -31,7 +31,7 @@ from flowdag.stores._stored import RunLife, StoredRun
 
 __all__ = ["meta_blobs", "node_state", "run_header", "run_life"]
 
-_HEADER_FORMATS = frozenset({1, 2, 3, 4, HEADER_FORMAT})  # the formats still read
+_HEADER_FORMATS = frozenset({1, 2, 3, 4, 5, HEADER_FORMAT})  # the formats still read
 _STATUSES = {status.value: status for status in NodeStatus}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _LIST = {list}

@@ -22,8 +22,9 @@ so that gc marks what is live from meta records alone; with it, ``history`` may
 be None (no attempts). ``provenance`` (`flowdag.state.Provenance`) is ``[code,
 context, out]`` (see ``_provenance.py``: the code digests and the inputs,
 reason, pin and audit as two small documents many nodes share, then the output
-digest); with it, ``history`` and ``blobs`` may be None. Header format 5 (this
-release) may hold any of the four; format 4 (the release before) wrote the
+digest); with it, ``history`` and ``blobs`` may be None. Header format 6 (this
+release) may hold any of the four, and so may format 5 (the release before),
+which kept the digests in the provenance as hex text; format 4 wrote the
 provenance as one dict; format 3 the first three and an optional ``ttl_us``
 (the run's ttl); format 2 the first two; format 1 (which kept no history) only
 the first, which loads with an empty history. A checksum, or on an encrypted
@@ -78,11 +79,11 @@ __all__ = [
     "to_micros",
 ]
 
-#: Version of the run header and of the meta records under it: 5 made the
-#: provenance a list of shared documents (see ``_provenance.py``), 4 added each
-#: node's provenance, 3 the run's ttl and the blobs of refs, 2 the attempt
-#: history; 1 to 3 are still read.
-HEADER_FORMAT = 5
+#: Version of the run header and of the meta records under it: 6 keeps the
+#: provenance's digests as bytes, 5 made the provenance a list of shared
+#: documents (see ``_provenance.py``), 4 added each node's provenance, 3 the
+#: run's ttl and the blobs of refs, 2 the attempt history; 1 to 5 are still read.
+HEADER_FORMAT = 6
 MAX_ATTEMPTS = 2**63 - 1  # what msgpack holds without an extension type
 
 _STATUSES = {status.value: status for status in NodeStatus}

@@ -10,6 +10,7 @@ and its file, and ``flowdag store verify`` reports the run and goes on.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from msgpack import packb
+from hypothesis import given
+from hypothesis import strategies as st
+from msgpack import packb, unpackb
 
 import flowdag
 from flowdag.errors import (
@@ -39,7 +42,12 @@ from flowdag.state import (
 )
 from flowdag.stores import open_store
 from flowdag.stores._crypto import generate_key
-from flowdag.stores._provenance import provenance_record, read_provenance
+from flowdag.stores._provenance import (
+    digest_text,
+    packed_digest,
+    provenance_record,
+    read_provenance,
+)
 from flowdag.stores.base import Store, StoredNode, StoredRun
 from flowdag.stores.transfer import verify_run
 
@@ -254,7 +262,7 @@ FORGED_HEADERS: dict[str, Any] = {
     "metadata None": header_with(metadata=None),
     "metadata a list": header_with(metadata=[1]),
     "format True": header_with(format=True),
-    "format 6": header_with(format=6),
+    "format 7": header_with(format=7),  # a later release's
     "ttl a float": header_with(format=3, ttl_us=1.5),
     "ttl zero": header_with(format=3, ttl_us=0),
     "ttl a str": header_with(format=3, ttl_us="30d"),
@@ -427,3 +435,71 @@ def test_a_context_is_packed_from_its_contents_when_the_same_objects_come_again(
     assert read_provenance(first).inputs == {"x": "1" * 64}
     pinned = provenance_record(Provenance("f" * 64, "s" * 64, {}, None, inputs, reason, True))
     assert read_provenance(pinned).manual and not read_provenance(changed).manual
+
+
+# -- format 6: the provenance's digests as bytes --------------------------------------------
+
+SHA = hashlib.sha256(b"x").hexdigest()
+
+
+@given(st.text(max_size=70) | st.text("0123456789abcdefABCDEF", min_size=62, max_size=66))
+def test_a_digest_reads_back_as_the_text_written(text: str) -> None:
+    packed = packed_digest(text)
+    assert digest_text(packed) == text
+    assert type(packed) is bytes or packed is text
+
+
+def test_digests_are_kept_as_bytes_and_any_other_text_as_it_is(store: Store) -> None:
+    odd = {"upper": SHA.upper(), "short": SHA[:-1], "long": SHA + "0", "x": "x" * 64}
+    provenance = Provenance(SHA, SHA[::-1], {"function": SHA, **odd}, SHA, {"a": SHA, **odd})
+    code, context, out = provenance_record(provenance)
+    assert isinstance(code, bytes) and isinstance(context, bytes)
+    documents = unpackb(code), unpackb(context)
+    assert documents[0]["fp"] == bytes.fromhex(SHA) and documents[0]["src"] == bytes.fromhex(
+        SHA[::-1]
+    )
+    for mapping in (documents[0]["parts"], documents[1]["in"]):
+        assert {k: v for k, v in mapping.items() if type(v) is bytes} in (
+            {"function": bytes.fromhex(SHA)},
+            {"a": bytes.fromhex(SHA)},
+        )
+        assert {k: v for k, v in mapping.items() if k in odd} == odd  # text stays text
+    assert out == SHA
+    state = RunState("d", "wf")
+    state.nodes["a"] = NodeState(NodeStatus.COMPLETED, 1, T0, T0, 1, provenance=provenance)
+    store.save(state)
+    assert store.load("d").nodes["a"].provenance == provenance
+
+
+def test_format_5_documents_of_hex_text_still_load(store: Store) -> None:
+    # A run of the release before, resumed by this one, holds both kinds of documents.
+    old = [
+        packb({"fp": SHA, "src": SHA, "parts": {"function": SHA}}),
+        packb({"in": {"a": SHA}}),
+        SHA,
+    ]
+    new = provenance_record(Provenance(SHA, SHA, {"function": SHA}, SHA, {"a": SHA}))
+    assert old[:2] != new[:2]
+    header = store.codec.encode(header_with(format=5, deps={"a": [], "b": ["a"]}))
+    nodes = {
+        name: StoredNode(store.codec.encode([*GOOD_META[:4], None, [1], None, record]))
+        for name, record in (("a", old), ("b", new))
+    }
+    store._save("mixed", StoredRun(header, nodes))
+    loaded = store.load("mixed").nodes
+    assert loaded["a"].provenance == loaded["b"].provenance
+    assert loaded["a"].provenance.inputs == {"a": SHA} and loaded["b"].provenance.fingerprint == SHA
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"fp": b"\x01" * 31},
+        {"parts": {"function": b"\x01" * 33}},
+        {"parts": {"function": 7}},
+    ],
+    ids=repr,
+)
+def test_a_digest_that_is_no_digest_is_damage(document: dict[str, Any]) -> None:
+    with pytest.raises(CorruptStateError, match="node provenance"):
+        read_provenance([packb(document), None, None])
