@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -45,12 +45,13 @@ from flowdag.state import NodeState, NodeStatus, Reason, RunState, RunStatus
 
 if TYPE_CHECKING:
     from flowdag._fingerprint import Fingerprint
-    from flowdag.dag import DAG
+    from flowdag.dag import DAG, NodeSpec
     from flowdag.runner import RunResult
     from flowdag.stores.base import Store
 
 __all__ = [
     "SealedNodes",
+    "SealedOutputs",
     "SealedRun",
     "reuse_sealed",
     "run_digest",
@@ -60,6 +61,9 @@ __all__ = [
 ]
 
 _VERSION = 1  # of the seal's fields and of `run_digest`
+#: Nodes of a sealed run read alone, one by one (`SealedRun.node`); the next read
+#: reads the whole run, which costs less than reading most of it node by node.
+READ_ALONE = 256
 _V = TypeVar("_V")
 
 
@@ -104,23 +108,21 @@ def seal_completed(
     dag: DAG,
     state: RunState,
     fingerprints: Mapping[str, Fingerprint],
-) -> bytes | None:
+) -> tuple[bytes, float | None] | None:
     """Seal a run that just completed, if `sealable`: the token the store keeps it
-    with (`Store._sealed`), or None if it was not sealed. Its lock is held."""
+    with (`Store._sealed`) and when it expires, or None if it was not sealed. Its
+    lock is held."""
     if not sealable(dag, state, fingerprints):
         return None
-    expires = state.expires_at
+    expires_at = state.expires_at
+    expires = None if expires_at is None else expires_at.timestamp()
     seal = msgpack.packb(
-        {
-            "v": _VERSION,
-            "digest": run_digest(dag, fingerprints, state.ttl),
-            "expires": None if expires is None else expires.timestamp(),
-        },
+        {"v": _VERSION, "digest": run_digest(dag, fingerprints, state.ttl), "expires": expires},
         use_bin_type=True,
     )
     store._put_seal(state.run_id, seal)
     found = store._sealed(state.run_id)
-    return found[0] if found is not None and found[1] == seal else None
+    return (found[0], expires) if found is not None and found[1] == seal else None
 
 
 def reuse_sealed(
@@ -150,22 +152,23 @@ def reuse_sealed(
         return None
     if expires is not None and datetime.now(UTC).timestamp() >= expires:
         return None  # expired: gone for every reader, and a new run starts
-    return sealed_result(store, dag, run_id, token, dict.fromkeys(dag.nodes, UNCHANGED.reason))
+    reasons = dict.fromkeys(dag.nodes, UNCHANGED.reason)
+    return sealed_result(store, dag, run_id, (token, expires), reasons)
 
 
 def sealed_result(
     store: Store,
     dag: DAG,
     run_id: str,
-    token: bytes,
+    sealed: tuple[bytes, float | None],
     reasons: dict[str, Reason],
     data: Mapping[str, Any] | None = None,
 ) -> RunResult:
-    """The result of sealed run ``run_id`` (sealed as ``token``): its nodes, and its
-    ``data`` unless given, read from the store when first read."""
+    """The result of sealed run ``run_id`` (sealed as ``token``, expiring then):
+    its nodes, and its ``data`` unless given, read from the store when first read."""
     from flowdag.runner import RunResult  # flowdag.runner imports this module
 
-    run = SealedRun(store, run_id, token, dag.specs)
+    run = SealedRun(store, run_id, sealed, dag.specs)
     nodes = SealedNodes(run, "nodes")  # holds the run, as its data does
     read = _Read[Any](run, "data") if data is None else data
     return RunResult(run_id, dag.name, RunStatus.COMPLETED, nodes, read, reasons)
@@ -176,12 +179,17 @@ class SealedRun:
 
     The store reads it first, before it writes the run (`UnreadRuns`), so the
     result stays the run as it was returned; a disk store closed meanwhile is
-    opened anew to read it (a store in memory reads it as it closes).
+    opened anew to read it (a store in memory reads it as it closes). A store
+    that can read one node of it alone (LMDB: ``_sealed_node``) does so for a
+    read of one node or output (`node`), up to `READ_ALONE` of them: a sink's
+    output read after a run of a million nodes costs one entry, not the run.
     """
 
     __slots__ = (
         "__weakref__",
+        "_alone",
         "_error",
+        "_expires",
         "_guard",
         "_names",
         "_state",
@@ -191,10 +199,16 @@ class SealedRun:
     )
 
     def __init__(
-        self, store: Store, run_id: str, token: bytes, names: Mapping[str, object]
+        self,
+        store: Store,
+        run_id: str,
+        sealed: tuple[bytes, float | None],
+        names: Mapping[str, NodeSpec],
     ) -> None:
-        self._store, self.run_id, self._token = store, run_id, token
+        self._store, self.run_id = store, run_id
+        self._token, self._expires = sealed  # the marker it was sealed with, and when it expires
         self._names = names  # the DAG's specs: the sealed run's nodes, by name
+        self._alone = 0  # nodes read alone so far
         self._state: RunState | None = None
         self._error: FlowdagError | None = None
         self._guard = threading.Lock()  # the store's committer thread may read it too
@@ -217,6 +231,34 @@ class SealedRun:
                 raise self._error
             assert self._state is not None
             return self._state
+
+    def node(self, name: str) -> NodeState:
+        """Node ``name`` as stored: read alone if the store can and nothing of the
+        run was read yet, else from the whole run (`state`).
+
+        Raises:
+            KeyError: no such node.
+            RunChangedError: the run changed in the store since the call that returned it.
+        """
+        spec = self._names[name]
+        read_alone = getattr(self._store, "_sealed_node", None)
+        expires = self._expires
+        if (
+            read_alone is not None
+            and self._alone < READ_ALONE
+            and self._state is None
+            and self._error is None
+            and not self._store._closed
+            and (expires is None or datetime.now(UTC).timestamp() < expires)
+        ):
+            self._alone += 1
+            try:
+                found: NodeState | None = read_alone(self.run_id, name, self._token, spec.deps)
+            except RunNotFoundError:
+                found = None
+            if found is not None:
+                return found
+        return self.state().nodes[name]  # changed, gone or expired: it raises
 
     def _read(self) -> RunState:
         store, run_id = self._store, self.run_id
@@ -271,11 +313,25 @@ class _Read(Mapping[str, _V]):
 
 
 class SealedNodes(_Read[NodeState]):
-    """A sealed run's nodes (`RunResult.nodes` of a call that reused a seal)."""
+    """A sealed run's nodes (`RunResult.nodes` of a call that sealed a run or reused
+    a seal). A node read by its name may be read alone (`SealedRun.node`); going
+    over them reads the whole run."""
 
     __slots__ = ()
 
+    def __getitem__(self, name: str) -> NodeState:
+        return self._run.node(name)
+
+    def items(self) -> ItemsView[str, NodeState]:
+        return self._read().items()
+
+    def values(self) -> ValuesView[NodeState]:
+        return self._read().values()
+
     # The names are the DAG's: known without reading the run.
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._run._names)
+
     def __len__(self) -> int:
         return len(self._run._names)
 
@@ -285,3 +341,40 @@ class SealedNodes(_Read[NodeState]):
     def statuses(self) -> dict[str, NodeStatus]:
         """Node -> its status, without reading the run: every node completed."""
         return dict.fromkeys(self._run._names, NodeStatus.COMPLETED)
+
+
+class SealedOutputs(MutableMapping[str, Any]):
+    """A sealed run's outputs, for `flowdag.refs.LoadedOnRead`: each read with its
+    node when first read (`SealedRun.node`) and kept; going over them reads the
+    whole run. Every node of a sealed run completed: each has an output."""
+
+    __slots__ = ("_kept", "_nodes")
+
+    def __init__(self, nodes: SealedNodes) -> None:
+        self._nodes = nodes
+        self._kept: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        kept = self._kept
+        if name not in kept:
+            kept[name] = self._nodes[name].output
+        return kept[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:  # a Ref's value, once loaded
+        self._kept[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        raise TypeError("a run's outputs cannot be deleted")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._nodes)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._nodes
+
+    def items(self) -> ItemsView[str, Any]:
+        kept = self._kept
+        return {n: kept.get(n, s.output) for n, s in self._nodes.items()}.items()

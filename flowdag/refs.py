@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field, fields
@@ -312,7 +312,7 @@ class LoadedOnRead(Mapping[str, Any]):
 
     __slots__ = ("_values",)
 
-    def __init__(self, values: dict[str, Any]) -> None:
+    def __init__(self, values: MutableMapping[str, Any]) -> None:
         self._values = values
 
     def __getitem__(self, name: str) -> Any:

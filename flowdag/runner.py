@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 from flowdag._cache import RunCache, check_refresh
 from flowdag._fingerprint import Fingerprint, Fingerprinter, node_fingerprints
 from flowdag._gcpause import cyclic_gc_paused
-from flowdag._seal import SealedNodes, reuse_sealed, seal_completed, sealed_result
+from flowdag._seal import (
+    SealedNodes,
+    SealedOutputs,
+    reuse_sealed,
+    seal_completed,
+    sealed_result,
+)
 from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag.dag import DAG, check_pools
 from flowdag.errors import (
@@ -107,8 +113,11 @@ class RunResult:
     def outputs(self) -> Mapping[str, Any]:
         """Completed node -> its output; one kept by reference is loaded when first read."""
         if self._outputs is None:
+            nodes = self.nodes
             self._outputs = LoadedOnRead(
-                {n: s.output for n, s in self.nodes.items() if s.status is NodeStatus.COMPLETED}
+                SealedOutputs(nodes)  # each read from the store when first read
+                if type(nodes) is SealedNodes
+                else {n: s.output for n, s in nodes.items() if s.status is NodeStatus.COMPLETED}
             )
         return self._outputs
 
@@ -311,14 +320,13 @@ def run(
             if not result.ok:  # some node may be pending still: its state, its own
                 ledger.own_pending()
             # A store of this call only (store=None) is gone with it: nothing to seal.
-            token = None
+            made = None  # (token, expiry) of the seal this call made
             if result.ok and store is not None and driver.commits.error is None:
-                token = _seal(run_store, dag, run_id, lifetime, fingerprints, ledger)
+                made = _seal(run_store, dag, run_id, lifetime, fingerprints, ledger)
             if ledger.forgotten:  # states it let go of (`flowdag._ledger`): read back
-                if token is not None:  # when first read, as a sealed run's are
-                    result = sealed_result(
-                        run_store, dag, run_id, token, ledger.reasons, ledger.data
-                    )
+                if made is not None:  # when first read, as a sealed run's are
+                    reasons, data = ledger.reasons, ledger.data
+                    result = sealed_result(run_store, dag, run_id, made, reasons, data)
                 else:
                     ledger.recall(run_store.load(run_id))
     if store is None and result.waits:
@@ -344,9 +352,9 @@ def _seal(
     ttl: timedelta | None,
     fingerprints: Mapping[str, Fingerprint],
     ledger: Ledger,
-) -> bytes | None:
-    """Seal a run that completed (`flowdag._seal`): the seal's token, or None if it
-    was not sealed; a store that cannot changes nothing."""
+) -> tuple[bytes, float | None] | None:
+    """Seal a run that completed (`flowdag._seal`): the seal's token and expiry, or
+    None if it was not sealed; a store that cannot changes nothing."""
     state = RunState(run_id, dag.name, ledger.states, ledger.data, ttl=ttl)
     try:
         return seal_completed(store, dag, state, fingerprints)

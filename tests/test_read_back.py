@@ -10,6 +10,7 @@ node reads once its record is stored, and keeps every state another node needs.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 import flowdag
-from flowdag import NodeStatus, RunChangedError, Workflow
+from flowdag import CorruptStateError, NodeStatus, RunChangedError, Workflow, _seal
 from flowdag._fingerprint import node_fingerprints
 from flowdag._ledger import FORGOTTEN, Ledger
 from flowdag._seal import SealedNodes
@@ -107,6 +108,89 @@ def test_a_write_by_the_same_store_reads_the_result_first(store: Store) -> None:
     flowdag.invalidate(store, "r", "z")
     assert result.node_status["z"] is NodeStatus.COMPLETED and result.outputs["z"] == 14
     assert store.load("r").nodes["z"].status is NodeStatus.PENDING
+
+
+# -- one node read alone (LMDB) ---------------------------------------------------------
+
+
+def loads(store: Store) -> list[str]:
+    """The run ids ``store`` reads whole from now on (`Store._load_into`)."""
+    seen: list[str] = []
+    load = store._load_into
+
+    def counted(run_id: str, decoder: Any) -> None:
+        seen.append(run_id)
+        load(run_id, decoder)
+
+    store._load_into = counted  # type: ignore[method-assign]
+    return seen
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_one_node_or_output_is_read_alone(
+    tmp_path: Path, encrypted: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_seal, "READ_ALONE", 8)
+    key = {"key": KEY} if encrypted else {}
+    with open_store(f"lmdb://{tmp_path / 'store'}", **key) as store:
+        result = flowdag.run(fan(), run_id="r", store=store)
+        seen = loads(store)
+        assert result.outputs["sink"] == [6] and result.outputs["z"] == 14
+        assert result.nodes["y"].output == 10 and result.nodes["y"].deps == ("root",)
+        assert "x" in result.outputs and len(result.outputs) == 5
+        with pytest.raises(KeyError):
+            result.outputs["nope"]
+        stored = store.load("r").nodes
+        assert result.nodes["z"] == stored["z"] and result.nodes["sink"] == stored["sink"]
+        assert seen == ["r"]  # that load only: six nodes were read alone
+        assert dict(result.outputs) == {"root": 2, "x": 6, "y": 10, "z": 14, "sink": [6]}
+        assert dict(result.nodes) == stored
+        assert seen == ["r", "r"]  # past 8 nodes read alone: the whole run, once
+
+
+def test_a_large_output_read_alone_loads_its_blob(tmp_path: Path) -> None:
+    wf = Workflow("big")
+    wf.add_node("root", lambda: 1)
+    wf.add_node("big", lambda root: b"x" * 4096 + bytes([root]), deps=["root"])
+    with open_store(f"lmdb://{tmp_path / 'store'}") as store:
+        result = flowdag.run(wf, run_id="r", store=store, inline_limit=1024)
+        assert isinstance(result.nodes["big"].output, flowdag.Ref)
+        assert result.outputs["big"] == b"x" * 4096 + b"\x01"
+        assert sorted(result.refs) == ["big"]
+
+
+def test_a_node_read_alone_after_a_change_is_refused(tmp_path: Path) -> None:
+    url = f"lmdb://{tmp_path / 'store'}"
+    with open_store(url) as ours, open_store(url) as theirs:
+        result = flowdag.run(fan(), run_id="r", store=ours)
+        assert result.outputs["x"] == 6
+        flowdag.invalidate(theirs, "r", "z")
+        with pytest.raises(RunChangedError):
+            result.outputs["z"]
+        with pytest.raises(RunChangedError):
+            result.nodes["sink"]
+
+
+def test_a_node_read_alone_after_the_run_expired_is_refused(tmp_path: Path) -> None:
+    with open_store(f"lmdb://{tmp_path / 'store'}") as store:
+        result = flowdag.run(fan(), run_id="r", store=store, ttl="200ms")
+        time.sleep(0.3)
+        with pytest.raises(RunChangedError):
+            result.outputs["z"]
+
+
+def test_a_damaged_entry_read_alone_is_damage(tmp_path: Path) -> None:
+    from flowdag.stores._lmdb_keys import entry_key, run_prefix
+
+    with open_store(f"lmdb://{tmp_path / 'store'}") as store:
+        result = flowdag.run(fan(), run_id="r", store=store)
+        number = store._numbers["r"].nodes["z"]  # type: ignore[attr-defined]
+        key = entry_key(run_prefix("r"), number)
+        store._transact(  # type: ignore[attr-defined]
+            "r", lambda txn, env: txn.put(key, b"\xc1 garbage", db=env.nodes), write=True
+        )
+        with pytest.raises(CorruptStateError, match="damaged"):
+            result.outputs["z"]
 
 
 # -- the ledger itself -------------------------------------------------------------------

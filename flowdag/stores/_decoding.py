@@ -154,6 +154,20 @@ class RunDecoder:
         else:
             node.output = value
 
+    def alone(
+        self, name: str, deps: tuple[str, ...], meta: bytes, output: bytes | None
+    ) -> NodeState:
+        """One node of a run whose deps are known without its header (a sealed run's:
+        the DAG's), decoded from its meta record and output blob."""
+        self._name = name
+        try:
+            node = node_state(self._decode(meta), None, deps)
+            if output is not None:
+                node.output = self._decode(output)
+        except _DAMAGE as exc:
+            raise self.damaged(exc) from exc
+        return node
+
     def data(self, values: Mapping[str, bytes]) -> None:
         """The run's ``ctx.data``: key -> value blob."""
         if not values:

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, Unpack
 
 import lmdb
+import msgpack
 
 from flowdag.errors import CorruptStateError, StoreError
 from flowdag.stores._compaction import Compaction, compact_lmdb
@@ -73,11 +74,14 @@ from flowdag.stores._lmdb_env import (
     check_data_file,
     release_env,
 )
-from flowdag.stores._lmdb_keys import delete_range, run_prefix
+from flowdag.stores._lmdb_keys import delete_range, entry_key, run_prefix, unpack_named
 from flowdag.stores._lmdb_runs import RunEntries
 from flowdag.stores._lmdb_tables import LMDBTables, delete_entry, put_entry
 from flowdag.stores._tables import StagedTables, TableReader, TableTxn
 from flowdag.stores.base import StoredNode, StoredRun
+
+if TYPE_CHECKING:
+    from flowdag.state import NodeState
 
 __all__ = ["LMDBStore"]
 
@@ -189,6 +193,55 @@ class LMDBStore(DirectoryStore, RunEntries):
 
         self._transact(run_id, write, write=True)
         self._check_same_file(run_id)
+
+    def _sealed_node(
+        self, run_id: str, name: str, token: bytes, deps: tuple[str, ...]
+    ) -> NodeState | None:
+        """Node ``name`` (with ``deps``) of a sealed run, read alone while the run's
+        marker is still ``token`` (`flowdag._seal.SealedRun.node`); None when it is
+        not, or when the node's entry is not known without a scan: read it whole then."""
+
+        def read(txn: _Txn, env: Env) -> tuple[bytes, bytes | None] | None:
+            prefix = run_prefix(run_id)
+            numbers = self._numbers.get(run_id)
+            number = None if numbers is None or numbers.token != token else numbers.nodes.get(name)
+            if number is None or txn.get(prefix, db=env.nodes) != token:
+                return None
+            key = entry_key(prefix, number)
+            meta, output = self._named(txn, env.nodes, run_id, key, name, "node")
+            if output is None and (apart := txn.get(key, db=env.outputs)) is not None:
+                output = self._named(txn, env.outputs, run_id, key, name, "output", apart)[0]
+            return meta, output
+
+        found = self._transact(run_id, read)
+        if found is None:
+            return None
+        with self._decoder(run_id) as decoder:
+            return decoder.alone(name, deps, *found)
+
+    def _named(
+        self,
+        txn: _Txn,
+        db: lmdb._Database,
+        run_id: str,
+        key: bytes,
+        name: str,
+        kind: str,
+        value: bytes | None = None,
+    ) -> tuple[bytes, bytes | None]:
+        """(blob, output in it) of ``name``'s layout 2 entry ``key`` in ``db``, checked."""
+        value = txn.get(key, db=db) if value is None else value
+        if value is None:
+            raise self._damaged(run_id, f"the {kind} entry of node {name!r} is gone")
+        try:
+            found, blob, output = unpack_named(
+                self._open_entry(run_id, kind.encode(), key, value, kind)
+            )
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise self._damaged(run_id, f"unreadable {kind} entry: {exc}") from exc
+        if found != name:
+            raise self._damaged(run_id, f"the {kind} entry of node {name!r} names {found!r}")
+        return blob, output
 
     def _sealed(self, run_id: str) -> tuple[bytes, bytes] | None:
         return self._transact(run_id, lambda txn, env: self._read_seal(txn, env, run_id))
