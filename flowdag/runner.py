@@ -328,7 +328,8 @@ def run(
                     reasons, data = ledger.reasons, ledger.data
                     result = sealed_result(run_store, dag, run_id, made, reasons, data)
                 else:
-                    ledger.recall(run_store.load(run_id))
+                    # A short ttl may have run out since: the result is the run as it ended.
+                    ledger.recall(run_store._load_known(run_id, {}, expired=True))
     if store is None and result.waits:
         logger.warning(
             "run %s is suspended on an in-memory store that is gone now, with its waits; "

@@ -77,6 +77,14 @@ def test_a_failed_run_holds_every_state_as_stored(store: Store) -> None:
     assert result.outputs["sink"] == [6]
 
 
+def test_a_failed_run_whose_ttl_ran_out_still_holds_every_state(store: Store) -> None:
+    result = flowdag.run(fan(fail="y"), run_id="r", store=store, ttl="1ms")
+    time.sleep(0.01)
+    with pytest.raises(flowdag.RunNotFoundError, match="expired"):
+        store.load("r")  # gone for every reader now, but the call returned it whole
+    assert result.outputs["z"] == 14 and result.node_status["y"] is NodeStatus.FAILED
+
+
 def test_a_completed_run_that_is_not_sealed_holds_every_state(store: Store) -> None:
     flowdag.run(fan(), run_id="r", store=store)
     flowdag.invalidate(store, "r", "z")

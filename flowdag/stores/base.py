@@ -127,16 +127,19 @@ class Store(StoreTables, ABC):
         """
         return self._load_known(run_id, {})
 
-    def _load_known(self, run_id: str, known: Mapping[str, Any]) -> RunState:
+    def _load_known(
+        self, run_id: str, known: Mapping[str, Any], *, expired: bool = False
+    ) -> RunState:
         """`load`, for a run about to resume with code whose fingerprints are ``known``
-        (node -> `flowdag._fingerprint.Fingerprint`): see `RunDecoder.known`."""
+        (node -> `flowdag._fingerprint.Fingerprint`): see `RunDecoder.known`; with
+        ``expired``, a run past its ttl too (the call that just ran it reads it back)."""
         run_id = check_run_id(run_id)
         self._check_open()
         with self._decoder(run_id) as decoder:
             decoder.known = known or None
             self._load_into(run_id, decoder)
             state = decoder.finish()
-        return self._unexpired(state)
+        return state if expired else self._unexpired(state)
 
     def load_statuses(self, run_id: str) -> RunState:
         """Read a run without outputs or data: statuses, attempts, times, errors.
