@@ -25,7 +25,9 @@ the DAG and the fingerprints. Maps and input nodes are never sealed (their
 items and waits are decided as the run goes). The result's nodes and data are
 read from the store when first read (`SealedRun`; a disk store closed
 meanwhile is opened anew), and refused with `RunChangedError` if the run
-changed in the store meanwhile.
+changed in the store meanwhile. The call that completes a run on a store on
+disk returns such a result too, when its ledger let go of the states of nodes
+no other node reads (`flowdag._ledger`); LMDB reads one node of it alone.
 """
 
 from __future__ import annotations
@@ -164,8 +166,9 @@ def sealed_result(
     reasons: dict[str, Reason],
     data: Mapping[str, Any] | None = None,
 ) -> RunResult:
-    """The result of sealed run ``run_id`` (sealed as ``token``, expiring then):
-    its nodes, and its ``data`` unless given, read from the store when first read."""
+    """The result of sealed run ``run_id`` (``sealed``: its seal's token and expiry,
+    as `seal_completed` gives them): its nodes, and its ``data`` unless given, read
+    from the store when first read."""
     from flowdag.runner import RunResult  # flowdag.runner imports this module
 
     run = SealedRun(store, run_id, sealed, dag.specs)
