@@ -277,12 +277,17 @@ class Ledger:
         # Its attempts are counted in its state now: only nodes in flight keep a count.
         self.tries.pop(name, None)
 
-    def recall(self, stored: RunState) -> None:
-        """Put back the states of forgotten nodes, from the run as ``stored`` now."""
-        states, nodes = self.states, stored.nodes
+    def recall(self, stored: RunState | None) -> None:
+        """Put back the states of forgotten nodes, from the run as ``stored`` now;
+        None (the store could not read it): each a completed state of its own."""
+        states, specs = self.states, self._specs
         for name, state in states.items():
             if state is FORGOTTEN:
-                states[name] = nodes[name]
+                states[name] = (
+                    NodeState(_COMPLETED, deps=specs[name].deps)
+                    if stored is None
+                    else stored.nodes[name]
+                )
         self.forgotten = 0
 
     def own_pending(self) -> None:

@@ -31,6 +31,7 @@ from flowdag._seal import (
 from flowdag._units import Duration, Size, parse_duration, parse_size
 from flowdag.dag import DAG, check_pools
 from flowdag.errors import (
+    FlowdagError,
     InvalidArgumentError,
     InvalidArgumentTypeError,
     RunFailedError,
@@ -328,8 +329,7 @@ def run(
                     reasons, data = ledger.reasons, ledger.data
                     result = sealed_result(run_store, dag, run_id, made, reasons, data)
                 else:
-                    # A short ttl may have run out since: the result is the run as it ended.
-                    ledger.recall(run_store._load_known(run_id, {}, expired=True))
+                    ledger.recall(_read_back(run_store, run_id, ledger.forgotten))
     if store is None and result.waits:
         logger.warning(
             "run %s is suspended on an in-memory store that is gone now, with its waits; "
@@ -361,6 +361,23 @@ def _seal(
         return seal_completed(store, dag, state, fingerprints)
     except StoreError as exc:  # the run is complete and durable; the next call plans it
         logger.debug("run %s: not sealed: %s", run_id, exc)
+        return None
+
+
+def _read_back(store: Store, run_id: str, forgotten: int) -> RunState | None:
+    """The run as it ended, for the states its ledger let go of; None if the store
+    cannot read it (the run failed with it, say: the result still says how)."""
+    try:
+        # A short ttl may have run out since: the result is the run as it ended.
+        return store._load_known(run_id, {}, expired=True)
+    except FlowdagError as exc:
+        logger.warning(
+            "run %s: %d completed nodes are in the store but could not be read back into "
+            "the result (%s); their result states hold no output: load the run to see them",
+            run_id,
+            forgotten,
+            exc,
+        )
         return None
 
 

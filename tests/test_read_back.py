@@ -85,6 +85,43 @@ def test_a_failed_run_whose_ttl_ran_out_still_holds_every_state(store: Store) ->
     assert result.outputs["z"] == 14 and result.node_status["y"] is NodeStatus.FAILED
 
 
+class _UnreadableAfterTheRun(flowdag.LMDBStore):
+    """A real LMDB store that fails for good at the commit of node ``y``: that
+    commit and every read of the run after it raise `StoreError`."""
+
+    gone = False
+
+    def _commit(self, run_id: str, *args: Any, **kwargs: Any) -> None:
+        nodes = args[0] if args else kwargs["nodes"]
+        if "y" in nodes:
+            self.gone = True
+        if self.gone:
+            raise flowdag.StoreError("disk gone")
+        super()._commit(run_id, *args, **kwargs)
+
+    def _load_into(self, run_id: str, decoder: Any) -> None:
+        if self.gone:
+            raise flowdag.StoreError("disk gone")
+        super()._load_into(run_id, decoder)
+
+
+def test_a_run_that_cannot_be_read_back_still_returns_its_outcome(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wf = Workflow("w")
+    wf.add_node("root", lambda: 2)
+    wf.add_node("x", lambda root: root, deps=["root"])  # nothing reads it: let go of
+    wf.add_node("y", lambda root: time.sleep(0.2), deps=["root"])  # stored after x
+    with _UnreadableAfterTheRun(tmp_path / "s") as store:
+        result = flowdag.run(wf, run_id="r", store=store, max_workers=1)
+    assert not result.ok and result.node_status["y"] is NodeStatus.FAILED
+    assert "disk gone" in result.errors["y"].message
+    assert result.nodes["root"].output == 2  # read by x and y: kept
+    assert result.nodes["x"].status is NodeStatus.COMPLETED and result.nodes["x"].output is None
+    assert result.nodes["x"].deps == ("root",)
+    assert "could not be read back" in caplog.text and "disk gone" in caplog.text
+
+
 def test_a_completed_run_that_is_not_sealed_holds_every_state(store: Store) -> None:
     flowdag.run(fan(), run_id="r", store=store)
     flowdag.invalidate(store, "r", "z")
