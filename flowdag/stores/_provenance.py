@@ -13,7 +13,7 @@ bytes are the memo's key) and every other node costs two dict lookups: that
 halved the load of a 100k-node run. Format 6 (this release) is format 5 with
 each digest in the documents (``fp``, ``src``, the values of ``parts`` and
 ``in``) that is a sha256 in lowercase hex kept as its 32 bytes (`packed_digest`):
-a node of a fan-out holds six, so its record is a third smaller. Any other
+a node of a fan-out holds six, so its record is about 30% smaller. Any other
 text stays text, and a read takes either (a run of format 5 resumed by this
 release holds both). Format 4 wrote one dict of all eight keys; it is still read.
 """
