@@ -42,7 +42,7 @@ import functools
 import inspect
 import logging
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +69,7 @@ from flowdag._fingerprint_value import Fingerprint
 if TYPE_CHECKING:
     from flowdag.dag import DAG
 
-__all__ = ["Fingerprint", "Fingerprinter", "node_fingerprints"]
+__all__ = ["Fingerprint", "Fingerprinter", "each_fingerprint", "node_fingerprints"]
 
 logger = logging.getLogger("flowdag")
 
@@ -319,7 +319,14 @@ class Fingerprinter:
 def node_fingerprints(
     dag: DAG, fingerprinter: Fingerprinter | None = None
 ) -> dict[str, Fingerprint]:
-    """Node -> its code fingerprint: what `flowdag.run` records and a resume compares.
+    """Node -> its code fingerprint: what `flowdag.run` records and a resume compares
+    (see `each_fingerprint`)."""
+    return dict(zip(dag.specs, each_fingerprint(dag, fingerprinter), strict=True))
+
+
+def each_fingerprint(dag: DAG, fingerprinter: Fingerprinter | None = None) -> Iterator[Fingerprint]:
+    """Each node's code fingerprint, in the order of ``dag.specs``, made as it is taken:
+    a caller that needs each once (a seal's digest) keeps none.
 
     The function's fingerprint, salted with the node's ``version=`` (part
     ``"version"``) and with its ``extract`` and ``preview`` hooks (parts
@@ -332,10 +339,9 @@ def node_fingerprints(
     shared: dict[tuple[Any, ...], Fingerprint] = {}
     # (id(fingerprint of the function), names of the parts bound) -> what such nodes share.
     templates: dict[tuple[int, tuple[str, ...]], _Template] = {}
-    out: dict[str, Fingerprint] = {}
     last_fn: Any = None
     last: Fingerprint | None = None
-    for name, spec in dag.specs.items():
+    for spec in dag.specs.values():
         fn, version, extract, preview, binding = (
             spec.fn,
             spec.version,
@@ -347,7 +353,7 @@ def node_fingerprints(
             # The usual node: its function alone. A loop's nodes often share one.
             if fn is not last_fn or last is None:
                 last_fn, last = fn, fingerprinter.fingerprint(fn)
-            out[name] = last
+            yield last
             continue
         bound = () if binding is None else binding.parts
         key: tuple[Any, ...] = (fn, version, extract, preview)
@@ -369,8 +375,7 @@ def node_fingerprints(
             if template is None:
                 template = templates[(id(found), names)] = _bound_template(found, names)
             found = Fingerprint._of(template, tuple(digest for _, digest in bound))
-        out[name] = found
-    return out
+        yield found
 
 
 def _with_hooks(

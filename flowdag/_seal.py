@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import ItemsView, Iterator, Mapping, MutableMapping, ValuesView
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, MutableMapping, ValuesView
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -69,16 +69,17 @@ READ_ALONE = 256
 _V = TypeVar("_V")
 
 
-def run_digest(dag: DAG, fingerprints: Mapping[str, Fingerprint], ttl: timedelta | None) -> bytes:
+def run_digest(dag: DAG, fingerprints: Iterable[Fingerprint], ttl: timedelta | None) -> bytes:
     """The digest of what a plan of a completed run depends on besides the run:
     the workflow's name, each node's name, deps and code fingerprint (its
-    `Fingerprint.identity`: no node's digest is made), and the ttl."""
+    `Fingerprint.identity`: no node's digest is made; ``fingerprints`` in the
+    order of ``dag.specs``), and the ttl."""
     pack = msgpack.Packer(use_bin_type=True).pack
     ttl_micros = None if ttl is None else ttl // timedelta(microseconds=1)
     digest = hashlib.sha256(pack((_VERSION, dag.name, ttl_micros)))
     update = digest.update
-    for name, spec in dag.specs.items():  # as they were added: the same for the same code
-        fingerprint = fingerprints[name]
+    # As the nodes were added: the same for the same code.
+    for (name, spec), fingerprint in zip(dag.specs.items(), fingerprints, strict=True):
         try:
             update(pack((name, spec.deps, fingerprint.identity())))
         except OverflowError:  # a captured int past 64 bits: the digest, always for it
@@ -119,7 +120,11 @@ def seal_completed(
     expires_at = state.expires_at
     expires = None if expires_at is None else expires_at.timestamp()
     seal = msgpack.packb(
-        {"v": _VERSION, "digest": run_digest(dag, fingerprints, state.ttl), "expires": expires},
+        {
+            "v": _VERSION,
+            "digest": run_digest(dag, map(fingerprints.__getitem__, dag.specs), state.ttl),
+            "expires": expires,
+        },
         use_bin_type=True,
     )
     store._put_seal(state.run_id, seal)
@@ -131,11 +136,12 @@ def reuse_sealed(
     store: Store,
     dag: DAG,
     run_id: str,
-    fingerprints: Mapping[str, Fingerprint],
+    fingerprints: Iterable[Fingerprint],
     ttl: timedelta | None,
 ) -> RunResult | None:
     """The result of running sealed run ``run_id`` again, if its seal holds for
-    ``dag``, its ``fingerprints`` and ``ttl``; else None (plan as usual). Its lock is held."""
+    ``dag``, its ``fingerprints`` (in the order of ``dag.specs``, taken only if the
+    run has a seal) and ``ttl``; else None (plan as usual). Its lock is held."""
     if not _planned_alone(dag):
         return None
     try:

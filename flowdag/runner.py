@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from flowdag._cache import RunCache, check_refresh
-from flowdag._fingerprint import Fingerprint, Fingerprinter, node_fingerprints
+from flowdag._fingerprint import Fingerprint, Fingerprinter, each_fingerprint, node_fingerprints
 from flowdag._gcpause import cyclic_gc_paused
 from flowdag._seal import (
     SealedNodes,
@@ -265,12 +265,15 @@ def run(
             opened.callback(run_store.close)  # opened from a URL: ours to close
         with run_store.lock(run_id):
             with cyclic_gc_paused():  # a few acyclic objects per node (see flowdag._gcpause)
-                fingerprints = node_fingerprints(dag, Fingerprinter())  # one per call
+                fingerprinter = Fingerprinter()  # one per call
                 if rerun is None and not rerun_from and not refreshed:
-                    # A completed run sealed with this code: nothing to load or plan.
-                    sealed = reuse_sealed(run_store, dag, run_id, fingerprints, lifetime)
+                    # A completed run sealed with this code: nothing to load or plan. Its
+                    # fingerprints are made as the seal's digest takes them, none kept.
+                    each = each_fingerprint(dag, fingerprinter)
+                    sealed = reuse_sealed(run_store, dag, run_id, each, lifetime)
                     if sealed is not None:  # (a store closed on the way out reads it first)
                         return _returned(sealed)
+                fingerprints = node_fingerprints(dag, fingerprinter)
                 pool = (
                     make_executor(executor, max_workers) if isinstance(executor, str) else executor
                 )
