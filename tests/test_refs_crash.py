@@ -85,8 +85,10 @@ def build(calls: list[str]) -> flowdag.Workflow:
         calls.append("a")
         return {"k": 1, "rows": rows(1)}
 
-    @wf.node
-    def twin() -> dict[str, Any]:
+    # After a, so that its blob is there when twin's is written: the write finds it
+    # (a utime of the file, a step killed below) whatever the workers' timing.
+    @wf.node(deps=["a"])
+    def twin(a: Ref) -> dict[str, Any]:
         calls.append("twin")
         return {"k": 1, "rows": rows(1)}  # the same value: the same blob
 
