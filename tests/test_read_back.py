@@ -10,12 +10,16 @@ node reads once its record is stored, and keeps every state another node needs.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import flowdag
 from flowdag import CorruptStateError, NodeStatus, RunChangedError, Workflow, _seal
@@ -266,3 +270,88 @@ def test_a_ledger_that_does_not_forget_keeps_every_state() -> None:
     ledger = Ledger(plan, dag)
     ledger.settle(NodeRecord("z", NodeStatus.COMPLETED, 1), None, 14)
     assert ledger.states["z"].output == 14 and ledger.forgotten == 0
+
+
+# -- a property: a lazy result is the run as returned, or refuses to be read ---------------
+
+NODES = ["root", "x", "y", "z", "sink"]
+Op = tuple[str, str]
+ops = st.lists(
+    st.tuples(st.sampled_from(["node", "output", "all", "ours", "theirs"]), st.sampled_from(NODES)),
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=ops, alone=st.integers(0, 4))
+def test_reads_of_a_lazy_result_show_the_run_as_returned_or_refuse(
+    steps: list[Op], alone: int
+) -> None:
+    """Reads of one node or output (alone, up to READ_ALONE of them), reads of all,
+    writes by the result's own store (which read it first) and by another store
+    (after which what was not read yet is refused), in any order."""
+    with tempfile.TemporaryDirectory() as where, _read_alone(alone):
+        url = f"lmdb://{where}"
+        with open_store(url) as ours, open_store(url) as theirs:
+            result = flowdag.run(fan(), run_id="r", store=ours)
+            assert type(result.nodes) is SealedNodes
+            want = ours.load("r").nodes
+            whole = failed = changed = False
+            read_alone = 0
+            kept: set[str] = set()  # outputs read: `SealedOutputs` keeps them
+
+            def read_now() -> bool:
+                """Model one read of the run: whether it succeeds."""
+                nonlocal whole, failed, read_alone
+                if not (whole or failed) and read_alone < alone:
+                    read_alone += 1
+                    if not changed:
+                        return True  # read alone
+                if whole or failed:
+                    return whole
+                whole, failed = not changed, changed  # read whole now
+                return whole
+
+            for op, name in steps:
+                if op == "ours":  # the store reads the result whole before it writes
+                    if not (whole or failed):
+                        whole, failed = not changed, changed
+                    flowdag.invalidate(ours, "r", name)
+                    continue
+                if op == "theirs":
+                    flowdag.invalidate(theirs, "r", name)
+                    changed = True
+                    continue
+                if op == "output" and name in kept:
+                    assert result.outputs[name] == want[name].output
+                    continue
+                if op == "all":
+                    ok = whole or (not failed and not changed)
+                    whole, failed = whole or ok, failed or not ok
+                else:
+                    ok = read_now()
+                if not ok:
+                    with pytest.raises(RunChangedError):
+                        _read(result, op, name)
+                    continue
+                assert _read(result, op, name) == (
+                    want if op == "all" else want[name] if op == "node" else want[name].output
+                )
+                if op == "output":
+                    kept.add(name)
+
+
+def _read(result: flowdag.RunResult, op: str, name: str) -> Any:
+    if op == "all":
+        return dict(result.nodes)
+    return result.nodes[name] if op == "node" else result.outputs[name]
+
+
+@contextlib.contextmanager
+def _read_alone(count: int) -> Iterator[None]:
+    before = _seal.READ_ALONE
+    _seal.READ_ALONE = count
+    try:
+        yield
+    finally:
+        _seal.READ_ALONE = before
