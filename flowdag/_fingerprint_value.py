@@ -165,7 +165,7 @@ class _PartsView(Mapping[str, str]):
             return found._parts
         template = found._template
         assert template is not None
-        return template.parts(template.own(found._own))
+        return template.parts(found._own_digests())
 
     def shared(self) -> tuple[_Template, tuple[str, ...]] | None:
         """The template these parts come from and the fingerprint's own digests (of

@@ -252,13 +252,14 @@ class Ledger:
         """Set a node's state from its acknowledged (or refused) record."""
         name = record.node
         status = _FAILED if error is not None else record.status
+        # Its attempts are counted in its state now: only nodes in flight keep a count.
+        self.tries.pop(name, None)
         if status is _COMPLETED:
             if name not in self._specs or self._dependents(name):  # `read`, inlined
                 self.outputs[name] = value
             elif self.forgets:  # stored, and nothing reads it: see the module docstring
                 self.states[name] = FORGOTTEN
                 self.forgotten += 1
-                self.tries.pop(name, None)
                 return
         state = NodeState(
             status,
@@ -274,8 +275,6 @@ class Ledger:
         if status is _COMPLETED:
             state.output = value
         self.states[name] = state
-        # Its attempts are counted in its state now: only nodes in flight keep a count.
-        self.tries.pop(name, None)
 
     def recall(self, stored: RunState | None) -> None:
         """Put back the states of forgotten nodes, from the run as ``stored`` now;

@@ -127,9 +127,8 @@ def seal_completed(
         },
         use_bin_type=True,
     )
-    store._put_seal(state.run_id, seal)
-    found = store._sealed(state.run_id)
-    return (found[0], expires) if found is not None and found[1] == seal else None
+    token = store._put_seal(state.run_id, seal)
+    return None if token is None else (token, expires)
 
 
 def reuse_sealed(
@@ -189,7 +188,7 @@ class SealedRun:
     The store reads it first, before it writes the run (`UnreadRuns`), so the
     result stays the run as it was returned; a disk store closed meanwhile is
     opened anew to read it (a store in memory reads it as it closes). A store
-    that can read one node of it alone (LMDB: ``_sealed_node``) does so for a
+    that can read one node of it alone (`Store._sealed_node`: LMDB) does so for a
     read of one node or output (`node`), up to `READ_ALONE` of them: a sink's
     output read after a run of a million nodes costs one entry, not the run.
     """
@@ -250,11 +249,9 @@ class SealedRun:
             RunChangedError: the run changed in the store since the call that returned it.
         """
         spec = self._names[name]
-        read_alone = getattr(self._store, "_sealed_node", None)
         expires = self._expires
         if (
-            read_alone is not None
-            and self._alone < READ_ALONE
+            self._alone < READ_ALONE
             and self._state is None
             and self._error is None
             and not self._store._closed
@@ -262,7 +259,7 @@ class SealedRun:
         ):
             self._alone += 1
             try:
-                found: NodeState | None = read_alone(self.run_id, name, self._token, spec.deps)
+                found = self._store._sealed_node(self.run_id, name, self._token, spec.deps)
             except RunNotFoundError:
                 found = None
             if found is not None:

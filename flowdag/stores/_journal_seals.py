@@ -55,12 +55,14 @@ class JournalSeals:
             return None
         return (token, seal) if token == self._identity(run_id) else None
 
-    def _put_seal(self, run_id: str, seal: bytes) -> None:
+    def _put_seal(self, run_id: str, seal: bytes) -> bytes:
         with self._io(run_id, "seal"):
-            content = msgpack.packb([self._identity(run_id), seal], use_bin_type=True)
+            token = self._identity(run_id)
+            content = msgpack.packb([token, seal], use_bin_type=True)
             atomic_write(
                 self._seal_path(run_id), self._files.seal_seal(run_id, content), root=self.path
             )
+        return token
 
     def _seal_path(self, run_id: str) -> Path:
         return self._files.run_dir(run_id) / f"seal{self._files.format.suffix}"

@@ -192,14 +192,20 @@ class RunEntries:
             number = entry_number(start, key)
             if number is None or number >= end:
                 raise self._damaged(run_id, f"a {kind} entry has a malformed key")
-            value = self._open_entry(run_id, entry, key, value, kind)
-            try:
-                name, blob, output = unpack_named(value)
-            except (ValueError, TypeError, msgpack.UnpackException) as exc:
-                raise self._damaged(run_id, f"unreadable {kind} entry: {exc}") from exc
+            name, blob, output = self._unpacked(run_id, entry, key, value, kind)
             if output is not None and kind != "node":
                 raise self._damaged(run_id, f"a {kind} entry holds an output")
             yield number, name, blob, output
+
+    def _unpacked(
+        self, run_id: str, entry: bytes, key: bytes, value: bytes, kind: str
+    ) -> tuple[str, bytes, bytes | None]:
+        """(name, blob, output in it) of a layout 2 entry's ``value``, opened and checked."""
+        value = self._open_entry(run_id, entry, key, value, kind)
+        try:
+            return unpack_named(value)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise self._damaged(run_id, f"unreadable {kind} entry: {exc}") from exc
 
     def _scan_layout1(
         self, txn: _Txn, db: lmdb._Database, run_id: str, prefix: bytes, kind: str
@@ -364,12 +370,14 @@ class RunEntries:
         seal = self._marker(run_id, prefix, token)[1]
         return None if seal is None else (token, seal)
 
-    def _write_seal(self, txn: _Txn, env: Env, run_id: str, seal: bytes) -> None:
-        """Put ``seal`` in the run's marker: it holds until the run's next write."""
+    def _write_seal(self, txn: _Txn, env: Env, run_id: str, seal: bytes) -> bytes:
+        """Put ``seal`` in the run's marker, which it holds until the run's next
+        write; the marker's bytes (`Store._sealed`'s token)."""
         prefix = run_prefix(run_id)
         self._header(txn, env, run_id)  # RunNotFoundError aborts the transaction
         numbers = self._numbers_in(txn, env, run_id, prefix)
         self._put_marker(txn, env, run_id, prefix, numbers, seal)
+        return numbers.token
 
     def _put_entries(
         self,

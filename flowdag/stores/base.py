@@ -359,8 +359,17 @@ class Store(StoreTables, ABC):
         store that keeps none); the token changes with every write to the run."""
         return None
 
-    def _put_seal(self, run_id: str, seal: bytes) -> None:
-        """Seal the run as stored now (its lock held); its next write drops the seal."""
+    def _put_seal(self, run_id: str, seal: bytes) -> bytes | None:
+        """Seal the run as stored now (its lock held); its next write drops the seal.
+        The token `_sealed` gives with it, or None: this store keeps no seal."""
+        return None
+
+    def _sealed_node(
+        self, run_id: str, name: str, token: bytes, deps: tuple[str, ...]
+    ) -> NodeState | None:
+        """Node ``name`` (with ``deps``) of a run sealed as ``token``, read alone while
+        the seal holds (`flowdag._seal.SealedRun.node`); None: read the whole run."""
+        return None
 
     def _reopened(self) -> Store | None:
         """This store opened anew, for a result to read its run from after `close`;

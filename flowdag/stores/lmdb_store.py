@@ -59,7 +59,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, Unpack
 
 import lmdb
-import msgpack
 
 from flowdag.errors import CorruptStateError, StoreError
 from flowdag.stores._compaction import Compaction, compact_lmdb
@@ -74,7 +73,7 @@ from flowdag.stores._lmdb_env import (
     check_data_file,
     release_env,
 )
-from flowdag.stores._lmdb_keys import delete_range, entry_key, run_prefix, unpack_named
+from flowdag.stores._lmdb_keys import delete_range, entry_key, run_prefix
 from flowdag.stores._lmdb_runs import RunEntries
 from flowdag.stores._lmdb_tables import LMDBTables, delete_entry, put_entry
 from flowdag.stores._tables import StagedTables, TableReader, TableTxn
@@ -208,9 +207,9 @@ class LMDBStore(DirectoryStore, RunEntries):
             if number is None or txn.get(prefix, db=env.nodes) != token:
                 return None
             key = entry_key(prefix, number)
-            meta, output = self._named(txn, env.nodes, run_id, key, name, "node")
+            meta, output = self._named(run_id, key, name, "node", txn.get(key, db=env.nodes))
             if output is None and (apart := txn.get(key, db=env.outputs)) is not None:
-                output = self._named(txn, env.outputs, run_id, key, name, "output", apart)[0]
+                output = self._named(run_id, key, name, "output", apart)[0]
             return meta, output
 
         found = self._transact(run_id, read)
@@ -220,25 +219,12 @@ class LMDBStore(DirectoryStore, RunEntries):
             return decoder.alone(name, deps, *found)
 
     def _named(
-        self,
-        txn: _Txn,
-        db: lmdb._Database,
-        run_id: str,
-        key: bytes,
-        name: str,
-        kind: str,
-        value: bytes | None = None,
+        self, run_id: str, key: bytes, name: str, kind: str, value: bytes | None
     ) -> tuple[bytes, bytes | None]:
-        """(blob, output in it) of ``name``'s layout 2 entry ``key`` in ``db``, checked."""
-        value = txn.get(key, db=db) if value is None else value
+        """(blob, output in it) of ``name``'s layout 2 ``kind`` entry ``key``, checked."""
         if value is None:
             raise self._damaged(run_id, f"the {kind} entry of node {name!r} is gone")
-        try:
-            found, blob, output = unpack_named(
-                self._open_entry(run_id, kind.encode(), key, value, kind)
-            )
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            raise self._damaged(run_id, f"unreadable {kind} entry: {exc}") from exc
+        found, blob, output = self._unpacked(run_id, kind.encode(), key, value, kind)
         if found != name:
             raise self._damaged(run_id, f"the {kind} entry of node {name!r} names {found!r}")
         return blob, output
@@ -246,8 +232,8 @@ class LMDBStore(DirectoryStore, RunEntries):
     def _sealed(self, run_id: str) -> tuple[bytes, bytes] | None:
         return self._transact(run_id, lambda txn, env: self._read_seal(txn, env, run_id))
 
-    def _put_seal(self, run_id: str, seal: bytes) -> None:
-        self._transact(
+    def _put_seal(self, run_id: str, seal: bytes) -> bytes:
+        return self._transact(
             run_id, lambda txn, env: self._write_seal(txn, env, run_id, seal), write=True
         )
 

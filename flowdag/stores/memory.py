@@ -91,10 +91,12 @@ class MemoryStore(Store):
             self._get(run_id)
             return self._seals.get(run_id)
 
-    def _put_seal(self, run_id: str, seal: bytes) -> None:
+    def _put_seal(self, run_id: str, seal: bytes) -> bytes:
+        token = os.urandom(8)
         with self._guard:
             self._get(run_id)
-            self._seals[run_id] = (os.urandom(8), seal)
+            self._seals[run_id] = (token, seal)
+        return token
 
     def _lock(self, run_id: str) -> RunLock:
         return self._locks.acquire(run_id)
