@@ -1,8 +1,9 @@
 """The store base class: public methods written once, backend hooks underneath.
 
 A backend keeps bytes, never Python values: the base class turns a `RunState`
-into a `StoredRun` with the store's `Codec` and back, so every backend stores
-exactly the same blobs and a state moved between stores compares equal.
+into a `StoredRun` with the store's `Codec` and back (the mixin
+`flowdag.stores._run_coding.RunCoding`), so every backend stores exactly the
+same blobs and a state moved between stores compares equal.
 
 Per run a backend keeps three kinds of entry:
 
@@ -32,11 +33,9 @@ and their hooks live in the mixin `flowdag.stores._storetables.StoreTables`.
 
 from __future__ import annotations
 
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -44,16 +43,15 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from flowdag.codec import Codec, ValueCodec
 from flowdag.errors import (
     CorruptStateError,
-    InvalidArgumentTypeError,
     RunNotFoundError,
     StoreError,
 )
-from flowdag.refs import collecting
-from flowdag.state import NO_BLOBS, NodeRecord, NodeState, NodeStatus, RunState, check_times
+from flowdag.state import NodeRecord, NodeState, RunState, check_times
 from flowdag.stores._compaction import Compaction
 from flowdag.stores._decoding import RunDecoder
 from flowdag.stores._record_reads import run_life
-from flowdag.stores._records import check_names, check_state, encode_meta, header_record
+from flowdag.stores._records import check_names, encode_meta
+from flowdag.stores._run_coding import RunCoding
 from flowdag.stores._stored import (
     RunLife,
     RunLock,
@@ -71,7 +69,7 @@ if TYPE_CHECKING:
 __all__ = ["RunLife", "RunLock", "Store", "StoredNode", "StoredRun", "check_run_id"]
 
 
-class Store(StoreTables, ABC):
+class Store(StoreTables, RunCoding, ABC):
     """Base of every store. Subclasses implement the ``_hooks``; users call the rest.
 
     Stores are context managers and safe to use from several threads.
@@ -428,86 +426,8 @@ class Store(StoreTables, ABC):
                 self._save(run_id, previous)
             raise
 
-    # -- RunState <-> bytes ---------------------------------------------------
-
-    def _check_codec_kind(self) -> None:
-        kind = self.codec_kind
-        # Not imported here: a codec can only be a JSONCodec once its module is loaded.
-        json_codec = sys.modules.get("flowdag.json_codec")
-        # getattr: another thread may be importing it still (no JSONCodec exists yet then).
-        json_class = getattr(json_codec, "JSONCodec", None)
-        is_json = json_class is not None and isinstance(self.codec, json_class)
-        if kind == "json" and not is_json:
-            raise InvalidArgumentTypeError(
-                f"a {type(self).__name__} needs a JSONCodec (flowdag.json_codec), not "
-                f"{type(self.codec).__name__}: its files hold JSON; pass codec=JSONCodec(...) "
-                "or leave codec out"
-            )
-        if kind == "binary" and is_json:
-            raise InvalidArgumentTypeError(
-                f"a {type(self).__name__} needs a binary codec such as flowdag.codec.Codec, "
-                f"not {type(self.codec).__name__} (JSON fragments are for the JSON store); "
-                "pass codec=Codec(...) or leave codec out"
-            )
+    # -- lifecycle -------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"{type(self).__name__} is closed; open a new store")
-
-    def _to_stored(self, state: RunState) -> StoredRun:
-        check_state(state)  # copy_run comes here without save
-        encode = self.codec.encode
-        header = encode(header_record(state))
-        # A node that never ran needs no entry: the header lists it, and a node
-        # without an entry loads as pending. Saving a new run then costs O(header).
-        nodes = {}
-        pending = None  # a new run's nodes share a pending state per deps: compared once
-        for name, node in state.nodes.items():
-            if node is pending or node == NodeState(deps=node.deps):
-                pending = node
-                continue
-            output = None
-            blobs: Mapping[str, datetime | None] = NO_BLOBS
-            if node.status is NodeStatus.COMPLETED:
-                with collecting() as blobs:  # the blobs its meta record lists, for gc
-                    output = encode(node.output)
-            nodes[name] = StoredNode(encode_meta(self.codec.encode, node, blobs), output)
-        data = {key: encode(value) for key, value in state.data.items()}
-        return StoredRun(header, nodes, data)
-
-    def _from_stored(self, run_id: str, run: StoredRun) -> RunState:
-        return self._decode_run(run_id, run.header, run.nodes, run.data)
-
-    def _decode_run(
-        self,
-        run_id: str,
-        header_blob: bytes,
-        nodes: Mapping[str, StoredNode],
-        data: Mapping[str, bytes],
-    ) -> RunState:
-        with self._decoder(run_id) as decoder:
-            decoder.feed(header_blob, nodes, data)
-            return decoder.finish()
-
-    def _decoder(self, run_id: str) -> RunDecoder:
-        return RunDecoder(
-            run_id, self.codec.decode, self.ref_source, lambda why: self._damaged(run_id, why)
-        )
-
-    def _damaged(self, run_id: str, why: object) -> CorruptStateError:
-        return CorruptStateError(
-            f"run '{run_id}' in {self.describe(run_id)} is damaged ({why}); "
-            "restore it from a backup or delete it and run again"
-        )
-
-    def _unexpired(self, state: RunState) -> RunState:
-        """``state``, unless its ttl has run out: then it is gone for every reader."""
-        if state.ttl is not None:
-            expires_at = state.expires_at
-            if expires_at is not None and datetime.now(UTC) >= expires_at:
-                raise RunNotFoundError(
-                    f"run '{state.run_id}' expired at {expires_at.isoformat(timespec='seconds')} "
-                    f"(ttl {state.ttl} after it finished); `flowdag gc` deletes it, and a run "
-                    "with the same id starts afresh"
-                )
-        return state
