@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import lmdb
+import msgpack
 import pytest
 
 import flowdag
 from flowdag.state import NodeStatus, RunState
-from flowdag.stores import _lmdb_runs, open_store
+from flowdag.stores import Store, _lmdb_runs, open_store
 from flowdag.stores.transfer import copy_run, verify_run
 from tests.forkserver import ForkServer
 from tests.stores.fixtures import legacy7
@@ -60,6 +61,17 @@ def check_failed_run(state: RunState) -> None:
         "after": NodeStatus.SKIPPED,
     }
     check_outputs(state, set(legacy7.NODES) - {"flaky", "after"})
+
+
+def digest_forms(store: Store, run_id: str) -> dict[str, type]:
+    """Node -> the type of the code digest its stored record holds: `str` (hex, as
+    the previous release wrote, header format 5) or `bytes` (this release, format 6)."""
+    forms = {}
+    for name, node in store._load(run_id).nodes.items():
+        meta = store.codec.decode(node.meta)
+        if len(meta) == 8 and meta[7][0] is not None:
+            forms[name] = type(msgpack.unpackb(meta[7][0], raw=False)["fp"])
+    return forms
 
 
 def check_outputs(state: RunState, names: set[str]) -> None:
@@ -195,8 +207,9 @@ def test_a_resume_killed_at_every_step_leaves_the_run_whole(
 def test_journal_stores_of_that_release_load_and_resume(
     tmp_path: Path, kind: str, encrypted: bool
 ) -> None:
-    """The same runs in that release's JSON and FlatBuffers stores (their format is
-    unchanged): they load, and the failed one resumes running only what failed."""
+    """The same runs in that release's JSON and FlatBuffers stores (their files'
+    format is unchanged; their records were format 5, and a resume writes format 6
+    beside them): they load, and the failed one resumes running only what failed."""
     url = copy_fixture(tmp_path, "legacy7", kind, encrypted)
     with open_store(url, create=False, **_options(encrypted)) as store:
         assert sorted(store.list_runs()) == sorted([legacy7.RUN_ID, legacy7.DONE_ID])
@@ -231,3 +244,31 @@ def test_runs_of_that_release_hold_no_seal_and_are_planned_as_before(
             assert type(again.nodes) is dict and dict(again.nodes) == store.load(run_id).nodes
             assert store._sealed(run_id) is None
             check_outputs(store.load(run_id), set(legacy7.NODES))
+
+
+@ENCRYPTED
+@pytest.mark.parametrize("kind", ["lmdb", "json", "flatbuffers"])
+def test_a_resume_that_keeps_the_run_writes_format_6_beside_format_5(
+    tmp_path: Path, kind: str, encrypted: bool
+) -> None:
+    """Resumed with its own ttl (nothing to save whole), a run of that release
+    holds the records it wrote (format 5: hex digests) beside those of the nodes
+    this release ran (format 6: digests as bytes); it loads, and runs nothing again."""
+    url = copy_fixture(tmp_path, "legacy7", kind, encrypted)
+    with open_store(url, create=False, **_options(encrypted)) as store:
+        assert set(digest_forms(store, legacy7.DONE_ID).values()) == {str}
+        before = store.load(legacy7.RUN_ID)
+        calls: list[str] = []
+        run = flowdag.run(legacy7.build(calls), run_id=legacy7.RUN_ID, store=store, ttl=legacy7.TTL)
+        assert run.ok and sorted(calls) == ["after", "flaky"]
+        forms = digest_forms(store, legacy7.RUN_ID)
+        assert forms["flaky"] is bytes and forms["after"] is bytes and forms["source"] is str
+        after = store.load(legacy7.RUN_ID)
+        check_outputs(after, set(legacy7.NODES))
+        for name in set(legacy7.NODES) - {"flaky", "after"}:
+            assert after.nodes[name] == before.nodes[name], name
+        fingerprint = after.nodes["flaky"].provenance.fingerprint  # read back as hex text
+        assert type(fingerprint) is str and bytes.fromhex(fingerprint).hex() == fingerprint
+        again: list[str] = []
+        assert flowdag.run(legacy7.build(again), run_id=legacy7.RUN_ID, store=store).ok
+        assert again == []
