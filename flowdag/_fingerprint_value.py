@@ -8,7 +8,9 @@ reuses every node never does (the digests of their own parts are made for each,
 and not kept: the provenance holds the digests made of them), and a node's
 provenance holds a view of the parts
 (`Fingerprint.parts_view`) rather than a dict of them, which a store writes from
-the template's shared parts and the node's own (`_PartsView.shared`).
+the template's shared parts and the node's own (`_PartsView.shared`). The view
+in a record the runner makes holds the own digests its digests were made from
+(`Fingerprint.recorded`): the store does not make them a second time.
 """
 
 from __future__ import annotations
@@ -96,16 +98,23 @@ class Fingerprint:
         ``keep``: made ones are not kept, for a caller that lets go of the record
         holding them (a ledger that forgets: `flowdag._ledger`), so that a run of a
         million nodes keeps none per node."""
+        return self.recorded(keep=keep)[:2]
+
+    def recorded(self, *, keep: bool = True) -> tuple[str, str, Mapping[str, str]]:
+        """`digests` and `parts_view`, for a node's record: the view holds the own
+        digests the two digests were made from, so that the store writing the
+        record (`_PartsView.shared`) does not make them again."""
         digest, source = self._digest, self._source_digest
         if digest is not None and source is not None:
-            return digest, source
+            return digest, source, self.parts_view()
         template = self._template
         assert template is not None
         own = template.own(self._own)
         digest, source = digest or template.digest(own), source or template.source_digest(own)
         if keep:
             self._digest, self._source_digest = digest, source
-        return digest, source
+        parts = self._parts
+        return digest, source, parts if parts is not None else _PartsView(self, own)
 
     @property
     def parts(self) -> dict[str, str]:
@@ -154,10 +163,15 @@ class Fingerprint:
 class _PartsView(Mapping[str, str]):
     """The parts of a template's `Fingerprint`, made on each read (see `parts_view`)."""
 
-    __slots__ = ("_fingerprint",)
+    __slots__ = ("_fingerprint", "_own")
 
-    def __init__(self, fingerprint: Fingerprint) -> None:
+    def __init__(self, fingerprint: Fingerprint, own: tuple[str, ...] | None = None) -> None:
         self._fingerprint = fingerprint
+        self._own = own  # the own digests, when made already (`Fingerprint.recorded`)
+
+    def _own_digests(self) -> tuple[str, ...]:
+        own = self._own
+        return own if own is not None else self._fingerprint._own_digests()
 
     def _made(self) -> dict[str, str]:
         found = self._fingerprint
@@ -165,7 +179,7 @@ class _PartsView(Mapping[str, str]):
             return found._parts
         template = found._template
         assert template is not None
-        return template.parts(found._own_digests())
+        return template.parts(self._own_digests())
 
     def shared(self) -> tuple[_Template, tuple[str, ...]] | None:
         """The template these parts come from and the fingerprint's own digests (of
@@ -176,7 +190,7 @@ class _PartsView(Mapping[str, str]):
         template = found._template
         if found._parts is not None or template is None or not template.distinct:
             return None
-        return template, found._own_digests()
+        return template, self._own_digests()
 
     def __getitem__(self, name: str) -> str:
         return self._made()[name]

@@ -166,11 +166,12 @@ class Ledger:
             audit = stored.audit
             if output is None:
                 output = stored.output
-        digest, source = fingerprint.digests(keep=not self.forgets)
+        # No dict of parts kept per node: a view of them (`Fingerprint.parts_view`).
+        digest, source, parts = fingerprint.recorded(keep=not self.forgets)
         return new_provenance(
             digest,
             source,
-            fingerprint.parts_view(),  # no dict of parts kept per node
+            parts,
             output,
             inputs,
             self.reasons[name],

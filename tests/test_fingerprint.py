@@ -288,6 +288,7 @@ def test_functions_sharing_code_get_the_digests_of_a_full_walk() -> None:
             assert sorted(view.values()) == sorted(walked.parts.values())
             assert len(view) == len(walked.parts) and all(n in view for n in walked.parts)
             _assert_packs_as_its_parts(shared)
+            _assert_records_as_walked(fingerprinter.fingerprint(fn, extra=extra), walked)
 
 
 def test_constant_arguments_share_the_function_parts() -> None:
@@ -307,6 +308,18 @@ def test_constant_arguments_share_the_function_parts() -> None:
         )
         _assert_packs_as_its_parts(found)
     assert len({fp.digest for fp in fingerprints.values()}) == len(CAPTURED) + 1
+
+
+def _assert_records_as_walked(fresh: Fingerprint, walked: Fingerprint) -> None:
+    """What a run's record holds of a fingerprint none of whose digests were read yet
+    (`Fingerprint.recorded`, its parts view holding the own digests) is what the
+    full walk gives, and packs as a record holding the walk's parts."""
+    for keep in (False, True):
+        digest, source, parts = fresh.recorded(keep=keep)
+        assert (digest, source, dict(parts)) == (walked.digest, walked.source_digest, walked.parts)
+        recorded = provenance_record(Provenance(digest, source, parts, "o" * 64))
+        as_walked = Provenance(walked.digest, walked.source_digest, walked.parts, "o" * 64)
+        assert recorded == provenance_record(as_walked)
 
 
 def _assert_packs_as_its_parts(found: Fingerprint) -> None:
