@@ -194,6 +194,7 @@ class _Driver(ReadyHooks, MapHooks):
             # Records already handed over are committed even if we stop early:
             # they are finished work, and committing them spares a re-run.
             self.commits.committer.close()
+            self.settler.close()
         waiting = self.waits is not None and self.waits.open  # their dependents wait too
         if self.commits.error is None and not waiting and (stuck := self.ledger.unsettled()):
             raise RuntimeError(  # never a silent FAILED with no error: see the docstring

@@ -57,6 +57,13 @@ class Settler:
         self.skip = skip  # the records of the nodes a failure of a node skips
         self.emit = emit  # None: no one listens to events
 
+    def close(self) -> None:
+        """Let go of the driver's methods once its loop ended: no cycle then holds the
+        run's state (a ledger of every node), freed as soon as `flowdag.run` returns
+        rather than at some later full collection, which a caller's code would pay for."""
+        self.skip = _ended
+        self.emit = None
+
     def flush(self) -> None:
         """Hand this wake-up's records to the committer (or commit them now)."""
         commits = self.commits
@@ -137,3 +144,7 @@ class Settler:
                 self.emit(
                     EventKind.NODE_FINISHED, record.node, NodeStatus.FAILED, record.attempts, error
                 )
+
+
+def _ended(name: str) -> list[NodeRecord]:
+    raise RuntimeError(f"flowdag bug: node '{name}' failed after its run's loop ended")

@@ -10,11 +10,15 @@ checked where they matter: inside the running code.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
+import weakref
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -40,6 +44,7 @@ from flowdag import (
     Workflow,
     open_store,
 )
+from flowdag._driver import _Driver
 from flowdag.executors import ThreadExecutor
 from flowdag.runner import EventKind
 from flowdag.scheduler import PoolGate
@@ -154,6 +159,28 @@ class Probe:
         return fn
 
 
+@contextmanager
+def drivers_made() -> Iterator[list[weakref.ref[_Driver]]]:
+    """Weak references to the drivers of the runs inside, the cyclic collector paused,
+    so that a driver a reference cycle holds is still alive when the block ends."""
+    made: list[weakref.ref[_Driver]] = []
+    init = _Driver.__init__
+
+    def recorded(self: _Driver, *args: Any, **kwargs: Any) -> None:
+        made.append(weakref.ref(self))
+        init(self, *args, **kwargs)
+
+    paused = gc.isenabled()
+    gc.disable()
+    _Driver.__init__ = recorded  # type: ignore[method-assign]
+    try:
+        yield made
+    finally:
+        _Driver.__init__ = init  # type: ignore[method-assign]
+        if paused:
+            gc.enable()
+
+
 def check_run(load: Workload) -> None:
     probe = Probe(load.caps)
     wf = Workflow("prop")
@@ -167,11 +194,15 @@ def check_run(load: Workload) -> None:
             retry_delay=plan.retry_delay,
         )
     store = DurableMemoryStore() if load.durable else MemoryStore()
-    if load.own_pool:
-        result = flowdag.run(wf, store=store, max_workers=load.max_workers, pools=load.caps)
-    else:
-        with ThreadExecutor(load.max_workers) as pool:
-            result = flowdag.run(wf, store=store, executor=pool, pools=load.caps)
+    with drivers_made() as drivers:
+        if load.own_pool:
+            result = flowdag.run(wf, store=store, max_workers=load.max_workers, pools=load.caps)
+        else:
+            with ThreadExecutor(load.max_workers) as pool:
+                result = flowdag.run(wf, store=store, executor=pool, pools=load.caps)
+        # Its state (a ledger of every node) is freed as run() returns, not left to
+        # a later full collection that the caller's code would pay for.
+        assert len(drivers) == 1 and drivers[0]() is None
 
     # What each node must end as: fails iff it failed more attempts than its
     # retries allow; skipped iff an ancestor failed (checked in topological order).
@@ -448,3 +479,41 @@ def test_a_base_exception_in_the_committer_fails_the_batch_without_a_hang(
         result = flowdag.run(wf, run_id="r", store=store, max_workers=3)
     assert result.status is flowdag.RunStatus.FAILED
     assert {e.type for e in result.errors.values()} == {"SystemExit"}
+
+
+def _shape_with(feature: str) -> Workflow:
+    """A small workflow using ``feature`` of the driver (see the test below)."""
+    wf = Workflow(f"cycles-{feature}")
+    wf.add_node("a", lambda: [1, 2, 3], cache=feature == "cache")
+    if feature == "map":
+        wf.map("b", lambda item: item * 2, over="a")
+    elif feature == "input":
+        wf.add_input("b", schema={"type": "integer"}, deps=["a"])
+    elif feature == "failure":
+        wf.add_node("b", lambda a: 1 / 0, deps=["a"], retries=1, retry_delay=0.0)
+    else:
+        wf.add_node("b", lambda a: len(a), deps=["a"])
+    wf.add_node("c", lambda b: b, deps=["b"])
+    return wf
+
+
+@pytest.mark.parametrize("feature", ["plain", "events", "map", "cache", "input", "failure"])
+@pytest.mark.parametrize("kind", ["memory", "lmdb"])
+def test_no_reference_cycle_holds_a_run_once_it_returned(
+    feature: str, kind: str, tmp_path: Path
+) -> None:
+    """A run's state (its ledger of every node) is freed as `flowdag.run` returns, with
+    each feature of the driver, not left to a later full collection to find."""
+    events: list[RunEvent] = []
+    url = "memory://" if kind == "memory" else f"lmdb://{tmp_path}"
+    with open_store(url) as store, drivers_made() as drivers:
+        result = flowdag.run(
+            _shape_with(feature),
+            run_id="r",
+            store=store,
+            on_event=events.append if feature == "events" else None,
+        )
+        assert len(drivers) == 1 and drivers[0]() is None
+    expected = {"failure": RunStatus.FAILED, "input": RunStatus.SUSPENDED}
+    assert result.status is expected.get(feature, RunStatus.COMPLETED)
+    assert (feature == "events") == bool(events)
