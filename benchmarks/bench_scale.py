@@ -28,7 +28,8 @@ For each N, in one subprocess, back to back:
 - peak RSS: ``ru_maxrss`` of the subprocess at the end.
 
 Then the 10k comparison (graph prebuilt; rounds alternated, first dropped,
-medians): a bare ``ThreadPoolExecutor`` of 4 threads running the same graph in
+medians; each part after a ``gc.collect()``, so none pays for the one before):
+a bare ``ThreadPoolExecutor`` of 4 threads running the same graph in
 topological order (`_shapes.run_bare`) against ``flowdag.run`` on the memory
 store and on a fresh LMDB store; then ``python -X importtime -c "import
 flowdag"`` (flowdag's cumulative import time) and ``python -m flowdag status``
