@@ -303,6 +303,9 @@ class _Driver(ReadyHooks, MapHooks):
 
     def on_result(self, attempt: Attempt, outcome: Outcome) -> None:
         # Once per node: `is_running` and `returned` inlined, the record built fast.
+        # Its future is done, and its callback holds the attempt: a cycle that would
+        # keep the attempt's inputs for the cyclic collector.
+        attempt.future = None
         name = attempt.spec.name
         running = self.running
         if running.get(name) is not attempt:

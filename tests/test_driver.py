@@ -45,6 +45,7 @@ from flowdag import (
     open_store,
 )
 from flowdag._driver import _Driver
+from flowdag.attempt import Attempt
 from flowdag.executors import ThreadExecutor
 from flowdag.runner import EventKind
 from flowdag.scheduler import PoolGate
@@ -517,3 +518,25 @@ def test_no_reference_cycle_holds_a_run_once_it_returned(
     expected = {"failure": RunStatus.FAILED, "input": RunStatus.SUSPENDED}
     assert result.status is expected.get(feature, RunStatus.COMPLETED)
     assert (feature == "events") == bool(events)
+
+
+def _one() -> int:
+    return 1
+
+
+def _doubled(a: int) -> int:
+    return 2 * a
+
+
+@pytest.mark.parametrize("executor", ["threads", "asyncio", "processes"])
+def test_no_attempt_outlives_its_run_in_a_reference_cycle(executor: str) -> None:
+    """An attempt (its inputs: its deps' outputs) is freed once its run returned,
+    whatever runs it, not kept by a cycle through its future until a full collection."""
+    wf = Workflow("attempts")
+    wf.add_node("a", _one)
+    for i in range(8):
+        wf.add_node(f"b{i}", _doubled, deps=["a"])
+    with MemoryStore() as store, drivers_made():
+        assert flowdag.run(wf, store=store, executor=executor).ok
+        left = [o for o in gc.get_objects() if type(o) is Attempt]
+        assert left == []
