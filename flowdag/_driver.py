@@ -302,10 +302,7 @@ class _Driver(ReadyHooks, MapHooks):
         )
 
     def on_result(self, attempt: Attempt, outcome: Outcome) -> None:
-        # Once per node: `is_running` and `returned` inlined, the record built fast.
-        # Its future is done, and its callback holds the attempt: a cycle that would
-        # keep the attempt's inputs for the cyclic collector.
-        attempt.future = None
+        # Once per node: `is_running` inlined, the record built fast.
         name = attempt.spec.name
         running = self.running
         if running.get(name) is not attempt:
@@ -456,10 +453,14 @@ class _Driver(ReadyHooks, MapHooks):
 
     def abandon(self, attempt: Attempt) -> None:
         """Fail an attempt that overran its timeout, and stop it where the executor can."""
-        counts = self.returned(attempt)
+        del self.running[attempt.node]  # as on_result takes a returned attempt off
+        self.schedule.gate.release(attempt.node)
+        # The store refused its start record: the node already failed with the store's error.
+        counts = self.commits.error is None or attempt.node not in self.commits.refused
         # A process pool terminates the worker, asyncio cancels the task, Dask
         # cancels it; a thread cannot be stopped and runs on, its result discarded.
-        stopped = attempt.future is not None and attempt.future.cancel()
+        future = attempt.future  # read once: it is let go of as it finishes (launcher)
+        stopped = future is not None and future.cancel()
         if not stopped:
             self.launcher.abandoned()  # a pool that queues must not queue behind it
         timeout = self.specs[attempt.node].timeout
@@ -470,13 +471,6 @@ class _Driver(ReadyHooks, MapHooks):
         )
         if counts:
             self.on_failed_attempt(attempt, failure(error, attempt.started_at))
-
-    def returned(self, attempt: Attempt) -> bool:
-        """Take ``attempt`` off those running; False if its outcome no longer counts."""
-        del self.running[attempt.node]
-        self.schedule.gate.release(attempt.node)
-        # The store refused its start record: the node already failed with the store's error.
-        return self.commits.error is None or attempt.node not in self.commits.refused
 
     # -- reporting ----------------------------------------------------------
 

@@ -265,9 +265,8 @@ class Launcher:
             execute_async if spec.is_async and self._runs_coroutines else execute
         )
         future: Future[Outcome] = self._executor.submit(run, attempt)
-        attempt.future = future
         report = self._on_outcome
-        future.add_done_callback(lambda f: report(attempt, _outcome_of(f)))
+        _when_done(future, attempt, lambda f: report(attempt, _outcome_of(f)))
 
     def _launch_remote(self, attempt: Attempt) -> None:
         try:
@@ -284,12 +283,13 @@ class Launcher:
         else:  # the driver fills the executor no further than it runs: start it now
             self._on_start(attempt)
             future = self._executor.submit(execute_remote, task)
-        attempt.future = future
         report = self._on_outcome
         # A worker that reached the blob area sent a Ref already; else it is put here.
         here = task.area is None
-        future.add_done_callback(
-            lambda f: report(attempt, received(_outcome_of(f), attempt, keep_here=here))
+        _when_done(
+            future,
+            attempt,
+            lambda f: report(attempt, received(_outcome_of(f), attempt, keep_here=here)),
         )
 
     def _to_remote(self, attempt: Attempt) -> RemoteAttempt:
@@ -366,6 +366,21 @@ def _execute_and_report(attempt: Attempt, report: Callable[[Attempt, Outcome], N
     except BaseException as exc:  # e.g. on_start failed: still report
         outcome = failure(exc)
     report(attempt, outcome)
+
+
+def _when_done(
+    future: Future[Outcome], attempt: Attempt, report: Callable[[Future[Outcome]], None]
+) -> None:
+    """Keep ``future`` as ``attempt``'s (to cancel on timeout) and ``report`` it once
+    done. The attempt then lets go of it: the future holds the callback, which
+    holds the attempt and its inputs, a cycle only the cyclic collector would free."""
+    attempt.future = future
+
+    def done(finished: Future[Outcome]) -> None:
+        attempt.future = None
+        report(finished)
+
+    future.add_done_callback(done)
 
 
 def _outcome_of(future: Future[Outcome]) -> Outcome:

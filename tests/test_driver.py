@@ -171,14 +171,14 @@ def drivers_made() -> Iterator[list[weakref.ref[_Driver]]]:
         made.append(weakref.ref(self))
         init(self, *args, **kwargs)
 
-    paused = gc.isenabled()
+    enabled = gc.isenabled()
     gc.disable()
     _Driver.__init__ = recorded  # type: ignore[method-assign]
     try:
         yield made
     finally:
         _Driver.__init__ = init  # type: ignore[method-assign]
-        if paused:
+        if enabled:
             gc.enable()
 
 
