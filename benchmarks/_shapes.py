@@ -52,7 +52,11 @@ def run_bare(dag: flowdag.DAG) -> dict[str, Any]:
         for name in dag.nodes:
             spec = dag.specs[name]
             inputs = {dep: futures[dep].result() for dep in spec.deps}
-            futures[name] = pool.submit(spec.fn, **inputs)
+            binding = spec.binding
+            if binding is None:
+                futures[name] = pool.submit(spec.fn, **inputs)
+            else:  # constant arguments (``args=``), passed as a hand-written call passes them
+                futures[name] = pool.submit(spec.fn, *binding.args, **binding.kwargs, **inputs)
         return {name: future.result() for name, future in futures.items()}
 
 

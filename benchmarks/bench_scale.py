@@ -13,6 +13,8 @@ one imported (the first line names it).
 The shape (``--shape leaves``, the default) is a ``source`` and N leaves that
 need it, written as a newcomer writes a reusable ``leaf(i, source)`` without
 constant arguments: one ``lambda source, i=i: leaf(i, source)`` per node.
+``--shape bound`` is the same leaves written with the builder's constant
+arguments (one ``leaf`` for all, ``args=(i,)``; the bare pool passes them too);
 ``--shape fanout`` is ``flowdag bench``'s 1 -> N -> 1 (a ``sink`` over all N).
 For each N, in one subprocess, back to back:
 
@@ -91,6 +93,17 @@ def leaves(size: int) -> Any:
     return wf.build()
 
 
+def bound(size: int) -> Any:
+    """The same leaves written with constant arguments: one ``leaf`` for all, ``args=(i,)``."""
+    from flowdag.workflow import Workflow
+
+    wf = Workflow(f"bound-{size}")
+    wf.add_node("source", lambda: 1)
+    for i in range(size):
+        wf.add_node(f"leaf{i}", leaf, deps=["source"], args=(i,))
+    return wf.build()
+
+
 def leaves_edges(size: int) -> dict[str, list[str]]:
     deps: dict[str, list[str]] = {"source": []}
     deps.update((f"leaf{i}", ["source"]) for i in range(size))
@@ -113,7 +126,11 @@ def fanout_edges(size: int) -> dict[str, list[str]]:
 
 
 #: Shape -> (build the DAG of a size, its nodes and their deps for the floor).
-SHAPES = {"leaves": (leaves, leaves_edges), "fanout": (fanout, fanout_edges)}
+SHAPES = {
+    "leaves": (leaves, leaves_edges),
+    "bound": (bound, leaves_edges),
+    "fanout": (fanout, fanout_edges),
+}
 
 
 # -- the parts, each run in its own subprocess ------------------------------------------
