@@ -19,6 +19,7 @@ from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from flowdag._shapes import shape_of
 from flowdag._units import Duration, Size
 from flowdag.errors import DAGError, NodeError, SignatureError
 
@@ -183,13 +184,17 @@ def map_spec(spec: NodeSpec, fn: Callable[..., Any], over: str) -> NodeSpec:
     if spec.input is not None:
         raise DAGError(f"map node '{spec.name}' cannot be an input node")
     kwarg_deps = tuple(dep for dep in spec.kwarg_deps if dep != over)
+    # The item is a value, as any input is (an item kept by reference is loaded),
+    # unless its parameter is annotated `flowdag.Ref`: on every executor alike.
+    shape = shape_of(fn)
+    item_is_ref = bool(shape.positionals) and shape.positionals[0] in shape.ref_params
     return replace(
         spec,
         deps=spec.deps if over in spec.deps else (over, *spec.deps),  # deps given as a mapping
         fn=fn,
         is_async=inspect.iscoroutinefunction(fn),
         kwarg_deps=kwarg_deps,
-        ref_deps=spec.ref_deps - {over},
+        ref_deps=spec.ref_deps | {over} if item_is_ref else spec.ref_deps - {over},
         map_over=over,
     )
 

@@ -164,11 +164,11 @@ def _call(attempt: Attempt) -> tuple[datetime, Any, Context | None]:
         if spec.binding is None:  # the usual call: inputs by keyword, no constants
             kwargs, ctx = _arguments(attempt)
             if spec.map_over is not None:  # an item of a map node: the item comes first
-                return started_at, spec.fn(attempt.inputs[spec.map_over], **kwargs), ctx
+                return started_at, spec.fn(_item(attempt, spec.map_over), **kwargs), ctx
             return started_at, spec.fn(**kwargs), ctx
         args, kwargs, ctx = _bound_arguments(attempt)
         if spec.map_over is not None:
-            args = (attempt.inputs[spec.map_over], *args)
+            args = (_item(attempt, spec.map_over), *args)
         return started_at, spec.fn(*args, **kwargs), ctx
     except NODE_ERRORS as exc:
         _discard_output(ctx)
@@ -214,6 +214,12 @@ def _safely(show: Callable[[], str], fallback: str) -> str:
     except BaseException:  # whatever a broken __str__ raises
         return fallback
     return text if isinstance(text, str) else fallback
+
+
+def _item(attempt: Attempt, over: str) -> Any:
+    """A map item's item: loaded when kept by reference, unless its parameter asks for the Ref."""
+    item = attempt.inputs[over]
+    return item.load() if type(item) is Ref and over not in attempt.spec.ref_deps else item
 
 
 def _arguments(attempt: Attempt) -> tuple[dict[str, Any], Context | None]:

@@ -182,17 +182,22 @@ def plan_run(dag: DAG, run_id: str, stored: RunState | None, *, allow_changes: b
         )
     state = stored
     if changes:
+        nodes = {
+            name: _reset(dag, name, stored.nodes.get(name))
+            if name in stale or name not in stored.nodes
+            else stored.nodes[name]
+            for name in dag.nodes
+        }
+        if dag.maps:
+            # A map's items stay, its map's or not: its expansion reuses those whose
+            # item, inputs and code are unchanged, as after any other change.
+            nodes.update(
+                (name, node)
+                for name, node in stored.nodes.items()
+                if name not in nodes and map_of(name, dag.maps) is not None
+            )
         state = RunState(
-            run_id,
-            stored.workflow,
-            nodes={
-                name: _reset(dag, name, stored.nodes.get(name))
-                if name in stale or name not in stored.nodes
-                else stored.nodes[name]
-                for name in dag.nodes
-            },
-            data=stored.data,
-            metadata=stored.metadata,
+            run_id, stored.workflow, nodes=nodes, data=stored.data, metadata=stored.metadata
         )
     completed = {n for n, node in state.nodes.items() if node.status is NodeStatus.COMPLETED}
     return Plan(state, completed, changes, needs_save=bool(changes), structural=stale)
